@@ -1,0 +1,229 @@
+//! The crate's one error type: a variant per operation that can fail, each naming what it worked on.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::NsKind;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong creating, entering, using or deleting namespaces.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("invalid namespace name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    #[error("invalid hostname {hostname:?}: {reason}")]
+    InvalidHostname {
+        hostname: String,
+        reason: &'static str,
+    },
+
+    #[error("{path:?} already exists: a namespace of that name is in use (delete it first)")]
+    AlreadyExists { path: PathBuf },
+
+    #[error("failed to create directory {path:?}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to create mount point {path:?}")]
+    CreatePin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to create new {kinds} namespaces{hint}", hint = root_hint(*.source))]
+    Unshare {
+        kinds: String,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to set hostname {hostname:?} in the new UTS namespace")]
+    Sethostname {
+        hostname: String,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to bind-mount {src:?} on {dst:?}{hint}", hint = root_hint(*.source))]
+    BindMount {
+        src: PathBuf,
+        dst: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to make {path:?} a shared mount (as `ip netns add` does)")]
+    MakeShared {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to unmount {path:?}")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to remove {path:?}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to open namespace {path:?}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("no process with pid {pid} (it exited, or never existed)")]
+    NoSuchProcess { pid: u32 },
+
+    #[error("{path:?} is not a namespace file (expected a pin or /proc/PID/ns/{kind})")]
+    NotANamespace { path: PathBuf, kind: NsKind },
+
+    #[error("{path:?} is a namespace of kind {found}, not {expected}")]
+    WrongKind {
+        path: PathBuf,
+        expected: NsKind,
+        found: String,
+    },
+
+    #[error("failed to enter {kind} namespace {path:?}{hint}", hint = root_hint(*.source))]
+    Setns {
+        kind: NsKind,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to start a thread to work inside namespace {path:?}")]
+    Thread {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the thread working inside namespace {path:?} panicked")]
+    ThreadPanicked { path: PathBuf },
+
+    #[error("failed to start {program:?} as PID 1 of the new PID namespace")]
+    SpawnInit {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to start {program:?} in the namespaces of {path:?}")]
+    Spawn {
+        program: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("PID namespace {path:?} has no init process any more (its PID 1 exited)")]
+    PidNamespaceDead { path: PathBuf },
+
+    #[error("failed to write {path:?}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to kill {pid} (PID 1 of the pod's PID namespace)")]
+    Kill {
+        pid: u32,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to open a netlink socket in namespace {path:?}")]
+    NetlinkSocket {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("`{op}` failed in network namespace {ns:?}")]
+    Netlink {
+        op: String,
+        ns: PathBuf,
+        #[source]
+        source: rtnetlink::Error,
+    },
+
+    #[error("no link named {name:?} in network namespace {ns:?}")]
+    LinkNotFound { name: String, ns: PathBuf },
+
+    #[error("failed to listen on {addr} in network namespace {ns:?}")]
+    Listen {
+        addr: SocketAddr,
+        ns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("failed to connect to {addr} in network namespace {ns:?}")]
+    Connect {
+        addr: SocketAddr,
+        ns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "failed to connect to localhost port {port} in network namespace {ns:?}: \
+         127.0.0.1: {v4}; [::1]: {v6}"
+    )]
+    ConnectLocalhost {
+        port: u16,
+        ns: PathBuf,
+        v4: io::Error,
+        v6: io::Error,
+    },
+
+    #[error("failed to create a socket in network namespace {ns:?}")]
+    Socket {
+        ns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the socket thread of network namespace {ns:?} has stopped")]
+    DialerGone { ns: PathBuf },
+
+    #[error("this needs a tokio runtime: call it from inside one")]
+    NoRuntime,
+
+    /// A step failed, and undoing what had been done failed too: both are reported so that the
+    /// leftover (named in `cleanup`) can be removed by hand or by a later delete.
+    #[error("{error} (and cleaning up failed as well: {cleanup})")]
+    Cleanup {
+        #[source]
+        error: Box<Error>,
+        cleanup: Box<Error>,
+    },
+}
+
+/// Most of these syscalls need CAP_SYS_ADMIN: say so when the kernel says EPERM.
+fn root_hint(err: nix::Error) -> &'static str {
+    match err {
+        nix::Error::EPERM => " (operation not permitted: run as root, or with CAP_SYS_ADMIN)",
+        _ => "",
+    }
+}

@@ -1,0 +1,82 @@
+//! Linux namespaces for podkit's pods: create, pin, open, enter and delete them; bring up `lo`
+//! and build links through rtnetlink; make sockets inside a network namespace for use from the
+//! host. Every `unsafe` of podkit lives here, in `sys.rs`.
+//!
+//! ```no_run
+//! # async fn demo() -> netns::Result<()> {
+//! use std::process::Command;
+//! // Equal to `ip netns add web && ip -n web link set lo up`, plus IPC and UTS namespaces.
+//! let pod = netns::PodNamespaces::builder("web", "/run/podkit/pods/web/ns").create().await?;
+//! let mut child = pod.spawn(Command::new("uname").arg("-n"))?; // prints "web"
+//! child.wait().ok();
+//! pod.delete()?; // equal to `ip netns del web`
+//! # Ok(()) }
+//! ```
+//!
+//! Two rules from the kernel shape the API. `setns(2)` and `unshare(2)` change only the calling
+//! thread, so every "inside a namespace" step runs on a short-lived OS thread of this crate,
+//! never on a tokio worker. And a socket keeps the namespace it was created in, so sockets are
+//! created on such a thread and handed back to the caller's runtime.
+//!
+//! Layout:
+//! - `kind.rs`: [`NsKind`], the namespace kinds and their kernel names;
+//! - `namespace.rs`: [`Namespace`], one open namespace (by path, name or pid) and running code
+//!   inside it;
+//! - `spawn.rs`: [`Namespaces`], a set to start processes in (`Command` + `pre_exec` + `setns`);
+//! - `pod.rs`: [`PodNamespaces`], a pod's namespaces created, pinned and deleted together;
+//! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
+//! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
+//! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
+//! - `sys.rs`: the raw syscalls nix does not wrap;
+//! - `error.rs`: [`Error`].
+
+mod error;
+mod kind;
+mod namespace;
+mod netlink;
+mod pin;
+mod pod;
+mod socket;
+mod spawn;
+mod sys;
+
+pub use error::{Error, Result};
+pub use kind::NsKind;
+pub use namespace::{NETNS_RUN_DIR, Namespace};
+pub use netlink::{Address, Link, Netlink};
+pub use pod::{PodNamespaces, PodNamespacesBuilder};
+pub use socket::Dialer;
+pub use spawn::Namespaces;
+
+/// The longest name accepted: a Kubernetes pod name is a DNS subdomain of at most 253 bytes.
+pub const MAX_NAME_LEN: usize = 253;
+
+/// Checks that `name` can name a pod's namespaces: a file name under `/run/netns`, so no `/`,
+/// no `.` or `..`, and the characters of a Kubernetes object name.
+pub fn validate_name(name: &str) -> Result<()> {
+    let reason = if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("longer than 253 bytes")
+    } else if name.contains('/') {
+        Some("must not contain '/'")
+    } else if name == "." || name == ".." {
+        Some("must not be '.' or '..'")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        Some("may contain only letters, digits, '-', '.' and '_'")
+    } else if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        Some("must start with a letter or digit")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
