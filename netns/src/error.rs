@@ -212,12 +212,23 @@ pub enum Error {
 
     /// A step failed, and undoing what had been done failed too: both are reported so that the
     /// leftover (named in `cleanup`) can be removed by hand or by a later delete.
-    #[error("{error} (and cleaning up failed as well: {cleanup})")]
+    #[error("{}; cleaning up failed as well: {}", chain(error), chain(cleanup))]
     Cleanup {
-        #[source]
         error: Box<Error>,
         cleanup: Box<Error>,
     },
+}
+
+/// An error with its causes, as one line: both halves of [`Error::Cleanup`] need theirs.
+fn chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Most of these syscalls need CAP_SYS_ADMIN: say so when the kernel says EPERM.

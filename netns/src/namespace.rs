@@ -38,7 +38,11 @@ impl Namespace {
         })?;
         let found = match sys::ns_type(file.as_fd()) {
             Ok(found) => found,
-            Err(_) => return Err(Error::NotANamespace { path, kind }),
+            // ENOTTY: the file does not answer namespace ioctls.
+            Err(err) if err.raw_os_error() == Some(libc::ENOTTY) => {
+                return Err(Error::NotANamespace { path, kind });
+            }
+            Err(source) => return Err(Error::Open { path, source }),
         };
         if found != kind.clone_flag().bits() {
             let found = NsKind::from_clone_flag(found)
@@ -116,6 +120,18 @@ impl Namespace {
         F: FnOnce() -> T + Send + 'static,
     {
         run_in_async(vec![self.clone()], f).await
+    }
+
+    /// [`Error::WrongKind`] unless this is a namespace of `kind`.
+    pub(crate) fn expect_kind(&self, kind: NsKind) -> Result<()> {
+        if self.kind == kind {
+            return Ok(());
+        }
+        Err(Error::WrongKind {
+            path: self.path.clone(),
+            expected: kind,
+            found: self.kind.to_string(),
+        })
     }
 
     pub(crate) fn shared_fd(&self) -> Arc<OwnedFd> {

@@ -46,13 +46,7 @@ impl Namespace {
     /// dedicated thread that has entered the namespace; the connection runs on the caller's
     /// tokio runtime.
     pub async fn netlink(&self) -> Result<Netlink> {
-        if self.kind() != NsKind::Net {
-            return Err(Error::WrongKind {
-                path: self.path().to_path_buf(),
-                expected: NsKind::Net,
-                found: self.kind().to_string(),
-            });
-        }
+        self.expect_kind(NsKind::Net)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let path = self.path().to_path_buf();
         let socket = self

@@ -49,10 +49,11 @@ pub(crate) fn pin(ns_file: &Path, pin: &Path) -> Result<()> {
 
 /// Unmounts everything stacked on `path` and removes the file. Returns whether there was
 /// anything to remove; a missing `path` is not an error, so a cut-short delete can be re-run.
+/// A symlink is removed, never followed: what it points to is not ours.
 pub(crate) fn unpin(path: &Path) -> Result<bool> {
     let mut removed = false;
     loop {
-        match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        match nix::mount::umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) => removed = true,
             // Not (or no longer) a mount point.
             Err(nix::Error::EINVAL) => break,

@@ -2,20 +2,20 @@
 
 use std::fs;
 use std::io;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use rtnetlink::sys::{AsyncSocket, TokioSocket, protocols::NETLINK_ROUTE};
 use tracing::debug;
 
-use crate::namespace::{NETNS_RUN_DIR, run_in};
+use crate::namespace::NETNS_RUN_DIR;
 use crate::pin::{ensure_netns_run_dir, pin, unpin};
-use crate::{Error, Namespace, Namespaces, Netlink, NsKind, Result};
+use crate::{Error, Namespace, Namespaces, Netlink, NsKind, Result, sys};
 
 /// The kinds every pod has; PID is added on request.
 const POD_KINDS: [NsKind; 3] = [NsKind::Net, NsKind::Ipc, NsKind::Uts];
@@ -82,19 +82,17 @@ impl PodNamespacesBuilder {
     /// is.
     pub async fn create(self) -> Result<PodNamespaces> {
         crate::validate_name(&self.name)?;
-        let hostname = self.hostname.unwrap_or_else(|| self.name.clone());
+        let hostname = match self.hostname {
+            Some(hostname) => hostname,
+            None => default_hostname(&self.name),
+        };
         validate_hostname(&hostname)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         if self.run_netns {
             ensure_netns_run_dir()?;
         }
-        fs::create_dir_all(&self.dir).map_err(|source| Error::CreateDir {
-            path: self.dir.clone(),
-            source,
-        })?;
 
-        let name = self.name.clone();
-        let dir = self.dir.clone();
+        let (name, dir) = (self.name.clone(), self.dir.clone());
         let plan = Plan {
             name: self.name,
             dir: self.dir,
@@ -103,29 +101,49 @@ impl PodNamespacesBuilder {
             run_netns: self.run_netns,
         };
         // unshare(2) moves only the calling thread: do it on a thread of our own, which ends
-        // once the namespaces are pinned.
-        let (socket, init) = run_in(&[], CloneFlags::empty(), move || {
-            let _runtime = runtime.enter();
-            plan.execute()
-        })??;
+        // once the namespaces are pinned. The caller awaits it without blocking a worker.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (thread_name, thread_dir) = (name.clone(), dir.clone());
+        std::thread::Builder::new()
+            .name("podkit-ns-create".into())
+            .spawn(move || {
+                let _runtime = runtime.enter();
+                let result = plan.execute();
+                if let Err(Ok((socket, init))) = tx.send(result) {
+                    // The caller stopped waiting (its future was dropped): nobody else will
+                    // undo this, so do it here.
+                    drop(socket);
+                    drop(Unfinished::new(&thread_name, &thread_dir, init));
+                }
+            })
+            .map_err(|source| Error::Thread {
+                path: dir.clone(),
+                source,
+            })?;
+        let (socket, init) = rx
+            .await
+            .map_err(|_| Error::ThreadPanicked { path: dir.clone() })??;
 
-        let pod = async {
+        // From here on, a failure or a dropped future removes the pod again.
+        let unfinished = Unfinished::new(&name, &dir, init);
+        let finish = async {
             Netlink::from_socket(socket, dir.join("net"))
                 .link_up("lo")
                 .await?;
-            let init_pid = init.as_ref().map(Child::id);
-            let namespaces = Namespaces::open_dir(&dir, init_pid.is_some())?;
-            Ok(PodNamespaces {
-                name: name.clone(),
-                dir: dir.clone(),
-                namespaces,
-                init_pid,
-                init,
-            })
+            Namespaces::open_dir(&dir, unfinished.init.is_some())
         };
-        match pod.await {
-            Ok(pod) => Ok(pod),
-            Err(error) => Err(undo(error, PodNamespaces::remove(&name, &dir))),
+        match finish.await {
+            Ok(namespaces) => {
+                let init = unfinished.keep();
+                Ok(PodNamespaces {
+                    name,
+                    dir,
+                    namespaces,
+                    init_pid: init.as_ref().map(Child::id),
+                    init,
+                })
+            }
+            Err(error) => Err(undo(error, unfinished.undo())),
         }
     }
 }
@@ -141,21 +159,21 @@ struct Plan {
 
 impl Plan {
     fn execute(mut self) -> Result<(TokioSocket, Option<Child>)> {
-        let mut made = Vec::new();
-        let mut init = None;
-        match self.steps(&mut made, &mut init) {
-            Ok(socket) => Ok((socket, init)),
-            Err(error) => {
-                // Undo only what this call made: a pin that existed already is someone else's.
-                let cleanup = kill_init(init.take())
-                    .and_then(|()| made.iter().rev().try_for_each(|path| unpin(path).map(drop)))
-                    .and_then(|()| remove_file_if_exists(&self.dir.join(INIT_PID_FILE)));
-                Err(undo(error, cleanup))
-            }
+        let mut made = Made::default();
+        match self.steps(&mut made) {
+            Ok(socket) => Ok((socket, made.init)),
+            Err(error) => Err(undo(error, made.undo(&self.dir))),
         }
     }
 
-    fn steps(&mut self, made: &mut Vec<PathBuf>, init: &mut Option<Child>) -> Result<TokioSocket> {
+    fn steps(&mut self, made: &mut Made) -> Result<TokioSocket> {
+        if !self.dir.exists() {
+            fs::create_dir_all(&self.dir).map_err(|source| Error::CreateDir {
+                path: self.dir.clone(),
+                source,
+            })?;
+            made.dir = true;
+        }
         let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC;
         flags |= CloneFlags::CLONE_NEWUTS;
         if self.pid_init.is_some() {
@@ -173,12 +191,12 @@ impl Plan {
         for kind in POD_KINDS {
             let path = self.dir.join(kind.proc_name());
             pin(&thread_ns(kind), &path)?;
-            made.push(path);
+            made.files.push(path);
         }
         if self.run_netns {
             let path = Path::new(NETNS_RUN_DIR).join(&self.name);
             pin(&thread_ns(NsKind::Net), &path)?;
-            made.push(path);
+            made.files.push(path);
         }
 
         // The socket belongs to the namespace of the thread that creates it: this one.
@@ -195,13 +213,83 @@ impl Plan {
                 source,
             })?;
             let pid = child.id();
-            *init = Some(child);
+            made.init = Some(child);
+            // Recorded before anything else, so a crash from here on leaves a findable init.
+            let pid_file = self.dir.join(INIT_PID_FILE);
+            write_atomic(&pid_file, &pid.to_string())?;
+            made.files.push(pid_file);
             let path = self.dir.join("pid");
             pin(Path::new(&format!("/proc/{pid}/ns/pid")), &path)?;
-            made.push(path);
-            write_atomic(&self.dir.join(INIT_PID_FILE), &pid.to_string())?;
+            made.files.push(path);
         }
         Ok(socket)
+    }
+}
+
+/// What one create made so far, so that a failure undoes exactly that: a file that existed
+/// already (a pin of a pod of the same name) is someone else's.
+#[derive(Default)]
+struct Made {
+    dir: bool,
+    files: Vec<PathBuf>,
+    init: Option<Child>,
+}
+
+impl Made {
+    /// Undoes every step, also after one of them failed; reports the first failure.
+    fn undo(&mut self, dir: &Path) -> Result<()> {
+        let mut results = vec![kill_init(self.init.take())];
+        results.extend(self.files.iter().rev().map(|path| unpin(path).map(drop)));
+        if self.dir {
+            results.push(fs::remove_dir(dir).map_err(|source| Error::Remove {
+                path: dir.to_path_buf(),
+                source,
+            }));
+        }
+        results.into_iter().collect()
+    }
+}
+
+/// A pod whose creation has not finished: dropped (a failure, or the caller's future dropped),
+/// it removes the pod again.
+struct Unfinished {
+    name: String,
+    dir: PathBuf,
+    init: Option<Child>,
+    done: bool,
+}
+
+impl Unfinished {
+    fn new(name: &str, dir: &Path, init: Option<Child>) -> Self {
+        Unfinished {
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            init,
+            done: false,
+        }
+    }
+
+    /// Creation succeeded: keep the pod, hand over its init.
+    fn keep(mut self) -> Option<Child> {
+        self.done = true;
+        self.init.take()
+    }
+
+    fn undo(mut self) -> Result<()> {
+        self.done = true;
+        let killed = kill_init(self.init.take());
+        PodNamespaces::remove(&self.name, &self.dir)
+            .map(drop)
+            .and(killed)
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = kill_init(self.init.take());
+            let _ = PodNamespaces::remove(&self.name, &self.dir);
+        }
     }
 }
 
@@ -387,29 +475,35 @@ fn undo<T>(error: Error, cleanup: Result<T>) -> Error {
     }
 }
 
+/// Kills the pod's PID 1, which makes the kernel kill every other process of its namespace.
+/// Reaps it if it is gone at once; otherwise a thread reaps it later: the kernel holds a dying
+/// PID 1 until the caller has reaped the members it started, which may come after delete.
 fn kill_init(init: Option<Child>) -> Result<()> {
     let Some(mut child) = init else {
         return Ok(());
     };
     let pid = child.id();
-    match child.kill() {
-        Ok(()) => {}
-        // Already exited: reaped below.
-        Err(err) if err.kind() == io::ErrorKind::InvalidInput => {}
-        Err(err) => {
+    // std's Child::kill is kill(2) on a pid that cannot be reused before we reap it.
+    if let Err(err) = child.kill() {
+        if err.kind() != io::ErrorKind::InvalidInput {
+            let errno = err.raw_os_error().unwrap_or(libc::EIO);
             return Err(Error::Kill {
                 pid,
-                source: nix::Error::from_raw(err.raw_os_error().unwrap_or(libc::EIO)),
+                source: nix::Error::from_raw(errno),
             });
         }
     }
-    // Reaping PID 1 also waits for the kernel to have killed the rest of its namespace.
-    let _ = child.wait();
+    if !matches!(child.try_wait(), Ok(Some(_))) {
+        let reaper = std::thread::Builder::new().name("podkit-ns-reap".into());
+        // Without a thread the init stays a zombie until this process exits: harmless.
+        let _ = reaper.spawn(move || child.wait());
+    }
     Ok(())
 }
 
-/// Ends the PID 1 recorded in `DIR/init.pid`, if it is still the init of the pinned PID
-/// namespace (a pid can be reused by an unrelated process: never kill that one).
+/// Ends the PID 1 recorded in `DIR/init.pid`, if that pid still names a process inside the
+/// pod (its network namespace, and its PID namespace when pinned): a pid may have been reused
+/// by an unrelated process, which must not be killed.
 fn end_pinned_init(dir: &Path) -> Result<Option<u32>> {
     let Ok(text) = fs::read_to_string(dir.join(INIT_PID_FILE)) else {
         return Ok(None);
@@ -417,28 +511,45 @@ fn end_pinned_init(dir: &Path) -> Result<Option<u32>> {
     let Ok(pid) = text.trim().parse::<u32>() else {
         return Ok(None);
     };
-    let Ok(pinned) = Namespace::open(NsKind::Pid, dir.join("pid")) else {
+    // Hold the process by pidfd first, then check it: the check and the kill then name the
+    // same process even if it exits and its pid is reused in between.
+    let Ok(pidfd) = sys::pidfd_open(pid) else {
         return Ok(None);
     };
-    let same = |pid: u32| {
-        Namespace::from_pid(NsKind::Pid, pid).is_ok_and(|ns| ns.inode() == pinned.inode())
+    let Ok(net) = Namespace::open(NsKind::Net, dir.join("net")) else {
+        return Ok(None);
     };
-    if !same(pid) {
+    let pinned_pid = Namespace::open(NsKind::Pid, dir.join("pid")).ok();
+    let inside = |pid: u32| {
+        let same = |kind, want: &Namespace| {
+            Namespace::from_pid(kind, pid).is_ok_and(|ns| ns.inode() == want.inode())
+        };
+        same(NsKind::Net, &net) && pinned_pid.as_ref().is_none_or(|p| same(NsKind::Pid, p))
+    };
+    if !inside(pid) {
         return Ok(None);
     }
+    match sys::pidfd_kill(pidfd.as_fd()) {
+        Ok(()) => {}
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(err) => {
+            let errno = err.raw_os_error().unwrap_or(libc::EIO);
+            return Err(Error::Kill {
+                pid,
+                source: nix::Error::from_raw(errno),
+            });
+        }
+    }
+    // Reap it if it is our child; otherwise its parent (or a subreaper) will, and we only wait
+    // until it has left the pod's namespaces, which happens before it becomes a zombie.
     let target = Pid::from_raw(pid as i32);
-    match nix::sys::signal::kill(target, Signal::SIGKILL) {
-        Ok(()) | Err(nix::Error::ESRCH) => {}
-        Err(source) => return Err(Error::Kill { pid, source }),
-    }
-    // Reap it if it is our child; otherwise its parent (or the subreaper) will, and we only wait
-    // until it has left the namespace.
     let deadline = Instant::now() + INIT_EXIT_TIMEOUT;
     while Instant::now() < deadline {
         match nix::sys::wait::waitpid(target, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if !inside(pid) => break,
             Ok(WaitStatus::StillAlive) => {}
             Ok(_) => break,
-            Err(_) if !same(pid) => break,
+            Err(_) if !inside(pid) => break,
             Err(_) => {}
         }
         std::thread::sleep(Duration::from_millis(1));
@@ -446,16 +557,32 @@ fn end_pinned_init(dir: &Path) -> Result<Option<u32>> {
     Ok(Some(pid))
 }
 
-/// Whether `/run/netns/NAME` belongs to the pod pinned in `dir`: yes unless both are live
-/// namespaces and differ.
+/// Whether `/run/netns/NAME` belongs to the pod pinned in `dir`: it pins the same namespace as
+/// `DIR/net`, or it is an empty file that a create cut short left (while `DIR/net`, pinned
+/// first, still exists). With `DIR/net` gone, it is not provably ours, so it is left alone.
 fn owns_run_netns(dir: &Path, run_netns: &Path) -> bool {
-    match (
-        Namespace::open(NsKind::Net, dir.join("net")),
-        Namespace::open(NsKind::Net, run_netns),
-    ) {
-        (Ok(ours), Ok(theirs)) => ours.inode() == theirs.inode(),
-        _ => true,
+    let Ok(ours) = Namespace::open(NsKind::Net, dir.join("net")) else {
+        return false;
+    };
+    match Namespace::open(NsKind::Net, run_netns) {
+        Ok(theirs) => ours.inode() == theirs.inode(),
+        Err(Error::NotANamespace { .. }) => true,
+        Err(_) => false,
     }
+}
+
+/// The hostname kubelet gives a pod: its name cut to 63 bytes, without a trailing '-' or '.'
+/// (and '_', which pod names may not have but podkit's names may, becomes '-').
+fn default_hostname(name: &str) -> String {
+    let mut hostname: String = name
+        .chars()
+        .take(63)
+        .map(|c| if c == '_' { '-' } else { c })
+        .collect();
+    while hostname.ends_with(['-', '.']) {
+        hostname.pop();
+    }
+    hostname
 }
 
 fn remove_file_if_exists(path: &Path) -> Result<()> {

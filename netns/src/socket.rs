@@ -12,12 +12,13 @@ use std::time::Duration;
 use tokio::net::TcpSocket;
 use tokio::sync::oneshot;
 
-use crate::{Error, Namespace, Result};
+use crate::{Error, Namespace, NsKind, Result};
 
 impl Namespace {
     /// A TCP listener bound to `addr` inside this network namespace, in non-blocking mode, ready
     /// for `tokio::net::TcpListener::from_std`.
     pub fn listen_tcp(&self, addr: SocketAddr) -> Result<TcpListener> {
+        self.expect_kind(NsKind::Net)?;
         let listener = self
             .run(move || TcpListener::bind(addr).and_then(nonblocking))?
             .map_err(|source| Error::Listen {
@@ -31,6 +32,7 @@ impl Namespace {
     /// A UDP socket bound to `addr` inside this network namespace, in non-blocking mode, ready
     /// for `tokio::net::UdpSocket::from_std`.
     pub fn bind_udp(&self, addr: SocketAddr) -> Result<UdpSocket> {
+        self.expect_kind(NsKind::Net)?;
         self.run(move || UdpSocket::bind(addr).and_then(|s| s.set_nonblocking(true).map(|()| s)))?
             .map_err(|source| Error::Listen {
                 addr,
@@ -42,6 +44,7 @@ impl Namespace {
     /// A TCP connection to `addr` made inside this network namespace, waiting at most
     /// `timeout`; blocking, for code without a runtime. Async code uses a [`Dialer`].
     pub fn connect_tcp(&self, addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
+        self.expect_kind(NsKind::Net)?;
         self.run(move || TcpStream::connect_timeout(&addr, timeout))?
             .map_err(|source| Error::Connect {
                 addr,
@@ -53,16 +56,19 @@ impl Namespace {
     /// A [`Dialer`] for this network namespace: one thread that stays inside it and makes
     /// sockets on request, so each connection costs a channel round trip, not a thread.
     pub fn dialer(&self) -> Result<Dialer> {
+        self.expect_kind(NsKind::Net)?;
         let (requests, inbox) = mpsc::channel::<Request>();
+        let (entered_tx, entered) = mpsc::sync_channel(1);
         let ns = self.clone();
         let path = self.path().to_path_buf();
         std::thread::Builder::new()
             .name("podkit-dialer".into())
             .spawn(move || {
-                if let Err(err) = ns.enter() {
-                    // Each waiting caller hears of it: their reply channel closes, and
-                    // `Dialer::socket` reports the dialer gone. Say why once here.
-                    tracing::error!(%err, "dialer failed to enter its namespace");
+                let result = ns.enter();
+                let ok = result.is_ok();
+                // The caller waits for this answer below, so the send cannot fail.
+                let _ = entered_tx.send(result);
+                if !ok {
                     return;
                 }
                 // Ends when the last Dialer clone is dropped.
@@ -78,6 +84,9 @@ impl Namespace {
                 path: path.clone(),
                 source,
             })?;
+        entered
+            .recv()
+            .map_err(|_| Error::ThreadPanicked { path: path.clone() })??;
         Ok(Dialer { requests, ns: path })
     }
 }

@@ -66,6 +66,9 @@ impl Namespaces {
     ///
     /// A PID namespace is left out: joining one moves only the process's future children. Use
     /// [`Namespaces::spawn`], which handles it.
+    ///
+    /// `pre_exec` hooks run in the order they were added: call this before adding hooks that
+    /// must act inside the namespaces (sethostname, mount), after those that must not.
     pub fn command<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
         let namespaces = self
             .members

@@ -1,0 +1,649 @@
+//! The netns crate against the real kernel: namespaces, pins, processes, sockets and links.
+//! Needs root (CI runs as root); each test uses its own pod name and removes what it made, also
+//! when it fails (the `Pod` guard).
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use netns::{Error, Namespace, Netlink, NsKind, PodNamespaces};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn new_pod_has_lo_up_and_both_loopbacks_reachable() {
+    let Some(pod) = Pod::create("lo", false).await else {
+        return;
+    };
+    let links = pod
+        .ns()
+        .netlink()
+        .await
+        .expect("netlink")
+        .links()
+        .await
+        .expect("links");
+    let lo = links.iter().find(|l| l.name == "lo").expect("lo exists");
+    assert!(lo.up, "lo must be up: {links:?}");
+    assert_eq!(links.len(), 1, "a new pod has only lo: {links:?}");
+
+    let dialer = pod.ns().net().dialer().expect("dialer");
+    for ip in [
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+    ] {
+        let listener = pod
+            .ns()
+            .net()
+            .listen_tcp(SocketAddr::new(ip, 0))
+            .expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let (client, server) = tokio::join!(dialer.connect(addr), listener.accept());
+        let (mut client, (mut server, _)) = (client.expect("connect"), server.expect("accept"));
+        client.write_all(b"ping").await.expect("write");
+        let mut buf = [0; 4];
+        server.read_exact(&mut buf).await.expect("read");
+        assert_eq!(&buf, b"ping", "over {ip}");
+    }
+}
+
+#[tokio::test]
+async fn pod_and_host_do_not_see_each_others_listeners() {
+    let Some(pod) = Pod::create("iso", false).await else {
+        return;
+    };
+    let inside = pod
+        .ns()
+        .net()
+        .listen_tcp(loopback(0))
+        .expect("listen inside");
+    let port = inside.local_addr().expect("addr").port();
+    // The same port is free on the host: the pod has its own port space.
+    let host = TcpListener::bind(loopback(port)).expect("host port free while pod uses it");
+    drop(host);
+    assert!(
+        std::net::TcpStream::connect_timeout(&loopback(port), Duration::from_secs(2)).is_err(),
+        "the pod's listener must not be reachable from the host"
+    );
+
+    let host = TcpListener::bind(loopback(0)).expect("host listener");
+    let host_port = host.local_addr().expect("addr").port();
+    let dialer = pod.ns().net().dialer().expect("dialer");
+    let err = dialer
+        .connect(loopback(host_port))
+        .await
+        .expect_err("host port from inside");
+    assert!(
+        matches!(&err, Error::Connect { source, .. } if source.kind() == std::io::ErrorKind::ConnectionRefused),
+        "expected refused, got {err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&host_port.to_string()) && msg.contains("/net"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn members_share_loopback_hostname_and_ipc() {
+    let Some(pod) = Pod::create("share", false).await else {
+        return;
+    };
+    let spawn_example = example("spawn");
+    let mut server = pod
+        .ns()
+        .spawn(
+            Command::new(&spawn_example)
+                .arg("serve")
+                .stdout(Stdio::piped()),
+        )
+        .expect("spawn server");
+    let mut line = [0u8; 9];
+    server
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut line)
+        .expect("server ready");
+    assert_eq!(&line, b"listening");
+    let client = pod
+        .ns()
+        .spawn(
+            Command::new(&spawn_example)
+                .arg("call")
+                .stdout(Stdio::piped()),
+        )
+        .expect("spawn client")
+        .wait_with_output()
+        .expect("client output");
+    server.wait().expect("server exit");
+    let reply = String::from_utf8_lossy(&client.stdout);
+    assert!(client.status.success(), "client failed: {reply}");
+    // "<client hostname> (pid N) got: hello from <server hostname> (pid M)"
+    let name = pod.name.as_str();
+    assert!(reply.starts_with(&format!("{name} ")), "{reply}");
+    assert!(reply.contains(&format!("hello from {name} ")), "{reply}");
+
+    // SysV IPC: a queue made by one member is seen by another, not by the host. Ids restart
+    // at 0 in every IPC namespace, so compare the queue's random key.
+    let made = run_in(&pod, "ipcmk -Q");
+    let id: String = made.chars().filter(char::is_ascii_digit).collect();
+    let listed = run_in(&pod, "ipcs -q");
+    let key = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cols| cols.len() > 2 && cols[1] == id)
+        .map(|cols| cols[0].to_owned())
+        .unwrap_or_else(|| panic!("another member sees queue {id}: {listed}"));
+    let host = output(Command::new("ipcs").arg("-q"));
+    let host = String::from_utf8_lossy(&host.stdout);
+    assert!(
+        !host.contains(&key),
+        "the host must not see queue {key}: {host}"
+    );
+}
+
+#[tokio::test]
+async fn members_join_every_namespace_of_the_pod() {
+    let Some(pod) = Pod::create("join", true).await else {
+        return;
+    };
+    for kind in [NsKind::Net, NsKind::Ipc, NsKind::Uts, NsKind::Pid] {
+        let link = run_in(&pod, &format!("readlink /proc/self/ns/{kind}"));
+        let want = pod.ns().namespaces().get(kind).expect("kind").inode();
+        assert_eq!(link.trim(), format!("{kind}:[{want}]"), "{kind} namespace");
+        let host = Namespace::current(kind).expect("host ns").inode();
+        assert_ne!(want, host, "{kind} must differ from the host's");
+    }
+    // The first process after the pause is PID 2 inside.
+    let pid = run_in(&pod, "echo $$");
+    assert!(
+        pid.trim().parse::<u32>().is_ok_and(|p| p < 100),
+        "pid inside: {pid}"
+    );
+}
+
+#[tokio::test]
+async fn delete_kills_every_process_of_the_pid_namespace() {
+    let Some(mut pod) = Pod::create("pidkill", true).await else {
+        return;
+    };
+    let mut member = pod
+        .ns()
+        .spawn(Command::new("sleep").arg("1000"))
+        .expect("spawn");
+    let init = pod.ns().init_pid().expect("init pid");
+    pod.delete();
+    let status = member.wait().expect("wait");
+    assert!(
+        !status.success(),
+        "member must have been killed with its PID namespace"
+    );
+    // The kernel lets the killed PID 1 go once its members are reaped; delete's reaper does it.
+    wait_until("the pod's PID 1 to be reaped", || {
+        !Path::new(&format!("/proc/{init}")).exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ip_netns_lists_the_pod_until_delete_leaves_nothing() {
+    let Some(mut pod) = Pod::create("list", false).await else {
+        return;
+    };
+    assert!(
+        ip_netns_list().contains(&pod.name),
+        "ip netns list: {:?}",
+        ip_netns_list()
+    );
+    // `ip netns exec` enters the network namespace only: it sees the pod's links (just lo).
+    let exec = output(Command::new("ip").args(["netns", "exec", &pod.name, "ip", "-o", "link"]));
+    let links = String::from_utf8_lossy(&exec.stdout);
+    assert!(
+        exec.status.success() && links.lines().count() == 1,
+        "ip netns exec: {links}"
+    );
+    assert!(links.contains(": lo:"), "{links}");
+    let removed = pod.delete();
+    assert!(
+        removed.iter().any(|l| l.contains("/run/netns/")),
+        "{removed:?}"
+    );
+    pod.assert_gone();
+}
+
+#[tokio::test]
+async fn delete_after_the_creator_was_killed_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let name = unique("crash");
+    let dir = std::env::temp_dir().join("podkit-example").join(&name);
+    let _cleanup = Cleanup(name.clone(), dir.clone());
+    let mut creator = Command::new(example("pod"))
+        .args([&name, "--pid", "--hold"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the pod example");
+    wait_until("the example to create the pod", || {
+        dir.join("init.pid").exists()
+    })
+    .await;
+    let init: u32 = std::fs::read_to_string(dir.join("init.pid"))
+        .expect("init.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    creator.kill().expect("SIGKILL the creator");
+    creator.wait().expect("reap the creator");
+    assert!(
+        Path::new(&format!("/run/netns/{name}")).exists(),
+        "pins outlive their creator"
+    );
+
+    let removed = PodNamespaces::remove(&name, &dir).expect("remove");
+    assert!(
+        removed
+            .iter()
+            .any(|l| l.contains(&format!("killed pid {init}"))),
+        "{removed:?}"
+    );
+    assert_gone(&name, &dir);
+    wait_until("the orphaned init to die", || {
+        !Path::new(&format!("/proc/{init}/ns/pid")).exists()
+    })
+    .await;
+    assert!(
+        PodNamespaces::remove(&name, &dir)
+            .expect("again")
+            .is_empty(),
+        "idempotent"
+    );
+}
+
+#[tokio::test]
+async fn remove_finishes_a_half_done_create_or_delete() {
+    if !require_root() {
+        return;
+    }
+    // Half-created: the net pin is mounted, uts is an empty file, no /run/netns entry.
+    let name = unique("half");
+    let dir = std::env::temp_dir().join("podkit-test").join(&name);
+    let _cleanup = Cleanup(name.clone(), dir.clone());
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("net"), "").expect("net pin file");
+    let status = Command::new("mount")
+        .args(["--bind", "/proc/self/ns/net"])
+        .arg(dir.join("net"))
+        .status()
+        .expect("mount");
+    assert!(status.success());
+    std::fs::write(dir.join("uts"), "").expect("uts pin file");
+    let removed = PodNamespaces::remove(&name, &dir).expect("remove");
+    assert_eq!(removed.len(), 3, "net, uts, dir: {removed:?}");
+    assert_gone(&name, &dir);
+
+    // Half-deleted: a real pod whose delete stopped after /run/netns/NAME and the uts pin
+    // (delete goes in that order: the shared entry first, the pod's own pins after).
+    let Some(mut pod) = Pod::create("halfdel", false).await else {
+        return;
+    };
+    for path in [Path::new("/run/netns").join(&pod.name), pod.dir.join("uts")] {
+        nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH).expect("umount");
+        std::fs::remove_file(&path).expect("rm");
+    }
+    pod.delete();
+    pod.assert_gone();
+}
+
+#[tokio::test]
+async fn a_name_in_use_is_refused_and_left_intact() {
+    let Some(pod) = Pod::create("taken", false).await else {
+        return;
+    };
+    let other_dir = std::env::temp_dir()
+        .join("podkit-test")
+        .join(unique("other"));
+    let err = PodNamespaces::builder(&pod.name, &other_dir)
+        .create()
+        .await
+        .expect_err("same name twice");
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("/run/netns/{}", pod.name)),
+        "{err}"
+    );
+    // The first pod is untouched.
+    let ns = Namespace::named_netns(&pod.name).expect("still pinned");
+    assert_eq!(ns.inode(), pod.ns().net().inode());
+    let _ = std::fs::remove_dir_all(&other_dir);
+
+    // A namespace that `ip netns add` made is not ours to delete either.
+    let theirs = unique("ipadd");
+    let added = output(Command::new("ip").args(["netns", "add", &theirs]));
+    assert!(added.status.success());
+    let dir = std::env::temp_dir().join("podkit-test").join(&theirs);
+    let err = PodNamespaces::builder(&theirs, &dir)
+        .create()
+        .await
+        .expect_err("taken");
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err}");
+    assert!(ip_netns_list().contains(&theirs), "ip's netns survives");
+    assert!(!dir.join("net").exists(), "our half is cleaned up");
+    let _ = Command::new("ip").args(["netns", "del", &theirs]).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn bad_input_gets_an_error_naming_it_and_leaves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let long = "a".repeat(254);
+    for (name, why) in [
+        ("a/b", "'/'"),
+        ("..", "'..'"),
+        (".", "'.'"),
+        ("", "empty"),
+        (long.as_str(), "253"),
+        ("-x", "start"),
+        ("sp ace", "letters"),
+    ] {
+        let dir = std::env::temp_dir().join("podkit-test").join(unique("bad"));
+        let err = PodNamespaces::builder(name, &dir)
+            .create()
+            .await
+            .expect_err(name);
+        let msg = err.to_string();
+        assert!(matches!(err, Error::InvalidName { .. }), "{name:?}: {msg}");
+        assert!(
+            msg.contains(why) && msg.contains(&format!("{name:?}")),
+            "{name:?}: {msg}"
+        );
+        assert!(!dir.exists(), "nothing made for {name:?}");
+    }
+
+    let name = unique("host");
+    let dir = std::env::temp_dir().join("podkit-test").join(&name);
+    let err = PodNamespaces::builder(&name, &dir)
+        .hostname("x".repeat(65))
+        .create()
+        .await
+        .expect_err("long hostname");
+    assert!(matches!(err, Error::InvalidHostname { .. }), "{err}");
+    assert_gone(&name, &dir);
+
+    let missing = Path::new("/nonexistent/podkit/net");
+    let err = Namespace::open(NsKind::Net, missing).expect_err("missing path");
+    assert!(err.to_string().contains("/nonexistent/podkit/net"), "{err}");
+    let err = Namespace::open(NsKind::Net, "/etc/hostname").expect_err("not a namespace");
+    assert!(matches!(err, Error::NotANamespace { .. }), "{err}");
+    let err = Namespace::open(NsKind::Net, "/proc/self/ns/uts").expect_err("wrong kind");
+    assert!(err.to_string().contains("kind uts, not net"), "{err}");
+
+    let mut gone = Command::new("true").spawn().expect("true");
+    let pid = gone.id();
+    gone.wait().expect("reap");
+    let err = Namespace::from_pid(NsKind::Net, pid).expect_err("dead pid");
+    assert!(
+        matches!(err, Error::NoSuchProcess { pid: p } if p == pid),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&pid.to_string()), "{err}");
+    let err = Namespace::named_netns(&unique("absent")).expect_err("absent name");
+    assert!(err.to_string().contains("/run/netns/"), "{err}");
+}
+
+#[tokio::test]
+async fn host_reaches_the_pod_over_a_veth_pair() {
+    let Some(pod) = Pod::create("veth", false).await else {
+        return;
+    };
+    // 198.18.0.0/15 is set aside for tests (RFC 2544); a /30 per test process.
+    let subnet = (std::process::id() % 250) as u8;
+    let host_ip = IpAddr::V4(Ipv4Addr::new(198, 18, subnet, 1));
+    let pod_ip = IpAddr::V4(Ipv4Addr::new(198, 18, subnet, 2));
+    let host_end: String = format!("pkt{}", std::process::id())
+        .chars()
+        .take(15)
+        .collect();
+
+    let host = Netlink::host().expect("host netlink");
+    host.add_veth(&host_end, "eth0", pod.ns().net())
+        .await
+        .expect("veth");
+    host.add_address(&host_end, host_ip, 30)
+        .await
+        .expect("host address");
+    host.link_up(&host_end).await.expect("host end up");
+    let inside = pod.ns().netlink().await.expect("pod netlink");
+    inside
+        .add_address("eth0", pod_ip, 30)
+        .await
+        .expect("pod address");
+    inside.link_up("eth0").await.expect("eth0 up");
+    inside
+        .add_default_route(host_ip)
+        .await
+        .expect("default route");
+
+    let addresses = inside.addresses().await.expect("addresses");
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a.address == pod_ip && a.prefix_len == 30),
+        "{addresses:?}"
+    );
+    let err = inside.link_up("nope0").await.expect_err("missing link");
+    assert!(
+        matches!(&err, Error::LinkNotFound { name, .. } if name == "nope0"),
+        "{err}"
+    );
+
+    let listener = pod
+        .ns()
+        .net()
+        .listen_tcp(SocketAddr::new(pod_ip, 0))
+        .expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio");
+    let (conn, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (mut conn, (mut server, peer)) = (conn.expect("connect"), accepted.expect("accept"));
+    assert_eq!(peer.ip(), host_ip, "the pod sees the host end's address");
+    server.write_all(b"pong").await.expect("write");
+    let mut buf = [0; 4];
+    conn.read_exact(&mut buf).await.expect("read");
+    assert_eq!(&buf, b"pong");
+    drop((conn, server, listener, inside));
+
+    drop(pod);
+    wait_until("the host end of the veth to go with the pod", || {
+        !Path::new("/sys/class/net").join(&host_end).exists()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn open_by_name_path_and_pid_agree() {
+    let Some(pod) = Pod::create("open", false).await else {
+        return;
+    };
+    let by_name = Namespace::named_netns(&pod.name).expect("by name");
+    let by_path = Namespace::open(NsKind::Net, pod.dir.join("net")).expect("by path");
+    let mut member = pod
+        .ns()
+        .spawn(Command::new("sleep").arg("100"))
+        .expect("member");
+    let by_pid = Namespace::from_pid(NsKind::Net, member.id()).expect("by pid");
+    member.kill().expect("kill");
+    member.wait().expect("reap");
+    let want = pod.ns().net().inode();
+    assert_eq!(
+        [by_name.inode(), by_path.inode(), by_pid.inode()],
+        [want; 3]
+    );
+    let reopened = PodNamespaces::open(&pod.name, &pod.dir).expect("open the pod");
+    assert_eq!(reopened.net().inode(), want);
+}
+
+// ---- helpers ----
+
+/// A pod made for one test, deleted when the test ends, pass or fail.
+struct Pod {
+    name: String,
+    dir: PathBuf,
+    ns: Option<PodNamespaces>,
+}
+
+impl Pod {
+    async fn create(prefix: &str, pid: bool) -> Option<Pod> {
+        if !require_root() {
+            return None;
+        }
+        let name = unique(prefix);
+        let dir = std::env::temp_dir().join("podkit-test").join(&name);
+        let mut builder = PodNamespaces::builder(&name, &dir);
+        if pid {
+            let mut init = Command::new("sleep");
+            init.arg("infinity");
+            builder = builder.pid_namespace(init);
+        }
+        let ns = builder.create().await.expect("create pod namespaces");
+        Some(Pod {
+            name,
+            dir,
+            ns: Some(ns),
+        })
+    }
+
+    fn ns(&self) -> &PodNamespaces {
+        self.ns.as_ref().expect("pod not deleted yet")
+    }
+
+    fn delete(&mut self) -> Vec<String> {
+        self.ns
+            .take()
+            .expect("pod not deleted yet")
+            .delete()
+            .expect("delete")
+    }
+
+    fn assert_gone(&self) {
+        assert_gone(&self.name, &self.dir);
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(ns) = self.ns.take() {
+            let _ = ns.delete();
+        }
+        let _ = PodNamespaces::remove(&self.name, &self.dir);
+    }
+}
+
+/// Removes a pod by name and dir when dropped: for tests that make one without `Pod`.
+struct Cleanup(String, PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = PodNamespaces::remove(&self.0, &self.1);
+    }
+}
+
+fn assert_gone(name: &str, dir: &Path) {
+    assert!(
+        !ip_netns_list().contains(&name.to_owned()),
+        "{name} still in ip netns list"
+    );
+    assert!(
+        !Path::new("/run/netns").join(name).exists(),
+        "/run/netns/{name} remains"
+    );
+    assert!(!dir.exists(), "{} remains", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let dir = dir.to_string_lossy();
+    let leaked: Vec<_> = mounts
+        .lines()
+        .filter(|l| l.contains(dir.as_ref()) || l.contains(&format!("/run/netns/{name} ")))
+        .collect();
+    assert!(leaked.is_empty(), "mounts remain: {leaked:#?}");
+}
+
+/// Tests need root: they make real namespaces. In CI that is a failure; elsewhere a skip.
+fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "these tests create namespaces and need root; CI runs them as root"
+    );
+    eprintln!("skipped: not root (these tests create real namespaces)");
+    false
+}
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("pkt-{prefix}-{}-{n}", std::process::id())
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Runs `sh -c script` as a member of the pod and returns its stdout.
+fn run_in(pod: &Pod, script: &str) -> String {
+    let child = pod
+        .ns()
+        .spawn(
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped()),
+        )
+        .expect("spawn sh");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{script:?} failed: {}", out.status);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn output(cmd: &mut Command) -> std::process::Output {
+    cmd.output()
+        .unwrap_or_else(|err| panic!("failed to run {cmd:?}: {err}"))
+}
+
+fn ip_netns_list() -> Vec<String> {
+    let out = output(Command::new("ip").args(["netns", "list"]));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The binary of one of this crate's examples; `cargo test` builds them next to the tests.
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("examples").join(name);
+    assert!(
+        path.exists(),
+        "{} missing: run the tests with `cargo test`",
+        path.display()
+    );
+    path
+}
+
+/// Waits for `cond` with a deadline. Async, so the runtime's other tasks (a netlink connection
+/// that still holds a socket in a pod, say) go on meanwhile.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
