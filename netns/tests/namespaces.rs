@@ -468,6 +468,29 @@ async fn host_reaches_the_pod_over_a_veth_pair() {
 }
 
 #[tokio::test]
+async fn a_create_abandoned_half_way_removes_itself() {
+    if !require_root() {
+        return;
+    }
+    let name = unique("cancel");
+    let dir = std::env::temp_dir().join("podkit-test").join(&name);
+    let _cleanup = Cleanup(name.clone(), dir.clone());
+    let mut init = Command::new("sleep");
+    init.arg("infinity");
+    let create = PodNamespaces::builder(&name, &dir)
+        .pid_namespace(init)
+        .create();
+    // Polled once (the creating thread starts), then dropped: the caller gave up.
+    let abandoned = tokio::time::timeout(Duration::ZERO, create).await;
+    assert!(abandoned.is_err(), "a zero timeout abandons the create");
+    wait_until("the abandoned pod to be removed", || {
+        !dir.exists() && !Path::new("/run/netns").join(&name).exists()
+    })
+    .await;
+    assert_gone(&name, &dir);
+}
+
+#[tokio::test]
 async fn open_by_name_path_and_pid_agree() {
     let Some(pod) = Pod::create("open", false).await else {
         return;
