@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-mod cli;
+use podkit::cli;
 
 fn main() -> ExitCode {
     let args = <cli::Cli as clap::Parser>::parse();

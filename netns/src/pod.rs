@@ -484,14 +484,14 @@ fn kill_init(init: Option<Child>) -> Result<()> {
     };
     let pid = child.id();
     // std's Child::kill is kill(2) on a pid that cannot be reused before we reap it.
-    if let Err(err) = child.kill() {
-        if err.kind() != io::ErrorKind::InvalidInput {
-            let errno = err.raw_os_error().unwrap_or(libc::EIO);
-            return Err(Error::Kill {
-                pid,
-                source: nix::Error::from_raw(errno),
-            });
-        }
+    if let Err(err) = child.kill()
+        && err.kind() != io::ErrorKind::InvalidInput
+    {
+        let errno = err.raw_os_error().unwrap_or(libc::EIO);
+        return Err(Error::Kill {
+            pid,
+            source: nix::Error::from_raw(errno),
+        });
     }
     if !matches!(child.try_wait(), Ok(Some(_))) {
         let reaper = std::thread::Builder::new().name("podkit-ns-reap".into());

@@ -1,0 +1,255 @@
+//! Pod manifests: YAML in, a validated [`PodPlan`] out.
+//!
+//! Manifests are parsed into the `k8s-openapi` v1 `Pod` type, so they are the same files a
+//! cluster takes. Then every field is accounted for: honoured (it becomes part of the plan),
+//! accepted and ignored (it means nothing on one host: listed in [`PodPlan::ignored`]), or
+//! refused with an error naming its path ("not supported by podkit"). A field the `Pod` type does
+//! not know at all (a typo) is refused too, as `kubectl apply` with strict validation does.
+
+mod expand;
+mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+
+pub use expand::expand;
+
+/// A manifest podkit cannot run, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("failed to read {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{file}: invalid YAML: {message}")]
+    Yaml { file: String, message: String },
+
+    #[error("{file}: {}", format_problems(.problems))]
+    Invalid {
+        file: String,
+        /// Each problem as `field.path: what is wrong`.
+        problems: Vec<String>,
+    },
+
+    #[error("{file}: no Pod in the file")]
+    Empty { file: String },
+}
+
+fn format_problems(problems: &[String]) -> String {
+    match problems {
+        [one] => one.clone(),
+        many => format!("{} problems:\n  {}", many.len(), many.join("\n  ")),
+    }
+}
+
+/// A pod that passed validation: everything the supervisor needs, nothing it must re-check.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    /// The manifest as given, for `get -o yaml` and for comparing a re-apply.
+    pub pod: Pod,
+    pub name: String,
+    pub namespace: String,
+    pub hostname: String,
+    /// `shareProcessNamespace`: one PID namespace for the pod, with podkit's pause as PID 1.
+    pub share_process_namespace: bool,
+    pub restart_policy: RestartPolicy,
+    pub termination_grace_period: Duration,
+    pub active_deadline: Option<Duration>,
+    /// Init containers in order; native sidecars among them have `sidecar: true`.
+    pub init_containers: Vec<Member>,
+    pub containers: Vec<Member>,
+    pub volumes: Vec<Volume>,
+    /// Field paths that were accepted but mean nothing on one host.
+    pub ignored: Vec<String>,
+}
+
+/// `spec.restartPolicy` (for native sidecars: always `Always`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    /// Whether a container that exited with `code` is started again.
+    pub fn restarts(self, code: i32) -> bool {
+        match self {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => code != 0,
+            RestartPolicy::Never => false,
+        }
+    }
+}
+
+/// One container of the pod: a host command.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    /// Where it sits in the manifest, for messages: `spec.containers[1]`.
+    pub path: String,
+    /// An init container with `restartPolicy: Always`.
+    pub sidecar: bool,
+    /// `command` + `args`, with `$(VAR)` references still in place: they are expanded at start,
+    /// when the environment (pod IP, ...) is known.
+    pub argv: Vec<String>,
+    pub env: Vec<EnvVar>,
+    pub working_dir: Option<PathBuf>,
+    pub run_as_user: Option<u32>,
+    pub run_as_group: Option<u32>,
+    pub mounts: Vec<Mount>,
+    pub startup_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub readiness_probe: Option<Probe>,
+    pub post_start: Option<Handler>,
+    pub pre_stop: Option<Handler>,
+}
+
+/// An environment variable: a literal, or a field of the pod filled in at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: EnvValue,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    Literal(String),
+    /// `valueFrom.fieldRef.fieldPath`, one of [`validate::FIELD_REFS`].
+    FieldRef(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub volume: String,
+    pub mount_path: PathBuf,
+    pub read_only: bool,
+    /// Relative to the volume's root; never contains `..`.
+    pub sub_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub name: String,
+    pub source: VolumeSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A directory in the pod's state dir; on tmpfs (with a size limit) for `medium: Memory`.
+    EmptyDir {
+        memory: bool,
+        size_limit: Option<u64>,
+    },
+    HostPath {
+        path: PathBuf,
+        kind: HostPathType,
+    },
+}
+
+/// `hostPath.type`: what must (or will) be at the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostPathType {
+    /// `""`: no check.
+    Unset,
+    DirectoryOrCreate,
+    Directory,
+    FileOrCreate,
+    File,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+/// A probe with kubelet's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub handler: Handler,
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+/// What a probe or lifecycle hook does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    Exec {
+        command: Vec<String>,
+    },
+    HttpGet {
+        host: Option<String>,
+        port: u16,
+        path: String,
+        https: bool,
+        headers: Vec<(String, String)>,
+    },
+    TcpSocket {
+        host: Option<String>,
+        port: u16,
+    },
+    Sleep {
+        duration: Duration,
+    },
+}
+
+/// Parses every Pod in `text` (YAML, documents separated by `---`) and validates each.
+/// `file` names the source in messages.
+pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|err| SpecError::Yaml {
+            file: file.to_owned(),
+            message: err.to_string(),
+        })?;
+    let documents: Vec<_> = documents.into_iter().filter(|d| !d.is_null()).collect();
+    if documents.is_empty() {
+        return Err(SpecError::Empty {
+            file: file.to_owned(),
+        });
+    }
+    let many = documents.len() > 1;
+    let mut plans = Vec::new();
+    let mut problems = Vec::new();
+    for (index, raw) in documents.into_iter().enumerate() {
+        // With several documents, say which one a problem is in.
+        let prefix = if many {
+            format!("document {}: ", index + 1)
+        } else {
+            String::new()
+        };
+        match validate::document(raw) {
+            Ok(plan) => plans.push(plan),
+            Err(found) => problems.extend(found.into_iter().map(|p| format!("{prefix}{p}"))),
+        }
+    }
+    let mut names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        problems.push(format!(
+            "metadata.name: pod {:?} is defined twice in the file",
+            pair[0]
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(SpecError::Invalid {
+            file: file.to_owned(),
+            problems,
+        });
+    }
+    Ok(plans)
+}
+
+/// Reads and parses the manifest at `path`.
+pub fn load(path: &std::path::Path) -> Result<Vec<PodPlan>, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&path.display().to_string(), &text)
+}

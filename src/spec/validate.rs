@@ -1,0 +1,974 @@
+//! From a parsed YAML document to a [`PodPlan`], collecting every problem with its field path.
+//!
+//! Each object's keys are sorted into three lists: honoured (read below), ignored (they mean
+//! nothing on one host) and everything else, which is refused. A field that a later Kubernetes
+//! version adds is therefore refused until podkit decides what it means, never dropped silently.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar as K8sEnvVar, HTTPGetAction, LifecycleHandler, Pod,
+    Probe as K8sProbe, Volume as K8sVolume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use super::{
+    EnvValue, EnvVar, Handler, HostPathType, Member, Mount, PodPlan, Probe, RestartPolicy, Volume,
+    VolumeSource,
+};
+
+/// The `fieldRef.fieldPath`s podkit fills in.
+pub(crate) const FIELD_REFS: [&str; 5] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "status.podIP",
+    "spec.nodeName",
+];
+
+const METADATA_HONOURED: &[&str] = &["name", "namespace", "uid", "labels", "annotations"];
+const METADATA_IGNORED: &[&str] = &[
+    "creationTimestamp",
+    "resourceVersion",
+    "generation",
+    "managedFields",
+    "ownerReferences",
+    "finalizers",
+    "selfLink",
+];
+
+const SPEC_HONOURED: &[&str] = &[
+    "containers",
+    "initContainers",
+    "volumes",
+    "restartPolicy",
+    "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds",
+    "shareProcessNamespace",
+    "hostname",
+    "securityContext",
+    "nodeName",
+];
+const SPEC_IGNORED: &[&str] = &[
+    "affinity",
+    "automountServiceAccountToken",
+    "dnsPolicy",
+    "enableServiceLinks",
+    "imagePullSecrets",
+    "nodeSelector",
+    "os",
+    "preemptionPolicy",
+    "priority",
+    "priorityClassName",
+    "schedulerName",
+    "schedulingGates",
+    "serviceAccount",
+    "serviceAccountName",
+    "subdomain",
+    "tolerations",
+    "topologySpreadConstraints",
+];
+
+const CONTAINER_HONOURED: &[&str] = &[
+    "name",
+    "image",
+    "command",
+    "args",
+    "env",
+    "workingDir",
+    "volumeMounts",
+    "ports",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "securityContext",
+    "restartPolicy",
+];
+const CONTAINER_IGNORED: &[&str] = &[
+    "imagePullPolicy",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "resizePolicy",
+];
+
+/// Security settings podkit applies: to the pod (defaults) and to a container.
+const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+
+const PROBE_HONOURED: &[&str] = &[
+    "exec",
+    "httpGet",
+    "tcpSocket",
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+];
+
+pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
+    let mut v = Validator::default();
+    match raw.get("apiVersion").and_then(Value::as_str) {
+        Some("v1") => {}
+        Some(other) => v.bad(
+            "apiVersion",
+            format!("{other:?} is not supported: use \"v1\""),
+        ),
+        None => v.bad("apiVersion", "required: \"v1\""),
+    }
+    match raw.get("kind").and_then(Value::as_str) {
+        Some("Pod") => {}
+        Some(other) => v.bad("kind", format!("{other:?}: podkit runs Pods only")),
+        None => v.bad("kind", "required: \"Pod\""),
+    }
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let pod: Pod = serde_path_to_error::deserialize(&raw).map_err(|err| {
+        let path = err.path().to_string();
+        vec![format!("{path}: {}", err.inner())]
+    })?;
+    // A key the typed Pod dropped is one it does not know: most often a typo.
+    let typed = serde_json::to_value(&pod).unwrap_or(Value::Null);
+    unknown_fields(&raw, &typed, "", &mut v.problems);
+    let plan = v.pod(pod);
+    if v.problems.is_empty() {
+        Ok(plan)
+    } else {
+        Err(v.problems)
+    }
+}
+
+#[derive(Default)]
+struct Validator {
+    problems: Vec<String>,
+    ignored: Vec<String>,
+}
+
+impl Validator {
+    fn bad(&mut self, path: &str, what: impl std::fmt::Display) {
+        self.problems.push(format!("{path}: {what}"));
+    }
+
+    /// Sorts the keys of `object` (at `path`) into honoured, ignored and refused.
+    fn keys(&mut self, object: &Value, path: &str, honoured: &[&str], ignored: &[&str]) {
+        let Some(map) = object.as_object() else {
+            return;
+        };
+        for key in map.keys() {
+            let field = join(path, key);
+            if honoured.contains(&key.as_str()) {
+            } else if ignored.contains(&key.as_str()) {
+                self.ignored.push(field);
+            } else {
+                self.bad(&field, "not supported by podkit");
+            }
+        }
+    }
+
+    fn pod(&mut self, pod: Pod) -> PodPlan {
+        let value = serde_json::to_value(&pod).unwrap_or(Value::Null);
+        let empty = Value::Null;
+        self.keys(
+            &value["metadata"],
+            "metadata",
+            METADATA_HONOURED,
+            METADATA_IGNORED,
+        );
+        self.keys(&value["spec"], "spec", SPEC_HONOURED, SPEC_IGNORED);
+        self.keys(
+            value["spec"].get("securityContext").unwrap_or(&empty),
+            "spec.securityContext",
+            SECURITY_HONOURED,
+            &[],
+        );
+
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        if name.is_empty() {
+            let hint = if pod.metadata.generate_name.is_some() {
+                " (generateName is not supported: give the pod a name)"
+            } else {
+                ""
+            };
+            self.bad("metadata.name", format!("required{hint}"));
+        } else if let Err(why) = dns_subdomain(&name) {
+            self.bad("metadata.name", format!("{name:?} {why}"));
+        }
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+
+        let Some(spec) = pod.spec.clone() else {
+            self.bad("spec", "required");
+            return self.plan(pod, name, namespace);
+        };
+
+        let restart_policy = match spec.restart_policy.as_deref() {
+            None | Some("Always") => RestartPolicy::Always,
+            Some("OnFailure") => RestartPolicy::OnFailure,
+            Some("Never") => RestartPolicy::Never,
+            Some(other) => {
+                self.bad(
+                    "spec.restartPolicy",
+                    format!("{other:?}: must be Always, OnFailure or Never"),
+                );
+                RestartPolicy::Always
+            }
+        };
+        let grace = spec.termination_grace_period_seconds.unwrap_or(30);
+        if grace < 0 {
+            self.bad(
+                "spec.terminationGracePeriodSeconds",
+                format!("{grace}: must be >= 0"),
+            );
+        }
+        let deadline = spec.active_deadline_seconds;
+        if let Some(d) = deadline.filter(|d| *d <= 0) {
+            self.bad("spec.activeDeadlineSeconds", format!("{d}: must be > 0"));
+        }
+        let hostname = match &spec.hostname {
+            Some(h) => {
+                if let Err(why) = dns_label(h) {
+                    self.bad("spec.hostname", format!("{h:?} {why}"));
+                }
+                h.clone()
+            }
+            None => kubelet_hostname(&name),
+        };
+
+        let volumes: Vec<Volume> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, vol)| self.volume(vol, &format!("spec.volumes[{i}]")))
+            .collect();
+        let mut seen = Vec::new();
+        for (i, vol) in volumes.iter().enumerate() {
+            if seen.contains(&&vol.name) {
+                self.bad(
+                    &format!("spec.volumes[{i}].name"),
+                    format!("duplicate name {:?}", vol.name),
+                );
+            }
+            seen.push(&vol.name);
+        }
+
+        let pod_security = spec.security_context.clone().unwrap_or_default();
+        let defaults = (
+            pod_security.run_as_user,
+            pod_security.run_as_group,
+            pod_security.run_as_non_root,
+        );
+
+        if spec.containers.is_empty() {
+            self.bad("spec.containers", "at least one container is required");
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut members = |v: &mut Self, list: &[Container], field: &str, init: bool| {
+            list.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let path = format!("spec.{field}[{i}]");
+                    if names.contains(&c.name) {
+                        v.bad(
+                            &format!("{path}.name"),
+                            format!("duplicate name {:?}", c.name),
+                        );
+                    }
+                    names.push(c.name.clone());
+                    v.container(c, &path, init, &volumes, defaults)
+                })
+                .collect::<Vec<_>>()
+        };
+        let init_containers = members(
+            self,
+            spec.init_containers.as_deref().unwrap_or_default(),
+            "initContainers",
+            true,
+        );
+        let containers = members(self, &spec.containers, "containers", false);
+
+        let mut plan = self.plan(pod, name, namespace);
+        plan.hostname = hostname;
+        plan.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
+        plan.restart_policy = restart_policy;
+        plan.termination_grace_period = Duration::from_secs(grace.max(0) as u64);
+        plan.active_deadline = deadline
+            .filter(|d| *d > 0)
+            .map(|d| Duration::from_secs(d as u64));
+        plan.init_containers = init_containers;
+        plan.containers = containers;
+        plan.volumes = volumes;
+        plan
+    }
+
+    fn plan(&mut self, pod: Pod, name: String, namespace: String) -> PodPlan {
+        PodPlan {
+            pod,
+            hostname: kubelet_hostname(&name),
+            name,
+            namespace,
+            share_process_namespace: false,
+            restart_policy: RestartPolicy::Always,
+            termination_grace_period: Duration::from_secs(30),
+            active_deadline: None,
+            init_containers: Vec::new(),
+            containers: Vec::new(),
+            volumes: Vec::new(),
+            ignored: std::mem::take(&mut self.ignored),
+        }
+    }
+
+    fn container(
+        &mut self,
+        c: &Container,
+        path: &str,
+        init: bool,
+        volumes: &[Volume],
+        (pod_user, pod_group, pod_non_root): (Option<i64>, Option<i64>, Option<bool>),
+    ) -> Member {
+        let value = serde_json::to_value(c).unwrap_or(Value::Null);
+        self.keys(&value, path, CONTAINER_HONOURED, CONTAINER_IGNORED);
+        if let Err(why) = dns_label(&c.name) {
+            self.bad(&format!("{path}.name"), format!("{:?} {why}", c.name));
+        }
+
+        let sidecar = match c.restart_policy.as_deref() {
+            None => false,
+            Some("Always") if init => true,
+            Some(other) if init => {
+                self.bad(
+                    &format!("{path}.restartPolicy"),
+                    format!("{other:?}: only \"Always\" (a native sidecar) is allowed"),
+                );
+                false
+            }
+            Some(_) => {
+                self.bad(
+                    &format!("{path}.restartPolicy"),
+                    "only init containers may set it (native sidecars)",
+                );
+                false
+            }
+        };
+
+        let mut argv = c.command.clone().unwrap_or_default();
+        if argv.is_empty() {
+            self.bad(
+                &format!("{path}.command"),
+                format!(
+                    "required: podkit runs host commands and pulls no images, so the entrypoint \
+                     of image {:?} is unknown; give the command to run",
+                    c.image.as_deref().unwrap_or("")
+                ),
+            );
+        }
+        argv.extend(c.args.iter().flatten().cloned());
+
+        let env = c
+            .env
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, e)| self.env(e, &format!("{path}.env[{i}]")))
+            .collect();
+
+        let security = c.security_context.clone().unwrap_or_default();
+        if let Some(sc) = value.get("securityContext") {
+            self.keys(
+                sc,
+                &format!("{path}.securityContext"),
+                SECURITY_HONOURED,
+                &[],
+            );
+        }
+        let user = security.run_as_user.or(pod_user);
+        let group = security.run_as_group.or(pod_group);
+        let run_as_user = self.id(user, &format!("{path}.securityContext.runAsUser"));
+        let run_as_group = self.id(group, &format!("{path}.securityContext.runAsGroup"));
+        if security.run_as_non_root.or(pod_non_root) == Some(true) && run_as_user.unwrap_or(0) == 0
+        {
+            self.bad(
+                &format!("{path}.securityContext.runAsNonRoot"),
+                "true, but the container would run as root: set runAsUser to a non-zero uid",
+            );
+        }
+
+        let working_dir = c.working_dir.as_ref().map(PathBuf::from);
+        if let Some(dir) = working_dir.as_ref().filter(|d| !d.is_absolute()) {
+            self.bad(
+                &format!("{path}.workingDir"),
+                format!("{dir:?} must be an absolute path"),
+            );
+        }
+
+        let mounts = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, m)| self.mount(m, &format!("{path}.volumeMounts[{i}]"), volumes))
+            .collect();
+
+        let ports = c.ports.clone().unwrap_or_default();
+        for (i, port) in ports.iter().enumerate() {
+            if port.host_port.is_some() {
+                self.bad(
+                    &format!("{path}.ports[{i}].hostPort"),
+                    "not supported by podkit yet (use portfwd to reach the pod)",
+                );
+            }
+        }
+
+        let probe = |v: &mut Self, p: &Option<K8sProbe>, field: &str| {
+            p.as_ref().and_then(|p| {
+                v.probe(
+                    p,
+                    &format!("{path}.{field}"),
+                    &ports,
+                    field != "readinessProbe",
+                )
+            })
+        };
+        let startup_probe = probe(self, &c.startup_probe, "startupProbe");
+        let liveness_probe = probe(self, &c.liveness_probe, "livenessProbe");
+        let readiness_probe = probe(self, &c.readiness_probe, "readinessProbe");
+        if init && !sidecar {
+            for (p, field) in [
+                (&c.startup_probe, "startupProbe"),
+                (&c.liveness_probe, "livenessProbe"),
+                (&c.readiness_probe, "readinessProbe"),
+            ] {
+                if p.is_some() {
+                    self.bad(
+                        &format!("{path}.{field}"),
+                        "init containers (other than native sidecars) may not have probes",
+                    );
+                }
+            }
+        }
+
+        let (mut post_start, mut pre_stop) = (None, None);
+        if let Some(lifecycle) = &c.lifecycle {
+            let lpath = format!("{path}.lifecycle");
+            let lvalue = value.get("lifecycle").cloned().unwrap_or(Value::Null);
+            self.keys(&lvalue, &lpath, &["postStart", "preStop"], &[]);
+            post_start = lifecycle
+                .post_start
+                .as_ref()
+                .and_then(|h| self.hook(h, &format!("{lpath}.postStart"), &ports));
+            pre_stop = lifecycle
+                .pre_stop
+                .as_ref()
+                .and_then(|h| self.hook(h, &format!("{lpath}.preStop"), &ports));
+        }
+
+        Member {
+            name: c.name.clone(),
+            path: path.to_owned(),
+            sidecar,
+            argv,
+            env,
+            working_dir,
+            run_as_user,
+            run_as_group,
+            mounts,
+            startup_probe,
+            liveness_probe,
+            readiness_probe,
+            post_start,
+            pre_stop,
+        }
+    }
+
+    fn id(&mut self, id: Option<i64>, path: &str) -> Option<u32> {
+        let id = id?;
+        match u32::try_from(id) {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.bad(path, format!("{id}: must be between 0 and {}", u32::MAX));
+                None
+            }
+        }
+    }
+
+    fn env(&mut self, e: &K8sEnvVar, path: &str) -> Option<EnvVar> {
+        if e.name.is_empty() || e.name.contains('=') {
+            self.bad(
+                &format!("{path}.name"),
+                format!("{:?} is not a valid variable name", e.name),
+            );
+            return None;
+        }
+        let value = match (&e.value, &e.value_from) {
+            (Some(_), Some(_)) => {
+                self.bad(path, "value and valueFrom are mutually exclusive");
+                return None;
+            }
+            (value, None) => EnvValue::Literal(value.clone().unwrap_or_default()),
+            (None, Some(from)) => {
+                let Some(field) = &from.field_ref else {
+                    self.bad(
+                        &format!("{path}.valueFrom"),
+                        "not supported by podkit: only fieldRef (configMapKeyRef, secretKeyRef and \
+                         resourceFieldRef need a cluster)",
+                    );
+                    return None;
+                };
+                if !FIELD_REFS.contains(&field.field_path.as_str()) {
+                    self.bad(
+                        &format!("{path}.valueFrom.fieldRef.fieldPath"),
+                        format!(
+                            "{:?} is not supported by podkit (supported: {})",
+                            field.field_path,
+                            FIELD_REFS.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+                EnvValue::FieldRef(field.field_path.clone())
+            }
+        };
+        Some(EnvVar {
+            name: e.name.clone(),
+            value,
+        })
+    }
+
+    fn mount(&mut self, m: &VolumeMount, path: &str, volumes: &[Volume]) -> Option<Mount> {
+        let value = serde_json::to_value(m).unwrap_or(Value::Null);
+        self.keys(
+            &value,
+            path,
+            &["name", "mountPath", "readOnly", "subPath"],
+            &["mountPropagation"],
+        );
+        let mut ok = true;
+        if !volumes.iter().any(|v| v.name == m.name) {
+            self.bad(
+                &format!("{path}.name"),
+                format!("no volume named {:?} in spec.volumes", m.name),
+            );
+            ok = false;
+        }
+        let mount_path = PathBuf::from(&m.mount_path);
+        if !mount_path.is_absolute() || has_dot_dot(&mount_path) {
+            self.bad(
+                &format!("{path}.mountPath"),
+                format!("{:?} must be an absolute path without '..'", m.mount_path),
+            );
+            ok = false;
+        }
+        let sub_path = m
+            .sub_path
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
+        if let Some(sub) = &sub_path
+            && (sub.is_absolute() || has_dot_dot(sub))
+        {
+            self.bad(
+                &format!("{path}.subPath"),
+                format!("{sub:?} must be a relative path without '..'"),
+            );
+            ok = false;
+        }
+        ok.then(|| Mount {
+            volume: m.name.clone(),
+            mount_path,
+            read_only: m.read_only.unwrap_or(false),
+            sub_path,
+        })
+    }
+
+    fn volume(&mut self, vol: &K8sVolume, path: &str) -> Option<Volume> {
+        if let Err(why) = dns_label(&vol.name) {
+            self.bad(&format!("{path}.name"), format!("{:?} {why}", vol.name));
+        }
+        let value = serde_json::to_value(vol).unwrap_or(Value::Null);
+        let sources: Vec<&String> = value
+            .as_object()
+            .map(|o| o.keys().filter(|k| *k != "name").collect())
+            .unwrap_or_default();
+        let source = match (sources.as_slice(), &vol.empty_dir, &vol.host_path) {
+            ([_], Some(empty), None) => {
+                let memory = match empty.medium.as_deref() {
+                    None | Some("") => false,
+                    Some("Memory") => true,
+                    Some(other) => {
+                        self.bad(
+                            &format!("{path}.emptyDir.medium"),
+                            format!("{other:?}: must be \"\" or \"Memory\""),
+                        );
+                        false
+                    }
+                };
+                let size_limit = match &empty.size_limit {
+                    None => None,
+                    Some(q) => match parse_quantity(&q.0) {
+                        Some(bytes) => Some(bytes),
+                        None => {
+                            self.bad(
+                                &format!("{path}.emptyDir.sizeLimit"),
+                                format!("{:?} is not a quantity (like 64Mi or 1G)", q.0),
+                            );
+                            None
+                        }
+                    },
+                };
+                VolumeSource::EmptyDir { memory, size_limit }
+            }
+            ([_], None, Some(host)) => {
+                let kind = match host.type_.as_deref().unwrap_or("") {
+                    "" => HostPathType::Unset,
+                    "DirectoryOrCreate" => HostPathType::DirectoryOrCreate,
+                    "Directory" => HostPathType::Directory,
+                    "FileOrCreate" => HostPathType::FileOrCreate,
+                    "File" => HostPathType::File,
+                    "Socket" => HostPathType::Socket,
+                    "CharDevice" => HostPathType::CharDevice,
+                    "BlockDevice" => HostPathType::BlockDevice,
+                    other => {
+                        self.bad(
+                            &format!("{path}.hostPath.type"),
+                            format!("{other:?} is not a hostPath type"),
+                        );
+                        HostPathType::Unset
+                    }
+                };
+                let host_path = PathBuf::from(&host.path);
+                if !host_path.is_absolute() {
+                    self.bad(
+                        &format!("{path}.hostPath.path"),
+                        format!("{:?} must be absolute", host.path),
+                    );
+                }
+                VolumeSource::HostPath {
+                    path: host_path,
+                    kind,
+                }
+            }
+            ([], _, _) => {
+                self.bad(path, "no volume source: give emptyDir or hostPath");
+                return None;
+            }
+            ([one], _, _) => {
+                self.bad(
+                    &format!("{path}.{one}"),
+                    "not supported by podkit (supported volume sources: emptyDir, hostPath)",
+                );
+                return None;
+            }
+            (many, _, _) => {
+                let names: Vec<&str> = many.iter().map(|s| s.as_str()).collect();
+                self.bad(
+                    path,
+                    format!(
+                        "exactly one volume source allowed, found {}",
+                        names.join(", ")
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(Volume {
+            name: vol.name.clone(),
+            source,
+        })
+    }
+
+    fn probe(
+        &mut self,
+        p: &K8sProbe,
+        path: &str,
+        ports: &[ContainerPort],
+        single_success: bool,
+    ) -> Option<Probe> {
+        let value = serde_json::to_value(p).unwrap_or(Value::Null);
+        self.keys(&value, path, PROBE_HONOURED, &[]);
+        let handler = match (&p.exec, &p.http_get, &p.tcp_socket) {
+            (Some(exec), None, None) => self.exec(exec.command.clone(), &format!("{path}.exec")),
+            (None, Some(http), None) => self.http(http, &format!("{path}.httpGet"), ports),
+            (None, None, Some(tcp)) => self
+                .port(&tcp.port, &format!("{path}.tcpSocket.port"), ports)
+                .map(|port| Handler::TcpSocket {
+                    host: tcp.host.clone(),
+                    port,
+                }),
+            (None, None, None) => {
+                if p.grpc.is_none() {
+                    self.bad(path, "needs one handler: exec, httpGet or tcpSocket");
+                }
+                None
+            }
+            _ => {
+                self.bad(
+                    path,
+                    "exactly one handler allowed (exec, httpGet or tcpSocket)",
+                );
+                None
+            }
+        }?;
+        let secs = |v: &mut Self, field: &str, value: Option<i32>, default: i32, min: i32| {
+            let got = value.unwrap_or(default);
+            if got < min {
+                v.bad(
+                    &format!("{path}.{field}"),
+                    format!("{got}: must be >= {min}"),
+                );
+            }
+            got.max(min) as u64
+        };
+        let initial_delay = secs(self, "initialDelaySeconds", p.initial_delay_seconds, 0, 0);
+        let period = secs(self, "periodSeconds", p.period_seconds, 10, 1);
+        let timeout = secs(self, "timeoutSeconds", p.timeout_seconds, 1, 1);
+        let success = secs(self, "successThreshold", p.success_threshold, 1, 1);
+        let failure = secs(self, "failureThreshold", p.failure_threshold, 3, 1);
+        if single_success && success != 1 {
+            self.bad(
+                &format!("{path}.successThreshold"),
+                "must be 1 for liveness and startup probes",
+            );
+        }
+        Some(Probe {
+            handler,
+            initial_delay: Duration::from_secs(initial_delay),
+            period: Duration::from_secs(period),
+            timeout: Duration::from_secs(timeout),
+            success_threshold: success as u32,
+            failure_threshold: failure as u32,
+        })
+    }
+
+    fn hook(
+        &mut self,
+        h: &LifecycleHandler,
+        path: &str,
+        ports: &[ContainerPort],
+    ) -> Option<Handler> {
+        match (&h.exec, &h.http_get, &h.sleep, &h.tcp_socket) {
+            (Some(exec), None, None, None) => {
+                self.exec(exec.command.clone(), &format!("{path}.exec"))
+            }
+            (None, Some(http), None, None) => self.http(http, &format!("{path}.httpGet"), ports),
+            (None, None, Some(sleep), None) if sleep.seconds >= 0 => Some(Handler::Sleep {
+                duration: Duration::from_secs(sleep.seconds as u64),
+            }),
+            (None, None, Some(sleep), None) => {
+                self.bad(
+                    &format!("{path}.sleep.seconds"),
+                    format!("{}: must be >= 0", sleep.seconds),
+                );
+                None
+            }
+            (None, None, None, Some(_)) => {
+                self.bad(
+                    &format!("{path}.tcpSocket"),
+                    "not supported (deprecated in Kubernetes): use exec",
+                );
+                None
+            }
+            _ => {
+                self.bad(path, "needs exactly one handler: exec, httpGet or sleep");
+                None
+            }
+        }
+    }
+
+    fn exec(&mut self, command: Option<Vec<String>>, path: &str) -> Option<Handler> {
+        match command {
+            Some(command) if !command.is_empty() => Some(Handler::Exec { command }),
+            _ => {
+                self.bad(&format!("{path}.command"), "required");
+                None
+            }
+        }
+    }
+
+    fn http(
+        &mut self,
+        http: &HTTPGetAction,
+        path: &str,
+        ports: &[ContainerPort],
+    ) -> Option<Handler> {
+        let port = self.port(&http.port, &format!("{path}.port"), ports)?;
+        let https = match http.scheme.as_deref() {
+            None | Some("HTTP") => false,
+            Some("HTTPS") => true,
+            Some(other) => {
+                self.bad(
+                    &format!("{path}.scheme"),
+                    format!("{other:?}: must be HTTP or HTTPS"),
+                );
+                false
+            }
+        };
+        Some(Handler::HttpGet {
+            host: http.host.clone(),
+            port,
+            path: http.path.clone().unwrap_or_else(|| "/".into()),
+            https,
+            headers: http
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        })
+    }
+
+    /// A port number, or a port name resolved against the container's `ports`.
+    fn port(&mut self, port: &IntOrString, path: &str, ports: &[ContainerPort]) -> Option<u16> {
+        match port {
+            IntOrString::Int(n) => match u16::try_from(*n) {
+                Ok(p) if p > 0 => Some(p),
+                _ => {
+                    self.bad(path, format!("{n}: must be between 1 and 65535"));
+                    None
+                }
+            },
+            IntOrString::String(name) => {
+                let found = ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()));
+                match found.and_then(|p| u16::try_from(p.container_port).ok()) {
+                    Some(p) => Some(p),
+                    None => {
+                        self.bad(path, format!("no container port named {name:?}"));
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reports keys of `raw` that `typed` (the same document after a round trip through the Pod
+/// type) lacks.
+fn unknown_fields(raw: &Value, typed: &Value, path: &str, problems: &mut Vec<String>) {
+    match (raw, typed) {
+        (Value::Object(raw), Value::Object(typed)) => {
+            for (key, value) in raw {
+                if value.is_null() {
+                    continue;
+                }
+                let field = join(path, key);
+                match typed.get(key) {
+                    Some(inner) => unknown_fields(value, inner, &field, problems),
+                    None => problems.push(format!("{field}: unknown field (a typo?)")),
+                }
+            }
+        }
+        (Value::Array(raw), Value::Array(typed)) => {
+            for (i, (r, t)) in raw.iter().zip(typed).enumerate() {
+                unknown_fields(r, t, &format!("{path}[{i}]"), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+fn has_dot_dot(path: &Path) -> bool {
+    path.components().any(|c| c == Component::ParentDir)
+}
+
+/// A DNS-1123 label: what container, volume and host names must be.
+fn dns_label(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("must not be empty");
+    }
+    if name.len() > 63 {
+        return Err("is longer than 63 characters");
+    }
+    let ok = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ends = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !ok || !ends(name.as_bytes().first()) || !ends(name.as_bytes().last()) {
+        return Err(
+            "must consist of lower case letters, digits and '-', and start and end with a letter or digit",
+        );
+    }
+    Ok(())
+}
+
+/// A DNS-1123 subdomain: what pod names must be.
+fn dns_subdomain(name: &str) -> Result<(), &'static str> {
+    if name.len() > 253 {
+        return Err("is longer than 253 characters");
+    }
+    name.split('.').try_for_each(|label| {
+        dns_label(label).map_err(|_| {
+            "must consist of lower case letters, digits, '-' and '.', and start and end with a letter or digit"
+        })
+    })
+}
+
+/// kubelet's hostname for a pod: its name cut to 63 characters, without trailing '-' or '.'.
+fn kubelet_hostname(name: &str) -> String {
+    let cut: String = name.chars().take(63).collect();
+    cut.trim_end_matches(['-', '.']).to_owned()
+}
+
+/// A Kubernetes quantity in bytes: `1024`, `64Mi`, `1.5Gi`, `500M`, `1e3`.
+pub(crate) fn parse_quantity(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let multiplier: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok()?;
+    (value.is_finite() && value >= 0.0).then(|| (value * multiplier).ceil() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
+        assert_eq!(parse_quantity("1.5Gi"), Some(3 << 29));
+        assert_eq!(parse_quantity("500M"), Some(500_000_000));
+        assert_eq!(parse_quantity("1e3"), Some(1000));
+        assert_eq!(parse_quantity("1024"), Some(1024));
+        assert_eq!(parse_quantity("12Q"), None);
+        assert_eq!(parse_quantity("-1"), None);
+    }
+
+    #[test]
+    fn hostnames_follow_kubelet() {
+        assert_eq!(kubelet_hostname("web"), "web");
+        let long = format!("{}-x", "a".repeat(62));
+        assert_eq!(kubelet_hostname(&long), "a".repeat(62));
+    }
+}

@@ -1,0 +1,203 @@
+//! Manifests in, plans or errors out: every refusal names the field path and what is wrong.
+
+use std::time::Duration;
+
+use podkit::spec::{self, EnvValue, Handler, HostPathType, RestartPolicy, VolumeSource};
+
+const GOOD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  shareProcessNamespace: true
+  terminationGracePeriodSeconds: 5
+  nodeSelector: {disk: ssd}
+  tolerations: [{key: k, operator: Exists}]
+  volumes:
+  - name: content
+    emptyDir: {medium: Memory, sizeLimit: 64Mi}
+  - name: logs
+    hostPath: {path: /var/log, type: Directory}
+  initContainers:
+  - name: pull-once
+    image: podkit
+    command: [podkit, puller, --one-time]
+    volumeMounts: [{name: content, mountPath: /content}]
+  - name: tail
+    image: podkit
+    restartPolicy: Always
+    command: [podkit, tail]
+    startupProbe: {exec: {command: ["true"]}}
+  containers:
+  - name: web
+    image: nginx
+    imagePullPolicy: Always
+    command: [sh, -c]
+    args: ["echo $(POD) $(GREETING)"]
+    env:
+    - {name: GREETING, value: hello}
+    - name: POD
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+    livenessProbe: {tcpSocket: {port: 8080}}
+    lifecycle: {preStop: {sleep: {seconds: 1}}}
+    volumeMounts:
+    - {name: content, mountPath: /usr/share/nginx/html, readOnly: true, subPath: current}
+"#;
+
+#[test]
+fn a_full_manifest_becomes_a_plan() {
+    let plans = spec::parse("good.yaml", GOOD).expect("valid");
+    let [plan] = plans.as_slice() else {
+        panic!("one pod")
+    };
+    assert_eq!(plan.name, "web");
+    assert_eq!(plan.namespace, "default");
+    assert_eq!(plan.hostname, "web");
+    assert!(plan.share_process_namespace);
+    assert_eq!(plan.restart_policy, RestartPolicy::Always);
+    assert_eq!(plan.termination_grace_period, Duration::from_secs(5));
+    assert!(
+        plan.ignored.contains(&"spec.nodeSelector".to_owned()),
+        "{:?}",
+        plan.ignored
+    );
+    assert!(
+        plan.ignored
+            .contains(&"spec.containers[0].imagePullPolicy".to_owned())
+    );
+
+    assert_eq!(plan.init_containers.len(), 2);
+    assert!(!plan.init_containers[0].sidecar && plan.init_containers[1].sidecar);
+    let web = &plan.containers[0];
+    assert_eq!(web.argv, ["sh", "-c", "echo $(POD) $(GREETING)"]);
+    assert_eq!(web.env[1].value, EnvValue::FieldRef("metadata.name".into()));
+    let readiness = web.readiness_probe.as_ref().expect("readiness");
+    assert_eq!(readiness.period, Duration::from_secs(2));
+    assert_eq!(readiness.failure_threshold, 3, "kubelet's default");
+    assert!(
+        matches!(&readiness.handler, Handler::HttpGet { port: 8080, path, .. } if path == "/healthz")
+    );
+    assert_eq!(web.mounts[0].sub_path.as_deref(), Some("current".as_ref()));
+    assert!(web.mounts[0].read_only);
+    assert_eq!(
+        plan.volumes[0].source,
+        VolumeSource::EmptyDir {
+            memory: true,
+            size_limit: Some(64 << 20)
+        }
+    );
+    assert!(matches!(
+        plan.volumes[1].source,
+        VolumeSource::HostPath {
+            kind: HostPathType::Directory,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn several_documents_give_several_pods() {
+    let text = format!(
+        "{GOOD}\n---\n{}",
+        GOOD.replace("name: web\n  labels", "name: api\n  labels")
+    );
+    let plans = spec::parse("two.yaml", &text).expect("valid");
+    let names: Vec<_> = plans.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["web", "api"]);
+    let err =
+        spec::parse("dup.yaml", &format!("{GOOD}\n---\n{GOOD}")).expect_err("same name twice");
+    assert!(
+        err.to_string().contains("pod \"web\" is defined twice"),
+        "{err}"
+    );
+}
+
+/// A minimal valid pod, with `spec_extra` added under `spec:` and `container_extra` under the
+/// one container.
+fn pod(spec_extra: &str, container_extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{spec_extra}  containers:\n  - name: app\n    command: [sleep, '1']\n{container_extra}"
+    )
+}
+
+#[test]
+fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
+    let cases: Vec<(String, &str)> = vec![
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    command: [x\n".into(), "invalid YAML"),
+        ("".into(), "no Pod in the file"),
+        (pod("", "").replace("apiVersion: v1", "apiVersion: apps/v1"), "apiVersion: \"apps/v1\" is not supported"),
+        (pod("", "").replace("kind: Pod", "kind: Deployment"), "kind: \"Deployment\": podkit runs Pods only"),
+        (pod("", "").replace("name: p\n", "generateName: p-\n"), "metadata.name: required (generateName is not supported"),
+        (pod("", "").replace("name: p\n", "name: Web_1\n"), "metadata.name: \"Web_1\" must consist of lower case"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n".into(), "spec.containers: at least one container is required"),
+        (pod("", "  - name: app\n    command: [x]\n"), "spec.containers[1].name: duplicate name \"app\""),
+        (pod("", "").replace("command: [sleep, '1']", "image: nginx"), "spec.containers[0].command: required: podkit runs host commands and pulls no images, so the entrypoint of image \"nginx\" is unknown"),
+        (pod("", "    comand: [x]\n"), "spec.containers[0].comand: unknown field (a typo?)"),
+        (pod("", "    resources: {limits: {cpu: '1'}}\n"), "spec.containers[0].resources: not supported by podkit"),
+        (pod("  hostNetwork: true\n", ""), "spec.hostNetwork: not supported by podkit"),
+        (pod("  restartPolicy: Sometimes\n", ""), "spec.restartPolicy: \"Sometimes\": must be Always, OnFailure or Never"),
+        (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
+        (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: relative}]\n"), "spec.containers[0].volumeMounts[0].mountPath: \"relative\" must be an absolute path"),
+        (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: /x, subPath: ../../etc}]\n"), "spec.containers[0].volumeMounts[0].subPath: \"../../etc\" must be a relative path without '..'"),
+        (pod("  volumes: [{name: v, configMap: {name: c}}]\n", ""), "spec.volumes[0].configMap: not supported by podkit (supported volume sources: emptyDir, hostPath)"),
+        (pod("  volumes: [{name: v, emptyDir: {sizeLimit: lots}}]\n", ""), "spec.volumes[0].emptyDir.sizeLimit"),
+        (pod("  volumes: [{name: v, emptyDir: {}}, {name: v, emptyDir: {}}]\n", ""), "spec.volumes[1].name: duplicate name \"v\""),
+        (pod("", "    env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n"), "spec.containers[0].env[0].valueFrom: not supported by podkit: only fieldRef"),
+        (pod("", "    env: [{name: X, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}]\n"), "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: \"status.hostIP\" is not supported"),
+        (pod("", "    livenessProbe: {httpGet: {port: web}}\n"), "spec.containers[0].livenessProbe.httpGet.port: no container port named \"web\""),
+        (pod("", "    livenessProbe: {periodSeconds: 5}\n"), "spec.containers[0].livenessProbe: needs one handler"),
+        (pod("", "    livenessProbe: {exec: {command: [x]}, successThreshold: 2}\n"), "spec.containers[0].livenessProbe.successThreshold: must be 1"),
+        (pod("", "    restartPolicy: Always\n"), "spec.containers[0].restartPolicy: only init containers may set it"),
+        (pod("", "    ports: [{containerPort: 80, hostPort: 8080}]\n"), "spec.containers[0].ports[0].hostPort: not supported by podkit yet"),
+        (pod("", "    securityContext: {runAsNonRoot: true}\n"), "spec.containers[0].securityContext.runAsNonRoot: true, but the container would run as root"),
+        (pod("", "    securityContext: {privileged: true}\n"), "spec.containers[0].securityContext.privileged: not supported by podkit"),
+        (pod("  terminationGracePeriodSeconds: -1\n", ""), "spec.terminationGracePeriodSeconds: -1: must be >= 0"),
+        (pod("", "    ports: [{containerPort: many}]\n"), "spec.containers[0].ports[0].containerPort"),
+        (pod("", "    lifecycle: {preStop: {tcpSocket: {port: 80}}}\n"), "spec.containers[0].lifecycle.preStop.tcpSocket: not supported"),
+        (pod("", "    workingDir: tmp\n"), "spec.containers[0].workingDir: \"tmp\" must be an absolute path"),
+    ];
+    assert!(cases.len() >= 20);
+    for (yaml, want) in &cases {
+        let err = spec::parse("pod.yaml", yaml).expect_err(want);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(want),
+            "want {want:?} in:\n{msg}\nfor manifest:\n{yaml}"
+        );
+        assert!(msg.starts_with("pod.yaml: "), "names the file: {msg}");
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let yaml = pod(
+        "  restartPolicy: Sometimes\n",
+        "    comand: [x]\n    workingDir: tmp\n",
+    );
+    let msg = spec::parse("pod.yaml", &yaml)
+        .expect_err("three problems")
+        .to_string();
+    assert!(msg.contains("3 problems"), "{msg}");
+}
+
+#[test]
+fn invalid_yaml_names_the_line() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n   bad: indent\n";
+    let msg = spec::parse("pod.yaml", yaml)
+        .expect_err("bad yaml")
+        .to_string();
+    assert!(msg.contains("line 5"), "{msg}");
+}
+
+#[test]
+fn env_references_expand_like_kubernetes() {
+    let env = |name: &str| (name == "POD").then_some("web");
+    assert_eq!(
+        spec::expand("--name=$(POD) $$(POD) $(NOPE)", env),
+        "--name=web $(POD) $(NOPE)"
+    );
+}
