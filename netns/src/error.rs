@@ -89,6 +89,9 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("path {path:?} contains a NUL byte")]
+    InvalidPath { path: PathBuf },
+
     #[error("no process with pid {pid} (it exited, or never existed)")]
     NoSuchProcess { pid: u32 },
 

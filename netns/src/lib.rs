@@ -24,6 +24,7 @@
 //!   inside it;
 //! - `spawn.rs`: [`Namespaces`], a set to start processes in (`Command` + `pre_exec` + `setns`);
 //! - `pod.rs`: [`PodNamespaces`], a pod's namespaces created, pinned and deleted together;
+//! - `setup.rs`: [`Setup`], what a member does between fork and exec (session, mounts, user);
 //! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
 //! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
@@ -36,6 +37,7 @@ mod namespace;
 mod netlink;
 mod pin;
 mod pod;
+mod setup;
 mod socket;
 mod spawn;
 mod sys;
@@ -45,6 +47,7 @@ pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};
 pub use netlink::{Address, Link, Netlink};
 pub use pod::{PodNamespaces, PodNamespacesBuilder};
+pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
 

@@ -358,6 +358,11 @@ impl PodNamespaces {
         self.namespaces.spawn(cmd)
     }
 
+    /// Starts `cmd` inside the pod after the `setup` steps: see [`Namespaces::spawn_with`].
+    pub fn spawn_with(&self, cmd: &mut Command, setup: crate::Setup) -> Result<Child> {
+        self.namespaces.spawn_with(cmd, setup)
+    }
+
     /// A netlink handle inside the pod's network namespace: see [`Namespace::netlink`].
     pub async fn netlink(&self) -> Result<Netlink> {
         self.net().netlink().await

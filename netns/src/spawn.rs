@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command};
 
-use crate::{Error, Namespace, NsKind, Result, sys};
+use crate::{Error, Namespace, NsKind, Result, Setup, sys};
 
 /// Namespaces a process joins together, kept in the order it enters them.
 #[derive(Debug, Clone, Default)]
@@ -70,13 +70,18 @@ impl Namespaces {
     /// `pre_exec` hooks run in the order they were added: call this before adding hooks that
     /// must act inside the namespaces (sethostname, mount), after those that must not.
     pub fn command<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        self.command_with(cmd, Setup::new())
+    }
+
+    /// [`Namespaces::command`], then the `setup` steps (session, mounts, user) in the child.
+    pub fn command_with<'a>(&self, cmd: &'a mut Command, setup: Setup) -> &'a mut Command {
         let namespaces = self
             .members
             .iter()
             .filter(|m| m.kind() != NsKind::Pid)
             .map(|m| (m.shared_fd(), m.kind().clone_flag()))
             .collect();
-        sys::setns_before_exec(cmd, namespaces);
+        sys::before_exec(cmd, namespaces, setup);
         cmd
     }
 
@@ -87,7 +92,13 @@ impl Namespaces {
     /// same advice as for [`PodNamespacesBuilder::pid_namespace`](crate::PodNamespacesBuilder::pid_namespace)
     /// holds: no `PR_SET_PDEATHSIG` in `cmd`.
     pub fn spawn(&self, cmd: &mut Command) -> Result<Child> {
-        self.command(cmd);
+        self.spawn_with(cmd, Setup::new())
+    }
+
+    /// [`Namespaces::spawn`], with the `setup` steps taken in the child after it joined the
+    /// namespaces (a `/proc` mount then shows the pod's PID namespace).
+    pub fn spawn_with(&self, cmd: &mut Command, setup: Setup) -> Result<Child> {
+        self.command_with(cmd, setup);
         let Some(pid_ns) = self.get(NsKind::Pid) else {
             return cmd.spawn().map_err(|source| Error::Spawn {
                 program: cmd_label(cmd),

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use nix::sched::CloneFlags;
 
+use crate::Setup;
+
 /// `NS_GET_NSTYPE`, `_IO(0xb7, 0x3)` from `<linux/nsfs.h>`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
@@ -25,19 +27,23 @@ pub(crate) fn ns_type(fd: BorrowedFd<'_>) -> io::Result<i32> {
     Ok(ret)
 }
 
-/// Makes `cmd` join each namespace in `namespaces` between fork and exec, in order.
-/// See setns(2). The fds were opened before the fork and are close-on-exec.
-pub(crate) fn setns_before_exec(cmd: &mut Command, namespaces: Vec<(Arc<OwnedFd>, CloneFlags)>) {
+/// Makes `cmd` join each namespace in `namespaces` between fork and exec, in order, then take
+/// the `setup` steps. See setns(2). The fds were opened before the fork and are close-on-exec.
+pub(crate) fn before_exec(
+    cmd: &mut Command,
+    namespaces: Vec<(Arc<OwnedFd>, CloneFlags)>,
+    setup: Setup,
+) {
     let hook = move || -> io::Result<()> {
         for (fd, flag) in &namespaces {
             nix::sched::setns(fd.as_ref(), *flag).map_err(io::Error::from)?;
         }
-        Ok(())
+        setup.run()
     };
     // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
-    // calls are allowed. It reads the vector it owns (no allocation, no lock) and calls setns(2),
-    // which is async-signal-safe; a failure becomes an `io::Error` from a raw errno, which does
-    // not allocate either.
+    // calls are allowed. It reads data it owns, prepared before the fork (fds, C strings), and
+    // makes only syscalls (setns(2) here; those of `Setup::run`, which holds to the same rule);
+    // a failure becomes an `io::Error` from a raw errno, which does not allocate.
     unsafe {
         cmd.pre_exec(hook);
     }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use netns::{Error, Namespace, Netlink, NsKind, PodNamespaces};
+use netns::{Error, Namespace, Netlink, NsKind, PodNamespaces, Setup};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -491,6 +491,62 @@ async fn a_create_abandoned_half_way_removes_itself() {
 }
 
 #[tokio::test]
+async fn setup_gives_a_member_private_mounts_its_own_proc_and_user() {
+    let Some(pod) = Pod::create("setup", true).await else {
+        return;
+    };
+    let volume = tempdir("vol");
+    std::fs::write(volume.join("index.html"), "hi").expect("write");
+    let target = tempdir("target");
+    let setup = Setup::new()
+        .new_session()
+        .new_mount_namespace()
+        .bind_mount(&volume, &target, true)
+        .expect("paths")
+        .mount_proc()
+        .chdir(&target)
+        .expect("path")
+        .user(Some(65534), Some(65534));
+    let script = "cat index.html; echo; id -u; id -g; ls /proc | grep -c '^[0-9]'; \
+                  touch x 2>/dev/null && echo writable || echo read-only; ps -o pgid= -p $$";
+    let child = pod
+        .ns()
+        .spawn_with(
+            Command::new("sh")
+                .args(["-c", script])
+                .stdout(Stdio::piped()),
+            setup,
+        )
+        .expect("spawn");
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        lines[..3],
+        ["hi", "65534", "65534"],
+        "file through the bind mount; uid; gid"
+    );
+    let pids: u32 = lines[3].parse().expect("count");
+    assert!(
+        pids <= 4,
+        "/proc shows the pod's few processes, not the host's: {pids}"
+    );
+    assert_eq!(lines[4], "read-only");
+    assert_eq!(
+        lines[5], "2",
+        "own process group (the shell is PID 2, after the pause)"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(target.to_str().expect("utf-8")),
+        "the host's mount table is unchanged"
+    );
+    let _ = std::fs::remove_dir_all(volume);
+    let _ = std::fs::remove_dir_all(target);
+}
+
+#[tokio::test]
 async fn open_by_name_path_and_pid_agree() {
     let Some(pod) = Pod::create("open", false).await else {
         return;
@@ -614,6 +670,12 @@ fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!("pkt-{prefix}-{}-{n}", std::process::id())
+}
+
+fn tempdir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("podkit-test").join(unique(what));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -1,0 +1,163 @@
+//! What a pod member does to itself between fork and exec, after joining the pod's namespaces:
+//! its own session, a private mount namespace with the pod's volumes bound in, `/proc` for the
+//! pod's PID namespace, its working directory and its user. As youki's container init does, but
+//! as a list of steps decided before the fork, so the child only makes syscalls.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::unistd::{Gid, Uid};
+
+use crate::{Error, Result};
+
+/// Steps for the child to take, in order, after it joined the namespaces. Paths are converted
+/// to C strings here, before the fork: the child must not allocate.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    NewSession,
+    NewMountNamespace,
+    BindMount {
+        src: CString,
+        dst: CString,
+        read_only: bool,
+    },
+    MountProc,
+    Chdir(CString),
+    User {
+        uid: Option<Uid>,
+        gid: Option<Gid>,
+    },
+}
+
+impl Setup {
+    /// No steps: the child only joins the namespaces.
+    pub fn new() -> Self {
+        Setup::default()
+    }
+
+    /// Equal to `setsid`: the child leads a new session and process group, so that a signal to
+    /// the group reaches everything it starts (that stays in the group).
+    pub fn new_session(mut self) -> Self {
+        self.steps.push(Step::NewSession);
+        self
+    }
+
+    /// Equal to `unshare --mount --propagation slave`: the child gets its own mount table, in
+    /// which its mounts stay, and into which the host's later mounts still propagate.
+    pub fn new_mount_namespace(mut self) -> Self {
+        self.steps.push(Step::NewMountNamespace);
+        self
+    }
+
+    /// Equal to `mount --rbind SRC DST` (then `mount -o remount,bind,ro DST` when `read_only`),
+    /// in the child's mount namespace: call [`Setup::new_mount_namespace`] first, or the host
+    /// sees the mount.
+    pub fn bind_mount(mut self, src: &Path, dst: &Path, read_only: bool) -> Result<Self> {
+        self.steps.push(Step::BindMount {
+            src: c_path(src)?,
+            dst: c_path(dst)?,
+            read_only,
+        });
+        Ok(self)
+    }
+
+    /// Equal to `mount -t proc proc /proc`: a `/proc` that shows the child's PID namespace, so
+    /// `ps` in a pod with a shared PID namespace lists the pod's processes.
+    pub fn mount_proc(mut self) -> Self {
+        self.steps.push(Step::MountProc);
+        self
+    }
+
+    /// Equal to `cd DIR`, done after the mounts, so DIR may be inside a volume.
+    pub fn chdir(mut self, dir: &Path) -> Result<Self> {
+        self.steps.push(Step::Chdir(c_path(dir)?));
+        Ok(self)
+    }
+
+    /// Equal to `setpriv --reuid UID --regid GID --clear-groups`, done last: the mounts above
+    /// need root.
+    pub fn user(mut self, uid: Option<u32>, gid: Option<u32>) -> Self {
+        if uid.is_some() || gid.is_some() {
+            self.steps.push(Step::User {
+                uid: uid.map(Uid::from_raw),
+                gid: gid.map(Gid::from_raw),
+            });
+        }
+        self
+    }
+
+    /// Runs the steps. Called in the child between fork and exec: only syscalls on data
+    /// prepared before the fork, no allocation, no locks.
+    pub(crate) fn run(&self) -> io::Result<()> {
+        for step in &self.steps {
+            match step {
+                Step::NewSession => {
+                    nix::unistd::setsid()?;
+                }
+                Step::NewMountNamespace => {
+                    nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;
+                    let slave = MsFlags::MS_REC | MsFlags::MS_SLAVE;
+                    nix::mount::mount(None::<&CStr>, ROOT, None::<&CStr>, slave, None::<&CStr>)?;
+                }
+                Step::BindMount {
+                    src,
+                    dst,
+                    read_only,
+                } => {
+                    let bind = MsFlags::MS_BIND | MsFlags::MS_REC;
+                    nix::mount::mount(
+                        Some(src.as_c_str()),
+                        dst.as_c_str(),
+                        None::<&CStr>,
+                        bind,
+                        None::<&CStr>,
+                    )?;
+                    if *read_only {
+                        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                        nix::mount::mount(
+                            None::<&CStr>,
+                            dst.as_c_str(),
+                            None::<&CStr>,
+                            ro,
+                            None::<&CStr>,
+                        )?;
+                    }
+                }
+                Step::MountProc => {
+                    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                    nix::mount::mount(Some(PROC), PROC_DIR, Some(PROC), flags, None::<&CStr>)?;
+                }
+                Step::Chdir(dir) => nix::unistd::chdir(dir.as_c_str())?,
+                Step::User { uid, gid } => {
+                    if let Some(gid) = gid {
+                        nix::unistd::setgroups(std::slice::from_ref(gid))?;
+                        nix::unistd::setgid(*gid)?;
+                    }
+                    if let Some(uid) = uid {
+                        nix::unistd::setuid(*uid)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const ROOT: &CStr = c"/";
+const PROC: &CStr = c"proc";
+const PROC_DIR: &CStr = c"/proc";
+
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath {
+        path: path.to_path_buf(),
+    })
+}
