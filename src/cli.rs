@@ -1,26 +1,156 @@
-//! The command line: one clap struct, and what each command does.
+//! The command line: the clap structs, and what each command does.
 
-use std::process::ExitCode;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
 
-use clap::Parser;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{pause, spec, supervisor};
 
 /// Run Kubernetes-style pods on one Linux host, with no container engine and no daemon.
 ///
 /// A pod is a group of processes sharing a network namespace (they talk over localhost), IPC
 /// and UTS namespaces (one hostname) and volumes, described by ordinary Kubernetes Pod YAML.
-/// The pod verbs (run, apply, get, describe, logs, exec, delete, port-forward) are being built;
-/// today podkit ships the namespace layer they stand on: see the `netns` crate.
 #[derive(Debug, Parser)]
-#[command(
-    name = "podkit",
-    version,
-    about,
-    long_about,
-    arg_required_else_help = true
-)]
-pub struct Cli {}
+#[command(name = "podkit", version, about, long_about, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Verb,
+}
+
+#[derive(Debug, Subcommand)]
+enum Verb {
+    Run(RunArgs),
+    /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
+    #[command(hide = true)]
+    Pause,
+}
+
+/// Run the pods of a manifest in the foreground until they end; Ctrl-C deletes them.
+///
+/// Progress (containers started, exited, restarted; events) goes to stderr. The exit code is 0
+/// when every pod succeeded or was deleted, 1 when one failed.
+///
+/// Examples:
+///   podkit run -f web.yaml
+///   PODKIT_LOG=debug podkit run -f web.yaml
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The manifest: one or more v1 Pods, separated by `---`.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: PathBuf,
+
+    /// Run only the pod of this name from the file.
+    #[arg(long, value_name = "NAME")]
+    pod: Option<String>,
+}
+
+/// The state root: `PODKIT_ROOT`, or /run/podkit.
+fn root() -> PathBuf {
+    std::env::var_os("PODKIT_ROOT").map_or_else(|| PathBuf::from(supervisor::DEFAULT_ROOT), PathBuf::from)
+}
 
 /// Runs the parsed command line.
-pub fn run(_cli: Cli) -> anyhow::Result<ExitCode> {
-    Ok(ExitCode::SUCCESS)
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Verb::Pause => pause::run(),
+        Verb::Run(args) => run_pods(args),
+    }
+}
+
+fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut plans = spec::load(&args.file)?;
+    if let Some(name) = &args.pod {
+        plans.retain(|p| &p.name == name);
+        if plans.is_empty() {
+            bail!("no pod named {name:?} in {}", args.file.display());
+        }
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("podkit run needs root: it creates namespaces and mounts (try sudo)");
+    }
+    if plans.len() > 1 {
+        return run_each(&args.file, plans.iter().map(|p| p.name.clone()).collect());
+    }
+    let plan = plans.remove(0);
+    for field in &plan.ignored {
+        eprintln!("note: {field} is ignored on one host");
+    }
+    let name = plan.name.clone();
+    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
+    let mut pause = Command::new(exe);
+    pause.arg("pause");
+    let options = supervisor::Options { root: root(), pause };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let outcome = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown_on_signal(shutdown.clone())?;
+        let outcome = supervisor::run(plan, options, shutdown).await;
+        signals.abort();
+        anyhow::Ok(outcome?)
+    })?;
+    eprintln!(
+        "pod {name:?} {}: {}",
+        if outcome.deleted { "deleted" } else { "ended" },
+        outcome.phase
+    );
+    Ok(if outcome.phase == "Failed" && !outcome.deleted { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// One supervisor process per pod: runs `podkit run -f FILE --pod NAME` for each and waits,
+/// passing SIGTERM on. (Ctrl-C reaches them all through the terminal already.)
+fn run_each(file: &std::path::Path, names: Vec<String>) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
+    let mut children = Vec::new();
+    for name in &names {
+        let child = Command::new(&exe)
+            .args(["run", "-f"])
+            .arg(file)
+            .args(["--pod", name])
+            .spawn()
+            .with_context(|| format!("failed to start the supervisor of pod {name:?}"))?;
+        children.push(child);
+    }
+    let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let forward = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        anyhow::Ok(tokio::spawn(async move {
+            while term.recv().await.is_some() {
+                for pid in &pids {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM);
+                }
+            }
+        }))
+    })?;
+    let mut code = ExitCode::SUCCESS;
+    for mut child in children {
+        let status = runtime.block_on(async { tokio::task::spawn_blocking(move || child.wait()).await })??;
+        if !status.success() {
+            code = ExitCode::FAILURE;
+        }
+    }
+    forward.abort();
+    Ok(code)
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM.
+fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("deleting the pod (signal received)");
+        shutdown.cancel();
+    }))
 }

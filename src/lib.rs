@@ -2,9 +2,13 @@
 //!
 //! Layout:
 //! - `spec.rs`: Pod manifests (YAML) into validated [`spec::PodPlan`]s;
+//! - `supervisor.rs`: one pod's pause process and kubelet;
+//! - `pause.rs`: PID 1 of a pod's PID namespace;
 //! - `cli.rs`: the command line.
 //!
 //! The namespaces come from the `netns` crate; the sidecars from `sidecars`.
 
 pub mod cli;
+mod pause;
 pub mod spec;
+pub mod supervisor;

@@ -1,0 +1,375 @@
+//! The supervisor: one per pod, the pod's pause process and its kubelet.
+//!
+//! It makes the pod's state directory and namespaces, reaps every orphan (it is a child
+//! subreaper), runs init containers one by one, starts native sidecars and then the main
+//! containers, restarts them by policy, keeps `status.json` current, and on delete (or when the
+//! pod is done) stops the main containers and then the sidecars in reverse order within the
+//! grace period, and removes what the pod made.
+//!
+//! Layout:
+//! - `reaper.rs`: child subreaper, one loop reaping every child;
+//! - `member.rs`: one container's runs, restarts and stop;
+//! - `logs.rs`: CRI-format log files;
+//! - `volumes.rs`: emptyDir, hostPath and mount points;
+//! - `status.rs`: v1 PodStatus, events, `status.json`.
+
+mod logs;
+mod member;
+mod reaper;
+mod status;
+mod volumes;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use netns::PodNamespaces;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use self::reaper::Exit;
+use self::member::End;
+use self::reaper::Reaper;
+use self::status::Status;
+use self::volumes::{VolumeError, Volumes};
+use crate::spec::{PodPlan, RestartPolicy};
+
+/// Where pods keep their state when `PODKIT_ROOT` does not say otherwise.
+pub const DEFAULT_ROOT: &str = "/run/podkit";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pod {name:?} already exists ({dir:?}): delete it first")]
+    Exists { name: String, dir: PathBuf },
+
+    #[error("failed to create the pod's state directory {dir:?}")]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("failed to start reaping children")]
+    Reaper(#[source] std::io::Error),
+
+    #[error("failed to create the namespaces of pod {name:?}")]
+    Namespaces {
+        name: String,
+        #[source]
+        source: netns::Error,
+    },
+
+    #[error(transparent)]
+    Volume(#[from] VolumeError),
+}
+
+/// Where the supervisor keeps state, and how it starts the pod's PID 1.
+#[derive(Debug)]
+pub struct Options {
+    /// The state root: pods live in `ROOT/pods/NAME/`.
+    pub root: PathBuf,
+    /// The command that becomes PID 1 of a pod with `shareProcessNamespace: true`: podkit's
+    /// own `pause`.
+    pub pause: Command,
+}
+
+/// How the pod ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Succeeded` or `Failed` when the pod ran to its end; the phase it was in when deleted.
+    pub phase: String,
+    /// Whether it ended because it was deleted (the shutdown token).
+    pub deleted: bool,
+}
+
+/// What every part of a running pod shares.
+pub(crate) struct Pod {
+    plan: PodPlan,
+    dir: PathBuf,
+    ns: PodNamespaces,
+    reaper: Reaper,
+    status: Mutex<Status>,
+    volumes: Mutex<Volumes>,
+    /// When the running termination's grace period ends; set before members are told to stop.
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Pod {
+    /// Changes the status and saves it.
+    pub(crate) fn update(&self, change: impl FnOnce(&mut Status)) {
+        let mut status = lock(&self.status);
+        change(&mut status);
+        status.update_phase();
+        status.save();
+    }
+
+    pub(crate) fn volumes(&self) -> MutexGuard<'_, Volumes> {
+        lock(&self.volumes)
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        lock(&self.deadline).unwrap_or_else(|| Instant::now() + self.plan.termination_grace_period)
+    }
+
+    /// The value of a `fieldRef`.
+    pub(crate) fn field(&self, path: &str) -> String {
+        let meta = &self.plan.pod.metadata;
+        match path {
+            "metadata.name" => self.plan.name.clone(),
+            "metadata.namespace" => self.plan.namespace.clone(),
+            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "spec.nodeName" => nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            // The pod shares the host's addresses only through loopback: it has no IP of its own.
+            _ => String::new(),
+        }
+    }
+}
+
+/// A poisoned lock still holds consistent data here: every change is one assignment.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The state directory of pod `name` under `root`.
+pub fn pod_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("pods").join(name)
+}
+
+/// Runs the pod in `plan` until it ends or `shutdown` is cancelled (then deletes it). Returns
+/// once everything the pod made is gone, except its state directory (logs and status) when the
+/// pod ended by itself.
+pub async fn run(plan: PodPlan, options: Options, shutdown: CancellationToken) -> Result<Outcome, Error> {
+    let dir = pod_dir(&options.root, &plan.name);
+    make_state_dir(&plan, &dir)?;
+    let result = run_in(plan, options, &dir, shutdown).await;
+    match &result {
+        Ok(outcome) if !outcome.deleted => {}
+        // Deleted, or never started: nothing of the pod is kept.
+        _ => {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                warn!(dir = %dir.display(), %err, "failed to remove the pod's state directory");
+            }
+        }
+    }
+    result
+}
+
+async fn run_in(plan: PodPlan, mut options: Options, dir: &Path, shutdown: CancellationToken) -> Result<Outcome, Error> {
+    let reaper = Reaper::start().map_err(Error::Reaper)?;
+    let mut builder = PodNamespaces::builder(&plan.name, dir.join("ns")).hostname(&plan.hostname);
+    if plan.share_process_namespace {
+        // Its own process group: a Ctrl-C at the terminal must not reach the pod's PID 1.
+        std::os::unix::process::CommandExt::process_group(&mut options.pause, 0);
+        builder = builder.pid_namespace(options.pause);
+    }
+    let ns = builder.create().await.map_err(|source| Error::Namespaces {
+        name: plan.name.clone(),
+        source,
+    })?;
+    let volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
+        Ok(volumes) => volumes,
+        Err(err) => {
+            delete_namespaces(ns);
+            return Err(err.into());
+        }
+    };
+    let pod = Arc::new(Pod {
+        status: Mutex::new(Status::new(&plan, dir)),
+        plan,
+        dir: dir.to_path_buf(),
+        ns,
+        reaper,
+        volumes: Mutex::new(volumes),
+        deadline: Mutex::new(None),
+    });
+    pod.update(|s| s.event("Normal", "Scheduled", "pod", "Pod namespaces created, lo up".to_owned()));
+
+    let deleted = lifecycle(&pod, &shutdown).await;
+    let phase = lock(&pod.status).phase.to_owned();
+    teardown(pod);
+    Ok(Outcome { phase, deleted })
+}
+
+fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
+    if dir.exists() {
+        return Err(Error::Exists {
+            name: plan.name.clone(),
+            dir: dir.to_path_buf(),
+        });
+    }
+    let make = || -> std::io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::create_dir(dir.join("logs"))?;
+        std::fs::create_dir(dir.join("volumes"))?;
+        let manifest = serde_json::to_vec_pretty(&plan.pod).map_err(std::io::Error::other)?;
+        status::write_atomic(&dir.join("pod.json"), &manifest)?;
+        status::write_atomic(&dir.join("supervisor.pid"), std::process::id().to_string().as_bytes())
+    };
+    make().map_err(|source| Error::StateDir {
+        dir: dir.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs init containers, sidecars and main containers; stops them all at the end. Returns
+/// whether the pod was deleted (rather than ending by itself).
+async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
+    let mut sidecars: Vec<(CancellationToken, JoinHandle<End>)> = Vec::new();
+    let init_policy = match pod.plan.restart_policy {
+        RestartPolicy::Never => RestartPolicy::Never,
+        _ => RestartPolicy::OnFailure,
+    };
+    let deadline = async {
+        match pod.plan.active_deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+
+    let mut deleted = false;
+    let mut failed_init = false;
+    for member in &pod.plan.init_containers {
+        let stop = CancellationToken::new();
+        if member.sidecar {
+            let (tx, started) = oneshot::channel();
+            let task = tokio::spawn(member::run(pod.clone(), member.clone(), RestartPolicy::Always, stop.clone(), Some(tx)));
+            sidecars.push((stop, task));
+            tokio::select! {
+                _ = started => continue,
+                () = shutdown.cancelled() => { deleted = true; break; }
+                () = &mut deadline => { deadline_exceeded(pod); break; }
+            }
+        }
+        let task = member::run(pod.clone(), member.clone(), init_policy, stop.clone(), None);
+        tokio::pin!(task);
+        let end = tokio::select! {
+            end = &mut task => end,
+            () = shutdown.cancelled() => { deleted = true; stop.cancel(); task.await; break; }
+            () = &mut deadline => { deadline_exceeded(pod); stop.cancel(); task.await; break; }
+        };
+        if end != End::Exited(0) {
+            failed_init = true;
+            pod.update(|s| {
+                s.phase = "Failed";
+                s.reason = Some("InitContainerFailed".into());
+                s.message = Some(format!("init container {:?} failed", member.name));
+            });
+            break;
+        }
+    }
+
+    let mut mains: Vec<(CancellationToken, JoinHandle<End>)> = Vec::new();
+    if !deleted && !failed_init && lock(&pod.status).reason.is_none() {
+        pod.update(|s| s.initialized = true);
+        for member in &pod.plan.containers {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(member::run(pod.clone(), member.clone(), pod.plan.restart_policy, stop.clone(), None));
+            mains.push((stop, task));
+        }
+        let all_done = futures_join(mains.iter_mut().map(|(_, t)| t));
+        tokio::select! {
+            () = all_done => {}
+            () = shutdown.cancelled() => deleted = true,
+            () = &mut deadline => deadline_exceeded(pod),
+        }
+    }
+
+    // Termination: one grace period for the pod, main containers first, then the sidecars in
+    // reverse order.
+    *lock(&pod.deadline) = Some(Instant::now() + pod.plan.termination_grace_period);
+    for (stop, _) in &mains {
+        stop.cancel();
+    }
+    for (_, task) in mains {
+        let _ = task.await;
+    }
+    for (stop, task) in sidecars.into_iter().rev() {
+        stop.cancel();
+        let _ = task.await;
+    }
+    pod.update(|_| {});
+    deleted
+}
+
+fn deadline_exceeded(pod: &Pod) {
+    pod.update(|s| {
+        s.phase = "Failed";
+        s.reason = Some("DeadlineExceeded".into());
+        s.message = Some("Pod was active on the node longer than the specified deadline".into());
+        s.event("Normal", "DeadlineExceeded", "pod", "Pod was active longer than activeDeadlineSeconds".into());
+    });
+}
+
+/// Awaits every handle (in order; they run concurrently anyway).
+async fn futures_join<'a>(tasks: impl Iterator<Item = &'a mut JoinHandle<End>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+/// Removes what the pod made: processes left over, volumes, namespaces.
+fn teardown(pod: Arc<Pod>) {
+    kill_descendants();
+    lock(&pod.volumes).cleanup();
+    match Arc::try_unwrap(pod) {
+        Ok(pod) => delete_namespaces(pod.ns),
+        Err(pod) => {
+            // A task still holds the pod (it cannot: all were awaited); remove by name.
+            warn!("pod still referenced at teardown; removing its namespaces by name");
+            if let Err(err) = PodNamespaces::remove(&pod.plan.name, &pod.dir.join("ns")) {
+                warn!(%err, "failed to delete the pod's namespaces");
+            }
+        }
+    }
+}
+
+fn delete_namespaces(ns: PodNamespaces) {
+    let name = ns.name().to_owned();
+    match ns.delete() {
+        Ok(removed) => info!(pod = %name, ?removed, "deleted the pod's namespaces"),
+        Err(err) => warn!(pod = %name, %err, "failed to delete the pod's namespaces"),
+    }
+}
+
+/// Kills every process below this one: orphans the members left (they were reparented to us,
+/// the subreaper) must not outlive the pod. The reaper collects them.
+fn kill_descendants() {
+    for _ in 0..5 {
+        let pids = descendants(std::process::id());
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(parent) = queue.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else { continue };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
+            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+                // Zombies are the reaper's; only live processes need a signal.
+                let zombie = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')));
+                if !zombie {
+                    found.push(child);
+                }
+                queue.push(child);
+            }
+        }
+    }
+    found
+}

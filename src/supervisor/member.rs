@@ -1,0 +1,265 @@
+//! One container of the pod: start it, log it, restart it by policy with kubelet's backoff, and
+//! stop it gracefully.
+
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use netns::Setup;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::reaper::Exit;
+use super::status::{State, Terminated};
+use super::{Pod, logs};
+use crate::spec::{self, EnvValue, Member, RestartPolicy};
+
+/// The exit code kubelet reports for a container that could not be started.
+const START_ERROR: i32 = 128;
+
+/// After this long running cleanly, a container's backoff starts again from zero.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+const BACKOFF_FIRST: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// How a member's loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Its last run exited with this code and the policy does not restart it.
+    Exited(i32),
+    /// It was told to stop.
+    Stopped,
+}
+
+/// Runs `member` until its policy says it is done or `stop` is cancelled. `started` hears once
+/// the first run is up (for native sidecars, which gate the next init container).
+pub async fn run(
+    pod: Arc<Pod>,
+    member: Member,
+    policy: RestartPolicy,
+    stop: CancellationToken,
+    mut started: Option<oneshot::Sender<()>>,
+) -> End {
+    let object = format!("{}{{{}}}", member.path.split('[').next().unwrap_or(""), member.name);
+    let mut restarts = 0;
+    let mut next_delay = Duration::ZERO;
+    loop {
+        let began = Instant::now();
+        let started_at = Timestamp::now();
+        let (exit, stopped) = match start(&pod, &member, restarts) {
+            Ok(mut run) => {
+                pod.update(|s| {
+                    if let Some(r) = s.record(&member.name) {
+                        r.state = State::Running { since: started_at };
+                        r.started = true;
+                        r.ready = true;
+                    }
+                    s.event("Normal", "Started", &object, format!("Started container {} (pid {})", member.name, run.pid));
+                });
+                if let Some(tx) = started.take() {
+                    let _ = tx.send(());
+                }
+                let (exit, stopped) = tokio::select! {
+                    exit = &mut run.exit => (exit.ok(), false),
+                    () = stop.cancelled() => (terminate(&pod, &member, &object, &mut run).await, true),
+                };
+                // Every line the run wrote is in its log before its exit is reported.
+                let _ = run.logs.await;
+                (exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)), stopped)
+            }
+            Err(message) => {
+                pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
+                (Exit::Code(START_ERROR), stop.is_cancelled())
+            }
+        };
+        let code = exit.code();
+        pod.update(|s| {
+            let end = Terminated {
+                exit_code: code,
+                signal: match exit {
+                    Exit::Signal(sig) => Some(sig),
+                    Exit::Code(_) => None,
+                },
+                reason: match code {
+                    0 => "Completed",
+                    START_ERROR if matches!(exit, Exit::Code(_)) => "StartError",
+                    _ => "Error",
+                }
+                .to_owned(),
+                started: started_at,
+                finished: Timestamp::now(),
+            };
+            if let Some(r) = s.record(&member.name) {
+                r.state = State::Terminated(end);
+                r.ready = false;
+            }
+            s.event("Normal", "Exited", &object, format!("Container {} exited: {exit}", member.name));
+        });
+        if stopped || stop.is_cancelled() {
+            return End::Stopped;
+        }
+        if !policy.restarts(code) {
+            return End::Exited(code);
+        }
+
+        // kubelet: the first restart is at once, then 10 s doubling to 300 s; ten minutes of
+        // clean running forgets the history.
+        if began.elapsed() >= BACKOFF_RESET {
+            next_delay = Duration::ZERO;
+        }
+        let delay = next_delay;
+        next_delay = if delay.is_zero() { BACKOFF_FIRST } else { (delay * 2).min(BACKOFF_MAX) };
+        pod.update(|s| {
+            if let Some(r) = s.record(&member.name) {
+                let State::Terminated(last) = r.state.clone() else { return };
+                r.last = Some(last);
+                r.restarts += 1;
+                r.state = State::Waiting {
+                    reason: if delay.is_zero() { "ContainerCreating" } else { "CrashLoopBackOff" }.to_owned(),
+                    message: (!delay.is_zero()).then(|| {
+                        format!("back-off {}s restarting failed container={}", delay.as_secs(), member.name)
+                    }),
+                };
+            }
+            if !delay.is_zero() {
+                s.event(
+                    "Warning",
+                    "BackOff",
+                    &object,
+                    format!("Back-off {}s restarting failed container {}", delay.as_secs(), member.name),
+                );
+            }
+        });
+        restarts += 1;
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return End::Stopped,
+        }
+    }
+}
+
+/// A started run of a container.
+struct Run {
+    pid: u32,
+    exit: oneshot::Receiver<Exit>,
+    logs: tokio::task::JoinHandle<()>,
+}
+
+/// Starts one run; the error is the message for the event and status.
+fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
+    let env = environment(pod, member);
+    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let argv: Vec<String> = member.argv.iter().map(|a| spec::expand(a, lookup)).collect();
+
+    let dir = pod.dir.join("logs").join(&member.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    let log_path = dir.join(format!("{restart}.log"));
+
+    let mounts = pod.volumes().mounts_for(member).map_err(|e| e.to_string())?;
+    let mut setup = Setup::new().new_session();
+    if !mounts.is_empty() || pod.plan.share_process_namespace {
+        setup = setup.new_mount_namespace();
+    }
+    for (src, dst, read_only) in &mounts {
+        setup = setup.bind_mount(src, dst, *read_only).map_err(|e| e.to_string())?;
+    }
+    if pod.plan.share_process_namespace {
+        setup = setup.mount_proc();
+    }
+    if let Some(dir) = &member.working_dir {
+        setup = setup.chdir(dir).map_err(|e| e.to_string())?;
+    }
+    setup = setup.user(member.run_as_user, member.run_as_group);
+
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let ((pid, stdout, stderr), exit) = pod
+        .reaper
+        .spawn(|| {
+            let mut child = pod.ns.spawn_with(&mut cmd, setup)?;
+            let made = (child.id(), child.stdout.take(), child.stderr.take());
+            // The reaper, not this handle, waits for the child.
+            Ok::<_, netns::Error>((child.id(), made))
+        })
+        .map_err(|e| format!("failed to start {:?}: {}", argv[0], error_chain(&e)))?;
+    let pipe = |fd: Option<OwnedFd>| {
+        fd.ok_or_else(|| "no pipe".to_owned())
+            .and_then(|fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string()))
+    };
+    let stdout = pipe(stdout.map(OwnedFd::from))?;
+    let stderr = pipe(stderr.map(OwnedFd::from))?;
+    let logs = logs::capture(&log_path, stdout, stderr).map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
+    Ok(Run { pid, exit, logs })
+}
+
+/// Stops a run as kubelet does: the stop signal to its whole process group, then SIGKILL once
+/// the pod's grace period is over.
+async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> Option<Exit> {
+    let deadline = pod.deadline();
+    pod.update(|s| s.event("Normal", "Killing", object, format!("Stopping container {}", member.name)));
+    let group = Pid::from_raw(run.pid as i32);
+    if let Err(err) = killpg(group, Signal::SIGTERM) {
+        warn!(container = %member.name, %err, "failed to signal the container");
+    }
+    let exit = match tokio::time::timeout_at(deadline.into(), &mut run.exit).await {
+        Ok(exit) => exit.ok(),
+        Err(_) => {
+            pod.update(|s| {
+                s.event(
+                    "Warning",
+                    "Killing",
+                    object,
+                    format!("Container {} did not stop within the grace period: SIGKILL", member.name),
+                )
+            });
+            let _ = killpg(group, Signal::SIGKILL);
+            (&mut run.exit).await.ok()
+        }
+    };
+    // Whatever the leader left behind in its group goes with it.
+    let _ = killpg(group, Signal::SIGKILL);
+    exit
+}
+
+/// The container's environment: `PATH` and `HOSTNAME` as container runtimes set them, then the
+/// manifest's variables in order, each value expanded against those before it.
+fn environment(pod: &Pod, member: &Member) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        ("HOSTNAME".into(), pod.plan.hostname.clone()),
+    ];
+    for var in &member.env {
+        let value = match &var.value {
+            EnvValue::Literal(text) => {
+                let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+                spec::expand(text, lookup)
+            }
+            EnvValue::FieldRef(field) => pod.field(field),
+        };
+        env.retain(|(k, _)| k != &var.name);
+        env.push((var.name.clone(), value));
+    }
+    env
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,117 @@
+//! Reaping. The supervisor is a child subreaper (`PR_SET_CHILD_SUBREAPER`): every process of the
+//! pod that loses its parent becomes its child. One task reaps all children on SIGCHLD, hands a
+//! member's exit to whoever watches it, and lets orphans go with a log line: no zombie stays.
+//!
+//! Nothing else may wait for children (no `Child::wait`, no `tokio::process`): the reaper would
+//! race it for the status.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    /// The exit code as Kubernetes reports it: 128 + the signal for a killed process.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(code) => code,
+            Exit::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(signal) => {
+                let name = nix::sys::signal::Signal::try_from(*signal)
+                    .map_or_else(|_| signal.to_string(), |s| s.as_str().to_owned());
+                write!(f, "killed by {name}")
+            }
+        }
+    }
+}
+
+/// The reaper's handle; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Reaper {
+    /// pid -> who waits for its exit. Locked around spawn + register, and around waitpid, so a
+    /// child is never reaped before its watcher is in place.
+    watchers: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+}
+
+impl Reaper {
+    /// Makes this process a child subreaper and starts reaping. Needs a tokio runtime.
+    pub fn start() -> std::io::Result<Reaper> {
+        nix::sys::prctl::set_child_subreaper(true)?;
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = Reaper {
+            watchers: Arc::default(),
+        };
+        let task = reaper.clone();
+        tokio::spawn(async move {
+            loop {
+                task.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        Ok(reaper)
+    }
+
+    /// Runs `spawn` (which starts a process and returns its pid with anything else it made)
+    /// and watches that pid, with no window for the reaper in between.
+    pub fn spawn<T, E>(
+        &self,
+        spawn: impl FnOnce() -> Result<(u32, T), E>,
+    ) -> Result<(T, oneshot::Receiver<Exit>), E> {
+        let mut watchers = self.lock();
+        let (pid, made) = spawn()?;
+        let (tx, rx) = oneshot::channel();
+        watchers.insert(pid as i32, tx);
+        Ok((made, rx))
+    }
+
+    fn reap_all(&self) {
+        let mut watchers = self.lock();
+        loop {
+            let (pid, exit) = match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => (pid, Exit::Signal(signal as i32)),
+                Ok(WaitStatus::StillAlive) | Err(nix::Error::ECHILD) => break,
+                Ok(_) => continue,
+                Err(nix::Error::EINTR) => continue,
+                Err(err) => {
+                    debug!(%err, "waitpid failed");
+                    break;
+                }
+            };
+            match watchers.remove(&pid.as_raw()) {
+                // A watcher that stopped listening no longer cares; that is fine.
+                Some(tx) => {
+                    let _ = tx.send(exit);
+                }
+                None => debug!(pid = pid.as_raw(), %exit, "reaped an orphan"),
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, oneshot::Sender<Exit>>> {
+        // A panic while holding this lock leaves the map consistent (inserts and removes are
+        // single steps), so a poisoned lock is still usable.
+        self.watchers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,238 @@
+//! The pod's volumes on the host, and the mount points members need.
+//!
+//! An `emptyDir` is a directory under the pod's state dir (`volumes/NAME`), on a tmpfs of its own
+//! for `medium: Memory`. A `hostPath` is checked against its `type`. Members see volumes through
+//! bind mounts in their own mount namespace, so the host's mount table only ever gains the
+//! tmpfs mounts, which teardown removes.
+//!
+//! A `mountPath` must exist to be mounted on. When it does not exist on the host, podkit creates
+//! it (an empty directory, or an empty file for a file volume) before the member starts, records
+//! it, and removes it at teardown if it is still empty: nothing is left behind.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use tracing::warn;
+
+use crate::spec::{HostPathType, Member, Volume, VolumeSource};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("volume {volume:?}: {path:?} {reason}")]
+    Check {
+        volume: String,
+        path: PathBuf,
+        reason: &'static str,
+    },
+
+    #[error("volume {volume:?}: failed to prepare {path:?}")]
+    Io {
+        volume: String,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("volume {volume:?}: failed to mount a tmpfs on {path:?}")]
+    Tmpfs {
+        volume: String,
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// The volumes of a running pod and what was made for them.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    /// Volume name -> its directory (or file) on the host.
+    roots: HashMap<String, PathBuf>,
+    /// tmpfs mounts made for `medium: Memory`, unmounted at teardown.
+    tmpfs: Vec<PathBuf>,
+    /// Mount points created on the host because they were missing, removed at teardown.
+    created: Vec<PathBuf>,
+}
+
+impl Volumes {
+    /// Makes or checks every volume; `dir` is the pod's `volumes/` directory.
+    pub fn prepare(volumes: &[Volume], dir: &Path) -> Result<Volumes, VolumeError> {
+        let mut made = Volumes::default();
+        for volume in volumes {
+            match made.prepare_one(volume, dir) {
+                Ok(root) => {
+                    made.roots.insert(volume.name.clone(), root);
+                }
+                Err(err) => {
+                    made.cleanup();
+                    return Err(err);
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    fn prepare_one(&mut self, volume: &Volume, dir: &Path) -> Result<PathBuf, VolumeError> {
+        let io = |path: &Path| {
+            let (volume, path) = (volume.name.clone(), path.to_path_buf());
+            move |source| VolumeError::Io { volume, path, source }
+        };
+        match &volume.source {
+            VolumeSource::EmptyDir { memory, size_limit } => {
+                let path = dir.join(&volume.name);
+                fs::create_dir_all(&path).map_err(io(&path))?;
+                // Kubernetes makes emptyDirs world-writable, so members of any uid can use them.
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io(&path))?;
+                if *memory {
+                    let options = match size_limit {
+                        Some(bytes) => format!("mode=0777,size={bytes}"),
+                        None => "mode=0777".to_owned(),
+                    };
+                    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+                    nix::mount::mount(Some("tmpfs"), &path, Some("tmpfs"), flags, Some(options.as_str()))
+                        .map_err(|source| VolumeError::Tmpfs {
+                            volume: volume.name.clone(),
+                            path: path.clone(),
+                            source,
+                        })?;
+                    self.tmpfs.push(path.clone());
+                }
+                Ok(path)
+            }
+            VolumeSource::HostPath { path, kind } => {
+                check_host_path(&volume.name, path, *kind)?;
+                Ok(path.clone())
+            }
+        }
+    }
+
+    /// The bind mounts `member` needs, as (source on the host, mount path), after making the
+    /// sources (`subPath`s, like kubelet) and the mount points that are missing.
+    pub fn mounts_for(&mut self, member: &Member) -> Result<Vec<(PathBuf, PathBuf, bool)>, VolumeError> {
+        let mut mounts = Vec::new();
+        for mount in &member.mounts {
+            let Some(root) = self.roots.get(&mount.volume) else {
+                // Validation checked every mount names a volume.
+                continue;
+            };
+            let io = |path: &Path| {
+                let (volume, path) = (mount.volume.clone(), path.to_path_buf());
+                move |source| VolumeError::Io { volume, path, source }
+            };
+            let src = match &mount.sub_path {
+                Some(sub) => {
+                    let src = root.join(sub);
+                    if !src.exists() {
+                        fs::create_dir_all(&src).map_err(io(&src))?;
+                    }
+                    src
+                }
+                None => root.clone(),
+            };
+            if !mount.mount_path.exists() {
+                self.create_mount_point(&mount.mount_path, src.is_dir()).map_err(io(&mount.mount_path))?;
+            }
+            mounts.push((src, mount.mount_path.clone(), mount.read_only));
+        }
+        Ok(mounts)
+    }
+
+    fn create_mount_point(&mut self, path: &Path, dir: bool) -> io::Result<()> {
+        // Record each directory we create, outermost first, so teardown removes them all.
+        let mut missing: Vec<PathBuf> = path.ancestors().take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
+        missing.reverse();
+        if !dir {
+            missing.pop();
+        }
+        for d in missing {
+            fs::create_dir(&d)?;
+            self.created.push(d);
+        }
+        if !dir {
+            fs::File::create(path)?;
+            self.created.push(path.to_path_buf());
+        }
+        Ok(())
+    }
+
+    /// Unmounts the tmpfs volumes and removes the mount points made on the host. Best effort:
+    /// each failure is logged and the rest goes on.
+    pub fn cleanup(&mut self) {
+        for path in self.tmpfs.drain(..) {
+            if let Err(err) = nix::mount::umount2(&path, MntFlags::MNT_DETACH) {
+                warn!(path = %path.display(), %err, "failed to unmount a tmpfs volume");
+            }
+        }
+        // Innermost first; only what is still empty (a user may have put something there).
+        for path in self.created.drain(..).rev() {
+            let removed = if path.is_dir() { fs::remove_dir(&path) } else { remove_empty_file(&path) };
+            if let Err(err) = removed {
+                warn!(path = %path.display(), %err, "left a mount point podkit created");
+            }
+        }
+    }
+}
+
+fn remove_empty_file(path: &Path) -> io::Result<()> {
+    if fs::metadata(path)?.len() == 0 {
+        fs::remove_file(path)
+    } else {
+        Err(io::Error::other("not empty"))
+    }
+}
+
+/// Checks (or creates) a hostPath as its `type` says, as kubelet does.
+fn check_host_path(volume: &str, path: &Path, kind: HostPathType) -> Result<(), VolumeError> {
+    let check = |reason| VolumeError::Check {
+        volume: volume.to_owned(),
+        path: path.to_path_buf(),
+        reason,
+    };
+    let io = |source| VolumeError::Io {
+        volume: volume.to_owned(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(path);
+    match kind {
+        HostPathType::Unset => Ok(()),
+        HostPathType::DirectoryOrCreate => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(check("exists and is not a directory")),
+            Err(_) => {
+                fs::create_dir_all(path).map_err(io)?;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(io)
+            }
+        },
+        HostPathType::FileOrCreate => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(check("exists and is not a regular file")),
+            Err(_) => fs::File::create(path).map(drop).map_err(io),
+        },
+        HostPathType::Directory => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(check("is not a directory (type: Directory)")),
+            Err(_) => Err(check("does not exist (type: Directory)")),
+        },
+        HostPathType::File => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(check("is not a regular file (type: File)")),
+            Err(_) => Err(check("does not exist (type: File)")),
+        },
+        HostPathType::Socket => match meta {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            _ => Err(check("is not a unix socket (type: Socket)")),
+        },
+        HostPathType::CharDevice => match meta {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            _ => Err(check("is not a character device (type: CharDevice)")),
+        },
+        HostPathType::BlockDevice => match meta {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            _ => Err(check("is not a block device (type: BlockDevice)")),
+        },
+    }
+}
