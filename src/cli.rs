@@ -14,7 +14,13 @@ use crate::{pause, spec, supervisor};
 /// A pod is a group of processes sharing a network namespace (they talk over localhost), IPC
 /// and UTS namespaces (one hostname) and volumes, described by ordinary Kubernetes Pod YAML.
 #[derive(Debug, Parser)]
-#[command(name = "podkit", version, about, long_about, arg_required_else_help = true)]
+#[command(
+    name = "podkit",
+    version,
+    about,
+    long_about,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Verb,
@@ -49,7 +55,8 @@ struct RunArgs {
 
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
 fn root() -> PathBuf {
-    std::env::var_os("PODKIT_ROOT").map_or_else(|| PathBuf::from(supervisor::DEFAULT_ROOT), PathBuf::from)
+    std::env::var_os("PODKIT_ROOT")
+        .map_or_else(|| PathBuf::from(supervisor::DEFAULT_ROOT), PathBuf::from)
 }
 
 /// Runs the parsed command line.
@@ -82,7 +89,10 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("failed to find the podkit binary")?;
     let mut pause = Command::new(exe);
     pause.arg("pause");
-    let options = supervisor::Options { root: root(), pause };
+    let options = supervisor::Options {
+        root: root(),
+        pause,
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,7 +110,11 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
         if outcome.deleted { "deleted" } else { "ended" },
         outcome.phase
     );
-    Ok(if outcome.phase == "Failed" && !outcome.deleted { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if outcome.phase == "Failed" && !outcome.deleted {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// One supervisor process per pod: runs `podkit run -f FILE --pod NAME` for each and waits,
@@ -118,20 +132,26 @@ fn run_each(file: &std::path::Path, names: Vec<String>) -> anyhow::Result<ExitCo
         children.push(child);
     }
     let pids: Vec<i32> = children.iter().map(|c| c.id() as i32).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let forward = runtime.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         anyhow::Ok(tokio::spawn(async move {
             while term.recv().await.is_some() {
                 for pid in &pids {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGTERM);
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(*pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
                 }
             }
         }))
     })?;
     let mut code = ExitCode::SUCCESS;
     for mut child in children {
-        let status = runtime.block_on(async { tokio::task::spawn_blocking(move || child.wait()).await })??;
+        let status = runtime
+            .block_on(async { tokio::task::spawn_blocking(move || child.wait()).await })??;
         if !status.success() {
             code = ExitCode::FAILURE;
         }

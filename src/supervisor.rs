@@ -30,8 +30,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use self::reaper::Exit;
 use self::member::End;
+pub use self::reaper::Exit;
 use self::reaper::Reaper;
 use self::status::Status;
 use self::volumes::{VolumeError, Volumes};
@@ -59,7 +59,7 @@ pub enum Error {
     Namespaces {
         name: String,
         #[source]
-        source: netns::Error,
+        source: Box<netns::Error>,
     },
 
     #[error(transparent)]
@@ -143,7 +143,11 @@ pub fn pod_dir(root: &Path, name: &str) -> PathBuf {
 /// Runs the pod in `plan` until it ends or `shutdown` is cancelled (then deletes it). Returns
 /// once everything the pod made is gone, except its state directory (logs and status) when the
 /// pod ended by itself.
-pub async fn run(plan: PodPlan, options: Options, shutdown: CancellationToken) -> Result<Outcome, Error> {
+pub async fn run(
+    plan: PodPlan,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<Outcome, Error> {
     let dir = pod_dir(&options.root, &plan.name);
     make_state_dir(&plan, &dir)?;
     let result = run_in(plan, options, &dir, shutdown).await;
@@ -159,7 +163,12 @@ pub async fn run(plan: PodPlan, options: Options, shutdown: CancellationToken) -
     result
 }
 
-async fn run_in(plan: PodPlan, mut options: Options, dir: &Path, shutdown: CancellationToken) -> Result<Outcome, Error> {
+async fn run_in(
+    plan: PodPlan,
+    mut options: Options,
+    dir: &Path,
+    shutdown: CancellationToken,
+) -> Result<Outcome, Error> {
     let reaper = Reaper::start().map_err(Error::Reaper)?;
     let mut builder = PodNamespaces::builder(&plan.name, dir.join("ns")).hostname(&plan.hostname);
     if plan.share_process_namespace {
@@ -169,7 +178,7 @@ async fn run_in(plan: PodPlan, mut options: Options, dir: &Path, shutdown: Cance
     }
     let ns = builder.create().await.map_err(|source| Error::Namespaces {
         name: plan.name.clone(),
-        source,
+        source: Box::new(source),
     })?;
     let volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
         Ok(volumes) => volumes,
@@ -187,7 +196,14 @@ async fn run_in(plan: PodPlan, mut options: Options, dir: &Path, shutdown: Cance
         volumes: Mutex::new(volumes),
         deadline: Mutex::new(None),
     });
-    pod.update(|s| s.event("Normal", "Scheduled", "pod", "Pod namespaces created, lo up".to_owned()));
+    pod.update(|s| {
+        s.event(
+            "Normal",
+            "Scheduled",
+            "pod",
+            "Pod namespaces created, lo up".to_owned(),
+        )
+    });
 
     let deleted = lifecycle(&pod, &shutdown).await;
     let phase = lock(&pod.status).phase.to_owned();
@@ -204,12 +220,18 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
     }
     let make = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
         std::fs::create_dir(dir.join("logs"))?;
         std::fs::create_dir(dir.join("volumes"))?;
         let manifest = serde_json::to_vec_pretty(&plan.pod).map_err(std::io::Error::other)?;
         status::write_atomic(&dir.join("pod.json"), &manifest)?;
-        status::write_atomic(&dir.join("supervisor.pid"), std::process::id().to_string().as_bytes())
+        status::write_atomic(
+            &dir.join("supervisor.pid"),
+            std::process::id().to_string().as_bytes(),
+        )
     };
     make().map_err(|source| Error::StateDir {
         dir: dir.to_path_buf(),
@@ -239,7 +261,13 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
         let stop = CancellationToken::new();
         if member.sidecar {
             let (tx, started) = oneshot::channel();
-            let task = tokio::spawn(member::run(pod.clone(), member.clone(), RestartPolicy::Always, stop.clone(), Some(tx)));
+            let task = tokio::spawn(member::run(
+                pod.clone(),
+                member.clone(),
+                RestartPolicy::Always,
+                stop.clone(),
+                Some(tx),
+            ));
             sidecars.push((stop, task));
             tokio::select! {
                 _ = started => continue,
@@ -265,15 +293,22 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
         }
     }
 
-    let mut mains: Vec<(CancellationToken, JoinHandle<End>)> = Vec::new();
+    // A handle is taken out once awaited: a JoinHandle must not be polled after it completed.
+    let mut mains: Vec<(CancellationToken, Option<JoinHandle<End>>)> = Vec::new();
     if !deleted && !failed_init && lock(&pod.status).reason.is_none() {
         pod.update(|s| s.initialized = true);
         for member in &pod.plan.containers {
             let stop = CancellationToken::new();
-            let task = tokio::spawn(member::run(pod.clone(), member.clone(), pod.plan.restart_policy, stop.clone(), None));
-            mains.push((stop, task));
+            let task = tokio::spawn(member::run(
+                pod.clone(),
+                member.clone(),
+                pod.plan.restart_policy,
+                stop.clone(),
+                None,
+            ));
+            mains.push((stop, Some(task)));
         }
-        let all_done = futures_join(mains.iter_mut().map(|(_, t)| t));
+        let all_done = join_all(mains.iter_mut().map(|(_, t)| t));
         tokio::select! {
             () = all_done => {}
             () = shutdown.cancelled() => deleted = true,
@@ -287,9 +322,7 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
     for (stop, _) in &mains {
         stop.cancel();
     }
-    for (_, task) in mains {
-        let _ = task.await;
-    }
+    join_all(mains.iter_mut().map(|(_, t)| t)).await;
     for (stop, task) in sidecars.into_iter().rev() {
         stop.cancel();
         let _ = task.await;
@@ -303,14 +336,23 @@ fn deadline_exceeded(pod: &Pod) {
         s.phase = "Failed";
         s.reason = Some("DeadlineExceeded".into());
         s.message = Some("Pod was active on the node longer than the specified deadline".into());
-        s.event("Normal", "DeadlineExceeded", "pod", "Pod was active longer than activeDeadlineSeconds".into());
+        s.event(
+            "Normal",
+            "DeadlineExceeded",
+            "pod",
+            "Pod was active longer than activeDeadlineSeconds".into(),
+        );
     });
 }
 
-/// Awaits every handle (in order; they run concurrently anyway).
-async fn futures_join<'a>(tasks: impl Iterator<Item = &'a mut JoinHandle<End>>) {
-    for task in tasks {
-        let _ = task.await;
+/// Awaits every handle still there (in order; the tasks run concurrently anyway), taking each
+/// out once done, so that this can be cancelled and called again.
+async fn join_all<'a>(tasks: impl Iterator<Item = &'a mut Option<JoinHandle<End>>>) {
+    for slot in tasks {
+        if let Some(task) = slot.as_mut() {
+            let _ = task.await;
+            *slot = None;
+        }
     }
 }
 
@@ -347,7 +389,10 @@ fn kill_descendants() {
             return;
         }
         for pid in pids {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -357,13 +402,24 @@ fn descendants(pid: u32) -> Vec<u32> {
     let mut found = Vec::new();
     let mut queue = vec![pid];
     while let Some(parent) = queue.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else { continue };
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
+            continue;
+        };
         for task in tasks.flatten() {
-            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else { continue };
-            for child in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok())
+            {
                 // Zombies are the reaper's; only live processes need a signal.
-                let zombie = std::fs::read_to_string(format!("/proc/{child}/stat"))
-                    .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')));
+                let zombie =
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).is_ok_and(|stat| {
+                        stat.rsplit(')')
+                            .next()
+                            .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+                    });
                 if !zombie {
                     found.push(child);
                 }

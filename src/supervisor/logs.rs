@@ -26,7 +26,10 @@ where
     O: AsyncRead + Unpin + Send + 'static,
     E: AsyncRead + Unpin + Send + 'static,
 {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     let (tx, rx) = mpsc::channel::<Record>(256);
     let readers = [
         tokio::spawn(read_lines("stdout", stdout, tx.clone())),
@@ -43,7 +46,11 @@ where
     }))
 }
 
-async fn read_lines<R: AsyncRead + Unpin>(stream: &'static str, mut src: R, tx: mpsc::Sender<Record>) {
+async fn read_lines<R: AsyncRead + Unpin>(
+    stream: &'static str,
+    mut src: R,
+    tx: mpsc::Sender<Record>,
+) {
     let mut buf = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -74,15 +81,30 @@ async fn read_lines<R: AsyncRead + Unpin>(stream: &'static str, mut src: R, tx: 
     }
 }
 
-async fn send(tx: &mpsc::Sender<Record>, stream: &'static str, partial: bool, line: Vec<u8>) -> Result<(), ()> {
-    tx.send(Record { stream, partial, line }).await.map_err(drop)
+async fn send(
+    tx: &mpsc::Sender<Record>,
+    stream: &'static str,
+    partial: bool,
+    line: Vec<u8>,
+) -> Result<(), ()> {
+    tx.send(Record {
+        stream,
+        partial,
+        line,
+    })
+    .await
+    .map_err(drop)
 }
 
-async fn write_records(file: tokio::fs::File, mut rx: mpsc::Receiver<Record>) -> std::io::Result<()> {
+async fn write_records(
+    file: tokio::fs::File,
+    mut rx: mpsc::Receiver<Record>,
+) -> std::io::Result<()> {
     let mut out = BufWriter::new(file);
     while let Some(record) = rx.recv().await {
         let tag = if record.partial { "P" } else { "F" };
-        out.write_all(format!("{} {} {tag} ", Timestamp::now(), record.stream).as_bytes()).await?;
+        out.write_all(format!("{} {} {tag} ", Timestamp::now(), record.stream).as_bytes())
+            .await?;
         out.write_all(&record.line).await?;
         out.write_all(b"\n").await?;
         // Flush when nothing else is queued: cheap under load, prompt when idle.

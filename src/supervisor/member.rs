@@ -28,6 +28,9 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
+/// How long a container's output is still read after its main process exited.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+
 /// How a member's loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -46,7 +49,11 @@ pub async fn run(
     stop: CancellationToken,
     mut started: Option<oneshot::Sender<()>>,
 ) -> End {
-    let object = format!("{}{{{}}}", member.path.split('[').next().unwrap_or(""), member.name);
+    let object = format!(
+        "{}{{{}}}",
+        member.path.split('[').next().unwrap_or(""),
+        member.name
+    );
     let mut restarts = 0;
     let mut next_delay = Duration::ZERO;
     loop {
@@ -56,11 +63,17 @@ pub async fn run(
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
+                        r.restarts = restarts as i32;
                         r.state = State::Running { since: started_at };
                         r.started = true;
                         r.ready = true;
                     }
-                    s.event("Normal", "Started", &object, format!("Started container {} (pid {})", member.name, run.pid));
+                    s.event(
+                        "Normal",
+                        "Started",
+                        &object,
+                        format!("Started container {} (pid {})", member.name, run.pid),
+                    );
                 });
                 if let Some(tx) = started.take() {
                     let _ = tx.send(());
@@ -69,9 +82,23 @@ pub async fn run(
                     exit = &mut run.exit => (exit.ok(), false),
                     () = stop.cancelled() => (terminate(&pod, &member, &object, &mut run).await, true),
                 };
-                // Every line the run wrote is in its log before its exit is reported.
-                let _ = run.logs.await;
-                (exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)), stopped)
+                // A container ends with its main process, as under a container runtime: what it
+                // left in its process group goes too.
+                let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
+                // Every line the run wrote is in its log before its exit is reported. A process
+                // that left the group (setsid) may hold the pipes open: drain it for a bounded
+                // time only (it is killed with the pod; cgroups would end it now).
+                if tokio::time::timeout(LOG_DRAIN, &mut run.logs)
+                    .await
+                    .is_err()
+                {
+                    warn!(container = %member.name, "a process the container left behind still holds its output; no longer logging it");
+                    run.logs.abort();
+                }
+                (
+                    exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)),
+                    stopped,
+                )
             }
             Err(message) => {
                 pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
@@ -99,7 +126,12 @@ pub async fn run(
                 r.state = State::Terminated(end);
                 r.ready = false;
             }
-            s.event("Normal", "Exited", &object, format!("Container {} exited: {exit}", member.name));
+            s.event(
+                "Normal",
+                "Exited",
+                &object,
+                format!("Container {} exited: {exit}", member.name),
+            );
         });
         if stopped || stop.is_cancelled() {
             return End::Stopped;
@@ -114,16 +146,30 @@ pub async fn run(
             next_delay = Duration::ZERO;
         }
         let delay = next_delay;
-        next_delay = if delay.is_zero() { BACKOFF_FIRST } else { (delay * 2).min(BACKOFF_MAX) };
+        next_delay = if delay.is_zero() {
+            BACKOFF_FIRST
+        } else {
+            (delay * 2).min(BACKOFF_MAX)
+        };
         pod.update(|s| {
             if let Some(r) = s.record(&member.name) {
-                let State::Terminated(last) = r.state.clone() else { return };
+                let State::Terminated(last) = r.state.clone() else {
+                    return;
+                };
                 r.last = Some(last);
-                r.restarts += 1;
                 r.state = State::Waiting {
-                    reason: if delay.is_zero() { "ContainerCreating" } else { "CrashLoopBackOff" }.to_owned(),
+                    reason: if delay.is_zero() {
+                        "ContainerCreating"
+                    } else {
+                        "CrashLoopBackOff"
+                    }
+                    .to_owned(),
                     message: (!delay.is_zero()).then(|| {
-                        format!("back-off {}s restarting failed container={}", delay.as_secs(), member.name)
+                        format!(
+                            "back-off {}s restarting failed container={}",
+                            delay.as_secs(),
+                            member.name
+                        )
                     }),
                 };
             }
@@ -132,7 +178,11 @@ pub async fn run(
                     "Warning",
                     "BackOff",
                     &object,
-                    format!("Back-off {}s restarting failed container {}", delay.as_secs(), member.name),
+                    format!(
+                        "Back-off {}s restarting failed container {}",
+                        delay.as_secs(),
+                        member.name
+                    ),
                 );
             }
         });
@@ -154,20 +204,35 @@ struct Run {
 /// Starts one run; the error is the message for the event and status.
 fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     let env = environment(pod, member);
-    let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let argv: Vec<String> = member.argv.iter().map(|a| spec::expand(a, lookup)).collect();
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let argv: Vec<String> = member
+        .argv
+        .iter()
+        .map(|a| spec::expand(a, lookup))
+        .collect();
 
     let dir = pod.dir.join("logs").join(&member.name);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
     let log_path = dir.join(format!("{restart}.log"));
 
-    let mounts = pod.volumes().mounts_for(member).map_err(|e| e.to_string())?;
+    let mounts = pod
+        .volumes()
+        .mounts_for(member)
+        .map_err(|e| e.to_string())?;
     let mut setup = Setup::new().new_session();
     if !mounts.is_empty() || pod.plan.share_process_namespace {
         setup = setup.new_mount_namespace();
     }
     for (src, dst, read_only) in &mounts {
-        setup = setup.bind_mount(src, dst, *read_only).map_err(|e| e.to_string())?;
+        setup = setup
+            .bind_mount(src, dst, *read_only)
+            .map_err(|e| e.to_string())?;
     }
     if pod.plan.share_process_namespace {
         setup = setup.mount_proc();
@@ -199,7 +264,8 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     };
     let stdout = pipe(stdout.map(OwnedFd::from))?;
     let stderr = pipe(stderr.map(OwnedFd::from))?;
-    let logs = logs::capture(&log_path, stdout, stderr).map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
+    let logs = logs::capture(&log_path, stdout, stderr)
+        .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
     Ok(Run { pid, exit, logs })
 }
 
@@ -207,7 +273,14 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
 /// the pod's grace period is over.
 async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> Option<Exit> {
     let deadline = pod.deadline();
-    pod.update(|s| s.event("Normal", "Killing", object, format!("Stopping container {}", member.name)));
+    pod.update(|s| {
+        s.event(
+            "Normal",
+            "Killing",
+            object,
+            format!("Stopping container {}", member.name),
+        )
+    });
     let group = Pid::from_raw(run.pid as i32);
     if let Err(err) = killpg(group, Signal::SIGTERM) {
         warn!(container = %member.name, %err, "failed to signal the container");
@@ -220,7 +293,10 @@ async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> O
                     "Warning",
                     "Killing",
                     object,
-                    format!("Container {} did not stop within the grace period: SIGKILL", member.name),
+                    format!(
+                        "Container {} did not stop within the grace period: SIGKILL",
+                        member.name
+                    ),
                 )
             });
             let _ = killpg(group, Signal::SIGKILL);
@@ -236,13 +312,21 @@ async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> O
 /// manifest's variables in order, each value expanded against those before it.
 fn environment(pod: &Pod, member: &Member) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("HOSTNAME".into(), pod.plan.hostname.clone()),
     ];
     for var in &member.env {
         let value = match &var.value {
             EnvValue::Literal(text) => {
-                let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+                let lookup = |name: &str| {
+                    env.iter()
+                        .rev()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                };
                 spec::expand(text, lookup)
             }
             EnvValue::FieldRef(field) => pod.field(field),

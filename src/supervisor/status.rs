@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
     ContainerStatus, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::spec::{PodPlan, RestartPolicy};
@@ -29,8 +29,13 @@ pub struct Record {
 
 #[derive(Debug, Clone)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { since: Timestamp },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        since: Timestamp,
+    },
     Terminated(Terminated),
 }
 
@@ -76,13 +81,20 @@ impl Status {
         let record = |m: &crate::spec::Member, reason: &str| Record {
             name: m.name.clone(),
             image: image(plan, &m.name),
-            state: State::Waiting { reason: reason.to_owned(), message: None },
+            state: State::Waiting {
+                reason: reason.to_owned(),
+                message: None,
+            },
             last: None,
             restarts: 0,
             ready: false,
             started: false,
         };
-        let main_reason = if plan.init_containers.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+        let main_reason = if plan.init_containers.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
         Status {
             dir: dir.to_path_buf(),
             phase: "Pending",
@@ -90,15 +102,26 @@ impl Status {
             message: None,
             start_time: Timestamp::now(),
             initialized: plan.init_containers.is_empty(),
-            init: plan.init_containers.iter().map(|m| record(m, "PodInitializing")).collect(),
-            containers: plan.containers.iter().map(|m| record(m, main_reason)).collect(),
+            init: plan
+                .init_containers
+                .iter()
+                .map(|m| record(m, "PodInitializing"))
+                .collect(),
+            containers: plan
+                .containers
+                .iter()
+                .map(|m| record(m, main_reason))
+                .collect(),
             events: Vec::new(),
             restart_policy: plan.restart_policy,
         }
     }
 
     pub fn record(&mut self, name: &str) -> Option<&mut Record> {
-        self.init.iter_mut().chain(self.containers.iter_mut()).find(|r| r.name == name)
+        self.init
+            .iter_mut()
+            .chain(self.containers.iter_mut())
+            .find(|r| r.name == name)
     }
 
     pub fn event(&mut self, kind: &'static str, reason: &str, object: &str, message: String) {
@@ -136,8 +159,14 @@ impl Status {
         } else if running > 0 {
             "Running"
         } else if failed == 0 && succeeded > 0 {
-            if self.restart_policy == RestartPolicy::Always { "Running" } else { "Succeeded" }
-        } else if self.restart_policy == RestartPolicy::Never || failed > 0 && self.restart_policy != RestartPolicy::Always {
+            if self.restart_policy == RestartPolicy::Always {
+                "Running"
+            } else {
+                "Succeeded"
+            }
+        } else if self.restart_policy == RestartPolicy::Never
+            || failed > 0 && self.restart_policy != RestartPolicy::Always
+        {
             "Failed"
         } else {
             "Running"
@@ -147,7 +176,11 @@ impl Status {
     pub fn to_pod_status(&self) -> PodStatus {
         let all_ready = !self.containers.is_empty()
             && self.containers.iter().all(|r| r.ready)
-            && self.init.iter().filter(|r| matches!(r.state, State::Running { .. })).all(|r| r.ready);
+            && self
+                .init
+                .iter()
+                .filter(|r| matches!(r.state, State::Running { .. }))
+                .all(|r| r.ready);
         let condition = |kind: &str, ok: bool| PodCondition {
             type_: kind.to_owned(),
             status: if ok { "True" } else { "False" }.to_owned(),
@@ -178,7 +211,9 @@ impl Status {
         let status = serde_json::to_vec_pretty(&self.to_pod_status());
         let events = serde_json::to_vec_pretty(&self.events);
         for (name, data) in [("status.json", status), ("events.json", events)] {
-            let written = data.map_err(std::io::Error::other).and_then(|data| write_atomic(&self.dir.join(name), &data));
+            let written = data
+                .map_err(std::io::Error::other)
+                .and_then(|data| write_atomic(&self.dir.join(name), &data));
             if let Err(err) = written {
                 tracing::error!(file = name, %err, "failed to write pod status");
             }
@@ -204,7 +239,10 @@ fn container_status(r: &Record) -> ContainerStatus {
         restart_count: r.restarts,
         started: Some(r.started),
         state: Some(state(&r.state)),
-        last_state: r.last.as_ref().map(|t| state(&State::Terminated(t.clone()))),
+        last_state: r
+            .last
+            .as_ref()
+            .map(|t| state(&State::Terminated(t.clone()))),
         ..Default::default()
     }
 }
@@ -212,11 +250,16 @@ fn container_status(r: &Record) -> ContainerStatus {
 fn state(s: &State) -> ContainerState {
     match s {
         State::Waiting { reason, message } => ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
             ..Default::default()
         },
         State::Running { since } => ContainerState {
-            running: Some(ContainerStateRunning { started_at: Some(Time(*since)) }),
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*since)),
+            }),
             ..Default::default()
         },
         State::Terminated(t) => ContainerState {

@@ -78,7 +78,11 @@ impl Volumes {
     fn prepare_one(&mut self, volume: &Volume, dir: &Path) -> Result<PathBuf, VolumeError> {
         let io = |path: &Path| {
             let (volume, path) = (volume.name.clone(), path.to_path_buf());
-            move |source| VolumeError::Io { volume, path, source }
+            move |source| VolumeError::Io {
+                volume,
+                path,
+                source,
+            }
         };
         match &volume.source {
             VolumeSource::EmptyDir { memory, size_limit } => {
@@ -92,12 +96,18 @@ impl Volumes {
                         None => "mode=0777".to_owned(),
                     };
                     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                    nix::mount::mount(Some("tmpfs"), &path, Some("tmpfs"), flags, Some(options.as_str()))
-                        .map_err(|source| VolumeError::Tmpfs {
-                            volume: volume.name.clone(),
-                            path: path.clone(),
-                            source,
-                        })?;
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &path,
+                        Some("tmpfs"),
+                        flags,
+                        Some(options.as_str()),
+                    )
+                    .map_err(|source| VolumeError::Tmpfs {
+                        volume: volume.name.clone(),
+                        path: path.clone(),
+                        source,
+                    })?;
                     self.tmpfs.push(path.clone());
                 }
                 Ok(path)
@@ -111,7 +121,10 @@ impl Volumes {
 
     /// The bind mounts `member` needs, as (source on the host, mount path), after making the
     /// sources (`subPath`s, like kubelet) and the mount points that are missing.
-    pub fn mounts_for(&mut self, member: &Member) -> Result<Vec<(PathBuf, PathBuf, bool)>, VolumeError> {
+    pub fn mounts_for(
+        &mut self,
+        member: &Member,
+    ) -> Result<Vec<(PathBuf, PathBuf, bool)>, VolumeError> {
         let mut mounts = Vec::new();
         for mount in &member.mounts {
             let Some(root) = self.roots.get(&mount.volume) else {
@@ -120,7 +133,11 @@ impl Volumes {
             };
             let io = |path: &Path| {
                 let (volume, path) = (mount.volume.clone(), path.to_path_buf());
-                move |source| VolumeError::Io { volume, path, source }
+                move |source| VolumeError::Io {
+                    volume,
+                    path,
+                    source,
+                }
             };
             let src = match &mount.sub_path {
                 Some(sub) => {
@@ -133,7 +150,8 @@ impl Volumes {
                 None => root.clone(),
             };
             if !mount.mount_path.exists() {
-                self.create_mount_point(&mount.mount_path, src.is_dir()).map_err(io(&mount.mount_path))?;
+                self.create_mount_point(&mount.mount_path, src.is_dir())
+                    .map_err(io(&mount.mount_path))?;
             }
             mounts.push((src, mount.mount_path.clone(), mount.read_only));
         }
@@ -142,7 +160,11 @@ impl Volumes {
 
     fn create_mount_point(&mut self, path: &Path, dir: bool) -> io::Result<()> {
         // Record each directory we create, outermost first, so teardown removes them all.
-        let mut missing: Vec<PathBuf> = path.ancestors().take_while(|p| !p.exists()).map(Path::to_path_buf).collect();
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .take_while(|p| !p.exists())
+            .map(Path::to_path_buf)
+            .collect();
         missing.reverse();
         if !dir {
             missing.pop();
@@ -168,7 +190,11 @@ impl Volumes {
         }
         // Innermost first; only what is still empty (a user may have put something there).
         for path in self.created.drain(..).rev() {
-            let removed = if path.is_dir() { fs::remove_dir(&path) } else { remove_empty_file(&path) };
+            let removed = if path.is_dir() {
+                fs::remove_dir(&path)
+            } else {
+                remove_empty_file(&path)
+            };
             if let Err(err) = removed {
                 warn!(path = %path.display(), %err, "left a mount point podkit created");
             }

@@ -1,0 +1,571 @@
+//! `podkit run` end to end: real pods of host processes, checked through what a user sees
+//! (status.json, the CRI logs, the process table, the mount table). Needs root; every test
+//! deletes its pod, also when it fails (the `Running` guard).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn two_members_talk_over_the_pods_localhost() {
+    let Some(pod) = Running::start("talk", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: server
+    command: [socat, "TCP-LISTEN:8080,bind=127.0.0.1,reuseaddr,fork", "SYSTEM:echo hello from $$(uname -n)"]
+  - name: client
+    command: [sh, -c, "socat -u TCP:127.0.0.1:8080,retry=100,interval=0.05 -"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the client's reply", || {
+        pod.log("client", 0)
+            .contains(&format!("hello from {}", pod.name))
+    });
+    // The host's own 127.0.0.1:8080 is a different one.
+    let host = std::net::TcpStream::connect_timeout(
+        &"127.0.0.1:8080".parse().expect("addr"),
+        Duration::from_millis(200),
+    );
+    if let Ok(mut conn) = host {
+        let mut reply = String::new();
+        let _ = std::io::Read::read_to_string(&mut conn, &mut reply);
+        assert!(
+            !reply.contains("hello from"),
+            "the pod's port leaked to the host: {reply}"
+        );
+    }
+    pod.delete_and_check();
+}
+
+#[test]
+fn init_container_prepares_a_volume_that_the_main_container_reads() {
+    let Some(pod) = Running::start("init", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  volumes: [{{name: content, emptyDir: {{}}}}]
+  initContainers:
+  - name: fetch
+    command: [sh, -c, "echo 'page of $(POD)' > /content/index.html"]
+    env: [{{name: POD, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}]
+    volumeMounts: [{{name: content, mountPath: /content}}]
+  containers:
+  - name: web
+    command: [cat, /srv/podkit-test-{name}/index.html]
+    volumeMounts: [{{name: content, mountPath: /srv/podkit-test-{name}, readOnly: true}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    let code = pod.wait_exit();
+    assert_eq!(code, Some(0), "the pod succeeded");
+    assert_eq!(
+        pod.log("web", 0).trim_end(),
+        format!("page of {}", pod.name).as_str()
+    );
+    assert!(
+        !Path::new(&format!("/srv/podkit-test-{}", pod.name)).exists(),
+        "the mount point podkit made is gone"
+    );
+    let status = pod.status();
+    assert_eq!(status["phase"], "Succeeded", "{status}");
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_native_sidecar_starts_first_and_stops_after_the_main_container() {
+    let Some(pod) = Running::start("sidecar", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  initContainers:
+  - name: helper
+    restartPolicy: Always
+    command: [sh, -c, "touch /shared/up; trap 'echo helper stopping; exit 0' TERM; while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: app
+    command: [sh, -c, "for i in $$(seq 100); do test -e /shared/up && echo sidecar was up && exit 0; sleep 0.05; done; exit 1"]
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0));
+    assert!(
+        pod.log("app", 0).contains("sidecar was up"),
+        "{}",
+        pod.log("app", 0)
+    );
+    assert!(
+        pod.log("helper", 0).contains("helper stopping"),
+        "the sidecar got SIGTERM after the app"
+    );
+    let events = pod.events();
+    let position = |needle: &str| {
+        events
+            .iter()
+            .position(|e| e.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {events:#?}"))
+    };
+    assert!(
+        position("Container app exited") < position("Stopping container helper"),
+        "{events:#?}"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_crashing_container_is_restarted_with_backoff() {
+    let Some(pod) = Running::start("crash", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: crasher
+    command: [sh, -c, "echo run; exit 3"]
+"#
+        )
+    }) else {
+        return;
+    };
+    // kubelet's schedule: the first restart at once, then a 10 s back-off.
+    pod.wait_for("CrashLoopBackOff", || {
+        let c = &pod.status()["containerStatuses"][0];
+        c["state"]["waiting"]["reason"] == "CrashLoopBackOff" && c["restartCount"] == 1
+    });
+    let c = &pod.status()["containerStatuses"][0];
+    assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+    assert!(
+        c["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("back-off 10s")),
+        "{c}"
+    );
+    assert_eq!(
+        pod.log("crasher", 1).lines().count(),
+        1,
+        "one log file per run"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_process_ignoring_sigterm_is_killed_when_the_grace_period_ends() {
+    let Some(pod) = Running::start("stubborn", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: stubborn
+    command: [sh, -c, "trap 'echo ignoring TERM' TERM; echo ready; while true; do sleep 0.1; done"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container to run", || {
+        pod.log("stubborn", 0).contains("ready")
+    });
+    pod.delete_and_check();
+    let output = pod.output();
+    assert!(
+        output.contains("did not stop within the grace period: SIGKILL"),
+        "{output}"
+    );
+}
+
+#[test]
+fn orphans_are_reaped_and_do_not_outlive_the_pod() {
+    let marker = format!("{}.{}", 900 + std::process::id() % 99, next());
+    let Some(pod) = Running::start("orphan", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: parent
+    command: [sh, -c, "setsid sleep {marker} & sleep 0.5 & echo started; exit 0"]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0));
+    assert!(
+        processes_with(&marker).is_empty(),
+        "the orphaned grandchild was killed"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn shared_process_namespace_has_podkit_pause_as_pid_1() {
+    let Some(pod) = Running::start("pidns", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  shareProcessNamespace: true
+  restartPolicy: Never
+  containers:
+  - name: look
+    command: [sh, -c, "tr '\\0' ' ' < /proc/1/cmdline; echo; ls /proc | grep -c '^[0-9]'"]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0));
+    let log = pod.log("look", 0);
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines[0].ends_with("pause "), "PID 1: {log}");
+    let count: u32 = lines[1].parse().expect("count");
+    assert!(count <= 5, "only the pod's processes are visible: {log}");
+    pod.delete_and_check();
+}
+
+#[test]
+fn memory_emptydir_is_a_tmpfs_and_read_only_mounts_refuse_writes() {
+    let Some(pod) = Running::start("tmpfs", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  volumes: [{{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}]
+  containers:
+  - name: check
+    command: [sh, -c, "stat -f -c %T /scratch; df -k /scratch | tail -1; touch /ro/x 2>&1 || echo read-only"]
+    volumeMounts:
+    - {{name: scratch, mountPath: /scratch}}
+    - {{name: scratch, mountPath: /ro, readOnly: true}}
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0));
+    let log = pod.log("check", 0);
+    assert!(log.starts_with("tmpfs"), "{log}");
+    assert!(log.contains(" 8192 "), "sizeLimit 8Mi: {log}");
+    assert!(log.contains("read-only"), "{log}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&pod.name),
+        "no mount of the pod remains on the host"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_failing_pod_with_restart_never_fails_the_run() {
+    let Some(pod) = Running::start("fail", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'exit 7']}}\n"
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(
+        pod.wait_exit(),
+        Some(1),
+        "podkit run exits 1 for a Failed pod"
+    );
+    let status = pod.status();
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(
+        status["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+        7
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_bad_manifest_is_refused_before_anything_starts() {
+    let dir = std::env::temp_dir().join("podkit-run-test");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join(format!("bad-{}.yaml", std::process::id()));
+    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - {name: x, image: nginx}\n").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["run", "-f"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_file(&file);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("spec.containers[0].command: required"),
+        "{err}"
+    );
+    assert!(!Path::new("/run/podkit/pods/bad").exists());
+}
+
+#[test]
+fn the_hello_example_runs_to_completion() {
+    let Some(pod) = Running::start_file(
+        "hello",
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.yaml"),
+    ) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+    assert_eq!(
+        pod.log("read", 0),
+        "hello from pod hello\nmy hostname: hello\n"
+    );
+    assert!(
+        pod.log("look", 0).contains(" pause"),
+        "{}",
+        pod.log("look", 0)
+    );
+    pod.delete_and_check();
+}
+
+// ---- helpers ----
+
+/// A `podkit run` in the background; deleted (SIGTERM) and checked when dropped.
+struct Running {
+    name: String,
+    child: Option<Child>,
+    file: PathBuf,
+    exit: std::cell::Cell<Option<Option<i32>>>,
+    /// Where `podkit run` writes its progress (stderr).
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(prefix: &str, manifest: impl FnOnce(&str) -> String) -> Option<Running> {
+        let name = format!("pkr-{prefix}-{}-{}", std::process::id(), next());
+        let dir = std::env::temp_dir().join("podkit-run-test");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest(&name)).expect("manifest");
+        Running::spawn(name, file)
+    }
+
+    /// Runs a copy of a manifest file as it is; its pod is named `name`.
+    fn start_file(name: &str, file: PathBuf) -> Option<Running> {
+        let dir = std::env::temp_dir().join("podkit-run-test");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let copy = dir.join(format!("{name}-{}.yaml", std::process::id()));
+        std::fs::copy(&file, &copy).expect("copy the example");
+        Running::spawn(name.to_owned(), copy)
+    }
+
+    fn spawn(name: String, file: PathBuf) -> Option<Running> {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "podkit run needs root; CI runs as root"
+            );
+            eprintln!("skipped: not root");
+            return None;
+        }
+        let dir = file.parent().expect("dir").to_path_buf();
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(["run", "-f"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start podkit run");
+        Some(Running {
+            stderr,
+            name,
+            child: Some(child),
+            file,
+            exit: std::cell::Cell::new(None),
+        })
+    }
+
+    fn dir(&self) -> PathBuf {
+        Path::new("/run/podkit/pods").join(&self.name)
+    }
+
+    fn status(&self) -> Value {
+        std::fs::read_to_string(self.dir().join("status.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    fn events(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir().join("events.json")).unwrap_or_default();
+        let events: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+        events
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// What `podkit run` printed on stderr so far.
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn log(&self, container: &str, run: u32) -> String {
+        let text = std::fs::read_to_string(
+            self.dir()
+                .join("logs")
+                .join(container)
+                .join(format!("{run}.log")),
+        )
+        .unwrap_or_default();
+        // CRI: "<time> <stream> <F|P> <line>"
+        text.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `podkit run` to end by itself; its exit code.
+    fn wait_exit(&self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // `child` is only taken in drop.
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().expect("running").id() as i32);
+        loop {
+            if let Some(code) = self.exit.get() {
+                return code;
+            }
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => self.exit.set(Some(Some(code))),
+                Ok(nix::sys::wait::WaitStatus::Signaled(..)) => self.exit.set(Some(None)),
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "podkit run did not end; status: {}",
+                        self.status()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Deletes the pod like Ctrl-C does (unless it ended) and checks nothing of it remains.
+    fn delete_and_check(&self) {
+        if self.exit.get().is_none() {
+            let pid = self.child.as_ref().expect("running").id() as i32;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let code = self.wait_exit();
+            assert_eq!(
+                code,
+                Some(0),
+                "a deleted pod's run exits 0: {}",
+                self.output()
+            );
+            assert!(
+                !self.dir().exists(),
+                "a deleted pod leaves no state directory"
+            );
+        }
+        // A pod that ended keeps its state dir (logs, status) until deleted; remove it here.
+        let _ = std::fs::remove_dir_all(self.dir());
+        assert!(
+            !Path::new("/run/netns").join(&self.name).exists(),
+            "netns pin remains"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&self.name), "mounts remain: {mounts}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && self.exit.get().is_none()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = netns::PodNamespaces::remove(&self.name, &self.dir().join("ns"));
+        let _ = std::fs::remove_dir_all(self.dir());
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+fn next() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Pids of live processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
