@@ -9,12 +9,14 @@
 //! Layout:
 //! - `reaper.rs`: child subreaper, one loop reaping every child;
 //! - `member.rs`: one container's runs, restarts and stop;
+//! - `probe.rs`: probes and lifecycle hooks;
 //! - `logs.rs`: CRI-format log files;
 //! - `volumes.rs`: emptyDir, hostPath and mount points;
 //! - `status.rs`: v1 PodStatus, events, `status.json`.
 
 mod logs;
 mod member;
+mod probe;
 mod reaper;
 mod status;
 mod volumes;
@@ -90,6 +92,8 @@ pub(crate) struct Pod {
     plan: PodPlan,
     dir: PathBuf,
     ns: PodNamespaces,
+    /// Makes the sockets of httpGet and tcpSocket handlers inside the pod's network namespace.
+    dialer: netns::Dialer,
     reaper: Reaper,
     status: Mutex<Status>,
     volumes: Mutex<Volumes>,
@@ -180,6 +184,16 @@ async fn run_in(
         name: plan.name.clone(),
         source: Box::new(source),
     })?;
+    let dialer = match ns.net().dialer() {
+        Ok(dialer) => dialer,
+        Err(source) => {
+            delete_namespaces(ns);
+            return Err(Error::Namespaces {
+                name: plan.name.clone(),
+                source: Box::new(source),
+            });
+        }
+    };
     let volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
         Ok(volumes) => volumes,
         Err(err) => {
@@ -192,6 +206,7 @@ async fn run_in(
         plan,
         dir: dir.to_path_buf(),
         ns,
+        dialer,
         reaper,
         volumes: Mutex::new(volumes),
         deadline: Mutex::new(None),

@@ -342,6 +342,212 @@ fn a_bad_manifest_is_refused_before_anything_starts() {
 }
 
 #[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let Some(pod) = Running::start("live", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    command: [sh, -c, "if test -e /state/ran; then echo second run; else touch /state/ran; echo first run; fi; exec sleep 1000"]
+    volumeMounts: [{{name: state, mountPath: /state}}]
+    livenessProbe:
+      exec: {{command: [sh, -c, "test -e /state/ran && ! test -e /state/sick"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the first run", || pod.log("app", 0).contains("first run"));
+    std::fs::write(pod.dir().join("volumes/state/sick"), "").expect("make it sick");
+    pod.wait_for("a restart", || {
+        pod.status()["containerStatuses"][0]["restartCount"] == 1
+    });
+    std::fs::remove_file(pod.dir().join("volumes/state/sick")).expect("heal it");
+    pod.wait_for("the second run", || {
+        pod.log("app", 1).contains("second run")
+    });
+    assert!(
+        pod.events()
+            .iter()
+            .any(|e| e.contains("failed liveness probe, will be restarted")),
+        "{:#?}",
+        pod.events()
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn readiness_probe_gates_the_ready_condition() {
+    let Some(pod) = Running::start("ready", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  containers:
+  - name: web
+    command: [sh, -c, "while ! test -e /state/go; do sleep 0.1; done; printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok' > /state/response; exec socat TCP-LISTEN:8080,bind=127.0.0.1,reuseaddr,fork SYSTEM:'cat /state/response'"]
+    volumeMounts: [{{name: state, mountPath: /state}}]
+    readinessProbe:
+      httpGet: {{path: /healthz, port: http}}
+      periodSeconds: 1
+    ports: [{{name: http, containerPort: 8080}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    let ready = |pod: &Running| {
+        let status = pod.status();
+        let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+        conditions
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    pod.wait_for("a failed readiness probe", || {
+        pod.events()
+            .iter()
+            .any(|e| e.contains("Readiness probe failed"))
+    });
+    assert!(!ready(&pod), "not ready while the server is down");
+    assert_eq!(pod.status()["phase"], "Running");
+    std::fs::write(pod.dir().join("volumes/state/go"), "").expect("start the server");
+    pod.wait_for("Ready", || ready(&pod));
+    pod.delete_and_check();
+}
+
+#[test]
+fn pre_stop_runs_before_the_stop_signal() {
+    let out =
+        std::env::temp_dir().join(format!("podkit-prestop-{}-{}", std::process::id(), next()));
+    std::fs::create_dir_all(&out).expect("out dir");
+    let Some(pod) = Running::start("prestop", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes: [{{name: out, hostPath: {{path: {out}, type: Directory}}}}]
+  containers:
+  - name: app
+    command: [sh, -c, "trap 'if test -e /out/prestop; then echo TERM after preStop; else echo TERM first; fi > /out/order; exit 0' TERM; echo up; while true; do sleep 0.1; done"]
+    volumeMounts: [{{name: out, mountPath: /out}}]
+    lifecycle:
+      preStop: {{exec: {{command: [sh, -c, "touch /out/prestop"]}}}}
+"#,
+            out = out.display()
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || pod.log("app", 0).contains("up"));
+    pod.delete_and_check();
+    let order = std::fs::read_to_string(out.join("order")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&out);
+    assert_eq!(order.trim(), "TERM after preStop");
+}
+
+#[test]
+fn a_startup_probe_gates_the_next_init_container() {
+    let Some(pod) = Running::start("startup", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: state, emptyDir: {{}}}}]
+  initContainers:
+  - name: slow-sidecar
+    restartPolicy: Always
+    command: [sh, -c, "sleep 0.5; touch /state/up; exec sleep 1000"]
+    volumeMounts: [{{name: state, mountPath: /state}}]
+    startupProbe: {{exec: {{command: [test, -e, /state/up]}}, periodSeconds: 1, failureThreshold: 10}}
+  containers:
+  - name: app
+    command: [test, -e, /state/up]
+    volumeMounts: [{{name: state, mountPath: /state}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(
+        pod.wait_exit(),
+        Some(0),
+        "the app found the sidecar started: {}",
+        pod.output()
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn active_deadline_fails_the_pod() {
+    let Some(pod) = Running::start("deadline", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  activeDeadlineSeconds: 1\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: long, command: [sleep, '1000']}}\n"
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(1));
+    assert_eq!(pod.status()["reason"], "DeadlineExceeded");
+    pod.delete_and_check();
+}
+
+#[test]
+fn run_as_user_and_working_dir_apply() {
+    let Some(pod) = Running::start("user", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n  containers:\n  - {{name: who, workingDir: /tmp, command: [sh, -c, 'id -u; id -g; pwd']}}\n"
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0));
+    assert_eq!(pod.log("who", 0), "65534\n65534\n/tmp\n");
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_missing_host_path_fails_the_start_and_leaves_nothing() {
+    let Some(pod) = Running::start("hostpath", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: data, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: x, command: [sleep, '1']}}\n"
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(1));
+    let output = pod.output();
+    assert!(
+        output
+            .contains("volume \"data\": \"/nonexistent/podkit\" does not exist (type: Directory)"),
+        "{output}"
+    );
+    assert!(
+        !pod.dir().exists(),
+        "a pod that never started leaves no state"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
 fn the_hello_example_runs_to_completion() {
     let Some(pod) = Running::start_file(
         "hello",

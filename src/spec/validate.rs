@@ -799,7 +799,13 @@ impl Validator {
         let port = self.port(&http.port, &format!("{path}.port"), ports)?;
         let https = match http.scheme.as_deref() {
             None | Some("HTTP") => false,
-            Some("HTTPS") => true,
+            Some("HTTPS") => {
+                self.bad(
+                    &format!("{path}.scheme"),
+                    "HTTPS is not supported by podkit yet: use HTTP or exec",
+                );
+                false
+            }
             Some(other) => {
                 self.bad(
                     &format!("{path}.scheme"),

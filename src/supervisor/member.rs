@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::reaper::Exit;
 use super::status::{State, Terminated};
-use super::{Pod, logs};
+use super::{Pod, logs, probe};
 use crate::spec::{self, EnvValue, Member, RestartPolicy};
 
 /// The exit code kubelet reports for a container that could not be started.
@@ -27,6 +27,9 @@ const START_ERROR: i32 = 128;
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// kubelet gives a container at least this long between its preStop hook and SIGKILL.
+const PRE_STOP_MIN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a container's output is still read after its main process exited.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
@@ -65,23 +68,33 @@ pub async fn run(
                     if let Some(r) = s.record(&member.name) {
                         r.restarts = restarts as i32;
                         r.state = State::Running { since: started_at };
-                        r.started = true;
-                        r.ready = true;
+                        r.started = false;
+                        r.ready = false;
                     }
-                    s.event(
-                        "Normal",
-                        "Started",
-                        &object,
-                        format!("Started container {} (pid {})", member.name, run.pid),
-                    );
+                    let message = format!("Started container {} (pid {})", member.name, run.pid);
+                    s.event("Normal", "Started", &object, message);
                 });
-                if let Some(tx) = started.take() {
-                    let _ = tx.send(());
-                }
+                // postStart and the probes: they mark it started and ready, or ask for a restart.
+                let kill = CancellationToken::new();
+                let probes = tokio::spawn(probe::watch(
+                    pod.clone(),
+                    member.clone(),
+                    run.pid,
+                    object.clone(),
+                    started.take(),
+                    kill.clone(),
+                ));
                 let (exit, stopped) = tokio::select! {
                     exit = &mut run.exit => (exit.ok(), false),
-                    () = stop.cancelled() => (terminate(&pod, &member, &object, &mut run).await, true),
+                    () = stop.cancelled() => {
+                        (terminate(&pod, &member, &object, &mut run, pod.deadline()).await, true)
+                    }
+                    () = kill.cancelled() => {
+                        let deadline = Instant::now() + pod.plan.termination_grace_period;
+                        (terminate(&pod, &member, &object, &mut run, deadline).await, false)
+                    }
                 };
+                probes.abort();
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
@@ -269,18 +282,32 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     Ok(Run { pid, exit, logs })
 }
 
-/// Stops a run as kubelet does: the stop signal to its whole process group, then SIGKILL once
-/// the pod's grace period is over.
-async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> Option<Exit> {
-    let deadline = pod.deadline();
-    pod.update(|s| {
-        s.event(
-            "Normal",
-            "Killing",
-            object,
-            format!("Stopping container {}", member.name),
-        )
-    });
+/// Stops a run as kubelet does: its preStop hook, then the stop signal to its whole process
+/// group, then SIGKILL at `deadline` (but at least 2 s after the preStop hook ended).
+async fn terminate(
+    pod: &Pod,
+    member: &Member,
+    object: &str,
+    run: &mut Run,
+    mut deadline: Instant,
+) -> Option<Exit> {
+    let message = format!("Stopping container {}", member.name);
+    pod.update(|s| s.event("Normal", "Killing", object, message));
+    if let Some(hook) = &member.pre_stop {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        let hook_run = probe::run_handler(pod, member, run.pid, hook, budget);
+        // The container may exit during its hook; then there is nothing left to stop.
+        tokio::select! {
+            result = hook_run => {
+                if let Err(err) = result {
+                    let message = format!("PreStopHook failed: {err}");
+                    pod.update(|s| s.event("Warning", "FailedPreStopHook", object, message));
+                }
+            }
+            exit = &mut run.exit => return exit.ok(),
+        }
+        deadline = deadline.max(Instant::now() + PRE_STOP_MIN_GRACE);
+    }
     let group = Pid::from_raw(run.pid as i32);
     if let Err(err) = killpg(group, Signal::SIGTERM) {
         warn!(container = %member.name, %err, "failed to signal the container");
@@ -310,7 +337,7 @@ async fn terminate(pod: &Pod, member: &Member, object: &str, run: &mut Run) -> O
 
 /// The container's environment: `PATH` and `HOSTNAME` as container runtimes set them, then the
 /// manifest's variables in order, each value expanded against those before it.
-fn environment(pod: &Pod, member: &Member) -> Vec<(String, String)> {
+pub(crate) fn environment(pod: &Pod, member: &Member) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = vec![
         (
             "PATH".into(),

@@ -1,0 +1,376 @@
+//! Probes and lifecycle hooks, as kubelet runs them.
+//!
+//! A handler (exec, httpGet, tcpSocket, sleep) runs against one run of a container: exec inside
+//! the container's own namespaces (its mount namespace too, so it sees the container's volumes),
+//! httpGet and tcpSocket from a socket made in the pod's network namespace (to the pod's
+//! loopback unless the probe names a host). The probe loop runs postStart, then the startup
+//! probe, then liveness and readiness side by side; it marks the container started and ready in
+//! the status, and cancels `kill` when the container must be restarted.
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use netns::{Namespace, NsKind, Setup};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::Pod;
+use super::member::environment;
+use super::reaper::Exit;
+use crate::spec::{Handler, Member, Probe};
+
+/// How much of an exec handler's output goes into an event message.
+const OUTPUT_LIMIT: u64 = 1024;
+
+/// Runs `handler` for the run of `member` whose main process is `leader`, within `timeout`.
+/// The error says why it failed, for the event.
+pub async fn run_handler(
+    pod: &Pod,
+    member: &Member,
+    leader: u32,
+    handler: &Handler,
+    timeout: Duration,
+) -> Result<(), String> {
+    let work = async {
+        match handler {
+            Handler::Exec { command } => exec(pod, member, leader, command, timeout).await,
+            Handler::HttpGet {
+                host,
+                port,
+                path,
+                headers,
+                ..
+            } => http_get(pod, host.as_deref(), *port, path, headers).await,
+            Handler::TcpSocket { host, port } => {
+                connect(pod, host.as_deref(), *port).await.map(drop)
+            }
+            Handler::Sleep { duration } => {
+                tokio::time::sleep(*duration).await;
+                Ok(())
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("timed out after {}s", timeout.as_secs_f32())),
+    }
+}
+
+async fn exec(
+    pod: &Pod,
+    member: &Member,
+    leader: u32,
+    command: &[String],
+    timeout: Duration,
+) -> Result<(), String> {
+    let mut namespaces = pod.ns.namespaces().clone();
+    // The container's own mount namespace, when it has one (it has volumes, or a /proc).
+    if let Ok(mnt) = Namespace::from_pid(NsKind::Mnt, leader) {
+        namespaces.insert(mnt);
+    }
+    let (read, write) = nix::unistd::pipe().map_err(|e| format!("failed to make a pipe: {e}"))?;
+    let write_err = write
+        .try_clone()
+        .map_err(|e| format!("failed to make a pipe: {e}"))?;
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env_clear()
+        .envs(environment(pod, member))
+        .stdin(Stdio::null())
+        .stdout(write)
+        .stderr(write_err);
+    let mut setup = Setup::new().new_session();
+    if let Some(dir) = &member.working_dir {
+        setup = setup.chdir(dir).map_err(|e| e.to_string())?;
+    }
+    setup = setup.user(member.run_as_user, member.run_as_group);
+    let (pid, exit) = pod
+        .reaper
+        .spawn(|| {
+            let child = namespaces.spawn_with(&mut cmd, setup)?;
+            Ok::<_, netns::Error>((child.id(), child.id()))
+        })
+        .map_err(|e| format!("failed to run {:?}: {e}", command[0]))?;
+    // Our copies of the write end must go, or the read below never sees the end.
+    drop(cmd);
+    let output = async {
+        let mut text = String::new();
+        if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) {
+            let _ = pipe.take(OUTPUT_LIMIT).read_to_string(&mut text).await;
+        }
+        text
+    };
+    let ran = tokio::time::timeout(timeout, async { tokio::join!(exit, output) }).await;
+    match ran {
+        Ok((Ok(Exit::Code(0)), _)) => Ok(()),
+        Ok((Ok(exit), output)) => Err(format!("{exit}: {}", output.trim())),
+        Ok((Err(_), _)) => Err("the reaper stopped".into()),
+        Err(_) => {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            Err(format!(
+                "command timed out after {}s",
+                timeout.as_secs_f32()
+            ))
+        }
+    }
+}
+
+/// A connection to `host:port` inside the pod; `localhost` when no host is given (the pod has no
+/// address of its own: its members listen on loopback).
+async fn connect(
+    pod: &Pod,
+    host: Option<&str>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
+    let result = match host.map(str::parse::<IpAddr>) {
+        None => pod.dialer.connect_localhost(port).await,
+        Some(Ok(ip)) => pod.dialer.connect(SocketAddr::new(ip, port)).await,
+        Some(Err(_)) => {
+            return Err(format!(
+                "host {:?} is not an IP address (names are not resolved in a pod)",
+                host.unwrap_or("")
+            ));
+        }
+    };
+    result.map_err(|e| {
+        let mut text = e.to_string();
+        if let Some(cause) = std::error::Error::source(&e) {
+            text = format!("{text}: {cause}");
+        }
+        text
+    })
+}
+
+async fn http_get(
+    pod: &Pod,
+    host: Option<&str>,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(), String> {
+    let stream = connect(pod, host, port).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    let mut request = hyper::Request::get(path)
+        .header(
+            hyper::header::HOST,
+            format!("{}:{port}", host.unwrap_or("localhost")),
+        )
+        .header(hyper::header::USER_AGENT, "kube-probe/podkit");
+    for (name, value) in headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("bad probe request: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("HTTP request failed: {e}"))?;
+    let status = response.status();
+    // kubelet: 200 <= code < 400 is success.
+    if (200..400).contains(&status.as_u16()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "HTTP probe failed with statuscode: {}",
+            status.as_u16()
+        ))
+    }
+}
+
+/// Runs postStart and the probes of one run. Marks the container started (and tells `started`)
+/// and ready; cancels `kill` when postStart fails or the startup or liveness probe gives up.
+pub async fn watch(
+    pod: Arc<Pod>,
+    member: Member,
+    leader: u32,
+    object: String,
+    started: Option<oneshot::Sender<()>>,
+    kill: CancellationToken,
+) {
+    if let Some(hook) = &member.post_start {
+        // kubelet gives postStart no timeout of its own; the pod's grace period bounds it here.
+        let limit = pod
+            .plan
+            .termination_grace_period
+            .max(Duration::from_secs(1));
+        if let Err(err) = run_handler(&pod, &member, leader, hook, limit).await {
+            pod.update(|s| {
+                s.event(
+                    "Warning",
+                    "FailedPostStartHook",
+                    &object,
+                    format!("PostStartHook failed: {err}"),
+                )
+            });
+            kill.cancel();
+            return;
+        }
+    }
+    if let Some(probe) = &member.startup_probe
+        && !probe_until(&pod, &member, leader, &object, probe, "Startup").await
+    {
+        pod.update(|s| {
+            s.event(
+                "Normal",
+                "Killing",
+                &object,
+                format!(
+                    "Container {} failed startup probe, will be restarted",
+                    member.name
+                ),
+            )
+        });
+        kill.cancel();
+        return;
+    }
+    pod.update(|s| {
+        if let Some(r) = s.record(&member.name) {
+            r.started = true;
+            r.ready = member.readiness_probe.is_none();
+        }
+    });
+    if let Some(tx) = started {
+        let _ = tx.send(());
+    }
+    let liveness = async {
+        if let Some(probe) = &member.liveness_probe
+            && !probe_forever(&pod, &member, leader, &object, probe).await
+        {
+            pod.update(|s| {
+                s.event(
+                    "Normal",
+                    "Killing",
+                    &object,
+                    format!(
+                        "Container {} failed liveness probe, will be restarted",
+                        member.name
+                    ),
+                )
+            });
+            kill.cancel();
+        }
+    };
+    let readiness = async {
+        if let Some(probe) = &member.readiness_probe {
+            readiness(&pod, &member, leader, &object, probe).await;
+        }
+    };
+    tokio::join!(liveness, readiness);
+}
+
+/// Probes until one success (true) or `failureThreshold` failures in a row (false).
+async fn probe_until(
+    pod: &Pod,
+    member: &Member,
+    leader: u32,
+    object: &str,
+    probe: &Probe,
+    kind: &str,
+) -> bool {
+    tokio::time::sleep(probe.initial_delay).await;
+    let mut failures = 0;
+    loop {
+        match run_handler(pod, member, leader, &probe.handler, probe.timeout).await {
+            Ok(()) => return true,
+            Err(err) => {
+                failures += 1;
+                pod.update(|s| {
+                    s.event(
+                        "Warning",
+                        "Unhealthy",
+                        object,
+                        format!("{kind} probe failed: {err}"),
+                    )
+                });
+                if failures >= probe.failure_threshold {
+                    return false;
+                }
+            }
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}
+
+/// Liveness: probes for the run's whole life; false once `failureThreshold` failures in a row.
+async fn probe_forever(
+    pod: &Pod,
+    member: &Member,
+    leader: u32,
+    object: &str,
+    probe: &Probe,
+) -> bool {
+    tokio::time::sleep(probe.initial_delay).await;
+    let mut failures = 0;
+    loop {
+        match run_handler(pod, member, leader, &probe.handler, probe.timeout).await {
+            Ok(()) => failures = 0,
+            Err(err) => {
+                failures += 1;
+                pod.update(|s| {
+                    s.event(
+                        "Warning",
+                        "Unhealthy",
+                        object,
+                        format!("Liveness probe failed: {err}"),
+                    )
+                });
+                if failures >= probe.failure_threshold {
+                    return false;
+                }
+            }
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}
+
+/// Readiness: ready after `successThreshold` successes in a row, not ready after
+/// `failureThreshold` failures in a row; for the run's whole life.
+async fn readiness(pod: &Pod, member: &Member, leader: u32, object: &str, probe: &Probe) {
+    tokio::time::sleep(probe.initial_delay).await;
+    let (mut successes, mut failures, mut ready) = (0, 0, false);
+    loop {
+        match run_handler(pod, member, leader, &probe.handler, probe.timeout).await {
+            Ok(()) => {
+                (successes, failures) = (successes + 1, 0);
+                if !ready && successes >= probe.success_threshold {
+                    ready = true;
+                    pod.update(|s| set_ready(s, &member.name, true));
+                }
+            }
+            Err(err) => {
+                (successes, failures) = (0, failures + 1);
+                pod.update(|s| {
+                    s.event(
+                        "Warning",
+                        "Unhealthy",
+                        object,
+                        format!("Readiness probe failed: {err}"),
+                    )
+                });
+                if ready && failures >= probe.failure_threshold {
+                    ready = false;
+                    pod.update(|s| set_ready(s, &member.name, false));
+                }
+            }
+        }
+        tokio::time::sleep(probe.period).await;
+    }
+}
+
+fn set_ready(status: &mut super::status::Status, name: &str, ready: bool) {
+    if let Some(r) = status.record(name) {
+        r.ready = ready;
+    }
+}
