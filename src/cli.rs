@@ -36,8 +36,10 @@ enum Verb {
 
 /// Run the pods of a manifest in the foreground until they end; Ctrl-C deletes them.
 ///
-/// Progress (containers started, exited, restarted; events) goes to stderr. The exit code is 0
-/// when every pod succeeded or was deleted, 1 when one failed.
+/// The containers' output goes to stdout, each line prefixed with its container's name, and to
+/// the pod's log files (/run/podkit/pods/NAME/logs/CONTAINER/RESTART.log, CRI format). Progress
+/// (containers started, exited, restarted; events) goes to stderr. The exit code is 0 when every
+/// pod succeeded or was deleted, 1 when one failed.
 ///
 /// Examples:
 ///   podkit run -f web.yaml
@@ -51,6 +53,10 @@ struct RunArgs {
     /// Run only the pod of this name from the file.
     #[arg(long, value_name = "NAME")]
     pod: Option<String>,
+
+    /// Do not print the containers' output (it is in the pod's log files either way).
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
@@ -92,6 +98,7 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = supervisor::Options {
         root: root(),
         pause,
+        echo: !args.quiet,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -76,6 +76,8 @@ pub struct Options {
     /// The command that becomes PID 1 of a pod with `shareProcessNamespace: true`: podkit's
     /// own `pause`.
     pub pause: Command,
+    /// Also print the containers' output on stdout, each line prefixed with its container.
+    pub echo: bool,
 }
 
 /// How the pod ended.
@@ -99,6 +101,8 @@ pub(crate) struct Pod {
     volumes: Mutex<Volumes>,
     /// When the running termination's grace period ends; set before members are told to stop.
     deadline: Mutex<Option<Instant>>,
+    /// Options::echo.
+    echo: bool,
 }
 
 impl Pod {
@@ -210,6 +214,7 @@ async fn run_in(
         reaper,
         volumes: Mutex::new(volumes),
         deadline: Mutex::new(None),
+        echo: options.echo,
     });
     pod.update(|s| {
         s.event(

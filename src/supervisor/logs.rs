@@ -18,10 +18,16 @@ struct Record {
     line: Vec<u8>,
 }
 
-/// Copies `stdout` and `stderr` into the log file at `path` until both end. The task ends after
-/// the last line is written and flushed: await it before reporting the run's exit, and no line
-/// is lost.
-pub fn capture<O, E>(path: &Path, stdout: O, stderr: E) -> std::io::Result<JoinHandle<()>>
+/// Copies `stdout` and `stderr` into the log file at `path` until both end, and when `echo` is
+/// set also to podkit's own stdout as `echo | line` (as `docker compose up` shows its services).
+/// The task ends after the last line is written and flushed: await it before reporting the
+/// run's exit, and no line is lost.
+pub fn capture<O, E>(
+    path: &Path,
+    stdout: O,
+    stderr: E,
+    echo: Option<String>,
+) -> std::io::Result<JoinHandle<()>>
 where
     O: AsyncRead + Unpin + Send + 'static,
     E: AsyncRead + Unpin + Send + 'static,
@@ -37,7 +43,7 @@ where
     ];
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
-        if let Err(err) = write_records(tokio::fs::File::from_std(file), rx).await {
+        if let Err(err) = write_records(tokio::fs::File::from_std(file), rx, echo).await {
             tracing::error!(path = %path.display(), %err, "failed to write container log");
         }
         for reader in readers {
@@ -99,9 +105,21 @@ async fn send(
 async fn write_records(
     file: tokio::fs::File,
     mut rx: mpsc::Receiver<Record>,
+    echo: Option<String>,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::new(file);
+    let mut console = tokio::io::stdout();
     while let Some(record) = rx.recv().await {
+        if let Some(prefix) = &echo {
+            let mut line = format!("{prefix} | ").into_bytes();
+            line.extend_from_slice(&record.line);
+            if !record.partial {
+                line.push(b'\n');
+            }
+            // The console is a convenience; the log file is the record, so its errors count and
+            // these do not.
+            let _ = console.write_all(&line).await;
+        }
         let tag = if record.partial { "P" } else { "F" };
         out.write_all(format!("{} {} {tag} ", Timestamp::now(), record.stream).as_bytes())
             .await?;

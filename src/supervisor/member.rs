@@ -277,7 +277,8 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     };
     let stdout = pipe(stdout.map(OwnedFd::from))?;
     let stderr = pipe(stderr.map(OwnedFd::from))?;
-    let logs = logs::capture(&log_path, stdout, stderr)
+    let echo = pod.echo.then(|| member.name.clone());
+    let logs = logs::capture(&log_path, stdout, stderr, echo)
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
     Ok(Run { pid, exit, logs })
 }

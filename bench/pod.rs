@@ -1,0 +1,224 @@
+//! The driver of bench/pod.sh: a 3-member pod up and down, podkit against `podman kube play` /
+//! `podman kube down` of the same manifest and against `unshare` + `ip` (the floor: namespaces
+//! and three processes, nothing else), interleaved in one run.
+//!
+//! podkit's "up" is from starting `podkit run` to status.json showing all three members
+//! running; "down" is from SIGTERM to `podkit run` having exited with everything removed.
+//! podman's are the durations of `podman kube play` (which returns once the containers run) and
+//! `podman kube down`. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+/// Members that stop at once on SIGTERM (the `wait` builtin returns on a trapped signal).
+const MEMBER: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
+
+fn manifest(name: &str) -> String {
+    let member = |n: &str| {
+        format!(
+            "  - name: {n}\n    image: localhost/busybox\n    command: [sh, -c, \"{MEMBER}\"]\n"
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n{}{}{}",
+        member("a"),
+        member("b"),
+        member("c")
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "run as root: pods need namespaces"
+    );
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let rounds: usize = args
+        .iter()
+        .find(|a| !a.starts_with('-'))
+        .map_or(Ok(20), |a| a.parse())?;
+    let podman = !args.iter().any(|a| a == "--no-podman") && which("podman");
+    let podkit = std::env::var_os("PODKIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/podkit"));
+    ensure!(
+        podkit.exists(),
+        "{} missing: build it with cargo build --release",
+        podkit.display()
+    );
+    let dir = std::env::temp_dir().join("podkit-bench-pod");
+    std::fs::create_dir_all(&dir)?;
+
+    let mut results: Vec<(&str, Vec<Duration>, Vec<Duration>)> =
+        vec![("podkit", vec![], vec![]), ("unshare+ip", vec![], vec![])];
+    if podman {
+        results.push(("podman", vec![], vec![]));
+    }
+    let mut rss = Vec::new();
+    for round in 0..rounds + 2 {
+        let name = format!("pkbench-{}-{round}", std::process::id());
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest(&name))?;
+        let (up, down, kib) = podkit_round(&podkit, &name, &file)?;
+        let floor = floor_round()?;
+        let podman_times = if podman {
+            Some(podman_round(&file)?)
+        } else {
+            None
+        };
+        std::fs::remove_file(&file)?;
+        if round < 2 {
+            continue; // warm-up: page cache, binaries
+        }
+        rss.push(kib);
+        results[0].1.push(up);
+        results[0].2.push(down);
+        results[1].1.push(floor.0);
+        results[1].2.push(floor.1);
+        if let Some((up, down)) = podman_times {
+            results[2].1.push(up);
+            results[2].2.push(down);
+        }
+    }
+
+    println!("3-member pod, {rounds} rounds: median (p90)");
+    println!("{:<12} {:>20} {:>20}", "", "up", "down");
+    for (tool, up, down) in &mut results {
+        let (u50, u90) = stats(up);
+        let (d50, d90) = stats(down);
+        println!(
+            "{tool:<12} {:>9.1} ({:>6.1}) ms {:>9.1} ({:>6.1}) ms",
+            ms(u50),
+            ms(u90),
+            ms(d50),
+            ms(d90)
+        );
+    }
+    if podman {
+        let (pk_up, pk_down) = (stats(&mut results[0].1).0, stats(&mut results[0].2).0);
+        let (pm_up, pm_down) = (stats(&mut results[2].1).0, stats(&mut results[2].2).0);
+        println!(
+            "podman / podkit: up {:.1}x, down {:.1}x",
+            ms(pm_up) / ms(pk_up),
+            ms(pm_down) / ms(pk_down)
+        );
+    }
+    rss.sort_unstable();
+    println!(
+        "podkit supervisor RSS with 3 members: median {} KiB, max {} KiB",
+        rss[rss.len() / 2],
+        rss[rss.len() - 1]
+    );
+    Ok(())
+}
+
+/// One podkit pod: (up, down, supervisor RSS in KiB).
+fn podkit_round(
+    podkit: &Path,
+    name: &str,
+    file: &Path,
+) -> anyhow::Result<(Duration, Duration, u64)> {
+    let status = Path::new("/run/podkit/pods").join(name).join("status.json");
+    let start = Instant::now();
+    let mut run = Command::new(podkit)
+        .args(["run", "-f"])
+        .arg(file)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start podkit run")?;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && text.matches("\"running\"").count() == 3
+        {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = run.kill();
+            bail!("pod {name} did not come up");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let up = start.elapsed();
+    let kib = rss_kib(run.id())?;
+    let start = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(run.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    let exit = run.wait()?;
+    let down = start.elapsed();
+    ensure!(exit.success(), "podkit run failed: {exit}");
+    Ok((up, down, kib))
+}
+
+/// The floor: new net/IPC/UTS namespaces, lo up, three members; then SIGTERM to all.
+fn floor_round() -> anyhow::Result<(Duration, Duration)> {
+    let script =
+        format!("ip link set lo up && for i in 1 2 3; do sh -c \"{MEMBER}\" & done; echo up; wait");
+    let start = Instant::now();
+    let mut child = Command::new("unshare")
+        .args(["--net", "--ipc", "--uts", "--fork", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let up = start.elapsed();
+    let start = Instant::now();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    child.wait()?;
+    Ok((up, start.elapsed()))
+}
+
+fn podman_round(file: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let timed = |args: &[&str]| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let out = Command::new("podman").args(args).arg(file).output()?;
+        ensure!(
+            out.status.success(),
+            "podman {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(start.elapsed())
+    };
+    Ok((timed(&["kube", "play"])?, timed(&["kube", "down"])?))
+}
+
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS")
+}
+
+fn which(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn stats(samples: &mut [Duration]) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.9))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
