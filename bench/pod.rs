@@ -21,7 +21,7 @@ const MEMBER: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
 fn manifest(name: &str) -> String {
     let member = |n: &str| {
         format!(
-            "  - name: {n}\n    image: localhost/busybox\n    command: [sh, -c, \"{MEMBER}\"]\n"
+            "  - name: {n}\n    image: localhost/busybox\n    command: [/bin/sh, -c, \"{MEMBER}\"]\n"
         )
     };
     format!(

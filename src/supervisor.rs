@@ -94,8 +94,11 @@ pub(crate) struct Pod {
     plan: PodPlan,
     dir: PathBuf,
     ns: PodNamespaces,
-    /// Makes the sockets of httpGet and tcpSocket handlers inside the pod's network namespace.
-    dialer: netns::Dialer,
+    /// Makes the sockets of httpGet and tcpSocket handlers inside the pod's network namespace;
+    /// made on first use (its thread is not worth starting for a pod without such probes).
+    dialer: Mutex<Option<netns::Dialer>>,
+    /// Wakes the task that writes status.json; writes of a burst of changes are merged.
+    saver: tokio::sync::Notify,
     reaper: Reaper,
     status: Mutex<Status>,
     volumes: Mutex<Volumes>,
@@ -107,11 +110,23 @@ pub(crate) struct Pod {
 
 impl Pod {
     /// Changes the status and saves it.
+    /// Changes the status; the saver task writes it out soon after.
     pub(crate) fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = lock(&self.status);
         change(&mut status);
         status.update_phase();
-        status.save();
+        self.saver.notify_one();
+    }
+
+    /// The pod's dialer, made on first use.
+    pub(crate) fn dialer(&self) -> Result<netns::Dialer, String> {
+        let mut dialer = lock(&self.dialer);
+        if let Some(dialer) = dialer.as_ref() {
+            return Ok(dialer.clone());
+        }
+        let made = self.ns.net().dialer().map_err(|e| e.to_string())?;
+        *dialer = Some(made.clone());
+        Ok(made)
     }
 
     pub(crate) fn volumes(&self) -> MutexGuard<'_, Volumes> {
@@ -188,16 +203,6 @@ async fn run_in(
         name: plan.name.clone(),
         source: Box::new(source),
     })?;
-    let dialer = match ns.net().dialer() {
-        Ok(dialer) => dialer,
-        Err(source) => {
-            delete_namespaces(ns);
-            return Err(Error::Namespaces {
-                name: plan.name.clone(),
-                source: Box::new(source),
-            });
-        }
-    };
     let volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
         Ok(volumes) => volumes,
         Err(err) => {
@@ -210,7 +215,8 @@ async fn run_in(
         plan,
         dir: dir.to_path_buf(),
         ns,
-        dialer,
+        dialer: Mutex::new(None),
+        saver: tokio::sync::Notify::new(),
         reaper,
         volumes: Mutex::new(volumes),
         deadline: Mutex::new(None),
@@ -225,7 +231,10 @@ async fn run_in(
         )
     });
 
+    let saver = tokio::spawn(save_on_change(pod.clone()));
     let deleted = lifecycle(&pod, &shutdown).await;
+    saver.abort();
+    lock(&pod.status).save();
     let phase = lock(&pod.status).phase.to_owned();
     teardown(pod);
     Ok(Outcome { phase, deleted })
@@ -349,6 +358,14 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
     }
     pod.update(|_| {});
     deleted
+}
+
+/// Writes status.json whenever the status changed; a burst of changes costs one write.
+async fn save_on_change(pod: Arc<Pod>) {
+    loop {
+        pod.saver.notified().await;
+        lock(&pod.status).save();
+    }
 }
 
 fn deadline_exceeded(pod: &Pod) {

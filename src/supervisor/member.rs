@@ -255,7 +255,7 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     }
     setup = setup.user(member.run_as_user, member.run_as_group);
 
-    let mut cmd = Command::new(&argv[0]);
+    let mut cmd = Command::new(resolve(&argv[0], &env));
     cmd.args(&argv[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
@@ -281,6 +281,29 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     let logs = logs::capture(&log_path, stdout, stderr, echo)
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
     Ok(Run { pid, exit, logs })
+}
+
+/// The program to exec: `name` searched in the container's `PATH` here, before the fork, so
+/// the child makes one execve instead of one per PATH entry while the supervisor waits for it.
+/// A name not found on the host is left for the child to search (its mounts may differ).
+fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return name.into();
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or("", |(_, v)| v.as_str());
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| name.into())
 }
 
 /// Stops a run as kubelet does: its preStop hook, then the stop signal to its whole process

@@ -130,9 +130,10 @@ async fn connect(
     host: Option<&str>,
     port: u16,
 ) -> Result<tokio::net::TcpStream, String> {
+    let dialer = pod.dialer()?;
     let result = match host.map(str::parse::<IpAddr>) {
-        None => pod.dialer.connect_localhost(port).await,
-        Some(Ok(ip)) => pod.dialer.connect(SocketAddr::new(ip, port)).await,
+        None => dialer.connect_localhost(port).await,
+        Some(Ok(ip)) => dialer.connect(SocketAddr::new(ip, port)).await,
         Some(Err(_)) => {
             return Err(format!(
                 "host {:?} is not an IP address (names are not resolved in a pod)",
