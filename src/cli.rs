@@ -1,5 +1,6 @@
 //! The command line: the clap structs, and what each command does.
 
+use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 
@@ -32,6 +33,13 @@ enum Verb {
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
+    /// The supervisor of one pod, given its validated plan (JSON) on stdin by `podkit run`.
+    #[command(hide = true)]
+    Supervise {
+        /// Do not print the containers' output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
 }
 
 /// Run the pods of a manifest in the foreground until they end; Ctrl-C deletes them.
@@ -70,6 +78,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Verb::Pause => pause::run(),
         Verb::Run(args) => run_pods(args),
+        Verb::Supervise { quiet } => supervise(quiet),
     }
 }
 
@@ -91,6 +100,31 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     for field in &plan.ignored {
         eprintln!("note: {field} is ignored on one host");
     }
+    // The supervisor is a fresh exec of podkit, handed the validated plan: it never loads the
+    // YAML and Kubernetes deserializers, most of this process's memory. Same pid, same terminal.
+    let plan = serde_json::to_vec(&plan).context("failed to encode the pod plan")?;
+    let memfd =
+        nix::sys::memfd::memfd_create(c"podkit-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .context("failed to hand the plan to the supervisor (memfd_create)")?;
+    let mut stdin = std::fs::File::from(memfd);
+    stdin.write_all(&plan)?;
+    stdin.seek(std::io::SeekFrom::Start(0))?;
+    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
+    let mut supervise = Command::new(exe);
+    supervise.arg("supervise").stdin(stdin);
+    if args.quiet {
+        supervise.arg("--quiet");
+    }
+    let err = std::os::unix::process::CommandExt::exec(&mut supervise);
+    Err(err).context("failed to start the supervisor")
+}
+
+/// Runs one pod's supervisor with the plan read from stdin, in the foreground.
+fn supervise(quiet: bool) -> anyhow::Result<ExitCode> {
+    let mut plan = Vec::new();
+    std::io::stdin().read_to_end(&mut plan)?;
+    let plan: spec::PodPlan =
+        serde_json::from_slice(&plan).context("stdin is not a podkit pod plan")?;
     let name = plan.name.clone();
     let exe = std::env::current_exe().context("failed to find the podkit binary")?;
     let mut pause = Command::new(exe);
@@ -98,7 +132,7 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     let options = supervisor::Options {
         root: root(),
         pause,
-        echo: !args.quiet,
+        echo: !quiet,
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -12,7 +12,7 @@ mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
 
 pub use expand::expand;
 
@@ -48,12 +48,18 @@ fn format_problems(problems: &[String]) -> String {
 }
 
 /// A pod that passed validation: everything the supervisor needs, nothing it must re-check.
-#[derive(Debug, Clone)]
+///
+/// It is serializable with podkit's own small types only: `podkit run` hands it to the
+/// supervisor it execs, which so never loads the YAML and Kubernetes deserializers (their code
+/// is most of a process's memory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodPlan {
-    /// The manifest as given, for `get -o yaml` and for comparing a re-apply.
-    pub pod: Pod,
+    /// The manifest as validated (a v1 Pod as JSON), for `get -o yaml` and for comparing a
+    /// re-apply.
+    pub manifest: serde_json::Value,
     pub name: String,
     pub namespace: String,
+    pub uid: Option<String>,
     pub hostname: String,
     /// `shareProcessNamespace`: one PID namespace for the pod, with podkit's pause as PID 1.
     pub share_process_namespace: bool,
@@ -69,7 +75,7 @@ pub struct PodPlan {
 }
 
 /// `spec.restartPolicy` (for native sidecars: always `Always`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RestartPolicy {
     Always,
     OnFailure,
@@ -88,9 +94,11 @@ impl RestartPolicy {
 }
 
 /// One container of the pod: a host command.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     pub name: String,
+    /// Kept for the status (and the same manifest on a cluster); podkit pulls no images.
+    pub image: Option<String>,
     /// Where it sits in the manifest, for messages: `spec.containers[1]`.
     pub path: String,
     /// An init container with `restartPolicy: Always`.
@@ -111,20 +119,20 @@ pub struct Member {
 }
 
 /// An environment variable: a literal, or a field of the pod filled in at start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvVar {
     pub name: String,
     pub value: EnvValue,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EnvValue {
     Literal(String),
     /// `valueFrom.fieldRef.fieldPath`, one of [`validate::FIELD_REFS`].
     FieldRef(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
     pub volume: String,
     pub mount_path: PathBuf,
@@ -133,13 +141,13 @@ pub struct Mount {
     pub sub_path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub name: String,
     pub source: VolumeSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VolumeSource {
     /// A directory in the pod's state dir; on tmpfs (with a size limit) for `medium: Memory`.
     EmptyDir {
@@ -153,7 +161,7 @@ pub enum VolumeSource {
 }
 
 /// `hostPath.type`: what must (or will) be at the path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostPathType {
     /// `""`: no check.
     Unset,
@@ -167,7 +175,7 @@ pub enum HostPathType {
 }
 
 /// A probe with kubelet's defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Probe {
     pub handler: Handler,
     pub initial_delay: Duration,
@@ -178,7 +186,7 @@ pub struct Probe {
 }
 
 /// What a probe or lifecycle hook does.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Handler {
     Exec {
         command: Vec<String>,

@@ -139,11 +139,10 @@ impl Pod {
 
     /// The value of a `fieldRef`.
     pub(crate) fn field(&self, path: &str) -> String {
-        let meta = &self.plan.pod.metadata;
         match path {
             "metadata.name" => self.plan.name.clone(),
             "metadata.namespace" => self.plan.namespace.clone(),
-            "metadata.uid" => meta.uid.clone().unwrap_or_default(),
+            "metadata.uid" => self.plan.uid.clone().unwrap_or_default(),
             "spec.nodeName" => nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
@@ -234,6 +233,8 @@ async fn run_in(
     let saver = tokio::spawn(save_on_change(pod.clone()));
     let deleted = lifecycle(&pod, &shutdown).await;
     saver.abort();
+    // An aborted task lets go of the pod once it is dropped: wait for that.
+    let _ = saver.await;
     lock(&pod.status).save();
     let phase = lock(&pod.status).phase.to_owned();
     teardown(pod);
@@ -255,7 +256,7 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
             .create(dir)?;
         std::fs::create_dir(dir.join("logs"))?;
         std::fs::create_dir(dir.join("volumes"))?;
-        let manifest = serde_json::to_vec_pretty(&plan.pod).map_err(std::io::Error::other)?;
+        let manifest = serde_json::to_vec_pretty(&plan.manifest).map_err(std::io::Error::other)?;
         status::write_atomic(&dir.join("pod.json"), &manifest)?;
         status::write_atomic(
             &dir.join("supervisor.pid"),

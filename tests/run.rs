@@ -548,6 +548,31 @@ fn a_missing_host_path_fails_the_start_and_leaves_nothing() {
 }
 
 #[test]
+fn several_pods_in_one_file_each_get_a_supervisor() {
+    let second = format!("pkr-second-{}-{}", std::process::id(), next());
+    let other = second.clone();
+    let Some(pod) = Running::start("first", move |name| {
+        let pod = |n: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: say, command: [uname, -n]}}\n"
+            )
+        };
+        format!("{}---\n{}", pod(name), pod(&other))
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+    assert_eq!(pod.log("say", 0), format!("{}\n", pod.name));
+    let other_log = Path::new("/run/podkit/pods")
+        .join(&second)
+        .join("logs/say/0.log");
+    let text = std::fs::read_to_string(&other_log).unwrap_or_default();
+    assert!(text.ends_with(&format!(" stdout F {second}\n")), "{text}");
+    let _ = std::fs::remove_dir_all(Path::new("/run/podkit/pods").join(&second));
+    pod.delete_and_check();
+}
+
+#[test]
 fn the_hello_example_runs_to_completion() {
     let Some(pod) = Running::start_file(
         "hello",

@@ -309,7 +309,8 @@ impl Validator {
 
     fn plan(&mut self, pod: Pod, name: String, namespace: String) -> PodPlan {
         PodPlan {
-            pod,
+            manifest: serde_json::to_value(&pod).unwrap_or(Value::Null),
+            uid: pod.metadata.uid.clone(),
             hostname: kubelet_hostname(&name),
             name,
             namespace,
@@ -470,6 +471,7 @@ impl Validator {
 
         Member {
             name: c.name.clone(),
+            image: c.image.clone(),
             path: path.to_owned(),
             sidecar,
             argv,

@@ -95,6 +95,7 @@ pub async fn run(
                     }
                 };
                 probes.abort();
+                let _ = probes.await;
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);

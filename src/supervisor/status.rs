@@ -80,7 +80,7 @@ impl Status {
     pub fn new(plan: &PodPlan, dir: &Path) -> Status {
         let record = |m: &crate::spec::Member, reason: &str| Record {
             name: m.name.clone(),
-            image: image(plan, &m.name),
+            image: m.image.clone().unwrap_or_default(),
             state: State::Waiting {
                 reason: reason.to_owned(),
                 message: None,
@@ -219,15 +219,6 @@ impl Status {
             }
         }
     }
-}
-
-fn image(plan: &PodPlan, name: &str) -> String {
-    let spec = plan.pod.spec.as_ref();
-    spec.into_iter()
-        .flat_map(|s| s.init_containers.iter().flatten().chain(&s.containers))
-        .find(|c| c.name == name)
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default()
 }
 
 fn container_status(r: &Record) -> ContainerStatus {
