@@ -73,6 +73,33 @@ fn root() -> PathBuf {
         .map_or_else(|| PathBuf::from(supervisor::DEFAULT_ROOT), PathBuf::from)
 }
 
+/// The commands podkit runs itself, recognised before clap: `pause`, `supervise [--quiet]`.
+#[derive(Debug, Clone, Copy)]
+pub enum Internal {
+    Pause,
+    Supervise { quiet: bool },
+}
+
+/// Recognises an internal command line (the whole of it, exactly as podkit writes it).
+pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<Internal> {
+    let first = args.next()?;
+    let rest: Vec<_> = args.collect();
+    match (first.to_str()?, rest.as_slice()) {
+        ("pause", []) => Some(Internal::Pause),
+        ("supervise", []) => Some(Internal::Supervise { quiet: false }),
+        ("supervise", [flag]) if flag == "--quiet" => Some(Internal::Supervise { quiet: true }),
+        _ => None,
+    }
+}
+
+/// Runs an internal command.
+pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
+    match command {
+        Internal::Pause => pause::run(),
+        Internal::Supervise { quiet } => supervise(quiet),
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {

@@ -6,22 +6,42 @@
 use std::process::ExitCode;
 
 use podkit::cli;
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 fn main() -> ExitCode {
-    let args = <cli::Cli as clap::Parser>::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PODKIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match cli::run(args) {
+    // The processes that live as long as a pod (its supervisor, its PID 1) are started by podkit
+    // itself with fixed arguments: they skip building clap's whole command tree, whose code
+    // would otherwise stay resident in every pod (bench/pod.sh measures the supervisor's RSS).
+    let internal = cli::internal(std::env::args_os().skip(1));
+    let args = match internal {
+        Some(_) => None,
+        None => Some(<cli::Cli as clap::Parser>::parse()),
+    };
+    install_tracing();
+    let result = match (internal, args) {
+        (Some(command), _) => cli::run_internal(command),
+        (None, Some(args)) => cli::run(args),
+        (None, None) => unreachable!("one of the two is set"),
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs to stderr at the level in `PODKIT_LOG` (default `info`). A plain level needs no
+/// directive parser; anything else (`podkit=debug,netns=trace`) gets tracing's `EnvFilter`.
+fn install_tracing() {
+    let spec = std::env::var("PODKIT_LOG").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match spec.parse::<LevelFilter>() {
+        Ok(level) if !spec.is_empty() => builder.with_max_level(level).init(),
+        _ if spec.is_empty() => builder.with_max_level(LevelFilter::INFO).init(),
+        _ => builder.with_env_filter(EnvFilter::new(spec)).init(),
     }
 }

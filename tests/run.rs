@@ -461,6 +461,69 @@ spec:
 }
 
 #[test]
+fn a_failing_post_start_hook_restarts_the_container() {
+    let Some(pod) = Running::start("poststart", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [sleep, "1000"]
+    lifecycle:
+      postStart: {{exec: {{command: [sh, -c, "echo no config; exit 2"]}}}}
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the hook's failure", || {
+        pod.events()
+            .iter()
+            .any(|e| e.contains("PostStartHook failed: exit code 2: no config"))
+    });
+    pod.wait_for("a restart", || {
+        pod.status()["containerStatuses"][0]["restartCount"] == 1
+    });
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_tcp_socket_probe_marks_ready_once_the_port_listens() {
+    let Some(pod) = Running::start("tcp", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: late
+    command: [sh, -c, "sleep 1; exec socat TCP-LISTEN:9090,bind=127.0.0.1,reuseaddr,fork EXEC:cat"]
+    readinessProbe: {{tcpSocket: {{port: 9090}}, periodSeconds: 1}}
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("ready", || {
+        pod.status()["containerStatuses"][0]["ready"] == true
+    });
+    assert!(
+        pod.events()
+            .iter()
+            .any(|e| e.contains("Readiness probe failed") && e.contains("Connection refused")),
+        "the first probe found nothing listening: {:#?}",
+        pod.events()
+    );
+    pod.delete_and_check();
+}
+
+#[test]
 fn a_startup_probe_gates_the_next_init_container() {
     let Some(pod) = Running::start("startup", |name| {
         format!(
