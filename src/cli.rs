@@ -10,6 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{pause, spec, supervisor};
 
+mod delete;
+mod get;
+mod logs;
+
 /// Run Kubernetes-style pods on one Linux host, with no container engine and no daemon.
 ///
 /// A pod is a group of processes sharing a network namespace (they talk over localhost), IPC
@@ -30,6 +34,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Verb {
     Run(RunArgs),
+    Get(get::GetArgs),
+    Describe(get::DescribeArgs),
+    Logs(logs::LogsArgs),
+    Delete(delete::DeleteArgs),
+    Gc(delete::GcArgs),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -105,6 +114,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Verb::Pause => pause::run(),
         Verb::Run(args) => run_pods(args),
+        Verb::Get(args) => get::get(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Describe(args) => get::describe(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Delete(args) => delete::delete(&root(), args),
+        Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Supervise { quiet } => supervise(quiet),
     }
 }

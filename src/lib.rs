@@ -4,6 +4,7 @@
 //! - `spec.rs`: Pod manifests (YAML) into validated [`spec::PodPlan`]s;
 //! - `supervisor.rs`: one pod's pause process and kubelet;
 //! - `pause.rs`: PID 1 of a pod's PID namespace;
+//! - `state.rs`: pods as their state directories show them (what the CLI reads);
 //! - `cli.rs`: the command line.
 //!
 //! The namespaces come from the `netns` crate; the sidecars from `sidecars`.
@@ -11,4 +12,5 @@
 pub mod cli;
 mod pause;
 pub mod spec;
+pub mod state;
 pub mod supervisor;

@@ -18,8 +18,8 @@ mod logs;
 mod member;
 mod probe;
 mod reaper;
-mod status;
-mod volumes;
+pub(crate) mod status;
+pub(crate) mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,6 +35,7 @@ use tracing::{info, warn};
 use self::member::End;
 pub use self::reaper::Exit;
 use self::reaper::Reaper;
+pub use self::status::Event as EventRecord;
 use self::status::Status;
 use self::volumes::{VolumeError, Volumes};
 use crate::spec::{PodPlan, RestartPolicy};
@@ -241,31 +242,48 @@ async fn run_in(
     Ok(Outcome { phase, deleted })
 }
 
+/// Makes the pod's state directory, complete with `pod.json` and `supervisor.pid`, under a
+/// hidden name first and then renamed into place: `get` and `gc` never see a pod directory
+/// without the pid of its supervisor (which they would take for a crashed pod).
 fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
+    let exists = || Error::Exists {
+        name: plan.name.clone(),
+        dir: dir.to_path_buf(),
+    };
     if dir.exists() {
-        return Err(Error::Exists {
-            name: plan.name.clone(),
-            dir: dir.to_path_buf(),
-        });
+        return Err(exists());
     }
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let tmp = parent.join(format!(".{}.{}", plan.name, std::process::id()));
     let make = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)?;
-        std::fs::create_dir(dir.join("logs"))?;
-        std::fs::create_dir(dir.join("volumes"))?;
+            .create(parent)?;
+        std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+        std::fs::create_dir(tmp.join("logs"))?;
+        std::fs::create_dir(tmp.join("volumes"))?;
         let manifest = serde_json::to_vec_pretty(&plan.manifest).map_err(std::io::Error::other)?;
-        status::write_atomic(&dir.join("pod.json"), &manifest)?;
+        status::write_atomic(&tmp.join("pod.json"), &manifest)?;
         status::write_atomic(
-            &dir.join("supervisor.pid"),
+            &tmp.join("supervisor.pid"),
             std::process::id().to_string().as_bytes(),
-        )
+        )?;
+        // rename(2) onto an existing non-empty directory fails: two pods of one name cannot
+        // both get here.
+        std::fs::rename(&tmp, dir)
     };
-    make().map_err(|source| Error::StateDir {
-        dir: dir.to_path_buf(),
-        source,
+    make().map_err(|source| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let taken = [nix::Error::ENOTEMPTY, nix::Error::EEXIST].map(|e| Some(e as i32));
+        match source.raw_os_error() {
+            code if taken.contains(&code) => exists(),
+            _ => Error::StateDir {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        }
     })
 }
 

@@ -656,6 +656,205 @@ fn the_hello_example_runs_to_completion() {
     pod.delete_and_check();
 }
 
+// ---- get, describe, logs, delete, gc ----
+
+#[test]
+fn get_describe_logs_and_delete_a_running_pod() {
+    let Some(pod) = Running::start("verbs", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: verbs}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  tolerations: [{{operator: Exists}}]
+  containers:
+  - name: ticker
+    image: busybox
+    command: [sh, -c, "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.05; done"]
+  - name: idle
+    command: [sleep, "1000"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("two ticks", || pod.log("ticker", 0).contains("tick 2\n"));
+    let table = podkit(&["get", "pods", &pod.name]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        table
+            .lines()
+            .next()
+            .map(|h| h.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"])
+    );
+    assert_eq!(
+        &cells[..4],
+        [pod.name.as_str(), "2/2", "Running", "0"],
+        "{table}"
+    );
+
+    let yaml = podkit(&["get", "pod", &pod.name, "-o", "yaml"]);
+    assert!(
+        yaml.contains("apiVersion: v1") && yaml.contains("kind: Pod"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("phase: Running") && yaml.contains("app: verbs"),
+        "{yaml}"
+    );
+    let json: Value =
+        serde_json::from_str(&podkit(&["get", "pod", &pod.name, "-o", "json"])).expect("json");
+    assert_eq!(json["status"]["containerStatuses"][0]["name"], "ticker");
+    assert_eq!(
+        podkit(&["get", "pods", &pod.name, "-o", "name"]).trim(),
+        format!("pod/{}", pod.name)
+    );
+
+    let described = podkit(&["describe", "pod", &pod.name]);
+    for want in [
+        "Status:       Running",
+        "ticker:",
+        "Restart Count: 0",
+        "Ready             True",
+        "spec.tolerations",
+        "Started container ticker",
+    ] {
+        assert!(
+            described.contains(want),
+            "{want:?} missing in:\n{described}"
+        );
+    }
+
+    let tail = podkit(&[
+        "logs",
+        &pod.name,
+        "-c",
+        "ticker",
+        "--tail",
+        "1",
+        "--timestamps",
+    ]);
+    let line = tail.trim_end();
+    assert_eq!(line.lines().count(), 1, "{tail}");
+    assert!(
+        line.contains(" tick ") && line.starts_with("20"),
+        "timestamped: {line}"
+    );
+    let err = podkit_fails(&["logs", &pod.name, "-c", "nope"]);
+    assert!(
+        err.contains("container \"nope\" is not valid") && err.contains("ticker, idle"),
+        "{err}"
+    );
+
+    let deleted = podkit(&["delete", "pod", &pod.name]);
+    assert_eq!(deleted.trim(), format!("pod \"{}\" deleted", pod.name));
+    assert_eq!(pod.wait_exit(), Some(0), "the supervisor ended");
+    assert!(!pod.dir().exists());
+    let err = podkit_fails(&["delete", "pod", &pod.name]);
+    assert!(
+        err.contains(&format!("pod \"{}\" not found", pod.name)),
+        "{err}"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
+fn logs_previous_shows_the_run_before_a_restart() {
+    let Some(pod) = Running::start("previous", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, command: [sh, -c, 'echo run at $$(date +%s%N); exit 1']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("a restart", || pod.log("c", 1).contains("run at"));
+    let current = podkit(&["logs", &pod.name]);
+    let previous = podkit(&["logs", &pod.name, "--previous"]);
+    assert_eq!(previous, pod.log("c", 0), "the first run");
+    assert_ne!(current, previous);
+    pod.delete_and_check();
+}
+
+#[test]
+fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
+    let Some(pod) = Running::start("gc", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  shareProcessNamespace: true\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-gc-test/{name}}}]}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.status()["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    // "Started container c (pid N)"
+    let member: u32 = pod
+        .events()
+        .iter()
+        .find_map(|e| {
+            e.strip_prefix("Started container c (pid ")?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(member > 0, "member pid from the events");
+    pod.kill_supervisor();
+    let table = podkit(&["get", "pods", &pod.name]);
+    assert!(table.contains("Unknown"), "{table}");
+    let cleaned = podkit(&["gc"]);
+    assert!(
+        cleaned.contains(&format!("pod \"{}\"", pod.name)),
+        "{cleaned}"
+    );
+    assert!(cleaned.contains("killed pid"), "{cleaned}");
+    assert!(
+        cleaned.contains(&format!("unmounted and removed /run/netns/{}", pod.name)),
+        "{cleaned}"
+    );
+    assert!(
+        cleaned.contains("removed mount point /podkit-gc-test"),
+        "{cleaned}"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{member}")).exists()
+            || std::fs::read_to_string(format!("/proc/{member}/stat"))
+                .is_ok_and(|s| s.contains(") Z")),
+        "member {member} is gone"
+    );
+    assert!(
+        !Path::new("/podkit-gc-test").exists(),
+        "the mount point podkit made is gone"
+    );
+    pod.delete_and_check();
+}
+
+fn podkit(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(args)
+        .output()
+        .expect("run podkit");
+    assert!(
+        out.status.success(),
+        "podkit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn podkit_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(args)
+        .output()
+        .expect("run podkit");
+    assert_eq!(out.status.code(), Some(1), "podkit {args:?} should exit 1");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 // ---- helpers ----
 
 /// A `podkit run` in the background; deleted (SIGTERM) and checked when dropped.
@@ -788,6 +987,17 @@ impl Running {
                 }
             }
         }
+    }
+
+    /// SIGKILLs the supervisor, as an OOM kill would, and reaps it.
+    fn kill_supervisor(&self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        let _ = self.wait_exit();
     }
 
     /// Deletes the pod like Ctrl-C does (unless it ended) and checks nothing of it remains.

@@ -49,12 +49,12 @@ pub struct Terminated {
 }
 
 /// An event, as `kubectl describe` lists them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub time: String,
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: String,
     pub reason: String,
     /// `spec.containers{web}` or the pod.
     pub object: String,
@@ -128,7 +128,7 @@ impl Status {
         tracing::info!(%reason, %object, "{message}");
         self.events.push(Event {
             time: Timestamp::now().to_string(),
-            kind,
+            kind: kind.to_owned(),
             reason: reason.to_owned(),
             object: object.to_owned(),
             message,

@@ -55,12 +55,18 @@ pub struct Volumes {
     tmpfs: Vec<PathBuf>,
     /// Mount points created on the host because they were missing, removed at teardown.
     created: Vec<PathBuf>,
+    /// Where `created` is also written down (one path a line, before each is made), so that
+    /// `podkit gc` can remove them after a supervisor died.
+    journal: PathBuf,
 }
 
 impl Volumes {
     /// Makes or checks every volume; `dir` is the pod's `volumes/` directory.
     pub fn prepare(volumes: &[Volume], dir: &Path) -> Result<Volumes, VolumeError> {
-        let mut made = Volumes::default();
+        let mut made = Volumes {
+            journal: dir.with_file_name(MOUNT_POINTS),
+            ..Volumes::default()
+        };
         for volume in volumes {
             match made.prepare_one(volume, dir) {
                 Ok(root) => {
@@ -159,23 +165,27 @@ impl Volumes {
     }
 
     fn create_mount_point(&mut self, path: &Path, dir: bool) -> io::Result<()> {
-        // Record each directory we create, outermost first, so teardown removes them all.
+        // Everything missing, outermost first (the last is `path` itself); each is written down
+        // before it is made, so teardown (or gc after a crash) removes them all.
         let mut missing: Vec<PathBuf> = path
             .ancestors()
             .take_while(|p| !p.exists())
             .map(Path::to_path_buf)
             .collect();
         missing.reverse();
-        if !dir {
-            missing.pop();
-        }
-        for d in missing {
-            fs::create_dir(&d)?;
-            self.created.push(d);
-        }
-        if !dir {
-            fs::File::create(path)?;
-            self.created.push(path.to_path_buf());
+        let mut journal = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.journal)?;
+        for (i, d) in missing.iter().enumerate() {
+            use std::io::Write;
+            writeln!(journal, "{}", d.display())?;
+            if !dir && i == missing.len() - 1 {
+                fs::File::create(d)?;
+            } else {
+                fs::create_dir(d)?;
+            }
+            self.created.push(d.clone());
         }
         Ok(())
     }
@@ -188,18 +198,33 @@ impl Volumes {
                 warn!(path = %path.display(), %err, "failed to unmount a tmpfs volume");
             }
         }
-        // Innermost first; only what is still empty (a user may have put something there).
-        for path in self.created.drain(..).rev() {
-            let removed = if path.is_dir() {
-                fs::remove_dir(&path)
-            } else {
-                remove_empty_file(&path)
-            };
-            if let Err(err) = removed {
-                warn!(path = %path.display(), %err, "left a mount point podkit created");
-            }
+        for path in remove_mount_points(self.created.drain(..).collect()) {
+            warn!(path = %path.display(), "left a mount point podkit created: it is not empty");
+        }
+        let _ = fs::remove_file(&self.journal);
+    }
+}
+
+/// The file in a pod's directory listing the mount points podkit created on the host.
+pub const MOUNT_POINTS: &str = "mountpoints";
+
+/// Removes mount points podkit created (given outermost first): innermost first, each only if
+/// still empty (a user may have put something there). Returns those left.
+pub fn remove_mount_points(created: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    for path in created.into_iter().rev() {
+        let removed = if path.is_dir() {
+            fs::remove_dir(&path)
+        } else {
+            remove_empty_file(&path)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => left.push(path),
         }
     }
+    left
 }
 
 fn remove_empty_file(path: &Path) -> io::Result<()> {

@@ -1,0 +1,148 @@
+//! `podkit delete` and `podkit gc`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::spec;
+use crate::state::{self, PodState, TERMINATING};
+
+/// Delete pods: gracefully, as kubelet would (preStop hooks, SIGTERM, SIGKILL at the grace
+/// period), then everything the pod made is removed.
+///
+/// A pod whose supervisor died (shown as Unknown) is cleaned up at once: its processes killed,
+/// its mounts and namespace pins removed, with a line for each thing removed.
+///
+/// Examples:
+///   podkit delete pod web
+///   podkit delete -f web.yaml
+///   podkit delete pod web --wait=false
+///
+/// Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// `pod` (also `pods`, `po`), then the pod names.
+    #[arg(value_name = "pod NAME")]
+    what: Vec<String>,
+
+    /// Delete the pods of this manifest.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE",
+        conflicts_with = "what"
+    )]
+    file: Option<std::path::PathBuf>,
+
+    /// Wait until the pods are gone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    wait: bool,
+}
+
+/// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
+/// state), with a line for each thing removed.
+///
+/// Examples:
+///   podkit gc
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {}
+
+pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::ExitCode> {
+    let names: Vec<String> = match (&args.file, args.what.split_first()) {
+        (Some(file), _) => spec::load(file)?.into_iter().map(|p| p.name).collect(),
+        (None, Some((kind, names)))
+            if matches!(kind.as_str(), "pod" | "pods" | "po") && !names.is_empty() =>
+        {
+            names.to_vec()
+        }
+        (None, Some((kind, []))) if matches!(kind.as_str(), "pod" | "pods" | "po") => {
+            bail!("name the pods to delete: podkit delete pod NAME")
+        }
+        (None, Some((kind, _))) => bail!("podkit knows only pods, not {kind:?}"),
+        (None, None) => bail!("name the pods to delete (podkit delete pod NAME), or give -f FILE"),
+    };
+    let mut failed = false;
+    for name in names {
+        let pod = match state::read(root, &name) {
+            Ok(pod) => pod,
+            Err(state::StateError::NotFound { .. }) => {
+                eprintln!("pod {name:?} not found");
+                failed = true;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        match delete_one(root, &pod, args.wait) {
+            Ok(()) => println!("pod {name:?} deleted"),
+            Err(err) => {
+                eprintln!("error: pod {name:?}: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+fn delete_one(root: &Path, pod: &PodState, wait: bool) -> anyhow::Result<()> {
+    let Some(pid) = pod.supervisor else {
+        // No supervisor: an ended pod's kept state, or a crashed pod's leftovers.
+        for line in state::clean_up(pod) {
+            println!("{line}");
+        }
+        return Ok(());
+    };
+    // Marks the pod Terminating for `get` while its supervisor stops it.
+    std::fs::write(pod.dir.join(TERMINATING), "")?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )?;
+    if !wait {
+        return Ok(());
+    }
+    // The supervisor bounds the stop by the grace period; the margin covers hooks and teardown.
+    let grace = pod.manifest["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    let deadline = Instant::now() + Duration::from_secs(grace + 30);
+    loop {
+        match state::read(root, &pod.name) {
+            Err(state::StateError::NotFound { .. }) => return Ok(()),
+            Ok(now) if now.supervisor.is_none() => {
+                // The supervisor ended without removing the pod (it was killed): finish for it.
+                for line in state::clean_up(&now) {
+                    println!("{line}");
+                }
+                return Ok(());
+            }
+            _ if Instant::now() > deadline => bail!(
+                "still terminating after {}s; try again, or podkit gc once its supervisor is gone",
+                grace + 30
+            ),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+pub fn gc(root: &Path, _args: GcArgs) -> anyhow::Result<()> {
+    let mut cleaned = 0;
+    for pod in state::list(root)? {
+        if pod.phase() != "Unknown" {
+            continue;
+        }
+        println!("pod {:?} (its supervisor is gone):", pod.name);
+        for line in state::clean_up(&pod) {
+            println!("  {line}");
+        }
+        cleaned += 1;
+    }
+    if cleaned == 0 {
+        println!("nothing to clean up");
+    }
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! `podkit get` and `podkit describe`: pods as kubectl shows them.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+
+use crate::state::{self, PodState};
+
+/// Show pods.
+///
+/// Examples:
+///   podkit get pods
+///   podkit get pod web -o yaml
+///   podkit get pods -o name
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// What to get: `pods` (also `pod`, `po`).
+    #[arg(value_name = "pods")]
+    kind: String,
+
+    /// Only these pods.
+    names: Vec<String>,
+
+    /// Output format: wide, json, yaml or name (default: a table).
+    #[arg(short, long, value_name = "FORMAT")]
+    output: Option<String>,
+}
+
+/// Show the details of pods: containers, conditions, ignored fields, events.
+///
+/// Examples:
+///   podkit describe pod web
+#[derive(Debug, clap::Args)]
+pub struct DescribeArgs {
+    /// `pod` (also `pods`, `po`).
+    #[arg(value_name = "pod")]
+    kind: String,
+
+    /// The pods to describe (all when none is named).
+    names: Vec<String>,
+}
+
+pub fn get(root: &Path, args: GetArgs) -> anyhow::Result<()> {
+    check_kind(&args.kind)?;
+    let pods = select(root, &args.names)?;
+    match args.output.as_deref() {
+        None => print!("{}", table(&pods, false)),
+        Some("wide") => print!("{}", table(&pods, true)),
+        Some("name") => pods.iter().for_each(|p| println!("pod/{}", p.name)),
+        Some(format @ ("json" | "yaml")) => {
+            let value = if args.names.len() == 1 {
+                serde_json::to_value(pods[0].to_pod())?
+            } else {
+                serde_json::json!({
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": pods.iter().map(PodState::to_pod).collect::<Vec<_>>(),
+                })
+            };
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!(
+                    "{}",
+                    serde_saphyr::to_string(&value).context("failed to write YAML")?
+                );
+            }
+        }
+        Some(other) => bail!("unknown output format {other:?}: use wide, json, yaml or name"),
+    }
+    Ok(())
+}
+
+pub fn describe(root: &Path, args: DescribeArgs) -> anyhow::Result<()> {
+    check_kind(&args.kind)?;
+    let pods = select(root, &args.names)?;
+    let texts: Vec<String> = pods.iter().map(describe_one).collect();
+    print!("{}", texts.join("\n\n"));
+    Ok(())
+}
+
+fn check_kind(kind: &str) -> anyhow::Result<()> {
+    match kind {
+        "pod" | "pods" | "po" => Ok(()),
+        other => bail!("podkit knows only pods, not {other:?}"),
+    }
+}
+
+/// The named pods (each must exist), or all of them.
+pub fn select(root: &Path, names: &[String]) -> anyhow::Result<Vec<PodState>> {
+    if names.is_empty() {
+        return Ok(state::list(root)?);
+    }
+    names
+        .iter()
+        .map(|name| Ok(state::read(root, name)?))
+        .collect()
+}
+
+fn table(pods: &[PodState], wide: bool) -> String {
+    if pods.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "READY".into(),
+        "STATUS".into(),
+        "RESTARTS".into(),
+        "AGE".into(),
+    ]];
+    if wide {
+        rows[0].extend(["IP".into(), "NODE".into()]);
+    }
+    let node = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for pod in pods {
+        let status = pod.status.clone().unwrap_or_default();
+        let containers = status.container_statuses.clone().unwrap_or_default();
+        let total = pod.manifest["spec"]["containers"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let ready = containers.iter().filter(|c| c.ready).count();
+        let restarts: i32 = containers.iter().map(|c| c.restart_count).sum();
+        let mut row = vec![
+            pod.name.clone(),
+            format!("{ready}/{total}"),
+            status_column(pod, &status),
+            restarts.to_string(),
+            short_duration(pod.age()),
+        ];
+        if wide {
+            row.extend(["<none>".into(), node.clone()]);
+        }
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
+    }
+    out
+}
+
+/// kubectl's STATUS column: the phase, or the reason that says more.
+fn status_column(pod: &PodState, status: &PodStatus) -> String {
+    let phase = pod.phase();
+    if matches!(phase, "Terminating" | "Unknown") {
+        return phase.to_owned();
+    }
+    let init = status.init_container_statuses.clone().unwrap_or_default();
+    let init_total = pod.manifest["spec"]["initContainers"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let initialized = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Initialized" && c.status == "True");
+    if !initialized && init_total > 0 {
+        let done = init
+            .iter()
+            .filter(|c| terminated_ok(c) || c.started == Some(true))
+            .count();
+        return format!("Init:{done}/{init_total}");
+    }
+    let containers = status.container_statuses.clone().unwrap_or_default();
+    for c in &containers {
+        let state = c.state.clone().unwrap_or_default();
+        if let Some(reason) = state
+            .waiting
+            .and_then(|w| w.reason)
+            .filter(|r| r != "ContainerCreating" || phase == "Pending")
+        {
+            return reason;
+        }
+    }
+    if matches!(phase, "Succeeded" | "Failed") {
+        for c in &containers {
+            if let Some(t) = c.state.clone().unwrap_or_default().terminated {
+                return t.reason.unwrap_or_else(|| phase.to_owned());
+            }
+        }
+    }
+    phase.to_owned()
+}
+
+fn terminated_ok(c: &ContainerStatus) -> bool {
+    c.state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some_and(|t| t.exit_code == 0)
+}
+
+/// kubectl's short durations: 45s, 12m, 3h, 5d.
+pub fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7200 => format!("{}m", s / 60),
+        7200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+fn describe_one(pod: &PodState) -> String {
+    let mut out = String::new();
+    let status = pod.status.clone().unwrap_or_default();
+    let spec = &pod.manifest["spec"];
+    let _ = writeln!(out, "Name:         {}", pod.name);
+    let _ = writeln!(
+        out,
+        "Namespace:    {}",
+        pod.manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+    );
+    let _ = writeln!(out, "Status:       {}", pod.phase());
+    if let Some(reason) = &status.reason {
+        let _ = writeln!(out, "Reason:       {reason}");
+    }
+    if let Some(message) = &status.message {
+        let _ = writeln!(out, "Message:      {message}");
+    }
+    let _ = writeln!(out, "State dir:    {}", pod.dir.display());
+    match pod.supervisor {
+        Some(pid) => {
+            let _ = writeln!(out, "Supervisor:   pid {pid}");
+        }
+        None => {
+            let _ = writeln!(out, "Supervisor:   not running");
+        }
+    }
+    for (title, key, statuses) in [
+        (
+            "Init Containers",
+            "initContainers",
+            status.init_container_statuses.clone().unwrap_or_default(),
+        ),
+        (
+            "Containers",
+            "containers",
+            status.container_statuses.clone().unwrap_or_default(),
+        ),
+    ] {
+        let Some(list) = spec[key].as_array().filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        let _ = writeln!(out, "{title}:");
+        for c in list {
+            let name = c["name"].as_str().unwrap_or("");
+            let _ = writeln!(out, "  {name}:");
+            let command: Vec<&str> = c["command"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(c["args"].as_array().into_iter().flatten())
+                .filter_map(|v| v.as_str())
+                .collect();
+            let _ = writeln!(out, "    Command:       {}", command.join(" "));
+            if let Some(s) = statuses.iter().find(|s| s.name == name) {
+                let _ = writeln!(out, "    State:         {}", state_text(s.state.as_ref()));
+                if s.last_state
+                    .as_ref()
+                    .is_some_and(|l| l.terminated.is_some())
+                {
+                    let _ = writeln!(
+                        out,
+                        "    Last State:    {}",
+                        state_text(s.last_state.as_ref())
+                    );
+                }
+                let _ = writeln!(out, "    Ready:         {}", s.ready);
+                let _ = writeln!(out, "    Restart Count: {}", s.restart_count);
+            }
+            for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+                if c[probe].is_object() {
+                    let _ = writeln!(out, "    {}: {}", probe_title(probe), compact(&c[probe]));
+                }
+            }
+            for m in c["volumeMounts"].as_array().into_iter().flatten() {
+                let ro = if m["readOnly"].as_bool() == Some(true) {
+                    "ro"
+                } else {
+                    "rw"
+                };
+                let _ = writeln!(
+                    out,
+                    "    Mount:         {} from {} ({ro})",
+                    m["mountPath"].as_str().unwrap_or(""),
+                    m["name"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    let _ = writeln!(out, "Conditions:\n  Type              Status");
+    for c in status.conditions.iter().flatten() {
+        let _ = writeln!(out, "  {:<17} {}", c.type_, c.status);
+    }
+    let ignored = ignored_fields(pod);
+    if !ignored.is_empty() {
+        let _ = writeln!(
+            out,
+            "Ignored fields (no meaning on one host): {}",
+            ignored.join(", ")
+        );
+    }
+    let events = state::events(pod);
+    let _ = writeln!(out, "Events:");
+    if events.is_empty() {
+        let _ = writeln!(out, "  <none>");
+    } else {
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<20} {:<30} {:<32} Message",
+            "Type", "Reason", "Time", "From"
+        );
+        for e in events {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:<20} {:<30} {:<32} {}",
+                e.kind, e.reason, e.time, e.object, e.message
+            );
+        }
+    }
+    out
+}
+
+/// The manifest's fields podkit ignores, found by validating it again.
+fn ignored_fields(pod: &PodState) -> Vec<String> {
+    let text = pod.manifest.to_string();
+    crate::spec::parse("pod.json", &text)
+        .ok()
+        .and_then(|plans| plans.into_iter().next())
+        .map(|plan| plan.ignored)
+        .unwrap_or_default()
+}
+
+fn probe_title(key: &str) -> &'static str {
+    match key {
+        "startupProbe" => "Startup",
+        "livenessProbe" => "Liveness",
+        _ => "Readiness",
+    }
+}
+
+fn compact(value: &serde_json::Value) -> String {
+    value.to_string()
+}
+
+fn state_text(state: Option<&k8s_openapi::api::core::v1::ContainerState>) -> String {
+    let Some(state) = state else {
+        return "Unknown".into();
+    };
+    if let Some(r) = &state.running {
+        return format!(
+            "Running (since {})",
+            r.started_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default()
+        );
+    }
+    if let Some(w) = &state.waiting {
+        return format!("Waiting ({})", w.reason.clone().unwrap_or_default());
+    }
+    if let Some(t) = &state.terminated {
+        return format!(
+            "Terminated ({}, exit code {})",
+            t.reason.clone().unwrap_or_default(),
+            t.exit_code
+        );
+    }
+    "Unknown".into()
+}

@@ -1,0 +1,242 @@
+//! Pods as the CLI finds them: one directory per pod under the state root, written by its
+//! supervisor (`pod.json`, `status.json`, `events.json`, `supervisor.pid`, `logs/`, `ns/`,
+//! `volumes/`). There is no daemon to ask: listing the directory is listing the pods.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use serde_json::Value;
+
+use crate::supervisor::pod_dir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("pod {name:?} not found")]
+    NotFound { name: String },
+
+    #[error("failed to read {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path:?} is damaged")]
+    Damaged {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// A pod's state directory, read at one moment.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    pub name: String,
+    pub dir: PathBuf,
+    /// The manifest as validated (a v1 Pod, JSON).
+    pub manifest: Value,
+    /// The last status the supervisor wrote; `None` before its first write.
+    pub status: Option<PodStatus>,
+    /// The supervisor's pid, when it is alive.
+    pub supervisor: Option<u32>,
+    /// When the pod's directory was made: its age.
+    pub created: std::time::SystemTime,
+}
+
+impl PodState {
+    /// The phase to show: the supervisor's, `Unknown` when the supervisor died before the pod
+    /// ended, `Terminating` while it stops the pod.
+    pub fn phase(&self) -> &str {
+        let phase = self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.as_deref())
+            .unwrap_or("Pending");
+        let ended = matches!(phase, "Succeeded" | "Failed");
+        match self.supervisor {
+            None if !ended => "Unknown",
+            Some(_) if self.dir.join(TERMINATING).exists() => "Terminating",
+            _ => phase,
+        }
+    }
+
+    /// A v1 Pod: the manifest with the status, as `kubectl get -o yaml` shows one.
+    pub fn to_pod(&self) -> Pod {
+        let mut pod: Pod = serde_json::from_value(self.manifest.clone()).unwrap_or_default();
+        let mut status = self.status.clone().unwrap_or_default();
+        status.phase = Some(self.phase().to_owned());
+        pod.status = Some(status);
+        pod
+    }
+
+    pub fn age(&self) -> Duration {
+        self.created.elapsed().unwrap_or_default()
+    }
+}
+
+/// The marker a delete leaves while the supervisor stops the pod.
+pub const TERMINATING: &str = "terminating";
+
+/// Every pod under `root`, by name.
+pub fn list(root: &Path) -> Result<Vec<PodState>, StateError> {
+    let pods = root.join("pods");
+    let entries = match std::fs::read_dir(&pods) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(StateError::Read { path: pods, source }),
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut found = Vec::new();
+    for name in names {
+        match read(root, &name) {
+            Ok(pod) => found.push(pod),
+            // Gone between the listing and the read: deleted meanwhile.
+            Err(StateError::NotFound { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(found)
+}
+
+/// The pod `name` under `root`.
+pub fn read(root: &Path, name: &str) -> Result<PodState, StateError> {
+    let dir = pod_dir(root, name);
+    let meta = std::fs::metadata(&dir).map_err(|_| StateError::NotFound {
+        name: name.to_owned(),
+    })?;
+    let manifest = read_json(&dir.join("pod.json"))?.unwrap_or(Value::Null);
+    let status = read_json(&dir.join("status.json"))?;
+    let supervisor = std::fs::read_to_string(dir.join("supervisor.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|pid| is_supervisor(*pid));
+    Ok(PodState {
+        name: name.to_owned(),
+        dir,
+        manifest,
+        status,
+        supervisor,
+        created: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+    })
+}
+
+/// Events as the supervisor recorded them.
+pub fn events(pod: &PodState) -> Vec<crate::supervisor::EventRecord> {
+    read_json(&pod.dir.join("events.json"))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    match std::fs::read(path) {
+        Ok(data) => serde_json::from_slice(&data)
+            .map(Some)
+            .map_err(|source| StateError::Damaged {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Whether `pid` is alive and is a podkit supervisor (a pid can be reused).
+fn is_supervisor(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let mut args = cmdline.split(|b| *b == 0);
+        args.nth(1) == Some(b"supervise".as_slice())
+    })
+}
+
+/// Removes everything a pod whose supervisor is gone left behind: its processes (found by
+/// their network namespace, so nothing else is touched), its tmpfs volumes, its namespace pins
+/// and `/run/netns` entry, the mount points podkit created, and its state directory. Returns a
+/// line for each thing removed.
+pub fn clean_up(pod: &PodState) -> Vec<String> {
+    let mut removed = Vec::new();
+    if let Ok(net) = netns::Namespace::open(netns::NsKind::Net, pod.dir.join("ns/net")) {
+        for _ in 0..50 {
+            let pids = processes_in(&net);
+            if pids.is_empty() {
+                break;
+            }
+            for (pid, command) in pids {
+                let target = nix::unistd::Pid::from_raw(pid as i32);
+                if nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                    removed.push(format!("killed pid {pid} ({command})"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        removed.dedup();
+    }
+    for mount in mounts_under(&pod.dir) {
+        if nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+            removed.push(format!("unmounted {}", mount.display()));
+        }
+    }
+    match netns::PodNamespaces::remove(&pod.name, &pod.dir.join("ns")) {
+        Ok(lines) => removed.extend(lines),
+        Err(err) => removed.push(format!("failed to remove the namespaces: {err}")),
+    }
+    let journal = pod.dir.join(crate::supervisor::volumes::MOUNT_POINTS);
+    if let Ok(text) = std::fs::read_to_string(&journal) {
+        let created: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+        let left = crate::supervisor::volumes::remove_mount_points(created.clone());
+        for path in created.iter().filter(|p| !left.contains(p)) {
+            removed.push(format!("removed mount point {}", path.display()));
+        }
+    }
+    match std::fs::remove_dir_all(&pod.dir) {
+        Ok(()) => removed.push(format!("removed {}", pod.dir.display())),
+        Err(err) => removed.push(format!("failed to remove {}: {err}", pod.dir.display())),
+    }
+    removed
+}
+
+/// Live processes in network namespace `net`, with their command names.
+fn processes_in(net: &netns::Namespace) -> Vec<(u32, String)> {
+    let inode = net.inode();
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            netns::Namespace::from_pid(netns::NsKind::Net, pid).is_ok_and(|ns| ns.inode() == inode)
+        })
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            (pid, comm.trim().to_owned())
+        })
+        .collect()
+}
+
+/// Mount points at or below `dir` in this process's mount table, deepest first; not the
+/// namespace pins in `dir/ns`, which `PodNamespaces::remove` handles (it checks ownership).
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let pins = dir.join("ns");
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir) && !p.starts_with(&pins))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
