@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{pause, spec, supervisor};
 
+mod apply;
 mod delete;
 mod get;
 mod logs;
@@ -34,6 +35,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Verb {
     Run(RunArgs),
+    Apply(apply::ApplyArgs),
     Get(get::GetArgs),
     Describe(get::DescribeArgs),
     Logs(logs::LogsArgs),
@@ -48,6 +50,9 @@ enum Verb {
         /// Do not print the containers' output.
         #[arg(short, long)]
         quiet: bool,
+        /// Leave the caller's session (for `podkit apply`).
+        #[arg(long)]
+        detach: bool,
     },
 }
 
@@ -86,17 +91,26 @@ fn root() -> PathBuf {
 #[derive(Debug, Clone, Copy)]
 pub enum Internal {
     Pause,
-    Supervise { quiet: bool },
+    Supervise { quiet: bool, detach: bool },
 }
 
 /// Recognises an internal command line (the whole of it, exactly as podkit writes it).
 pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<Internal> {
     let first = args.next()?;
     let rest: Vec<_> = args.collect();
-    match (first.to_str()?, rest.as_slice()) {
-        ("pause", []) => Some(Internal::Pause),
-        ("supervise", []) => Some(Internal::Supervise { quiet: false }),
-        ("supervise", [flag]) if flag == "--quiet" => Some(Internal::Supervise { quiet: true }),
+    match first.to_str()? {
+        "pause" if rest.is_empty() => Some(Internal::Pause),
+        "supervise" => {
+            let (mut quiet, mut detach) = (false, false);
+            for flag in &rest {
+                match flag.to_str()? {
+                    "--quiet" => quiet = true,
+                    "--detach" => detach = true,
+                    _ => return None,
+                }
+            }
+            Some(Internal::Supervise { quiet, detach })
+        }
         _ => None,
     }
 }
@@ -105,7 +119,7 @@ pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<In
 pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
     match command {
         Internal::Pause => pause::run(),
-        Internal::Supervise { quiet } => supervise(quiet),
+        Internal::Supervise { quiet, detach } => supervise(quiet, detach),
     }
 }
 
@@ -119,7 +133,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Delete(args) => delete::delete(&root(), args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
-        Verb::Supervise { quiet } => supervise(quiet),
+        Verb::Supervise { quiet, detach } => supervise(quiet, detach),
+        Verb::Apply(args) => apply::apply(&root(), args),
     }
 }
 
@@ -160,8 +175,12 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     Err(err).context("failed to start the supervisor")
 }
 
-/// Runs one pod's supervisor with the plan read from stdin, in the foreground.
-fn supervise(quiet: bool) -> anyhow::Result<ExitCode> {
+/// Runs one pod's supervisor with the plan read from stdin: in the foreground, or in a session
+/// of its own when `detach`.
+fn supervise(quiet: bool, detach: bool) -> anyhow::Result<ExitCode> {
+    if detach {
+        nix::unistd::setsid().context("failed to start a session")?;
+    }
     let mut plan = Vec::new();
     std::io::stdin().read_to_end(&mut plan)?;
     let plan: spec::PodPlan =

@@ -231,6 +231,12 @@ async fn run_in(
         )
     });
 
+    // A detached supervisor (podkit apply) logs to a file beside the pod's directory, where
+    // apply reads why a start failed; now that the pod has started, the log moves in with it.
+    let early_log = dir.with_file_name(format!(".{}.supervisor.log", pod.plan.name));
+    if early_log.exists() {
+        let _ = std::fs::rename(&early_log, dir.join("supervisor.log"));
+    }
     let saver = tokio::spawn(save_on_change(pod.clone()));
     let deleted = lifecycle(&pod, &shutdown).await;
     saver.abort();

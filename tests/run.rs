@@ -833,6 +833,97 @@ fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     pod.delete_and_check();
 }
 
+#[test]
+fn apply_starts_a_pod_in_the_background_once_and_refuses_a_changed_manifest() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root; CI runs as root"
+        );
+        return;
+    }
+    let name = format!("pka-{}-{}", std::process::id(), next());
+    let _cleanup = Applied(name.clone());
+    let dir = std::env::temp_dir().join("podkit-run-test");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join(format!("{name}.yaml"));
+    let manifest = |sleep: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '{sleep}']}}\n"
+        )
+    };
+    std::fs::write(&file, manifest("1000")).expect("write");
+    let f = file.to_str().expect("utf-8");
+
+    let dry = podkit(&["apply", "-f", f, "--dry-run"]);
+    assert!(dry.contains("container app: sleep 1000"), "{dry}");
+    assert!(
+        !Path::new("/run/podkit/pods").join(&name).exists(),
+        "a dry run starts nothing"
+    );
+
+    assert_eq!(
+        podkit(&["apply", "-f", f]).trim(),
+        format!("pod/{name} created")
+    );
+    let table = podkit(&["get", "pods", &name]);
+    assert!(
+        table.contains("Running"),
+        "apply returns once the pod runs: {table}"
+    );
+    assert_eq!(
+        podkit(&["apply", "-f", f]).trim(),
+        format!("pod/{name} unchanged")
+    );
+    std::fs::write(&file, manifest("999")).expect("write");
+    let err = podkit_fails(&["apply", "-f", f]);
+    assert!(err.contains("pods are immutable; delete it first"), "{err}");
+
+    assert_eq!(
+        podkit(&["delete", "-f", f]).trim(),
+        format!("pod \"{name}\" deleted")
+    );
+    assert!(!Path::new("/run/podkit/pods").join(&name).exists());
+    assert!(!Path::new("/run/netns").join(&name).exists());
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn apply_reports_why_a_pod_failed_to_start() {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root; CI runs as root"
+        );
+        return;
+    }
+    let name = format!("pkf-{}-{}", std::process::id(), next());
+    let _cleanup = Applied(name.clone());
+    let file = std::env::temp_dir().join(format!("podkit-{name}.yaml"));
+    std::fs::write(&file, format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: d, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n")).expect("write");
+    let err = podkit_fails(&["apply", "-f", file.to_str().expect("utf-8")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        err.contains("\"/nonexistent/podkit\" does not exist (type: Directory)"),
+        "{err}"
+    );
+    assert!(!Path::new("/run/podkit/pods").join(&name).exists());
+}
+
+/// Deletes an applied pod when dropped, whatever the test did.
+struct Applied(String);
+
+impl Drop for Applied {
+    fn drop(&mut self) {
+        let _ = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(["delete", "pod", &self.0])
+            .output();
+        let dir = Path::new("/run/podkit/pods").join(&self.0);
+        let _ = netns::PodNamespaces::remove(&self.0, &dir.join("ns"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 fn podkit(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
         .args(args)

@@ -46,6 +46,10 @@ pub struct DescribeArgs {
 pub fn get(root: &Path, args: GetArgs) -> anyhow::Result<()> {
     check_kind(&args.kind)?;
     let pods = select(root, &args.names)?;
+    if pods.is_empty() {
+        eprintln!("No resources found");
+        return Ok(());
+    }
     match args.output.as_deref() {
         None => print!("{}", table(&pods, false)),
         Some("wide") => print!("{}", table(&pods, true)),

@@ -1,0 +1,209 @@
+//! `podkit apply`: start pods in the background and return once they run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::spec::{self, PodPlan};
+use crate::state;
+
+/// Start the pods of a manifest in the background and return once they run.
+///
+/// Each pod gets its own supervisor, detached (its own session; its output in the pod's
+/// directory, supervisor.log). Applying the same manifest again changes nothing; a changed
+/// manifest for a pod that exists is refused: pods are immutable, delete the pod first.
+///
+/// Examples:
+///   podkit apply -f web.yaml
+///   podkit apply -f web.yaml --wait=ready --timeout 60s
+///   podkit apply -f web.yaml --dry-run
+///
+/// Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.
+#[derive(Debug, clap::Args)]
+pub struct ApplyArgs {
+    /// The manifest: one or more v1 Pods, separated by `---`.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    file: std::path::PathBuf,
+
+    /// What to wait for: `running` (every container started) or `ready` (the Ready condition).
+    #[arg(long, default_value = "running", value_parser = ["running", "ready"])]
+    wait: String,
+
+    /// How long to wait, like 30s or 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Validate and print what would run; start nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+pub fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<std::process::ExitCode> {
+    let plans = spec::load(&args.file)?;
+    if args.dry_run {
+        for plan in &plans {
+            print_plan(plan);
+        }
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("podkit apply needs root: it creates namespaces and mounts (try sudo)");
+    }
+    let mut started = Vec::new();
+    for plan in plans {
+        match state::read(root, &plan.name) {
+            Ok(existing) if existing.manifest == plan.manifest => {
+                println!("pod/{} unchanged", plan.name);
+                continue;
+            }
+            Ok(_) => bail!(
+                "pod {:?} exists and the manifest changed: pods are immutable; delete it first \
+                 (podkit delete pod {})",
+                plan.name,
+                plan.name
+            ),
+            Err(state::StateError::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        for field in &plan.ignored {
+            eprintln!("note: pod {:?}: {field} is ignored on one host", plan.name);
+        }
+        start_detached(root, &plan)?;
+        started.push(plan.name);
+    }
+    let mut failed = false;
+    for name in started {
+        match wait_for(root, &name, &args.wait, args.timeout) {
+            Ok(()) => println!("pod/{name} created"),
+            Err(err) => {
+                eprintln!("error: pod {name:?}: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// Starts `podkit supervise --detach` with the plan on a memfd as its stdin.
+fn start_detached(root: &Path, plan: &PodPlan) -> anyhow::Result<()> {
+    use std::io::{Seek, Write};
+    let json = serde_json::to_vec(plan).context("failed to encode the pod plan")?;
+    let memfd =
+        nix::sys::memfd::memfd_create(c"podkit-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .context("failed to hand the plan to the supervisor (memfd_create)")?;
+    let mut stdin = std::fs::File::from(memfd);
+    stdin.write_all(&json)?;
+    stdin.seek(std::io::SeekFrom::Start(0))?;
+    // The supervisor's own output goes next to the pod's state; the directory does not exist
+    // yet (the supervisor makes it), so the log starts in the pods directory.
+    let pods = root.join("pods");
+    std::fs::create_dir_all(&pods)?;
+    let log = std::fs::File::create(pods.join(format!(".{}.supervisor.log", plan.name)))?;
+    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
+    Command::new(exe)
+        .args(["supervise", "--quiet", "--detach"])
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("failed to start the supervisor of pod {:?}", plan.name))?;
+    Ok(())
+}
+
+/// Waits until the pod runs (or is ready), or says why it does not.
+fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let log = root.join("pods").join(format!(".{name}.supervisor.log"));
+    loop {
+        match state::read(root, name) {
+            Ok(pod) => {
+                let status = pod.status.clone().unwrap_or_default();
+                let phase = pod.phase();
+                let containers = status.container_statuses.unwrap_or_default();
+                let all_running = !containers.is_empty()
+                    && containers
+                        .iter()
+                        .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                match (phase, wait) {
+                    ("Failed" | "Unknown", _) => bail!(
+                        "the pod {}: {}",
+                        phase.to_lowercase(),
+                        status
+                            .message
+                            .or(status.reason)
+                            .unwrap_or_else(|| "see podkit describe pod".into())
+                    ),
+                    ("Succeeded", _) => return Ok(()),
+                    (_, "ready") if ready => return Ok(()),
+                    (_, "running") if all_running => return Ok(()),
+                    _ => {}
+                }
+            }
+            Err(state::StateError::NotFound { .. }) => {
+                // Not made yet, or the supervisor failed before it made the directory.
+                let said = std::fs::read_to_string(&log).unwrap_or_default();
+                if let Some(err) = said.lines().find(|l| l.starts_with("error:")) {
+                    let err = err.trim_start_matches("error: ").to_owned();
+                    let _ = std::fs::remove_file(&log);
+                    bail!("{err}");
+                }
+            }
+            Err(err) => return Err(err.into()),
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "not {wait} after {}s (podkit describe pod {name} says why)",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn print_plan(plan: &PodPlan) {
+    println!("pod/{} (dry run): would run", plan.name);
+    for m in plan.init_containers.iter().chain(&plan.containers) {
+        let kind = if plan.containers.iter().any(|c| c.name == m.name) {
+            "container"
+        } else if m.sidecar {
+            "sidecar"
+        } else {
+            "init container"
+        };
+        println!("  {kind} {}: {}", m.name, m.argv.join(" "));
+    }
+    for field in &plan.ignored {
+        println!("  ignored: {field}");
+    }
+}
+
+/// Durations as podkit writes them: `200ms`, `10s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 200ms, 10s, 5m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "{text:?} is not a duration like 200ms, 10s, 5m (units: ms, s, m, h)"
+        )),
+    }
+}
