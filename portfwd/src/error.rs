@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -58,5 +59,36 @@ pub enum Error {
         protocol: crate::Protocol,
         #[source]
         source: io::Error,
+    },
+}
+
+/// Why dialing into the target failed for one connection: that connection is closed, and
+/// forwarding goes on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DialError {
+    #[error("failed to create a socket inside network namespace {ns:?}")]
+    Socket {
+        ns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "failed to connect to localhost port {port} in network namespace {ns:?}: \
+         127.0.0.1: {v4}; [::1]: {v6}"
+    )]
+    Connect {
+        port: u16,
+        ns: PathBuf,
+        v4: io::Error,
+        v6: io::Error,
+    },
+
+    #[error("failed to dial inside network namespace {ns:?}")]
+    Netns {
+        ns: PathBuf,
+        #[source]
+        source: Box<netns::Error>,
     },
 }

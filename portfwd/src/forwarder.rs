@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use netns::{Dialer, Namespace};
+use netns::Namespace;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::{Config, Error, ListenAddress, Protocol, Result};
+use crate::dial::Dialer;
+use crate::splice::Pipes;
+use crate::{Config, DialError, Error, ListenAddress, Protocol, Result};
 
 /// The listen backlog of host TCP sockets: bursts of thousands of connections must not overflow
 /// it (the kernel caps it at `net.core.somaxconn`).
@@ -56,7 +58,7 @@ pub enum Event<'a> {
     DialFailed {
         local: SocketAddr,
         remote: u16,
-        error: &'a netns::Error,
+        error: &'a DialError,
     },
     /// A new UDP flow started for a client.
     UdpFlow {
@@ -147,11 +149,12 @@ type EventHook = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
 /// What every connection and flow task of one forward shares.
 pub(crate) struct Shared {
     pub(crate) ns: Namespace,
-    /// A thread inside the target that makes the sockets connections dial from.
+    /// Connects inside the target.
     pub(crate) dialer: Dialer,
+    /// Idle relay pipes, reused across connections.
+    pub(crate) pipes: Pipes,
     pub(crate) stats: Arc<Stats>,
     on_event: Option<EventHook>,
-    pub(crate) pipe_size: usize,
     pub(crate) udp_idle_timeout: std::time::Duration,
     /// Cancelled to cut every connection and flow at once (drain timeout, target gone).
     pub(crate) cut: CancellationToken,
@@ -172,7 +175,8 @@ impl Shared {
 pub struct Forwarder {
     config: Config,
     ns: Namespace,
-    dialer: Dialer,
+    /// A thread inside the target, ready before anything listens.
+    dialer: netns::Dialer,
     tcp: Vec<(TcpListener, Listening)>,
     udp: Vec<(UdpSocket, Listening)>,
     /// Every host socket in binding order (config order), for the "Forwarding from" lines.
@@ -293,11 +297,11 @@ impl Forwarder {
         } = self;
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
+            dialer: Dialer::new(ns.clone(), dialer),
+            pipes: Pipes::new(config.pipe_size),
             ns: ns.clone(),
-            dialer,
             stats: Arc::clone(&stats),
             on_event,
-            pipe_size: config.pipe_size,
             udp_idle_timeout: config.udp_idle_timeout,
             cut: CancellationToken::new(),
             tracker: tracker.clone(),

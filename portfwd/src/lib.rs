@@ -30,6 +30,7 @@
 //! - `config.rs`: [`Config`], everything a forward needs;
 //! - `forwarder.rs`: [`Forwarder`]: bind the host sockets, then run until shutdown;
 //! - `tcp.rs`: the accept loop and one TCP connection;
+//! - `dial.rs`: connecting inside the target, from a pool of sockets made there;
 //! - `splice.rs`: the zero-copy relay of one connection;
 //! - `udp.rs`: UDP flows;
 //! - `watch.rs`: noticing that the target's network namespace is gone;
@@ -38,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod dial;
 mod error;
 mod forwarder;
 mod spec;
@@ -48,7 +50,7 @@ mod udp;
 mod watch;
 
 pub use config::Config;
-pub use error::{Error, Result};
+pub use error::{DialError, Error, Result};
 pub use forwarder::{Event, Forwarder, Listening, Stats, Stopped, run};
 pub use spec::{ListenAddress, PortMapping, Protocol, parse_duration};
 pub use target::Target;

@@ -57,6 +57,15 @@ struct Args {
     #[arg(long, env = "PODKIT_PORTFWD_DRAIN_TIMEOUT", default_value = "10s", value_parser = portfwd::parse_duration)]
     drain_timeout: Duration,
 
+    /// Worker threads relaying connections; 1 runs everything on the main thread, which is
+    /// the fastest with few cores (splice leaves little work outside the kernel).
+    #[arg(long, env = "PODKIT_PORTFWD_THREADS", default_value_t = 1)]
+    threads: usize,
+
+    /// The pipe size asked for each direction of a connection (bytes moved per splice call).
+    #[arg(long, env = "PODKIT_PORTFWD_PIPE_SIZE", default_value_t = 256 * 1024)]
+    pipe_size: usize,
+
     /// Do not print a line for each connection.
     #[arg(short, long)]
     quiet: bool,
@@ -79,7 +88,8 @@ impl Args {
         Ok(Config::new(target, ports)
             .addresses(self.address.clone())
             .udp_idle_timeout(self.udp_idle_timeout)
-            .drain_timeout(self.drain_timeout))
+            .drain_timeout(self.drain_timeout)
+            .pipe_size(self.pipe_size))
     }
 }
 
@@ -108,7 +118,14 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<Stopped> {
     let config = args.config()?;
     raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(args.threads);
+        builder
+    };
+    let runtime = runtime
         .enable_all()
         .build()
         .context("failed to start the tokio runtime")?;

@@ -8,6 +8,7 @@
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use socket2::SockRef;
@@ -24,20 +25,25 @@ pub(crate) struct Moved {
 }
 
 /// Relays `client` and `upstream` both ways until both directions reached end-of-file, or one
-/// failed. `pipe_size` is asked of the kernel for each direction's pipe.
+/// failed, with a pipe from `pipes` for each direction.
 pub(crate) async fn relay(
     client: &TcpStream,
     upstream: &TcpStream,
-    pipe_size: usize,
+    pipes: &Pipes,
 ) -> io::Result<Moved> {
-    let up_pipe = Pipe::new(pipe_size)?;
-    let down_pipe = Pipe::new(pipe_size)?;
+    let up_pipe = pipes.take()?;
+    let down_pipe = pipes.take()?;
     let result = tokio::try_join!(
         one_way(client, upstream, &up_pipe),
         one_way(upstream, client, &down_pipe)
     );
     match result {
-        Ok((up, down)) => Ok(Moved { up, down }),
+        Ok((up, down)) => {
+            // Both directions drained their pipe to the end: they are empty, fit for reuse.
+            pipes.give(up_pipe);
+            pipes.give(down_pipe);
+            Ok(Moved { up, down })
+        }
         Err(err) => {
             // Pass the failure on as a reset, not as an orderly end that would pass for
             // complete data.
@@ -49,7 +55,50 @@ pub(crate) async fn relay(
     }
 }
 
+/// Idle pipes, kept for the next connections: a pipe costs four syscalls to make and close.
+#[derive(Debug)]
+pub(crate) struct Pipes {
+    size: usize,
+    idle: Mutex<Vec<Pipe>>,
+}
+
+/// The most idle pipes kept (two per connection).
+const MAX_IDLE_PIPES: usize = 512;
+
+impl Pipes {
+    /// A pool of pipes of `size` bytes (asked of the kernel with `F_SETPIPE_SZ`).
+    pub(crate) fn new(size: usize) -> Self {
+        Pipes {
+            size,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn take(&self) -> io::Result<Pipe> {
+        match self.idle().pop() {
+            Some(pipe) => Ok(pipe),
+            None => Pipe::new(self.size),
+        }
+    }
+
+    /// Takes back an empty pipe.
+    fn give(&self, pipe: Pipe) {
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE_PIPES {
+            idle.push(pipe);
+        }
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Pipe>> {
+        // A plain list, consistent after any panic: take it anyway.
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// A pipe for one direction: bytes spliced in from the source socket, out to the destination.
+#[derive(Debug)]
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,

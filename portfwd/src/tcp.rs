@@ -94,7 +94,7 @@ async fn connection(
     let _ = upstream.set_nodelay(true);
     tokio::select! {
         () = shared.cut.cancelled() => debug!("connection cut"),
-        moved = crate::splice::relay(&client, &upstream, shared.pipe_size) => match moved {
+        moved = crate::splice::relay(&client, &upstream, &shared.pipes) => match moved {
             Ok(moved) => debug!(up = moved.up, down = moved.down, "connection closed"),
             Err(err) => debug!(%err, "connection ended with an error"),
         },

@@ -157,6 +157,67 @@ async fn refused_dial_closes_that_connection_and_forwarding_goes_on() {
 }
 
 #[tokio::test]
+async fn a_server_on_ipv6_loopback_only_is_dialed_at_its_address() {
+    let Some(pod) = Pod::create("v6").await else {
+        return;
+    };
+    let listener = TcpListener::from_std(
+        pod.net()
+            .listen_tcp(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)))
+            .expect("listen on ::1 in pod"),
+    )
+    .expect("tokio listener");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        stream.write_all(b"v6 here").await.expect("write");
+    });
+    let fwd = Forward::start(
+        &pod,
+        Config::new(pod.target(), vec![PortMapping::tcp(0, port)]),
+    )
+    .await;
+    let mut client = TcpStream::connect(fwd.v4()).await.expect("connect");
+    let mut reply = String::new();
+    deadline(client.read_to_string(&mut reply))
+        .await
+        .expect("read");
+    assert_eq!(reply, "v6 here");
+}
+
+#[tokio::test]
+async fn a_refused_dial_is_reported_with_the_port_and_both_loopbacks() {
+    let Some(pod) = Pod::create("why").await else {
+        return;
+    };
+    let port = pod.free_port();
+    let config = Config::new(pod.target(), vec![PortMapping::tcp(0, port)])
+        .addresses(vec![ListenAddress::Ip(Ipv4Addr::LOCALHOST.into())]);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let forwarder = Forwarder::bind(config)
+        .await
+        .expect("bind")
+        .on_event(move |event| {
+            if let portfwd::Event::DialFailed { error, .. } = event {
+                let _ = tx.send(error.to_string());
+            }
+        });
+    let addr = forwarder.listeners()[0].local;
+    let shutdown = CancellationToken::new();
+    let _running = AbortOnDrop(tokio::spawn(forwarder.run(shutdown.clone())));
+    let _client = TcpStream::connect(addr).await.expect("connect");
+    let message = deadline(rx.recv()).await.expect("a DialFailed event");
+    assert!(
+        message.contains(&format!("localhost port {port}"))
+            && message.contains("127.0.0.1: Connection refused")
+            && message.contains("[::1]: Connection refused")
+            && message.contains(&pod.name),
+        "{message}"
+    );
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn server_restart_inside_the_pod_is_survived() {
     let Some(pod) = Pod::create("restart").await else {
         return;
