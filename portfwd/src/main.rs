@@ -138,7 +138,8 @@ fn run(args: Args) -> anyhow::Result<Stopped> {
         stdout.flush().context("failed to write to stdout")?;
         drop(stdout);
         if !args.quiet {
-            forwarder = forwarder.on_event(print_event);
+            let printer = Printer::start().context("failed to start the output thread")?;
+            forwarder = forwarder.on_event(move |event| printer.event(event));
         }
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -146,15 +147,31 @@ fn run(args: Args) -> anyhow::Result<Stopped> {
     })
 }
 
-/// kubectl's lines: `Handling connection for 8080` on stdout.
-fn print_event(event: &Event<'_>) {
-    if let Event::Connection { local, .. } | Event::UdpFlow { local, .. } = event {
-        // A closed stdout must not stop forwarding.
-        let _ = writeln!(
-            std::io::stdout(),
-            "Handling connection for {}",
-            local.port()
-        );
+/// Prints kubectl's `Handling connection for 8080` lines from a thread of its own: a stdout
+/// that nobody reads (a full pipe) must not stall forwarding, so lines it cannot take are
+/// dropped.
+struct Printer {
+    lines: std::sync::mpsc::SyncSender<u16>,
+}
+
+impl Printer {
+    fn start() -> std::io::Result<Self> {
+        let (lines, inbox) = std::sync::mpsc::sync_channel::<u16>(1024);
+        std::thread::Builder::new()
+            .name("portfwd-stdout".into())
+            .spawn(move || {
+                for port in inbox {
+                    // A closed stdout must not stop forwarding either.
+                    let _ = writeln!(std::io::stdout(), "Handling connection for {port}");
+                }
+            })?;
+        Ok(Printer { lines })
+    }
+
+    fn event(&self, event: &Event<'_>) {
+        if let Event::Connection { local, .. } | Event::UdpFlow { local, .. } = event {
+            let _ = self.lines.try_send(local.port());
+        }
     }
 }
 
