@@ -378,6 +378,37 @@ async fn deleting_the_pod_ends_the_forward() {
 }
 
 #[tokio::test]
+async fn a_pid_target_forwards_until_that_process_exits() {
+    let Some(pod) = Pod::create("pid").await else {
+        return;
+    };
+    let server = EchoServer::start(&pod, 0);
+    let member = pod
+        .ns
+        .as_ref()
+        .expect("pod")
+        .spawn(Command::new("sleep").arg("infinity"))
+        .expect("start a member in the pod");
+    let mut member = KillOnDrop(member);
+    let config = Config::new(
+        Target::Pid(member.0.id()),
+        vec![PortMapping::tcp(0, server.port)],
+    )
+    .watch_interval(Duration::from_millis(20));
+    let mut fwd = Forward::start(&pod, config).await;
+    assert_eq!(echo(fwd.v4(), b"pid").await, b"pid");
+    member.0.kill().expect("kill the member");
+    member.0.wait().expect("reap the member");
+    let stopped = deadline(fwd.task.take().expect("running"))
+        .await
+        .expect("run task");
+    assert!(
+        matches!(&stopped, Ok(Stopped::TargetGone { target }) if target.starts_with("pid ")),
+        "{stopped:?}"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_closes_the_ports_and_drains_then_cuts_connections() {
     let Some(pod) = Pod::create("shut").await else {
         return;
@@ -654,6 +685,16 @@ impl Drop for Forward {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// A process this test started, killed and reaped when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
