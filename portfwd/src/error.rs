@@ -42,6 +42,13 @@ pub enum Error {
         source: Box<netns::Error>,
     },
 
+    #[error("failed to start making sockets inside the network namespace of {target}")]
+    SocketThread {
+        target: String,
+        #[source]
+        source: DialError,
+    },
+
     #[error(
         "port {port} ({protocol}) on {ip} is already in use: pick another local port, or stop \
          what listens there",

@@ -175,8 +175,8 @@ impl Shared {
 pub struct Forwarder {
     config: Config,
     ns: Namespace,
-    /// A thread inside the target, ready before anything listens.
-    dialer: netns::Dialer,
+    /// Connects inside the target; its threads are ready before anything listens.
+    dialer: Dialer,
     tcp: Vec<(TcpListener, Listening)>,
     udp: Vec<(UdpSocket, Listening)>,
     /// Every host socket in binding order (config order), for the "Forwarding from" lines.
@@ -209,9 +209,13 @@ impl Forwarder {
             return Err(Error::NoAddresses);
         }
         let ns = config.target.open()?;
-        let dialer = ns.dialer().map_err(|source| Error::Dialer {
+        let v6 = ns.dialer().map_err(|source| Error::Dialer {
             target: config.target.to_string(),
             source: Box::new(source),
+        })?;
+        let dialer = Dialer::new(&ns, v6).map_err(|source| Error::SocketThread {
+            target: config.target.to_string(),
+            source,
         })?;
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
@@ -297,7 +301,7 @@ impl Forwarder {
         } = self;
         let tracker = TaskTracker::new();
         let shared = Arc::new(Shared {
-            dialer: Dialer::new(ns.clone(), dialer),
+            dialer,
             pipes: Pipes::new(config.pipe_size),
             ns: ns.clone(),
             stats: Arc::clone(&stats),
