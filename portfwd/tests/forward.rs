@@ -288,6 +288,50 @@ async fn udp_echo_with_a_flow_per_client_and_an_idle_timeout() {
 }
 
 #[tokio::test]
+async fn udp_finds_a_server_on_ipv6_loopback_after_port_unreachable() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("portfwd=debug")
+        .try_init();
+    let Some(pod) = Pod::create("udp6").await else {
+        return;
+    };
+    let inside = UdpSocket::from_std(
+        pod.net()
+            .bind_udp(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)))
+            .expect("udp on ::1 in pod"),
+    )
+    .expect("tokio udp");
+    let port = inside.local_addr().expect("addr").port();
+    let _server = AbortOnDrop(tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        loop {
+            let (n, from) = inside.recv_from(&mut buf).await.expect("recv in pod");
+            inside.send_to(&buf[..n], from).await.expect("echo in pod");
+        }
+    }));
+    let fwd = Forward::start(
+        &pod,
+        Config::new(pod.target(), vec![PortMapping::udp(0, port)]),
+    )
+    .await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    // The first datagram goes to 127.0.0.1 and is lost, as UDP may lose any: a client resends.
+    let end = Instant::now() + DEADLINE;
+    let mut buf = [0u8; 16];
+    loop {
+        assert!(Instant::now() < end, "no reply from the ::1 server");
+        client.send_to(b"ping6", fwd.v4()).await.expect("send");
+        let reply =
+            tokio::time::timeout(Duration::from_millis(200), client.recv_from(&mut buf)).await;
+        if let Ok(received) = reply {
+            let (n, _) = received.expect("recv");
+            assert_eq!(&buf[..n], b"ping6");
+            break;
+        }
+    }
+}
+
+#[tokio::test]
 async fn address_localhost_binds_both_loopbacks_and_an_ip_binds_only_itself() {
     let Some(pod) = Pod::create("addr").await else {
         return;
