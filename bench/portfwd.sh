@@ -3,7 +3,7 @@
 # and prints a table with ratios to direct.
 #
 #   sudo bench/portfwd.sh            # builds portfwd (release) unless PORTFWD=/path/to/portfwd
-#   DURATION=10 CONNECTIONS=100 sudo -E bench/portfwd.sh
+#   DURATION=10 ROUNDS=5 CONNECTIONS=100 sudo -E bench/portfwd.sh
 #
 # Setup: a network namespace "pfbench-PID" (lo up) runs iperf3 -s and nginx (1 worker,
 # `return 200`). "direct" runs the client inside that namespace against its 127.0.0.1: the
@@ -14,7 +14,8 @@
 # python3, iproute2. Everything it starts is stopped by pid and the namespace deleted on exit.
 set -euo pipefail
 
-DURATION=${DURATION:-5}
+DURATION=${DURATION:-3}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 NS=pfbench-$$
 WORK=$(mktemp -d /tmp/pfbench.XXXXXX)
@@ -94,42 +95,46 @@ port_of() { # MODE BASE_PORT
     case $1 in direct) echo "$2" ;; portfwd) echo $((10000 + $2)) ;; socat) echo $((20000 + $2)) ;; esac
 }
 
-declare -A R
-for mode in direct portfwd socat; do
-    echo "running $mode ..." >&2
-    p=$(port_of $mode 5201)
-    R[$mode,gbps]=$(run $mode iperf3 -c 127.0.0.1 -p "$p" -t "$DURATION" -J |
-        python3 -c 'import json,sys; print("%.2f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))')
-    p=$(port_of $mode 8080)
-    R[$mode,cps]=$(run $mode wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:$p/" |
-        awk '/Requests\/sec/ {print $2}')
-    out=$(run $mode wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$p/")
-    R[$mode,rps]=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    R[$mode,p99]=$(awk '$1 == "99%" {print $2}' <<<"$out")
+# Rounds alternate the modes, and the table shows each mode's median: on a shared machine, load
+# that comes and goes then hits every mode alike.
+: >"$WORK/results"
+for round in $(seq "$ROUNDS"); do
+    for mode in direct portfwd socat; do
+        echo "round $round/$ROUNDS: $mode ..." >&2
+        p=$(port_of $mode 5201)
+        gbps=$(run $mode iperf3 -c 127.0.0.1 -p "$p" -t "$DURATION" -J |
+            python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9)')
+        p=$(port_of $mode 8080)
+        cps=$(run $mode wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -H 'Connection: close' "http://127.0.0.1:$p/" |
+            awk '/Requests\/sec/ {print $2}')
+        out=$(run $mode wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$p/")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+        echo "$mode $gbps $cps $rps $p99" >>"$WORK/results"
+    done
 done
 
-python3 - "$DURATION" "$CONNECTIONS" <<PY
-import sys
-r = {
-$(for mode in direct portfwd socat; do
-    printf '    "%s": {"gbps": %s, "cps": %s, "rps": %s, "p99": "%s"},\n' \
-        "$mode" "${R[$mode,gbps]}" "${R[$mode,cps]}" "${R[$mode,rps]}" "${R[$mode,p99]}"
-done)
-}
+python3 - "$WORK/results" "$DURATION" "$CONNECTIONS" "$ROUNDS" <<'PY'
+import os, statistics, sys
 def ms(text):
     for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
         if text.endswith(unit):
             return float(text[: -len(unit)]) * scale
     return float(text)
-d = r["direct"]
-print(f"portfwd bench: {sys.argv[1]}s per run, wrk -t1 -c{sys.argv[2]}, nproc={__import__('os').cpu_count()}")
+runs = {}
+for line in open(sys.argv[1]):
+    mode, gbps, cps, rps, p99 = line.split()
+    runs.setdefault(mode, []).append((float(gbps), float(cps), float(rps), ms(p99)))
+med = {m: [statistics.median(col) for col in zip(*rows)] for m, rows in runs.items()}
+d = med["direct"]
+print(f"portfwd bench: median of {sys.argv[4]} rounds, {sys.argv[2]}s per run, "
+      f"wrk -t1 -c{sys.argv[3]}, nproc={os.cpu_count()}")
 print(f"{'':8} {'iperf3 Gbit/s':>16} {'conn/s (close)':>18} {'req/s (keep-alive)':>22} {'p99 ms':>14}")
 for mode in ("direct", "portfwd", "socat"):
-    m = r[mode]
-    def cell(v, base, fmt):
-        return f"{v:{fmt}}" if mode == "direct" else f"{v:{fmt}} ({v / base:.2f}x)"
-    p99 = ms(m["p99"])
-    print(f"{mode:8} {cell(m['gbps'], d['gbps'], '.2f'):>16} {cell(m['cps'], d['cps'], '.0f'):>18} "
-          f"{cell(m['rps'], d['rps'], '.0f'):>22} {cell(p99, ms(d['p99']), '.2f'):>14}")
+    m = med[mode]
+    cells = []
+    for i, fmt in enumerate((".2f", ".0f", ".0f", ".2f")):
+        cells.append(f"{m[i]:{fmt}}" if mode == "direct" else f"{m[i]:{fmt}} ({m[i] / d[i]:.2f}x)")
+    print(f"{mode:8} {cells[0]:>16} {cells[1]:>18} {cells[2]:>22} {cells[3]:>14}")
 print("targets: portfwd throughput >= 0.9x, conn/s >= 0.8x, req/s >= 0.8x, p99 <= 2x direct")
 PY
