@@ -97,7 +97,11 @@ impl Dialer {
             .connect(SocketAddr::from((Ipv6Addr::LOCALHOST, port)))
             .await
         {
-            Ok(stream) => Ok(stream),
+            Ok(stream) => {
+                // Best effort, as for the pooled sockets: Nagle only delays.
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
             Err(netns::Error::Connect { source: v6, .. }) => Err(DialError::Connect {
                 port,
                 ns: self.ns.clone(),
@@ -154,7 +158,13 @@ fn fill(pool: &Pool, requests: &mpsc::Receiver<()>) {
         let mut batch = Vec::with_capacity(missing);
         for _ in 0..missing {
             match TcpSocket::new_v4() {
-                Ok(socket) => batch.push(socket),
+                Ok(socket) => {
+                    // A relay must not hold back small writes (the peers chose their own
+                    // batching); set here, off the path of a new connection. Best effort: Nagle
+                    // only delays.
+                    let _ = socket.set_nodelay(true);
+                    batch.push(socket);
+                }
                 Err(err) => {
                     *lock(&pool.error) = Some(err);
                     break;

@@ -89,9 +89,7 @@ async fn connection(
             return;
         }
     };
-    // A relay must not hold back small writes: the peers chose their own batching.
-    let _ = client.set_nodelay(true);
-    let _ = upstream.set_nodelay(true);
+    // `client` has TCP_NODELAY from the listener, `upstream` from the dialer.
     tokio::select! {
         () = shared.cut.cancelled() => debug!("connection cut"),
         moved = crate::splice::relay(&client, &upstream, &shared.pipes) => match moved {
