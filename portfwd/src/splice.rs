@@ -9,6 +9,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
 use socket2::SockRef;
@@ -33,9 +34,11 @@ pub(crate) async fn relay(
 ) -> io::Result<Moved> {
     let up_pipe = pipes.take()?;
     let down_pipe = pipes.take()?;
+    // Whether one direction has finished: the second to finish leaves its FIN to close(2).
+    let done = AtomicBool::new(false);
     let result = tokio::try_join!(
-        one_way(client, upstream, &up_pipe),
-        one_way(upstream, client, &down_pipe)
+        one_way(client, upstream, &up_pipe, &done),
+        one_way(upstream, client, &down_pipe, &done)
     );
     match result {
         Ok((up, down)) => {
@@ -130,7 +133,12 @@ const FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLI
 
 /// Moves `src` to `dst` through `pipe` until end-of-file, then half-closes `dst`. Returns the
 /// bytes moved.
-async fn one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Result<u64> {
+async fn one_way(
+    src: &TcpStream,
+    dst: &TcpStream,
+    pipe: &Pipe,
+    other_done: &AtomicBool,
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         // The pipe is empty here, so EAGAIN can only mean that `src` has nothing to read:
@@ -159,6 +167,10 @@ async fn one_way(src: &TcpStream, dst: &TcpStream, pipe: &Pipe) -> io::Result<u6
             }
         }
         total += filled as u64;
+    }
+    if other_done.swap(true, Ordering::Relaxed) {
+        // Both directions are done: the sockets close right after, which sends this FIN.
+        return Ok(total);
     }
     match SockRef::from(dst).shutdown(Shutdown::Write) {
         // The peer has closed already: nothing left to tell it.
