@@ -1,0 +1,111 @@
+//! TCP: the accept loop of one host socket, and the life of one connection: dial inside the
+//! target, then relay.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use socket2::SockRef;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::forwarder::{Shared, chain};
+use crate::{Event, Listening};
+
+/// After an accept error that says the process is out of something (file descriptors,
+/// memory), wait this long before the next accept rather than spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Accepts connections on `listener` until `stop`, each handled on its own task.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    listening: Listening,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let local = listening.local;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = info_span!("connection", %local, %peer, remote = listening.remote);
+                let task = connection(stream, peer, listening, Arc::clone(&shared));
+                shared.tracker.spawn(task.instrument(span));
+            }
+            Err(err) => {
+                warn!(%local, %err, "failed to accept a connection");
+                if is_resource_exhaustion(&err) {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(ACCEPT_BACKOFF) => {}
+                    }
+                }
+            }
+        }
+    }
+    debug!(%local, "stopped listening");
+}
+
+/// One connection: dial the remote port inside the target, then relay until both sides are
+/// done, or until the forward cuts it.
+async fn connection(
+    client: TcpStream,
+    peer: SocketAddr,
+    listening: Listening,
+    shared: Arc<Shared>,
+) {
+    let _open = shared.stats.connection_opened();
+    shared.emit(Event::Connection {
+        local: listening.local,
+        peer,
+        remote: listening.remote,
+    });
+    let dialed = tokio::select! {
+        () = shared.cut.cancelled() => return,
+        dialed = shared.dialer.connect_localhost(listening.remote) => dialed,
+    };
+    let upstream = match dialed {
+        Ok(upstream) => upstream,
+        Err(error) => {
+            warn!(
+                error = %chain(&error),
+                "failed to dial into the target: closing this connection, forwarding goes on"
+            );
+            shared.stats.dial_failed();
+            shared.emit(Event::DialFailed {
+                local: listening.local,
+                remote: listening.remote,
+                error: &error,
+            });
+            // A reset, as the client would have got from a refused port itself.
+            let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            return;
+        }
+    };
+    // `client` has TCP_NODELAY from the listener, `upstream` from the dialer.
+    tokio::select! {
+        () = shared.cut.cancelled() => debug!("connection cut"),
+        moved = crate::splice::relay(&client, &upstream, &shared.pipes) => match moved {
+            Ok(moved) => debug!(up = moved.up, down = moved.down, "connection closed"),
+            Err(err) => debug!(%err, "connection ended with an error"),
+        },
+    }
+}
+
+fn is_resource_exhaustion(err: &io::Error) -> bool {
+    err.raw_os_error()
+        .map(Errno::from_raw)
+        .is_some_and(|errno| {
+            matches!(
+                errno,
+                Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+            )
+        })
+}
