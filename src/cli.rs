@@ -41,6 +41,18 @@ enum Verb {
     Logs(logs::LogsArgs),
     Delete(delete::DeleteArgs),
     Gc(delete::GcArgs),
+    /// Forward host ports into a pod, as `kubectl port-forward` does.
+    ///
+    /// Each connection to a local port is dialed to localhost:REMOTE inside the pod (127.0.0.1,
+    /// then ::1) and relayed both ways with splice(2); a refused dial closes that connection
+    /// only. Ends on Ctrl-C, or when the pod is deleted.
+    ///
+    /// Examples:
+    ///   podkit port-forward web 8080:80
+    ///   podkit port-forward web :80            (a free local port, printed)
+    ///   podkit port-forward web 8053:53/udp
+    #[command(name = "port-forward", verbatim_doc_comment)]
+    PortForward(portfwd::cli::Args),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -133,6 +145,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Delete(args) => delete::delete(&root(), args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::PortForward(args) => Ok(portfwd::cli::run(args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
     }

@@ -910,6 +910,59 @@ fn apply_reports_why_a_pod_failed_to_start() {
     assert!(!Path::new("/run/podkit/pods").join(&name).exists());
 }
 
+#[test]
+fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
+    use std::io::{BufRead, Read, Write};
+    let Some(pod) = Running::start("fwd", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: echo, command: [socat, 'TCP-LISTEN:7070,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the server", || {
+        pod.status()["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    let mut forward = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["port-forward", &pod.name, ":7070", "--address", "127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("port-forward");
+    let mut first = String::new();
+    std::io::BufReader::new(forward.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("line");
+    // "Forwarding from 127.0.0.1:PORT -> 7070"
+    let port: u16 = first
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(first.ends_with("-> 7070\n"), "{first}");
+    let mut reply = String::new();
+    for _ in 0..100 {
+        // The server may still be binding: a refused dial closes only that connection.
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        conn.write_all(b"through the forward").expect("write");
+        conn.shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        reply.clear();
+        let _ = conn.read_to_string(&mut reply);
+        if !reply.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reply, "through the forward");
+    pod.delete_and_check();
+    let out = forward.wait_with_output().expect("port-forward ends");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("was deleted: forwarding stopped"), "{err}");
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

@@ -25,6 +25,7 @@
 //! deleted (its pin removed, or its process gone).
 //!
 //! Layout:
+//! - `cli.rs`: the command line shared by `portfwd` and `podkit port-forward`;
 //! - `spec.rs`: [`PortMapping`], [`Protocol`], [`ListenAddress`]: kubectl's port syntax;
 //! - `target.rs`: [`Target`], which network namespace to forward into;
 //! - `config.rs`: [`Config`], everything a forward needs;
@@ -38,6 +39,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cli;
 mod config;
 mod dial;
 mod error;

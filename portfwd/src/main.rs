@@ -1,100 +1,22 @@
 //! `portfwd`: forwards host ports into a pod's network namespace, as `kubectl port-forward`
-//! does into a cluster's pods. Thin: parse args, install tracing, run the library, map the
-//! outcome to an exit code.
+//! does into a cluster's pods. Thin: parse args, install tracing, run `portfwd::cli`.
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
-use portfwd::{Config, Event, Forwarder, ListenAddress, PortMapping, Stopped, Target};
-use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 /// Forward host ports into a pod's network namespace.
-///
-/// Each connection to a local port is dialed to localhost:REMOTE inside the pod (127.0.0.1,
-/// then ::1) and relayed both ways with splice(2). A refused dial closes that connection
-/// only. Forwarding ends on Ctrl-C or SIGTERM, or when the pod's network namespace is deleted.
-///
-/// Examples: `portfwd web 8080:80`, `portfwd web :80` (random local port),
-/// `portfwd --netns blue 8053:53/udp`, `portfwd --pid 4242 --address 0.0.0.0 9000`.
 #[derive(Debug, Parser)]
-#[command(name = "portfwd", version)]
-struct Args {
-    /// The pod (its network namespace pinned at /run/netns/POD), unless --netns or --pid is
-    /// given; then the port mappings: [LOCAL:]REMOTE[/tcp|/udp]. LOCAL empty or 0 picks a free
-    /// port.
-    #[arg(value_name = "[POD] [LOCAL:]REMOTE", required = true)]
-    args: Vec<String>,
-
-    /// Forward into this network namespace: a name under /run/netns, or a path.
-    #[arg(long, env = "PODKIT_PORTFWD_NETNS", conflicts_with = "pid")]
-    netns: Option<String>,
-
-    /// Forward into the network namespace of this process.
-    #[arg(long, env = "PODKIT_PORTFWD_PID")]
-    pid: Option<u32>,
-
-    /// Addresses to listen on, comma separated: `localhost` (127.0.0.1 and ::1), or IP
-    /// addresses (0.0.0.0 listens on every interface).
-    #[arg(
-        long,
-        env = "PODKIT_PORTFWD_ADDRESS",
-        value_delimiter = ',',
-        default_value = "localhost"
-    )]
-    address: Vec<ListenAddress>,
-
-    /// A UDP flow with no datagram either way for this long is ended.
-    #[arg(long, env = "PODKIT_PORTFWD_UDP_IDLE_TIMEOUT", default_value = "60s", value_parser = portfwd::parse_duration)]
-    udp_idle_timeout: Duration,
-
-    /// On Ctrl-C or SIGTERM, open connections get this long to finish.
-    #[arg(long, env = "PODKIT_PORTFWD_DRAIN_TIMEOUT", default_value = "10s", value_parser = portfwd::parse_duration)]
-    drain_timeout: Duration,
-
-    /// Worker threads relaying connections; 1 runs everything on the main thread, which is
-    /// the fastest with few cores (splice leaves little work outside the kernel).
-    #[arg(long, env = "PODKIT_PORTFWD_THREADS", default_value_t = 1)]
-    threads: usize,
-
-    /// The pipe size asked for each direction of a connection (bytes moved per splice call).
-    #[arg(long, env = "PODKIT_PORTFWD_PIPE_SIZE", default_value_t = 256 * 1024)]
-    pipe_size: usize,
-
-    /// Do not print a line for each connection.
-    #[arg(short, long)]
-    quiet: bool,
-}
-
-impl Args {
-    fn config(&self) -> anyhow::Result<Config> {
-        let (target, ports) = match (&self.netns, self.pid) {
-            (Some(netns), _) => (Target::Netns(netns.clone()), &self.args[..]),
-            (None, Some(pid)) => (Target::Pid(pid), &self.args[..]),
-            (None, None) => (Target::Pod(self.args[0].clone()), &self.args[1..]),
-        };
-        if ports.is_empty() {
-            bail!("no port mappings given: expected [LOCAL:]REMOTE after the pod's name");
-        }
-        let ports = ports
-            .iter()
-            .map(|spec| spec.parse::<PortMapping>())
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config::new(target, ports)
-            .addresses(self.address.clone())
-            .udp_idle_timeout(self.udp_idle_timeout)
-            .drain_timeout(self.drain_timeout)
-            .pipe_size(self.pipe_size))
-    }
+#[command(name = "portfwd", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    args: portfwd::cli::Args,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -102,101 +24,5 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match run(args) {
-        Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
-        Ok(Stopped::TargetGone { target }) => {
-            eprintln!("error: the network namespace of {target} was deleted: forwarding stopped");
-            ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: Args) -> anyhow::Result<Stopped> {
-    let config = args.config()?;
-    raise_fd_limit();
-    let mut runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(args.threads);
-        builder
-    };
-    let runtime = runtime
-        .enable_all()
-        .build()
-        .context("failed to start the tokio runtime")?;
-    runtime.block_on(async move {
-        let mut forwarder = Forwarder::bind(config).await?;
-        let mut stdout = std::io::stdout().lock();
-        for listening in forwarder.listeners() {
-            writeln!(stdout, "{listening}").context("failed to write to stdout")?;
-        }
-        stdout.flush().context("failed to write to stdout")?;
-        drop(stdout);
-        if !args.quiet {
-            let printer = Printer::start().context("failed to start the output thread")?;
-            forwarder = forwarder.on_event(move |event| printer.event(event));
-        }
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        Ok(forwarder.run(shutdown).await?)
-    })
-}
-
-/// Prints kubectl's `Handling connection for 8080` lines from a thread of its own: a stdout
-/// that nobody reads (a full pipe) must not stall forwarding, so lines it cannot take are
-/// dropped.
-struct Printer {
-    lines: std::sync::mpsc::SyncSender<u16>,
-}
-
-impl Printer {
-    fn start() -> std::io::Result<Self> {
-        let (lines, inbox) = std::sync::mpsc::sync_channel::<u16>(1024);
-        std::thread::Builder::new()
-            .name("portfwd-stdout".into())
-            .spawn(move || {
-                for port in inbox {
-                    // A closed stdout must not stop forwarding either.
-                    let _ = writeln!(std::io::stdout(), "Handling connection for {port}");
-                }
-            })?;
-        Ok(Printer { lines })
-    }
-
-    fn event(&self, event: &Event<'_>) {
-        if let Event::Connection { local, .. } | Event::UdpFlow { local, .. } = event {
-            let _ = self.lines.try_send(local.port());
-        }
-    }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("failed to install signal handlers: stop with SIGKILL");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    shutdown.cancel();
-}
-
-/// Each connection holds six descriptors (two sockets, two pipes): take the hard limit.
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-    {
-        warn!(%err, "failed to raise the open file limit");
-    }
+    portfwd::cli::run(cli.args)
 }
