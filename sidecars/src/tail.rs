@@ -252,8 +252,13 @@ pub async fn run_with_metrics(
         tracker.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    tokio::time::sleep(timeout).await;
-                    drain_abort.cancel();
+                    tokio::select! {
+                        _ = tokio::time::sleep(timeout) => {
+                            warn!(?timeout, "drain timeout: lines not yet accepted stay un-checkpointed");
+                            drain_abort.cancel();
+                        }
+                        _ = drain_abort.cancelled() => {}
+                    }
                 }
                 _ = drain_abort.cancelled() => {}
             }

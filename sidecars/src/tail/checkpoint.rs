@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -69,20 +68,10 @@ impl Fingerprint {
         }
     }
 
-    /// Fingerprints up to `len` first bytes of `file` with positioned reads (the file offset
-    /// is left alone; fewer bytes if the file is shorter).
+    /// Fingerprints up to `len` first bytes of `file` with positioned reads (fewer if the file
+    /// is shorter).
     pub(crate) fn read(file: &File, len: u64) -> std::io::Result<Self> {
-        let mut buf = vec![0; len as usize];
-        let mut got = 0;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-        Ok(Fingerprint::of(&buf[..got]))
+        crate::tail::reader::read_head(file, len).map(|head| Fingerprint::of(&head))
     }
 }
 

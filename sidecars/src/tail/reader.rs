@@ -13,9 +13,10 @@
 //! - rename + create: the renamed file keeps its inode; it is read to its end and closed once it
 //!   has been quiet for `rotate_wait`; the new file is read from its first byte.
 //! - copytruncate: the size drops below our offset (or the first bytes change): the file is read
-//!   again from byte 0 as a new stream. A copy that matches the globs and carries the old
-//!   fingerprint is read from the offset we had reached, so lines between our last read and the
-//!   truncation are not lost, and nothing is read twice.
+//!   again from byte 0 as a new stream. If the globs also match the copy, it is recognised by its
+//!   first bytes (held back while it is being written) and read from the offset we had reached
+//!   in the original, so lines between our last read and the truncation are not lost, and
+//!   nothing is read twice.
 //! - deletion: the open file is read to its end like a renamed one.
 //!
 //! Backpressure: records go to the sink through a bounded channel; when it is full this thread
@@ -62,8 +63,6 @@ const CHUNK_RECORDS: usize = 1024;
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Most bytes read from one file in a pass, so a busy file does not starve the others.
 const PASS_BYTES: u64 = 4 * 1024 * 1024;
-/// A copy (copytruncate) is only recognised by a fingerprint at least this long.
-const COPY_MIN_FINGERPRINT: u64 = 64;
 /// How long an offset reached in a truncated file is remembered, waiting for its copy.
 const TRUNCATED_MEMORY: Duration = Duration::from_secs(60);
 
@@ -76,6 +75,8 @@ struct Tracked {
     dev: u64,
     ino: u64,
     fp: Fingerprint,
+    /// The first `fp.len` bytes: a copy of this file is recognised by them.
+    head: Vec<u8>,
     /// Next byte to read.
     offset: u64,
     /// Size at the last read pass, to skip the fingerprint check when nothing changed.
@@ -104,11 +105,12 @@ struct Reader {
     /// Checkpoints from the state file not matched to a file yet.
     checkpoints: Vec<Entry>,
     files: HashMap<(u64, u64), Tracked>,
-    /// New files with the fingerprint of a followed file: copies (copytruncate) waiting for
-    /// the original's truncation, which tells where to start in them.
-    held: HashMap<(u64, u64), (Fingerprint, Instant)>,
-    /// Offsets reached in truncated files, by their old fingerprint.
-    truncated: Vec<(Fingerprint, u64, Instant)>,
+    /// New files whose first bytes are those of a followed or truncated file: copies
+    /// (copytruncate) held back until they are complete and the original's truncation tells
+    /// where to start in them. Value: since when.
+    held: HashMap<(u64, u64), Instant>,
+    /// Truncated files: their first bytes and the offset we had reached.
+    truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
     out: Chunk,
     out_records: usize,
@@ -213,7 +215,12 @@ impl Reader {
                     }
                 });
             }
-            if rescan.swap(false, Ordering::AcqRel) || poll {
+            // Fresh held copies are re-examined as they grow (data events do not ask for a rescan).
+            let held_fresh = self
+                .held
+                .values()
+                .any(|since| now.duration_since(*since) < self.config.rotate_wait);
+            if rescan.swap(false, Ordering::AcqRel) || poll || held_fresh {
                 self.scan(first, now);
                 if first {
                     self.resume_renamed(now);
@@ -343,7 +350,7 @@ impl Reader {
         key: (u64, u64),
         file: &File,
         size: u64,
-        fp: Fingerprint,
+        head: &[u8],
         first: bool,
         now: Instant,
     ) -> Option<u64> {
@@ -358,31 +365,71 @@ impl Reader {
             info!(path = ?entry.path, "file changed since its checkpoint; reading it from the start");
             return Some(0);
         }
-        if fp.len >= COPY_MIN_FINGERPRINT {
-            if let Some(i) = self.truncated.iter().position(|(old, _, _)| *old == fp) {
-                let (_, offset, _) = self.truncated.swap_remove(i);
-                self.held.remove(&key);
-                debug!(
-                    offset,
-                    "copy of a truncated file; reading it from where the original stopped"
-                );
-                return Some(offset.min(size));
-            }
-            let copy_of_live = self
-                .files
-                .values()
-                .any(|t| t.gone_since.is_none() && t.fp == fp);
-            if copy_of_live {
-                let since = self.held.entry(key).or_insert((fp, now)).1;
-                if now.duration_since(since) < self.config.rotate_wait {
-                    return None;
-                }
-                self.held.remove(&key);
-            }
+        if first {
+            return Some(match self.config.read_from {
+                ReadFrom::Tail => size,
+                ReadFrom::Head => 0,
+            });
         }
-        if first && self.config.read_from == ReadFrom::Tail {
-            return Some(size);
+        // A copy made by copytruncate? Compare first bytes with truncated and followed files.
+        if let Some(i) = self.truncated.iter().position(|(old, _, _)| {
+            !old.is_empty() && same_prefix(old, head) && head.len() >= old.len()
+        }) {
+            let (_, offset, _) = self.truncated.swap_remove(i);
+            self.held.remove(&key);
+            debug!(
+                offset,
+                "copy of a truncated file; reading it from where the original stopped"
+            );
+            return Some(offset.min(size));
         }
+        let copy_of_truncated = self
+            .truncated
+            .iter()
+            .any(|(old, _, _)| !old.is_empty() && same_prefix(old, head));
+        // A copy of a followed file holds nothing new as long as it matches the original
+        // (logrotate may fsync the copy for seconds before it truncates): no time limit.
+        let copy_of_live = self.files.values().any(|t| {
+            t.gone_since.is_none()
+                && !t.head.is_empty()
+                && same_prefix(&t.head, head)
+                && same_end(file, size, &t.file)
+        });
+        // Or a copy whose original was truncated since the last read pass: wait for that pass to
+        // note the offset reached.
+        let original_truncated = self.files.values().any(|t| {
+            t.gone_since.is_none()
+                && !t.head.is_empty()
+                && same_prefix(&t.head, head)
+                && t.file.metadata().is_ok_and(|m| m.len() < t.offset)
+        });
+        if copy_of_live || original_truncated {
+            self.held.entry(key).or_insert(now);
+            return None;
+        }
+        // Same first bytes but not (yet) the same end: a copy being written (logrotate may size
+        // it first and fill it after), or a new file that starts like an old one.
+        let prefix_of_live = self
+            .files
+            .values()
+            .any(|t| t.gone_since.is_none() && !t.head.is_empty() && same_prefix(&t.head, head));
+        debug!(
+            size,
+            head = head.len(),
+            copy_of_truncated,
+            prefix_of_live,
+            "new file starts like a followed or truncated one"
+        );
+        if copy_of_truncated || prefix_of_live {
+            let since = *self.held.entry(key).or_insert(now);
+            if now.duration_since(since) < self.config.rotate_wait {
+                return None;
+            }
+            debug!(
+                "file kept the first bytes of a truncated file but did not grow into a copy; reading it as a new file"
+            );
+        }
+        self.held.remove(&key);
         Some(0)
     }
 
@@ -401,13 +448,13 @@ impl Reader {
             return;
         }
         let size = meta.len();
-        let Ok(fp) = Fingerprint::read(&file, size.min(FINGERPRINT_MAX)) else {
+        let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
             return;
         };
-        let Some(offset) = self.start_offset(key, &file, size, fp, first, now) else {
+        let Some(offset) = self.start_offset(key, &file, size, &head, first, now) else {
             return;
         };
-        self.track(path, file, key, fp, offset, None, now);
+        self.track(path, file, key, head, offset, None, now);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -416,7 +463,7 @@ impl Reader {
         path: PathBuf,
         file: File,
         key: (u64, u64),
-        fp: Fingerprint,
+        head: Vec<u8>,
         offset: u64,
         gone_since: Option<Instant>,
         now: Instant,
@@ -430,7 +477,8 @@ impl Reader {
             file,
             dev: key.0,
             ino: key.1,
-            fp,
+            fp: Fingerprint::of(&head),
+            head,
             offset,
             size: offset,
             lines,
@@ -463,23 +511,16 @@ impl Reader {
             let Ok(file) = File::open(&path) else {
                 continue;
             };
-            let same = Fingerprint::read(&file, entry.fingerprint.len)
-                .is_ok_and(|fp| fp == entry.fingerprint);
-            if !same || entry.offset > meta.len() {
+            let Ok(head) = read_head(&file, entry.fingerprint.len) else {
+                continue;
+            };
+            if Fingerprint::of(&head) != entry.fingerprint || entry.offset > meta.len() {
                 warn!(path = ?entry.path, "checkpointed file was replaced; skipping it");
                 continue;
             }
             info!(from = ?entry.path, to = ?path, "checkpointed file was renamed; reading it to its end");
             let key = (entry.dev, entry.ino);
-            self.track(
-                path,
-                file,
-                key,
-                entry.fingerprint,
-                entry.offset,
-                Some(now),
-                now,
-            );
+            self.track(path, file, key, head, entry.offset, Some(now), now);
         }
     }
 
@@ -502,18 +543,18 @@ impl Reader {
         if size < t.offset || (size != t.size && t.fp.len > 0 && self.replaced(&t)) {
             self.metrics.truncations.fetch_add(1, Ordering::Relaxed);
             info!(path = ?t.path, offset = t.offset, size, "file truncated; reading it from the start");
-            self.truncated.push((t.fp, t.offset, now));
+            self.truncated
+                .push((std::mem::take(&mut t.head), t.offset, now));
             t.lines.finish(now, &mut records);
             self.emit_records(std::mem::take(&mut records));
             self.emit(Event::Close { id: t.id });
             t.id = self.new_id();
             t.offset = 0;
-            t.fp = Fingerprint::read(&t.file, size.min(FINGERPRINT_MAX)).unwrap_or_default();
+            t.head = read_head(&t.file, size.min(FINGERPRINT_MAX)).unwrap_or_default();
+            t.fp = Fingerprint::of(&t.head);
             t.lines = LineReader::new(t.id, path_str(&t.path), 0, &self.config);
             let (id, entry) = (t.id, t.entry());
             self.emit(Event::Open { id, entry });
-            // A copy held back for this truncation can now start where we stopped.
-            self.held.clear();
         }
         let mut buf = vec![0; 64 * 1024];
         let mut read = 0;
@@ -541,8 +582,9 @@ impl Reader {
         }
         t.size = t.offset.max(size);
         if t.fp.len < FINGERPRINT_MAX && t.offset > t.fp.len {
-            if let Ok(fp) = Fingerprint::read(&t.file, t.offset.min(FINGERPRINT_MAX)) {
-                t.fp = fp;
+            if let Ok(head) = read_head(&t.file, t.offset.min(FINGERPRINT_MAX)) {
+                t.fp = Fingerprint::of(&head);
+                t.head = head;
                 let (id, entry) = (t.id, t.entry());
                 self.emit(Event::Open { id, entry });
             }
@@ -586,6 +628,37 @@ impl Reader {
             .files_open
             .store(self.files.len() as u64, Ordering::Relaxed);
     }
+}
+
+/// Up to `len` first bytes of `file`, with positioned reads.
+pub(crate) fn read_head(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Whether the last bytes of `copy` (of `size` bytes) are also in `original` at the same offsets.
+fn same_end(copy: &File, size: u64, original: &File) -> bool {
+    let len = size.min(FINGERPRINT_MAX);
+    let (mut a, mut b) = (vec![0; len as usize], vec![0; len as usize]);
+    copy.read_exact_at(&mut a, size - len).is_ok()
+        && original.read_exact_at(&mut b, size - len).is_ok()
+        && a == b
+}
+
+/// Whether one is a prefix of the other.
+fn same_prefix(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
 }
 
 fn path_str(path: &Path) -> Arc<str> {
