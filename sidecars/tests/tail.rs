@@ -388,3 +388,95 @@ async fn multiline_long_lines_and_new_files() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+async fn start_recorder(
+    reply: &'static str,
+) -> anyhow::Result<(support::Recorder, String, CancellationToken)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let rec = support::Recorder::default();
+    let stop = CancellationToken::new();
+    tokio::spawn(rec.clone().run(listener, reply, stop.clone()));
+    Ok((rec, url, stop))
+}
+
+/// `--http` posts gzip-compressed JSON lines with file, offset, time and message;
+/// `--elasticsearch` posts `_bulk` NDJSON (an action line, then the document).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_elasticsearch_sinks() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("app.log");
+    let data: String = (0..100).map(|n| format!("{}\n", line(n))).collect();
+    std::fs::write(&log, &data)?;
+    let glob = log.display().to_string();
+
+    let (http, url, stop_http) = start_recorder("").await?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(sidecars::tail::run(
+        config(&["--path", &glob, "--http", &url]),
+        shutdown.clone(),
+    ));
+    wait_until_async("100 JSON lines", DEADLINE, || {
+        http.json_lines().len() >= 100
+    })
+    .await?;
+    shutdown.cancel();
+    task.await??;
+    stop_http.cancel();
+    ensure!(
+        http.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|r| r.1.as_deref() == Some("gzip")),
+        "not gzip"
+    );
+    let docs = http.json_lines();
+    for (n, doc) in docs.iter().enumerate() {
+        ensure!(doc["message"] == line(n as u64), "doc {n}: {doc}");
+        ensure!(
+            doc["offset"] == (n * (line(0).len() + 1)) as u64,
+            "doc {n}: {doc}"
+        );
+        ensure!(
+            doc["file"] == glob.as_str() && doc["time"].is_string(),
+            "doc {n}: {doc}"
+        );
+    }
+
+    let (es, url, stop_es) = start_recorder(r#"{"took":1,"errors":false,"items":[]}"#).await?;
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(sidecars::tail::run(
+        config(&[
+            "--path",
+            &glob,
+            "--elasticsearch",
+            &url,
+            "--es-index",
+            "app",
+        ]),
+        shutdown.clone(),
+    ));
+    wait_until_async("200 bulk lines", DEADLINE, || es.json_lines().len() >= 200).await?;
+    shutdown.cancel();
+    task.await??;
+    stop_es.cancel();
+    ensure!(
+        es.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .all(|r| r.0 == "/_bulk"),
+        "not /_bulk"
+    );
+    let lines = es.json_lines();
+    for pair in lines.chunks(2) {
+        ensure!(pair[0]["index"]["_index"] == "app", "action {}", pair[0]);
+        ensure!(
+            pair[1]["@timestamp"].is_string() && pair[1]["message"].is_string(),
+            "doc {}",
+            pair[1]
+        );
+    }
+    Ok(())
+}

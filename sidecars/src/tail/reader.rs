@@ -99,6 +99,14 @@ impl Tracked {
     }
 }
 
+/// A file opened but not read yet (see `Reader::held`).
+#[derive(Debug)]
+struct Held {
+    path: PathBuf,
+    file: File,
+    since: Instant,
+}
+
 struct Reader {
     config: Arc<Config>,
     matcher: Matcher,
@@ -107,8 +115,8 @@ struct Reader {
     files: HashMap<(u64, u64), Tracked>,
     /// New files whose first bytes are those of a followed or truncated file: copies
     /// (copytruncate) held back until they are complete and the original's truncation tells
-    /// where to start in them. Value: since when.
-    held: HashMap<(u64, u64), Instant>,
+    /// where to start in them. Kept open, so a rename cannot make us lose them.
+    held: HashMap<(u64, u64), Held>,
     /// Truncated files: their first bytes and the offset we had reached.
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
@@ -215,12 +223,7 @@ impl Reader {
                     }
                 });
             }
-            // Fresh held copies are re-examined as they grow (data events do not ask for a rescan).
-            let held_fresh = self
-                .held
-                .values()
-                .any(|since| now.duration_since(*since) < self.config.rotate_wait);
-            if rescan.swap(false, Ordering::AcqRel) || poll || held_fresh {
+            if rescan.swap(false, Ordering::AcqRel) || poll {
                 self.scan(first, now);
                 if first {
                     self.resume_renamed(now);
@@ -230,6 +233,7 @@ impl Reader {
             if poll {
                 next_poll = now + self.config.poll_interval;
             }
+            self.decide_held(now);
             self.read_all(now);
             self.close_gone(now);
             if !self.send() {
@@ -252,6 +256,11 @@ impl Reader {
     }
 
     fn deadline(&self) -> Option<Instant> {
+        let held = self
+            .held
+            .values()
+            .map(|h| h.since + self.config.rotate_wait)
+            .min();
         self.files
             .values()
             .flat_map(|t| {
@@ -261,6 +270,7 @@ impl Reader {
                 [t.lines.deadline(), gone]
             })
             .flatten()
+            .chain(held)
             .min()
     }
 
@@ -328,9 +338,12 @@ impl Reader {
                 }
                 continue;
             }
+            if let Some(h) = self.held.get_mut(&key) {
+                h.path = path;
+                continue;
+            }
             self.open_new(path, &meta, first, now);
         }
-        self.held.retain(|key, _| seen.contains(key));
         let mut rotated = 0;
         for (key, t) in self.files.iter_mut() {
             if !seen.contains(key) && t.gone_since.is_none() {
@@ -344,7 +357,9 @@ impl Reader {
             .retain(|(_, _, at)| now.duration_since(*at) < TRUNCATED_MEMORY);
     }
 
-    /// Where to start in a file seen for the first time; `None` holds it back for now.
+    /// Where to start in a file seen for the first time (held since `since`); `None` holds it
+    /// back for now.
+    #[allow(clippy::too_many_arguments)]
     fn start_offset(
         &mut self,
         key: (u64, u64),
@@ -353,6 +368,7 @@ impl Reader {
         head: &[u8],
         first: bool,
         now: Instant,
+        since: Instant,
     ) -> Option<u64> {
         if let Some(i) = self.checkpoints.iter().position(|e| (e.dev, e.ino) == key) {
             let entry = self.checkpoints.swap_remove(i);
@@ -376,7 +392,6 @@ impl Reader {
             !old.is_empty() && same_prefix(old, head) && head.len() >= old.len()
         }) {
             let (_, offset, _) = self.truncated.swap_remove(i);
-            self.held.remove(&key);
             debug!(
                 offset,
                 "copy of a truncated file; reading it from where the original stopped"
@@ -404,7 +419,6 @@ impl Reader {
                 && t.file.metadata().is_ok_and(|m| m.len() < t.offset)
         });
         if copy_of_live || original_truncated {
-            self.held.entry(key).or_insert(now);
             return None;
         }
         // Same first bytes but not (yet) the same end: a copy being written (logrotate may size
@@ -421,7 +435,6 @@ impl Reader {
             "new file starts like a followed or truncated one"
         );
         if copy_of_truncated || prefix_of_live {
-            let since = *self.held.entry(key).or_insert(now);
             if now.duration_since(since) < self.config.rotate_wait {
                 return None;
             }
@@ -429,8 +442,34 @@ impl Reader {
                 "file kept the first bytes of a truncated file but did not grow into a copy; reading it as a new file"
             );
         }
-        self.held.remove(&key);
         Some(0)
+    }
+
+    /// Decides on held files: start them once they are known to be copies (or not).
+    fn decide_held(&mut self, now: Instant) {
+        let keys: Vec<_> = self.held.keys().copied().collect();
+        for key in keys {
+            let Some(h) = self.held.remove(&key) else {
+                continue;
+            };
+            let Ok(meta) = h.file.metadata() else {
+                continue;
+            };
+            let size = meta.len();
+            let Ok(head) = read_head(&h.file, size.min(FINGERPRINT_MAX)) else {
+                continue;
+            };
+            match self.start_offset(key, &h.file, size, &head, false, now, h.since) {
+                Some(offset) => self.track(h.path, h.file, key, head, offset, None, now),
+                // A deleted copy that still matches its original has nothing to add.
+                None if meta.nlink() == 0 => {
+                    debug!(path = ?h.path, "held copy deleted");
+                }
+                None => {
+                    self.held.insert(key, h);
+                }
+            }
+        }
     }
 
     fn open_new(&mut self, path: PathBuf, meta: &std::fs::Metadata, first: bool, now: Instant) {
@@ -451,10 +490,23 @@ impl Reader {
         let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
             return;
         };
-        let Some(offset) = self.start_offset(key, &file, size, &head, first, now) else {
-            return;
-        };
-        self.track(path, file, key, head, offset, None, now);
+        match self.start_offset(key, &file, size, &head, first, now, now) {
+            Some(offset) => self.track(path, file, key, head, offset, None, now),
+            None => {
+                debug!(
+                    ?path,
+                    "new file starts like a followed one; holding it back"
+                );
+                self.held.insert(
+                    key,
+                    Held {
+                        path,
+                        file,
+                        since: now,
+                    },
+                );
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

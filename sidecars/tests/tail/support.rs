@@ -450,3 +450,84 @@ pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, 
         .unwrap_or_default();
     Ok((status, body))
 }
+
+/// A receiver that keeps every request (path, content-encoding, decoded body) and answers
+/// `reply` (for Elasticsearch, a `_bulk` answer without errors).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+/// Path, `Content-Encoding` and decoded body of one request.
+pub type Recorded = (String, Option<String>, Vec<u8>);
+
+impl Recorder {
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        reply: &'static str,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                _ = shutdown.cancelled() => return,
+            };
+            let rec = self.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let rec = rec.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let encoding = req
+                                .headers()
+                                .get(hyper::header::CONTENT_ENCODING)
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let body = if encoding.as_deref() == Some("gzip") {
+                                let mut out = Vec::new();
+                                let _ = std::io::Read::read_to_end(
+                                    &mut flate2::read::GzDecoder::new(&body[..]),
+                                    &mut out,
+                                );
+                                out
+                            } else {
+                                body.to_vec()
+                            };
+                            rec.requests
+                                .lock()
+                                .expect("recorder lock")
+                                .push((path, encoding, body));
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                                reply.as_bytes(),
+                            ))))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    /// Every body line that parses as JSON.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.requests
+            .lock()
+            .expect("recorder lock")
+            .iter()
+            .flat_map(|(_, _, body)| {
+                body.split(|b| *b == b'\n')
+                    .filter_map(|l| serde_json::from_slice(l).ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
