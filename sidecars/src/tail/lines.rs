@@ -55,6 +55,8 @@ pub(crate) struct LineReader {
     /// The multiline record waiting for continuation lines.
     pending: Option<Record>,
     pending_since: Option<Instant>,
+    /// When the bytes being split were read.
+    read_time: SystemTime,
 }
 
 impl LineReader {
@@ -77,6 +79,7 @@ impl LineReader {
             cri_partial: None,
             pending: None,
             pending_since: None,
+            read_time: SystemTime::now(),
         }
     }
 
@@ -87,10 +90,12 @@ impl LineReader {
 
     /// Feeds bytes read at the current end of the stream.
     pub(crate) fn push(&mut self, mut data: &[u8], now: Instant, out: &mut Vec<Record>) {
+        // One clock read per read call, not per line.
+        self.read_time = SystemTime::now();
         while !data.is_empty() {
             let room = self.max_line_bytes - self.buf.len();
             let window = &data[..data.len().min(room + 1)];
-            match memchr(b'\n', window) {
+            match memchr::memchr(b'\n', window) {
                 Some(i) if i <= room => {
                     self.buf.extend_from_slice(&data[..i]);
                     let len = self.buf.len() as u64;
@@ -161,7 +166,7 @@ impl LineReader {
             path: self.path.clone(),
             offset: start,
             end,
-            time: SystemTime::now(),
+            time: self.read_time,
             source: None,
             message: String::new(),
             fields: None,
@@ -293,10 +298,6 @@ impl LineReader {
 
 fn into_string(line: Vec<u8>) -> String {
     String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|b| *b == needle)
 }
 
 /// Parses `<RFC3339Nano> stdout|stderr F|P <content>`.

@@ -121,6 +121,8 @@ struct Reader {
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
     out: Chunk,
+    /// The read buffer, reused.
+    buf: Vec<u8>,
     out_records: usize,
     out_bytes: usize,
     tx: Sender<Chunk>,
@@ -156,6 +158,7 @@ pub(crate) fn spawn(
         truncated: Vec::new(),
         next_id: 1,
         out: Vec::new(),
+        buf: Vec::new(),
         out_records: 0,
         out_bytes: 0,
         tx,
@@ -320,13 +323,13 @@ impl Reader {
 
     /// Lists the matching files: opens new ones, notices renamed and deleted ones.
     fn scan(&mut self, first: bool, now: Instant) {
-        let mut seen = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for path in self.matcher.scan() {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
             let key = (meta.dev(), meta.ino());
-            seen.push(key);
+            seen.insert(key);
             if let Some(t) = self.files.get_mut(&key) {
                 t.gone_since = None;
                 if t.path != path {
@@ -608,7 +611,10 @@ impl Reader {
             let (id, entry) = (t.id, t.entry());
             self.emit(Event::Open { id, entry });
         }
-        let mut buf = vec![0; 64 * 1024];
+        // One read buffer for all files (allocating and zeroing 64 KiB per file per pass costs
+        // more than the reads when hundreds of rotated files are open).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(64 * 1024, 0);
         let mut read = 0;
         while read < PASS_BYTES {
             match t.file.read_at(&mut buf, t.offset) {
@@ -629,6 +635,7 @@ impl Reader {
                 }
             }
         }
+        self.buf = buf;
         if read > 0 {
             t.last_growth = now;
         }
@@ -662,6 +669,7 @@ impl Reader {
             .filter(|(_, t)| {
                 t.gone_since
                     .is_some_and(|g| now >= g.max(t.last_growth) + wait)
+                    && t.size <= t.offset
                     && t.file.metadata().is_ok_and(|m| m.len() <= t.offset)
             })
             .map(|(k, _)| *k)

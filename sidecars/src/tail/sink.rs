@@ -181,15 +181,35 @@ pub(crate) async fn run(
             break;
         }
         let mut sent_bytes = 0;
+        // Offsets advance once per run of records of one stream, not once per record.
+        let mut run: Option<(u64, u64)> = None;
         for event in batch {
             match event {
-                Event::Open { id, entry } => checkpoints.open(id, entry),
                 Event::Record(rec) => {
                     sent_bytes += rec.end - rec.offset;
-                    checkpoints.advance(rec.stream, rec.end);
+                    match &mut run {
+                        Some((stream, end)) if *stream == rec.stream => *end = rec.end,
+                        _ => {
+                            if let Some((stream, end)) = run.replace((rec.stream, rec.end)) {
+                                checkpoints.advance(stream, end);
+                            }
+                        }
+                    }
                 }
-                Event::Close { id } => checkpoints.close(id),
+                other => {
+                    if let Some((stream, end)) = run.take() {
+                        checkpoints.advance(stream, end);
+                    }
+                    match other {
+                        Event::Open { id, entry } => checkpoints.open(id, entry),
+                        Event::Close { id } => checkpoints.close(id),
+                        Event::Record(_) => {}
+                    }
+                }
             }
+        }
+        if let Some((stream, end)) = run {
+            checkpoints.advance(stream, end);
         }
         metrics
             .lines_sent
