@@ -127,6 +127,7 @@ fn sigkill_restart_resumes_from_checkpoint() -> anyhow::Result<()> {
     })?;
     wait_until("a checkpoint", DEADLINE, || state.exists())?;
     let mut lines = first.kill()?;
+    let state_at_kill = std::fs::read_to_string(&state).unwrap_or_default();
     // Rotated while the tailer is dead: the restart must find the renamed file by its inode.
     rotate.rotate()?;
     wait_until("writer progress", DEADLINE, || {
@@ -154,7 +155,9 @@ fn sigkill_restart_resumes_from_checkpoint() -> anyhow::Result<()> {
         let one = std::fs::read_to_string(dir.path().join("tail1.stderr")).unwrap_or_default();
         let _ = std::fs::write(
             format!("{keep}.sigkill"),
-            format!("{one}\n=== second run\n{stderr}"),
+            format!(
+                "{one}\n=== state at kill\n{state_at_kill}\n=== second run\n{stderr}\n=== first run printed {before} lines"
+            ),
         );
     }
     check_numbers(&lines, LINES, false)

@@ -35,7 +35,13 @@ pub(crate) struct Record {
     pub(crate) message: String,
     /// The parsed object for `--format json`.
     pub(crate) fields: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Lines in `message`: more than 1 only on the raw-to-stdout fast path, where contiguous
+    /// lines of one read travel as one record joined by `\n` (the output is the same).
+    pub(crate) lines: u32,
 }
+
+/// Most bytes in one block record of the fast path.
+const BLOCK_MAX: usize = 64 * 1024;
 
 /// Per-file state of the three stages.
 #[derive(Debug)]
@@ -57,6 +63,8 @@ pub(crate) struct LineReader {
     pending_since: Option<Instant>,
     /// When the bytes being split were read.
     read_time: SystemTime,
+    /// Raw input, no multiline, raw stdout: lines may be blocked together (see `Record::lines`).
+    block: bool,
 }
 
 impl LineReader {
@@ -80,7 +88,27 @@ impl LineReader {
             pending: None,
             pending_since: None,
             read_time: SystemTime::now(),
+            block: config.format == Format::Raw
+                && config.multiline_start.is_none()
+                && matches!(
+                    config.sink,
+                    crate::tail::SinkConfig::Stdout {
+                        output: crate::tail::Output::Raw
+                    }
+                ),
         }
+    }
+
+    /// The offset before which every byte is in an emitted record: a checkpoint may not go past
+    /// it (pending partial, CRI or multiline data is read again after a restart).
+    pub(crate) fn committed(&self) -> u64 {
+        [
+            self.cri_partial.as_ref().map(|r| r.offset),
+            self.pending.as_ref().map(|r| r.offset),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(self.buf_start, u64::min)
     }
 
     /// A renamed file keeps its stream; its records name the new path.
@@ -96,6 +124,13 @@ impl LineReader {
             let room = self.max_line_bytes - self.buf.len();
             let window = &data[..data.len().min(room + 1)];
             match memchr::memchr(b'\n', window) {
+                Some(i) if i <= room && self.block && self.buf.is_empty() => {
+                    let start = self.buf_start;
+                    self.buf_start = start + i as u64 + 1;
+                    self.buf_since = None;
+                    self.block_line(&data[..i], start, out);
+                    data = &data[i + 1..];
+                }
                 Some(i) if i <= room => {
                     self.buf.extend_from_slice(&data[..i]);
                     let len = self.buf.len() as u64;
@@ -118,6 +153,32 @@ impl LineReader {
                 }
             }
         }
+    }
+
+    /// Fast path: appends a complete line `[start, buf_start)` to the last record when contiguous.
+    fn block_line(&mut self, line: &[u8], start: u64, out: &mut Vec<Record>) {
+        let text = String::from_utf8_lossy(line);
+        if let Some(last) = out.last_mut()
+            && last.end == start
+            && last.message.len() + text.len() < BLOCK_MAX
+        {
+            last.message.push('\n');
+            last.message.push_str(&text);
+            last.end = self.buf_start;
+            last.lines += 1;
+            return;
+        }
+        out.push(Record {
+            stream: self.stream,
+            path: self.path.clone(),
+            offset: start,
+            end: self.buf_start,
+            time: self.read_time,
+            source: None,
+            message: text.into_owned(),
+            fields: None,
+            lines: 1,
+        });
     }
 
     /// Emits the first part of an over-long line, cut at a UTF-8 boundary.
@@ -170,6 +231,7 @@ impl LineReader {
             source: None,
             message: String::new(),
             fields: None,
+            lines: 1,
         };
         match self.format {
             Format::Raw => rec.message = into_string(line),
@@ -327,7 +389,8 @@ mod tests {
     use clap::Parser;
 
     fn config(extra: &[&str]) -> crate::tail::Config {
-        let mut argv = vec!["podkit-tail", "--path", "/x/*.log"];
+        // `--output json`: one record per line (no fast-path blocks).
+        let mut argv = vec!["podkit-tail", "--path", "/x/*.log", "--output", "json"];
         argv.extend_from_slice(extra);
         crate::tail::Config::try_from(Args::parse_from(argv)).expect("config")
     }
@@ -356,6 +419,18 @@ mod tests {
         lr.finish(Instant::now(), &mut more);
         assert_eq!(messages(&more), ["thr"]);
         assert_eq!(more[0].end, 11);
+    }
+
+    #[test]
+    fn raw_stdout_blocks_contiguous_lines() {
+        let cfg =
+            crate::tail::Config::try_from(Args::parse_from(["podkit-tail", "--path", "/x/*.log"]))
+                .expect("config");
+        let (out, _) = run(&cfg, &[b"one\ntwo\nthr", b"ee\nfour\n"]);
+        assert_eq!(messages(&out), ["one\ntwo", "three\nfour"]);
+        assert_eq!(out.iter().map(|r| r.lines).sum::<u32>(), 4);
+        assert_eq!(out[1].offset, 8);
+        assert_eq!(out[1].end, 19);
     }
 
     #[test]

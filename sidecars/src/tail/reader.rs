@@ -94,7 +94,8 @@ impl Tracked {
             dev: self.dev,
             ino: self.ino,
             fingerprint: self.fp,
-            offset: self.offset,
+            // Not `self.offset`: data still pending in the line reader is not shipped yet.
+            offset: self.lines.committed(),
         }
     }
 }
@@ -279,7 +280,7 @@ impl Reader {
 
     fn emit(&mut self, event: Event) {
         if let Event::Record(rec) = &event {
-            self.out_records += 1;
+            self.out_records += rec.lines as usize;
             self.out_bytes += rec.message.len();
         }
         self.out.push(event);
@@ -290,9 +291,8 @@ impl Reader {
     }
 
     fn emit_records(&mut self, records: Vec<Record>) {
-        self.metrics
-            .lines_read
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        let lines: u64 = records.iter().map(|r| u64::from(r.lines)).sum();
+        self.metrics.lines_read.fetch_add(lines, Ordering::Relaxed);
         for rec in records {
             self.emit(Event::Record(rec));
         }

@@ -235,7 +235,7 @@ pub(crate) async fn run(
 
 fn size(chunk: &Chunk) -> (usize, usize) {
     chunk.iter().fold((0, 0), |(l, b), e| match e {
-        Event::Record(r) => (l + 1, b + r.message.len()),
+        Event::Record(r) => (l + r.lines as usize, b + r.message.len()),
         _ => (l, b),
     })
 }
