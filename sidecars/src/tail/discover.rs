@@ -128,6 +128,11 @@ impl Matcher {
         self.include.is_match(path) && !self.exclude.is_match(path)
     }
 
+    /// Whether `path` matches an `--exclude` glob.
+    pub(crate) fn excluded(&self, path: &Path) -> bool {
+        self.exclude.is_match(path)
+    }
+
     /// Lists the regular files that match now (missing directories are skipped: files may
     /// appear there later).
     pub(crate) fn scan(&self) -> Vec<PathBuf> {

@@ -118,6 +118,11 @@ struct Reader {
     /// (copytruncate) held back until they are complete and the original's truncation tells
     /// where to start in them. Kept open, so a rename cannot make us lose them.
     held: HashMap<(u64, u64), Held>,
+    /// Files read to their end and closed, with their fingerprint: a rotation sibling that is
+    /// one of them is not read again (inodes are reused, hence the fingerprint).
+    done: HashMap<(u64, u64), (Fingerprint, Instant)>,
+    /// When this run started: older rotation siblings are not ours to read.
+    started: std::time::SystemTime,
     /// Truncated files: their first bytes and the offset we had reached.
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
@@ -156,6 +161,8 @@ pub(crate) fn spawn(
         checkpoints,
         files: HashMap::new(),
         held: HashMap::new(),
+        done: HashMap::new(),
+        started: std::time::SystemTime::now(),
         truncated: Vec::new(),
         next_id: 1,
         out: Vec::new(),
@@ -324,7 +331,11 @@ impl Reader {
     /// Lists the matching files: opens new ones, notices renamed and deleted ones.
     fn scan(&mut self, first: bool, now: Instant) {
         let mut seen = std::collections::HashSet::new();
-        for path in self.matcher.scan() {
+        let matched = self.matcher.scan();
+        if !first {
+            self.scan_siblings(&matched, now);
+        }
+        for path in matched {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
@@ -358,6 +369,84 @@ impl Reader {
         self.metrics.rotations.fetch_add(rotated, Ordering::Relaxed);
         self.truncated
             .retain(|(_, _, at)| now.duration_since(*at) < TRUNCATED_MEMORY);
+    }
+
+    /// Picks up rotation siblings (`app.log.1`, `app.log-20240101`) of matched files that this run
+    /// never saw: a file created and rotated away between two scans (under heavy load, or with
+    /// very frequent rotation) would otherwise be lost. Only files modified since this run
+    /// started, and not already read, are taken.
+    fn scan_siblings(&mut self, matched: &[PathBuf], now: Instant) {
+        let mut dirs: HashMap<&Path, Vec<String>> = HashMap::new();
+        for path in matched {
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                dirs.entry(dir)
+                    .or_default()
+                    .push(name.to_string_lossy().into_owned());
+            }
+        }
+        for (dir, names) in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let fname = entry.file_name();
+                let fname = fname.to_string_lossy();
+                let sibling = names.iter().any(|n| {
+                    fname.strip_prefix(n.as_str()).is_some_and(|rest| {
+                        let digits = rest.strip_prefix('.').or_else(|| rest.strip_prefix('-'));
+                        digits
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                });
+                let path = entry.path();
+                if !sibling || self.matcher.matches(&path) || self.matcher.excluded(&path) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let key = (meta.dev(), meta.ino());
+                if !meta.is_file()
+                    || self.files.contains_key(&key)
+                    || self.held.contains_key(&key)
+                    || meta.modified().map_or(true, |m| m < self.started)
+                {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                if let Some((fp, _)) = self.done.get(&key)
+                    && Fingerprint::read(&file, fp.len).is_ok_and(|now| now == *fp)
+                {
+                    continue;
+                }
+                let Ok(meta) = file.metadata() else { continue };
+                if (meta.dev(), meta.ino()) != key {
+                    continue;
+                }
+                let size = meta.len();
+                let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
+                    continue;
+                };
+                match self.start_offset(key, &file, size, &head, false, now, now) {
+                    Some(offset) => {
+                        info!(?path, "picking up a file rotated before it was seen");
+                        self.track(path, file, key, head, offset, Some(now), now);
+                    }
+                    None => {
+                        self.held.insert(
+                            key,
+                            Held {
+                                path,
+                                file,
+                                since: now,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.done
+            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(600));
     }
 
     /// Where to start in a file seen for the first time (held since `since`); `None` holds it
@@ -616,7 +705,9 @@ impl Reader {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(64 * 1024, 0);
         let mut read = 0;
-        while read < PASS_BYTES {
+        // Nothing new (the common case for rotated files waiting to be closed): skip the read.
+        let nothing_new = size <= t.offset;
+        while !nothing_new && read < PASS_BYTES {
             match t.file.read_at(&mut buf, t.offset) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -679,6 +770,7 @@ impl Reader {
                 continue;
             };
             debug!(path = ?t.path, "closing rotated file");
+            self.done.insert(key, (t.fp, now));
             let mut records = Vec::new();
             t.lines.finish(now, &mut records);
             self.emit_records(records);
