@@ -120,6 +120,9 @@ impl LineReader {
     pub(crate) fn push(&mut self, mut data: &[u8], now: Instant, out: &mut Vec<Record>) {
         // One clock read per read call, not per line.
         self.read_time = SystemTime::now();
+        if self.block && self.buf.is_empty() {
+            data = self.push_block(data, out);
+        }
         while !data.is_empty() {
             let room = self.max_line_bytes - self.buf.len();
             let window = &data[..data.len().min(room + 1)];
@@ -155,9 +158,39 @@ impl LineReader {
         }
     }
 
-    /// Fast path: appends a complete line `[start, buf_start)` to the last record when contiguous.
+    /// Fast path: every complete line of `data` at once, when none is longer than
+    /// `max_line_bytes`. Returns what is left (a partial last line, or everything if a line is
+    /// too long and has to be cut by the line-by-line path).
+    fn push_block<'a>(&mut self, data: &'a [u8], out: &mut Vec<Record>) -> &'a [u8] {
+        let Some(last) = memchr::memrchr(b'\n', data) else {
+            return data;
+        };
+        let region = &data[..last];
+        let (mut prev, mut count) = (0, 1u32);
+        for nl in memchr::memchr_iter(b'\n', region) {
+            if nl - prev > self.max_line_bytes {
+                return data;
+            }
+            prev = nl + 1;
+            count += 1;
+        }
+        if region.len() - prev > self.max_line_bytes {
+            return data;
+        }
+        let start = self.buf_start;
+        self.buf_start = start + last as u64 + 1;
+        self.buf_since = None;
+        self.block_lines(region, count, start, out);
+        &data[last + 1..]
+    }
+
+    /// Fast path: appends complete lines `[start, buf_start)` to the last record when contiguous.
     fn block_line(&mut self, line: &[u8], start: u64, out: &mut Vec<Record>) {
-        let text = String::from_utf8_lossy(line);
+        self.block_lines(line, 1, start, out);
+    }
+
+    fn block_lines(&mut self, lines: &[u8], count: u32, start: u64, out: &mut Vec<Record>) {
+        let text = String::from_utf8_lossy(lines);
         if let Some(last) = out.last_mut()
             && last.end == start
             && last.message.len() + text.len() < BLOCK_MAX
@@ -165,7 +198,7 @@ impl LineReader {
             last.message.push('\n');
             last.message.push_str(&text);
             last.end = self.buf_start;
-            last.lines += 1;
+            last.lines += count;
             return;
         }
         out.push(Record {
@@ -177,7 +210,7 @@ impl LineReader {
             source: None,
             message: text.into_owned(),
             fields: None,
-            lines: 1,
+            lines: count,
         });
     }
 

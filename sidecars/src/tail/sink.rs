@@ -106,14 +106,14 @@ pub enum SendError {
 #[derive(Debug)]
 pub(crate) enum Sink {
     Stdout(stdout::Stdout),
-    Http(http::Http),
+    Http(Box<http::Http>),
 }
 
 impl Sink {
     pub(crate) fn new(config: &Config) -> Result<Self, Error> {
         Ok(match &config.sink {
             SinkConfig::Stdout { output } => Sink::Stdout(stdout::Stdout::new(*output)),
-            other => Sink::Http(http::Http::new(other, config.request_timeout)?),
+            other => Sink::Http(Box::new(http::Http::new(other, config.request_timeout)?)),
         })
     }
 

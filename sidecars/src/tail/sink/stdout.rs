@@ -1,6 +1,6 @@
 //! The stdout sink: what `podkit logs` shows for the tail member.
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use crate::tail::Output;
 use crate::tail::lines::Record;
@@ -10,7 +10,7 @@ use crate::tail::sink::encode;
 #[derive(Debug)]
 pub(crate) struct Stdout {
     output: Output,
-    out: tokio::io::Stdout,
+    /// Reused between batches.
     buf: Vec<u8>,
 }
 
@@ -18,27 +18,32 @@ impl Stdout {
     pub(crate) fn new(output: Output) -> Self {
         Stdout {
             output,
-            out: tokio::io::stdout(),
             buf: Vec::new(),
         }
     }
 
-    /// Writes and flushes the batch: once this returns, the lines are in the pipe.
+    /// Writes and flushes the batch: once this returns, the lines are in the pipe. The write
+    /// runs on a blocking thread with the buffer moved there (no copy into tokio's buffer).
     pub(crate) async fn send(&mut self, records: &[&Record]) -> Result<(), SendError> {
-        self.buf.clear();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         match self.output {
             Output::Raw => {
                 for rec in records {
-                    self.buf.extend_from_slice(rec.message.as_bytes());
-                    self.buf.push(b'\n');
+                    buf.extend_from_slice(rec.message.as_bytes());
+                    buf.push(b'\n');
                 }
             }
-            Output::Json => encode::json_lines(records, &mut self.buf),
+            Output::Json => encode::json_lines(records, &mut buf),
         }
-        self.out
-            .write_all(&self.buf)
-            .await
-            .map_err(SendError::Stdout)?;
-        self.out.flush().await.map_err(SendError::Stdout)
+        let (result, buf) = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::stdout().lock();
+            let result = out.write_all(&buf).and_then(|()| out.flush());
+            (result, buf)
+        })
+        .await
+        .map_err(|err| SendError::Stdout(std::io::Error::other(err)))?;
+        self.buf = buf;
+        result.map_err(SendError::Stdout)
     }
 }
