@@ -224,12 +224,12 @@ pub async fn run_with_metrics(
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
 
-    let entries = match &config.state {
+    let state = match &config.state {
         Some(path) => checkpoint::load(path).map_err(|source| Error::LoadState {
             path: path.clone(),
             source,
         })?,
-        None => Vec::new(),
+        None => checkpoint::State::default(),
     };
     let matcher = discover::Matcher::new(&config.paths, &config.exclude).map_err(Error::Globs)?;
     let sink = sink::Sink::new(&config).map_err(Error::Sink)?;
@@ -269,7 +269,7 @@ pub async fn run_with_metrics(
     let reader = reader::spawn(
         config.clone(),
         matcher,
-        entries,
+        state,
         tx,
         metrics.clone(),
         shutdown.clone(),

@@ -151,23 +151,31 @@ fn sigkill_restart_resumes_from_checkpoint() -> anyhow::Result<()> {
     let (code, second_lines) = second.terminate()?;
     lines.extend(second_lines);
     let stderr = std::fs::read_to_string(dir.path().join("tail2.stderr")).unwrap_or_default();
-    if let Ok(keep) = std::env::var("PODKIT_TEST_KEEP_STDERR") {
+    let verdict = check_numbers(&lines, LINES, false).and(all);
+    if let Ok(keep) = std::env::var("PODKIT_TEST_KEEP_STDERR")
+        && verdict.is_err()
+    {
         let one = std::fs::read_to_string(dir.path().join("tail1.stderr")).unwrap_or_default();
         let _ = std::fs::write(
             format!("{keep}.sigkill"),
             format!(
-                "{one}\n=== state at kill\n{state_at_kill}\n=== second run\n{stderr}\n=== first run printed {before} lines"
+                "{one}\n=== state at kill\n{state_at_kill}\n=== second run\n{stderr}\n=== first run printed {before} lines, second {}; files: {:?}",
+                lines.len() - before,
+                std::fs::read_dir(dir.path())
+                    .map(|d| d
+                        .flatten()
+                        .map(|e| (e.file_name(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                        .collect::<Vec<_>>())
+                    .unwrap_or_default()
             ),
         );
     }
-    check_numbers(&lines, LINES, false)
-        .and(all)
-        .with_context(|| {
-            format!(
-                "{before} lines before the kill; stderr:\n{}",
-                tail_of(&stderr)
-            )
-        })?;
+    verdict.with_context(|| {
+        format!(
+            "{before} lines before the kill; stderr:\n{}",
+            tail_of(&stderr)
+        )
+    })?;
     ensure!(code == Some(0), "SIGTERM exit code {code:?}");
 
     // Everything shipped was checkpointed on SIGTERM: a third run resumes at the end.

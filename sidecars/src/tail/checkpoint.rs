@@ -85,19 +85,43 @@ pub(crate) struct Entry {
     pub(crate) fingerprint: Fingerprint,
     /// Bytes before this were accepted by the sink.
     pub(crate) offset: u64,
+    /// Read to its end and closed (ms since the epoch): kept a while so that a restart does not
+    /// read a rotated file again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) closed_at_ms: Option<u64>,
+}
+
+/// How long closed files stay in the state file.
+const CLOSED_MEMORY_MS: u64 = 10 * 60 * 1000;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StateFile {
     version: u32,
+    /// When it was written (ms since the epoch): a rotated file modified after this may hold
+    /// lines that were never checkpointed.
+    #[serde(default)]
+    saved_at_ms: Option<u64>,
     files: Vec<Entry>,
 }
 
-/// Loads the entries of `path`; a missing file means no checkpoints yet.
-pub(crate) fn load(path: &Path) -> Result<Vec<Entry>, Error> {
+/// What a state file holds.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    pub(crate) entries: Vec<Entry>,
+    pub(crate) saved_at: Option<std::time::SystemTime>,
+}
+
+/// Loads `path`; a missing file means no checkpoints yet.
+pub(crate) fn load(path: &Path) -> Result<State, Error> {
     let data = match std::fs::read(path) {
         Ok(data) => data,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(source) => {
             return Err(Error::Read {
                 path: path.to_owned(),
@@ -109,7 +133,12 @@ pub(crate) fn load(path: &Path) -> Result<Vec<Entry>, Error> {
         path: path.to_owned(),
         source,
     })?;
-    Ok(state.files)
+    Ok(State {
+        entries: state.files,
+        saved_at: state
+            .saved_at_ms
+            .map(|ms| std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+    })
 }
 
 /// Writes `entries` to `path` atomically.
@@ -118,8 +147,10 @@ pub(crate) fn save(path: &Path, entries: Vec<Entry>) -> Result<(), Error> {
         path: path.to_owned(),
         source,
     };
+    let saved_at_ms = now_ms();
     let state = StateFile {
         version: 1,
+        saved_at_ms: Some(saved_at_ms),
         files: entries,
     };
     let data = serde_json::to_vec_pretty(&state).map_err(|err| write_err(err.into()))?;
@@ -181,11 +212,17 @@ impl Checkpoints {
         }
     }
 
-    /// The stream was read to its end and closed.
+    /// The stream was read to its end and closed: remembered for a while, then dropped.
     pub(crate) fn close(&mut self, id: u64) {
-        if self.entries.remove(&id).is_some() {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.closed_at_ms = Some(now_ms());
             self.dirty = true;
         }
+        let now = now_ms();
+        self.entries.retain(|_, e| {
+            e.closed_at_ms
+                .is_none_or(|at| now.saturating_sub(at) < CLOSED_MEMORY_MS)
+        });
     }
 
     /// Writes the state file if anything changed.
@@ -217,16 +254,24 @@ mod tests {
     fn save_then_load_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.json");
-        assert!(load(&path).expect("missing file is empty").is_empty());
+        assert!(
+            load(&path)
+                .expect("missing file is empty")
+                .entries
+                .is_empty()
+        );
         let entry = Entry {
             path: "/x/app.log".into(),
             dev: 1,
             ino: 2,
             fingerprint: Fingerprint::of(b"hello"),
             offset: 42,
+            closed_at_ms: None,
         };
         save(&path, vec![entry.clone()]).expect("save");
-        assert_eq!(load(&path).expect("load"), vec![entry]);
+        let state = load(&path).expect("load");
+        assert_eq!(state.entries, vec![entry]);
+        assert!(state.saved_at.is_some());
     }
 
     #[test]

@@ -37,7 +37,7 @@ use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint};
+use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint, State};
 use crate::tail::discover::Matcher;
 use crate::tail::lines::{LineReader, Record};
 use crate::tail::{Config, Metrics, ReadFrom};
@@ -96,6 +96,7 @@ impl Tracked {
             fingerprint: self.fp,
             // Not `self.offset`: data still pending in the line reader is not shipped yet.
             offset: self.lines.committed(),
+            closed_at_ms: None,
         }
     }
 }
@@ -121,8 +122,12 @@ struct Reader {
     /// Files read to their end and closed, with their fingerprint: a rotation sibling that is
     /// one of them is not read again (inodes are reused, hence the fingerprint).
     done: HashMap<(u64, u64), (Fingerprint, Instant)>,
-    /// When this run started: older rotation siblings are not ours to read.
+    /// Rotation siblings modified before this are not ours to read: this run's start, or, after
+    /// a restart, the last checkpoint save (a file created after it and rotated while we were
+    /// down has lines that were never checkpointed).
     started: std::time::SystemTime,
+    /// Whether `started` comes from a state file (siblings are then looked for at startup too).
+    resumed: bool,
     /// Truncated files: their first bytes and the offset we had reached.
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
@@ -141,11 +146,18 @@ struct Reader {
 pub(crate) fn spawn(
     config: Arc<Config>,
     matcher: Matcher,
-    checkpoints: Vec<Entry>,
+    state: State,
     tx: Sender<Chunk>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> std::io::Result<JoinHandle<()>> {
+    // mtimes are coarse (a clock tick behind): keep a margin.
+    let resumed = state.saved_at.is_some();
+    let started = state
+        .saved_at
+        .map(|t| t - Duration::from_millis(100))
+        .unwrap_or_else(std::time::SystemTime::now);
+    let checkpoints = state.entries;
     let runtime = tokio::runtime::Handle::current();
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
     {
@@ -162,7 +174,8 @@ pub(crate) fn spawn(
         files: HashMap::new(),
         held: HashMap::new(),
         done: HashMap::new(),
-        started: std::time::SystemTime::now(),
+        started,
+        resumed,
         truncated: Vec::new(),
         next_id: 1,
         out: Vec::new(),
@@ -332,7 +345,7 @@ impl Reader {
     fn scan(&mut self, first: bool, now: Instant) {
         let mut seen = std::collections::HashSet::new();
         let matched = self.matcher.scan();
-        if !first {
+        if !first || self.resumed {
             self.scan_siblings(&matched, now);
         }
         for path in matched {
@@ -649,6 +662,9 @@ impl Reader {
                 })
             });
             let Some((path, meta)) = found else {
+                if entry.closed_at_ms.is_some() {
+                    continue;
+                }
                 warn!(path = ?entry.path, offset = entry.offset, "checkpointed file is gone; lines written after the checkpoint cannot be read");
                 continue;
             };
