@@ -1,4 +1,12 @@
 //! The sidecars that run as pod members: `puller` (keeps a shared volume up to date), `tail`
 //! (follows log files through rotation) and `proxy` (TLS, HTTP/1.1 and HTTP/2 in front of an app).
 //!
-//! Not built yet: see the sidecar issues. The crate exists so the workspace has its fixed shape.
+//! Layout:
+//! - [`tail`]: the log tailer (`podkit tail`), library plus the `podkit-tail` binary in
+//!   `src/bin/podkit-tail.rs`.
+//!
+//! `puller` and `proxy` are not built yet: see their issues.
+
+#![forbid(unsafe_code)]
+
+pub mod tail;

@@ -1,0 +1,835 @@
+//! The reader thread: finds the files, follows them through rotation and turns their bytes into
+//! records for the sink.
+//!
+//! File IO is blocking and runs on this one OS thread, never on a tokio worker. It wakes on
+//! inotify events (through `notify`) and at every `poll_interval` (the fallback when inotify is
+//! unavailable, its queue overflowed, or the file system does not report changes).
+//!
+//! Identity: an open file is known by its device and inode (it cannot be reused while we hold it
+//! open); a file found on disk is matched to a checkpoint by device, inode *and* the fingerprint
+//! of its first bytes, because inodes are reused after deletion.
+//!
+//! Rotation:
+//! - rename + create: the renamed file keeps its inode; it is read to its end and closed once it
+//!   has been quiet for `rotate_wait`; the new file is read from its first byte.
+//! - copytruncate: the size drops below our offset (or the first bytes change): the file is read
+//!   again from byte 0 as a new stream. If the globs also match the copy, it is recognised by its
+//!   first bytes (held back while it is being written) and read from the offset we had reached
+//!   in the original, so lines between our last read and the truncation are not lost, and
+//!   nothing is read twice.
+//! - deletion: the open file is read to its end like a renamed one.
+//!
+//! Backpressure: records go to the sink through a bounded channel; when it is full this thread
+//! blocks, so reading pauses while the sink is down instead of buffering without limit.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use tokio::sync::mpsc::Sender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint, State};
+use crate::tail::discover::Matcher;
+use crate::tail::lines::{LineReader, Record};
+use crate::tail::{Config, Metrics, ReadFrom};
+
+/// What the reader tells the sink, in file order.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A stream starts, or its path or fingerprint changed.
+    Open { id: u64, entry: Entry },
+    /// A record.
+    Record(Record),
+    /// A stream was read to its end and closed: drop its checkpoint once the records before
+    /// are accepted.
+    Close { id: u64 },
+}
+
+/// A batch of events sent at once.
+pub(crate) type Chunk = Vec<Event>;
+
+/// Most records in one chunk.
+const CHUNK_RECORDS: usize = 1024;
+/// Most bytes read into one chunk.
+const CHUNK_BYTES: usize = 256 * 1024;
+/// Most bytes read from one file in a pass, so a busy file does not starve the others.
+const PASS_BYTES: u64 = 4 * 1024 * 1024;
+/// How long an offset reached in a truncated file is remembered, waiting for its copy.
+const TRUNCATED_MEMORY: Duration = Duration::from_secs(60);
+
+/// A file being followed.
+#[derive(Debug)]
+struct Tracked {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    dev: u64,
+    ino: u64,
+    fp: Fingerprint,
+    /// The first `fp.len` bytes: a copy of this file is recognised by them.
+    head: Vec<u8>,
+    /// Next byte to read.
+    offset: u64,
+    /// Size at the last read pass, to skip the fingerprint check when nothing changed.
+    size: u64,
+    lines: LineReader,
+    /// When the globs stopped matching it (renamed away or deleted).
+    gone_since: Option<Instant>,
+    last_growth: Instant,
+}
+
+impl Tracked {
+    fn entry(&self) -> Entry {
+        Entry {
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            fingerprint: self.fp,
+            // Not `self.offset`: data still pending in the line reader is not shipped yet.
+            offset: self.lines.committed(),
+            closed_at_ms: None,
+        }
+    }
+}
+
+/// A file opened but not read yet (see `Reader::held`).
+#[derive(Debug)]
+struct Held {
+    path: PathBuf,
+    file: File,
+    since: Instant,
+}
+
+struct Reader {
+    config: Arc<Config>,
+    matcher: Matcher,
+    /// Checkpoints from the state file not matched to a file yet.
+    checkpoints: Vec<Entry>,
+    files: HashMap<(u64, u64), Tracked>,
+    /// New files whose first bytes are those of a followed or truncated file: copies
+    /// (copytruncate) held back until they are complete and the original's truncation tells
+    /// where to start in them. Kept open, so a rename cannot make us lose them.
+    held: HashMap<(u64, u64), Held>,
+    /// Files read to their end and closed, with their fingerprint: a rotation sibling that is
+    /// one of them is not read again (inodes are reused, hence the fingerprint).
+    done: HashMap<(u64, u64), (Fingerprint, Instant)>,
+    /// Rotation siblings modified before this are not ours to read: this run's start, or, after
+    /// a restart, the last checkpoint save (a file created after it and rotated while we were
+    /// down has lines that were never checkpointed).
+    started: std::time::SystemTime,
+    /// Whether `started` comes from a state file (siblings are then looked for at startup too).
+    resumed: bool,
+    /// Truncated files: their first bytes and the offset we had reached.
+    truncated: Vec<(Vec<u8>, u64, Instant)>,
+    next_id: u64,
+    out: Chunk,
+    /// The read buffer, reused.
+    buf: Vec<u8>,
+    out_records: usize,
+    out_bytes: usize,
+    tx: Sender<Chunk>,
+    runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+/// Starts the reader thread.
+pub(crate) fn spawn(
+    config: Arc<Config>,
+    matcher: Matcher,
+    state: State,
+    tx: Sender<Chunk>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> std::io::Result<JoinHandle<()>> {
+    // mtimes are coarse (a clock tick behind): keep a margin.
+    let resumed = state.saved_at.is_some();
+    let started = state
+        .saved_at
+        .map(|t| t - Duration::from_millis(100))
+        .unwrap_or_else(std::time::SystemTime::now);
+    let checkpoints = state.entries;
+    let runtime = tokio::runtime::Handle::current();
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
+    {
+        let (wake_tx, shutdown) = (wake_tx.clone(), shutdown.clone());
+        runtime.spawn(async move {
+            shutdown.cancelled().await;
+            let _ = wake_tx.try_send(());
+        });
+    }
+    let reader = Reader {
+        config,
+        matcher,
+        checkpoints,
+        files: HashMap::new(),
+        held: HashMap::new(),
+        done: HashMap::new(),
+        started,
+        resumed,
+        truncated: Vec::new(),
+        next_id: 1,
+        out: Vec::new(),
+        buf: Vec::new(),
+        out_records: 0,
+        out_bytes: 0,
+        tx,
+        runtime,
+        metrics,
+        shutdown,
+    };
+    std::thread::Builder::new()
+        .name("podkit-tail-reader".into())
+        .spawn(move || reader.run(wake_tx, wake_rx))
+}
+
+/// Wakes the reader on file system events; marks a rescan for anything but a data change.
+fn watcher(
+    wake: SyncSender<()>,
+    rescan: Arc<AtomicBool>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    use notify::EventKind;
+    use notify::event::ModifyKind;
+    notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let data_only = match &event {
+            Ok(ev) => {
+                matches!(ev.kind, EventKind::Modify(ModifyKind::Data(_))) && !ev.need_rescan()
+            }
+            // Errors include a queue overflow: rescan everything.
+            Err(_) => false,
+        };
+        if !data_only {
+            rescan.store(true, Ordering::Release);
+        }
+        let _ = wake.try_send(());
+    })
+}
+
+impl Reader {
+    fn run(mut self, wake_tx: SyncSender<()>, wake_rx: std::sync::mpsc::Receiver<()>) {
+        let rescan = Arc::new(AtomicBool::new(true));
+        let mut watcher = match watcher(wake_tx, rescan.clone()) {
+            Ok(w) => Some(w),
+            Err(err) => {
+                warn!(?err, "inotify unavailable, polling only");
+                None
+            }
+        };
+        let bases = self.matcher.bases().to_vec();
+        let mut unwatched: Vec<_> = bases.clone();
+        let mut first = true;
+        let mut next_poll = Instant::now();
+        while !self.shutdown.is_cancelled() {
+            let now = Instant::now();
+            let poll = now >= next_poll;
+            if poll && let Some(w) = watcher.as_mut() {
+                unwatched.retain(|base| {
+                    let mode = if base.depth == Some(0) {
+                        notify::RecursiveMode::NonRecursive
+                    } else {
+                        notify::RecursiveMode::Recursive
+                    };
+                    match w.watch(&base.dir, mode) {
+                        Ok(()) => {
+                            debug!(dir = ?base.dir, "watching");
+                            false
+                        }
+                        Err(_) => true,
+                    }
+                });
+            }
+            if rescan.swap(false, Ordering::AcqRel) || poll {
+                self.scan(first, now);
+                if first {
+                    self.resume_renamed(now);
+                    first = false;
+                }
+            }
+            if poll {
+                next_poll = now + self.config.poll_interval;
+            }
+            self.decide_held(now);
+            self.read_all(now);
+            self.close_gone(now);
+            if !self.send() {
+                break;
+            }
+            let deadline = self.deadline().map_or(next_poll, |d| d.min(next_poll));
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match wake_rx.recv_timeout(wait) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Shutdown: hand over what is read if there is room; the rest stays un-checkpointed
+        // and is read again after the restart.
+        if !self.out.is_empty() {
+            let _ = self.tx.try_send(std::mem::take(&mut self.out));
+        }
+        self.metrics.files_open.store(0, Ordering::Relaxed);
+        debug!("reader stopped");
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        let held = self
+            .held
+            .values()
+            .map(|h| h.since + self.config.rotate_wait)
+            .min();
+        self.files
+            .values()
+            .flat_map(|t| {
+                let gone = t
+                    .gone_since
+                    .map(|g| g.max(t.last_growth) + self.config.rotate_wait);
+                [t.lines.deadline(), gone]
+            })
+            .flatten()
+            .chain(held)
+            .min()
+    }
+
+    fn emit(&mut self, event: Event) {
+        if let Event::Record(rec) = &event {
+            self.out_records += rec.lines as usize;
+            self.out_bytes += rec.message.len();
+        }
+        self.out.push(event);
+        if self.out_records >= CHUNK_RECORDS || self.out_bytes >= CHUNK_BYTES {
+            // A failed send means shutdown; the loop notices.
+            self.send();
+        }
+    }
+
+    fn emit_records(&mut self, records: Vec<Record>) {
+        let lines: u64 = records.iter().map(|r| u64::from(r.lines)).sum();
+        self.metrics.lines_read.fetch_add(lines, Ordering::Relaxed);
+        for rec in records {
+            self.emit(Event::Record(rec));
+        }
+    }
+
+    /// Sends the pending chunk; blocks while the channel is full. False on shutdown.
+    fn send(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let chunk = std::mem::take(&mut self.out);
+        self.out_records = 0;
+        self.out_bytes = 0;
+        let (tx, shutdown) = (&self.tx, &self.shutdown);
+        self.runtime.block_on(async {
+            tokio::select! {
+                sent = tx.send(chunk) => sent.is_ok(),
+                _ = shutdown.cancelled() => false,
+            }
+        })
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Lists the matching files: opens new ones, notices renamed and deleted ones.
+    fn scan(&mut self, first: bool, now: Instant) {
+        let mut seen = std::collections::HashSet::new();
+        let matched = self.matcher.scan();
+        if !first || self.resumed {
+            self.scan_siblings(&matched, now);
+        }
+        for path in matched {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let key = (meta.dev(), meta.ino());
+            seen.insert(key);
+            if let Some(t) = self.files.get_mut(&key) {
+                t.gone_since = None;
+                if t.path != path {
+                    debug!(from = ?t.path, to = ?path, "followed file renamed");
+                    t.path = path;
+                    t.lines.set_path(path_str(&t.path));
+                    let (id, entry) = (t.id, t.entry());
+                    self.emit(Event::Open { id, entry });
+                }
+                continue;
+            }
+            if let Some(h) = self.held.get_mut(&key) {
+                h.path = path;
+                continue;
+            }
+            self.open_new(path, &meta, first, now);
+        }
+        let mut rotated = 0;
+        for (key, t) in self.files.iter_mut() {
+            if !seen.contains(key) && t.gone_since.is_none() {
+                debug!(path = ?t.path, "followed file renamed away or deleted; reading it to its end");
+                t.gone_since = Some(now);
+                rotated += 1;
+            }
+        }
+        self.metrics.rotations.fetch_add(rotated, Ordering::Relaxed);
+        self.truncated
+            .retain(|(_, _, at)| now.duration_since(*at) < TRUNCATED_MEMORY);
+    }
+
+    /// Picks up rotation siblings (`app.log.1`, `app.log-20240101`) of matched files that this run
+    /// never saw: a file created and rotated away between two scans (under heavy load, or with
+    /// very frequent rotation) would otherwise be lost. Only files modified since this run
+    /// started, and not already read, are taken.
+    fn scan_siblings(&mut self, matched: &[PathBuf], now: Instant) {
+        let mut dirs: HashMap<&Path, Vec<String>> = HashMap::new();
+        for path in matched {
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                dirs.entry(dir)
+                    .or_default()
+                    .push(name.to_string_lossy().into_owned());
+            }
+        }
+        for (dir, names) in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let fname = entry.file_name();
+                let fname = fname.to_string_lossy();
+                let sibling = names.iter().any(|n| {
+                    fname.strip_prefix(n.as_str()).is_some_and(|rest| {
+                        let digits = rest.strip_prefix('.').or_else(|| rest.strip_prefix('-'));
+                        digits
+                            .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                    })
+                });
+                let path = entry.path();
+                if !sibling || self.matcher.matches(&path) || self.matcher.excluded(&path) {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else { continue };
+                let key = (meta.dev(), meta.ino());
+                if !meta.is_file()
+                    || self.files.contains_key(&key)
+                    || self.held.contains_key(&key)
+                    || meta.modified().map_or(true, |m| m < self.started)
+                {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                if let Some((fp, _)) = self.done.get(&key)
+                    && Fingerprint::read(&file, fp.len).is_ok_and(|now| now == *fp)
+                {
+                    continue;
+                }
+                let Ok(meta) = file.metadata() else { continue };
+                if (meta.dev(), meta.ino()) != key {
+                    continue;
+                }
+                let size = meta.len();
+                let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
+                    continue;
+                };
+                match self.start_offset(key, &file, size, &head, false, now, now) {
+                    Some(offset) => {
+                        info!(?path, "picking up a file rotated before it was seen");
+                        self.track(path, file, key, head, offset, Some(now), now);
+                    }
+                    None => {
+                        self.held.insert(
+                            key,
+                            Held {
+                                path,
+                                file,
+                                since: now,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.done
+            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(600));
+    }
+
+    /// Where to start in a file seen for the first time (held since `since`); `None` holds it
+    /// back for now.
+    #[allow(clippy::too_many_arguments)]
+    fn start_offset(
+        &mut self,
+        key: (u64, u64),
+        file: &File,
+        size: u64,
+        head: &[u8],
+        first: bool,
+        now: Instant,
+        since: Instant,
+    ) -> Option<u64> {
+        if let Some(i) = self.checkpoints.iter().position(|e| (e.dev, e.ino) == key) {
+            let entry = self.checkpoints.swap_remove(i);
+            let same = Fingerprint::read(file, entry.fingerprint.len)
+                .is_ok_and(|now| now == entry.fingerprint);
+            if same && entry.offset <= size {
+                debug!(path = ?entry.path, offset = entry.offset, "resuming from checkpoint");
+                return Some(entry.offset);
+            }
+            info!(path = ?entry.path, "file changed since its checkpoint; reading it from the start");
+            return Some(0);
+        }
+        if first {
+            return Some(match self.config.read_from {
+                ReadFrom::Tail => size,
+                ReadFrom::Head => 0,
+            });
+        }
+        // A copy made by copytruncate? Compare first bytes with truncated and followed files.
+        if let Some(i) = self.truncated.iter().position(|(old, _, _)| {
+            !old.is_empty() && same_prefix(old, head) && head.len() >= old.len()
+        }) {
+            let (_, offset, _) = self.truncated.swap_remove(i);
+            debug!(
+                offset,
+                "copy of a truncated file; reading it from where the original stopped"
+            );
+            return Some(offset.min(size));
+        }
+        let copy_of_truncated = self
+            .truncated
+            .iter()
+            .any(|(old, _, _)| !old.is_empty() && same_prefix(old, head));
+        // A copy of a followed file holds nothing new as long as it matches the original
+        // (logrotate may fsync the copy for seconds before it truncates): no time limit.
+        let copy_of_live = self.files.values().any(|t| {
+            t.gone_since.is_none()
+                && !t.head.is_empty()
+                && same_prefix(&t.head, head)
+                && same_end(file, size, &t.file)
+        });
+        // Or a copy whose original was truncated since the last read pass: wait for that pass to
+        // note the offset reached.
+        let original_truncated = self.files.values().any(|t| {
+            t.gone_since.is_none()
+                && !t.head.is_empty()
+                && same_prefix(&t.head, head)
+                && t.file.metadata().is_ok_and(|m| m.len() < t.offset)
+        });
+        if copy_of_live || original_truncated {
+            return None;
+        }
+        // Same first bytes but not (yet) the same end: a copy being written (logrotate may size
+        // it first and fill it after), or a new file that starts like an old one.
+        let prefix_of_live = self
+            .files
+            .values()
+            .any(|t| t.gone_since.is_none() && !t.head.is_empty() && same_prefix(&t.head, head));
+        debug!(
+            size,
+            head = head.len(),
+            copy_of_truncated,
+            prefix_of_live,
+            "new file starts like a followed or truncated one"
+        );
+        if copy_of_truncated || prefix_of_live {
+            if now.duration_since(since) < self.config.rotate_wait {
+                return None;
+            }
+            debug!(
+                "file kept the first bytes of a truncated file but did not grow into a copy; reading it as a new file"
+            );
+        }
+        Some(0)
+    }
+
+    /// Decides on held files: start them once they are known to be copies (or not).
+    fn decide_held(&mut self, now: Instant) {
+        let keys: Vec<_> = self.held.keys().copied().collect();
+        for key in keys {
+            let Some(h) = self.held.remove(&key) else {
+                continue;
+            };
+            let Ok(meta) = h.file.metadata() else {
+                continue;
+            };
+            let size = meta.len();
+            let Ok(head) = read_head(&h.file, size.min(FINGERPRINT_MAX)) else {
+                continue;
+            };
+            match self.start_offset(key, &h.file, size, &head, false, now, h.since) {
+                Some(offset) => self.track(h.path, h.file, key, head, offset, None, now),
+                // A deleted copy that still matches its original has nothing to add.
+                None if meta.nlink() == 0 => {
+                    debug!(path = ?h.path, "held copy deleted");
+                }
+                None => {
+                    self.held.insert(key, h);
+                }
+            }
+        }
+    }
+
+    fn open_new(&mut self, path: PathBuf, meta: &std::fs::Metadata, first: bool, now: Instant) {
+        let key = (meta.dev(), meta.ino());
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(err) => {
+                warn!(?err, ?path, "failed to open log file; will retry");
+                return;
+            }
+        };
+        // Size from the open file: the path may have been replaced since `metadata`.
+        let Ok(meta) = file.metadata() else { return };
+        if (meta.dev(), meta.ino()) != key {
+            return;
+        }
+        let size = meta.len();
+        let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
+            return;
+        };
+        match self.start_offset(key, &file, size, &head, first, now, now) {
+            Some(offset) => self.track(path, file, key, head, offset, None, now),
+            None => {
+                debug!(
+                    ?path,
+                    "new file starts like a followed one; holding it back"
+                );
+                self.held.insert(
+                    key,
+                    Held {
+                        path,
+                        file,
+                        since: now,
+                    },
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn track(
+        &mut self,
+        path: PathBuf,
+        file: File,
+        key: (u64, u64),
+        head: Vec<u8>,
+        offset: u64,
+        gone_since: Option<Instant>,
+        now: Instant,
+    ) {
+        let id = self.new_id();
+        info!(?path, offset, "following file");
+        let lines = LineReader::new(id, path_str(&path), offset, &self.config);
+        let t = Tracked {
+            id,
+            path,
+            file,
+            dev: key.0,
+            ino: key.1,
+            fp: Fingerprint::of(&head),
+            head,
+            offset,
+            size: offset,
+            lines,
+            gone_since,
+            last_growth: now,
+        };
+        let entry = t.entry();
+        self.files.insert(key, t);
+        self.metrics
+            .files_open
+            .store(self.files.len() as u64, Ordering::Relaxed);
+        self.emit(Event::Open { id, entry });
+    }
+
+    /// After a restart: checkpointed files that no glob matches any more were renamed while we
+    /// were down; find them next to their old path by inode and read them to their end.
+    fn resume_renamed(&mut self, now: Instant) {
+        for entry in std::mem::take(&mut self.checkpoints) {
+            let dir = entry.path.parent().unwrap_or(Path::new("."));
+            let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+                entries.flatten().find_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    ((meta.dev(), meta.ino()) == (entry.dev, entry.ino)).then(|| (e.path(), meta))
+                })
+            });
+            let Some((path, meta)) = found else {
+                if entry.closed_at_ms.is_some() {
+                    continue;
+                }
+                warn!(path = ?entry.path, offset = entry.offset, "checkpointed file is gone; lines written after the checkpoint cannot be read");
+                continue;
+            };
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let Ok(head) = read_head(&file, entry.fingerprint.len) else {
+                continue;
+            };
+            if Fingerprint::of(&head) != entry.fingerprint || entry.offset > meta.len() {
+                warn!(path = ?entry.path, "checkpointed file was replaced; skipping it");
+                continue;
+            }
+            info!(from = ?entry.path, to = ?path, "checkpointed file was renamed; reading it to its end");
+            let key = (entry.dev, entry.ino);
+            self.track(path, file, key, head, entry.offset, Some(now), now);
+        }
+    }
+
+    fn read_all(&mut self, now: Instant) {
+        let keys: Vec<_> = self.files.keys().copied().collect();
+        let mut unread = 0;
+        for key in keys {
+            unread += self.read_file(key, now);
+        }
+        self.metrics.unread_bytes.store(unread, Ordering::Relaxed);
+    }
+
+    /// Reads what is new in one file; returns the bytes left unread.
+    fn read_file(&mut self, key: (u64, u64), now: Instant) -> u64 {
+        let Some(mut t) = self.files.remove(&key) else {
+            return 0;
+        };
+        let mut records = Vec::new();
+        let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.size);
+        if size < t.offset || (size != t.size && t.fp.len > 0 && self.replaced(&t)) {
+            self.metrics.truncations.fetch_add(1, Ordering::Relaxed);
+            info!(path = ?t.path, offset = t.offset, size, "file truncated; reading it from the start");
+            self.truncated
+                .push((std::mem::take(&mut t.head), t.offset, now));
+            t.lines.finish(now, &mut records);
+            self.emit_records(std::mem::take(&mut records));
+            self.emit(Event::Close { id: t.id });
+            t.id = self.new_id();
+            t.offset = 0;
+            t.head = read_head(&t.file, size.min(FINGERPRINT_MAX)).unwrap_or_default();
+            t.fp = Fingerprint::of(&t.head);
+            t.lines = LineReader::new(t.id, path_str(&t.path), 0, &self.config);
+            let (id, entry) = (t.id, t.entry());
+            self.emit(Event::Open { id, entry });
+        }
+        // One read buffer for all files (allocating and zeroing 64 KiB per file per pass costs
+        // more than the reads when hundreds of rotated files are open).
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(64 * 1024, 0);
+        let mut read = 0;
+        // Nothing new (the common case for rotated files waiting to be closed): skip the read.
+        let nothing_new = size <= t.offset;
+        while !nothing_new && read < PASS_BYTES {
+            match t.file.read_at(&mut buf, t.offset) {
+                Ok(0) => break,
+                Ok(n) => {
+                    t.lines.push(&buf[..n], now, &mut records);
+                    t.offset += n as u64;
+                    read += n as u64;
+                    self.metrics
+                        .bytes_read
+                        .fetch_add(n as u64, Ordering::Relaxed);
+                    self.emit_records(std::mem::take(&mut records));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(err) => {
+                    warn!(?err, path = ?t.path, "failed to read log file; will retry");
+                    break;
+                }
+            }
+        }
+        self.buf = buf;
+        if read > 0 {
+            t.last_growth = now;
+        }
+        t.size = t.offset.max(size);
+        if t.fp.len < FINGERPRINT_MAX
+            && t.offset > t.fp.len
+            && let Ok(head) = read_head(&t.file, t.offset.min(FINGERPRINT_MAX))
+        {
+            t.fp = Fingerprint::of(&head);
+            t.head = head;
+            let (id, entry) = (t.id, t.entry());
+            self.emit(Event::Open { id, entry });
+        }
+        t.lines.flush_due(now, &mut records);
+        self.emit_records(records);
+        let unread = size.saturating_sub(t.offset);
+        self.files.insert(key, t);
+        unread
+    }
+
+    /// Whether the first bytes changed (the file was truncated and rewritten past our offset).
+    fn replaced(&self, t: &Tracked) -> bool {
+        Fingerprint::read(&t.file, t.fp.len).is_ok_and(|fp| fp != t.fp)
+    }
+
+    /// Closes files that left the globs, were read to their end and stayed quiet.
+    fn close_gone(&mut self, now: Instant) {
+        let wait = self.config.rotate_wait;
+        let done: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(_, t)| {
+                t.gone_since
+                    .is_some_and(|g| now >= g.max(t.last_growth) + wait)
+                    && t.size <= t.offset
+                    && t.file.metadata().is_ok_and(|m| m.len() <= t.offset)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in done {
+            let Some(mut t) = self.files.remove(&key) else {
+                continue;
+            };
+            debug!(path = ?t.path, "closing rotated file");
+            self.done.insert(key, (t.fp, now));
+            let mut records = Vec::new();
+            t.lines.finish(now, &mut records);
+            self.emit_records(records);
+            self.emit(Event::Close { id: t.id });
+        }
+        self.metrics
+            .files_open
+            .store(self.files.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Up to `len` first bytes of `file`, with positioned reads.
+pub(crate) fn read_head(file: &File, len: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0; len as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// Whether the last bytes of `copy` (of `size` bytes) are also in `original` at the same offsets.
+fn same_end(copy: &File, size: u64, original: &File) -> bool {
+    let len = size.min(FINGERPRINT_MAX);
+    let (mut a, mut b) = (vec![0; len as usize], vec![0; len as usize]);
+    copy.read_exact_at(&mut a, size - len).is_ok()
+        && original.read_exact_at(&mut b, size - len).is_ok()
+        && a == b
+}
+
+/// Whether one is a prefix of the other.
+fn same_prefix(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
+}
+
+fn path_str(path: &Path) -> Arc<str> {
+    path.to_string_lossy().into()
+}
