@@ -53,6 +53,13 @@ enum Verb {
     ///   podkit port-forward web 8053:53/udp
     #[command(name = "port-forward", verbatim_doc_comment)]
     PortForward(portfwd::cli::Args),
+    /// The log tailer sidecar: follow log files through rotation and ship every line.
+    ///
+    /// Examples:
+    ///   podkit tail --path '/var/log/app/*.log' --state /var/lib/tail/state.json
+    ///   podkit tail --path '/logs/*.log' --loki http://127.0.0.1:3100 --label app=web
+    #[command(verbatim_doc_comment)]
+    Tail(Box<sidecars::tail::Args>),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -146,6 +153,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Delete(args) => delete::delete(&root(), args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::PortForward(args) => Ok(portfwd::cli::run(args)),
+        Verb::Tail(args) => Ok(sidecars::tail::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
     }

@@ -963,6 +963,49 @@ fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
     assert!(err.contains("was deleted: forwarding stopped"), "{err}");
 }
 
+#[test]
+fn a_tail_member_ships_the_apps_log_lines_to_podkit_logs() {
+    let podkit_bin = env!("CARGO_BIN_EXE_podkit");
+    let Some(pod) = Running::start("tailer", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: logs, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    command: [sh, -c, "for i in $$(seq 1 50); do echo line $i >> /logs/app.log; done; exec sleep 1000"]
+    volumeMounts: [{{name: logs, mountPath: /logs}}]
+  - name: tail
+    command: [{podkit_bin}, tail, --path, "/logs/*.log", --read-from, head]
+    volumeMounts: [{{name: logs, mountPath: /logs, readOnly: true}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("line 50 through the tailer", || {
+        let out = Command::new(podkit_bin)
+            .args(["logs", &pod.name, "-c", "tail"])
+            .output();
+        out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("line 50\n"))
+    });
+    let shipped = podkit(&["logs", &pod.name, "-c", "tail"]);
+    let numbers: Vec<u32> = shipped
+        .lines()
+        .filter_map(|l| l.strip_prefix("line ")?.parse().ok())
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=50).collect::<Vec<_>>(),
+        "every line, once, in order"
+    );
+    pod.delete_and_check();
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 mod args;
 mod checkpoint;
+mod cli;
 mod discover;
 mod health;
 mod lines;
@@ -39,6 +40,7 @@ mod reader;
 mod sink;
 
 pub use args::{Args, ArgsError};
+pub use cli::main;
 pub use health::run as run_health;
 pub use metrics::Metrics;
 
