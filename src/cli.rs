@@ -12,6 +12,7 @@ use crate::{pause, spec, supervisor};
 
 mod apply;
 mod delete;
+mod exec;
 mod get;
 mod logs;
 
@@ -39,6 +40,7 @@ enum Verb {
     Get(get::GetArgs),
     Describe(get::DescribeArgs),
     Logs(logs::LogsArgs),
+    Exec(exec::ExecArgs),
     Delete(delete::DeleteArgs),
     Gc(delete::GcArgs),
     /// Forward host ports into a pod, as `kubectl port-forward` does.
@@ -150,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Get(args) => get::get(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Describe(args) => get::describe(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Exec(args) => exec::exec(&root(), args),
         Verb::Delete(args) => delete::delete(&root(), args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::PortForward(args) => Ok(portfwd::cli::run(args)),

@@ -1006,6 +1006,50 @@ spec:
     pod.delete_and_check();
 }
 
+#[test]
+fn exec_runs_in_the_containers_namespaces_and_passes_the_exit_code_through() {
+    let Some(pod) = Running::start("exec", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    command: [sleep, "1000"]
+    env: [{{name: GREETING, value: hello}}]
+    volumeMounts: [{{name: data, mountPath: /podkit-exec-test/{name}}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/app.pid").exists()
+    });
+    let script = format!(
+        "uname -n; echo $GREETING; pwd; touch /podkit-exec-test/{}/made; exit 7",
+        pod.name
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["exec", &pod.name, "--", "sh", "-c", &script])
+        .output()
+        .expect("exec");
+    assert_eq!(out.status.code(), Some(7), "the exit code passes through");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, format!("{}\nhello\n/\n", pod.name));
+    assert!(
+        pod.dir().join("volumes/data/made").exists(),
+        "exec wrote through the container's mount"
+    );
+    let err = podkit_fails(&["exec", &pod.name, "-c", "nope", "--", "true"]);
+    assert!(err.contains("choose one of: app"), "{err}");
+    pod.delete_and_check();
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

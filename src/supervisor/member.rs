@@ -99,6 +99,9 @@ pub async fn run(
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
+                let _ = std::fs::remove_file(
+                    pod.dir.join("members").join(format!("{}.pid", member.name)),
+                );
                 // Every line the run wrote is in its log before its exit is reported. A process
                 // that left the group (setsid) may hold the pipes open: drain it for a bounded
                 // time only (it is killed with the pod; cgroups would end it now).
@@ -251,9 +254,13 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     if pod.plan.share_process_namespace {
         setup = setup.mount_proc();
     }
-    if let Some(dir) = &member.working_dir {
-        setup = setup.chdir(dir).map_err(|e| e.to_string())?;
-    }
+    // Without workingDir a container starts in `/` (an image's default), not wherever the
+    // supervisor happened to be started.
+    let dir = member
+        .working_dir
+        .as_deref()
+        .unwrap_or(std::path::Path::new("/"));
+    setup = setup.chdir(dir).map_err(|e| e.to_string())?;
     setup = setup.user(member.run_as_user, member.run_as_group);
 
     let mut cmd = Command::new(resolve(&argv[0], &env));
@@ -281,6 +288,17 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     let echo = pod.echo.then(|| member.name.clone());
     let logs = logs::capture(&log_path, stdout, stderr, echo)
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
+    // Where `podkit exec` finds the container's current process.
+    let members = pod.dir.join("members");
+    let recorded = std::fs::create_dir_all(&members).and_then(|()| {
+        super::status::write_atomic(
+            &members.join(format!("{}.pid", member.name)),
+            pid.to_string().as_bytes(),
+        )
+    });
+    if let Err(err) = recorded {
+        warn!(container = %member.name, %err, "failed to record the container's pid");
+    }
     Ok(Run { pid, exit, logs })
 }
 
