@@ -87,9 +87,12 @@ pub fn list(root: &Path) -> Result<Vec<PodState>, StateError> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(StateError::Read { path: pods, source }),
     };
+    // Hidden names are not pods: pods being made (supervisor::make_state_dir) and the logs of
+    // detached supervisors that have not started yet (podkit apply).
     let mut names: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| !name.starts_with('.'))
         .collect();
     names.sort();
     let mut found = Vec::new();

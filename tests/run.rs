@@ -783,7 +783,7 @@ fn logs_previous_shows_the_run_before_a_restart() {
 fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     let Some(pod) = Running::start("gc", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  shareProcessNamespace: true\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-gc-test/{name}}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  shareProcessNamespace: true\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-gc-{name}}}]}}\n"
         )
     }) else {
         return;
@@ -816,8 +816,9 @@ fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
         cleaned.contains(&format!("unmounted and removed /run/netns/{}", pod.name)),
         "{cleaned}"
     );
+    let mount_point = format!("/podkit-gc-{}", pod.name);
     assert!(
-        cleaned.contains("removed mount point /podkit-gc-test"),
+        cleaned.contains(&format!("removed mount point {mount_point}")),
         "{cleaned}"
     );
     assert!(
@@ -827,7 +828,7 @@ fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
         "member {member} is gone"
     );
     assert!(
-        !Path::new("/podkit-gc-test").exists(),
+        !Path::new(&mount_point).exists(),
         "the mount point podkit made is gone"
     );
     pod.delete_and_check();
