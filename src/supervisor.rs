@@ -176,14 +176,29 @@ pub async fn run(
     let result = run_in(plan, options, &dir, shutdown).await;
     match &result {
         Ok(outcome) if !outcome.deleted => {}
-        // Deleted, or never started: nothing of the pod is kept.
+        // Deleted, or never started: nothing of the pod is kept. Renamed to a hidden name
+        // first, so `get`, `delete` and `gc` never see a half-removed pod (which, without its
+        // supervisor.pid, would look like a crashed one).
         _ => {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
+            let hidden = dir.with_file_name(format!(
+                ".{}.removing.{}",
+                plan_name(&dir),
+                std::process::id()
+            ));
+            let gone =
+                std::fs::rename(&dir, &hidden).and_then(|()| std::fs::remove_dir_all(&hidden));
+            if let Err(err) = gone {
                 warn!(dir = %dir.display(), %err, "failed to remove the pod's state directory");
             }
         }
     }
     result
+}
+
+fn plan_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 async fn run_in(

@@ -120,7 +120,17 @@ fn start_detached(root: &Path, plan: &PodPlan) -> anyhow::Result<()> {
 fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let log = root.join("pods").join(format!(".{name}.supervisor.log"));
+    // A supervisor that fails to start removes the pod's directory, then says why in its log:
+    // while it does, the pod can look Unknown for a moment. The log is the answer; Unknown
+    // counts only once it lasts.
+    let mut unknown_since: Option<Instant> = None;
     loop {
+        let said = || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            text.lines()
+                .find(|l| l.starts_with("error:"))
+                .map(|l| l.trim_start_matches("error: ").to_owned())
+        };
         match state::read(root, name) {
             Ok(pod) => {
                 let status = pod.status.clone().unwrap_or_default();
@@ -136,9 +146,20 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                     .flatten()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
                 match (phase, wait) {
-                    ("Failed" | "Unknown", _) => bail!(
-                        "the pod {}: {}",
-                        phase.to_lowercase(),
+                    ("Unknown", _) => {
+                        if let Some(err) = said() {
+                            let _ = std::fs::remove_file(&log);
+                            bail!("{err}");
+                        }
+                        let since = *unknown_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > Duration::from_secs(2) {
+                            bail!(
+                                "its supervisor died (podkit describe pod {name}; podkit gc cleans up)"
+                            );
+                        }
+                    }
+                    ("Failed", _) => bail!(
+                        "the pod failed: {}",
                         status
                             .message
                             .or(status.reason)
@@ -147,14 +168,12 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                     ("Succeeded", _) => return Ok(()),
                     (_, "ready") if ready => return Ok(()),
                     (_, "running") if all_running => return Ok(()),
-                    _ => {}
+                    _ => unknown_since = None,
                 }
             }
             Err(state::StateError::NotFound { .. }) => {
-                // Not made yet, or the supervisor failed before it made the directory.
-                let said = std::fs::read_to_string(&log).unwrap_or_default();
-                if let Some(err) = said.lines().find(|l| l.starts_with("error:")) {
-                    let err = err.trim_start_matches("error: ").to_owned();
+                // Not made yet, or the supervisor failed before or while making it.
+                if let Some(err) = said() {
                     let _ = std::fs::remove_file(&log);
                     bail!("{err}");
                 }
