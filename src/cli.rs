@@ -182,21 +182,28 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     // The supervisor is a fresh exec of podkit, handed the validated plan: it never loads the
     // YAML and Kubernetes deserializers, most of this process's memory. Same pid, same terminal.
-    let plan = serde_json::to_vec(&plan).context("failed to encode the pod plan")?;
-    let memfd =
-        nix::sys::memfd::memfd_create(c"podkit-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .context("failed to hand the plan to the supervisor (memfd_create)")?;
-    let mut stdin = std::fs::File::from(memfd);
-    stdin.write_all(&plan)?;
-    stdin.seek(std::io::SeekFrom::Start(0))?;
-    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
-    let mut supervise = Command::new(exe);
-    supervise.arg("supervise").stdin(stdin);
+    let mut supervise = supervise_command(&plan)?;
     if args.quiet {
         supervise.arg("--quiet");
     }
     let err = std::os::unix::process::CommandExt::exec(&mut supervise);
     Err(err).context("failed to start the supervisor")
+}
+
+/// `podkit supervise` with `plan` as its stdin: a memfd holding the plan as JSON, which the
+/// supervisor reads to its end (no pipe to fill, no file to clean up).
+fn supervise_command(plan: &spec::PodPlan) -> anyhow::Result<Command> {
+    let json = serde_json::to_vec(plan).context("failed to encode the pod plan")?;
+    let memfd =
+        nix::sys::memfd::memfd_create(c"podkit-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .context("failed to hand the plan to the supervisor (memfd_create)")?;
+    let mut stdin = std::fs::File::from(memfd);
+    stdin.write_all(&json)?;
+    stdin.seek(std::io::SeekFrom::Start(0))?;
+    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
+    let mut supervise = Command::new(exe);
+    supervise.arg("supervise").stdin(stdin);
+    Ok(supervise)
 }
 
 /// Runs one pod's supervisor with the plan read from stdin: in the foreground, or in a session

@@ -1,7 +1,7 @@
 //! `podkit apply`: start pods in the background and return once they run.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -92,23 +92,13 @@ pub fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<std::process::ExitC
 
 /// Starts `podkit supervise --detach` with the plan on a memfd as its stdin.
 fn start_detached(root: &Path, plan: &PodPlan) -> anyhow::Result<()> {
-    use std::io::{Seek, Write};
-    let json = serde_json::to_vec(plan).context("failed to encode the pod plan")?;
-    let memfd =
-        nix::sys::memfd::memfd_create(c"podkit-plan", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .context("failed to hand the plan to the supervisor (memfd_create)")?;
-    let mut stdin = std::fs::File::from(memfd);
-    stdin.write_all(&json)?;
-    stdin.seek(std::io::SeekFrom::Start(0))?;
     // The supervisor's own output goes next to the pod's state; the directory does not exist
     // yet (the supervisor makes it), so the log starts in the pods directory.
     let pods = root.join("pods");
     std::fs::create_dir_all(&pods)?;
     let log = std::fs::File::create(pods.join(format!(".{}.supervisor.log", plan.name)))?;
-    let exe = std::env::current_exe().context("failed to find the podkit binary")?;
-    Command::new(exe)
-        .args(["supervise", "--quiet", "--detach"])
-        .stdin(stdin)
+    super::supervise_command(plan)?
+        .args(["--quiet", "--detach"])
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

@@ -220,7 +220,7 @@ pub async fn watch(
         }
     }
     if let Some(probe) = &member.startup_probe
-        && !probe_until(&pod, &member, leader, &object, probe, "Startup").await
+        && !probe_until(&pod, &member, leader, &object, probe, "Startup", true).await
     {
         pod.update(|s| {
             s.event(
@@ -247,7 +247,7 @@ pub async fn watch(
     }
     let liveness = async {
         if let Some(probe) = &member.liveness_probe
-            && !probe_forever(&pod, &member, leader, &object, probe).await
+            && !probe_until(&pod, &member, leader, &object, probe, "Liveness", false).await
         {
             pod.update(|s| {
                 s.event(
@@ -271,7 +271,9 @@ pub async fn watch(
     tokio::join!(liveness, readiness);
 }
 
-/// Probes until one success (true) or `failureThreshold` failures in a row (false).
+/// Probes until `failureThreshold` failures in a row (false), or, when `until_success` (a
+/// startup probe), until the first success (true). A liveness probe never succeeds for good: a
+/// success only resets the count.
 async fn probe_until(
     pod: &Pod,
     member: &Member,
@@ -279,54 +281,18 @@ async fn probe_until(
     object: &str,
     probe: &Probe,
     kind: &str,
+    until_success: bool,
 ) -> bool {
     tokio::time::sleep(probe.initial_delay).await;
     let mut failures = 0;
     loop {
         match run_handler(pod, member, leader, &probe.handler, probe.timeout).await {
-            Ok(()) => return true,
-            Err(err) => {
-                failures += 1;
-                pod.update(|s| {
-                    s.event(
-                        "Warning",
-                        "Unhealthy",
-                        object,
-                        format!("{kind} probe failed: {err}"),
-                    )
-                });
-                if failures >= probe.failure_threshold {
-                    return false;
-                }
-            }
-        }
-        tokio::time::sleep(probe.period).await;
-    }
-}
-
-/// Liveness: probes for the run's whole life; false once `failureThreshold` failures in a row.
-async fn probe_forever(
-    pod: &Pod,
-    member: &Member,
-    leader: u32,
-    object: &str,
-    probe: &Probe,
-) -> bool {
-    tokio::time::sleep(probe.initial_delay).await;
-    let mut failures = 0;
-    loop {
-        match run_handler(pod, member, leader, &probe.handler, probe.timeout).await {
+            Ok(()) if until_success => return true,
             Ok(()) => failures = 0,
             Err(err) => {
                 failures += 1;
-                pod.update(|s| {
-                    s.event(
-                        "Warning",
-                        "Unhealthy",
-                        object,
-                        format!("Liveness probe failed: {err}"),
-                    )
-                });
+                let message = format!("{kind} probe failed: {err}");
+                pod.update(|s| s.event("Warning", "Unhealthy", object, message));
                 if failures >= probe.failure_threshold {
                     return false;
                 }
