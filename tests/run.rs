@@ -635,6 +635,56 @@ fn several_pods_in_one_file_each_get_a_supervisor() {
     pod.delete_and_check();
 }
 
+/// A container's private mount namespace copies the host's mounts, other pods' namespace pins
+/// and tmpfs volumes included; `/` is a private mount here, so unmounts do not propagate. What
+/// removes the copies is that podkit unlinks every pin file and volume directory: since Linux
+/// 3.18, unlinking a mount point detaches the mounts on it in every mount namespace. Without
+/// that, a deleted pod's namespaces would live on inside other pods' containers.
+#[test]
+fn a_deleted_pod_leaves_no_mount_in_another_pods_containers() {
+    let Some(holder) = Running::start("holder", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: v, mountPath: /podkit-holder-{name}}}]}}\n"
+        )
+    }) else {
+        return;
+    };
+    let Some(other) = Running::start("other", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-other-{name}}}]}}\n"
+        )
+    }) else {
+        return;
+    };
+    holder.wait_for("the holder's container", || {
+        holder.dir().join("members/c.pid").exists()
+    });
+    other.wait_for("the other's container", || {
+        other.dir().join("members/c.pid").exists()
+    });
+    // A container started after `other` was created: its mount namespace copied other's pins.
+    let pid = std::fs::read_to_string(holder.dir().join("members/c.pid")).expect("pid");
+    let mountinfo = format!("/proc/{}/mountinfo", pid.trim());
+    assert!(
+        std::fs::read_to_string(&mountinfo)
+            .expect("mountinfo")
+            .contains(&other.name),
+        "setup: the copy exists"
+    );
+    other.delete_and_check();
+    let left: Vec<String> = std::fs::read_to_string(&mountinfo)
+        .expect("mountinfo")
+        .lines()
+        .filter(|l| l.contains(&other.name))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the deleted pod's mounts live on in another pod's container: {left:#?}"
+    );
+    holder.delete_and_check();
+}
+
 #[test]
 fn the_hello_example_runs_to_completion() {
     let Some(pod) = Running::start_file(
