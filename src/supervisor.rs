@@ -7,6 +7,7 @@
 //! grace period, and removes what the pod made.
 //!
 //! Layout:
+//! - `api.rs`: the pod's HTTP API on `api.sock`;
 //! - `reaper.rs`: child subreaper, one loop reaping every child;
 //! - `member.rs`: one container's runs, restarts and stop;
 //! - `probe.rs`: probes and lifecycle hooks;
@@ -14,6 +15,7 @@
 //! - `volumes.rs`: emptyDir, hostPath and mount points;
 //! - `status.rs`: v1 PodStatus, events, `status.json`.
 
+mod api;
 mod logs;
 mod member;
 mod probe;
@@ -107,6 +109,9 @@ pub(crate) struct Pod {
     deadline: Mutex<Option<Instant>>,
     /// Options::echo.
     echo: bool,
+    /// A grace period a delete asked for (`podkit delete --grace-period`), instead of the
+    /// manifest's.
+    grace_override: Mutex<Option<Duration>>,
 }
 
 impl Pod {
@@ -135,7 +140,12 @@ impl Pod {
     }
 
     pub(crate) fn deadline(&self) -> Instant {
-        lock(&self.deadline).unwrap_or_else(|| Instant::now() + self.plan.termination_grace_period)
+        lock(&self.deadline).unwrap_or_else(|| Instant::now() + self.grace())
+    }
+
+    /// The grace period for stopping the pod: a delete's, or the manifest's.
+    pub(crate) fn grace(&self) -> Duration {
+        lock(&self.grace_override).unwrap_or(self.plan.termination_grace_period)
     }
 
     /// The value of a `fieldRef`.
@@ -236,6 +246,7 @@ async fn run_in(
         volumes: Mutex::new(volumes),
         deadline: Mutex::new(None),
         echo: options.echo,
+        grace_override: Mutex::new(None),
     });
     pod.update(|s| {
         s.event(
@@ -253,7 +264,25 @@ async fn run_in(
         let _ = std::fs::rename(&early_log, dir.join("supervisor.log"));
     }
     let saver = tokio::spawn(save_on_change(pod.clone()));
+    let api_stop = CancellationToken::new();
+    let api = match bind_api(dir) {
+        Ok(listener) => Some(tokio::spawn(api::serve(
+            pod.clone(),
+            listener,
+            shutdown.clone(),
+            api_stop.clone(),
+        ))),
+        Err(err) => {
+            warn!(%err, "failed to serve the pod's API; the CLI falls back to status.json and signals");
+            None
+        }
+    };
     let deleted = lifecycle(&pod, &shutdown).await;
+    api_stop.cancel();
+    if let Some(api) = api {
+        let _ = api.await;
+    }
+    let _ = std::fs::remove_file(dir.join(API_SOCKET));
     saver.abort();
     // An aborted task lets go of the pod once it is dropped: wait for that.
     let _ = saver.await;
@@ -387,7 +416,7 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
 
     // Termination: one grace period for the pod, main containers first, then the sidecars in
     // reverse order.
-    *lock(&pod.deadline) = Some(Instant::now() + pod.plan.termination_grace_period);
+    *lock(&pod.deadline) = Some(Instant::now() + pod.grace());
     for (stop, _) in &mains {
         stop.cancel();
     }
@@ -398,6 +427,19 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
     }
     pod.update(|_| {});
     deleted
+}
+
+/// The pod's API socket, in its directory.
+pub const API_SOCKET: &str = "api.sock";
+
+/// Binds `DIR/api.sock`, readable and writable by its owner only (the directory is 0700 too).
+fn bind_api(dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(API_SOCKET);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Writes status.json whenever the status changed; a burst of changes costs one write.

@@ -1101,6 +1101,47 @@ spec:
     pod.delete_and_check();
 }
 
+#[test]
+fn the_pod_api_serves_status_and_takes_a_delete_with_a_grace_period() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(pod) = Running::start("api", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: stubborn, command: [sh, -c, \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || pod.log("stubborn", 0).contains("up"));
+    let socket = pod.dir().join("api.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("api.sock")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "owner only");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--unix-socket",
+            socket.to_str().expect("utf-8"),
+            "http://podkit/status",
+        ])
+        .output()
+        .expect("curl");
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["phase"], "Running", "{status}");
+    // 60 s of grace, cut to 1 by the delete (which waits until the pod is gone).
+    let deleted = podkit(&["delete", "pod", &pod.name, "--grace-period", "1"]);
+    assert_eq!(deleted.trim(), format!("pod \"{}\" deleted", pod.name));
+    assert!(
+        pod.output()
+            .contains("did not stop within the grace period"),
+        "{}",
+        pod.output()
+    );
+    pod.delete_and_check();
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

@@ -108,24 +108,21 @@ impl PodNamespacesBuilder {
             .name("podkit-ns-create".into())
             .spawn(move || {
                 let _runtime = runtime.enter();
-                let result = plan.execute();
-                if let Err(Ok((socket, init))) = tx.send(result) {
-                    // The caller stopped waiting (its future was dropped): nobody else will
-                    // undo this, so do it here.
-                    drop(socket);
-                    drop(Unfinished::new(&thread_name, &thread_dir, init));
-                }
+                // The pod travels inside its guard: if the caller stopped waiting (its future
+                // was dropped), before or after this send, dropping the result undoes the pod.
+                let result = plan.execute().map(|(socket, init)| {
+                    (socket, Unfinished::new(&thread_name, &thread_dir, init))
+                });
+                drop(tx.send(result));
             })
             .map_err(|source| Error::Thread {
                 path: dir.clone(),
                 source,
             })?;
-        let (socket, init) = rx
+        // From here on, a failure or a dropped future removes the pod again (`unfinished`).
+        let (socket, unfinished) = rx
             .await
             .map_err(|_| Error::ThreadPanicked { path: dir.clone() })??;
-
-        // From here on, a failure or a dropped future removes the pod again.
-        let unfinished = Unfinished::new(&name, &dir, init);
         let finish = async {
             Netlink::from_socket(socket, dir.join("net"))
                 .link_up("lo")

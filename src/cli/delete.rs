@@ -18,6 +18,8 @@ use crate::state::{self, PodState, TERMINATING};
 ///   podkit delete pod web
 ///   podkit delete -f web.yaml
 ///   podkit delete pod web --wait=false
+///   podkit delete pod web --grace-period 5
+///   podkit delete pod web --now
 ///
 /// Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.
 #[derive(Debug, clap::Args)]
@@ -38,6 +40,18 @@ pub struct DeleteArgs {
     /// Wait until the pods are gone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     wait: bool,
+
+    /// Seconds the pods get to stop, instead of their terminationGracePeriodSeconds.
+    #[arg(long, value_name = "SECONDS")]
+    grace_period: Option<u64>,
+
+    /// Stop at once: a grace period of 1 second.
+    #[arg(long, conflicts_with = "grace_period")]
+    now: bool,
+
+    /// Stop without waiting at all: a grace period of 0 (SIGKILL after preStop hooks).
+    #[arg(long, conflicts_with_all = ["grace_period", "now"])]
+    force: bool,
 }
 
 /// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
@@ -73,7 +87,12 @@ pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::Exi
             }
             Err(err) => return Err(err.into()),
         };
-        match delete_one(root, &pod, args.wait) {
+        let grace = match (args.force, args.now) {
+            (true, _) => Some(0),
+            (_, true) => Some(1),
+            _ => args.grace_period,
+        };
+        match delete_one(root, &pod, args.wait, grace) {
             Ok(()) => println!("pod {name:?} deleted"),
             Err(err) => {
                 eprintln!("error: pod {name:?}: {err:#}");
@@ -88,7 +107,7 @@ pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::Exi
     })
 }
 
-fn delete_one(root: &Path, pod: &PodState, wait: bool) -> anyhow::Result<()> {
+fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> anyhow::Result<()> {
     let Some(pid) = pod.supervisor else {
         // No supervisor: an ended pod's kept state, or a crashed pod's leftovers.
         for line in state::clean_up(pod) {
@@ -98,10 +117,17 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool) -> anyhow::Result<()> {
     };
     // Marks the pod Terminating for `get` while its supervisor stops it.
     std::fs::write(pod.dir.join(TERMINATING), "")?;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
+    // Through the pod's API, which takes a grace period; a signal when the API does not answer.
+    if let Err(err) = api_delete(&pod.dir, grace) {
+        if grace.is_some() {
+            eprintln!(
+                "warning: pod {:?}: the API did not answer ({err:#}): deleting with its own grace period",
+                pod.name
+            );
+        }
+        let supervisor = nix::unistd::Pid::from_raw(pid as i32);
+        nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGTERM)?;
+    }
     if !wait {
         return Ok(());
     }
@@ -127,6 +153,36 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool) -> anyhow::Result<()> {
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// `DELETE /pod[?gracePeriodSeconds=N]` on the pod's `api.sock`.
+fn api_delete(dir: &Path, grace: Option<u64>) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper::body::Bytes;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let stream =
+            tokio::net::UnixStream::connect(dir.join(crate::supervisor::API_SOCKET)).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let uri = match grace {
+            Some(seconds) => format!("/pod?gracePeriodSeconds={seconds}"),
+            None => "/pod".to_owned(),
+        };
+        let request = hyper::Request::delete(uri)
+            .header(hyper::header::HOST, "podkit")
+            .body(Empty::<Bytes>::new())?;
+        let response = sender.send_request(request).await?;
+        anyhow::ensure!(
+            response.status() == hyper::StatusCode::ACCEPTED,
+            "the API answered {}",
+            response.status()
+        );
+        Ok(())
+    })
 }
 
 pub fn gc(root: &Path, _args: GcArgs) -> anyhow::Result<()> {
