@@ -116,6 +116,19 @@ pub struct Member {
     pub readiness_probe: Option<Probe>,
     pub post_start: Option<Handler>,
     pub pre_stop: Option<Handler>,
+    /// `ports[]` with a `hostPort`: published on the host for the pod's whole life.
+    pub host_ports: Vec<HostPort>,
+}
+
+/// A container port published on the host (`ports[].hostPort`), as `docker run -p` does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPort {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `TCP` or `UDP`.
+    pub udp: bool,
+    /// `hostIP`: the host address to listen on; all of them (0.0.0.0) when unset.
+    pub host_ip: Option<std::net::IpAddr>,
 }
 
 /// An environment variable: a literal, or a field of the pod filled in at start.

@@ -69,6 +69,9 @@ pub enum Error {
 
     #[error(transparent)]
     Volume(#[from] VolumeError),
+
+    #[error("failed to publish the pod's hostPorts")]
+    HostPort(#[source] portfwd::Error),
 }
 
 /// Where the supervisor keeps state, and how it starts the pod's PID 1.
@@ -228,11 +231,21 @@ async fn run_in(
         name: plan.name.clone(),
         source: Box::new(source),
     })?;
-    let volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
+    let mut volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
         Ok(volumes) => volumes,
         Err(err) => {
             delete_namespaces(ns);
             return Err(err.into());
+        }
+    };
+    // hostPorts are bound before any container starts: one in use fails the start, naming it.
+    let ports_stop = CancellationToken::new();
+    let ports = match publish_host_ports(&plan, &dir.join("ns/net"), &ports_stop).await {
+        Ok(ports) => ports,
+        Err(err) => {
+            volumes.cleanup();
+            delete_namespaces(ns);
+            return Err(err);
         }
     };
     let pod = Arc::new(Pod {
@@ -278,6 +291,10 @@ async fn run_in(
         }
     };
     let deleted = lifecycle(&pod, &shutdown).await;
+    ports_stop.cancel();
+    for forwarder in ports {
+        let _ = forwarder.await;
+    }
     api_stop.cancel();
     if let Some(api) = api {
         let _ = api.await;
@@ -427,6 +444,55 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
     }
     pod.update(|_| {});
     deleted
+}
+
+/// Binds every `hostPort` of the pod (grouped by `hostIP`; all addresses without one) through
+/// the portfwd library and forwards them into the pod until `stop`.
+async fn publish_host_ports(
+    plan: &PodPlan,
+    netns: &Path,
+    stop: &CancellationToken,
+) -> Result<Vec<JoinHandle<()>>, Error> {
+    use std::collections::BTreeMap;
+    use std::net::{IpAddr, Ipv4Addr};
+    let mut groups: BTreeMap<IpAddr, Vec<portfwd::PortMapping>> = BTreeMap::new();
+    for port in plan
+        .init_containers
+        .iter()
+        .chain(&plan.containers)
+        .flat_map(|m| &m.host_ports)
+    {
+        let ip = port.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let mapping = if port.udp {
+            portfwd::PortMapping::udp(port.host_port, port.container_port)
+        } else {
+            portfwd::PortMapping::tcp(port.host_port, port.container_port)
+        };
+        groups.entry(ip).or_default().push(mapping);
+    }
+    let mut forwarders = Vec::new();
+    for (ip, mappings) in groups {
+        let target = portfwd::Target::Netns(netns.display().to_string());
+        let config =
+            portfwd::Config::new(target, mappings).addresses(vec![portfwd::ListenAddress::Ip(ip)]);
+        let forwarder = match portfwd::Forwarder::bind(config).await {
+            Ok(forwarder) => forwarder,
+            Err(err) => {
+                stop.cancel();
+                return Err(Error::HostPort(err));
+            }
+        };
+        for listening in forwarder.listeners() {
+            info!(pod = %plan.name, "hostPort: {listening}");
+        }
+        let stop = stop.clone();
+        forwarders.push(tokio::spawn(async move {
+            if let Err(err) = forwarder.run(stop).await {
+                warn!(%err, "hostPort forwarding stopped");
+            }
+        }));
+    }
+    Ok(forwarders)
 }
 
 /// The pod's API socket, in its directory.

@@ -1142,6 +1142,62 @@ fn the_pod_api_serves_status_and_takes_a_delete_with_a_grace_period() {
     pod.delete_and_check();
 }
 
+#[test]
+fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start() {
+    use std::io::{Read, Write};
+    // A port free right now, for the pod to publish.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let Some(pod) = Running::start("hostport", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: echo\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/echo.pid").exists()
+    });
+    let mut reply = String::new();
+    for _ in 0..100 {
+        // Until socat inside listens, a connection is closed at once (the forward stays up).
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = conn.write_all(b"published");
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+            reply.clear();
+            let _ = conn.read_to_string(&mut reply);
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(reply, "published", "through hostPort {port}");
+
+    // The same hostPort for a second pod: its start fails, naming the port.
+    let Some(second) = Running::start("hostport2", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    command: [sleep, '1000']\n    ports: [{{containerPort: 80, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(second.wait_exit(), Some(1));
+    let output = second.output();
+    let want = format!("port {port} (tcp) on 127.0.0.1 is already in use");
+    assert!(output.contains(&want), "{output}");
+    assert!(!second.dir().exists(), "nothing of the second pod remains");
+    second.delete_and_check();
+    pod.delete_and_check();
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the hostPort is free again"
+    );
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

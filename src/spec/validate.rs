@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    EnvValue, EnvVar, Handler, HostPathType, Member, Mount, PodPlan, Probe, RestartPolicy, Volume,
-    VolumeSource,
+    EnvValue, EnvVar, Handler, HostPathType, HostPort, Member, Mount, PodPlan, Probe,
+    RestartPolicy, Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -293,6 +293,25 @@ impl Validator {
         );
         let containers = members(self, &spec.containers, "containers", false);
 
+        let mut seen_ports = Vec::new();
+        for (member, port) in init_containers
+            .iter()
+            .chain(&containers)
+            .flat_map(|m| m.host_ports.iter().map(move |p| (m, p)))
+        {
+            let key = (port.host_ip, port.host_port, port.udp);
+            if seen_ports.contains(&key) {
+                self.bad(
+                    &format!("{}.ports", member.path),
+                    format!(
+                        "hostPort {} ({}) is published twice in the pod",
+                        port.host_port,
+                        if port.udp { "UDP" } else { "TCP" }
+                    ),
+                );
+            }
+            seen_ports.push(key);
+        }
         let mut plan = self.plan(pod, name, namespace);
         plan.hostname = hostname;
         plan.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
@@ -417,14 +436,11 @@ impl Validator {
             .collect();
 
         let ports = c.ports.clone().unwrap_or_default();
-        for (i, port) in ports.iter().enumerate() {
-            if port.host_port.is_some() {
-                self.bad(
-                    &format!("{path}.ports[{i}].hostPort"),
-                    "not supported by podkit yet (use portfwd to reach the pod)",
-                );
-            }
-        }
+        let host_ports = ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, port)| self.host_port(port, &format!("{path}.ports[{i}]")))
+            .collect();
 
         let probe = |v: &mut Self, p: &Option<K8sProbe>, field: &str| {
             p.as_ref().and_then(|p| {
@@ -485,7 +501,65 @@ impl Validator {
             readiness_probe,
             post_start,
             pre_stop,
+            host_ports,
         }
+    }
+
+    /// A port with a `hostPort`, checked; `None` for one without (informational only).
+    fn host_port(&mut self, port: &ContainerPort, path: &str) -> Option<HostPort> {
+        let udp = match port.protocol.as_deref() {
+            None | Some("TCP") => false,
+            Some("UDP") => true,
+            Some(other) => {
+                self.bad(
+                    &format!("{path}.protocol"),
+                    format!("{other:?}: podkit supports TCP and UDP"),
+                );
+                return None;
+            }
+        };
+        let container_port = match u16::try_from(port.container_port) {
+            Ok(p) if p > 0 => p,
+            _ => {
+                self.bad(
+                    &format!("{path}.containerPort"),
+                    format!("{}: must be between 1 and 65535", port.container_port),
+                );
+                return None;
+            }
+        };
+        let host_port = match port.host_port {
+            None => return None,
+            Some(p) => match u16::try_from(p) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    self.bad(
+                        &format!("{path}.hostPort"),
+                        format!("{p}: must be between 1 and 65535"),
+                    );
+                    return None;
+                }
+            },
+        };
+        let host_ip = match port.host_ip.as_deref().filter(|ip| !ip.is_empty()) {
+            None => None,
+            Some(ip) => match ip.parse() {
+                Ok(ip) => Some(ip),
+                Err(_) => {
+                    self.bad(
+                        &format!("{path}.hostIP"),
+                        format!("{ip:?} is not an IP address"),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(HostPort {
+            host_port,
+            container_port,
+            udp,
+            host_ip,
+        })
     }
 
     fn id(&mut self, id: Option<i64>, path: &str) -> Option<u32> {
