@@ -91,7 +91,7 @@ pub struct Config {
     pub retry_initial: Duration,
     /// Longest wait after a failure.
     pub retry_max: Duration,
-    /// Bound on one whole sync (download, unpack, publish).
+    /// Bound on the download of one sync, and on its `--exec` hook.
     pub timeout: Duration,
     /// Most bytes one download may have.
     pub max_bytes: Option<u64>,
@@ -170,9 +170,12 @@ pub enum SyncError {
     /// Unpacking or publishing failed.
     #[error("failed to publish")]
     Publish(#[from] publish::Error),
-    /// The sync took longer than `--timeout`.
-    #[error("the sync took longer than {0:?} (--timeout)")]
+    /// The download took longer than `--timeout`.
+    #[error("the download took longer than {0:?} (--timeout)")]
     Timeout(Duration),
+    /// Shutdown came during the download.
+    #[error("shut down during the download")]
+    Cancelled,
 }
 
 /// What one successful sync did.
@@ -233,16 +236,25 @@ async fn run_inner(
     let fetcher = fetch::Fetcher::new(config);
     let mut failures: u32 = 0;
     loop {
-        let sync = sync_once(config, &fetcher, &mut publisher, metrics);
-        let result = tokio::select! {
-            result = tokio::time::timeout(config.timeout, sync) => {
-                result.unwrap_or(Err(SyncError::Timeout(config.timeout)))
-            }
-            _ = shutdown.cancelled() => {
-                info!("shutdown during a sync: the published version stays");
-                return if config.one_time { Err(Error::ShutdownBeforeSync) } else { Ok(()) };
-            }
-        };
+        let deadline = tokio::time::Instant::now() + config.timeout;
+        let result = sync_once(
+            config,
+            &fetcher,
+            &mut publisher,
+            metrics,
+            deadline,
+            shutdown,
+        )
+        .await;
+        if let Err(SyncError::Cancelled) = result {
+            publisher.cleanup_tmp();
+            info!("shutdown during a download: the published version stays");
+            return if config.one_time {
+                Err(Error::ShutdownBeforeSync)
+            } else {
+                Ok(())
+            };
+        }
         metrics.syncs.fetch_add(1, Ordering::Relaxed);
         let wait = match result {
             Ok(outcome) => {
@@ -295,14 +307,25 @@ async fn run_inner(
 }
 
 /// One fetch, and a publish when the content is new.
+///
+/// Shutdown and `deadline` cut the download only: a publish, once started, runs to its end
+/// (its blocking filesystem work cannot be stopped halfway, and a second sync must never run
+/// beside it); the hook is bounded by `deadline`.
 async fn sync_once(
     config: &Config,
     fetcher: &fetch::Fetcher,
     publisher: &mut publish::Publisher,
     metrics: &Metrics,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
 ) -> Result<Outcome, SyncError> {
     let tmp = publisher.tmp_dir();
-    let Some(download) = fetcher.fetch(&tmp).await? else {
+    let fetched = tokio::select! {
+        fetched = tokio::time::timeout_at(deadline, fetcher.fetch(&tmp)) => fetched,
+        _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
+    };
+    let fetched = fetched.map_err(|_| SyncError::Timeout(config.timeout))?;
+    let Some(download) = fetched? else {
         metrics.not_modified.fetch_add(1, Ordering::Relaxed);
         return Ok(Outcome::NotModified);
     };
@@ -331,7 +354,12 @@ async fn sync_once(
     fetcher.remember(validators);
     metrics.publishes.fetch_add(1, Ordering::Relaxed);
     if let Some(cmd) = &config.exec {
-        run_hook(cmd, &id, &publisher.version_path(&id), metrics).await;
+        let path = publisher.version_path(&id);
+        let hook = run_hook(cmd, &id, &path, metrics);
+        if tokio::time::timeout_at(deadline, hook).await.is_err() {
+            metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
+            warn!(version = %id, timeout = ?config.timeout, "exec hook killed at the sync's --timeout");
+        }
     }
     Ok(Outcome::Published(id))
 }

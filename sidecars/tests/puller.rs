@@ -162,6 +162,10 @@ async fn first_sync_update_unchanged_keep_and_hook() -> anyhow::Result<()> {
         })
         .await?;
     }
+    wait_until("five publishes counted (after pruning)", DEADLINE, || {
+        puller.count(|m| &m.publishes) == 5
+    })
+    .await?;
     let left = versions(&dest)?;
     ensure!(left.len() == 2, "versions left: {left:?}");
     ensure!(puller.count(|m| &m.failures) == 0);
@@ -255,7 +259,11 @@ async fn reader_never_sees_a_torn_tree() -> anyhow::Result<()> {
     reader
         .join()
         .map_err(|_| anyhow::anyhow!("reader panicked"))??;
-    ensure!(puller.count(|m| &m.publishes) == UPDATES as u64 + 1);
+    // The link swap is visible a moment before the publish is counted (after pruning).
+    wait_until("every publish counted", DEADLINE, || {
+        puller.count(|m| &m.publishes) == UPDATES as u64 + 1
+    })
+    .await?;
     ensure!(versions(&dest)?.len() == 6, "{:?}", versions(&dest)?);
     puller.stop().await
 }
@@ -391,7 +399,15 @@ async fn server_down_then_back_and_health() -> anyhow::Result<()> {
         read(dest.join("current/hello.txt")).as_deref() == Some("hello")
     })
     .await?;
-    ensure!(http_status(health, "/healthz").await == Some(200));
+    // The link swap is visible a moment before the sync is recorded.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while http_status(health, "/healthz").await != Some(200) {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "healthz never became 200"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     ensure!(origin.state.authorization.lock().expect("lock").as_deref() == Some("Bearer secret-1"));
     // The token file is read again for every sync.
     std::fs::write(&token, "secret-2\n")?;
@@ -424,8 +440,8 @@ async fn server_down_then_back_and_health() -> anyhow::Result<()> {
     puller.stop().await
 }
 
-/// `--max-failures` stops the puller; `--max-bytes` and `--sha256` refuse a download and the
-/// published version stays.
+/// `--max-failures` stops the puller; `--max-bytes`, `--sha256` and `--timeout` fail a sync and
+/// the published version stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_failures_max_bytes_and_digest() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -476,6 +492,22 @@ async fn max_failures_max_bytes_and_digest() -> anyhow::Result<()> {
     .err()
     .context("--sha256 ignored")?;
     ensure!(chain(&err).contains("sha256 mismatch"), "{}", chain(&err));
+    ensure!(read(dest.join("current/data.bin")).as_deref() == Some("0123456789"));
+
+    // A hung server: --timeout ends the sync.
+    origin.state.hang.store(true, Ordering::SeqCst);
+    let err = sidecars::puller::run(
+        config(&url, &dest, &["--one-time", "--timeout", "300ms"])?,
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .context("--timeout ignored")?;
+    ensure!(
+        chain(&err).contains("took longer than 300ms"),
+        "{}",
+        chain(&err)
+    );
     ensure!(read(dest.join("current/data.bin")).as_deref() == Some("0123456789"));
     Ok(())
 }

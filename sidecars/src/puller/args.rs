@@ -75,7 +75,7 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "PODKIT_PULLER_RETRY_MAX")]
     pub retry_max: Duration,
 
-    /// Bound on one sync (download, unpack, publish).
+    /// Bound on one sync's download (a started publish always finishes) and its `--exec` hook.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "PODKIT_PULLER_TIMEOUT")]
     pub timeout: Duration,
 

@@ -47,6 +47,8 @@ pub struct OriginState {
     pub resource: Mutex<Resource>,
     /// When false, accepted connections are closed at once (a crashed server).
     pub up: AtomicBool,
+    /// When true, accepted connections are held open without an answer (a hung server).
+    pub hang: AtomicBool,
     pub requests: AtomicU64,
     pub ok: AtomicU64,
     pub not_modified: AtomicU64,
@@ -79,6 +81,7 @@ impl Origin {
                 etag: etag.map(str::to_owned),
             }),
             up: AtomicBool::new(true),
+            hang: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             ok: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
@@ -97,6 +100,14 @@ impl Origin {
                 };
                 if !st.up.load(Ordering::SeqCst) {
                     drop(stream);
+                    continue;
+                }
+                if st.hang.load(Ordering::SeqCst) {
+                    let sp = sp.clone();
+                    tokio::spawn(async move {
+                        sp.cancelled().await;
+                        drop(stream);
+                    });
                     continue;
                 }
                 let st = st.clone();
