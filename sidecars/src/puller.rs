@@ -14,6 +14,7 @@
 //! - `fetch.rs`: one download (HTTP or file) into a temporary file, with sha256 and a size bound.
 //! - `unpack.rs`: tar and tar.gz extraction that refuses unsafe entries, naming them.
 //! - `publish.rs`: versions directory, the atomic symlink swap, pruning.
+//! - `hooks.rs`: what runs once per published version: `--exec`, `--webhook`, `--signal`.
 //! - `health.rs`: the `/healthz` + `/metrics` server and the counters behind it.
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ mod args;
 mod cli;
 mod fetch;
 mod health;
+mod hooks;
 mod publish;
 mod unpack;
 
@@ -103,6 +105,10 @@ pub struct Config {
     pub bearer_token_file: Option<PathBuf>,
     /// Shell command run after each publish, with `PODKIT_VERSION` and `PODKIT_PATH`.
     pub exec: Option<String>,
+    /// URL POSTed `{"version","path"}` after each publish, retried.
+    pub webhook: Option<hyper::Uri>,
+    /// Signal (name without `SIG`, e.g. `HUP`) sent after each publish to the pid in the file.
+    pub signal: Option<(String, PathBuf)>,
     /// Address of the `/healthz` + `/metrics` server.
     pub health_addr: Option<SocketAddr>,
 }
@@ -234,6 +240,7 @@ async fn run_inner(
         .store(config.max_failures.unwrap_or(0).into(), Ordering::Relaxed);
 
     let fetcher = fetch::Fetcher::new(config);
+    let hooks = hooks::Hooks::new(config);
     let mut failures: u32 = 0;
     loop {
         let deadline = tokio::time::Instant::now() + config.timeout;
@@ -241,6 +248,7 @@ async fn run_inner(
             config,
             &fetcher,
             &mut publisher,
+            &hooks,
             metrics,
             deadline,
             shutdown,
@@ -315,6 +323,7 @@ async fn sync_once(
     config: &Config,
     fetcher: &fetch::Fetcher,
     publisher: &mut publish::Publisher,
+    hooks: &hooks::Hooks,
     metrics: &Metrics,
     deadline: tokio::time::Instant,
     shutdown: &CancellationToken,
@@ -353,42 +362,15 @@ async fn sync_once(
     let id = publisher.publish(download, archive).await?;
     fetcher.remember(validators);
     metrics.publishes.fetch_add(1, Ordering::Relaxed);
-    if let Some(cmd) = &config.exec {
-        let path = publisher.version_path(&id);
-        let hook = run_hook(cmd, &id, &path, metrics);
-        if tokio::time::timeout_at(deadline, hook).await.is_err() {
-            metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(version = %id, timeout = ?config.timeout, "exec hook killed at the sync's --timeout");
-        }
+    let path = publisher.version_path(&id);
+    if tokio::time::timeout_at(deadline, hooks.fire(&id, &path, metrics))
+        .await
+        .is_err()
+    {
+        metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
+        warn!(version = %id, timeout = ?config.timeout, "hooks cut at the sync's --timeout");
     }
     Ok(Outcome::Published(id))
-}
-
-/// Runs `--exec` once for a published version; a failure is logged and counted, the version
-/// stays published.
-async fn run_hook(cmd: &str, id: &str, path: &std::path::Path, metrics: &Metrics) {
-    let status = tokio::process::Command::new("/bin/sh")
-        .arg("-c")
-        .arg(cmd)
-        .env("PODKIT_VERSION", id)
-        .env("PODKIT_PATH", path)
-        .current_dir(path)
-        .kill_on_drop(true)
-        .status()
-        .await;
-    match status {
-        Ok(status) if status.success() => {
-            info!(version = %id, "exec hook succeeded");
-        }
-        Ok(status) => {
-            metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(version = %id, %status, "exec hook failed");
-        }
-        Err(err) => {
-            metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
-            warn!(version = %id, ?err, "failed to start the exec hook");
-        }
-    }
 }
 
 /// `period` plus up to 10% random jitter, so many pullers do not hit a server in step.

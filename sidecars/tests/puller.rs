@@ -550,3 +550,74 @@ async fn one_time_exit_codes() -> anyhow::Result<()> {
     ensure!(stderr.contains("--url"), "{stderr}");
     Ok(())
 }
+
+/// `--webhook` (retried through two 500s) and `--signal` fire once per published version,
+/// never for an unchanged source; the `file://` source is re-read every sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_and_signal_once_per_version() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let source = dir.path().join("config.json");
+    let pidfile = dir.path().join("app.pid");
+    let hup_log = dir.path().join("hup.log");
+    std::fs::write(&source, "{\"n\": 1}")?;
+    let receiver = Origin::start("", None).await?;
+    receiver.state.fail_posts.store(2, Ordering::SeqCst);
+
+    // The "app": a shell that logs every SIGHUP.
+    let script = format!(
+        "echo $$ > {}; trap 'echo hup >> {}' HUP; while :; do sleep 0.02; done",
+        pidfile.display(),
+        hup_log.display()
+    );
+    let mut app = Command::new("/bin/sh").args(["-c", &script]).spawn()?;
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _app = Kill(&mut app);
+    wait_until("the app's pid file", DEADLINE, || {
+        read(&pidfile).is_some_and(|p| p.ends_with('\n'))
+    })
+    .await?;
+
+    let puller = Running::start(config(
+        &format!("file://{}", source.display()),
+        &dest,
+        &[
+            "--webhook",
+            &receiver.url("/reload"),
+            "--signal",
+            &format!("SIGHUP:{}", pidfile.display()),
+        ],
+    )?);
+    let hups = || read(&hup_log).map_or(0, |log| log.lines().count());
+    for n in 1..=3 {
+        if n > 1 {
+            // Replaced by rename, as a deploy would: the puller never reads a half-written file.
+            let tmp = dir.path().join("config.json.tmp");
+            std::fs::write(&tmp, format!("{{\"n\": {n}}}"))?;
+            std::fs::rename(&tmp, &source)?;
+        }
+        wait_until("the signal for the next version", DEADLINE, || hups() == n).await?;
+        let posts = receiver.state.posts.lock().expect("lock").len();
+        ensure!(posts == n, "{posts} webhook calls after version {n}");
+    }
+    // Unchanged source: more syncs, no more hooks.
+    let syncs = puller.count(|m| &m.syncs);
+    wait_until("five more syncs", DEADLINE, || {
+        puller.count(|m| &m.syncs) >= syncs + 5
+    })
+    .await?;
+    ensure!(hups() == 3 && receiver.state.posts.lock().expect("lock").len() == 3);
+    ensure!(puller.count(|m| &m.hook_failures) == 0);
+    let last = receiver.state.posts.lock().expect("lock")[2].clone();
+    let last: serde_json::Value = serde_json::from_str(&last)?;
+    let version = last["version"].as_str().context("version")?;
+    ensure!(std::fs::read_link(dest.join("current"))? == Path::new(".versions").join(version));
+    ensure!(read(dest.join("current/config.json")).as_deref() == Some("{\"n\": 3}"));
+    puller.stop().await
+}

@@ -100,6 +100,16 @@ pub struct Args {
     #[arg(long, value_name = "CMD", env = "PODKIT_PULLER_EXEC")]
     pub exec: Option<String>,
 
+    /// POST `{"version": ID, "path": DIR}` here after each publish (retried 5 times with
+    /// backoff), e.g. `http://127.0.0.1:8080/reload`.
+    #[arg(long, value_name = "URL", env = "PODKIT_PULLER_WEBHOOK")]
+    pub webhook: Option<String>,
+
+    /// Send a signal after each publish to the process whose pid is in a file, e.g.
+    /// `HUP:/run/nginx.pid`.
+    #[arg(long, value_name = "SIG:PIDFILE", env = "PODKIT_PULLER_SIGNAL")]
+    pub signal: Option<String>,
+
     /// Serve `/healthz`, `/readyz` and `/metrics` here, e.g. `127.0.0.1:9103`.
     #[arg(long, value_name = "ADDR", env = "PODKIT_PULLER_HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
@@ -135,6 +145,20 @@ pub enum ArgsError {
     /// `--sha256` is not 64 hex digits.
     #[error("invalid --sha256 {value:?}: expected 64 hex digits")]
     Sha256 {
+        /// The value.
+        value: String,
+    },
+    /// `--webhook` is not an `http://` URL.
+    #[error(
+        "invalid --webhook {url:?}: expected an http:// URL such as http://127.0.0.1:8080/reload"
+    )]
+    Webhook {
+        /// The value.
+        url: String,
+    },
+    /// `--signal` is not `SIG:PIDFILE`.
+    #[error("invalid --signal {value:?}: expected SIG:PIDFILE such as HUP:/run/app.pid")]
+    Signal {
         /// The value.
         value: String,
     },
@@ -243,6 +267,35 @@ impl TryFrom<Args> for Config {
                 flag: "--max-failures",
             });
         }
+        let webhook = match args.webhook {
+            Some(url) => {
+                let uri: Option<hyper::Uri> = url.parse().ok();
+                match uri {
+                    Some(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+                        Some(uri)
+                    }
+                    _ => return Err(ArgsError::Webhook { url }),
+                }
+            }
+            None => None,
+        };
+        let signal = match args.signal {
+            Some(value) => {
+                let err = || ArgsError::Signal {
+                    value: value.clone(),
+                };
+                let (sig, pidfile) = value.split_once(':').ok_or_else(err)?;
+                let sig = sig.trim_start_matches("SIG").to_ascii_uppercase();
+                if sig.is_empty()
+                    || !sig.bytes().all(|b| b.is_ascii_alphanumeric())
+                    || pidfile.is_empty()
+                {
+                    return Err(err());
+                }
+                Some((sig, PathBuf::from(pidfile)))
+            }
+            None => None,
+        };
         let dest = if args.dest.is_absolute() {
             args.dest
         } else {
@@ -271,6 +324,8 @@ impl TryFrom<Args> for Config {
             headers,
             bearer_token_file: args.bearer_token_file,
             exec: args.exec,
+            webhook,
+            signal,
             health_addr: args.health_addr,
         })
     }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
@@ -52,6 +53,10 @@ pub struct OriginState {
     pub requests: AtomicU64,
     pub ok: AtomicU64,
     pub not_modified: AtomicU64,
+    /// Bodies of POST requests (webhook calls) answered 200.
+    pub posts: Mutex<Vec<String>>,
+    /// POSTs still to answer 500 before accepting.
+    pub fail_posts: AtomicU64,
     /// The last `Authorization` header seen.
     pub authorization: Mutex<Option<String>>,
 }
@@ -86,6 +91,8 @@ impl Origin {
             ok: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
             authorization: Mutex::new(None),
+            posts: Mutex::new(Vec::new()),
+            fail_posts: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         let (st, sp) = (state.clone(), stop.clone());
@@ -112,9 +119,16 @@ impl Origin {
                 }
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let response = respond(&st, &req);
-                        async move { Ok::<_, Infallible>(response) }
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let st = st.clone();
+                        async move {
+                            if req.method() == hyper::Method::POST {
+                                let body = req.into_body().collect().await;
+                                let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                                return Ok::<_, Infallible>(post(&st, &body));
+                            }
+                            Ok(respond(&st, &req))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -152,7 +166,22 @@ impl Origin {
     }
 }
 
-fn respond(state: &OriginState, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn post(state: &OriginState, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let fail = state
+        .fail_posts
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fail {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    } else {
+        let body = String::from_utf8_lossy(body).into_owned();
+        state.posts.lock().expect("origin lock").push(body);
+    }
+    response
+}
+
+fn respond(state: &OriginState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     state.requests.fetch_add(1, Ordering::SeqCst);
     *state.authorization.lock().expect("origin lock") = req
         .headers()
