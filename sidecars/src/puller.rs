@@ -42,11 +42,11 @@ pub use health::Metrics;
 /// Whether a download is unpacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Extract {
-    /// Unpack when the URL path ends in `.tar`, `.tar.gz` or `.tgz`.
+    /// Unpack when the URL path ends in `.tar`, `.tar.gz`, `.tgz` or `.zip`.
     Auto,
     /// Never: publish the file as it is.
     Never,
-    /// Always: the download is a tar archive, gzip-compressed or not (sniffed).
+    /// Always: the download is a zip or tar archive, gzip-compressed or not (sniffed).
     Always,
 }
 

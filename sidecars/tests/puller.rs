@@ -621,3 +621,48 @@ async fn webhook_and_signal_once_per_version() -> anyhow::Result<()> {
     ensure!(read(dest.join("current/config.json")).as_deref() == Some("{\"n\": 3}"));
     puller.stop().await
 }
+
+/// A zip archive is unpacked with its symlinks; hostile zips are refused naming the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_archives() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let good = support::zip(
+        &[("index.html", b"home"), ("a/b.txt", b"bee")],
+        &[("link", "a/b.txt")],
+    )?;
+    let origin = Origin::start(good, None).await?;
+    let url = origin.url("/site.zip");
+    sidecars::puller::run(
+        config(&url, &dest, &["--one-time"])?,
+        CancellationToken::new(),
+    )
+    .await?;
+    ensure!(read(dest.join("current/index.html")).as_deref() == Some("home"));
+    ensure!(read(dest.join("current/link")).as_deref() == Some("bee"));
+    let published = std::fs::read_link(dest.join("current"))?;
+
+    let cases = [
+        ("../evil", support::zip(&[("../evil", b"x")], &[])?),
+        ("/abs", support::zip(&[("/abs", b"x")], &[])?),
+        ("up", support::zip(&[], &[("up", "../../outside")])?),
+    ];
+    for (entry, body) in cases {
+        origin.set(body, None);
+        let err = sidecars::puller::run(
+            config(&url, &dest, &["--one-time"])?,
+            CancellationToken::new(),
+        )
+        .await
+        .err()
+        .with_context(|| format!("zip with {entry:?} was published"))?;
+        let message = chain(&err);
+        ensure!(
+            message.contains(&format!("refused archive entry {entry:?}")),
+            "{entry}: {message}"
+        );
+        ensure!(std::fs::read_link(dest.join("current"))? == published);
+        ensure!(versions(&dest)?.len() == 1, "{:?}", versions(&dest)?);
+    }
+    Ok(())
+}

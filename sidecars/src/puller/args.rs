@@ -13,7 +13,7 @@ use crate::puller::{Config, Extract, Source};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "podkit-puller", version)]
 pub struct Args {
-    /// What to fetch: `http://host/path` (a file, or a .tar/.tar.gz/.tgz archive) or
+    /// What to fetch: `http://host/path` (a file, or a .tar/.tar.gz/.tgz/.zip archive) or
     /// `file:///path`.
     #[arg(long, value_name = "URL", env = "PODKIT_PULLER_URL")]
     pub url: String,
@@ -32,7 +32,8 @@ pub struct Args {
     )]
     pub link: String,
 
-    /// Unpack archives: `auto` by the URL's suffix, `never`, or `always` (tar, gzip sniffed).
+    /// Unpack archives: `auto` by the URL's suffix, `never`, or `always` (zip, tar, gzip
+    /// sniffed).
     #[arg(
         long,
         value_enum,

@@ -283,3 +283,19 @@ pub async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> 
     stream.read_to_string(&mut response).await.ok()?;
     response.split(' ').nth(1)?.parse().ok()
 }
+
+/// A zip of `(path, content)` files and `(path, target)` symlinks; names are not checked.
+pub fn zip(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (path, content) in files {
+        writer.start_file(*path, options)?;
+        writer.write_all(content)?;
+    }
+    for (path, target) in symlinks {
+        writer.add_symlink(*path, *target, options)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
