@@ -666,3 +666,44 @@ async fn zip_archives() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A write that fails mid-download (the file size limit of `ulimit -f` with SIGXFSZ ignored,
+/// standing in for a full disk) fails the sync with the reason; the old version stays published
+/// and no temporary file is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_write_keeps_the_old_version() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let origin = Origin::start(vec![b'a'; 1024], None).await?;
+    let bin = env!("CARGO_BIN_EXE_podkit-puller");
+    let run = || {
+        let (url, dest) = (origin.url("/data.bin"), dest.clone());
+        tokio::task::spawn_blocking(move || {
+            // 64 blocks: at least 32 KiB whatever the shell's block size.
+            Command::new("/bin/sh")
+                .args([
+                    "-c",
+                    "trap '' XFSZ; ulimit -f 64; exec \"$0\" --url \"$1\" --dest \"$2\" --one-time",
+                    bin,
+                    &url,
+                ])
+                .arg(&dest)
+                .env("PODKIT_LOG", "warn")
+                .output()
+        })
+    };
+    let out = run().await??;
+    ensure!(out.status.code() == Some(0), "{out:?}");
+    let published = std::fs::read_link(dest.join("current"))?;
+
+    origin.set(vec![b'b'; 1024 * 1024], None);
+    let out = run().await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(1), "{out:?}");
+    ensure!(stderr.contains("failed to write the download"), "{stderr}");
+    ensure!(std::fs::read_link(dest.join("current"))? == published);
+    ensure!(read(dest.join("current/data.bin")).is_some_and(|c| c.len() == 1024));
+    ensure!(std::fs::read_dir(dest.join(".tmp"))?.count() == 0);
+    ensure!(versions(&dest)?.len() == 1, "{:?}", versions(&dest)?);
+    Ok(())
+}
