@@ -30,6 +30,15 @@ pub enum Error {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+    /// The request could not be built.
+    #[error("failed to build the GET request for {url}")]
+    BuildRequest {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: hyper::http::Error,
+    },
     /// The server answered with an error status.
     #[error("GET {url} answered {status}")]
     Status {
@@ -190,11 +199,12 @@ impl Fetcher {
                 .map_err(|_| Error::TokenValue { path: file.clone() })?;
             request = request.header(header::AUTHORIZATION, value);
         }
-        // The builder only fails on invalid parts, and every part came validated.
-        let request = request.body(Empty::new()).map_err(|_| Error::Status {
-            url: url.clone(),
-            status: StatusCode::BAD_REQUEST,
-        })?;
+        let request = request
+            .body(Empty::new())
+            .map_err(|source| Error::BuildRequest {
+                url: url.clone(),
+                source,
+            })?;
         let response = self
             .client
             .request(request)

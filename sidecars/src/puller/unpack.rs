@@ -119,7 +119,8 @@ fn unpack_tar<R: Read>(
     path: &Path,
     dest: &Path,
 ) -> Result<(), Error> {
-    archive.set_preserve_permissions(true);
+    // Modes are kept but masked to 0o777: no setuid, setgid or sticky bits from a download.
+    archive.set_preserve_permissions(false);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
     let read_err = |source| Error::Read {
