@@ -50,6 +50,16 @@ pub enum Extract {
     Always,
 }
 
+/// How a version is made visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// `DEST/<link>` is a symlink swapped to each complete version (atomic for the whole tree).
+    Symlink,
+    /// `DEST/<link>` is a directory updated in place, file by file with renames: each file is
+    /// atomic, the tree is not (a reader may see old and new files side by side).
+    Copy,
+}
+
 /// Where the content comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
@@ -77,8 +87,10 @@ pub struct Config {
     pub extract: Extract,
     /// The shared volume: versions live in `dest/.versions/`, the link is `dest/<link>`.
     pub dest: PathBuf,
-    /// Name of the symlink readers use.
+    /// Name of the symlink (or, with [`Mode::Copy`], the directory) readers use.
     pub link: String,
+    /// Symlink swap or in-place copy.
+    pub mode: Mode,
     /// File name of a single (not unpacked) download inside its version directory.
     pub file_name: String,
     /// Old versions kept besides the published one (readers may still be inside them).

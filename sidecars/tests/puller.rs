@@ -707,3 +707,47 @@ async fn failed_write_keeps_the_old_version() -> anyhow::Result<()> {
     ensure!(versions(&dest)?.len() == 1, "{:?}", versions(&dest)?);
     Ok(())
 }
+
+/// `--mode copy`: `DEST/current` is a directory updated in place; files the new version lacks
+/// are removed; identical content is recognised after a restart too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_mode_updates_in_place() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let v1 = tar_gz(&[("a.txt", b"a1"), ("dir/b.txt", b"b1"), ("old.txt", b"old")])?;
+    let v2 = tar_gz(&[
+        ("a.txt", b"a2"),
+        ("dir/b.txt", b"b2"),
+        ("dir/new.txt", b"new"),
+    ])?;
+    let origin = Origin::start(v1, None).await?;
+    let url = origin.url("/site.tgz");
+    let once = |metrics: Arc<Metrics>| {
+        let config = config(&url, &dest, &["--one-time", "--mode", "copy"]);
+        async move {
+            sidecars::puller::run_with_metrics(config?, metrics, CancellationToken::new()).await?;
+            anyhow::Ok(())
+        }
+    };
+    once(Arc::default()).await?;
+    let current = dest.join("current");
+    ensure!(
+        std::fs::symlink_metadata(&current)?.is_dir(),
+        "current is not a directory"
+    );
+    ensure!(read(current.join("old.txt")).as_deref() == Some("old"));
+
+    origin.set(v2, None);
+    once(Arc::default()).await?;
+    ensure!(read(current.join("a.txt")).as_deref() == Some("a2"));
+    ensure!(read(current.join("dir/b.txt")).as_deref() == Some("b2"));
+    ensure!(read(current.join("dir/new.txt")).as_deref() == Some("new"));
+    ensure!(!current.join("old.txt").exists(), "old.txt left behind");
+    ensure!(versions(&dest)? == [".copied"], "{:?}", versions(&dest)?);
+
+    // A restart with the same content: recognised, nothing published.
+    let metrics = Arc::new(Metrics::default());
+    once(metrics.clone()).await?;
+    ensure!(metrics.publishes.load(Ordering::SeqCst) == 0);
+    Ok(())
+}

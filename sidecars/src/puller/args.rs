@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use crate::puller::{Config, Extract, Source};
+use crate::puller::{Config, Extract, Mode, Source};
 
 /// Keep a shared volume up to date with a remote file or archive, published atomically.
 #[derive(Debug, Clone, clap::Parser)]
@@ -31,6 +31,16 @@ pub struct Args {
         env = "PODKIT_PULLER_LINK"
     )]
     pub link: String,
+
+    /// `symlink`: publish whole versions by swapping the `--link` symlink (atomic); `copy`:
+    /// update the `--link` directory in place, one rename per file.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "symlink",
+        env = "PODKIT_PULLER_MODE"
+    )]
+    pub mode: Mode,
 
     /// Unpack archives: `auto` by the URL's suffix, `never`, or `always` (zip, tar, gzip
     /// sniffed).
@@ -312,6 +322,7 @@ impl TryFrom<Args> for Config {
             extract: args.extract,
             dest,
             link: args.link,
+            mode: args.mode,
             file_name,
             keep: args.keep,
             period: args.period,

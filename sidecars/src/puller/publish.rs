@@ -4,6 +4,10 @@
 //! a reader resolves either the old tree or the new one. Versions beyond `--keep` old ones are
 //! removed. Any failure leaves the published version as it was and removes the staging tree.
 //!
+//! With `--mode copy` the version is staged the same way, then moved into the directory
+//! `DEST/<link>` one entry at a time (a rename each, so every file is whole), entries the new
+//! version lacks are removed, and the id is recorded in `DEST/.versions/.copied`.
+//!
 //! A version id is `<unix millis>-<first 16 hex digits of the content's sha256>`: ids sort by
 //! age and tell, after a restart, which content is published.
 
@@ -12,9 +16,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{debug, warn};
 
-use crate::puller::Config;
 use crate::puller::fetch::Download;
 use crate::puller::unpack;
+use crate::puller::{Config, Mode};
 
 /// Why a publish failed; the published version is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,7 @@ pub struct Publisher {
     link: String,
     file_name: String,
     keep: usize,
+    mode: Mode,
     /// The published version's id, read back from the link at startup, so identical content
     /// is not published again after a restart either.
     current: Option<String>,
@@ -66,10 +71,17 @@ impl Publisher {
         let tmp = dest.join(".tmp");
         std::fs::create_dir_all(&versions)?;
         std::fs::create_dir_all(&tmp)?;
-        let publisher = Self {
-            current: std::fs::read_link(dest.join(&config.link))
+        let current = match config.mode {
+            Mode::Symlink => std::fs::read_link(dest.join(&config.link))
                 .ok()
                 .and_then(|target| Some(target.file_name()?.to_str()?.to_owned())),
+            Mode::Copy => std::fs::read_to_string(versions.join(".copied"))
+                .ok()
+                .map(|id| id.trim().to_owned()),
+        };
+        let publisher = Self {
+            current,
+            mode: config.mode,
             dest,
             versions,
             tmp,
@@ -108,9 +120,12 @@ impl Publisher {
             .is_some_and(|(_, prefix)| sha256.starts_with(prefix) && prefix.len() == 16)
     }
 
-    /// The directory of version `id`.
+    /// The directory of version `id` (with `--mode copy`, the updated directory).
     pub fn version_path(&self, id: &str) -> PathBuf {
-        self.versions.join(id)
+        match self.mode {
+            Mode::Symlink => self.versions.join(id),
+            Mode::Copy => self.dest.join(&self.link),
+        }
     }
 
     /// Places (or unpacks) `download` as a new version, publishes it and prunes old ones.
@@ -133,6 +148,7 @@ impl Publisher {
             link: self.link.clone(),
             file_name: self.file_name.clone(),
             keep: self.keep,
+            mode: self.mode,
             id: id.clone(),
         };
         let download_path = download.path.clone();
@@ -154,6 +170,7 @@ struct Job {
     link: String,
     file_name: String,
     keep: usize,
+    mode: Mode,
     id: String,
 }
 
@@ -162,6 +179,11 @@ impl Job {
         let staging = self.versions.join(format!(".staging-{}", self.id));
         let result = self.build(&staging, download, archive);
         if result.is_err() {
+            let _ = std::fs::remove_dir_all(&staging);
+            return result;
+        }
+        if self.mode == Mode::Copy {
+            let result = self.copy_in(&staging);
             let _ = std::fs::remove_dir_all(&staging);
             return result;
         }
@@ -221,6 +243,23 @@ impl Job {
         Ok(())
     }
 
+    /// `--mode copy`: moves the staged tree into `DEST/<link>` entry by entry, removes what the
+    /// new version lacks, records the id.
+    fn copy_in(&self, staging: &Path) -> Result<(), Error> {
+        let target = self.dest.join(&self.link);
+        // A symlink left by `--mode symlink` is replaced by a directory.
+        if std::fs::symlink_metadata(&target).is_ok_and(|m| !m.is_dir()) {
+            std::fs::remove_file(&target).map_err(io("remove the old link", &target))?;
+        }
+        std::fs::create_dir_all(&target).map_err(io("create", &target))?;
+        move_tree(staging, &target)?;
+        let record = self.versions.join(".copied");
+        let tmp = self.versions.join(".copied.tmp");
+        std::fs::write(&tmp, &self.id).map_err(io("write", &tmp))?;
+        std::fs::rename(&tmp, &record).map_err(io("rename the version record to", &record))?;
+        Ok(())
+    }
+
     /// Removes versions older than the newest `keep` old ones; never the published one.
     fn prune(&self) {
         let Ok(entries) = std::fs::read_dir(&self.versions) else {
@@ -241,4 +280,44 @@ impl Job {
             }
         }
     }
+}
+
+/// Moves every entry of `from` into `to` (a rename each, replacing files in place), then removes
+/// the entries of `to` that `from` did not have.
+fn move_tree(from: &Path, to: &Path) -> Result<(), Error> {
+    let mut names = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(from).map_err(io("read", from))? {
+        let entry = entry.map_err(io("read", from))?;
+        let name = entry.file_name();
+        let (src, dst) = (entry.path(), to.join(&name));
+        names.insert(name);
+        let src_is_dir = entry.file_type().map_err(io("stat", &src))?.is_dir();
+        let dst_meta = std::fs::symlink_metadata(&dst).ok();
+        match (src_is_dir, dst_meta.map(|m| m.is_dir())) {
+            (true, Some(true)) => move_tree(&src, &dst)?,
+            (true, Some(false)) => {
+                std::fs::remove_file(&dst).map_err(io("remove", &dst))?;
+                std::fs::rename(&src, &dst).map_err(io("rename into", &dst))?;
+            }
+            (false, Some(true)) => {
+                std::fs::remove_dir_all(&dst).map_err(io("remove", &dst))?;
+                std::fs::rename(&src, &dst).map_err(io("rename into", &dst))?;
+            }
+            (_, _) => std::fs::rename(&src, &dst).map_err(io("rename into", &dst))?,
+        }
+    }
+    for entry in std::fs::read_dir(to).map_err(io("read", to))? {
+        let entry = entry.map_err(io("read", to))?;
+        if names.contains(&entry.file_name()) {
+            continue;
+        }
+        let path = entry.path();
+        let is_dir = entry.file_type().map_err(io("stat", &path))?.is_dir();
+        if is_dir {
+            std::fs::remove_dir_all(&path).map_err(io("remove", &path))?;
+        } else {
+            std::fs::remove_file(&path).map_err(io("remove", &path))?;
+        }
+    }
+    Ok(())
 }
