@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 mod args;
 mod cli;
@@ -221,7 +221,10 @@ pub async fn run_with_metrics(
     let tracker = TaskTracker::new();
     // The health server stops with the puller, also when it returns on its own (`--one-time`).
     let health_stop = shutdown.child_token();
-    let result = run_inner(&config, &metrics, &tracker, &shutdown, &health_stop).await;
+    let span = info_span!("puller", source = %config.source, dest = ?config.dest);
+    let result = run_inner(&config, &metrics, &tracker, &shutdown, &health_stop)
+        .instrument(span)
+        .await;
     health_stop.cancel();
     tracker.close();
     tracker.wait().await;
@@ -284,8 +287,8 @@ async fn run_inner(
                     Outcome::Published(id) => {
                         info!(source = %config.source, version = %id, "published")
                     }
-                    Outcome::NotModified => info!(source = %config.source, "not modified"),
-                    Outcome::Unchanged => info!(source = %config.source, "content unchanged"),
+                    Outcome::NotModified => debug!(source = %config.source, "not modified"),
+                    Outcome::Unchanged => debug!(source = %config.source, "content unchanged"),
                 }
                 if config.one_time {
                     return Ok(());
