@@ -757,3 +757,43 @@ async fn copy_mode_updates_in_place() -> anyhow::Result<()> {
     ensure!(metrics.publishes.load(Ordering::SeqCst) == 0);
     Ok(())
 }
+
+/// The binary keeps syncing until SIGTERM, then exits 0 with the last version published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_cleanly() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let origin = Origin::start("one", Some("\"1\"")).await?;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podkit-puller"))
+        .args(["--url", &origin.url("/f.txt"), "--period", "20ms", "--dest"])
+        .arg(&dest)
+        .env("PODKIT_LOG", "warn")
+        .spawn()?;
+    let pid = child.id().to_string();
+    let outcome = async {
+        wait_until("the first version", DEADLINE, || {
+            read(dest.join("current/f.txt")).as_deref() == Some("one")
+        })
+        .await?;
+        origin.set("two", Some("\"2\""));
+        wait_until("the second version", DEADLINE, || {
+            read(dest.join("current/f.txt")).as_deref() == Some("two")
+        })
+        .await?;
+        ensure!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()?
+                .success()
+        );
+        let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+        ensure!(status.code() == Some(0), "exit {status:?}");
+        Ok(())
+    }
+    .await;
+    if outcome.is_err() {
+        // Only our own child, by its pid.
+        let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    }
+    outcome
+}
