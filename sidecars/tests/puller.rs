@@ -797,3 +797,41 @@ async fn sigterm_exits_cleanly() -> anyhow::Result<()> {
     }
     outcome
 }
+
+/// A local directory (`file:///dir`) is published as a tree, links included; an unchanged
+/// directory is not republished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_directory_source() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dest = dir.path().join("vol");
+    let src = dir.path().join("site");
+    std::fs::create_dir_all(src.join("css"))?;
+    std::fs::write(src.join("index.html"), "home")?;
+    std::fs::write(src.join("css/app.css"), "body{}")?;
+    std::os::unix::fs::symlink("index.html", src.join("default.html"))?;
+    let puller = Running::start(config(&format!("file://{}", src.display()), &dest, &[])?);
+    wait_until("the first version", DEADLINE, || {
+        read(dest.join("current/css/app.css")).as_deref() == Some("body{}")
+    })
+    .await?;
+    ensure!(std::fs::read_link(dest.join("current/default.html"))? == Path::new("index.html"));
+    ensure!(read(dest.join("current/default.html")).as_deref() == Some("home"));
+
+    let syncs = puller.count(|m| &m.syncs);
+    wait_until("five more syncs", DEADLINE, || {
+        puller.count(|m| &m.syncs) >= syncs + 5
+    })
+    .await?;
+    ensure!(
+        puller.count(|m| &m.publishes) == 1,
+        "unchanged directory republished"
+    );
+
+    std::fs::write(src.join("new.html"), "new")?;
+    wait_until("the second version", DEADLINE, || {
+        read(dest.join("current/new.html")).as_deref() == Some("new")
+    })
+    .await?;
+    ensure!(puller.count(|m| &m.failures) == 0);
+    puller.stop().await
+}

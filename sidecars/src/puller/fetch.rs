@@ -257,6 +257,15 @@ async fn fetch_file(file: &Path, path: PathBuf, max_bytes: Option<u64>) -> Resul
         source,
     };
     let url = format!("file://{}", file.display());
+    if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
+        let dir = file.to_owned();
+        return tokio::task::spawn_blocking(move || tar_dir(&dir, path, max_bytes, &url))
+            .await
+            .map_err(|err| Error::ReadFile {
+                path: file.to_owned(),
+                source: std::io::Error::other(err),
+            })?;
+    }
     let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
     let mut sink = Sink::create(path, max_bytes, &url).await?;
     let mut buf = vec![0u8; 64 * 1024];
@@ -269,6 +278,69 @@ async fn fetch_file(file: &Path, path: PathBuf, max_bytes: Option<u64>) -> Resul
     }
     let name = last_segment(&file.to_string_lossy());
     sink.finish(name, Validators::default()).await
+}
+
+/// A local directory becomes a tar (symlinks kept as links) named `<dir>.tar`, so it is
+/// unpacked as a tree and deduplicated by digest like any download.
+fn tar_dir(
+    dir: &Path,
+    path: PathBuf,
+    max_bytes: Option<u64>,
+    url: &str,
+) -> Result<Download, Error> {
+    struct Hashing {
+        file: std::fs::File,
+        hasher: Sha256,
+        bytes: u64,
+    }
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.file.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            self.bytes += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+    let guard = TmpGuard(Some(path.clone()));
+    let write_err = |source| Error::Write {
+        path: path.clone(),
+        source,
+    };
+    let read_err = |source| Error::ReadFile {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(&path).map_err(write_err)?;
+    let mut builder = tar::Builder::new(Hashing {
+        file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    });
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir).map_err(read_err)?;
+    let hashing = builder.into_inner().map_err(write_err)?;
+    hashing.file.sync_all().map_err(write_err)?;
+    if let Some(max) = max_bytes
+        && hashing.bytes > max
+    {
+        return Err(Error::TooLarge {
+            url: url.to_owned(),
+            max,
+        });
+    }
+    let mut guard = guard;
+    guard.0 = None;
+    let name = format!("{}.tar", last_segment(&dir.to_string_lossy()));
+    Ok(Download {
+        path,
+        name,
+        sha256: hex(&hashing.hasher.finalize()),
+        bytes: hashing.bytes,
+        validators: Validators::default(),
+    })
 }
 
 /// The temporary file being written, with the running digest and size.
