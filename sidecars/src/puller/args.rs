@@ -14,7 +14,7 @@ use crate::puller::{Config, Extract, Mode, Source};
 #[command(name = "podkit-puller", version)]
 pub struct Args {
     /// What to fetch: `http://host/path` (a file, or a .tar/.tar.gz/.tgz/.zip archive) or
-    /// `file:///path`.
+    /// `file:///path` (a file, or a directory published as a tree).
     #[arg(long, value_name = "URL", env = "PODKIT_PULLER_URL")]
     pub url: String,
 
