@@ -1,0 +1,432 @@
+//! One download: an `http://` GET (conditional on the last published version's `ETag` and
+//! `Last-Modified`) or a local file, streamed into a temporary file with its sha256 computed on
+//! the way and its size bounded by `--max-bytes`. Memory stays at one body frame (or 64 KiB).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use crate::puller::{Config, Source};
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request could not be sent or no answer came.
+    #[error("failed to GET {url}")]
+    Request {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The request could not be built.
+    #[error("failed to build the GET request for {url}")]
+    BuildRequest {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: hyper::http::Error,
+    },
+    /// The server answered with an error status.
+    #[error("GET {url} answered {status}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: StatusCode,
+    },
+    /// The body broke off.
+    #[error("failed to read the body of {url}")]
+    Body {
+        /// The URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: hyper::Error,
+    },
+    /// The download is larger than `--max-bytes`.
+    #[error("{url} is larger than --max-bytes {max}")]
+    TooLarge {
+        /// The source.
+        url: String,
+        /// The bound.
+        max: u64,
+    },
+    /// The local source could not be read.
+    #[error("failed to read {path:?}")]
+    ReadFile {
+        /// The `file://` path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The temporary file could not be written (disk full, permissions).
+    #[error("failed to write the download to {path:?}")]
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--bearer-token-file` could not be read.
+    #[error("failed to read --bearer-token-file {path:?}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The token is not a valid header value.
+    #[error("--bearer-token-file {path:?} holds characters not allowed in a header")]
+    TokenValue {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// The validators of a published download, sent back as `If-None-Match`/`If-Modified-Since`.
+#[derive(Debug, Clone, Default)]
+pub struct Validators {
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+/// A finished download in a temporary file.
+#[derive(Debug)]
+pub struct Download {
+    /// The temporary file (under `DEST/.tmp/`).
+    pub path: PathBuf,
+    /// The last segment of the source's path, used to recognise archives.
+    pub name: String,
+    /// Lowercase hex sha256 of the content.
+    pub sha256: String,
+    /// Size.
+    pub bytes: u64,
+    /// To remember once the content is published.
+    pub validators: Validators,
+}
+
+/// Removes the temporary file unless the download completed.
+struct TmpGuard(Option<PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Fetches the configured source; keeps the validators of the published version.
+#[derive(Debug)]
+pub struct Fetcher {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    source: Source,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    bearer_token_file: Option<PathBuf>,
+    max_bytes: Option<u64>,
+    /// Validators of the version now published; `None` until the first publish.
+    validators: Mutex<Validators>,
+}
+
+impl Fetcher {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            source: config.source.clone(),
+            headers: config.headers.clone(),
+            bearer_token_file: config.bearer_token_file.clone(),
+            max_bytes: config.max_bytes,
+            validators: Mutex::new(Validators::default()),
+        }
+    }
+
+    /// Keeps `validators` for the next conditional request.
+    pub fn remember(&self, validators: Validators) {
+        // A poisoned lock only means a panic elsewhere; the value is still a plain pair.
+        let mut slot = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = validators;
+    }
+
+    /// Downloads into a new file under `tmp_dir`; `None` on `304 Not Modified`.
+    pub async fn fetch(&self, tmp_dir: &Path) -> Result<Option<Download>, Error> {
+        let path = tmp_dir.join(format!("download-{:016x}", fastrand::u64(..)));
+        match &self.source {
+            Source::Http(uri) => self.fetch_http(uri, path).await,
+            Source::File(file) => fetch_file(file, path, self.max_bytes).await.map(Some),
+        }
+    }
+
+    async fn fetch_http(&self, uri: &Uri, path: PathBuf) -> Result<Option<Download>, Error> {
+        let url = uri.to_string();
+        let mut request = Request::get(uri.clone());
+        let sent_validators = {
+            let validators = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(etag) = &validators.etag {
+                request = request.header(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(modified) = &validators.last_modified {
+                request = request.header(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+            validators.etag.is_some() || validators.last_modified.is_some()
+        };
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        if let Some(file) = &self.bearer_token_file {
+            let token = tokio::fs::read_to_string(file)
+                .await
+                .map_err(|source| Error::Token {
+                    path: file.clone(),
+                    source,
+                })?;
+            let value = HeaderValue::try_from(format!("Bearer {}", token.trim()))
+                .map_err(|_| Error::TokenValue { path: file.clone() })?;
+            request = request.header(header::AUTHORIZATION, value);
+        }
+        let request = request
+            .body(Empty::new())
+            .map_err(|source| Error::BuildRequest {
+                url: url.clone(),
+                source,
+            })?;
+        let response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|source| Error::Request {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        if status == StatusCode::NOT_MODIFIED && sent_validators {
+            debug!(%url, "304 not modified");
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(Error::Status { url, status });
+        }
+        if let (Some(max), Some(length)) = (
+            self.max_bytes,
+            response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
+        ) && length > max
+        {
+            return Err(Error::TooLarge { url, max });
+        }
+        let validators = Validators {
+            etag: response.headers().get(header::ETAG).cloned(),
+            last_modified: response.headers().get(header::LAST_MODIFIED).cloned(),
+        };
+        let mut sink = Sink::create(path, self.max_bytes, &url).await?;
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|source| Error::Body {
+                url: url.clone(),
+                source,
+            })?;
+            if let Ok(data) = frame.into_data() {
+                sink.write(&data).await?;
+            }
+        }
+        let name = last_segment(uri.path());
+        Ok(Some(sink.finish(name, validators).await?))
+    }
+}
+
+async fn fetch_file(file: &Path, path: PathBuf, max_bytes: Option<u64>) -> Result<Download, Error> {
+    let read_err = |source| Error::ReadFile {
+        path: file.to_owned(),
+        source,
+    };
+    let url = format!("file://{}", file.display());
+    if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
+        let dir = file.to_owned();
+        return tokio::task::spawn_blocking(move || tar_dir(&dir, path, max_bytes, &url))
+            .await
+            .map_err(|err| Error::ReadFile {
+                path: file.to_owned(),
+                source: std::io::Error::other(err),
+            })?;
+    }
+    let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
+    let mut sink = Sink::create(path, max_bytes, &url).await?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = input.read(&mut buf).await.map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        sink.write(&buf[..n]).await?;
+    }
+    let name = last_segment(&file.to_string_lossy());
+    sink.finish(name, Validators::default()).await
+}
+
+/// A local directory becomes a tar (symlinks kept as links) named `<dir>.tar`, so it is
+/// unpacked as a tree and deduplicated by digest like any download.
+fn tar_dir(
+    dir: &Path,
+    path: PathBuf,
+    max_bytes: Option<u64>,
+    url: &str,
+) -> Result<Download, Error> {
+    struct Hashing {
+        file: std::fs::File,
+        hasher: Sha256,
+        bytes: u64,
+    }
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.file.write(buf)?;
+            self.hasher.update(&buf[..n]);
+            self.bytes += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+    let guard = TmpGuard(Some(path.clone()));
+    let write_err = |source| Error::Write {
+        path: path.clone(),
+        source,
+    };
+    let read_err = |source| Error::ReadFile {
+        path: dir.to_owned(),
+        source,
+    };
+    let file = std::fs::File::create(&path).map_err(write_err)?;
+    let mut builder = tar::Builder::new(Hashing {
+        file,
+        hasher: Sha256::new(),
+        bytes: 0,
+    });
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir).map_err(read_err)?;
+    let hashing = builder.into_inner().map_err(write_err)?;
+    hashing.file.sync_all().map_err(write_err)?;
+    if let Some(max) = max_bytes
+        && hashing.bytes > max
+    {
+        return Err(Error::TooLarge {
+            url: url.to_owned(),
+            max,
+        });
+    }
+    let mut guard = guard;
+    guard.0 = None;
+    let name = format!("{}.tar", last_segment(&dir.to_string_lossy()));
+    Ok(Download {
+        path,
+        name,
+        sha256: hex(&hashing.hasher.finalize()),
+        bytes: hashing.bytes,
+        validators: Validators::default(),
+    })
+}
+
+/// The temporary file being written, with the running digest and size.
+struct Sink {
+    file: tokio::fs::File,
+    guard: TmpGuard,
+    path: PathBuf,
+    hasher: Sha256,
+    bytes: u64,
+    max_bytes: Option<u64>,
+    url: String,
+}
+
+impl Sink {
+    async fn create(path: PathBuf, max_bytes: Option<u64>, url: &str) -> Result<Self, Error> {
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|source| Error::Write {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            file,
+            guard: TmpGuard(Some(path.clone())),
+            path,
+            hasher: Sha256::new(),
+            bytes: 0,
+            max_bytes,
+            url: url.to_owned(),
+        })
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
+        self.bytes += data.len() as u64;
+        if let Some(max) = self.max_bytes
+            && self.bytes > max
+        {
+            return Err(Error::TooLarge {
+                url: self.url.clone(),
+                max,
+            });
+        }
+        self.hasher.update(data);
+        self.file
+            .write_all(data)
+            .await
+            .map_err(|source| Error::Write {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    async fn finish(mut self, name: String, validators: Validators) -> Result<Download, Error> {
+        let write_err = |source| Error::Write {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.flush().await.map_err(write_err)?;
+        self.file.sync_all().await.map_err(write_err)?;
+        self.guard.0 = None;
+        let sha256 = hex(&self.hasher.finalize());
+        Ok(Download {
+            path: self.path,
+            name,
+            sha256,
+            bytes: self.bytes,
+            validators,
+        })
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// The last non-empty segment of a path, or `index`.
+fn last_segment(path: &str) -> String {
+    path.rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("index")
+        .to_owned()
+}

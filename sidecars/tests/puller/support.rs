@@ -1,0 +1,301 @@
+//! Real parts for the puller tests: an HTTP origin on 127.0.0.1 that honours `ETag` and can be
+//! taken down and brought back, tar builders (including hostile archives), and waits with
+//! deadlines.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+/// Waits for `cond` with a deadline; the error says what did not happen.
+pub async fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+/// What the origin serves for every path.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub etag: Option<String>,
+}
+
+/// The origin's shared state.
+#[derive(Debug)]
+pub struct OriginState {
+    pub resource: Mutex<Resource>,
+    /// When false, accepted connections are closed at once (a crashed server).
+    pub up: AtomicBool,
+    /// When true, accepted connections are held open without an answer (a hung server).
+    pub hang: AtomicBool,
+    pub requests: AtomicU64,
+    pub ok: AtomicU64,
+    pub not_modified: AtomicU64,
+    /// Bodies of POST requests (webhook calls) answered 200.
+    pub posts: Mutex<Vec<String>>,
+    /// POSTs still to answer 500 before accepting.
+    pub fail_posts: AtomicU64,
+    /// The last `Authorization` header seen.
+    pub authorization: Mutex<Option<String>>,
+}
+
+/// An HTTP/1.1 origin on 127.0.0.1:0, stopped on drop.
+#[derive(Debug)]
+pub struct Origin {
+    pub addr: std::net::SocketAddr,
+    pub state: Arc<OriginState>,
+    stop: CancellationToken,
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Origin {
+    pub async fn start(body: impl Into<Bytes>, etag: Option<&str>) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(OriginState {
+            resource: Mutex::new(Resource {
+                status: StatusCode::OK,
+                body: body.into(),
+                etag: etag.map(str::to_owned),
+            }),
+            up: AtomicBool::new(true),
+            hang: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            ok: AtomicU64::new(0),
+            not_modified: AtomicU64::new(0),
+            authorization: Mutex::new(None),
+            posts: Mutex::new(Vec::new()),
+            fail_posts: AtomicU64::new(0),
+        });
+        let stop = CancellationToken::new();
+        let (st, sp) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                    _ = sp.cancelled() => return,
+                };
+                if !st.up.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
+                if st.hang.load(Ordering::SeqCst) {
+                    let sp = sp.clone();
+                    tokio::spawn(async move {
+                        sp.cancelled().await;
+                        drop(stream);
+                    });
+                    continue;
+                }
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let st = st.clone();
+                        async move {
+                            if req.method() == hyper::Method::POST {
+                                let body = req.into_body().collect().await;
+                                let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+                                return Ok::<_, Infallible>(post(&st, &body));
+                            }
+                            Ok(respond(&st, &req))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Self { addr, state, stop })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn set(&self, body: impl Into<Bytes>, etag: Option<&str>) {
+        let mut resource = self.state.resource.lock().expect("origin lock");
+        resource.body = body.into();
+        resource.etag = etag.map(str::to_owned);
+    }
+
+    pub fn set_status(&self, status: StatusCode) {
+        self.state.resource.lock().expect("origin lock").status = status;
+    }
+
+    pub fn set_up(&self, up: bool) {
+        self.state.up.store(up, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    pub fn not_modified(&self) -> u64 {
+        self.state.not_modified.load(Ordering::SeqCst)
+    }
+}
+
+fn post(state: &OriginState, body: &[u8]) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    let fail = state
+        .fail_posts
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if fail {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    } else {
+        let body = String::from_utf8_lossy(body).into_owned();
+        state.posts.lock().expect("origin lock").push(body);
+    }
+    response
+}
+
+fn respond(state: &OriginState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    *state.authorization.lock().expect("origin lock") = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let resource = state.resource.lock().expect("origin lock").clone();
+    let mut response = Response::new(Full::new(Bytes::new()));
+    if let Some(etag) = &resource.etag {
+        response
+            .headers_mut()
+            .insert("etag", etag.parse().expect("etag header"));
+        if req
+            .headers()
+            .get("if-none-match")
+            .and_then(|v| v.to_str().ok())
+            == Some(etag)
+        {
+            state.not_modified.fetch_add(1, Ordering::SeqCst);
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return response;
+        }
+    }
+    state.ok.fetch_add(1, Ordering::SeqCst);
+    *response.status_mut() = resource.status;
+    *response.body_mut() = Full::new(resource.body);
+    response
+}
+
+/// A gzip-compressed tar of `(path, content)` files.
+pub fn tar_gz(files: &[(&str, &[u8])]) -> anyhow::Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, path, *content)?;
+    }
+    Ok(builder.into_inner()?.finish()?)
+}
+
+/// A tar entry written byte by byte, so hostile names get in.
+pub struct RawEntry<'a> {
+    pub name: &'a str,
+    pub kind: tar::EntryType,
+    pub link: Option<&'a str>,
+    pub content: &'a [u8],
+}
+
+/// A plain tar of raw entries: no validation of names or link targets.
+pub fn raw_tar(entries: &[RawEntry<'_>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in entries {
+        let mut header = tar::Header::new_old();
+        {
+            let old = header.as_old_mut();
+            old.name[..entry.name.len()].copy_from_slice(entry.name.as_bytes());
+            if let Some(link) = entry.link {
+                old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+        }
+        header.set_entry_type(entry.kind);
+        header.set_mode(0o644);
+        header.set_size(entry.content.len() as u64);
+        header.set_cksum();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(entry.content);
+        let pad = (512 - entry.content.len() % 512) % 512;
+        out.extend(std::iter::repeat_n(0u8, pad));
+    }
+    out.extend(std::iter::repeat_n(0u8, 1024));
+    out
+}
+
+/// Names of the version directories (no staging leftovers expected).
+pub fn versions(dest: &Path) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dest.join(".versions"))?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<anyhow::Result<_>>()?;
+    names.sort();
+    Ok(names)
+}
+
+/// A free loopback port for a server the puller binds itself.
+pub fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// `GET path` over a fresh connection; the status code.
+pub async fn http_status(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    response.split(' ').nth(1)?.parse().ok()
+}
+
+/// A zip of `(path, content)` files and `(path, target)` symlinks; names are not checked.
+pub fn zip(files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (path, content) in files {
+        writer.start_file(*path, options)?;
+        writer.write_all(content)?;
+    }
+    for (path, target) in symlinks {
+        writer.add_symlink(*path, *target, options)?;
+    }
+    Ok(writer.finish()?.into_inner())
+}
