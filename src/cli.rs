@@ -62,6 +62,14 @@ enum Verb {
     ///   podkit tail --path '/logs/*.log' --loki http://127.0.0.1:3100 --label app=web
     #[command(verbatim_doc_comment)]
     Tail(Box<sidecars::tail::Args>),
+    /// The file puller sidecar: keep a directory (a shared volume) up to date from a remote,
+    /// atomically.
+    ///
+    /// Examples:
+    ///   podkit puller --url http://127.0.0.1:8000/site.tar.gz --dest /content --period 30s
+    ///   podkit puller --url file:///srv/site --dest /content --one-time
+    #[command(verbatim_doc_comment)]
+    Puller(Box<sidecars::puller::Args>),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -157,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::PortForward(args) => Ok(portfwd::cli::run(args)),
         Verb::Tail(args) => Ok(sidecars::tail::main(*args)),
+        Verb::Puller(args) => Ok(sidecars::puller::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
     }
