@@ -686,6 +686,39 @@ fn a_deleted_pod_leaves_no_mount_in_another_pods_containers() {
 }
 
 #[test]
+fn the_log_tailer_example_ships_every_line_through_rotation() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/log-tailer.yaml");
+    let Some(pod) = Running::start_file("log-tailer", example) else {
+        return;
+    };
+    // 60 lines: past a rotation (every 50).
+    pod.wait_for("request 60 through the tailer", || {
+        pod.log("tail", 0).contains("request 60 served\n")
+    });
+    let shipped = pod.log("tail", 0);
+    let numbers: Vec<u32> = shipped
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("request ")?
+                .strip_suffix(" served")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let first_60: Vec<u32> = numbers.iter().copied().filter(|n| *n <= 60).collect();
+    let mut sorted = first_60.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted,
+        (1..=60).collect::<Vec<_>>(),
+        "no line lost across rotations"
+    );
+    assert_eq!(sorted.len(), first_60.len(), "no line twice");
+    pod.delete_and_check();
+}
+
+#[test]
 fn the_hello_example_runs_to_completion() {
     let Some(pod) = Running::start_file(
         "hello",

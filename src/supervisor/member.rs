@@ -304,7 +304,9 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
 
 /// The program to exec: `name` searched in the container's `PATH` here, before the fork, so
 /// the child makes one execve instead of one per PATH entry while the supervisor waits for it.
-/// A name not found on the host is left for the child to search (its mounts may differ).
+/// A name not found on the host is left for the child to search (its mounts may differ), except
+/// `podkit` itself: the sidecars are podkit, so a pod can run `podkit tail ...` even when podkit
+/// is not installed on the PATH (run from a build tree), as the same binary as its supervisor.
 fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     if name.contains('/') {
@@ -321,6 +323,11 @@ fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
         .find(|candidate| {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .or_else(|| {
+            (name == "podkit")
+                .then(|| std::env::current_exe().ok())
+                .flatten()
         })
         .unwrap_or_else(|| name.into())
 }
