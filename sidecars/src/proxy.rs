@@ -1,0 +1,351 @@
+//! The reverse proxy sidecar (`podkit proxy`): serves HTTP/1.1 on `--listen` addresses and
+//! forwards to an app on localhost (or serves static files), with routes by host and longest
+//! path prefix, streamed bodies, an upstream keep-alive pool, an access log and a bounded drain.
+//!
+//! Layout:
+//! - `args`: flags and `PODKIT_PROXY_*` into a [`Config`];
+//! - `route`: the route table;
+//! - `forward`: one request, from the client to the upstream and back;
+//! - `files`: the `file:///DIR` upstream;
+//! - `access`: the access log;
+//! - `health`: `/healthz`, `/readyz`, `/metrics`;
+//! - `cli`: the front shared by `podkit proxy` and `podkit-proxy`.
+//!
+//! The stale keep-alive race (the app closes an idle connection just as the proxy reuses it)
+//! is avoided twice: idle upstream connections are dropped after `--upstream-idle-timeout`
+//! (default `1s`, below common app defaults), and a request that failed on a reused connection
+//! before any byte of it was written is retried once on a fresh one (hyper-util's pool does
+//! this only when it is safe).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+mod access;
+mod args;
+mod cli;
+mod files;
+mod forward;
+mod health;
+mod route;
+
+pub use args::{Args, ArgsError};
+pub use cli::main;
+pub use route::{Route, Upstream};
+
+/// Access log format (`--access-log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    /// nginx `combined`, then the duration in seconds, the upstream and the response flags.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// Timeouts of the client and upstream sides.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Reading a request head; a slow client is disconnected.
+    pub header: Duration,
+    /// Connecting to an upstream (502 `UF` after it).
+    pub connect: Duration,
+    /// Waiting for an upstream's response head (504 `UT` after it).
+    pub upstream: Duration,
+    /// Keeping an idle upstream connection in the pool.
+    pub upstream_idle: Duration,
+}
+
+/// Size limits of requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head in bytes (431 above); at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// A validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Plain HTTP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Routes, in any order; `--upstream` is the route `/`.
+    pub routes: Vec<Route>,
+    /// Access log format.
+    pub access_log: AccessLog,
+    /// Keep client-sent X-Forwarded-* and Forwarded, appending to them.
+    pub trust_forwarded: bool,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: Limits,
+    /// Bound on the drain after shutdown.
+    pub drain_timeout: Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub health_addr: Option<SocketAddr>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Responses by class: 1xx..5xx at index 0..4.
+    pub responses: [AtomicU64; 5],
+    /// Upstream failures (502 and 504).
+    pub upstream_errors: AtomicU64,
+    /// Client connections accepted.
+    pub connections: AtomicU64,
+    /// Client connections open now.
+    pub open_connections: AtomicU64,
+    /// Set once shutdown began: `/readyz` answers 503 so no new traffic is sent here.
+    pub draining: AtomicBool,
+}
+
+impl Metrics {
+    fn count_status(&self, status: u16) {
+        if let Some(counter) = self
+            .responses
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# TYPE podkit_proxy_requests_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_requests_total {}\n",
+            get(&self.requests)
+        ));
+        out.push_str("# TYPE podkit_proxy_responses_total counter\n");
+        for (i, counter) in self.responses.iter().enumerate() {
+            out.push_str(&format!(
+                "podkit_proxy_responses_total{{code=\"{}xx\"}} {}\n",
+                i + 1,
+                get(counter)
+            ));
+        }
+        out.push_str("# TYPE podkit_proxy_upstream_errors_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_upstream_errors_total {}\n",
+            get(&self.upstream_errors)
+        ));
+        out.push_str("# TYPE podkit_proxy_connections_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_connections_total {}\n",
+            get(&self.connections)
+        ));
+        out.push_str("# TYPE podkit_proxy_open_connections gauge\n");
+        out.push_str(&format!(
+            "podkit_proxy_open_connections {}\n",
+            get(&self.open_connections)
+        ));
+        out
+    }
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--listen` address could not be bound.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--health-addr` could not be bound.
+    #[error("failed to listen on --health-addr {addr}")]
+    BindHealth {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the configured addresses and serves until `shutdown`, then drains.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let mut listeners = Vec::new();
+    for &addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        // The bound address, so `--listen 127.0.0.1:0` shows its port.
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening");
+        listeners.push(listener);
+    }
+    let metrics = Arc::new(Metrics::default());
+    let health = match config.health_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::BindHealth { addr, source })?;
+            Some(tokio::spawn(health::run(
+                listener,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    serve(listeners, config, metrics, shutdown).await;
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    Ok(())
+}
+
+/// Serves on already bound listeners until `shutdown`; then stops accepting, lets requests in
+/// flight finish within `config.drain_timeout` and cuts what is left.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeouts.connect));
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.timeouts.upstream_idle)
+        .pool_timer(TokioTimer::new())
+        .retry_canceled_requests(true)
+        .build(connector);
+    let drain_timeout = config.drain_timeout;
+    let shared = Arc::new(forward::Shared {
+        table: route::Table::new(config.routes.clone()),
+        config,
+        client,
+        metrics: metrics.clone(),
+    });
+    let connections = TaskTracker::new();
+    // Cancelled when the drain timeout is over: connections still open are cut.
+    let cut = CancellationToken::new();
+    let acceptors = TaskTracker::new();
+    for listener in listeners {
+        acceptors.spawn(accept(
+            listener,
+            shared.clone(),
+            connections.clone(),
+            shutdown.clone(),
+            cut.clone(),
+        ));
+    }
+    acceptors.close();
+    shutdown.cancelled().await;
+    metrics.draining.store(true, Ordering::Relaxed);
+    acceptors.wait().await;
+    connections.close();
+    info!(open = connections.len(), timeout = ?drain_timeout, "draining connections");
+    if tokio::time::timeout(drain_timeout, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            open = connections.len(),
+            "connections cut after the drain timeout"
+        );
+        cut.cancel();
+        connections.wait().await;
+    }
+}
+
+async fn accept(
+    listener: TcpListener,
+    shared: Arc<forward::Shared>,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+    cut: CancellationToken,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(?err, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, shutdown, cut) = (shared.clone(), shutdown.clone(), cut.clone());
+        connections.spawn(
+            async move {
+                shared
+                    .metrics
+                    .open_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                serve_connection(stream, peer, &shared, &shutdown, &cut).await;
+                shared
+                    .metrics
+                    .open_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<forward::Shared>,
+    shutdown: &CancellationToken,
+    cut: &CancellationToken,
+) {
+    let service = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, peer, req).await) }
+        })
+    };
+    let limits = &shared.config.limits;
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.timeouts.header)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                debug!(?err, "connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                debug!(?err, "connection ended with an error while draining");
+            }
+        }
+        _ = cut.cancelled() => debug!("connection cut at the drain timeout"),
+    }
+}

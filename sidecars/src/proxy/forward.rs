@@ -1,0 +1,332 @@
+//! One request: pick the route, rewrite the head (hop-by-hop headers out, X-Forwarded-* and
+//! Forwarded in), send it upstream over the pool with a response timeout, and turn failures
+//! into short 502/504/404 answers with Envoy-style flags.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tracing::debug;
+
+use crate::proxy::access::{Entry, Logged};
+use crate::proxy::route::{Table, Upstream};
+use crate::proxy::{Config, Metrics, files};
+
+/// Errors of bodies flowing through the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A body the proxy sends (to the client or the upstream).
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the proxy runs with.
+    pub config: Config,
+    /// Routes in match order.
+    pub table: Table,
+    /// The upstream keep-alive pool.
+    pub client: Client<HttpConnector, ProxyBody>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, also the ones `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn short(status: StatusCode) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(Into::into).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
+fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, trust: bool) {
+    const XFF: &str = "x-forwarded-for";
+    const XFP: &str = "x-forwarded-proto";
+    const XFH: &str = "x-forwarded-host";
+    if !trust {
+        for name in [XFF, XFP, XFH, "forwarded"] {
+            headers.remove(name);
+        }
+    }
+    let ip = peer.ip().to_string();
+    let xff = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {ip}"),
+        None => ip.clone(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF, value);
+    }
+    if !headers.contains_key(XFP) {
+        headers.insert(XFP, HeaderValue::from_static("http"));
+    }
+    if let Some(host) = host
+        && !headers.contains_key(XFH)
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert(XFH, value);
+    }
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(host) = host {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let value = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {element}"),
+        None => element,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("forwarded", value);
+    }
+}
+
+/// Handles one request from `peer`; never fails (errors become responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Logged<ProxyBody>> {
+    let start = Instant::now();
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let mut entry = Entry {
+        format: shared.config.access_log,
+        peer,
+        request_line: format!(
+            "{} {} {:?}",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+            req.version()
+        ),
+        host: host.clone().unwrap_or_else(|| "-".to_owned()),
+        status: 0,
+        referer: header_str(req.headers(), header::REFERER),
+        user_agent: header_str(req.headers(), header::USER_AGENT),
+        upstream: "-".to_owned(),
+        flags: "-",
+        start,
+    };
+    let response = route(&shared, peer, host, req, &mut entry).await;
+    entry.status = response.status().as_u16();
+    shared.metrics.count_status(entry.status);
+    response.map(|body| Logged::new(body, entry))
+}
+
+async fn route(
+    shared: &Shared,
+    peer: SocketAddr,
+    host: Option<String>,
+    req: Request<hyper::body::Incoming>,
+    entry: &mut Entry,
+) -> Response<ProxyBody> {
+    let Some(route) = shared.table.find(host.as_deref(), req.uri().path()) else {
+        entry.flags = "NR";
+        return short(StatusCode::NOT_FOUND);
+    };
+    let authority = match &route.upstream {
+        Upstream::Http { authority } => authority.clone(),
+        Upstream::File(dir) => {
+            entry.upstream = format!("file://{}", dir.display());
+            return files::serve(dir, &req).await;
+        }
+    };
+    entry.upstream = authority.to_string();
+    if let Some(max) = shared.config.limits.max_body_bytes
+        && let Some(length) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        && length > max
+    {
+        return short(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    let (mut parts, body) = req.into_parts();
+    let wants_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    strip_hop_by_hop(&mut parts.headers);
+    if wants_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    forwarded(
+        &mut parts.headers,
+        peer,
+        host.as_deref(),
+        shared.config.trust_forwarded,
+    );
+    // Host stays as the client sent it; HTTP/2 clients send :authority instead.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(host) = &host
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    parts.uri = match hyper::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(_) => return short(StatusCode::BAD_REQUEST),
+    };
+    parts.version = hyper::Version::HTTP_11;
+    let body: ProxyBody = match shared.config.limits.max_body_bytes {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+        None => body.map_err(Into::into).boxed(),
+    };
+    let request = Request::from_parts(parts, body);
+
+    let sent = tokio::time::timeout(
+        shared.config.timeouts.upstream,
+        shared.client.request(request),
+    )
+    .await;
+    match sent {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        Ok(Err(err)) => {
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(?err, upstream = %entry.upstream, "upstream request failed");
+            entry.flags = if err.is_connect() { "UF" } else { "UC" };
+            short(StatusCode::BAD_GATEWAY)
+        }
+        Err(_elapsed) => {
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            entry.flags = "UT";
+            short(StatusCode::GATEWAY_TIMEOUT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ] {
+            headers.insert(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        let peer: SocketAddr = "[::1]:5000".parse().expect("addr");
+        forwarded(&mut headers, peer, Some("example.com"), false);
+        assert_eq!(headers["x-forwarded-for"], "::1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+        assert_eq!(
+            headers["forwarded"],
+            "for=\"[::1]\";proto=http;host=\"example.com\""
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        forwarded(
+            &mut headers,
+            "127.0.0.1:1".parse().expect("addr"),
+            None,
+            true,
+        );
+        assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+    }
+}

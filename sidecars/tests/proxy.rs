@@ -1,0 +1,344 @@
+//! End-to-end tests of `sidecars::proxy` with real parts: curl (Debian package `curl`), raw
+//! sockets, HTTP/1.1 backends on 127.0.0.1 and the `podkit-proxy` binary for SIGTERM.
+
+use std::io::Write;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, ensure};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[path = "proxy/support.rs"]
+mod support;
+
+use support::{Backend, DEADLINE, Proxy, checksum, curl, header, wait_until};
+
+/// Hop-by-hop headers go, X-Forwarded-* and Forwarded are set (client values replaced), Host
+/// stays as the client sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_headers() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url()]).await?;
+    let got = curl(
+        &[
+            "-H",
+            "Host: shop.example",
+            "-H",
+            "Connection: keep-alive, x-private",
+            "-H",
+            "X-Private: secret",
+            "-H",
+            "Keep-Alive: timeout=9",
+            "-H",
+            "X-Forwarded-For: 6.6.6.6",
+            "-H",
+            "X-Kept: yes",
+        ],
+        &proxy.url("/headers"),
+    )
+    .await?;
+    ensure!(got.status == 200, "status {}", got.status);
+    let seen: serde_json::Value = serde_json::from_slice(&got.body)?;
+    assert_eq!(seen["host"], "shop.example");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert_eq!(
+        seen["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"shop.example\""
+    );
+    assert_eq!(seen["x-kept"], "yes");
+    for gone in ["x-private", "keep-alive"] {
+        assert!(seen.get(gone).is_none(), "{gone} forwarded: {seen}");
+    }
+    assert!(
+        header(&got.headers, "x-resp-private").is_none(),
+        "{}",
+        got.headers
+    );
+    assert!(
+        header(&got.headers, "keep-alive").is_none(),
+        "{}",
+        got.headers
+    );
+    proxy.stop().await
+}
+
+/// A 16 MiB chunked upload is streamed to the app and its echo streamed back, byte for byte;
+/// the second request reuses the pooled upstream connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_large_chunked_bodies_both_ways() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url()]).await?;
+    let dir = tempfile::tempdir()?;
+    let upload = dir.path().join("upload");
+    let mut file = std::fs::File::create(&upload)?;
+    let mut x: u64 = 1;
+    for _ in 0..(16 * 1024 * 1024 / 8) {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        file.write_all(&x.to_le_bytes())?;
+    }
+    drop(file);
+    let download = dir.path().join("download");
+    for _ in 0..2 {
+        let got = curl(
+            &[
+                "-T",
+                upload.to_str().context("utf-8 path")?,
+                "-H",
+                "Transfer-Encoding: chunked",
+                "-o",
+                download.to_str().context("utf-8 path")?,
+            ],
+            &proxy.url("/echo"),
+        )
+        .await?;
+        ensure!(got.status == 200, "status {}", got.status);
+        assert_eq!(checksum(&download)?, checksum(&upload)?);
+    }
+    proxy.stop().await
+}
+
+/// Upstream refused -> 502, upstream slower than `--upstream-timeout` -> 504, no route -> 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_errors_and_no_route() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.local_addr()?
+    };
+    let down = format!("/down=http://{closed}");
+    let slow = format!("/slow={}", app.url());
+    let proxy = Proxy::start(&[
+        "--route",
+        &down,
+        "--route",
+        &slow,
+        "--upstream-timeout",
+        "300ms",
+    ])
+    .await?;
+    let got = curl(&[], &proxy.url("/down/x")).await?;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.body, b"502 Bad Gateway\n");
+    let got = curl(&[], &proxy.url("/slow")).await?;
+    assert_eq!(got.status, 504);
+    assert_eq!(got.body, b"504 Gateway Timeout\n");
+    let got = curl(&[], &proxy.url("/elsewhere")).await?;
+    assert_eq!(got.status, 404);
+    assert_eq!(proxy.metrics.upstream_errors.load(Ordering::Relaxed), 2);
+    proxy.stop().await
+}
+
+/// Routes: a host route wins, then the longest prefix, on segment boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_longest_prefix() -> anyhow::Result<()> {
+    let (web, api, v2, admin) = (
+        Backend::start("web").await?,
+        Backend::start("api").await?,
+        Backend::start("v2").await?,
+        Backend::start("admin").await?,
+    );
+    let routes = [
+        format!("/api={}", api.url()),
+        format!("/api/v2={}", v2.url()),
+        format!("admin.local/={}", admin.url()),
+    ];
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &web.url(),
+        "--route",
+        &routes[0],
+        "--route",
+        &routes[1],
+        "--route",
+        &routes[2],
+    ])
+    .await?;
+    for (host, path, want) in [
+        ("x", "/", "web"),
+        ("x", "/apix", "web"),
+        ("x", "/api", "api"),
+        ("x", "/api/v1/users", "api"),
+        ("x", "/api/v2/users?q=1", "v2"),
+        ("admin.local", "/api/v2", "admin"),
+    ] {
+        let got = curl(&["-H", &format!("Host: {host}")], &proxy.url(path)).await?;
+        assert_eq!(String::from_utf8_lossy(&got.body), want, "{host}{path}");
+    }
+    proxy.stop().await
+}
+
+/// A request head over `--max-header-bytes` gets 431; a client that sends its head too slowly
+/// is disconnected at `--header-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_limits_and_slowloris() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &app.url(),
+        "--max-header-bytes",
+        "8192",
+        "--header-timeout",
+        "300ms",
+    ])
+    .await?;
+    let big = "a".repeat(16 * 1024);
+    let got = curl(&["-H", &format!("X-Big: {big}")], &proxy.url("/")).await?;
+    assert_eq!(got.status, 431);
+
+    let mut slow = TcpStream::connect(proxy.addr).await?;
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
+    let mut rest = Vec::new();
+    // The proxy closes the connection: read_to_end ends (EOF or reset), well before DEADLINE.
+    let read = tokio::time::timeout(DEADLINE, slow.read_to_end(&mut rest))
+        .await
+        .context("slowloris connection still open")?;
+    drop(read);
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    proxy.stop().await
+}
+
+/// `file:///DIR`: index.html, content types, ETag with If-None-Match, byte ranges, no escape
+/// from the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_files() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("index.html"), "<h1>hi</h1>\n")?;
+    std::fs::create_dir(dir.path().join("assets"))?;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("assets/app.js"), &data)?;
+    let upstream = format!("file://{}", dir.path().display());
+    let proxy = Proxy::start(&["--upstream", &upstream]).await?;
+
+    let got = curl(&[], &proxy.url("/")).await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"<h1>hi</h1>\n");
+    assert_eq!(
+        header(&got.headers, "content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let etag = header(&got.headers, "etag").context("no ETag")?.to_owned();
+    let got = curl(&["-H", &format!("If-None-Match: {etag}")], &proxy.url("/")).await?;
+    assert_eq!(got.status, 304);
+    assert!(got.body.is_empty());
+
+    let got = curl(&[], &proxy.url("/assets/app.js")).await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, data);
+    assert_eq!(
+        header(&got.headers, "content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    let got = curl(&["-r", "1000-1999"], &proxy.url("/assets/app.js")).await?;
+    assert_eq!(got.status, 206);
+    assert_eq!(got.body, &data[1000..2000]);
+    assert_eq!(
+        header(&got.headers, "content-range"),
+        Some("bytes 1000-1999/100000")
+    );
+    let got = curl(&["-r", "200000-"], &proxy.url("/assets/app.js")).await?;
+    assert_eq!(got.status, 416);
+    let got = curl(&["--path-as-is"], &proxy.url("/../../etc/passwd")).await?;
+    assert_eq!(got.status, 404);
+    let got = curl(&[], &proxy.url("/assets")).await?;
+    assert_eq!(got.status, 301);
+    proxy.stop().await
+}
+
+/// The binary: SIGTERM stops accepting, a request in flight completes (200, full body), the
+/// access log has its line, the process exits 0. A second run shows the drain is bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    for (drain, release) in [("10s", true), ("300ms", false)] {
+        // A fresh app per run: the first run releases its held requests for good.
+        let app = Backend::start("app").await?;
+        let stderr_path = dir.path().join(format!("stderr-{drain}"));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_podkit-proxy"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                &app.url(),
+                "--drain-timeout",
+                drain,
+            ])
+            .env("PODKIT_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path)?)
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().context("no pid")?;
+        let mut addr = None;
+        wait_until("the proxy listens", || {
+            let log = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            addr = log
+                .lines()
+                .find(|l| l.contains("listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned);
+            addr.is_some()
+        })
+        .await?;
+        let url = format!("http://{}/hold", addr.context("no address")?);
+        let held = app.held.load(Ordering::SeqCst);
+        let request = tokio::spawn({
+            let url = url.clone();
+            async move { curl(&[], &url).await }
+        });
+        wait_until("the app holds the request", || {
+            app.held.load(Ordering::SeqCst) > held
+        })
+        .await?;
+        let kill = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        ensure!(kill.success(), "kill -TERM {pid} failed");
+        wait_until("the proxy drains", || {
+            std::fs::read_to_string(&stderr_path)
+                .unwrap_or_default()
+                .contains("draining connections")
+        })
+        .await?;
+        // Closed for new connections while the old one drains.
+        ensure!(
+            curl(&[], &url).await.is_err(),
+            "a new request was accepted during the drain"
+        );
+        if release {
+            app.release.cancel();
+            let got = request.await??;
+            assert_eq!(got.status, 200);
+            assert_eq!(got.body, b"released\n");
+        } else {
+            ensure!(
+                request.await?.is_err(),
+                "the held request survived the drain timeout"
+            );
+        }
+        let output = tokio::time::timeout(DEADLINE, child.wait_with_output())
+            .await
+            .context("the proxy did not exit")??;
+        assert!(output.status.success(), "{:?}", output.status);
+        let log = String::from_utf8(output.stdout)?;
+        if release {
+            assert!(
+                log.contains("\"GET /hold HTTP/1.1\" 200 9 \"-\" \"curl/"),
+                "{log}"
+            );
+        } else {
+            let stderr = std::fs::read_to_string(&stderr_path)?;
+            assert!(stderr.contains("cut after the drain timeout"), "{stderr}");
+        }
+    }
+    Ok(())
+}
