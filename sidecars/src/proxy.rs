@@ -1,4 +1,5 @@
-//! The reverse proxy sidecar (`podkit proxy`): serves HTTP/1.1 on `--listen` addresses and
+//! The reverse proxy sidecar (`podkit proxy`): serves HTTP/1.1 and HTTP/2 (h2c with prior
+//! knowledge on `--listen`, ALPN on `--listen-tls`) and
 //! forwards to an app on localhost (or serves static files), with routes by host and longest
 //! path prefix, streamed bodies, an upstream keep-alive pool, an access log and a bounded drain.
 //!
@@ -7,6 +8,7 @@
 //! - `route`: the route table;
 //! - `forward`: one request, from the client to the upstream and back;
 //! - `files`: the `file:///DIR` upstream;
+//! - `tls`: `--listen-tls` with certificate reload;
 //! - `access`: the access log;
 //! - `health`: `/healthz`, `/readyz`, `/metrics`;
 //! - `cli`: the front shared by `podkit proxy` and `podkit-proxy`.
@@ -37,10 +39,12 @@ mod files;
 mod forward;
 mod health;
 mod route;
+mod tls;
 
 pub use args::{Args, ArgsError};
 pub use cli::main;
 pub use route::{Route, Upstream};
+pub use tls::Error as TlsError;
 
 /// Access log format (`--access-log`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,11 +79,24 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
 }
 
+/// The certificate of `--listen-tls`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
 /// A validated proxy configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Plain HTTP listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Certificate and key, present when `listen_tls` is not empty.
+    pub tls: Option<TlsFiles>,
     /// Routes, in any order; `--upstream` is the route `/`.
     pub routes: Vec<Route>,
     /// Access log format.
@@ -171,6 +188,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The certificate could not be loaded.
+    #[error("failed to set up TLS")]
+    Tls(#[source] tls::Error),
     /// The `--health-addr` could not be bound.
     #[error("failed to listen on --health-addr {addr}")]
     BindHealth {
@@ -194,6 +214,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         info!(addr = %bound, "listening");
         listeners.push(listener);
     }
+    let mut tls_listeners = Vec::new();
+    for &addr in &config.listen_tls {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening with TLS");
+        tls_listeners.push(listener);
+    }
     let metrics = Arc::new(Metrics::default());
     let health = match config.health_addr {
         Some(addr) => {
@@ -208,21 +237,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         }
         None => None,
     };
-    serve(listeners, config, metrics, shutdown).await;
+    let served = serve(listeners, tls_listeners, config, metrics, shutdown.clone()).await;
+    shutdown.cancel();
     if let Some(health) = health {
         let _ = health.await;
     }
-    Ok(())
+    served
 }
 
-/// Serves on already bound listeners until `shutdown`; then stops accepting, lets requests in
-/// flight finish within `config.drain_timeout` and cuts what is left.
+/// Serves on already bound listeners (plain, and TLS with `config.tls`) until `shutdown`; then
+/// stops accepting, lets requests in flight finish within `config.drain_timeout` (HTTP/2
+/// clients get GOAWAY) and cuts what is left.
 pub async fn serve(
     listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
     config: Config,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), Error> {
+    let acceptor = match (&config.tls, tls_listeners.is_empty()) {
+        (Some(files), false) => Some(tokio_rustls::TlsAcceptor::from(
+            tls::server_config(&files.cert, &files.key).map_err(Error::Tls)?,
+        )),
+        _ => None,
+    };
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.timeouts.connect));
     connector.set_nodelay(true);
@@ -242,9 +280,17 @@ pub async fn serve(
     // Cancelled when the drain timeout is over: connections still open are cut.
     let cut = CancellationToken::new();
     let acceptors = TaskTracker::new();
-    for listener in listeners {
+    let tls_listeners = tls_listeners
+        .into_iter()
+        .filter_map(|l| Some((l, Some(acceptor.clone()?))));
+    for (listener, tls) in listeners
+        .into_iter()
+        .map(|l| (l, None))
+        .chain(tls_listeners)
+    {
         acceptors.spawn(accept(
             listener,
+            tls,
             shared.clone(),
             connections.clone(),
             shutdown.clone(),
@@ -268,10 +314,12 @@ pub async fn serve(
         cut.cancel();
         connections.wait().await;
     }
+    Ok(())
 }
 
 async fn accept(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shared: Arc<forward::Shared>,
     connections: TaskTracker,
     shutdown: CancellationToken,
@@ -292,14 +340,33 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, shutdown, cut) = (shared.clone(), shutdown.clone(), cut.clone());
+        let (shared, shutdown, cut, tls) =
+            (shared.clone(), shutdown.clone(), cut.clone(), tls.clone());
         connections.spawn(
             async move {
                 shared
                     .metrics
                     .open_connections
                     .fetch_add(1, Ordering::Relaxed);
-                serve_connection(stream, peer, &shared, &shutdown, &cut).await;
+                match tls {
+                    None => serve_connection(stream, peer, false, &shared, &shutdown, &cut).await,
+                    Some(tls) => {
+                        // The handshake counts against the header timeout, and ends at shutdown.
+                        let header = shared.config.timeouts.header;
+                        let handshake = tokio::select! {
+                            r = tokio::time::timeout(header, tls.accept(stream)) => r,
+                            _ = shutdown.cancelled() => Ok(Err(std::io::ErrorKind::Interrupted.into())),
+                        };
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, peer, true, &shared, &shutdown, &cut)
+                                    .await
+                            }
+                            Ok(Err(err)) => debug!(?err, "TLS handshake failed"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
                 shared
                     .metrics
                     .open_connections
@@ -310,26 +377,37 @@ async fn accept(
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<I>(
+    stream: I,
     peer: SocketAddr,
+    tls: bool,
     shared: &Arc<forward::Shared>,
     shutdown: &CancellationToken,
     cut: &CancellationToken,
-) {
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = {
         let shared = shared.clone();
         hyper::service::service_fn(move |req| {
             let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(forward::handle(shared, peer, req).await) }
+            async move {
+                Ok::<_, std::convert::Infallible>(forward::handle(shared, peer, tls, req).await)
+            }
         })
     };
     let limits = &shared.config.limits;
-    let conn = hyper::server::conn::http1::Builder::new()
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.timeouts.header)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(stream), service);
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 #[path = "proxy/support.rs"]
 mod support;
 
-use support::{Backend, DEADLINE, Proxy, checksum, curl, header, wait_until};
+use support::{Backend, DEADLINE, Proxy, TestCa, checksum, curl, header, wait_until};
 
 /// Hop-by-hop headers go, X-Forwarded-* and Forwarded are set (client values replaced), Host
 /// stays as the client sent it.
@@ -341,4 +341,88 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// h2c with prior knowledge on the plain listener: curl speaks HTTP/2, the app HTTP/1.1, and a
+/// large body streams through both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_cleartext() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url()]).await?;
+    let got = curl(&["--http2-prior-knowledge"], &proxy.url("/headers")).await?;
+    assert!(got.headers.starts_with("HTTP/2 200"), "{}", got.headers);
+    let seen: serde_json::Value = serde_json::from_slice(&got.body)?;
+    assert_eq!(seen["host"], proxy.addr.to_string());
+    assert_eq!(seen["x-forwarded-proto"], "http");
+
+    let dir = tempfile::tempdir()?;
+    let upload = dir.path().join("upload");
+    let data: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 253) as u8)
+        .collect();
+    std::fs::write(&upload, &data)?;
+    let download = dir.path().join("download");
+    let got = curl(
+        &[
+            "--http2-prior-knowledge",
+            "--data-binary",
+            &format!("@{}", upload.display()),
+            "-o",
+            download.to_str().context("utf-8 path")?,
+        ],
+        &proxy.url("/echo"),
+    )
+    .await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(checksum(&download)?, checksum(&upload)?);
+    proxy.stop().await
+}
+
+/// TLS with a CA made at test time: ALPN picks h2 or HTTP/1.1, X-Forwarded-Proto is https,
+/// and a certificate replaced on disk is served to new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_and_certificate_reload() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new(dir.path())?;
+    let app = Backend::start("app").await?;
+    let (cert, key) = (ca.cert.display().to_string(), ca.key.display().to_string());
+    let proxy = Proxy::start(&["--upstream", &app.url(), "--cert", &cert, "--key", &key]).await?;
+    let port = proxy.tls_addr.context("no TLS listener")?.port();
+    let url = format!("https://localhost:{port}/headers");
+    let resolve = format!("localhost:{port}:127.0.0.1");
+    let cacert = ca.ca.display().to_string();
+    let tls = ["--cacert", cacert.as_str(), "--resolve", resolve.as_str()];
+
+    let got = curl(&tls, &url).await?;
+    assert!(got.headers.starts_with("HTTP/2 200"), "{}", got.headers);
+    let seen: serde_json::Value = serde_json::from_slice(&got.body)?;
+    assert_eq!(seen["x-forwarded-proto"], "https");
+    let mut http1 = tls.to_vec();
+    http1.push("--http1.1");
+    let got = curl(&http1, &url).await?;
+    assert!(got.headers.starts_with("HTTP/1.1 200"), "{}", got.headers);
+
+    // The reload looks at the files at most once a second: poll until the new name shows.
+    ca.issue("second")?;
+    let mut verbose = tls.to_vec();
+    verbose.extend(["-v", "-o", "/dev/null"]);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let output = tokio::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(&verbose)
+            .arg(&url)
+            .output()
+            .await?;
+        ensure!(output.status.success(), "curl failed after the reload");
+        if String::from_utf8_lossy(&output.stderr).contains("CN=second") {
+            break;
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    proxy.stop().await
 }

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::proxy::route::{Route, Upstream};
-use crate::proxy::{AccessLog, Config, Limits, Timeouts};
+use crate::proxy::{AccessLog, Config, Limits, Timeouts, TlsFiles};
 
-/// Reverse proxy in front of an app on localhost: HTTP/1.1, routes by host and path prefix,
+/// Reverse proxy in front of an app on localhost: HTTP/1.1, HTTP/2, TLS, routes by host and path prefix,
 /// streamed bodies, an upstream keep-alive pool, access log and graceful drain.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "podkit-proxy", version)]
@@ -17,11 +17,30 @@ pub struct Args {
     #[arg(
         long = "listen",
         value_name = "ADDR",
-        required = true,
+        required_unless_present = "listen_tls",
         env = "PODKIT_PROXY_LISTEN",
         value_delimiter = ','
     )]
     pub listen: Vec<SocketAddr>,
+
+    /// Address to serve HTTPS on (repeatable), HTTP/2 and HTTP/1.1 by ALPN; needs `--cert` and
+    /// `--key`.
+    #[arg(
+        long = "listen-tls",
+        value_name = "ADDR",
+        env = "PODKIT_PROXY_LISTEN_TLS",
+        value_delimiter = ',',
+        requires_all = ["cert", "key"]
+    )]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// PEM certificate chain for `--listen-tls`, leaf first; reloaded when the file changes.
+    #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// PEM private key for `--cert`; reloaded when the file changes.
+    #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_KEY")]
+    pub key: Option<PathBuf>,
 
     /// Default upstream for requests no `--route` matches: `http://HOST:PORT` or `file:///DIR`.
     #[arg(long, value_name = "URL", env = "PODKIT_PROXY_UPSTREAM")]
@@ -113,6 +132,9 @@ pub enum ArgsError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// Only one of the pair.
+    #[error("--cert and --key go together")]
+    CertWithoutKey,
     /// Nothing to forward to.
     #[error("no upstream: give --upstream URL or at least one --route")]
     NoUpstream,
@@ -181,8 +203,15 @@ impl TryFrom<Args> for Config {
         if routes.is_empty() {
             return Err(ArgsError::NoUpstream);
         }
+        let tls = match (args.cert, args.key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(ArgsError::CertWithoutKey),
+        };
         Ok(Config {
             listen: args.listen,
+            listen_tls: args.listen_tls,
+            tls,
             routes,
             access_log: args.access_log,
             trust_forwarded: args.trust_forwarded,

@@ -89,7 +89,14 @@ fn header_str(headers: &HeaderMap, name: HeaderName) -> String {
 }
 
 /// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
-fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, trust: bool) {
+fn forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    host: Option<&str>,
+    trust: bool,
+) {
+    let proto = if tls { "https" } else { "http" };
     const XFF: &str = "x-forwarded-for";
     const XFP: &str = "x-forwarded-proto";
     const XFH: &str = "x-forwarded-host";
@@ -107,7 +114,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, trus
         headers.insert(XFF, value);
     }
     if !headers.contains_key(XFP) {
-        headers.insert(XFP, HeaderValue::from_static("http"));
+        headers.insert(XFP, HeaderValue::from_static(proto));
     }
     if let Some(host) = host
         && !headers.contains_key(XFH)
@@ -120,7 +127,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, trus
     } else {
         ip
     };
-    let mut element = format!("for={node};proto=http");
+    let mut element = format!("for={node};proto={proto}");
     if let Some(host) = host {
         element.push_str(&format!(";host=\"{host}\""));
     }
@@ -137,6 +144,7 @@ fn forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: Option<&str>, trus
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    tls: bool,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Logged<ProxyBody>> {
     let start = Instant::now();
@@ -167,7 +175,7 @@ pub async fn handle(
         flags: "-",
         start,
     };
-    let response = route(&shared, peer, host, req, &mut entry).await;
+    let response = route(&shared, peer, tls, host, req, &mut entry).await;
     entry.status = response.status().as_u16();
     shared.metrics.count_status(entry.status);
     response.map(|body| Logged::new(body, entry))
@@ -176,6 +184,7 @@ pub async fn handle(
 async fn route(
     shared: &Shared,
     peer: SocketAddr,
+    tls: bool,
     host: Option<String>,
     req: Request<hyper::body::Incoming>,
     entry: &mut Entry,
@@ -222,6 +231,7 @@ async fn route(
     forwarded(
         &mut parts.headers,
         peer,
+        tls,
         host.as_deref(),
         shared.config.trust_forwarded,
     );
@@ -311,7 +321,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         let peer: SocketAddr = "[::1]:5000".parse().expect("addr");
-        forwarded(&mut headers, peer, Some("example.com"), false);
+        forwarded(&mut headers, peer, false, Some("example.com"), false);
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "example.com");
@@ -324,9 +334,11 @@ mod tests {
         forwarded(
             &mut headers,
             "127.0.0.1:1".parse().expect("addr"),
+            true,
             None,
             true,
         );
         assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
     }
 }

@@ -105,12 +105,14 @@ impl Backend {
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
+    pub tls_addr: Option<SocketAddr>,
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), sidecars::proxy::Error>>,
 }
 
 impl Proxy {
+    /// Serves plain HTTP, and also TLS on [`Proxy::tls_addr`] when `flags` has `--cert`.
     pub async fn start(flags: &[&str]) -> anyhow::Result<Self> {
         let mut argv = vec![
             "podkit-proxy",
@@ -119,20 +121,33 @@ impl Proxy {
             "--access-log",
             "off",
         ];
+        let tls = flags.contains(&"--cert");
+        if tls {
+            argv.extend(["--listen-tls", "127.0.0.1:0"]);
+        }
         argv.extend_from_slice(flags);
         let config = Config::try_from(Args::try_parse_from(argv)?)?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let mut tls_listeners = Vec::new();
+        let mut tls_addr = None;
+        if tls {
+            let listener = TcpListener::bind("127.0.0.1:0").await?;
+            tls_addr = Some(listener.local_addr()?);
+            tls_listeners.push(listener);
+        }
         let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let task = tokio::spawn(sidecars::proxy::serve(
             vec![listener],
+            tls_listeners,
             config,
             metrics.clone(),
             shutdown.clone(),
         ));
         Ok(Self {
             addr,
+            tls_addr,
             shutdown,
             metrics,
             task,
@@ -147,7 +162,54 @@ impl Proxy {
         self.shutdown.cancel();
         tokio::time::timeout(DEADLINE, self.task)
             .await
-            .context("the proxy did not stop")??;
+            .context("the proxy did not stop")???;
+        Ok(())
+    }
+}
+
+/// A CA made at test time and the files of the leaf certificate it issued last.
+pub struct TestCa {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path) -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "podkit test CA");
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, issuer.pem())?;
+        let this = Self {
+            ca,
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            issuer,
+        };
+        this.issue("first")?;
+        Ok(this)
+    }
+
+    /// Issues a leaf for `localhost` and 127.0.0.1 with this common name and replaces the
+    /// files (each by rename, as cert-manager does).
+    pub fn issue(&self, common_name: &str) -> anyhow::Result<()> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        for (path, pem) in [(&self.key, key.serialize_pem()), (&self.cert, cert.pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, pem)?;
+            std::fs::rename(&tmp, path)?;
+        }
         Ok(())
     }
 }
