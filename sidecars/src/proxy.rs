@@ -43,6 +43,7 @@ mod tls;
 
 pub use args::{Args, ArgsError};
 pub use cli::main;
+pub use health::run as run_health;
 pub use route::{Route, Upstream};
 pub use tls::Error as TlsError;
 

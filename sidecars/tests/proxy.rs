@@ -426,3 +426,55 @@ async fn tls_alpn_and_certificate_reload() -> anyhow::Result<()> {
     }
     proxy.stop().await
 }
+
+/// `--max-body-bytes`: an announced larger body gets 413 without reaching the app, a larger
+/// chunked body is cut with 413; the health server answers and counts, `/readyz` fails once the
+/// drain begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_limit_and_health() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url(), "--max-body-bytes", "1000"]).await?;
+    let health = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let health_url = format!("http://{}", health.local_addr()?);
+    let health_task = tokio::spawn(sidecars::proxy::run_health(
+        health,
+        proxy.metrics.clone(),
+        proxy.shutdown.clone(),
+    ));
+    let small = "x".repeat(1000);
+    let got = curl(&["--data-binary", &small], &proxy.url("/echo")).await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body.len(), 1000);
+    let big = "x".repeat(5000);
+    let got = curl(&["--data-binary", &big], &proxy.url("/echo")).await?;
+    assert_eq!(got.status, 413);
+    let got = curl(
+        &["--data-binary", &big, "-H", "Transfer-Encoding: chunked"],
+        &proxy.url("/sink"),
+    )
+    .await?;
+    assert_eq!(got.status, 413);
+
+    let got = curl(&[], &format!("{health_url}/healthz")).await?;
+    assert_eq!(got.status, 200);
+    let got = curl(&[], &format!("{health_url}/readyz")).await?;
+    assert_eq!(got.status, 200);
+    let got = curl(&[], &format!("{health_url}/metrics")).await?;
+    let metrics = String::from_utf8(got.body)?;
+    assert!(
+        metrics.contains("podkit_proxy_requests_total 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("podkit_proxy_responses_total{code=\"4xx\"} 2\n"),
+        "{metrics}"
+    );
+    proxy.metrics.draining.store(true, Ordering::Relaxed);
+    let got = curl(&[], &format!("{health_url}/readyz")).await?;
+    assert_eq!(got.status, 503);
+    proxy.stop().await?;
+    tokio::time::timeout(DEADLINE, health_task)
+        .await
+        .context("the health server did not stop")??;
+    Ok(())
+}

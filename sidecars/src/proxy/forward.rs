@@ -140,6 +140,18 @@ fn forwarded(
     }
 }
 
+/// Whether a request failed because its streamed body went over `--max-body-bytes`.
+fn body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Handles one request from `peer`; never fails (errors become responses).
 pub async fn handle(
     shared: Arc<Shared>,
@@ -273,6 +285,10 @@ async fn route(
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        Ok(Err(err)) if body_too_large(&err) => {
+            entry.flags = "BL";
+            short(StatusCode::PAYLOAD_TOO_LARGE)
         }
         Ok(Err(err)) => {
             shared

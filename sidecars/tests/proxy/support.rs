@@ -28,7 +28,7 @@ fn full(s: impl Into<Bytes>) -> Body {
 }
 
 /// A backend app: `/headers` answers the request headers as JSON, `/echo` streams the body
-/// back, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
+/// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -87,6 +87,10 @@ impl Backend {
                     .unwrap_or_else(|_| Response::new(full("")))
             }
             "/echo" => Response::new(req.into_body().boxed()),
+            "/sink" => match req.into_body().collect().await {
+                Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
+                Err(_) => Response::new(full("cut")),
+            },
             "/hold" => {
                 self.held.fetch_add(1, Ordering::SeqCst);
                 self.release.cancelled().await;
