@@ -271,15 +271,18 @@ pub async fn serve(
         .retry_canceled_requests(true)
         .build(connector);
     let drain_timeout = config.drain_timeout;
+    // Cancelled when the drain timeout is over: connections still open are cut.
+    let cut = CancellationToken::new();
+    let tunnels = TaskTracker::new();
     let shared = Arc::new(forward::Shared {
         table: route::Table::new(config.routes.clone()),
         config,
         client,
         metrics: metrics.clone(),
+        tunnels: tunnels.clone(),
+        cut: cut.clone(),
     });
     let connections = TaskTracker::new();
-    // Cancelled when the drain timeout is over: connections still open are cut.
-    let cut = CancellationToken::new();
     let acceptors = TaskTracker::new();
     let tls_listeners = tls_listeners
         .into_iter()
@@ -303,17 +306,23 @@ pub async fn serve(
     metrics.draining.store(true, Ordering::Relaxed);
     acceptors.wait().await;
     connections.close();
-    info!(open = connections.len(), timeout = ?drain_timeout, "draining connections");
-    if tokio::time::timeout(drain_timeout, connections.wait())
-        .await
-        .is_err()
-    {
+    info!(open = connections.len(), tunnels = tunnels.len(), timeout = ?drain_timeout, "draining connections");
+    let drained = async {
+        connections.wait().await;
+        // No connection is left to upgrade: the set of tunnels is final.
+        tunnels.close();
+        tunnels.wait().await;
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
         warn!(
             open = connections.len(),
+            tunnels = tunnels.len(),
             "connections cut after the drain timeout"
         );
         cut.cancel();
         connections.wait().await;
+        tunnels.close();
+        tunnels.wait().await;
     }
     Ok(())
 }
@@ -408,7 +417,7 @@ async fn serve_connection<I>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => {

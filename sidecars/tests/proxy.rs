@@ -478,3 +478,48 @@ async fn body_limit_and_health() -> anyhow::Result<()> {
         .context("the health server did not stop")??;
     Ok(())
 }
+
+/// An HTTP/1.1 Upgrade (as WebSocket does) is passed on, the 101 comes back, and bytes flow both
+/// ways through the tunnel; the drain waits for the tunnel and cuts it at the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_tunnel() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url(), "--drain-timeout", "200ms"]).await?;
+    let mut stream = TcpStream::connect(proxy.addr).await?;
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await?;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = tokio::time::timeout(DEADLINE, stream.read(&mut byte))
+            .await
+            .context("no 101")??;
+        ensure!(
+            n == 1,
+            "closed before the 101: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head)?;
+    ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(header(&head, "upgrade"), Some("websocket"));
+    for message in [&b"ping"[..], &[0u8, 1, 2, 255], &[b'x'; 100_000]] {
+        stream.write_all(message).await?;
+        let mut echo = vec![0u8; message.len()];
+        tokio::time::timeout(DEADLINE, stream.read_exact(&mut echo))
+            .await
+            .context("no echo")??;
+        assert_eq!(echo, message);
+    }
+    // The tunnel outlives the shutdown only until the drain timeout.
+    proxy.stop().await?;
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut rest))
+        .await
+        .context("the tunnel survived the drain")??;
+    Ok(())
+}

@@ -9,11 +9,14 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::proxy::access::{Entry, Logged};
@@ -36,6 +39,10 @@ pub struct Shared {
     pub client: Client<HttpConnector, ProxyBody>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Upgraded connections (WebSocket) being spliced; the drain waits for them too.
+    pub tunnels: TaskTracker,
+    /// Cancelled at the drain timeout: what is still open is cut.
+    pub cut: CancellationToken,
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -140,6 +147,63 @@ fn forwarded(
     }
 }
 
+/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`.
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Answers the client with the upstream's 101 and, once both sides have switched, copies bytes
+/// both ways until either closes or the drain timeout cuts the tunnel.
+fn tunnel(
+    shared: &Shared,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    mut response: Response<hyper::body::Incoming>,
+) -> Response<ProxyBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    let cut = shared.cut.clone();
+    shared.tunnels.spawn(async move {
+        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (client, upstream) => {
+                debug!(?client, ?upstream, "upgrade failed on one side");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+                Ok((up, down)) => debug!(up, down, "tunnel closed"),
+                Err(err) => debug!(?err, "tunnel failed"),
+            },
+            _ = cut.cancelled() => debug!("tunnel cut at the drain timeout"),
+        }
+    });
+    Response::from_parts(parts, Empty::new().map_err(Into::into).boxed())
+}
+
 /// Whether a request failed because its streamed body went over `--max-body-bytes`.
 fn body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
@@ -198,7 +262,7 @@ async fn route(
     peer: SocketAddr,
     tls: bool,
     host: Option<String>,
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
     entry: &mut Entry,
 ) -> Response<ProxyBody> {
     let Some(route) = shared.table.find(host.as_deref(), req.uri().path()) else {
@@ -224,6 +288,10 @@ async fn route(
         return short(StatusCode::PAYLOAD_TOO_LARGE);
     }
 
+    // An HTTP/1.1 Upgrade (WebSocket): the two hop-by-hop headers that ask for it are sent on,
+    // and after a 101 both connections are spliced.
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let wants_trailers = parts
         .headers
@@ -239,6 +307,12 @@ async fn route(
         parts
             .headers
             .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
     }
     forwarded(
         &mut parts.headers,
@@ -282,6 +356,11 @@ async fn route(
     .await;
     match sent {
         Ok(Ok(response)) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                return tunnel(shared, client_upgrade, response);
+            }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(Into::into).boxed())

@@ -27,7 +27,7 @@ fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A backend app: `/headers` answers the request headers as JSON, `/echo` streams the body
+/// A backend app: `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON, `/echo` streams the body
 /// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
 #[derive(Debug, Clone)]
@@ -59,6 +59,7 @@ impl Backend {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -70,8 +71,26 @@ impl Backend {
         format!("http://{}", self.addr)
     }
 
-    async fn respond(&self, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    async fn respond(&self, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
         match req.uri().path() {
+            "/ws" => {
+                let Some(protocol) = req.headers().get("upgrade").cloned() else {
+                    return Response::new(full("no upgrade"));
+                };
+                let upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = upgrade.await {
+                        let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+                        let _ = tokio::io::copy(&mut read, &mut write).await;
+                    }
+                });
+                Response::builder()
+                    .status(101)
+                    .header("connection", "upgrade")
+                    .header("upgrade", protocol)
+                    .body(full(""))
+                    .unwrap_or_else(|_| Response::new(full("")))
+            }
             "/headers" => {
                 let headers: BTreeMap<String, String> = req
                     .headers()
