@@ -260,6 +260,8 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
     for (drain, release) in [("10s", true), ("300ms", false)] {
         // A fresh app per run: the first run releases its held requests for good.
         let app = Backend::start("app").await?;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let down = format!("/down=http://{closed}");
         let stderr_path = dir.path().join(format!("stderr-{drain}"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_podkit-proxy"))
             .args([
@@ -267,6 +269,8 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
                 "127.0.0.1:0",
                 "--upstream",
                 &app.url(),
+                "--route",
+                &down,
                 "--drain-timeout",
                 drain,
             ])
@@ -288,7 +292,10 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
             addr.is_some()
         })
         .await?;
-        let url = format!("http://{}/hold", addr.context("no address")?);
+        let addr = addr.context("no address")?;
+        let got = curl(&["-A", "probe \"quoted\""], &format!("http://{addr}/down")).await?;
+        assert_eq!(got.status, 502);
+        let url = format!("http://{addr}/hold");
         let held = app.held.load(Ordering::SeqCst);
         let request = tokio::spawn({
             let url = url.clone();
@@ -335,6 +342,17 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
                 log.contains("\"GET /hold HTTP/1.1\" 200 9 \"-\" \"curl/"),
                 "{log}"
             );
+            // nginx combined, then duration, upstream and flags; quotes escaped.
+            let line = log
+                .lines()
+                .find(|l| l.contains("/down"))
+                .context("no access log line for /down")?;
+            assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+            assert!(
+                line.contains("\"GET /down HTTP/1.1\" 502 16 \"-\" \"probe \\x22quoted\\x22\" "),
+                "{line}"
+            );
+            assert!(line.ends_with(&format!(" {closed} UF")), "{line}");
         } else {
             let stderr = std::fs::read_to_string(&stderr_path)?;
             assert!(stderr.contains("cut after the drain timeout"), "{stderr}");
