@@ -76,6 +76,8 @@ pub struct Timeouts {
 pub struct Limits {
     /// Largest request head in bytes (431 above); at least 8 KiB.
     pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request head (431 above).
+    pub max_headers: usize,
     /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
     pub max_body_bytes: Option<u64>,
 }
@@ -412,7 +414,8 @@ async fn serve_connection<I>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.timeouts.header)
-        .max_buf_size(limits.max_header_bytes.max(8192));
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -171,7 +171,7 @@ async fn routes_by_host_and_longest_prefix() -> anyhow::Result<()> {
     proxy.stop().await
 }
 
-/// A request head over `--max-header-bytes` gets 431; a client that sends its head too slowly
+/// A request head over `--max-header-bytes` or with more than `--max-headers` fields gets 431; a client that sends its head too slowly
 /// is disconnected at `--header-timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_limits_and_slowloris() -> anyhow::Result<()> {
@@ -188,6 +188,15 @@ async fn header_limits_and_slowloris() -> anyhow::Result<()> {
     let big = "a".repeat(16 * 1024);
     let got = curl(&["-H", &format!("X-Big: {big}")], &proxy.url("/")).await?;
     assert_eq!(got.status, 431);
+    let many: Vec<String> = (0..120).map(|i| format!("X-H{i}: {i}")).collect();
+    let mut args = Vec::new();
+    for h in &many {
+        args.extend(["-H", h.as_str()]);
+    }
+    let got = curl(&args, &proxy.url("/")).await?;
+    assert_eq!(got.status, 431);
+    let got = curl(&args[..180], &proxy.url("/")).await?;
+    assert_eq!(got.status, 200);
 
     let mut slow = TcpStream::connect(proxy.addr).await?;
     slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await?;
@@ -540,4 +549,28 @@ async fn upgrade_tunnel() -> anyhow::Result<()> {
         .await
         .context("the tunnel survived the drain")??;
     Ok(())
+}
+
+/// HTTP/2 drain: after shutdown the client is told GOAWAY, the stream in flight still
+/// completes, then the proxy stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_drain_completes_streams_in_flight() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url()]).await?;
+    let url = proxy.url("/hold");
+    let request = tokio::spawn(async move { curl(&["--http2-prior-knowledge"], &url).await });
+    wait_until("the app holds the request", || {
+        app.held.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+    proxy.shutdown.cancel();
+    wait_until("the listener is closed", || {
+        std::net::TcpStream::connect(proxy.addr).is_err()
+    })
+    .await?;
+    app.release.cancel();
+    let got = request.await??;
+    assert!(got.headers.starts_with("HTTP/2 200"), "{}", got.headers);
+    assert_eq!(got.body, b"released\n");
+    proxy.stop().await
 }

@@ -91,6 +91,15 @@ pub struct Args {
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024, env = "PODKIT_PROXY_MAX_HEADER_BYTES")]
     pub max_header_bytes: usize,
 
+    /// Most header fields in a request head; more get 431.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100,
+        env = "PODKIT_PROXY_MAX_HEADERS"
+    )]
+    pub max_headers: usize,
+
     /// Largest request body in bytes; a larger Content-Length gets 413, a larger streamed body
     /// is cut. `0` means no limit.
     #[arg(
@@ -223,6 +232,7 @@ impl TryFrom<Args> for Config {
             },
             limits: Limits {
                 max_header_bytes: args.max_header_bytes,
+                max_headers: args.max_headers,
                 max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
             },
             drain_timeout: args.drain_timeout,
