@@ -574,3 +574,31 @@ async fn http2_drain_completes_streams_in_flight() -> anyhow::Result<()> {
     assert_eq!(got.body, b"released\n");
     proxy.stop().await
 }
+
+/// Response trailers reach a client that accepts them (`TE: trailers`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_pass_through() -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url()]).await?;
+    let stream = TcpStream::connect(proxy.addr).await?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/trailers")
+        .header("host", "x")
+        .header("te", "trailers")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+        .await
+        .context("no response")??;
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, response.into_body().collect())
+        .await
+        .context("no body")??;
+    let trailers = body.trailers().cloned().context("no trailers")?;
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(&body.to_bytes()[..], b"data");
+    proxy.stop().await
+}

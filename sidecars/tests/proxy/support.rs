@@ -27,7 +27,7 @@ fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A backend app: `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON, `/echo` streams the body
+/// A backend app: `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON, `/echo` streams the body
 /// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
 #[derive(Debug, Clone)]
@@ -106,6 +106,20 @@ impl Backend {
                     .unwrap_or_else(|_| Response::new(full("")))
             }
             "/echo" => Response::new(req.into_body().boxed()),
+            "/trailers" => {
+                let mut trailers = hyper::HeaderMap::new();
+                trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+                let frames = [
+                    Ok(hyper::body::Frame::data(Bytes::from_static(b"data"))),
+                    Ok(hyper::body::Frame::trailers(trailers)),
+                ];
+                let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+                // HTTP/1.1 peers (hyper too) send only the trailers `Trailer` announces.
+                Response::builder()
+                    .header("trailer", "grpc-status")
+                    .body(BodyExt::boxed(body))
+                    .unwrap_or_else(|_| Response::new(full("")))
+            }
             "/sink" => match req.into_body().collect().await {
                 Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
                 Err(_) => Response::new(full("cut")),
