@@ -475,6 +475,15 @@ async fn body_limit_and_health() -> anyhow::Result<()> {
     let big = "x".repeat(5000);
     let got = curl(&["--data-binary", &big], &proxy.url("/echo")).await?;
     assert_eq!(got.status, 413);
+    // Expect: 100-continue: the proxy answers 100 once it reads the body, the app gets it all.
+    let got = curl(
+        &["--data-binary", &small, "-H", "Expect: 100-continue"],
+        &proxy.url("/sink"),
+    )
+    .await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"1000");
+    assert!(got.headers.starts_with("HTTP/1.1 100"), "{}", got.headers);
     let got = curl(
         &["--data-binary", &big, "-H", "Transfer-Encoding: chunked"],
         &proxy.url("/sink"),
@@ -489,7 +498,7 @@ async fn body_limit_and_health() -> anyhow::Result<()> {
     let got = curl(&[], &format!("{health_url}/metrics")).await?;
     let metrics = String::from_utf8(got.body)?;
     assert!(
-        metrics.contains("podkit_proxy_requests_total 3\n"),
+        metrics.contains("podkit_proxy_requests_total 4\n"),
         "{metrics}"
     );
     assert!(
