@@ -78,6 +78,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Most header fields in an HTTP/1.1 request head (431 above).
     pub max_headers: usize,
+    /// Most client connections open at once, over all listeners.
+    pub max_connections: usize,
     /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
     pub max_body_bytes: Option<u64>,
 }
@@ -273,6 +275,10 @@ pub async fn serve(
         .retry_canceled_requests(true)
         .build(connector);
     let drain_timeout = config.drain_timeout;
+    let max_connections = config
+        .limits
+        .max_connections
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
     // Cancelled when the drain timeout is over: connections still open are cut.
     let cut = CancellationToken::new();
     let tunnels = TaskTracker::new();
@@ -281,6 +287,7 @@ pub async fn serve(
         config,
         client,
         metrics: metrics.clone(),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
         tunnels: tunnels.clone(),
         cut: cut.clone(),
     });
@@ -289,20 +296,18 @@ pub async fn serve(
     let tls_listeners = tls_listeners
         .into_iter()
         .filter_map(|l| Some((l, Some(acceptor.clone()?))));
-    for (listener, tls) in listeners
+    let listeners = listeners
         .into_iter()
         .map(|l| (l, None))
         .chain(tls_listeners)
-    {
-        acceptors.spawn(accept(
-            listener,
-            tls,
-            shared.clone(),
-            connections.clone(),
-            shutdown.clone(),
-            cut.clone(),
-        ));
-    }
+        .collect();
+    acceptors.spawn(accept(
+        listeners,
+        shared.clone(),
+        connections.clone(),
+        shutdown.clone(),
+        cut.clone(),
+    ));
     acceptors.close();
     shutdown.cancelled().await;
     metrics.draining.store(true, Ordering::Relaxed);
@@ -329,18 +334,32 @@ pub async fn serve(
     Ok(())
 }
 
+/// Accepts on every listener (one loop, so `--max-connections` counts all of them) until
+/// `shutdown`; dropping the listeners then refuses new clients.
 async fn accept(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    listeners: Vec<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     shared: Arc<forward::Shared>,
     connections: TaskTracker,
     shutdown: CancellationToken,
     cut: CancellationToken,
 ) {
+    if listeners.is_empty() {
+        return;
+    }
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+        // At `--max-connections`, stop accepting: new clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = shared.connection_slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let any = futures::future::select_all(listeners.iter().map(|(l, _)| Box::pin(l.accept())));
+        let (stream, peer, tls) = tokio::select! {
+            (accepted, index, _) = any => match accepted {
+                Ok((stream, peer)) => (stream, peer, listeners[index].1.clone()),
                 Err(err) => {
                     // EMFILE and friends: back off instead of spinning.
                     warn!(?err, "failed to accept a connection");
@@ -352,10 +371,10 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, shutdown, cut, tls) =
-            (shared.clone(), shutdown.clone(), cut.clone(), tls.clone());
+        let (shared, shutdown, cut) = (shared.clone(), shutdown.clone(), cut.clone());
         connections.spawn(
             async move {
+                let _permit = permit;
                 shared
                     .metrics
                     .open_connections

@@ -611,3 +611,26 @@ async fn trailers_pass_through() -> anyhow::Result<()> {
     assert_eq!(&body.to_bytes()[..], b"data");
     proxy.stop().await
 }
+
+/// `--max-connections 1`: a second client waits until the first connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections() -> anyhow::Result<()> {
+    let app = Backend::start("app").await?;
+    let proxy = Proxy::start(&["--upstream", &app.url(), "--max-connections", "1"]).await?;
+    let first = TcpStream::connect(proxy.addr).await?;
+    wait_until("the first connection is served", || {
+        proxy.metrics.open_connections.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+    let url = proxy.url("/name");
+    let second = tokio::spawn(async move { curl(&[], &url).await });
+    // Whenever the second client's handshake completes, it is in the backlog, not accepted.
+    assert_eq!(proxy.metrics.connections.load(Ordering::SeqCst), 1);
+    assert!(!second.is_finished(), "the second client was served");
+    drop(first);
+    let got = second.await??;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"app");
+    assert_eq!(proxy.metrics.connections.load(Ordering::SeqCst), 2);
+    proxy.stop().await
+}

@@ -100,6 +100,10 @@ pub struct Args {
     )]
     pub max_headers: usize,
 
+    /// Most client connections open at once; more wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "PODKIT_PROXY_MAX_CONNECTIONS")]
+    pub max_connections: u32,
+
     /// Largest request body in bytes; a larger Content-Length gets 413, a larger streamed body
     /// is cut. `0` means no limit.
     #[arg(
@@ -233,6 +237,7 @@ impl TryFrom<Args> for Config {
             limits: Limits {
                 max_header_bytes: args.max_header_bytes,
                 max_headers: args.max_headers,
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
                 max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
             },
             drain_timeout: args.drain_timeout,

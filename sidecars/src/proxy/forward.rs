@@ -39,6 +39,8 @@ pub struct Shared {
     pub client: Client<HttpConnector, ProxyBody>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// One permit per open client connection (`--max-connections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
     /// Upgraded connections (WebSocket) being spliced; the drain waits for them too.
     pub tunnels: TaskTracker,
     /// Cancelled at the drain timeout: what is still open is cut.
