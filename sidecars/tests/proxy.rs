@@ -171,8 +171,9 @@ async fn routes_by_host_and_longest_prefix() -> anyhow::Result<()> {
     proxy.stop().await
 }
 
-/// A request head over `--max-header-bytes` or with more than `--max-headers` fields gets 431; a client that sends its head too slowly
-/// is disconnected at `--header-timeout`.
+/// A request head over `--max-header-bytes` or with more than `--max-headers` fields gets 431;
+/// a client that sends its head too slowly, or idles on a keep-alive connection, is
+/// disconnected at `--header-timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_limits_and_slowloris() -> anyhow::Result<()> {
     let app = Backend::start("app").await?;
@@ -211,6 +212,17 @@ async fn header_limits_and_slowloris() -> anyhow::Result<()> {
         "{}",
         String::from_utf8_lossy(&rest)
     );
+
+    // An idle keep-alive connection is closed too: the timer runs while the next head is awaited.
+    let mut idle = TcpStream::connect(proxy.addr).await?;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
+    let mut all = Vec::new();
+    tokio::time::timeout(DEADLINE, idle.read_to_end(&mut all))
+        .await
+        .context("idle keep-alive connection still open")??;
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.starts_with("HTTP/1.1 200"), "{all}");
+    assert!(all.ends_with("app"), "{all}");
     proxy.stop().await
 }
 
