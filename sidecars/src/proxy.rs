@@ -274,6 +274,26 @@ pub async fn serve(
         .pool_timer(TokioTimer::new())
         .retry_canceled_requests(true)
         .build(connector);
+    let unix_clients = config
+        .routes
+        .iter()
+        .filter_map(|route| match &route.upstream {
+            Upstream::Unix(path) => Some(path.clone()),
+            _ => None,
+        })
+        .map(|path| {
+            let connector = forward::UnixConnector {
+                path: path.as_path().into(),
+                timeout: config.timeouts.connect,
+            };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(config.timeouts.upstream_idle)
+                .pool_timer(TokioTimer::new())
+                .retry_canceled_requests(true)
+                .build(connector);
+            (path, client)
+        })
+        .collect();
     let drain_timeout = config.drain_timeout;
     let max_connections = config
         .limits
@@ -286,6 +306,7 @@ pub async fn serve(
         table: route::Table::new(config.routes.clone()),
         config,
         client,
+        unix_clients,
         metrics: metrics.clone(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
         tunnels: tunnels.clone(),

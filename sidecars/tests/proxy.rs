@@ -646,3 +646,25 @@ async fn max_connections() -> anyhow::Result<()> {
     assert_eq!(proxy.metrics.connections.load(Ordering::SeqCst), 2);
     proxy.stop().await
 }
+
+/// A `unix:/PATH` upstream: requests reach an app on a unix socket, Host kept; a socket nobody
+/// listens on gives 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_upstream() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("app.sock");
+    let _app = Backend::start_unix("unix-app", &socket).await?;
+    let upstream = format!("unix:{}", socket.display());
+    let missing = format!("/gone=unix:{}", dir.path().join("none.sock").display());
+    let proxy = Proxy::start(&["--upstream", &upstream, "--route", &missing]).await?;
+    for _ in 0..3 {
+        let got = curl(&[], &proxy.url("/name")).await?;
+        assert_eq!(got.body, b"unix-app");
+    }
+    let got = curl(&["-H", "Host: blog.example"], &proxy.url("/headers")).await?;
+    let seen: serde_json::Value = serde_json::from_slice(&got.body)?;
+    assert_eq!(seen["host"], "blog.example");
+    let got = curl(&[], &proxy.url("/gone")).await?;
+    assert_eq!(got.status, 502);
+    proxy.stop().await
+}

@@ -42,7 +42,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_KEY")]
     pub key: Option<PathBuf>,
 
-    /// Default upstream for requests no `--route` matches: `http://HOST:PORT` or `file:///DIR`.
+    /// Default upstream for requests no `--route` matches: `http://HOST:PORT`, `unix:/PATH`
+    /// (HTTP/1.1 on a unix socket) or `file:///DIR`.
     #[arg(long, value_name = "URL", env = "PODKIT_PROXY_UPSTREAM")]
     pub upstream: Option<String>,
 
@@ -153,13 +154,22 @@ pub enum ArgsError {
     NoUpstream,
 }
 
-/// Parses an upstream URL: `http://HOST:PORT` (path empty or `/`) or `file:///DIR`.
+/// Parses an upstream URL: `http://HOST:PORT` (path empty or `/`), `unix:/PATH` or
+/// `file:///DIR`.
 fn upstream(flag: &'static str, url: &str) -> Result<Upstream, ArgsError> {
     let err = |reason| ArgsError::Upstream {
         flag,
         url: url.to_owned(),
         reason,
     };
+    if let Some(path) = url.strip_prefix("unix:") {
+        if !path.starts_with('/') {
+            return Err(err(
+                "a unix upstream needs an absolute socket path: unix:/PATH",
+            ));
+        }
+        return Ok(Upstream::Unix(PathBuf::from(path)));
+    }
     if let Some(dir) = url.strip_prefix("file://") {
         if !dir.starts_with('/') {
             return Err(err("a file upstream needs an absolute path: file:///DIR"));
@@ -169,7 +179,11 @@ fn upstream(flag: &'static str, url: &str) -> Result<Upstream, ArgsError> {
     let uri: hyper::Uri = url.parse().map_err(|_| err("not a URL"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(_) => return Err(err("only http:// and file:/// upstreams are supported")),
+        Some(_) => {
+            return Err(err(
+                "only http://, unix:/ and file:/// upstreams are supported",
+            ));
+        }
         None => return Err(err("missing scheme: use http://HOST:PORT")),
     }
     let Some(authority) = uri.authority().cloned() else {

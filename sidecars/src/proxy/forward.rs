@@ -37,6 +37,9 @@ pub struct Shared {
     pub table: Table,
     /// The upstream keep-alive pool.
     pub client: Client<HttpConnector, ProxyBody>,
+    /// A pool per `unix:` upstream socket.
+    pub unix_clients:
+        std::collections::HashMap<std::path::PathBuf, Client<UnixConnector, ProxyBody>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// One permit per open client connection (`--max-connections`).
@@ -45,6 +48,38 @@ pub struct Shared {
     pub tunnels: TaskTracker,
     /// Cancelled at the drain timeout: what is still open is cut.
     pub cut: CancellationToken,
+}
+
+/// Connects every request of its pool to one unix socket, bounded by the connect timeout.
+#[derive(Debug, Clone)]
+pub struct UnixConnector {
+    /// The socket.
+    pub path: Arc<std::path::Path>,
+    /// `--connect-timeout`.
+    pub timeout: std::time::Duration,
+}
+
+impl tower_service::Service<hyper::Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
+        let (path, timeout) = (self.path.clone(), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
+                Ok(stream) => Ok(TokioIo::new(stream?)),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        })
+    }
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -271,14 +306,21 @@ async fn route(
         entry.flags = "NR";
         return short(StatusCode::NOT_FOUND);
     };
-    let authority = match &route.upstream {
-        Upstream::Http { authority } => authority.clone(),
+    let (authority, unix) = match &route.upstream {
+        Upstream::Http { authority } => (authority.clone(), None),
+        Upstream::Unix(path) => (
+            hyper::http::uri::Authority::from_static("localhost"),
+            shared.unix_clients.get(path),
+        ),
         Upstream::File(dir) => {
             entry.upstream = format!("file://{}", dir.display());
             return files::serve(dir, &req).await;
         }
     };
-    entry.upstream = authority.to_string();
+    entry.upstream = match &route.upstream {
+        Upstream::Unix(path) => format!("unix:{}", path.display()),
+        _ => authority.to_string(),
+    };
     if let Some(max) = shared.config.limits.max_body_bytes
         && let Some(length) = req
             .headers()
@@ -353,7 +395,10 @@ async fn route(
 
     let sent = tokio::time::timeout(
         shared.config.timeouts.upstream,
-        shared.client.request(request),
+        match unix {
+            Some(client) => client.request(request),
+            None => shared.client.request(request),
+        },
     )
     .await;
     match sent {

@@ -10,6 +10,8 @@ pub enum Upstream {
         /// `host:port` to connect to.
         authority: hyper::http::uri::Authority,
     },
+    /// An HTTP/1.1 server on a unix socket (`unix:/PATH`).
+    Unix(PathBuf),
     /// Static files under a directory.
     File(PathBuf),
 }
@@ -96,7 +98,7 @@ mod tests {
     fn port(table: &Table, host: Option<&str>, path: &str) -> Option<u16> {
         table.find(host, path).map(|r| match &r.upstream {
             Upstream::Http { authority } => authority.port_u16().expect("port"),
-            Upstream::File(_) => 0,
+            Upstream::File(_) | Upstream::Unix(_) => 0,
         })
     }
 

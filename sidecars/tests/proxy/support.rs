@@ -71,6 +71,33 @@ impl Backend {
         format!("http://{}", self.addr)
     }
 
+    /// The same app on a unix socket at `path` (its `addr` is unused).
+    pub async fn start_unix(name: &'static str, path: &Path) -> anyhow::Result<Self> {
+        let listener = tokio::net::UnixListener::bind(path)?;
+        let backend = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name,
+            held: Arc::default(),
+            release: CancellationToken::new(),
+        };
+        let this = backend.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let this = this.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let this = this.clone();
+                        async move { Ok::<_, Infallible>(this.respond(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(backend)
+    }
+
     async fn respond(&self, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
         match req.uri().path() {
             "/ws" => {
