@@ -295,6 +295,11 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
                 "--drain-timeout",
                 drain,
             ])
+            // The second run logs JSON, through the environment fallback.
+            .env(
+                "PODKIT_PROXY_ACCESS_LOG",
+                if release { "combined" } else { "json" },
+            )
             .env("PODKIT_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&stderr_path)?)
@@ -377,6 +382,23 @@ async fn sigterm_drains_in_flight_requests() -> anyhow::Result<()> {
         } else {
             let stderr = std::fs::read_to_string(&stderr_path)?;
             assert!(stderr.contains("cut after the drain timeout"), "{stderr}");
+            let down: serde_json::Value = serde_json::from_str(
+                log.lines()
+                    .find(|l| l.contains("/down"))
+                    .context("no JSON access log line for /down")?,
+            )?;
+            assert_eq!(down["status"], 502);
+            assert_eq!(down["flags"], "UF");
+            assert_eq!(down["request"], "GET /down HTTP/1.1");
+            assert_eq!(down["user_agent"], "probe \"quoted\"");
+            // The request cut by the drain timeout is logged, not lost.
+            let hold: serde_json::Value = serde_json::from_str(
+                log.lines()
+                    .find(|l| l.contains("/hold"))
+                    .context("no JSON access log line for the cut /hold")?,
+            )?;
+            assert_eq!(hold["status"], 499);
+            assert_eq!(hold["flags"], "DC");
         }
     }
     Ok(())

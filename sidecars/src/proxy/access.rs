@@ -1,5 +1,6 @@
 //! The access log: one line per request on stdout, written when the response body ends (so
-//! the byte count is what the client got), nginx `combined` or JSON.
+//! the byte count is what the client got), nginx `combined` or JSON. A request cut before it
+//! was answered (client gone, drain timeout) is logged as `499` with the flag `DC`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,10 +36,25 @@ pub struct Entry {
     pub flags: &'static str,
     /// When the request head was read.
     pub start: Instant,
+    /// Body bytes sent so far.
+    pub bytes: u64,
+    /// Set once a response exists; otherwise the request was cut.
+    pub answered: bool,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.status = 499;
+            self.flags = "DC";
+        }
+        self.write();
+    }
 }
 
 impl Entry {
-    fn write(&self, bytes: u64) {
+    fn write(&self) {
+        let bytes = self.bytes;
         let duration = self.start.elapsed().as_secs_f64();
         let now = jiff::Timestamp::now();
         let line = match self.format {
@@ -93,29 +109,19 @@ fn escape(s: &str) -> String {
     out
 }
 
-/// A response body that counts what it yields and writes the log line when it is dropped
-/// (ended, or cut by the client or the drain).
+/// A response body that counts what it yields; its entry writes the log line when the body is
+/// dropped (ended, or cut by the client or the drain).
 #[derive(Debug)]
 pub struct Logged<B> {
     inner: B,
-    bytes: u64,
     entry: Entry,
 }
 
 impl<B> Logged<B> {
     /// Wraps `inner`; the line is written on drop.
-    pub fn new(inner: B, entry: Entry) -> Self {
-        Self {
-            inner,
-            bytes: 0,
-            entry,
-        }
-    }
-}
-
-impl<B> Drop for Logged<B> {
-    fn drop(&mut self) {
-        self.entry.write(self.bytes);
+    pub fn new(inner: B, mut entry: Entry) -> Self {
+        entry.answered = true;
+        Self { inner, entry }
     }
 }
 
@@ -131,7 +137,7 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Logged<B> {
         if let Poll::Ready(Some(Ok(frame))) = &poll
             && let Some(data) = frame.data_ref()
         {
-            self.bytes += data.len() as u64;
+            self.entry.bytes += data.len() as u64;
         }
         poll
     }

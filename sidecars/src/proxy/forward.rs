@@ -287,6 +287,8 @@ pub async fn handle(
         upstream: "-".to_owned(),
         flags: "-",
         start,
+        bytes: 0,
+        answered: false,
     };
     let response = route(&shared, peer, tls, host, req, &mut entry).await;
     entry.status = response.status().as_u16();
