@@ -41,7 +41,7 @@ mod health;
 mod route;
 mod tls;
 
-pub use args::{Args, ArgsError};
+pub use args::{Args, ArgsError, LoadError};
 pub use cli::main;
 pub use health::run as run_health;
 pub use route::{Route, Upstream};

@@ -1,16 +1,23 @@
 //! `podkit-proxy`: the reverse proxy sidecar on its own, the same as `podkit proxy`.
 //!
-//! Thin: parse the flags, install tracing to stderr, run `sidecars::proxy::main`.
+//! Thin: parse the flags (and `--config`), install tracing to stderr, run
+//! `sidecars::proxy::main`.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use sidecars::proxy::Args;
+use sidecars::proxy::{Args, LoadError};
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match Args::load_from(std::env::args_os()) {
+        Ok(args) => args,
+        Err(LoadError::Flags(err)) => err.exit(),
+        Err(err) => {
+            eprintln!("error: {:#}", anyhow::Error::from(err));
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PODKIT_LOG")

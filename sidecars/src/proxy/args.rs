@@ -17,7 +17,6 @@ pub struct Args {
     #[arg(
         long = "listen",
         value_name = "ADDR",
-        required_unless_present = "listen_tls",
         env = "PODKIT_PROXY_LISTEN",
         value_delimiter = ','
     )]
@@ -120,9 +119,129 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
 
+    /// YAML file of settings, keys named as the flags (`listen: [":80"]`, `drain-timeout: 20s`,
+    /// `route: ["/api=http://127.0.0.1:8081"]`); flags and `PODKIT_PROXY_*` win over it. Read by
+    /// [`Args::load_from`].
+    #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Serve `/healthz`, `/readyz` and `/metrics` on this address.
     #[arg(long, value_name = "ADDR", env = "PODKIT_PROXY_HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,
+}
+
+/// Why `--config` could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The flags themselves are wrong (clap's message, with usage).
+    #[error(transparent)]
+    Flags(#[from] clap::Error),
+    /// The file could not be read.
+    #[error("failed to read --config {path:?}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a YAML mapping of flag names to values.
+    #[error("failed to parse --config {path:?} as YAML")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// Cause (boxed: the parser's error is large).
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    /// A key names no flag, or its value has the wrong shape.
+    #[error("invalid key {key:?} in --config {path:?}: {reason}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Args {
+    /// Parses `argv` (program name first) and fills every setting that neither a flag nor a
+    /// `PODKIT_PROXY_*` variable gave from the YAML file of `--config`, if any.
+    pub fn load_from<I, T>(argv: I) -> Result<Self, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+
+        let mut argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+        let matches = Self::command().try_get_matches_from(&argv)?;
+        let Some(path) = matches.get_one::<PathBuf>("config").cloned() else {
+            return Ok(Self::from_arg_matches(&matches)?);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let settings: std::collections::BTreeMap<String, serde_json::Value> =
+            serde_saphyr::from_str(&text).map_err(|source| LoadError::Yaml {
+                path: path.clone(),
+                source: Box::new(source),
+            })?;
+        let command = Self::command();
+        for (key, value) in settings {
+            let bad = |reason| LoadError::Key {
+                path: path.clone(),
+                key: key.clone(),
+                reason,
+            };
+            let long = key.replace('_', "-");
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .ok_or_else(|| bad("no such flag"))?;
+            let id = arg.get_id().as_str();
+            if id == "config" {
+                return Err(bad("a config file cannot name another"));
+            }
+            // Flags and the environment win over the file.
+            if matches!(
+                matches.value_source(id),
+                Some(
+                    clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable
+                )
+            ) {
+                continue;
+            }
+            let flag = format!("--{}", arg.get_long().unwrap_or_default());
+            let scalar = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => Ok(s.clone()),
+                serde_json::Value::Number(n) => Ok(n.to_string()),
+                _ => Err(bad("expected a string or number")),
+            };
+            match value {
+                serde_json::Value::Bool(true) if !arg.get_action().takes_values() => {
+                    argv.push(flag.into());
+                }
+                serde_json::Value::Bool(false) if !arg.get_action().takes_values() => {}
+                serde_json::Value::Array(items) => {
+                    for item in &items {
+                        argv.push(flag.clone().into());
+                        argv.push(scalar(item)?.into());
+                    }
+                }
+                other => {
+                    argv.push(flag.into());
+                    argv.push(scalar(&other)?.into());
+                }
+            }
+        }
+        Ok(Self::from_arg_matches(
+            &Self::command().try_get_matches_from(&argv)?,
+        )?)
+    }
 }
 
 /// A flag that does not make a valid configuration.
@@ -149,6 +268,9 @@ pub enum ArgsError {
     /// Only one of the pair.
     #[error("--cert and --key go together")]
     CertWithoutKey,
+    /// Nothing to listen on.
+    #[error("no listener: give --listen ADDR or --listen-tls ADDR")]
+    NoListener,
     /// Nothing to forward to.
     #[error("no upstream: give --upstream URL or at least one --route")]
     NoUpstream,
@@ -230,6 +352,9 @@ impl TryFrom<Args> for Config {
         if routes.is_empty() {
             return Err(ArgsError::NoUpstream);
         }
+        if args.listen.is_empty() && args.listen_tls.is_empty() {
+            return Err(ArgsError::NoListener);
+        }
         let tls = match (args.cert, args.key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -291,6 +416,36 @@ mod tests {
             Upstream::File(PathBuf::from("/srv/www"))
         );
         assert_eq!(config.routes[2].prefix, "/");
+    }
+
+    #[test]
+    fn config_file_fills_what_flags_and_env_leave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("proxy.yaml");
+        std::fs::write(
+            &file,
+            "listen: [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\n\
+             upstream: http://127.0.0.1:2368\n\
+             route:\n  - /static=file:///srv/www\n\
+             drain-timeout: 20s\n\
+             max-headers: 50\n\
+             trust-forwarded: true\n",
+        )
+        .expect("write");
+        let path = file.to_str().expect("utf-8");
+        let args = Args::load_from(["podkit-proxy", "--config", path, "--max-headers", "70"])
+            .expect("loads");
+        assert_eq!(args.listen.len(), 2);
+        assert_eq!(args.routes, ["/static=file:///srv/www"]);
+        assert_eq!(args.drain_timeout, Duration::from_secs(20));
+        assert_eq!(args.max_headers, 70, "the flag wins");
+        assert!(args.trust_forwarded);
+        let config = Config::try_from(args).expect("valid");
+        assert_eq!(config.routes.len(), 2);
+
+        std::fs::write(&file, "listn: [\":80\"]\n").expect("write");
+        let err = Args::load_from(["podkit-proxy", "--config", path]).expect_err("typo");
+        assert!(err.to_string().contains("\"listn\""), "{err}");
     }
 
     #[test]
