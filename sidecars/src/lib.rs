@@ -2,14 +2,15 @@
 //! (follows log files through rotation) and `proxy` (TLS, HTTP/1.1 and HTTP/2 in front of an app).
 //!
 //! Layout:
+//! - [`proxy`]: the reverse proxy (`podkit proxy`), library plus the `podkit-proxy` binary in
+//!   `src/bin/podkit-proxy.rs`.
 //! - [`puller`]: the file puller (`podkit puller`), library plus the `podkit-puller` binary in
 //!   `src/bin/podkit-puller.rs`.
 //! - [`tail`]: the log tailer (`podkit tail`), library plus the `podkit-tail` binary in
 //!   `src/bin/podkit-tail.rs`.
-//!
-//! `proxy` is not built yet: see its issue.
 
 #![forbid(unsafe_code)]
 
+pub mod proxy;
 pub mod puller;
 pub mod tail;

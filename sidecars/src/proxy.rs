@@ -1,0 +1,482 @@
+//! The reverse proxy sidecar (`podkit proxy`): serves HTTP/1.1 and HTTP/2 (h2c with prior
+//! knowledge on `--listen`, ALPN on `--listen-tls`) and
+//! forwards to an app on localhost (or serves static files), with routes by host and longest
+//! path prefix, streamed bodies, an upstream keep-alive pool, an access log and a bounded drain.
+//!
+//! Layout:
+//! - `args`: flags and `PODKIT_PROXY_*` into a [`Config`];
+//! - `route`: the route table;
+//! - `forward`: one request, from the client to the upstream and back;
+//! - `files`: the `file:///DIR` upstream;
+//! - `tls`: `--listen-tls` with certificate reload;
+//! - `access`: the access log;
+//! - `health`: `/healthz`, `/readyz`, `/metrics`;
+//! - `cli`: the front shared by `podkit proxy` and `podkit-proxy`.
+//!
+//! The stale keep-alive race (the app closes an idle connection just as the proxy reuses it)
+//! is avoided twice: idle upstream connections are dropped after `--upstream-idle-timeout`
+//! (default `1s`, below common app defaults), and a request that failed on a reused connection
+//! before any byte of it was written is retried once on a fresh one (hyper-util's pool does
+//! this only when it is safe).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+mod access;
+mod args;
+mod cli;
+mod files;
+mod forward;
+mod health;
+mod route;
+mod tls;
+
+pub use args::{Args, ArgsError, LoadError};
+pub use cli::main;
+pub use health::run as run_health;
+pub use route::{Route, Upstream};
+pub use tls::Error as TlsError;
+
+/// Access log format (`--access-log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessLog {
+    /// nginx `combined`, then the duration in seconds, the upstream and the response flags.
+    Combined,
+    /// One JSON object per line.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// Timeouts of the client and upstream sides.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// Reading a request head; a slow client is disconnected.
+    pub header: Duration,
+    /// Connecting to an upstream (502 `UF` after it).
+    pub connect: Duration,
+    /// Waiting for an upstream's response head (504 `UT` after it).
+    pub upstream: Duration,
+    /// Keeping an idle upstream connection in the pool.
+    pub upstream_idle: Duration,
+}
+
+/// Size limits of requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request head in bytes (431 above); at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request head (431 above).
+    pub max_headers: usize,
+    /// Most client connections open at once, over all listeners.
+    pub max_connections: usize,
+    /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
+}
+
+/// The certificate of `--listen-tls`.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+/// A validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Plain HTTP listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub listen_tls: Vec<SocketAddr>,
+    /// Certificate and key, present when `listen_tls` is not empty.
+    pub tls: Option<TlsFiles>,
+    /// Routes, in any order; `--upstream` is the route `/`.
+    pub routes: Vec<Route>,
+    /// Access log format.
+    pub access_log: AccessLog,
+    /// Keep client-sent X-Forwarded-* and Forwarded, appending to them.
+    pub trust_forwarded: bool,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Limits.
+    pub limits: Limits,
+    /// Bound on the drain after shutdown.
+    pub drain_timeout: Duration,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub health_addr: Option<SocketAddr>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Requests received.
+    pub requests: AtomicU64,
+    /// Responses by class: 1xx..5xx at index 0..4.
+    pub responses: [AtomicU64; 5],
+    /// Upstream failures (502 and 504).
+    pub upstream_errors: AtomicU64,
+    /// Client connections accepted.
+    pub connections: AtomicU64,
+    /// Client connections open now.
+    pub open_connections: AtomicU64,
+    /// Set once shutdown began: `/readyz` answers 503 so no new traffic is sent here.
+    pub draining: AtomicBool,
+}
+
+impl Metrics {
+    fn count_status(&self, status: u16) {
+        if let Some(counter) = self
+            .responses
+            .get(usize::from(status / 100).wrapping_sub(1))
+        {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        out.push_str("# TYPE podkit_proxy_requests_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_requests_total {}\n",
+            get(&self.requests)
+        ));
+        out.push_str("# TYPE podkit_proxy_responses_total counter\n");
+        for (i, counter) in self.responses.iter().enumerate() {
+            out.push_str(&format!(
+                "podkit_proxy_responses_total{{code=\"{}xx\"}} {}\n",
+                i + 1,
+                get(counter)
+            ));
+        }
+        out.push_str("# TYPE podkit_proxy_upstream_errors_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_upstream_errors_total {}\n",
+            get(&self.upstream_errors)
+        ));
+        out.push_str("# TYPE podkit_proxy_connections_total counter\n");
+        out.push_str(&format!(
+            "podkit_proxy_connections_total {}\n",
+            get(&self.connections)
+        ));
+        out.push_str("# TYPE podkit_proxy_open_connections gauge\n");
+        out.push_str(&format!(
+            "podkit_proxy_open_connections {}\n",
+            get(&self.open_connections)
+        ));
+        out
+    }
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A `--listen` address could not be bound.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate could not be loaded.
+    #[error("failed to set up TLS")]
+    Tls(#[source] tls::Error),
+    /// The `--health-addr` could not be bound.
+    #[error("failed to listen on --health-addr {addr}")]
+    BindHealth {
+        /// The address.
+        addr: SocketAddr,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the configured addresses and serves until `shutdown`, then drains.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+    let mut listeners = Vec::new();
+    for &addr in &config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        // The bound address, so `--listen 127.0.0.1:0` shows its port.
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening");
+        listeners.push(listener);
+    }
+    let mut tls_listeners = Vec::new();
+    for &addr in &config.listen_tls {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let bound = listener.local_addr().unwrap_or(addr);
+        info!(addr = %bound, "listening with TLS");
+        tls_listeners.push(listener);
+    }
+    let metrics = Arc::new(Metrics::default());
+    let health = match config.health_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::BindHealth { addr, source })?;
+            Some(tokio::spawn(health::run(
+                listener,
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let served = serve(listeners, tls_listeners, config, metrics, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(health) = health {
+        let _ = health.await;
+    }
+    served
+}
+
+/// Serves on already bound listeners (plain, and TLS with `config.tls`) until `shutdown`; then
+/// stops accepting, lets requests in flight finish within `config.drain_timeout` (HTTP/2
+/// clients get GOAWAY) and cuts what is left.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    tls_listeners: Vec<TcpListener>,
+    config: Config,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let acceptor = match (&config.tls, tls_listeners.is_empty()) {
+        (Some(files), false) => Some(tokio_rustls::TlsAcceptor::from(
+            tls::server_config(&files.cert, &files.key).map_err(Error::Tls)?,
+        )),
+        _ => None,
+    };
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.timeouts.connect));
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.timeouts.upstream_idle)
+        .pool_timer(TokioTimer::new())
+        .retry_canceled_requests(true)
+        .build(connector);
+    let unix_clients = config
+        .routes
+        .iter()
+        .filter_map(|route| match &route.upstream {
+            Upstream::Unix(path) => Some(path.clone()),
+            _ => None,
+        })
+        .map(|path| {
+            let connector = forward::UnixConnector {
+                path: path.as_path().into(),
+                timeout: config.timeouts.connect,
+            };
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(config.timeouts.upstream_idle)
+                .pool_timer(TokioTimer::new())
+                .retry_canceled_requests(true)
+                .build(connector);
+            (path, client)
+        })
+        .collect();
+    let drain_timeout = config.drain_timeout;
+    let max_connections = config
+        .limits
+        .max_connections
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
+    // Cancelled when the drain timeout is over: connections still open are cut.
+    let cut = CancellationToken::new();
+    let tunnels = TaskTracker::new();
+    let shared = Arc::new(forward::Shared {
+        table: route::Table::new(config.routes.clone()),
+        config,
+        client,
+        unix_clients,
+        metrics: metrics.clone(),
+        connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+        tunnels: tunnels.clone(),
+        cut: cut.clone(),
+    });
+    let connections = TaskTracker::new();
+    let acceptors = TaskTracker::new();
+    let tls_listeners = tls_listeners
+        .into_iter()
+        .filter_map(|l| Some((l, Some(acceptor.clone()?))));
+    let listeners = listeners
+        .into_iter()
+        .map(|l| (l, None))
+        .chain(tls_listeners)
+        .collect();
+    acceptors.spawn(accept(
+        listeners,
+        shared.clone(),
+        connections.clone(),
+        shutdown.clone(),
+        cut.clone(),
+    ));
+    acceptors.close();
+    shutdown.cancelled().await;
+    metrics.draining.store(true, Ordering::Relaxed);
+    acceptors.wait().await;
+    connections.close();
+    info!(open = connections.len(), tunnels = tunnels.len(), timeout = ?drain_timeout, "draining connections");
+    let drained = async {
+        connections.wait().await;
+        // No connection is left to upgrade: the set of tunnels is final.
+        tunnels.close();
+        tunnels.wait().await;
+    };
+    if tokio::time::timeout(drain_timeout, drained).await.is_err() {
+        warn!(
+            open = connections.len(),
+            tunnels = tunnels.len(),
+            "connections cut after the drain timeout"
+        );
+        cut.cancel();
+        connections.wait().await;
+        tunnels.close();
+        tunnels.wait().await;
+    }
+    Ok(())
+}
+
+/// Accepts on every listener (one loop, so `--max-connections` counts all of them) until
+/// `shutdown`; dropping the listeners then refuses new clients.
+async fn accept(
+    listeners: Vec<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    shared: Arc<forward::Shared>,
+    connections: TaskTracker,
+    shutdown: CancellationToken,
+    cut: CancellationToken,
+) {
+    if listeners.is_empty() {
+        return;
+    }
+    loop {
+        // At `--max-connections`, stop accepting: new clients wait in the listen backlog.
+        let permit = tokio::select! {
+            permit = shared.connection_slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // The semaphore is never closed.
+                Err(_) => return,
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let any = futures::future::select_all(listeners.iter().map(|(l, _)| Box::pin(l.accept())));
+        let (stream, peer, tls) = tokio::select! {
+            (accepted, index, _) = any => match accepted {
+                Ok((stream, peer)) => (stream, peer, listeners[index].1.clone()),
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(?err, "failed to accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, shutdown, cut) = (shared.clone(), shutdown.clone(), cut.clone());
+        connections.spawn(
+            async move {
+                let _permit = permit;
+                shared
+                    .metrics
+                    .open_connections
+                    .fetch_add(1, Ordering::Relaxed);
+                match tls {
+                    None => serve_connection(stream, peer, false, &shared, &shutdown, &cut).await,
+                    Some(tls) => {
+                        // The handshake counts against the header timeout, and ends at shutdown.
+                        let header = shared.config.timeouts.header;
+                        let handshake = tokio::select! {
+                            r = tokio::time::timeout(header, tls.accept(stream)) => r,
+                            _ = shutdown.cancelled() => Ok(Err(std::io::ErrorKind::Interrupted.into())),
+                        };
+                        match handshake {
+                            Ok(Ok(stream)) => {
+                                serve_connection(stream, peer, true, &shared, &shutdown, &cut)
+                                    .await
+                            }
+                            Ok(Err(err)) => debug!(?err, "TLS handshake failed"),
+                            Err(_) => debug!("TLS handshake timed out"),
+                        }
+                    }
+                }
+                shared
+                    .metrics
+                    .open_connections
+                    .fetch_sub(1, Ordering::Relaxed);
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+}
+
+async fn serve_connection<I>(
+    stream: I,
+    peer: SocketAddr,
+    tls: bool,
+    shared: &Arc<forward::Shared>,
+    shutdown: &CancellationToken,
+    cut: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req| {
+            let shared = shared.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(forward::handle(shared, peer, tls, req).await)
+            }
+        })
+    };
+    let limits = &shared.config.limits;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.timeouts.header)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                debug!(?err, "connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(err) = result {
+                debug!(?err, "connection ended with an error while draining");
+            }
+        }
+        _ = cut.cancelled() => debug!("connection cut at the drain timeout"),
+    }
+}

@@ -1,0 +1,488 @@
+//! One request: pick the route, rewrite the head (hop-by-hop headers out, X-Forwarded-* and
+//! Forwarded in), send it upstream over the pool with a response timeout, and turn failures
+//! into short 502/504/404 answers with Envoy-style flags.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use crate::proxy::access::{Entry, Logged};
+use crate::proxy::route::{Table, Upstream};
+use crate::proxy::{Config, Metrics, files};
+
+/// Errors of bodies flowing through the proxy.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A body the proxy sends (to the client or the upstream).
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration the proxy runs with.
+    pub config: Config,
+    /// Routes in match order.
+    pub table: Table,
+    /// The upstream keep-alive pool.
+    pub client: Client<HttpConnector, ProxyBody>,
+    /// A pool per `unix:` upstream socket.
+    pub unix_clients:
+        std::collections::HashMap<std::path::PathBuf, Client<UnixConnector, ProxyBody>>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// One permit per open client connection (`--max-connections`).
+    pub connection_slots: Arc<tokio::sync::Semaphore>,
+    /// Upgraded connections (WebSocket) being spliced; the drain waits for them too.
+    pub tunnels: TaskTracker,
+    /// Cancelled at the drain timeout: what is still open is cut.
+    pub cut: CancellationToken,
+}
+
+/// Connects every request of its pool to one unix socket, bounded by the connect timeout.
+#[derive(Debug, Clone)]
+pub struct UnixConnector {
+    /// The socket.
+    pub path: Arc<std::path::Path>,
+    /// `--connect-timeout`.
+    pub timeout: std::time::Duration,
+}
+
+impl tower_service::Service<hyper::Uri> for UnixConnector {
+    type Response = TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
+        let (path, timeout) = (self.path.clone(), self.timeout);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
+                Ok(stream) => Ok(TokioIo::new(stream?)),
+                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+            }
+        })
+    }
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, also the ones `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn short(status: StatusCode) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(Into::into).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn header_str(headers: &HeaderMap, name: HeaderName) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned()
+}
+
+/// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
+fn forwarded(
+    headers: &mut HeaderMap,
+    peer: SocketAddr,
+    tls: bool,
+    host: Option<&str>,
+    trust: bool,
+) {
+    let proto = if tls { "https" } else { "http" };
+    const XFF: &str = "x-forwarded-for";
+    const XFP: &str = "x-forwarded-proto";
+    const XFH: &str = "x-forwarded-host";
+    if !trust {
+        for name in [XFF, XFP, XFH, "forwarded"] {
+            headers.remove(name);
+        }
+    }
+    let ip = peer.ip().to_string();
+    let xff = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {ip}"),
+        None => ip.clone(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&xff) {
+        headers.insert(XFF, value);
+    }
+    if !headers.contains_key(XFP) {
+        headers.insert(XFP, HeaderValue::from_static(proto));
+    }
+    if let Some(host) = host
+        && !headers.contains_key(XFH)
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        headers.insert(XFH, value);
+    }
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
+    let mut element = format!("for={node};proto={proto}");
+    if let Some(host) = host {
+        element.push_str(&format!(";host=\"{host}\""));
+    }
+    let value = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {element}"),
+        None => element,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert("forwarded", value);
+    }
+}
+
+/// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`.
+fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    asks.then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Answers the client with the upstream's 101 and, once both sides have switched, copies bytes
+/// both ways until either closes or the drain timeout cuts the tunnel.
+fn tunnel(
+    shared: &Shared,
+    client_upgrade: hyper::upgrade::OnUpgrade,
+    mut response: Response<hyper::body::Incoming>,
+) -> Response<ProxyBody> {
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    if let Some(protocol) = protocol {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    let cut = shared.cut.clone();
+    shared.tunnels.spawn(async move {
+        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
+            (Ok(client), Ok(upstream)) => (client, upstream),
+            (client, upstream) => {
+                debug!(?client, ?upstream, "upgrade failed on one side");
+                return;
+            }
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
+                Ok((up, down)) => debug!(up, down, "tunnel closed"),
+                Err(err) => debug!(?err, "tunnel failed"),
+            },
+            _ = cut.cancelled() => debug!("tunnel cut at the drain timeout"),
+        }
+    });
+    Response::from_parts(parts, Empty::new().map_err(Into::into).boxed())
+}
+
+/// Whether a request failed because its streamed body went over `--max-body-bytes`.
+fn body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Handles one request from `peer`; never fails (errors become responses).
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<hyper::body::Incoming>,
+) -> Response<Logged<ProxyBody>> {
+    let start = Instant::now();
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    let mut entry = Entry {
+        format: shared.config.access_log,
+        peer,
+        request_line: format!(
+            "{} {} {:?}",
+            req.method(),
+            req.uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+            req.version()
+        ),
+        host: host.clone().unwrap_or_else(|| "-".to_owned()),
+        status: 0,
+        referer: header_str(req.headers(), header::REFERER),
+        user_agent: header_str(req.headers(), header::USER_AGENT),
+        upstream: "-".to_owned(),
+        flags: "-",
+        start,
+        bytes: 0,
+        answered: false,
+    };
+    let response = route(&shared, peer, tls, host, req, &mut entry).await;
+    entry.status = response.status().as_u16();
+    shared.metrics.count_status(entry.status);
+    response.map(|body| Logged::new(body, entry))
+}
+
+async fn route(
+    shared: &Shared,
+    peer: SocketAddr,
+    tls: bool,
+    host: Option<String>,
+    mut req: Request<hyper::body::Incoming>,
+    entry: &mut Entry,
+) -> Response<ProxyBody> {
+    let Some(route) = shared.table.find(host.as_deref(), req.uri().path()) else {
+        entry.flags = "NR";
+        return short(StatusCode::NOT_FOUND);
+    };
+    let (authority, unix) = match &route.upstream {
+        Upstream::Http { authority } => (authority.clone(), None),
+        Upstream::Unix(path) => (
+            hyper::http::uri::Authority::from_static("localhost"),
+            shared.unix_clients.get(path),
+        ),
+        Upstream::File(dir) => {
+            entry.upstream = format!("file://{}", dir.display());
+            return files::serve(dir, &req).await;
+        }
+    };
+    entry.upstream = match &route.upstream {
+        Upstream::Unix(path) => format!("unix:{}", path.display()),
+        _ => authority.to_string(),
+    };
+    if let Some(max) = shared.config.limits.max_body_bytes
+        && let Some(length) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        && length > max
+    {
+        return short(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    // An HTTP/1.1 Upgrade (WebSocket): the two hop-by-hop headers that ask for it are sent on,
+    // and after a 101 both connections are spliced.
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    let wants_trailers = parts
+        .headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    strip_hop_by_hop(&mut parts.headers);
+    if wants_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(protocol) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
+    forwarded(
+        &mut parts.headers,
+        peer,
+        tls,
+        host.as_deref(),
+        shared.config.trust_forwarded,
+    );
+    // Host stays as the client sent it; HTTP/2 clients send :authority instead.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(host) = &host
+        && let Ok(value) = HeaderValue::from_str(host)
+    {
+        parts.headers.insert(header::HOST, value);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    parts.uri = match hyper::Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+    {
+        Ok(uri) => uri,
+        Err(_) => return short(StatusCode::BAD_REQUEST),
+    };
+    parts.version = hyper::Version::HTTP_11;
+    let body: ProxyBody = match shared.config.limits.max_body_bytes {
+        Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
+        None => body.map_err(Into::into).boxed(),
+    };
+    let request = Request::from_parts(parts, body);
+
+    let sent = tokio::time::timeout(
+        shared.config.timeouts.upstream,
+        match unix {
+            Some(client) => client.request(request),
+            None => shared.client.request(request),
+        },
+    )
+    .await;
+    match sent {
+        Ok(Ok(response)) => {
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && let Some(client_upgrade) = client_upgrade
+            {
+                return tunnel(shared, client_upgrade, response);
+            }
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed())
+        }
+        Ok(Err(err)) if body_too_large(&err) => {
+            entry.flags = "BL";
+            short(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Ok(Err(err)) => {
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(?err, upstream = %entry.upstream, "upstream request failed");
+            entry.flags = if err.is_connect() { "UF" } else { "UC" };
+            short(StatusCode::BAD_GATEWAY)
+        }
+        Err(_elapsed) => {
+            shared
+                .metrics
+                .upstream_errors
+                .fetch_add(1, Ordering::Relaxed);
+            entry.flags = "UT";
+            short(StatusCode::GATEWAY_TIMEOUT)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "close, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ] {
+            headers.insert(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        let peer: SocketAddr = "[::1]:5000".parse().expect("addr");
+        forwarded(&mut headers, peer, false, Some("example.com"), false);
+        assert_eq!(headers["x-forwarded-for"], "::1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "example.com");
+        assert_eq!(
+            headers["forwarded"],
+            "for=\"[::1]\";proto=http;host=\"example.com\""
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        forwarded(
+            &mut headers,
+            "127.0.0.1:1".parse().expect("addr"),
+            true,
+            None,
+            true,
+        );
+        assert_eq!(headers["x-forwarded-for"], "6.6.6.6, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+}

@@ -1,0 +1,124 @@
+//! The route table: which upstream serves a request, by host and longest path prefix.
+
+use std::path::PathBuf;
+
+/// Where a route sends its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// An HTTP/1.1 server; the request path is forwarded unchanged.
+    Http {
+        /// `host:port` to connect to.
+        authority: hyper::http::uri::Authority,
+    },
+    /// An HTTP/1.1 server on a unix socket (`unix:/PATH`).
+    Unix(PathBuf),
+    /// Static files under a directory.
+    File(PathBuf),
+}
+
+/// One `--route` (or `--upstream`, which is the route `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Lower-case host the request's Host must equal (port ignored); `None` matches any host.
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries (`/api` matches `/api` and `/api/x`, not
+    /// `/apix`).
+    pub prefix: String,
+    /// Where matching requests go.
+    pub upstream: Upstream,
+}
+
+impl Route {
+    fn matches_path(&self, path: &str) -> bool {
+        let prefix = self.prefix.trim_end_matches('/');
+        match path.strip_prefix(prefix) {
+            Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+            None => false,
+        }
+    }
+}
+
+/// The routes, ordered so the first match is the best one.
+#[derive(Debug, Clone)]
+pub struct Table {
+    routes: Vec<Route>,
+}
+
+impl Table {
+    /// Orders the routes: host routes first, then the longest prefix.
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by_key(|r| {
+            (
+                std::cmp::Reverse(r.host.is_some()),
+                std::cmp::Reverse(r.prefix.trim_end_matches('/').len()),
+            )
+        });
+        Self { routes }
+    }
+
+    /// The route for a request with this Host header (may carry a port) and path.
+    pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let host = host.map(|h| {
+            let h = match h.rsplit_once(':') {
+                Some((name, port)) if !name.ends_with(']') || port.is_empty() => {
+                    if port.bytes().all(|b| b.is_ascii_digit()) {
+                        name
+                    } else {
+                        h
+                    }
+                }
+                Some((name, _)) => name,
+                None => h,
+            };
+            h.to_ascii_lowercase()
+        });
+        self.routes.iter().find(|r| {
+            r.host
+                .as_deref()
+                .is_none_or(|want| host.as_deref() == Some(want))
+                && r.matches_path(path)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: Option<&str>, prefix: &str, port: u16) -> Route {
+        Route {
+            host: host.map(str::to_owned),
+            prefix: prefix.to_owned(),
+            upstream: Upstream::Http {
+                authority: format!("127.0.0.1:{port}").parse().expect("authority"),
+            },
+        }
+    }
+
+    fn port(table: &Table, host: Option<&str>, path: &str) -> Option<u16> {
+        table.find(host, path).map(|r| match &r.upstream {
+            Upstream::Http { authority } => authority.port_u16().expect("port"),
+            Upstream::File(_) | Upstream::Unix(_) => 0,
+        })
+    }
+
+    #[test]
+    fn longest_prefix_and_host_first() {
+        let table = Table::new(vec![
+            route(None, "/", 1),
+            route(None, "/api", 2),
+            route(None, "/api/v2/", 3),
+            route(Some("admin.local"), "/", 4),
+        ]);
+        assert_eq!(port(&table, Some("x"), "/"), Some(1));
+        assert_eq!(port(&table, Some("x"), "/apix"), Some(1));
+        assert_eq!(port(&table, Some("x"), "/api"), Some(2));
+        assert_eq!(port(&table, Some("x"), "/api/v1/users"), Some(2));
+        assert_eq!(port(&table, Some("x"), "/api/v2"), Some(3));
+        assert_eq!(port(&table, Some("x"), "/api/v2/a"), Some(3));
+        assert_eq!(port(&table, Some("Admin.Local:8080"), "/api"), Some(4));
+        assert_eq!(port(&table, None, "/api"), Some(2));
+        let table = Table::new(vec![route(None, "/api", 2)]);
+        assert_eq!(port(&table, Some("x"), "/other"), None);
+    }
+}
