@@ -70,6 +70,13 @@ enum Verb {
     ///   podkit puller --url file:///srv/site --dest /content --one-time
     #[command(verbatim_doc_comment)]
     Puller(Box<sidecars::puller::Args>),
+    /// The reverse proxy sidecar: TLS, HTTP/1.1 and HTTP/2 in front of an app on localhost.
+    ///
+    /// Examples:
+    ///   podkit proxy --listen 0.0.0.0:80 --upstream http://127.0.0.1:2368
+    ///   podkit proxy --listen 0.0.0.0:8080 --upstream file:///content/current
+    #[command(verbatim_doc_comment)]
+    Proxy(Box<sidecars::proxy::Args>),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -166,6 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::PortForward(args) => Ok(portfwd::cli::run(args)),
         Verb::Tail(args) => Ok(sidecars::tail::main(*args)),
         Verb::Puller(args) => Ok(sidecars::puller::main(*args)),
+        Verb::Proxy(args) => Ok(sidecars::proxy::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
     }

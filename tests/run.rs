@@ -719,6 +719,42 @@ fn the_log_tailer_example_ships_every_line_through_rotation() {
 }
 
 #[test]
+fn the_web_example_serves_what_the_puller_publishes() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/web.yaml");
+    let Some(pod) = Running::start_file("web", example) else {
+        return;
+    };
+    let get = || -> String {
+        use std::io::{Read, Write};
+        let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", 8081)) else {
+            return String::new();
+        };
+        let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        let mut reply = String::new();
+        let _ = conn.read_to_string(&mut reply);
+        reply
+    };
+    pod.wait_for("version 1 through hostPort 8081", || {
+        get().contains("<h1>version 1</h1>")
+    });
+    // The origin changes; the puller publishes the new version; the server serves it.
+    std::fs::write(
+        pod.dir().join("volumes/origin/index.html"),
+        "<h1>version 2</h1>\n",
+    )
+    .expect("change the origin");
+    pod.wait_for("version 2", || get().contains("<h1>version 2</h1>"));
+    let versions = std::fs::read_dir(pod.dir().join("volumes/content/.versions"))
+        .expect("versions")
+        .count();
+    assert!(
+        versions >= 2,
+        "each version published under .versions: {versions}"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
 fn the_hello_example_runs_to_completion() {
     let Some(pod) = Running::start_file(
         "hello",

@@ -203,3 +203,27 @@ fn env_references_expand_like_kubernetes() {
         "--name=web $(POD) $(NOPE)"
     );
 }
+
+#[test]
+fn every_example_manifest_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_podkit"))
+                .args(["apply", "--dry-run", "-f"])
+                .arg(&path)
+                .output()
+                .expect("podkit apply --dry-run");
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "the examples are there: {checked}");
+}
