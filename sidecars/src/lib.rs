@@ -8,8 +8,13 @@
 //!   `src/bin/podkit-puller.rs`.
 //! - [`tail`]: the log tailer (`podkit tail`), library plus the `podkit-tail` binary in
 //!   `src/bin/podkit-tail.rs`.
+//! - `cli.rs`: the command-line front the three share (runtime, signals, exit codes);
+//! - `health.rs`: the health server the three share (each answers with its own metrics).
 
 #![forbid(unsafe_code)]
+
+mod cli;
+mod health;
 
 pub mod proxy;
 pub mod puller;

@@ -34,7 +34,6 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 mod access;
 mod args;
-mod cli;
 mod files;
 mod forward;
 mod health;
@@ -42,7 +41,6 @@ mod route;
 mod tls;
 
 pub use args::{Args, ArgsError, LoadError};
-pub use cli::main;
 pub use health::run as run_health;
 pub use route::{Route, Upstream};
 pub use tls::Error as TlsError;
@@ -479,4 +477,11 @@ async fn serve_connection<I>(
         }
         _ = cut.cancelled() => debug!("connection cut at the drain timeout"),
     }
+}
+
+/// Runs the proxy the flags describe until SIGTERM or SIGINT: `podkit proxy` and
+/// `podkit-proxy`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
+/// caller installs tracing.
+pub fn main(args: Args) -> std::process::ExitCode {
+    crate::cli::main("podkit proxy", Config::try_from(args), run)
 }

@@ -10,7 +10,7 @@
 //!
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
-//! - `cli.rs`: the front shared by `podkit-puller` and `podkit puller` ([`main`]).
+//! - [`main`]: the front shared by `podkit-puller` and `podkit puller` (see `crate::cli`).
 //! - `fetch.rs`: one download (HTTP or file) into a temporary file, with sha256 and a size bound.
 //! - `unpack.rs`: tar and tar.gz extraction that refuses unsafe entries, naming them.
 //! - `publish.rs`: versions directory, the atomic symlink swap, pruning.
@@ -28,7 +28,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 mod args;
-mod cli;
 mod fetch;
 mod health;
 mod hooks;
@@ -36,7 +35,6 @@ mod publish;
 mod unpack;
 
 pub use args::{Args, ArgsError};
-pub use cli::main;
 pub use health::Metrics;
 
 /// Whether a download is unpacked.
@@ -412,4 +410,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+/// Runs the puller the flags describe until SIGTERM or SIGINT: `podkit puller` and
+/// `podkit-puller`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
+/// caller installs tracing.
+pub fn main(args: Args) -> std::process::ExitCode {
+    crate::cli::main("podkit puller", Config::try_from(args), run)
 }

@@ -31,7 +31,6 @@ use tracing::{info, warn};
 
 mod args;
 mod checkpoint;
-mod cli;
 mod discover;
 mod health;
 mod lines;
@@ -40,7 +39,6 @@ mod reader;
 mod sink;
 
 pub use args::{Args, ArgsError};
-pub use cli::main;
 pub use health::run as run_health;
 pub use metrics::Metrics;
 
@@ -302,4 +300,11 @@ pub async fn run_with_metrics(
         return Err(Error::ReaderPanicked);
     }
     result
+}
+
+/// Runs the tailer the flags describe until SIGTERM or SIGINT: `podkit tail` and
+/// `podkit-tail`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
+/// caller installs tracing.
+pub fn main(args: Args) -> std::process::ExitCode {
+    crate::cli::main("podkit tail", Config::try_from(args), run)
 }

@@ -5,22 +5,15 @@
 //! The server loop is the one of `sidecars::tail`'s health server; it is not shared because
 //! tail's is bound to tail's counters and always healthy.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
-
-/// How long open connections get to finish after shutdown.
-const DRAIN: Duration = Duration::from_secs(5);
 
 /// Counters shared by the sync loop and the health server.
 #[derive(Debug, Default)]
@@ -171,50 +164,5 @@ fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<
 
 /// Serves until `shutdown`, then lets open connections finish (bounded).
 pub async fn run(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    let connections = TaskTracker::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    warn!(?err, "failed to accept a health connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-        connections.spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &metrics);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(err) = result {
-                        debug!(?err, %peer, "health connection failed");
-                    }
-                    return;
-                }
-                _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
-            }
-            if let Err(err) = conn.await {
-                debug!(?err, %peer, "health connection failed while draining");
-            }
-        });
-    }
-    connections.close();
-    if tokio::time::timeout(DRAIN, connections.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open = connections.len(),
-            "health connections cut after the drain timeout"
-        );
-    }
+    crate::health::serve(listener, metrics, shutdown, respond).await;
 }

@@ -1,24 +1,31 @@
-//! The front of `podkit tail` and `podkit-tail`: flags in, runtime and signals, exit code out.
-//! Kept in the library so both binaries are one command.
+//! The command-line front the three sidecars share: flags (already checked into a config) in,
+//! a runtime and the signals, the exit code out. In the library so that `podkit tail|puller|proxy`
+//! and the standalone `podkit-*` binaries are the same command.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{Args, Config};
-
-/// Runs the tailer the flags describe until SIGTERM or SIGINT. The exit code: 0 after a clean
-/// shutdown, 2 for bad flags, 1 otherwise. The caller installs tracing.
-pub fn main(args: Args) -> ExitCode {
-    let config = match Config::try_from(args) {
+/// Runs `run(config, shutdown)` until it ends or SIGTERM or SIGINT cancel `shutdown`. The exit
+/// code: 0 after a clean shutdown, 2 when `config` is an error (bad flags: printed), 1 when `run`
+/// fails. `command` names the sidecar in messages. The caller installs tracing.
+pub(crate) fn main<C, E, R, Fut, Err>(command: &str, config: Result<C, E>, run: R) -> ExitCode
+where
+    E: std::fmt::Display,
+    R: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), Err>>,
+    Err: std::error::Error + Send + Sync + 'static,
+{
+    let config = match config {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err}");
             return ExitCode::from(2);
         }
     };
-    match run(config) {
+    match block_on_until_signal(command, config, run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -27,7 +34,12 @@ pub fn main(args: Args) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn block_on_until_signal<C, R, Fut, Err>(command: &str, config: C, run: R) -> anyhow::Result<()>
+where
+    R: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), Err>>,
+    Err: std::error::Error + Send + Sync + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -49,9 +61,9 @@ fn run(config: Config) -> anyhow::Result<()> {
                 shutdown.cancel();
             })
         };
-        let result = super::run(config, shutdown.clone()).await;
+        let result = run(config, shutdown.clone()).await;
         shutdown.cancel();
         let _ = signals.await;
-        result.context("podkit tail failed")
+        result.with_context(|| format!("{command} failed"))
     })
 }
