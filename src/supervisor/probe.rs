@@ -239,7 +239,11 @@ pub async fn watch(
     pod.update(|s| {
         if let Some(r) = s.record(&member.name) {
             r.started = true;
-            r.ready = member.readiness_probe.is_none();
+        }
+        // A plain init container is never ready, as in kubelet: it is there to finish.
+        let plain_init = !member.sidecar && member.path.starts_with("spec.initContainers");
+        if member.readiness_probe.is_none() && !plain_init {
+            set_ready(s, &member.name, true);
         }
     });
     if let Some(tx) = started {
@@ -340,4 +344,7 @@ fn set_ready(status: &mut super::status::Status, name: &str, ready: bool) {
     if let Some(r) = status.record(name) {
         r.ready = ready;
     }
+    // Progress for `podkit run`; kubelet records no event for it, so neither does podkit.
+    let state = if ready { "ready" } else { "not ready" };
+    tracing::info!(container = %name, "container {name} is {state}");
 }
