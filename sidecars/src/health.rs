@@ -21,6 +21,22 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// A sidecar's answer to one health request, from its metrics.
 pub(crate) type Respond<M> = fn(&Request<hyper::body::Incoming>, &M) -> Response<Full<Bytes>>;
 
+/// A response with `body` as `content_type`: how every sidecar's `respond` answers.
+pub(crate) fn reply(
+    status: hyper::StatusCode,
+    content_type: &str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
 /// Serves until `shutdown`, then lets open connections finish (bounded).
 pub(crate) async fn serve<M>(
     listener: TcpListener,

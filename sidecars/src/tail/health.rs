@@ -24,14 +24,7 @@ fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<
             "not found\n".to_owned(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = content_type.parse() {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
+    crate::health::reply(status, content_type, body)
 }
 
 /// Serves until `shutdown`, then lets open connections finish (bounded).
