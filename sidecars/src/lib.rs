@@ -9,12 +9,15 @@
 //! - [`tail`]: the log tailer (`podkit tail`), library plus the `podkit-tail` binary in
 //!   `src/bin/podkit-tail.rs`.
 //! - `cli.rs`: the command-line front the three share (runtime, signals, exit codes);
-//! - `health.rs`: the health server the three share (each answers with its own metrics).
+//! - `health.rs`: the health server the three share (each answers with its own metrics);
+//! - [`client_tls`]: the TLS client configuration of their `https://` upstreams, sources and sinks.
 
 #![forbid(unsafe_code)]
 
 mod cli;
 mod health;
+
+pub mod client_tls;
 
 pub mod proxy;
 pub mod puller;
