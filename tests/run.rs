@@ -775,6 +775,55 @@ fn the_hello_example_runs_to_completion() {
     pod.delete_and_check();
 }
 
+#[test]
+fn the_reverse_proxy_example_fronts_the_app_over_http_and_tls() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reverse-proxy.yaml");
+    let Some(pod) = Running::start_file("reverse-proxy", example) else {
+        return;
+    };
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Through hostPort 8880 -> the proxy's :80 -> the app on the pod's 127.0.0.1:2368.
+    pod.wait_for("the app through the proxy on hostPort 8880", || {
+        curl(&["http://127.0.0.1:8880/over-http"]).contains(r#""path": "/over-http""#)
+    });
+    let plain = curl(&["http://127.0.0.1:8880/over-http"]);
+    assert!(plain.contains(r#""pod": "reverse-proxy""#), "{plain}");
+    assert!(plain.contains(r#""scheme": "http""#), "{plain}");
+    // TLS and HTTP/2 on :443 (hostPort 8443), with the certificate the init container made.
+    let tls = curl(&[
+        "--cacert",
+        &pod.dir().join("volumes/tls/tls.crt").to_string_lossy(),
+        "--http2",
+        "-w",
+        "%{http_version}",
+        "https://localhost:8443/over-tls",
+    ]);
+    assert!(tls.contains(r#""scheme": "https""#), "{tls}");
+    assert!(tls.ends_with("\n2"), "HTTP/2 over TLS: {tls}");
+    // The app itself listens only inside the pod; port-forward reaches it for debugging.
+    assert!(
+        !curl(&["http://127.0.0.1:2368/"]).contains("reverse-proxy"),
+        "the app must not be reachable on the host's 127.0.0.1:2368"
+    );
+    let (mut forward, port) = port_forward(&pod.name, 2368);
+    let direct = curl(&[&format!("http://127.0.0.1:{port}/direct")]);
+    let _ = forward.kill();
+    let _ = forward.wait();
+    assert!(direct.contains(r#""path": "/direct""#), "{direct}");
+    assert!(
+        !pod.log("proxy", 0).contains("/direct"),
+        "port-forward goes to the app, not through the proxy"
+    );
+    pod.delete_and_check();
+}
+
 // ---- get, describe, logs, delete, gc ----
 
 #[test]
@@ -1032,7 +1081,7 @@ fn apply_reports_why_a_pod_failed_to_start() {
 
 #[test]
 fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
-    use std::io::{BufRead, Read, Write};
+    use std::io::{Read, Write};
     let Some(pod) = Running::start("fwd", |name| {
         format!(
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: echo, command: [socat, 'TCP-LISTEN:7070,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']}}\n"
@@ -1043,24 +1092,7 @@ fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
     pod.wait_for("the server", || {
         pod.status()["containerStatuses"][0]["state"]["running"].is_object()
     });
-    let mut forward = Command::new(env!("CARGO_BIN_EXE_podkit"))
-        .args(["port-forward", &pod.name, ":7070", "--address", "127.0.0.1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("port-forward");
-    let mut first = String::new();
-    std::io::BufReader::new(forward.stdout.take().expect("stdout"))
-        .read_line(&mut first)
-        .expect("line");
-    // "Forwarding from 127.0.0.1:PORT -> 7070"
-    let port: u16 = first
-        .split(':')
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("{first}"));
-    assert!(first.ends_with("-> 7070\n"), "{first}");
+    let (forward, port) = port_forward(&pod.name, 7070);
     let mut reply = String::new();
     for _ in 0..100 {
         // The server may still be binding: a refused dial closes only that connection.
@@ -1292,6 +1324,36 @@ fn podkit(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `podkit port-forward POD :REMOTE` on 127.0.0.1, and the random local port it printed.
+fn port_forward(pod: &str, remote: u16) -> (Child, u16) {
+    use std::io::BufRead;
+    let mut forward = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args([
+            "port-forward",
+            pod,
+            &format!(":{remote}"),
+            "--address",
+            "127.0.0.1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("port-forward");
+    let mut first = String::new();
+    std::io::BufReader::new(forward.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("line");
+    // "Forwarding from 127.0.0.1:PORT -> REMOTE"
+    let port: u16 = first
+        .split(':')
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(first.ends_with(&format!("-> {remote}\n")), "{first}");
+    (forward, port)
 }
 
 fn podkit_fails(args: &[&str]) -> String {
