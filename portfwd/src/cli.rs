@@ -3,6 +3,7 @@
 //! anyhow for its messages), kept in the library so both binaries share it.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -34,13 +35,14 @@ pub fn run(args: Args) -> ExitCode {
 /// then ::1) and relayed both ways with splice(2). A refused dial closes that connection
 /// only. Forwarding ends on Ctrl-C or SIGTERM, or when the pod's network namespace is deleted.
 ///
-/// Examples: `portfwd web 8080:80`, `portfwd web :80` (random local port),
+/// Examples: `portfwd 8080:8080` (the only running pod), `portfwd web 8080:80`,
+/// `portfwd web :80` (random local port),
 /// `portfwd --netns blue 8053:53/udp`, `portfwd --pid 4242 --address 0.0.0.0 9000`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The pod (its network namespace pinned at /run/netns/POD), unless --netns or --pid is
-    /// given; then the port mappings: [LOCAL:]REMOTE[/tcp|/udp]. LOCAL empty or 0 picks a free
-    /// port.
+    /// The pod (its network namespace pinned at /run/netns/POD; when left out, the only running
+    /// podkit pod), unless --netns or --pid is given; then the port mappings:
+    /// [LOCAL:]REMOTE[/tcp|/udp]. LOCAL empty or 0 picks a free port.
     #[arg(value_name = "[POD] [LOCAL:]REMOTE", required = true)]
     args: Vec<String>,
 
@@ -89,6 +91,13 @@ impl Args {
         let (target, ports) = match (&self.netns, self.pid) {
             (Some(netns), _) => (Target::Netns(netns.clone()), &self.args[..]),
             (None, Some(pid)) => (Target::Pid(pid), &self.args[..]),
+            // `portfwd 8080:8080`: no pod named, the only running one (as kubectl's current
+            // context names one for it).
+            (None, None)
+                if self.args[0].parse::<PortMapping>().is_ok() && !is_pod(&self.args[0]) =>
+            {
+                (Target::Pod(only_running_pod(&pods_dir())?), &self.args[..])
+            }
             (None, None) => (Target::Pod(self.args[0].clone()), &self.args[1..]),
         };
         if ports.is_empty() {
@@ -103,6 +112,46 @@ impl Args {
             .udp_idle_timeout(self.udp_idle_timeout)
             .drain_timeout(self.drain_timeout)
             .pipe_size(self.pipe_size))
+    }
+}
+
+/// Where podkit keeps its pods: `$PODKIT_ROOT/pods`, by default /run/podkit/pods.
+fn pods_dir() -> PathBuf {
+    std::env::var_os("PODKIT_ROOT")
+        .map_or_else(|| PathBuf::from("/run/podkit"), PathBuf::from)
+        .join("pods")
+}
+
+fn is_pod(name: &str) -> bool {
+    pods_dir().join(name).is_dir()
+}
+
+/// The one podkit pod whose network namespace is up; an error naming them when there are
+/// several, or saying so when there is none.
+fn only_running_pod(pods: &Path) -> anyhow::Result<String> {
+    let mut running: Vec<String> = match std::fs::read_dir(pods) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            // Hidden names are pods being created or removed.
+            .filter(|name| !name.starts_with('.') && pods.join(name).join("ns/net").exists())
+            .collect(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err).with_context(|| format!("failed to list {}", pods.display())),
+    };
+    running.sort();
+    match running.len() {
+        0 => bail!(
+            "no pod is running (none in {}): name a pod, or use --netns or --pid",
+            pods.display()
+        ),
+        1 => Ok(running.remove(0)),
+        _ => bail!(
+            "{} pods are running ({}): name one, as in `portfwd {} 8080:8080`",
+            running.len(),
+            running.join(", "),
+            running[0]
+        ),
     }
 }
 
@@ -189,5 +238,29 @@ fn raise_fd_limit() {
         && let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
     {
         warn!(%err, "failed to raise the open file limit");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_only_running_pod_is_the_target_and_several_are_named() {
+        let pods = tempfile::tempdir().expect("tempdir");
+        let err = only_running_pod(pods.path()).expect_err("none");
+        assert!(err.to_string().starts_with("no pod is running"), "{err}");
+        for name in ["web", ".hidden", "ended"] {
+            std::fs::create_dir_all(pods.path().join(name).join("ns")).expect("mkdir");
+        }
+        std::fs::write(pods.path().join("web/ns/net"), "").expect("pin");
+        std::fs::create_dir_all(pods.path().join(".hidden/ns/net")).expect("pin");
+        assert_eq!(only_running_pod(pods.path()).expect("one"), "web");
+        std::fs::write(pods.path().join("ended/ns/net"), "").expect("pin");
+        let err = only_running_pod(pods.path()).expect_err("two");
+        assert_eq!(
+            err.to_string(),
+            "2 pods are running (ended, web): name one, as in `portfwd ended 8080:8080`"
+        );
     }
 }
