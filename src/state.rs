@@ -162,7 +162,7 @@ fn is_supervisor(pid: u32) -> bool {
 }
 
 /// Removes everything a pod whose supervisor is gone left behind: its processes (found by
-/// their network namespace, so nothing else is touched), its tmpfs volumes, its namespace pins
+/// their network namespace, so nothing else is touched, and by its cgroups), its tmpfs volumes, its namespace pins
 /// and `/run/netns` entry, the mount points podkit created, and its state directory. Returns a
 /// line for each thing removed.
 pub fn clean_up(pod: &PodState) -> Vec<String> {
@@ -182,6 +182,13 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             std::thread::sleep(Duration::from_millis(20));
         }
         removed.dedup();
+    }
+    if let Ok(cgroup) = std::fs::read_to_string(pod.dir.join(crate::supervisor::cgroup::RECORD)) {
+        let cgroup = Path::new(cgroup.trim());
+        // Only what the supervisor made: a `podkit-NAME` cgroup.
+        if cgroup.file_name() == Some(format!("podkit-{}", pod.name).as_ref()) {
+            removed.extend(crate::supervisor::cgroup::remove_tree(cgroup));
+        }
     }
     for mount in mounts_under(&pod.dir) {
         if nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).is_ok() {

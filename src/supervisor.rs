@@ -16,6 +16,7 @@
 //! - `status.rs`: v1 PodStatus, events, `status.json`.
 
 mod api;
+pub(crate) mod cgroup;
 mod logs;
 mod member;
 mod probe;
@@ -34,6 +35,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use self::cgroup::PodCgroup;
 use self::member::End;
 pub use self::reaper::Exit;
 use self::reaper::Reaper;
@@ -115,6 +117,8 @@ pub(crate) struct Pod {
     /// A grace period a delete asked for (`podkit delete --grace-period`), instead of the
     /// manifest's.
     grace_override: Mutex<Option<Duration>>,
+    /// The containers' cgroups, where cgroup v2 is mounted.
+    cgroup: Option<PodCgroup>,
 }
 
 impl Pod {
@@ -260,6 +264,7 @@ async fn run_in(
         deadline: Mutex::new(None),
         echo: options.echo,
         grace_override: Mutex::new(None),
+        cgroup: PodCgroup::create(&plan_name(dir), dir),
     });
     pod.update(|s| {
         s.event(
@@ -544,6 +549,9 @@ async fn join_all<'a>(tasks: impl Iterator<Item = &'a mut Option<JoinHandle<End>
 /// Removes what the pod made: processes left over, volumes, namespaces.
 fn teardown(pod: Arc<Pod>) {
     kill_descendants();
+    if let Some(cgroup) = &pod.cgroup {
+        info!(removed = ?cgroup.remove(), "removed the pod's cgroups");
+    }
     lock(&pod.volumes).cleanup();
     match Arc::try_unwrap(pod) {
         Ok(pod) => delete_namespaces(pod.ns),

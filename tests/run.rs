@@ -235,6 +235,73 @@ spec:
 }
 
 #[test]
+fn a_process_that_left_its_group_ends_with_its_container_in_a_cgroup() {
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .is_ok_and(|m| m.lines().any(|l| l.contains(" - cgroup2 ")));
+    if !mounted {
+        eprintln!("skipped: no cgroup v2 mounted");
+        return;
+    }
+    let marker = format!("{}.{}", 800 + std::process::id() % 99, next());
+    let Some(pod) = Running::start("cgroup", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: leaver
+    command: [sh, -c, "setsid sleep {marker} & echo started"]
+  - name: stay
+    command: [sleep, "1000"]
+"#
+        )
+    }) else {
+        return;
+    };
+    let state = |container: &str| {
+        let status = pod.status();
+        let all = status["containerStatuses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.into_iter()
+            .find(|c| c["name"] == container)
+            .map(|c| c["state"].clone())
+            .unwrap_or(Value::Null)
+    };
+    pod.wait_for("leaver to exit", || {
+        state("leaver")["terminated"].is_object()
+    });
+    // Its setsid'd child is out of its process group, but not out of its cgroup.
+    pod.wait_for(
+        "the escaped process to be killed with its container",
+        || processes_with(&marker).is_empty(),
+    );
+    assert!(state("stay")["running"].is_object(), "the pod goes on");
+    let stay = std::fs::read_to_string(pod.dir().join("members/stay.pid")).expect("stay's pid");
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", stay.trim())).expect("cgroup");
+    let own = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .to_owned();
+    assert!(
+        own.ends_with(&format!("/podkit-{}/stay", pod.name)),
+        "each container in its own cgroup: {own}"
+    );
+    let recorded = std::fs::read_to_string(pod.dir().join("cgroup")).expect("recorded cgroup");
+    pod.delete_and_check();
+    assert!(
+        !Path::new(recorded.trim()).exists(),
+        "the pod's cgroup is removed with it"
+    );
+}
+
+#[test]
 fn shared_process_namespace_has_podkit_pause_as_pid_1() {
     let Some(pod) = Running::start("pidns", |name| {
         format!(
@@ -971,10 +1038,17 @@ fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
         })
         .unwrap_or(0);
     assert!(member > 0, "member pid from the events");
+    let cgroup = std::fs::read_to_string(pod.dir().join("cgroup")).unwrap_or_default();
     pod.kill_supervisor();
     let table = podkit(&["get", "pods", &pod.name]);
     assert!(table.contains("Unknown"), "{table}");
     let cleaned = podkit(&["gc"]);
+    if !cgroup.is_empty() {
+        assert!(
+            cleaned.contains(&format!("removed cgroup {}", cgroup.trim())),
+            "{cleaned}"
+        );
+    }
     assert!(
         cleaned.contains(&format!("pod \"{}\"", pod.name)),
         "{cleaned}"

@@ -99,12 +99,15 @@ pub async fn run(
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
+                if let Some(cgroup) = &pod.cgroup {
+                    cgroup.kill(&member.name);
+                }
                 let _ = std::fs::remove_file(
                     pod.dir.join("members").join(format!("{}.pid", member.name)),
                 );
-                // Every line the run wrote is in its log before its exit is reported. A process
-                // that left the group (setsid) may hold the pipes open: drain it for a bounded
-                // time only (it is killed with the pod; cgroups would end it now).
+                // Every line the run wrote is in its log before its exit is reported. Without a
+                // cgroup, a process that left the group (setsid) may hold the pipes open: drain
+                // for a bounded time only (that process is killed with the pod).
                 if tokio::time::timeout(LOG_DRAIN, &mut run.logs)
                     .await
                     .is_err()
@@ -243,6 +246,12 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
         .mounts_for(member)
         .map_err(|e| e.to_string())?;
     let mut setup = Setup::new().new_session();
+    if let Some(cgroup) = &pod.cgroup {
+        let procs = cgroup
+            .procs(&member.name)
+            .map_err(|e| format!("failed to make the container's cgroup: {e}"))?;
+        setup = setup.join_cgroup(procs);
+    }
     if !mounts.is_empty() || pod.plan.share_process_namespace {
         setup = setup.new_mount_namespace();
     }
@@ -333,7 +342,7 @@ fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
 }
 
 /// Stops a run as kubelet does: its preStop hook, then the stop signal to its whole process
-/// group, then SIGKILL at `deadline` (but at least 2 s after the preStop hook ended).
+/// group (and every process in its cgroup), then SIGKILL at `deadline` (but at least 2 s after the preStop hook ended).
 async fn terminate(
     pod: &Pod,
     member: &Member,
@@ -362,6 +371,9 @@ async fn terminate(
     if let Err(err) = killpg(group, Signal::SIGTERM) {
         warn!(container = %member.name, %err, "failed to signal the container");
     }
+    if let Some(cgroup) = &pod.cgroup {
+        cgroup.signal(&member.name, Signal::SIGTERM);
+    }
     let exit = match tokio::time::timeout_at(deadline.into(), &mut run.exit).await {
         Ok(exit) => exit.ok(),
         Err(_) => {
@@ -377,6 +389,9 @@ async fn terminate(
                 )
             });
             let _ = killpg(group, Signal::SIGKILL);
+            if let Some(cgroup) = &pod.cgroup {
+                cgroup.kill(&member.name);
+            }
             (&mut run.exit).await.ok()
         }
     };

@@ -1,0 +1,207 @@
+//! A cgroup for each container, where cgroup v2 is mounted (at /sys/fs/cgroup on a v2 host, at
+//! /sys/fs/cgroup/unified on a hybrid one): `<the supervisor's cgroup>/podkit-POD/CONTAINER`.
+//! podkit enables no controller (resource limits are refused); the cgroup is how a container's
+//! every process is found and ended, as a container runtime does, also one that left the
+//! container's process group (`setsid`, a daemonizing server): when the container's main process
+//! exits, and when the pod is deleted or garbage-collected.
+//!
+//! The pod's cgroup is recorded in its state directory (`cgroup`), where `podkit gc` finds it
+//! when the supervisor is gone. Without cgroup v2 the process group and the pod-wide sweep of
+//! descendants do the work, and a process that left its group lives until the pod ends.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+/// The file in the pod's state directory naming its cgroup.
+pub const RECORD: &str = "cgroup";
+
+/// How long a removal waits for the killed processes of a cgroup to be gone.
+const EMPTY_WAIT: Duration = Duration::from_secs(2);
+
+/// The pod's cgroup.
+#[derive(Debug)]
+pub struct PodCgroup {
+    dir: PathBuf,
+}
+
+impl PodCgroup {
+    /// Makes the pod's cgroup below the supervisor's own and records it in `state_dir`. `None`
+    /// where no cgroup v2 is mounted, or it cannot be written (logged).
+    pub fn create(pod: &str, state_dir: &Path) -> Option<PodCgroup> {
+        let own = own_cgroup()?;
+        let dir = own.join(format!("podkit-{pod}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            // Left by a supervisor that died before `podkit gc` ran: nothing else makes it.
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                remove_tree(&dir);
+                if let Err(err) = std::fs::create_dir(&dir) {
+                    warn!(dir = %dir.display(), %err, "failed to make the pod's cgroup; containers run without one");
+                    return None;
+                }
+            }
+            Err(err) => {
+                warn!(dir = %dir.display(), %err, "failed to make the pod's cgroup; containers run without one");
+                return None;
+            }
+        }
+        let record = state_dir.join(RECORD);
+        if let Err(err) = super::status::write_atomic(&record, dir.to_string_lossy().as_bytes()) {
+            warn!(%err, "failed to record the pod's cgroup; podkit gc will not find it");
+        }
+        Some(PodCgroup { dir })
+    }
+
+    /// The `cgroup.procs` of container `name`'s cgroup, made if needed, for the container's
+    /// process to move itself in before it execs.
+    pub fn procs(&self, name: &str) -> io::Result<Arc<OwnedFd>> {
+        let dir = self.dir.join(name);
+        match std::fs::create_dir(&dir) {
+            Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
+            _ => {}
+        }
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"))?;
+        Ok(Arc::new(OwnedFd::from(file)))
+    }
+
+    /// SIGKILLs every process in container `name`'s cgroup.
+    pub fn kill(&self, name: &str) {
+        let dir = self.dir.join(name);
+        if dir.exists()
+            && let Err(err) = kill(&dir)
+        {
+            warn!(cgroup = %dir.display(), %err, "failed to kill the container's cgroup");
+        }
+    }
+
+    /// Sends `signal` to every process in container `name`'s cgroup.
+    pub fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
+        for pid in procs_below(&self.dir.join(name)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+        }
+    }
+
+    /// Kills what is left in the pod's cgroups and removes them.
+    pub fn remove(&self) -> Vec<String> {
+        remove_tree(&self.dir)
+    }
+}
+
+/// The supervisor's own cgroup v2 directory, if cgroup v2 is mounted.
+fn own_cgroup() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // "36 25 0:31 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw"
+    let mount = mountinfo.lines().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        if fs.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        let mut fields = fields.split(' ');
+        let root = fields.nth(3)?;
+        let point = fields.next()?;
+        Some((root.to_owned(), PathBuf::from(point)))
+    });
+    let Some((root, point)) = mount else {
+        debug!("no cgroup v2 mounted: containers run without a cgroup");
+        return None;
+    };
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
+    // The mount shows the hierarchy from `root` down (a cgroup namespace's view).
+    let relative = Path::new(own).strip_prefix(&root).ok()?;
+    Some(point.join(relative))
+}
+
+/// SIGKILLs every process in cgroup `dir` and below: `cgroup.kill` (Linux 5.14), or each pid.
+fn kill(dir: &Path) -> io::Result<()> {
+    match std::fs::write(dir.join("cgroup.kill"), "1") {
+        Ok(()) => return Ok(()),
+        Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+        Err(_) => {}
+    }
+    for pid in procs_below(dir) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    Ok(())
+}
+
+/// The pids in cgroup `dir` and its descendants.
+fn procs_below(dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    for child in subdirs(dir) {
+        pids.extend(procs_below(&child));
+    }
+    pids
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether cgroup `dir` or a descendant still has a process.
+fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.events")).map_or_else(
+        |_| !procs_below(dir).is_empty(),
+        |events| events.lines().any(|l| l == "populated 1"),
+    )
+}
+
+/// Kills everything in cgroup `dir` and below, waits (bounded) until the processes are gone,
+/// and removes the cgroups, children first. Returns a line for each thing done.
+pub fn remove_tree(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    if !dir.exists() {
+        return done;
+    }
+    let left = procs_below(dir);
+    if !left.is_empty() {
+        match kill(dir) {
+            Ok(()) => done.push(format!(
+                "killed {} process(es) left in cgroup {}",
+                left.len(),
+                dir.display()
+            )),
+            Err(err) => done.push(format!("failed to kill cgroup {}: {err}", dir.display())),
+        }
+    }
+    let since = Instant::now();
+    while populated(dir) && since.elapsed() < EMPTY_WAIT {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    match remove_dirs(dir) {
+        Ok(()) => done.push(format!("removed cgroup {}", dir.display())),
+        Err(err) => done.push(format!("failed to remove cgroup {}: {err}", dir.display())),
+    }
+    done
+}
+
+/// Removes cgroup `dir` and its descendants, deepest first (a cgroup goes with rmdir, though
+/// it lists files).
+fn remove_dirs(dir: &Path) -> io::Result<()> {
+    for child in subdirs(dir) {
+        remove_dirs(&child)?;
+    }
+    std::fs::remove_dir(dir)
+}
