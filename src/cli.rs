@@ -151,6 +151,21 @@ pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<In
     }
 }
 
+/// Logs to stderr at the level in `PODKIT_LOG` (default `info`). A plain level needs no
+/// directive parser; anything else (`podkit=debug,netns=trace`) gets tracing's `EnvFilter`.
+pub fn install_tracing() {
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    let spec = std::env::var("PODKIT_LOG").unwrap_or_default();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match spec.parse::<LevelFilter>() {
+        Ok(level) if !spec.is_empty() => builder.with_max_level(level).init(),
+        _ if spec.is_empty() => builder.with_max_level(LevelFilter::INFO).init(),
+        _ => builder.with_env_filter(EnvFilter::new(spec)).init(),
+    }
+}
+
 /// Runs an internal command.
 pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
     match command {
@@ -218,10 +233,17 @@ fn supervise_command(plan: &spec::PodPlan) -> anyhow::Result<Command> {
     stdin.write_all(&json)?;
     stdin.seek(std::io::SeekFrom::Start(0))?;
     let exe = std::env::current_exe().context("failed to find the podkit binary")?;
-    let mut supervise = Command::new(exe);
+    // The lean supervisor binary beside this one when it was installed (cargo builds both):
+    // a pod's long-lived processes then map only the code they run.
+    let lean = exe.with_file_name(SUPERVISOR_BIN);
+    let mut supervise = Command::new(if lean.is_file() { lean } else { exe });
     supervise.arg("supervise").stdin(stdin);
     Ok(supervise)
 }
+
+/// The supervisor's own binary, `src/bin/podkit-supervise.rs`: `podkit supervise` without the
+/// CLI, the manifest parser and the sidecars.
+pub const SUPERVISOR_BIN: &str = "podkit-supervise";
 
 /// Runs one pod's supervisor with the plan read from stdin: in the foreground, or in a session
 /// of its own when `detach`.

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use podkit::cli;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 fn main() -> ExitCode {
     // The processes that live as long as a pod (its supervisor, its PID 1) are started by podkit
@@ -17,7 +16,7 @@ fn main() -> ExitCode {
         Some(_) => None,
         None => Some(<cli::Cli as clap::Parser>::parse()),
     };
-    install_tracing();
+    cli::install_tracing();
     let result = match (internal, args) {
         (Some(command), _) => cli::run_internal(command),
         (None, Some(args)) => cli::run(args),
@@ -29,19 +28,5 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr at the level in `PODKIT_LOG` (default `info`). A plain level needs no
-/// directive parser; anything else (`podkit=debug,netns=trace`) gets tracing's `EnvFilter`.
-fn install_tracing() {
-    let spec = std::env::var("PODKIT_LOG").unwrap_or_default();
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match spec.parse::<LevelFilter>() {
-        Ok(level) if !spec.is_empty() => builder.with_max_level(level).init(),
-        _ if spec.is_empty() => builder.with_max_level(LevelFilter::INFO).init(),
-        _ => builder.with_env_filter(EnvFilter::new(spec)).init(),
     }
 }

@@ -315,7 +315,7 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
 /// the child makes one execve instead of one per PATH entry while the supervisor waits for it.
 /// A name not found on the host is left for the child to search (its mounts may differ), except
 /// `podkit` itself: the sidecars are podkit, so a pod can run `podkit tail ...` even when podkit
-/// is not installed on the PATH (run from a build tree), as the same binary as its supervisor.
+/// is not installed on the PATH (run from a build tree), as the podkit its supervisor came from.
 fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     if name.contains('/') {
@@ -333,12 +333,19 @@ fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
             std::fs::metadata(candidate)
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
-        .or_else(|| {
-            (name == "podkit")
-                .then(|| std::env::current_exe().ok())
-                .flatten()
-        })
+        .or_else(|| (name == "podkit").then(own_podkit).flatten())
         .unwrap_or_else(|| name.into())
+}
+
+/// The `podkit` this supervisor came from: itself, or the `podkit` beside the lean
+/// `podkit-supervise` binary.
+fn own_podkit() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    if exe.file_name() == Some(crate::cli::SUPERVISOR_BIN.as_ref()) {
+        let podkit = exe.with_file_name("podkit");
+        return podkit.is_file().then_some(podkit);
+    }
+    Some(exe)
 }
 
 /// Stops a run as kubelet does: its preStop hook, then the stop signal to its whole process
