@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 /// Why a client TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -102,13 +102,9 @@ impl ClientTls {
         http2: bool,
     ) -> Result<HttpsConnector<HttpConnector>, Error> {
         http.enforce_http(false);
-        let alpn: &[&[u8]] = if http2 {
-            &[b"h2", b"http/1.1"]
-        } else {
-            &[b"http/1.1"]
-        };
+        // hyper-rustls sets the ALPN list itself (and refuses a configuration that has one).
         let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(self.config(alpn)?)
+            .with_tls_config(self.config(&[])?)
             .https_or_http()
             .enable_http1();
         Ok(if http2 {
@@ -116,6 +112,29 @@ impl ClientTls {
         } else {
             builder.wrap_connector(http)
         })
+    }
+
+    /// A TLS-only connector over `tcp` (any connector of hyper's client, e.g. one that always
+    /// dials the same address) that sends `server_name` as SNI and checks the certificate
+    /// against it whatever host the request URI names, for a proxy whose URIs carry the
+    /// client's Host. `config` comes from [`ClientTls::config`] with no ALPN; with `http2` h2 is
+    /// offered by ALPN besides HTTP/1.1.
+    pub fn connector_to<T>(
+        config: ClientConfig,
+        tcp: T,
+        server_name: ServerName<'static>,
+        http2: bool,
+    ) -> HttpsConnector<T> {
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_only()
+            .with_server_name_resolver(FixedServerNameResolver::new(server_name))
+            .enable_http1();
+        if http2 {
+            builder.enable_http2().wrap_connector(tcp)
+        } else {
+            builder.wrap_connector(tcp)
+        }
     }
 }
 
@@ -213,5 +232,10 @@ mod tests {
         };
         let config = tls.config(&[b"h2"]).expect("config");
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        // hyper-rustls refuses (panics on) a configuration that already lists ALPN protocols.
+        for http2 in [false, true] {
+            tls.connector(HttpConnector::new(), http2)
+                .expect("connector");
+        }
     }
 }

@@ -19,18 +19,24 @@
 //! before any byte of it was written is retried once on a fresh one (hyper-util's pool does
 //! this only when it is safe).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use hyper::http::uri::Authority;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::client_tls::ClientTls;
 
 mod access;
 mod args;
@@ -42,7 +48,7 @@ mod tls;
 
 pub use args::{Args, ArgsError, LoadError};
 pub use health::run as run_health;
-pub use route::{Route, Upstream};
+pub use route::{Route, Scheme, Upstream};
 pub use tls::Error as TlsError;
 
 /// Access log format (`--access-log`).
@@ -102,6 +108,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Routes, in any order; `--upstream` is the route `/`.
     pub routes: Vec<Route>,
+    /// What `https://` upstreams are trusted by and shown (`--upstream-ca`,
+    /// `--upstream-client-cert`); read only when such a route exists.
+    pub upstream_tls: ClientTls,
     /// Access log format.
     pub access_log: AccessLog,
     /// Keep client-sent X-Forwarded-* and Forwarded, appending to them.
@@ -194,6 +203,15 @@ pub enum Error {
     /// The certificate could not be loaded.
     #[error("failed to set up TLS")]
     Tls(#[source] tls::Error),
+    /// The TLS client configuration of `https://` upstreams could not be built.
+    #[error("failed to set up TLS for https:// upstreams (--upstream-ca, --upstream-client-cert)")]
+    UpstreamTls(#[source] crate::client_tls::Error),
+    /// An `https://` upstream's host is not a name a certificate can be checked against.
+    #[error("invalid https:// upstream {authority}: its host is not a DNS name or IP address")]
+    ServerName {
+        /// The upstream.
+        authority: Authority,
+    },
     /// The `--health-addr` could not be bound.
     #[error("failed to listen on --health-addr {addr}")]
     BindHealth {
@@ -271,7 +289,7 @@ pub async fn serve(
         .pool_idle_timeout(config.timeouts.upstream_idle)
         .pool_timer(TokioTimer::new())
         .retry_canceled_requests(true)
-        .build(connector);
+        .build(connector.clone());
     let unix_clients = config
         .routes
         .iter()
@@ -292,6 +310,7 @@ pub async fn serve(
             (path, client)
         })
         .collect();
+    let (h2c_clients, https_clients) = upstream_clients(&config, &connector)?;
     let drain_timeout = config.drain_timeout;
     let max_connections = config
         .limits
@@ -305,6 +324,8 @@ pub async fn serve(
         config,
         client,
         unix_clients,
+        h2c_clients,
+        https_clients,
         metrics: metrics.clone(),
         connection_slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
         tunnels: tunnels.clone(),
@@ -351,6 +372,78 @@ pub async fn serve(
         tunnels.wait().await;
     }
     Ok(())
+}
+
+/// The pools of the `h2c://` and `https://` routes, one per upstream, each dialing its upstream
+/// through `tcp`. The TLS configuration is read (CA file or system roots) only when an
+/// `https://` route exists.
+#[allow(clippy::type_complexity)]
+fn upstream_clients(
+    config: &Config,
+    tcp: &HttpConnector,
+) -> Result<
+    (
+        HashMap<Authority, Client<forward::TcpTo, forward::ProxyBody>>,
+        HashMap<Authority, Client<HttpsConnector<forward::TcpTo>, forward::ProxyBody>>,
+    ),
+    Error,
+> {
+    let builder = |http2_only: bool| {
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.timeouts.upstream_idle)
+            .pool_timer(TokioTimer::new())
+            .retry_canceled_requests(true)
+            .http2_only(http2_only)
+            .timer(TokioTimer::new());
+        builder
+    };
+    let to = |authority: &Authority| forward::TcpTo {
+        target: hyper::Uri::from_maybe_shared(format!("http://{authority}/"))
+            .unwrap_or_else(|_| hyper::Uri::from_static("http://invalid./")),
+        http: tcp.clone(),
+    };
+    let mut h2c = HashMap::new();
+    let mut https = HashMap::new();
+    let mut tls = None;
+    for route in &config.routes {
+        let Upstream::Http { scheme, authority } = &route.upstream else {
+            continue;
+        };
+        match scheme {
+            Scheme::Http => {}
+            Scheme::H2c => {
+                h2c.entry(authority.clone())
+                    .or_insert_with(|| builder(true).build(to(authority)));
+            }
+            Scheme::Https => {
+                if https.contains_key(authority) {
+                    continue;
+                }
+                let config = match &tls {
+                    Some(config) => config,
+                    None => tls.insert(
+                        config
+                            .upstream_tls
+                            .config(&[])
+                            .map_err(Error::UpstreamTls)?,
+                    ),
+                };
+                let host = authority.host();
+                let host = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                let name =
+                    ServerName::try_from(host.to_owned()).map_err(|_| Error::ServerName {
+                        authority: authority.clone(),
+                    })?;
+                let connector = ClientTls::connector_to(config.clone(), to(authority), name, true);
+                https.insert(authority.clone(), builder(false).build(connector));
+            }
+        }
+    }
+    Ok((h2c, https))
 }
 
 /// Accepts on every listener (one loop, so `--max-connections` counts all of them) until

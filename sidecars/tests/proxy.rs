@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 #[path = "proxy/support.rs"]
 mod support;
 
-use support::{Backend, DEADLINE, Proxy, TestCa, checksum, curl, header, wait_until};
+use support::{
+    Backend, Binary, DEADLINE, Proxy, Serve, TestCa, checksum, curl, header, tls_server, wait_until,
+};
 
 /// Hop-by-hop headers go, X-Forwarded-* and Forwarded are set (client values replaced), Host
 /// stays as the client sent it.
@@ -689,4 +691,159 @@ async fn unix_socket_upstream() -> anyhow::Result<()> {
     let got = curl(&[], &proxy.url("/gone")).await?;
     assert_eq!(got.status, 502);
     proxy.stop().await
+}
+
+/// `https://` upstreams checked against `--upstream-ca` (a CA made at test time), HTTP/2 by ALPN
+/// or HTTP/1.1 when the app offers only that, the certificate checked against the upstream's
+/// name (`localhost`, also the SNI) while the app sees the client's Host; `h2c://` to an
+/// HTTP/2-only app, bodies streamed, trailers (gRPC's status) back to an HTTP/2 client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_h2c_upstreams() -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new(dir.path())?;
+    let h2 = Backend::start_with(
+        "tls-h2",
+        Serve::Tls(tls_server(&ca.cert, &ca.key, &[b"h2", b"http/1.1"])?),
+    )
+    .await?;
+    let h1 = Backend::start_with(
+        "tls-h1",
+        Serve::Tls(tls_server(&ca.cert, &ca.key, &[b"http/1.1"])?),
+    )
+    .await?;
+    let grpc = Backend::start_with("h2c", Serve::H2c).await?;
+    let cacert = ca.ca.display().to_string();
+    let upstream = format!("https://localhost:{}", h2.addr.port());
+    let routes = [
+        format!("h1.example/=https://127.0.0.1:{}", h1.addr.port()),
+        format!("grpc.example/=h2c://{}", grpc.addr),
+    ];
+    let proxy = Proxy::start(&[
+        "--upstream",
+        &upstream,
+        "--route",
+        &routes[0],
+        "--route",
+        &routes[1],
+        "--upstream-ca",
+        &cacert,
+    ])
+    .await?;
+    let path = "/headers";
+    for (host, version) in [
+        ("shop.example", "HTTP/2.0"),
+        ("h1.example", "HTTP/1.1"),
+        ("grpc.example", "HTTP/2.0"),
+    ] {
+        for _ in 0..2 {
+            let got = curl(&["-H", &format!("Host: {host}")], &proxy.url(path)).await?;
+            ensure!(
+                got.status == 200,
+                "{path}: status {}: {}",
+                got.status,
+                String::from_utf8_lossy(&got.body)
+            );
+            let seen: serde_json::Value = serde_json::from_slice(&got.body)
+                .with_context(|| format!("{path}: {}", String::from_utf8_lossy(&got.body)))?;
+            assert_eq!(seen[":version"], version, "{host}: {seen}");
+            assert_eq!(seen["host"], host, "{host}: {seen}");
+            assert_eq!(seen["x-forwarded-proto"], "http", "{host}: {seen}");
+            if version == "HTTP/2.0" {
+                assert_eq!(seen[":authority"], host, "{host}: {seen}");
+            }
+        }
+    }
+
+    let upload = dir.path().join("upload");
+    let data: Vec<u8> = (0..2 * 1024 * 1024u32)
+        .map(|i| (i * 13 % 251) as u8)
+        .collect();
+    std::fs::write(&upload, &data)?;
+    let download = dir.path().join("download");
+    for host in ["shop.example", "h1.example", "grpc.example"] {
+        let got = curl(
+            &[
+                "-H",
+                &format!("Host: {host}"),
+                "--data-binary",
+                &format!("@{}", upload.display()),
+                "-o",
+                download.to_str().context("utf-8 path")?,
+            ],
+            &proxy.url("/echo"),
+        )
+        .await?;
+        assert_eq!(got.status, 200, "{host}");
+        assert_eq!(checksum(&download)?, checksum(&upload)?, "{host}");
+    }
+
+    // gRPC's shape: HTTP/2 from the client to the app, the status in a trailer.
+    let stream = TcpStream::connect(proxy.addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post("http://grpc.example/trailers")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"req")))?;
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+        .await
+        .context("no response")??;
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(DEADLINE, response.into_body().collect())
+        .await
+        .context("no body")??;
+    let trailers = body.trailers().cloned().context("no trailers")?;
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(&body.to_bytes()[..], b"data");
+    proxy.stop().await
+}
+
+/// An `https://` upstream whose certificate does not chain to `--upstream-ca`: 502 `UF`, and
+/// the log says why (the TLS error); the binary, so the log is the real one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_upstream_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (trusted, other) = (dir.path().join("trusted"), dir.path().join("other"));
+    std::fs::create_dir(&trusted)?;
+    std::fs::create_dir(&other)?;
+    let (trusted, other) = (TestCa::new(&trusted)?, TestCa::new(&other)?);
+    let app = Backend::start_with(
+        "untrusted",
+        Serve::Tls(tls_server(&other.cert, &other.key, &[b"h2", b"http/1.1"])?),
+    )
+    .await?;
+    let upstream = format!("https://127.0.0.1:{}", app.addr.port());
+    let cacert = trusted.ca.display().to_string();
+    let proxy = Binary::start(
+        &["--upstream", &upstream, "--upstream-ca", &cacert],
+        dir.path(),
+    )
+    .await?;
+    let got = curl(&[], &format!("http://{}/x", proxy.addr)).await?;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.body, b"502 Bad Gateway\n");
+    let stderr = proxy.stderr();
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("upstream request failed"))
+        .with_context(|| format!("no log line for the failure: {stderr}"))?;
+    // Both test CAs are named alike: rustls finds the trusted one, whose signature fails.
+    assert!(
+        line.contains("invalid peer certificate: BadSignature"),
+        "{line}"
+    );
+    assert!(line.contains(&upstream), "{line}");
+    let (status, log) = proxy.stop().await?;
+    assert!(status.success(), "{status:?}");
+    let access = log
+        .lines()
+        .find(|l| l.contains("GET /x"))
+        .with_context(|| format!("no access log line: {log}"))?;
+    assert!(access.ends_with(&format!(" {upstream} UF")), "{access}");
+    Ok(())
 }

@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::proxy::route::{Route, Upstream};
+use crate::client_tls::ClientTls;
+use crate::proxy::route::{Route, Scheme, Upstream};
 use crate::proxy::{AccessLog, Config, Limits, Timeouts, TlsFiles};
 
 /// Reverse proxy in front of an app on localhost: HTTP/1.1, HTTP/2, TLS, routes by host and path prefix,
@@ -41,8 +42,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_KEY")]
     pub key: Option<PathBuf>,
 
-    /// Default upstream for requests no `--route` matches: `http://HOST:PORT`, `unix:/PATH`
-    /// (HTTP/1.1 on a unix socket) or `file:///DIR`.
+    /// Default upstream for requests no `--route` matches: `http://HOST:PORT` (HTTP/1.1),
+    /// `h2c://HOST:PORT` (HTTP/2 with prior knowledge, e.g. gRPC), `https://HOST[:PORT]` (TLS,
+    /// HTTP/2 or HTTP/1.1 by ALPN), `unix:/PATH` (HTTP/1.1 on a unix socket) or `file:///DIR`.
     #[arg(long, value_name = "URL", env = "PODKIT_PROXY_UPSTREAM")]
     pub upstream: Option<String>,
 
@@ -55,6 +57,29 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub routes: Vec<String>,
+
+    /// PEM CA certificates that `https://` upstreams' certificates must chain to, instead of
+    /// the system's roots (/etc/ssl/certs).
+    #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// PEM client certificate chain shown to `https://` upstreams that ask for one (mutual TLS).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PODKIT_PROXY_UPSTREAM_CLIENT_CERT",
+        requires = "upstream_client_key"
+    )]
+    pub upstream_client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--upstream-client-cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PODKIT_PROXY_UPSTREAM_CLIENT_KEY",
+        requires = "upstream_client_cert"
+    )]
+    pub upstream_client_key: Option<PathBuf>,
 
     /// Access log on stdout: `combined` (nginx combined plus duration and flags), `json` or `off`.
     #[arg(
@@ -268,6 +293,9 @@ pub enum ArgsError {
     /// Only one of the pair.
     #[error("--cert and --key go together")]
     CertWithoutKey,
+    /// Only one of the pair.
+    #[error("--upstream-client-cert and --upstream-client-key go together")]
+    ClientCertWithoutKey,
     /// Nothing to listen on.
     #[error("no listener: give --listen ADDR or --listen-tls ADDR")]
     NoListener,
@@ -276,8 +304,8 @@ pub enum ArgsError {
     NoUpstream,
 }
 
-/// Parses an upstream URL: `http://HOST:PORT` (path empty or `/`), `unix:/PATH` or
-/// `file:///DIR`.
+/// Parses an upstream URL: `http://`, `h2c://` or `https://HOST[:PORT]` (path empty or `/`),
+/// `unix:/PATH` or `file:///DIR`.
 fn upstream(flag: &'static str, url: &str) -> Result<Upstream, ArgsError> {
     let err = |reason| ArgsError::Upstream {
         flag,
@@ -299,24 +327,36 @@ fn upstream(flag: &'static str, url: &str) -> Result<Upstream, ArgsError> {
         return Ok(Upstream::File(PathBuf::from(dir)));
     }
     let uri: hyper::Uri = url.parse().map_err(|_| err("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let (scheme, default_port) = match uri.scheme_str() {
+        Some("http") => (Scheme::Http, 80),
+        Some("h2c") => (Scheme::H2c, 80),
+        Some("https") => (Scheme::Https, 443),
         Some(_) => {
             return Err(err(
-                "only http://, unix:/ and file:/// upstreams are supported",
+                "only http://, h2c://, https://, unix:/ and file:/// upstreams are supported",
             ));
         }
         None => return Err(err("missing scheme: use http://HOST:PORT")),
-    }
-    let Some(authority) = uri.authority().cloned() else {
+    };
+    let Some(authority) = uri.authority() else {
         return Err(err("missing host"));
     };
+    if authority.as_str().contains('@') {
+        return Err(err("an upstream takes no user name or password"));
+    }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(err(
             "an http upstream takes no path: the request path is forwarded unchanged",
         ));
     }
-    Ok(Upstream::Http { authority })
+    // The port made explicit: the connectors dial what the authority says.
+    let authority = match authority.port_u16() {
+        Some(_) => authority.clone(),
+        None => format!("{}:{default_port}", authority.host())
+            .parse()
+            .map_err(|_| err("not a valid host"))?,
+    };
+    Ok(Upstream::Http { scheme, authority })
 }
 
 fn route(value: &str) -> Result<Route, ArgsError> {
@@ -355,6 +395,14 @@ impl TryFrom<Args> for Config {
         if args.listen.is_empty() && args.listen_tls.is_empty() {
             return Err(ArgsError::NoListener);
         }
+        let upstream_tls = ClientTls {
+            ca_file: args.upstream_ca,
+            identity: match (args.upstream_client_cert, args.upstream_client_key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => return Err(ArgsError::ClientCertWithoutKey),
+            },
+        };
         let tls = match (args.cert, args.key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -365,6 +413,7 @@ impl TryFrom<Args> for Config {
             listen_tls: args.listen_tls,
             tls,
             routes,
+            upstream_tls,
             access_log: args.access_log,
             trust_forwarded: args.trust_forwarded,
             timeouts: Timeouts {
@@ -419,6 +468,29 @@ mod tests {
     }
 
     #[test]
+    fn upstream_schemes_and_default_ports() {
+        for (url, want_scheme, want) in [
+            ("http://app", Scheme::Http, "app:80"),
+            ("h2c://127.0.0.1:50051", Scheme::H2c, "127.0.0.1:50051"),
+            (
+                "https://api.example.com/",
+                Scheme::Https,
+                "api.example.com:443",
+            ),
+            ("https://[::1]:8443", Scheme::Https, "[::1]:8443"),
+        ] {
+            match upstream("--upstream", url).expect(url) {
+                Upstream::Http { scheme, authority } => {
+                    assert_eq!((scheme, authority.as_str()), (want_scheme, want), "{url}");
+                }
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let err = upstream("--upstream", "https://user:pw@x").expect_err("credentials");
+        assert!(err.to_string().contains("user name"), "{err}");
+    }
+
+    #[test]
     fn config_file_fills_what_flags_and_env_leave() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("proxy.yaml");
@@ -450,7 +522,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_flag() {
-        let err = config(&["--upstream", "https://x:1"]).expect_err("https refused");
+        let err = config(&["--upstream", "ftp://x:1"]).expect_err("ftp refused");
         assert!(err.to_string().contains("--upstream"), "{err}");
         let err = config(&["--route", "nope"]).expect_err("bad route");
         assert!(err.to_string().contains("--route"), "{err}");

@@ -11,16 +11,18 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Request, Response, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::proxy::access::{Entry, Logged};
-use crate::proxy::route::{Table, Upstream};
+use crate::proxy::route::{Scheme, Table, Upstream};
 use crate::proxy::{Config, Metrics, files};
 
 /// Errors of bodies flowing through the proxy.
@@ -35,11 +37,16 @@ pub struct Shared {
     pub config: Config,
     /// Routes in match order.
     pub table: Table,
-    /// The upstream keep-alive pool.
+    /// The keep-alive pool of the `http://` upstreams.
     pub client: Client<HttpConnector, ProxyBody>,
     /// A pool per `unix:` upstream socket.
     pub unix_clients:
         std::collections::HashMap<std::path::PathBuf, Client<UnixConnector, ProxyBody>>,
+    /// A pool per `h2c://` upstream (HTTP/2 only: one connection carries every request).
+    pub h2c_clients: std::collections::HashMap<Authority, Client<TcpTo, ProxyBody>>,
+    /// A pool per `https://` upstream, HTTP/2 or HTTP/1.1 as ALPN decides per connection.
+    pub https_clients:
+        std::collections::HashMap<Authority, Client<HttpsConnector<TcpTo>, ProxyBody>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// One permit per open client connection (`--max-connections`).
@@ -80,6 +87,46 @@ impl tower_service::Service<hyper::Uri> for UnixConnector {
             }
         })
     }
+}
+
+/// Dials one upstream whatever host the request URI names: the URIs sent to `h2c://` and
+/// `https://` upstreams carry the client's Host, which HTTP/2 sends as `:authority`.
+#[derive(Debug, Clone)]
+pub struct TcpTo {
+    /// `http://HOST:PORT` of the upstream, what `http` dials.
+    pub target: hyper::Uri,
+    /// Connect timeout and TCP_NODELAY.
+    pub http: HttpConnector,
+}
+
+impl tower_service::Service<hyper::Uri> for TcpTo {
+    type Response = <HttpConnector as tower_service::Service<hyper::Uri>>::Response;
+    type Error = <HttpConnector as tower_service::Service<hyper::Uri>>::Error;
+    type Future = <HttpConnector as tower_service::Service<hyper::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
+        self.http.call(self.target.clone())
+    }
+}
+
+/// An error and its causes on one line (`client error (Connect): invalid peer certificate:
+/// UnknownIssuer`), for the log.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        line.push_str(": ");
+        line.push_str(&err.to_string());
+        source = err.source();
+    }
+    line
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
@@ -241,6 +288,14 @@ fn tunnel(
     Response::from_parts(parts, Empty::new().map_err(Into::into).boxed())
 }
 
+/// Which pool a request goes through.
+enum Via<'a> {
+    Pool,
+    Unix(&'a Client<UnixConnector, ProxyBody>),
+    H2c(&'a Client<TcpTo, ProxyBody>),
+    Https(&'a Client<HttpsConnector<TcpTo>, ProxyBody>),
+}
+
 /// Whether a request failed because its streamed body went over `--max-body-bytes`.
 fn body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
@@ -308,12 +363,49 @@ async fn route(
         entry.flags = "NR";
         return short(StatusCode::NOT_FOUND);
     };
-    let (authority, unix) = match &route.upstream {
-        Upstream::Http { authority } => (authority.clone(), None),
-        Upstream::Unix(path) => (
-            hyper::http::uri::Authority::from_static("localhost"),
-            shared.unix_clients.get(path),
-        ),
+    // The URI's authority picks the pool. HTTP/1.1 upstreams get the client's Host in the Host
+    // header and pool by upstream; HTTP/2 sends the URI's authority as `:authority`, which must
+    // agree with Host, so those URIs carry the client's host and their connectors ignore it.
+    let client_authority = || {
+        host.as_deref()
+            .and_then(|h| h.parse::<Authority>().ok())
+            .filter(|a| !a.as_str().contains('@'))
+    };
+    let (scheme, authority, via) = match &route.upstream {
+        Upstream::Http {
+            scheme: Scheme::Http,
+            authority,
+        } => ("http", authority.clone(), Via::Pool),
+        Upstream::Http {
+            scheme: Scheme::H2c,
+            authority,
+        } => match shared.h2c_clients.get(authority) {
+            Some(client) => (
+                "http",
+                client_authority().unwrap_or_else(|| authority.clone()),
+                Via::H2c(client),
+            ),
+            None => return short(StatusCode::BAD_GATEWAY),
+        },
+        Upstream::Http {
+            scheme: Scheme::Https,
+            authority,
+        } => match shared.https_clients.get(authority) {
+            Some(client) => (
+                "https",
+                client_authority().unwrap_or_else(|| authority.clone()),
+                Via::Https(client),
+            ),
+            None => return short(StatusCode::BAD_GATEWAY),
+        },
+        Upstream::Unix(path) => match shared.unix_clients.get(path) {
+            Some(client) => (
+                "http",
+                Authority::from_static("localhost"),
+                Via::Unix(client),
+            ),
+            None => return short(StatusCode::BAD_GATEWAY),
+        },
         Upstream::File(dir) => {
             entry.upstream = format!("file://{}", dir.display());
             return files::serve(dir, &req).await;
@@ -321,7 +413,19 @@ async fn route(
     };
     entry.upstream = match &route.upstream {
         Upstream::Unix(path) => format!("unix:{}", path.display()),
-        _ => authority.to_string(),
+        Upstream::Http {
+            scheme: Scheme::Http,
+            authority,
+        } => authority.to_string(),
+        Upstream::Http { scheme, authority } => {
+            let name = if *scheme == Scheme::H2c {
+                "h2c"
+            } else {
+                "https"
+            };
+            format!("{name}://{authority}")
+        }
+        Upstream::File(_) => String::new(),
     };
     if let Some(max) = shared.config.limits.max_body_bytes
         && let Some(length) = req
@@ -380,7 +484,7 @@ async fn route(
         .cloned()
         .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
     parts.uri = match hyper::Uri::builder()
-        .scheme("http")
+        .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
         .build()
@@ -397,9 +501,11 @@ async fn route(
 
     let sent = tokio::time::timeout(
         shared.config.timeouts.upstream,
-        match unix {
-            Some(client) => client.request(request),
-            None => shared.client.request(request),
+        match via {
+            Via::Pool => shared.client.request(request),
+            Via::Unix(client) => client.request(request),
+            Via::H2c(client) => client.request(request),
+            Via::Https(client) => client.request(request),
         },
     )
     .await;
@@ -412,6 +518,8 @@ async fn route(
             }
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
+            // The client's connection decides; an HTTP/2 upstream's answer says HTTP/2.
+            parts.version = hyper::Version::HTTP_11;
             Response::from_parts(parts, body.map_err(Into::into).boxed())
         }
         Ok(Err(err)) if body_too_large(&err) => {
@@ -423,7 +531,9 @@ async fn route(
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
-            debug!(?err, upstream = %entry.upstream, "upstream request failed");
+            // As nginx's error log: why, per request (a refused connection, an untrusted
+            // certificate, a reset).
+            warn!(upstream = %entry.upstream, error = %chain(&err), "upstream request failed");
             entry.flags = if err.is_connect() { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }

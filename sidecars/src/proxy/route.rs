@@ -2,12 +2,25 @@
 
 use std::path::PathBuf;
 
+/// How a route speaks to an HTTP upstream, from its URL's scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// `http://`: HTTP/1.1 over TCP.
+    Http,
+    /// `h2c://`: HTTP/2 over TCP with prior knowledge (gRPC servers and other h2-only apps).
+    H2c,
+    /// `https://`: TLS, HTTP/2 or HTTP/1.1 as the server picks by ALPN.
+    Https,
+}
+
 /// Where a route sends its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Upstream {
-    /// An HTTP/1.1 server; the request path is forwarded unchanged.
+    /// An HTTP server; the request path is forwarded unchanged.
     Http {
-        /// `host:port` to connect to.
+        /// The protocol.
+        scheme: Scheme,
+        /// `host:port` to connect to (the port defaults to 80, or 443 for `https://`).
         authority: hyper::http::uri::Authority,
     },
     /// An HTTP/1.1 server on a unix socket (`unix:/PATH`).
@@ -90,6 +103,7 @@ mod tests {
             host: host.map(str::to_owned),
             prefix: prefix.to_owned(),
             upstream: Upstream::Http {
+                scheme: Scheme::Http,
                 authority: format!("127.0.0.1:{port}").parse().expect("authority"),
             },
         }
@@ -97,7 +111,7 @@ mod tests {
 
     fn port(table: &Table, host: Option<&str>, path: &str) -> Option<u16> {
         table.find(host, path).map(|r| match &r.upstream {
-            Upstream::Http { authority } => authority.port_u16().expect("port"),
+            Upstream::Http { authority, .. } => authority.port_u16().expect("port"),
             Upstream::File(_) | Upstream::Unix(_) => 0,
         })
     }

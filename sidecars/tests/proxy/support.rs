@@ -27,7 +27,38 @@ fn full(s: impl Into<Bytes>) -> Body {
     Full::new(s.into()).map_err(|never| match never {}).boxed()
 }
 
-/// A backend app: `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON, `/echo` streams the body
+/// How a [`Backend`] speaks.
+#[derive(Debug, Clone)]
+pub enum Serve {
+    /// HTTP/1.1 only, with upgrades.
+    Http1,
+    /// HTTP/2 with prior knowledge only (an HTTP/1.1 request fails).
+    H2c,
+    /// TLS with this configuration (its ALPN list decides HTTP/2 or HTTP/1.1).
+    Tls(Arc<rustls::ServerConfig>),
+}
+
+/// A TLS server configuration from PEM files, offering `alpn`.
+pub fn tls_server(
+    cert: &Path,
+    key: &Path,
+    alpn: &[&[u8]],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let chain =
+        rustls_pki_types::CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+/// A backend app: `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON (with `:version` and `:authority`), `/echo` streams the body
 /// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
 #[derive(Debug, Clone)]
@@ -41,6 +72,11 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &'static str) -> anyhow::Result<Self> {
+        Self::start_with(name, Serve::Http1).await
+    }
+
+    /// The app on 127.0.0.1, speaking as `serve` says.
+    pub async fn start_with(name: &'static str, serve: Serve) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let backend = Self {
             addr: listener.local_addr()?,
@@ -51,16 +87,38 @@ impl Backend {
         let this = backend.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let this = this.clone();
+                let (this, serve) = (this.clone(), serve.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let this = this.clone();
                         async move { Ok::<_, Infallible>(this.respond(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                    let executor = hyper_util::rt::TokioExecutor::new();
+                    let _ = match serve {
+                        Serve::Http1 => hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                            .map_err(anyhow::Error::from),
+                        Serve::H2c => hyper::server::conn::http2::Builder::new(executor)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                            .map_err(anyhow::Error::from),
+                        Serve::Tls(config) => {
+                            match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                                Ok(stream) => {
+                                    hyper_util::server::conn::auto::Builder::new(executor)
+                                        .serve_connection_with_upgrades(
+                                            TokioIo::new(stream),
+                                            service,
+                                        )
+                                        .await
+                                        .map_err(|err| anyhow::anyhow!(err))
+                                }
+                                Err(err) => Err(err.into()),
+                            }
+                        }
+                    };
                 });
             }
         });
@@ -119,11 +177,15 @@ impl Backend {
                     .unwrap_or_else(|_| Response::new(full("")))
             }
             "/headers" => {
-                let headers: BTreeMap<String, String> = req
+                let mut headers: BTreeMap<String, String> = req
                     .headers()
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
                     .collect();
+                headers.insert(":version".into(), format!("{:?}", req.version()));
+                if let Some(authority) = req.uri().authority() {
+                    headers.insert(":authority".into(), authority.to_string());
+                }
                 let body = serde_json::to_string(&headers).unwrap_or_default();
                 Response::builder()
                     .header("connection", "x-resp-private")
@@ -275,6 +337,67 @@ impl TestCa {
             std::fs::rename(&tmp, path)?;
         }
         Ok(())
+    }
+}
+
+/// The `podkit-proxy` binary, its stderr (tracing) in a file; killed when dropped.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    /// The address of its first `--listen` (`127.0.0.1:0` given).
+    pub addr: String,
+    pub stderr: std::path::PathBuf,
+}
+
+impl Binary {
+    /// Starts `podkit-proxy --listen 127.0.0.1:0 ARGS` with its access log on a pipe and its
+    /// stderr in a file under `dir`.
+    pub async fn start(args: &[&str], dir: &Path) -> anyhow::Result<Self> {
+        let stderr = dir.join(format!("stderr-{}", fastrand::u64(..)));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_podkit-proxy"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("PODKIT_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&stderr)?)
+            .kill_on_drop(true)
+            .spawn()
+            .context("failed to start podkit-proxy")?;
+        let mut addr = None;
+        wait_until("the proxy listens", || {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            addr = log
+                .lines()
+                .find(|l| l.contains("listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+                .map(str::to_owned);
+            addr.is_some()
+        })
+        .await?;
+        Ok(Self {
+            child,
+            addr: addr.context("no address")?,
+            stderr,
+        })
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// SIGTERM, then its exit status and stdout (the access log).
+    pub async fn stop(self) -> anyhow::Result<(std::process::ExitStatus, String)> {
+        let pid = self.child.id().context("no pid")?;
+        let kill = tokio::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .await?;
+        ensure!(kill.success(), "kill -TERM {pid} failed");
+        let output = tokio::time::timeout(DEADLINE, self.child.wait_with_output())
+            .await
+            .context("the proxy did not exit")??;
+        Ok((output.status, String::from_utf8(output.stdout)?))
     }
 }
 
