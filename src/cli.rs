@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{pause, spec, supervisor};
 
 mod apply;
+mod client;
 mod delete;
 mod exec;
 mod get;
@@ -115,6 +116,37 @@ struct RunArgs {
     /// Do not print the containers' output (it is in the pod's log files either way).
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Durations as kubectl takes them: `200ms`, `10s`, `5m`, `1h`, or several at once (`1h30m`).
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let wrong =
+        || format!("{text:?} is not a duration like 200ms, 10s, 5m, 1h30m (units: ms, s, m, h)");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(wrong());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| wrong())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let millis = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(wrong()),
+        };
+        rest = &rest[unit..];
+        total += std::time::Duration::from_millis(n.checked_mul(millis).ok_or_else(wrong)?);
+    }
+    Ok(total)
 }
 
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
@@ -322,4 +354,21 @@ fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<tokio::task
         tracing::info!("deleting the pod (signal received)");
         shutdown.cancel();
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_as_kubectl_takes_them() {
+        let parse = super::parse_duration;
+        assert_eq!(parse("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        for wrong in ["", "10", "5 m", "1d", "m5"] {
+            let err = parse(wrong).expect_err(wrong);
+            assert!(err.contains("is not a duration like"), "{err}");
+        }
+    }
 }

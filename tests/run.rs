@@ -899,6 +899,153 @@ fn logs_previous_shows_the_run_before_a_restart() {
 }
 
 #[test]
+fn logs_stream_from_the_api_across_a_restart_and_come_from_the_files_once_the_pod_ended() {
+    let Some(pod) = Running::start("logapi", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: vol, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    command: [sh, -c, "if [ -e /podkit-logs-test/{name}/ran ]; then echo second; echo third; exit 0; fi; touch /podkit-logs-test/{name}/ran; echo first; while [ ! -e /podkit-logs-test/{name}/go ]; do sleep 0.05; done; exit 1"]
+    volumeMounts: [{{name: vol, mountPath: /podkit-logs-test/{name}}}]
+  - name: idle
+    command: [sh, -c, "echo idle up; while [ ! -e /podkit-logs-test/{name}/end ]; do sleep 0.05; done"]
+    volumeMounts: [{{name: vol, mountPath: /podkit-logs-test/{name}}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the first run", || pod.log("c", 0).contains("first"));
+    let socket = pod.dir().join("api.sock");
+    let socket = socket.to_str().expect("utf-8");
+
+    // Following through the API: the first run's line comes while it runs, the next run's
+    // after the restart, and the stream ends once the container is done (the pod runs on).
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["logs", "-f", &pod.name, "-c", "c"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("podkit logs -f");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        follower.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().map(|l| l.expect("read"));
+    assert_eq!(
+        first.as_deref(),
+        Some("first"),
+        "streamed while the run runs"
+    );
+    std::fs::write(pod.dir().join("volumes/vol/go"), "").expect("go");
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert_eq!(rest, ["second", "third"], "across the restart, to the end");
+    assert!(follower.wait().expect("wait").success());
+    assert_eq!(pod.status()["phase"], "Running", "{}", pod.status());
+
+    let curl = |query: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--unix-socket", socket])
+            .arg(format!("http://podkit/logs?{query}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+    };
+    let previous = curl("container=c&previous=true");
+    assert!(
+        previous.starts_with("HTTP/1.1 200 OK") && previous.contains("transfer-encoding: chunked"),
+        "{previous}"
+    );
+    assert!(previous.ends_with("\n\nfirst\n"), "{previous}");
+    let wrong = curl("container=nope");
+    assert!(
+        wrong.starts_with("HTTP/1.1 404")
+            && wrong.contains("container \"nope\" is not valid for pod")
+            && wrong.contains("choose one of: c, idle"),
+        "{wrong}"
+    );
+    let unnamed = curl("tailLines=1");
+    assert!(
+        unnamed.starts_with("HTTP/1.1 400")
+            && unnamed.contains("a container name must be specified"),
+        "{unnamed}"
+    );
+    let bad = curl("container=c&tailLines=many");
+    assert!(
+        bad.starts_with("HTTP/1.1 400")
+            && bad.contains("invalid log option tailLines=\"many\": a whole number"),
+        "{bad}"
+    );
+
+    // --since-time from the second line's own time: that line on. --since 1h: everything.
+    let stamped = podkit(&["logs", &pod.name, "-c", "c", "--timestamps"]);
+    let third_time = stamped
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(' ').next())
+        .expect("a timestamped line");
+    assert_eq!(
+        podkit(&["logs", &pod.name, "-c", "c", "--since-time", third_time]),
+        "third\n"
+    );
+    assert_eq!(
+        podkit(&["logs", &pod.name, "-c", "c", "--since", "1h"]),
+        "second\nthird\n"
+    );
+    assert_eq!(
+        podkit(&[
+            "logs",
+            &pod.name,
+            "-c",
+            "c",
+            "--since-time",
+            "2999-01-01T00:00:00Z"
+        ]),
+        ""
+    );
+    let usage = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["logs", &pod.name, "--since", "10 minutes"])
+        .output()
+        .expect("podkit logs");
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("is not a duration like"), "{err}");
+
+    // The pod ends; its state is kept and the logs come from its files.
+    std::fs::write(pod.dir().join("volumes/vol/end"), "").expect("end");
+    assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+    assert!(
+        !pod.dir().join("api.sock").exists(),
+        "no supervisor any more"
+    );
+    assert_eq!(
+        podkit(&["logs", &pod.name]),
+        "second\nthird\n",
+        "the first container"
+    );
+    assert_eq!(podkit(&["logs", &pod.name, "-p"]), "first\n");
+    assert_eq!(podkit(&["logs", &pod.name, "-f", "--tail", "1"]), "third\n");
+    assert_eq!(
+        podkit(&["logs", &pod.name, "--all-containers", "--prefix"]),
+        format!(
+            "[pod/{0}/c] second\n[pod/{0}/c] third\n[pod/{0}/idle] idle up\n",
+            pod.name
+        )
+    );
+    let err = podkit_fails(&["logs", &pod.name, "-c", "idle", "--previous"]);
+    assert!(
+        err.contains("previous terminated container \"idle\" in pod"),
+        "{err}"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
 fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     let Some(pod) = Running::start("gc", |name| {
         format!(

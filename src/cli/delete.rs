@@ -157,32 +157,18 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> an
 
 /// `DELETE /pod[?gracePeriodSeconds=N]` on the pod's `api.sock`.
 fn api_delete(dir: &Path, grace: Option<u64>) -> anyhow::Result<()> {
-    use http_body_util::Empty;
-    use hyper::body::Bytes;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let stream =
-            tokio::net::UnixStream::connect(dir.join(crate::supervisor::API_SOCKET)).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let uri = match grace {
-            Some(seconds) => format!("/pod?gracePeriodSeconds={seconds}"),
-            None => "/pod".to_owned(),
-        };
-        let request = hyper::Request::delete(uri)
-            .header(hyper::header::HOST, "podkit")
-            .body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(request).await?;
+    let uri = match grace {
+        Some(seconds) => format!("/pod?gracePeriodSeconds={seconds}"),
+        None => "/pod".to_owned(),
+    };
+    super::client::request(dir, hyper::Method::DELETE, &uri, async |response| {
         anyhow::ensure!(
             response.status() == hyper::StatusCode::ACCEPTED,
-            "the API answered {}",
-            response.status()
+            "{}",
+            super::client::error_text(response).await
         );
         Ok(())
-    })
+    })?
 }
 
 pub fn gc(root: &Path, _args: GcArgs) -> anyhow::Result<()> {
