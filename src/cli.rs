@@ -78,6 +78,7 @@ enum Verb {
     ///   podkit proxy --listen 0.0.0.0:8080 --upstream file:///content/current
     #[command(verbatim_doc_comment)]
     Proxy(Box<sidecars::proxy::Args>),
+    Completion(CompletionArgs),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -99,11 +100,10 @@ enum Verb {
 /// the pod's log files (/run/podkit/pods/NAME/logs/CONTAINER/RESTART.log, CRI format). Progress
 /// (containers started, exited, restarted; events) goes to stderr. The exit code is 0 when every
 /// pod succeeded or was deleted, 1 when one failed.
-///
-/// Examples:
-///   podkit run -f web.yaml
-///   PODKIT_LOG=debug podkit run -f web.yaml
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit run -f web.yaml
+  PODKIT_LOG=debug podkit run -f web.yaml")]
 struct RunArgs {
     /// The manifest: one or more v1 Pods, separated by `---`.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -147,6 +147,25 @@ pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> 
         total += std::time::Duration::from_millis(n.checked_mul(millis).ok_or_else(wrong)?);
     }
     Ok(total)
+}
+
+/// Print a shell completion script: podkit's verbs and their flags complete on Tab.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  source <(podkit completion bash)                  (this shell; or put it in ~/.bashrc)
+  podkit completion bash > /etc/bash_completion.d/podkit
+  podkit completion zsh > \"${fpath[1]}/_podkit\"
+  podkit completion fish > ~/.config/fish/completions/podkit.fish")]
+struct CompletionArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completion(args: CompletionArgs) -> anyhow::Result<ExitCode> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(args.shell, &mut command, "podkit", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
@@ -208,6 +227,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Proxy(args) => Ok(sidecars::proxy::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
+        Verb::Completion(args) => completion(args),
     }
 }
 

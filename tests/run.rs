@@ -1318,6 +1318,114 @@ spec:
 }
 
 #[test]
+fn exec_it_gives_the_command_a_terminal_and_restores_the_local_one() {
+    let Some(pod) = Running::start("tty", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/app.pid").exists()
+    });
+    // script(1) runs the shell line on a pty of its own: the local terminal podkit sees. The
+    // command inside must get a pty of its own, as its controlling terminal, the local one's
+    // size; podkit's exit code is the command's, and the local terminal's mode comes back.
+    let line = format!(
+        "stty cols 123 rows 45; before=$(stty -g); {} exec -it {} -- sh -c 'tty; stty size; \
+         exec 3</dev/tty && echo controlling terminal; exit 3'; code=$?; \
+         [ \"$before\" = \"$(stty -g)\" ] && echo mode restored; echo exit code $code",
+        env!("CARGO_BIN_EXE_podkit"),
+        pod.name
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    // (script may echo the EOF it reads from /dev/null as ^@ before podkit makes it raw.)
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/dev/pts/"), "tty prints a pty: {text}");
+    for want in [
+        "45 123\n",
+        "controlling terminal\n",
+        "mode restored\n",
+        "exit code 3\n",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in: {text}");
+    }
+
+    // -i alone: stdin reaches the command; without -i it reads nothing.
+    let with_stdin = |flags: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .arg("exec")
+            .args(flags)
+            .args([&pod.name, "--", "sh", "-c", "cat; exit 4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("podkit exec");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = std::io::Write::write_all(&mut stdin, b"through stdin\n");
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(with_stdin(&["-i"]), (Some(4), "through stdin\n".into()));
+    assert_eq!(with_stdin(&[]), (Some(4), String::new()));
+    pod.delete_and_check();
+}
+
+#[test]
+fn completion_scripts_and_every_verbs_help_with_examples() {
+    let bash = podkit(&["completion", "bash"]);
+    for verb in [
+        "apply",
+        "get",
+        "describe",
+        "logs",
+        "exec",
+        "delete",
+        "gc",
+        "port-forward",
+        "completion",
+    ] {
+        assert!(bash.contains(verb), "{verb} missing in the bash completion");
+    }
+    assert!(
+        bash.contains("complete -F _podkit"),
+        "a bash completion script"
+    );
+    assert!(podkit(&["completion", "zsh"]).contains("#compdef podkit"));
+    assert!(podkit(&["completion", "fish"]).contains("complete -c podkit"));
+    for verb in [
+        "run",
+        "apply",
+        "get",
+        "describe",
+        "logs",
+        "exec",
+        "delete",
+        "gc",
+        "port-forward",
+        "tail",
+        "puller",
+        "proxy",
+        "completion",
+    ] {
+        let help = podkit(&[verb, "--help"]);
+        assert!(
+            help.contains("Examples:\n  podkit") || help.contains("Examples:\n  source"),
+            "podkit {verb} --help has no examples:\n{help}"
+        );
+    }
+}
+
+#[test]
 fn the_pod_api_serves_status_and_takes_a_delete_with_a_grace_period() {
     use std::os::unix::fs::PermissionsExt;
     let Some(pod) = Running::start("api", |name| {

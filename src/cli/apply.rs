@@ -16,14 +16,13 @@ use super::parse_duration;
 /// Each pod gets its own supervisor, detached (its own session; its output in the pod's
 /// directory, supervisor.log). Applying the same manifest again changes nothing; a changed
 /// manifest for a pod that exists is refused: pods are immutable, delete the pod first.
-///
-/// Examples:
-///   podkit apply -f web.yaml
-///   podkit apply -f web.yaml --wait=ready --timeout 60s
-///   podkit apply -f web.yaml --dry-run
-///
-/// Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit apply -f web.yaml
+  podkit apply -f web.yaml --wait=ready --timeout 60s
+  podkit apply -f web.yaml --dry-run
+
+Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.")]
 pub struct ApplyArgs {
     /// The manifest: one or more v1 Pods, separated by `---`.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]

@@ -13,16 +13,15 @@ use crate::state::{self, PodState, TERMINATING};
 ///
 /// A pod whose supervisor died (shown as Unknown) is cleaned up at once: its processes killed,
 /// its mounts and namespace pins removed, with a line for each thing removed.
-///
-/// Examples:
-///   podkit delete pod web
-///   podkit delete -f web.yaml
-///   podkit delete pod web --wait=false
-///   podkit delete pod web --grace-period 5
-///   podkit delete pod web --now
-///
-/// Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit delete pod web
+  podkit delete -f web.yaml
+  podkit delete pod web --wait=false
+  podkit delete pod web --grace-period 5
+  podkit delete pod web --now
+
+Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.")]
 pub struct DeleteArgs {
     /// `pod` (also `pods`, `po`), then the pod names.
     #[arg(value_name = "pod NAME")]
@@ -56,10 +55,9 @@ pub struct DeleteArgs {
 
 /// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
 /// state), with a line for each thing removed.
-///
-/// Examples:
-///   podkit gc
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit gc")]
 pub struct GcArgs {}
 
 pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::ExitCode> {

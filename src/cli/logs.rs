@@ -14,16 +14,14 @@ use crate::state::{self, PodState};
 /// Asks the pod's supervisor (GET /logs on its api.sock), which streams new lines as they are
 /// written when following; once the pod ended (its state kept), reads its CRI log files, the
 /// same way. Exit code: 0, or 1 when the pod, the container or the previous run is not found.
-///
-/// Examples:
-///   podkit logs web
-///   podkit logs web -c proxy -f
-///   podkit logs web --previous --tail 20
-///   podkit logs web --since 10m --timestamps
-///   podkit logs web --since-time 2025-01-02T15:04:05Z
-///   podkit logs web --all-containers --prefix
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = "Examples:
+  podkit logs web
+  podkit logs web -c proxy -f
+  podkit logs web --previous --tail 20
+  podkit logs web --since 10m --timestamps
+  podkit logs web --since-time 2025-01-02T15:04:05Z
+  podkit logs web --all-containers --prefix")]
 pub struct LogsArgs {
     /// The pod.
     pod: String,
