@@ -1381,6 +1381,77 @@ fn exec_it_gives_the_command_a_terminal_and_restores_the_local_one() {
 }
 
 #[test]
+fn several_cli_calls_at_once_on_one_pod_all_succeed() {
+    let Some(pod) = Running::start("busy", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sh, -c, 'echo up; exec sleep 1000']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/app.pid").exists() && pod.log("app", 0).contains("up")
+    });
+    let name = pod.name.as_str();
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["get", "pods", name],
+        vec!["get", "pod", name, "-o", "json"],
+        vec!["describe", "pod", name],
+        vec!["logs", name],
+        vec!["logs", name, "--tail", "1", "--timestamps"],
+        vec!["exec", name, "--", "uname", "-n"],
+        vec!["exec", name, "--", "sh", "-c", "echo $0", "inside"],
+        vec!["get", "pods"],
+    ];
+    // Eight threads, each making every call five times, in its own order.
+    let results: Vec<Vec<(String, bool, String)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let calls = &calls;
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for i in 0..calls.len() * 5 {
+                        let call = &calls[(t + i) % calls.len()];
+                        let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+                            .args(call)
+                            .output()
+                            .expect("run podkit");
+                        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                            + &String::from_utf8_lossy(&out.stderr);
+                        done.push((call.join(" "), out.status.success(), text));
+                    }
+                    done
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let mut count = 0;
+    for (call, ok, text) in results.iter().flatten() {
+        count += 1;
+        assert!(ok, "podkit {call} failed: {text}");
+        let want = match call.split(' ').next() {
+            Some("logs") => "up\n",
+            Some("exec") if call.contains("uname") => pod.name.as_str(),
+            Some("exec") => "inside",
+            _ => pod.name.as_str(),
+        };
+        assert!(
+            text.contains(want),
+            "podkit {call}: {want:?} missing in {text}"
+        );
+    }
+    assert_eq!(count, 8 * 8 * 5);
+    let deleted = podkit(&["delete", "pod", &pod.name]);
+    assert_eq!(deleted.trim(), format!("pod \"{}\" deleted", pod.name));
+    assert_eq!(pod.wait_exit(), Some(0));
+    pod.delete_and_check();
+}
+
+#[test]
 fn completion_scripts_and_every_verbs_help_with_examples() {
     let bash = podkit(&["completion", "bash"]);
     for verb in [
