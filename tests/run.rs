@@ -1037,6 +1037,12 @@ spec:
             pod.name
         )
     );
+    let mut followed: Vec<String> = podkit(&["logs", &pod.name, "--all-containers", "-f"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    followed.sort();
+    assert_eq!(followed, ["idle up", "second", "third"], "all at once");
     let err = podkit_fails(&["logs", &pod.name, "-c", "idle", "--previous"]);
     assert!(
         err.contains("previous terminated container \"idle\" in pod"),

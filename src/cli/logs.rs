@@ -55,7 +55,7 @@ pub struct LogsArgs {
     #[arg(long)]
     timestamps: bool,
 
-    /// Every container of the pod, one after the other.
+    /// Every container of the pod: one after the other, or all at once when following.
     #[arg(long)]
     all_containers: bool,
 
@@ -93,45 +93,118 @@ pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let mut out = std::io::stdout().lock();
-    for container in chosen {
-        let query = Query {
-            container: Some(container.clone()),
-            follow: args.follow,
-            previous: args.previous,
-            tail_lines: args.tail.and_then(|n| u64::try_from(n).ok()),
-            since_seconds: args.since.map(|d| d.as_secs().max(1)),
-            since_time: args.since_time,
-            timestamps: args.timestamps,
-        };
-        let mut prefixer = Prefixer::new(
+    let query = |container: &str| Query {
+        container: Some(container.to_owned()),
+        follow: args.follow,
+        previous: args.previous,
+        tail_lines: args.tail.and_then(|n| u64::try_from(n).ok()),
+        since_seconds: args.since.map(|d| d.as_secs().max(1)),
+        since_time: args.since_time,
+        timestamps: args.timestamps,
+    };
+    let prefixer = |container: &str| {
+        Prefixer::new(
             args.prefix
                 .then(|| format!("[pod/{}/{container}] ", pod.name)),
-        );
-        let uri = format!("/logs?{}", query.to_query_string());
-        let from_api =
-            super::client::request(&pod.dir, hyper::Method::GET, &uri, async |response| {
-                use http_body_util::BodyExt;
-                if !response.status().is_success() {
-                    bail!("{}", super::client::error_text(response).await);
-                }
-                let mut body = response.into_body();
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.context("the pod's API cut the log")?;
-                    if let Some(data) = frame.data_ref() {
-                        out.write_all(&prefixer.apply(data))?;
-                        out.flush()?;
-                    }
-                }
-                Ok(())
-            });
-        match from_api {
-            Ok(streamed) => streamed?,
-            // No supervisor (the pod ended, its state kept) or no API: the files.
-            Err(_) => from_files(root, &pod, &container, &query, &mut prefixer, &mut out)?,
-        }
+        )
+    };
+    if args.follow && chosen.len() > 1 {
+        // Following several containers: all at once, as kubectl does, whole lines each.
+        let stdout = std::sync::Mutex::new(std::io::stdout());
+        let pod = &pod;
+        return std::thread::scope(|scope| {
+            let threads: Vec<_> = chosen
+                .iter()
+                .map(|container| {
+                    let (query, mut prefixer, stdout) =
+                        (query(container), prefixer(container), &stdout);
+                    scope.spawn(move || {
+                        let mut out = WholeLines {
+                            to: stdout,
+                            pending: Vec::new(),
+                        };
+                        show(root, pod, &query, &mut prefixer, &mut out)
+                    })
+                })
+                .collect();
+            threads.into_iter().try_for_each(|thread| {
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a log follower panicked"))?
+            })
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    for container in &chosen {
+        show(
+            root,
+            &pod,
+            &query(container),
+            &mut prefixer(container),
+            &mut out,
+        )?;
     }
     Ok(())
+}
+
+/// Writes one container's log to `out`: from the pod's API, or from its files when there is no
+/// supervisor (the pod ended, its state kept) or it does not serve its API.
+fn show(
+    root: &Path,
+    pod: &PodState,
+    query: &Query,
+    prefixer: &mut Prefixer,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let uri = format!("/logs?{}", query.to_query_string());
+    let from_api = super::client::request(&pod.dir, hyper::Method::GET, &uri, async |response| {
+        use http_body_util::BodyExt;
+        if !response.status().is_success() {
+            bail!("{}", super::client::error_text(response).await);
+        }
+        let mut body = response.into_body();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.context("the pod's API cut the log")?;
+            if let Some(data) = frame.data_ref() {
+                out.write_all(&prefixer.apply(data))?;
+                out.flush()?;
+            }
+        }
+        Ok(())
+    });
+    match from_api {
+        Ok(streamed) => streamed,
+        Err(_) => {
+            let container = query.container.as_deref().unwrap_or_default();
+            from_files(root, pod, container, query, prefixer, out)
+        }
+    }
+}
+
+/// A writer that passes on whole lines only, each at once, to a stdout shared by several
+/// followers: their lines interleave, never their bytes.
+struct WholeLines<'a> {
+    to: &'a std::sync::Mutex<std::io::Stdout>,
+    pending: Vec<u8>,
+}
+
+impl Write for WholeLines<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pending.extend_from_slice(buf);
+        if let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') {
+            let mut out = self.to.lock().unwrap_or_else(|p| p.into_inner());
+            out.write_all(&self.pending[..=end])?;
+            out.flush()?;
+            self.pending.drain(..=end);
+        }
+        Ok(buf.len())
+    }
+
+    /// Whole lines are flushed as they are written; a part waits for its end (a log's output
+    /// always ends with one).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The log read from the pod's files with the reader `GET /logs` uses. Following goes on
