@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{pause, spec, supervisor};
 
 mod apply;
+mod client;
 mod delete;
 mod exec;
 mod get;
@@ -77,6 +78,7 @@ enum Verb {
     ///   podkit proxy --listen 0.0.0.0:8080 --upstream file:///content/current
     #[command(verbatim_doc_comment)]
     Proxy(Box<sidecars::proxy::Args>),
+    Completion(CompletionArgs),
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -98,11 +100,10 @@ enum Verb {
 /// the pod's log files (/run/podkit/pods/NAME/logs/CONTAINER/RESTART.log, CRI format). Progress
 /// (containers started, exited, restarted; events) goes to stderr. The exit code is 0 when every
 /// pod succeeded or was deleted, 1 when one failed.
-///
-/// Examples:
-///   podkit run -f web.yaml
-///   PODKIT_LOG=debug podkit run -f web.yaml
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit run -f web.yaml
+  PODKIT_LOG=debug podkit run -f web.yaml")]
 struct RunArgs {
     /// The manifest: one or more v1 Pods, separated by `---`.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -115,6 +116,56 @@ struct RunArgs {
     /// Do not print the containers' output (it is in the pod's log files either way).
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Durations as kubectl takes them: `200ms`, `10s`, `5m`, `1h`, or several at once (`1h30m`).
+pub(crate) fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let wrong =
+        || format!("{text:?} is not a duration like 200ms, 10s, 5m, 1h30m (units: ms, s, m, h)");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(wrong());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().map_err(|_| wrong())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let millis = match &rest[..unit] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            _ => return Err(wrong()),
+        };
+        rest = &rest[unit..];
+        total += std::time::Duration::from_millis(n.checked_mul(millis).ok_or_else(wrong)?);
+    }
+    Ok(total)
+}
+
+/// Print a shell completion script: podkit's verbs and their flags complete on Tab.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  source <(podkit completion bash)                  (this shell; or put it in ~/.bashrc)
+  podkit completion bash > /etc/bash_completion.d/podkit
+  podkit completion zsh > \"${fpath[1]}/_podkit\"
+  podkit completion fish > ~/.config/fish/completions/podkit.fish")]
+struct CompletionArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completion(args: CompletionArgs) -> anyhow::Result<ExitCode> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(args.shell, &mut command, "podkit", &mut std::io::stdout());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
@@ -191,6 +242,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Proxy(args) => Ok(sidecars::proxy::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), args),
+        Verb::Completion(args) => completion(args),
     }
 }
 
@@ -344,4 +396,21 @@ fn shutdown_on_signal(shutdown: CancellationToken) -> anyhow::Result<tokio::task
         tracing::info!("deleting the pod (signal received)");
         shutdown.cancel();
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_as_kubectl_takes_them() {
+        let parse = super::parse_duration;
+        assert_eq!(parse("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
+        for wrong in ["", "10", "5 m", "1d", "m5"] {
+            let err = parse(wrong).expect_err(wrong);
+            assert!(err.contains("is not a duration like"), "{err}");
+        }
+    }
 }

@@ -5,11 +5,14 @@
 //! - `supervisor.rs`: one pod's pause process and kubelet;
 //! - `pause.rs`: PID 1 of a pod's PID namespace;
 //! - `state.rs`: pods as their state directories show them (what the CLI reads);
+//! - `logs.rs`: containers' logs as kubectl shows them (the supervisor's `GET /logs` and the
+//!   CLI without a supervisor);
 //! - `cli.rs`: the command line.
 //!
 //! The namespaces come from the `netns` crate; the sidecars from `sidecars`.
 
 pub mod cli;
+pub mod logs;
 mod pause;
 pub mod spec;
 pub mod state;

@@ -119,6 +119,11 @@ pub(crate) struct Pod {
     grace_override: Mutex<Option<Duration>>,
     /// The containers' cgroups, where cgroup v2 is mounted.
     cgroup: Option<PodCgroup>,
+    /// Told whenever a log file got new lines or a member is done: wakes `GET /logs` followers.
+    logs_written: tokio::sync::watch::Sender<()>,
+    /// Members that will not run again, and whether the pod's whole lifecycle is over: a log
+    /// follower stops at the end of such a member's file.
+    done: Mutex<(std::collections::HashSet<String>, bool)>,
 }
 
 impl Pod {
@@ -140,6 +145,18 @@ impl Pod {
         let made = self.ns.net().dialer().map_err(|e| e.to_string())?;
         *dialer = Some(made.clone());
         Ok(made)
+    }
+
+    /// `name` will not run again (its loop ended).
+    pub(crate) fn member_done(&self, name: &str) {
+        lock(&self.done).0.insert(name.to_owned());
+        self.logs_written.send_replace(());
+    }
+
+    /// Whether `container` will write no more log lines: it is done, or the whole pod is.
+    pub(crate) fn logs_final(&self, container: &str) -> bool {
+        let done = lock(&self.done);
+        done.1 || done.0.contains(container)
     }
 
     pub(crate) fn volumes(&self) -> MutexGuard<'_, Volumes> {
@@ -265,6 +282,8 @@ async fn run_in(
         echo: options.echo,
         grace_override: Mutex::new(None),
         cgroup: PodCgroup::create(&plan_name(dir), dir),
+        logs_written: tokio::sync::watch::Sender::new(()),
+        done: Mutex::new(Default::default()),
     });
     pod.update(|s| {
         s.event(
@@ -296,6 +315,8 @@ async fn run_in(
         }
     };
     let deleted = lifecycle(&pod, &shutdown).await;
+    lock(&pod.done).1 = true;
+    pod.logs_written.send_replace(());
     ports_stop.cancel();
     for forwarder in ports {
         let _ = forwarder.await;

@@ -1015,6 +1015,159 @@ fn logs_previous_shows_the_run_before_a_restart() {
 }
 
 #[test]
+fn logs_stream_from_the_api_across_a_restart_and_come_from_the_files_once_the_pod_ended() {
+    let Some(pod) = Running::start("logapi", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: vol, emptyDir: {{}}}}]
+  containers:
+  - name: c
+    command: [sh, -c, "if [ -e /podkit-logs-test/{name}/ran ]; then echo second; echo third; exit 0; fi; touch /podkit-logs-test/{name}/ran; echo first; while [ ! -e /podkit-logs-test/{name}/go ]; do sleep 0.05; done; exit 1"]
+    volumeMounts: [{{name: vol, mountPath: /podkit-logs-test/{name}}}]
+  - name: idle
+    command: [sh, -c, "echo idle up; while [ ! -e /podkit-logs-test/{name}/end ]; do sleep 0.05; done"]
+    volumeMounts: [{{name: vol, mountPath: /podkit-logs-test/{name}}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the first run", || pod.log("c", 0).contains("first"));
+    let socket = pod.dir().join("api.sock");
+    let socket = socket.to_str().expect("utf-8");
+
+    // Following through the API: the first run's line comes while it runs, the next run's
+    // after the restart, and the stream ends once the container is done (the pod runs on).
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["logs", "-f", &pod.name, "-c", "c"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("podkit logs -f");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        follower.stdout.take().expect("stdout"),
+    ));
+    let first = lines.next().map(|l| l.expect("read"));
+    assert_eq!(
+        first.as_deref(),
+        Some("first"),
+        "streamed while the run runs"
+    );
+    std::fs::write(pod.dir().join("volumes/vol/go"), "").expect("go");
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert_eq!(rest, ["second", "third"], "across the restart, to the end");
+    assert!(follower.wait().expect("wait").success());
+    assert_eq!(pod.status()["phase"], "Running", "{}", pod.status());
+
+    let curl = |query: &str| {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--unix-socket", socket])
+            .arg(format!("http://podkit/logs?{query}"))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n")
+    };
+    let previous = curl("container=c&previous=true");
+    assert!(
+        previous.starts_with("HTTP/1.1 200 OK") && previous.contains("transfer-encoding: chunked"),
+        "{previous}"
+    );
+    assert!(previous.ends_with("\n\nfirst\n"), "{previous}");
+    let wrong = curl("container=nope");
+    assert!(
+        wrong.starts_with("HTTP/1.1 404")
+            && wrong.contains("container \"nope\" is not valid for pod")
+            && wrong.contains("choose one of: c, idle"),
+        "{wrong}"
+    );
+    let unnamed = curl("tailLines=1");
+    assert!(
+        unnamed.starts_with("HTTP/1.1 400")
+            && unnamed.contains("a container name must be specified"),
+        "{unnamed}"
+    );
+    let bad = curl("container=c&tailLines=many");
+    assert!(
+        bad.starts_with("HTTP/1.1 400")
+            && bad.contains("invalid log option tailLines=\"many\": a whole number"),
+        "{bad}"
+    );
+
+    // --since-time from the second line's own time: that line on. --since 1h: everything.
+    let stamped = podkit(&["logs", &pod.name, "-c", "c", "--timestamps"]);
+    let third_time = stamped
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split(' ').next())
+        .expect("a timestamped line");
+    assert_eq!(
+        podkit(&["logs", &pod.name, "-c", "c", "--since-time", third_time]),
+        "third\n"
+    );
+    assert_eq!(
+        podkit(&["logs", &pod.name, "-c", "c", "--since", "1h"]),
+        "second\nthird\n"
+    );
+    assert_eq!(
+        podkit(&[
+            "logs",
+            &pod.name,
+            "-c",
+            "c",
+            "--since-time",
+            "2999-01-01T00:00:00Z"
+        ]),
+        ""
+    );
+    let usage = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(["logs", &pod.name, "--since", "10 minutes"])
+        .output()
+        .expect("podkit logs");
+    let err = String::from_utf8_lossy(&usage.stderr);
+    assert_eq!(usage.status.code(), Some(2), "a usage error: {err}");
+    assert!(err.contains("is not a duration like"), "{err}");
+
+    // The pod ends; its state is kept and the logs come from its files.
+    std::fs::write(pod.dir().join("volumes/vol/end"), "").expect("end");
+    assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+    assert!(
+        !pod.dir().join("api.sock").exists(),
+        "no supervisor any more"
+    );
+    assert_eq!(
+        podkit(&["logs", &pod.name]),
+        "second\nthird\n",
+        "the first container"
+    );
+    assert_eq!(podkit(&["logs", &pod.name, "-p"]), "first\n");
+    assert_eq!(podkit(&["logs", &pod.name, "-f", "--tail", "1"]), "third\n");
+    assert_eq!(
+        podkit(&["logs", &pod.name, "--all-containers", "--prefix"]),
+        format!(
+            "[pod/{0}/c] second\n[pod/{0}/c] third\n[pod/{0}/idle] idle up\n",
+            pod.name
+        )
+    );
+    let mut followed: Vec<String> = podkit(&["logs", &pod.name, "--all-containers", "-f"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    followed.sort();
+    assert_eq!(followed, ["idle up", "second", "third"], "all at once");
+    let err = podkit_fails(&["logs", &pod.name, "-c", "idle", "--previous"]);
+    assert!(
+        err.contains("previous terminated container \"idle\" in pod"),
+        "{err}"
+    );
+    pod.delete_and_check();
+}
+
+#[test]
 fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     let Some(pod) = Running::start("gc", |name| {
         format!(
@@ -1274,6 +1427,185 @@ spec:
     let err = podkit_fails(&["exec", &pod.name, "-c", "nope", "--", "true"]);
     assert!(err.contains("choose one of: app"), "{err}");
     pod.delete_and_check();
+}
+
+#[test]
+fn exec_it_gives_the_command_a_terminal_and_restores_the_local_one() {
+    let Some(pod) = Running::start("tty", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/app.pid").exists()
+    });
+    // script(1) runs the shell line on a pty of its own: the local terminal podkit sees. The
+    // command inside must get a pty of its own, as its controlling terminal, the local one's
+    // size; podkit's exit code is the command's, and the local terminal's mode comes back.
+    let line = format!(
+        "stty cols 123 rows 45; before=$(stty -g); {} exec -it {} -- sh -c 'tty; stty size; \
+         exec 3</dev/tty && echo controlling terminal; exit 3'; code=$?; \
+         [ \"$before\" = \"$(stty -g)\" ] && echo mode restored; echo exit code $code",
+        env!("CARGO_BIN_EXE_podkit"),
+        pod.name
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    // (script may echo the EOF it reads from /dev/null as ^@ before podkit makes it raw.)
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/dev/pts/"), "tty prints a pty: {text}");
+    for want in [
+        "45 123\n",
+        "controlling terminal\n",
+        "mode restored\n",
+        "exit code 3\n",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in: {text}");
+    }
+
+    // -i alone: stdin reaches the command; without -i it reads nothing.
+    let with_stdin = |flags: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .arg("exec")
+            .args(flags)
+            .args([&pod.name, "--", "sh", "-c", "cat; exit 4"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("podkit exec");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let _ = std::io::Write::write_all(&mut stdin, b"through stdin\n");
+        drop(stdin);
+        let out = child.wait_with_output().expect("wait");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(with_stdin(&["-i"]), (Some(4), "through stdin\n".into()));
+    assert_eq!(with_stdin(&[]), (Some(4), String::new()));
+    pod.delete_and_check();
+}
+
+#[test]
+fn several_cli_calls_at_once_on_one_pod_all_succeed() {
+    let Some(pod) = Running::start("busy", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sh, -c, 'echo up; exec sleep 1000']}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the container", || {
+        pod.dir().join("members/app.pid").exists() && pod.log("app", 0).contains("up")
+    });
+    let name = pod.name.as_str();
+    let calls: Vec<Vec<&str>> = vec![
+        vec!["get", "pods", name],
+        vec!["get", "pod", name, "-o", "json"],
+        vec!["describe", "pod", name],
+        vec!["logs", name],
+        vec!["logs", name, "--tail", "1", "--timestamps"],
+        vec!["exec", name, "--", "uname", "-n"],
+        vec!["exec", name, "--", "sh", "-c", "echo $0", "inside"],
+        vec!["get", "pods"],
+    ];
+    // Eight threads, each making every call five times, in its own order.
+    let results: Vec<Vec<(String, bool, String)>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let calls = &calls;
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    for i in 0..calls.len() * 5 {
+                        let call = &calls[(t + i) % calls.len()];
+                        let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+                            .args(call)
+                            .output()
+                            .expect("run podkit");
+                        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+                            + &String::from_utf8_lossy(&out.stderr);
+                        done.push((call.join(" "), out.status.success(), text));
+                    }
+                    done
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    let mut count = 0;
+    for (call, ok, text) in results.iter().flatten() {
+        count += 1;
+        assert!(ok, "podkit {call} failed: {text}");
+        let want = match call.split(' ').next() {
+            Some("logs") => "up\n",
+            Some("exec") if call.contains("uname") => pod.name.as_str(),
+            Some("exec") => "inside",
+            _ => pod.name.as_str(),
+        };
+        assert!(
+            text.contains(want),
+            "podkit {call}: {want:?} missing in {text}"
+        );
+    }
+    assert_eq!(count, 8 * 8 * 5);
+    let deleted = podkit(&["delete", "pod", &pod.name]);
+    assert_eq!(deleted.trim(), format!("pod \"{}\" deleted", pod.name));
+    assert_eq!(pod.wait_exit(), Some(0));
+    pod.delete_and_check();
+}
+
+#[test]
+fn completion_scripts_and_every_verbs_help_with_examples() {
+    let bash = podkit(&["completion", "bash"]);
+    for verb in [
+        "apply",
+        "get",
+        "describe",
+        "logs",
+        "exec",
+        "delete",
+        "gc",
+        "port-forward",
+        "completion",
+    ] {
+        assert!(bash.contains(verb), "{verb} missing in the bash completion");
+    }
+    assert!(
+        bash.contains("complete -F _podkit"),
+        "a bash completion script"
+    );
+    assert!(podkit(&["completion", "zsh"]).contains("#compdef podkit"));
+    assert!(podkit(&["completion", "fish"]).contains("complete -c podkit"));
+    for verb in [
+        "run",
+        "apply",
+        "get",
+        "describe",
+        "logs",
+        "exec",
+        "delete",
+        "gc",
+        "port-forward",
+        "tail",
+        "puller",
+        "proxy",
+        "completion",
+    ] {
+        let help = podkit(&[verb, "--help"]);
+        assert!(
+            help.contains("Examples:\n  podkit") || help.contains("Examples:\n  source"),
+            "podkit {verb} --help has no examples:\n{help}"
+        );
+    }
 }
 
 #[test]

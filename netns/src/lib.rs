@@ -28,6 +28,7 @@
 //! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
 //! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
+//! - `tty.rs`: terminal window sizes, for a pty given to a command in a pod;
 //! - `sys.rs`: the raw syscalls nix does not wrap;
 //! - `error.rs`: [`Error`].
 
@@ -41,6 +42,7 @@ mod setup;
 mod socket;
 mod spawn;
 mod sys;
+mod tty;
 
 pub use error::{Error, Result};
 pub use kind::NsKind;
@@ -50,6 +52,7 @@ pub use pod::{PodNamespaces, PodNamespacesBuilder};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
+pub use tty::{set_window_size, window_size};
 
 /// The longest name accepted: a Kubernetes pod name is a DNS subdomain of at most 253 bytes.
 pub const MAX_NAME_LEN: usize = 253;

@@ -27,6 +27,7 @@ pub struct Setup {
 enum Step {
     JoinCgroup(Arc<OwnedFd>),
     NewSession,
+    ControllingTerminal,
     NewMountNamespace,
     BindMount {
         src: CString,
@@ -59,6 +60,14 @@ impl Setup {
     /// the group reaches everything it starts (that stays in the group).
     pub fn new_session(mut self) -> Self {
         self.steps.push(Step::NewSession);
+        self
+    }
+
+    /// Equal to `setsid --ctty`: the child leads a new session whose controlling terminal is its
+    /// stdin (a pty's slave end), as a shell under `script` or `docker exec -t` has one: job
+    /// control works and Ctrl-C reaches its foreground job.
+    pub fn controlling_terminal(mut self) -> Self {
+        self.steps.push(Step::ControllingTerminal);
         self
     }
 
@@ -117,6 +126,10 @@ impl Setup {
                 }
                 Step::NewSession => {
                     nix::unistd::setsid()?;
+                }
+                Step::ControllingTerminal => {
+                    nix::unistd::setsid()?;
+                    crate::sys::set_controlling_terminal(0)?;
                 }
                 Step::NewMountNamespace => {
                     nix::sched::unshare(CloneFlags::CLONE_NEWNS)?;

@@ -1,4 +1,5 @@
 //! The crate's only `unsafe`: raw syscalls that nix does not wrap, and the `pre_exec` hook.
+//! (Also podkit's terminal ioctls, for `podkit exec -t`: this is podkit's one place for unsafe.)
 
 #![allow(unsafe_code)]
 
@@ -76,6 +77,54 @@ pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
             0,
         )
     };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The window size of terminal `fd`. See TIOCGWINSZ in ioctl_tty(2).
+pub(crate) fn window_size(fd: BorrowedFd<'_>) -> io::Result<libc::winsize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` through the pointer, which points to a
+    // live, writable winsize of ours; the fd is borrowed, so open for the call.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(size)
+}
+
+/// Sets the window size of terminal `fd` (the kernel sends SIGWINCH to its foreground process
+/// group). See TIOCSWINSZ in ioctl_tty(2).
+pub(crate) fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::Result<()> {
+    // SAFETY: TIOCSWINSZ reads one `struct winsize` through the pointer, which points to a live
+    // winsize borrowed for the call; the fd is borrowed too.
+    let ret = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            size as *const libc::winsize,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes terminal `fd` the controlling terminal of the calling process, which must lead a
+/// session that has none. Async-signal-safe: called between fork and exec. See TIOCSCTTY in
+/// ioctl_tty(2).
+pub(crate) fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int by value (0: do not steal the terminal from another
+    // session) and touches no memory of ours; an invalid fd fails with EBADF.
+    let ret = unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }

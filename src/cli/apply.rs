@@ -9,19 +9,20 @@ use anyhow::{Context, bail};
 use crate::spec::{self, PodPlan};
 use crate::state;
 
+use super::parse_duration;
+
 /// Start the pods of a manifest in the background and return once they run.
 ///
 /// Each pod gets its own supervisor, detached (its own session; its output in the pod's
 /// directory, supervisor.log). Applying the same manifest again changes nothing; a changed
 /// manifest for a pod that exists is refused: pods are immutable, delete the pod first.
-///
-/// Examples:
-///   podkit apply -f web.yaml
-///   podkit apply -f web.yaml --wait=ready --timeout 60s
-///   podkit apply -f web.yaml --dry-run
-///
-/// Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit apply -f web.yaml
+  podkit apply -f web.yaml --wait=ready --timeout 60s
+  podkit apply -f web.yaml --dry-run
+
+Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.")]
 pub struct ApplyArgs {
     /// The manifest: one or more v1 Pods, separated by `---`.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
@@ -194,25 +195,5 @@ fn print_plan(plan: &PodPlan) {
     }
     for field in &plan.ignored {
         println!("  ignored: {field}");
-    }
-}
-
-/// Durations as podkit writes them: `200ms`, `10s`, `5m`, `1h`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 200ms, 10s, 5m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!(
-            "{text:?} is not a duration like 200ms, 10s, 5m (units: ms, s, m, h)"
-        )),
     }
 }

@@ -13,16 +13,15 @@ use crate::state::{self, PodState, TERMINATING};
 ///
 /// A pod whose supervisor died (shown as Unknown) is cleaned up at once: its processes killed,
 /// its mounts and namespace pins removed, with a line for each thing removed.
-///
-/// Examples:
-///   podkit delete pod web
-///   podkit delete -f web.yaml
-///   podkit delete pod web --wait=false
-///   podkit delete pod web --grace-period 5
-///   podkit delete pod web --now
-///
-/// Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit delete pod web
+  podkit delete -f web.yaml
+  podkit delete pod web --wait=false
+  podkit delete pod web --grace-period 5
+  podkit delete pod web --now
+
+Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.")]
 pub struct DeleteArgs {
     /// `pod` (also `pods`, `po`), then the pod names.
     #[arg(value_name = "pod NAME")]
@@ -56,10 +55,9 @@ pub struct DeleteArgs {
 
 /// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
 /// state), with a line for each thing removed.
-///
-/// Examples:
-///   podkit gc
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit gc")]
 pub struct GcArgs {}
 
 pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::ExitCode> {
@@ -157,32 +155,18 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> an
 
 /// `DELETE /pod[?gracePeriodSeconds=N]` on the pod's `api.sock`.
 fn api_delete(dir: &Path, grace: Option<u64>) -> anyhow::Result<()> {
-    use http_body_util::Empty;
-    use hyper::body::Bytes;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let stream =
-            tokio::net::UnixStream::connect(dir.join(crate::supervisor::API_SOCKET)).await?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
-        let uri = match grace {
-            Some(seconds) => format!("/pod?gracePeriodSeconds={seconds}"),
-            None => "/pod".to_owned(),
-        };
-        let request = hyper::Request::delete(uri)
-            .header(hyper::header::HOST, "podkit")
-            .body(Empty::<Bytes>::new())?;
-        let response = sender.send_request(request).await?;
+    let uri = match grace {
+        Some(seconds) => format!("/pod?gracePeriodSeconds={seconds}"),
+        None => "/pod".to_owned(),
+    };
+    super::client::request(dir, hyper::Method::DELETE, &uri, async |response| {
         anyhow::ensure!(
             response.status() == hyper::StatusCode::ACCEPTED,
-            "the API answered {}",
-            response.status()
+            "{}",
+            super::client::error_text(response).await
         );
         Ok(())
-    })
+    })?
 }
 
 pub fn gc(root: &Path, _args: GcArgs) -> anyhow::Result<()> {

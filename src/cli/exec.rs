@@ -1,10 +1,14 @@
-//! `podkit exec`: a command inside a running container.
+//! `podkit exec`: a command inside a running container, with a terminal (`-t`) or stdin
+//! (`-i`) as kubectl gives them.
 
+use std::io::{IsTerminal, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, bail};
 use netns::{Namespace, Namespaces, NsKind, Setup};
+use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::state;
 
@@ -14,14 +18,29 @@ use crate::state;
 /// container's volumes and processes), with its environment and working directory. Its exit code
 /// is podkit's.
 ///
-/// Examples:
-///   podkit exec web -- cat /etc/hostname
-///   podkit exec web -c proxy -- sh -c 'ls /content'
+/// With -it the command gets a terminal of its own (a pty, the size of yours, resized with it)
+/// as its controlling terminal, and your terminal is in raw mode until it ends: for shells and
+/// full-screen programs. With -i alone it reads your stdin; without -i its stdin is empty.
 #[derive(Debug, clap::Args)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = "Examples:
+  podkit exec web -- cat /etc/hostname
+  podkit exec web -c proxy -- sh -c 'ls /content'
+  podkit exec -it web -- sh                       (a shell in the pod; exit to leave)
+  tar c site | podkit exec -i web -- tar x -C /content
+
+Exit codes: the command's own; 128+N when a signal N ended it; 1 when podkit failed (pod or
+container not found or not running, command not started).")]
 pub struct ExecArgs {
     /// The pod.
     pod: String,
+
+    /// Pass stdin to the command.
+    #[arg(short = 'i', long)]
+    stdin: bool,
+
+    /// Give the command a terminal (with -i, when stdin is a terminal).
+    #[arg(short = 't', long)]
+    tty: bool,
 
     /// The container (default: the pod's first container).
     #[arg(short, long)]
@@ -111,19 +130,55 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             (field("Uid:"), field("Gid:"))
         });
     let (uid, gid) = uid_gid.unwrap_or((None, None));
-    let setup = Setup::new()
+    // kubectl's rules: a terminal only with stdin, and only when stdin is one.
+    let tty = match (args.tty, args.stdin) {
+        (true, true) if std::io::stdin().is_terminal() => true,
+        (true, true) => {
+            eprintln!("Unable to use a TTY - input is not a terminal or the right kind of file");
+            false
+        }
+        (true, false) => {
+            eprintln!("Unable to use a TTY without -i (stdin): running without one");
+            false
+        }
+        _ => false,
+    };
+    let mut setup = Setup::new();
+    if tty {
+        setup = setup.controlling_terminal();
+    }
+    let setup = setup
         .chdir(&cwd)?
         .user(uid.filter(|u| *u != 0), gid.filter(|g| *g != 0));
 
     let mut cmd = Command::new(&args.command[0]);
+    let has_term = env.iter().any(|(k, _)| k == "TERM");
     cmd.args(&args.command[1..]).env_clear().envs(env);
-    let mut child = namespaces.spawn_with(&mut cmd, setup).with_context(|| {
+    let failed = || {
         format!(
             "failed to run {:?} in container {container:?}",
             args.command[0]
         )
-    })?;
-    let status = child.wait()?;
+    };
+    let status = if tty {
+        // What the command draws depends on the terminal: tell it which one, as docker does.
+        if !has_term && let Some(term) = std::env::var_os("TERM") {
+            cmd.env("TERM", term);
+        }
+        with_terminal(cmd, |cmd| {
+            namespaces.spawn_with(cmd, setup).with_context(failed)
+        })?
+    } else {
+        cmd.stdin(if args.stdin {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        });
+        let mut child = namespaces
+            .spawn_with(&mut cmd, setup)
+            .with_context(failed)?;
+        child.wait()?
+    };
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         // Killed by a signal: 128 + the signal, as shells report it.
@@ -132,4 +187,137 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
         }
     })
+}
+
+/// Runs `cmd` (started by `spawn`) on a new pty whose slave end is its stdin, stdout and stderr
+/// (the child makes it its controlling terminal), relaying this terminal to the master end in
+/// raw mode, and window size changes with it. The terminal is restored however this ends.
+fn with_terminal(
+    mut cmd: Command,
+    spawn: impl FnOnce(&mut Command) -> anyhow::Result<std::process::Child>,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let stdin = std::io::stdin();
+    let size = netns::window_size(stdin.as_fd()).ok();
+    let pty = nix::pty::openpty(size.as_ref(), None).context("failed to open a pty")?;
+    let slave = |what| {
+        pty.slave
+            .try_clone()
+            .with_context(|| format!("failed to hand the pty to the command's {what}"))
+    };
+    cmd.stdin(slave("stdin")?)
+        .stdout(slave("stdout")?)
+        .stderr(slave("stderr")?);
+    let mut child = spawn(&mut cmd)?;
+    // Only the child holds the slave end now: when it (and what it started) is gone, reading
+    // the master fails with EIO.
+    drop(cmd);
+    drop(pty.slave);
+    let master = pty.master;
+
+    let _raw = RawMode::enter(&stdin)?;
+    // SIGWINCH is taken by a thread of its own (sigwait); blocked here before the threads start,
+    // so every thread inherits the block and the signal waits for that one.
+    let winch = nix::sys::signal::SigSet::from(nix::sys::signal::Signal::SIGWINCH);
+    winch.thread_block().context("failed to block SIGWINCH")?;
+    let resize_master = master.try_clone()?;
+    std::thread::spawn(move || {
+        while winch.wait().is_ok() {
+            if let Ok(size) = netns::window_size(std::io::stdin().as_fd()) {
+                let _ = netns::set_window_size(&resize_master, &size);
+            }
+        }
+    });
+    // Keys to the command, as they come (the local terminal is raw: Ctrl-C is a byte too).
+    let mut to_master = std::fs::File::from(master.try_clone()?);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || to_master.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+    });
+    // The child's end is told through a pipe, so the relay below can wait on both.
+    let (woken, wake) = nix::unistd::pipe().context("failed to make a pipe")?;
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        drop(wake);
+        status
+    });
+    relay(&master, &woken)?;
+    let status = waiter
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread waiting for the command panicked"))??;
+    Ok(status)
+}
+
+/// Copies the pty's output to stdout until the pty is closed (EIO) or, once the command ended
+/// (`woken` readable), what it wrote is drained.
+fn relay(master: &OwnedFd, woken: &OwnedFd) -> anyhow::Result<()> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 16 * 1024];
+    let mut ended = false;
+    loop {
+        if !ended {
+            let mut fds = [
+                PollFd::new(master.as_fd(), PollFlags::POLLIN),
+                PollFd::new(woken.as_fd(), PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::Error::EINTR) => continue,
+                Err(err) => return Err(err).context("failed to wait on the pty"),
+            }
+            ended = fds[1].any().unwrap_or(false);
+            let readable = fds[0].any().unwrap_or(false);
+            if !readable && !ended {
+                continue;
+            }
+            if ended {
+                // Drain without blocking: what the command wrote before it ended.
+                nix::fcntl::fcntl(
+                    master.as_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )?;
+            }
+        }
+        match nix::unistd::read(master.as_fd(), &mut buf) {
+            // Every holder of the slave end closed it: nothing more comes.
+            Ok(0) | Err(nix::Error::EIO) => return Ok(()),
+            // Drained (non-blocking once the command ended).
+            Err(nix::Error::EAGAIN) if ended => return Ok(()),
+            Err(nix::Error::EAGAIN | nix::Error::EINTR) => {}
+            Ok(n) => {
+                out.write_all(&buf[..n])?;
+                out.flush()?;
+            }
+            Err(err) => return Err(err).context("failed to read the pty"),
+        }
+    }
+}
+
+/// The local terminal (stdin) in raw mode, as `stty raw -echo` makes it, until dropped: then
+/// as it was, also when podkit fails or panics on the way.
+struct RawMode {
+    saved: Termios,
+}
+
+impl RawMode {
+    fn enter(stdin: &std::io::Stdin) -> anyhow::Result<RawMode> {
+        let saved =
+            termios::tcgetattr(stdin.as_fd()).context("failed to read the terminal's mode")?;
+        let mut raw = saved.clone();
+        termios::cfmakeraw(&mut raw);
+        termios::tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw)
+            .context("failed to put the terminal in raw mode")?;
+        Ok(RawMode { saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), SetArg::TCSADRAIN, &self.saved);
+    }
 }

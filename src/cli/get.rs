@@ -10,12 +10,11 @@ use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
 use crate::state::{self, PodState};
 
 /// Show pods.
-///
-/// Examples:
-///   podkit get pods
-///   podkit get pod web -o yaml
-///   podkit get pods -o name
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit get pods
+  podkit get pod web -o yaml
+  podkit get pods -o name")]
 pub struct GetArgs {
     /// What to get: `pods` (also `pod`, `po`).
     #[arg(value_name = "pods")]
@@ -30,10 +29,10 @@ pub struct GetArgs {
 }
 
 /// Show the details of pods: containers, conditions, ignored fields, events.
-///
-/// Examples:
-///   podkit describe pod web
 #[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit describe pod web
+  podkit describe pods          (every pod)")]
 pub struct DescribeArgs {
     /// `pod` (also `pods`, `po`).
     #[arg(value_name = "pod")]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Longest line written as one record, as CRI runtimes do (containerd uses 16 KiB).
@@ -21,12 +21,14 @@ struct Record {
 /// Copies `stdout` and `stderr` into the log file at `path` until both end, and when `echo` is
 /// set also to podkit's own stdout as `echo | line` (as `docker compose up` shows its services).
 /// The task ends after the last line is written and flushed: await it before reporting the
-/// run's exit, and no line is lost.
+/// run's exit, and no line is lost. `written` is told after each flush (`GET /logs` followers
+/// wait on it).
 pub fn capture<O, E>(
     path: &Path,
     stdout: O,
     stderr: E,
     echo: Option<String>,
+    written: watch::Sender<()>,
 ) -> std::io::Result<JoinHandle<()>>
 where
     O: AsyncRead + Unpin + Send + 'static,
@@ -43,7 +45,9 @@ where
     ];
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
-        if let Err(err) = write_records(tokio::fs::File::from_std(file), rx, echo).await {
+        let result = write_records(tokio::fs::File::from_std(file), rx, echo, &written).await;
+        written.send_replace(());
+        if let Err(err) = result {
             tracing::error!(path = %path.display(), %err, "failed to write container log");
         }
         for reader in readers {
@@ -106,6 +110,7 @@ async fn write_records(
     file: tokio::fs::File,
     mut rx: mpsc::Receiver<Record>,
     echo: Option<String>,
+    written: &watch::Sender<()>,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::new(file);
     let mut console = tokio::io::stdout();
@@ -128,6 +133,7 @@ async fn write_records(
         // Flush when nothing else is queued: cheap under load, prompt when idle.
         if rx.is_empty() {
             out.flush().await?;
+            written.send_replace(());
         }
     }
     out.flush().await

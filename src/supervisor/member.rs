@@ -44,8 +44,22 @@ pub enum End {
 }
 
 /// Runs `member` until its policy says it is done or `stop` is cancelled. `started` hears once
-/// the first run is up (for native sidecars, which gate the next init container).
+/// the first run is up (for native sidecars, which gate the next init container). Log
+/// followers hear when it is done: no run of it comes after.
 pub async fn run(
+    pod: Arc<Pod>,
+    member: Member,
+    policy: RestartPolicy,
+    stop: CancellationToken,
+    started: Option<oneshot::Sender<()>>,
+) -> End {
+    let name = member.name.clone();
+    let end = runs(pod.clone(), member, policy, stop, started).await;
+    pod.member_done(&name);
+    end
+}
+
+async fn runs(
     pod: Arc<Pod>,
     member: Member,
     policy: RestartPolicy,
@@ -295,7 +309,7 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     let stdout = pipe(stdout.map(OwnedFd::from))?;
     let stderr = pipe(stderr.map(OwnedFd::from))?;
     let echo = pod.echo.then(|| member.name.clone());
-    let logs = logs::capture(&log_path, stdout, stderr, echo)
+    let logs = logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
     // Where `podkit exec` finds the container's current process.
     let members = pod.dir.join("members");
