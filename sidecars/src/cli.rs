@@ -18,6 +18,22 @@ where
     Fut: Future<Output = Result<(), Err>>,
     Err: std::error::Error + Send + Sync + 'static,
 {
+    main_on(command, 2, config, run)
+}
+
+/// [`main`] on a runtime of `workers` threads (`1`: all on the calling thread).
+pub(crate) fn main_on<C, E, R, Fut, Err>(
+    command: &str,
+    workers: usize,
+    config: Result<C, E>,
+    run: R,
+) -> ExitCode
+where
+    E: std::fmt::Display,
+    R: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), Err>>,
+    Err: std::error::Error + Send + Sync + 'static,
+{
     let config = match config {
         Ok(config) => config,
         Err(err) => {
@@ -25,7 +41,7 @@ where
             return ExitCode::from(2);
         }
     };
-    match block_on_until_signal(command, config, run) {
+    match block_on_until_signal(command, workers, config, run) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -34,14 +50,27 @@ where
     }
 }
 
-fn block_on_until_signal<C, R, Fut, Err>(command: &str, config: C, run: R) -> anyhow::Result<()>
+fn block_on_until_signal<C, R, Fut, Err>(
+    command: &str,
+    workers: usize,
+    config: C,
+    run: R,
+) -> anyhow::Result<()>
 where
     R: FnOnce(C, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), Err>>,
     Err: std::error::Error + Send + Sync + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One worker: a current-thread runtime, with no work-stealing scheduler to pay for.
+    let mut builder = match workers {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .context("failed to build the tokio runtime")?;

@@ -2,36 +2,48 @@
 //! the byte count is what the client got), nginx `combined` or JSON. A request cut before it
 //! was answered (client gone, drain timeout) is logged as `499` with the flag `DC`.
 
-use std::io::Write;
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use hyper::header::HeaderValue;
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Version};
 
 use crate::proxy::AccessLog;
 
-/// What the log line says about one request, filled while it is handled.
+/// What the log line says about one request, filled while it is handled. The request's parts
+/// are kept as they came (cheap reference-counted clones), formatted only when the line is
+/// written.
 #[derive(Debug)]
 pub struct Entry {
     /// `--access-log` format.
     pub format: AccessLog,
     /// The client.
     pub peer: SocketAddr,
-    /// `GET /path HTTP/1.1`.
-    pub request_line: String,
-    /// Host header, for the JSON format.
-    pub host: String,
+    /// Request method.
+    pub method: Method,
+    /// Request target (path and query).
+    pub target: Option<PathAndQuery>,
+    /// Request version.
+    pub version: Version,
+    /// Host header (or `:authority`), for the JSON format.
+    pub host: Option<HeaderValue>,
     /// Response status.
     pub status: u16,
-    /// Referer header or `-`.
-    pub referer: String,
-    /// User-Agent header or `-`.
-    pub user_agent: String,
+    /// Referer header.
+    pub referer: Option<HeaderValue>,
+    /// User-Agent header.
+    pub user_agent: Option<HeaderValue>,
     /// Upstream the request went to, or `-`.
-    pub upstream: String,
+    pub upstream: Arc<str>,
     /// Envoy-style response flags (`UF`, `UT`, `NR`, ...) or `-`.
     pub flags: &'static str,
     /// When the request head was read.
@@ -52,61 +64,116 @@ impl Drop for Entry {
     }
 }
 
+/// The line being built, and the time of day of the last line (nginx's `$time_local` in UTC),
+/// formatted once a second instead of per line.
+#[derive(Default)]
+struct Scratch {
+    second: u64,
+    date: String,
+    line: String,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
 impl Entry {
     fn write(&self) {
-        let bytes = self.bytes;
-        let duration = self.start.elapsed().as_secs_f64();
-        let now = jiff::Timestamp::now();
-        let line = match self.format {
-            AccessLog::Off => return,
-            AccessLog::Combined => format!(
-                "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" {:.3} {} {}\n",
-                self.peer.ip(),
-                now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                escape(&self.request_line),
-                self.status,
-                bytes,
-                escape(&self.referer),
-                escape(&self.user_agent),
-                duration,
-                self.upstream,
-                self.flags,
-            ),
+        match self.format {
+            AccessLog::Off => {}
+            AccessLog::Combined => SCRATCH.with(|scratch| {
+                let scratch = &mut *scratch.borrow_mut();
+                let second = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if second != scratch.second || scratch.date.is_empty() {
+                    scratch.second = second;
+                    scratch.date.clear();
+                    let now = jiff::Timestamp::now();
+                    let _ = write!(scratch.date, "{}", now.strftime("%d/%b/%Y:%H:%M:%S +0000"));
+                }
+                let line = &mut scratch.line;
+                line.clear();
+                self.combined(line, &scratch.date);
+                // A full or closed stdout must not fail the request; the line is lost, not
+                // the answer.
+                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+            }),
             AccessLog::Json => {
+                let text = |v: &Option<HeaderValue>| {
+                    v.as_ref()
+                        .map_or("-".into(), |v| String::from_utf8_lossy(v.as_bytes()))
+                        .into_owned()
+                };
                 let mut line = serde_json::json!({
-                    "time": now.to_string(),
+                    "time": jiff::Timestamp::now().to_string(),
                     "remote_addr": self.peer.ip().to_string(),
-                    "request": self.request_line,
-                    "host": self.host,
+                    "request": format!("{} {} {:?}", self.method, self.target(), self.version),
+                    "host": text(&self.host),
                     "status": self.status,
-                    "body_bytes_sent": bytes,
-                    "referer": self.referer,
-                    "user_agent": self.user_agent,
-                    "duration": duration,
-                    "upstream": self.upstream,
+                    "body_bytes_sent": self.bytes,
+                    "referer": text(&self.referer),
+                    "user_agent": text(&self.user_agent),
+                    "duration": self.start.elapsed().as_secs_f64(),
+                    "upstream": &*self.upstream,
                     "flags": self.flags,
                 })
                 .to_string();
                 line.push('\n');
-                line
+                let _ = std::io::stdout().lock().write_all(line.as_bytes());
             }
-        };
-        // A full or closed stdout must not fail the request; the line is lost, not the answer.
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
+        }
+    }
+
+    fn target(&self) -> &str {
+        self.target.as_ref().map_or("/", PathAndQuery::as_str)
+    }
+
+    /// nginx `combined`, then the duration in seconds (millisecond resolution), the upstream
+    /// and the flags.
+    fn combined(&self, line: &mut String, date: &str) {
+        let millis = (self.start.elapsed().as_micros() + 500) / 1000;
+        let _ = write!(line, "{} - - [{date}] \"", self.peer.ip());
+        escape(line, self.method.as_str().as_bytes());
+        line.push(' ');
+        escape(line, self.target().as_bytes());
+        let _ = write!(
+            line,
+            " {:?}\" {} {} \"",
+            self.version, self.status, self.bytes
+        );
+        escape_header(line, &self.referer);
+        line.push_str("\" \"");
+        escape_header(line, &self.user_agent);
+        let _ = writeln!(
+            line,
+            "\" {}.{:03} {} {}",
+            millis / 1000,
+            millis % 1000,
+            self.upstream,
+            self.flags
+        );
     }
 }
 
-/// Escapes `"` and control bytes as nginx does, so a line cannot be forged.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' | '\\' => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c if c.is_control() => out.push_str(&format!("\\x{:02X}", c as u32)),
-            c => out.push(c),
+fn escape_header(line: &mut String, value: &Option<HeaderValue>) {
+    match value {
+        Some(value) => escape(line, value.as_bytes()),
+        None => line.push('-'),
+    }
+}
+
+/// Appends `bytes` with `"`, `\\`, control bytes and bytes outside ASCII as `\xHH`, as nginx
+/// does, so a line cannot be forged.
+fn escape(line: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' | 0..0x20 | 0x7f.. => {
+                let _ = write!(line, "\\x{b:02X}");
+            }
+            _ => line.push(char::from(b)),
         }
     }
-    out
 }
 
 /// A response body that counts what it yields; its entry writes the log line when the body is
@@ -148,5 +215,40 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Logged<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_line_escapes_like_nginx() {
+        // `Off`: dropping it writes nothing.
+        let entry = Entry {
+            format: AccessLog::Off,
+            peer: "[::1]:5000".parse().expect("addr"),
+            method: Method::GET,
+            target: Some(PathAndQuery::from_static("/a?b=%22")),
+            version: Version::HTTP_11,
+            host: None,
+            status: 200,
+            referer: None,
+            user_agent: Some(HeaderValue::from_bytes(b"x\"y\\z\xc3\xa9").expect("value")),
+            upstream: Arc::from("127.0.0.1:8081"),
+            flags: "-",
+            start: Instant::now(),
+            bytes: 5,
+            answered: true,
+        };
+        let mut line = String::new();
+        entry.combined(&mut line, "22/Nov/2026:07:31:00 +0000");
+        let (head, tail) = line.split_at(line.rfind("\" ").expect("duration") + 2);
+        assert_eq!(
+            head,
+            "::1 - - [22/Nov/2026:07:31:00 +0000] \"GET /a?b=%22 HTTP/1.1\" 200 5 \"-\" \
+             \"x\\x22y\\x5Cz\\xC3\\xA9\" "
+        );
+        assert!(tail.ends_with(" 127.0.0.1:8081 -\n"), "{tail}");
     }
 }

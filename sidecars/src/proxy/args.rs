@@ -150,6 +150,16 @@ pub struct Args {
     #[arg(long, value_name = "FILE", env = "PODKIT_PROXY_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// Threads serving connections; `0` is one per CPU this process may run on (its affinity,
+    /// as `taskset` sets it).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        env = "PODKIT_PROXY_WORKERS"
+    )]
+    pub workers: usize,
+
     /// Serve `/healthz`, `/readyz` and `/metrics` on this address.
     #[arg(long, value_name = "ADDR", env = "PODKIT_PROXY_HEALTH_ADDR")]
     pub health_addr: Option<SocketAddr>,

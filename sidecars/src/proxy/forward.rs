@@ -129,29 +129,39 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Headers that describe one connection, never forwarded (RFC 9110 section 7.6.1); names
+/// made once, not parsed per request.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, also the ones `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -171,63 +181,63 @@ fn short(status: StatusCode) -> Response<ProxyBody> {
     response
 }
 
-fn header_str(headers: &HeaderMap, name: HeaderName) -> String {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned()
-}
-
 /// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
 fn forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     tls: bool,
-    host: Option<&str>,
+    host: Option<&HeaderValue>,
     trust: bool,
 ) {
+    use std::fmt::Write as _;
+
     let proto = if tls { "https" } else { "http" };
-    const XFF: &str = "x-forwarded-for";
-    const XFP: &str = "x-forwarded-proto";
-    const XFH: &str = "x-forwarded-host";
-    if !trust {
-        for name in [XFF, XFP, XFH, "forwarded"] {
+    let (xff_previous, forwarded_previous) = if trust {
+        (headers.remove(&X_FORWARDED_FOR), headers.remove(&FORWARDED))
+    } else {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ] {
             headers.remove(name);
         }
-    }
-    let ip = peer.ip().to_string();
-    let xff = match headers.get(XFF).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {ip}"),
-        None => ip.clone(),
+        (None, None)
     };
-    if let Ok(value) = HeaderValue::from_str(&xff) {
-        headers.insert(XFF, value);
+    // Each value is built in one buffer and handed over without a copy.
+    let value = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+    let mut xff = String::with_capacity(64);
+    if let Some(previous) = xff_previous.as_ref().and_then(|v| v.to_str().ok()) {
+        xff.push_str(previous);
+        xff.push_str(", ");
     }
-    if !headers.contains_key(XFP) {
-        headers.insert(XFP, HeaderValue::from_static(proto));
+    let _ = write!(xff, "{}", peer.ip());
+    if let Some(xff) = value(xff) {
+        headers.insert(X_FORWARDED_FOR, xff);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if let Some(host) = host
-        && !headers.contains_key(XFH)
-        && let Ok(value) = HeaderValue::from_str(host)
+        && !headers.contains_key(&X_FORWARDED_HOST)
     {
-        headers.insert(XFH, value);
+        headers.insert(X_FORWARDED_HOST, host.clone());
     }
-    let node = if peer.is_ipv6() {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
-    };
-    let mut element = format!("for={node};proto={proto}");
-    if let Some(host) = host {
-        element.push_str(&format!(";host=\"{host}\""));
+    let mut element = String::with_capacity(96);
+    if let Some(previous) = forwarded_previous.as_ref().and_then(|v| v.to_str().ok()) {
+        element.push_str(previous);
+        element.push_str(", ");
     }
-    let value = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {element}"),
-        None => element,
+    let _ = match peer {
+        SocketAddr::V4(peer) => write!(element, "for={};proto={proto}", peer.ip()),
+        SocketAddr::V6(peer) => write!(element, "for=\"[{}]\";proto={proto}", peer.ip()),
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert("forwarded", value);
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        let _ = write!(element, ";host=\"{host}\"");
+    }
+    if let Some(element) = value(element) {
+        headers.insert(FORWARDED, element);
     }
 }
 
@@ -317,29 +327,27 @@ pub async fn handle(
 ) -> Response<Logged<ProxyBody>> {
     let start = Instant::now();
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri().authority().map(|a| a.to_string()));
+    // Host as the client sent it, or HTTP/2's `:authority`.
+    let host = match req.headers().get(header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let log = shared.config.access_log != crate::proxy::AccessLog::Off;
+    let header = |name| log.then(|| req.headers().get(name).cloned()).flatten();
     let mut entry = Entry {
         format: shared.config.access_log,
         peer,
-        request_line: format!(
-            "{} {} {:?}",
-            req.method(),
-            req.uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-            req.version()
-        ),
-        host: host.clone().unwrap_or_else(|| "-".to_owned()),
+        method: req.method().clone(),
+        target: req.uri().path_and_query().cloned(),
+        version: req.version(),
+        host: host.clone(),
         status: 0,
-        referer: header_str(req.headers(), header::REFERER),
-        user_agent: header_str(req.headers(), header::USER_AGENT),
-        upstream: "-".to_owned(),
+        referer: header(header::REFERER),
+        user_agent: header(header::USER_AGENT),
+        upstream: Arc::from("-"),
         flags: "-",
         start,
         bytes: 0,
@@ -355,19 +363,21 @@ async fn route(
     shared: &Shared,
     peer: SocketAddr,
     tls: bool,
-    host: Option<String>,
+    host: Option<HeaderValue>,
     mut req: Request<hyper::body::Incoming>,
     entry: &mut Entry,
 ) -> Response<ProxyBody> {
-    let Some(route) = shared.table.find(host.as_deref(), req.uri().path()) else {
+    let host_str = host.as_ref().and_then(|h| h.to_str().ok());
+    let Some((route, label)) = shared.table.find_labeled(host_str, req.uri().path()) else {
         entry.flags = "NR";
         return short(StatusCode::NOT_FOUND);
     };
+    entry.upstream = label.clone();
     // The URI's authority picks the pool. HTTP/1.1 upstreams get the client's Host in the Host
     // header and pool by upstream; HTTP/2 sends the URI's authority as `:authority`, which must
     // agree with Host, so those URIs carry the client's host and their connectors ignore it.
     let client_authority = || {
-        host.as_deref()
+        host_str
             .and_then(|h| h.parse::<Authority>().ok())
             .filter(|a| !a.as_str().contains('@'))
     };
@@ -406,26 +416,7 @@ async fn route(
             ),
             None => return short(StatusCode::BAD_GATEWAY),
         },
-        Upstream::File(dir) => {
-            entry.upstream = format!("file://{}", dir.display());
-            return files::serve(dir, &req).await;
-        }
-    };
-    entry.upstream = match &route.upstream {
-        Upstream::Unix(path) => format!("unix:{}", path.display()),
-        Upstream::Http {
-            scheme: Scheme::Http,
-            authority,
-        } => authority.to_string(),
-        Upstream::Http { scheme, authority } => {
-            let name = if *scheme == Scheme::H2c {
-                "h2c"
-            } else {
-                "https"
-            };
-            format!("{name}://{authority}")
-        }
-        Upstream::File(_) => String::new(),
+        Upstream::File(dir) => return files::serve(dir, &req).await,
     };
     if let Some(max) = shared.config.limits.max_body_bytes
         && let Some(length) = req
@@ -468,15 +459,14 @@ async fn route(
         &mut parts.headers,
         peer,
         tls,
-        host.as_deref(),
+        host.as_ref(),
         shared.config.trust_forwarded,
     );
     // Host stays as the client sent it; HTTP/2 clients send :authority instead.
     if !parts.headers.contains_key(header::HOST)
-        && let Some(host) = &host
-        && let Ok(value) = HeaderValue::from_str(host)
+        && let Some(host) = host
     {
-        parts.headers.insert(header::HOST, value);
+        parts.headers.insert(header::HOST, host);
     }
     let path = parts
         .uri
@@ -533,7 +523,7 @@ async fn route(
                 .fetch_add(1, Ordering::Relaxed);
             // As nginx's error log: why, per request (a refused connection, an untrusted
             // certificate, a reset).
-            warn!(upstream = %entry.upstream, error = %chain(&err), "upstream request failed");
+            warn!(client = %peer, upstream = %entry.upstream, error = %chain(&err), "upstream request failed");
             entry.flags = if err.is_connect() { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }
@@ -575,7 +565,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         let peer: SocketAddr = "[::1]:5000".parse().expect("addr");
-        forwarded(&mut headers, peer, false, Some("example.com"), false);
+        let host = HeaderValue::from_static("example.com");
+        forwarded(&mut headers, peer, false, Some(&host), false);
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "example.com");

@@ -1,6 +1,7 @@
 //! The route table: which upstream serves a request, by host and longest path prefix.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// How a route speaks to an HTTP upstream, from its URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +30,29 @@ pub enum Upstream {
     File(PathBuf),
 }
 
+impl Upstream {
+    /// How the access log names it: `127.0.0.1:8081` (as nginx's `$upstream_addr`),
+    /// `h2c://...`, `https://...`, `unix:/PATH`, `file:///DIR`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Http {
+                scheme: Scheme::Http,
+                authority,
+            } => authority.to_string(),
+            Self::Http {
+                scheme: Scheme::H2c,
+                authority,
+            } => format!("h2c://{authority}"),
+            Self::Http {
+                scheme: Scheme::Https,
+                authority,
+            } => format!("https://{authority}"),
+            Self::Unix(path) => format!("unix:{}", path.display()),
+            Self::File(dir) => format!("file://{}", dir.display()),
+        }
+    }
+}
+
 /// One `--route` (or `--upstream`, which is the route `/`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -55,6 +79,8 @@ impl Route {
 #[derive(Debug, Clone)]
 pub struct Table {
     routes: Vec<Route>,
+    /// `Upstream::label` of each route, made once.
+    labels: Vec<Arc<str>>,
 }
 
 impl Table {
@@ -66,29 +92,35 @@ impl Table {
                 std::cmp::Reverse(r.prefix.trim_end_matches('/').len()),
             )
         });
-        Self { routes }
+        let labels = routes.iter().map(|r| r.upstream.label().into()).collect();
+        Self { routes, labels }
     }
 
     /// The route for a request with this Host header (may carry a port) and path.
+    #[cfg(test)]
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(|h| {
-            let h = match h.rsplit_once(':') {
-                Some((name, port)) if !name.ends_with(']') || port.is_empty() => {
-                    if port.bytes().all(|b| b.is_ascii_digit()) {
-                        name
-                    } else {
-                        h
-                    }
+        self.find_labeled(host, path).map(|(route, _)| route)
+    }
+
+    /// The route for a request with this Host header (may carry a port) and path, with its
+    /// upstream's label.
+    pub fn find_labeled(&self, host: Option<&str>, path: &str) -> Option<(&Route, &Arc<str>)> {
+        // The name without its port, compared without case (no allocation per request).
+        let host = host.map(|h| match h.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(']') || port.is_empty() => {
+                if port.bytes().all(|b| b.is_ascii_digit()) {
+                    name
+                } else {
+                    h
                 }
-                Some((name, _)) => name,
-                None => h,
-            };
-            h.to_ascii_lowercase()
+            }
+            Some((name, _)) => name,
+            None => h,
         });
-        self.routes.iter().find(|r| {
+        self.routes.iter().zip(&self.labels).find(|(r, _)| {
             r.host
                 .as_deref()
-                .is_none_or(|want| host.as_deref() == Some(want))
+                .is_none_or(|want| host.is_some_and(|h| h.eq_ignore_ascii_case(want)))
                 && r.matches_path(path)
         })
     }
