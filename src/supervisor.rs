@@ -121,9 +121,15 @@ pub(crate) struct Pod {
     cgroup: Option<PodCgroup>,
     /// Told whenever a log file got new lines or a member is done: wakes `GET /logs` followers.
     logs_written: tokio::sync::watch::Sender<()>,
-    /// Members that will not run again, and whether the pod's whole lifecycle is over: a log
-    /// follower stops at the end of such a member's file.
-    done: Mutex<(std::collections::HashSet<String>, bool)>,
+    /// What log followers wait for: a follower stops at the end of a finished member's file.
+    finished: Mutex<Finished>,
+}
+
+/// Members that will not run again, and whether the pod's whole lifecycle is over.
+#[derive(Debug, Default)]
+struct Finished {
+    members: std::collections::HashSet<String>,
+    pod: bool,
 }
 
 impl Pod {
@@ -149,14 +155,14 @@ impl Pod {
 
     /// `name` will not run again (its loop ended).
     pub(crate) fn member_done(&self, name: &str) {
-        lock(&self.done).0.insert(name.to_owned());
+        lock(&self.finished).members.insert(name.to_owned());
         self.logs_written.send_replace(());
     }
 
     /// Whether `container` will write no more log lines: it is done, or the whole pod is.
     pub(crate) fn logs_final(&self, container: &str) -> bool {
-        let done = lock(&self.done);
-        done.1 || done.0.contains(container)
+        let finished = lock(&self.finished);
+        finished.pod || finished.members.contains(container)
     }
 
     pub(crate) fn volumes(&self) -> MutexGuard<'_, Volumes> {
@@ -283,7 +289,7 @@ async fn run_in(
         grace_override: Mutex::new(None),
         cgroup: PodCgroup::create(&plan_name(dir), dir),
         logs_written: tokio::sync::watch::Sender::new(()),
-        done: Mutex::new(Default::default()),
+        finished: Mutex::new(Finished::default()),
     });
     pod.update(|s| {
         s.event(
@@ -315,7 +321,7 @@ async fn run_in(
         }
     };
     let deleted = lifecycle(&pod, &shutdown).await;
-    lock(&pod.done).1 = true;
+    lock(&pod.finished).pod = true;
     pod.logs_written.send_replace(());
     ports_stop.cancel();
     for forwarder in ports {
