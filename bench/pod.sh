@@ -11,9 +11,11 @@ if [[ " $* " != *" --no-podman "* ]] && ! podman image exists localhost/busybox:
   [ -x "$setup" ] || setup="bash $setup"
   $setup
 fi
-# The supervisor binary is linked statically (glibc's static-pie), as README's install step
-# does: no ld.so, libc and libm pages mapped in every pod (1.9 MiB of its RSS).
-cargo build -q --release --bin podkit
-cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-PODKIT_BIN="$target/release/podkit" cargo bench -q --bench pod -- "$@"
+# The driver (and, with it, podkit and a dynamic podkit-supervise), then the supervisor linked
+# statically (glibc's static-pie), as README's install step does: no ld.so, libc and libm pages
+# mapped in every pod. `cargo bench` would relink it dynamically, so the driver is run directly.
+driver="$(cargo bench -q --bench pod --no-run --message-format=json \
+  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/pod-' | tail -1)"
+cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static
+PODKIT_BIN="$target/release/podkit" "$driver" "$@"
