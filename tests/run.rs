@@ -302,6 +302,40 @@ spec:
 }
 
 #[test]
+fn an_https_readiness_probe_skips_certificate_checks_as_kubelet_does() {
+    let Some(pod) = Running::start("https", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: tls, emptyDir: {{}}}}]
+  containers:
+  - name: tls
+    # A self-signed certificate that no one trusts: kubelet's probes do not check it.
+    command:
+    - sh
+    - -c
+    - >-
+      cd /tls && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1
+      -subj /CN=nobody -keyout k.pem -out c.pem 2>/dev/null &&
+      exec openssl s_server -quiet -accept 8443 -cert c.pem -key k.pem -www
+    readinessProbe: {{httpGet: {{scheme: HTTPS, port: 8443, path: /}}, periodSeconds: 1}}
+    volumeMounts: [{{name: tls, mountPath: /tls}}]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("ready through an HTTPS probe", || {
+        pod.status()["containerStatuses"][0]["ready"] == true
+    });
+    pod.delete_and_check();
+}
+
+#[test]
 fn shared_process_namespace_has_podkit_pause_as_pid_1() {
     let Some(pod) = Running::start("pidns", |name| {
         format!(

@@ -875,13 +875,7 @@ impl Validator {
         let port = self.port(&http.port, &format!("{path}.port"), ports)?;
         let https = match http.scheme.as_deref() {
             None | Some("HTTP") => false,
-            Some("HTTPS") => {
-                self.bad(
-                    &format!("{path}.scheme"),
-                    "HTTPS is not supported by podkit yet: use HTTP or exec",
-                );
-                false
-            }
+            Some("HTTPS") => true,
             Some(other) => {
                 self.bad(
                     &format!("{path}.scheme"),

@@ -22,6 +22,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+mod insecure;
+
 use super::Pod;
 use super::member::environment;
 use super::reaper::Exit;
@@ -47,8 +49,8 @@ pub async fn run_handler(
                 port,
                 path,
                 headers,
-                ..
-            } => http_get(pod, host.as_deref(), *port, path, headers).await,
+                https,
+            } => http_get(pod, host.as_deref(), *port, path, headers, *https).await,
             Handler::TcpSocket { host, port } => {
                 connect(pod, host.as_deref(), *port).await.map(drop)
             }
@@ -156,12 +158,24 @@ async fn http_get(
     port: u16,
     path: &str,
     headers: &[(String, String)],
+    https: bool,
 ) -> Result<(), String> {
     let stream = connect(pod, host, port).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
+    let handshake = |e: hyper::Error| format!("HTTP handshake failed: {e}");
+    let mut sender = if https {
+        let tls = insecure::connect(stream, host.unwrap_or("localhost")).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(handshake)?;
+        tokio::spawn(connection);
+        sender
+    } else {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(handshake)?;
+        tokio::spawn(connection);
+        sender
+    };
     let mut request = hyper::Request::get(path)
         .header(
             hyper::header::HOST,
