@@ -12,7 +12,8 @@ use tokio::net::TcpStream;
 mod support;
 
 use support::{
-    Backend, Binary, DEADLINE, Proxy, Serve, TestCa, checksum, curl, header, tls_server, wait_until,
+    Backend, Binary, DEADLINE, Proxy, Serve, TestCa, checksum, curl, header, tls_server,
+    tls_server_verifying, wait_until,
 };
 
 /// Hop-by-hop headers go, X-Forwarded-* and Forwarded are set (client values replaced), Host
@@ -846,4 +847,45 @@ async fn untrusted_upstream_certificate() -> anyhow::Result<()> {
         .with_context(|| format!("no access log line: {log}"))?;
     assert!(access.ends_with(&format!(" {upstream} UF")), "{access}");
     Ok(())
+}
+
+/// An `https://` upstream that asks for a client certificate: refused (502) without
+/// `--upstream-client-cert`, served with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_client_certificate() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new(dir.path())?;
+    let (client_cert, client_key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    ca.issue_client(&client_cert, &client_key)?;
+    let app = Backend::start_with(
+        "mtls",
+        Serve::Tls(tls_server_verifying(&ca.cert, &ca.key, &ca.ca)?),
+    )
+    .await?;
+    let upstream = format!("https://localhost:{}", app.addr.port());
+    let cacert = ca.ca.display().to_string();
+    let without = Proxy::start(&["--upstream", &upstream, "--upstream-ca", &cacert]).await?;
+    let got = curl(&[], &without.url("/name")).await?;
+    assert_eq!(got.status, 502);
+    without.stop().await?;
+
+    let (cert, key) = (
+        client_cert.display().to_string(),
+        client_key.display().to_string(),
+    );
+    let with = Proxy::start(&[
+        "--upstream",
+        &upstream,
+        "--upstream-ca",
+        &cacert,
+        "--upstream-client-cert",
+        &cert,
+        "--upstream-client-key",
+        &key,
+    ])
+    .await?;
+    let got = curl(&[], &with.url("/name")).await?;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.body, b"mtls");
+    with.stop().await
 }

@@ -58,6 +58,35 @@ pub fn tls_server(
     Ok(Arc::new(config))
 }
 
+/// [`tls_server`] that asks for a client certificate chaining to `client_ca` and refuses
+/// clients without one.
+pub fn tls_server_verifying(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pki_types::CertificateDer::pem_file_iter(client_ca)? {
+        roots.add(ca?)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()?;
+    let chain =
+        rustls_pki_types::CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// A backend app: `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON (with `:version` and `:authority`), `/echo` streams the body
 /// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
@@ -319,6 +348,20 @@ impl TestCa {
         };
         this.issue("first")?;
         Ok(this)
+    }
+
+    /// Issues a client certificate (extended key usage clientAuth) into `cert` and `key`.
+    pub fn issue_client(&self, cert: &Path, key: &Path) -> anyhow::Result<()> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "podkit-proxy");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let pair = rcgen::KeyPair::generate()?;
+        let issued = params.signed_by(&pair, &self.issuer)?;
+        std::fs::write(cert, issued.pem())?;
+        std::fs::write(key, pair.serialize_pem())?;
+        Ok(())
     }
 
     /// Issues a leaf for `localhost` and 127.0.0.1 with this common name and replaces the
