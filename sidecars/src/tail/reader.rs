@@ -193,6 +193,10 @@ pub(crate) fn spawn(
 }
 
 /// Wakes the reader on file system events; marks a rescan for anything but a data change.
+///
+/// `notify` also watches opens (`IN_OPEN`), and the reader's own scans open the watched
+/// directories: waking on those would rescan forever, idle or not. Opens and closes carry no
+/// news (a write is also a `Modify`), so `Access` events are ignored.
 fn watcher(
     wake: SyncSender<()>,
     rescan: Arc<AtomicBool>,
@@ -200,6 +204,12 @@ fn watcher(
     use notify::EventKind;
     use notify::event::ModifyKind;
     notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(ev) = &event
+            && matches!(ev.kind, EventKind::Access(_))
+            && !ev.need_rescan()
+        {
+            return;
+        }
         let data_only = match &event {
             Ok(ev) => {
                 matches!(ev.kind, EventKind::Modify(ModifyKind::Data(_))) && !ev.need_rescan()
