@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint, State};
 use crate::tail::discover::Matcher;
-use crate::tail::lines::{LineReader, Record};
+use crate::tail::lines::{LineReader, Lines, Record};
 use crate::tail::{Config, Metrics, ReadFrom};
 
 /// What the reader tells the sink, in file order.
@@ -49,6 +49,8 @@ pub(crate) enum Event {
     Open { id: u64, entry: Entry },
     /// A record.
     Record(Record),
+    /// Complete lines as they are in the file (raw input to the raw stdout sink).
+    Lines(Lines),
     /// A stream was read to its end and closed: drop its checkpoint once the records before
     /// are accepted.
     Close { id: u64 },
@@ -61,6 +63,9 @@ pub(crate) type Chunk = Vec<Event>;
 const CHUNK_RECORDS: usize = 1024;
 /// Most bytes read into one chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes asked for by one read(2): a chunk's worth, so a file growing fast costs a few
+/// syscalls per MiB.
+const READ_BYTES: usize = CHUNK_BYTES;
 /// Most bytes read from one file in a pass, so a busy file does not starve the others.
 const PASS_BYTES: u64 = 4 * 1024 * 1024;
 /// How long an offset reached in a truncated file is remembered, waiting for its copy.
@@ -132,7 +137,7 @@ struct Reader {
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
     out: Chunk,
-    /// The read buffer, reused.
+    /// The read buffer, reused; zeroed only when it grows.
     buf: Vec<u8>,
     out_records: usize,
     out_bytes: usize,
@@ -309,9 +314,16 @@ impl Reader {
     }
 
     fn emit(&mut self, event: Event) {
-        if let Event::Record(rec) = &event {
-            self.out_records += rec.lines as usize;
-            self.out_bytes += rec.message.len();
+        match &event {
+            Event::Record(rec) => {
+                self.out_records += 1;
+                self.out_bytes += rec.message.len();
+            }
+            Event::Lines(lines) => {
+                self.out_records += lines.count as usize;
+                self.out_bytes += lines.bytes.len();
+            }
+            Event::Open { .. } | Event::Close { .. } => {}
         }
         self.out.push(event);
         if self.out_records >= CHUNK_RECORDS || self.out_bytes >= CHUNK_BYTES {
@@ -321,8 +333,12 @@ impl Reader {
     }
 
     fn emit_records(&mut self, records: Vec<Record>) {
-        let lines: u64 = records.iter().map(|r| u64::from(r.lines)).sum();
-        self.metrics.lines_read.fetch_add(lines, Ordering::Relaxed);
+        if records.is_empty() {
+            return;
+        }
+        self.metrics
+            .lines_read
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         for rec in records {
             self.emit(Event::Record(rec));
         }
@@ -726,29 +742,64 @@ impl Reader {
             let (id, entry) = (t.id, t.entry());
             self.emit(Event::Open { id, entry });
         }
-        // One read buffer for all files (allocating and zeroing 64 KiB per file per pass costs
-        // more than the reads when hundreds of rotated files are open).
+        // One read buffer for all files (allocating and zeroing it per file per pass costs more
+        // than the reads when hundreds of rotated files are open).
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(64 * 1024, 0);
         let mut read = 0;
         // Nothing new (the common case for rotated files waiting to be closed): skip the read.
         let nothing_new = size <= t.offset;
         while !nothing_new && read < PASS_BYTES {
-            match t.file.read_at(&mut buf, t.offset) {
-                Ok(0) => break,
-                Ok(n) => {
-                    t.lines.push(&buf[..n], now, &mut records);
+            // The fast path reads after the partial line, so complete lines are one slice.
+            let carried = if t.lines.blocks() {
+                t.lines.partial().len()
+            } else {
+                0
+            };
+            if buf.len() < carried + READ_BYTES {
+                buf.resize(carried + READ_BYTES, 0);
+            }
+            if carried > 0 {
+                buf[..carried].copy_from_slice(t.lines.partial());
+                t.lines.clear_partial();
+            }
+            match t
+                .file
+                .read_at(&mut buf[carried..carried + READ_BYTES], t.offset)
+            {
+                Ok(n) if n > 0 => {
                     t.offset += n as u64;
                     read += n as u64;
                     self.metrics
                         .bytes_read
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    if t.lines.blocks() {
+                        let data = &buf[..carried + n];
+                        if let Some(lines) = t.lines.push_bytes(data, now, &mut records) {
+                            self.metrics
+                                .lines_read
+                                .fetch_add(lines.count, Ordering::Relaxed);
+                            self.emit(Event::Lines(lines));
+                        }
+                    } else {
+                        t.lines.push(&buf[..n], now, &mut records);
+                    }
                     self.emit_records(std::mem::take(&mut records));
+                    // A short read is the end of the file for now: no second read to learn it.
+                    if n < READ_BYTES {
+                        break;
+                    }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    warn!(?err, path = ?t.path, "failed to read log file; will retry");
-                    break;
+                result => {
+                    // Nothing read: the partial line goes back where it was.
+                    t.lines.push(&buf[..carried], now, &mut records);
+                    match result {
+                        Ok(_) => break,
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(err) => {
+                            warn!(?err, path = ?t.path, "failed to read log file; will retry");
+                            break;
+                        }
+                    }
                 }
             }
         }
