@@ -31,13 +31,22 @@ pub enum Error {
     /// The stdout sink writes to its own copy of fd 1 (no line buffering).
     #[error("failed to duplicate stdout (fd 1) for the stdout sink")]
     Stdout(#[source] std::io::Error),
-    /// Only `http://` URLs are supported.
-    #[error("failed to use {flag} {url}: only http:// URLs are supported")]
+    /// Only `http://` and `https://` URLs are supported.
+    #[error("failed to use {flag} {url}: only http:// and https:// URLs are supported")]
     Scheme {
         /// The flag that gave the URL.
         flag: &'static str,
         /// The URL.
         url: String,
+    },
+    /// The TLS client configuration (`--ca-file`, `--client-cert`, `--client-key`) is unusable.
+    #[error("failed to set up TLS for {url}")]
+    Tls {
+        /// The sink URL.
+        url: String,
+        /// Cause, naming the file.
+        #[source]
+        source: crate::client_tls::Error,
     },
 }
 
@@ -118,7 +127,11 @@ impl Sink {
             SinkConfig::Stdout { output } => {
                 Sink::Stdout(stdout::Stdout::new(*output).map_err(Error::Stdout)?)
             }
-            other => Sink::Http(Box::new(http::Http::new(other, config.request_timeout)?)),
+            other => Sink::Http(Box::new(http::Http::new(
+                other,
+                &config.tls,
+                config.request_timeout,
+            )?)),
         })
     }
 
