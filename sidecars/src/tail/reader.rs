@@ -273,13 +273,19 @@ impl Reader {
                 next_poll = now + self.config.poll_interval;
             }
             self.decide_held(now);
-            self.read_all(now);
+            let backlog = self.read_all(now);
             self.close_gone(now);
             if !self.send() {
                 break;
             }
             let deadline = self.deadline().map_or(next_poll, |d| d.min(next_poll));
-            let wait = deadline.saturating_duration_since(Instant::now());
+            // A file left unread after its share of the pass (`PASS_BYTES`) is read again at
+            // once: its growth may have been announced already, and no event is coming.
+            let wait = if backlog {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
             match wake_rx.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -710,19 +716,25 @@ impl Reader {
         }
     }
 
-    fn read_all(&mut self, now: Instant) {
+    /// One read pass over every followed file; true if some file stopped at its share of the
+    /// pass (`PASS_BYTES`) with more to read.
+    fn read_all(&mut self, now: Instant) -> bool {
         let keys: Vec<_> = self.files.keys().copied().collect();
-        let mut unread = 0;
+        let (mut unread, mut backlog) = (0, false);
         for key in keys {
-            unread += self.read_file(key, now);
+            let (left, full) = self.read_file(key, now);
+            unread += left;
+            backlog |= full && left > 0;
         }
         self.metrics.unread_bytes.store(unread, Ordering::Relaxed);
+        backlog
     }
 
-    /// Reads what is new in one file; returns the bytes left unread.
-    fn read_file(&mut self, key: (u64, u64), now: Instant) -> u64 {
+    /// Reads what is new in one file; returns the bytes left unread and whether the read
+    /// stopped at `PASS_BYTES`.
+    fn read_file(&mut self, key: (u64, u64), now: Instant) -> (u64, bool) {
         let Some(mut t) = self.files.remove(&key) else {
-            return 0;
+            return (0, false);
         };
         let mut records = Vec::new();
         let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.size);
@@ -821,7 +833,7 @@ impl Reader {
         self.emit_records(records);
         let unread = size.saturating_sub(t.offset);
         self.files.insert(key, t);
-        unread
+        (unread, read >= PASS_BYTES)
     }
 
     /// Whether the first bytes changed (the file was truncated and rewritten past our offset).
