@@ -171,7 +171,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
 
-    /// Read chunks (up to 1024 lines or 256 KiB each) that may wait for the sink.
+    /// Read chunks (1024 records or 256 KiB each, plus at most one read) that may wait for the
+    /// sink.
     #[arg(
         long,
         value_name = "N",
