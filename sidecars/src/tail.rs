@@ -81,7 +81,7 @@ pub enum SinkConfig {
     },
     /// POST of gzip-compressed JSON lines (one object per record) to `url`.
     Http {
-        /// Full URL, `http://` only.
+        /// Full URL, `http://` or `https://` (see [`Config::tls`]).
         url: hyper::Uri,
     },
     /// The Loki push API (`/loki/api/v1/push`, JSON).
@@ -144,6 +144,8 @@ pub struct Config {
     pub format: Format,
     /// Destination.
     pub sink: SinkConfig,
+    /// Trust and client identity for an `https://` sink.
+    pub tls: crate::client_tls::ClientTls,
     /// Batching.
     pub batch: BatchConfig,
     /// Retry.

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 #[path = "tail/support.rs"]
 mod support;
 
-use support::{Logrotate, Loki, Tailer, Writer, check_numbers, line, wait_until, wait_until_async};
+use support::{
+    Logrotate, Loki, Tailer, TestCa, Writer, check_numbers, line, wait_until, wait_until_async,
+};
 
 const LINES: u64 = 20_000;
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -489,5 +491,129 @@ async fn http_and_elasticsearch_sinks() -> anyhow::Result<()> {
             pair[1]
         );
     }
+    Ok(())
+}
+
+/// An `https://` sink with `--ca-file` and a client certificate. The receiver first presents a
+/// certificate from a CA the tailer does not trust: the send fails, the log names the TLS cause
+/// and the batch is retried. Then it presents one from the `--ca-file` CA and requires the
+/// tailer's `--client-cert`: every line arrives, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sink_trusts_only_its_ca_file_and_retries() -> anyhow::Result<()> {
+    use std::sync::Mutex;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("app.log");
+    const COUNT: u64 = 200;
+    let data: String = (0..COUNT).map(|n| format!("{}\n", line(n))).collect();
+    std::fs::write(&log, &data)?;
+
+    let ca = TestCa::new("podkit tail test CA")?;
+    let stranger = TestCa::new("a CA the tailer does not trust")?;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.pem)?;
+    let (cert, key) = ca.issue("podkit-tail")?;
+    let (cert_file, key_file) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    std::fs::write(&cert_file, cert)?;
+    std::fs::write(&key_file, key)?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("https://127.0.0.1:{}/ingest", listener.local_addr()?.port());
+    let tls = Arc::new(Mutex::new(stranger.server_config(None)?));
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let receiver = support::Recorder::default();
+    let stop = CancellationToken::new();
+    tokio::spawn(receiver.clone().run_tls(
+        listener,
+        tls.clone(),
+        refused.clone(),
+        "",
+        stop.clone(),
+    ));
+
+    let stderr = dir.path().join("stderr");
+    let path = |p: &std::path::Path| p.display().to_string();
+    let tailer = Tailer::spawn(
+        &[
+            "--path",
+            &path(&log),
+            "--http",
+            &url,
+            "--ca-file",
+            &path(&ca_file),
+            "--client-cert",
+            &path(&cert_file),
+            "--client-key",
+            &path(&key_file),
+            "--retry-max",
+            "200ms",
+        ],
+        &stderr,
+    )?;
+    let log_text = || std::fs::read_to_string(&stderr).unwrap_or_default();
+    wait_until_async("the TLS error in the tailer's log", DEADLINE, || {
+        log_text()
+            .lines()
+            .filter(|l| l.contains("failed to ship batch; retrying"))
+            .count()
+            >= 2
+    })
+    .await
+    .with_context(|| format!("tailer log:\n{}", log_text()))?;
+    let failure = log_text()
+        .lines()
+        .find(|l| l.contains("failed to ship batch; retrying"))
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        failure.contains(&url) && failure.contains("invalid peer certificate: UnknownIssuer"),
+        "the error does not name the URL and the TLS cause: {failure}"
+    );
+    ensure!(
+        receiver.json_lines().is_empty(),
+        "lines were accepted over an untrusted connection"
+    );
+
+    *tls.lock().expect("tls lock") = ca.server_config(Some(&ca))?;
+    wait_until_async("every line over TLS", DEADLINE, || {
+        receiver.json_lines().len() as u64 >= COUNT
+    })
+    .await
+    .with_context(|| format!("tailer log:\n{}", log_text()))?;
+    let (code, _) = tokio::task::spawn_blocking(move || tailer.terminate()).await??;
+    stop.cancel();
+    ensure!(code == Some(0), "exit code {code:?}");
+    let messages: Vec<String> = receiver
+        .json_lines()
+        .iter()
+        .map(|doc| doc["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    check_numbers(&messages, COUNT, true)?;
+    ensure!(
+        !refused.lock().expect("refused lock").is_empty(),
+        "the receiver saw no refused handshake"
+    );
+
+    // A CA file that cannot be read stops the tailer at startup, naming the file.
+    let missing = dir.path().join("missing-ca.pem");
+    let err = sidecars::tail::run(
+        config(&[
+            "--path",
+            &path(&log),
+            "--loki",
+            "https://127.0.0.1:1",
+            "--ca-file",
+            &path(&missing),
+        ]),
+        CancellationToken::new(),
+    )
+    .await
+    .err()
+    .context("a missing --ca-file was accepted")?;
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    ensure!(
+        chain.contains("failed to set up TLS for https://127.0.0.1:1/loki/api/v1/push")
+            && chain.contains(&format!("{missing:?}")),
+        "{chain}"
+    );
     Ok(())
 }

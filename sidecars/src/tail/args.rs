@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client_tls::ClientTls;
 use crate::tail::{BatchConfig, Config, Format, Output, ReadFrom, RetryConfig, SinkConfig};
 
 /// Follow log files through rotation and ship every line.
@@ -66,11 +67,12 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "raw", env = "PODKIT_TAIL_OUTPUT")]
     pub output: Output,
 
-    /// Ship to this URL as gzip-compressed JSON lines (POST), instead of stdout.
+    /// Ship to this URL (`http://` or `https://`) as gzip-compressed JSON lines (POST), instead
+    /// of stdout.
     #[arg(long, value_name = "URL", env = "PODKIT_TAIL_HTTP", conflicts_with_all = ["loki", "elasticsearch"])]
     pub http: Option<String>,
 
-    /// Ship to Loki (push API, JSON), e.g. `http://127.0.0.1:3100`.
+    /// Ship to Loki (push API, JSON), e.g. `http://127.0.0.1:3100` or `https://...`.
     #[arg(
         long,
         value_name = "URL",
@@ -88,7 +90,7 @@ pub struct Args {
     )]
     pub labels: Vec<String>,
 
-    /// Ship to Elasticsearch (`_bulk`, NDJSON), e.g. `http://127.0.0.1:9200`.
+    /// Ship to Elasticsearch (`_bulk`, NDJSON), e.g. `http://127.0.0.1:9200` or `https://...`.
     #[arg(long, value_name = "URL", env = "PODKIT_TAIL_ELASTICSEARCH")]
     pub elasticsearch: Option<String>,
 
@@ -100,6 +102,29 @@ pub struct Args {
         env = "PODKIT_TAIL_ES_INDEX"
     )]
     pub es_index: String,
+
+    /// For an `https://` sink: trust only the CA certificates of this PEM file (default: the
+    /// system's roots).
+    #[arg(long, value_name = "FILE", env = "PODKIT_TAIL_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// For an `https://` sink that asks for one: a PEM client certificate (chain).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PODKIT_TAIL_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// The PEM private key of `--client-cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "PODKIT_TAIL_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    pub client_key: Option<PathBuf>,
 
     /// Most records in one batch.
     #[arg(
@@ -146,7 +171,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
 
-    /// Read chunks (up to 1024 lines or 256 KiB each) that may wait for the sink.
+    /// Read chunks (1024 records or 256 KiB each, plus at most one read) that may wait for the
+    /// sink.
     #[arg(
         long,
         value_name = "N",
@@ -194,8 +220,10 @@ pub enum ArgsError {
         #[source]
         source: regex::Error,
     },
-    /// A sink URL does not parse or is not `http://`.
-    #[error("invalid {flag} {url:?}: expected an http:// URL such as http://127.0.0.1:3100")]
+    /// A sink URL does not parse or is not `http://` or `https://`.
+    #[error(
+        "invalid {flag} {url:?}: expected an http:// or https:// URL such as http://127.0.0.1:3100"
+    )]
     Url {
         /// The flag.
         flag: &'static str,
@@ -211,6 +239,12 @@ pub enum ArgsError {
     /// `--label` without `--loki`.
     #[error("--label only applies to --loki")]
     LabelWithoutLoki,
+    /// A TLS flag without an `https://` sink.
+    #[error("{flag} only applies to an https:// --http, --loki or --elasticsearch URL")]
+    TlsWithoutHttps {
+        /// The flag.
+        flag: &'static str,
+    },
     /// A zero where a positive number is needed.
     #[error("invalid {flag} 0: must be at least 1")]
     Zero {
@@ -251,7 +285,7 @@ fn url(flag: &'static str, url: &str) -> Result<hyper::Uri, ArgsError> {
         url: url.to_owned(),
     };
     let uri: hyper::Uri = url.parse().map_err(|_| err())?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(err());
     }
     Ok(uri)
@@ -309,6 +343,24 @@ impl TryFrom<Args> for Config {
                 output: args.output,
             }
         };
+        let https = match &sink {
+            SinkConfig::Stdout { .. } => false,
+            SinkConfig::Http { url }
+            | SinkConfig::Loki { url, .. }
+            | SinkConfig::Elasticsearch { url, .. } => url.scheme_str() == Some("https"),
+        };
+        for (flag, given) in [
+            ("--ca-file", args.ca_file.is_some()),
+            ("--client-cert", args.client_cert.is_some()),
+        ] {
+            if given && !https {
+                return Err(ArgsError::TlsWithoutHttps { flag });
+            }
+        }
+        let tls = ClientTls {
+            ca_file: args.ca_file,
+            identity: args.client_cert.zip(args.client_key),
+        };
         for (flag, value) in [
             ("--max-line-bytes", args.max_line_bytes),
             ("--batch-lines", args.batch_lines),
@@ -333,6 +385,7 @@ impl TryFrom<Args> for Config {
             max_line_bytes: args.max_line_bytes,
             format: args.format,
             sink,
+            tls,
             batch: BatchConfig {
                 max_lines: args.batch_lines,
                 max_bytes: args.batch_bytes,
@@ -374,6 +427,41 @@ mod tests {
         assert!(err.to_string().contains("--multiline-start"), "{err}");
         let err = config(&["--path", "/x/*.log", "--label", "k=v"]).expect_err("label");
         assert!(err.to_string().contains("--label"), "{err}");
+        let err = config(&[
+            "--path",
+            "/x/*.log",
+            "--http",
+            "http://127.0.0.1:1",
+            "--ca-file",
+            "/ca.pem",
+        ])
+        .expect_err("--ca-file without https");
+        assert!(
+            err.to_string().starts_with("--ca-file only applies"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn https_sinks_take_tls_flags() {
+        let c = config(&[
+            "--path",
+            "/x/*.log",
+            "--elasticsearch",
+            "https://127.0.0.1:9200",
+            "--ca-file",
+            "/ca.pem",
+            "--client-cert",
+            "/c.pem",
+            "--client-key",
+            "/k.pem",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert!(c.tls.identity.is_some());
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //!
 //! Every record carries `end`, the file offset just after its last byte: the checkpoint may
 //! advance there once the sink accepted it. Pending data is never checkpointed.
+//!
+//! Raw input to the raw stdout sink takes a fast path (`LineReader::push_bytes`): the complete
+//! lines of a read travel to the sink as one [`Lines`] slice, not split into records, so the
+//! tailer moves bytes about as cheaply as `tail -F` does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
 
 use crate::tail::Format;
 
@@ -35,13 +41,23 @@ pub(crate) struct Record {
     pub(crate) message: String,
     /// The parsed object for `--format json`.
     pub(crate) fields: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Lines in `message`: more than 1 only on the raw-to-stdout fast path, where contiguous
-    /// lines of one read travel as one record joined by `\n` (the output is the same).
-    pub(crate) lines: u32,
 }
 
-/// Most bytes in one block record of the fast path.
-const BLOCK_MAX: usize = 64 * 1024;
+/// Complete lines of one read, as they are in the file (each ends with `\n`): the fast path of
+/// raw input to the raw stdout sink.
+#[derive(Debug, Clone)]
+pub(crate) struct Lines {
+    /// Stream (file content) they came from, for checkpoints.
+    pub(crate) stream: u64,
+    /// File offset of the first byte.
+    pub(crate) offset: u64,
+    /// File offset just after the last newline.
+    pub(crate) end: u64,
+    /// How many lines.
+    pub(crate) count: u64,
+    /// The lines, valid UTF-8 (invalid sequences replaced, as in [`Record::message`]).
+    pub(crate) bytes: Bytes,
+}
 
 /// Per-file state of the three stages.
 #[derive(Debug)]
@@ -63,7 +79,7 @@ pub(crate) struct LineReader {
     pending_since: Option<Instant>,
     /// When the bytes being split were read.
     read_time: SystemTime,
-    /// Raw input, no multiline, raw stdout: lines may be blocked together (see `Record::lines`).
+    /// Raw input, no multiline, raw stdout: complete lines go out as [`Lines`].
     block: bool,
 }
 
@@ -116,24 +132,72 @@ impl LineReader {
         self.path = path;
     }
 
-    /// Feeds bytes read at the current end of the stream.
+    /// Whether complete lines may go out as [`Lines`] (see [`LineReader::push_bytes`]).
+    pub(crate) fn blocks(&self) -> bool {
+        self.block
+    }
+
+    /// Fast path: the pending partial line. The reader puts it in front of the next read (and
+    /// calls [`clear_partial`](Self::clear_partial)) so that complete lines are one slice.
+    pub(crate) fn partial(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// See [`partial`](Self::partial); the partial line is given back by the next push.
+    pub(crate) fn clear_partial(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Fast path: `data` is the partial line taken with [`partial`](Self::partial) followed by
+    /// the bytes read after it. Every complete line of `data` goes out as one [`Lines`] (one
+    /// copy, no per-line work but a newline count); the rest waits as the partial line. Falls
+    /// back to [`push`](Self::push) when a line is longer than `max_line_bytes` (it has to be
+    /// cut). Records the fallback makes follow the returned lines.
+    pub(crate) fn push_bytes(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        out: &mut Vec<Record>,
+    ) -> Option<Lines> {
+        debug_assert!(self.block && self.buf.is_empty());
+        self.read_time = SystemTime::now();
+        let Some(last) = memchr::memrchr(b'\n', data) else {
+            self.push(data, now, out);
+            return None;
+        };
+        if longest_line_exceeds(&data[..last], self.max_line_bytes) {
+            self.push(data, now, out);
+            return None;
+        }
+        let (complete, rest) = data.split_at(last + 1);
+        let bytes = match std::str::from_utf8(complete) {
+            Ok(_) => Bytes::copy_from_slice(complete),
+            Err(_) => Bytes::from(String::from_utf8_lossy(complete).into_owned()),
+        };
+        let offset = self.buf_start;
+        self.buf_start = offset + complete.len() as u64;
+        self.buf_since = None;
+        let lines = Lines {
+            stream: self.stream,
+            offset,
+            end: self.buf_start,
+            count: count_newlines(complete) as u64,
+            bytes,
+        };
+        if !rest.is_empty() {
+            self.push(rest, now, out);
+        }
+        Some(lines)
+    }
+
+    /// Feeds bytes read at the current end of the stream, line by line.
     pub(crate) fn push(&mut self, mut data: &[u8], now: Instant, out: &mut Vec<Record>) {
         // One clock read per read call, not per line.
         self.read_time = SystemTime::now();
-        if self.block && self.buf.is_empty() {
-            data = self.push_block(data, out);
-        }
         while !data.is_empty() {
             let room = self.max_line_bytes - self.buf.len();
             let window = &data[..data.len().min(room + 1)];
             match memchr::memchr(b'\n', window) {
-                Some(i) if i <= room && self.block && self.buf.is_empty() => {
-                    let start = self.buf_start;
-                    self.buf_start = start + i as u64 + 1;
-                    self.buf_since = None;
-                    self.block_line(&data[..i], start, out);
-                    data = &data[i + 1..];
-                }
                 Some(i) if i <= room => {
                     self.buf.extend_from_slice(&data[..i]);
                     let len = self.buf.len() as u64;
@@ -156,62 +220,6 @@ impl LineReader {
                 }
             }
         }
-    }
-
-    /// Fast path: every complete line of `data` at once, when none is longer than
-    /// `max_line_bytes`. Returns what is left (a partial last line, or everything if a line is
-    /// too long and has to be cut by the line-by-line path).
-    fn push_block<'a>(&mut self, data: &'a [u8], out: &mut Vec<Record>) -> &'a [u8] {
-        let Some(last) = memchr::memrchr(b'\n', data) else {
-            return data;
-        };
-        let region = &data[..last];
-        let (mut prev, mut count) = (0, 1u32);
-        for nl in memchr::memchr_iter(b'\n', region) {
-            if nl - prev > self.max_line_bytes {
-                return data;
-            }
-            prev = nl + 1;
-            count += 1;
-        }
-        if region.len() - prev > self.max_line_bytes {
-            return data;
-        }
-        let start = self.buf_start;
-        self.buf_start = start + last as u64 + 1;
-        self.buf_since = None;
-        self.block_lines(region, count, start, out);
-        &data[last + 1..]
-    }
-
-    /// Fast path: appends complete lines `[start, buf_start)` to the last record when contiguous.
-    fn block_line(&mut self, line: &[u8], start: u64, out: &mut Vec<Record>) {
-        self.block_lines(line, 1, start, out);
-    }
-
-    fn block_lines(&mut self, lines: &[u8], count: u32, start: u64, out: &mut Vec<Record>) {
-        let text = String::from_utf8_lossy(lines);
-        if let Some(last) = out.last_mut()
-            && last.end == start
-            && last.message.len() + text.len() < BLOCK_MAX
-        {
-            last.message.push('\n');
-            last.message.push_str(&text);
-            last.end = self.buf_start;
-            last.lines += count;
-            return;
-        }
-        out.push(Record {
-            stream: self.stream,
-            path: self.path.clone(),
-            offset: start,
-            end: self.buf_start,
-            time: self.read_time,
-            source: None,
-            message: text.into_owned(),
-            fields: None,
-            lines: count,
-        });
     }
 
     /// Emits the first part of an over-long line, cut at a UTF-8 boundary.
@@ -264,7 +272,6 @@ impl LineReader {
             source: None,
             message: String::new(),
             fields: None,
-            lines: 1,
         };
         match self.format {
             Format::Raw => rec.message = into_string(line),
@@ -391,6 +398,44 @@ impl LineReader {
     }
 }
 
+/// Whether a line of `region` (lines separated by `\n`, the last one without it) is longer than
+/// `max` bytes. One `memrchr` per `max` bytes, not one search per line.
+fn longest_line_exceeds(region: &[u8], max: usize) -> bool {
+    let mut start = 0;
+    while region.len() - start > max {
+        // A line starting at `start` fits if its newline is among the next `max + 1` bytes.
+        match memchr::memrchr(b'\n', &region[start..start + max + 1]) {
+            Some(i) => start += i + 1,
+            None => return true,
+        }
+    }
+    false
+}
+
+/// Number of `\n` in `data`, counted in byte lanes the compiler vectorizes (a search per line
+/// costs more than the lines are long).
+fn count_newlines(data: &[u8]) -> usize {
+    const LANES: usize = 32;
+    let mut total = 0;
+    let mut blocks = data.chunks_exact(LANES);
+    loop {
+        // At most 255 blocks per round, so a lane cannot overflow.
+        let mut lanes = [0u8; LANES];
+        let mut rounds = 0;
+        for block in blocks.by_ref().take(255) {
+            for (lane, byte) in lanes.iter_mut().zip(block) {
+                *lane += u8::from(*byte == b'\n');
+            }
+            rounds += 1;
+        }
+        total += lanes.iter().map(|&n| usize::from(n)).sum::<usize>();
+        if rounds < 255 {
+            break;
+        }
+    }
+    total + blocks.remainder().iter().filter(|&&b| b == b'\n').count()
+}
+
 fn into_string(line: Vec<u8>) -> String {
     String::from_utf8(line).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -454,16 +499,82 @@ mod tests {
         assert_eq!(more[0].end, 11);
     }
 
+    /// The fast path the way the reader drives it: the partial line moved in front of each read.
+    fn run_blocks(
+        cfg: &crate::tail::Config,
+        reads: &[&[u8]],
+    ) -> (Vec<Lines>, Vec<Record>, LineReader) {
+        let mut lr = LineReader::new(1, "/x/a.log".into(), 0, cfg);
+        assert!(lr.blocks());
+        let (mut lines, mut records) = (Vec::new(), Vec::new());
+        for read in reads {
+            let mut buf = lr.partial().to_vec();
+            lr.clear_partial();
+            buf.extend_from_slice(read);
+            lines.extend(lr.push_bytes(&buf, Instant::now(), &mut records));
+        }
+        (lines, records, lr)
+    }
+
+    fn raw_stdout(extra: &[&str]) -> crate::tail::Config {
+        let mut argv = vec!["podkit-tail", "--path", "/x/*.log"];
+        argv.extend_from_slice(extra);
+        crate::tail::Config::try_from(Args::parse_from(argv)).expect("config")
+    }
+
     #[test]
-    fn raw_stdout_blocks_contiguous_lines() {
-        let cfg =
-            crate::tail::Config::try_from(Args::parse_from(["podkit-tail", "--path", "/x/*.log"]))
-                .expect("config");
-        let (out, _) = run(&cfg, &[b"one\ntwo\nthr", b"ee\nfour\n"]);
-        assert_eq!(messages(&out), ["one\ntwo", "three\nfour"]);
-        assert_eq!(out.iter().map(|r| r.lines).sum::<u32>(), 4);
-        assert_eq!(out[1].offset, 8);
-        assert_eq!(out[1].end, 19);
+    fn raw_stdout_ships_complete_lines_as_slices() {
+        let cfg = raw_stdout(&[]);
+        let (lines, records, mut lr) = run_blocks(&cfg, &[b"one\ntwo\nthr", b"ee\nfour\n", b"fi"]);
+        assert!(records.is_empty());
+        assert_eq!(lines.len(), 2);
+        assert_eq!(&lines[0].bytes[..], b"one\ntwo\n");
+        assert_eq!((lines[0].offset, lines[0].end, lines[0].count), (0, 8, 2));
+        assert_eq!(&lines[1].bytes[..], b"three\nfour\n");
+        assert_eq!((lines[1].offset, lines[1].end, lines[1].count), (8, 19, 2));
+        // The partial line is not committed.
+        assert_eq!(lr.committed(), 19);
+        let mut rest = Vec::new();
+        lr.finish(Instant::now(), &mut rest);
+        assert_eq!(messages(&rest), ["fi"]);
+        assert_eq!(rest[0].end, 21);
+    }
+
+    #[test]
+    fn raw_stdout_replaces_invalid_utf8_and_cuts_long_lines() {
+        let cfg = raw_stdout(&["--max-line-bytes", "10"]);
+        let (lines, _, _) = run_blocks(&cfg, &[b"ok\n\xffbad\n"]);
+        assert_eq!(
+            std::str::from_utf8(&lines[0].bytes),
+            Ok("ok\n\u{fffd}bad\n")
+        );
+        assert_eq!(lines[0].end, 8);
+
+        // A line over 10 bytes: that read goes line by line, cut, nothing lost.
+        let (lines, records, _) = run_blocks(&cfg, &[b"short\n0123456789abcdef\nx\n", b"y\n"]);
+        assert_eq!(messages(&records), ["short", "0123456789", "abcdef", "x"]);
+        assert_eq!(records.last().map(|r| r.end), Some(25));
+        assert_eq!(&lines[0].bytes[..], b"y\n");
+        assert_eq!(lines[0].offset, 25);
+    }
+
+    #[test]
+    fn newline_count_and_long_line_check() {
+        let data: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| {
+                let mut l = vec![b'a'; (i % 97) as usize];
+                l.push(b'\n');
+                l
+            })
+            .collect();
+        assert_eq!(count_newlines(&data), 20_000);
+        assert_eq!(count_newlines(&data[..data.len() - 1]), 19_999);
+        assert_eq!(count_newlines(b""), 0);
+        let region = &data[..data.len() - 1];
+        assert!(!longest_line_exceeds(region, 96));
+        assert!(longest_line_exceeds(region, 95));
+        assert!(longest_line_exceeds(&[b'a'; 11], 10));
+        assert!(!longest_line_exceeds(&[b'a'; 10], 10));
     }
 
     #[test]

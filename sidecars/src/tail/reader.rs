@@ -39,7 +39,7 @@ use tracing::{debug, info, warn};
 
 use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint, State};
 use crate::tail::discover::Matcher;
-use crate::tail::lines::{LineReader, Record};
+use crate::tail::lines::{LineReader, Lines, Record};
 use crate::tail::{Config, Metrics, ReadFrom};
 
 /// What the reader tells the sink, in file order.
@@ -49,6 +49,8 @@ pub(crate) enum Event {
     Open { id: u64, entry: Entry },
     /// A record.
     Record(Record),
+    /// Complete lines as they are in the file (raw input to the raw stdout sink).
+    Lines(Lines),
     /// A stream was read to its end and closed: drop its checkpoint once the records before
     /// are accepted.
     Close { id: u64 },
@@ -61,6 +63,9 @@ pub(crate) type Chunk = Vec<Event>;
 const CHUNK_RECORDS: usize = 1024;
 /// Most bytes read into one chunk.
 const CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes asked for by one read(2): a chunk's worth, so a file growing fast costs a few
+/// syscalls per MiB.
+const READ_BYTES: usize = CHUNK_BYTES;
 /// Most bytes read from one file in a pass, so a busy file does not starve the others.
 const PASS_BYTES: u64 = 4 * 1024 * 1024;
 /// How long an offset reached in a truncated file is remembered, waiting for its copy.
@@ -132,7 +137,7 @@ struct Reader {
     truncated: Vec<(Vec<u8>, u64, Instant)>,
     next_id: u64,
     out: Chunk,
-    /// The read buffer, reused.
+    /// The read buffer, reused; zeroed only when it grows.
     buf: Vec<u8>,
     out_records: usize,
     out_bytes: usize,
@@ -193,6 +198,10 @@ pub(crate) fn spawn(
 }
 
 /// Wakes the reader on file system events; marks a rescan for anything but a data change.
+///
+/// `notify` also watches opens (`IN_OPEN`), and the reader's own scans open the watched
+/// directories: waking on those would rescan forever, idle or not. Opens and closes carry no
+/// news (a write is also a `Modify`), so `Access` events are ignored.
 fn watcher(
     wake: SyncSender<()>,
     rescan: Arc<AtomicBool>,
@@ -200,6 +209,12 @@ fn watcher(
     use notify::EventKind;
     use notify::event::ModifyKind;
     notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(ev) = &event
+            && matches!(ev.kind, EventKind::Access(_))
+            && !ev.need_rescan()
+        {
+            return;
+        }
         let data_only = match &event {
             Ok(ev) => {
                 matches!(ev.kind, EventKind::Modify(ModifyKind::Data(_))) && !ev.need_rescan()
@@ -258,13 +273,19 @@ impl Reader {
                 next_poll = now + self.config.poll_interval;
             }
             self.decide_held(now);
-            self.read_all(now);
+            let backlog = self.read_all(now);
             self.close_gone(now);
             if !self.send() {
                 break;
             }
             let deadline = self.deadline().map_or(next_poll, |d| d.min(next_poll));
-            let wait = deadline.saturating_duration_since(Instant::now());
+            // A file left unread after its share of the pass (`PASS_BYTES`) is read again at
+            // once: its growth may have been announced already, and no event is coming.
+            let wait = if backlog {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
             match wake_rx.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -299,9 +320,16 @@ impl Reader {
     }
 
     fn emit(&mut self, event: Event) {
-        if let Event::Record(rec) = &event {
-            self.out_records += rec.lines as usize;
-            self.out_bytes += rec.message.len();
+        match &event {
+            Event::Record(rec) => {
+                self.out_records += 1;
+                self.out_bytes += rec.message.len();
+            }
+            Event::Lines(lines) => {
+                self.out_records += lines.count as usize;
+                self.out_bytes += lines.bytes.len();
+            }
+            Event::Open { .. } | Event::Close { .. } => {}
         }
         self.out.push(event);
         if self.out_records >= CHUNK_RECORDS || self.out_bytes >= CHUNK_BYTES {
@@ -311,8 +339,12 @@ impl Reader {
     }
 
     fn emit_records(&mut self, records: Vec<Record>) {
-        let lines: u64 = records.iter().map(|r| u64::from(r.lines)).sum();
-        self.metrics.lines_read.fetch_add(lines, Ordering::Relaxed);
+        if records.is_empty() {
+            return;
+        }
+        self.metrics
+            .lines_read
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         for rec in records {
             self.emit(Event::Record(rec));
         }
@@ -684,19 +716,25 @@ impl Reader {
         }
     }
 
-    fn read_all(&mut self, now: Instant) {
+    /// One read pass over every followed file; true if some file stopped at its share of the
+    /// pass (`PASS_BYTES`) with more to read.
+    fn read_all(&mut self, now: Instant) -> bool {
         let keys: Vec<_> = self.files.keys().copied().collect();
-        let mut unread = 0;
+        let (mut unread, mut backlog) = (0, false);
         for key in keys {
-            unread += self.read_file(key, now);
+            let (left, full) = self.read_file(key, now);
+            unread += left;
+            backlog |= full && left > 0;
         }
         self.metrics.unread_bytes.store(unread, Ordering::Relaxed);
+        backlog
     }
 
-    /// Reads what is new in one file; returns the bytes left unread.
-    fn read_file(&mut self, key: (u64, u64), now: Instant) -> u64 {
+    /// Reads what is new in one file; returns the bytes left unread and whether the read
+    /// stopped at `PASS_BYTES`.
+    fn read_file(&mut self, key: (u64, u64), now: Instant) -> (u64, bool) {
         let Some(mut t) = self.files.remove(&key) else {
-            return 0;
+            return (0, false);
         };
         let mut records = Vec::new();
         let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.size);
@@ -716,29 +754,64 @@ impl Reader {
             let (id, entry) = (t.id, t.entry());
             self.emit(Event::Open { id, entry });
         }
-        // One read buffer for all files (allocating and zeroing 64 KiB per file per pass costs
-        // more than the reads when hundreds of rotated files are open).
+        // One read buffer for all files (allocating and zeroing it per file per pass costs more
+        // than the reads when hundreds of rotated files are open).
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(64 * 1024, 0);
         let mut read = 0;
         // Nothing new (the common case for rotated files waiting to be closed): skip the read.
         let nothing_new = size <= t.offset;
         while !nothing_new && read < PASS_BYTES {
-            match t.file.read_at(&mut buf, t.offset) {
-                Ok(0) => break,
-                Ok(n) => {
-                    t.lines.push(&buf[..n], now, &mut records);
+            // The fast path reads after the partial line, so complete lines are one slice.
+            let carried = if t.lines.blocks() {
+                t.lines.partial().len()
+            } else {
+                0
+            };
+            if buf.len() < carried + READ_BYTES {
+                buf.resize(carried + READ_BYTES, 0);
+            }
+            if carried > 0 {
+                buf[..carried].copy_from_slice(t.lines.partial());
+                t.lines.clear_partial();
+            }
+            match t
+                .file
+                .read_at(&mut buf[carried..carried + READ_BYTES], t.offset)
+            {
+                Ok(n) if n > 0 => {
                     t.offset += n as u64;
                     read += n as u64;
                     self.metrics
                         .bytes_read
                         .fetch_add(n as u64, Ordering::Relaxed);
+                    if t.lines.blocks() {
+                        let data = &buf[..carried + n];
+                        if let Some(lines) = t.lines.push_bytes(data, now, &mut records) {
+                            self.metrics
+                                .lines_read
+                                .fetch_add(lines.count, Ordering::Relaxed);
+                            self.emit(Event::Lines(lines));
+                        }
+                    } else {
+                        t.lines.push(&buf[..n], now, &mut records);
+                    }
                     self.emit_records(std::mem::take(&mut records));
+                    // A short read is the end of the file for now: no second read to learn it.
+                    if n < READ_BYTES {
+                        break;
+                    }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(err) => {
-                    warn!(?err, path = ?t.path, "failed to read log file; will retry");
-                    break;
+                result => {
+                    // Nothing read: the partial line goes back where it was.
+                    t.lines.push(&buf[..carried], now, &mut records);
+                    match result {
+                        Ok(_) => break,
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(err) => {
+                            warn!(?err, path = ?t.path, "failed to read log file; will retry");
+                            break;
+                        }
+                    }
                 }
             }
         }
@@ -760,7 +833,7 @@ impl Reader {
         self.emit_records(records);
         let unread = size.saturating_sub(t.offset);
         self.files.insert(key, t);
-        unread
+        (unread, read >= PASS_BYTES)
     }
 
     /// Whether the first bytes changed (the file was truncated and rewritten past our offset).

@@ -28,13 +28,25 @@ mod stdout;
 /// Why the sink could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Only `http://` URLs are supported.
-    #[error("failed to use {flag} {url}: only http:// URLs are supported")]
+    /// The stdout sink writes to its own copy of fd 1 (no line buffering).
+    #[error("failed to duplicate stdout (fd 1) for the stdout sink")]
+    Stdout(#[source] std::io::Error),
+    /// Only `http://` and `https://` URLs are supported.
+    #[error("failed to use {flag} {url}: only http:// and https:// URLs are supported")]
     Scheme {
         /// The flag that gave the URL.
         flag: &'static str,
         /// The URL.
         url: String,
+    },
+    /// The TLS client configuration (`--ca-file`, `--client-cert`, `--client-key`) is unusable.
+    #[error("failed to set up TLS for {url}")]
+    Tls {
+        /// The sink URL.
+        url: String,
+        /// Cause, naming the file.
+        #[source]
+        source: crate::client_tls::Error,
     },
 }
 
@@ -112,15 +124,33 @@ pub(crate) enum Sink {
 impl Sink {
     pub(crate) fn new(config: &Config) -> Result<Self, Error> {
         Ok(match &config.sink {
-            SinkConfig::Stdout { output } => Sink::Stdout(stdout::Stdout::new(*output)),
-            other => Sink::Http(Box::new(http::Http::new(other, config.request_timeout)?)),
+            SinkConfig::Stdout { output } => {
+                Sink::Stdout(stdout::Stdout::new(*output).map_err(Error::Stdout)?)
+            }
+            other => Sink::Http(Box::new(http::Http::new(
+                other,
+                &config.tls,
+                config.request_timeout,
+            )?)),
         })
     }
 
-    async fn send(&mut self, records: &[&Record]) -> Result<(), SendError> {
+    /// Delivers the records and lines of `batch`.
+    async fn send(&mut self, batch: &[Event]) -> Result<(), SendError> {
         match self {
-            Sink::Stdout(s) => s.send(records).await,
-            Sink::Http(s) => s.send(records).await,
+            Sink::Stdout(s) => s.send(batch).await,
+            Sink::Http(s) => {
+                // `Lines` come only with the raw stdout sink (see `LineReader::blocks`).
+                debug_assert!(!batch.iter().any(|e| matches!(e, Event::Lines(_))));
+                let records: Vec<&Record> = batch
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Record(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                s.send(&records).await
+            }
         }
     }
 }
@@ -170,40 +200,37 @@ pub(crate) async fn run(
             bytes += b;
             batch.extend(more);
         }
-        let records: Vec<&Record> = batch
+        let shipped = batch
             .iter()
-            .filter_map(|e| match e {
-                Event::Record(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        if !records.is_empty() && !deliver(&config, &mut sink, &records, &metrics, &abort).await {
+            .any(|e| matches!(e, Event::Record(_) | Event::Lines(_)));
+        if shipped && !deliver(&config, &mut sink, &batch, &metrics, &abort).await {
             break;
         }
         let mut sent_bytes = 0;
         // Offsets advance once per run of records of one stream, not once per record.
         let mut run: Option<(u64, u64)> = None;
         for event in batch {
-            match event {
-                Event::Record(rec) => {
-                    sent_bytes += rec.end - rec.offset;
-                    match &mut run {
-                        Some((stream, end)) if *stream == rec.stream => *end = rec.end,
-                        _ => {
-                            if let Some((stream, end)) = run.replace((rec.stream, rec.end)) {
-                                checkpoints.advance(stream, end);
-                            }
-                        }
-                    }
-                }
-                other => {
+            let (rec_stream, rec_offset, rec_end) = match &event {
+                Event::Record(rec) => (rec.stream, rec.offset, rec.end),
+                Event::Lines(lines) => (lines.stream, lines.offset, lines.end),
+                Event::Open { .. } | Event::Close { .. } => {
                     if let Some((stream, end)) = run.take() {
                         checkpoints.advance(stream, end);
                     }
-                    match other {
+                    match event {
                         Event::Open { id, entry } => checkpoints.open(id, entry),
                         Event::Close { id } => checkpoints.close(id),
-                        Event::Record(_) => {}
+                        Event::Record(_) | Event::Lines(_) => {}
+                    }
+                    continue;
+                }
+            };
+            sent_bytes += rec_end - rec_offset;
+            match &mut run {
+                Some((stream, end)) if *stream == rec_stream => *end = rec_end,
+                _ => {
+                    if let Some((stream, end)) = run.replace((rec_stream, rec_end)) {
+                        checkpoints.advance(stream, end);
                     }
                 }
             }
@@ -235,8 +262,9 @@ pub(crate) async fn run(
 
 fn size(chunk: &Chunk) -> (usize, usize) {
     chunk.iter().fold((0, 0), |(l, b), e| match e {
-        Event::Record(r) => (l + r.lines as usize, b + r.message.len()),
-        _ => (l, b),
+        Event::Record(r) => (l + 1, b + r.message.len()),
+        Event::Lines(lines) => (l + lines.count as usize, b + lines.bytes.len()),
+        Event::Open { .. } | Event::Close { .. } => (l, b),
     })
 }
 
@@ -255,21 +283,21 @@ fn save(checkpoints: &mut Checkpoints, metrics: &Metrics) {
 async fn deliver(
     config: &Config,
     sink: &mut Sink,
-    records: &[&Record],
+    batch: &[Event],
     metrics: &Metrics,
     abort: &CancellationToken,
 ) -> bool {
     let mut backoff = config.retry.initial;
     loop {
         let result = tokio::select! {
-            result = sink.send(records) => result,
+            result = sink.send(batch) => result,
             _ = abort.cancelled() => return false,
         };
         match result {
             Ok(()) => return true,
             Err(err) => {
                 metrics.retries.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %ErrorChain(&err), records = records.len(), retry_in = ?backoff, "failed to ship batch; retrying");
+                warn!(error = %ErrorChain(&err), events = batch.len(), retry_in = ?backoff, "failed to ship batch; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = abort.cancelled() => return false,

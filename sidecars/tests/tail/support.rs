@@ -1,5 +1,6 @@
 //! Real parts for the tail tests: a writer of numbered lines, `logrotate` runs, the
-//! `podkit-tail` binary as a child process, and a Loki-compatible receiver on loopback.
+//! `podkit-tail` binary as a child process, a Loki-compatible receiver on loopback, a recorder of
+//! HTTP requests (plain or TLS) and a test CA made at test time.
 
 #![allow(dead_code)]
 
@@ -473,48 +474,78 @@ impl Recorder {
                 a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
                 _ = shutdown.cancelled() => return,
             };
-            let rec = self.clone();
+            tokio::spawn(self.clone().serve(stream, reply));
+        }
+    }
+
+    /// HTTPS: each connection gets the TLS configuration `tls` holds at that moment (so a test
+    /// can switch certificates); a failed handshake is counted in `handshake_errors`.
+    pub async fn run_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: Arc<Mutex<Arc<rustls::ServerConfig>>>,
+        handshake_errors: Arc<Mutex<Vec<String>>>,
+        reply: &'static str,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let (stream, _) = tokio::select! {
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                _ = shutdown.cancelled() => return,
+            };
+            let config = tls.lock().expect("tls lock").clone();
+            let (rec, errors) = (self.clone(), handshake_errors.clone());
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let rec = rec.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let encoding = req
-                                .headers()
-                                .get(hyper::header::CONTENT_ENCODING)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let body = if encoding.as_deref() == Some("gzip") {
-                                let mut out = Vec::new();
-                                let _ = std::io::Read::read_to_end(
-                                    &mut flate2::read::GzDecoder::new(&body[..]),
-                                    &mut out,
-                                );
-                                out
-                            } else {
-                                body.to_vec()
-                            };
-                            rec.requests
-                                .lock()
-                                .expect("recorder lock")
-                                .push((path, encoding, body));
-                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
-                                reply.as_bytes(),
-                            ))))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                match tokio_rustls::TlsAcceptor::from(config).accept(stream).await {
+                    Ok(stream) => rec.serve(stream, reply).await,
+                    Err(err) => errors.lock().expect("errors lock").push(err.to_string()),
+                }
             });
         }
+    }
+
+    async fn serve<S>(self, stream: S, reply: &'static str)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let rec = self;
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let rec = rec.clone();
+            async move {
+                let path = req.uri().path().to_owned();
+                let encoding = req
+                    .headers()
+                    .get(hyper::header::CONTENT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let body = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let body = if encoding.as_deref() == Some("gzip") {
+                    let mut out = Vec::new();
+                    let _ = std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&body[..]),
+                        &mut out,
+                    );
+                    out
+                } else {
+                    body.to_vec()
+                };
+                rec.requests
+                    .lock()
+                    .expect("recorder lock")
+                    .push((path, encoding, body));
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    reply.as_bytes(),
+                ))))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
     }
 
     /// Every body line that parses as JSON.
@@ -529,5 +560,72 @@ impl Recorder {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+/// A CA made at test time, and leaf certificates it issues for 127.0.0.1 and `localhost`.
+pub struct TestCa {
+    /// The CA certificate, PEM.
+    pub pem: String,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        Ok(TestCa {
+            pem: issuer.pem(),
+            issuer,
+        })
+    }
+
+    /// A leaf certificate (PEM) and its key (PEM).
+    pub fn issue(&self, common_name: &str) -> anyhow::Result<(String, String)> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A server configuration presenting a leaf of this CA; with `clients`, it requires a
+    /// client certificate issued by that CA.
+    pub fn server_config(
+        &self,
+        clients: Option<&TestCa>,
+    ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+        use rustls_pki_types::pem::PemObject;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let (cert, key) = self.issue("receiver")?;
+        let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(
+            cert.as_bytes(),
+        )?];
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match clients {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(rustls_pki_types::CertificateDer::from_pem_slice(
+                    ca.pem.as_bytes(),
+                )?)?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        Ok(Arc::new(builder.with_single_cert(chain, key)?))
     }
 }

@@ -38,8 +38,13 @@ pub(crate) fn object(rec: &Record) -> Map<String, Value> {
 /// JSON lines: one object per record.
 pub(crate) fn json_lines(records: &[&Record], out: &mut Vec<u8>) {
     for rec in records {
-        // Serializing a Map of plain values cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &object(rec));
-        out.push(b'\n');
+        json_line(rec, out);
     }
+}
+
+/// One JSON object and its newline.
+pub(crate) fn json_line(rec: &Record, out: &mut Vec<u8>) {
+    // Serializing a Map of plain values cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &object(rec));
+    out.push(b'\n');
 }

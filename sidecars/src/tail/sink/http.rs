@@ -1,5 +1,6 @@
 //! The HTTP sinks: JSON lines (gzip) to any URL, the Loki push API, and the Elasticsearch
-//! `_bulk` API. A 2xx answer means accepted; anything else is retried by the caller.
+//! `_bulk` API, over `http://` or `https://` (TLS through [`crate::client_tls`]). A 2xx answer
+//! means accepted; anything else is retried by the caller.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,11 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Uri;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
+use crate::client_tls::ClientTls;
 use crate::tail::SinkConfig;
 use crate::tail::lines::Record;
 use crate::tail::sink::{Error, SendError, encode};
@@ -24,9 +27,28 @@ enum Kind {
     Elasticsearch { index: String },
 }
 
+/// A client for the sink's scheme.
+#[derive(Debug)]
+enum Clients {
+    Http(Client<HttpConnector, Full<Bytes>>),
+    Https(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
+}
+
+impl Clients {
+    async fn request(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            Clients::Http(c) => c.request(request).await,
+            Clients::Https(c) => c.request(request).await,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Clients,
     url: Uri,
     kind: Kind,
     timeout: Duration,
@@ -34,17 +56,17 @@ pub(crate) struct Http {
 
 /// `url` with `path` when it has none.
 fn with_default_path(flag: &'static str, url: &Uri, path: &str) -> Result<Uri, Error> {
-    if url.scheme_str() != Some("http") {
+    let Some(scheme @ ("http" | "https")) = url.scheme_str() else {
         return Err(Error::Scheme {
             flag,
             url: url.to_string(),
         });
-    }
+    };
     if url.path() != "/" || path.is_empty() {
         return Ok(url.clone());
     }
     let scheme_authority = format!(
-        "http://{}{path}",
+        "{scheme}://{}{path}",
         url.authority().map(|a| a.as_str()).unwrap_or_default()
     );
     scheme_authority.parse().map_err(|_| Error::Scheme {
@@ -54,7 +76,11 @@ fn with_default_path(flag: &'static str, url: &Uri, path: &str) -> Result<Uri, E
 }
 
 impl Http {
-    pub(crate) fn new(config: &SinkConfig, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) fn new(
+        config: &SinkConfig,
+        tls: &ClientTls,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let (url, kind) = match config {
             SinkConfig::Http { url } => (with_default_path("--http", url, "")?, Kind::JsonLines),
             SinkConfig::Loki { url, labels } => (
@@ -71,7 +97,20 @@ impl Http {
             ),
             SinkConfig::Stdout { .. } => unreachable!("stdout is not an HTTP sink"),
         };
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let client = if url.scheme_str() == Some("https") {
+            // The CA file and client identity are read once, at startup, so a bad file stops
+            // the tailer with its name instead of failing every send.
+            let connector = tls
+                .connector(HttpConnector::new(), false)
+                .map_err(|source| Error::Tls {
+                    url: url.to_string(),
+                    source,
+                })?;
+            Clients::Https(Client::builder(TokioExecutor::new()).build(connector))
+        } else {
+            // No TLS set-up for http://: a host without CA certificates must still work.
+            Clients::Http(Client::builder(TokioExecutor::new()).build_http())
+        };
         Ok(Http {
             client,
             url,
