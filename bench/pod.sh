@@ -13,9 +13,10 @@ if [[ " $* " != *" --no-podman "* ]] && ! podman image exists localhost/busybox:
 fi
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 # The driver (and, with it, podkit and a dynamic podkit-supervise), then the supervisor linked
-# statically (glibc's static-pie), as README's install step does: no ld.so, libc and libm pages
-# mapped in every pod. `cargo bench` would relink it dynamically, so the driver is run directly.
+# statically and at a fixed address, as README's install step does: no ld.so, libc and libm
+# pages mapped in every pod, no relocations written at start. `cargo bench` would relink it
+# dynamically, so the driver is run directly.
 driver="$(cargo bench -q --bench pod --no-run --message-format=json \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | grep '/pod-' | tail -1)"
-cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static
+cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static -C relocation-model=static
 PODKIT_BIN="$target/release/podkit" "$driver" "$@"
