@@ -102,13 +102,10 @@ impl ClientTls {
         http2: bool,
     ) -> Result<HttpsConnector<HttpConnector>, Error> {
         http.enforce_http(false);
-        let alpn: &[&[u8]] = if http2 {
-            &[b"h2", b"http/1.1"]
-        } else {
-            &[b"http/1.1"]
-        };
+        // hyper-rustls sets ALPN itself from enable_http1/enable_http2, and panics when the
+        // configuration already has protocols.
         let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(self.config(alpn)?)
+            .with_tls_config(self.config(&[])?)
             .https_or_http()
             .enable_http1();
         Ok(if http2 {
@@ -213,5 +210,10 @@ mod tests {
         };
         let config = tls.config(&[b"h2"]).expect("config");
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec()]);
+        // hyper-rustls refuses (panics on) a configuration with ALPN already set.
+        for http2 in [false, true] {
+            tls.connector(HttpConnector::new(), http2)
+                .expect("connector");
+        }
     }
 }
