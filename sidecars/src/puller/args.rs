@@ -104,6 +104,7 @@ pub struct Args {
         long,
         value_enum,
         default_value = "auto",
+        conflicts_with = "git",
         env = "PODKIT_PULLER_EXTRACT"
     )]
     pub extract: Extract,

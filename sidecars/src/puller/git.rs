@@ -211,11 +211,17 @@ impl Git {
             path: self.cache.clone(),
             source,
         };
-        let repo = if self.cache.join("HEAD").exists() {
-            gix::open(&self.cache).map_err(|e| cache_err(e.into()))?
-        } else {
-            let _ = std::fs::remove_dir_all(&self.cache);
-            gix::init_bare(&self.cache).map_err(|e| cache_err(e.into()))?
+        // A cache that cannot be opened (never made, or damaged) is made anew: it only holds
+        // what the next fetch brings again.
+        let repo = match gix::open(&self.cache) {
+            Ok(repo) => repo,
+            Err(err) => {
+                if self.cache.exists() {
+                    warn!(cache = ?self.cache, err = %err, "repository cache unusable; made anew");
+                }
+                let _ = std::fs::remove_dir_all(&self.cache);
+                gix::init_bare(&self.cache).map_err(|e| cache_err(e.into()))?
+            }
         };
         let connect_err = |source: GixError| Error::Connect {
             url: self.url.clone(),

@@ -196,6 +196,12 @@ async fn git_tag_commit_and_unknown_ref() -> anyhow::Result<()> {
     ensure!(text.contains("has no ref \"no-such-branch\""), "{text}");
     ensure!(text.contains(&repo.url()), "{text}");
     ensure!(!dest.join("current").exists());
+
+    // Flags that only mean something for downloads are refused with --git, naming them.
+    for flag in [["--sha256", "00"], ["--extract", "never"]] {
+        let err = git_config(&repo.url(), &dest, &flag).expect_err("refused with --git");
+        ensure!(format!("{err:#}").contains(flag[0]), "{flag:?}: {err:#}");
+    }
     Ok(())
 }
 
