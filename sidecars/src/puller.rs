@@ -1,12 +1,14 @@
-//! The file puller sidecar: keeps a shared volume up to date with a remote file or archive,
-//! atomically (what kubernetes/git-sync does, for plain HTTP and local sources).
+//! The file puller sidecar: keeps a shared volume up to date with a remote file, archive or git
+//! repository, atomically (what kubernetes/git-sync does).
 //!
-//! Every sync fetches the source (`http://` with conditional requests, or `file://`) into a
-//! temporary file under `DEST/.tmp/`, hashing it while it streams to disk. Unchanged content (a
-//! `304`, or the sha256 of the published version) is not published again. New content is
-//! unpacked (or placed) into `DEST/.versions/<id>/`, then the symlink `DEST/<link>` is swapped to
-//! it with a temporary symlink and a `rename`, so a reader sees either the old tree or the new
-//! one, never a half-written one. Old versions beyond `--keep` are removed.
+//! Every sync fetches the source (`http://` or `https://` with conditional requests, or
+//! `file://`) into a temporary file under `DEST/.tmp/`, hashing it while it streams to disk; a
+//! `--git` source is synced by `git.rs` into a directory there instead, skipped when the ref
+//! still names the published commit. Unchanged content (a `304`, or the sha256 of the published
+//! version) is not published again. New content is unpacked (or placed) into
+//! `DEST/.versions/<id>/`, then the symlink `DEST/<link>` is swapped to it with a temporary
+//! symlink and a `rename`, so a reader sees either the old tree or the new one, never a
+//! half-written one. Old versions beyond `--keep` are removed.
 //!
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
