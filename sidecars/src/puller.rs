@@ -1,17 +1,21 @@
-//! The file puller sidecar: keeps a shared volume up to date with a remote file or archive,
-//! atomically (what kubernetes/git-sync does, for plain HTTP and local sources).
+//! The file puller sidecar: keeps a shared volume up to date with a remote file, archive or git
+//! repository, atomically (what kubernetes/git-sync does).
 //!
-//! Every sync fetches the source (`http://` with conditional requests, or `file://`) into a
-//! temporary file under `DEST/.tmp/`, hashing it while it streams to disk. Unchanged content (a
-//! `304`, or the sha256 of the published version) is not published again. New content is
-//! unpacked (or placed) into `DEST/.versions/<id>/`, then the symlink `DEST/<link>` is swapped to
-//! it with a temporary symlink and a `rename`, so a reader sees either the old tree or the new
-//! one, never a half-written one. Old versions beyond `--keep` are removed.
+//! Every sync fetches the source (`http://` or `https://` with conditional requests, or
+//! `file://`) into a temporary file under `DEST/.tmp/`, hashing it while it streams to disk; a
+//! `--git` source is synced by `git.rs` into a directory there instead, skipped when the ref
+//! still names the published commit. Unchanged content (a `304`, or the sha256 of the published
+//! version) is not published again. New content is unpacked (or placed) into
+//! `DEST/.versions/<id>/`, then the symlink `DEST/<link>` is swapped to it with a temporary
+//! symlink and a `rename`, so a reader sees either the old tree or the new one, never a
+//! half-written one. Old versions beyond `--keep` are removed.
 //!
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
 //! - [`main`]: the front shared by `podkit-puller` and `podkit puller` (see `crate::cli`).
-//! - `fetch.rs`: one download (HTTP or file) into a temporary file, with sha256 and a size bound.
+//! - `fetch.rs`: one download (HTTP(S) or file) into a temporary file, with sha256 and a size
+//!   bound.
+//! - `git.rs`: one sync of a `--git` repository (gix, on a blocking thread) into a directory.
 //! - `unpack.rs`: tar and tar.gz extraction that refuses unsafe entries, naming them.
 //! - `publish.rs`: versions directory, the atomic symlink swap, pruning.
 //! - `hooks.rs`: what runs once per published version: `--exec`, `--webhook`, `--signal`.
@@ -29,6 +33,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 mod args;
 mod fetch;
+mod git;
 mod health;
 mod hooks;
 mod publish;
@@ -61,10 +66,19 @@ pub enum Mode {
 /// Where the content comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// An `http://` URL.
+    /// An `http://` or `https://` URL.
     Http(hyper::Uri),
     /// A local file (`file:///path`).
     File(PathBuf),
+    /// A git repository, published as the tree of one commit.
+    Git {
+        /// The repository as `git clone` takes it.
+        url: String,
+        /// Branch, tag, full ref or commit; `HEAD` for the remote's default branch.
+        reference: String,
+        /// Commits of history fetched; 0 for all of it.
+        depth: u32,
+    },
 }
 
 impl std::fmt::Display for Source {
@@ -72,6 +86,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::Http(uri) => write!(f, "{uri}"),
             Source::File(path) => write!(f, "file://{}", path.display()),
+            Source::Git { url, reference, .. } => write!(f, "{url} ({reference})"),
         }
     }
 }
@@ -81,6 +96,8 @@ impl std::fmt::Display for Source {
 pub struct Config {
     /// What to fetch.
     pub source: Source,
+    /// Trust and client certificate for `https://` sources (`--ca-file`, `--client-cert`).
+    pub tls: crate::client_tls::ClientTls,
     /// Unpacking.
     pub extract: Extract,
     /// The shared volume: versions live in `dest/.versions/`, the link is `dest/<link>`.
@@ -144,6 +161,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS client for `https://` sources could not be built.
+    #[error("failed to set up TLS for {source_url}")]
+    Tls {
+        /// The source.
+        source_url: String,
+        /// Cause.
+        #[source]
+        source: crate::client_tls::Error,
+    },
     /// `--one-time` and the sync failed.
     #[error("the sync of {source_url} failed")]
     OneTime {
@@ -183,6 +209,9 @@ pub enum SyncError {
         /// What arrived.
         actual: String,
     },
+    /// The git sync failed.
+    #[error("failed to sync the git repository")]
+    Git(#[from] git::Error),
     /// Unpacking or publishing failed.
     #[error("failed to publish")]
     Publish(#[from] publish::Error),
@@ -252,13 +281,18 @@ async fn run_inner(
         .max_failures
         .store(config.max_failures.unwrap_or(0).into(), Ordering::Relaxed);
 
-    let fetcher = fetch::Fetcher::new(config);
+    let fetcher = fetch::Fetcher::new(config).map_err(|source| Error::Tls {
+        source_url: config.source.to_string(),
+        source,
+    })?;
+    let git = git::Git::new(config);
     let hooks = hooks::Hooks::new(config);
     let mut failures: u32 = 0;
     loop {
         let deadline = tokio::time::Instant::now() + config.timeout;
         let result = sync_once(
             config,
+            git.as_ref(),
             &fetcher,
             &mut publisher,
             &hooks,
@@ -332,8 +366,10 @@ async fn run_inner(
 /// Shutdown and `deadline` cut the download only: a publish, once started, runs to its end
 /// (its blocking filesystem work cannot be stopped halfway, and a second sync must never run
 /// beside it); the hook is bounded by `deadline`.
+#[allow(clippy::too_many_arguments)]
 async fn sync_once(
     config: &Config,
+    git: Option<&git::Git>,
     fetcher: &fetch::Fetcher,
     publisher: &mut publish::Publisher,
     hooks: &hooks::Hooks,
@@ -342,6 +378,18 @@ async fn sync_once(
     shutdown: &CancellationToken,
 ) -> Result<Outcome, SyncError> {
     let tmp = publisher.tmp_dir();
+    if let Some(git) = git {
+        let current = publisher.current_digest().map(str::to_owned);
+        let Some(checkout) = git_sync(config, git, current, tmp, deadline, shutdown).await? else {
+            metrics.not_modified.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::NotModified);
+        };
+        metrics.bytes.fetch_add(checkout.bytes, Ordering::Relaxed);
+        let id = publisher
+            .publish_tree(checkout.dir, &checkout.commit)
+            .await?;
+        return Ok(published(config, id, publisher, hooks, metrics, deadline).await);
+    }
     let fetched = tokio::select! {
         fetched = tokio::time::timeout_at(deadline, fetcher.fetch(&tmp)) => fetched,
         _ = shutdown.cancelled() => return Err(SyncError::Cancelled),
@@ -374,6 +422,18 @@ async fn sync_once(
     let validators = download.validators.clone();
     let id = publisher.publish(download, archive).await?;
     fetcher.remember(validators);
+    Ok(published(config, id, publisher, hooks, metrics, deadline).await)
+}
+
+/// Counts a published version and fires its hooks, bounded by `deadline`.
+async fn published(
+    config: &Config,
+    id: String,
+    publisher: &publish::Publisher,
+    hooks: &hooks::Hooks,
+    metrics: &Metrics,
+    deadline: tokio::time::Instant,
+) -> Outcome {
     metrics.publishes.fetch_add(1, Ordering::Relaxed);
     let path = publisher.version_path(&id);
     if tokio::time::timeout_at(deadline, hooks.fire(&id, &path, metrics))
@@ -383,7 +443,40 @@ async fn sync_once(
         metrics.hook_failures.fetch_add(1, Ordering::Relaxed);
         warn!(version = %id, timeout = ?config.timeout, "hooks cut at the sync's --timeout");
     }
-    Ok(Outcome::Published(id))
+    Outcome::Published(id)
+}
+
+/// How long an interrupted git sync is waited for: gix checks the flag while it receives and
+/// writes, but not inside a blocking read from a silent server.
+const GIT_INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+/// The git fetch and checkout, cut by shutdown and `deadline` like a download. A sync stuck in a
+/// read past [`GIT_INTERRUPT_GRACE`] is left to finish on its blocking thread; its checkout
+/// directory is removed with the other temporary files.
+async fn git_sync(
+    config: &Config,
+    git: &git::Git,
+    current: Option<String>,
+    tmp: PathBuf,
+    deadline: tokio::time::Instant,
+    shutdown: &CancellationToken,
+) -> Result<Option<git::Checkout>, SyncError> {
+    let interrupt = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = git.sync(current, tmp, interrupt.clone());
+    tokio::pin!(task);
+    let cut = tokio::select! {
+        result = &mut task => return Ok(result?),
+        _ = tokio::time::sleep_until(deadline) => SyncError::Timeout(config.timeout),
+        _ = shutdown.cancelled() => SyncError::Cancelled,
+    };
+    interrupt.store(true, Ordering::Relaxed);
+    if tokio::time::timeout(GIT_INTERRUPT_GRACE, &mut task)
+        .await
+        .is_err()
+    {
+        warn!(source = %config.source, "the interrupted git sync is still blocked; left to finish in the background");
+    }
+    Err(cut)
 }
 
 /// `period` plus up to 10% random jitter, so many pullers do not hit a server in step.

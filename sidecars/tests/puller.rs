@@ -17,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 #[path = "puller/support.rs"]
 mod support;
 
+#[path = "puller/git.rs"]
+mod git;
+#[path = "puller/https.rs"]
+mod https;
+
 use support::{Origin, RawEntry, free_addr, http_status, raw_tar, tar_gz, versions, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(20);

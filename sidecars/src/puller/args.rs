@@ -13,10 +13,66 @@ use crate::puller::{Config, Extract, Mode, Source};
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "podkit-puller", version)]
 pub struct Args {
-    /// What to fetch: `http://host/path` (a file, or a .tar/.tar.gz/.tgz/.zip archive) or
-    /// `file:///path` (a file, or a directory published as a tree).
-    #[arg(long, value_name = "URL", env = "PODKIT_PULLER_URL")]
-    pub url: String,
+    /// What to fetch: `http://` or `https://host/path` (a file, or a .tar/.tar.gz/.tgz/.zip
+    /// archive) or `file:///path` (a file, or a directory published as a tree).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "PODKIT_PULLER_URL",
+        required_unless_present = "git",
+        conflicts_with = "git"
+    )]
+    pub url: Option<String>,
+
+    /// Or a git repository to check out: `https://host/repo.git`, `ssh://host/repo`,
+    /// `user@host:repo`, `git://host/repo`, `file:///path` or `/path` (ssh and local
+    /// repositories need the `ssh` and `git-upload-pack` programs).
+    #[arg(long, value_name = "URL", env = "PODKIT_PULLER_GIT")]
+    pub git: Option<String>,
+
+    /// With `--git`: the branch, tag or commit to publish; `HEAD` is the remote's default branch.
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        default_value = "HEAD",
+        requires = "git",
+        env = "PODKIT_PULLER_REF"
+    )]
+    pub reference: String,
+
+    /// With `--git`: history fetched, in commits; 0 fetches all of it.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1,
+        requires = "git",
+        env = "PODKIT_PULLER_DEPTH"
+    )]
+    pub depth: u32,
+
+    /// Trust only the CA certificates in this PEM file for `https://` (instead of the system's
+    /// roots).
+    #[arg(long, value_name = "FILE", env = "PODKIT_PULLER_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Client certificate chain (PEM) for servers that ask for one (mutual TLS); needs
+    /// `--client-key`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_key",
+        env = "PODKIT_PULLER_CLIENT_CERT"
+    )]
+    pub client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--client-cert`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "client_cert",
+        env = "PODKIT_PULLER_CLIENT_KEY"
+    )]
+    pub client_key: Option<PathBuf>,
 
     /// The volume to keep up to date: versions go to `DEST/.versions/`, readers use
     /// `DEST/<link>`.
@@ -43,17 +99,24 @@ pub struct Args {
     pub mode: Mode,
 
     /// Unpack archives: `auto` by the URL's suffix, `never`, or `always` (zip, tar, gzip
-    /// sniffed).
+    /// sniffed). Not with `--git`.
     #[arg(
         long,
         value_enum,
         default_value = "auto",
+        conflicts_with = "git",
         env = "PODKIT_PULLER_EXTRACT"
     )]
     pub extract: Extract,
 
     /// File name of a downloaded file that is not unpacked; default: the URL's last segment.
-    #[arg(long, value_name = "NAME", env = "PODKIT_PULLER_FILE_NAME")]
+    /// Not with `--git`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "git",
+        env = "PODKIT_PULLER_FILE_NAME"
+    )]
     pub file_name: Option<String>,
 
     /// Old versions kept besides the published one (readers may still be inside them).
@@ -90,12 +153,22 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "PODKIT_PULLER_TIMEOUT")]
     pub timeout: Duration,
 
-    /// Refuse downloads larger than this many bytes.
-    #[arg(long, value_name = "BYTES", env = "PODKIT_PULLER_MAX_BYTES")]
+    /// Refuse downloads larger than this many bytes. Not with `--git`.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        conflicts_with = "git",
+        env = "PODKIT_PULLER_MAX_BYTES"
+    )]
     pub max_bytes: Option<u64>,
 
-    /// Expected sha256 of the download (hex); anything else is not published.
-    #[arg(long, value_name = "HEX", env = "PODKIT_PULLER_SHA256")]
+    /// Expected sha256 of the download (hex); anything else is not published. Not with `--git`.
+    #[arg(
+        long,
+        value_name = "HEX",
+        conflicts_with = "git",
+        env = "PODKIT_PULLER_SHA256"
+    )]
     pub sha256: Option<String>,
 
     /// Extra request header `K: V` (repeatable).
@@ -129,9 +202,9 @@ pub struct Args {
 /// A flag whose value is valid on its own but not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum ArgsError {
-    /// `--url` is neither `http://` nor `file://`.
+    /// `--url` is neither `http://`, `https://` nor `file://`.
     #[error(
-        "invalid --url {url:?}: expected http://host[:port]/path or file:///absolute/path ({why})"
+        "invalid --url {url:?}: expected http(s)://host[:port]/path or file:///absolute/path ({why})"
     )]
     Url {
         /// The value.
@@ -179,6 +252,27 @@ pub enum ArgsError {
         /// The flag.
         flag: &'static str,
     },
+    /// `--git` is not a repository URL or path.
+    #[error(
+        "invalid --git {url:?}: expected https://host/repo.git, ssh://host/repo, user@host:repo, file:///path or /path ({why})"
+    )]
+    Git {
+        /// The value.
+        url: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `--ref` cannot name a git ref or commit.
+    #[error(
+        "invalid --ref {value:?}: expected a branch, a tag, a full ref (refs/...) or a 40-digit commit"
+    )]
+    Ref {
+        /// The value.
+        value: String,
+    },
+    /// `--ca-file`, `--client-cert` or `--client-key` cannot be used.
+    #[error("invalid TLS flags (--ca-file, --client-cert, --client-key)")]
+    Tls(#[source] crate::client_tls::Error),
     /// A relative `--dest` needs the working directory.
     #[error("failed to resolve relative --dest {dest:?} against the working directory")]
     WorkingDir {
@@ -188,6 +282,33 @@ pub enum ArgsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+fn git_source(url: &str, reference: &str, depth: u32) -> Result<Source, ArgsError> {
+    let err = |why: String| ArgsError::Git {
+        url: url.to_owned(),
+        why,
+    };
+    let parsed = gix::url::parse(gix::bstr::BStr::new(url)).map_err(|e| err(e.to_string()))?;
+    use gix::url::Scheme;
+    match parsed.scheme {
+        Scheme::Http | Scheme::Https | Scheme::Ssh | Scheme::File | Scheme::Git => {}
+        other => return Err(err(format!("the {other} scheme is not supported"))),
+    }
+    let bad_ref = reference.is_empty()
+        || reference.starts_with('-')
+        || reference.contains([':', ' ', '\\', '^', '~', '?', '*', '['])
+        || reference.contains("..");
+    if bad_ref {
+        return Err(ArgsError::Ref {
+            value: reference.to_owned(),
+        });
+    }
+    Ok(Source::Git {
+        url: url.to_owned(),
+        reference: reference.to_owned(),
+        depth,
+    })
 }
 
 fn source(url: &str) -> Result<Source, ArgsError> {
@@ -201,11 +322,8 @@ fn source(url: &str) -> Result<Source, ArgsError> {
         }
         return Ok(Source::File(PathBuf::from(path)));
     }
-    if url.starts_with("https://") {
-        return Err(err("https:// is not supported yet"));
-    }
     let uri: hyper::Uri = url.parse().map_err(|_| err("not a URL"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.authority().is_none() {
         return Err(err("unsupported scheme or no host"));
     }
     Ok(Source::Http(uri))
@@ -225,7 +343,30 @@ impl TryFrom<Args> for Config {
     type Error = ArgsError;
 
     fn try_from(args: Args) -> Result<Self, ArgsError> {
-        let source = source(&args.url)?;
+        let source = match (&args.url, &args.git) {
+            (_, Some(git)) => git_source(git, &args.reference, args.depth)?,
+            (Some(url), None) => source(url)?,
+            // clap requires one of them; a Config built by hand from Args may lack both.
+            (None, None) => {
+                return Err(ArgsError::Url {
+                    url: String::new(),
+                    why: "one of --url and --git is needed",
+                });
+            }
+        };
+        let tls = crate::client_tls::ClientTls {
+            ca_file: args.ca_file,
+            identity: args.client_cert.zip(args.client_key),
+        };
+        let https = match &source {
+            Source::Http(uri) => uri.scheme_str() == Some("https"),
+            Source::Git { url, .. } => url.starts_with("https://"),
+            Source::File(_) => false,
+        };
+        // Read the files now so a wrong path is a flag error (exit 2), not a failing sync.
+        if https || tls != Default::default() {
+            tls.config(&[]).map_err(ArgsError::Tls)?;
+        }
         single_name("--link", &args.link)?;
         if args.link.starts_with('.') {
             return Err(ArgsError::Name {
@@ -238,6 +379,7 @@ impl TryFrom<Args> for Config {
             None => match &source {
                 Source::Http(uri) => uri.path().rsplit('/').find(|s| !s.is_empty()),
                 Source::File(path) => path.file_name().and_then(|n| n.to_str()),
+                Source::Git { .. } => None,
             }
             .unwrap_or("index")
             .to_owned(),
@@ -319,6 +461,7 @@ impl TryFrom<Args> for Config {
         };
         Ok(Config {
             source,
+            tls,
             extract: args.extract,
             dest,
             link: args.link,

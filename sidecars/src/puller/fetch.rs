@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -132,10 +133,29 @@ impl Drop for TmpGuard {
     }
 }
 
+/// The HTTP client: plain for `http://` sources, so they need no CA certificates at all.
+#[derive(Debug)]
+enum HttpClient {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
+}
+
+impl HttpClient {
+    async fn request(
+        &self,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+        match self {
+            HttpClient::Plain(client) => client.request(request).await,
+            HttpClient::Tls(client) => client.request(request).await,
+        }
+    }
+}
+
 /// Fetches the configured source; keeps the validators of the published version.
 #[derive(Debug)]
 pub struct Fetcher {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     source: Source,
     headers: Vec<(HeaderName, HeaderValue)>,
     bearer_token_file: Option<PathBuf>,
@@ -145,15 +165,24 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: &Config) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
+    /// A fetcher for `config.source`; TLS is set up (and its files read) for `https://` only.
+    pub fn new(config: &Config) -> Result<Self, crate::client_tls::Error> {
+        let https =
+            matches!(&config.source, Source::Http(uri) if uri.scheme_str() == Some("https"));
+        let client = if https {
+            let connector = config.tls.connector(HttpConnector::new(), false)?;
+            HttpClient::Tls(Client::builder(TokioExecutor::new()).build(connector))
+        } else {
+            HttpClient::Plain(Client::builder(TokioExecutor::new()).build_http())
+        };
+        Ok(Self {
+            client,
             source: config.source.clone(),
             headers: config.headers.clone(),
             bearer_token_file: config.bearer_token_file.clone(),
             max_bytes: config.max_bytes,
             validators: Mutex::new(Validators::default()),
-        }
+        })
     }
 
     /// Keeps `validators` for the next conditional request.
@@ -169,6 +198,8 @@ impl Fetcher {
         match &self.source {
             Source::Http(uri) => self.fetch_http(uri, path).await,
             Source::File(file) => fetch_file(file, path, self.max_bytes).await.map(Some),
+            // A git source is synced by `git.rs`; nothing to download here.
+            Source::Git { .. } => Ok(None),
         }
     }
 

@@ -8,8 +8,9 @@
 //! `DEST/<link>` one entry at a time (a rename each, so every file is whole), entries the new
 //! version lacks are removed, and the id is recorded in `DEST/.versions/.copied`.
 //!
-//! A version id is `<unix millis>-<first 16 hex digits of the content's sha256>`: ids sort by
-//! age and tell, after a restart, which content is published.
+//! A version id is `<unix millis>-<first 16 hex digits of the content's sha256>`, or for a git
+//! source `<unix millis>-<the commit's 40 hex digits>`: ids sort by age and tell, after a
+//! restart, which content is published.
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -103,21 +104,29 @@ impl Publisher {
         self.tmp.clone()
     }
 
-    /// Removes every temporary download (after a failed or cut-off sync).
+    /// Removes every temporary download or checkout (after a failed or cut-off sync).
     pub fn cleanup_tmp(&self) {
         if let Ok(entries) = std::fs::read_dir(&self.tmp) {
             for entry in entries.flatten() {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = match entry.file_type() {
+                    Ok(kind) if kind.is_dir() => std::fs::remove_dir_all(entry.path()),
+                    _ => std::fs::remove_file(entry.path()),
+                };
             }
         }
     }
 
-    /// Whether content with this sha256 is the published version.
-    pub fn is_current(&self, sha256: &str) -> bool {
-        self.current
-            .as_deref()
-            .and_then(|id| id.split_once('-'))
-            .is_some_and(|(_, prefix)| sha256.starts_with(prefix) && prefix.len() == 16)
+    /// Whether content with this digest (a sha256, or a git commit) is the published version.
+    pub fn is_current(&self, digest: &str) -> bool {
+        self.current_digest()
+            .is_some_and(|prefix| digest.starts_with(prefix))
+    }
+
+    /// The digest part of the published version's id: 16 hex digits of a sha256, or the 40 of
+    /// a git commit.
+    pub fn current_digest(&self) -> Option<&str> {
+        let (_, digest) = self.current.as_deref()?.split_once('-')?;
+        (digest.len() >= 16).then_some(digest)
     }
 
     /// The directory of version `id` (with `--mode copy`, the updated directory).
@@ -128,31 +137,60 @@ impl Publisher {
         }
     }
 
-    /// Places (or unpacks) `download` as a new version, publishes it and prunes old ones.
-    pub async fn publish(
-        &mut self,
-        download: Download,
-        archive: Option<unpack::Kind>,
-    ) -> Result<String, Error> {
+    /// A new version id for content with this digest.
+    fn new_id(&self, digest: &str) -> String {
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or_default();
-        let mut id = format!("{millis:013}-{}", &download.sha256[..16]);
+        let id = format!("{millis:013}-{digest}");
         if self.current.as_deref() == Some(id.as_str()) || self.versions.join(&id).exists() {
-            id = format!("{:013}-{}", millis + 1, &download.sha256[..16]);
+            return format!("{:013}-{digest}", millis + 1);
         }
-        let job = Job {
+        id
+    }
+
+    fn job(&self, id: &str) -> Job {
+        Job {
             dest: self.dest.clone(),
             versions: self.versions.clone(),
             link: self.link.clone(),
             file_name: self.file_name.clone(),
             keep: self.keep,
             mode: self.mode,
-            id: id.clone(),
-        };
+            id: id.to_owned(),
+        }
+    }
+
+    /// Publishes the directory `tree` (built under [`Self::tmp_dir`], moved by a rename) as a
+    /// new version of git commit `commit`, and prunes old ones.
+    pub async fn publish_tree(&mut self, tree: PathBuf, commit: &str) -> Result<String, Error> {
+        let id = self.new_id(commit);
+        let job = self.job(&id);
+        let result = tokio::task::spawn_blocking(move || job.run(&tree, Content::Tree))
+            .await
+            .map_err(Error::Join)
+            .and_then(|r| r);
+        // A failed rename leaves the checkout in the temporary directory, removed by the caller.
+        result?;
+        self.current = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Places (or unpacks) `download` as a new version, publishes it and prunes old ones.
+    pub async fn publish(
+        &mut self,
+        download: Download,
+        archive: Option<unpack::Kind>,
+    ) -> Result<String, Error> {
+        let id = self.new_id(&download.sha256[..16]);
+        let job = self.job(&id);
         let download_path = download.path.clone();
-        let result = tokio::task::spawn_blocking(move || job.run(&download.path, archive))
+        let content = match archive {
+            Some(kind) => Content::Archive(kind),
+            None => Content::File,
+        };
+        let result = tokio::task::spawn_blocking(move || job.run(&download.path, content))
             .await
             .map_err(Error::Join)
             .and_then(|r| r);
@@ -161,6 +199,17 @@ impl Publisher {
         self.current = Some(id.clone());
         Ok(id)
     }
+}
+
+/// What a publish starts from.
+#[derive(Debug, Clone, Copy)]
+enum Content {
+    /// A download placed as one file.
+    File,
+    /// A download unpacked.
+    Archive(unpack::Kind),
+    /// A directory already built (a git checkout), renamed into place.
+    Tree,
 }
 
 /// The blocking part of a publish.
@@ -175,9 +224,9 @@ struct Job {
 }
 
 impl Job {
-    fn run(&self, download: &Path, archive: Option<unpack::Kind>) -> Result<(), Error> {
+    fn run(&self, download: &Path, content: Content) -> Result<(), Error> {
         let staging = self.versions.join(format!(".staging-{}", self.id));
-        let result = self.build(&staging, download, archive);
+        let result = self.build(&staging, download, content);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&staging);
             return result;
@@ -200,16 +249,17 @@ impl Job {
         Ok(())
     }
 
-    fn build(
-        &self,
-        staging: &Path,
-        download: &Path,
-        archive: Option<unpack::Kind>,
-    ) -> Result<(), Error> {
-        std::fs::create_dir(staging).map_err(io("create the staging directory", staging))?;
-        match archive {
-            Some(kind) => unpack::unpack(download, kind, staging)?,
-            None => {
+    fn build(&self, staging: &Path, download: &Path, content: Content) -> Result<(), Error> {
+        if let Content::Tree = content {
+            std::fs::rename(download, staging)
+                .map_err(io("rename the checkout to the staging directory", staging))?;
+        } else {
+            std::fs::create_dir(staging).map_err(io("create the staging directory", staging))?;
+        }
+        match content {
+            Content::Tree => {}
+            Content::Archive(kind) => unpack::unpack(download, kind, staging)?,
+            Content::File => {
                 let target = staging.join(&self.file_name);
                 std::fs::rename(download, &target).map_err(io("place the download at", &target))?;
                 use std::os::unix::fs::PermissionsExt;

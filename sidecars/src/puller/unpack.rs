@@ -239,7 +239,7 @@ fn unpack_zip(file: BufReader<File>, path: &Path, dest: &Path) -> Result<(), Err
 }
 
 /// Every symlink written resolves (if it resolves at all) inside `dest`.
-fn check_on_disk(
+pub(super) fn check_on_disk(
     dest: &Path,
     symlinks: Vec<(String, PathBuf)>,
     archive: &Path,
@@ -278,7 +278,7 @@ fn checked_depth(path: &Path) -> Result<usize, &'static str> {
 
 /// A symlink of `depth` components pointing to `target` must stay inside the
 /// version directory, resolving `..` lexically from the link's own directory.
-fn check_symlink(depth: usize, target: &Path) -> Result<(), &'static str> {
+pub(super) fn check_symlink(depth: usize, target: &Path) -> Result<(), &'static str> {
     let mut level = depth.saturating_sub(1) as isize;
     for component in target.components() {
         match component {

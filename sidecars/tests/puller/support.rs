@@ -34,6 +34,88 @@ pub async fn wait_until(
     bail!("timed out after {timeout:?} waiting for {what}")
 }
 
+/// A connection, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A CA made at test time (rcgen), and leaf certificates it issues for `localhost`.
+pub struct TestCa {
+    /// The CA certificate (PEM).
+    pub ca: std::path::PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A leaf certificate and its key, as files and as rustls values.
+pub struct Leaf {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub der: rustls::pki_types::CertificateDer<'static>,
+    pub key_der: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
+impl TestCa {
+    pub fn new(dir: &Path, name: &str) -> anyhow::Result<Self> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("podkit test CA {name}"));
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate()?)?;
+        let ca = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&ca, issuer.pem())?;
+        Ok(Self { ca, issuer })
+    }
+
+    /// A leaf for `localhost` and 127.0.0.1, written to `<name>-cert.pem` and `<name>-key.pem`.
+    pub fn issue(&self, dir: &Path, name: &str) -> anyhow::Result<Leaf> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let leaf = Leaf {
+            cert: dir.join(format!("{name}-cert.pem")),
+            key: dir.join(format!("{name}-key.pem")),
+            der: cert.der().clone(),
+            key_der: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                .map_err(|e| anyhow::anyhow!("leaf key: {e}"))?,
+        };
+        std::fs::write(&leaf.cert, cert.pem())?;
+        std::fs::write(&leaf.key, key.serialize_pem())?;
+        Ok(leaf)
+    }
+
+    /// A server configuration presenting `leaf`; with `client_ca`, a client certificate
+    /// issued by that CA is required (rustls' WebPkiClientVerifier).
+    pub fn server_config(
+        leaf: &Leaf,
+        client_ca: Option<&TestCa>,
+    ) -> anyhow::Result<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(ca.issuer.der().clone())?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config =
+            builder.with_single_cert(vec![leaf.der.clone()], leaf.key_der.clone_key())?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
 /// What the origin serves for every path.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -59,6 +141,8 @@ pub struct OriginState {
     pub fail_posts: AtomicU64,
     /// The last `Authorization` header seen.
     pub authorization: Mutex<Option<String>>,
+    /// TLS handshakes that failed (e.g. no client certificate).
+    pub handshake_failures: AtomicU64,
 }
 
 /// An HTTP/1.1 origin on 127.0.0.1:0, stopped on drop.
@@ -77,6 +161,25 @@ impl Drop for Origin {
 
 impl Origin {
     pub async fn start(body: impl Into<Bytes>, etag: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(body, etag, None).await
+    }
+
+    /// The same origin behind TLS: `https://` URLs; a failed handshake is counted in
+    /// `handshake_failures`.
+    pub async fn start_tls(
+        body: impl Into<Bytes>,
+        etag: Option<&str>,
+        tls: rustls::ServerConfig,
+    ) -> anyhow::Result<Self> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        Self::start_with(body, etag, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        body: impl Into<Bytes>,
+        etag: Option<&str>,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(OriginState {
@@ -93,6 +196,7 @@ impl Origin {
             authorization: Mutex::new(None),
             posts: Mutex::new(Vec::new()),
             fail_posts: AtomicU64::new(0),
+            handshake_failures: AtomicU64::new(0),
         });
         let stop = CancellationToken::new();
         let (st, sp) = (state.clone(), stop.clone());
@@ -118,7 +222,18 @@ impl Origin {
                     continue;
                 }
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
+                    let stream: Box<dyn Io> = match tls {
+                        None => Box::new(stream),
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => {
+                                st.handshake_failures.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        },
+                    };
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let st = st.clone();
                         async move {
@@ -141,6 +256,11 @@ impl Origin {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// An `https://` URL naming `localhost`, as the test certificates do.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
     }
 
     pub fn set(&self, body: impl Into<Bytes>, etag: Option<&str>) {
