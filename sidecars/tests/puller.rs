@@ -575,11 +575,12 @@ async fn webhook_and_signal_once_per_version() -> anyhow::Result<()> {
     let receiver = Origin::start("", None).await?;
     receiver.state.fail_posts.store(2, Ordering::SeqCst);
 
-    // The "app": a shell that logs every SIGHUP.
+    // The "app": a shell that logs every SIGHUP. Its trap is set before its pid file is
+    // written: a HUP that came first would end it.
     let script = format!(
-        "echo $$ > {}; trap 'echo hup >> {}' HUP; while :; do sleep 0.02; done",
-        pidfile.display(),
-        hup_log.display()
+        "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.02; done",
+        hup_log.display(),
+        pidfile.display()
     );
     let mut app = Command::new("/bin/sh").args(["-c", &script]).spawn()?;
     struct Kill<'a>(&'a mut std::process::Child);

@@ -115,8 +115,14 @@ async fn https_with_a_client_certificate() -> anyhow::Result<()> {
     let err = sidecars::puller::run(cfg, CancellationToken::new())
         .await
         .expect_err("no client certificate must fail");
+    // With TLS 1.3 the client's handshake is done before the server refuses its (missing)
+    // certificate: the refusal reaches the client as the alert, or, when the request was
+    // already on its way, as the connection closing under it.
     let text = chain(&err);
-    ensure!(text.contains("CertificateRequired"), "{text}");
+    ensure!(
+        text.contains("CertificateRequired") || text.contains("connection"),
+        "{text}"
+    );
     ensure!(origin.state.handshake_failures.load(Ordering::SeqCst) >= 1);
     ensure!(!dest.join("current").exists());
 
