@@ -575,10 +575,11 @@ async fn webhook_and_signal_once_per_version() -> anyhow::Result<()> {
     let receiver = Origin::start("", None).await?;
     receiver.state.fail_posts.store(2, Ordering::SeqCst);
 
-    // The "app": a shell that logs every SIGHUP. Its trap is set before its pid file is
-    // written: a HUP that came first would end it.
+    // The "app": a shell that logs every SIGUSR1 (not SIGHUP, which a test run started under
+    // nohup passes on ignored, and a shell cannot trap an ignored signal). Its trap is set before
+    // its pid file is written: a signal that came first would end it.
     let script = format!(
-        "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.02; done",
+        "trap 'echo hup >> {}' USR1; echo $$ > {}; while :; do sleep 0.02; done",
         hup_log.display(),
         pidfile.display()
     );
@@ -603,7 +604,7 @@ async fn webhook_and_signal_once_per_version() -> anyhow::Result<()> {
             "--webhook",
             &receiver.url("/reload"),
             "--signal",
-            &format!("SIGHUP:{}", pidfile.display()),
+            &format!("SIGUSR1:{}", pidfile.display()),
         ],
     )?);
     let hups = || read(&hup_log).map_or(0, |log| log.lines().count());
