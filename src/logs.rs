@@ -187,6 +187,10 @@ pub struct Reader {
     raw: Vec<u8>,
     /// A line whose `P` records came but not yet its `F` one, and its first record's time.
     line: Option<(Vec<u8>, Vec<u8>)>,
+    /// Without `follow`, the end of the log once reached: what is written after that is not
+    /// this request's (`--tail 1` is one line, whatever the container writes meanwhile).
+    follow: bool,
+    ended: bool,
 }
 
 impl Reader {
@@ -231,6 +235,8 @@ impl Reader {
             tail,
             raw: Vec::new(),
             line: None,
+            follow: query.follow,
+            ended: false,
         })
     }
 
@@ -238,6 +244,9 @@ impl Reader {
     /// container that runs no more, at all).
     pub fn read(&mut self) -> Result<Vec<u8>, LogError> {
         let mut out = Vec::new();
+        if self.ended {
+            return Ok(out);
+        }
         let mut chunk = vec![0u8; CHUNK];
         loop {
             let Some(run) = self.run else {
@@ -290,7 +299,10 @@ impl Reader {
                     self.file = None;
                 }
                 // The file stays open at its end: a follower reads on from there.
-                _ => return Ok(out),
+                _ => {
+                    self.ended = !self.follow;
+                    return Ok(out);
+                }
             }
         }
     }
@@ -443,6 +455,34 @@ mod tests {
         assert!(err.contains("unknown log option \"tail\""), "{err}");
         assert!(Query::parse("sinceSeconds=1&sinceTime=2025-01-02T03:04:05Z").is_err());
         assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn without_follow_the_log_ends_where_it_ended_when_reached() {
+        let pod = tempfile::tempdir().expect("tmp");
+        let dir = pod.path().join("logs/c");
+        write_run(
+            &dir,
+            0,
+            &[
+                "2025-01-01T00:00:00Z stdout F one",
+                "2025-01-01T00:00:01Z stdout F two",
+            ],
+        );
+        let tail = Query {
+            tail_lines: Some(1),
+            ..Query::default()
+        };
+        let mut reader = Reader::open(pod.path(), "p", "c", &tail).expect("open");
+        assert_eq!(reader.read().expect("read"), b"two\n");
+        // The container writes on; `--tail 1` already got its one line.
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join("0.log"))
+            .expect("open the log");
+        std::io::Write::write_all(&mut file, b"2025-01-01T00:00:02Z stdout F three\n")
+            .expect("append");
+        assert_eq!(read_all(&mut reader), "");
     }
 
     #[test]
