@@ -161,20 +161,11 @@ async fn http_get(
     https: bool,
 ) -> Result<(), String> {
     let stream = connect(pod, host, port).await?;
-    let handshake = |e: hyper::Error| format!("HTTP handshake failed: {e}");
     let mut sender = if https {
         let tls = insecure::connect(stream, host.unwrap_or("localhost")).await?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(handshake)?;
-        tokio::spawn(connection);
-        sender
+        http1_handshake(tls).await?
     } else {
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(handshake)?;
-        tokio::spawn(connection);
-        sender
+        http1_handshake(stream).await?
     };
     let mut request = hyper::Request::get(path)
         .header(
@@ -202,6 +193,20 @@ async fn http_get(
             status.as_u16()
         ))
     }
+}
+
+/// An HTTP/1.1 client connection over `io`, its connection task spawned.
+async fn http1_handshake<T>(
+    io: T,
+) -> Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>, String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
+    Ok(sender)
 }
 
 /// Runs postStart and the probes of one run. Marks the container started (and tells `started`)
