@@ -257,6 +257,10 @@ spec:
     command: [sh, -c, "setsid sleep {marker} & echo started"]
   - name: stay
     command: [sleep, "1000"]
+    # Ready only when its exec probe runs in the container's cgroup, as kubelet's do.
+    readinessProbe:
+      exec: {{command: [grep, -q, "^0::.*/podkit-{name}/stay$", /proc/self/cgroup]}}
+      periodSeconds: 1
 "#
         )
     }) else {
@@ -292,6 +296,32 @@ spec:
     assert!(
         own.ends_with(&format!("/podkit-{}/stay", pod.name)),
         "each container in its own cgroup: {own}"
+    );
+    pod.wait_for("the exec probe to pass", || {
+        let status = pod.status();
+        status["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["name"] == "stay" && c["ready"] == true)
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args([
+            "exec",
+            &pod.name,
+            "-c",
+            "stay",
+            "--",
+            "cat",
+            "/proc/self/cgroup",
+        ])
+        .output()
+        .expect("exec");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/podkit-{}/stay", pod.name))),
+        "podkit exec runs in the container's cgroup: {text}"
     );
     let recorded = std::fs::read_to_string(pod.dir().join("cgroup")).expect("recorded cgroup");
     pod.delete_and_check();
@@ -458,7 +488,8 @@ spec:
     command: [sh, -c, "if test -e /state/ran; then echo second run; else touch /state/ran; echo first run; fi; exec sleep 1000"]
     volumeMounts: [{{name: state, mountPath: /state}}]
     livenessProbe:
-      exec: {{command: [sh, -c, "test -e /state/ran && ! test -e /state/sick"]}}
+      # Healthy until the test makes it sick (the first probe may run before the shell does).
+      exec: {{command: [sh, -c, "! test -e /state/sick"]}}
       periodSeconds: 1
       failureThreshold: 1
 "#

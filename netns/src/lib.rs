@@ -23,6 +23,8 @@
 //! - `namespace.rs`: [`Namespace`], one open namespace (by path, name or pid) and running code
 //!   inside it;
 //! - `spawn.rs`: [`Namespaces`], a set to start processes in (`Command` + `pre_exec` + `setns`);
+//! - `process.rs`: [`Process`], a program started by podkit's own fork (clone3), which can
+//!   create it directly in a cgroup;
 //! - `pod.rs`: [`PodNamespaces`], a pod's namespaces created, pinned and deleted together;
 //! - `setup.rs`: [`Setup`], what a member does between fork and exec (session, mounts, user);
 //! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
@@ -38,6 +40,7 @@ mod namespace;
 mod netlink;
 mod pin;
 mod pod;
+mod process;
 mod setup;
 mod socket;
 mod spawn;
@@ -49,6 +52,7 @@ pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};
 pub use netlink::{Address, Link, Netlink};
 pub use pod::{PodNamespaces, PodNamespacesBuilder};
+pub use process::{Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;

@@ -360,6 +360,11 @@ impl PodNamespaces {
         self.namespaces.spawn_with(cmd, setup)
     }
 
+    /// Starts `process` inside the pod after the `setup` steps: see [`Namespaces::start`].
+    pub fn start(&self, process: crate::Process, setup: crate::Setup) -> Result<crate::Started> {
+        self.namespaces.start(process, setup)
+    }
+
     /// A netlink handle inside the pod's network namespace: see [`Namespace::netlink`].
     pub async fn netlink(&self) -> Result<Netlink> {
         self.net().netlink().await

@@ -1,14 +1,12 @@
 //! What a pod member does to itself between fork and exec, after joining the pod's namespaces:
-//! its cgroup, its own session, a private mount namespace with the pod's volumes bound in,
+//! its own session, a private mount namespace with the pod's volumes bound in,
 //! `/proc` for the pod's PID namespace, its working directory and its user. As youki's container
 //! init does, but as a list of steps decided before the fork, so the child only makes syscalls.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -25,7 +23,6 @@ pub struct Setup {
 
 #[derive(Debug, Clone)]
 enum Step {
-    JoinCgroup(Arc<OwnedFd>),
     NewSession,
     ControllingTerminal,
     NewMountNamespace,
@@ -46,14 +43,6 @@ impl Setup {
     /// No steps: the child only joins the namespaces.
     pub fn new() -> Self {
         Setup::default()
-    }
-
-    /// Equal to `echo 0 > CGROUP/cgroup.procs`: the child moves itself into a cgroup v2 whose
-    /// `cgroup.procs` is `procs` (opened for writing), as the first step, so that everything
-    /// it starts is in that cgroup too, also what leaves its session.
-    pub fn join_cgroup(mut self, procs: Arc<OwnedFd>) -> Self {
-        self.steps.insert(0, Step::JoinCgroup(procs));
-        self
     }
 
     /// Equal to `setsid`: the child leads a new session and process group, so that a signal to
@@ -120,10 +109,6 @@ impl Setup {
     pub(crate) fn run(&self) -> io::Result<()> {
         for step in &self.steps {
             match step {
-                Step::JoinCgroup(procs) => {
-                    // "0" is the writing process itself.
-                    nix::unistd::write(procs.as_fd(), b"0")?;
-                }
                 Step::NewSession => {
                     nix::unistd::setsid()?;
                 }

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command};
 
-use crate::{Error, Namespace, NsKind, Result, Setup, sys};
+use crate::{Error, Namespace, NsKind, Process, Result, Setup, Started, sys};
 
 /// Namespaces a process joins together, kept in the order it enters them.
 #[derive(Debug, Clone, Default)]
@@ -75,13 +75,7 @@ impl Namespaces {
 
     /// [`Namespaces::command`], then the `setup` steps (session, mounts, user) in the child.
     pub fn command_with<'a>(&self, cmd: &'a mut Command, setup: Setup) -> &'a mut Command {
-        let namespaces = self
-            .members
-            .iter()
-            .filter(|m| m.kind() != NsKind::Pid)
-            .map(|m| (m.shared_fd(), m.kind().clone_flag()))
-            .collect();
-        sys::before_exec(cmd, namespaces, setup);
+        sys::before_exec(cmd, self.setns_list(), setup);
         cmd
     }
 
@@ -99,27 +93,54 @@ impl Namespaces {
     /// namespaces (a `/proc` mount then shows the pod's PID namespace).
     pub fn spawn_with(&self, cmd: &mut Command, setup: Setup) -> Result<Child> {
         self.command_with(cmd, setup);
+        let program = cmd_label(cmd);
+        self.fork_in_pid_namespace(&program, || cmd.spawn())
+    }
+
+    /// Starts `process` inside every namespace of the set, the PID one included, after the
+    /// `setup` steps: [`Namespaces::spawn_with`] for a [`Process`], which can be created
+    /// directly in a cgroup ([`Process::cgroup`]). Returns once the program was exec'd.
+    pub fn start(&self, process: Process, setup: Setup) -> Result<Started> {
+        let program = process.program().to_string_lossy().into_owned();
+        let namespaces = self.setns_list();
+        self.fork_in_pid_namespace(&program, move || process.start(namespaces, &setup))
+    }
+
+    /// The fds and flags a child `setns`es to, in order: all but a PID namespace, which only
+    /// the forking thread can join.
+    fn setns_list(&self) -> Vec<(std::sync::Arc<std::os::fd::OwnedFd>, nix::sched::CloneFlags)> {
+        self.members
+            .iter()
+            .filter(|m| m.kind() != NsKind::Pid)
+            .map(|m| (m.shared_fd(), m.kind().clone_flag()))
+            .collect()
+    }
+
+    /// Runs `fork`, on a short-lived thread that joined the set's PID namespace if it has one,
+    /// so the child is born in it.
+    fn fork_in_pid_namespace<T: Send>(
+        &self,
+        program: &str,
+        fork: impl FnOnce() -> std::io::Result<T> + Send,
+    ) -> Result<T> {
+        let spawn_error = |source| Error::Spawn {
+            program: program.to_owned(),
+            path: self.label(),
+            source,
+        };
         let Some(pid_ns) = self.get(NsKind::Pid) else {
-            return cmd.spawn().map_err(|source| Error::Spawn {
-                program: cmd_label(cmd),
-                path: self.label(),
-                source,
-            });
+            return fork().map_err(spawn_error);
         };
         let result = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     pid_ns.enter()?;
-                    cmd.spawn().map_err(|source| match source.raw_os_error() {
+                    fork().map_err(|source| match source.raw_os_error() {
                         // fork(2) says ENOMEM when the PID namespace's init has exited.
                         Some(libc::ENOMEM) => Error::PidNamespaceDead {
                             path: pid_ns.path().to_path_buf(),
                         },
-                        _ => Error::Spawn {
-                            program: cmd_label(cmd),
-                            path: self.label(),
-                            source,
-                        },
+                        _ => spawn_error(source),
                     })
                 })
                 .join()

@@ -3,13 +3,17 @@
 
 #![allow(unsafe_code)]
 
+use std::convert::Infallible;
+use std::ffi::{CString, c_char};
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Arc;
 
+use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
 
 use crate::Setup;
 
@@ -129,4 +133,239 @@ pub(crate) fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Everything a child started by [`spawn`] does between fork and exec, prepared before the
+/// fork: the child only makes syscalls on it.
+pub(crate) struct ChildPlan<'a> {
+    /// NULL-terminated pointers into the caller's `CString`s, which outlive the plan.
+    argv: Vec<*const c_char>,
+    envp: Vec<*const c_char>,
+    /// The paths to try to exec, in order (a PATH search made before the fork).
+    candidates: &'a [CString],
+    /// The fds to put on 0, 1 and 2; `None` keeps the caller's.
+    stdio: [Option<RawFd>; 3],
+    namespaces: &'a [(Arc<OwnedFd>, CloneFlags)],
+    setup: &'a Setup,
+    /// The cgroup v2 directory to create the child in.
+    cgroup: Option<BorrowedFd<'a>>,
+}
+
+impl<'a> ChildPlan<'a> {
+    pub(crate) fn new(
+        argv: &'a [CString],
+        envp: &'a [CString],
+        candidates: &'a [CString],
+        stdio: [Option<RawFd>; 3],
+        namespaces: &'a [(Arc<OwnedFd>, CloneFlags)],
+        setup: &'a Setup,
+        cgroup: Option<BorrowedFd<'a>>,
+    ) -> Self {
+        let pointers = |strings: &'a [CString]| {
+            strings
+                .iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        ChildPlan {
+            argv: pointers(argv),
+            envp: pointers(envp),
+            candidates,
+            stdio,
+            namespaces,
+            setup,
+            cgroup,
+        }
+    }
+}
+
+/// `struct clone_args` from `<linux/sched.h>` (version 2, Linux 5.7, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks a child that follows `plan` and execs; returns its pid once it exec'd, or the error
+/// that stopped it (the child is then reaped here). With a cgroup, the child is created in it
+/// by clone3(2) with CLONE_INTO_CGROUP; before Linux 5.7 it moves itself in instead.
+pub(crate) fn spawn(plan: &ChildPlan<'_>) -> io::Result<u32> {
+    // The child reports a failure before exec as an errno on this pipe; exec closes it.
+    let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    let mut procs = None;
+    let pid = match plan.cgroup {
+        None => fork()?,
+        Some(dir) => match clone_into_cgroup(dir) {
+            Err(err)
+                if matches!(
+                    err.raw_os_error(),
+                    Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL)
+                ) =>
+            {
+                let flags = OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+                procs = Some(nix::fcntl::openat(
+                    dir,
+                    "cgroup.procs",
+                    flags,
+                    Mode::empty(),
+                )?);
+                fork()?
+            }
+            other => other?,
+        },
+    };
+    if pid == 0 {
+        let Err(err) = child(plan, procs.as_ref());
+        let errno = err.raw_os_error().unwrap_or(libc::EINVAL).to_ne_bytes();
+        // SAFETY: in the child, between fork and exec: write(2) and _exit(2) are
+        // async-signal-safe; the buffer is a live local array.
+        unsafe {
+            libc::write(report_write.as_raw_fd(), errno.as_ptr().cast(), errno.len());
+            libc::_exit(127);
+        }
+    }
+    drop(report_write);
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < errno.len() {
+        match nix::unistd::read(report_read.as_fd(), &mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(nix::Error::EINTR) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let pid_u32 = pid as u32;
+    match got {
+        0 => Ok(pid_u32),
+        _ => {
+            let _ = wait(pid_u32);
+            Err(match got {
+                4 => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                _ => io::Error::other("the child failed before exec and sent a short report"),
+            })
+        }
+    }
+}
+
+/// fork(2): 0 in the child, its pid in the parent.
+fn fork() -> io::Result<libc::pid_t> {
+    // SAFETY: the child only runs `child`, which makes syscalls on data prepared before the
+    // fork (see `ChildPlan`), then execs or _exits: no allocation, no locks, as a
+    // multi-threaded parent requires.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid)
+}
+
+/// clone3(2) as a fork, with the child created in cgroup `dir` and its signal handlers reset
+/// (a handler of the parent's must not run in the child before exec).
+fn clone_into_cgroup(dir: BorrowedFd<'_>) -> io::Result<libc::pid_t> {
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP | CLONE_CLEAR_SIGHAND,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir.as_raw_fd() as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: without CLONE_VM and a stack this is fork(2): the child gets a copy of the address
+    // space and returns 0 here, then only runs `child` (as for `fork` above). The kernel reads
+    // `args`, which lives across the call, and its size is passed.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            size_of::<CloneArgs>(),
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(pid as libc::pid_t)
+}
+
+/// The child's side: standard streams, namespaces, the cgroup (old kernels), the setup steps,
+/// then exec. Only returns on failure.
+fn child(plan: &ChildPlan<'_>, procs: Option<&OwnedFd>) -> io::Result<Infallible> {
+    // SAFETY: both take values or a live local; the signal mask and dispositions are the
+    // child's own. Rust ignores SIGPIPE, and an ignored signal stays ignored across exec.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    for (target, src) in (0..).zip(plan.stdio) {
+        let Some(src) = src else { continue };
+        // SAFETY: both take fds by value and touch no memory of ours; `src` is open (the caller
+        // holds it across the fork), and `target` (0, 1 or 2) is replaced, as the caller asked.
+        // dup2 onto itself would keep close-on-exec, so that case clears the flag instead.
+        let ret = unsafe {
+            if src == target {
+                libc::fcntl(src, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, target)
+            }
+        };
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    for (fd, flag) in plan.namespaces {
+        nix::sched::setns(fd.as_ref(), *flag)?;
+    }
+    if let Some(procs) = procs {
+        // "0" is the writing process itself.
+        nix::unistd::write(procs, b"0")?;
+    }
+    plan.setup.run()?;
+    // execvp(3)'s search, on paths made before the fork.
+    let mut denied = false;
+    for path in plan.candidates {
+        // SAFETY: the path and both arrays are NUL-terminated and NULL-terminated, pointing
+        // into strings the caller keeps alive; execve only returns on failure.
+        unsafe { libc::execve(path.as_ptr(), plan.argv.as_ptr(), plan.envp.as_ptr()) };
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EACCES) => denied = true,
+            Some(libc::ENOENT | libc::ENOTDIR) => {}
+            _ => return Err(err),
+        }
+    }
+    Err(io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
+}
+
+/// Waits for child `pid` to end; its raw wait status. See waitpid(2).
+pub(crate) fn wait(pid: u32) -> io::Result<i32> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes one int through the pointer, which points to a live local.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } >= 0 {
+            return Ok(status);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
 }

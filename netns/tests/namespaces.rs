@@ -549,6 +549,86 @@ async fn setup_gives_a_member_private_mounts_its_own_proc_and_user() {
 }
 
 #[tokio::test]
+async fn a_process_starts_in_its_cgroup_with_its_pipes_and_only_its_environment() {
+    let Some(pod) = Pod::create("proc", true).await else {
+        return;
+    };
+    let Some(cgroup) = TestCgroup::create(&pod.name) else {
+        eprintln!("skipped: no cgroup v2 mounted");
+        return;
+    };
+    let script = "cat /proc/self/cgroup; echo \"home=[$HOME] path=[$PATH] x=[$X]\"; \
+                  cat; echo err >&2";
+    let process = netns::Process::new("sh")
+        .args(["-c", script])
+        .env("X", "1")
+        .env("X", "2")
+        .env("PATH", "/nonexistent:/usr/bin:/bin")
+        .stdin(netns::Stdio::Pipe)
+        .stdout(netns::Stdio::Pipe)
+        .stderr(netns::Stdio::Pipe)
+        .cgroup(cgroup.open());
+    let mut started = pod.ns().start(process, Setup::new()).expect("start");
+    let mut stdin = std::fs::File::from(started.stdin.take().expect("stdin pipe"));
+    std::io::Write::write_all(&mut stdin, b"from stdin\n").expect("write");
+    drop(stdin);
+    let mut out = String::new();
+    std::fs::File::from(started.stdout.take().expect("stdout pipe"))
+        .read_to_string(&mut out)
+        .expect("read");
+    let mut err = String::new();
+    std::fs::File::from(started.stderr.take().expect("stderr pipe"))
+        .read_to_string(&mut err)
+        .expect("read");
+    let status = started.wait().expect("wait");
+    assert!(status.success(), "{out}{err}");
+    // cgroup v1 hierarchies (a hybrid host) come first, then "0::PATH".
+    let lines: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("0::")).collect();
+    assert_eq!(
+        lines[0],
+        format!("0::{}", cgroup.relative),
+        "born in the cgroup: {out}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "home=[] path=[/nonexistent:/usr/bin:/bin] x=[2]",
+            "from stdin"
+        ]
+    );
+    assert_eq!(err, "err\n");
+
+    // A program that is nowhere: the error names it and the cause; the child is reaped.
+    let missing = netns::Process::new("podkit-no-such-program").cgroup(cgroup.open());
+    let err = pod
+        .ns()
+        .start(missing, Setup::new())
+        .expect_err("missing program");
+    let text = format!("{err}: {}", std::error::Error::source(&err).expect("cause"));
+    assert!(
+        text.contains("podkit-no-such-program") && text.contains("No such file"),
+        "{text}"
+    );
+    // A setup step that fails in the child reports its errno too.
+    let bad_dir = Setup::new()
+        .chdir(Path::new("/nonexistent-dir"))
+        .expect("path");
+    let err = pod
+        .ns()
+        .start(netns::Process::new("true"), bad_dir)
+        .expect_err("bad working directory");
+    assert!(
+        std::error::Error::source(&err).is_some_and(|e| e.to_string().contains("No such file")),
+        "{err:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cgroup.dir.join("cgroup.procs")).expect("procs"),
+        "",
+        "nothing left in the cgroup"
+    );
+}
+
+#[tokio::test]
 async fn open_by_name_path_and_pid_agree() {
     let Some(pod) = Pod::create("open", false).await else {
         return;
@@ -572,6 +652,46 @@ async fn open_by_name_path_and_pid_agree() {
 }
 
 // ---- helpers ----
+
+/// A cgroup v2 below this test process's own, removed when the test ends.
+struct TestCgroup {
+    dir: PathBuf,
+    /// Its path as /proc/PID/cgroup shows it.
+    relative: String,
+}
+
+impl TestCgroup {
+    fn create(name: &str) -> Option<TestCgroup> {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            right
+                .starts_with("cgroup2 ")
+                .then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        })?;
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+        let relative = format!("{}/podkit-test-{name}", own.trim_end_matches('/'));
+        let dir = mount.join(relative.trim_start_matches('/'));
+        std::fs::create_dir(&dir).ok()?;
+        Some(TestCgroup { dir, relative })
+    }
+
+    fn open(&self) -> std::sync::Arc<std::os::fd::OwnedFd> {
+        let dir = std::fs::File::open(&self.dir).expect("open the cgroup");
+        std::sync::Arc::new(dir.into())
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
 
 /// A pod made for one test, deleted when the test ends, pass or fail.
 struct Pod {

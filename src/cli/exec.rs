@@ -4,10 +4,10 @@
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use netns::{Namespace, Namespaces, NsKind, Setup};
+use netns::{Namespace, Namespaces, NsKind, Process, Setup, Started, Stdio};
 use nix::sys::termios::{self, SetArg, Termios};
 
 use crate::state;
@@ -151,9 +151,14 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         .chdir(&cwd)?
         .user(uid.filter(|u| *u != 0), gid.filter(|g| *g != 0));
 
-    let mut cmd = Command::new(&args.command[0]);
     let has_term = env.iter().any(|(k, _)| k == "TERM");
-    cmd.args(&args.command[1..]).env_clear().envs(env);
+    let mut process = Process::new(&args.command[0])
+        .args(&args.command[1..])
+        .envs(env);
+    // In the container's cgroup, as `kubectl exec` is: it ends with the container.
+    if let Some(cgroup) = crate::supervisor::cgroup::open_container(&pod.dir, &container) {
+        process = process.cgroup(cgroup);
+    }
     let failed = || {
         format!(
             "failed to run {:?} in container {container:?}",
@@ -163,20 +168,22 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let status = if tty {
         // What the command draws depends on the terminal: tell it which one, as docker does.
         if !has_term && let Some(term) = std::env::var_os("TERM") {
-            cmd.env("TERM", term);
+            process = process.env("TERM", term);
         }
-        with_terminal(cmd, |cmd| {
-            namespaces.spawn_with(cmd, setup).with_context(failed)
+        with_terminal(process, |process| {
+            namespaces.start(process, setup).with_context(failed)
         })?
     } else {
-        cmd.stdin(if args.stdin {
-            Stdio::inherit()
+        let stdin = if args.stdin {
+            Stdio::Inherit
         } else {
-            Stdio::null()
-        });
-        let mut child = namespaces
-            .spawn_with(&mut cmd, setup)
-            .with_context(failed)?;
+            Stdio::Null
+        };
+        let process = process
+            .stdin(stdin)
+            .stdout(Stdio::Inherit)
+            .stderr(Stdio::Inherit);
+        let child = namespaces.start(process, setup).with_context(failed)?;
         child.wait()?
     };
     Ok(match status.code() {
@@ -189,12 +196,12 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs `cmd` (started by `spawn`) on a new pty whose slave end is its stdin, stdout and stderr
+/// Runs `process` (started by `spawn`) on a new pty whose slave end is its stdin, stdout and stderr
 /// (the child makes it its controlling terminal), relaying this terminal to the master end in
 /// raw mode, and window size changes with it. The terminal is restored however this ends.
 fn with_terminal(
-    mut cmd: Command,
-    spawn: impl FnOnce(&mut Command) -> anyhow::Result<std::process::Child>,
+    process: Process,
+    spawn: impl FnOnce(Process) -> anyhow::Result<Started>,
 ) -> anyhow::Result<std::process::ExitStatus> {
     let stdin = std::io::stdin();
     let size = netns::window_size(stdin.as_fd()).ok();
@@ -204,13 +211,13 @@ fn with_terminal(
             .try_clone()
             .with_context(|| format!("failed to hand the pty to the command's {what}"))
     };
-    cmd.stdin(slave("stdin")?)
-        .stdout(slave("stdout")?)
-        .stderr(slave("stderr")?);
-    let mut child = spawn(&mut cmd)?;
-    // Only the child holds the slave end now: when it (and what it started) is gone, reading
-    // the master fails with EIO.
-    drop(cmd);
+    let process = process
+        .stdin(Stdio::Fd(slave("stdin")?))
+        .stdout(Stdio::Fd(slave("stdout")?))
+        .stderr(Stdio::Fd(slave("stderr")?));
+    // Only the child holds the slave end once `spawn` returns: when it (and what it started)
+    // is gone, reading the master fails with EIO.
+    let child = spawn(process)?;
     drop(pty.slave);
     let master = pty.master;
 

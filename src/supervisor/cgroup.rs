@@ -57,27 +57,40 @@ impl PodCgroup {
         Some(PodCgroup { dir })
     }
 
-    /// The `cgroup.procs` of container `name`'s cgroup, made if needed, for the container's
-    /// process to move itself in before it execs.
-    pub fn procs(&self, name: &str) -> io::Result<Arc<OwnedFd>> {
+    /// Container `name`'s cgroup directory, made if needed and opened for
+    /// [`netns::Process::cgroup`]: its processes are created in it.
+    pub fn container(&self, name: &str) -> io::Result<Arc<OwnedFd>> {
         let dir = self.dir.join(name);
         match std::fs::create_dir(&dir) {
             Err(err) if err.kind() != io::ErrorKind::AlreadyExists => return Err(err),
             _ => {}
         }
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))?;
-        Ok(Arc::new(OwnedFd::from(file)))
+        open_dir(&dir)
     }
 
-    /// SIGKILLs every process in container `name`'s cgroup.
+    /// SIGKILLs every process in container `name`'s cgroup, pid by pid until a pass finds no
+    /// new one (a process forked meanwhile shows in the next pass; one SIGKILLed mid-fork does
+    /// not fork). Not with `cgroup.kill`: Linux (seen on 6.18) then SIGKILLs every process
+    /// later created in that cgroup by clone3(CLONE_INTO_CGROUP), so the container's next run
+    /// would die at birth; fork compares the kill count of the target cgroup with the one it
+    /// read from the parent's cgroup, and the two differ once the target was killed.
     pub fn kill(&self, name: &str) {
         let dir = self.dir.join(name);
-        if dir.exists()
-            && let Err(err) = kill(&dir)
-        {
-            warn!(cgroup = %dir.display(), %err, "failed to kill the container's cgroup");
+        let mut killed = std::collections::HashSet::new();
+        loop {
+            let new: Vec<u32> = procs_below(&dir)
+                .into_iter()
+                .filter(|pid| killed.insert(*pid))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for pid in new {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 
@@ -92,6 +105,23 @@ impl PodCgroup {
     pub fn remove(&self) -> Vec<String> {
         remove_tree(&self.dir)
     }
+}
+
+/// The cgroup of container `name` of the pod whose state directory is `state_dir`, opened for
+/// [`netns::Process::cgroup`], if the pod has one and the container's cgroup exists: for
+/// `podkit exec`, whose command joins the container's cgroup as its other processes are in.
+pub fn open_container(state_dir: &Path, name: &str) -> Option<Arc<OwnedFd>> {
+    let pod = std::fs::read_to_string(state_dir.join(RECORD)).ok()?;
+    open_dir(&Path::new(pod.trim()).join(name)).ok()
+}
+
+fn open_dir(dir: &Path) -> io::Result<Arc<OwnedFd>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY)
+        .open(dir)?;
+    Ok(Arc::new(OwnedFd::from(file)))
 }
 
 /// The supervisor's own cgroup v2 directory, if cgroup v2 is mounted.

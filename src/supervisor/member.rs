@@ -2,12 +2,11 @@
 //! stop it gracefully.
 
 use std::os::fd::OwnedFd;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use netns::Setup;
+use netns::{Process, Setup, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
@@ -260,12 +259,6 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
         .mounts_for(member)
         .map_err(|e| e.to_string())?;
     let mut setup = Setup::new().new_session();
-    if let Some(cgroup) = &pod.cgroup {
-        let procs = cgroup
-            .procs(&member.name)
-            .map_err(|e| format!("failed to make the container's cgroup: {e}"))?;
-        setup = setup.join_cgroup(procs);
-    }
     if !mounts.is_empty() || pod.plan.share_process_namespace {
         setup = setup.new_mount_namespace();
     }
@@ -286,28 +279,32 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     setup = setup.chdir(dir).map_err(|e| e.to_string())?;
     setup = setup.user(member.run_as_user, member.run_as_group);
 
-    let mut cmd = Command::new(resolve(&argv[0], &env));
-    cmd.args(&argv[1..])
-        .env_clear()
+    let mut process = Process::new(resolve(&argv[0], &env))
+        .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Pipe);
+    if let Some(cgroup) = &pod.cgroup {
+        let dir = cgroup
+            .container(&member.name)
+            .map_err(|e| format!("failed to make the container's cgroup: {e}"))?;
+        process = process.cgroup(dir);
+    }
     let ((pid, stdout, stderr), exit) = pod
         .reaper
         .spawn(|| {
-            let mut child = pod.ns.spawn_with(&mut cmd, setup)?;
-            let made = (child.id(), child.stdout.take(), child.stderr.take());
-            // The reaper, not this handle, waits for the child.
-            Ok::<_, netns::Error>((child.id(), made))
+            let started = pod.ns.start(process, setup)?;
+            let made = (started.pid, started.stdout, started.stderr);
+            Ok::<_, netns::Error>((started.pid, made))
         })
         .map_err(|e| format!("failed to start {:?}: {}", argv[0], error_chain(&e)))?;
     let pipe = |fd: Option<OwnedFd>| {
         fd.ok_or_else(|| "no pipe".to_owned())
             .and_then(|fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string()))
     };
-    let stdout = pipe(stdout.map(OwnedFd::from))?;
-    let stderr = pipe(stderr.map(OwnedFd::from))?;
+    let stdout = pipe(stdout)?;
+    let stderr = pipe(stderr)?;
     let echo = pod.echo.then(|| member.name.clone());
     let logs = logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;

@@ -8,14 +8,13 @@
 //! the status, and cancels `kill` when the container must be restarted.
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use netns::{Namespace, NsKind, Setup};
+use netns::{Namespace, NsKind, Process, Setup, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
@@ -82,13 +81,18 @@ async fn exec(
     let write_err = write
         .try_clone()
         .map_err(|e| format!("failed to make a pipe: {e}"))?;
-    let mut cmd = Command::new(&command[0]);
-    cmd.args(&command[1..])
-        .env_clear()
+    // In the container's cgroup, as kubelet's exec probes are: it ends with the container.
+    let mut process = Process::new(&command[0])
+        .args(&command[1..])
         .envs(environment(pod, member))
-        .stdin(Stdio::null())
-        .stdout(write)
-        .stderr(write_err);
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Fd(write))
+        .stderr(Stdio::Fd(write_err));
+    if let Some(cgroup) = &pod.cgroup
+        && let Ok(dir) = cgroup.container(&member.name)
+    {
+        process = process.cgroup(dir);
+    }
     let mut setup = Setup::new().new_session();
     if let Some(dir) = &member.working_dir {
         setup = setup.chdir(dir).map_err(|e| e.to_string())?;
@@ -97,12 +101,11 @@ async fn exec(
     let (pid, exit) = pod
         .reaper
         .spawn(|| {
-            let child = namespaces.spawn_with(&mut cmd, setup)?;
-            Ok::<_, netns::Error>((child.id(), child.id()))
+            // Our copies of the write end go with `process`: the read below sees the end.
+            let started = namespaces.start(process, setup)?;
+            Ok::<_, netns::Error>((started.pid, started.pid))
         })
         .map_err(|e| format!("failed to run {:?}: {e}", command[0]))?;
-    // Our copies of the write end must go, or the read below never sees the end.
-    drop(cmd);
     let output = async {
         let mut text = String::new();
         if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) {
