@@ -332,6 +332,71 @@ spec:
 }
 
 #[test]
+fn a_command_that_cannot_start_is_reported_with_its_cause() {
+    let Some(pod) = Running::start("nostart", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: missing
+    command: [/nonexistent/podkit-test-program]
+  - name: baddir
+    command: ["true"]
+    workingDir: /nonexistent/podkit-test-dir
+  - name: fine
+    command: [sleep, "1000"]
+"#
+        )
+    }) else {
+        return;
+    };
+    let terminated = |container: &str| {
+        pod.status()["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"] == container)
+            .map(|c| c["state"]["terminated"].clone())
+            .unwrap_or(Value::Null)
+    };
+    pod.wait_for("both failed starts", || {
+        terminated("missing").is_object() && terminated("baddir").is_object()
+    });
+    for container in ["missing", "baddir"] {
+        let state = terminated(container);
+        assert_eq!(state["reason"], "StartError", "{container}: {state}");
+        assert_eq!(state["exitCode"], 128, "{container}: {state}");
+    }
+    let events = pod.events().join("\n");
+    assert!(
+        events.contains("failed to start \"/nonexistent/podkit-test-program\"")
+            && events.contains("No such file or directory"),
+        "{events}"
+    );
+    // The children that failed before exec were reaped: no zombie stays with the supervisor.
+    let supervisor = std::fs::read_to_string(pod.dir().join("supervisor.pid")).expect("pid");
+    let zombies = || {
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", supervisor.trim()))
+                .unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter(|child| {
+                std::fs::read_to_string(format!("/proc/{child}/stat"))
+                    .is_ok_and(|stat| stat.contains(") Z "))
+            })
+            .count()
+    };
+    pod.wait_for("the failed children to be reaped", || zombies() == 0);
+    pod.delete_and_check();
+}
+
+#[test]
 fn an_https_readiness_probe_skips_certificate_checks_as_kubelet_does() {
     let Some(pod) = Running::start("https", |name| {
         format!(

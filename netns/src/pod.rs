@@ -365,6 +365,11 @@ impl PodNamespaces {
         self.namespaces.start(process, setup)
     }
 
+    /// Forks `process` inside the pod, not waiting for its exec: see [`Namespaces::begin`].
+    pub fn begin(&self, process: crate::Process, setup: crate::Setup) -> Result<crate::Pending> {
+        self.namespaces.begin(process, setup)
+    }
+
     /// A netlink handle inside the pod's network namespace: see [`Namespace::netlink`].
     pub async fn netlink(&self) -> Result<Netlink> {
         self.net().netlink().await

@@ -7,18 +7,20 @@
 //! runc and crun start containers with CLONE_INTO_CGROUP for the same reason.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::io;
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::sync::Arc;
 
 use nix::fcntl::{OFlag, open};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
+use tokio::io::AsyncReadExt;
 
-use crate::{Setup, sys};
+use crate::{Error, Result, Setup, sys};
 
 /// The PATH a process gets when its environment has none: runc's and kubelet's default.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -125,14 +127,13 @@ impl Process {
         &self.program
     }
 
-    /// Starts the process after joining `namespaces` (not a PID one: the caller forks on a
-    /// thread that joined it) and taking the `setup` steps. Returns once the program was
-    /// exec'd, or with the error that stopped it (the failed child is reaped here).
-    pub(crate) fn start(
+    /// Forks the process, which joins `namespaces` (not a PID one: the caller forks on a
+    /// thread that joined it), takes the `setup` steps and execs. Returns once forked.
+    pub(crate) fn fork(
         self,
         namespaces: Vec<(Arc<OwnedFd>, CloneFlags)>,
         setup: &Setup,
-    ) -> io::Result<Started> {
+    ) -> io::Result<(Started, OwnedFd)> {
         let argv = std::iter::once(&self.program)
             .chain(&self.args)
             .map(|a| c_string(a))
@@ -179,14 +180,15 @@ impl Process {
             setup,
             self.cgroup.as_deref().map(AsFd::as_fd),
         );
-        let pid = sys::spawn(&plan)?;
+        let (pid, report) = sys::spawn(&plan)?;
         let [stdin, stdout, stderr] = ours;
-        Ok(Started {
+        let started = Started {
             pid,
             stdin,
             stdout,
             stderr,
-        })
+        };
+        Ok((started, report))
     }
 
     /// The paths the child tries to exec, in order, made here: the child must not allocate.
@@ -212,6 +214,82 @@ impl Process {
             })
             .collect()
     }
+}
+
+/// A process forked in its namespaces that may not have exec'd yet: see
+/// [`Namespaces::begin`](crate::Namespaces::begin).
+#[derive(Debug)]
+pub struct Pending {
+    started: Started,
+    /// Closed by the child's exec; an errno comes through it if the child fails before.
+    report: OwnedFd,
+    /// For the error: the program and the namespaces' path.
+    program: String,
+    path: PathBuf,
+}
+
+impl Pending {
+    pub(crate) fn new(started: Started, report: OwnedFd, program: String, path: PathBuf) -> Self {
+        Pending {
+            started,
+            report,
+            program,
+            path,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.started.pid
+    }
+
+    /// Waits, without blocking the thread (on a tokio runtime), until the program was exec'd;
+    /// or returns the error that stopped the child, which then exits with 127 and is left for
+    /// the caller's reaper.
+    pub async fn exec(self) -> Result<Started> {
+        let Pending {
+            started,
+            report,
+            program,
+            path,
+        } = self;
+        let mut bytes = Vec::new();
+        let read = async {
+            let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(report)?;
+            pipe.read_to_end(&mut bytes).await
+        };
+        let done = read.await.and_then(|_| sys::exec_report(&bytes));
+        finish(started, done, program, path)
+    }
+
+    /// [`Pending::exec`], blocking the thread, and reaping a child that failed.
+    pub fn wait_exec(self) -> Result<Started> {
+        let Pending {
+            started,
+            report,
+            program,
+            path,
+        } = self;
+        let mut bytes = Vec::new();
+        let read = std::fs::File::from(report).read_to_end(&mut bytes);
+        let done = read.and_then(|_| sys::exec_report(&bytes));
+        if done.is_err() {
+            let _ = sys::wait(started.pid);
+        }
+        finish(started, done, program, path)
+    }
+}
+
+fn finish(
+    started: Started,
+    done: io::Result<()>,
+    program: String,
+    path: PathBuf,
+) -> Result<Started> {
+    done.map(|()| started).map_err(|source| Error::Spawn {
+        program,
+        path,
+        source,
+    })
 }
 
 impl Started {

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Child, Command};
 
-use crate::{Error, Namespace, NsKind, Process, Result, Setup, Started, sys};
+use crate::{Error, Namespace, NsKind, Pending, Process, Result, Setup, Started, sys};
 
 /// Namespaces a process joins together, kept in the order it enters them.
 #[derive(Debug, Clone, Default)]
@@ -101,9 +101,18 @@ impl Namespaces {
     /// `setup` steps: [`Namespaces::spawn_with`] for a [`Process`], which can be created
     /// directly in a cgroup ([`Process::cgroup`]). Returns once the program was exec'd.
     pub fn start(&self, process: Process, setup: Setup) -> Result<Started> {
+        self.begin(process, setup)?.wait_exec()
+    }
+
+    /// [`Namespaces::start`] without waiting for the exec: returns once the child is forked,
+    /// and [`Pending::exec`] waits for the rest without blocking, so that several processes
+    /// (a pod's containers) exec at once.
+    pub fn begin(&self, process: Process, setup: Setup) -> Result<Pending> {
         let program = process.program().to_string_lossy().into_owned();
         let namespaces = self.setns_list();
-        self.fork_in_pid_namespace(&program, move || process.start(namespaces, &setup))
+        let (started, report) =
+            self.fork_in_pid_namespace(&program, move || process.fork(namespaces, &setup))?;
+        Ok(Pending::new(started, report, program, self.label()))
     }
 
     /// The fds and flags a child `setns`es to, in order: all but a PID namespace, which only

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::ffi::{CString, c_char};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Arc;
@@ -200,11 +200,11 @@ struct CloneArgs {
 const CLONE_CLEAR_SIGHAND: u64 = 0x1_0000_0000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Forks a child that follows `plan` and execs; returns its pid once it exec'd, or the error
-/// that stopped it (the child is then reaped here). With a cgroup, the child is created in it
-/// by clone3(2) with CLONE_INTO_CGROUP; before Linux 5.7 it moves itself in instead.
-pub(crate) fn spawn(plan: &ChildPlan<'_>) -> io::Result<u32> {
-    // The child reports a failure before exec as an errno on this pipe; exec closes it.
+/// Forks a child that follows `plan` and execs. Returns its pid and the read end of a pipe on
+/// which it reports an errno if it fails before exec (see [`exec_report`]); exec closes the
+/// pipe. With a cgroup, the child is created in it by clone3(2) with CLONE_INTO_CGROUP; before
+/// Linux 5.7 it moves itself in instead.
+pub(crate) fn spawn(plan: &ChildPlan<'_>) -> io::Result<(u32, OwnedFd)> {
     let (report_read, report_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let mut procs = None;
     let pid = match plan.cgroup {
@@ -238,27 +238,18 @@ pub(crate) fn spawn(plan: &ChildPlan<'_>) -> io::Result<u32> {
             libc::_exit(127);
         }
     }
-    drop(report_write);
-    let mut errno = [0u8; 4];
-    let mut got = 0;
-    while got < errno.len() {
-        match nix::unistd::read(report_read.as_fd(), &mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(nix::Error::EINTR) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-    let pid_u32 = pid as u32;
-    match got {
-        0 => Ok(pid_u32),
-        _ => {
-            let _ = wait(pid_u32);
-            Err(match got {
-                4 => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-                _ => io::Error::other("the child failed before exec and sent a short report"),
-            })
-        }
+    Ok((pid as u32, report_read))
+}
+
+/// What a child's report pipe says once closed: `Ok` when it exec'd, else the error that
+/// stopped it. `bytes` is everything read from the pipe.
+pub(crate) fn exec_report(bytes: &[u8]) -> io::Result<()> {
+    match <[u8; 4]>::try_from(bytes) {
+        _ if bytes.is_empty() => Ok(()),
+        Ok(errno) => Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno))),
+        Err(_) => Err(io::Error::other(
+            "the child failed before exec and sent a short report",
+        )),
     }
 }
 

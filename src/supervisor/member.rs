@@ -75,7 +75,7 @@ async fn runs(
     loop {
         let began = Instant::now();
         let started_at = Timestamp::now();
-        let (exit, stopped) = match start(&pod, &member, restarts) {
+        let (exit, stopped) = match start(&pod, &member, restarts).await {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -235,7 +235,7 @@ struct Run {
 }
 
 /// Starts one run; the error is the message for the event and status.
-fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
+async fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
     let env = environment(pod, member);
     let lookup = |name: &str| {
         env.iter()
@@ -291,14 +291,17 @@ fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
             .map_err(|e| format!("failed to make the container's cgroup: {e}"))?;
         process = process.cgroup(dir);
     }
-    let ((pid, stdout, stderr), exit) = pod
+    let failed = |e: netns::Error| format!("failed to start {:?}: {}", argv[0], error_chain(&e));
+    // Forked here, exec'd meanwhile: the pod's other containers fork while this one execs.
+    let (pending, exit) = pod
         .reaper
         .spawn(|| {
-            let started = pod.ns.start(process, setup)?;
-            let made = (started.pid, started.stdout, started.stderr);
-            Ok::<_, netns::Error>((started.pid, made))
+            let pending = pod.ns.begin(process, setup)?;
+            Ok::<_, netns::Error>((pending.pid(), pending))
         })
-        .map_err(|e| format!("failed to start {:?}: {}", argv[0], error_chain(&e)))?;
+        .map_err(failed)?;
+    let started = pending.exec().await.map_err(failed)?;
+    let (pid, stdout, stderr) = (started.pid, started.stdout, started.stderr);
     let pipe = |fd: Option<OwnedFd>| {
         fd.ok_or_else(|| "no pipe".to_owned())
             .and_then(|fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string()))
