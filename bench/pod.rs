@@ -173,12 +173,13 @@ fn floor_round() -> anyhow::Result<(Duration, Duration)> {
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let up = start.elapsed();
     let start = Instant::now();
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )?;
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM)?;
     child.wait()?;
-    Ok((up, start.elapsed()))
+    let down = start.elapsed();
+    // A member's `sleep` forked after the SIGTERM went out would outlive the round.
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    Ok((up, down))
 }
 
 fn podman_round(file: &Path) -> anyhow::Result<(Duration, Duration)> {

@@ -1556,6 +1556,21 @@ spec:
     );
     let err = podkit_fails(&["exec", &pod.name, "-c", "nope", "--", "true"]);
     assert!(err.contains("choose one of: app"), "{err}");
+    // A command that cannot run: the shells' codes, and the cause.
+    std::fs::write(pod.dir().join("volumes/data/not-executable"), "").expect("write");
+    let not_executable = format!("/podkit-exec-test/{}/not-executable", pod.name);
+    for (command, code, cause) in [
+        ("podkit-no-such-command", 127, "No such file or directory"),
+        (not_executable.as_str(), 126, "Permission denied"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(["exec", &pod.name, "--", command])
+            .output()
+            .expect("exec");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{command}: {err}");
+        assert!(err.contains(command) && err.contains(cause), "{err}");
+    }
     pod.delete_and_check();
 }
 

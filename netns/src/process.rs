@@ -122,6 +122,15 @@ impl Process {
         self
     }
 
+    /// The value of variable `key` in the process's environment, if set.
+    pub fn get_env(&self, key: impl AsRef<OsStr>) -> Option<&OsStr> {
+        let key = key.as_ref();
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_os_str())
+    }
+
     /// The program, as given: for error messages.
     pub fn program(&self) -> &OsStr {
         &self.program

@@ -28,8 +28,9 @@ use crate::state;
   podkit exec -it web -- sh                       (a shell in the pod; exit to leave)
   tar c site | podkit exec -i web -- tar x -C /content
 
-Exit codes: the command's own; 128+N when a signal N ended it; 1 when podkit failed (pod or
-container not found or not running, command not started).")]
+Exit codes: the command's own; 128+N when a signal N ended it; 127 when the command was not
+found and 126 when it could not be run (as shells give them); 1 when podkit failed (pod or
+container not found or not running).")]
 pub struct ExecArgs {
     /// The pod.
     pod: String,
@@ -151,7 +152,6 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         .chdir(&cwd)?
         .user(uid.filter(|u| *u != 0), gid.filter(|g| *g != 0));
 
-    let has_term = env.iter().any(|(k, _)| k == "TERM");
     let mut process = Process::new(&args.command[0])
         .args(&args.command[1..])
         .envs(env);
@@ -165,26 +165,15 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             args.command[0]
         )
     };
-    let status = if tty {
-        // What the command draws depends on the terminal: tell it which one, as docker does.
-        if !has_term && let Some(term) = std::env::var_os("TERM") {
-            process = process.env("TERM", term);
+    let status = match run_command(process, setup, &namespaces, tty, args.stdin, failed) {
+        Ok(status) => status,
+        Err(err) => {
+            let Some(code) = cannot_run_code(&err) else {
+                return Err(err);
+            };
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(code));
         }
-        with_terminal(process, |process| {
-            namespaces.start(process, setup).with_context(failed)
-        })?
-    } else {
-        let stdin = if args.stdin {
-            Stdio::Inherit
-        } else {
-            Stdio::Null
-        };
-        let process = process
-            .stdin(stdin)
-            .stdout(Stdio::Inherit)
-            .stderr(Stdio::Inherit);
-        let child = namespaces.start(process, setup).with_context(failed)?;
-        child.wait()?
     };
     Ok(match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -194,6 +183,48 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
         }
     })
+}
+
+/// Starts the command (on a terminal with `tty`) and waits for it.
+fn run_command(
+    mut process: Process,
+    setup: Setup,
+    namespaces: &Namespaces,
+    tty: bool,
+    stdin: bool,
+    failed: impl Fn() -> String,
+) -> anyhow::Result<std::process::ExitStatus> {
+    let has_term = process.get_env("TERM").is_some();
+    Ok(if tty {
+        // What the command draws depends on the terminal: tell it which one, as docker does.
+        if !has_term && let Some(term) = std::env::var_os("TERM") {
+            process = process.env("TERM", term);
+        }
+        with_terminal(process, |process| {
+            namespaces.start(process, setup).with_context(failed)
+        })?
+    } else {
+        let stdin = if stdin { Stdio::Inherit } else { Stdio::Null };
+        let process = process
+            .stdin(stdin)
+            .stdout(Stdio::Inherit)
+            .stderr(Stdio::Inherit);
+        let child = namespaces.start(process, setup).with_context(failed)?;
+        child.wait()?
+    })
+}
+
+/// The exit code for a command that could not be run, as shells (and docker exec) give it:
+/// 127 when it was not found, 126 when it could not be run; `None` for other failures.
+fn cannot_run_code(err: &anyhow::Error) -> Option<u8> {
+    err.chain()
+        .find_map(|e| match e.downcast_ref::<netns::Error>()? {
+            netns::Error::Spawn { source, .. } => match source.raw_os_error() {
+                Some(nix::libc::ENOENT) => Some(127),
+                _ => Some(126),
+            },
+            _ => None,
+        })
 }
 
 /// Runs `process` (started by `spawn`) on a new pty whose slave end is its stdin, stdout and stderr
