@@ -608,12 +608,7 @@ fn kill_descendants() {
         if pids.is_empty() {
             return;
         }
-        for pid in pids {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
+        cgroup::sigkill(pids);
         std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -233,8 +233,7 @@ pub struct Pending {
     /// Closed by the child's exec; an errno comes through it if the child fails before.
     report: OwnedFd,
     /// For the error: the program and the namespaces' path.
-    program: String,
-    path: PathBuf,
+    label: (String, PathBuf),
 }
 
 impl Pending {
@@ -242,8 +241,7 @@ impl Pending {
         Pending {
             started,
             report,
-            program,
-            path,
+            label: (program, path),
         }
     }
 
@@ -258,8 +256,7 @@ impl Pending {
         let Pending {
             started,
             report,
-            program,
-            path,
+            label,
         } = self;
         let mut bytes = Vec::new();
         let read = async {
@@ -267,7 +264,7 @@ impl Pending {
             pipe.read_to_end(&mut bytes).await
         };
         let done = read.await.and_then(|_| sys::exec_report(&bytes));
-        finish(started, done, program, path)
+        finish(started, done, label)
     }
 
     /// [`Pending::exec`], blocking the thread, and reaping a child that failed.
@@ -275,8 +272,7 @@ impl Pending {
         let Pending {
             started,
             report,
-            program,
-            path,
+            label,
         } = self;
         let mut bytes = Vec::new();
         let read = std::fs::File::from(report).read_to_end(&mut bytes);
@@ -284,16 +280,12 @@ impl Pending {
         if done.is_err() {
             let _ = sys::wait(started.pid);
         }
-        finish(started, done, program, path)
+        finish(started, done, label)
     }
 }
 
-fn finish(
-    started: Started,
-    done: io::Result<()>,
-    program: String,
-    path: PathBuf,
-) -> Result<Started> {
+fn finish(started: Started, done: io::Result<()>, label: (String, PathBuf)) -> Result<Started> {
+    let (program, path) = label;
     done.map(|()| started).map_err(|source| Error::Spawn {
         program,
         path,

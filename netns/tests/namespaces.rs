@@ -484,9 +484,15 @@ async fn a_create_abandoned_half_way_removes_itself() {
     let abandoned = tokio::time::timeout(Duration::ZERO, create).await;
     assert!(abandoned.is_err(), "a zero timeout abandons the create");
     // The thread creates the pod and, finding nobody waiting, removes it; it has done both once
-    // it has ended. (Other tests' creating threads are short-lived too.)
+    // it has ended. (Other tests' creating threads are short-lived too.) Until it first runs,
+    // which a loaded machine may delay, it has not named itself yet and bears this thread's name.
+    let me = std::fs::read_to_string("/proc/thread-self/comm").expect("own name");
+    let my_tid = nix::unistd::gettid().as_raw().to_string();
     wait_until("the creating thread to end", || {
-        !thread_named("podkit-ns-creat")
+        !threads_named("podkit-ns-creat")
+            .iter()
+            .chain(&threads_named(me.trim()))
+            .any(|tid| *tid != my_tid)
     })
     .await;
     assert_gone(&name, &dir);
@@ -795,14 +801,17 @@ fn unique(prefix: &str) -> String {
 }
 
 /// Whether a thread of this process has this name (as /proc shows it: 15 bytes at most).
-fn thread_named(name: &str) -> bool {
+/// The tids of this process's threads named `name`.
+fn threads_named(name: &str) -> Vec<String> {
     std::fs::read_dir("/proc/self/task")
         .into_iter()
         .flatten()
         .flatten()
-        .any(|task| {
+        .filter(|task| {
             std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name)
         })
+        .map(|task| task.file_name().to_string_lossy().into_owned())
+        .collect()
 }
 
 fn tempdir(what: &str) -> PathBuf {

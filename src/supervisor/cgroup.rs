@@ -85,12 +85,7 @@ impl PodCgroup {
             if new.is_empty() {
                 break;
             }
-            for pid in new {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
+            sigkill(new);
         }
     }
 
@@ -156,13 +151,18 @@ fn kill(dir: &Path) -> io::Result<()> {
         Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
         Err(_) => {}
     }
-    for pid in procs_below(dir) {
+    sigkill(procs_below(dir));
+    Ok(())
+}
+
+/// SIGKILLs each of `pids`; one already gone is no error.
+pub(crate) fn sigkill(pids: impl IntoIterator<Item = u32>) {
+    for pid in pids {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    Ok(())
 }
 
 /// The pids in cgroup `dir` and its descendants.
