@@ -190,6 +190,45 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Waits until cgroup `dir` and its descendants have no process, for at most `timeout`:
+/// woken by the kernel when `cgroup.events` changes (poll(2) reports POLLPRI), not by a timer.
+fn wait_empty(dir: &Path, timeout: Duration) {
+    use std::io::{Read, Seek};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + timeout;
+    let Ok(mut events) = std::fs::File::open(dir.join("cgroup.events")) else {
+        while populated(dir) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        return;
+    };
+    loop {
+        let mut text = String::new();
+        let read = events
+            .rewind()
+            .and_then(|()| events.read_to_string(&mut text));
+        if read.is_err() || !text.lines().any(|l| l == "populated 1") {
+            return;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(left) = nix::poll::PollTimeout::try_from(left) else {
+            return;
+        };
+        if left == nix::poll::PollTimeout::ZERO {
+            return;
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            events.as_fd(),
+            nix::poll::PollFlags::POLLPRI,
+        )];
+        if let Err(err) = nix::poll::poll(&mut fds, left)
+            && err != nix::Error::EINTR
+        {
+            return;
+        }
+    }
+}
+
 /// Whether cgroup `dir` or a descendant still has a process.
 fn populated(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("cgroup.events")).map_or_else(
@@ -216,10 +255,7 @@ pub fn remove_tree(dir: &Path) -> Vec<String> {
             Err(err) => done.push(format!("failed to kill cgroup {}: {err}", dir.display())),
         }
     }
-    let since = Instant::now();
-    while populated(dir) && since.elapsed() < EMPTY_WAIT {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_empty(dir, EMPTY_WAIT);
     match remove_dirs(dir) {
         Ok(()) => done.push(format!("removed cgroup {}", dir.display())),
         Err(err) => done.push(format!("failed to remove cgroup {}: {err}", dir.display())),
