@@ -1,4 +1,4 @@
-//! TLS for `--listen-tls`: rustls with the ring provider, ALPN `h2` and `http/1.1`, and the
+//! TLS for `--listen-tls`: rustls with the aws-lc-rs provider, ALPN `h2` and `http/1.1`, and the
 //! certificate reloaded when `--cert` or `--key` change on disk (cert-manager, certbot), checked
 //! at most once a second on a handshake. A reload that fails keeps the previous certificate.
 
@@ -42,7 +42,7 @@ pub enum Error {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
-    /// The key is of a type ring cannot sign with, or does not match.
+    /// The key is of a type aws-lc-rs cannot sign with, or does not match.
     #[error("unusable private key in --key {path:?}")]
     Sign {
         /// The file.
@@ -73,7 +73,7 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
         source,
     })?;
     let signer =
-        rustls::crypto::ring::sign::any_supported_type(&private).map_err(|source| Error::Sign {
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&private).map_err(|source| Error::Sign {
             path: key.to_owned(),
             source,
         })?;
@@ -138,7 +138,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         }),
     };
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(Error::Config)?
