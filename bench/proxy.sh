@@ -10,7 +10,9 @@
 # - nginx: nginx proxy_pass to the backend with an upstream `keepalive` pool, the same forwarded
 #   headers podkit sets (X-Forwarded-For/-Proto/-Host, Forwarded), combined access log to a file;
 # - podkit: podkit-proxy --workers WORKERS --upstream http://backend, combined access log to a
-#   file (its default; stdout redirected), the same ECDSA P-256 certificate as nginx for TLS.
+#   file (its default; stdout redirected), the same ECDSA P-256 certificate as nginx for TLS,
+#   and the same TLS 1.3 choice: X25519, TLS_AES_128_GCM_SHA256 by the server's preference
+#   (podkit's default; nginx configured so), 2 session tickets sent per handshake by each.
 # CPU split (2 cores; taskset): the proxy under test (podkit or nginx, WORKERS threads/processes)
 # alone on PROXY_CPUS (default 1); the backend and the load generator share LOAD_CPUS (default
 # 0), the same in every mode, so the two proxies get exactly the same CPU and the same load.
@@ -107,6 +109,12 @@ nginx_conf nginx "
         listen 127.0.0.1:$P_NGINX_TLS ssl http2 backlog=4096;
         ssl_certificate $WORK/cert.pem;
         ssl_certificate_key $WORK/key.pem;
+        # Like podkit: TLS 1.3 (nginx 1.22, Debian 12's, offers at most TLS 1.2 unless told;
+        # nginx 1.23.4 and later enable 1.3 by default), and the server's order with
+        # AES-128-GCM first (wrk's OpenSSL lists AES-256-GCM first).
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_prefer_server_ciphers on;
+        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256;
         location / {
             proxy_pass http://backend;
             proxy_http_version 1.1;
