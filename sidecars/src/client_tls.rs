@@ -1,5 +1,5 @@
 //! Client TLS, shared by the proxy's `https://` upstreams, the puller's `https://` sources and the
-//! tailer's `https://` sinks: rustls with the aws-lc-rs provider (as the proxy's listeners), trusting
+//! tailer's `https://` sinks: rustls with the ring provider (as the proxy's listeners), trusting
 //! the system's roots (read from /etc/ssl/certs by rustls-native-certs) or, as `curl --cacert`
 //! does, only the certificates of a given CA file; optionally with a client certificate.
 
@@ -70,12 +70,11 @@ impl ClientTls {
             Some(path) => ca_roots(path)?,
             None => system_roots()?,
         };
-        let builder = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Config)?
-        .with_root_certificates(roots);
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(Error::Config)?
+                .with_root_certificates(roots);
         let mut config = match &self.identity {
             None => builder.with_no_client_auth(),
             Some((cert, key)) => {

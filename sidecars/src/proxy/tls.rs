@@ -1,4 +1,4 @@
-//! TLS for `--listen-tls`: rustls with the aws-lc-rs provider, ALPN `h2` and `http/1.1`, and the
+//! TLS for `--listen-tls`: rustls with the ring provider, ALPN `h2` and `http/1.1`, and the
 //! certificate reloaded when `--cert` or `--key` change on disk (cert-manager, certbot), checked
 //! at most once a second on a handshake. A reload that fails keeps the previous certificate.
 
@@ -42,7 +42,7 @@ pub enum Error {
         #[source]
         source: rustls_pki_types::pem::Error,
     },
-    /// The key is of a type aws-lc-rs cannot sign with, or does not match.
+    /// The key is of a type ring cannot sign with, or does not match.
     #[error("unusable private key in --key {path:?}")]
     Sign {
         /// The file.
@@ -73,7 +73,7 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
         source,
     })?;
     let signer =
-        rustls::crypto::aws_lc_rs::sign::any_supported_type(&private).map_err(|source| {
+        rustls::crypto::ring::sign::any_supported_type(&private).map_err(|source| {
             Error::Sign {
                 path: key.to_owned(),
                 source,
@@ -150,15 +150,16 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(config))
 }
 
-/// aws-lc-rs with the AES-128-GCM suites first, as Go's and Caddy's servers choose: their key
+/// ring with the AES-128-GCM suites first, as Go's and Caddy's servers choose: their key
 /// schedule runs on SHA-256, which x86 (SHA-NI) and ARMv8 compute in hardware, where the
-/// AES-256-GCM suites' SHA-384 is software (measured: SHA-384 blocks were the largest single
-/// cost of a handshake, about 15% of its CPU). AES-128 matches the 128-bit strength of the
-/// X25519 and P-256 key exchanges. The rest keep the provider's order.
+/// AES-256-GCM suites' SHA-384 is software (perf: its SHA-512 blocks were about 10% of the CPU
+/// of a handshake; preferring AES-128-GCM took 12% off it, bench/proxy.sh's TLS load). AES-128
+/// matches the 128-bit strength of the X25519 and P-256 key exchanges. The rest keep the
+/// provider's order.
 fn provider() -> rustls::crypto::CryptoProvider {
     use rustls::CipherSuite;
 
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites.sort_by_key(|suite| {
         !matches!(
             suite.suite(),

@@ -11,7 +11,7 @@
 //! `.gitattributes` filter or LFS smudging is applied.
 //!
 //! Transports: `https://` and `http://` through gix's reqwest backend configured with the
-//! puller's own rustls configuration (`--ca-file`, `--client-cert`, aws-lc-rs: no second TLS stack),
+//! puller's own rustls configuration (`--ca-file`, `--client-cert`, ring: no second TLS stack),
 //! `ssh://` and `user@host:path` through the `ssh` program, `file://` and paths through the
 //! `git-upload-pack` program, `git://` over TCP. Credentials are never prompted for: use
 //! `--header` or `--bearer-token-file` for https, keys or an agent for ssh.

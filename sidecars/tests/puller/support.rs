@@ -93,7 +93,7 @@ impl TestCa {
         leaf: &Leaf,
         client_ca: Option<&TestCa>,
     ) -> anyhow::Result<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?;
         let builder = match client_ca {

@@ -603,7 +603,7 @@ impl TestCa {
         clients: Option<&TestCa>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         use rustls_pki_types::pem::PemObject;
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let (cert, key) = self.issue("receiver")?;
         let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(
             cert.as_bytes(),

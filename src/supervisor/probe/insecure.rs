@@ -1,6 +1,6 @@
 //! TLS for httpGet probes and hooks with `scheme: HTTPS`, as kubelet does them: the server's
 //! certificate is not verified (kubelet sets `InsecureSkipVerify`: a probe checks that the app
-//! answers, not who it is), but the handshake itself is, with aws-lc-rs's signature algorithms.
+//! answers, not who it is), but the handshake itself is, with ring's signature algorithms.
 
 use std::sync::{Arc, OnceLock};
 
@@ -56,7 +56,7 @@ fn config() -> Result<Arc<ClientConfig>, String> {
     static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
             let verifier = Arc::new(SkipVerify(provider.signature_verification_algorithms));
             let config = ClientConfig::builder_with_provider(provider as Arc<CryptoProvider>)
                 .with_safe_default_protocol_versions()
