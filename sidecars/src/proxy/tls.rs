@@ -73,11 +73,9 @@ fn load(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Error> {
         source,
     })?;
     let signer =
-        rustls::crypto::ring::sign::any_supported_type(&private).map_err(|source| {
-            Error::Sign {
-                path: key.to_owned(),
-                source,
-            }
+        rustls::crypto::ring::sign::any_supported_type(&private).map_err(|source| Error::Sign {
+            path: key.to_owned(),
+            source,
         })?;
     Ok(Arc::new(CertifiedKey::new(chain, signer)))
 }
