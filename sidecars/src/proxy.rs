@@ -312,6 +312,9 @@ pub async fn serve(
         .collect();
     let (h2c_clients, https_clients) = upstream_clients(&config, &connector)?;
     let drain_timeout = config.drain_timeout;
+    // Writes the access log's buffered lines; stopped (with a last write) once drained.
+    let log_stop = CancellationToken::new();
+    let log_flusher = tokio::spawn(access::flusher(log_stop.clone()));
     let max_connections = config
         .limits
         .max_connections
@@ -371,6 +374,8 @@ pub async fn serve(
         tunnels.close();
         tunnels.wait().await;
     }
+    log_stop.cancel();
+    let _ = log_flusher.await;
     Ok(())
 }
 

@@ -889,3 +889,31 @@ async fn upstream_client_certificate() -> anyhow::Result<()> {
     assert_eq!(got.body, b"mtls");
     with.stop().await
 }
+
+/// Access log lines are buffered (one `write` for the requests that finish together), but not
+/// held: each line is on stdout while the proxy runs, before the next request is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_are_written_while_running() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::tempdir()?;
+    let app = Backend::start("app").await?;
+    let mut proxy = Binary::start(&["--upstream", &app.url()], dir.path()).await?;
+    let stdout = proxy.child.stdout.take().context("no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    for path in ["/first", "/second"] {
+        let got = curl(&[], &format!("http://{}{path}", proxy.addr)).await?;
+        assert_eq!(got.status, 200);
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await
+            .with_context(|| format!("no access log line for {path} while the proxy runs"))??
+            .context("stdout closed")?;
+        assert!(
+            line.contains(&format!("\"GET {path} HTTP/1.1\" 200 ")),
+            "{line}"
+        );
+    }
+    let (status, _) = proxy.stop().await?;
+    assert!(status.success(), "{status:?}");
+    Ok(())
+}

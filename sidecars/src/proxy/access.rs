@@ -1,6 +1,11 @@
 //! The access log: one line per request on stdout, written when the response body ends (so
 //! the byte count is what the client got), nginx `combined` or JSON. A request cut before it
 //! was answered (client gone, drain timeout) is logged as `499` with the flag `DC`.
+//!
+//! Lines are buffered and written by [`flusher`] once the requests that are ready now have
+//! run (it yields to them first): one `write` for every line of a busy moment instead of one
+//! per line (a `write` per request was a tenth of the proxy's CPU time per request), and no
+//! delay when the proxy is idle. A full buffer is written at once.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
@@ -8,6 +13,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -77,6 +83,58 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// Lines not written yet, for every proxy of the process (they share stdout).
+static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Told when the buffer stops being empty.
+static PENDING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Above this many bytes the buffer is written by the request that filled it.
+const FULL: usize = 32 * 1024;
+
+fn buffer() -> std::sync::MutexGuard<'static, Vec<u8>> {
+    // A poisoned lock means a panic mid-append: at worst a cut line, still worth writing.
+    BUFFER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Queues one line (or writes it with the rest when the buffer is full).
+fn emit(line: &[u8]) {
+    let mut buffer = buffer();
+    let was_empty = buffer.is_empty();
+    buffer.extend_from_slice(line);
+    if buffer.len() >= FULL {
+        write_out(&mut buffer);
+    } else if was_empty {
+        PENDING.notify_one();
+    }
+}
+
+fn write_out(buffer: &mut Vec<u8>) {
+    // A full or closed stdout must not fail requests; the lines are lost, not the answers.
+    let _ = std::io::stdout().lock().write_all(buffer);
+    buffer.clear();
+}
+
+/// Writes the buffered lines now.
+pub fn flush() {
+    let mut buffer = buffer();
+    if !buffer.is_empty() {
+        write_out(&mut buffer);
+    }
+}
+
+/// Writes buffered lines until `stop`, then what is left: each time lines arrive, after the
+/// tasks that are ready now (other requests finishing in the same moment) have run.
+pub async fn flusher(stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = PENDING.notified() => {}
+            _ = stop.cancelled() => break,
+        }
+        tokio::task::yield_now().await;
+        flush();
+    }
+    flush();
+}
+
 impl Entry {
     fn write(&self) {
         match self.format {
@@ -95,9 +153,7 @@ impl Entry {
                 let line = &mut scratch.line;
                 line.clear();
                 self.combined(line, &scratch.date);
-                // A full or closed stdout must not fail the request; the line is lost, not
-                // the answer.
-                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+                emit(line.as_bytes());
             }),
             AccessLog::Json => {
                 let text = |v: &Option<HeaderValue>| {
@@ -120,7 +176,7 @@ impl Entry {
                 })
                 .to_string();
                 line.push('\n');
-                let _ = std::io::stdout().lock().write_all(line.as_bytes());
+                emit(line.as_bytes());
             }
         }
     }
