@@ -108,7 +108,8 @@ ip netns exec "$NS" nginx -c "$WORK/nginx.conf" -e "$WORK/nginx.err" &
 PIDS+=($!)
 NGINX_PID=$!
 
-# The relays under test: portfwd on 1xxxx, socat on 2xxxx, the yardsticks on 3xxxx and 4xxxx.
+# The relays under test, on ports below the ephemeral range (32768-): portfwd on the server's
+# port + 10000, socat + 20000, the yardsticks splice + 1000 and epoll + 2000.
 declare -A RELAY_PIDS
 "$PORTFWD" ${PORTFWD_ARGS:-} --quiet --netns "$NS" --address 127.0.0.1 15201:5201 18080:8080 >"$WORK/portfwd.out" 2>&1 &
 PIDS+=($!)
@@ -117,10 +118,10 @@ RELAY_PIDS[splice]=""
 RELAY_PIDS[epoll]=""
 RELAY_PIDS[socat]=""
 for port in 5201 8080; do
-    "$EXAMPLES/splice_relay" "127.0.0.1:$((30000 + port))" "/run/netns/$NS" "127.0.0.1:$port" 2>>"$WORK/relays.err" &
+    "$EXAMPLES/splice_relay" "127.0.0.1:$((1000 + port))" "/run/netns/$NS" "127.0.0.1:$port" 2>>"$WORK/relays.err" &
     PIDS+=($!)
     RELAY_PIDS[splice]+=" $!"
-    "$EXAMPLES/epoll_relay" "127.0.0.1:$((40000 + port))" "/run/netns/$NS" "127.0.0.1:$port" 2>>"$WORK/relays.err" &
+    "$EXAMPLES/epoll_relay" "127.0.0.1:$((2000 + port))" "/run/netns/$NS" "127.0.0.1:$port" 2>>"$WORK/relays.err" &
     PIDS+=($!)
     RELAY_PIDS[epoll]+=" $!"
     LD_PRELOAD="$WORK/netns_after_listen.so" NETNS_AFTER_LISTEN="/run/netns/$NS" \
@@ -139,7 +140,7 @@ wait_port() { # NETNS_OR_EMPTY PORT
     echo "bench/portfwd.sh: port $2 never opened" >&2; exit 1
 }
 wait_port "$NS" 5201; wait_port "$NS" 8080
-for base in 10000 20000 30000 40000; do wait_port "" $((base + 5201)); wait_port "" $((base + 8080)); done
+for base in 10000 20000 1000 2000; do wait_port "" $((base + 5201)); wait_port "" $((base + 8080)); done
 # A port taken by someone else would measure them: every process started must still run.
 for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "bench/portfwd.sh: process $pid exited at start (a port in use?)" >&2; exit 1; }
@@ -157,7 +158,7 @@ sys.exit(code)' "$WORK/client.cpu" "$@"
 }
 port_of() { # MODE BASE_PORT
     case $1 in direct) echo "$2" ;; portfwd) echo $((10000 + $2)) ;; socat) echo $((20000 + $2)) ;;
-        splice) echo $((30000 + $2)) ;; epoll) echo $((40000 + $2)) ;; esac
+        splice) echo $((1000 + $2)) ;; epoll) echo $((2000 + $2)) ;; esac
 }
 TCK=$(getconf CLK_TCK)
 cpu() { # PIDS...: CPU seconds so far of these processes and their reaped children
