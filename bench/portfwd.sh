@@ -12,6 +12,9 @@
 # - direct: the client inside that namespace, on its 127.0.0.1: the loopback speed a forward
 #   aims at;
 # - portfwd: the client on the host through `portfwd --netns NS`;
+# - pf-clean: the same, but the client and portfwd run in a second fresh namespace "NS-host":
+#   no host firewall (a host's netfilter rules make conntrack track every host connection),
+#   so it shows what the host's own setup adds;
 # - epoll, splice: the yardsticks, the client on the host through the leanest relays user
 #   space allows: portfwd/examples/epoll_relay.rs (one thread, level-triggered epoll, exactly
 #   one splice(2) in and one out per message and direction) and
@@ -32,8 +35,9 @@ set -euo pipefail
 DURATION=${DURATION:-3}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
-MODES=${MODES:-direct portfwd epoll splice socat}
+MODES=${MODES:-direct portfwd pf-clean epoll splice socat}
 NS=pfbench-$$
+NS_HOST=pfbench-$$-host
 WORK=$(mktemp -d /tmp/pfbench.XXXXXX)
 PIDS=()
 
@@ -41,6 +45,7 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     ip netns del "$NS" 2>/dev/null || true
+    ip netns del "$NS_HOST" 2>/dev/null || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -83,6 +88,8 @@ cc -shared -fPIC -O2 -o "$WORK/netns_after_listen.so" "$WORK/netns_after_listen.
 
 ip netns add "$NS"
 ip -n "$NS" link set lo up
+ip netns add "$NS_HOST"
+ip -n "$NS_HOST" link set lo up
 
 # Servers inside the namespace.
 ip netns exec "$NS" iperf3 -s -p 5201 >/dev/null 2>&1 &
@@ -114,6 +121,9 @@ declare -A RELAY_PIDS
 "$PORTFWD" ${PORTFWD_ARGS:-} --quiet --netns "$NS" --address 127.0.0.1 15201:5201 18080:8080 >"$WORK/portfwd.out" 2>&1 &
 PIDS+=($!)
 RELAY_PIDS[portfwd]=$!
+ip netns exec "$NS_HOST" "$PORTFWD" ${PORTFWD_ARGS:-} --quiet --netns "$NS" --address 127.0.0.1 15201:5201 18080:8080 >"$WORK/pf-clean.out" 2>&1 &
+PIDS+=($!)
+RELAY_PIDS[pf-clean]=$!
 RELAY_PIDS[splice]=""
 RELAY_PIDS[epoll]=""
 RELAY_PIDS[socat]=""
@@ -141,15 +151,19 @@ wait_port() { # NETNS_OR_EMPTY PORT
 }
 wait_port "$NS" 5201; wait_port "$NS" 8080
 for base in 10000 20000 1000 2000; do wait_port "" $((base + 5201)); wait_port "" $((base + 8080)); done
+wait_port "$NS_HOST" 15201; wait_port "$NS_HOST" 18080
 # A port taken by someone else would measure them: every process started must still run.
 for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || { echo "bench/portfwd.sh: process $pid exited at start (a port in use?)" >&2; exit 1; }
 done
 
-run() { # MODE COMMAND...: the client, inside the namespace for "direct", else on the host;
-        # its CPU seconds go to $WORK/client.cpu
+run() { # MODE COMMAND...: the client, inside the namespace for "direct" (NS_HOST for
+        # "pf-clean"), else on the host; its CPU seconds go to $WORK/client.cpu
     local mode=$1; shift
-    [ "$mode" = direct ] && set -- ip netns exec "$NS" "$@"
+    case $mode in
+        direct) set -- ip netns exec "$NS" "$@" ;;
+        pf-clean) set -- ip netns exec "$NS_HOST" "$@" ;;
+    esac
     python3 -c 'import resource, subprocess, sys
 code = subprocess.run(sys.argv[2:]).returncode
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -157,7 +171,7 @@ open(sys.argv[1], "w").write(f"{u.ru_utime + u.ru_stime}\n")
 sys.exit(code)' "$WORK/client.cpu" "$@"
 }
 port_of() { # MODE BASE_PORT
-    case $1 in direct) echo "$2" ;; portfwd) echo $((10000 + $2)) ;; socat) echo $((20000 + $2)) ;;
+    case $1 in direct) echo "$2" ;; portfwd | pf-clean) echo $((10000 + $2)) ;; socat) echo $((20000 + $2)) ;;
         splice) echo $((1000 + $2)) ;; epoll) echo $((2000 + $2)) ;; esac
 }
 TCK=$(getconf CLK_TCK)
@@ -183,6 +197,7 @@ measure() { # MODE SERVER_PID COMMAND... -> prints "relay_cpu server_cpu client_
 # Rounds alternate the modes, and the table shows each mode's median: on a shared machine, load
 # that comes and goes then hits every mode alike.
 : >"$WORK/results"
+LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
     for mode in $MODES; do
         echo "round $round/$ROUNDS: $mode ..." >&2
@@ -198,7 +213,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$WORK/results" "$DURATION" "$CONNECTIONS" "$ROUNDS" <<'PY'
+python3 - "$WORK/results" "$DURATION" "$CONNECTIONS" "$ROUNDS" "$LOAD_START" <<'PY'
 import os, statistics, sys
 def ms(text):
     for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
@@ -219,9 +234,10 @@ for line in open(sys.argv[1]):
 med = {m: [statistics.median(col) for col in zip(*rows)] for m, rows in runs.items()}
 d = med["direct"]
 print(f"portfwd bench: median of {sys.argv[4]} rounds, {sys.argv[2]}s per run, "
-      f"wrk -t1 -c{sys.argv[3]}, nproc={os.cpu_count()}, load {os.getloadavg()[0]:.2f}")
+      f"wrk -t1 -c{sys.argv[3]}, nproc={os.cpu_count()}, "
+      f"load {sys.argv[5]} at start, {os.getloadavg()[0]:.2f} at end")
 print(f"{'':8} {'iperf3 Gbit/s':>16} {'conn/s (close)':>18} {'req/s (keep-alive)':>22} {'p99 ms':>14}")
-modes = [m for m in ("direct", "portfwd", "epoll", "splice", "socat") if m in med]
+modes = [m for m in ("direct", "portfwd", "pf-clean", "epoll", "splice", "socat") if m in med]
 for mode in modes:
     m = med[mode]
     cells = []
