@@ -194,12 +194,14 @@ measure() { # MODE SERVER_PID COMMAND... -> prints "relay_cpu server_cpu client_
     echo "$(awk -v a="$r0" -v b="$r1" 'BEGIN{print b - a}') $(awk -v a="$s0" -v b="$s1" 'BEGIN{print b - a}') $(cat "$WORK/client.cpu")"
 }
 
-# Rounds alternate the modes, and the table shows each mode's median: on a shared machine, load
-# that comes and goes then hits every mode alike.
+# Rounds alternate the modes, each round starting one mode later, and the table shows each
+# mode's median: on a shared machine, load that comes and goes then hits every mode alike.
 : >"$WORK/results"
 LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
+read -r -a modes <<<"$MODES"
 for round in $(seq "$ROUNDS"); do
-    for mode in $MODES; do
+    for i in "${!modes[@]}"; do
+        mode=${modes[$(((i + round - 1) % ${#modes[@]}))]}
         echo "round $round/$ROUNDS: $mode ..." >&2
         p=$(port_of "$mode" 5201)
         cpu_bulk=$(measure "$mode" "$IPERF_PID" iperf3 -c 127.0.0.1 -p "$p" -t "$DURATION" -J)
