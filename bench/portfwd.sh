@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Measures portfwd against a direct connection, against the simplest fast relay (the yardstick)
-# and against socat, in one run on this machine, and prints a table with ratios to direct and
-# the CPU each side spent.
+# Measures portfwd against a direct connection, against the leanest relays user space allows
+# (the yardsticks) and against socat, in one run on this machine, and prints a table with ratios
+# to direct and the CPU each side spent.
 #
-#   sudo bench/portfwd.sh            # builds portfwd and the yardstick (release) unless PORTFWD=
+#   sudo bench/portfwd.sh            # builds portfwd and the yardsticks (release) unless both
+#                                    # PORTFWD= and EXAMPLES= are given
 #   DURATION=10 ROUNDS=5 CONNECTIONS=100 sudo -E bench/portfwd.sh
 #   PORTFWD=target/release/portfwd EXAMPLES=target/release/examples MODES="direct portfwd" ...
 #
@@ -29,7 +30,7 @@
 # /proc/PID/stat, and of the client from its rusage, over each run; loopback softirq work is
 # charged to the process it runs in. Shown per GB moved (iperf3) and per request (wrk).
 # Traffic stays on loopback. Needs root, iperf3, wrk, nginx (nginx-light), socat, python3,
-# iproute2, cc. Everything it starts is stopped by pid and the namespace deleted on exit.
+# iproute2, cc. Everything it starts is stopped by pid and the namespaces deleted on exit.
 set -euo pipefail
 
 DURATION=${DURATION:-3}
