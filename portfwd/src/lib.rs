@@ -35,7 +35,9 @@
 //! - `splice.rs`: the zero-copy relay of one connection;
 //! - `udp.rs`: UDP flows;
 //! - `watch.rs`: noticing that the target's network namespace is gone;
-//! - `error.rs`: [`Error`].
+//! - `error.rs`: [`Error`];
+//! - `../examples/epoll_relay.rs`, `../examples/splice_relay.rs`: the yardsticks of
+//!   `bench/portfwd.sh`, the leanest relays user space allows, to measure portfwd against.
 
 #![forbid(unsafe_code)]
 
