@@ -5,7 +5,8 @@
 //! podkit's "up" is from starting `podkit run` to status.json showing all three members
 //! running; "down" is from SIGTERM to `podkit run` having exited with everything removed.
 //! podman's are the durations of `podman kube play` (which returns once the containers run) and
-//! `podman kube down`. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
+//! `podman kube down`; the cleanup podman goes on doing after `kube down` returned is waited
+//! out, unmeasured, before the next round. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -193,7 +194,32 @@ fn podman_round(file: &Path) -> anyhow::Result<(Duration, Duration)> {
         );
         Ok(start.elapsed())
     };
-    Ok((timed(&["kube", "play"])?, timed(&["kube", "down"])?))
+    let times = (timed(&["kube", "play"])?, timed(&["kube", "down"])?);
+    // `kube down` returns while conmon's `podman container cleanup` processes still run (about
+    // 1.5 s of CPU here): the next round's podkit and floor must not pay for them.
+    let settled = Instant::now();
+    while podman_processes() > 0 && settled.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(times)
+}
+
+/// How many podman or conmon processes are alive (zombies not counted).
+fn podman_processes() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            let Some((comm, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let comm = comm.rsplit_once('(').map_or("", |(_, c)| c);
+            matches!(comm, "podman" | "conmon") && !rest.starts_with('Z')
+        })
+        .count()
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
