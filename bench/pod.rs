@@ -80,11 +80,8 @@ fn main() -> anyhow::Result<()> {
                 _ => pm = Some(podman_round(&file)?),
             }
         }
-        let ((up, down, kib), floor, podman_times) = (
-            pk.context("podkit round")?,
-            fl.context("floor round")?,
-            pm,
-        );
+        let ((up, down, kib), floor, podman_times) =
+            (pk.context("podkit round")?, fl.context("floor round")?, pm);
         std::fs::remove_file(&file)?;
         if round < 2 {
             continue; // warm-up: page cache, binaries
