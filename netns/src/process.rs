@@ -3,8 +3,8 @@
 //! cgroup. With `clone3(CLONE_INTO_CGROUP)` the child is born in its container's cgroup; a child
 //! that moves itself there after the fork (`echo 0 > cgroup.procs`) takes the cgroup core's
 //! thread-group lock for writing, which waits for an RCU grace period: 5-20 ms per container
-//! start measured on the development VM, more than the rest of a pod's start together.
-//! runc and crun start containers with CLONE_INTO_CGROUP for the same reason.
+//! start measured on the development VM, about as long as the rest of a pod's start. crun, and
+//! glibc's posix_spawn since 2.39 (`posix_spawnattr_setcgroup_np`), create processes this way.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read};
