@@ -6,7 +6,7 @@
 //! running; "down" is from SIGTERM to `podkit run` having exited with everything removed.
 //! podman's are the durations of `podman kube play` (which returns once the containers run) and
 //! `podman kube down`; the cleanup podman goes on doing after `kube down` returned is waited
-//! out, unmeasured, before the next round. The tools take turns going first. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
+//! out, unmeasured, before the next round. Each tool starts after a second of idle. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
@@ -15,6 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+
+/// The idle spell before each tool's start.
+const IDLE: Duration = Duration::from_secs(1);
 
 /// Members that stop at once on SIGTERM (the `wait` builtin returns on a trapped signal).
 const MEMBER: &str = "trap 'exit 0' TERM; sleep 100000 & wait";
@@ -68,20 +71,18 @@ fn main() -> anyhow::Result<()> {
         let name = format!("pkbench-{}-{round}", std::process::id());
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, manifest(&name))?;
-        // Each round starts with the next tool: a tool run first meets a machine that idled
-        // through the previous round's `podman kube down` (4 s), and a start from idle takes
-        // longer (measured 13-14 ms for podkit, against 8-10 ms back to back).
-        let (mut pk, mut fl, mut pm) = (None, None, None);
-        let tools = if podman { 3 } else { 2 };
-        for turn in 0..tools {
-            match (round + turn) % tools {
-                0 => pk = Some(podkit_round(&podkit, &name, &file)?),
-                1 => fl = Some(floor_round()?),
-                _ => pm = Some(podman_round(&file)?),
-            }
-        }
-        let ((up, down, kib), floor, podman_times) =
-            (pk.context("podkit round")?, fl.context("floor round")?, pm);
+        // Every tool starts from the same state: a machine idle for a second, as a user's
+        // usually is. (Back to back, podkit's up is 3-4 ms shorter: no idle vCPU to wake.)
+        std::thread::sleep(IDLE);
+        let (up, down, kib) = podkit_round(&podkit, &name, &file)?;
+        std::thread::sleep(IDLE);
+        let floor = floor_round()?;
+        let podman_times = if podman {
+            std::thread::sleep(IDLE);
+            Some(podman_round(&file)?)
+        } else {
+            None
+        };
         std::fs::remove_file(&file)?;
         if round < 2 {
             continue; // warm-up: page cache, binaries
