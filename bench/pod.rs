@@ -6,7 +6,8 @@
 //! running; "down" is from SIGTERM to `podkit run` having exited with everything removed.
 //! podman's are the durations of `podman kube play` (which returns once the containers run) and
 //! `podman kube down`; the cleanup podman goes on doing after `kube down` returned is waited
-//! out, unmeasured, before the next round. Each tool starts after a second of idle. Run as root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
+//! out, unmeasured, before the next round. Each tool starts after a second of idle. Run as
+//! root: `cargo bench --bench pod -- [ROUNDS] [--no-podman]`.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
