@@ -39,12 +39,7 @@ pub(crate) fn before_exec(
     namespaces: Vec<(Arc<OwnedFd>, CloneFlags)>,
     setup: Setup,
 ) {
-    let hook = move || -> io::Result<()> {
-        for (fd, flag) in &namespaces {
-            nix::sched::setns(fd.as_ref(), *flag).map_err(io::Error::from)?;
-        }
-        setup.run()
-    };
+    let hook = move || enter(&namespaces, &setup);
     // SAFETY: the hook runs in the child between fork and exec, where only async-signal-safe
     // calls are allowed. It reads data it owns, prepared before the fork (fds, C strings), and
     // makes only syscalls (setns(2) here; those of `Setup::run`, which holds to the same rule);
@@ -52,6 +47,15 @@ pub(crate) fn before_exec(
     unsafe {
         cmd.pre_exec(hook);
     }
+}
+
+/// The child's steps between fork and exec, for both spawns: join each namespace in order
+/// (setns(2)), then take the `setup` steps. Only syscalls on data prepared before the fork.
+fn enter(namespaces: &[(Arc<OwnedFd>, CloneFlags)], setup: &Setup) -> io::Result<()> {
+    for (fd, flag) in namespaces {
+        nix::sched::setns(fd.as_ref(), *flag)?;
+    }
+    setup.run()
 }
 
 /// A pidfd for `pid`: a handle that keeps naming that process even if the pid is reused.
@@ -317,14 +321,11 @@ fn child(plan: &ChildPlan<'_>, procs: Option<&OwnedFd>) -> io::Result<Infallible
             return Err(io::Error::last_os_error());
         }
     }
-    for (fd, flag) in plan.namespaces {
-        nix::sched::setns(fd.as_ref(), *flag)?;
-    }
     if let Some(procs) = procs {
         // "0" is the writing process itself.
         nix::unistd::write(procs, b"0")?;
     }
-    plan.setup.run()?;
+    enter(plan.namespaces, plan.setup)?;
     // execvp(3)'s search, on paths made before the fork.
     let mut denied = false;
     for path in plan.candidates {

@@ -98,14 +98,18 @@ async fn exec(
         setup = setup.chdir(dir).map_err(|e| e.to_string())?;
     }
     setup = setup.user(member.run_as_user, member.run_as_group);
-    let (pid, exit) = pod
+    let failed = |e: netns::Error| format!("failed to run {:?}: {e}", command[0]);
+    // Forked here, exec'd meanwhile: the supervisor's other tasks go on. Our copies of the
+    // write end go with `process`, so the read below sees the end.
+    let (pending, exit) = pod
         .reaper
         .spawn(|| {
-            // Our copies of the write end go with `process`: the read below sees the end.
-            let started = namespaces.start(process, setup)?;
-            Ok::<_, netns::Error>((started.pid, started.pid))
+            let pending = namespaces.begin(process, setup)?;
+            Ok::<_, netns::Error>((pending.pid(), pending))
         })
-        .map_err(|e| format!("failed to run {:?}: {e}", command[0]))?;
+        .map_err(failed)?;
+    let pid = pending.pid();
+    pending.exec().await.map_err(failed)?;
     let output = async {
         let mut text = String::new();
         if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) {

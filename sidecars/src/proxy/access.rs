@@ -114,7 +114,7 @@ fn write_out(buffer: &mut Vec<u8>) {
 }
 
 /// Writes the buffered lines now.
-pub fn flush() {
+fn flush() {
     let mut buffer = buffer();
     if !buffer.is_empty() {
         write_out(&mut buffer);
