@@ -73,6 +73,10 @@ pub struct Status {
     pub init: Vec<Record>,
     pub containers: Vec<Record>,
     pub events: Vec<Event>,
+    /// Changed since status.json was written.
+    pub unsaved: bool,
+    /// How many of `events` events.json holds (`None`: not written yet).
+    events_saved: Option<usize>,
     restart_policy: RestartPolicy,
 }
 
@@ -113,6 +117,8 @@ impl Status {
                 .map(|m| record(m, main_reason))
                 .collect(),
             events: Vec::new(),
+            unsaved: true,
+            events_saved: None,
             restart_policy: plan.restart_policy,
         }
     }
@@ -206,18 +212,26 @@ impl Status {
         }
     }
 
-    /// Writes `status.json` and `events.json`, each atomically (temporary file + rename).
-    pub fn save(&self) {
+    /// Writes `status.json`, and `events.json` when there are new events, each atomically.
+    pub fn save(&mut self) {
         let status = serde_json::to_vec_pretty(&self.to_pod_status());
-        let events = serde_json::to_vec_pretty(&self.events);
-        for (name, data) in [("status.json", status), ("events.json", events)] {
-            let written = data
-                .map_err(std::io::Error::other)
-                .and_then(|data| write_atomic(&self.dir.join(name), &data));
-            if let Err(err) = written {
-                tracing::error!(file = name, %err, "failed to write pod status");
+        self.unsaved = !self.write("status.json", status);
+        if self.events_saved != Some(self.events.len()) {
+            let events = serde_json::to_vec_pretty(&self.events);
+            if self.write("events.json", events) {
+                self.events_saved = Some(self.events.len());
             }
         }
+    }
+
+    fn write(&self, name: &str, data: serde_json::Result<Vec<u8>>) -> bool {
+        let written = data
+            .map_err(std::io::Error::other)
+            .and_then(|data| write_atomic(&self.dir.join(name), &data));
+        if let Err(err) = &written {
+            tracing::error!(file = name, %err, "failed to write pod status");
+        }
+        written.is_ok()
     }
 }
 
@@ -268,8 +282,45 @@ fn state(s: &State) -> ContainerState {
 }
 
 /// Writes through a temporary file and a rename: readers see the old file or the new one.
+///
+/// A file that exists is swapped with the new one (`RENAME_EXCHANGE`) and the old one then
+/// unlinked, rather than replaced by `rename`: ext4 (what /run is on some hosts) forces block
+/// allocation and writeback of the new file on a replacing rename (`auto_da_alloc`), which cost
+/// 130 us a write here against 25 us for the swap. The state under /run does not outlive the
+/// machine, so that crash guard buys podkit nothing.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => std::fs::remove_file(&tmp),
+        // No file to swap with yet, or a filesystem without the exchange.
+        Err(Errno::ENOENT | Errno::EINVAL) => std::fs::rename(&tmp, path),
+        Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_atomic_write_creates_then_replaces_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("status.json");
+        super::write_atomic(&path, b"first").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        // A reader holding the old file keeps reading the old bytes.
+        let mut old = std::fs::File::open(&path).unwrap();
+        super::write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut old, &mut text).unwrap();
+        assert_eq!(text, "first");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["status.json"]);
+    }
 }
