@@ -27,6 +27,7 @@ pub(crate) mod volumes;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use netns::PodNamespaces;
@@ -133,12 +134,12 @@ struct Finished {
 }
 
 impl Pod {
-    /// Changes the status and saves it.
     /// Changes the status; the saver task writes it out soon after.
     pub(crate) fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = lock(&self.status);
         change(&mut status);
         status.update_phase();
+        status.unsaved = true;
         self.saver.notify_one();
     }
 
@@ -254,14 +255,39 @@ async fn run_in(
         std::os::unix::process::CommandExt::process_group(&mut options.pause, 0);
         builder = builder.pid_namespace(options.pause);
     }
-    let ns = builder.create().await.map_err(|source| Error::Namespaces {
-        name: plan.name.clone(),
-        source: Box::new(source),
-    })?;
+    // netns makes the namespaces on a thread of its own: set it going, make the pod's cgroup
+    // and bind its API socket meanwhile (on another CPU when one is free), then wait for it.
+    let mut creating = std::pin::pin!(builder.create());
+    let early = std::future::poll_fn(|cx| Poll::Ready(creating.as_mut().poll(cx))).await;
+    let cgroup = PodCgroup::create(&plan_name(dir), dir);
+    let api_listener = bind_api(dir);
+    let ns = match early {
+        Poll::Ready(created) => created,
+        Poll::Pending => creating.await,
+    };
+    // What the pod made so far, undone when its start fails.
+    let undo = |ns: Option<PodNamespaces>, cgroup: &Option<PodCgroup>| {
+        if let Some(ns) = ns {
+            delete_namespaces(ns);
+        }
+        if let Some(cgroup) = cgroup {
+            cgroup.remove();
+        }
+    };
+    let ns = match ns {
+        Ok(ns) => ns,
+        Err(source) => {
+            undo(None, &cgroup);
+            return Err(Error::Namespaces {
+                name: plan.name.clone(),
+                source: Box::new(source),
+            });
+        }
+    };
     let mut volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
         Ok(volumes) => volumes,
         Err(err) => {
-            delete_namespaces(ns);
+            undo(Some(ns), &cgroup);
             return Err(err.into());
         }
     };
@@ -271,7 +297,7 @@ async fn run_in(
         Ok(ports) => ports,
         Err(err) => {
             volumes.cleanup();
-            delete_namespaces(ns);
+            undo(Some(ns), &cgroup);
             return Err(err);
         }
     };
@@ -287,7 +313,7 @@ async fn run_in(
         deadline: Mutex::new(None),
         echo: options.echo,
         grace_override: Mutex::new(None),
-        cgroup: PodCgroup::create(&plan_name(dir), dir),
+        cgroup,
         logs_written: tokio::sync::watch::Sender::new(()),
         finished: Mutex::new(Finished::default()),
     });
@@ -308,7 +334,7 @@ async fn run_in(
     }
     let saver = tokio::spawn(save_on_change(pod.clone()));
     let api_stop = CancellationToken::new();
-    let api = match bind_api(dir) {
+    let api = match api_listener {
         Ok(listener) => Some(tokio::spawn(api::serve(
             pod.clone(),
             listener,
@@ -544,7 +570,13 @@ fn bind_api(dir: &Path) -> std::io::Result<tokio::net::UnixListener> {
 async fn save_on_change(pod: Arc<Pod>) {
     loop {
         pod.saver.notified().await;
-        lock(&pod.status).save();
+        // After the tasks that are ready to run: a container's start and its readiness (at once
+        // without a probe), or several containers' exits, then make one write, not several.
+        tokio::task::yield_now().await;
+        let mut status = lock(&pod.status);
+        if status.unsaved {
+            status.save();
+        }
     }
 }
 

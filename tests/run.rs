@@ -324,6 +324,11 @@ spec:
         "podkit exec runs in the container's cgroup: {text}"
     );
     let recorded = std::fs::read_to_string(pod.dir().join("cgroup")).expect("recorded cgroup");
+    assert_eq!(
+        Some(PathBuf::from(recorded.trim())),
+        pod_cgroup(&pod.name),
+        "delete_and_check looks for the cgroup where it is"
+    );
     pod.delete_and_check();
     assert!(
         !Path::new(recorded.trim()).exists(),
@@ -2089,7 +2094,29 @@ impl Running {
         );
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         assert!(!mounts.contains(&self.name), "mounts remain: {mounts}");
+        if let Some(cgroup) = pod_cgroup(&self.name) {
+            assert!(!cgroup.exists(), "cgroup remains: {}", cgroup.display());
+        }
     }
+}
+
+/// Where the supervisor makes pod `name`'s cgroup (below its own, which is this test's), when
+/// cgroup v2 is mounted.
+fn pod_cgroup(name: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))?
+        .split(' ')
+        .nth(4)?
+        .to_owned();
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(
+        Path::new(&mount)
+            .join(own.trim_start_matches('/'))
+            .join(format!("podkit-{name}")),
+    )
 }
 
 impl Drop for Running {
