@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 
-/// The idle spell before each tool's start.
+/// The idle spell before each tool's start, unless `IDLE_MS` says otherwise (`IDLE_MS=0`: back
+/// to back).
 const IDLE: Duration = Duration::from_secs(1);
 
 /// Members that stop at once on SIGTERM (the `wait` builtin returns on a trapped signal).
@@ -59,6 +60,10 @@ fn main() -> anyhow::Result<()> {
         "{} missing: build it with cargo build --release",
         podkit.display()
     );
+    let idle = match std::env::var("IDLE_MS") {
+        Ok(ms) => Duration::from_millis(ms.parse().context("IDLE_MS: not a number of ms")?),
+        Err(_) => IDLE,
+    };
     let dir = std::env::temp_dir().join("podkit-bench-pod");
     std::fs::create_dir_all(&dir)?;
 
@@ -68,18 +73,25 @@ fn main() -> anyhow::Result<()> {
         results.push(("podman", vec![], vec![]));
     }
     let mut rss = Vec::new();
+    // Major page faults (pages read from disk) per round, podkit's and the floor's: this host
+    // pages out page cache that no process maps and nothing touched for 30 s (DAMON), so a
+    // binary run now and then may have to be read back in part.
+    let mut faults: [Vec<u64>; 2] = [vec![], vec![]];
     for round in 0..rounds + 2 {
         let name = format!("pkbench-{}-{round}", std::process::id());
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, manifest(&name))?;
         // Every tool starts from the same state: a machine idle for a second, as a user's
         // usually is. (Back to back, podkit's up is 3-4 ms shorter: no idle vCPU to wake.)
-        std::thread::sleep(IDLE);
+        std::thread::sleep(idle);
+        let before = children_major_faults()?;
         let (up, down, kib) = podkit_round(&podkit, &name, &file)?;
-        std::thread::sleep(IDLE);
+        let between = children_major_faults()?;
+        std::thread::sleep(idle);
         let floor = floor_round()?;
+        let after = children_major_faults()?;
         let podman_times = if podman {
-            std::thread::sleep(IDLE);
+            std::thread::sleep(idle);
             Some(podman_round(&file)?)
         } else {
             None
@@ -89,6 +101,8 @@ fn main() -> anyhow::Result<()> {
             continue; // warm-up: page cache, binaries
         }
         rss.push(kib);
+        faults[0].push(between - before);
+        faults[1].push(after - between);
         results[0].1.push(up);
         results[0].2.push(down);
         results[1].1.push(floor.0);
@@ -121,6 +135,13 @@ fn main() -> anyhow::Result<()> {
             ms(pm_down) / ms(pk_down)
         );
     }
+    for (tool, faults) in ["podkit", "unshare+ip"].iter().zip(&faults) {
+        println!(
+            "{tool}: major page faults in {} of {rounds} rounds, {} in all",
+            faults.iter().filter(|&&f| f > 0).count(),
+            faults.iter().sum::<u64>()
+        );
+    }
     rss.sort_unstable();
     println!(
         "podkit supervisor RSS with 3 members: median {} KiB, max {} KiB",
@@ -141,20 +162,36 @@ fn podkit_round(
     let mut run = Command::new(podkit)
         .args(["run", "-f"])
         .arg(file)
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .context("start podkit run")?;
+    // Blocked on podkit's progress lines, as the floor is on its `echo up`: a poll loop here
+    // took CPU from podkit on a 2-core machine (the scheduler ran the poller in the middle of
+    // podkit's start, about a third of it, while the other CPU idled).
+    let mut progress = BufReader::new(run.stderr.take().context("stderr")?);
+    let mut started = 0;
+    let mut line = String::new();
+    while started < 3 {
+        line.clear();
+        if progress.read_line(&mut line)? == 0 {
+            bail!("pod {name} did not come up: podkit run ended");
+        }
+        if line.contains("Started container") {
+            started += 1;
+        }
+    }
+    // The event is logged as the status is updated, a moment before status.json is written.
     loop {
         if let Ok(text) = std::fs::read_to_string(&status)
             && text.matches("\"running\"").count() == 3
         {
             break;
         }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = run.kill();
-            bail!("pod {name} did not come up");
-        }
-        std::thread::sleep(Duration::from_micros(200));
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "pod {name}: status.json does not show 3 running members"
+        );
+        std::thread::sleep(Duration::from_micros(20));
     }
     let up = start.elapsed();
     let kib = rss_kib(run.id())?;
@@ -165,6 +202,8 @@ fn podkit_round(
     )?;
     let exit = run.wait()?;
     let down = start.elapsed();
+    // What podkit logged while going down fits in the pipe; read it out only now.
+    std::io::copy(&mut progress, &mut std::io::sink())?;
     ensure!(exit.success(), "podkit run failed: {exit}");
     Ok((up, down, kib))
 }
@@ -229,6 +268,15 @@ fn podman_processes() -> usize {
             matches!(comm, "podman" | "conmon") && !rest.starts_with('Z')
         })
         .count()
+}
+
+/// Major page faults of the waited-for children of this process and of theirs (`cmajflt`).
+fn children_major_faults() -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let fields = stat.rsplit_once(") ").context("/proc/self/stat")?.1;
+    // state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+    let cmajflt = fields.split_whitespace().nth(10).context("no cmajflt")?;
+    Ok(cmajflt.parse()?)
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
