@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A 3-member pod up and down: podkit vs `podman kube play`/`kube down` vs unshare + ip, one run.
-# Usage: sudo bench/pod.sh [ROUNDS] [--no-podman]
+# Usage: sudo bench/pod.sh [ROUNDS] [--no-podman]; sudo env IDLE_MS=0 bench/pod.sh ... runs the
+# rounds back to back instead of after a second of idle each.
 # podman comes from Debian; ../shared/bench/podman-setup.sh (or the copy of its steps below)
 # configures it for this kind of machine and imports a local busybox image.
 set -euo pipefail
