@@ -295,7 +295,11 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data)?;
     match renameat2(AT_FDCWD, &tmp, AT_FDCWD, path, RenameFlags::RENAME_EXCHANGE) {
-        Ok(()) => std::fs::remove_file(&tmp),
+        // The new file is in place; an old one left behind is truncated by the next write.
+        Ok(()) => {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(())
+        }
         // No file to swap with yet, or a filesystem without the exchange.
         Err(Errno::ENOENT | Errno::EINVAL) => std::fs::rename(&tmp, path),
         Err(err) => Err(err.into()),
@@ -306,20 +310,20 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 mod tests {
     #[test]
     fn an_atomic_write_creates_then_replaces_and_leaves_no_temporary_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("status.json");
-        super::write_atomic(&path, b"first").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        super::write_atomic(&path, b"first").expect("first write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"first");
         // A reader holding the old file keeps reading the old bytes.
-        let mut old = std::fs::File::open(&path).unwrap();
-        super::write_atomic(&path, b"second").unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let mut old = std::fs::File::open(&path).expect("open");
+        super::write_atomic(&path, b"second").expect("second write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"second");
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut old, &mut text).unwrap();
+        std::io::Read::read_to_string(&mut old, &mut text).expect("read the old file");
         assert_eq!(text, "first");
         let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, ["status.json"]);
     }
