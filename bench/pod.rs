@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         let file = dir.join(format!("{name}.yaml"));
         std::fs::write(&file, manifest(&name))?;
         // Every tool starts from the same state: a machine idle for a second, as a user's
-        // usually is. (Back to back, podkit's up is 2 ms shorter: no idle vCPU to wake.)
+        // usually is. (Back to back, podkit's up is 3.5-4 ms shorter: no idle vCPU to wake.)
         std::thread::sleep(idle);
         let before = children_major_faults()?;
         let (up, down, kib) = podkit_round(&podkit, &name, &file)?;
