@@ -45,6 +45,7 @@ mod forward;
 mod health;
 mod route;
 mod tls;
+mod upstream;
 
 pub use args::{Args, ArgsError, LoadError};
 pub use health::run as run_health;
@@ -285,31 +286,31 @@ pub async fn serve(
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(config.timeouts.connect));
     connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(config.timeouts.upstream_idle)
-        .pool_timer(TokioTimer::new())
-        .retry_canceled_requests(true)
-        .build(connector.clone());
-    let unix_clients = config
-        .routes
-        .iter()
-        .filter_map(|route| match &route.upstream {
-            Upstream::Unix(path) => Some(path.clone()),
-            _ => None,
-        })
-        .map(|path| {
-            let connector = forward::UnixConnector {
-                path: path.as_path().into(),
-                timeout: config.timeouts.connect,
-            };
-            let client = Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(config.timeouts.upstream_idle)
-                .pool_timer(TokioTimer::new())
-                .retry_canceled_requests(true)
-                .build(connector);
-            (path, client)
-        })
-        .collect();
+    let pool_options = upstream::Options {
+        connect_timeout: config.timeouts.connect,
+        idle_timeout: config.timeouts.upstream_idle,
+        max_head: config.limits.max_header_bytes.max(8192),
+    };
+    let mut http_pools = HashMap::new();
+    let mut unix_pools = HashMap::new();
+    for route in &config.routes {
+        match &route.upstream {
+            Upstream::Http {
+                scheme: Scheme::Http,
+                authority,
+            } => {
+                http_pools
+                    .entry(authority.clone())
+                    .or_insert_with(|| upstream::Pool::tcp(authority, pool_options));
+            }
+            Upstream::Unix(path) => {
+                unix_pools
+                    .entry(path.clone())
+                    .or_insert_with(|| upstream::Pool::unix(path, pool_options));
+            }
+            _ => {}
+        }
+    }
     let (h2c_clients, https_clients) = upstream_clients(&config, &connector)?;
     let drain_timeout = config.drain_timeout;
     // Writes the access log's buffered lines; stopped (with a last write) once drained.
@@ -325,8 +326,8 @@ pub async fn serve(
     let shared = Arc::new(forward::Shared {
         table: route::Table::new(config.routes.clone()),
         config,
-        client,
-        unix_clients,
+        http_pools,
+        unix_pools,
         h2c_clients,
         https_clients,
         metrics: metrics.clone(),

@@ -17,13 +17,14 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::proxy::access::{Entry, Logged};
 use crate::proxy::route::{Scheme, Table, Upstream};
-use crate::proxy::{Config, Metrics, files};
+use crate::proxy::{Config, Metrics, files, upstream};
 
 /// Errors of bodies flowing through the proxy.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -37,11 +38,10 @@ pub struct Shared {
     pub config: Config,
     /// Routes in match order.
     pub table: Table,
-    /// The keep-alive pool of the `http://` upstreams.
-    pub client: Client<HttpConnector, ProxyBody>,
-    /// A pool per `unix:` upstream socket.
-    pub unix_clients:
-        std::collections::HashMap<std::path::PathBuf, Client<UnixConnector, ProxyBody>>,
+    /// A keep-alive pool per `http://` upstream.
+    pub http_pools: std::collections::HashMap<Authority, upstream::Pool>,
+    /// A keep-alive pool per `unix:` upstream socket.
+    pub unix_pools: std::collections::HashMap<std::path::PathBuf, upstream::Pool>,
     /// A pool per `h2c://` upstream (HTTP/2 only: one connection carries every request).
     pub h2c_clients: std::collections::HashMap<Authority, Client<TcpTo, ProxyBody>>,
     /// A pool per `https://` upstream, HTTP/2 or HTTP/1.1 as ALPN decides per connection.
@@ -55,38 +55,6 @@ pub struct Shared {
     pub tunnels: TaskTracker,
     /// Cancelled at the drain timeout: what is still open is cut.
     pub cut: CancellationToken,
-}
-
-/// Connects every request of its pool to one unix socket, bounded by the connect timeout.
-#[derive(Debug, Clone)]
-pub struct UnixConnector {
-    /// The socket.
-    pub path: Arc<std::path::Path>,
-    /// `--connect-timeout`.
-    pub timeout: std::time::Duration,
-}
-
-impl tower_service::Service<hyper::Uri> for UnixConnector {
-    type Response = TokioIo<tokio::net::UnixStream>;
-    type Error = std::io::Error;
-    type Future = std::pin::Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: hyper::Uri) -> Self::Future {
-        let (path, timeout) = (self.path.clone(), self.timeout);
-        Box::pin(async move {
-            match tokio::time::timeout(timeout, tokio::net::UnixStream::connect(&*path)).await {
-                Ok(stream) => Ok(TokioIo::new(stream?)),
-                Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
-            }
-        })
-    }
 }
 
 /// Dials one upstream whatever host the request URI names: the URIs sent to `h2c://` and
@@ -259,15 +227,26 @@ fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// A socket a tunnel copies to and from.
+trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
+
+/// The upstream side of a 101 answer.
+enum Switched {
+    /// From hyper-util's client (`https://` upstreams).
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// From podkit's own client: the connection, and what was read past the 101's head.
+    Own(Option<upstream::Upgraded>),
+}
+
 /// Answers the client with the upstream's 101 and, once both sides have switched, copies bytes
 /// both ways until either closes or the drain timeout cuts the tunnel.
 fn tunnel(
     shared: &Shared,
     client_upgrade: hyper::upgrade::OnUpgrade,
-    mut response: Response<hyper::body::Incoming>,
+    mut parts: hyper::http::response::Parts,
+    upstream: Switched,
 ) -> Response<ProxyBody> {
-    let upstream_upgrade = hyper::upgrade::on(&mut response);
-    let (mut parts, _) = response.into_parts();
     let protocol = parts.headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(&mut parts.headers);
     parts
@@ -278,15 +257,34 @@ fn tunnel(
     }
     let cut = shared.cut.clone();
     shared.tunnels.spawn(async move {
-        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
-            (Ok(client), Ok(upstream)) => (client, upstream),
-            (client, upstream) => {
-                debug!(?client, ?upstream, "upgrade failed on one side");
+        let (upstream, early): (Box<dyn Duplex>, Bytes) = match upstream {
+            Switched::Hyper(on) => match on.await {
+                Ok(io) => (Box::new(TokioIo::new(io)), Bytes::new()),
+                Err(err) => {
+                    debug!(?err, "upstream upgrade failed");
+                    return;
+                }
+            },
+            Switched::Own(upgraded) => match upgraded.and_then(|u| u.take()) {
+                Some((io, early)) => (Box::new(io), early),
+                None => return,
+            },
+        };
+        let mut upstream = upstream;
+        let mut client = match client_upgrade.await {
+            Ok(client) => TokioIo::new(client),
+            Err(err) => {
+                debug!(?err, "client upgrade failed");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        // Bytes the upstream sent right after its 101, read with the head.
+        if !early.is_empty()
+            && let Err(err) = client.write_all(&early).await
+        {
+            debug!(?err, "tunnel failed");
+            return;
+        }
         tokio::select! {
             copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => match copied {
                 Ok((up, down)) => debug!(up, down, "tunnel closed"),
@@ -300,8 +298,7 @@ fn tunnel(
 
 /// Which pool a request goes through.
 enum Via<'a> {
-    Pool,
-    Unix(&'a Client<UnixConnector, ProxyBody>),
+    Own(&'a upstream::Pool),
     H2c(&'a Client<TcpTo, ProxyBody>),
     Https(&'a Client<HttpsConnector<TcpTo>, ProxyBody>),
 }
@@ -385,7 +382,10 @@ async fn route(
         Upstream::Http {
             scheme: Scheme::Http,
             authority,
-        } => ("http", authority.clone(), Via::Pool),
+        } => match shared.http_pools.get(authority) {
+            Some(pool) => ("http", authority.clone(), Via::Own(pool)),
+            None => return short(StatusCode::BAD_GATEWAY),
+        },
         Upstream::Http {
             scheme: Scheme::H2c,
             authority,
@@ -408,12 +408,8 @@ async fn route(
             ),
             None => return short(StatusCode::BAD_GATEWAY),
         },
-        Upstream::Unix(path) => match shared.unix_clients.get(path) {
-            Some(client) => (
-                "http",
-                Authority::from_static("localhost"),
-                Via::Unix(client),
-            ),
+        Upstream::Unix(path) => match shared.unix_pools.get(path) {
+            Some(pool) => ("http", Authority::from_static("localhost"), Via::Own(pool)),
             None => return short(StatusCode::BAD_GATEWAY),
         },
         Upstream::File(dir) => return files::serve(dir, &req).await,
@@ -489,42 +485,66 @@ async fn route(
     };
     let request = Request::from_parts(parts, body);
 
-    let sent = tokio::time::timeout(
-        shared.config.timeouts.upstream,
+    // Errors keep whether they happened while connecting (`UF`).
+    let hyper_err = |err: hyper_util::client::legacy::Error| {
+        let connect = err.is_connect();
+        (BoxError::from(err), connect)
+    };
+    let sent = tokio::time::timeout(shared.config.timeouts.upstream, async {
         match via {
-            Via::Pool => shared.client.request(request),
-            Via::Unix(client) => client.request(request),
-            Via::H2c(client) => client.request(request),
-            Via::Https(client) => client.request(request),
-        },
-    )
+            Via::Own(pool) => pool.send(request).await.map(Answer::Own).map_err(|err| {
+                let connect = err.is_connect();
+                (BoxError::from(err), connect)
+            }),
+            Via::H2c(client) => client
+                .request(request)
+                .await
+                .map(Answer::Hyper)
+                .map_err(hyper_err),
+            Via::Https(client) => client
+                .request(request)
+                .await
+                .map(Answer::Hyper)
+                .map_err(hyper_err),
+        }
+    })
     .await;
     match sent {
-        Ok(Ok(response)) => {
-            if response.status() == StatusCode::SWITCHING_PROTOCOLS
-                && let Some(client_upgrade) = client_upgrade
-            {
-                return tunnel(shared, client_upgrade, response);
+        Ok(Ok(answer)) => {
+            let switched = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
+            let (mut parts, body, upgraded) = match answer {
+                Answer::Own(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    let upgraded = parts.extensions.remove::<upstream::Upgraded>();
+                    (parts, body.boxed(), Switched::Own(upgraded))
+                }
+                Answer::Hyper(mut response) => {
+                    let on = hyper::upgrade::on(&mut response);
+                    let (parts, body) = response.into_parts();
+                    (parts, body.map_err(Into::into).boxed(), Switched::Hyper(on))
+                }
+            };
+            if switched && let Some(client_upgrade) = client_upgrade {
+                return tunnel(shared, client_upgrade, parts, upgraded);
             }
-            let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             // The client's connection decides; an HTTP/2 upstream's answer says HTTP/2.
             parts.version = hyper::Version::HTTP_11;
-            Response::from_parts(parts, body.map_err(Into::into).boxed())
+            Response::from_parts(parts, body)
         }
-        Ok(Err(err)) if body_too_large(&err) => {
+        Ok(Err((err, _))) if body_too_large(&*err) => {
             entry.flags = "BL";
             short(StatusCode::PAYLOAD_TOO_LARGE)
         }
-        Ok(Err(err)) => {
+        Ok(Err((err, connect))) => {
             shared
                 .metrics
                 .upstream_errors
                 .fetch_add(1, Ordering::Relaxed);
             // As nginx's error log: why, per request (a refused connection, an untrusted
             // certificate, a reset).
-            warn!(client = %peer, upstream = %entry.upstream, error = %chain(&err), "upstream request failed");
-            entry.flags = if err.is_connect() { "UF" } else { "UC" };
+            warn!(client = %peer, upstream = %entry.upstream, error = %chain(&*err), "upstream request failed");
+            entry.flags = if connect { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }
         Err(_elapsed) => {
@@ -534,6 +554,21 @@ async fn route(
                 .fetch_add(1, Ordering::Relaxed);
             entry.flags = "UT";
             short(StatusCode::GATEWAY_TIMEOUT)
+        }
+    }
+}
+
+/// An upstream's answer, from either client.
+enum Answer {
+    Own(Response<upstream::Body>),
+    Hyper(Response<hyper::body::Incoming>),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Own(response) => response.status(),
+            Self::Hyper(response) => response.status(),
         }
     }
 }
