@@ -7,6 +7,7 @@
 //! - `args`: flags and `PODKIT_PROXY_*` into a [`Config`];
 //! - `route`: the route table;
 //! - `forward`: one request, from the client to the upstream and back;
+//! - `upstream`: the HTTP/1.1 client and keep-alive pool of `http://` and `unix:` upstreams;
 //! - `files`: the `file:///DIR` upstream;
 //! - `tls`: `--listen-tls` with certificate reload;
 //! - `access`: the access log;
@@ -15,9 +16,10 @@
 //!
 //! The stale keep-alive race (the app closes an idle connection just as the proxy reuses it)
 //! is avoided twice: idle upstream connections are dropped after `--upstream-idle-timeout`
-//! (default `1s`, below common app defaults), and a request that failed on a reused connection
-//! before any byte of it was written is retried once on a fresh one (hyper-util's pool does
-//! this only when it is safe).
+//! (default `1s`, below common app defaults), and a request that found its reused connection
+//! closed before any byte of an answer came is sent again once on a fresh one, when that is
+//! safe (`upstream`, podkit's HTTP/1.1 client for `http://` and `unix:`; hyper-util's pool does
+//! the same for `h2c://` and `https://` when the request was not written yet).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -70,7 +72,8 @@ pub struct Timeouts {
     pub header: Duration,
     /// Connecting to an upstream (502 `UF` after it).
     pub connect: Duration,
-    /// Waiting for an upstream's response head (504 `UT` after it).
+    /// Waiting for an upstream's response head (504 `UT` after it): from the end of the
+    /// request for `http://` and `unix:` upstreams, from its start for the others.
     pub upstream: Duration,
     /// Keeping an idle upstream connection in the pool.
     pub upstream_idle: Duration,
@@ -290,6 +293,7 @@ pub async fn serve(
         connect_timeout: config.timeouts.connect,
         idle_timeout: config.timeouts.upstream_idle,
         max_head: config.limits.max_header_bytes.max(8192),
+        response_timeout: config.timeouts.upstream,
     };
     let mut http_pools = HashMap::new();
     let mut unix_pools = HashMap::new();

@@ -103,7 +103,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
 
-    /// How long an upstream may take to send its response headers before 504.
+    /// How long an upstream may take to send its response headers before 504, counted from when
+    /// the request and its body were sent (`http://`, `unix:`) or from the start (`h2c://`,
+    /// `https://`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Duration,
 

@@ -498,25 +498,27 @@ async fn route(
         let connect = err.is_connect();
         (BoxError::from(err), connect)
     };
-    let sent = tokio::time::timeout(shared.config.timeouts.upstream, async {
-        match via {
-            Via::Own(pool) => pool.send(request).await.map(Answer::Own).map_err(|err| {
+    // podkit's client bounds the wait for the head itself, from the end of the request; hyper's
+    // from its start. `Err(())` is the timeout.
+    let timeout = shared.config.timeouts.upstream;
+    let sent = match via {
+        Via::Own(pool) => match pool.send(request).await {
+            Ok(response) => Ok(Ok(Answer::Own(response))),
+            Err(upstream::Error::Timeout(_)) => Err(()),
+            Err(err) => {
                 let connect = err.is_connect();
-                (BoxError::from(err), connect)
-            }),
-            Via::H2c(client) => client
-                .request(request)
-                .await
-                .map(Answer::Hyper)
-                .map_err(hyper_err),
-            Via::Https(client) => client
-                .request(request)
-                .await
-                .map(Answer::Hyper)
-                .map_err(hyper_err),
-        }
-    })
-    .await;
+                Ok(Err((BoxError::from(err), connect)))
+            }
+        },
+        Via::H2c(client) => tokio::time::timeout(timeout, client.request(request))
+            .await
+            .map(|r| r.map(Answer::Hyper).map_err(hyper_err))
+            .map_err(|_| ()),
+        Via::Https(client) => tokio::time::timeout(timeout, client.request(request))
+            .await
+            .map(|r| r.map(Answer::Hyper).map_err(hyper_err))
+            .map_err(|_| ()),
+    };
     match sent {
         Ok(Ok(answer)) => {
             let switched = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -555,7 +557,7 @@ async fn route(
             entry.flags = if connect { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }
-        Err(_elapsed) => {
+        Err(()) => {
             shared
                 .metrics
                 .upstream_errors

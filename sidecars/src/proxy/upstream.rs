@@ -29,6 +29,7 @@
 //! connection, when that is safe: the request has no body, and either its method is idempotent
 //! or its head could not be written.
 
+use std::future::Future as _;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
@@ -87,6 +88,9 @@ pub enum Error {
     /// The response head is larger than allowed.
     #[error("upstream response head larger than {0} bytes")]
     HeadTooLarge(usize),
+    /// No response head within the response timeout after the request was sent (504 `UT`).
+    #[error("upstream sent no response head within {0:?} of the request")]
+    Timeout(Duration),
     /// The response is not valid HTTP/1.1.
     #[error("invalid upstream response: {0}")]
     Invalid(&'static str),
@@ -202,6 +206,7 @@ struct Shared {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_head: usize,
+    response_timeout: Duration,
     /// Newest last: requests take the most recently used connection, whose socket and buffers
     /// are warm, and the oldest ones expire.
     idle: Mutex<Vec<Idle>>,
@@ -235,6 +240,9 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Largest response head, in bytes.
     pub max_head: usize,
+    /// Bound on the wait for a response head, counted from when the request (with its body)
+    /// was all sent, as nginx's `proxy_read_timeout`: a long upload is not cut by it.
+    pub response_timeout: Duration,
 }
 
 impl Pool {
@@ -260,6 +268,7 @@ impl Pool {
             connect_timeout: options.connect_timeout,
             idle_timeout: options.idle_timeout,
             max_head: options.max_head,
+            response_timeout: options.response_timeout,
             idle: Mutex::new(Vec::new()),
             filled: Notify::new(),
         });
@@ -311,15 +320,29 @@ impl Pool {
                 return Err(Error::Io(err));
             }
             let mut buf = BytesMut::new();
+            let timeout = self.shared.response_timeout;
+            // Armed from the end of the request; reset when a body ends later.
+            let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
             let answer = std::future::poll_fn(|cx| {
                 if let Some(up) = upload.as_mut() {
                     match up.poll_send(cx, &mut io) {
-                        Poll::Ready(Ok(())) => upload = None,
+                        Poll::Ready(Ok(())) => {
+                            upload = None;
+                            deadline
+                                .as_mut()
+                                .reset(tokio::time::Instant::now() + timeout);
+                        }
                         Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                         Poll::Pending => {}
                     }
                 }
-                poll_head(cx, &mut io, &mut buf, self.shared.max_head)
+                if let Poll::Ready(head) = poll_head(cx, &mut io, &mut buf, self.shared.max_head) {
+                    return Poll::Ready(head);
+                }
+                if upload.is_none() && deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Error::Timeout(timeout)));
+                }
+                Poll::Pending
             })
             .await;
             let (status, version, headers) = match answer {
@@ -1003,6 +1026,7 @@ mod tests {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
             max_head: 64 * 1024,
+            response_timeout: Duration::from_secs(5),
         }
     }
 
@@ -1188,6 +1212,60 @@ mod tests {
             options(),
         );
         assert!(pool.send(get("/")).await.expect_err("refused").is_connect());
+    }
+
+    #[tokio::test]
+    async fn the_response_timeout_counts_from_the_end_of_the_request_body() {
+        // The upload takes 400 ms, longer than the 200 ms the upstream has to answer once it
+        // has the whole request; it answers at once, then never again.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            while !seen.ends_with(b"0\r\n\r\n") {
+                let mut chunk = [0u8; 4096];
+                let n = conn.read(&mut chunk).await.expect("read");
+                assert!(n > 0, "request cut: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            let text = String::from_utf8_lossy(&seen);
+            assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+            assert!(
+                text.ends_with("\r\n\r\n3\r\nabc\r\n3\r\nabc\r\n3\r\nabc\r\n3\r\nabc\r\n0\r\n\r\n"),
+                "{text}"
+            );
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("answer");
+            // The next request is read and never answered.
+            assert!(read_head(&mut conn).await);
+            std::future::pending::<()>().await;
+        });
+        let pool = Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            Options {
+                response_timeout: Duration::from_millis(200),
+                ..options()
+            },
+        );
+        let chunks = futures::stream::unfold(0, |i| async move {
+            if i == 4 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((
+                Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc"))),
+                i + 1,
+            ))
+        });
+        let mut upload = Request::new(http_body_util::StreamBody::new(chunks).boxed());
+        *upload.method_mut() = Method::POST;
+        *upload.uri_mut() = "/".parse().expect("uri");
+        let (status, _, _) = text(pool.send(upload).await.expect("answered")).await;
+        assert_eq!(status, StatusCode::OK);
+        let err = pool.send(get("/")).await.expect_err("no answer");
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     }
 
     #[tokio::test]
