@@ -1269,6 +1269,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_and_unix_upstreams() {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        if let Ok(listener) = TcpListener::bind("[::1]:0").await {
+            let port = listener.local_addr().expect("addr").port();
+            tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.expect("accept");
+                assert!(read_head(&mut conn).await);
+                conn.write_all(answer).await.expect("answer");
+            });
+            let pool = Pool::tcp(
+                &format!("[::1]:{port}").parse().expect("authority"),
+                options(),
+            );
+            let (_, body, _) = text(pool.send(get("/")).await.expect("ipv6")).await;
+            assert_eq!(body, "ok");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("app.sock");
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let mut chunk = [0u8; 1024];
+                let n = conn.read(&mut chunk).await.expect("read");
+                assert!(n > 0);
+                seen.extend_from_slice(&chunk[..n]);
+            }
+            conn.write_all(answer).await.expect("answer");
+        });
+        let pool = Pool::unix(&path, options());
+        let (_, body, _) = text(pool.send(get("/")).await.expect("unix")).await;
+        assert_eq!(body, "ok");
+        let err = Pool::unix(&dir.path().join("none.sock"), options())
+            .send(get("/"))
+            .await
+            .expect_err("no socket");
+        assert!(err.is_connect(), "{err:?}");
+    }
+
+    #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout() {
         let (port, _seen) =
             server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"], false).await;
