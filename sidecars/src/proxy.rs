@@ -73,7 +73,8 @@ pub struct Timeouts {
     /// Connecting to an upstream (502 `UF` after it).
     pub connect: Duration,
     /// Waiting for an upstream's response head (504 `UT` after it): from the end of the
-    /// request for `http://` and `unix:` upstreams, from its start for the others.
+    /// request for `http://` and `unix:` upstreams (and any stall of its body before that),
+    /// from its start for the others.
     pub upstream: Duration,
     /// Keeping an idle upstream connection in the pool.
     pub upstream_idle: Duration,

@@ -104,8 +104,8 @@ pub struct Args {
     pub connect_timeout: Duration,
 
     /// How long an upstream may take to send its response headers before 504, counted from when
-    /// the request and its body were sent (`http://`, `unix:`) or from the start (`h2c://`,
-    /// `https://`).
+    /// the request and its body were sent (`http://`, `unix:`, where it also bounds a request
+    /// body that stops moving) or from the start (`h2c://`, `https://`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Duration,
 

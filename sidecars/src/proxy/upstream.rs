@@ -305,7 +305,13 @@ impl Pool {
         let mut upload = has_body.then(|| Upload::new(body, chunked));
         let mut retried = false;
         loop {
-            let (mut io, reused) = match self.shared.checkout() {
+            // A retry dials: another pooled connection may be just as stale.
+            let pooled = if retried {
+                None
+            } else {
+                self.shared.checkout()
+            };
+            let (mut io, reused) = match pooled {
                 Some(io) => (io, true),
                 None => (self.shared.connect().await?, false),
             };
@@ -320,26 +326,37 @@ impl Pool {
                 return Err(Error::Io(err));
             }
             let mut buf = BytesMut::new();
+            let mut state = HeadState::default();
+            // The upload stopped: the upstream stopped reading, maybe to answer (a 413 before
+            // the body); its answer is still read, and the connection not reused.
+            let mut cut = None;
             let timeout = self.shared.response_timeout;
-            // Armed from the end of the request; reset when a body ends later.
+            // Any wait without progress is bounded: for the request body to move, then for the
+            // head, counted from the end of the request (nginx's proxy_send_timeout and
+            // proxy_read_timeout).
             let mut deadline = std::pin::pin!(tokio::time::sleep(timeout));
             let answer = std::future::poll_fn(|cx| {
                 if let Some(up) = upload.as_mut() {
-                    match up.poll_send(cx, &mut io) {
-                        Poll::Ready(Ok(())) => {
+                    let mut moved = false;
+                    let sent = up.poll_send(cx, &mut io, &mut moved);
+                    if moved || sent.is_ready() {
+                        deadline.as_mut().reset(later(timeout));
+                    }
+                    match sent {
+                        Poll::Ready(Ok(())) => upload = None,
+                        Poll::Ready(Err(Error::Io(err))) => {
                             upload = None;
-                            deadline
-                                .as_mut()
-                                .reset(tokio::time::Instant::now() + timeout);
+                            cut = Some(err);
                         }
                         Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
                         Poll::Pending => {}
                     }
                 }
-                if let Poll::Ready(head) = poll_head(cx, &mut io, &mut buf, self.shared.max_head) {
+                let max_head = self.shared.max_head;
+                if let Poll::Ready(head) = poll_head(cx, &mut io, &mut buf, &mut state, max_head) {
                     return Poll::Ready(head);
                 }
-                if upload.is_none() && deadline.as_mut().poll(cx).is_ready() {
+                if deadline.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(Error::Timeout(timeout)));
                 }
                 Poll::Pending
@@ -349,28 +366,42 @@ impl Pool {
                 Ok(head) => head,
                 // Closed or reset before the first byte of an answer: the upstream dropped the
                 // connection as it was reused (its keep-alive timeout).
-                Err(Error::Closed | Error::Io(_)) if may_retry && buf.is_empty() && idempotent => {
+                Err(Error::Closed | Error::Io(_)) if may_retry && !state.seen && idempotent => {
                     retried = true;
                     continue;
                 }
+                // No answer after the upload failed: the write's error says why.
+                Err(Error::Closed | Error::Io(_)) if cut.is_some() => {
+                    return Err(Error::Io(
+                        cut.unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()),
+                    ));
+                }
                 Err(err) => return Err(err),
             };
-            return self.response(io, buf, status, version, headers, head_only, upload);
+            let reusable = cut.is_none();
+            return self.response(
+                io,
+                buf,
+                (status, version, headers),
+                head_only,
+                upload,
+                reusable,
+            );
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The response with a body reading from `io`; the connection goes back to the pool after
+    /// it if `reusable` and the response allow.
     fn response(
         &self,
         io: Io,
         buf: BytesMut,
-        status: StatusCode,
-        version: Version,
-        headers: HeaderMap,
+        (status, version, mut headers): (StatusCode, Version, HeaderMap),
         head_only: bool,
         upload: Option<Upload>,
+        reusable: bool,
     ) -> Result<Response<Body>, Error> {
-        let mut reusable = version == Version::HTTP_11 && !has_token(&headers, "close");
+        let mut reusable = reusable && version == Version::HTTP_11 && !has_token(&headers, "close");
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             reusable = false;
             Framing::Done
@@ -380,8 +411,10 @@ impl Pool {
         {
             Framing::Done
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            // Both framings at once is how requests are smuggled: never reuse such a connection.
-            if headers.contains_key(header::CONTENT_LENGTH) {
+            // Both framings at once is how requests are smuggled: never reuse such a connection,
+            // and never pass the length on (RFC 9112 section 6.3): the client's framing is made
+            // anew.
+            if headers.remove(header::CONTENT_LENGTH).is_some() {
                 reusable = false;
             }
             if last_coding_is_chunked(&headers) {
@@ -431,18 +464,27 @@ impl Shared {
 
     /// The newest idle connection that is still open and within the idle timeout.
     fn checkout(&self) -> Option<Io> {
+        let mut closed = Vec::new();
         let mut idle = self.idle();
-        while let Some(conn) = idle.pop() {
+        let found = loop {
+            let Some(conn) = idle.pop() else {
+                break None;
+            };
             if conn.since.elapsed() >= self.idle_timeout {
                 // The rest are older still.
-                idle.clear();
-                return None;
+                closed.append(&mut idle);
+                closed.push(conn);
+                break None;
             }
             if conn.io.is_idle_open() {
-                return Some(conn.io);
+                break Some(conn.io);
             }
-        }
-        None
+            closed.push(conn);
+        };
+        drop(idle);
+        // Sockets are closed after the lock is released.
+        drop(closed);
+        found
     }
 
     fn put(&self, io: Io) {
@@ -490,21 +532,26 @@ async fn sweep(shared: std::sync::Weak<Shared>) {
         let Some(pool) = shared.upgrade() else {
             return;
         };
-        let next = {
+        let (next, expired) = {
             let mut idle = pool.idle();
             let now = Instant::now();
             let expired = idle
                 .iter()
                 .take_while(|c| now.duration_since(c.since) >= pool.idle_timeout)
                 .count();
-            idle.drain(..expired);
-            idle.first().map(|c| c.since + pool.idle_timeout)
+            let expired: Vec<Idle> = idle.drain(..expired).collect();
+            let next = idle.first().map(|c| c.since.checked_add(pool.idle_timeout));
+            (next, expired)
         };
+        // Closed after the lock is released.
+        drop(expired);
         match next {
-            Some(at) => {
+            Some(Some(at)) => {
                 drop(pool);
                 tokio::time::sleep_until(at.into()).await;
             }
+            // An idle timeout past the end of time: connections stay.
+            Some(None) => return,
             None => pool.filled.notified().await,
         }
     }
@@ -543,11 +590,32 @@ fn encode_head(parts: &Parts, chunked: bool) -> Vec<u8> {
     head
 }
 
-/// Reads until a final response head (1xx other than 101 skipped) is parsed.
+/// Most 1xx interim responses before the final one.
+const MAX_INTERIM: u8 = 16;
+
+/// What [`poll_head`] keeps between polls.
+#[derive(Debug, Default)]
+struct HeadState {
+    /// Interim (1xx) responses skipped.
+    interim: u8,
+    /// Some byte of an answer came.
+    seen: bool,
+}
+
+/// `timeout` from now, or far in the future for a timeout past the end of time.
+fn later(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
+/// Reads until a final response head (up to [`MAX_INTERIM`] 1xx other than 101 skipped) is
+/// parsed.
 fn poll_head(
     cx: &mut Context<'_>,
     io: &mut Io,
     buf: &mut BytesMut,
+    state: &mut HeadState,
     max_head: usize,
 ) -> Poll<Result<(StatusCode, Version, HeaderMap), Error>> {
     loop {
@@ -571,6 +639,10 @@ fn poll_head(
                     let headers = header_map(parsed.headers)?;
                     buf.advance(len);
                     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                        state.interim += 1;
+                        if state.interim > MAX_INTERIM {
+                            return Poll::Ready(Err(Error::Invalid("too many 1xx responses")));
+                        }
                         continue;
                     }
                     return Poll::Ready(Ok((status, version, headers)));
@@ -593,7 +665,7 @@ fn poll_head(
         };
         match ready!(poll_read_some(cx, io, buf, want)) {
             Ok(0) => return Poll::Ready(Err(Error::Closed)),
-            Ok(_) => {}
+            Ok(_) => state.seen = true,
             Err(err) => return Poll::Ready(Err(Error::Io(err))),
         }
     }
@@ -664,6 +736,47 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     Ok(length)
 }
 
+/// Longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// A chunk-size line (RFC 9112 section 7.1): its length with the CRLF and the size, or `None`
+/// while incomplete. Stricter than `httparse::parse_chunk_size`, which takes an empty size as
+/// the last chunk and a bare LF inside an extension: at least one and at most 16 hex digits,
+/// then only whitespace or `;` extensions without control bytes, then CRLF.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+    let Some(lf) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_CHUNK_LINE)]) else {
+        return match buf.len() > MAX_CHUNK_LINE {
+            true => Err(Error::Invalid("chunk size line too long")),
+            false => Ok(None),
+        };
+    };
+    let line = buf[..lf]
+        .strip_suffix(b"\r")
+        .ok_or(Error::Invalid("chunk size line not ended by CRLF"))?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(Error::Invalid("invalid chunk size"));
+    }
+    let rest = &line[digits..];
+    let extensions = rest.trim_ascii_start();
+    let valid = (extensions.is_empty() || extensions.starts_with(b";"))
+        && rest
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b) || b >= 0x80);
+    if !valid {
+        return Err(Error::Invalid("invalid chunk extension"));
+    }
+    let size = line[..digits].iter().fold(0u64, |size, &b| {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => b - b'A' + 10,
+        };
+        (size << 4) | u64::from(digit)
+    });
+    Ok(Some((lf + 1, size)))
+}
+
 /// How the rest of a response body is delimited.
 #[derive(Debug, Clone, Copy)]
 enum Framing {
@@ -720,8 +833,14 @@ impl Upload {
         }
     }
 
-    /// Writes what the body has; `Ready(Ok)` once all of it was written.
-    fn poll_send(&mut self, cx: &mut Context<'_>, io: &mut Io) -> Poll<Result<(), Error>> {
+    /// Writes what the body has; `Ready(Ok)` once all of it was written. Sets `moved` when a
+    /// byte was written or a frame came from the body.
+    fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut Io,
+        moved: &mut bool,
+    ) -> Poll<Result<(), Error>> {
         loop {
             while !self.queue.is_empty() {
                 let mut slices = [io::IoSlice::new(&[]); 4];
@@ -734,6 +853,7 @@ impl Upload {
                     Ok(n) => n,
                     Err(err) => return Poll::Ready(Err(Error::Io(err))),
                 };
+                *moved = true;
                 while written > 0 {
                     let Some(front) = self.queue.front_mut() else {
                         break;
@@ -750,7 +870,9 @@ impl Upload {
             if self.ended {
                 return Poll::Ready(Ok(()));
             }
-            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+            let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
+            *moved = true;
+            match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
                     Ok(data) if self.chunked => {
@@ -865,10 +987,16 @@ impl Body {
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame<Bytes>>, BoxError>> {
         loop {
             if let (Some(up), Some(io)) = (self.upload.as_mut(), self.io.as_mut())
-                && let Poll::Ready(sent) = up.poll_send(cx, io)
+                && let Poll::Ready(sent) = up.poll_send(cx, io, &mut false)
             {
-                sent?;
                 self.upload = None;
+                match sent {
+                    Ok(()) => {}
+                    // The upstream stopped reading the request and answers anyway: the answer
+                    // is read to its end, and the connection not reused.
+                    Err(Error::Io(_)) => self.reusable = false,
+                    Err(err) => return Poll::Ready(Err(err.into())),
+                }
             }
             match self.framing {
                 Framing::Done => {
@@ -895,8 +1023,8 @@ impl Body {
                     let n = self.buf.len();
                     return Poll::Ready(Ok(Some(Frame::data(self.take(n)))));
                 }
-                Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(&self.buf) {
-                    Ok(httparse::Status::Complete((len, size))) => {
+                Framing::Chunked(Chunk::Size) => match chunk_size(&self.buf)? {
+                    Some((len, size)) => {
                         self.buf.advance(len);
                         self.framing = Framing::Chunked(if size == 0 {
                             Chunk::Trailers
@@ -904,11 +1032,7 @@ impl Body {
                             Chunk::Data(size)
                         });
                     }
-                    Ok(httparse::Status::Partial) if self.buf.len() > 4096 => {
-                        return Poll::Ready(Err(Error::Invalid("chunk size line too long").into()));
-                    }
-                    Ok(httparse::Status::Partial) => ready!(self.poll_more(cx))?,
-                    Err(_) => return Poll::Ready(Err(Error::Invalid("invalid chunk size").into())),
+                    None => ready!(self.poll_more(cx))?,
                 },
                 Framing::Chunked(Chunk::Data(left)) => {
                     if self.buf.is_empty() {
@@ -1017,6 +1141,7 @@ impl Upgraded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::StreamExt as _;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -1259,7 +1384,7 @@ mod tests {
                 i + 1,
             ))
         });
-        let mut upload = Request::new(http_body_util::StreamBody::new(chunks).boxed());
+        let mut upload = Request::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
         *upload.method_mut() = Method::POST;
         *upload.uri_mut() = "/".parse().expect("uri");
         let (status, _, _) = text(pool.send(upload).await.expect("answered")).await;
@@ -1307,6 +1432,106 @@ mod tests {
             .await
             .expect_err("no socket");
         assert!(err.is_connect(), "{err:?}");
+    }
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(chunk_size(b"1a\r\n").expect("valid"), Some((4, 26)));
+        assert_eq!(
+            chunk_size(b"0;name=\"v\" \r\nrest").expect("valid"),
+            Some((13, 0))
+        );
+        assert_eq!(
+            chunk_size(b"FFFFFFFFFFFFFFFF\r\n").expect("valid"),
+            Some((18, u64::MAX))
+        );
+        assert_eq!(chunk_size(b"1a").expect("partial"), None);
+        for bad in [
+            &b"\r\n"[..],
+            b";x\r\n",
+            b"1\n",
+            b"1;a\x01\r\n",
+            b"1 x\r\n",
+            b"10000000000000000\r\n",
+            b"g\r\n",
+        ] {
+            assert!(chunk_size(bad).is_err(), "{bad:?}");
+        }
+        assert!(chunk_size(&[b'1'; MAX_CHUNK_LINE + 1]).is_err());
+    }
+
+    /// A request body that sends one chunk and then never ends.
+    fn stalled_upload() -> Request<ProxyBody> {
+        let chunks = futures::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"abc")))
+        })
+        .chain(futures::stream::pending());
+        let mut req = Request::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = "/".parse().expect("uri");
+        req
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_request_body_ended_is_passed_on_and_a_stall_times_out() {
+        // Chunked framing and Content-Length both: the length is dropped, the connection too.
+        let (port, _seen) = server(
+            vec![
+                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig",
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            ],
+            false,
+        )
+        .await;
+        let pool = Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            Options {
+                response_timeout: Duration::from_millis(200),
+                ..options()
+            },
+        );
+        let response = pool.send(stalled_upload()).await.expect("early answer");
+        let (status, body, _) = text(response).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "big")
+        );
+        // The request body never ended: that connection is not reused.
+        assert_eq!(pool.idle_len(), 0);
+        let response = pool.send(get("/")).await.expect("both framings");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+        let (_, body, _) = text(response).await;
+        assert_eq!(body, "abc");
+        assert_eq!(pool.idle_len(), 0);
+        // An upload that stalls, to an upstream that waits for it: 504 after the timeout.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            assert!(read_head(&mut conn).await);
+            std::future::pending::<()>().await;
+        });
+        let pool = Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            Options {
+                response_timeout: Duration::from_millis(200),
+                ..options()
+            },
+        );
+        let err = pool.send(stalled_upload()).await.expect_err("stalled");
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn endless_interim_responses_are_an_error() {
+        let flood: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(17).leak();
+        let (port, _seen) = server(vec![flood], false).await;
+        let pool = Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            options(),
+        );
+        let err = pool.send(get("/")).await.expect_err("flood");
+        assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     }
 
     #[tokio::test]
