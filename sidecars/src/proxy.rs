@@ -72,9 +72,9 @@ pub struct Timeouts {
     pub header: Duration,
     /// Connecting to an upstream (502 `UF` after it).
     pub connect: Duration,
-    /// Waiting for an upstream's response head (504 `UT` after it): from the end of the
-    /// request for `http://` and `unix:` upstreams (and any stall of its body before that),
-    /// from its start for the others.
+    /// Waiting for an upstream's response head (504 `UT` after it): for `http://` and `unix:`
+    /// upstreams any wait without progress, also while the request body is sent and between
+    /// reads of the response body; from the request's start for the others.
     pub upstream: Duration,
     /// Keeping an idle upstream connection in the pool.
     pub upstream_idle: Duration,

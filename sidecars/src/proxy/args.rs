@@ -103,9 +103,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
 
-    /// How long an upstream may take to send its response headers before 504, counted from when
-    /// the request and its body were sent (`http://`, `unix:`, where it also bounds a request
-    /// body that stops moving) or from the start (`h2c://`, `https://`).
+    /// How long an upstream may take to send its response headers before 504: for `http://`
+    /// and `unix:`, any wait without progress (request head or body not taken, no head, then
+    /// no more of the body, which cuts it); for `h2c://` and `https://`, from the start.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Duration,
 

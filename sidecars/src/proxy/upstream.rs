@@ -88,8 +88,9 @@ pub enum Error {
     /// The response head is larger than allowed.
     #[error("upstream response head larger than {0} bytes")]
     HeadTooLarge(usize),
-    /// No response head within the response timeout after the request was sent (504 `UT`).
-    #[error("upstream sent no response head within {0:?} of the request")]
+    /// The exchange made no progress for the response timeout: the request (head or body) was
+    /// not taken, or no response head, or no more of the body, came (504 `UT` before the head).
+    #[error("upstream made no progress for {0:?}")]
     Timeout(Duration),
     /// The response is not valid HTTP/1.1.
     #[error("invalid upstream response: {0}")]
@@ -318,19 +319,22 @@ impl Pool {
             // Retried at most once, only on a reused connection, and only without a body
             // (which cannot be sent twice).
             let may_retry = reused && !retried && upload.is_none();
-            if let Err(err) = io.write_all(&head).await {
-                if may_retry {
+            let timeout = self.shared.response_timeout;
+            // An app that accepted but does not read cannot hold the request forever.
+            match tokio::time::timeout(timeout, io.write_all(&head)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) if may_retry => {
                     retried = true;
                     continue;
                 }
-                return Err(Error::Io(err));
+                Ok(Err(err)) => return Err(Error::Io(err)),
+                Err(_) => return Err(Error::Timeout(timeout)),
             }
             let mut buf = BytesMut::new();
             let mut state = HeadState::default();
             // The upload stopped: the upstream stopped reading, maybe to answer (a 413 before
             // the body); its answer is still read, and the connection not reused.
             let mut cut = None;
-            let timeout = self.shared.response_timeout;
             // Any wait without progress is bounded: for the request body to move, then for the
             // head, counted from the end of the request (nginx's proxy_send_timeout and
             // proxy_read_timeout).
@@ -371,11 +375,7 @@ impl Pool {
                     continue;
                 }
                 // No answer after the upload failed: the write's error says why.
-                Err(Error::Closed | Error::Io(_)) if cut.is_some() => {
-                    return Err(Error::Io(
-                        cut.unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()),
-                    ));
-                }
+                Err(err @ (Error::Closed | Error::Io(_))) => return Err(cut.map_or(err, Error::Io)),
                 Err(err) => return Err(err),
             };
             let reusable = cut.is_none();
@@ -417,12 +417,12 @@ impl Pool {
             if headers.remove(header::CONTENT_LENGTH).is_some() {
                 reusable = false;
             }
-            if last_coding_is_chunked(&headers) {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                reusable = false;
-                Framing::Close
+            // Any other coding would reach the client still coded once Transfer-Encoding, a
+            // hop-by-hop header, is dropped.
+            if !only_chunked(&headers) {
+                return Err(Error::Invalid("transfer coding other than chunked"));
             }
+            Framing::Chunked(Chunk::Size)
         } else {
             match content_length(&headers) {
                 Ok(Some(length)) => Framing::Length(length),
@@ -441,6 +441,7 @@ impl Pool {
             pool: self.shared.clone(),
             reusable,
             read_size: BODY_READ,
+            stall: None,
         });
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -628,6 +629,9 @@ fn poll_head(
                 buf,
                 &mut fields,
             ) {
+                Ok(httparse::Status::Complete(len)) if len > max_head => {
+                    return Poll::Ready(Err(Error::HeadTooLarge(max_head)));
+                }
                 Ok(httparse::Status::Complete(len)) => {
                     let code = parsed.code.ok_or(Error::Invalid("no status code"))?;
                     let status = StatusCode::from_u16(code)
@@ -707,14 +711,18 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
+/// Whether Transfer-Encoding names `chunked` and nothing else.
+fn only_chunked(headers: &HeaderMap) -> bool {
+    let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
-        .next_back()
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    codings
+        .next()
+        .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
+        && codings.next().is_none()
 }
 
 /// The Content-Length, when every value (and every list element) agrees; `Err` otherwise.
@@ -754,7 +762,8 @@ fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
         .strip_suffix(b"\r")
         .ok_or(Error::Invalid("chunk size line not ended by CRLF"))?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+    if digits == 0 || digits - zeros > 16 {
         return Err(Error::Invalid("invalid chunk size"));
     }
     let rest = &line[digits..];
@@ -871,7 +880,8 @@ impl Upload {
                 return Poll::Ready(Ok(()));
             }
             let frame = ready!(Pin::new(&mut self.body).poll_frame(cx));
-            *moved = true;
+            // An empty frame is no progress: it must not keep the timeout away.
+            *moved |= !matches!(&frame, Some(Ok(f)) if f.data_ref().is_some_and(Bytes::is_empty));
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) if data.is_empty() => {}
@@ -921,6 +931,9 @@ pub struct Body {
     pool: Arc<Shared>,
     reusable: bool,
     read_size: usize,
+    /// Armed while a read waits: the response timeout between two reads of the body, as
+    /// nginx's `proxy_read_timeout`. Made only once a read has to wait.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body {
@@ -966,7 +979,20 @@ impl Body {
             return Poll::Ready(Ok(false));
         };
         let want = self.read_size;
-        let n = ready!(poll_read_some(cx, io, &mut self.buf, want))?;
+        let n = match poll_read_some(cx, io, &mut self.buf, want) {
+            Poll::Ready(n) => n?,
+            Poll::Pending => {
+                let timeout = self.pool.response_timeout;
+                let stall = self
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(stall.as_mut().poll(cx));
+                return Poll::Ready(Err(Error::Timeout(timeout).into()));
+            }
+        };
+        if let Some(stall) = self.stall.as_mut() {
+            stall.as_mut().reset(later(self.pool.response_timeout));
+        }
         if n == want {
             self.read_size = (self.read_size * 2).min(MAX_READ);
         }
@@ -1320,6 +1346,8 @@ mod tests {
         for answer in [
             &b"nonsense\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n\x1f\x8b",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (port, _seen) = server(vec![answer], true).await;
             let pool = Pool::tcp(
@@ -1446,6 +1474,10 @@ mod tests {
             Some((18, u64::MAX))
         );
         assert_eq!(chunk_size(b"1a").expect("partial"), None);
+        assert_eq!(
+            chunk_size(b"00000000000000001\r\n").expect("zeros"),
+            Some((19, 1))
+        );
         for bad in [
             &b"\r\n"[..],
             b";x\r\n",
@@ -1520,6 +1552,34 @@ mod tests {
         );
         let err = pool.send(stalled_upload()).await.expect_err("stalled");
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_and_a_stalled_body_are_errors() {
+        let big: &'static [u8] = format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", "a".repeat(9000))
+            .into_bytes()
+            .leak();
+        let stalled: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nabc";
+        // A third answer, never sent, keeps the server from closing after the second.
+        let (port, _seen) = server(vec![big, stalled, b""], false).await;
+        let pool = Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            Options {
+                max_head: 8192,
+                response_timeout: Duration::from_millis(200),
+                ..options()
+            },
+        );
+        let err = pool.send(get("/")).await.expect_err("too large");
+        assert!(matches!(err, Error::HeadTooLarge(8192)), "{err:?}");
+        // The upstream sends 3 of 9 bytes and stops: the body fails after the timeout.
+        let response = pool.send(get("/")).await.expect("head");
+        let err = response.into_body().collect().await.expect_err("stalled");
+        assert!(
+            err.downcast_ref::<Error>()
+                .is_some_and(|e| matches!(e, Error::Timeout(_))),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
