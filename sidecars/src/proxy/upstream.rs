@@ -241,8 +241,10 @@ pub struct Options {
     pub idle_timeout: Duration,
     /// Largest response head, in bytes.
     pub max_head: usize,
-    /// Bound on the wait for a response head, counted from when the request (with its body)
-    /// was all sent, as nginx's `proxy_read_timeout`: a long upload is not cut by it.
+    /// Bound on any wait without progress, as nginx's `proxy_send_timeout` and
+    /// `proxy_read_timeout`: writing the head, each move of the request body, the response
+    /// head after the request, each read of the response body. A long upload or download is
+    /// not cut by it; a stalled one is.
     pub response_timeout: Duration,
 }
 
