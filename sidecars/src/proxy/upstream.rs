@@ -1001,6 +1001,17 @@ impl Body {
         Poll::Ready(Ok(n > 0))
     }
 
+    /// Up to `left` bytes of body, reading first if none is buffered.
+    fn poll_take(&mut self, cx: &mut Context<'_>, left: u64) -> Poll<Result<Bytes, BoxError>> {
+        if self.buf.is_empty() {
+            ready!(self.poll_more(cx))?;
+        }
+        let n = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(self.buf.len());
+        Poll::Ready(Ok(self.take(n)))
+    }
+
     /// Reads more where the framing says more must come: the end of the stream is an error.
     fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         match ready!(self.poll_fill(cx))? {
@@ -1032,14 +1043,8 @@ impl Body {
                     return Poll::Ready(Ok(None));
                 }
                 Framing::Length(left) => {
-                    if self.buf.is_empty() {
-                        ready!(self.poll_more(cx))?;
-                    }
-                    let n = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
-                    let data = self.take(n);
-                    self.framing = Framing::Length(left - n as u64);
+                    let data = ready!(self.poll_take(cx, left))?;
+                    self.framing = Framing::Length(left - data.len() as u64);
                     self.finish_if_done();
                     return Poll::Ready(Ok(Some(Frame::data(data))));
                 }
@@ -1063,14 +1068,8 @@ impl Body {
                     None => ready!(self.poll_more(cx))?,
                 },
                 Framing::Chunked(Chunk::Data(left)) => {
-                    if self.buf.is_empty() {
-                        ready!(self.poll_more(cx))?;
-                    }
-                    let n = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
-                    let data = self.take(n);
-                    let left = left - n as u64;
+                    let data = ready!(self.poll_take(cx, left))?;
+                    let left = left - data.len() as u64;
                     self.framing = Framing::Chunked(if left == 0 {
                         Chunk::DataEnd
                     } else {
@@ -1174,6 +1173,29 @@ mod tests {
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
+    /// A pool for an upstream on 127.0.0.1.
+    fn local(port: u16, options: Options) -> Pool {
+        Pool::tcp(
+            &format!("127.0.0.1:{port}").parse().expect("authority"),
+            options,
+        )
+    }
+
+    /// A listener on 127.0.0.1 and its port.
+    async fn listen() -> (TcpListener, u16) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        (listener, port)
+    }
+
+    /// Options with a 200 ms response timeout.
+    fn hasty() -> Options {
+        Options {
+            response_timeout: Duration::from_millis(200),
+            ..options()
+        }
+    }
+
     fn options() -> Options {
         Options {
             connect_timeout: Duration::from_secs(5),
@@ -1201,8 +1223,7 @@ mod tests {
         answers: Vec<&'static [u8]>,
         close_after_each: bool,
     ) -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut answers = answers.into_iter();
@@ -1260,10 +1281,7 @@ mod tests {
             false,
         )
         .await;
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            options(),
-        );
+        let pool = local(port, options());
         let (status, body, _) = text(pool.send(get("/a?b")).await.expect("first")).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "hello"));
         let head = String::from_utf8(seen.recv().await.expect("head")).expect("utf8");
@@ -1300,8 +1318,7 @@ mod tests {
     async fn a_reused_connection_closed_by_the_upstream_is_retried_once() {
         // The stale keep-alive race: the upstream reads the second request on a kept-alive
         // connection and closes it unanswered; the next connection answers.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         let server = tokio::spawn(async move {
             let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
             let (mut first, _) = listener.accept().await.expect("accept");
@@ -1315,10 +1332,7 @@ mod tests {
             // A POST is not idempotent: after the same race it is answered 502 by the caller.
             assert!(read_head(&mut second).await);
         });
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            options(),
-        );
+        let pool = local(port, options());
         for _ in 0..2 {
             let (status, body, _) = text(pool.send(get("/")).await.expect("answered")).await;
             assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
@@ -1338,10 +1352,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
         ] {
             let (port, _seen) = server(vec![answer], true).await;
-            let pool = Pool::tcp(
-                &format!("127.0.0.1:{port}").parse().expect("authority"),
-                options(),
-            );
+            let pool = local(port, options());
             let response = pool.send(get("/")).await.expect("head");
             assert!(response.into_body().collect().await.is_err(), "{answer:?}");
         }
@@ -1352,20 +1363,13 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
         ] {
             let (port, _seen) = server(vec![answer], true).await;
-            let pool = Pool::tcp(
-                &format!("127.0.0.1:{port}").parse().expect("authority"),
-                options(),
-            );
+            let pool = local(port, options());
             let err = pool.send(get("/")).await.expect_err("malformed");
             assert!(matches!(err, Error::Invalid(_)), "{err:?}");
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         drop(listener);
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            options(),
-        );
+        let pool = local(port, options());
         assert!(pool.send(get("/")).await.expect_err("refused").is_connect());
     }
 
@@ -1373,8 +1377,7 @@ mod tests {
     async fn the_response_timeout_counts_from_the_end_of_the_request_body() {
         // The upload takes 400 ms, longer than the 200 ms the upstream has to answer once it
         // has the whole request; it answers at once, then never again.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.expect("accept");
             let mut seen = Vec::new();
@@ -1397,13 +1400,7 @@ mod tests {
             assert!(read_head(&mut conn).await);
             std::future::pending::<()>().await;
         });
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            Options {
-                response_timeout: Duration::from_millis(200),
-                ..options()
-            },
-        );
+        let pool = local(port, hasty());
         let chunks = futures::stream::unfold(0, |i| async move {
             if i == 4 {
                 return None;
@@ -1517,13 +1514,7 @@ mod tests {
             false,
         )
         .await;
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            Options {
-                response_timeout: Duration::from_millis(200),
-                ..options()
-            },
-        );
+        let pool = local(port, hasty());
         let response = pool.send(stalled_upload()).await.expect("early answer");
         let (status, body, _) = text(response).await;
         assert_eq!(
@@ -1538,20 +1529,13 @@ mod tests {
         assert_eq!(body, "abc");
         assert_eq!(pool.idle_len(), 0);
         // An upload that stalls, to an upstream that waits for it: 504 after the timeout.
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        let (listener, port) = listen().await;
         tokio::spawn(async move {
             let (mut conn, _) = listener.accept().await.expect("accept");
             assert!(read_head(&mut conn).await);
             std::future::pending::<()>().await;
         });
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            Options {
-                response_timeout: Duration::from_millis(200),
-                ..options()
-            },
-        );
+        let pool = local(port, hasty());
         let err = pool.send(stalled_upload()).await.expect_err("stalled");
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     }
@@ -1564,8 +1548,8 @@ mod tests {
         let stalled: &'static [u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nabc";
         // A third answer, never sent, keeps the server from closing after the second.
         let (port, _seen) = server(vec![big, stalled, b""], false).await;
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
+        let pool = local(
+            port,
             Options {
                 max_head: 8192,
                 response_timeout: Duration::from_millis(200),
@@ -1588,10 +1572,7 @@ mod tests {
     async fn endless_interim_responses_are_an_error() {
         let flood: &'static [u8] = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(17).leak();
         let (port, _seen) = server(vec![flood], false).await;
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
-            options(),
-        );
+        let pool = local(port, options());
         let err = pool.send(get("/")).await.expect_err("flood");
         assert!(matches!(err, Error::Invalid(_)), "{err:?}");
     }
@@ -1600,8 +1581,8 @@ mod tests {
     async fn idle_connections_are_closed_after_the_idle_timeout() {
         let (port, _seen) =
             server(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"], false).await;
-        let pool = Pool::tcp(
-            &format!("127.0.0.1:{port}").parse().expect("authority"),
+        let pool = local(
+            port,
             Options {
                 idle_timeout: Duration::from_millis(50),
                 ..options()
