@@ -67,7 +67,7 @@ async fn forwards_headers() -> anyhow::Result<()> {
     proxy.stop().await
 }
 
-/// A 16 MiB chunked upload is streamed to the app and its echo streamed back, byte for byte;
+/// A 100 MiB chunked upload is streamed to the app and its echo streamed back, byte for byte;
 /// the second request reuses the pooled upstream connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_large_chunked_bodies_both_ways() -> anyhow::Result<()> {
@@ -77,7 +77,7 @@ async fn streams_large_chunked_bodies_both_ways() -> anyhow::Result<()> {
     let upload = dir.path().join("upload");
     let mut file = std::fs::File::create(&upload)?;
     let mut x: u64 = 1;
-    for _ in 0..(16 * 1024 * 1024 / 8) {
+    for _ in 0..(100 * 1024 * 1024 / 8) {
         x = x
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
