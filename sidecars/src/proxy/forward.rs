@@ -265,7 +265,7 @@ fn tunnel(
     }
     let cut = shared.cut.clone();
     shared.tunnels.spawn(async move {
-        let (upstream, early): (Box<dyn Duplex>, Bytes) = match upstream {
+        let (mut upstream, early): (Box<dyn Duplex>, Bytes) = match upstream {
             Switched::Hyper(on) => match on.await {
                 Ok(io) => (Box::new(TokioIo::new(io)), Bytes::new()),
                 Err(err) => {
@@ -278,7 +278,6 @@ fn tunnel(
                 None => return,
             },
         };
-        let mut upstream = upstream;
         let mut client = match client_upgrade.await {
             Ok(client) => TokioIo::new(client),
             Err(err) => {
@@ -493,60 +492,70 @@ async fn route(
     };
     let request = Request::from_parts(parts, body);
 
-    // Errors keep whether they happened while connecting (`UF`).
-    let hyper_err = |err: hyper_util::client::legacy::Error| {
-        let connect = err.is_connect();
-        (BoxError::from(err), connect)
-    };
-    // podkit's client bounds the wait for the head itself, from the end of the request; hyper's
-    // from its start. `Err(())` is the timeout.
+    // podkit's client bounds every wait without progress itself; hyper's is bounded here, from
+    // the request's start.
     let timeout = shared.config.timeouts.upstream;
+    let hyper_sent = |sent: Result<Result<_, hyper_util::client::legacy::Error>, _>| match sent {
+        Ok(Ok(response)) => Sent::Answer(Answer::Hyper(response)),
+        Ok(Err(err)) => Sent::Failed {
+            connect: err.is_connect(),
+            err: err.into(),
+        },
+        Err(_elapsed) => Sent::TimedOut,
+    };
     let sent = match via {
         Via::Own(pool) => match pool.send(request).await {
-            Ok(response) => Ok(Ok(Answer::Own(response))),
-            Err(upstream::Error::Timeout(_)) => Err(()),
-            Err(err) => {
-                let connect = err.is_connect();
-                Ok(Err((BoxError::from(err), connect)))
-            }
+            Ok(response) => Sent::Answer(Answer::Own(response)),
+            Err(upstream::Error::Timeout(_)) => Sent::TimedOut,
+            Err(err) => Sent::Failed {
+                connect: err.is_connect(),
+                err: err.into(),
+            },
         },
-        Via::H2c(client) => tokio::time::timeout(timeout, client.request(request))
-            .await
-            .map(|r| r.map(Answer::Hyper).map_err(hyper_err))
-            .map_err(|_| ()),
-        Via::Https(client) => tokio::time::timeout(timeout, client.request(request))
-            .await
-            .map(|r| r.map(Answer::Hyper).map_err(hyper_err))
-            .map_err(|_| ()),
+        Via::H2c(client) => {
+            hyper_sent(tokio::time::timeout(timeout, client.request(request)).await)
+        }
+        Via::Https(client) => {
+            hyper_sent(tokio::time::timeout(timeout, client.request(request)).await)
+        }
     };
     match sent {
-        Ok(Ok(answer)) => {
+        Sent::Answer(answer) => {
             let switched = answer.status() == StatusCode::SWITCHING_PROTOCOLS;
-            let (mut parts, body, upgraded) = match answer {
+            if switched && let Some(client_upgrade) = client_upgrade {
+                let (parts, upstream) = match answer {
+                    Answer::Own(response) => {
+                        let (mut parts, _) = response.into_parts();
+                        let upgraded = parts.extensions.remove::<upstream::Upgraded>();
+                        (parts, Switched::Own(upgraded))
+                    }
+                    Answer::Hyper(mut response) => {
+                        let on = hyper::upgrade::on(&mut response);
+                        (response.into_parts().0, Switched::Hyper(on))
+                    }
+                };
+                return tunnel(shared, client_upgrade, parts, upstream);
+            }
+            let (mut parts, body) = match answer {
                 Answer::Own(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    let upgraded = parts.extensions.remove::<upstream::Upgraded>();
-                    (parts, body.boxed(), Switched::Own(upgraded))
-                }
-                Answer::Hyper(mut response) => {
-                    let on = hyper::upgrade::on(&mut response);
                     let (parts, body) = response.into_parts();
-                    (parts, body.map_err(Into::into).boxed(), Switched::Hyper(on))
+                    (parts, body.boxed())
+                }
+                Answer::Hyper(response) => {
+                    let (parts, body) = response.into_parts();
+                    (parts, body.map_err(Into::into).boxed())
                 }
             };
-            if switched && let Some(client_upgrade) = client_upgrade {
-                return tunnel(shared, client_upgrade, parts, upgraded);
-            }
             strip_hop_by_hop(&mut parts.headers);
             // The client's connection decides; an HTTP/2 upstream's answer says HTTP/2.
             parts.version = hyper::Version::HTTP_11;
             Response::from_parts(parts, body)
         }
-        Ok(Err((err, _))) if body_too_large(&*err) => {
+        Sent::Failed { err, .. } if body_too_large(&*err) => {
             entry.flags = "BL";
             short(StatusCode::PAYLOAD_TOO_LARGE)
         }
-        Ok(Err((err, connect))) => {
+        Sent::Failed { err, connect } => {
             shared
                 .metrics
                 .upstream_errors
@@ -557,7 +566,7 @@ async fn route(
             entry.flags = if connect { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }
-        Err(()) => {
+        Sent::TimedOut => {
             shared
                 .metrics
                 .upstream_errors
@@ -566,6 +575,18 @@ async fn route(
             short(StatusCode::GATEWAY_TIMEOUT)
         }
     }
+}
+
+/// How sending to an upstream ended. A local of one request, matched at once: boxing the
+/// answer would cost an allocation per request to save stack.
+#[allow(clippy::large_enum_variant)]
+enum Sent {
+    /// A response head came.
+    Answer(Answer),
+    /// It failed; `connect` when no connection could be made (`UF`).
+    Failed { err: BoxError, connect: bool },
+    /// `--upstream-timeout` passed (`UT`).
+    TimedOut,
 }
 
 /// An upstream's answer, from either client.

@@ -216,19 +216,16 @@ struct Shared {
 }
 
 /// The keep-alive pool of one upstream, and its client.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Pool {
     shared: Arc<Shared>,
-    /// Aborts the sweeper when the last clone is dropped.
-    _sweeper: Arc<SweeperGuard>,
+    /// The sweeper task, aborted with the pool.
+    sweeper: tokio::task::AbortHandle,
 }
 
-#[derive(Debug)]
-struct SweeperGuard(tokio::task::AbortHandle);
-
-impl Drop for SweeperGuard {
+impl Drop for Pool {
     fn drop(&mut self) {
-        self.0.abort();
+        self.sweeper.abort();
     }
 }
 
@@ -276,10 +273,7 @@ impl Pool {
             filled: Notify::new(),
         });
         let sweeper = tokio::spawn(sweep(Arc::downgrade(&shared))).abort_handle();
-        Self {
-            shared,
-            _sweeper: Arc::new(SweeperGuard(sweeper)),
-        }
+        Self { shared, sweeper }
     }
 
     /// Idle connections now.
