@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz passes,
+# minus its sanitizer, so the stable toolchain builds them) and runs each for a bounded time.
+#
+#   tests/fuzz/run.sh [SECONDS] [TARGET...]     # default: 30 s each, every target
+#
+# Each target starts from its checked-in seeds (tests/fuzz/seeds/TARGET/) and a scratch corpus
+# under target/; a crash leaves its input in tests/fuzz/artifacts/TARGET/ and fails the run: make
+# it a regression test, then fix the bug.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+seconds=${1:-30}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^podkit-fuzz$')
+fi
+
+triple=$(rustc -vV | sed -n 's/^host: //p')
+# --target keeps the flags off build scripts and proc macros, as cargo-fuzz does.
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../../target/fuzz}
+cargo build --release --locked --target "$triple" --bins
+
+for t in "${targets[@]}"; do
+    corpus=$CARGO_TARGET_DIR/corpus/$t
+    mkdir -p "$corpus" "artifacts/$t" "seeds/$t"
+    echo "fuzz: $t for ${seconds}s"
+    "$CARGO_TARGET_DIR/$triple/release/$t" -max_total_time="$seconds" -timeout=10 \
+        -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="artifacts/$t/" \
+        "$corpus" "seeds/$t"
+done
