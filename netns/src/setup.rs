@@ -12,6 +12,7 @@ use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::unistd::{Gid, Uid};
 
+use crate::sys::cred;
 use crate::{Error, Result};
 
 /// Steps for the child to take, in order, after it joined the namespaces. Paths are converted
@@ -150,13 +151,14 @@ impl Setup {
                     nix::mount::mount(Some(PROC), PROC_DIR, Some(PROC), flags, None::<&CStr>)?;
                 }
                 Step::Chdir(dir) => nix::unistd::chdir(dir.as_c_str())?,
+                // Raw system calls, not glibc's wrappers: see `sys::cred`.
                 Step::User { uid, gid } => {
                     if let Some(gid) = gid {
-                        nix::unistd::setgroups(std::slice::from_ref(gid))?;
-                        nix::unistd::setgid(*gid)?;
+                        cred::setgroups(&[gid.as_raw()])?;
+                        cred::setresgid(gid.as_raw())?;
                     }
                     if let Some(uid) = uid {
-                        nix::unistd::setuid(*uid)?;
+                        cred::setresuid(uid.as_raw())?;
                     }
                 }
             }

@@ -346,6 +346,44 @@ fn child(plan: &ChildPlan<'_>, procs: Option<&OwnedFd>) -> io::Result<Infallible
     }))
 }
 
+/// The credential changes of a child between fork and exec, as raw system calls.
+///
+/// glibc's `setgroups`/`setgid`/`setuid` wrappers apply the change to every thread of the process
+/// (`__nptl_setxid`: they take the thread-list lock and signal each thread, then wait for it).
+/// A child made by the raw clone3(2) above inherits glibc's view of the parent's threads and
+/// its locks as they were at the clone: the wrapper then waits forever on threads that do not
+/// exist in the child, or on a lock a thread of the parent held while creating a thread. The
+/// kernel's calls change only the calling thread, which is all a single-threaded child has.
+pub(crate) mod cred {
+    use std::io;
+
+    fn check(ret: libc::c_long) -> io::Result<()> {
+        if ret < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// setgroups(2) with the given list (empty: no supplementary groups).
+    pub(crate) fn setgroups(groups: &[libc::gid_t]) -> io::Result<()> {
+        // SAFETY: the kernel reads `len` gids from the pointer, which points into a live slice
+        // of that length (a dangling but aligned pointer for an empty one, never read).
+        check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })
+    }
+
+    /// setresgid(2) with the same gid for the real, effective and saved ids.
+    pub(crate) fn setresgid(gid: libc::gid_t) -> io::Result<()> {
+        // SAFETY: takes three ids by value and touches no memory of ours.
+        check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })
+    }
+
+    /// setresuid(2) with the same uid for the real, effective and saved ids.
+    pub(crate) fn setresuid(uid: libc::uid_t) -> io::Result<()> {
+        // SAFETY: takes three ids by value and touches no memory of ours.
+        check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+    }
+}
+
 /// Waits for child `pid` to end; its raw wait status. See waitpid(2).
 pub(crate) fn wait(pid: u32) -> io::Result<i32> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ECHILD))?;

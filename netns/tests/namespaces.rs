@@ -634,6 +634,68 @@ async fn a_process_starts_in_its_cgroup_with_its_pipes_and_only_its_environment(
     );
 }
 
+/// A child created by clone3 (into a cgroup) that changes its user must not wait on the
+/// parent's threads: glibc's setgroups/setgid/setuid did (`__nptl_setxid`), and hung for good
+/// when a thread of the parent was being created at the clone. Here a thread creates threads
+/// without pause while children that run as another user are started one after another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_changes_its_user_execs_while_the_parent_creates_threads() {
+    let Some(pod) = Pod::create("setxid", false).await else {
+        return;
+    };
+    let Some(cgroup) = TestCgroup::create(&pod.name) else {
+        eprintln!("skipped: no cgroup v2 mounted");
+        return;
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::thread::spawn(|| {}).join();
+            }
+        })
+    };
+    let ns = pod.ns().namespaces().clone();
+    let dir = cgroup.open();
+    let (done, results) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for i in 0..200 {
+            let process = netns::Process::new("true").cgroup(dir.clone());
+            let setup = Setup::new().new_session().user(Some(65534), Some(65534));
+            let started = ns.begin(process, setup).and_then(|p| {
+                let pid = p.pid();
+                p.wait_exec().map(|s| (pid, s))
+            });
+            let ok = match started {
+                Ok((_, started)) => started.wait().is_ok_and(|s| s.success()),
+                Err(_) => false,
+            };
+            if done.send((i, ok)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut count = 0;
+    while count < 200 {
+        match results.recv_timeout(Duration::from_secs(30)) {
+            Ok((i, ok)) => {
+                assert!(ok, "start {i} as uid 65534 failed");
+                count += 1;
+            }
+            Err(_) => {
+                stop.store(true, Ordering::Relaxed);
+                let stuck = std::fs::read_to_string(cgroup.dir.join("cgroup.procs"))
+                    .unwrap_or_default();
+                // TestCgroup's drop kills the stuck child, which frees the starting thread.
+                panic!("start {count} never reached exec in 30 s (stuck in the cgroup: {stuck:?})");
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    churn.join().expect("churn thread");
+}
+
 #[tokio::test]
 async fn open_by_name_path_and_pid_agree() {
     let Some(pod) = Pod::create("open", false).await else {
