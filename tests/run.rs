@@ -1923,6 +1923,79 @@ fn podkit_fails(args: &[&str]) -> String {
 
 // ---- helpers ----
 
+// ---- attacks (issue #16) ----
+
+/// A member that never reaches exec (here: its cgroup was frozen in advance by an init
+/// container, so its process is born frozen; before, glibc's setuid could hang the same way)
+/// must not hold up the pod's deletion: `podkit delete` and SIGTERM to `podkit run` both end
+/// it, and nothing is left.
+#[test]
+fn a_member_stuck_before_exec_is_killed_by_delete_and_by_sigterm() {
+    if pod_cgroup("x").is_none() {
+        eprintln!("skipped: no cgroup v2 mounted");
+        return;
+    }
+    // The init container makes the main container's cgroup beside its own and freezes it.
+    let manifest = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n  - name: freeze\n    command: [sh, -c, 'm=$(grep -m1 ^cgroup2 /proc/mounts | cut -d\" \" -f2); d=$(dirname \"$m$(sed -n s/^0:://p /proc/self/cgroup)\")/main; mkdir \"$d\" && echo 1 > \"$d/cgroup.freeze\"']\n  containers:\n  - {{name: main, command: [sleep, infinity]}}\n"
+        )
+    };
+    for how in ["delete", "sigterm"] {
+        let Some(pod) = Running::start(&format!("frozen-{how}"), manifest) else {
+            return;
+        };
+        let cgroup = pod_cgroup(&pod.name).expect("cgroup v2").join("main");
+        let _thaw = Thaw(cgroup.clone());
+        pod.wait_for("the main container's process, frozen before exec", || {
+            std::fs::read_to_string(cgroup.join("cgroup.procs")).is_ok_and(|p| !p.is_empty())
+        });
+        let frozen: Vec<u32> = std::fs::read_to_string(cgroup.join("cgroup.procs"))
+            .expect("procs")
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
+        if how == "delete" {
+            let out = Command::new("timeout")
+                .args(["60", env!("CARGO_BIN_EXE_podkit"), "delete", "pod", &pod.name])
+                .output()
+                .expect("podkit delete");
+            assert!(
+                out.status.success(),
+                "podkit delete of a pod whose member never reached exec: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+        }
+        pod.delete_and_check();
+        for pid in frozen {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "the frozen process {pid} is gone"
+            );
+        }
+    }
+}
+
+/// Thaws and kills what is left in a cgroup a test froze, and removes it, pass or fail.
+struct Thaw(PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("cgroup.kill"), "1");
+        let _ = std::fs::write(self.0.join("cgroup.freeze"), "0");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.0.exists() && std::fs::remove_dir(&self.0).is_err() && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 /// A `podkit run` in the background; deleted (SIGTERM) and checked when dropped.
 struct Running {
     name: String,

@@ -52,7 +52,7 @@ pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};
 pub use netlink::{Address, Link, Netlink};
 pub use pod::{PodNamespaces, PodNamespacesBuilder};
-pub use process::{Pending, Process, Started, Stdio};
+pub use process::{Pending, PidFd, Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;

@@ -301,6 +301,38 @@ impl Started {
     }
 }
 
+/// A handle on a process that keeps naming it after it exits, even once its pid is reused
+/// (a pidfd, see pidfd_open(2)): a signal sent through it never reaches another process. Open
+/// it while the process cannot have been reaped (before its parent can wait for it).
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: u32,
+}
+
+impl PidFd {
+    /// Equal to `pidfd_open(pid, 0)`.
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        Ok(PidFd {
+            fd: sys::pidfd_open(pid)?,
+            pid,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal` to the process; `Ok` also when it has exited already (there is nothing
+    /// left to signal). Equal to `kill -SIGNAL PID`, without the race on the pid.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        match sys::pidfd_signal(self.fd.as_fd(), signal as libc::c_int) {
+            Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+}
+
 fn c_string(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| {
         io::Error::new(

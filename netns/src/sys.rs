@@ -74,13 +74,18 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 
 /// Sends SIGKILL to the process behind `pidfd`. See pidfd_send_signal(2).
 pub(crate) fn pidfd_kill(pidfd: BorrowedFd<'_>) -> io::Result<()> {
+    pidfd_signal(pidfd, libc::SIGKILL)
+}
+
+/// Sends `signal` to the process behind `pidfd`. See pidfd_send_signal(2).
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: a null siginfo is allowed (the kernel fills it as for kill(2)); the fd is
     // borrowed, so open for the duration of the call.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            libc::SIGKILL,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )

@@ -75,7 +75,7 @@ async fn runs(
     loop {
         let began = Instant::now();
         let started_at = Timestamp::now();
-        let (exit, stopped) = match start(&pod, &member, restarts).await {
+        let (exit, stopped) = match start(&pod, &member, restarts, &stop).await {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -133,9 +133,17 @@ async fn runs(
                     stopped,
                 )
             }
-            Err(message) => {
+            Err(StartFailed::Error(message)) => {
                 pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
                 (Exit::Code(START_ERROR), stop.is_cancelled())
+            }
+            Err(StartFailed::Stopped(exit)) => {
+                let message = format!(
+                    "Container {} was stopped before it started (it never reached exec)",
+                    member.name
+                );
+                pod.update(|s| s.event("Warning", "Killing", &object, message));
+                (exit, true)
             }
         };
         let code = exit.code();
@@ -234,8 +242,28 @@ struct Run {
     logs: tokio::task::JoinHandle<()>,
 }
 
-/// Starts one run; the error is the message for the event and status.
-async fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> {
+/// Why a run did not start.
+enum StartFailed {
+    /// The message for the event and status.
+    Error(String),
+    /// The pod was stopped while the run's process was still on its way to exec (a setup step
+    /// that hangs: a mount, a frozen cgroup); it was killed, and ended so.
+    Stopped(Exit),
+}
+
+impl From<String> for StartFailed {
+    fn from(message: String) -> Self {
+        StartFailed::Error(message)
+    }
+}
+
+/// Starts one run, unless `stop` comes first.
+async fn start(
+    pod: &Pod,
+    member: &Member,
+    restart: u32,
+    stop: &CancellationToken,
+) -> Result<Run, StartFailed> {
     let env = environment(pod, member);
     let lookup = |name: &str| {
         env.iter()
@@ -293,14 +321,31 @@ async fn start(pod: &Pod, member: &Member, restart: u32) -> Result<Run, String> 
     }
     let failed = |e: netns::Error| format!("failed to start {:?}: {}", argv[0], error_chain(&e));
     // Forked here, exec'd meanwhile: the pod's other containers fork while this one execs.
-    let (pending, exit) = pod
+    // The pidfd is opened while the reaper's lock is held, so before the child can be reaped:
+    // it names this child whatever happens to its pid.
+    let ((pending, pidfd), exit) = pod
         .reaper
         .spawn(|| {
             let pending = pod.ns.begin(process, setup)?;
-            Ok::<_, netns::Error>((pending.pid(), pending))
+            let pidfd = netns::PidFd::open(pending.pid());
+            Ok::<_, netns::Error>((pending.pid(), (pending, pidfd)))
         })
         .map_err(failed)?;
-    let started = pending.exec().await.map_err(failed)?;
+    let started = tokio::select! {
+        biased;
+        started = pending.exec() => started.map_err(failed)?,
+        () = stop.cancelled() => {
+            warn!(container = %member.name, "stopped before it reached exec: killing it");
+            if let Ok(pidfd) = &pidfd {
+                let _ = pidfd.signal(Signal::SIGKILL);
+            }
+            if let Some(cgroup) = &pod.cgroup {
+                cgroup.kill(&member.name);
+            }
+            let exit = exit.await.unwrap_or(Exit::Signal(Signal::SIGKILL as i32));
+            return Err(StartFailed::Stopped(exit));
+        }
+    };
     let (pid, stdout, stderr) = (started.pid, started.stdout, started.stderr);
     let pipe = |fd: Option<OwnedFd>| {
         fd.ok_or_else(|| "no pipe".to_owned())

@@ -42,7 +42,8 @@ pub async fn run_handler(
 ) -> Result<(), String> {
     let work = async {
         match handler {
-            Handler::Exec { command } => exec(pod, member, leader, command, timeout).await,
+            // Bounded by its own timeout, which also ends the command.
+            Handler::Exec { command } => return exec(pod, member, leader, command, timeout).await,
             Handler::HttpGet {
                 host,
                 port,
@@ -101,15 +102,16 @@ async fn exec(
     let failed = |e: netns::Error| format!("failed to run {:?}: {e}", command[0]);
     // Forked here, exec'd meanwhile: the supervisor's other tasks go on. Our copies of the
     // write end go with `process`, so the read below sees the end.
-    let (pending, exit) = pod
+    // The pidfd is opened under the reaper's lock, before the child can be reaped.
+    let ((pending, pidfd), exit) = pod
         .reaper
         .spawn(|| {
             let pending = namespaces.begin(process, setup)?;
-            Ok::<_, netns::Error>((pending.pid(), pending))
+            let pidfd = netns::PidFd::open(pending.pid());
+            Ok::<_, netns::Error>((pending.pid(), (pending, pidfd)))
         })
         .map_err(failed)?;
     let pid = pending.pid();
-    pending.exec().await.map_err(failed)?;
     let output = async {
         let mut text = String::new();
         if let Ok(pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(read) {
@@ -117,12 +119,21 @@ async fn exec(
         }
         text
     };
-    let ran = tokio::time::timeout(timeout, async { tokio::join!(exit, output) }).await;
+    // The timeout covers the way to exec too: a command stuck before it is killed as well.
+    let ran = tokio::time::timeout(timeout, async {
+        pending.exec().await.map_err(failed)?;
+        Ok::<_, String>(tokio::join!(exit, output))
+    })
+    .await;
     match ran {
-        Ok((Ok(Exit::Code(0)), _)) => Ok(()),
-        Ok((Ok(exit), output)) => Err(format!("{exit}: {}", output.trim())),
-        Ok((Err(_), _)) => Err("the reaper stopped".into()),
+        Ok(Err(message)) => Err(message),
+        Ok(Ok((Ok(Exit::Code(0)), _))) => Ok(()),
+        Ok(Ok((Ok(exit), output))) => Err(format!("{exit}: {}", output.trim())),
+        Ok(Ok((Err(_), _))) => Err("the reaper stopped".into()),
         Err(_) => {
+            if let Ok(pidfd) = &pidfd {
+                let _ = pidfd.signal(Signal::SIGKILL);
+            }
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
             Err(format!(
                 "command timed out after {}s",
