@@ -1957,7 +1957,13 @@ fn a_member_stuck_before_exec_is_killed_by_delete_and_by_sigterm() {
             .collect();
         if how == "delete" {
             let out = Command::new("timeout")
-                .args(["60", env!("CARGO_BIN_EXE_podkit"), "delete", "pod", &pod.name])
+                .args([
+                    "60",
+                    env!("CARGO_BIN_EXE_podkit"),
+                    "delete",
+                    "pod",
+                    &pod.name,
+                ])
                 .output()
                 .expect("podkit delete");
             assert!(
@@ -1975,6 +1981,56 @@ fn a_member_stuck_before_exec_is_killed_by_delete_and_by_sigterm() {
                 "the frozen process {pid} is gone"
             );
         }
+    }
+}
+
+/// A member that can write a volume plants symbolic links in it; a later container's `subPath`
+/// through them must not make podkit (root, on the host) create files outside the volume, nor
+/// bind-mount a host directory into the member. A link that stays inside the volume still works,
+/// as under kubelet.
+#[test]
+fn a_sub_path_through_a_link_planted_by_a_member_is_refused() {
+    for (case, sub_path) in [("create", "link/adv-subpath-made"), ("bind", "link")] {
+        let Some(pod) = Running::start(&format!("subpath-{case}"), |name| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: data, emptyDir: {{}}}}]\n  initContainers:\n  - name: plant\n    securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n    command: [sh, -c, 'cd /tmp/{name}-init && ln -s /etc link && mkdir real && echo inside > real/f && ln -s real alias']\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-init}}]\n  containers:\n  - name: inside\n    command: [cat, /tmp/{name}-alias/f]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-alias, subPath: alias}}]\n  - name: victim\n    command: [ls, /tmp/{name}-x]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-x, subPath: {sub_path}}}]\n"
+            )
+        }) else {
+            return;
+        };
+        pod.wait_for("both containers to end", || {
+            if pod.status()["phase"] == "Failed" && pod.status()["reason"].is_string() {
+                panic!("{}", pod.status());
+            }
+            let status = pod.status();
+            ["inside", "victim"].iter().all(|c| {
+                status["containerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["name"] == *c && s["state"]["terminated"].is_object())
+            })
+        });
+        assert_eq!(
+            pod.log("inside", 0),
+            "inside\n",
+            "a link inside the volume is followed: {:?} {}",
+            pod.events(),
+            pod.status()
+        );
+        let events = pod.events().join("\n");
+        assert!(
+            events.contains("subPath \"link") && events.contains("leads outside the volume"),
+            "{events}"
+        );
+        assert!(
+            !Path::new("/etc/adv-subpath-made").exists(),
+            "podkit created a file outside the volume"
+        );
+        let victim = pod.log("victim", 0);
+        assert!(victim.is_empty(), "the victim never ran: {victim}");
+        assert_eq!(pod.wait_exit(), Some(1), "the pod failed: {}", pod.output());
+        pod.delete_and_check();
     }
 }
 

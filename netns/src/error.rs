@@ -92,6 +92,13 @@ pub enum Error {
     #[error("path {path:?} contains a NUL byte")]
     InvalidPath { path: PathBuf },
 
+    #[error("failed to copy the mount tree to bind-mount at {dst:?} (open_tree, Linux 5.2)")]
+    CloneTree {
+        dst: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("no process with pid {pid} (it exited, or never existed)")]
     NoSuchProcess { pid: u32 },
 

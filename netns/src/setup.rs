@@ -5,8 +5,10 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
@@ -29,6 +31,12 @@ enum Step {
     NewMountNamespace,
     BindMount {
         src: CString,
+        dst: CString,
+        read_only: bool,
+    },
+    /// A detached mount tree (open_tree(2)) to attach at `dst`.
+    AttachTree {
+        tree: Arc<OwnedFd>,
         dst: CString,
         read_only: bool,
     },
@@ -74,6 +82,30 @@ impl Setup {
     pub fn bind_mount(mut self, src: &Path, dst: &Path, read_only: bool) -> Result<Self> {
         self.steps.push(Step::BindMount {
             src: c_path(src)?,
+            dst: c_path(dst)?,
+            read_only,
+        });
+        Ok(self)
+    }
+
+    /// [`Setup::bind_mount`] of the file or directory `src` is open on (an `O_PATH` fd is
+    /// enough): the tree there is copied now (open_tree(2)) and attached in the child
+    /// (move_mount(2)), so the mount is of what was opened, whatever happened to its path since
+    /// (a component swapped for a symbolic link by a pod member). A bind mount of the
+    /// `/proc/self/fd/N` of an fd opened in the host's mount namespace would be refused in the
+    /// child's own namespace (EINVAL); a detached copy may be attached in any. Linux 5.2.
+    pub fn bind_mount_fd(
+        mut self,
+        src: BorrowedFd<'_>,
+        dst: &Path,
+        read_only: bool,
+    ) -> Result<Self> {
+        let tree = crate::sys::clone_tree(src).map_err(|source| Error::CloneTree {
+            dst: dst.to_path_buf(),
+            source,
+        })?;
+        self.steps.push(Step::AttachTree {
+            tree: Arc::new(tree),
             dst: c_path(dst)?,
             read_only,
         });
@@ -136,14 +168,17 @@ impl Setup {
                         None::<&CStr>,
                     )?;
                     if *read_only {
-                        let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                        nix::mount::mount(
-                            None::<&CStr>,
-                            dst.as_c_str(),
-                            None::<&CStr>,
-                            ro,
-                            None::<&CStr>,
-                        )?;
+                        remount_read_only(dst)?;
+                    }
+                }
+                Step::AttachTree {
+                    tree,
+                    dst,
+                    read_only,
+                } => {
+                    crate::sys::attach_tree(tree.as_raw_fd(), dst)?;
+                    if *read_only {
+                        remount_read_only(dst)?;
                     }
                 }
                 Step::MountProc => {
@@ -165,6 +200,13 @@ impl Setup {
         }
         Ok(())
     }
+}
+
+/// Equal to `mount -o remount,bind,ro DST`: the bind mount at `dst` becomes read-only.
+fn remount_read_only(dst: &CStr) -> io::Result<()> {
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    nix::mount::mount(None::<&CStr>, dst, None::<&CStr>, ro, None::<&CStr>)?;
+    Ok(())
 }
 
 const ROOT: &CStr = c"/";

@@ -351,6 +351,51 @@ fn child(plan: &ChildPlan<'_>, procs: Option<&OwnedFd>) -> io::Result<Infallible
     }))
 }
 
+/// `OPEN_TREE_CLONE` and `MOVE_MOUNT_F_EMPTY_PATH` from `<linux/mount.h>`.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// A detached copy of the mount tree at `fd` (a file or directory opened with `O_PATH` is
+/// enough), recursive, close-on-exec: what `mount --rbind` would mount, taken now. It can be
+/// attached once, in any mount namespace, with [`attach_tree`]; closed unattached, it is gone.
+/// See open_tree(2) (Linux 5.2).
+pub(crate) fn clone_tree(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: the path is a static empty C string, the fd is borrowed for the call; the kernel
+    // returns a new fd or -1 and writes no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// Attaches the detached tree `tree` (from [`clone_tree`]) at `dst` in the caller's mount
+/// namespace. Called between fork and exec: one system call on data prepared before the fork.
+/// See move_mount(2).
+pub(crate) fn attach_tree(tree: RawFd, dst: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: both paths are NUL-terminated C strings that live across the call (a static one
+    // and the caller's); the kernel only reads them.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The credential changes of a child between fork and exec, as raw system calls.
 ///
 /// glibc's `setgroups`/`setgid`/`setuid` wrappers apply the change to every thread of the process

@@ -554,6 +554,49 @@ async fn setup_gives_a_member_private_mounts_its_own_proc_and_user() {
     let _ = std::fs::remove_dir_all(target);
 }
 
+/// `bind_mount_fd` mounts what was opened, not what its path names when the child mounts: a
+/// directory swapped for a symbolic link after it was opened does not redirect the mount.
+#[tokio::test]
+async fn a_bind_mount_of_an_open_directory_ignores_a_later_swap_of_its_path() {
+    let Some(pod) = Pod::create("bindfd", false).await else {
+        return;
+    };
+    let volume = tempdir("vol");
+    std::fs::create_dir(volume.join("sub")).expect("mkdir");
+    std::fs::write(volume.join("sub/f"), "opened").expect("write");
+    let opened = nix::fcntl::open(
+        &volume.join("sub"),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .expect("open");
+    let target = tempdir("target");
+    let setup = Setup::new()
+        .new_mount_namespace()
+        .bind_mount_fd(std::os::fd::AsFd::as_fd(&opened), &target, true)
+        .expect("clone the tree");
+    // Swapped after the tree was taken: the mount must still show the opened directory.
+    std::fs::rename(volume.join("sub"), volume.join("moved")).expect("rename");
+    std::os::unix::fs::symlink("/etc", volume.join("sub")).expect("symlink");
+    let script = format!(
+        "cat {0}/f; test -e {0}/passwd && echo host",
+        target.display()
+    );
+    let child = pod
+        .ns()
+        .spawn_with(
+            Command::new("sh")
+                .args(["-c", &script])
+                .stdout(Stdio::piped()),
+            setup,
+        )
+        .expect("spawn");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "opened");
+    let _ = std::fs::remove_dir_all(volume);
+    let _ = std::fs::remove_dir_all(target);
+}
+
 #[tokio::test]
 async fn a_process_starts_in_its_cgroup_with_its_pipes_and_only_its_environment() {
     let Some(pod) = Pod::create("proc", true).await else {
@@ -685,8 +728,8 @@ async fn a_child_that_changes_its_user_execs_while_the_parent_creates_threads() 
             }
             Err(_) => {
                 stop.store(true, Ordering::Relaxed);
-                let stuck = std::fs::read_to_string(cgroup.dir.join("cgroup.procs"))
-                    .unwrap_or_default();
+                let stuck =
+                    std::fs::read_to_string(cgroup.dir.join("cgroup.procs")).unwrap_or_default();
                 // TestCgroup's drop kills the stuck child, which frees the starting thread.
                 panic!("start {count} never reached exec in 30 s (stuck in the cgroup: {stuck:?})");
             }

@@ -1,7 +1,7 @@
 //! One container of the pod: start it, log it, restart it by policy with kubelet's backoff, and
 //! stop it gracefully.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::reaper::Exit;
 use super::status::{State, Terminated};
-use super::{Pod, logs, probe};
+use super::{Pod, logs, probe, volumes};
 use crate::spec::{self, EnvValue, Member, RestartPolicy};
 
 /// The exit code kubelet reports for a container that could not be started.
@@ -290,10 +290,14 @@ async fn start(
     if !mounts.is_empty() || pod.plan.share_process_namespace {
         setup = setup.new_mount_namespace();
     }
-    for (src, dst, read_only) in &mounts {
-        setup = setup
-            .bind_mount(src, dst, *read_only)
-            .map_err(|e| e.to_string())?;
+    for mount in mounts {
+        setup = match mount.source {
+            volumes::Source::Path(src) => setup.bind_mount(&src, &mount.target, mount.read_only),
+            volumes::Source::Fd(fd) => {
+                setup.bind_mount_fd(fd.as_fd(), &mount.target, mount.read_only)
+            }
+        }
+        .map_err(|e| e.to_string())?;
     }
     if pod.plan.share_process_namespace {
         setup = setup.mount_proc();

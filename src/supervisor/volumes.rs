@@ -16,6 +16,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::SFlag;
 use tracing::warn;
 
 use crate::spec::{HostPathType, Member, Volume, VolumeSource};
@@ -35,6 +36,16 @@ pub enum VolumeError {
         path: PathBuf,
         #[source]
         source: io::Error,
+    },
+
+    #[error(
+        "volume {volume:?}: subPath {sub_path:?} {reason}: podkit resolves a subPath only beneath \
+         its volume (a member can write the volume, so a link there could point anywhere on the host)"
+    )]
+    SubPath {
+        volume: String,
+        sub_path: PathBuf,
+        reason: String,
     },
 
     #[error("volume {volume:?}: failed to mount a tmpfs on {path:?}")]
@@ -125,12 +136,9 @@ impl Volumes {
         }
     }
 
-    /// The bind mounts `member` needs, as (source on the host, mount path), after making the
-    /// sources (`subPath`s, like kubelet) and the mount points that are missing.
-    pub fn mounts_for(
-        &mut self,
-        member: &Member,
-    ) -> Result<Vec<(PathBuf, PathBuf, bool)>, VolumeError> {
+    /// The bind mounts `member` needs, as (source on the host, mount path, read-only), after
+    /// making the sources (`subPath`s, like kubelet) and the mount points that are missing.
+    pub fn mounts_for(&mut self, member: &Member) -> Result<Vec<BindMount>, VolumeError> {
         let mut mounts = Vec::new();
         for mount in &member.mounts {
             let Some(root) = self.roots.get(&mount.volume) else {
@@ -145,21 +153,29 @@ impl Volumes {
                     source,
                 }
             };
-            let src = match &mount.sub_path {
+            let (source, is_dir) = match &mount.sub_path {
                 Some(sub) => {
-                    let src = root.join(sub);
-                    if !src.exists() {
-                        fs::create_dir_all(&src).map_err(io(&src))?;
-                    }
-                    src
+                    let fd = open_sub_path(root, sub).map_err(|reason| VolumeError::SubPath {
+                        volume: mount.volume.clone(),
+                        sub_path: sub.clone(),
+                        reason,
+                    })?;
+                    let is_dir = nix::sys::stat::fstat(&fd).is_ok_and(|st| {
+                        SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+                    });
+                    (Source::Fd(fd), is_dir)
                 }
-                None => root.clone(),
+                None => (Source::Path(root.clone()), root.is_dir()),
             };
             if !mount.mount_path.exists() {
-                self.create_mount_point(&mount.mount_path, src.is_dir())
+                self.create_mount_point(&mount.mount_path, is_dir)
                     .map_err(io(&mount.mount_path))?;
             }
-            mounts.push((src, mount.mount_path.clone(), mount.read_only));
+            mounts.push(BindMount {
+                source,
+                target: mount.mount_path.clone(),
+                read_only: mount.read_only,
+            });
         }
         Ok(mounts)
     }
@@ -203,6 +219,83 @@ impl Volumes {
         }
         let _ = fs::remove_file(&self.journal);
     }
+}
+
+/// One bind mount a member needs.
+#[derive(Debug)]
+pub struct BindMount {
+    pub source: Source,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// What a bind mount mounts.
+#[derive(Debug)]
+pub enum Source {
+    /// A volume's root, which podkit made or the manifest named (a hostPath).
+    Path(PathBuf),
+    /// A `subPath`, resolved beneath its volume and held open: the member mounts what was
+    /// resolved, not a path a member could have changed since.
+    Fd(std::os::fd::OwnedFd),
+}
+
+/// Opens `sub` beneath the volume directory `root` (`O_PATH`), making the directories that are
+/// missing, as kubelet's subpath code does (`doSafeMakeDir`, `doSafeOpen`): every step is
+/// resolved by openat2(2) with `RESOLVE_BENEATH`, so a symbolic link may point elsewhere inside
+/// the volume, but nothing that resolves outside it (an absolute link, `..` past the root, a
+/// `/proc` magic link) is ever followed or created through. The error is the reason, for
+/// [`VolumeError::SubPath`].
+fn open_sub_path(root: &Path, sub: &Path) -> Result<std::os::fd::OwnedFd, String> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    use nix::sys::stat::Mode;
+
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let base = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("cannot be resolved: failed to open the volume {root:?}: {e}"))?;
+    let why = |at: &Path, err: Errno| match err {
+        Errno::EXDEV | Errno::ELOOP => format!(
+            "leads outside the volume at {at:?} (a symbolic link to an absolute path, or past \
+             the volume's root)"
+        ),
+        Errno::ENOTDIR => format!("cannot be made: {at:?} is not a directory"),
+        other => format!("cannot be resolved at {at:?}: {other}"),
+    };
+    let open = |path: &Path| nix::fcntl::openat2(&base, path, how);
+    match open(sub) {
+        Ok(fd) => return Ok(fd),
+        Err(Errno::ENOENT) => {}
+        Err(err) => return Err(why(sub, err)),
+    }
+    // Make what is missing, one directory at a time, each inside its parent as resolved.
+    let mut prefix = PathBuf::new();
+    for part in sub.components() {
+        let parent = if prefix.as_os_str().is_empty() {
+            base.try_clone()
+                .map_err(|e| format!("cannot be resolved: {e}"))?
+        } else {
+            open(&prefix).map_err(|e| why(&prefix, e))?
+        };
+        prefix.push(part);
+        match open(&prefix) {
+            Ok(_) => continue,
+            Err(Errno::ENOENT) => {}
+            Err(err) => return Err(why(&prefix, err)),
+        }
+        // mkdirat(2) does not follow a link in its last component: a link made meanwhile is
+        // EEXIST, and the open after it refuses where it leads.
+        match nix::sys::stat::mkdirat(&parent, part.as_os_str(), Mode::from_bits_truncate(0o755)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(err) => return Err(why(&prefix, err)),
+        }
+    }
+    open(sub).map_err(|e| why(sub, e))
 }
 
 /// The file in a pod's directory listing the mount points podkit created on the host.
