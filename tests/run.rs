@@ -473,13 +473,16 @@ kind: Pod
 metadata: {{name: {name}}}
 spec:
   restartPolicy: Never
-  volumes: [{{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}]
+  volumes:
+  - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+  - {{name: unsized, emptyDir: {{medium: Memory}}}}
   containers:
   - name: check
-    command: [sh, -c, "stat -f -c %T /scratch; df -k /scratch | tail -1; touch /ro/x 2>&1 || echo read-only"]
+    command: [sh, -c, "stat -f -c %T /scratch; df -k /scratch | tail -1; touch /ro/x 2>&1 || echo read-only; df -k /unsized | tail -1"]
     volumeMounts:
     - {{name: scratch, mountPath: /scratch}}
     - {{name: scratch, mountPath: /ro, readOnly: true}}
+    - {{name: unsized, mountPath: /unsized}}
 "#
         )
     }) else {
@@ -490,6 +493,23 @@ spec:
     assert!(log.starts_with("tmpfs"), "{log}");
     assert!(log.contains(" 8192 "), "sizeLimit 8Mi: {log}");
     assert!(log.contains("read-only"), "{log}");
+    // Without a sizeLimit: half the host's memory, as the kernel gives a tmpfs, set explicitly.
+    let total_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .expect("meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    let unsized_kib: u64 = log
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("df of /unsized");
+    assert!(
+        unsized_kib > 0 && unsized_kib <= total_kib / 2 + 4,
+        "a Memory emptyDir without sizeLimit is bounded: {unsized_kib} KiB of {total_kib}"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mounts.contains(&pod.name),
@@ -2032,6 +2052,51 @@ fn a_sub_path_through_a_link_planted_by_a_member_is_refused() {
         assert_eq!(pod.wait_exit(), Some(1), "the pod failed: {}", pod.output());
         pod.delete_and_check();
     }
+}
+
+/// The pod API refuses a delete whose grace period it cannot read (it deleted with the
+/// manifest's grace period before), and the pod goes on running.
+#[test]
+fn a_delete_with_a_bad_grace_period_is_refused_by_the_api() {
+    let Some(pod) = Running::start("api-grace", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - {{name: app, command: [sleep, infinity]}}\n"
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the pod to run", || pod.status()["phase"] == "Running");
+    let socket = pod.dir().join("api.sock");
+    for query in [
+        "gracePeriodSeconds=abc",
+        "gracePeriodSeconds=-1",
+        "gracePeriod=1",
+    ] {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/stderr",
+                "-w",
+                "%{http_code}",
+                "-X",
+                "DELETE",
+            ])
+            .arg("--unix-socket")
+            .arg(&socket)
+            .arg(format!("http://podkit/pod?{query}"))
+            .output()
+            .expect("curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "400", "{query}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("gracePeriod"),
+            "the answer names the parameter: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(pod.status()["phase"], "Running", "the pod was not deleted");
+    pod.delete_and_check();
 }
 
 /// Thaws and kills what is left in a cgroup a test froze, and removes it, pass or fail.

@@ -174,6 +174,82 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
     }
 }
 
+/// Manifests shaped to attack the host (issue #16): each refused before anything starts, with
+/// the field named.
+#[test]
+fn manifests_that_would_reach_past_the_pod_are_refused() {
+    let vol = "  volumes: [{name: v, emptyDir: {}}]\n";
+    let cases = [
+        // A tmpfs of size 0 has no limit at all.
+        (
+            pod(
+                "  volumes: [{name: v, emptyDir: {medium: Memory, sizeLimit: '0'}}]\n",
+                "",
+            ),
+            "spec.volumes[0].emptyDir.sizeLimit: 0 is not a size for a Memory emptyDir",
+        ),
+        // Mounting over `/` does nothing for a running process: it would write to the host's.
+        (
+            pod(vol, "    volumeMounts: [{name: v, mountPath: /}]\n"),
+            "spec.containers[0].volumeMounts[0].mountPath: \"/\" is the root",
+        ),
+        (
+            pod(vol, "    volumeMounts: [{name: v, mountPath: //}]\n"),
+            "mountPath: \"//\" is the root",
+        ),
+        (
+            pod(vol, "    volumeMounts: [{name: v, mountPath: /etc}]\n"),
+            "mountPath: \"/etc\" would hide the host's own directory",
+        ),
+        (
+            pod(vol, "    volumeMounts: [{name: v, mountPath: /usr/}]\n"),
+            "mountPath: \"/usr/\" would hide the host's own directory",
+        ),
+        (
+            pod(vol, "    volumeMounts: [{name: v, mountPath: /proc}]\n"),
+            "would hide the host's own directory",
+        ),
+        // A NUL byte would cut the argument, the variable or the path short.
+        (
+            pod("", "    args: [\"a\\0b\"]\n"),
+            "spec.containers[0].args[0]: contains a NUL byte",
+        ),
+        (
+            pod("", "    env: [{name: X, value: \"1\\0; rm -rf /\"}]\n"),
+            "spec.containers[0].env[0].value: contains a NUL byte",
+        ),
+        (
+            pod("", "    workingDir: \"/tmp\\0/x\"\n"),
+            "spec.containers[0].workingDir: contains a NUL byte",
+        ),
+        (
+            pod("", "").replace("command: [sleep, '1']", "command: [\"sleep\\0\", '1']"),
+            "spec.containers[0].command[0]: contains a NUL byte",
+        ),
+    ];
+    for (yaml, want) in &cases {
+        let err = spec::parse("pod.yaml", yaml).expect_err(want);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(want),
+            "want {want:?} in:\n{msg}\nfor manifest:\n{yaml}"
+        );
+    }
+    // Below the host's directories, and a Memory emptyDir with a size, are fine.
+    for ok in [
+        pod(
+            vol,
+            "    volumeMounts: [{name: v, mountPath: /etc/app}, {name: v, mountPath: /tmp/x}]\n",
+        ),
+        pod(
+            "  volumes: [{name: v, emptyDir: {medium: Memory, sizeLimit: 1Mi}}]\n",
+            "",
+        ),
+    ] {
+        spec::parse("pod.yaml", &ok).expect("valid");
+    }
+}
+
 #[test]
 fn every_problem_is_reported_at_once() {
     let yaml = pod(

@@ -133,6 +133,7 @@ pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
     // A key the typed Pod dropped is one it does not know: most often a typo.
     let typed = serde_json::to_value(&pod).unwrap_or(Value::Null);
     unknown_fields(&raw, &typed, "", &mut v.problems);
+    nul_bytes(&raw, "", &mut v.problems);
     let plan = v.pod(pod);
     if v.problems.is_empty() {
         Ok(plan)
@@ -639,6 +640,12 @@ impl Validator {
                 format!("{:?} must be an absolute path without '..'", m.mount_path),
             );
             ok = false;
+        } else if let Some(why) = hides_the_host(&mount_path) {
+            self.bad(
+                &format!("{path}.mountPath"),
+                format!("{:?} {why}", m.mount_path),
+            );
+            ok = false;
         }
         let sub_path = m
             .sub_path
@@ -687,6 +694,16 @@ impl Validator {
                 let size_limit = match &empty.size_limit {
                     None => None,
                     Some(q) => match parse_quantity(&q.0) {
+                        // The kernel reads a tmpfs `size=0` as no limit at all.
+                        Some(0) if memory => {
+                            self.bad(
+                                &format!("{path}.emptyDir.sizeLimit"),
+                                "0 is not a size for a Memory emptyDir (a tmpfs of size 0 has no \
+                                 limit): give a size such as 64Mi, or leave it out for podkit's \
+                                 default",
+                            );
+                            None
+                        }
                         Some(bytes) => Some(bytes),
                         None => {
                             self.bad(
@@ -949,12 +966,90 @@ fn unknown_fields(raw: &Value, typed: &Value, path: &str, problems: &mut Vec<Str
     }
 }
 
+/// Refuses every string (and key) with a NUL byte: nothing podkit passes to the kernel
+/// (arguments, environment, paths) can hold one, and cutting it there would run something other
+/// than what the manifest says.
+fn nul_bytes(value: &Value, path: &str, problems: &mut Vec<String>) {
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            problems.push(format!("{path}: contains a NUL byte"));
+        }
+        Value::Object(map) => {
+            for (key, inner) in map {
+                if key.contains('\0') {
+                    problems.push(format!("{}: a key contains a NUL byte", join(path, "")));
+                    continue;
+                }
+                nul_bytes(inner, &join(path, key), problems);
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_bytes(item, &format!("{path}[{i}]"), problems);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
         format!("{path}.{key}")
     }
+}
+
+/// The host's directories a host-process container must not mount a volume over: its members
+/// run the host's programs, with its libraries and configuration, so a volume there would hide
+/// them (and `/` itself cannot be mounted over for a running process: the mount would do
+/// nothing, and the member would write to the host's `/`). Mounting below them is fine
+/// (`/etc/nginx/conf.d`, `/usr/share/nginx/html`, `/var/log/app`).
+const HOST_SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+];
+
+/// Why a volume must not be mounted at `path`, if so.
+fn hides_the_host(path: &Path) -> Option<String> {
+    let normal: PathBuf = path.components().collect();
+    if normal == Path::new("/") {
+        return Some(
+            "is the root: a volume cannot replace a host-process container's `/` (the member \
+             would still write to the host's); mount it at a directory of its own"
+                .to_owned(),
+        );
+    }
+    HOST_SYSTEM_DIRS
+        .iter()
+        .any(|dir| normal == Path::new(dir))
+        .then(|| {
+            "would hide the host's own directory from this host-process container (its \
+             programs, libraries or configuration live there); mount the volume below it or \
+             elsewhere"
+                .to_owned()
+        })
 }
 
 fn has_dot_dot(path: &Path) -> bool {

@@ -86,12 +86,10 @@ fn handle(
         (&Method::GET, "/status") => json(StatusCode::OK, &lock(&pod.status).to_pod_status()),
         (&Method::GET, "/events") => json(StatusCode::OK, &lock(&pod.status).events),
         (&Method::DELETE, "/pod") => {
-            let grace = req
-                .uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("gracePeriodSeconds=")?.parse::<u64>().ok());
+            let grace = match delete_query(req.uri().query().unwrap_or("")) {
+                Ok(grace) => grace,
+                Err(message) => return text(StatusCode::BAD_REQUEST, &format!("{message}\n")),
+            };
             if let Some(seconds) = grace {
                 *lock(&pod.grace_override) = Some(Duration::from_secs(seconds));
             }
@@ -109,6 +107,30 @@ fn handle(
             "not found: try /status, /events, /logs?container=NAME or DELETE /pod\n",
         ),
     }
+}
+
+/// `DELETE /pod`'s query: its `gracePeriodSeconds`, if given. Anything it cannot read is an
+/// error (the API server answers 400 too), never a delete with the manifest's grace period.
+fn delete_query(query: &str) -> Result<Option<u64>, String> {
+    let mut grace = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("gracePeriodSeconds", value)) => match value.parse::<u64>() {
+                Ok(seconds) => grace = Some(seconds),
+                Err(_) => {
+                    return Err(format!(
+                        "gracePeriodSeconds={value:?}: must be a whole number of seconds"
+                    ));
+                }
+            },
+            _ => {
+                return Err(format!(
+                    "unknown parameter {pair:?} (DELETE /pod takes gracePeriodSeconds=N)"
+                ));
+            }
+        }
+    }
+    Ok(grace)
 }
 
 /// `GET /logs`: checks the query and the container, then streams what a [`Reader`] returns

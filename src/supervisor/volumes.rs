@@ -108,10 +108,11 @@ impl Volumes {
                 // Kubernetes makes emptyDirs world-writable, so members of any uid can use them.
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o777)).map_err(io(&path))?;
                 if *memory {
-                    let options = match size_limit {
-                        Some(bytes) => format!("mode=0777,size={bytes}"),
-                        None => "mode=0777".to_owned(),
-                    };
+                    // Always an explicit size (validation refused 0, which the kernel reads
+                    // as no limit): the sizeLimit, else half the host's memory, which is what a
+                    // tmpfs gets without one, written out so every mount shows its bound.
+                    let bytes = size_limit.unwrap_or_else(default_memory_limit).max(1);
+                    let options = format!("mode=0777,size={bytes}");
                     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
                     nix::mount::mount(
                         Some("tmpfs"),
@@ -296,6 +297,19 @@ fn open_sub_path(root: &Path, sub: &Path) -> Result<std::os::fd::OwnedFd, String
         }
     }
     open(sub).map_err(|e| why(sub, e))
+}
+
+/// The size of a `medium: Memory` emptyDir without a sizeLimit: half of the host's memory (the
+/// kernel's default for a tmpfs). kubelet uses the pod's memory limit where every container has
+/// one; podkit does not apply memory limits yet.
+fn default_memory_limit() -> u64 {
+    let total_kib = fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    // 1 GiB when /proc/meminfo cannot be read: a bound all the same.
+    total_kib.map_or(1 << 30, |kib| kib * 1024 / 2)
 }
 
 /// The file in a pod's directory listing the mount points podkit created on the host.
