@@ -1,6 +1,8 @@
-//! Content digests (`sha256:<64 hex>`), the names of everything in the store.
+//! Content digests (`sha256:<64 hex>`), the names of everything in the store, and a reader that
+//! computes one while the content streams through.
 
 use std::fmt;
+use std::io::{self, Read};
 use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
@@ -127,6 +129,40 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
+/// A reader that hashes and counts what passes through it.
+#[derive(Debug)]
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    /// Reads what is left up to EOF (a tar's trailing blocks are part of its diff_id), then
+    /// returns the digest and byte count of everything read.
+    pub(crate) fn finish(mut self) -> io::Result<(Digest, u64)> {
+        io::copy(&mut self, &mut io::sink())?;
+        Ok((Digest::from_hasher(self.hasher), self.count))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +192,15 @@ mod tests {
             problem(&format!("sha256:{}", "A".repeat(64))),
             DigestProblem::Hex
         );
+    }
+
+    #[test]
+    fn hashing_reader_reads_to_the_end() {
+        let mut reader = HashingReader::new(&b"hello world"[..]);
+        let mut first = [0u8; 5];
+        reader.read_exact(&mut first).expect("read");
+        let (digest, count) = reader.finish().expect("finish");
+        assert_eq!(count, 11);
+        assert_eq!(digest, Digest::of(b"hello world"));
     }
 }
