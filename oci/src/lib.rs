@@ -1,15 +1,38 @@
 //! podkit's image store: OCI images pulled from registries or loaded from archives, kept in one
 //! OCI image layout per host, with each layer unpacked once for overlayfs.
 //!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use oci::{Reference, Store};
+//! let store = Store::open("/var/lib/podkit")?;
+//! // Equal to `podman load -i app.tar`.
+//! let loaded = oci::load(&store, std::path::Path::new("app.tar"))?;
+//! // What a container's overlay mount needs: the config and the layer directories.
+//! let image = store.resolve(&Reference::parse("app:1.0")?)?;
+//! # let _ = (loaded, image); Ok(()) }
+//! ```
+//!
 //! Layout:
 //! - `reference.rs`: [`Reference`], image names parsed and normalised as Docker and kubelet do;
 //! - `digest.rs`: [`Digest`], the sha256 names of blobs and layers;
-//! - `unpack.rs`: [`unpack()`], one layer tar applied to a fresh directory for overlayfs.
+//! - `unpack.rs`: [`unpack()`], one layer tar applied to a fresh directory for overlayfs;
+//! - `store.rs`: [`Store`], the OCI image layout and the unpacked layers, with its locks and
+//!   garbage collection (`store/index.rs`: `index.json`; `store/content.rs`: writing blobs and
+//!   layers);
+//! - `platform.rs`: [`Platform`], this host's (or a chosen) OS and architecture, and picking
+//!   its manifest from a multi-platform index;
+//! - `load.rs`: [`load()`] of docker-archive and oci-archive files and OCI layout directories.
 
 mod digest;
+mod load;
+mod platform;
 mod reference;
+mod store;
 mod unpack;
 
 pub use digest::{Digest, DigestProblem, InvalidDigest};
+pub use load::{LoadError, Loaded, load};
+pub use platform::Platform;
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, InvalidReference, Reference, ReferenceProblem};
+pub use store::{Image, ImageSummary, PruneOptions, PruneReport, Store, StoreError};
 pub use unpack::{Compression, UnpackError, Unpacked, UnsafeEntry, unpack};
