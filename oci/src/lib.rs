@@ -2,14 +2,16 @@
 //! OCI image layout per host, with each layer unpacked once for overlayfs.
 //!
 //! ```no_run
-//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use oci::{Reference, Store};
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use oci::{PullOptions, Reference, Store};
 //! let store = Store::open("/var/lib/podkit")?;
-//! // Equal to `podman load -i app.tar`.
-//! let loaded = oci::load(&store, std::path::Path::new("app.tar"))?;
+//! // Equal to `podman pull nginx:1.25`: docker.io/library/nginx:1.25 for this host's platform.
+//! let reference = Reference::parse("nginx:1.25")?;
+//! let pulled = oci::pull(&store, &reference, &PullOptions::from_env()?).await?;
+//! println!("{} {}", pulled.image.id, pulled.image.layers.len());
 //! // What a container's overlay mount needs: the config and the layer directories.
-//! let image = store.resolve(&Reference::parse("app:1.0")?)?;
-//! # let _ = (loaded, image); Ok(()) }
+//! let image = store.resolve(&reference)?.expect("just pulled");
+//! # let _ = image; Ok(()) }
 //! ```
 //!
 //! Layout:
@@ -21,11 +23,14 @@
 //!   layers);
 //! - `platform.rs`: [`Platform`], this host's (or a chosen) OS and architecture, and picking
 //!   its manifest from a multi-platform index;
+//! - `pull.rs`: [`pull()`] through the OCI distribution API (`pull/auth.rs`: auth files;
+//!   `pull/registries.rs`: registries.conf);
 //! - `load.rs`: [`load()`] of docker-archive and oci-archive files and OCI layout directories.
 
 mod digest;
 mod load;
 mod platform;
+mod pull;
 mod reference;
 mod store;
 mod unpack;
@@ -33,6 +38,10 @@ mod unpack;
 pub use digest::{Digest, DigestProblem, InvalidDigest};
 pub use load::{LoadError, Loaded, load};
 pub use platform::Platform;
+pub use pull::{
+    AuthFiles, CredentialSource, Credentials, Endpoint, Progress, ProgressFn, PullError,
+    PullOptions, Pulled, RegistriesConf, credentials_from_docker_config, pull,
+};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, InvalidReference, Reference, ReferenceProblem};
 pub use store::{Image, ImageSummary, PruneOptions, PruneReport, Store, StoreError};
 pub use unpack::{Compression, UnpackError, Unpacked, UnsafeEntry, unpack};
