@@ -353,11 +353,7 @@ fn load_layout(writer: &Writer, source: &Source<'_>) -> Result<Vec<Loaded>, Load
                 let file = source.open(&Source::blob_path(&layer_digest))?;
                 writer.write_blob_from(Some(&layer_digest), file)?;
             }
-            writer.ensure_layer(
-                &layer_digest,
-                Some(&layer.media_type().to_string()),
-                diff_id,
-            )?;
+            writer.ensure_layer(&layer_digest, Some(layer.media_type().as_ref()), diff_id)?;
         }
         let manifest_digest = writer.write_blob_bytes(&manifest_bytes)?;
         let media_type = store::manifest_media_type(&manifest);
@@ -422,7 +418,7 @@ fn resolve_index(source: &Source<'_>, descriptor: &Descriptor) -> Result<Descrip
 
 fn layout_digest(descriptor: &Descriptor) -> Result<Digest, LoadError> {
     Ok(
-        Digest::parse(&descriptor.digest().to_string()).map_err(|source| StoreError::Digest {
+        Digest::parse(descriptor.digest().as_ref()).map_err(|source| StoreError::Digest {
             what: "the layout's descriptors",
             source,
         })?,

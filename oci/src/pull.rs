@@ -53,7 +53,7 @@ pub enum PullError {
         path: PathBuf,
         /// Cause.
         #[source]
-        source: toml::de::Error,
+        source: Box<toml::de::Error>,
     },
     /// registries.conf could not be read.
     #[error("failed to read {path:?}")]
@@ -136,7 +136,7 @@ pub enum PullError {
         credentials: CredentialSource,
         /// The client's error.
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     /// The registry has no such image.
     #[error("image {reference} not found: the registry has no such repository, tag or digest")]
@@ -145,7 +145,7 @@ pub enum PullError {
         reference: String,
         /// The client's error.
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     /// Talking to the registry failed.
     #[error("failed to pull {reference}")]
@@ -154,7 +154,7 @@ pub enum PullError {
         reference: String,
         /// The client's error.
         #[source]
-        source: OciDistributionError,
+        source: Box<OciDistributionError>,
     },
     /// The registry's answer is not an image this host can run.
     #[error("{reference} is not a container image: {problem}")]
@@ -346,7 +346,7 @@ impl Remote {
         let client =
             oci_client::Client::try_from(config).map_err(|source| PullError::Registry {
                 reference: target.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let repository = target.repository().to_owned();
         let reference = match (target.tag(), target.digest()) {
@@ -423,13 +423,19 @@ impl Remote {
                 reference,
                 registry: self.reference.registry().to_owned(),
                 credentials: self.credentials.clone(),
-                source,
+                source: Box::new(source),
             };
         }
         if not_found {
-            return PullError::NotFound { reference, source };
+            return PullError::NotFound {
+                reference,
+                source: Box::new(source),
+            };
         }
-        PullError::Registry { reference, source }
+        PullError::Registry {
+            reference,
+            source: Box::new(source),
+        }
     }
 
     async fn manifest(
@@ -508,7 +514,7 @@ async fn pull_from(
             });
         };
         let chosen =
-            Digest::parse(&chosen.digest().to_string()).map_err(|source| StoreError::Digest {
+            Digest::parse(chosen.digest().as_ref()).map_err(|source| StoreError::Digest {
                 what: "the image index",
                 source,
             })?;
@@ -602,7 +608,7 @@ async fn pull_from(
                 let writer = writer.clone();
                 let media_type = layer.media_type().to_string();
                 let size = layer.size();
-                let digest = Digest::parse(&layer.digest().to_string());
+                let digest = Digest::parse(layer.digest().as_ref());
                 async move {
                     let digest = digest.map_err(|source| StoreError::Digest {
                         what: "the manifest's layers",

@@ -560,7 +560,7 @@ impl Store {
 
 /// The digest of an image's config.
 pub(crate) fn config_digest(manifest: &ImageManifest) -> Result<Digest, StoreError> {
-    Digest::parse(&manifest.config().digest().to_string()).map_err(|source| StoreError::Digest {
+    Digest::parse(manifest.config().digest().as_ref()).map_err(|source| StoreError::Digest {
         what: "the manifest's config",
         source,
     })

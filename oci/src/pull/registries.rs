@@ -125,7 +125,7 @@ impl RegistriesConf {
     fn merge(&mut self, text: &str, path: &Path) -> Result<(), PullError> {
         let file: File = toml::from_str(text).map_err(|source| PullError::RegistriesConf {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         })?;
         if let Some(search) = file.unqualified_search_registries {
             self.unqualified_search_registries = search;

@@ -42,7 +42,7 @@ impl Index {
         for descriptor in index.manifests() {
             // What the store cannot use (another tool's descriptors: indexes, other digests, names
             // that are not image references) is skipped, not an error: the layout is shared.
-            let Ok(manifest) = Digest::parse(&descriptor.digest().to_string()) else {
+            let Ok(manifest) = Digest::parse(descriptor.digest().as_ref()) else {
                 continue;
             };
             let name = descriptor
