@@ -193,7 +193,7 @@ fn pulls_over_plain_http_with_whiteouts_zstd_and_progress() {
     // Listed, resolved, found by id; pulled again, nothing is downloaded.
     let listed = store.images().expect("images");
     assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].references, [image_ref.clone()]);
+    assert_eq!(listed[0].references, std::slice::from_ref(&image_ref));
     assert_eq!(
         listed[0].created.map(|t| t.to_string()).as_deref(),
         Some("2024-05-01T12:00:00Z")

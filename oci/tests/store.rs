@@ -85,7 +85,7 @@ fn loads_a_docker_archive_as_docker_save_writes_it() {
     let name = reference("docker.io/library/busybox-app:1.0");
     assert_eq!(
         loaded[0].references,
-        [name.clone()],
+        std::slice::from_ref(&name),
         "RepoTags normalised as Docker does"
     );
     assert_eq!(
@@ -249,7 +249,7 @@ fn names_move_and_removal_and_prune_collect_garbage() {
     // Not in use: the app image, its manifest, config, app layer blob and layer directory go;
     // the shared busybox layer stays.
     let report = store.prune(&PruneOptions::default()).expect("prune");
-    assert_eq!(report.images, [app_id.clone()]);
+    assert_eq!(report.images, std::slice::from_ref(&app_id));
     assert_eq!((report.blobs, report.layers), (3, 1), "{report:?}");
     assert_eq!(layer_dirs(&store), 2);
     assert!(store.lookup(app_id.hex()).expect("lookup").is_none());

@@ -169,12 +169,15 @@ pub fn push(layout: &std::path::Path, name: &str, dest: &str, creds: Option<&str
     super::images::skopeo(&args);
 }
 
+/// Whether downloads are held, and the condition variable that wakes them.
+type Gate = Arc<(Mutex<bool>, Condvar)>;
+
 /// A TCP proxy to a registry. While its gate is closed, a connection that has passed more than
 /// `hold_after` bytes towards the client stops passing them until the gate opens: a download
 /// is held half-way, and the small requests (manifests, configs) still go through.
 pub struct Proxy {
     pub addr: String,
-    gate: Arc<(Mutex<bool>, Condvar)>,
+    gate: Gate,
     stop: Arc<AtomicBool>,
 }
 
@@ -227,11 +230,7 @@ impl Drop for Proxy {
     }
 }
 
-fn copy(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    gate: Option<(Arc<(Mutex<bool>, Condvar)>, usize)>,
-) {
+fn copy(mut from: TcpStream, mut to: TcpStream, gate: Option<(Gate, usize)>) {
     let mut buf = [0u8; 16 * 1024];
     let mut passed = 0usize;
     loop {
