@@ -12,13 +12,17 @@
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
 //! - `discover.rs`: globs, the directories to watch and the scan for matching files.
+//! - `open.rs`: opening a matched path safely (regular files only, no links out of the base
+//!   directories, no FIFO or device ever opened for reading).
 //! - `reader.rs`: the reader thread: tracks files by device, inode and fingerprint, reads them,
 //!   detects rotation and truncation.
 //! - `lines.rs`: bytes to records: partial lines, long lines, `raw|json|cri`, multiline joining.
 //! - `checkpoint.rs`: the state file (offsets), written atomically.
 //! - `sink.rs` + `sink/`: batching, retry with backoff, and the stdout/HTTP/Loki/Elasticsearch
 //!   encoders.
-//! - `metrics.rs`, `health.rs`: counters and the `/healthz` + `/metrics` server.
+//! - `metrics.rs`, `health.rs`: counters, the reader's progress, and the `/healthz` +
+//!   `/metrics` server.
+//! - `throttle.rs`: rate-limited warnings.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,8 +39,10 @@ mod discover;
 mod health;
 mod lines;
 mod metrics;
+mod open;
 mod reader;
 mod sink;
+mod throttle;
 
 pub use args::{Args, ArgsError};
 pub use health::run as run_health;
@@ -155,6 +161,14 @@ pub struct Config {
     /// A file that left the globs (renamed or deleted) is read for this long after its last
     /// growth before it is closed.
     pub rotate_wait: Duration,
+    /// A followed file at its end that has not grown for this long has its descriptor closed;
+    /// it is opened again when it changes.
+    pub close_inactive: Duration,
+    /// Follow symbolic links, only to files inside a base directory of the `paths` globs.
+    pub follow_symlinks: bool,
+    /// `/healthz` fails when one step of reading (an open, a read, a directory listing) has not
+    /// ended for this long.
+    pub stall_timeout: Duration,
     /// How often the state file is written (also on shutdown).
     pub checkpoint_interval: Duration,
     /// On shutdown, how long buffered records may take to reach the sink.
@@ -225,6 +239,7 @@ pub async fn run_with_metrics(
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
+    metrics.progress.set_stall_timeout(config.stall_timeout);
 
     let state = match &config.state {
         Some(path) => checkpoint::load(path).map_err(|source| Error::LoadState {
@@ -308,5 +323,33 @@ pub async fn run_with_metrics(
 /// `podkit-tail`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
+    raise_fd_limit();
     crate::cli::main("podkit tail", Config::try_from(args), run)
+}
+
+/// Each followed file holds a descriptor until it is done or inactive: take the hard limit of
+/// open files, not the soft one (often 1024).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(%err, soft, hard, "failed to raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => warn!(%err, "failed to read the open file limit"),
+    }
+}
+
+/// An error and its causes, as one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
