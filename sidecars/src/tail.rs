@@ -353,3 +353,106 @@ pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// For the fuzz targets in `tests/fuzz` only: the line splitter driven the way the reader
+/// drives it. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use std::time::Instant;
+
+    use clap::Parser;
+
+    use crate::tail::lines::LineReader;
+
+    /// One shipped line, as the sink would see it: the message, its file offsets (`None` for
+    /// lines of a fast-path block, which carries offsets per block), and its CRI stream.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Line {
+        /// The message.
+        pub message: String,
+        /// File offsets of the first byte and just after the last (`None` in a block).
+        pub span: Option<(u64, u64)>,
+        /// `stdout` or `stderr` for CRI input.
+        pub source: Option<&'static str>,
+    }
+
+    /// The splitter's options: `--format`, `--multiline-start`, `--max-line-bytes`, and whether
+    /// the raw stdout fast path is on (raw output, raw input, no multiline).
+    #[derive(Debug, Clone)]
+    pub struct Options {
+        /// `raw`, `json` or `cri`.
+        pub format: &'static str,
+        /// A `--multiline-start` regex.
+        pub multiline: Option<&'static str>,
+        /// `--max-line-bytes`.
+        pub max_line_bytes: usize,
+        /// Raw stdout output (fast-path blocks when the input is raw without multiline).
+        pub raw_output: bool,
+    }
+
+    /// Splits `chunks` (consecutive reads of one file) into lines, then finishes the file
+    /// (as on rotation). Returns the lines and the committed offset at the end.
+    pub fn split(options: &Options, chunks: &[&[u8]]) -> (Vec<Line>, u64) {
+        let max = options.max_line_bytes.to_string();
+        let mut argv = vec![
+            "podkit-tail",
+            "--path",
+            "/x/*.log",
+            "--format",
+            options.format,
+            "--max-line-bytes",
+            &max,
+            "--output",
+            if options.raw_output { "raw" } else { "json" },
+        ];
+        if let Some(regex) = options.multiline {
+            argv.extend(["--multiline-start", regex]);
+        }
+        // The options above are all valid.
+        let config = crate::tail::Config::try_from(crate::tail::Args::parse_from(argv))
+            .unwrap_or_else(|err| unreachable!("fuzz options: {err}"));
+        let mut reader = LineReader::new(1, "/x/a.log".into(), 0, &config);
+        let (mut lines, mut records) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        for chunk in chunks {
+            if reader.blocks() {
+                // As `reader.rs` does: the partial line in front of the read.
+                let mut data = reader.partial().to_vec();
+                reader.clear_partial();
+                data.extend_from_slice(chunk);
+                if let Some(block) = reader.push_bytes(&data, now, &mut records) {
+                    assert_eq!(block.end - block.offset, {
+                        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                        complete as u64
+                    });
+                    let text = String::from_utf8(block.bytes.to_vec())
+                        .unwrap_or_else(|_| unreachable!("blocks are UTF-8"));
+                    let mut count = 0;
+                    for line in text.split_terminator('\n') {
+                        lines.push(Line {
+                            message: line.to_owned(),
+                            span: None,
+                            source: None,
+                        });
+                        count += 1;
+                    }
+                    assert_eq!(count, block.count, "newline count of a block");
+                }
+            } else {
+                reader.push(chunk, now, &mut records);
+            }
+            lines.extend(records.drain(..).map(|r| Line {
+                span: (!reader.blocks()).then_some((r.offset, r.end)),
+                message: r.message,
+                source: r.source,
+            }));
+        }
+        reader.finish(now, &mut records);
+        lines.extend(records.drain(..).map(|r| Line {
+            span: (!reader.blocks()).then_some((r.offset, r.end)),
+            message: r.message,
+            source: r.source,
+        }));
+        (lines, reader.committed())
+    }
+}

@@ -212,7 +212,11 @@ impl LineReader {
                     let take = data.len().min(room);
                     self.buf.extend_from_slice(&data[..take]);
                     data = &data[take..];
-                    if self.buf.len() >= self.max_line_bytes {
+                    // Cut only once the next byte is known not to be the newline: a line of
+                    // exactly `max_line_bytes` whose newline comes in the next read is one
+                    // line, not a line and an empty one (the result must not depend on where
+                    // reads end; found by the `tail_lines` fuzz target).
+                    if self.buf.len() >= self.max_line_bytes && !data.is_empty() {
                         self.cut_long_line(now, out);
                     } else {
                         self.buf_since.get_or_insert(now);
@@ -588,6 +592,27 @@ mod tests {
         assert_eq!(parts[..parts.len() - 1].concat(), line);
         assert_eq!(parts.last().copied(), Some("short"));
         assert_eq!(out.last().map(|r| r.end), Some(data.len() as u64));
+    }
+
+    #[test]
+    fn a_full_line_whose_newline_comes_in_the_next_read_is_one_line() {
+        // Fuzz crash `tail_lines` d113acbf: "line one\n" at --max-line-bytes 4, read byte by
+        // byte, gave "line", " one" and an empty line; read at once, "line" and " one".
+        let cfg = config(&["--max-line-bytes", "4"]);
+        let whole = b"line one\nline two\npartial";
+        let (out, mut lr) = run(&cfg, &[whole]);
+        let mut rest = Vec::new();
+        lr.finish(Instant::now(), &mut rest);
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        let (single, mut lr1) = run(&cfg, &bytes);
+        let mut rest1 = Vec::new();
+        lr1.finish(Instant::now(), &mut rest1);
+        assert_eq!(messages(&out), ["line", " one", "line", " two", "part"]);
+        assert_eq!(messages(&single), messages(&out));
+        assert_eq!(messages(&rest1), messages(&rest));
+        let spans = |r: &[Record]| r.iter().map(|r| (r.offset, r.end)).collect::<Vec<_>>();
+        assert_eq!(spans(&single), spans(&out));
+        assert_eq!(out[1].end, 9);
     }
 
     #[test]
