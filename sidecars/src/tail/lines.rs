@@ -314,8 +314,16 @@ impl LineReader {
                         }
                         rec = joined;
                     }
-                    // Not CRI: ship the line as it is rather than drop it.
-                    None => rec.message = text,
+                    // Not CRI: ship the line as it is rather than drop it, after a `P` part
+                    // still waiting for its `F` (records leave in file order: a checkpoint
+                    // past this line must not skip the part before it; found by the
+                    // `tail_lines` fuzz target).
+                    None => {
+                        if let Some(partial) = self.cri_partial.take() {
+                            self.logical(partial, now, out);
+                        }
+                        rec.message = text;
+                    }
                 }
             }
         }
@@ -637,6 +645,23 @@ mod tests {
         );
         assert_eq!(messages(&out), ["hello", "oops"]);
         assert_eq!(out[1].source, Some("stderr"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_cri_does_not_overtake_a_waiting_partial() {
+        // Fuzz crash `tail_lines` f7623690: the `P` part was shipped after the line that
+        // followed it, and with multiline joining, a record ended before it started.
+        let data = b"2024-01-02T03:04:05Z stdout P hel\nnot cri\n";
+        for extra in [&[][..], &["--multiline-start", "^n"][..]] {
+            let mut argv = vec!["--format", "cri"];
+            argv.extend_from_slice(extra);
+            let cfg = config(&argv);
+            let (mut out, mut lr) = run(&cfg, &[data]);
+            lr.finish(Instant::now(), &mut out);
+            assert_eq!(messages(&out), ["hel", "not cri"], "{extra:?}");
+            assert!(out.windows(2).all(|w| w[0].end <= w[1].offset), "{out:?}");
+            assert!(out.iter().all(|r| r.offset <= r.end), "{out:?}");
+        }
     }
 
     #[test]
