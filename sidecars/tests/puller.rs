@@ -19,6 +19,8 @@ mod support;
 
 #[path = "puller/git.rs"]
 mod git;
+#[path = "puller/hostile.rs"]
+mod hostile;
 #[path = "puller/https.rs"]
 mod https;
 

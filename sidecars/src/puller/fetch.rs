@@ -1,7 +1,9 @@
-//! One download: an `http://` GET (conditional on the last published version's `ETag` and
-//! `Last-Modified`) or a local file, streamed into a temporary file with its sha256 computed on
-//! the way and its size bounded by `--max-bytes`. Memory stays at one body frame (or 64 KiB).
+//! One download: an `http://` GET (conditional on the last published version's validators) or
+//! a local file, streamed into a temporary file with its sha256 computed on the way, its size
+//! bounded by `--max-bytes` and the filesystem's free space by `--min-free`. Memory stays at
+//! one body frame (or 64 KiB).
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,7 +19,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
-use crate::puller::{Config, Source};
+use crate::puller::space::Space;
+use crate::puller::{Config, Limits, Source};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +60,11 @@ pub enum Error {
         #[source]
         source: hyper::Error,
     },
+    /// Writing on would eat into `--min-free`.
+    #[error(transparent)]
+    Space(#[from] crate::puller::space::Error),
     /// The download is larger than `--max-bytes`.
-    #[error("{url} is larger than --max-bytes {max}")]
+    #[error("{url} is larger than --max-bytes {max}; raise --max-bytes if that is expected")]
     TooLarge {
         /// The source.
         url: String,
@@ -159,8 +165,8 @@ pub struct Fetcher {
     source: Source,
     headers: Vec<(HeaderName, HeaderValue)>,
     bearer_token_file: Option<PathBuf>,
-    max_bytes: Option<u64>,
-    /// Validators of the version now published; `None` until the first publish.
+    limits: Limits,
+    /// Validators of the version now published; empty until the first publish.
     validators: Mutex<Validators>,
 }
 
@@ -180,7 +186,7 @@ impl Fetcher {
             source: config.source.clone(),
             headers: config.headers.clone(),
             bearer_token_file: config.bearer_token_file.clone(),
-            max_bytes: config.max_bytes,
+            limits: config.limits,
             validators: Mutex::new(Validators::default()),
         })
     }
@@ -197,7 +203,7 @@ impl Fetcher {
         let path = tmp_dir.join(format!("download-{:016x}", fastrand::u64(..)));
         match &self.source {
             Source::Http(uri) => self.fetch_http(uri, path).await,
-            Source::File(file) => fetch_file(file, path, self.max_bytes).await.map(Some),
+            Source::File(file) => self.fetch_file(file, path).await,
             // A git source is synced by `git.rs`; nothing to download here.
             Source::Git { .. } => Ok(None),
         }
@@ -252,21 +258,23 @@ impl Fetcher {
         if !status.is_success() {
             return Err(Error::Status { url, status });
         }
-        if let (Some(max), Some(length)) = (
-            self.max_bytes,
-            response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-        ) && length > max
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(length) = length
+            && length > self.limits.max_bytes
         {
-            return Err(Error::TooLarge { url, max });
+            return Err(Error::TooLarge {
+                url,
+                max: self.limits.max_bytes,
+            });
         }
         let validators = Validators {
             etag: response.headers().get(header::ETAG).cloned(),
             last_modified: response.headers().get(header::LAST_MODIFIED).cloned(),
         };
-        let mut sink = Sink::create(path, self.max_bytes, &url).await?;
+        let mut sink = Sink::create(path, &self.limits, &url, length).await?;
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| Error::Body {
@@ -280,52 +288,70 @@ impl Fetcher {
         let name = last_segment(uri.path());
         Ok(Some(sink.finish(name, validators).await?))
     }
-}
 
-async fn fetch_file(file: &Path, path: PathBuf, max_bytes: Option<u64>) -> Result<Download, Error> {
-    let read_err = |source| Error::ReadFile {
-        path: file.to_owned(),
-        source,
-    };
-    let url = format!("file://{}", file.display());
-    if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
-        let dir = file.to_owned();
-        return tokio::task::spawn_blocking(move || tar_dir(&dir, path, max_bytes, &url))
-            .await
-            .map_err(|err| Error::ReadFile {
-                path: file.to_owned(),
-                source: std::io::Error::other(err),
-            })?;
-    }
-    let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
-    let mut sink = Sink::create(path, max_bytes, &url).await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = input.read(&mut buf).await.map_err(read_err)?;
-        if n == 0 {
-            break;
+    /// A local file or directory.
+    async fn fetch_file(&self, file: &Path, path: PathBuf) -> Result<Option<Download>, Error> {
+        let read_err = |source| Error::ReadFile {
+            path: file.to_owned(),
+            source,
+        };
+        let url = format!("file://{}", file.display());
+        if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
+            let (dir, limits) = (file.to_owned(), self.limits);
+            return tokio::task::spawn_blocking(move || tar_dir(&dir, path, &limits, &url))
+                .await
+                .map_err(|err| Error::ReadFile {
+                    path: file.to_owned(),
+                    source: std::io::Error::other(err),
+                })?
+                .map(Some);
         }
-        sink.write(&buf[..n]).await?;
+        let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
+        let size = input.metadata().await.map_err(read_err)?.len();
+        let mut sink = Sink::create(path, &self.limits, &url, Some(size)).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut buf).await.map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            sink.write(&buf[..n]).await?;
+        }
+        let validators = Validators::default();
+        let name = last_segment(&file.to_string_lossy());
+        sink.finish(name, validators).await.map(Some)
     }
-    let name = last_segment(&file.to_string_lossy());
-    sink.finish(name, Validators::default()).await
 }
 
 /// A local directory becomes a tar (symlinks kept as links) named `<dir>.tar`, so it is
-/// unpacked as a tree and deduplicated by digest like any download.
-fn tar_dir(
-    dir: &Path,
-    path: PathBuf,
-    max_bytes: Option<u64>,
-    url: &str,
-) -> Result<Download, Error> {
+/// unpacked as a tree and deduplicated by digest like any download. `--max-bytes` and
+/// `--min-free` stop it as it is written.
+fn tar_dir(dir: &Path, path: PathBuf, limits: &Limits, url: &str) -> Result<Download, Error> {
+    /// The tar file, hashed and bounded as it is written.
     struct Hashing {
         file: std::fs::File,
         hasher: Sha256,
         bytes: u64,
+        max: u64,
+        space: Space,
+        /// Why a write was refused, to report instead of the I/O error the tar builder sees.
+        stop: Option<Error>,
+        url: String,
     }
     impl std::io::Write for Hashing {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let len = buf.len() as u64;
+            if self.bytes + len > self.max {
+                self.stop = Some(Error::TooLarge {
+                    url: self.url.clone(),
+                    max: self.max,
+                });
+                return Err(std::io::Error::other("over --max-bytes"));
+            }
+            if let Err(err) = self.space.charge(self.file.as_fd(), len) {
+                self.stop = Some(err.into());
+                return Err(std::io::Error::other("over --min-free"));
+            }
             let n = self.file.write(buf)?;
             self.hasher.update(&buf[..n]);
             self.bytes += n as u64;
@@ -349,19 +375,19 @@ fn tar_dir(
         file,
         hasher: Sha256::new(),
         bytes: 0,
+        max: limits.max_bytes,
+        space: Space::new(limits.min_free, path.clone()),
+        stop: None,
+        url: url.to_owned(),
     });
     builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir).map_err(read_err)?;
+    let appended = builder.append_dir_all(".", dir);
+    if let Some(stop) = builder.get_mut().stop.take() {
+        return Err(stop);
+    }
+    appended.map_err(read_err)?;
     let hashing = builder.into_inner().map_err(write_err)?;
     hashing.file.sync_all().map_err(write_err)?;
-    if let Some(max) = max_bytes
-        && hashing.bytes > max
-    {
-        return Err(Error::TooLarge {
-            url: url.to_owned(),
-            max,
-        });
-    }
     let mut guard = guard;
     guard.0 = None;
     let name = format!("{}.tar", last_segment(&dir.to_string_lossy()));
@@ -381,39 +407,52 @@ struct Sink {
     path: PathBuf,
     hasher: Sha256,
     bytes: u64,
-    max_bytes: Option<u64>,
+    max_bytes: u64,
+    space: Space,
     url: String,
 }
 
 impl Sink {
-    async fn create(path: PathBuf, max_bytes: Option<u64>, url: &str) -> Result<Self, Error> {
+    /// A new temporary file; refused at once when `expected` bytes (a `Content-Length`, a
+    /// file's size) would not fit above `--min-free`.
+    async fn create(
+        path: PathBuf,
+        limits: &Limits,
+        url: &str,
+        expected: Option<u64>,
+    ) -> Result<Self, Error> {
         let file = tokio::fs::File::create(&path)
             .await
             .map_err(|source| Error::Write {
                 path: path.clone(),
                 source,
             })?;
+        let guard = TmpGuard(Some(path.clone()));
+        let space = Space::new(limits.min_free, path.clone());
+        if let Some(expected) = expected {
+            space.expect(file.as_fd(), expected)?;
+        }
         Ok(Self {
             file,
-            guard: TmpGuard(Some(path.clone())),
+            guard,
             path,
             hasher: Sha256::new(),
             bytes: 0,
-            max_bytes,
+            max_bytes: limits.max_bytes,
+            space,
             url: url.to_owned(),
         })
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
         self.bytes += data.len() as u64;
-        if let Some(max) = self.max_bytes
-            && self.bytes > max
-        {
+        if self.bytes > self.max_bytes {
             return Err(Error::TooLarge {
                 url: self.url.clone(),
-                max,
+                max: self.max_bytes,
             });
         }
+        self.space.charge(self.file.as_fd(), data.len() as u64)?;
         self.hasher.update(data);
         self.file
             .write_all(data)
@@ -461,3 +500,4 @@ fn last_segment(path: &str) -> String {
         .unwrap_or("index")
         .to_owned()
 }
+
