@@ -23,6 +23,8 @@ mod git;
 mod hostile;
 #[path = "puller/https.rs"]
 mod https;
+#[path = "puller/validators.rs"]
+mod validators;
 
 use support::{Origin, RawEntry, free_addr, http_status, raw_tar, tar_gz, versions, wait_until};
 

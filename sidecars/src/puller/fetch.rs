@@ -2,10 +2,22 @@
 //! a local file, streamed into a temporary file with its sha256 computed on the way, its size
 //! bounded by `--max-bytes` and the filesystem's free space by `--min-free`. Memory stays at
 //! one body frame (or 64 KiB).
+//!
+//! Validators never hide an update (RFC 9110 §8.8.2.2, §13.1): an `ETag` is sent back as
+//! `If-None-Match` (alone: a server must then ignore `If-Modified-Since` anyway); without one, a
+//! `Last-Modified` is sent back as `If-Modified-Since` only when it is strong, at least one
+//! second older than the answer's `Date` (or than its arrival, without a `Date`). A
+//! `Last-Modified` within that second may be shared by a later version written in the same
+//! second, which a conditional request would then never fetch; instead the next poll fetches
+//! again and the sha256 tells whether anything changed. A `file://` source is skipped while its
+//! inode, size and nanosecond mtime are those of the published version, and likewise only once
+//! that mtime is a second old (filesystem timestamps come from a coarse clock: two writes in one
+//! tick share an mtime).
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -106,11 +118,75 @@ pub enum Error {
     },
 }
 
-/// The validators of a published download, sent back as `If-None-Match`/`If-Modified-Since`.
+/// The validators of a published download: what tells the next sync that nothing changed.
 #[derive(Debug, Clone, Default)]
 pub struct Validators {
+    /// The `ETag`, sent back as `If-None-Match` (a weak `W/` one too: RFC 9110 §13.1.2 allows
+    /// weak comparison for a GET).
     etag: Option<HeaderValue>,
+    /// A strong `Last-Modified` (see the module doc), sent back as `If-Modified-Since` when
+    /// there is no `ETag`.
     last_modified: Option<HeaderValue>,
+    /// A `file://` source's stamp, once its mtime is a second old.
+    file: Option<FileStamp>,
+}
+
+/// What identifies one version of a local file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_sec: i64,
+    mtime_nsec: i64,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+
+    /// Whether the mtime is at least a second before `now`: a later write lands in a later
+    /// tick of the filesystem's clock, so it changes the stamp.
+    fn settled(&self, now: SystemTime) -> bool {
+        let Ok(nsec) = u32::try_from(self.mtime_nsec) else {
+            return false;
+        };
+        let mtime = match u64::try_from(self.mtime_sec) {
+            Ok(sec) => SystemTime::UNIX_EPOCH + Duration::new(sec, nsec),
+            // Before 1970: long settled.
+            Err(_) => return true,
+        };
+        mtime + Duration::from_secs(1) <= now
+    }
+}
+
+/// The `Last-Modified` of an answer if it is strong (RFC 9110 §8.8.2.2): at least one second
+/// before the answer's `Date`, or before `received` when there is no `Date`. One that is not
+/// may be shared by a later version made within the same second.
+fn strong_last_modified(headers: &hyper::HeaderMap, received: SystemTime) -> Option<HeaderValue> {
+    let value = headers.get(header::LAST_MODIFIED)?;
+    let modified = http_date(value)?;
+    let date = match headers.get(header::DATE) {
+        Some(date) => http_date(date)?,
+        None => jiff::Timestamp::try_from(received).ok()?,
+    };
+    (modified + jiff::SignedDuration::from_secs(1) <= date).then(|| value.clone())
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); the obsolete RFC 850 and asctime forms are
+/// not parsed, so a `Last-Modified` in them is never used.
+fn http_date(value: &HeaderValue) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value.to_str().ok()?)
+        .ok()
 }
 
 /// A finished download in a temporary file.
@@ -214,13 +290,17 @@ impl Fetcher {
         let mut request = Request::get(uri.clone());
         let sent_validators = {
             let validators = self.validators.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(etag) = &validators.etag {
-                request = request.header(header::IF_NONE_MATCH, etag.clone());
+            match (&validators.etag, &validators.last_modified) {
+                (Some(etag), _) => {
+                    request = request.header(header::IF_NONE_MATCH, etag.clone());
+                    true
+                }
+                (None, Some(modified)) => {
+                    request = request.header(header::IF_MODIFIED_SINCE, modified.clone());
+                    true
+                }
+                (None, None) => false,
             }
-            if let Some(modified) = &validators.last_modified {
-                request = request.header(header::IF_MODIFIED_SINCE, modified.clone());
-            }
-            validators.etag.is_some() || validators.last_modified.is_some()
         };
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
@@ -250,6 +330,7 @@ impl Fetcher {
                 url: url.clone(),
                 source,
             })?;
+        let received = SystemTime::now();
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED && sent_validators {
             debug!(%url, "304 not modified");
@@ -272,7 +353,8 @@ impl Fetcher {
         }
         let validators = Validators {
             etag: response.headers().get(header::ETAG).cloned(),
-            last_modified: response.headers().get(header::LAST_MODIFIED).cloned(),
+            last_modified: strong_last_modified(response.headers(), received),
+            file: None,
         };
         let mut sink = Sink::create(path, &self.limits, &url, length).await?;
         let mut body = response.into_body();
@@ -289,7 +371,7 @@ impl Fetcher {
         Ok(Some(sink.finish(name, validators).await?))
     }
 
-    /// A local file or directory.
+    /// A local file (`None` while its stamp is the published one's), or a local directory.
     async fn fetch_file(&self, file: &Path, path: PathBuf) -> Result<Option<Download>, Error> {
         let read_err = |source| Error::ReadFile {
             path: file.to_owned(),
@@ -307,8 +389,16 @@ impl Fetcher {
                 .map(Some);
         }
         let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
-        let size = input.metadata().await.map_err(read_err)?.len();
-        let mut sink = Sink::create(path, &self.limits, &url, Some(size)).await?;
+        let stamped = SystemTime::now();
+        let stamp = FileStamp::of(&input.metadata().await.map_err(read_err)?);
+        {
+            let validators = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+            if validators.file == Some(stamp) {
+                debug!(%url, "file unchanged");
+                return Ok(None);
+            }
+        }
+        let mut sink = Sink::create(path, &self.limits, &url, Some(stamp.size)).await?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = input.read(&mut buf).await.map_err(read_err)?;
@@ -317,7 +407,12 @@ impl Fetcher {
             }
             sink.write(&buf[..n]).await?;
         }
-        let validators = Validators::default();
+        // A file written while it was read is read again at the next sync, whatever its stamp.
+        let unchanged = FileStamp::of(&input.metadata().await.map_err(read_err)?) == stamp;
+        let validators = Validators {
+            file: (unchanged && stamp.settled(stamped)).then_some(stamp),
+            ..Validators::default()
+        };
         let name = last_segment(&file.to_string_lossy());
         sink.finish(name, validators).await.map(Some)
     }
@@ -501,3 +596,65 @@ fn last_segment(path: &str) -> String {
         .to_owned()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &str)]) -> hyper::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_str(value).expect("value")))
+            .collect()
+    }
+
+    /// RFC 9110 §8.8.2.2: strong only when at least a second older than `Date`.
+    #[test]
+    fn last_modified_is_strong_only_a_second_before_date() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let lm = "Wed, 18 May 2033 03:33:19 GMT"; // 1_999_999_999
+        let same = "Wed, 18 May 2033 03:33:20 GMT"; // 2_000_000_000
+        let later = "Wed, 18 May 2033 03:33:21 GMT";
+        let strong = |pairs: &[(HeaderName, &str)]| {
+            strong_last_modified(&headers(pairs), received).is_some()
+        };
+        assert!(strong(&[(header::LAST_MODIFIED, lm), (header::DATE, same)]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, same),
+            (header::DATE, same)
+        ]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, later),
+            (header::DATE, same)
+        ]));
+        // Without a Date, the time it arrived.
+        assert!(strong(&[(header::LAST_MODIFIED, lm)]));
+        assert!(!strong(&[(header::LAST_MODIFIED, same)]));
+        // Dates that do not parse are never trusted.
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, "yesterday"),
+            (header::DATE, same)
+        ]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, lm),
+            (header::DATE, "now")
+        ]));
+        assert!(!strong(&[(header::DATE, same)]));
+    }
+
+    #[test]
+    fn a_file_stamp_settles_a_second_after_its_mtime() {
+        let stamp = FileStamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_sec: 1_000,
+            mtime_nsec: 500_000_000,
+        };
+        let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        assert!(!stamp.settled(at(1_000, 600_000_000)));
+        assert!(!stamp.settled(at(1_001, 499_999_999)));
+        assert!(stamp.settled(at(1_001, 500_000_000)));
+        // An mtime in the future (a clock set back) never settles early.
+        assert!(!stamp.settled(at(999, 0)));
+    }
+}

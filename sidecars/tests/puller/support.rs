@@ -122,6 +122,8 @@ pub struct Resource {
     pub status: StatusCode,
     pub body: Bytes,
     pub etag: Option<String>,
+    /// Sent as `Last-Modified` when set (hyper adds `Date` to every answer).
+    pub last_modified: Option<String>,
 }
 
 /// The origin's shared state.
@@ -133,6 +135,8 @@ pub struct OriginState {
     /// When true, accepted connections are held open without an answer (a hung server).
     pub hang: AtomicBool,
     pub requests: AtomicU64,
+    /// Requests that carried `If-Modified-Since`.
+    pub if_modified_since: AtomicU64,
     pub ok: AtomicU64,
     pub not_modified: AtomicU64,
     /// Bodies of POST requests (webhook calls) answered 200.
@@ -187,10 +191,12 @@ impl Origin {
                 status: StatusCode::OK,
                 body: body.into(),
                 etag: etag.map(str::to_owned),
+                last_modified: None,
             }),
             up: AtomicBool::new(true),
             hang: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            if_modified_since: AtomicU64::new(0),
             ok: AtomicU64::new(0),
             not_modified: AtomicU64::new(0),
             authorization: Mutex::new(None),
@@ -269,6 +275,14 @@ impl Origin {
         resource.etag = etag.map(str::to_owned);
     }
 
+    pub fn set_last_modified(&self, value: Option<String>) {
+        self.state
+            .resource
+            .lock()
+            .expect("origin lock")
+            .last_modified = value;
+    }
+
     pub fn set_status(&self, status: StatusCode) {
         self.state.resource.lock().expect("origin lock").status = status;
     }
@@ -308,8 +322,17 @@ fn respond(state: &OriginState, req: &Request<Incoming>) -> Response<Full<Bytes>
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if req.headers().contains_key("if-modified-since") {
+        state.if_modified_since.fetch_add(1, Ordering::SeqCst);
+    }
     let resource = state.resource.lock().expect("origin lock").clone();
     let mut response = Response::new(Full::new(Bytes::new()));
+    if let Some(modified) = &resource.last_modified {
+        response.headers_mut().insert(
+            "last-modified",
+            modified.parse().expect("last-modified header"),
+        );
+    }
     if let Some(etag) = &resource.etag {
         response
             .headers_mut()
