@@ -536,3 +536,28 @@ pub fn main(args: Args) -> std::process::ExitCode {
     crate::cli::main("podkit puller", Config::try_from(args), run)
 }
 
+/// Thin wrappers for the fuzz targets in `tests/fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzz {
+    use std::path::Path;
+
+    /// Unpacks `archive` into the empty directory `dest` as a version would be (kind 0: tar,
+    /// 1: tar.gz, 2: zip, else sniffed), with small bounds (64 MiB, 10,000 entries, no free
+    /// space reserve); the bytes written, or the error chain as text.
+    pub fn unpack(archive: &Path, kind: u8, dest: &Path) -> Result<u64, String> {
+        let kind = match kind {
+            0 => super::unpack::Kind::Tar,
+            1 => super::unpack::Kind::TarGz,
+            2 => super::unpack::Kind::Zip,
+            _ => super::unpack::Kind::Sniff,
+        };
+        let limits = super::Limits {
+            max_bytes: 64 << 20,
+            max_unpacked_bytes: 64 << 20,
+            max_entries: 10_000,
+            min_free: super::MinFree::Bytes(0),
+            umask: 0o022,
+        };
+        super::unpack::unpack(archive, kind, dest, &limits).map_err(|e| super::error_chain(&e))
+    }
+}
