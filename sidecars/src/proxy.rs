@@ -68,8 +68,17 @@ pub enum AccessLog {
 /// Timeouts of the client and upstream sides.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Reading a request head; a slow client is disconnected.
+    /// Reading a request head: the first from the connection's start (after TLS), later ones
+    /// from their first byte; a slow client is disconnected.
     pub header: Duration,
+    /// The TLS handshake of `--listen-tls`.
+    pub handshake: Duration,
+    /// A client connection with no request in flight (HTTP/1.1 keep-alive, HTTP/2 without a
+    /// stream) is closed after this long.
+    pub keepalive: Duration,
+    /// Writing a response to the client may make no progress for this long; then its
+    /// connection (HTTP/1.1) or stream (HTTP/2) is closed, and the upstream connection with it.
+    pub send: Duration,
     /// Connecting to an upstream (502 `UF` after it).
     pub connect: Duration,
     /// Waiting for an upstream's response head (504 `UT` after it): for `http://` and `unix:`
@@ -89,6 +98,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most client connections open at once, over all listeners.
     pub max_connections: usize,
+    /// Most requests (HTTP/2 streams) one client connection carries.
+    pub max_requests_per_connection: u64,
     /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
     pub max_body_bytes: Option<u64>,
 }

@@ -11,6 +11,9 @@ use tokio::net::TcpStream;
 #[path = "proxy/support.rs"]
 mod support;
 
+#[path = "proxy/hardening.rs"]
+mod hardening;
+
 use support::{
     Backend, Binary, DEADLINE, Proxy, Serve, TestCa, checksum, curl, header, tls_server,
     tls_server_verifying, wait_until,
