@@ -708,7 +708,7 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Whether Transfer-Encoding names `chunked` and nothing else.
-fn only_chunked(headers: &HeaderMap) -> bool {
+pub fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
