@@ -702,6 +702,105 @@ async fn serve_connection<I>(
     }
 }
 
+/// Thin entry points for the fuzz targets in `tests/fuzz` (not an API).
+#[doc(hidden)]
+pub mod fuzz {
+    use std::net::SocketAddr;
+
+    pub use hyper::Version;
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    pub use super::upstream::FuzzAnswer;
+
+    /// Reads one answer (to a HEAD when `head_only`) from an upstream that sent `bytes` and
+    /// closed, through podkit's HTTP/1.1 client, on a runtime of the calling thread.
+    pub fn upstream_answer(bytes: &[u8], head_only: bool) -> std::io::Result<FuzzAnswer> {
+        thread_local! {
+            static RUNTIME: std::io::Result<tokio::runtime::Runtime> =
+                tokio::runtime::Builder::new_current_thread().enable_all().build();
+        }
+        RUNTIME.with(|runtime| match runtime {
+            Ok(runtime) => runtime.block_on(super::upstream::fuzz_answer(bytes, head_only)),
+            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+        })
+    }
+
+    /// What the proxy makes of a request head (bytes as a client sends them).
+    #[derive(Debug)]
+    pub struct Head {
+        /// The status it is refused with, if it is.
+        pub refused: Option<u16>,
+        /// The Host (or absolute-form authority) it would route by.
+        pub host: Option<HeaderValue>,
+        /// The headers it would forward (hop-by-hop out, forwarded in).
+        pub forwarded: HeaderMap,
+    }
+
+    /// Parses `bytes` as hyper's server does (httparse), then runs the proxy's checks and its
+    /// header rewriting (`trust`: `--trust-forwarded`) for a client at `peer`.
+    pub fn request_head(bytes: &[u8], peer: SocketAddr, trust: bool) -> Option<Head> {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let httparse::Status::Complete(_) = parsed.parse(bytes).ok()? else {
+            return None;
+        };
+        let mut request = hyper::Request::builder()
+            .method(parsed.method?)
+            .uri(parsed.path?)
+            .version(match parsed.version? {
+                0 => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            })
+            .body(())
+            .ok()?;
+        for field in parsed.headers.iter() {
+            let name = hyper::header::HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(field.value).ok()?;
+            request.headers_mut().append(name, value);
+        }
+        let refused = super::forward::refuse(&request).map(|s| s.as_u16());
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .cloned()
+            .or_else(|| {
+                let authority = request.uri().authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            });
+        let mut forwarded = request.headers().clone();
+        super::forward::strip_hop_by_hop(&mut forwarded);
+        super::forward::forwarded(&mut forwarded, peer, false, host.as_ref(), trust);
+        Some(Head {
+            refused,
+            host,
+            forwarded,
+        })
+    }
+
+    /// Whether a Host value is accepted.
+    pub fn valid_authority(value: &[u8]) -> bool {
+        super::forward::valid_authority(value)
+    }
+
+    /// `value` as a quoted-string.
+    pub fn quote(value: &[u8]) -> String {
+        let mut out = String::new();
+        super::forward::quote(&mut out, value);
+        out
+    }
+
+    /// Trailers as passed on.
+    pub fn strip_forbidden_trailers(trailers: &mut HeaderMap) {
+        super::forward::strip_forbidden_trailers(trailers);
+    }
+
+    /// A chunk-size line: its length with the CRLF and the size, `None` while incomplete,
+    /// `Err` when invalid.
+    pub fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ()> {
+        super::upstream::chunk_size(buf).map_err(|_| ())
+    }
+}
+
 /// Runs the proxy the flags describe until SIGTERM or SIGINT: `podkit proxy` and
 /// `podkit-proxy`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
