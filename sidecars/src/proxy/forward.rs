@@ -155,7 +155,7 @@ fn short(status: StatusCode) -> Response<ProxyBody> {
 }
 
 /// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
-fn forwarded(
+pub(crate) fn forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     tls: bool,
@@ -385,7 +385,7 @@ fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Why a request is refused before routing: its status and the access log's flags.
-fn refuse<B>(req: &Request<B>) -> Option<StatusCode> {
+pub(crate) fn refuse<B>(req: &Request<B>) -> Option<StatusCode> {
     if req.method() == Method::CONNECT {
         return Some(StatusCode::METHOD_NOT_ALLOWED);
     }
@@ -406,7 +406,15 @@ fn refuse<B>(req: &Request<B>) -> Option<StatusCode> {
         }
         _ => {}
     }
-    // HTTP/2's `:authority` is checked by hyper's URI parsing; it must agree with a Host.
+    // The request target's authority (absolute- or authority-form, HTTP/2's `:authority`)
+    // stands in for a missing Host: it must be as valid (hyper's URI parsing lets a user name
+    // through, `GET* HT@* HTTP/1.0` as the fuzzer found).
+    if let Some(authority) = req.uri().authority()
+        && !valid_authority(authority.as_str().as_bytes())
+    {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    // HTTP/2's `:authority` must agree with a Host.
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
         && req.version() == hyper::Version::HTTP_2
         && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
@@ -867,6 +875,86 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn authorities() {
+        for good in [
+            "a",
+            "shop.example",
+            "shop.example:8080",
+            "10.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "x_y.local",
+            "caf%C3%A9.example",
+            "a:",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "t\", for=6.6.6.6, for=\"x",
+            "a b",
+            "a/b",
+            "a@b",
+            "a\\b",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a:8o",
+            "a:123456",
+            "%zz",
+            "a%4",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    /// Found by the `proxy_head` fuzz target: an authority-form target with a user name and
+    /// no Host (HTTP/1.0) was routed by, and put into Forwarded as, that authority.
+    #[test]
+    fn a_target_authority_is_validated_like_a_host() {
+        let request = Request::builder()
+            .method("GET*")
+            .uri("HT@*")
+            .version(hyper::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(refuse(&request), Some(StatusCode::BAD_REQUEST));
+        let request = Request::builder()
+            .uri("http://shop.example:8080/x")
+            .version(hyper::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(refuse(&request), None);
+    }
+
+    #[test]
+    fn quoted_strings() {
+        let mut out = String::new();
+        quote(&mut out, b"a\"b\\c\x01\td\xff");
+        assert_eq!(out, "\"a\\\"b\\\\c\td\"");
+    }
+
+    #[test]
+    fn forbidden_trailers_are_dropped() {
+        let mut trailers = HeaderMap::new();
+        for (k, v) in [
+            ("content-length", "5"),
+            ("host", "evil"),
+            ("proxy-foo", "1"),
+            ("set-cookie", "a=b"),
+            ("x-checksum", "2"),
+            ("grpc-status", "0"),
+        ] {
+            trailers.insert(k, HeaderValue::from_static(v));
+        }
+        strip_forbidden_trailers(&mut trailers);
+        let mut left: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["grpc-status", "x-checksum"]);
     }
 
     #[test]
