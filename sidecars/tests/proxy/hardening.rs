@@ -451,3 +451,92 @@ async fn static_file_rewritten_within_a_second_is_not_stale() -> anyhow::Result<
     assert_eq!(got.body, b"again\n");
     proxy.stop().await
 }
+
+/// VmRSS and VmHWM of a process, in KiB.
+fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name}"))?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("no value")?
+            .parse()?)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// Not a test: measures the `podkit-proxy` binary's memory before, at the peak of and after a
+/// burst of HTTP/2 resets (50 connections at once, each opening 100 held streams, resetting
+/// them all once they reached the app, and again, until the proxy closes it), and prints it.
+/// `cargo test -p sidecars --test proxy rss_after -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, printed; run by hand"]
+async fn rss_after_an_http2_reset_burst() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let app = Backend::start("app").await?;
+    let proxy =
+        crate::support::Binary::start(&["--upstream", &app.url(), "--access-log", "off"], dir.path())
+            .await?;
+    let pid = proxy.child.id().context("no pid")?;
+    let addr: std::net::SocketAddr = proxy.addr.parse()?;
+    let before = rss(pid)?;
+    let mut attackers = Vec::new();
+    for _ in 0..50 {
+        attackers.push(tokio::spawn(async move {
+            let conn = TcpStream::connect(addr).await?;
+            let (mut read, mut write) = conn.into_split();
+            let reader = tokio::spawn(async move { closed_by_proxy("burst", &mut read).await });
+            write.write_all(PREFACE).await?;
+            write.write_all(&frame(0x4, 0, 0, &[])).await?;
+            let mut next = 1u32;
+            while !reader.is_finished() && next < 20_000 {
+                let first = next;
+                let mut bytes = Vec::new();
+                for _ in 0..100 {
+                    bytes.extend(get_hold(next));
+                    next += 2;
+                }
+                if write.write_all(&bytes).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                let mut resets = Vec::new();
+                for stream in (first..next).step_by(2) {
+                    resets.extend(frame(0x3, 0, stream, &8u32.to_be_bytes()));
+                }
+                if write.write_all(&resets).await.is_err() {
+                    break;
+                }
+            }
+            reader.await??;
+            anyhow::Ok(next / 2)
+        }));
+    }
+    let mut streams = 0;
+    let mut peak = before;
+    for attacker in attackers {
+        streams += attacker.await??;
+        let now = rss(pid)?;
+        peak = (peak.0.max(now.0), peak.1.max(now.1));
+    }
+    let held = app.held.load(Ordering::SeqCst);
+    // The app lets the held requests go; the proxy's upstream connections close with them.
+    app.release.cancel();
+    wait_until("the upstream connections are gone", || {
+        std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()) < 20
+    })
+    .await?;
+    let after = rss(pid)?;
+    println!(
+        "rss: {streams} streams opened and reset, {held} reached the app; VmRSS before {} KiB, \
+         peak VmHWM {} KiB, VmRSS after {} KiB",
+        before.0, peak.1, after.0
+    );
+    let (status, _) = proxy.stop().await?;
+    ensure!(status.success(), "{status:?}");
+    Ok(())
+}
