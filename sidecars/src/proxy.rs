@@ -623,6 +623,7 @@ async fn serve_connection<I>(
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+    let stream = conn::Calm::new(stream, activity.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
@@ -659,7 +660,7 @@ async fn serve_connection<I>(
             }
         };
         if activity.calm_down() && closing.is_none() {
-            warn!(client = %peer, "client reset too many HTTP/2 streams before their answer: GOAWAY, connection closed");
+            warn!(client = %peer, "client reset too many HTTP/2 streams before their answer: GOAWAY ENHANCE_YOUR_CALM, connection closed");
             conn.as_mut().graceful_shutdown();
             // An abuser need not wait for the streams it may still have open.
             closing = Some(now + ABUSE_GRACE);

@@ -275,7 +275,11 @@ async fn static_files() -> anyhow::Result<()> {
     assert_eq!(got.status, 304, "{etag}");
     assert!(got.body.is_empty());
     let modified = header(&got.headers, "last-modified").context("no Last-Modified")?;
-    let got = curl(&["-H", &format!("If-Modified-Since: {modified}")], &proxy.url("/")).await?;
+    let got = curl(
+        &["-H", &format!("If-Modified-Since: {modified}")],
+        &proxy.url("/"),
+    )
+    .await?;
     assert_eq!(got.status, 304);
 
     let got = curl(&[], &proxy.url("/assets/app.js")).await?;

@@ -10,7 +10,8 @@
 //!   [`StreamExecutor`]; what is cut drops its upstream connection unpooled;
 //! - requests per connection (`--max-requests-per-connection`), then GOAWAY or `close`;
 //! - HTTP/2 streams the client resets before their answer ended (rapid reset), a token bucket
-//!   of [`RESET_BURST`] refilled at [`RESET_RATE`] a second, then GOAWAY and the close.
+//!   of [`RESET_BURST`] refilled at [`RESET_RATE`] a second, then GOAWAY `ENHANCE_YOUR_CALM`
+//!   ([`Calm`]) and the close.
 //!
 //! hyper's own HTTP/1.1 header timer is not used: it also runs while a keep-alive connection
 //! waits for the next head, so it cannot tell a slow head from an idle connection.
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -331,6 +332,224 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
+/// GOAWAY's frame type (RFC 9113 section 6.8).
+const GOAWAY: u8 = 0x7;
+/// Where a GOAWAY payload's error code sits (after the last stream identifier).
+const GOAWAY_CODE: std::ops::Range<usize> = 4..8;
+/// The last byte of `ENHANCE_YOUR_CALM` (0xb); `NO_ERROR`'s is 0, their others are too.
+const ENHANCE_YOUR_CALM: u8 = 0xb;
+
+/// The client connection as hyper writes to it (above TLS). Once the client spent its budget
+/// of early resets, the GOAWAY frames h2 sends with `NO_ERROR` carry `ENHANCE_YOUR_CALM`
+/// instead, as h2's own bounds do: hyper can only shut a connection down gracefully. The
+/// frames are followed as they are written; an HTTP/1.1 connection is passed through.
+#[derive(Debug)]
+pub struct Calm<I> {
+    io: I,
+    activity: Arc<Activity>,
+    /// Where the bytes written so far ended.
+    frames: FrameCursor,
+}
+
+impl<I> Calm<I> {
+    /// Wraps `io`.
+    pub fn new(io: I, activity: Arc<Activity>) -> Self {
+        Self {
+            io,
+            activity,
+            frames: FrameCursor::Unknown,
+        }
+    }
+}
+
+/// A position in the HTTP/2 frames a server writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameCursor {
+    /// Nothing written yet. An HTTP/2 server starts with its SETTINGS frame, whose length's
+    /// first byte is 0; an HTTP/1.1 answer starts with `H`.
+    Unknown,
+    /// Not HTTP/2.
+    Other,
+    /// In a frame's 9-byte header, `have` bytes of it written.
+    Header { header: [u8; 9], have: usize },
+    /// In a payload of `len` bytes, `at` of them written; for a GOAWAY frame, whether a byte
+    /// of its error code written so far was not 0.
+    Payload {
+        len: usize,
+        at: usize,
+        goaway: bool,
+        coded: bool,
+    },
+}
+
+impl FrameCursor {
+    const START: Self = Self::Header {
+        header: [0; 9],
+        have: 0,
+    };
+
+    /// The cursor once `bytes` are written from here.
+    fn advance(mut self, mut bytes: &[u8]) -> Self {
+        while let Some(&first) = bytes.first() {
+            let n;
+            (self, n) = match self {
+                Self::Unknown if first == 0 => (Self::START, 0),
+                Self::Unknown | Self::Other => return Self::Other,
+                Self::Header { mut header, have } => {
+                    let n = bytes.len().min(9 - have);
+                    header[have..have + n].copy_from_slice(&bytes[..n]);
+                    if have + n < 9 {
+                        let have = have + n;
+                        (Self::Header { header, have }, n)
+                    } else {
+                        let len = usize::from(header[0]) << 16
+                            | usize::from(header[1]) << 8
+                            | usize::from(header[2]);
+                        let goaway = header[3] == GOAWAY;
+                        let next = match len {
+                            0 => Self::START,
+                            _ => Self::Payload {
+                                len,
+                                at: 0,
+                                goaway,
+                                coded: false,
+                            },
+                        };
+                        (next, n)
+                    }
+                }
+                Self::Payload {
+                    len,
+                    at,
+                    goaway,
+                    mut coded,
+                } => {
+                    let n = bytes.len().min(len - at);
+                    if goaway {
+                        coded |= (at..at + n)
+                            .zip(bytes)
+                            .any(|(i, &b)| GOAWAY_CODE.contains(&i) && b != 0);
+                    }
+                    let next = match at + n == len {
+                        true => Self::START,
+                        false => Self::Payload {
+                            len,
+                            at: at + n,
+                            goaway,
+                            coded,
+                        },
+                    };
+                    (next, n)
+                }
+            };
+            bytes = &bytes[n..];
+        }
+        self
+    }
+
+    /// Where in `bytes`, written from here, the last byte of a `NO_ERROR` GOAWAY's error
+    /// code is.
+    fn no_error_code(mut self, bytes: &[u8]) -> Option<usize> {
+        let last = GOAWAY_CODE.end - 1;
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let step = match self {
+                Self::Payload {
+                    len,
+                    at,
+                    goaway: true,
+                    coded,
+                } if len >= GOAWAY_CODE.end && at <= last => match at == last {
+                    true if !coded && bytes[offset] == 0 => return Some(offset),
+                    true => len - at,
+                    false => last - at,
+                },
+                Self::Payload { len, at, .. } => len - at,
+                Self::Header { have, .. } => 9 - have,
+                // One byte tells.
+                Self::Unknown => 1,
+                Self::Other => return None,
+            };
+            let end = bytes.len().min(offset + step);
+            self = self.advance(&bytes[offset..end]);
+            offset = end;
+        }
+        None
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Calm<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Calm<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut out = buf;
+        if this.activity.calm_down()
+            && let Some(at) = this.frames.no_error_code(buf)
+        {
+            // Up to the code's last byte; that byte, patched, alone.
+            out = match at {
+                0 => std::slice::from_ref(&ENHANCE_YOUR_CALM),
+                _ => &buf[..at],
+            };
+        }
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, out))?;
+        this.frames = this.frames.advance(&buf[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // A connection told to calm down is about to close: one slice at a time is enough.
+        if this.activity.calm_down() {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return Pin::new(this).poll_write(cx, first);
+        }
+        let mut n = ready!(Pin::new(&mut this.io).poll_write_vectored(cx, bufs))?;
+        let written = n;
+        for buf in bufs {
+            if n == 0 {
+                break;
+            }
+            let part = &buf[..n.min(buf.len())];
+            this.frames = this.frames.advance(part);
+            n -= part.len();
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
 /// Whether an HTTP/2 stream's answer waits for the client: its body handed data that was not
 /// taken since (the stream's window is at 0).
 #[derive(Debug)]
@@ -471,5 +690,98 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn frame(kind: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).expect("small");
+        let mut out = len.to_be_bytes()[1..].to_vec();
+        out.extend([kind, 0]);
+        out.extend(stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// What the peer reads after `bytes` went through a [`Calm`] in pieces of `piece` bytes:
+    /// the first `before` as vectored writes of two slices, then the rest, after the client
+    /// spent its budget when `calm`.
+    async fn through(bytes: &[u8], before: usize, piece: usize, calm: bool) -> Vec<u8> {
+        let activity = Activity::new(u64::MAX);
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut ours = Calm::new(ours, activity.clone());
+        let mut rest = &bytes[..before];
+        while !rest.is_empty() {
+            let (a, b) = rest[..rest.len().min(piece)].split_at(piece.min(rest.len()) / 2);
+            let n = ours
+                .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+                .await
+                .expect("write");
+            rest = &rest[n..];
+        }
+        activity.calm.store(calm, Ordering::Relaxed);
+        for chunk in bytes[before..].chunks(piece) {
+            ours.write_all(chunk).await.expect("write");
+        }
+        drop(ours);
+        let mut seen = Vec::new();
+        theirs.read_to_end(&mut seen).await.expect("read");
+        seen
+    }
+
+    #[tokio::test]
+    async fn goaway_says_enhance_your_calm_once_calm() {
+        let goaway = |code: u32| {
+            let mut payload = 7u32.to_be_bytes().to_vec();
+            payload.extend(code.to_be_bytes());
+            payload.extend(b"debug");
+            frame(GOAWAY, 0, &payload)
+        };
+        let mut h2 = frame(0x4, 0, &[0, 3, 0, 0, 0, 128]);
+        h2.extend(frame(0x0, 1, &[0; 300]));
+        let before = h2.len();
+        // A DATA frame whose payload looks like a GOAWAY is left alone.
+        h2.extend(frame(0x0, 3, &goaway(0)));
+        h2.extend(goaway(0));
+        h2.extend(frame(0x6, 0, &[0; 8]));
+        h2.extend(goaway(0));
+        h2.extend(goaway(1));
+        let mut calm = h2.clone();
+        let at = |nth: usize| {
+            let mut offset = 0;
+            let mut seen = 0;
+            loop {
+                let len = usize::from(h2[offset + 2]) | usize::from(h2[offset + 1]) << 8;
+                if h2[offset + 3] == GOAWAY {
+                    if seen == nth {
+                        return offset + 9 + GOAWAY_CODE.start;
+                    }
+                    seen += 1;
+                }
+                offset += 9 + len;
+            }
+        };
+        for nth in [0, 1] {
+            calm[at(nth) + 3] = ENHANCE_YOUR_CALM;
+        }
+        for piece in [1, 2, 3, 5, 7, 9, 13, 4096] {
+            assert_eq!(
+                through(&h2, before, piece, true).await,
+                calm,
+                "pieces of {piece}"
+            );
+            assert_eq!(
+                through(&h2, before, piece, false).await,
+                h2,
+                "pieces of {piece}"
+            );
+        }
+        let http1 = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert_eq!(through(http1, 0, 3, true).await, http1);
     }
 }

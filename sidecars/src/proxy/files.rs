@@ -146,11 +146,7 @@ impl Validators {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
         let weak = mtime.max(ctime) > now_nanos - 1_000_000_000;
-        let etag = format!(
-            "\"{:x}-{mtime:x}-{:x}-{ctime:x}\"",
-            meta.len(),
-            meta.ino()
-        );
+        let etag = format!("\"{:x}-{mtime:x}-{:x}-{ctime:x}\"", meta.len(), meta.ino());
         let modified_secs = Some(meta.mtime());
         let last_modified = jiff::Timestamp::from_second(meta.mtime())
             .ok()
@@ -177,9 +173,7 @@ impl Validators {
             return false;
         }
         if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
-            return inm
-                .to_str()
-                .is_ok_and(|inm| etag_matches(inm, &self.etag));
+            return inm.to_str().is_ok_and(|inm| etag_matches(inm, &self.etag));
         }
         let since = headers
             .get(header::IF_MODIFIED_SINCE)
@@ -202,7 +196,13 @@ fn http_date(value: &str) -> Option<i64> {
         value.trim().strip_suffix(" GMT")?,
     )
     .ok()?;
-    Some(civil.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp().as_second())
+    Some(
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
 }
 
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
@@ -327,7 +327,10 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
         assert_eq!(http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
         assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37"), None);
     }

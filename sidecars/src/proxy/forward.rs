@@ -10,9 +10,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
-use hyper::body::Frame;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -210,7 +210,10 @@ pub(crate) fn forwarded(
         SocketAddr::V4(peer) => write!(element, "for={};proto={proto}", peer.ip()),
         SocketAddr::V6(peer) => {
             element.push_str("for=");
-            quote(&mut element, format_args!("[{}]", peer.ip()).to_string().as_bytes());
+            quote(
+                &mut element,
+                format_args!("[{}]", peer.ip()).to_string().as_bytes(),
+            );
             write!(element, ";proto={proto}")
         }
     };
@@ -417,7 +420,9 @@ pub(crate) fn refuse<B>(req: &Request<B>) -> Option<StatusCode> {
     // HTTP/2's `:authority` must agree with a Host.
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
         && req.version() == hyper::Version::HTTP_2
-        && !host.as_bytes().eq_ignore_ascii_case(authority.as_str().as_bytes())
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
         return Some(StatusCode::BAD_REQUEST);
     }
@@ -585,7 +590,8 @@ pub async fn handle(
             debug!(client = %peer, %status, "request refused");
             let mut response = short(status);
             if status == StatusCode::METHOD_NOT_ALLOWED
-                && let Ok(allow) = HeaderValue::from_str("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE")
+                && let Ok(allow) =
+                    HeaderValue::from_str("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE")
             {
                 response.headers_mut().insert(header::ALLOW, allow);
             }

@@ -397,6 +397,14 @@ impl Pool {
         reusable: bool,
     ) -> Result<Response<Body>, Error> {
         let mut reusable = reusable && version == Version::HTTP_11 && !has_token(&headers, "close");
+        // Both framings at once is how requests are smuggled: never reuse such a connection,
+        // and never pass the length on (RFC 9112 section 6.3), whatever the status (a 204
+        // with both, found by the upstream_response fuzz target, kept them).
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.remove(header::CONTENT_LENGTH).is_some()
+        {
+            reusable = false;
+        }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             reusable = false;
             Framing::Done
@@ -406,12 +414,6 @@ impl Pool {
         {
             Framing::Done
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            // Both framings at once is how requests are smuggled: never reuse such a connection,
-            // and never pass the length on (RFC 9112 section 6.3): the client's framing is made
-            // anew.
-            if headers.remove(header::CONTENT_LENGTH).is_some() {
-                reusable = false;
-            }
             // Any other coding would reach the client still coded once Transfer-Encoding, a
             // hop-by-hop header, is dropped.
             if !only_chunked(&headers) {
@@ -1645,6 +1647,26 @@ mod tests {
                 .is_some_and(|e| matches!(e, Error::Timeout(_))),
             "{err:?}"
         );
+    }
+
+    /// Found by the upstream_response fuzz target: a 204 with both framings kept its
+    /// Content-Length and its connection.
+    #[tokio::test]
+    async fn both_framings_lose_the_length_whatever_the_status() {
+        let (port, _seen) = server(
+            vec![
+                b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                b"",
+            ],
+            false,
+        )
+        .await;
+        let pool = local(port, options());
+        let response = pool.send(get("/")).await.expect("answered");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+        assert!(response.body().is_end_stream());
+        drop(response);
+        assert_eq!(pool.idle_len(), 0);
     }
 
     #[tokio::test]

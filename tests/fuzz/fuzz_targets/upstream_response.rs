@@ -54,7 +54,9 @@ fuzz_target!(|data: &[u8]| {
         let close = headers
             .get_all("connection")
             .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("close")));
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("close"));
         assert!(!close, "pooled after Connection: close");
     }
 });
