@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{Config, Event, Forwarder, ListenAddress, PortMapping, Stopped, Target};
+use crate::{Config, Event, Forwarder, ListenAddress, PortMapping, ProxyProtocol, Stopped, Target};
 
 /// Runs the forward `args` describe until Ctrl-C, SIGTERM or the target's deletion; prints
 /// kubectl's lines, and errors on stderr. The exit code: 0 after a signal, 1 otherwise.
@@ -73,6 +73,12 @@ pub struct Args {
     #[arg(long, env = "PODKIT_PORTFWD_UDP_MAX_FLOWS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     udp_max_flows: u32,
 
+    /// Start each TCP connection into the pod with a PROXY protocol header (v1: text, v2:
+    /// binary) carrying the client's address, for apps that expect one (nginx
+    /// `listen ... proxy_protocol`, HAProxy `accept-proxy`).
+    #[arg(long, env = "PODKIT_PORTFWD_PROXY_PROTOCOL", value_name = "v1|v2")]
+    proxy_protocol: Option<ProxyProtocol>,
+
     /// On Ctrl-C or SIGTERM, open connections get this long to finish.
     #[arg(long, env = "PODKIT_PORTFWD_DRAIN_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
     drain_timeout: Duration,
@@ -117,12 +123,16 @@ impl Args {
             .iter()
             .map(|spec| spec.parse::<PortMapping>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config::new(target, ports)
+        let config = Config::new(target, ports)
             .addresses(self.address.clone())
             .udp_idle_timeout(self.udp_idle_timeout)
             .udp_max_flows(self.udp_max_flows as usize)
             .drain_timeout(self.drain_timeout)
-            .pipe_size(self.pipe_size))
+            .pipe_size(self.pipe_size);
+        Ok(match self.proxy_protocol {
+            Some(version) => config.proxy_protocol(version),
+            None => config,
+        })
     }
 
     /// Whether `-v` was given: a line per connection.

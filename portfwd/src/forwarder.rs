@@ -169,6 +169,8 @@ pub(crate) struct Shared {
     pub(crate) udp_idle_timeout: std::time::Duration,
     /// [`Config::udp_max_flows`].
     pub(crate) udp_max_flows: usize,
+    /// [`Config::proxy_protocol`].
+    pub(crate) proxy_protocol: Option<crate::ProxyProtocol>,
     /// Failed dials are logged a few per window (a target that refuses every connection must
     /// not cost a log line per client).
     pub(crate) dial_warnings: Throttle,
@@ -324,6 +326,7 @@ impl Forwarder {
             on_event,
             udp_idle_timeout: config.udp_idle_timeout,
             udp_max_flows: config.udp_max_flows.max(1),
+            proxy_protocol: config.proxy_protocol,
             dial_warnings: Throttle::default(),
             cut: CancellationToken::new(),
             tracker: tracker.clone(),

@@ -1,5 +1,5 @@
 //! TCP: the accept loop of one host socket, and the life of one connection: dial inside the
-//! target, then relay.
+//! target, write the PROXY protocol header if the forward asks for one, then relay.
 //!
 //! Out of descriptors, the accept loop backs off instead of retrying at once; errors that
 //! repeat per connection (accept, dial) are logged a few per window (`throttle.rs`), the rest
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use socket2::SockRef;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
@@ -90,7 +91,7 @@ async fn connection(
         () = shared.cut.cancelled() => return,
         dialed = shared.dialer.connect_localhost(listening.remote) => dialed,
     };
-    let upstream = match dialed {
+    let mut upstream = match dialed {
         Ok(upstream) => upstream,
         Err(error) => {
             // A target whose app is down meets every client: a few warnings per window, with
@@ -115,6 +116,20 @@ async fn connection(
             return;
         }
     };
+    if let Some(version) = shared.proxy_protocol {
+        // The host address the client reached (with a wildcard listener, the real one).
+        let local = client.local_addr().unwrap_or(listening.local);
+        let header = version.header(peer, local);
+        let written = tokio::select! {
+            () = shared.cut.cancelled() => return,
+            written = upstream.write_all(&header) => written,
+        };
+        if let Err(err) = written {
+            debug!(%err, "failed to write the PROXY protocol header: closing this connection");
+            let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+            return;
+        }
+    }
     // `client` has TCP_NODELAY from the listener, `upstream` from the dialer.
     tokio::select! {
         () = shared.cut.cancelled() => debug!("connection cut"),

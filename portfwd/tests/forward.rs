@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netns::{Namespace, PodNamespaces};
-use portfwd::{Config, Error, Forwarder, ListenAddress, PortMapping, Stats, Stopped, Target};
+use portfwd::{
+    Config, Error, Forwarder, ListenAddress, PortMapping, ProxyProtocol, Stats, Stopped, Target,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -554,7 +556,7 @@ fn cli_rejects_bad_arguments_with_a_clear_message() {
     assert!(missing.contains("pod pkt-no-such-pod"), "{missing}");
 }
 
-// ---- attacks (issue #16, item 15) ----
+// ---- attacks (issue #16, items 15 and 7) ----
 
 /// 400 UDP clients, one datagram each, against the binary limited to 200 descriptors (as
 /// `ulimit -n 200` sets it, hard and soft) with `--udp-max-flows 16`. Before the cap each client
@@ -736,6 +738,163 @@ async fn connections_are_quiet_and_failed_dials_are_rate_limited() {
         (1..=3 * windows).contains(&warnings),
         "{warnings} dial warnings:\n{stderr}"
     );
+}
+
+/// With `Config::proxy_protocol`, the server in the pod gets a PROXY protocol header (parsed by
+/// the `ppp` crate, an independent implementation) naming the real client and the host
+/// address it connected to, for IPv4 and IPv6 clients, in versions 1 and 2; the payload
+/// follows unchanged. Before, the server saw only the relay's own connection from 127.0.0.1.
+#[tokio::test]
+async fn proxy_protocol_headers_name_the_real_client() {
+    let Some(pod) = Pod::create("ppp").await else {
+        return;
+    };
+    let server = ProxyHeaderServer::start(&pod);
+    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+        let config = Config::new(pod.target(), vec![PortMapping::tcp(0, server.port)])
+            .proxy_protocol(version);
+        let fwd = Forward::start(&pod, config).await;
+        assert!(!fwd.listening.is_empty(), "no listener");
+        for listening in &fwd.listening {
+            let addr = listening.local;
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let me = client.local_addr().expect("local addr");
+            client.write_all(b"hello").await.expect("write");
+            client.shutdown().await.expect("half-close");
+            let mut reply = String::new();
+            deadline(client.read_to_string(&mut reply))
+                .await
+                .expect("reply");
+            assert_eq!(reply, format!("{version} {me} {addr} hello"));
+        }
+    }
+}
+
+/// `--proxy-protocol v2` on the command line: the binary writes the header too; a version
+/// it does not know is refused with the versions it does.
+#[tokio::test]
+async fn cli_proxy_protocol_flag() {
+    let Some(pod) = Pod::create("pppcli").await else {
+        return;
+    };
+    let server = ProxyHeaderServer::start(&pod);
+    let fwd = Binary::start(
+        &pod,
+        None,
+        &[],
+        &[
+            "--proxy-protocol".into(),
+            "v2".into(),
+            format!(":{}", server.port),
+        ],
+        1,
+    )
+    .await;
+    let addr = fwd.local(0);
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    let me = client.local_addr().expect("local addr");
+    client.write_all(b"cli").await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut reply = String::new();
+    deadline(client.read_to_string(&mut reply))
+        .await
+        .expect("reply");
+    assert_eq!(reply, format!("v2 {me} {addr} cli"));
+    let output = Command::new(env!("CARGO_BIN_EXE_portfwd"))
+        .args(["--proxy-protocol", "v3", "web", "80"])
+        .output()
+        .expect("run portfwd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected v1 or v2"), "{stderr}");
+}
+
+/// A server inside a pod that reads a PROXY protocol header with `ppp`, then the payload to
+/// EOF, and replies `VERSION SOURCE DESTINATION PAYLOAD` (or `bad header: ...`).
+struct ProxyHeaderServer {
+    port: u16,
+    _task: AbortOnDrop<()>,
+}
+
+impl ProxyHeaderServer {
+    fn start(pod: &Pod) -> ProxyHeaderServer {
+        let listener = pod.listen(0);
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.expect("accept in pod");
+                tokio::spawn(async move {
+                    let reply = match read_proxy_header(&mut stream).await {
+                        Ok((described, mut payload)) => {
+                            stream.read_to_end(&mut payload).await.expect("payload");
+                            format!("{described} {}", String::from_utf8_lossy(&payload))
+                        }
+                        Err(err) => format!("bad header: {err}"),
+                    };
+                    stream.write_all(reply.as_bytes()).await.expect("reply");
+                });
+            }
+        });
+        ProxyHeaderServer {
+            port,
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// The header as `VERSION SOURCE DESTINATION`, and the bytes read after it.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
+    use ppp::{HeaderResult, PartialResult};
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("EOF before a complete header: {buf:?}"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let parsed = HeaderResult::parse(&buf);
+        if parsed.is_incomplete() {
+            continue;
+        }
+        let (described, len) = match parsed {
+            HeaderResult::V1(Ok(header)) => {
+                let (src, dst) = match header.addresses {
+                    ppp::v1::Addresses::Tcp4(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    ppp::v1::Addresses::Tcp6(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    other => return Err(format!("v1 addresses {other:?}")),
+                };
+                (format!("v1 {src} {dst}"), header.header.len())
+            }
+            HeaderResult::V2(Ok(header)) => {
+                if header.command != ppp::v2::Command::Proxy
+                    || header.protocol != ppp::v2::Protocol::Stream
+                {
+                    return Err(format!("v2 {:?} {:?}", header.command, header.protocol));
+                }
+                let (src, dst) = match header.addresses {
+                    ppp::v2::Addresses::IPv4(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    ppp::v2::Addresses::IPv6(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    other => return Err(format!("v2 addresses {other:?}")),
+                };
+                (format!("v2 {src} {dst}"), header.header.len())
+            }
+            other => return Err(format!("{other:?}")),
+        };
+        return Ok((described, buf[len..].to_vec()));
+    }
 }
 
 // ---- helpers ----
