@@ -796,9 +796,9 @@ pub mod fuzz {
     }
 
     /// A chunk-size line: its length with the CRLF and the size, `None` while incomplete,
-    /// `Err` when invalid.
-    pub fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, ()> {
-        super::upstream::chunk_size(buf).map_err(|_| ())
+    /// `Err` naming what is wrong when invalid.
+    pub fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, String> {
+        super::upstream::chunk_size(buf).map_err(|err| err.to_string())
     }
 }
 
