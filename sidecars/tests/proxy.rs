@@ -265,7 +265,11 @@ async fn static_files() -> anyhow::Result<()> {
             break (etag, got);
         }
         let got = curl(&["-H", &format!("If-None-Match: {etag}")], &proxy.url("/")).await?;
-        assert_eq!(got.status, 200, "a weak ETag was honoured");
+        // The second may have passed since: the answer's own validator says which it was.
+        let now = header(&got.headers, "etag").context("no ETag")?;
+        if now.starts_with("W/") {
+            assert_eq!(got.status, 200, "a weak ETag was honoured");
+        }
         ensure!(
             tokio::time::Instant::now() < deadline,
             "the ETag stayed weak: {etag}"
