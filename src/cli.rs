@@ -264,6 +264,9 @@ fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
     for field in &plan.ignored {
         eprintln!("note: {field} is ignored on one host");
     }
+    for warning in &plan.warnings {
+        eprintln!("warning: {warning}");
+    }
     // The supervisor is a fresh exec of podkit, handed the validated plan: it never loads the
     // YAML and Kubernetes deserializers, most of this process's memory. Same pid, same terminal.
     let mut supervise = supervise_command(&plan)?;

@@ -72,6 +72,10 @@ pub struct PodPlan {
     pub volumes: Vec<Volume>,
     /// Field paths that were accepted but mean nothing on one host.
     pub ignored: Vec<String>,
+    /// What the user should know before running the pod (said by `apply`, `run`, `describe`):
+    /// a hostPort open to other hosts whose app sees every client as 127.0.0.1, ...
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// `spec.restartPolicy` (for native sidecars: always `Always`).
@@ -129,6 +133,25 @@ pub struct HostPort {
     pub udp: bool,
     /// `hostIP`: the host address to listen on; all of them (0.0.0.0) when unset.
     pub host_ip: Option<std::net::IpAddr>,
+    /// A PROXY protocol header with the client's address, sent to the app before the client's
+    /// bytes (the pod's annotation [`PROXY_PROTOCOL_ANNOTATION`]); TCP only.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// The pod annotation that makes podkit's hostPort relay tell the app each client's real
+/// address with a PROXY protocol header (HAProxy's): `v1` or `v2` for every TCP hostPort, or
+/// `HOSTPORT=v1|v2,...` for some. Harmless on a cluster, where hostPorts are NAT and the app
+/// sees the client's address anyway (but an app expecting the header would then not get it).
+pub const PROXY_PROTOCOL_ANNOTATION: &str = "podkit.io/proxy-protocol";
+
+/// A PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProxyProtocol {
+    /// The text header: `PROXY TCP4 SRC DST SPORT DPORT\r\n`.
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// An environment variable: a literal, or a field of the pod filled in at start.

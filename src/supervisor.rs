@@ -43,7 +43,7 @@ use self::reaper::Reaper;
 pub use self::status::Event as EventRecord;
 use self::status::Status;
 use self::volumes::{VolumeError, Volumes};
-use crate::spec::{PodPlan, RestartPolicy};
+use crate::spec::{PodPlan, ProxyProtocol, RestartPolicy};
 
 /// Where pods keep their state when `PODKIT_ROOT` does not say otherwise.
 pub const DEFAULT_ROOT: &str = "/run/podkit";
@@ -513,7 +513,9 @@ async fn publish_host_ports(
 ) -> Result<Vec<JoinHandle<()>>, Error> {
     use std::collections::BTreeMap;
     use std::net::{IpAddr, Ipv4Addr};
-    let mut groups: BTreeMap<IpAddr, Vec<portfwd::PortMapping>> = BTreeMap::new();
+    // One forwarder per listen address and PROXY protocol version: both are per forwarder.
+    let mut groups: BTreeMap<(IpAddr, Option<ProxyProtocol>), Vec<portfwd::PortMapping>> =
+        BTreeMap::new();
     for port in plan
         .init_containers
         .iter()
@@ -526,13 +528,22 @@ async fn publish_host_ports(
         } else {
             portfwd::PortMapping::tcp(port.host_port, port.container_port)
         };
-        groups.entry(ip).or_default().push(mapping);
+        groups
+            .entry((ip, port.proxy_protocol))
+            .or_default()
+            .push(mapping);
     }
     let mut forwarders = Vec::new();
-    for (ip, mappings) in groups {
+    for ((ip, proxy_protocol), mappings) in groups {
         let target = portfwd::Target::Netns(netns.display().to_string());
-        let config =
+        let mut config =
             portfwd::Config::new(target, mappings).addresses(vec![portfwd::ListenAddress::Ip(ip)]);
+        if let Some(version) = proxy_protocol {
+            config = config.proxy_protocol(match version {
+                ProxyProtocol::V1 => portfwd::ProxyProtocol::V1,
+                ProxyProtocol::V2 => portfwd::ProxyProtocol::V2,
+            });
+        }
         let forwarder = match portfwd::Forwarder::bind(config).await {
             Ok(forwarder) => forwarder,
             Err(err) => {

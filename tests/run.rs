@@ -1875,6 +1875,54 @@ fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start(
     );
 }
 
+#[test]
+fn a_host_port_with_the_proxy_protocol_annotation_tells_the_app_the_clients_address() {
+    use std::io::{Read, Write};
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (with, without) = (free(), free());
+    // Two echo servers: the app on 7171 gets a PROXY header before each client's bytes (only
+    // hostPort `with` is named in the annotation), the one on 7272 gets the bytes alone.
+    let Some(pod) = Running::start("proxyproto", |name| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/proxy-protocol: '{with}=v1'}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {with}, hostIP: 127.0.0.1}}]\n  - name: b\n    command: [socat, 'TCP-LISTEN:7272,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7272, hostPort: {without}, hostIP: 127.0.0.1}}]\n"
+        )
+    }) else {
+        return;
+    };
+    // Sends `hello` through `port` once the app listens; the app's echo and the client's port.
+    let exchange = |port: u16| {
+        for _ in 0..100 {
+            if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let client = conn.local_addr().expect("local address").port();
+                let _ = conn.write_all(b"hello");
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+                let mut reply = String::new();
+                let _ = conn.read_to_string(&mut reply);
+                if !reply.is_empty() {
+                    return (reply, client);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no echo through hostPort {port}: {}", pod.output());
+    };
+    let (reply, client) = exchange(with);
+    assert_eq!(
+        reply,
+        format!("PROXY TCP4 127.0.0.1 127.0.0.1 {client} {with}\r\nhello"),
+        "the app on hostPort {with} is told the client's address and port"
+    );
+    let (reply, _) = exchange(without);
+    assert_eq!(reply, "hello", "hostPort {without} is relayed as it was");
+    pod.delete_and_check();
+}
+
 /// Deletes an applied pod when dropped, whatever the test did.
 struct Applied(String);
 

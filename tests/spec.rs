@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use podkit::spec::{self, EnvValue, Handler, HostPathType, RestartPolicy, VolumeSource};
+use podkit::spec::{
+    self, EnvValue, Handler, HostPathType, ProxyProtocol, RestartPolicy, VolumeSource,
+};
 
 const GOOD: &str = r#"
 apiVersion: v1
@@ -247,6 +249,81 @@ fn manifests_that_would_reach_past_the_pod_are_refused() {
         ),
     ] {
         spec::parse("pod.yaml", &ok).expect("valid");
+    }
+}
+
+/// A hostPort open to other hosts is relayed, so its app sees every client as 127.0.0.1: said
+/// as a warning, unless the app gets the client's address in a PROXY protocol header (the
+/// `podkit.io/proxy-protocol` annotation) or the port listens on loopback only.
+#[test]
+fn host_ports_open_to_other_hosts_warn_unless_the_app_gets_the_clients_address() {
+    let ports = "    ports:\n    - {containerPort: 80, hostPort: 8080}\n    - {containerPort: 81, hostPort: 8081, hostIP: 127.0.0.1}\n    - {containerPort: 82, hostPort: 8082, hostIP: 0.0.0.0}\n    - {containerPort: 53, hostPort: 8053, protocol: UDP}\n";
+    let plain = pod("", ports);
+    let plan = &spec::parse("pod.yaml", &plain).expect("valid")[0];
+    let warned: Vec<&String> = plan
+        .warnings
+        .iter()
+        .filter(|w| w.contains("127.0.0.1"))
+        .collect();
+    assert_eq!(
+        warned.len(),
+        2,
+        "8080 and 8082, not loopback-only 8081 or UDP: {:?}",
+        plan.warnings
+    );
+    assert!(
+        warned[0].contains("hostPort 8080") && warned[0].contains("spec.containers[0]"),
+        "{}",
+        warned[0]
+    );
+
+    let with = |value: &str| {
+        plain.replace(
+            "  name: p\n",
+            &format!("  name: p\n  annotations: {{podkit.io/proxy-protocol: '{value}'}}\n"),
+        )
+    };
+    let plan = &spec::parse("pod.yaml", &with("v2")).expect("valid")[0];
+    assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+    let versions: Vec<_> = plan.containers[0]
+        .host_ports
+        .iter()
+        .map(|p| (p.host_port, p.proxy_protocol))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (8080, Some(ProxyProtocol::V2)),
+            (8081, Some(ProxyProtocol::V2)),
+            (8082, Some(ProxyProtocol::V2)),
+            (8053, None)
+        ]
+    );
+    let plan = &spec::parse("pod.yaml", &with("8080=v1")).expect("valid")[0];
+    assert_eq!(
+        plan.containers[0].host_ports[0].proxy_protocol,
+        Some(ProxyProtocol::V1)
+    );
+    assert_eq!(
+        plan.warnings.len(),
+        1,
+        "8082 still warns: {:?}",
+        plan.warnings
+    );
+
+    for (value, want) in [
+        ("v3", "\"v3\": must be v1 or v2"),
+        ("9999=v1", "9999: no TCP hostPort 9999 in the pod"),
+        ("8053=v2", "8053: no TCP hostPort"),
+    ] {
+        let err = spec::parse("pod.yaml", &with(value))
+            .expect_err(value)
+            .to_string();
+        assert!(
+            err.contains("metadata.annotations[\"podkit.io/proxy-protocol\"]")
+                && err.contains(want),
+            "{err}"
+        );
     }
 }
 

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{Config, Event, Forwarder, ListenAddress, PortMapping, Stopped, Target};
+use crate::{Config, Event, Forwarder, ListenAddress, PortMapping, ProxyProtocol, Stopped, Target};
 
 /// Runs the forward `args` describe until Ctrl-C, SIGTERM or the target's deletion; prints
 /// kubectl's lines, and errors on stderr. The exit code: 0 after a signal, 1 otherwise.
@@ -68,6 +68,17 @@ pub struct Args {
     #[arg(long, env = "PODKIT_PORTFWD_UDP_IDLE_TIMEOUT", default_value = "60s", value_parser = crate::parse_duration)]
     udp_idle_timeout: Duration,
 
+    /// The most UDP flows (a socket each) per mapping and address; a new client when it is full
+    /// ends the least recently active flow.
+    #[arg(long, env = "PODKIT_PORTFWD_UDP_MAX_FLOWS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    udp_max_flows: u32,
+
+    /// Start each TCP connection into the pod with a PROXY protocol header (v1: text, v2:
+    /// binary) carrying the client's address, for apps that expect one (nginx
+    /// `listen ... proxy_protocol`, HAProxy `accept-proxy`).
+    #[arg(long, env = "PODKIT_PORTFWD_PROXY_PROTOCOL", value_name = "v1|v2")]
+    proxy_protocol: Option<ProxyProtocol>,
+
     /// On Ctrl-C or SIGTERM, open connections get this long to finish.
     #[arg(long, env = "PODKIT_PORTFWD_DRAIN_TIMEOUT", default_value = "10s", value_parser = crate::parse_duration)]
     drain_timeout: Duration,
@@ -81,8 +92,13 @@ pub struct Args {
     #[arg(long, env = "PODKIT_PORTFWD_PIPE_SIZE", default_value_t = 256 * 1024)]
     pipe_size: usize,
 
-    /// Do not print a line for each connection.
-    #[arg(short, long)]
+    /// Print kubectl's `Handling connection for PORT` line for each connection and UDP flow
+    /// (and, from the `portfwd` binary, log each connection's end at debug level).
+    #[arg(short, long, conflicts_with = "quiet")]
+    verbose: bool,
+
+    /// No line per connection: the default now; kept so that scripts passing it still work.
+    #[arg(short, long, hide = true)]
     quiet: bool,
 }
 
@@ -107,11 +123,21 @@ impl Args {
             .iter()
             .map(|spec| spec.parse::<PortMapping>())
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Config::new(target, ports)
+        let config = Config::new(target, ports)
             .addresses(self.address.clone())
             .udp_idle_timeout(self.udp_idle_timeout)
+            .udp_max_flows(self.udp_max_flows as usize)
             .drain_timeout(self.drain_timeout)
-            .pipe_size(self.pipe_size))
+            .pipe_size(self.pipe_size);
+        Ok(match self.proxy_protocol {
+            Some(version) => config.proxy_protocol(version),
+            None => config,
+        })
+    }
+
+    /// Whether `-v` was given: a line per connection.
+    pub fn verbose(&self) -> bool {
+        self.verbose
     }
 }
 
@@ -177,7 +203,7 @@ fn forward(args: Args) -> anyhow::Result<Stopped> {
         }
         stdout.flush().context("failed to write to stdout")?;
         drop(stdout);
-        if !args.quiet {
+        if args.verbose {
             let printer = Printer::start().context("failed to start the output thread")?;
             forwarder = forwarder.on_event(move |event| printer.event(event));
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::{ListenAddress, PortMapping, Target};
+use crate::{ListenAddress, PortMapping, ProxyProtocol, Target};
 
 /// A forward from host ports into one target's network namespace.
 #[derive(Debug, Clone)]
@@ -17,6 +17,13 @@ pub struct Config {
     pub ports: Vec<PortMapping>,
     /// A UDP flow with no datagram either way for this long is ended, freeing its socket.
     pub udp_idle_timeout: Duration,
+    /// The most UDP flows (one socket each) a mapping keeps on one host address; a datagram
+    /// from a new client when it is full ends the least recently active flow, as conntrack
+    /// drops its oldest entries, so clients cannot take every file descriptor.
+    pub udp_max_flows: usize,
+    /// Write this PROXY protocol header to each TCP connection into the target, before any
+    /// relayed byte, so the app sees the real client address (`None`: plain relay).
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// On shutdown, open connections get this long to finish before they are cut.
     pub drain_timeout: Duration,
     /// How often to check that the target's network namespace still exists.
@@ -34,6 +41,8 @@ impl Config {
             addresses: vec![ListenAddress::Localhost],
             ports,
             udp_idle_timeout: Duration::from_secs(60),
+            udp_max_flows: 1024,
+            proxy_protocol: None,
             drain_timeout: Duration::from_secs(10),
             watch_interval: Duration::from_millis(500),
             pipe_size: 256 * 1024,
@@ -49,6 +58,21 @@ impl Config {
     /// Sets [`Config::udp_idle_timeout`].
     pub fn udp_idle_timeout(mut self, timeout: Duration) -> Self {
         self.udp_idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::udp_max_flows`] (at least 1).
+    pub fn udp_max_flows(mut self, flows: usize) -> Self {
+        self.udp_max_flows = flows.max(1);
+        self
+    }
+
+    /// Sets [`Config::proxy_protocol`]: each TCP connection into the target starts with a
+    /// PROXY protocol header of this version, naming the client's address and the host
+    /// address it connected to. Only for apps that expect it (nginx `listen ... proxy_protocol`,
+    /// HAProxy `accept-proxy`).
+    pub fn proxy_protocol(mut self, version: ProxyProtocol) -> Self {
+        self.proxy_protocol = Some(version);
         self
     }
 

@@ -22,6 +22,9 @@ pub enum Error {
     #[error("invalid duration {text:?}: expected a number and a unit (200ms, 10s, 5m, 1h)")]
     InvalidDuration { text: String },
 
+    #[error("invalid PROXY protocol version {text:?}: expected v1 or v2")]
+    InvalidProxyProtocol { text: String },
+
     #[error("nothing to forward: give at least one port mapping")]
     NoPorts,
 

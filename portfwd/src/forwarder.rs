@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::dial::Dialer;
 use crate::splice::Pipes;
+use crate::throttle::Throttle;
 use crate::{Config, DialError, Error, ListenAddress, Protocol, Result};
 
 /// The listen backlog of host TCP sockets: bursts of thousands of connections must not overflow
@@ -88,6 +89,7 @@ pub struct Stats {
     connections_total: AtomicU64,
     dial_failures: AtomicU64,
     udp_flows_open: AtomicUsize,
+    udp_flows_evicted: AtomicU64,
 }
 
 impl Stats {
@@ -109,6 +111,15 @@ impl Stats {
     /// UDP flows open now.
     pub fn udp_flows_open(&self) -> usize {
         self.udp_flows_open.load(Ordering::Relaxed)
+    }
+
+    /// UDP flows ended early to make room for a new client ([`Config::udp_max_flows`]).
+    pub fn udp_flows_evicted(&self) -> u64 {
+        self.udp_flows_evicted.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn udp_flow_evicted(&self) {
+        self.udp_flows_evicted.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn connection_opened(self: &Arc<Self>) -> Gauge {
@@ -156,6 +167,13 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<Stats>,
     on_event: Option<EventHook>,
     pub(crate) udp_idle_timeout: std::time::Duration,
+    /// [`Config::udp_max_flows`].
+    pub(crate) udp_max_flows: usize,
+    /// [`Config::proxy_protocol`].
+    pub(crate) proxy_protocol: Option<crate::ProxyProtocol>,
+    /// Failed dials are logged a few per window (a target that refuses every connection must
+    /// not cost a log line per client).
+    pub(crate) dial_warnings: Throttle,
     /// Cancelled to cut every connection and flow at once (drain timeout, target gone).
     pub(crate) cut: CancellationToken,
     /// Every task, so that shutdown can wait for them.
@@ -307,6 +325,9 @@ impl Forwarder {
             stats: Arc::clone(&stats),
             on_event,
             udp_idle_timeout: config.udp_idle_timeout,
+            udp_max_flows: config.udp_max_flows.max(1),
+            proxy_protocol: config.proxy_protocol,
+            dial_warnings: Throttle::default(),
             cut: CancellationToken::new(),
             tracker: tracker.clone(),
         });

@@ -33,7 +33,10 @@
 //! - `tcp.rs`: the accept loop and one TCP connection;
 //! - `dial.rs`: connecting inside the target, from a pool of sockets made there;
 //! - `splice.rs`: the zero-copy relay of one connection;
-//! - `udp.rs`: UDP flows;
+//! - `udp.rs`: UDP flows, at most [`Config::udp_max_flows`] per mapping (the least recently
+//!   used is ended for a new one);
+//! - `proxy_protocol.rs`: [`ProxyProtocol`], the optional PROXY header before relayed bytes;
+//! - `throttle.rs`: rate-limited warnings (per-connection errors must not flood the log);
 //! - `watch.rs`: noticing that the target's network namespace is gone;
 //! - `error.rs`: [`Error`];
 //! - `../examples/epoll_relay.rs`, `../examples/splice_relay.rs`: the yardsticks of
@@ -46,15 +49,18 @@ mod config;
 mod dial;
 mod error;
 mod forwarder;
+mod proxy_protocol;
 mod spec;
 mod splice;
 mod target;
 mod tcp;
+mod throttle;
 mod udp;
 mod watch;
 
 pub use config::Config;
 pub use error::{DialError, Error, Result};
 pub use forwarder::{Event, Forwarder, Listening, Stats, Stopped, run};
+pub use proxy_protocol::ProxyProtocol;
 pub use spec::{ListenAddress, PortMapping, Protocol, parse_duration};
 pub use target::Target;

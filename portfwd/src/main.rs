@@ -17,11 +17,17 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings by default (rate-limited per kind); `-v` adds each connection's lines.
+    let default = if cli.args.verbose() {
+        "warn,portfwd=debug"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .init();
     portfwd::cli::run(cli.args)

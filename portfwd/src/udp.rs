@@ -6,6 +6,11 @@
 //! ::1 (and back on the next one), with a new socket: a socket once connected to an IPv4
 //! address cannot be connected to an IPv6 one. A server on either loopback is so found from the
 //! client's next datagram on (the one that met the closed port is lost, as UDP allows).
+//!
+//! Each flow holds a socket (a file descriptor): a mapping keeps at most `udp_max_flows` on one
+//! host address, and a new client when it is full ends the flow idle the longest (as conntrack
+//! drops its oldest entries), so a spray of source addresses cannot take every descriptor and
+//! stall the TCP accepts. Failures per datagram are logged a few per window.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,10 +23,11 @@ use netns::Namespace;
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::forwarder::{Gauge, Shared};
+use crate::throttle::Throttle;
 use crate::{Event, Listening};
 
 /// The largest UDP payload: every datagram fits.
@@ -33,24 +39,37 @@ type Flows = Arc<Mutex<HashMap<SocketAddr, Arc<Flow>>>>;
 struct Flow {
     /// The socket inside the target; replaced when the flow moves to the other loopback.
     socket: Mutex<Arc<UdpSocket>>,
-    /// Milliseconds since `born` of the last datagram either way, for the idle timeout.
+    /// Nanoseconds since `born` of the last datagram either way: for the idle timeout, and to
+    /// find the least recently active flow (nanoseconds: flows touched one after the other
+    /// are told apart).
     last_active: AtomicU64,
     born: Instant,
     /// Whether the flow now sends to ::1 rather than 127.0.0.1.
     on_v6: AtomicBool,
     remote: u16,
+    /// Cancelled when the flow is ended to make room for a new client.
+    evicted: CancellationToken,
+    /// Cancelled once the flow is dropped, its socket closed: an eviction waits for it, so the
+    /// descriptor it frees is free before the new flow's socket is made.
+    closed: CancellationToken,
+    /// Cancels `closed`. Declared after `socket`: fields drop in order, the socket first.
+    _closing: DropGuard,
 }
 
 impl Flow {
     /// A flow to 127.0.0.1:`remote` inside `ns`.
     async fn open(ns: &Namespace, remote: u16) -> io::Result<Flow> {
         let socket = target_socket(ns, loopback(false, remote)).await?;
+        let closed = CancellationToken::new();
         Ok(Flow {
             socket: Mutex::new(Arc::new(socket)),
             last_active: AtomicU64::new(0),
             born: Instant::now(),
             on_v6: AtomicBool::new(false),
             remote,
+            evicted: CancellationToken::new(),
+            _closing: closed.clone().drop_guard(),
+            closed,
         })
     }
 
@@ -58,13 +77,19 @@ impl Flow {
         Arc::clone(&lock(&self.socket))
     }
 
+    /// When the last datagram either way passed.
+    fn last_active_at(&self) -> Instant {
+        self.born + Duration::from_nanos(self.last_active.load(Ordering::Relaxed))
+    }
+
     fn touch(&self) {
-        let now = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // u64 nanoseconds: 584 years.
+        let now = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.last_active.store(now, Ordering::Relaxed);
     }
 
     fn idle_deadline(&self, timeout: Duration) -> Instant {
-        self.born + Duration::from_millis(self.last_active.load(Ordering::Relaxed)) + timeout
+        self.last_active_at() + timeout
     }
 
     /// The flow socket reported `err`: a "port unreachable" moves the flow to the other
@@ -94,6 +119,7 @@ pub(crate) async fn serve(
     let socket = Arc::new(socket);
     let flows: Flows = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let warnings = Throttle::default();
     loop {
         let received = tokio::select! {
             biased;
@@ -110,7 +136,7 @@ pub(crate) async fn serve(
         let existing = lock(&flows).get(&peer).cloned();
         let flow = match existing {
             Some(flow) => flow,
-            None => match Flow::open(&shared.ns, listening.remote).await {
+            None => match open_flow(&flows, &shared, listening.remote).await {
                 Ok(flow) => {
                     let flow = Arc::new(flow);
                     lock(&flows).insert(peer, Arc::clone(&flow));
@@ -138,7 +164,11 @@ pub(crate) async fn serve(
                     flow
                 }
                 Err(err) => {
-                    warn!(%peer, %err, "failed to open a UDP flow into the target: datagram dropped");
+                    if let Some(suppressed) = warnings.allow() {
+                        warn!(%peer, %err, suppressed, "failed to open a UDP flow into the target: datagram dropped");
+                    } else {
+                        debug!(%peer, %err, "failed to open a UDP flow into the target: datagram dropped");
+                    }
                     continue;
                 }
             },
@@ -175,12 +205,16 @@ async fn run_flow(
         tokio::select! {
             () = stop.cancelled() => break,
             () = shared.cut.cancelled() => break,
+            () = flow.evicted.cancelled() => {
+                debug!("UDP flow ended to make room for a new client");
+                break;
+            }
             () = tokio::time::sleep_until(deadline.into()) => {
                 // Decide under the lock, so the receive loop either finds this flow live or
                 // does not find it at all.
                 let mut flows = lock(&flows);
                 if flow.idle_deadline(timeout) <= Instant::now() {
-                    flows.remove(&peer);
+                    remove_if_same(&mut flows, peer, &flow);
                     debug!(?timeout, "UDP flow idle: ended");
                     break;
                 }
@@ -226,7 +260,57 @@ async fn run_flow(
             }
         }
     }
-    lock(&flows).remove(&peer);
+    // Only this flow: after an eviction the client may have a new one already.
+    remove_if_same(&mut lock(&flows), peer, &flow);
+}
+
+/// A new flow into the target, ending the least recently active one first when the mapping
+/// has `udp_max_flows` (or when the process is out of descriptors, once).
+async fn open_flow(flows: &Flows, shared: &Shared, remote: u16) -> io::Result<Flow> {
+    if lock(flows).len() >= shared.udp_max_flows {
+        evict_oldest(flows, shared).await;
+    }
+    match Flow::open(&shared.ns, remote).await {
+        Err(err) if is_out_of_fds(&err) && evict_oldest(flows, shared).await => {
+            Flow::open(&shared.ns, remote).await
+        }
+        other => other,
+    }
+}
+
+/// Ends the flow idle the longest and waits until its socket is closed; false if there is
+/// none.
+async fn evict_oldest(flows: &Flows, shared: &Shared) -> bool {
+    let closed = {
+        let mut flows = lock(flows);
+        let oldest = flows
+            .iter()
+            .min_by_key(|(_, flow)| flow.last_active_at())
+            .map(|(peer, _)| *peer);
+        let Some(flow) = oldest.and_then(|peer| flows.remove(&peer)) else {
+            return false;
+        };
+        // Its task ends on this and drops the flow; the map no longer sends it datagrams.
+        flow.evicted.cancel();
+        flow.closed.clone()
+    };
+    shared.stats.udp_flow_evicted();
+    // Promptly: the task waits on `evicted`; its other awaits are a send or a socket made.
+    closed.cancelled().await;
+    true
+}
+
+fn remove_if_same(flows: &mut HashMap<SocketAddr, Arc<Flow>>, peer: SocketAddr, flow: &Arc<Flow>) {
+    if flows.get(&peer).is_some_and(|f| Arc::ptr_eq(f, flow)) {
+        flows.remove(&peer);
+    }
+}
+
+fn is_out_of_fds(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error().map(nix::errno::Errno::from_raw),
+        Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
+    )
 }
 
 /// A UDP socket made inside `ns`, connected to `target`.

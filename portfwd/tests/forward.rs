@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netns::{Namespace, PodNamespaces};
-use portfwd::{Config, Error, Forwarder, ListenAddress, PortMapping, Stats, Stopped, Target};
+use portfwd::{
+    Config, Error, Forwarder, ListenAddress, PortMapping, ProxyProtocol, Stats, Stopped, Target,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -136,15 +138,18 @@ async fn refused_dial_closes_that_connection_and_forwarding_goes_on() {
         Config::new(pod.target(), vec![PortMapping::tcp(0, port)]),
     )
     .await;
-    let mut client = TcpStream::connect(fwd.v4())
-        .await
-        .expect("host side accepts");
-    let mut buf = [0u8; 1];
-    let read = deadline(client.read(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(0) | Err(_)),
-        "no data from a refused dial: {read:?}"
-    );
+    // The forward resets the connection; the reset can beat `connect` to its result.
+    match TcpStream::connect(fwd.v4()).await {
+        Ok(mut client) => {
+            let mut buf = [0u8; 1];
+            let read = deadline(client.read(&mut buf)).await;
+            assert!(
+                matches!(read, Ok(0) | Err(_)),
+                "no data from a refused dial: {read:?}"
+            );
+        }
+        Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+    }
     wait_for("the dial failure counted", || {
         fwd.stats.dial_failures() == 1
     })
@@ -490,7 +495,7 @@ async fn cli_random_port_prints_kubectl_lines_and_forwards() {
     let server = EchoServer::start(&pod, 0);
     let netns_path = format!("/run/netns/{}", pod.name);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portfwd"))
-        .args(["--netns", &netns_path, "--address", "127.0.0.1,::1"])
+        .args(["-v", "--netns", &netns_path, "--address", "127.0.0.1,::1"])
         .arg(format!(":{}", server.port))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -554,6 +559,347 @@ fn cli_rejects_bad_arguments_with_a_clear_message() {
     assert!(missing.contains("pod pkt-no-such-pod"), "{missing}");
 }
 
+// ---- attacks (issue #16, items 15 and 7) ----
+
+/// 400 UDP clients, one datagram each, against the binary limited to 200 descriptors (as
+/// `ulimit -n 200` sets it, hard and soft) with `--udp-max-flows 16`. Before the cap each client
+/// took a socket until none was left: every later datagram was a warning, and TCP on the same
+/// forward stalled until the flows expired. Now the newest client is answered, TCP is relayed,
+/// and the log stays short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_spray_cannot_take_the_descriptors_tcp_needs() {
+    let Some(pod) = Pod::create("spray").await else {
+        return;
+    };
+    let tcp = EchoServer::start(&pod, 0);
+    let udp = UdpEcho::start(&pod, false);
+    let fwd = Binary::start(
+        &pod,
+        Some(200),
+        &[("PODKIT_PORTFWD_UDP_MAX_FLOWS", "16")],
+        &[
+            "--udp-idle-timeout".into(),
+            "10m".into(),
+            format!(":{}", tcp.port),
+            format!(":{}/udp", udp.port),
+        ],
+        2,
+    )
+    .await;
+    let (tcp_addr, udp_addr) = (fwd.local(0), fwd.local(1));
+    let mut clients = Vec::new();
+    for i in 0..400 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        client
+            .send_to(format!("spray {i}").as_bytes(), udp_addr)
+            .await
+            .expect("send");
+        clients.push(client);
+    }
+    // The newest client sends again until answered, as UDP clients do (the burst may overflow
+    // the host socket's buffer); it gives up once the forward is out of descriptors.
+    let newest = &clients[399];
+    let mut buf = [0u8; 64];
+    let newest_reply = deadline(async {
+        loop {
+            newest.send_to(b"spray 399", udp_addr).await.expect("send");
+            let wait = tokio::time::timeout(Duration::from_millis(100), newest.recv_from(&mut buf));
+            if let Ok(got) = wait.await {
+                let (n, _) = got.expect("recv");
+                return Some(buf[..n].to_vec());
+            }
+            if fwd.stderr().contains("Too many open files") {
+                return None;
+            }
+        }
+    })
+    .await;
+    for i in 0..5 {
+        let message = format!("tcp {i}");
+        let reply = within(DEADLINE, echo_once(tcp_addr, message.as_bytes())).await;
+        assert_eq!(
+            reply.flatten().as_deref(),
+            Some(message.as_bytes()),
+            "TCP stalled behind the UDP flows:\n{}",
+            fwd.stderr()
+        );
+    }
+    assert_eq!(
+        newest_reply.as_deref(),
+        Some(&b"spray 399"[..]),
+        "the newest client was not answered:\n{}",
+        fwd.stderr()
+    );
+    let stderr = fwd.stderr();
+    let warnings = stderr.lines().filter(|l| l.contains("WARN")).count();
+    assert!(warnings <= 10, "{warnings} warnings:\n{stderr}");
+}
+
+/// With `Config::udp_max_flows(2)`, a third client ends the flow idle the longest, not the one
+/// in use: the server in the pod sees the active client's datagrams still come from the same
+/// socket, and one flow was evicted per new client over the cap.
+#[tokio::test]
+async fn udp_flows_are_capped_and_the_least_recently_active_is_ended() {
+    let Some(pod) = Pod::create("lru").await else {
+        return;
+    };
+    let server = UdpEcho::start(&pod, true);
+    let config = Config::new(pod.target(), vec![PortMapping::udp(0, server.port)]).udp_max_flows(2);
+    let fwd = Forward::start(&pod, config).await;
+    let to = fwd.v4();
+    let (a, b, c) = (udp_client().await, udp_client().await, udp_client().await);
+    let a_flow = source_port_seen(&a, to).await;
+    source_port_seen(&b, to).await;
+    assert_eq!(source_port_seen(&a, to).await, a_flow);
+    // C: the cap is reached, B is the idlest.
+    source_port_seen(&c, to).await;
+    assert_eq!(fwd.stats.udp_flows_evicted(), 1);
+    wait_for("B's flow closed", || fwd.stats.udp_flows_open() == 2).await;
+    assert_eq!(source_port_seen(&a, to).await, a_flow, "A's flow was ended");
+    assert_eq!(fwd.stats.udp_flows_evicted(), 1);
+    // B again: a new flow, and C's (now the idlest) ends.
+    source_port_seen(&b, to).await;
+    assert_eq!(fwd.stats.udp_flows_evicted(), 2);
+    assert_eq!(source_port_seen(&a, to).await, a_flow, "A's flow was ended");
+    wait_for("two flows", || fwd.stats.udp_flows_open() == 2).await;
+}
+
+/// Clients hold connections until the binary, limited to 120 descriptors, cannot accept. It
+/// used to warn on every retry, ten lines a second for as long as that lasted; now the retries
+/// back off and at most 3 lines are logged per 10 s. Once the clients let go it serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_accept_backs_off_at_the_fd_limit_and_recovers() {
+    let Some(pod) = Pod::create("emfile").await else {
+        return;
+    };
+    let server = EchoServer::start(&pod, 0);
+    let fwd = Binary::start(&pod, Some(120), &[], &[format!(":{}", server.port)], 1).await;
+    let addr = fwd.local(0);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    while !fwd.stderr().contains("failed to accept") {
+        // About 6 descriptors per relayed connection: 20 would do.
+        assert!(
+            held.len() < 500,
+            "never ran out of descriptors:\n{}",
+            fwd.stderr()
+        );
+        held.push(TcpStream::connect(addr).await.expect("connect"));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The attack goes on: the descriptors stay taken for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stderr = fwd.stderr();
+    let warnings = stderr.matches("failed to accept").count() as u64;
+    assert!(
+        warnings <= 3 * throttle_windows(started),
+        "{warnings} accept warnings in {:?}:\n{stderr}",
+        started.elapsed()
+    );
+    drop(held);
+    // Connections queued while it was out of descriptors come first; a new one then gets
+    // through.
+    deadline(async {
+        while echo_once(addr, b"after").await.as_deref() != Some(&b"after"[..]) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}
+
+/// Without `-v` a connection prints nothing (kubectl's `Handling connection` line and the
+/// per-connection log lines are `-v`); 50 connections to a port nothing listens on, which
+/// used to log 50 warnings, log at most 3 per 10 s.
+#[tokio::test]
+async fn connections_are_quiet_and_failed_dials_are_rate_limited() {
+    let Some(pod) = Pod::create("quiet").await else {
+        return;
+    };
+    let port = pod.free_port();
+    let fwd = Binary::start(&pod, None, &[], &[format!(":{port}")], 1).await;
+    let started = Instant::now();
+    for _ in 0..50 {
+        // The forward resets each connection; the reset can beat `connect` to its result.
+        let mut client = match TcpStream::connect(fwd.local(0)).await {
+            Ok(client) => client,
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => continue,
+            Err(err) => panic!("connect: {err}"),
+        };
+        let mut buf = [0u8; 1];
+        let read = deadline(client.read(&mut buf)).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    }
+    let windows = throttle_windows(started);
+    let (status, stdout, stderr) = fwd.stop().await;
+    assert!(status.success(), "{status}");
+    assert!(
+        !stdout.iter().any(|l| l.starts_with("Handling connection")),
+        "{stdout:?}"
+    );
+    let warnings = stderr.matches("failed to dial into the target").count() as u64;
+    assert!(
+        (1..=3 * windows).contains(&warnings),
+        "{warnings} dial warnings:\n{stderr}"
+    );
+}
+
+/// With `Config::proxy_protocol`, the server in the pod gets a PROXY protocol header (parsed by
+/// the `ppp` crate, an independent implementation) naming the real client and the host
+/// address it connected to, for IPv4 and IPv6 clients, in versions 1 and 2; the payload
+/// follows unchanged. Before, the server saw only the relay's own connection from 127.0.0.1.
+#[tokio::test]
+async fn proxy_protocol_headers_name_the_real_client() {
+    let Some(pod) = Pod::create("ppp").await else {
+        return;
+    };
+    let server = ProxyHeaderServer::start(&pod);
+    for version in [ProxyProtocol::V1, ProxyProtocol::V2] {
+        let config = Config::new(pod.target(), vec![PortMapping::tcp(0, server.port)])
+            .proxy_protocol(version);
+        let fwd = Forward::start(&pod, config).await;
+        assert!(!fwd.listening.is_empty(), "no listener");
+        for listening in &fwd.listening {
+            let addr = listening.local;
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            let me = client.local_addr().expect("local addr");
+            client.write_all(b"hello").await.expect("write");
+            client.shutdown().await.expect("half-close");
+            let mut reply = String::new();
+            deadline(client.read_to_string(&mut reply))
+                .await
+                .expect("reply");
+            assert_eq!(reply, format!("{version} {me} {addr} hello"));
+        }
+    }
+}
+
+/// `--proxy-protocol v2` on the command line: the binary writes the header too; a version
+/// it does not know is refused with the versions it does.
+#[tokio::test]
+async fn cli_proxy_protocol_flag() {
+    let Some(pod) = Pod::create("pppcli").await else {
+        return;
+    };
+    let server = ProxyHeaderServer::start(&pod);
+    let fwd = Binary::start(
+        &pod,
+        None,
+        &[],
+        &[
+            "--proxy-protocol".into(),
+            "v2".into(),
+            format!(":{}", server.port),
+        ],
+        1,
+    )
+    .await;
+    let addr = fwd.local(0);
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    let me = client.local_addr().expect("local addr");
+    client.write_all(b"cli").await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut reply = String::new();
+    deadline(client.read_to_string(&mut reply))
+        .await
+        .expect("reply");
+    assert_eq!(reply, format!("v2 {me} {addr} cli"));
+    let output = Command::new(env!("CARGO_BIN_EXE_portfwd"))
+        .args(["--proxy-protocol", "v3", "web", "80"])
+        .output()
+        .expect("run portfwd");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("expected v1 or v2"), "{stderr}");
+}
+
+/// A server inside a pod that reads a PROXY protocol header with `ppp`, then the payload to
+/// EOF, and replies `VERSION SOURCE DESTINATION PAYLOAD` (or `bad header: ...`).
+struct ProxyHeaderServer {
+    port: u16,
+    _task: AbortOnDrop<()>,
+}
+
+impl ProxyHeaderServer {
+    fn start(pod: &Pod) -> ProxyHeaderServer {
+        let listener = pod.listen(0);
+        let port = listener.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.expect("accept in pod");
+                tokio::spawn(async move {
+                    let reply = match read_proxy_header(&mut stream).await {
+                        Ok((described, mut payload)) => {
+                            stream.read_to_end(&mut payload).await.expect("payload");
+                            format!("{described} {}", String::from_utf8_lossy(&payload))
+                        }
+                        Err(err) => format!("bad header: {err}"),
+                    };
+                    stream.write_all(reply.as_bytes()).await.expect("reply");
+                });
+            }
+        });
+        ProxyHeaderServer {
+            port,
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+/// The header as `VERSION SOURCE DESTINATION`, and the bytes read after it.
+async fn read_proxy_header(stream: &mut TcpStream) -> Result<(String, Vec<u8>), String> {
+    use ppp::{HeaderResult, PartialResult};
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 512];
+        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err(format!("EOF before a complete header: {buf:?}"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let parsed = HeaderResult::parse(&buf);
+        if parsed.is_incomplete() {
+            continue;
+        }
+        let (described, len) = match parsed {
+            HeaderResult::V1(Ok(header)) => {
+                let (src, dst) = match header.addresses {
+                    ppp::v1::Addresses::Tcp4(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    ppp::v1::Addresses::Tcp6(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    other => return Err(format!("v1 addresses {other:?}")),
+                };
+                (format!("v1 {src} {dst}"), header.header.len())
+            }
+            HeaderResult::V2(Ok(header)) => {
+                if header.command != ppp::v2::Command::Proxy
+                    || header.protocol != ppp::v2::Protocol::Stream
+                {
+                    return Err(format!("v2 {:?} {:?}", header.command, header.protocol));
+                }
+                let (src, dst) = match header.addresses {
+                    ppp::v2::Addresses::IPv4(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    ppp::v2::Addresses::IPv6(a) => (
+                        SocketAddr::from((a.source_address, a.source_port)),
+                        SocketAddr::from((a.destination_address, a.destination_port)),
+                    ),
+                    other => return Err(format!("v2 addresses {other:?}")),
+                };
+                (format!("v2 {src} {dst}"), header.header.len())
+            }
+            other => return Err(format!("{other:?}")),
+        };
+        return Ok((described, buf[len..].to_vec()));
+    }
+}
+
 // ---- helpers ----
 
 /// A pod made for one test, deleted when the test ends, pass or fail.
@@ -600,9 +946,11 @@ impl Pod {
         TcpListener::from_std(listener).expect("tokio listener")
     }
 
-    /// A port nothing listens on inside the pod.
+    /// A port nothing listens on inside the pod: below the ephemeral range, where the pod's
+    /// servers (bound to port 0) never are. Not a listener bound and closed: a child that a
+    /// concurrent test forks holds a copy until its exec, and a dial meanwhile meets a reset.
     fn free_port(&self) -> u16 {
-        self.listen(0).local_addr().expect("addr").port()
+        9
     }
 
     fn delete(&mut self) {
@@ -748,6 +1096,168 @@ impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A UDP server on 127.0.0.1 inside a pod: an echo, or (`source_port`) a reply with the port
+/// each datagram came from, which tells the forward's flows apart.
+struct UdpEcho {
+    port: u16,
+    _task: AbortOnDrop<()>,
+}
+
+impl UdpEcho {
+    fn start(pod: &Pod, source_port: bool) -> UdpEcho {
+        let inside = UdpSocket::from_std(
+            pod.net()
+                .bind_udp(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+                .expect("udp in pod"),
+        )
+        .expect("tokio udp");
+        let port = inside.local_addr().expect("addr").port();
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, from) = inside.recv_from(&mut buf).await.expect("recv in pod");
+                let reply = if source_port {
+                    from.port().to_string().into_bytes()
+                } else {
+                    buf[..n].to_vec()
+                };
+                let _ = inside.send_to(&reply, from).await;
+            }
+        });
+        UdpEcho {
+            port,
+            _task: AbortOnDrop(task),
+        }
+    }
+}
+
+async fn udp_client() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.expect("client")
+}
+
+/// Sends a datagram through the forward at `to` and returns the reply of a
+/// `UdpEcho::start(_, true)` server: the port of the flow's socket in the pod.
+async fn source_port_seen(client: &UdpSocket, to: SocketAddr) -> u16 {
+    client.send_to(b"who", to).await.expect("send");
+    let mut buf = [0u8; 16];
+    let (n, _) = deadline(client.recv_from(&mut buf)).await.expect("reply");
+    std::str::from_utf8(&buf[..n])
+        .expect("utf-8")
+        .parse()
+        .expect("a port")
+}
+
+/// How many of the forward's warning windows (10 s each, 3 lines at most) can have started
+/// since `since`: windows start only at a warning and do not overlap.
+fn throttle_windows(since: Instant) -> u64 {
+    since.elapsed().as_secs() / 10 + 1
+}
+
+/// The `portfwd` binary forwarding into a pod on 127.0.0.1, optionally under an open-file
+/// limit (hard and soft, as `ulimit -n` sets them); killed when dropped.
+struct Binary {
+    child: tokio::process::Child,
+    locals: Vec<SocketAddr>,
+    stdout: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    stderr: tempfile::NamedTempFile,
+}
+
+impl Binary {
+    /// Starts it with `args` (mappings and flags) and waits for its `mappings` "Forwarding
+    /// from" lines.
+    async fn start(
+        pod: &Pod,
+        limit: Option<u32>,
+        env: &[(&str, &str)],
+        args: &[String],
+        mappings: usize,
+    ) -> Binary {
+        use tokio::io::AsyncBufReadExt;
+        let binary = env!("CARGO_BIN_EXE_portfwd");
+        let mut command = match limit {
+            Some(n) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(binary);
+                c
+            }
+            None => tokio::process::Command::new(binary),
+        };
+        let stderr = tempfile::NamedTempFile::new().expect("stderr file");
+        command
+            .args(["--netns", &format!("/run/netns/{}", pod.name)])
+            .args(["--address", "127.0.0.1"])
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr.reopen().expect("stderr file"))
+            .kill_on_drop(true);
+        let mut child = command.spawn().expect("start portfwd");
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut locals = Vec::new();
+        while locals.len() < mappings {
+            let line = deadline(stdout.next_line())
+                .await
+                .expect("read stdout")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "portfwd exited: {}",
+                        std::fs::read_to_string(stderr.path()).unwrap_or_default()
+                    )
+                });
+            let addr = line
+                .strip_prefix("Forwarding from ")
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+            locals.push(addr.parse().expect("address"));
+        }
+        Binary {
+            child,
+            locals,
+            stdout,
+            stderr,
+        }
+    }
+
+    fn local(&self, i: usize) -> SocketAddr {
+        self.locals[i]
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status, the rest of stdout and all of stderr.
+    async fn stop(mut self) -> (std::process::ExitStatus, Vec<String>, String) {
+        let pid =
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id().expect("pid")).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        let status = deadline(self.child.wait()).await.expect("exit");
+        let mut rest = Vec::new();
+        while let Ok(Some(line)) = deadline(self.stdout.next_line()).await {
+            rest.push(line);
+        }
+        (status, rest, self.stderr())
+    }
+}
+
+/// `future`'s output, or `None` after `limit`.
+async fn within<F: IntoFuture>(limit: Duration, future: F) -> Option<F::Output> {
+    tokio::time::timeout(limit, future).await.ok()
+}
+
+/// Sends `message` through a new connection to `addr`, half-closes, and returns the reply;
+/// `None` if the connection fails.
+async fn echo_once(addr: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream.write_all(message).await.ok()?;
+    stream.shutdown().await.ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).await.ok()?;
+    Some(reply)
 }
 
 /// Sends `message` through a new connection to `addr`, half-closes, and returns the reply.

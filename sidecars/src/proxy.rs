@@ -42,6 +42,7 @@ use crate::client_tls::ClientTls;
 
 mod access;
 mod args;
+mod conn;
 mod files;
 mod forward;
 mod health;
@@ -68,8 +69,17 @@ pub enum AccessLog {
 /// Timeouts of the client and upstream sides.
 #[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Reading a request head; a slow client is disconnected.
+    /// Reading a request head: the first from the connection's start (after TLS), later ones
+    /// from their first byte; a slow client is disconnected.
     pub header: Duration,
+    /// The TLS handshake of `--listen-tls`.
+    pub handshake: Duration,
+    /// A client connection with no request in flight (HTTP/1.1 keep-alive, HTTP/2 without a
+    /// stream) is closed after this long.
+    pub keepalive: Duration,
+    /// Writing a response to the client may make no progress for this long; then its
+    /// connection (HTTP/1.1) or stream (HTTP/2) is closed, and the upstream connection with it.
+    pub send: Duration,
     /// Connecting to an upstream (502 `UF` after it).
     pub connect: Duration,
     /// Waiting for an upstream's response head (504 `UT` after it): for `http://` and `unix:`
@@ -89,6 +99,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Most client connections open at once, over all listeners.
     pub max_connections: usize,
+    /// Most requests (HTTP/2 streams) one client connection carries.
+    pub max_requests_per_connection: u64,
     /// Largest request body (413 when announced, cut when streamed); `None` is unlimited.
     pub max_body_bytes: Option<u64>,
 }
@@ -502,22 +514,31 @@ async fn accept(
                     .metrics
                     .open_connections
                     .fetch_add(1, Ordering::Relaxed);
+                let activity =
+                    conn::Activity::new(shared.config.limits.max_requests_per_connection);
+                let stream = conn::Watched::new(stream, activity.clone());
                 match tls {
-                    None => serve_connection(stream, peer, false, &shared, &shutdown, &cut).await,
+                    None => {
+                        serve_connection(stream, peer, false, &activity, &shared, &shutdown, &cut)
+                            .await
+                    }
                     Some(tls) => {
-                        // The handshake counts against the header timeout, and ends at shutdown.
-                        let header = shared.config.timeouts.header;
+                        // The handshake has its own deadline, and ends at shutdown.
+                        let timeout = shared.config.timeouts.handshake;
                         let handshake = tokio::select! {
-                            r = tokio::time::timeout(header, tls.accept(stream)) => r,
+                            r = tokio::time::timeout(timeout, tls.accept(stream)) => r,
                             _ = shutdown.cancelled() => Ok(Err(std::io::ErrorKind::Interrupted.into())),
                         };
                         match handshake {
                             Ok(Ok(stream)) => {
-                                serve_connection(stream, peer, true, &shared, &shutdown, &cut)
-                                    .await
+                                activity.opened();
+                                serve_connection(
+                                    stream, peer, true, &activity, &shared, &shutdown, &cut,
+                                )
+                                .await
                             }
                             Ok(Err(err)) => debug!(?err, "TLS handshake failed"),
-                            Err(_) => debug!("TLS handshake timed out"),
+                            Err(_) => debug!(client = %peer, "TLS handshake timed out"),
                         }
                     }
                 }
@@ -533,10 +554,26 @@ async fn accept(
     }
 }
 
+/// Most HTTP/2 streams open at once on one connection (nginx's `http2_max_concurrent_streams`
+/// is 128; hyper's default 200).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// Streams the client may reset before the proxy took them, at once, before h2 answers GOAWAY
+/// ENHANCE_YOUR_CALM (hyper's default, made explicit).
+const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams h2 itself may reset for the client's protocol errors before GOAWAY
+/// ENHANCE_YOUR_CALM (hyper's default, made explicit).
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// How long a connection told GOAWAY for resetting too many streams may take to close.
+const ABUSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one client connection until it ends, a deadline of [`conn`] passes (then it is
+/// closed, HTTP/2 after GOAWAY), or the drain cuts it.
 async fn serve_connection<I>(
     stream: I,
     peer: SocketAddr,
     tls: bool,
+    activity: &Arc<conn::Activity>,
     shared: &Arc<forward::Shared>,
     shutdown: &CancellationToken,
     cut: &CancellationToken,
@@ -544,44 +581,224 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = {
-        let shared = shared.clone();
-        hyper::service::service_fn(move |req| {
+        let (shared, activity) = (shared.clone(), activity.clone());
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let shared = shared.clone();
+            let guard = activity.begin(req.version() == hyper::Version::HTTP_2);
+            let calm = activity.calm_down();
             async move {
-                Ok::<_, std::convert::Infallible>(forward::handle(shared, peer, tls, req).await)
+                // Set when this runs as an HTTP/2 stream's task.
+                let progress = conn::stream_progress();
+                let response = forward::handle(shared, peer, tls, calm, req).await;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| conn::Tracked::new(body, guard, progress)),
+                )
             }
         })
     };
+    let timeouts = &shared.config.timeouts;
+    let deadlines = conn::Deadlines {
+        header: timeouts.header,
+        keepalive: timeouts.keepalive,
+        send: timeouts.send,
+        max_requests: shared.config.limits.max_requests_per_connection,
+    };
     let limits = &shared.config.limits;
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(conn::StreamExecutor {
+        send: timeouts.send,
+        peer,
+    });
+    // No header timer of hyper's: it also runs while a keep-alive connection is idle; the
+    // watchdog below keeps both deadlines apart.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.timeouts.header)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
+    let stream = conn::Calm::new(stream, activity.clone());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(err) = result {
-                debug!(?err, "connection ended with an error");
+    let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut timer = std::pin::pin!(tokio::time::sleep_until(far()));
+    // Set once the connection is told to end (drain, GOAWAY): it then has until this instant.
+    let mut closing: Option<tokio::time::Instant> = None;
+    let mut draining = false;
+    let mut told_max = false;
+    loop {
+        let now = tokio::time::Instant::now();
+        let next = match activity.check(&deadlines, now) {
+            Ok(next) => next,
+            // Already told to go: the closing deadline bounds it.
+            Err(expired) if closing.is_some() && expired != conn::Expired::Send => None,
+            Err(expired) => {
+                match expired {
+                    conn::Expired::Send => warn!(
+                        client = %peer,
+                        timeout = ?deadlines.send,
+                        "client read nothing for the send timeout: connection closed, its upstream connections with it"
+                    ),
+                    conn::Expired::FirstHead | conn::Expired::Head => {
+                        debug!(client = %peer, ?expired, "request head not complete in time: connection closed");
+                    }
+                    conn::Expired::Idle => debug!(client = %peer, "idle connection closed"),
+                }
+                // An idle HTTP/2 connection is told GOAWAY first; anything else just closes.
+                if expired != conn::Expired::Idle || !activity.is_h2() {
+                    return;
+                }
+                conn.as_mut().graceful_shutdown();
+                closing = Some(now + deadlines.header);
+                None
             }
-            return;
+        };
+        if activity.calm_down() && closing.is_none() {
+            warn!(client = %peer, "client reset too many HTTP/2 streams before their answer: GOAWAY ENHANCE_YOUR_CALM, connection closed");
+            conn.as_mut().graceful_shutdown();
+            // An abuser need not wait for the streams it may still have open.
+            closing = Some(now + ABUSE_GRACE);
         }
-        _ = shutdown.cancelled() => conn.as_mut().graceful_shutdown(),
+        if !told_max && activity.requests() >= deadlines.max_requests {
+            told_max = true;
+            debug!(client = %peer, "requests per connection reached: closing after the answers");
+            conn.as_mut().graceful_shutdown();
+        }
+        let wake = match (next, closing) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or_else(far),
+        };
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(err) = result {
+                    debug!(?err, "connection ended with an error");
+                }
+                return;
+            }
+            () = activity.changed() => {}
+            () = &mut timer => {
+                if closing.is_some_and(|at| tokio::time::Instant::now() >= at) {
+                    debug!(client = %peer, "connection cut: it did not close after GOAWAY");
+                    return;
+                }
+            }
+            _ = shutdown.cancelled(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = cut.cancelled() => {
+                debug!("connection cut at the drain timeout");
+                return;
+            }
+        }
     }
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(err) = result {
-                debug!(?err, "connection ended with an error while draining");
-            }
+}
+
+/// Thin entry points for the fuzz targets in `tests/fuzz` (not an API).
+#[doc(hidden)]
+pub mod fuzz {
+    use std::net::SocketAddr;
+
+    pub use hyper::Version;
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    pub use super::upstream::FuzzAnswer;
+
+    /// Reads one answer (to a HEAD when `head_only`) from an upstream that sent `bytes` and
+    /// closed, through podkit's HTTP/1.1 client, on a runtime of the calling thread.
+    pub fn upstream_answer(bytes: &[u8], head_only: bool) -> std::io::Result<FuzzAnswer> {
+        thread_local! {
+            static RUNTIME: std::io::Result<tokio::runtime::Runtime> =
+                tokio::runtime::Builder::new_current_thread().enable_all().build();
         }
-        _ = cut.cancelled() => debug!("connection cut at the drain timeout"),
+        RUNTIME.with(|runtime| match runtime {
+            Ok(runtime) => runtime.block_on(super::upstream::fuzz_answer(bytes, head_only)),
+            Err(err) => Err(std::io::Error::new(err.kind(), err.to_string())),
+        })
+    }
+
+    /// What the proxy makes of a request head (bytes as a client sends them).
+    #[derive(Debug)]
+    pub struct Head {
+        /// The status it is refused with, if it is.
+        pub refused: Option<u16>,
+        /// The Host (or absolute-form authority) it would route by.
+        pub host: Option<HeaderValue>,
+        /// The headers it would forward (hop-by-hop out, forwarded in).
+        pub forwarded: HeaderMap,
+    }
+
+    /// Parses `bytes` as hyper's server does (httparse), then runs the proxy's checks and its
+    /// header rewriting (`trust`: `--trust-forwarded`) for a client at `peer`.
+    pub fn request_head(bytes: &[u8], peer: SocketAddr, trust: bool) -> Option<Head> {
+        let mut fields = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Request::new(&mut fields);
+        let httparse::Status::Complete(_) = parsed.parse(bytes).ok()? else {
+            return None;
+        };
+        let mut request = hyper::Request::builder()
+            .method(parsed.method?)
+            .uri(parsed.path?)
+            .version(match parsed.version? {
+                0 => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            })
+            .body(())
+            .ok()?;
+        for field in parsed.headers.iter() {
+            let name = hyper::header::HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(field.value).ok()?;
+            request.headers_mut().append(name, value);
+        }
+        let refused = super::forward::refuse(&request).map(|s| s.as_u16());
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .cloned()
+            .or_else(|| {
+                let authority = request.uri().authority()?;
+                HeaderValue::from_str(authority.as_str()).ok()
+            });
+        let mut forwarded = request.headers().clone();
+        super::forward::strip_hop_by_hop(&mut forwarded);
+        super::forward::forwarded(&mut forwarded, peer, false, host.as_ref(), trust);
+        Some(Head {
+            refused,
+            host,
+            forwarded,
+        })
+    }
+
+    /// Whether a Host value is accepted.
+    pub fn valid_authority(value: &[u8]) -> bool {
+        super::forward::valid_authority(value)
+    }
+
+    /// `value` as a quoted-string.
+    pub fn quote(value: &[u8]) -> String {
+        let mut out = String::new();
+        super::forward::quote(&mut out, value);
+        out
+    }
+
+    /// Trailers as passed on.
+    pub fn strip_forbidden_trailers(trailers: &mut HeaderMap) {
+        super::forward::strip_forbidden_trailers(trailers);
+    }
+
+    /// A chunk-size line: its length with the CRLF and the size, `None` while incomplete,
+    /// `Err` naming what is wrong when invalid.
+    pub fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, String> {
+        super::upstream::chunk_size(buf).map_err(|err| err.to_string())
     }
 }
 
@@ -589,9 +806,25 @@ async fn serve_connection<I>(
 /// `podkit-proxy`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
+    raise_open_file_limit();
     let workers = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
     crate::cli::main_on("podkit proxy", workers, Config::try_from(args), run)
+}
+
+/// Raises the soft limit of open files to the hard one, as nginx's `worker_rlimit_nofile` and
+/// Envoy's start scripts do: the default soft limit (1024) is reached long before
+/// `--max-connections` (each client connection can hold an upstream one too).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => debug!(from = soft, to = hard, "raised the open file limit"),
+            Err(err) => warn!(?err, soft, hard, "failed to raise the open file limit"),
+        },
+        Ok(_) => {}
+        Err(err) => warn!(?err, "failed to read the open file limit"),
+    }
 }

@@ -13,10 +13,14 @@
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
 //! - [`main`]: the front shared by `podkit-puller` and `podkit puller` (see `crate::cli`).
-//! - `fetch.rs`: one download (HTTP(S) or file) into a temporary file, with sha256 and a size
-//!   bound.
+//! - `fetch.rs`: one download (HTTP(S) or file) into a temporary file, with sha256, a size
+//!   bound, and validators that never hide an update (a `Last-Modified` within a second of
+//!   its `Date` is not sent back).
 //! - `git.rs`: one sync of a `--git` repository (gix, on a blocking thread) into a directory.
-//! - `unpack.rs`: tar and tar.gz extraction that refuses unsafe entries, naming them.
+//! - `unpack.rs`: tar, tar.gz and zip extraction that refuses unsafe entries, naming them;
+//!   `unpack/tree.rs`: the writer of a version's tree (archives and git), beneath its
+//!   directory (`openat2`), never through a symlink, bounded in entries, bytes and free space.
+//! - `space.rs`: `--min-free`, free space checked with `fstatvfs` while writing.
 //! - `publish.rs`: versions directory, the atomic symlink swap, pruning.
 //! - `hooks.rs`: what runs once per published version: `--exec`, `--webhook`, `--signal`.
 //! - `health.rs`: the `/healthz` + `/metrics` server and the counters behind it.
@@ -37,10 +41,12 @@ mod git;
 mod health;
 mod hooks;
 mod publish;
+mod space;
 mod unpack;
 
 pub use args::{Args, ArgsError};
 pub use health::Metrics;
+pub use space::MinFree;
 
 /// Whether a download is unpacked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,8 +128,8 @@ pub struct Config {
     pub retry_max: Duration,
     /// Bound on the download of one sync, and on its `--exec` hook.
     pub timeout: Duration,
-    /// Most bytes one download may have.
-    pub max_bytes: Option<u64>,
+    /// Bounds on a download and a version, and the modes published.
+    pub limits: Limits,
     /// Expected sha256 (lowercase hex) of the download.
     pub sha256: Option<String>,
     /// Extra request headers.
@@ -138,6 +144,24 @@ pub struct Config {
     pub signal: Option<(String, PathBuf)>,
     /// Address of the `/healthz` + `/metrics` server.
     pub health_addr: Option<SocketAddr>,
+}
+
+/// Bounds on one sync, and the modes of what it publishes. The defaults (see `args.rs`) bound
+/// what a hostile or broken source can cost: disk, inodes, time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes one download may have (`--max-bytes`).
+    pub max_bytes: u64,
+    /// Most bytes of file content one version may unpack to, for archives and git trees
+    /// (`--max-unpacked-bytes`).
+    pub max_unpacked_bytes: u64,
+    /// Most files, directories and links in one version (`--max-entries`).
+    pub max_entries: u64,
+    /// Space kept free on DEST's filesystem while downloading and unpacking (`--min-free`).
+    pub min_free: MinFree,
+    /// Permission bits cleared from every published file and directory (`--umask`); setuid,
+    /// setgid and sticky bits are never published.
+    pub umask: u32,
 }
 
 /// Why the puller stopped.
@@ -510,4 +534,30 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
     crate::cli::main("podkit puller", Config::try_from(args), run)
+}
+
+/// Thin wrappers for the fuzz targets in `tests/fuzz/` (not an API).
+#[doc(hidden)]
+pub mod fuzz {
+    use std::path::Path;
+
+    /// Unpacks `archive` into the empty directory `dest` as a version would be (kind 0: tar,
+    /// 1: tar.gz, 2: zip, else sniffed), with small bounds (64 MiB, 10,000 entries, no free
+    /// space reserve); the bytes written, or the error chain as text.
+    pub fn unpack(archive: &Path, kind: u8, dest: &Path) -> Result<u64, String> {
+        let kind = match kind {
+            0 => super::unpack::Kind::Tar,
+            1 => super::unpack::Kind::TarGz,
+            2 => super::unpack::Kind::Zip,
+            _ => super::unpack::Kind::Sniff,
+        };
+        let limits = super::Limits {
+            max_bytes: 64 << 20,
+            max_unpacked_bytes: 64 << 20,
+            max_entries: 10_000,
+            min_free: super::MinFree::Bytes(0),
+            umask: 0o022,
+        };
+        super::unpack::unpack(archive, kind, dest, &limits).map_err(|e| super::error_chain(&e))
+    }
 }

@@ -12,13 +12,17 @@
 //! Layout:
 //! - `args.rs`: the clap flags ([`Args`]) and their conversion into the typed [`Config`].
 //! - `discover.rs`: globs, the directories to watch and the scan for matching files.
+//! - `open.rs`: opening a matched path safely (regular files only, no links out of the base
+//!   directories, no FIFO or device ever opened for reading).
 //! - `reader.rs`: the reader thread: tracks files by device, inode and fingerprint, reads them,
 //!   detects rotation and truncation.
 //! - `lines.rs`: bytes to records: partial lines, long lines, `raw|json|cri`, multiline joining.
 //! - `checkpoint.rs`: the state file (offsets), written atomically.
 //! - `sink.rs` + `sink/`: batching, retry with backoff, and the stdout/HTTP/Loki/Elasticsearch
 //!   encoders.
-//! - `metrics.rs`, `health.rs`: counters and the `/healthz` + `/metrics` server.
+//! - `metrics.rs`, `health.rs`: counters, the reader's progress, and the `/healthz` +
+//!   `/metrics` server.
+//! - `throttle.rs`: rate-limited warnings.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,8 +39,10 @@ mod discover;
 mod health;
 mod lines;
 mod metrics;
+mod open;
 mod reader;
 mod sink;
+mod throttle;
 
 pub use args::{Args, ArgsError};
 pub use health::run as run_health;
@@ -155,6 +161,14 @@ pub struct Config {
     /// A file that left the globs (renamed or deleted) is read for this long after its last
     /// growth before it is closed.
     pub rotate_wait: Duration,
+    /// A followed file at its end that has not grown for this long has its descriptor closed;
+    /// it is opened again when it changes.
+    pub close_inactive: Duration,
+    /// Follow symbolic links, only to files inside a base directory of the `paths` globs.
+    pub follow_symlinks: bool,
+    /// `/healthz` fails when one step of reading (an open, a read, a directory listing) has not
+    /// ended for this long.
+    pub stall_timeout: Duration,
     /// How often the state file is written (also on shutdown).
     pub checkpoint_interval: Duration,
     /// On shutdown, how long buffered records may take to reach the sink.
@@ -225,6 +239,7 @@ pub async fn run_with_metrics(
 ) -> Result<(), Error> {
     let config = Arc::new(config);
     let tracker = TaskTracker::new();
+    metrics.progress.set_stall_timeout(config.stall_timeout);
 
     let state = match &config.state {
         Some(path) => checkpoint::load(path).map_err(|source| Error::LoadState {
@@ -308,5 +323,136 @@ pub async fn run_with_metrics(
 /// `podkit-tail`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
+    raise_fd_limit();
     crate::cli::main("podkit tail", Config::try_from(args), run)
+}
+
+/// Each followed file holds a descriptor until it is done or inactive: take the hard limit of
+/// open files, not the soft one (often 1024).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                warn!(%err, soft, hard, "failed to raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => warn!(%err, "failed to read the open file limit"),
+    }
+}
+
+/// An error and its causes, as one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// For the fuzz targets in `tests/fuzz` only: the line splitter driven the way the reader
+/// drives it. Not a stable API.
+#[doc(hidden)]
+pub mod fuzz {
+    use std::time::Instant;
+
+    use clap::Parser;
+
+    use crate::tail::lines::LineReader;
+
+    /// One shipped line, as the sink would see it: the message, its file offsets (`None` for
+    /// lines of a fast-path block, which carries offsets per block), and its CRI stream.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Line {
+        /// The message.
+        pub message: String,
+        /// File offsets of the first byte and just after the last (`None` in a block).
+        pub span: Option<(u64, u64)>,
+        /// `stdout` or `stderr` for CRI input.
+        pub source: Option<&'static str>,
+    }
+
+    /// The splitter's options: `--format`, `--multiline-start`, `--max-line-bytes`, and whether
+    /// the raw stdout fast path is on (raw output, raw input, no multiline).
+    #[derive(Debug, Clone)]
+    pub struct Options {
+        /// `raw`, `json` or `cri`.
+        pub format: &'static str,
+        /// A `--multiline-start` regex.
+        pub multiline: Option<&'static str>,
+        /// `--max-line-bytes`.
+        pub max_line_bytes: usize,
+        /// Raw stdout output (fast-path blocks when the input is raw without multiline).
+        pub raw_output: bool,
+    }
+
+    /// Splits `chunks` (consecutive reads of one file) into lines, then finishes the file
+    /// (as on rotation). Returns the lines and the committed offset at the end.
+    pub fn split(options: &Options, chunks: &[&[u8]]) -> (Vec<Line>, u64) {
+        let max = options.max_line_bytes.to_string();
+        let mut argv = vec![
+            "podkit-tail",
+            "--path",
+            "/x/*.log",
+            "--format",
+            options.format,
+            "--max-line-bytes",
+            &max,
+            "--output",
+            if options.raw_output { "raw" } else { "json" },
+        ];
+        if let Some(regex) = options.multiline {
+            argv.extend(["--multiline-start", regex]);
+        }
+        // The options above are all valid.
+        let config = crate::tail::Config::try_from(crate::tail::Args::parse_from(argv))
+            .unwrap_or_else(|err| unreachable!("fuzz options: {err}"));
+        let mut reader = LineReader::new(1, "/x/a.log".into(), 0, &config);
+        let (mut lines, mut records) = (Vec::new(), Vec::new());
+        let now = Instant::now();
+        for chunk in chunks {
+            if reader.blocks() {
+                // As `reader.rs` does: the partial line in front of the read.
+                let mut data = reader.partial().to_vec();
+                reader.clear_partial();
+                data.extend_from_slice(chunk);
+                if let Some(block) = reader.push_bytes(&data, now, &mut records) {
+                    assert_eq!(block.end - block.offset, {
+                        let complete = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                        complete as u64
+                    });
+                    let text = String::from_utf8(block.bytes.to_vec())
+                        .unwrap_or_else(|_| unreachable!("blocks are UTF-8"));
+                    let mut count = 0;
+                    for line in text.split_terminator('\n') {
+                        lines.push(Line {
+                            message: line.to_owned(),
+                            span: None,
+                            source: None,
+                        });
+                        count += 1;
+                    }
+                    assert_eq!(count, block.count, "newline count of a block");
+                }
+            } else {
+                reader.push(chunk, now, &mut records);
+            }
+            lines.extend(records.drain(..).map(|r| Line {
+                span: (!reader.blocks()).then_some((r.offset, r.end)),
+                message: r.message,
+                source: r.source,
+            }));
+        }
+        reader.finish(now, &mut records);
+        lines.extend(records.drain(..).map(|r| Line {
+            span: (!reader.blocks()).then_some((r.offset, r.end)),
+            message: r.message,
+            source: r.source,
+        }));
+        (lines, reader.committed())
+    }
 }

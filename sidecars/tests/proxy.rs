@@ -11,6 +11,9 @@ use tokio::net::TcpStream;
 #[path = "proxy/support.rs"]
 mod support;
 
+#[path = "proxy/hardening.rs"]
+mod hardening;
+
 use support::{
     Backend, Binary, DEADLINE, Proxy, Serve, TestCa, checksum, curl, header, tls_server,
     tls_server_verifying, wait_until,
@@ -175,8 +178,8 @@ async fn routes_by_host_and_longest_prefix() -> anyhow::Result<()> {
 }
 
 /// A request head over `--max-header-bytes` or with more than `--max-headers` fields gets 431;
-/// a client that sends its head too slowly, or idles on a keep-alive connection, is
-/// disconnected at `--header-timeout`.
+/// a client that sends its head too slowly is disconnected at `--header-timeout`, one that
+/// idles on a keep-alive connection at `--keepalive-timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_limits_and_slowloris() -> anyhow::Result<()> {
     let app = Backend::start("app").await?;
@@ -186,6 +189,8 @@ async fn header_limits_and_slowloris() -> anyhow::Result<()> {
         "--max-header-bytes",
         "8192",
         "--header-timeout",
+        "300ms",
+        "--keepalive-timeout",
         "300ms",
     ])
     .await?;
@@ -216,7 +221,7 @@ async fn header_limits_and_slowloris() -> anyhow::Result<()> {
         String::from_utf8_lossy(&rest)
     );
 
-    // An idle keep-alive connection is closed too: the timer runs while the next head is awaited.
+    // An idle keep-alive connection is closed too.
     let mut idle = TcpStream::connect(proxy.addr).await?;
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await?;
     let mut all = Vec::new();
@@ -229,8 +234,9 @@ async fn header_limits_and_slowloris() -> anyhow::Result<()> {
     proxy.stop().await
 }
 
-/// `file:///DIR`: index.html, content types, ETag with If-None-Match, byte ranges, no escape
-/// from the directory.
+/// `file:///DIR`: index.html, content types, ETag with If-None-Match and Last-Modified with
+/// If-Modified-Since (once the file is a second old), byte ranges, no escape from the
+/// directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_files() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
@@ -248,10 +254,37 @@ async fn static_files() -> anyhow::Result<()> {
         header(&got.headers, "content-type"),
         Some("text/html; charset=utf-8")
     );
-    let etag = header(&got.headers, "etag").context("no ETag")?.to_owned();
-    let got = curl(&["-H", &format!("If-None-Match: {etag}")], &proxy.url("/")).await?;
-    assert_eq!(got.status, 304);
+    // Written just now: the validators are weak (a rewrite within the second would keep
+    // them) and no condition is honoured; a second later they are strong.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let (etag, got) = loop {
+        let got = curl(&[], &proxy.url("/")).await?;
+        let etag = header(&got.headers, "etag").context("no ETag")?.to_owned();
+        if !etag.starts_with("W/") {
+            let got = curl(&["-H", &format!("If-None-Match: {etag}")], &proxy.url("/")).await?;
+            break (etag, got);
+        }
+        let got = curl(&["-H", &format!("If-None-Match: {etag}")], &proxy.url("/")).await?;
+        // The second may have passed since: the answer's own validator says which it was.
+        let now = header(&got.headers, "etag").context("no ETag")?;
+        if now.starts_with("W/") {
+            assert_eq!(got.status, 200, "a weak ETag was honoured");
+        }
+        ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the ETag stayed weak: {etag}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(got.status, 304, "{etag}");
     assert!(got.body.is_empty());
+    let modified = header(&got.headers, "last-modified").context("no Last-Modified")?;
+    let got = curl(
+        &["-H", &format!("If-Modified-Since: {modified}")],
+        &proxy.url("/"),
+    )
+    .await?;
+    assert_eq!(got.status, 304);
 
     let got = curl(&[], &proxy.url("/assets/app.js")).await?;
     assert_eq!(got.status, 200);

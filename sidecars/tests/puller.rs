@@ -19,8 +19,12 @@ mod support;
 
 #[path = "puller/git.rs"]
 mod git;
+#[path = "puller/hostile.rs"]
+mod hostile;
 #[path = "puller/https.rs"]
 mod https;
+#[path = "puller/validators.rs"]
+mod validators;
 
 use support::{Origin, RawEntry, free_addr, http_status, raw_tar, tar_gz, versions, wait_until};
 

@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 #[path = "tail/support.rs"]
 mod support;
 
+#[path = "tail/hardening.rs"]
+mod hardening;
+
 use support::{
     Logrotate, Loki, Tailer, TestCa, Writer, check_numbers, line, wait_until, wait_until_async,
 };

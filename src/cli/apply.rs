@@ -71,6 +71,9 @@ pub fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<std::process::ExitC
         for field in &plan.ignored {
             eprintln!("note: pod {:?}: {field} is ignored on one host", plan.name);
         }
+        for warning in &plan.warnings {
+            eprintln!("warning: pod {:?}: {warning}", plan.name);
+        }
         start_detached(root, &plan)?;
         started.push(plan.name);
     }
@@ -195,5 +198,8 @@ fn print_plan(plan: &PodPlan) {
     }
     for field in &plan.ignored {
         println!("  ignored: {field}");
+    }
+    for warning in &plan.warnings {
+        println!("  warning: {warning}");
     }
 }

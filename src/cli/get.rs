@@ -310,13 +310,19 @@ fn describe_one(pod: &PodState) -> String {
     for c in status.conditions.iter().flatten() {
         let _ = writeln!(out, "  {:<17} {}", c.type_, c.status);
     }
-    let ignored = ignored_fields(pod);
+    let (ignored, warnings) = revalidate(pod);
     if !ignored.is_empty() {
         let _ = writeln!(
             out,
             "Ignored fields (no meaning on one host): {}",
             ignored.join(", ")
         );
+    }
+    if !warnings.is_empty() {
+        let _ = writeln!(out, "Warnings:");
+        for warning in warnings {
+            let _ = writeln!(out, "  {warning}");
+        }
     }
     let events = state::events(pod);
     let _ = writeln!(out, "Events:");
@@ -339,13 +345,13 @@ fn describe_one(pod: &PodState) -> String {
     out
 }
 
-/// The manifest's fields podkit ignores, found by validating it again.
-fn ignored_fields(pod: &PodState) -> Vec<String> {
+/// The manifest's fields podkit ignores and its warnings, found by validating it again.
+fn revalidate(pod: &PodState) -> (Vec<String>, Vec<String>) {
     let text = pod.manifest.to_string();
     crate::spec::parse("pod.json", &text)
         .ok()
         .and_then(|plans| plans.into_iter().next())
-        .map(|plan| plan.ignored)
+        .map(|plan| (plan.ignored, plan.warnings))
         .unwrap_or_default()
 }
 

@@ -4,6 +4,7 @@
 //! nothing on one host) and everything else, which is refused. A field that a later Kubernetes
 //! version adds is therefore refused until podkit decides what it means, never dropped silently.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    EnvValue, EnvVar, Handler, HostPathType, HostPort, Member, Mount, PodPlan, Probe,
-    RestartPolicy, Volume, VolumeSource,
+    EnvValue, EnvVar, Handler, HostPathType, HostPort, Member, Mount, PROXY_PROTOCOL_ANNOTATION,
+    PodPlan, Probe, ProxyProtocol, RestartPolicy, Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -146,6 +147,7 @@ pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
 struct Validator {
     problems: Vec<String>,
     ignored: Vec<String>,
+    warnings: Vec<String>,
 }
 
 impl Validator {
@@ -292,7 +294,15 @@ impl Validator {
             "initContainers",
             true,
         );
-        let containers = members(self, &spec.containers, "containers", false);
+        let mut containers = members(self, &spec.containers, "containers", false);
+        let mut init_containers = init_containers;
+        {
+            let mut all: Vec<&mut Member> = init_containers
+                .iter_mut()
+                .chain(containers.iter_mut())
+                .collect();
+            self.proxy_protocol(pod.metadata.annotations.as_ref(), &mut all);
+        }
 
         let mut seen_ports = Vec::new();
         for (member, port) in init_containers
@@ -342,6 +352,7 @@ impl Validator {
             containers: Vec::new(),
             volumes: Vec::new(),
             ignored: std::mem::take(&mut self.ignored),
+            warnings: std::mem::take(&mut self.warnings),
         }
     }
 
@@ -560,7 +571,79 @@ impl Validator {
             container_port,
             udp,
             host_ip,
+            proxy_protocol: None,
         })
+    }
+
+    /// Applies the [`PROXY_PROTOCOL_ANNOTATION`] to the pod's TCP hostPorts, and warns of each
+    /// one other hosts can reach whose app cannot tell them from the host itself.
+    fn proxy_protocol(
+        &mut self,
+        annotations: Option<&BTreeMap<String, String>>,
+        members: &mut [&mut Member],
+    ) {
+        let field = format!("metadata.annotations[{PROXY_PROTOCOL_ANNOTATION:?}]");
+        let parse = |v: &str| match v.trim() {
+            "v1" => Some(ProxyProtocol::V1),
+            "v2" => Some(ProxyProtocol::V2),
+            _ => None,
+        };
+        let mut every = None;
+        let mut by_port: Vec<(u16, ProxyProtocol)> = Vec::new();
+        if let Some(value) = annotations.and_then(|a| a.get(PROXY_PROTOCOL_ANNOTATION)) {
+            if let Some(version) = parse(value) {
+                every = Some(version);
+            } else {
+                for item in value.split(',').filter(|i| !i.trim().is_empty()) {
+                    let parsed = item.split_once('=').and_then(|(port, version)| {
+                        Some((port.trim().parse::<u16>().ok()?, parse(version)?))
+                    });
+                    match parsed {
+                        Some(pair) => by_port.push(pair),
+                        None => {
+                            self.bad(
+                                &field,
+                                format!(
+                                    "{item:?}: must be v1 or v2, or a list of HOSTPORT=v1|v2 \
+                                     (\"8080=v2,8443=v1\")"
+                                ),
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        for (port, _) in &by_port {
+            let published = members
+                .iter()
+                .flat_map(|m| &m.host_ports)
+                .any(|p| p.host_port == *port && !p.udp);
+            if !published {
+                self.bad(&field, format!("{port}: no TCP hostPort {port} in the pod"));
+            }
+        }
+        for member in members.iter_mut() {
+            let path = member.path.clone();
+            for port in member.host_ports.iter_mut().filter(|p| !p.udp) {
+                port.proxy_protocol = every.or_else(|| {
+                    by_port
+                        .iter()
+                        .find(|(p, _)| *p == port.host_port)
+                        .map(|(_, v)| *v)
+                });
+                let local_only = port.host_ip.is_some_and(|ip| ip.is_loopback());
+                if port.proxy_protocol.is_none() && !local_only {
+                    self.warnings.push(format!(
+                        "{path}: hostPort {} is open to other hosts, and podkit relays it: the \
+                         app sees every client as 127.0.0.1, so an app that trusts localhost \
+                         trusts them too. Set hostIP: 127.0.0.1, or have the app read the \
+                         client's address from a PROXY protocol header (annotation {}: v1|v2)",
+                        port.host_port, PROXY_PROTOCOL_ANNOTATION
+                    ));
+                }
+            }
+        }
     }
 
     fn id(&mut self, id: Option<i64>, path: &str) -> Option<u32> {

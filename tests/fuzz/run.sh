@@ -25,6 +25,17 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../../target/fuzz}
 cargo build --release --locked --target "$triple" --bins
 
+# The targets' scratch files (the unpacker's DEST) go to a directory of their own, removed at
+# exit (libFuzzer exits without running destructors), on a tmpfs when there is one: the
+# unpacker runs 8 times as many inputs a second there as on the disk-backed /tmp of a VM.
+scratch_root=$CARGO_TARGET_DIR
+if [ -d /dev/shm ] && [ -w /dev/shm ]; then
+    scratch_root=/dev/shm
+fi
+scratch=$(mktemp -d "$scratch_root/podkit-fuzz.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+export TMPDIR=$scratch
+
 for t in "${targets[@]}"; do
     corpus=$CARGO_TARGET_DIR/corpus/$t
     mkdir -p "$corpus" "artifacts/$t" "seeds/$t"

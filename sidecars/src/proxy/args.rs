@@ -95,9 +95,32 @@ pub struct Args {
     #[arg(long, env = "PODKIT_PROXY_TRUST_FORWARDED")]
     pub trust_forwarded: bool,
 
-    /// How long a client may take to send the request headers (slowloris guard).
+    /// How long a client may take to send a request head: the first one counted from the
+    /// connection's start (after TLS), each later one from its first byte (nginx's
+    /// `client_header_timeout`; slowloris guard).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_HEADER_TIMEOUT")]
     pub header_timeout: Duration,
+
+    /// How long a client may take to complete the TLS handshake on `--listen-tls` (nginx's
+    /// `ssl_handshake_timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_HANDSHAKE_TIMEOUT")]
+    pub handshake_timeout: Duration,
+
+    /// How long a client connection may stay open with no request in flight: HTTP/1.1 between
+    /// requests, HTTP/2 without a stream (then GOAWAY) (nginx's `keepalive_timeout`).
+    #[arg(long, value_name = "DURATION", default_value = "75s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_KEEPALIVE_TIMEOUT")]
+    pub keepalive_timeout: Duration,
+
+    /// How long writing a response to a client may make no progress before its connection
+    /// (HTTP/1.1) or stream (HTTP/2) is closed and the upstream connection with it (nginx's
+    /// `send_timeout`): a client that does not read cannot hold an upstream connection.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_SEND_TIMEOUT")]
+    pub send_timeout: Duration,
+
+    /// Most requests (HTTP/2 streams) one client connection may carry; then it is closed
+    /// after its last answer (HTTP/1.1) or told GOAWAY (HTTP/2) (nginx's `keepalive_requests`).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..), env = "PODKIT_PROXY_MAX_REQUESTS_PER_CONNECTION")]
+    pub max_requests_per_connection: u64,
 
     /// How long connecting to an upstream may take before 502.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, env = "PODKIT_PROXY_CONNECT_TIMEOUT")]
@@ -430,6 +453,9 @@ impl TryFrom<Args> for Config {
             trust_forwarded: args.trust_forwarded,
             timeouts: Timeouts {
                 header: args.header_timeout,
+                handshake: args.handshake_timeout,
+                keepalive: args.keepalive_timeout,
+                send: args.send_timeout,
                 connect: args.connect_timeout,
                 upstream: args.upstream_timeout,
                 upstream_idle: args.upstream_idle_timeout,
@@ -438,6 +464,7 @@ impl TryFrom<Args> for Config {
                 max_header_bytes: args.max_header_bytes,
                 max_headers: args.max_headers,
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                max_requests_per_connection: args.max_requests_per_connection,
                 max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
             },
             drain_timeout: args.drain_timeout,

@@ -1,8 +1,9 @@
-//! The `file:///DIR` upstream: static files with `index.html`, strong ETags and
-//! `If-None-Match`, single byte ranges and content types by extension. GET and HEAD only.
+//! The `file:///DIR` upstream: static files with `index.html`, ETags and Last-Modified
+//! (weak while the file is less than a second old) with `If-None-Match` and
+//! `If-Modified-Since`, single byte ranges and content types by extension. GET and HEAD only.
 
 use std::path::{Component, Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -117,6 +118,93 @@ fn range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(Ok((first, last.min(len - 1))))
 }
 
+/// A file's validators. Strong only when the file has not changed for a second: a file
+/// rewritten within the same second (same size, same modification time, as filesystems with
+/// coarse timestamps or tools that keep the time give) must not be answered 304 from the
+/// validators of its previous content. So, as RFC 9110 section 8.8.2.2 has it, a modification
+/// time (or inode change time) less than a second before the answer's date makes them weak:
+/// the ETag is sent as `W/`, and neither `If-None-Match`, `If-Modified-Since` nor `If-Range`
+/// is honoured against it. The ETag also holds the inode and the change time in nanoseconds,
+/// which a rewrite changes even when it keeps the modification time.
+#[derive(Debug)]
+struct Validators {
+    /// The quoted entity tag, without `W/`.
+    etag: String,
+    /// `Last-Modified` as an HTTP date, and its seconds since the epoch.
+    last_modified: Option<String>,
+    modified_secs: Option<i64>,
+    weak: bool,
+}
+
+impl Validators {
+    fn of(meta: &std::fs::Metadata, now: SystemTime) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+        let mtime = nanos(meta.mtime(), meta.mtime_nsec());
+        let ctime = nanos(meta.ctime(), meta.ctime_nsec());
+        let now_nanos = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX));
+        let weak = mtime.max(ctime) > now_nanos - 1_000_000_000;
+        let etag = format!("\"{:x}-{mtime:x}-{:x}-{ctime:x}\"", meta.len(), meta.ino());
+        let modified_secs = Some(meta.mtime());
+        let last_modified = jiff::Timestamp::from_second(meta.mtime())
+            .ok()
+            .map(|t| t.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        Self {
+            etag,
+            last_modified,
+            modified_secs,
+            weak,
+        }
+    }
+
+    fn etag_header(&self) -> String {
+        match self.weak {
+            true => format!("W/{}", self.etag),
+            false => self.etag.clone(),
+        }
+    }
+
+    /// Whether the request's conditions let it be answered 304 (RFC 9110 section 13.2.2:
+    /// `If-None-Match` first, `If-Modified-Since` only without it).
+    fn not_modified(&self, headers: &hyper::HeaderMap) -> bool {
+        if self.weak {
+            return false;
+        }
+        if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+            return inm.to_str().is_ok_and(|inm| etag_matches(inm, &self.etag));
+        }
+        let since = headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(http_date);
+        match (since, self.modified_secs) {
+            // A date in the future is not a valid one (RFC 9110 section 13.1.3).
+            (Some(since), Some(modified)) => {
+                since >= modified && since <= jiff::Timestamp::now().as_second()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) as seconds since the epoch.
+fn http_date(value: &str) -> Option<i64> {
+    let civil = jiff::civil::DateTime::strptime(
+        "%a, %d %b %Y %H:%M:%S",
+        value.trim().strip_suffix(" GMT")?,
+    )
+    .ok()?;
+    Some(
+        civil
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp()
+            .as_second(),
+    )
+}
+
 fn etag_matches(if_none_match: &str, etag: &str) -> bool {
     if_none_match.trim() == "*"
         || if_none_match
@@ -156,34 +244,27 @@ pub async fn serve<B>(root: &Path, req: &Request<B>) -> Response<ProxyBody> {
         };
     }
     let len = meta.len();
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let etag = format!("\"{len:x}-{mtime:x}\"");
+    let validators = Validators::of(&meta, SystemTime::now());
     let mut builder = Response::builder()
-        .header(header::ETAG, &etag)
+        .header(header::ETAG, validators.etag_header())
         .header(header::CONTENT_TYPE, content_type(&path))
         .header(header::ACCEPT_RANGES, "bytes");
-    if let Some(inm) = req
-        .headers()
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        && etag_matches(inm, &etag)
-    {
+    if let Some(date) = &validators.last_modified {
+        builder = builder.header(header::LAST_MODIFIED, date);
+    }
+    if validators.not_modified(req.headers()) {
         return builder
             .status(StatusCode::NOT_MODIFIED)
             .body(Empty::new().map_err(Into::into).boxed())
             .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR));
     }
+    let etag = &validators.etag;
     // If-Range: serve the range only while the validator still matches.
     let range_applies = req
         .headers()
         .get(header::IF_RANGE)
         .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v.trim() == etag);
+        .is_none_or(|v| !validators.weak && v.trim() == etag);
     let (first, count) = match req
         .headers()
         .get(header::RANGE)
@@ -242,6 +323,16 @@ mod tests {
         assert_eq!(range("bytes=100-", 100), Some(Err(())));
         assert_eq!(range("bytes=0-1,5-6", 100), None);
         assert_eq!(range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(
+            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
+        assert_eq!(http_date("Sun, 06 Nov 1994 08:49:37"), None);
     }
 
     #[test]

@@ -10,9 +10,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Frame;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::uri::Authority;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -154,7 +155,7 @@ fn short(status: StatusCode) -> Response<ProxyBody> {
 }
 
 /// Adds X-Forwarded-For/-Proto/-Host and Forwarded for a request from `peer`.
-fn forwarded(
+pub(crate) fn forwarded(
     headers: &mut HeaderMap,
     peer: SocketAddr,
     tls: bool,
@@ -207,14 +208,232 @@ fn forwarded(
     }
     let _ = match peer {
         SocketAddr::V4(peer) => write!(element, "for={};proto={proto}", peer.ip()),
-        SocketAddr::V6(peer) => write!(element, "for=\"[{}]\";proto={proto}", peer.ip()),
+        SocketAddr::V6(peer) => {
+            element.push_str("for=");
+            quote(
+                &mut element,
+                format_args!("[{}]", peer.ip()).to_string().as_bytes(),
+            );
+            write!(element, ";proto={proto}")
+        }
     };
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        let _ = write!(element, ";host=\"{host}\"");
+    if let Some(host) = host {
+        element.push_str(";host=");
+        quote(&mut element, host.as_bytes());
     }
     if let Some(element) = value(element) {
         headers.insert(FORWARDED, element);
     }
+}
+
+/// Appends `value` as an RFC 9110 quoted-string (section 5.6.4), as `Forwarded` takes its
+/// values (RFC 7239 section 4): `"` and `\\` escaped with a backslash; bytes no quoted-string
+/// can hold (controls other than HTAB, DEL) are dropped. The callers pass validated values, so
+/// this is the second of two guards against a client adding elements of its own.
+pub fn quote(out: &mut String, value: &[u8]) {
+    out.push('"');
+    for &b in value {
+        match b {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            b'\t' | b' '..=b'~' => out.push(char::from(b)),
+            // obs-text: kept as the Latin-1 character a HeaderValue's byte stands for would
+            // not be the same byte; dropped instead.
+            _ => {}
+        }
+    }
+    out.push('"');
+}
+
+/// Whether `value` is a valid `Host`: `uri-host [ ":" port ]` (RFC 9110 section 7.2, RFC 3986
+/// section 3.2.2): an IP literal in brackets, or a reg-name of unreserved characters,
+/// percent-encodings and sub-delimiters, then an optional port of digits. An empty host is
+/// refused, as nginx does.
+pub fn valid_authority(value: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix(b"[") {
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &rest[..close];
+        let valid = std::str::from_utf8(literal)
+            .ok()
+            .and_then(|l| l.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        if !valid {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match value.iter().position(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        }
+    };
+    if let Some(port) = port
+        && (port.len() > 5 || !port.iter().all(u8::is_ascii_digit))
+    {
+        return false;
+    }
+    if value.starts_with(b"[") {
+        return true;
+    }
+    if host.is_empty() {
+        return false;
+    }
+    let mut i = 0;
+    while i < host.len() {
+        match host[i] {
+            b'%' => {
+                if !(host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {}
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Fields a trailer section must not carry (RFC 9110 section 6.5.1): framing, routing,
+/// authentication, request modifiers, response control and content metadata. Dropped from
+/// the trailers passed on, both ways.
+const FORBIDDEN_TRAILERS: [&str; 30] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "trailer",
+    "te",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "authorization",
+    "www-authenticate",
+    "authentication-info",
+    "cookie",
+    "set-cookie",
+    "content-encoding",
+    "content-type",
+    "content-range",
+    "cache-control",
+    "expect",
+    "max-forwards",
+    "pragma",
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "age",
+];
+
+/// Removes what [`FORBIDDEN_TRAILERS`] names, and any `proxy-*` field.
+pub fn strip_forbidden_trailers(trailers: &mut HeaderMap) {
+    let forbidden: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            FORBIDDEN_TRAILERS.contains(&name) || name.starts_with("proxy-")
+        })
+        .cloned()
+        .collect();
+    for name in forbidden {
+        trailers.remove(name);
+    }
+}
+
+/// A body's frames with the forbidden trailer fields dropped.
+fn filter_trailers(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_trailers() {
+        Ok(mut trailers) => {
+            strip_forbidden_trailers(&mut trailers);
+            Frame::trailers(trailers)
+        }
+        Err(frame) => frame,
+    }
+}
+
+/// A failure of the client's request body (malformed chunked framing, the client gone): the
+/// client's fault, answered 400, never counted as the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to read the client's request body")]
+pub struct ClientBody(#[source] hyper::Error);
+
+/// Whether a request failed because of the client's own body.
+fn client_body_failed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(err) = source {
+        if err.is::<ClientBody>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Why a request is refused before routing: its status and the access log's flags.
+pub(crate) fn refuse<B>(req: &Request<B>) -> Option<StatusCode> {
+    if req.method() == Method::CONNECT {
+        return Some(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    // The asterisk-form is for OPTIONS alone (RFC 9112 section 3.2.4).
+    if req.uri().path() == "*" && req.method() != Method::OPTIONS {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    // RFC 9112 section 3.2: more than one Host, none in HTTP/1.1, or an invalid one: 400.
+    if hosts.next().is_some() {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    match host {
+        Some(host) if !valid_authority(host.as_bytes()) => return Some(StatusCode::BAD_REQUEST),
+        None if req.version() == hyper::Version::HTTP_11 => {
+            return Some(StatusCode::BAD_REQUEST);
+        }
+        _ => {}
+    }
+    // The request target's authority (absolute- or authority-form, HTTP/2's `:authority`)
+    // stands in for a missing Host: it must be as valid (hyper's URI parsing lets a user name
+    // through, `GET* HT@* HTTP/1.0` as the fuzzer found).
+    if let Some(authority) = req.uri().authority()
+        && !valid_authority(authority.as_str().as_bytes())
+    {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    // HTTP/2's `:authority` must agree with a Host.
+    if let (Some(host), Some(authority)) = (host, req.uri().authority())
+        && req.version() == hyper::Version::HTTP_2
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    // A transfer coding the proxy does not apply would be lost (chunked is undone by hyper
+    // and made anew): 501, as RFC 9112 section 6.1 asks.
+    if req.headers().contains_key(header::TRANSFER_ENCODING)
+        && !upstream::only_chunked(req.headers())
+    {
+        return Some(StatusCode::NOT_IMPLEMENTED);
+    }
+    None
 }
 
 /// The `Upgrade` an HTTP/1.1 request asks for with `Connection: upgrade`.
@@ -323,10 +542,13 @@ fn body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Handles one request from `peer`; never fails (errors become responses).
+/// `calm`: the connection was told GOAWAY for resetting too many streams; streams it still
+/// opens get 503 and reach no upstream.
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     tls: bool,
+    calm: bool,
     req: Request<hyper::body::Incoming>,
 ) -> Response<Logged<ProxyBody>> {
     let start = Instant::now();
@@ -357,7 +579,26 @@ pub async fn handle(
         bytes: 0,
         answered: false,
     };
-    let response = route(&shared, peer, tls, host, req, &mut entry).await;
+    let refused = match calm {
+        true => Some(StatusCode::SERVICE_UNAVAILABLE),
+        false => refuse(&req),
+    };
+    let response = match refused {
+        Some(status) => {
+            // The client's fault (Envoy's "downstream protocol error"); nothing was forwarded.
+            entry.flags = "DPE";
+            debug!(client = %peer, %status, "request refused");
+            let mut response = short(status);
+            if status == StatusCode::METHOD_NOT_ALLOWED
+                && let Ok(allow) =
+                    HeaderValue::from_str("GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH, TRACE")
+            {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            response
+        }
+        None => route(&shared, peer, tls, host, req, &mut entry).await,
+    };
     entry.status = response.status().as_u16();
     shared.metrics.count_status(entry.status);
     response.map(|body| Logged::new(body, entry))
@@ -377,6 +618,12 @@ async fn route(
         return short(StatusCode::NOT_FOUND);
     };
     entry.upstream = label.clone();
+    // An HTTP/2 stream the client reset right after its HEADERS is dropped by hyper as soon as
+    // this future waits: waiting once here lets hyper see the RST_STREAM before anything is
+    // dialled or sent upstream (rapid reset).
+    if req.version() == hyper::Version::HTTP_2 {
+        tokio::task::yield_now().await;
+    }
     // The URI's authority picks the pool. HTTP/1.1 upstreams get the client's Host in the Host
     // header and pool by upstream; HTTP/2 sends the URI's authority as `:authority`, which must
     // agree with Host, so those URIs carry the client's host and their connectors ignore it.
@@ -486,9 +733,12 @@ async fn route(
         Err(_) => return short(StatusCode::BAD_REQUEST),
     };
     parts.version = hyper::Version::HTTP_11;
+    let body = body
+        .map_frame(filter_trailers)
+        .map_err(|err| -> BoxError { Box::new(ClientBody(err)) });
     let body: ProxyBody = match shared.config.limits.max_body_bytes {
         Some(max) => Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).boxed(),
-        None => body.map_err(Into::into).boxed(),
+        None => body.boxed(),
     };
     let request = Request::from_parts(parts, body);
 
@@ -539,11 +789,12 @@ async fn route(
             let (mut parts, body) = match answer {
                 Answer::Own(response) => {
                     let (parts, body) = response.into_parts();
-                    (parts, body.boxed())
+                    (parts, body.map_frame(filter_trailers).boxed())
                 }
                 Answer::Hyper(response) => {
                     let (parts, body) = response.into_parts();
-                    (parts, body.map_err(Into::into).boxed())
+                    let body = body.map_frame(filter_trailers).map_err(Into::into);
+                    (parts, body.boxed())
                 }
             };
             strip_hop_by_hop(&mut parts.headers);
@@ -554,6 +805,12 @@ async fn route(
         Sent::Failed { err, .. } if body_too_large(&*err) => {
             entry.flags = "BL";
             short(StatusCode::PAYLOAD_TOO_LARGE)
+        }
+        Sent::Failed { err, .. } if client_body_failed(&*err) => {
+            // Malformed chunked framing or a client gone mid-body: the client's fault.
+            debug!(client = %peer, error = %chain(&*err), "client's request body failed");
+            entry.flags = "DPE";
+            short(StatusCode::BAD_REQUEST)
         }
         Sent::Failed { err, connect } => {
             shared
@@ -624,6 +881,86 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert!(headers.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn authorities() {
+        for good in [
+            "a",
+            "shop.example",
+            "shop.example:8080",
+            "10.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "x_y.local",
+            "caf%C3%A9.example",
+            "a:",
+        ] {
+            assert!(valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "",
+            ":80",
+            "t\", for=6.6.6.6, for=\"x",
+            "a b",
+            "a/b",
+            "a@b",
+            "a\\b",
+            "[::1",
+            "[::1]x",
+            "[zz]",
+            "a:8o",
+            "a:123456",
+            "%zz",
+            "a%4",
+        ] {
+            assert!(!valid_authority(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    /// Found by the `proxy_head` fuzz target: an authority-form target with a user name and
+    /// no Host (HTTP/1.0) was routed by, and put into Forwarded as, that authority.
+    #[test]
+    fn a_target_authority_is_validated_like_a_host() {
+        let request = Request::builder()
+            .method("GET*")
+            .uri("HT@*")
+            .version(hyper::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(refuse(&request), Some(StatusCode::BAD_REQUEST));
+        let request = Request::builder()
+            .uri("http://shop.example:8080/x")
+            .version(hyper::Version::HTTP_10)
+            .body(())
+            .expect("request");
+        assert_eq!(refuse(&request), None);
+    }
+
+    #[test]
+    fn quoted_strings() {
+        let mut out = String::new();
+        quote(&mut out, b"a\"b\\c\x01\td\xff");
+        assert_eq!(out, "\"a\\\"b\\\\c\td\"");
+    }
+
+    #[test]
+    fn forbidden_trailers_are_dropped() {
+        let mut trailers = HeaderMap::new();
+        for (k, v) in [
+            ("content-length", "5"),
+            ("host", "evil"),
+            ("proxy-foo", "1"),
+            ("set-cookie", "a=b"),
+            ("x-checksum", "2"),
+            ("grpc-status", "0"),
+        ] {
+            trailers.insert(k, HeaderValue::from_static(v));
+        }
+        strip_forbidden_trailers(&mut trailers);
+        let mut left: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["grpc-status", "x-checksum"]);
     }
 
     #[test]

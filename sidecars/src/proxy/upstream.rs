@@ -277,8 +277,7 @@ impl Pool {
     }
 
     /// Idle connections now.
-    #[cfg(test)]
-    fn idle_len(&self) -> usize {
+    pub(crate) fn idle_len(&self) -> usize {
         self.shared.idle().len()
     }
 
@@ -398,6 +397,14 @@ impl Pool {
         reusable: bool,
     ) -> Result<Response<Body>, Error> {
         let mut reusable = reusable && version == Version::HTTP_11 && !has_token(&headers, "close");
+        // Both framings at once is how requests are smuggled: never reuse such a connection,
+        // and never pass the length on (RFC 9112 section 6.3), whatever the status (a 204
+        // with both, found by the upstream_response fuzz target, kept them).
+        if headers.contains_key(header::TRANSFER_ENCODING)
+            && headers.remove(header::CONTENT_LENGTH).is_some()
+        {
+            reusable = false;
+        }
         let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
             reusable = false;
             Framing::Done
@@ -407,12 +414,6 @@ impl Pool {
         {
             Framing::Done
         } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            // Both framings at once is how requests are smuggled: never reuse such a connection,
-            // and never pass the length on (RFC 9112 section 6.3): the client's framing is made
-            // anew.
-            if headers.remove(header::CONTENT_LENGTH).is_some() {
-                reusable = false;
-            }
             // Any other coding would reach the client still coded once Transfer-Encoding, a
             // hop-by-hop header, is dropped.
             if !only_chunked(&headers) {
@@ -708,7 +709,7 @@ fn has_token(headers: &HeaderMap, token: &str) -> bool {
 }
 
 /// Whether Transfer-Encoding names `chunked` and nothing else.
-fn only_chunked(headers: &HeaderMap) -> bool {
+pub fn only_chunked(headers: &HeaderMap) -> bool {
     let mut codings = headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
@@ -747,7 +748,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// while incomplete. Stricter than `httparse::parse_chunk_size`, which takes an empty size as
 /// the last chunk and a bare LF inside an extension: at least one and at most 16 hex digits,
 /// then only whitespace or `;` extensions without control bytes, then CRLF.
-fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
+pub(crate) fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, Error> {
     let Some(lf) = memchr::memchr(b'\n', &buf[..buf.len().min(MAX_CHUNK_LINE)]) else {
         return match buf.len() > MAX_CHUNK_LINE {
             true => Err(Error::Invalid("chunk size line too long")),
@@ -1141,6 +1142,92 @@ impl hyper::body::Body for Body {
             _ => SizeHint::default(),
         }
     }
+}
+
+/// What reading one answer from an upstream gave, for the fuzz target
+/// (`proxy::fuzz::upstream_response`).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct FuzzAnswer {
+    /// The head: status, version, headers; or the error.
+    pub head: Result<(StatusCode, Version, HeaderMap), Error>,
+    /// The body's data frames, and how it ended (an error's text).
+    pub data: Vec<Bytes>,
+    /// Trailers, if any came.
+    pub trailers: Option<HeaderMap>,
+    /// How the body ended: `None` cleanly.
+    pub body_error: Option<String>,
+    /// The connection went back to the pool.
+    pub pooled: bool,
+}
+
+/// Reads one answer to a request (HEAD when `head_only`) from a connection whose peer sent
+/// `bytes` and closed, through the same head parser and body framing as [`Pool::send`].
+#[doc(hidden)]
+pub async fn fuzz_answer(bytes: &[u8], head_only: bool) -> io::Result<FuzzAnswer> {
+    use std::io::Write as _;
+    let (mut upstream, ours) = std::os::unix::net::UnixStream::pair()?;
+    // Inputs fit the socket's buffer (the fuzzer keeps them small); larger ones are cut.
+    upstream.set_nonblocking(true)?;
+    let _ = upstream.write_all(bytes);
+    drop(upstream);
+    ours.set_nonblocking(true)?;
+    let mut io = Io::Unix(UnixStream::from_std(ours)?);
+    let pool = Pool::unix(
+        Path::new("/nonexistent"),
+        Options {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(60),
+            max_head: 8192,
+            response_timeout: Duration::from_secs(5),
+        },
+    );
+    let mut buf = BytesMut::new();
+    let mut state = HeadState::default();
+    let head = std::future::poll_fn(|cx| poll_head(cx, &mut io, &mut buf, &mut state, 8192)).await;
+    let mut answer = FuzzAnswer {
+        head: Err(Error::Closed),
+        data: Vec::new(),
+        trailers: None,
+        body_error: None,
+        pooled: false,
+    };
+    let (status, version, headers) = match head {
+        Ok(head) => head,
+        Err(err) => {
+            answer.head = Err(err);
+            return Ok(answer);
+        }
+    };
+    answer.head = Ok((status, version, headers.clone()));
+    let response = match pool.response(io, buf, (status, version, headers), head_only, None, true) {
+        Ok(response) => response,
+        Err(err) => {
+            answer.head = Err(err);
+            return Ok(answer);
+        }
+    };
+    if let Ok((_, _, headers)) = &mut answer.head {
+        // What the caller sees: the framing headers as the client would get them.
+        *headers = response.headers().clone();
+    }
+    let mut body = response.into_body();
+    loop {
+        match std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => answer.data.push(data),
+                Err(frame) => answer.trailers = frame.into_trailers().ok(),
+            },
+            Some(Err(err)) => {
+                answer.body_error = Some(err.to_string());
+                break;
+            }
+        }
+    }
+    drop(body);
+    answer.pooled = pool.idle_len() == 1;
+    Ok(answer)
 }
 
 /// The connection of a `101 Switching Protocols` answer, in the response's extensions, for
@@ -1560,6 +1647,26 @@ mod tests {
                 .is_some_and(|e| matches!(e, Error::Timeout(_))),
             "{err:?}"
         );
+    }
+
+    /// Found by the upstream_response fuzz target: a 204 with both framings kept its
+    /// Content-Length and its connection.
+    #[tokio::test]
+    async fn both_framings_lose_the_length_whatever_the_status() {
+        let (port, _seen) = server(
+            vec![
+                b"HTTP/1.1 204 No Content\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                b"",
+            ],
+            false,
+        )
+        .await;
+        let pool = local(port, options());
+        let response = pool.send(get("/")).await.expect("answered");
+        assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+        assert!(response.body().is_end_stream());
+        drop(response);
+        assert_eq!(pool.idle_len(), 0);
     }
 
     #[tokio::test]

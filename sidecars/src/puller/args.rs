@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue};
 
-use crate::puller::{Config, Extract, Mode, Source};
+use crate::puller::space::{MinFree, parse_size};
+use crate::puller::{Config, Extract, Limits, Mode, Source};
 
 /// Keep a shared volume up to date with a remote file or archive, published atomically.
 #[derive(Debug, Clone, clap::Parser)]
@@ -153,14 +154,45 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "PODKIT_PULLER_TIMEOUT")]
     pub timeout: Duration,
 
-    /// Refuse downloads larger than this many bytes. Not with `--git`.
+    /// Refuse downloads larger than this (bytes, or with K, M, G, T: powers of 1024). Not with
+    /// `--git`.
     #[arg(
         long,
-        value_name = "BYTES",
+        value_name = "SIZE",
+        default_value = "1G",
+        value_parser = parse_size,
         conflicts_with = "git",
         env = "PODKIT_PULLER_MAX_BYTES"
     )]
-    pub max_bytes: Option<u64>,
+    pub max_bytes: u64,
+
+    /// Refuse an archive (or a git commit) whose files hold more than this in all, unpacked.
+    #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size, env = "PODKIT_PULLER_MAX_UNPACKED_BYTES")]
+    pub max_unpacked_bytes: u64,
+
+    /// Refuse an archive (or a git commit) with more files, directories and links than this.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        env = "PODKIT_PULLER_MAX_ENTRIES"
+    )]
+    pub max_entries: u64,
+
+    /// Stop a download or a version before the filesystem of `--dest` has less than this free:
+    /// a size (e.g. `512M`) or a percentage of the filesystem (e.g. `5%`).
+    #[arg(
+        long,
+        value_name = "SIZE|PCT",
+        default_value = "5%",
+        env = "PODKIT_PULLER_MIN_FREE"
+    )]
+    pub min_free: MinFree,
+
+    /// Permission bits (octal) cleared from every published file and directory, as a shell's
+    /// umask; setuid, setgid and sticky bits are never published.
+    #[arg(long, value_name = "OCTAL", default_value = "022", value_parser = parse_umask, env = "PODKIT_PULLER_UMASK")]
+    pub umask: u32,
 
     /// Expected sha256 of the download (hex); anything else is not published. Not with `--git`.
     #[arg(
@@ -282,6 +314,16 @@ pub enum ArgsError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// An octal umask such as `022` or `0027`.
+fn parse_umask(value: &str) -> Result<u32, String> {
+    match u32::from_str_radix(value, 8) {
+        Ok(mask) if mask <= 0o777 => Ok(mask),
+        _ => Err(format!(
+            "{value:?} is not an octal umask from 000 to 777, such as 022"
+        )),
+    }
 }
 
 fn git_source(url: &str, reference: &str, depth: u32) -> Result<Source, ArgsError> {
@@ -415,6 +457,15 @@ impl TryFrom<Args> for Config {
                 return Err(ArgsError::Zero { flag });
             }
         }
+        for (flag, value) in [
+            ("--max-bytes", args.max_bytes),
+            ("--max-unpacked-bytes", args.max_unpacked_bytes),
+            ("--max-entries", args.max_entries),
+        ] {
+            if value == 0 {
+                return Err(ArgsError::Zero { flag });
+            }
+        }
         if args.max_failures == Some(0) {
             return Err(ArgsError::Zero {
                 flag: "--max-failures",
@@ -474,7 +525,13 @@ impl TryFrom<Args> for Config {
             retry_initial: args.retry_initial,
             retry_max: args.retry_max,
             timeout: args.timeout,
-            max_bytes: args.max_bytes,
+            limits: Limits {
+                max_bytes: args.max_bytes,
+                max_unpacked_bytes: args.max_unpacked_bytes,
+                max_entries: args.max_entries,
+                min_free: args.min_free,
+                umask: args.umask,
+            },
             sha256,
             headers,
             bearer_token_file: args.bearer_token_file,
@@ -483,5 +540,83 @@ impl TryFrom<Args> for Config {
             signal,
             health_addr: args.health_addr,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Config, String> {
+        let argv = [
+            "podkit-puller",
+            "--url",
+            "http://127.0.0.1:1/a.tgz",
+            "--dest",
+            "/d",
+        ];
+        let args = Args::try_parse_from(argv.iter().chain(extra)).map_err(|e| e.to_string())?;
+        Config::try_from(args).map_err(|e| e.to_string())
+    }
+
+    /// Every sync is bounded without a flag: a download, what it unpacks to, its entries, the
+    /// free space it leaves, and the modes it publishes.
+    #[test]
+    fn bounds_have_defaults() {
+        let config = parse(&[]).expect("defaults");
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_bytes: 1 << 30,
+                max_unpacked_bytes: 2 << 30,
+                max_entries: 100_000,
+                min_free: MinFree::Percent(5),
+                umask: 0o022,
+            }
+        );
+        let config = parse(&[
+            "--max-bytes",
+            "64Mi",
+            "--max-unpacked-bytes",
+            "1G",
+            "--max-entries",
+            "10",
+            "--min-free",
+            "100M",
+            "--umask",
+            "0027",
+        ])
+        .expect("flags");
+        assert_eq!(
+            config.limits,
+            Limits {
+                max_bytes: 64 << 20,
+                max_unpacked_bytes: 1 << 30,
+                max_entries: 10,
+                min_free: MinFree::Bytes(100 << 20),
+                umask: 0o027,
+            }
+        );
+    }
+
+    #[test]
+    fn bad_bounds_are_flag_errors() {
+        for (flag, value) in [
+            ("--max-bytes", "0"),
+            ("--max-bytes", "lots"),
+            ("--max-unpacked-bytes", "0"),
+            ("--max-entries", "0"),
+            ("--min-free", "100%"),
+            ("--umask", "0999"),
+            ("--umask", "1777"),
+        ] {
+            let err = parse(&[flag, value]).expect_err(value);
+            assert!(
+                err.contains(flag) || err.contains(value),
+                "{flag} {value}: {err}"
+            );
+        }
     }
 }

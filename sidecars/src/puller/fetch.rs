@@ -1,9 +1,23 @@
-//! One download: an `http://` GET (conditional on the last published version's `ETag` and
-//! `Last-Modified`) or a local file, streamed into a temporary file with its sha256 computed on
-//! the way and its size bounded by `--max-bytes`. Memory stays at one body frame (or 64 KiB).
+//! One download: an `http://` GET (conditional on the last published version's validators) or
+//! a local file, streamed into a temporary file with its sha256 computed on the way, its size
+//! bounded by `--max-bytes` and the filesystem's free space by `--min-free`. Memory stays at
+//! one body frame (or 64 KiB).
+//!
+//! Validators never hide an update (RFC 9110 §8.8.2.2, §13.1): an `ETag` is sent back as
+//! `If-None-Match` (alone: a server must then ignore `If-Modified-Since` anyway); without one, a
+//! `Last-Modified` is sent back as `If-Modified-Since` only when it is strong, at least one
+//! second older than the answer's `Date` (or than its arrival, without a `Date`). A
+//! `Last-Modified` within that second may be shared by a later version written in the same
+//! second, which a conditional request would then never fetch; instead the next poll fetches
+//! again and the sha256 tells whether anything changed. A `file://` source is skipped while its
+//! inode, size and nanosecond mtime are those of the published version, and likewise only once
+//! that mtime is a second old (filesystem timestamps come from a coarse clock: two writes in one
+//! tick share an mtime).
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -17,7 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
-use crate::puller::{Config, Source};
+use crate::puller::space::Space;
+use crate::puller::{Config, Limits, Source};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +72,11 @@ pub enum Error {
         #[source]
         source: hyper::Error,
     },
+    /// Writing on would eat into `--min-free`.
+    #[error(transparent)]
+    Space(#[from] crate::puller::space::Error),
     /// The download is larger than `--max-bytes`.
-    #[error("{url} is larger than --max-bytes {max}")]
+    #[error("{url} is larger than --max-bytes {max}; raise --max-bytes if that is expected")]
     TooLarge {
         /// The source.
         url: String,
@@ -100,11 +118,75 @@ pub enum Error {
     },
 }
 
-/// The validators of a published download, sent back as `If-None-Match`/`If-Modified-Since`.
+/// The validators of a published download: what tells the next sync that nothing changed.
 #[derive(Debug, Clone, Default)]
 pub struct Validators {
+    /// The `ETag`, sent back as `If-None-Match` (a weak `W/` one too: RFC 9110 §13.1.2 allows
+    /// weak comparison for a GET).
     etag: Option<HeaderValue>,
+    /// A strong `Last-Modified` (see the module doc), sent back as `If-Modified-Since` when
+    /// there is no `ETag`.
     last_modified: Option<HeaderValue>,
+    /// A `file://` source's stamp, once its mtime is a second old.
+    file: Option<FileStamp>,
+}
+
+/// What identifies one version of a local file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_sec: i64,
+    mtime_nsec: i64,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_sec: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+
+    /// Whether the mtime is at least a second before `now`: a later write lands in a later
+    /// tick of the filesystem's clock, so it changes the stamp.
+    fn settled(&self, now: SystemTime) -> bool {
+        let Ok(nsec) = u32::try_from(self.mtime_nsec) else {
+            return false;
+        };
+        let mtime = match u64::try_from(self.mtime_sec) {
+            Ok(sec) => SystemTime::UNIX_EPOCH + Duration::new(sec, nsec),
+            // Before 1970: long settled.
+            Err(_) => return true,
+        };
+        mtime + Duration::from_secs(1) <= now
+    }
+}
+
+/// The `Last-Modified` of an answer if it is strong (RFC 9110 §8.8.2.2): at least one second
+/// before the answer's `Date`, or before `received` when there is no `Date`. One that is not
+/// may be shared by a later version made within the same second.
+fn strong_last_modified(headers: &hyper::HeaderMap, received: SystemTime) -> Option<HeaderValue> {
+    let value = headers.get(header::LAST_MODIFIED)?;
+    let modified = http_date(value)?;
+    let date = match headers.get(header::DATE) {
+        Some(date) => http_date(date)?,
+        None => jiff::Timestamp::try_from(received).ok()?,
+    };
+    (modified + jiff::SignedDuration::from_secs(1) <= date).then(|| value.clone())
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`); the obsolete RFC 850 and asctime forms are
+/// not parsed, so a `Last-Modified` in them is never used.
+fn http_date(value: &HeaderValue) -> Option<jiff::Timestamp> {
+    jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value.to_str().ok()?)
+        .ok()
 }
 
 /// A finished download in a temporary file.
@@ -159,8 +241,8 @@ pub struct Fetcher {
     source: Source,
     headers: Vec<(HeaderName, HeaderValue)>,
     bearer_token_file: Option<PathBuf>,
-    max_bytes: Option<u64>,
-    /// Validators of the version now published; `None` until the first publish.
+    limits: Limits,
+    /// Validators of the version now published; empty until the first publish.
     validators: Mutex<Validators>,
 }
 
@@ -180,7 +262,7 @@ impl Fetcher {
             source: config.source.clone(),
             headers: config.headers.clone(),
             bearer_token_file: config.bearer_token_file.clone(),
-            max_bytes: config.max_bytes,
+            limits: config.limits,
             validators: Mutex::new(Validators::default()),
         })
     }
@@ -197,7 +279,7 @@ impl Fetcher {
         let path = tmp_dir.join(format!("download-{:016x}", fastrand::u64(..)));
         match &self.source {
             Source::Http(uri) => self.fetch_http(uri, path).await,
-            Source::File(file) => fetch_file(file, path, self.max_bytes).await.map(Some),
+            Source::File(file) => self.fetch_file(file, path).await,
             // A git source is synced by `git.rs`; nothing to download here.
             Source::Git { .. } => Ok(None),
         }
@@ -208,13 +290,17 @@ impl Fetcher {
         let mut request = Request::get(uri.clone());
         let sent_validators = {
             let validators = self.validators.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(etag) = &validators.etag {
-                request = request.header(header::IF_NONE_MATCH, etag.clone());
+            match (&validators.etag, &validators.last_modified) {
+                (Some(etag), _) => {
+                    request = request.header(header::IF_NONE_MATCH, etag.clone());
+                    true
+                }
+                (None, Some(modified)) => {
+                    request = request.header(header::IF_MODIFIED_SINCE, modified.clone());
+                    true
+                }
+                (None, None) => false,
             }
-            if let Some(modified) = &validators.last_modified {
-                request = request.header(header::IF_MODIFIED_SINCE, modified.clone());
-            }
-            validators.etag.is_some() || validators.last_modified.is_some()
         };
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
@@ -244,6 +330,7 @@ impl Fetcher {
                 url: url.clone(),
                 source,
             })?;
+        let received = SystemTime::now();
         let status = response.status();
         if status == StatusCode::NOT_MODIFIED && sent_validators {
             debug!(%url, "304 not modified");
@@ -252,21 +339,24 @@ impl Fetcher {
         if !status.is_success() {
             return Err(Error::Status { url, status });
         }
-        if let (Some(max), Some(length)) = (
-            self.max_bytes,
-            response
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok()),
-        ) && length > max
+        let length = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(length) = length
+            && length > self.limits.max_bytes
         {
-            return Err(Error::TooLarge { url, max });
+            return Err(Error::TooLarge {
+                url,
+                max: self.limits.max_bytes,
+            });
         }
         let validators = Validators {
             etag: response.headers().get(header::ETAG).cloned(),
-            last_modified: response.headers().get(header::LAST_MODIFIED).cloned(),
+            last_modified: strong_last_modified(response.headers(), received),
+            file: None,
         };
-        let mut sink = Sink::create(path, self.max_bytes, &url).await?;
+        let mut sink = Sink::create(path, &self.limits, &url, length).await?;
         let mut body = response.into_body();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|source| Error::Body {
@@ -280,52 +370,83 @@ impl Fetcher {
         let name = last_segment(uri.path());
         Ok(Some(sink.finish(name, validators).await?))
     }
-}
 
-async fn fetch_file(file: &Path, path: PathBuf, max_bytes: Option<u64>) -> Result<Download, Error> {
-    let read_err = |source| Error::ReadFile {
-        path: file.to_owned(),
-        source,
-    };
-    let url = format!("file://{}", file.display());
-    if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
-        let dir = file.to_owned();
-        return tokio::task::spawn_blocking(move || tar_dir(&dir, path, max_bytes, &url))
-            .await
-            .map_err(|err| Error::ReadFile {
-                path: file.to_owned(),
-                source: std::io::Error::other(err),
-            })?;
-    }
-    let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
-    let mut sink = Sink::create(path, max_bytes, &url).await?;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = input.read(&mut buf).await.map_err(read_err)?;
-        if n == 0 {
-            break;
+    /// A local file (`None` while its stamp is the published one's), or a local directory.
+    async fn fetch_file(&self, file: &Path, path: PathBuf) -> Result<Option<Download>, Error> {
+        let read_err = |source| Error::ReadFile {
+            path: file.to_owned(),
+            source,
+        };
+        let url = format!("file://{}", file.display());
+        if tokio::fs::metadata(file).await.map_err(read_err)?.is_dir() {
+            let (dir, limits) = (file.to_owned(), self.limits);
+            return tokio::task::spawn_blocking(move || tar_dir(&dir, path, &limits, &url))
+                .await
+                .map_err(|err| Error::ReadFile {
+                    path: file.to_owned(),
+                    source: std::io::Error::other(err),
+                })?
+                .map(Some);
         }
-        sink.write(&buf[..n]).await?;
+        let mut input = tokio::fs::File::open(file).await.map_err(read_err)?;
+        let stamped = SystemTime::now();
+        let stamp = FileStamp::of(&input.metadata().await.map_err(read_err)?);
+        {
+            let validators = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+            if validators.file == Some(stamp) {
+                debug!(%url, "file unchanged");
+                return Ok(None);
+            }
+        }
+        let mut sink = Sink::create(path, &self.limits, &url, Some(stamp.size)).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = input.read(&mut buf).await.map_err(read_err)?;
+            if n == 0 {
+                break;
+            }
+            sink.write(&buf[..n]).await?;
+        }
+        // A file written while it was read is read again at the next sync, whatever its stamp.
+        let unchanged = FileStamp::of(&input.metadata().await.map_err(read_err)?) == stamp;
+        let validators = Validators {
+            file: (unchanged && stamp.settled(stamped)).then_some(stamp),
+            ..Validators::default()
+        };
+        let name = last_segment(&file.to_string_lossy());
+        sink.finish(name, validators).await.map(Some)
     }
-    let name = last_segment(&file.to_string_lossy());
-    sink.finish(name, Validators::default()).await
 }
 
 /// A local directory becomes a tar (symlinks kept as links) named `<dir>.tar`, so it is
-/// unpacked as a tree and deduplicated by digest like any download.
-fn tar_dir(
-    dir: &Path,
-    path: PathBuf,
-    max_bytes: Option<u64>,
-    url: &str,
-) -> Result<Download, Error> {
+/// unpacked as a tree and deduplicated by digest like any download. `--max-bytes` and
+/// `--min-free` stop it as it is written.
+fn tar_dir(dir: &Path, path: PathBuf, limits: &Limits, url: &str) -> Result<Download, Error> {
+    /// The tar file, hashed and bounded as it is written.
     struct Hashing {
         file: std::fs::File,
         hasher: Sha256,
         bytes: u64,
+        max: u64,
+        space: Space,
+        /// Why a write was refused, to report instead of the I/O error the tar builder sees.
+        stop: Option<Error>,
+        url: String,
     }
     impl std::io::Write for Hashing {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let len = buf.len() as u64;
+            if self.bytes + len > self.max {
+                self.stop = Some(Error::TooLarge {
+                    url: self.url.clone(),
+                    max: self.max,
+                });
+                return Err(std::io::Error::other("over --max-bytes"));
+            }
+            if let Err(err) = self.space.charge(self.file.as_fd(), len) {
+                self.stop = Some(err.into());
+                return Err(std::io::Error::other("over --min-free"));
+            }
             let n = self.file.write(buf)?;
             self.hasher.update(&buf[..n]);
             self.bytes += n as u64;
@@ -349,19 +470,19 @@ fn tar_dir(
         file,
         hasher: Sha256::new(),
         bytes: 0,
+        max: limits.max_bytes,
+        space: Space::new(limits.min_free, path.clone()),
+        stop: None,
+        url: url.to_owned(),
     });
     builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir).map_err(read_err)?;
+    let appended = builder.append_dir_all(".", dir);
+    if let Some(stop) = builder.get_mut().stop.take() {
+        return Err(stop);
+    }
+    appended.map_err(read_err)?;
     let hashing = builder.into_inner().map_err(write_err)?;
     hashing.file.sync_all().map_err(write_err)?;
-    if let Some(max) = max_bytes
-        && hashing.bytes > max
-    {
-        return Err(Error::TooLarge {
-            url: url.to_owned(),
-            max,
-        });
-    }
     let mut guard = guard;
     guard.0 = None;
     let name = format!("{}.tar", last_segment(&dir.to_string_lossy()));
@@ -381,39 +502,52 @@ struct Sink {
     path: PathBuf,
     hasher: Sha256,
     bytes: u64,
-    max_bytes: Option<u64>,
+    max_bytes: u64,
+    space: Space,
     url: String,
 }
 
 impl Sink {
-    async fn create(path: PathBuf, max_bytes: Option<u64>, url: &str) -> Result<Self, Error> {
+    /// A new temporary file; refused at once when `expected` bytes (a `Content-Length`, a
+    /// file's size) would not fit above `--min-free`.
+    async fn create(
+        path: PathBuf,
+        limits: &Limits,
+        url: &str,
+        expected: Option<u64>,
+    ) -> Result<Self, Error> {
         let file = tokio::fs::File::create(&path)
             .await
             .map_err(|source| Error::Write {
                 path: path.clone(),
                 source,
             })?;
+        let guard = TmpGuard(Some(path.clone()));
+        let space = Space::new(limits.min_free, path.clone());
+        if let Some(expected) = expected {
+            space.expect(file.as_fd(), expected)?;
+        }
         Ok(Self {
             file,
-            guard: TmpGuard(Some(path.clone())),
+            guard,
             path,
             hasher: Sha256::new(),
             bytes: 0,
-            max_bytes,
+            max_bytes: limits.max_bytes,
+            space,
             url: url.to_owned(),
         })
     }
 
     async fn write(&mut self, data: &[u8]) -> Result<(), Error> {
         self.bytes += data.len() as u64;
-        if let Some(max) = self.max_bytes
-            && self.bytes > max
-        {
+        if self.bytes > self.max_bytes {
             return Err(Error::TooLarge {
                 url: self.url.clone(),
-                max,
+                max: self.max_bytes,
             });
         }
+        self.space.charge(self.file.as_fd(), data.len() as u64)?;
         self.hasher.update(data);
         self.file
             .write_all(data)
@@ -460,4 +594,67 @@ fn last_segment(path: &str) -> String {
         .find(|s| !s.is_empty())
         .unwrap_or("index")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(HeaderName, &str)]) -> hyper::HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.clone(), HeaderValue::from_str(value).expect("value")))
+            .collect()
+    }
+
+    /// RFC 9110 §8.8.2.2: strong only when at least a second older than `Date`.
+    #[test]
+    fn last_modified_is_strong_only_a_second_before_date() {
+        let received = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let lm = "Wed, 18 May 2033 03:33:19 GMT"; // 1_999_999_999
+        let same = "Wed, 18 May 2033 03:33:20 GMT"; // 2_000_000_000
+        let later = "Wed, 18 May 2033 03:33:21 GMT";
+        let strong = |pairs: &[(HeaderName, &str)]| {
+            strong_last_modified(&headers(pairs), received).is_some()
+        };
+        assert!(strong(&[(header::LAST_MODIFIED, lm), (header::DATE, same)]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, same),
+            (header::DATE, same)
+        ]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, later),
+            (header::DATE, same)
+        ]));
+        // Without a Date, the time it arrived.
+        assert!(strong(&[(header::LAST_MODIFIED, lm)]));
+        assert!(!strong(&[(header::LAST_MODIFIED, same)]));
+        // Dates that do not parse are never trusted.
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, "yesterday"),
+            (header::DATE, same)
+        ]));
+        assert!(!strong(&[
+            (header::LAST_MODIFIED, lm),
+            (header::DATE, "now")
+        ]));
+        assert!(!strong(&[(header::DATE, same)]));
+    }
+
+    #[test]
+    fn a_file_stamp_settles_a_second_after_its_mtime() {
+        let stamp = FileStamp {
+            dev: 1,
+            ino: 2,
+            size: 3,
+            mtime_sec: 1_000,
+            mtime_nsec: 500_000_000,
+        };
+        let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+        assert!(!stamp.settled(at(1_000, 600_000_000)));
+        assert!(!stamp.settled(at(1_001, 499_999_999)));
+        assert!(stamp.settled(at(1_001, 500_000_000)));
+        // An mtime in the future (a clock set back) never settles early.
+        assert!(!stamp.settled(at(999, 0)));
+    }
 }

@@ -27,7 +27,7 @@ use gix::remote::Direction;
 use tracing::{debug, warn};
 
 use crate::client_tls::ClientTls;
-use crate::puller::{Config, Source, unpack};
+use crate::puller::{Config, Limits, Source, unpack};
 
 /// A gix failure, kept with its whole chain of causes.
 type GixError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -95,12 +95,13 @@ pub enum Error {
         /// Why.
         reason: &'static str,
     },
-    /// A symlink chain leaves the version directory.
-    #[error("refused the tree of commit {commit}")]
-    Escape {
+    /// The tree could not be written, or is refused: a symlink leaving the version, over
+    /// `--max-entries`, `--max-unpacked-bytes` or `--min-free`.
+    #[error("failed to write the tree of commit {commit}")]
+    Tree {
         /// The commit.
         commit: String,
-        /// Which entry.
+        /// Cause.
         #[source]
         source: unpack::Error,
     },
@@ -149,6 +150,8 @@ pub struct Git {
     depth: u32,
     /// The bare repository that keeps the fetched objects between syncs.
     cache: PathBuf,
+    /// Bounds and modes of the written tree.
+    limits: Limits,
     tls: ClientTls,
     headers: Vec<String>,
     bearer_token_file: Option<PathBuf>,
@@ -170,6 +173,7 @@ impl Git {
             reference: reference.clone(),
             depth: *depth,
             cache: config.dest.join(".repo"),
+            limits: config.limits,
             tls: config.tls.clone(),
             headers: config
                 .headers
@@ -309,27 +313,33 @@ impl Git {
             path: dir.clone(),
             source,
         })?;
-        let mut writer = TreeWriter {
-            repo: &repo,
-            commit: &commit_id,
-            interrupt,
-            bytes: 0,
-            symlinks: Vec::new(),
+        let tree_err = |source| Error::Tree {
+            commit: commit_id.clone(),
+            source,
         };
-        let written = writer.write(tree.detach(), &dir, "", 0);
-        let written = written.and_then(|()| {
-            let symlinks = std::mem::take(&mut writer.symlinks);
-            unpack::check_on_disk(&dir, symlinks, &dir).map_err(|source| Error::Escape {
-                commit: commit_id.clone(),
-                source,
-            })
-        });
-        if let Err(err) = written {
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(err);
-        }
+        let written = unpack::Tree::open(&dir, "tree entry", &self.limits)
+            .map_err(tree_err)
+            .and_then(|mut out| {
+                // The checkout's root is a directory like any other (mode 0755 within --umask).
+                out.dir("", Path::new(""), 0o755).map_err(tree_err)?;
+                let mut writer = TreeWriter {
+                    repo: &repo,
+                    commit: &commit_id,
+                    interrupt,
+                    out: &mut out,
+                };
+                writer.write(tree.detach(), Path::new(""))?;
+                out.finish().map_err(tree_err)
+            });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err);
+            }
+        };
         Ok(Some(Checkout {
-            bytes: writer.bytes,
+            bytes,
             commit: commit_id,
             dir,
         }))
@@ -376,29 +386,21 @@ impl Git {
     }
 }
 
-/// Writes one commit's tree, recursively.
+/// Writes one commit's tree, recursively, through the version's [`unpack::Tree`].
 struct TreeWriter<'a> {
     repo: &'a gix::Repository,
     commit: &'a str,
     interrupt: &'a AtomicBool,
-    /// Bytes of file content written.
-    bytes: u64,
-    /// `(path in the tree, path on disk)` of every symlink, checked once all are written.
-    symlinks: Vec<(String, PathBuf)>,
+    out: &'a mut unpack::Tree,
 }
 
 impl TreeWriter<'_> {
-    fn write(
-        &mut self,
-        tree: gix::ObjectId,
-        dir: &Path,
-        prefix: &str,
-        depth: usize,
-    ) -> Result<(), Error> {
+    fn write(&mut self, tree: gix::ObjectId, dir: &Path) -> Result<(), Error> {
         use gix::objs::tree::EntryKind;
         if self.interrupt.load(Ordering::Relaxed) {
             return Err(Error::Interrupted);
         }
+        let prefix = dir.display().to_string();
         let tree = self.repo.find_tree(tree).map_err(|e| Error::Read {
             what: format!("the tree {prefix:?}"),
             commit: self.commit.to_owned(),
@@ -411,7 +413,8 @@ impl TreeWriter<'_> {
         })?;
         for entry in &entries.entries {
             let name = entry.filename.as_bytes();
-            let path_in_tree = format!("{prefix}{}", entry.filename);
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            let path_in_tree = path.display().to_string();
             let unsafe_entry = |reason| Error::Unsafe {
                 path: path_in_tree.clone(),
                 commit: self.commit.to_owned(),
@@ -423,40 +426,40 @@ impl TreeWriter<'_> {
             if name.eq_ignore_ascii_case(b".git") {
                 return Err(unsafe_entry("a .git entry"));
             }
-            let path = dir.join(std::ffi::OsStr::from_bytes(name));
-            let write_err = |source| Error::Write {
-                path: path.clone(),
+            let tree_err = |source| Error::Tree {
+                commit: self.commit.to_owned(),
                 source,
             };
             match entry.mode.kind() {
                 EntryKind::Tree => {
-                    std::fs::create_dir(&path).map_err(write_err)?;
-                    let prefix = format!("{path_in_tree}/");
-                    self.write(entry.oid.to_owned(), &path, &prefix, depth + 1)?;
+                    self.out
+                        .dir(&path_in_tree, &path, 0o755)
+                        .map_err(tree_err)?;
+                    self.write(entry.oid.to_owned(), &path)?;
                 }
                 EntryKind::Blob | EntryKind::BlobExecutable => {
                     let data = self.blob(entry.oid, &path_in_tree)?;
-                    std::fs::write(&path, &data).map_err(write_err)?;
                     let mode = if entry.mode.kind() == EntryKind::BlobExecutable {
                         0o755
                     } else {
                         0o644
                     };
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                        .map_err(write_err)?;
-                    self.bytes += data.len() as u64;
+                    self.out
+                        .file(&path_in_tree, &path, mode, None, &mut &data[..])
+                        .map_err(tree_err)?;
                 }
                 EntryKind::Link => {
                     let target = self.blob(entry.oid, &path_in_tree)?;
-                    let target = Path::new(std::ffi::OsStr::from_bytes(&target)).to_owned();
-                    unpack::check_symlink(depth + 1, &target).map_err(unsafe_entry)?;
-                    std::os::unix::fs::symlink(&target, &path).map_err(write_err)?;
-                    self.symlinks.push((path_in_tree, path));
+                    let target = Path::new(std::ffi::OsStr::from_bytes(&target));
+                    self.out
+                        .symlink(&path_in_tree, &path, target)
+                        .map_err(tree_err)?;
                 }
                 EntryKind::Commit => {
                     warn!(path = %path_in_tree, commit = %self.commit, "submodule not fetched: published as an empty directory");
-                    std::fs::create_dir(&path).map_err(write_err)?;
+                    self.out
+                        .dir(&path_in_tree, &path, 0o755)
+                        .map_err(tree_err)?;
                 }
             }
         }

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 
 use crate::puller::fetch::Download;
 use crate::puller::unpack;
-use crate::puller::{Config, Mode};
+use crate::puller::{Config, Limits, Mode};
 
 /// Why a publish failed; the published version is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +58,7 @@ pub struct Publisher {
     file_name: String,
     keep: usize,
     mode: Mode,
+    limits: Limits,
     /// The published version's id, read back from the link at startup, so identical content
     /// is not published again after a restart either.
     current: Option<String>,
@@ -83,6 +84,7 @@ impl Publisher {
         let publisher = Self {
             current,
             mode: config.mode,
+            limits: config.limits,
             dest,
             versions,
             tmp,
@@ -158,6 +160,7 @@ impl Publisher {
             file_name: self.file_name.clone(),
             keep: self.keep,
             mode: self.mode,
+            limits: self.limits,
             id: id.to_owned(),
         }
     }
@@ -220,6 +223,7 @@ struct Job {
     file_name: String,
     keep: usize,
     mode: Mode,
+    limits: Limits,
     id: String,
 }
 
@@ -255,15 +259,24 @@ impl Job {
                 .map_err(io("rename the checkout to the staging directory", staging))?;
         } else {
             std::fs::create_dir(staging).map_err(io("create the staging directory", staging))?;
+            // The version's root gets its mode as any directory does, whatever the umask of
+            // the process (an archive's `./` entry may set it again).
+            use std::os::unix::fs::PermissionsExt;
+            let mode = (0o755 & !self.limits.umask) | 0o700;
+            std::fs::set_permissions(staging, std::fs::Permissions::from_mode(mode))
+                .map_err(io("set the mode of", staging))?;
         }
         match content {
             Content::Tree => {}
-            Content::Archive(kind) => unpack::unpack(download, kind, staging)?,
+            Content::Archive(kind) => {
+                unpack::unpack(download, kind, staging, &self.limits)?;
+            }
             Content::File => {
                 let target = staging.join(&self.file_name);
                 std::fs::rename(download, &target).map_err(io("place the download at", &target))?;
                 use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644))
+                let mode = 0o644 & !self.limits.umask;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                     .map_err(io("set the mode of", &target))?;
             }
         }

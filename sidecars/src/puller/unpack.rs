@@ -1,13 +1,28 @@
-//! Unpacks a tar, tar.gz or zip download into a fresh version directory, refusing any entry that
-//! could write outside it or create a device: absolute paths, `..`, symlinks or hard links whose
-//! target leaves the version directory, character/block devices and FIFOs. The error names the
-//! entry. Runs on a blocking thread.
+//! Unpacks a tar, tar.gz or zip download into a fresh version directory through [`Tree`],
+//! which writes every entry relative to the version's directory and never through a symlink
+//! (`openat2` with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_EXCL | O_NOFOLLOW` creates).
+//! Refused, naming the entry: absolute paths, `..`, a path through a symlink or a file,
+//! symlinks whose target leaves the version (on its face, or through a chain of links once all
+//! are made), hard links to anything but a regular file of the version, character/block
+//! devices and FIFOs. Bounded: `--max-entries`, `--max-unpacked-bytes` (an overlapping-entries
+//! zip is refused outright, and a zip's declared sizes are checked before anything is
+//! written), `--min-free`, and at most [`TAR_META_MAX`] of tar headers (long names, PAX
+//! records) held in memory per entry. Runs on a blocking thread.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use tar::EntryType;
+
+use crate::puller::Limits;
+
+mod tree;
+
+pub use tree::Tree;
 
 /// How the archive is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +54,7 @@ impl Kind {
     }
 }
 
-/// Why unpacking failed.
+/// Why unpacking (or writing a git tree) failed; nothing of it is published.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The downloaded archive could not be opened or read.
@@ -60,17 +75,70 @@ pub enum Error {
         #[source]
         source: zip::result::ZipError,
     },
+    /// The archive as a whole is refused.
+    #[error("refused {format} archive {path:?}: {reason}")]
+    UnsafeArchive {
+        /// "zip" or "tar".
+        format: &'static str,
+        /// The temporary download.
+        path: PathBuf,
+        /// Why.
+        reason: &'static str,
+    },
     /// An entry is refused.
-    #[error("refused archive entry {entry:?}: {reason}")]
+    #[error("refused {noun} {entry:?}: {reason}")]
     Unsafe {
+        /// "archive entry" or "tree entry".
+        noun: &'static str,
         /// The entry's path as the archive names it.
         entry: String,
         /// Why.
         reason: &'static str,
     },
+    /// More entries than `--max-entries`.
+    #[error(
+        "more than --max-entries {max} files, directories and links in one version; raise --max-entries if that is expected"
+    )]
+    TooManyEntries {
+        /// The bound.
+        max: u64,
+    },
+    /// More content than `--max-unpacked-bytes`.
+    #[error(
+        "unpacks to more than --max-unpacked-bytes {max}; raise --max-unpacked-bytes if that is expected"
+    )]
+    TooLarge {
+        /// The bound.
+        max: u64,
+    },
+    /// Writing on would eat into `--min-free`.
+    #[error(transparent)]
+    Space(#[from] crate::puller::space::Error),
+    /// The version directory could not be opened.
+    #[error("failed to open the version directory {path:?}")]
+    Root {
+        /// The directory.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// An entry could not be written (disk full, permissions, a corrupt archive).
-    #[error("failed to unpack archive entry {entry:?}")]
+    #[error("failed to unpack {noun} {entry:?}")]
     Entry {
+        /// "archive entry" or "tree entry".
+        noun: &'static str,
+        /// The entry's path.
+        entry: String,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An entry's content could not be read (a truncated or corrupt archive).
+    #[error("failed to read the content of {noun} {entry:?}")]
+    Content {
+        /// "archive entry" or "tree entry".
+        noun: &'static str,
         /// The entry's path.
         entry: String,
         /// Cause.
@@ -79,8 +147,15 @@ pub enum Error {
     },
 }
 
-/// Unpacks `archive` into the existing, empty directory `dest`.
-pub fn unpack(archive: &Path, kind: Kind, dest: &Path) -> Result<(), Error> {
+/// The noun of archive entries in errors.
+const NOUN: &str = "archive entry";
+
+/// Tar headers of one entry (GNU long names, PAX records, sparse maps), which the tar crate
+/// reads into memory whole: more than this is refused rather than allocated.
+pub const TAR_META_MAX: u64 = 1 << 20;
+
+/// Unpacks `archive` into the existing, empty directory `dest`; the bytes of content written.
+pub fn unpack(archive: &Path, kind: Kind, dest: &Path, limits: &Limits) -> Result<u64, Error> {
     let read_err = |source| Error::Read {
         path: archive.to_owned(),
         source,
@@ -102,178 +177,196 @@ pub fn unpack(archive: &Path, kind: Kind, dest: &Path) -> Result<(), Error> {
         }
         kind => kind,
     };
+    let mut tree = Tree::open(dest, NOUN, limits)?;
     if kind == Kind::Zip {
-        return unpack_zip(file, archive, dest);
-    }
-    let gzip = kind == Kind::TarGz;
-    if gzip {
-        let reader: Box<dyn Read> = Box::new(flate2::read::GzDecoder::new(&mut file));
-        unpack_tar(tar::Archive::new(reader), archive, dest)
+        unpack_zip(file, archive, &mut tree)?;
+    } else if kind == Kind::TarGz {
+        // Several gzip members one after the other are one stream, as for gzip and tar.
+        unpack_tar(
+            flate2::read::MultiGzDecoder::new(&mut file),
+            archive,
+            &mut tree,
+        )?;
     } else {
-        unpack_tar(tar::Archive::new(&mut file), archive, dest)
+        unpack_tar(&mut file, archive, &mut tree)?;
+    }
+    tree.finish()
+}
+
+/// The tar stream, counting what the tar crate reads for itself (headers, long names, PAX
+/// records) while `meta_left` is set: it holds those in memory whole.
+struct Metered<R> {
+    inner: R,
+    /// Bytes of headers still allowed for the entry being parsed; `None` while its data is read.
+    meta_left: Rc<Cell<Option<u64>>>,
+    /// Set when the headers went over, to say so instead of an I/O error.
+    over: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(left) = self.meta_left.get() {
+            match left.checked_sub(n as u64) {
+                Some(left) => self.meta_left.set(Some(left)),
+                None => {
+                    self.over.set(true);
+                    return Err(std::io::Error::other("tar headers too large"));
+                }
+            }
+        }
+        Ok(n)
     }
 }
 
-fn unpack_tar<R: Read>(
-    mut archive: tar::Archive<R>,
-    path: &Path,
-    dest: &Path,
-) -> Result<(), Error> {
-    // Modes are kept but masked to 0o777: no setuid, setgid or sticky bits from a download.
-    archive.set_preserve_permissions(false);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
+fn unpack_tar<R: Read>(reader: R, path: &Path, tree: &mut Tree) -> Result<(), Error> {
+    let meta_left = Rc::new(Cell::new(Some(TAR_META_MAX)));
+    let over = Rc::new(Cell::new(false));
+    let mut archive = tar::Archive::new(Metered {
+        inner: reader,
+        meta_left: meta_left.clone(),
+        over: over.clone(),
+    });
     let read_err = |source| Error::Read {
         path: path.to_owned(),
         source,
     };
-    // Symlinks written, checked again on disk at the end: a lexical check alone misses a chain
-    // of links (`d/a -> ..`, then `e -> d/a/..`).
-    let mut symlinks = Vec::new();
-    for entry in archive.entries().map_err(read_err)? {
-        let mut entry = entry.map_err(read_err)?;
+    let mut entries = archive.entries().map_err(read_err)?;
+    loop {
+        meta_left.set(Some(TAR_META_MAX));
+        let entry = match entries.next() {
+            None => return Ok(()),
+            Some(entry) => entry,
+        };
+        meta_left.set(None);
+        let mut entry = entry.map_err(|source| {
+            if over.get() {
+                Error::UnsafeArchive {
+                    format: "tar",
+                    path: path.to_owned(),
+                    reason: "the headers of one entry (long names, PAX records) are over 1 MiB",
+                }
+            } else {
+                read_err(source)
+            }
+        })?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let refuse = |reason| Error::Unsafe {
+            noun: NOUN,
             entry: name.clone(),
             reason,
         };
         let entry_path = entry.path().map_err(read_err)?.into_owned();
-        let depth = checked_depth(&entry_path).map_err(refuse)?;
-        match entry.header().entry_type() {
-            EntryType::Regular | EntryType::Continuous | EntryType::Directory => {}
+        let header = entry.header();
+        let (mode, mtime, kind) = (
+            header.mode().unwrap_or(0o644),
+            header.mtime().ok(),
+            header.entry_type(),
+        );
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                tree.file(&name, &entry_path, mode, mtime, &mut entry)?;
+            }
+            EntryType::Directory => tree.dir(&name, &entry_path, mode)?,
             EntryType::Symlink => {
                 let target = entry
                     .link_name()
                     .map_err(read_err)?
                     .ok_or_else(|| refuse("symlink without a target"))?;
-                check_symlink(depth, &target).map_err(refuse)?;
-                symlinks.push((name.clone(), entry_path.clone()));
+                tree.symlink(&name, &entry_path, &target)?;
             }
             EntryType::Link => {
                 let target = entry
                     .link_name()
                     .map_err(read_err)?
                     .ok_or_else(|| refuse("hard link without a target"))?;
-                checked_depth(&target).map_err(|_| refuse("hard link escapes the destination"))?;
+                tree.hard_link(&name, &entry_path, &target)?;
             }
             EntryType::Char | EntryType::Block => return Err(refuse("device file")),
             EntryType::Fifo => return Err(refuse("FIFO")),
-            EntryType::XGlobalHeader => continue,
+            EntryType::XGlobalHeader => {}
             _ => return Err(refuse("unsupported entry type")),
         }
-        let unpacked = entry.unpack_in(dest).map_err(|source| Error::Entry {
-            entry: name.clone(),
-            source,
-        })?;
-        if !unpacked {
-            return Err(refuse("path escapes the destination"));
-        }
+        // Whatever the entry carries beyond what was written is read here, and counted.
+        tree.skip(&name, &mut entry)?;
     }
-    check_on_disk(dest, symlinks, path)
 }
 
 /// Unpacks a zip archive with the same rules as a tar: symlinks (unix mode) must stay inside,
-/// devices and FIFOs are refused.
-fn unpack_zip(file: BufReader<File>, path: &Path, dest: &Path) -> Result<(), Error> {
+/// devices and FIFOs are refused. The whole archive is refused before anything is written when
+/// its entries overlap (a zip bomb: many names for one compressed stream), when it has too
+/// many entries, or when the sizes it declares are over the bounds.
+fn unpack_zip(file: BufReader<File>, path: &Path, tree: &mut Tree) -> Result<(), Error> {
     let zip_err = |source| Error::Zip {
         path: path.to_owned(),
         source,
     };
+    let refuse_zip = |reason| Error::UnsafeArchive {
+        format: "zip",
+        path: path.to_owned(),
+        reason,
+    };
     let mut archive = zip::ZipArchive::new(file).map_err(zip_err)?;
-    let mut symlinks = Vec::new();
+    tree.expect_entries(archive.len() as u64)?;
+    if archive.has_overlapping_entries().map_err(zip_err)? {
+        return Err(refuse_zip(
+            "entries overlap (a zip bomb: many names for the same data)",
+        ));
+    }
+    if let Some(declared) = archive.decompressed_size() {
+        tree.expect(u64::try_from(declared).unwrap_or(u64::MAX))?;
+    }
+    let options = zip::ZipReadOptions::new().enforce_header_consistency(true);
     for index in 0..archive.len() {
-        let mut entry = archive.by_index(index).map_err(zip_err)?;
-        let name = String::from_utf8_lossy(entry.name_raw()).into_owned();
+        let mut entry = archive
+            .by_index_with_options(index, options.clone())
+            .map_err(zip_err)?;
+        let raw = entry.name_raw().to_owned();
+        let name = String::from_utf8_lossy(&raw).into_owned();
         let refuse = |reason| Error::Unsafe {
+            noun: NOUN,
             entry: name.clone(),
             reason,
         };
-        let write_err = |source| Error::Entry {
-            entry: name.clone(),
-            source,
-        };
-        let entry_path = PathBuf::from(&name);
-        let depth = checked_depth(&entry_path).map_err(refuse)?;
-        if name.contains('\\') {
+        if raw.contains(&b'\\') {
             return Err(refuse("backslash in the path"));
         }
-        let target = dest.join(&entry_path);
-        let mode = entry.unix_mode().unwrap_or(0o644);
-        match mode & 0o170000 {
+        let entry_path = Path::new(std::ffi::OsStr::from_bytes(&raw));
+        let mode = entry.unix_mode();
+        match mode.unwrap_or(0) & 0o170000 {
             0 | 0o100000 | 0o040000 | 0o120000 => {}
             0o020000 | 0o060000 => return Err(refuse("device file")),
             0o010000 => return Err(refuse("FIFO")),
             _ => return Err(refuse("unsupported entry type")),
         }
         if entry.is_dir() {
-            std::fs::create_dir_all(&target).map_err(write_err)?;
-            continue;
-        }
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(write_err)?;
-            // A parent reached through an earlier symlink must still be inside.
-            let parent = parent.canonicalize().map_err(write_err)?;
-            if !parent.starts_with(dest.canonicalize().map_err(write_err)?) {
-                return Err(refuse("path escapes the destination"));
-            }
-        }
-        if entry.is_symlink() {
-            let mut link = String::new();
-            entry.read_to_string(&mut link).map_err(write_err)?;
-            check_symlink(depth, Path::new(&link)).map_err(refuse)?;
-            std::os::unix::fs::symlink(&link, &target).map_err(write_err)?;
-            symlinks.push((name.clone(), entry_path));
-            continue;
-        }
-        let mut out = File::create(&target).map_err(write_err)?;
-        std::io::copy(&mut entry, &mut out).map_err(write_err)?;
-        use std::os::unix::fs::PermissionsExt;
-        let perms = std::fs::Permissions::from_mode(if mode & 0o777 == 0 {
-            0o644
+            tree.dir(&name, entry_path, mode.unwrap_or(0o755))?;
+        } else if entry.is_symlink() {
+            let mut target = Vec::new();
+            (&mut entry)
+                .take(4096)
+                .read_to_end(&mut target)
+                .map_err(|source| Error::Content {
+                    noun: NOUN,
+                    entry: name.clone(),
+                    source,
+                })?;
+            tree.symlink(
+                &name,
+                entry_path,
+                Path::new(std::ffi::OsStr::from_bytes(&target)),
+            )?;
         } else {
-            mode & 0o777
-        });
-        out.set_permissions(perms).map_err(write_err)?;
-    }
-    check_on_disk(dest, symlinks, path)
-}
-
-/// Every symlink written resolves (if it resolves at all) inside `dest`.
-pub(super) fn check_on_disk(
-    dest: &Path,
-    symlinks: Vec<(String, PathBuf)>,
-    archive: &Path,
-) -> Result<(), Error> {
-    let root = dest.canonicalize().map_err(|source| Error::Read {
-        path: archive.to_owned(),
-        source,
-    })?;
-    for (name, path) in symlinks {
-        // A dangling link resolves to nothing and reads nothing; only existing targets count.
-        if let Ok(resolved) = dest.join(&path).canonicalize()
-            && !resolved.starts_with(&root)
-        {
-            return Err(Error::Unsafe {
-                entry: name,
-                reason: "symlink escapes the destination",
-            });
+            // Without unix permission bits (a zip made on Windows), the usual 0644.
+            let mode = match mode {
+                Some(mode) if mode & 0o777 != 0 => mode,
+                _ => 0o644,
+            };
+            tree.file(&name, entry_path, mode, None, &mut entry)?;
         }
+        tree.skip(&name, &mut entry)?;
     }
     Ok(())
-}
-
-/// The number of normal components of a relative path without `..`.
-fn checked_depth(path: &Path) -> Result<usize, &'static str> {
-    let mut depth = 0;
-    for component in path.components() {
-        match component {
-            Component::Normal(_) => depth += 1,
-            Component::CurDir => {}
-            Component::ParentDir => return Err("`..` in the path"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
-        }
-    }
-    Ok(depth)
 }
 
 /// A symlink of `depth` components pointing to `target` must stay inside the

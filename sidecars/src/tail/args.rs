@@ -163,6 +163,22 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_ROTATE_WAIT")]
     pub rotate_wait: Duration,
 
+    /// A followed file at its end that has not grown for this long has its descriptor closed
+    /// (it is opened again as soon as it changes).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_CLOSE_INACTIVE")]
+    pub close_inactive: Duration,
+
+    /// Follow symbolic links to files, only to targets inside a base directory of the `--path`
+    /// globs (the part before the first `*`). Off by default: a pod member that can write the
+    /// log directory could link any file there.
+    #[arg(long, env = "PODKIT_TAIL_FOLLOW_SYMLINKS")]
+    pub follow_symlinks: bool,
+
+    /// `/healthz` fails when an open or a read of a log file has not returned for this long
+    /// (a hung network file system, a FUSE server that does not answer).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_STALL_TIMEOUT")]
+    pub stall_timeout: Duration,
+
     /// How often `--state` is written (also on shutdown).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration, env = "PODKIT_TAIL_CHECKPOINT_INTERVAL")]
     pub checkpoint_interval: Duration,
@@ -397,6 +413,9 @@ impl TryFrom<Args> for Config {
             },
             poll_interval: args.poll_interval,
             rotate_wait: args.rotate_wait,
+            close_inactive: args.close_inactive,
+            follow_symlinks: args.follow_symlinks,
+            stall_timeout: args.stall_timeout,
             checkpoint_interval: args.checkpoint_interval,
             drain_timeout: args.drain_timeout,
             request_timeout: args.request_timeout,

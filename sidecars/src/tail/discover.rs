@@ -3,8 +3,8 @@
 //!
 //! Each `--path` glob is split into a base directory (its leading components without glob
 //! characters) and the rest. The scan walks each base directory as deep as the rest can reach
-//! (`**` means any depth) and keeps the regular files that match a `--path` glob and no
-//! `--exclude` glob.
+//! (`**` means any depth) and keeps what matches a `--path` glob and no `--exclude` glob. It
+//! does not judge what it lists: the reader opens it safely (`open.rs`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -133,39 +133,62 @@ impl Matcher {
         self.exclude.is_match(path)
     }
 
-    /// Lists the regular files that match now (missing directories are skipped: files may
-    /// appear there later).
-    pub(crate) fn scan(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
+    /// Lists what matches now: regular files, and anything else that is not a directory (links,
+    /// FIFOs, devices), which the reader refuses with a warning (see `open.rs`). Missing
+    /// directories are skipped (files may appear there later); a directory that exists but
+    /// cannot be listed (e.g. out of file descriptors) makes the scan incomplete, so the reader
+    /// does not take its files for deleted.
+    pub(crate) fn scan(&self) -> Scan {
+        let mut scan = Scan {
+            found: Vec::new(),
+            complete: true,
+        };
         for base in &self.bases {
-            self.walk(&base.dir, base.depth, &mut found);
+            self.walk(&base.dir, base.depth, &mut scan);
         }
-        found.sort();
-        found.dedup();
-        found
+        scan.found.sort();
+        scan.found.dedup();
+        scan
     }
 
-    fn walk(&self, dir: &Path, depth: Option<usize>, found: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
+    fn walk(&self, dir: &Path, depth: Option<usize>, scan: &mut Scan) {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => {
+                scan.complete = false;
+                return;
+            }
         };
-        for entry in entries.flatten() {
+        for entry in entries {
+            let Ok(entry) = entry else {
+                scan.complete = false;
+                return;
+            };
             let path = entry.path();
             let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            // Follow symlinks to files (Kubernetes log dirs are symlinks), not to directories.
-            let is_file = file_type.is_file()
-                || (file_type.is_symlink() && std::fs::metadata(&path).is_ok_and(|m| m.is_file()));
-            if is_file {
-                if self.matches(&path) {
-                    found.push(path);
+            // Links are listed, not followed: the reader decides (`--follow-symlinks`). A link
+            // to a directory is never walked into.
+            if file_type.is_dir() {
+                if depth != Some(0) {
+                    self.walk(&path, depth.map(|d| d - 1), scan);
                 }
-            } else if file_type.is_dir() && depth != Some(0) {
-                self.walk(&path, depth.map(|d| d - 1), found);
+            } else if self.matches(&path) {
+                scan.found.push(path);
             }
         }
     }
+}
+
+/// What one scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    /// Matching paths (not directories), sorted.
+    pub(crate) found: Vec<PathBuf>,
+    /// False if a directory could not be listed: a file not found may still be there.
+    pub(crate) complete: bool,
 }
 
 #[cfg(test)]
@@ -217,8 +240,8 @@ mod tests {
             &[format!("{}/*.gz", d.display())],
         )
         .expect("globs");
-        assert_eq!(m.scan(), vec![d.join("a.log")]);
+        assert_eq!(m.scan().found, vec![d.join("a.log")]);
         let m = Matcher::new(&[format!("{}/**/*.log", d.display())], &[]).expect("globs");
-        assert_eq!(m.scan(), vec![d.join("a.log"), d.join("sub/d.log")]);
+        assert_eq!(m.scan().found, vec![d.join("a.log"), d.join("sub/d.log")]);
     }
 }

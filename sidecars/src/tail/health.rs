@@ -1,4 +1,6 @@
 //! The health server: `/healthz`, `/readyz` and `/metrics` (Prometheus text) over HTTP/1.1.
+//! `/healthz` and `/readyz` fail (503) while the reader is stuck in a file system call for
+//! longer than `--stall-timeout` (see `Progress` in `metrics.rs`).
 
 use std::sync::Arc;
 
@@ -12,7 +14,17 @@ use crate::tail::Metrics;
 
 fn respond(req: &Request<hyper::body::Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
-        "/healthz" | "/readyz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/healthz" | "/readyz" => match metrics.progress.stalled() {
+            None => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Some(stuck) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!(
+                    "reader stuck: a file system call (open, read or directory listing) has not returned for {}s\n",
+                    stuck.as_secs()
+                ),
+            ),
+        },
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",

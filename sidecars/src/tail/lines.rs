@@ -212,7 +212,11 @@ impl LineReader {
                     let take = data.len().min(room);
                     self.buf.extend_from_slice(&data[..take]);
                     data = &data[take..];
-                    if self.buf.len() >= self.max_line_bytes {
+                    // Cut only once the next byte is known not to be the newline: a line of
+                    // exactly `max_line_bytes` whose newline comes in the next read is one
+                    // line, not a line and an empty one (the result must not depend on where
+                    // reads end; found by the `tail_lines` fuzz target).
+                    if self.buf.len() >= self.max_line_bytes && !data.is_empty() {
                         self.cut_long_line(now, out);
                     } else {
                         self.buf_since.get_or_insert(now);
@@ -310,8 +314,16 @@ impl LineReader {
                         }
                         rec = joined;
                     }
-                    // Not CRI: ship the line as it is rather than drop it.
-                    None => rec.message = text,
+                    // Not CRI: ship the line as it is rather than drop it, after a `P` part
+                    // still waiting for its `F` (records leave in file order: a checkpoint
+                    // past this line must not skip the part before it; found by the
+                    // `tail_lines` fuzz target).
+                    None => {
+                        if let Some(partial) = self.cri_partial.take() {
+                            self.logical(partial, now, out);
+                        }
+                        rec.message = text;
+                    }
                 }
             }
         }
@@ -591,6 +603,27 @@ mod tests {
     }
 
     #[test]
+    fn a_full_line_whose_newline_comes_in_the_next_read_is_one_line() {
+        // Fuzz crash `tail_lines` d113acbf: "line one\n" at --max-line-bytes 4, read byte by
+        // byte, gave "line", " one" and an empty line; read at once, "line" and " one".
+        let cfg = config(&["--max-line-bytes", "4"]);
+        let whole = b"line one\nline two\npartial";
+        let (out, mut lr) = run(&cfg, &[whole]);
+        let mut rest = Vec::new();
+        lr.finish(Instant::now(), &mut rest);
+        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
+        let (single, mut lr1) = run(&cfg, &bytes);
+        let mut rest1 = Vec::new();
+        lr1.finish(Instant::now(), &mut rest1);
+        assert_eq!(messages(&out), ["line", " one", "line", " two", "part"]);
+        assert_eq!(messages(&single), messages(&out));
+        assert_eq!(messages(&rest1), messages(&rest));
+        let spans = |r: &[Record]| r.iter().map(|r| (r.offset, r.end)).collect::<Vec<_>>();
+        assert_eq!(spans(&single), spans(&out));
+        assert_eq!(out[1].end, 9);
+    }
+
+    #[test]
     fn multiline_joins_continuations() {
         let cfg = config(&["--multiline-start", r"^\d"]);
         let (out, mut lr) = run(
@@ -612,6 +645,23 @@ mod tests {
         );
         assert_eq!(messages(&out), ["hello", "oops"]);
         assert_eq!(out[1].source, Some("stderr"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_cri_does_not_overtake_a_waiting_partial() {
+        // Fuzz crash `tail_lines` f7623690: the `P` part was shipped after the line that
+        // followed it, and with multiline joining, a record ended before it started.
+        let data = b"2024-01-02T03:04:05Z stdout P hel\nnot cri\n";
+        for extra in [&[][..], &["--multiline-start", "^n"][..]] {
+            let mut argv = vec!["--format", "cri"];
+            argv.extend_from_slice(extra);
+            let cfg = config(&argv);
+            let (mut out, mut lr) = run(&cfg, &[data]);
+            lr.finish(Instant::now(), &mut out);
+            assert_eq!(messages(&out), ["hel", "not cri"], "{extra:?}");
+            assert!(out.windows(2).all(|w| w[0].end <= w[1].offset), "{out:?}");
+            assert!(out.iter().all(|r| r.offset <= r.end), "{out:?}");
+        }
     }
 
     #[test]

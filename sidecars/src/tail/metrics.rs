@@ -1,7 +1,9 @@
-//! Counters of the tailer, rendered in the Prometheus text format for `/metrics`.
+//! Counters of the tailer, rendered in the Prometheus text format for `/metrics`, and the
+//! reader thread's progress, which `/healthz` reports.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// Counters and gauges shared by the reader, the sink and the health server.
 #[derive(Debug, Default)]
@@ -26,6 +28,61 @@ pub struct Metrics {
     pub truncations: AtomicU64,
     /// State file writes.
     pub checkpoints: AtomicU64,
+    /// Whether the reader thread is stuck in a file system call.
+    pub(crate) progress: Progress,
+}
+
+/// The reader thread's progress: it marks the start of each step of work on the file system
+/// (an open, a read, a directory listing) and when it waits (for events or for the sink). A
+/// step that has not ended for the stall timeout is a call that does not return: a hung
+/// network file system, a FUSE server or a permission hook that does not answer. Waiting for
+/// the sink is not a stall (that is backpressure, with its own retries and metrics).
+#[derive(Debug)]
+pub(crate) struct Progress {
+    epoch: Instant,
+    /// Milliseconds since `epoch`, plus one, at the start of the current step; 0 while waiting.
+    busy_since: AtomicU64,
+    /// The stall timeout, in milliseconds.
+    stall_after: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            epoch: Instant::now(),
+            busy_since: AtomicU64::new(0),
+            stall_after: AtomicU64::new(30_000),
+        }
+    }
+}
+
+impl Progress {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A step of work starts (the previous one, if any, ended).
+    pub(crate) fn step(&self) {
+        self.busy_since
+            .store(self.now_ms().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The reader waits (for an event, a timer or the sink).
+    pub(crate) fn idle(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_stall_timeout(&self, timeout: Duration) {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self.stall_after.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long the current step has run, if longer than the stall timeout.
+    pub(crate) fn stalled(&self) -> Option<Duration> {
+        let since = self.busy_since.load(Ordering::Relaxed);
+        let running = self.now_ms().saturating_sub(since.checked_sub(1)?);
+        (running > self.stall_after.load(Ordering::Relaxed)).then(|| Duration::from_millis(running))
+    }
 }
 
 impl Metrics {
@@ -42,7 +99,8 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 11] = [
+        let stalled = self.progress.stalled().map_or(0, |d| d.as_secs());
+        let rows: [(&str, &str, &str, u64); 12] = [
             (
                 "podkit_tail_lines_read_total",
                 "counter",
@@ -94,7 +152,7 @@ impl Metrics {
             (
                 "podkit_tail_files_open",
                 "gauge",
-                "Files followed now.",
+                "Descriptors of log files held now (inactive files are closed).",
                 Self::get(&self.files_open),
             ),
             (
@@ -108,6 +166,12 @@ impl Metrics {
                 "gauge",
                 "Bytes on disk not yet accepted by the sink.",
                 self.lag_bytes(),
+            ),
+            (
+                "podkit_tail_reader_stalled_seconds",
+                "gauge",
+                "How long a file system call of the reader has not returned, past the stall timeout (0: none).",
+                stalled,
             ),
         ];
         for (name, kind, help, value) in rows {

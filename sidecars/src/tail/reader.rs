@@ -21,8 +21,20 @@
 //!
 //! Backpressure: records go to the sink through a bounded channel; when it is full this thread
 //! blocks, so reading pauses while the sink is down instead of buffering without limit.
+//!
+//! Safety: every path is opened through `open.rs` (regular files below a base directory, no
+//! links unless `--follow-symlinks`, never a FIFO or a device); anything else that matches is
+//! skipped with one warning per path.
+//!
+//! Descriptors: a followed file at its end that has not grown for `--close-inactive` is closed
+//! and stays tracked without a descriptor (dormant); the scan reopens it once its size, mtime or
+//! ctime changes. At the open-file limit the longest-idle file is made dormant to make room, so
+//! a new file (the next `app.log`) is always picked up.
+//!
+//! Progress: the thread marks each step of work on the file system in `Metrics::progress`;
+//! `/healthz` fails when one has not ended for `--stall-timeout` (a read that does not return).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -40,6 +52,8 @@ use tracing::{debug, info, warn};
 use crate::tail::checkpoint::{Entry, FINGERPRINT_MAX, Fingerprint, State};
 use crate::tail::discover::Matcher;
 use crate::tail::lines::{LineReader, Lines, Record};
+use crate::tail::open::{OpenError, Opener};
+use crate::tail::throttle::Throttle;
 use crate::tail::{Config, Metrics, ReadFrom};
 
 /// What the reader tells the sink, in file order.
@@ -70,13 +84,40 @@ const READ_BYTES: usize = CHUNK_BYTES;
 const PASS_BYTES: u64 = 4 * 1024 * 1024;
 /// How long an offset reached in a truncated file is remembered, waiting for its copy.
 const TRUNCATED_MEMORY: Duration = Duration::from_secs(60);
+/// Repeated warnings (open or read failures, refused paths): this many lines per window...
+const WARN_BURST: u32 = 5;
+/// ...of this length; the rest are counted and the count logged.
+const WARN_WINDOW: Duration = Duration::from_secs(10);
+
+/// What changes when a file's content does: size, and mtime and ctime to the nanosecond (a
+/// file truncated and rewritten to the same size within a second keeps its size, not its
+/// ctime, which no one can set back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Stamp {
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            size: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+}
 
 /// A file being followed.
 #[derive(Debug)]
 struct Tracked {
     id: u64,
     path: PathBuf,
-    file: File,
+    /// `None`: dormant (closed while inactive, see the module doc).
+    file: Option<File>,
+    /// The file's [`Stamp`] at the last read pass (or when it went dormant).
+    stamp: Stamp,
     dev: u64,
     ino: u64,
     fp: Fingerprint,
@@ -84,7 +125,7 @@ struct Tracked {
     head: Vec<u8>,
     /// Next byte to read.
     offset: u64,
-    /// Size at the last read pass, to skip the fingerprint check when nothing changed.
+    /// Size at the last read pass (or when it was opened): `size <= offset` is "at its end".
     size: u64,
     lines: LineReader,
     /// When the globs stopped matching it (renamed away or deleted).
@@ -117,6 +158,14 @@ struct Held {
 struct Reader {
     config: Arc<Config>,
     matcher: Matcher,
+    opener: Opener,
+    /// Matched paths refused (links, FIFOs, devices, ...) with the device and inode they had:
+    /// warned about once, and again only if they change. Pruned to what the last scan saw.
+    refused: HashMap<PathBuf, (u64, u64)>,
+    /// Budgets of repeated warnings.
+    warn_open: Throttle,
+    warn_refused: Throttle,
+    warn_read: Throttle,
     /// Checkpoints from the state file not matched to a file yet.
     checkpoints: Vec<Entry>,
     files: HashMap<(u64, u64), Tracked>,
@@ -164,6 +213,15 @@ pub(crate) fn spawn(
         .unwrap_or_else(std::time::SystemTime::now);
     let checkpoints = state.entries;
     let runtime = tokio::runtime::Handle::current();
+    let opener = Opener::new(
+        matcher.bases().iter().map(|b| b.dir.as_path()),
+        config.follow_symlinks,
+    );
+    for (given, real) in opener.resolved() {
+        if given != real {
+            info!(base = ?given, resolved = ?real, "base directory resolved through symbolic links; links placed later are refused");
+        }
+    }
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
     {
         let (wake_tx, shutdown) = (wake_tx.clone(), shutdown.clone());
@@ -175,6 +233,11 @@ pub(crate) fn spawn(
     let reader = Reader {
         config,
         matcher,
+        opener,
+        refused: HashMap::new(),
+        warn_open: Throttle::new(WARN_WINDOW, WARN_BURST),
+        warn_refused: Throttle::new(WARN_WINDOW, WARN_BURST),
+        warn_read: Throttle::new(WARN_WINDOW, WARN_BURST),
         checkpoints,
         files: HashMap::new(),
         held: HashMap::new(),
@@ -245,6 +308,7 @@ impl Reader {
         let mut next_poll = Instant::now();
         while !self.shutdown.is_cancelled() {
             let now = Instant::now();
+            self.metrics.progress.step();
             let poll = now >= next_poll;
             if poll && let Some(w) = watcher.as_mut() {
                 unwatched.retain(|base| {
@@ -275,6 +339,8 @@ impl Reader {
             self.decide_held(now);
             let backlog = self.read_all(now);
             self.close_gone(now);
+            self.close_inactive(now);
+            self.report_suppressed(now);
             if !self.send() {
                 break;
             }
@@ -286,6 +352,7 @@ impl Reader {
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
+            self.metrics.progress.idle();
             match wake_rx.recv_timeout(wait) {
                 Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -297,6 +364,7 @@ impl Reader {
             let _ = self.tx.try_send(std::mem::take(&mut self.out));
         }
         self.metrics.files_open.store(0, Ordering::Relaxed);
+        self.metrics.progress.idle();
         debug!("reader stopped");
     }
 
@@ -359,12 +427,16 @@ impl Reader {
         self.out_records = 0;
         self.out_bytes = 0;
         let (tx, shutdown) = (&self.tx, &self.shutdown);
-        self.runtime.block_on(async {
+        // Waiting for the sink is backpressure, not a stuck read.
+        self.metrics.progress.idle();
+        let sent = self.runtime.block_on(async {
             tokio::select! {
                 sent = tx.send(chunk) => sent.is_ok(),
                 _ = shutdown.cancelled() => false,
             }
-        })
+        });
+        self.metrics.progress.step();
+        sent
     }
 
     fn new_id(&mut self) -> u64 {
@@ -373,21 +445,41 @@ impl Reader {
         id
     }
 
-    /// Lists the matching files: opens new ones, notices renamed and deleted ones.
+    /// Lists the matching files: opens new ones, notices renamed and deleted ones, wakes dormant
+    /// ones that changed, refuses what is not a regular file.
     fn scan(&mut self, first: bool, now: Instant) {
-        let mut seen = std::collections::HashSet::new();
-        let matched = self.matcher.scan();
+        let mut seen = HashSet::new();
+        let scan = self.matcher.scan();
         if !first || self.resumed {
-            self.scan_siblings(&matched, now);
+            self.scan_siblings(&scan.found, now);
         }
-        for path in matched {
-            let Ok(meta) = std::fs::metadata(&path) else {
+        let mut refused_now = HashSet::new();
+        for path in scan.found {
+            self.metrics.progress.step();
+            // The entry itself: a link is followed only with --follow-symlinks (and the open
+            // below checks where it leads).
+            let Ok(mut meta) = std::fs::symlink_metadata(&path) else {
                 continue;
             };
+            if meta.file_type().is_symlink() && self.config.follow_symlinks {
+                match std::fs::metadata(&path) {
+                    Ok(target) => meta = target,
+                    Err(_) => continue,
+                }
+            }
             let key = (meta.dev(), meta.ino());
+            if !meta.is_file() {
+                // Never opened for reading: `open` only looks (O_PATH) to say why.
+                if let Err(err) = self.opener.open(&path) {
+                    self.refuse(&path, key, &err, now);
+                }
+                refused_now.insert(path);
+                continue;
+            }
             seen.insert(key);
             if let Some(t) = self.files.get_mut(&key) {
                 t.gone_since = None;
+                let woken = t.file.is_none() && Stamp::of(&meta) != t.stamp;
                 if t.path != path {
                     debug!(from = ?t.path, to = ?path, "followed file renamed");
                     t.path = path;
@@ -395,25 +487,86 @@ impl Reader {
                     let (id, entry) = (t.id, t.entry());
                     self.emit(Event::Open { id, entry });
                 }
+                if woken {
+                    self.wake(key, now);
+                }
                 continue;
             }
             if let Some(h) = self.held.get_mut(&key) {
                 h.path = path;
                 continue;
             }
-            self.open_new(path, &meta, first, now);
-        }
-        let mut rotated = 0;
-        for (key, t) in self.files.iter_mut() {
-            if !seen.contains(key) && t.gone_since.is_none() {
-                debug!(path = ?t.path, "followed file renamed away or deleted; reading it to its end");
-                t.gone_since = Some(now);
-                rotated += 1;
+            if let Err(err) = self.open_new(path.clone(), key, first, now)
+                && err.refused()
+            {
+                refused_now.insert(path);
             }
         }
-        self.metrics.rotations.fetch_add(rotated, Ordering::Relaxed);
+        self.refused.retain(|path, _| refused_now.contains(path));
+        // A directory that could not be listed (out of descriptors, permissions) says nothing
+        // about the files in it: none is taken for renamed or deleted on such a scan.
+        if scan.complete {
+            let mut rotated = 0;
+            for (key, t) in self.files.iter_mut() {
+                if !seen.contains(key) && t.gone_since.is_none() {
+                    debug!(path = ?t.path, "followed file renamed away or deleted; reading it to its end");
+                    t.gone_since = Some(now);
+                    rotated += 1;
+                }
+            }
+            self.metrics.rotations.fetch_add(rotated, Ordering::Relaxed);
+        }
         self.truncated
             .retain(|(_, _, at)| now.duration_since(*at) < TRUNCATED_MEMORY);
+    }
+
+    /// Logs, once per path (and again if it changes), why a matched path is not followed.
+    fn refuse(&mut self, path: &Path, key: (u64, u64), err: &OpenError, now: Instant) {
+        if self.refused.get(path) == Some(&key) {
+            return;
+        }
+        self.refused.insert(path.to_owned(), key);
+        if let Some(suppressed) = self.warn_refused.allow(now) {
+            warn!(%err, suppressed, "not following a matched path");
+        }
+    }
+
+    /// Opens `path` safely; at the open-file limit, makes the longest-idle file dormant and
+    /// tries once more.
+    fn open_file(
+        &mut self,
+        path: &Path,
+        now: Instant,
+    ) -> Result<crate::tail::open::Opened, OpenError> {
+        self.metrics.progress.step();
+        match self.opener.open(path) {
+            Err(err) if err.out_of_fds() && self.evict_idle(now) => self.opener.open(path),
+            other => other,
+        }
+    }
+
+    /// Reports an open that failed: refusals once per path, failures rate-limited.
+    fn open_failed(&mut self, path: &Path, key: (u64, u64), err: &OpenError, now: Instant) {
+        if err.refused() {
+            self.refuse(path, key, err, now);
+        } else if err.vanished() {
+            debug!(?path, "file vanished before it was opened");
+        } else if let Some(suppressed) = self.warn_open.allow(now) {
+            warn!(err = %crate::tail::error_chain(err), suppressed, "failed to open log file; will retry");
+        }
+    }
+
+    /// Logs how many warnings each budget left out once its window is over.
+    fn report_suppressed(&mut self, now: Instant) {
+        for (throttle, what) in [
+            (&mut self.warn_open, "failed opens"),
+            (&mut self.warn_refused, "refused paths"),
+            (&mut self.warn_read, "failed reads"),
+        ] {
+            if let Some(suppressed) = throttle.overdue(now) {
+                warn!(suppressed, what, "warnings left out in the last window");
+            }
+        }
     }
 
     /// Picks up rotation siblings (`app.log.1`, `app.log-20240101`) of matched files that this run
@@ -456,9 +609,10 @@ impl Reader {
                 {
                     continue;
                 }
-                let Ok(file) = File::open(&path) else {
+                let Ok(opened) = self.open_file(&path, now) else {
                     continue;
                 };
+                let file = opened.file;
                 if let Some((fp, _)) = self.done.get(&key)
                     && Fingerprint::read(&file, fp.len).is_ok_and(|now| now == *fp)
                 {
@@ -524,7 +678,9 @@ impl Reader {
                 ReadFrom::Head => 0,
             });
         }
-        // A copy made by copytruncate? Compare first bytes with truncated and followed files.
+        // A copy made by copytruncate? Compare first bytes with truncated and followed files
+        // (dormant ones that start the same way are opened again to compare their ends).
+        self.wake_lookalikes(head, now);
         if let Some(i) = self.truncated.iter().position(|(old, _, _)| {
             !old.is_empty() && same_prefix(old, head) && head.len() >= old.len()
         }) {
@@ -545,7 +701,7 @@ impl Reader {
             t.gone_since.is_none()
                 && !t.head.is_empty()
                 && same_prefix(&t.head, head)
-                && same_end(file, size, &t.file)
+                && t.file.as_ref().is_some_and(|f| same_end(file, size, f))
         });
         // Or a copy whose original was truncated since the last read pass: wait for that pass to
         // note the offset reached.
@@ -553,7 +709,9 @@ impl Reader {
             t.gone_since.is_none()
                 && !t.head.is_empty()
                 && same_prefix(&t.head, head)
-                && t.file.metadata().is_ok_and(|m| m.len() < t.offset)
+                && t.file
+                    .as_ref()
+                    .is_some_and(|f| f.metadata().is_ok_and(|m| m.len() < t.offset))
         });
         if copy_of_live || original_truncated {
             return None;
@@ -586,6 +744,7 @@ impl Reader {
     fn decide_held(&mut self, now: Instant) {
         let keys: Vec<_> = self.held.keys().copied().collect();
         for key in keys {
+            self.metrics.progress.step();
             let Some(h) = self.held.remove(&key) else {
                 continue;
             };
@@ -609,23 +768,31 @@ impl Reader {
         }
     }
 
-    fn open_new(&mut self, path: PathBuf, meta: &std::fs::Metadata, first: bool, now: Instant) {
-        let key = (meta.dev(), meta.ino());
-        let file = match File::open(&path) {
-            Ok(file) => file,
+    /// Opens a file the scan found at `path` as `key`, and follows it (or holds it back).
+    fn open_new(
+        &mut self,
+        path: PathBuf,
+        key: (u64, u64),
+        first: bool,
+        now: Instant,
+    ) -> Result<(), OpenError> {
+        let file = match self.open_file(&path, now) {
+            Ok(opened) => opened.file,
             Err(err) => {
-                warn!(?err, ?path, "failed to open log file; will retry");
-                return;
+                self.open_failed(&path, key, &err, now);
+                return Err(err);
             }
         };
-        // Size from the open file: the path may have been replaced since `metadata`.
-        let Ok(meta) = file.metadata() else { return };
+        // Size from the open file: the path may have been replaced since the scan's stat.
+        let Ok(meta) = file.metadata() else {
+            return Ok(());
+        };
         if (meta.dev(), meta.ino()) != key {
-            return;
+            return Ok(());
         }
         let size = meta.len();
         let Ok(head) = read_head(&file, size.min(FINGERPRINT_MAX)) else {
-            return;
+            return Ok(());
         };
         match self.start_offset(key, &file, size, &head, first, now, now) {
             Some(offset) => self.track(path, file, key, head, offset, None, now),
@@ -644,6 +811,7 @@ impl Reader {
                 );
             }
         }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -660,25 +828,26 @@ impl Reader {
         let id = self.new_id();
         info!(?path, offset, "following file");
         let lines = LineReader::new(id, path_str(&path), offset, &self.config);
+        let stamp = file.metadata().map(|m| Stamp::of(&m)).unwrap_or_default();
         let t = Tracked {
             id,
             path,
-            file,
+            file: Some(file),
+            stamp,
             dev: key.0,
             ino: key.1,
             fp: Fingerprint::of(&head),
             head,
             offset,
-            size: offset,
+            // What is there to read: a file not read yet is not "at its end".
+            size: stamp.size.max(offset),
             lines,
             gone_since,
             last_growth: now,
         };
         let entry = t.entry();
         self.files.insert(key, t);
-        self.metrics
-            .files_open
-            .store(self.files.len() as u64, Ordering::Relaxed);
+        self.count_open();
         self.emit(Event::Open { id, entry });
     }
 
@@ -700,8 +869,14 @@ impl Reader {
                 warn!(path = ?entry.path, offset = entry.offset, "checkpointed file is gone; lines written after the checkpoint cannot be read");
                 continue;
             };
-            let Ok(file) = File::open(&path) else {
-                continue;
+            let key = (entry.dev, entry.ino);
+            let file = match self.open_file(&path, now) {
+                Ok(opened) if (opened.dev, opened.ino) == key => opened.file,
+                Ok(_) => continue,
+                Err(err) => {
+                    self.open_failed(&path, key, &err, now);
+                    continue;
+                }
             };
             let Ok(head) = read_head(&file, entry.fingerprint.len) else {
                 continue;
@@ -711,7 +886,6 @@ impl Reader {
                 continue;
             }
             info!(from = ?entry.path, to = ?path, "checkpointed file was renamed; reading it to its end");
-            let key = (entry.dev, entry.ino);
             self.track(path, file, key, head, entry.offset, Some(now), now);
         }
     }
@@ -737,8 +911,20 @@ impl Reader {
             return (0, false);
         };
         let mut records = Vec::new();
-        let size = t.file.metadata().map(|m| m.len()).unwrap_or(t.size);
-        if size < t.offset || (size != t.size && t.fp.len > 0 && self.replaced(&t)) {
+        // Dormant: the scan wakes it when it changes.
+        let Some(file) = t.file.take() else {
+            t.lines.flush_due(now, &mut records);
+            self.emit_records(records);
+            self.files.insert(key, t);
+            return (0, false);
+        };
+        self.metrics.progress.step();
+        let stamp = file.metadata().map(|m| Stamp::of(&m)).ok();
+        let size = stamp.map_or(t.size, |s| s.size);
+        // Any change (to the nanosecond) gets its first bytes compared: a file truncated and
+        // rewritten to the same size between two passes is a new stream too.
+        let changed = stamp.is_some_and(|s| s != t.stamp);
+        if size < t.offset || (changed && t.fp.len > 0 && replaced(&file, &t.fp)) {
             self.metrics.truncations.fetch_add(1, Ordering::Relaxed);
             info!(path = ?t.path, offset = t.offset, size, "file truncated; reading it from the start");
             self.truncated
@@ -748,7 +934,7 @@ impl Reader {
             self.emit(Event::Close { id: t.id });
             t.id = self.new_id();
             t.offset = 0;
-            t.head = read_head(&t.file, size.min(FINGERPRINT_MAX)).unwrap_or_default();
+            t.head = read_head(&file, size.min(FINGERPRINT_MAX)).unwrap_or_default();
             t.fp = Fingerprint::of(&t.head);
             t.lines = LineReader::new(t.id, path_str(&t.path), 0, &self.config);
             let (id, entry) = (t.id, t.entry());
@@ -774,10 +960,8 @@ impl Reader {
                 buf[..carried].copy_from_slice(t.lines.partial());
                 t.lines.clear_partial();
             }
-            match t
-                .file
-                .read_at(&mut buf[carried..carried + READ_BYTES], t.offset)
-            {
+            self.metrics.progress.step();
+            match file.read_at(&mut buf[carried..carried + READ_BYTES], t.offset) {
                 Ok(n) if n > 0 => {
                     t.offset += n as u64;
                     read += n as u64;
@@ -808,7 +992,9 @@ impl Reader {
                         Ok(_) => break,
                         Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
                         Err(err) => {
-                            warn!(?err, path = ?t.path, "failed to read log file; will retry");
+                            if let Some(suppressed) = self.warn_read.allow(now) {
+                                warn!(?err, path = ?t.path, suppressed, "failed to read log file; will retry");
+                            }
                             break;
                         }
                     }
@@ -820,9 +1006,12 @@ impl Reader {
             t.last_growth = now;
         }
         t.size = t.offset.max(size);
+        if let Some(stamp) = stamp {
+            t.stamp = stamp;
+        }
         if t.fp.len < FINGERPRINT_MAX
             && t.offset > t.fp.len
-            && let Ok(head) = read_head(&t.file, t.offset.min(FINGERPRINT_MAX))
+            && let Ok(head) = read_head(&file, t.offset.min(FINGERPRINT_MAX))
         {
             t.fp = Fingerprint::of(&head);
             t.head = head;
@@ -832,13 +1021,9 @@ impl Reader {
         t.lines.flush_due(now, &mut records);
         self.emit_records(records);
         let unread = size.saturating_sub(t.offset);
+        t.file = Some(file);
         self.files.insert(key, t);
         (unread, read >= PASS_BYTES)
-    }
-
-    /// Whether the first bytes changed (the file was truncated and rewritten past our offset).
-    fn replaced(&self, t: &Tracked) -> bool {
-        Fingerprint::read(&t.file, t.fp.len).is_ok_and(|fp| fp != t.fp)
     }
 
     /// Closes files that left the globs, were read to their end and stayed quiet.
@@ -851,7 +1036,11 @@ impl Reader {
                 t.gone_since
                     .is_some_and(|g| now >= g.max(t.last_growth) + wait)
                     && t.size <= t.offset
-                    && t.file.metadata().is_ok_and(|m| m.len() <= t.offset)
+                    // Dormant: it was at its end and nothing has woken it.
+                    && t
+                        .file
+                        .as_ref()
+                        .is_none_or(|f| f.metadata().is_ok_and(|m| m.len() <= t.offset))
             })
             .map(|(k, _)| *k)
             .collect();
@@ -866,10 +1055,102 @@ impl Reader {
             self.emit_records(records);
             self.emit(Event::Close { id: t.id });
         }
+        self.count_open();
+    }
+
+    /// Closes the descriptors of followed files at their end that have not grown for
+    /// `--close-inactive`; they stay followed, dormant (see the module doc).
+    fn close_inactive(&mut self, now: Instant) {
+        let after = self.config.close_inactive;
+        let mut closed = false;
+        for t in self.files.values_mut() {
+            if t.file.is_some()
+                && t.gone_since.is_none()
+                && t.size <= t.offset
+                && now >= t.last_growth + after
+            {
+                debug!(path = ?t.path, "closing an inactive file; it is opened again when it changes");
+                t.file = None;
+                closed = true;
+            }
+        }
+        if closed {
+            self.count_open();
+        }
+    }
+
+    /// At the open-file limit: makes the followed file idle the longest (at its end, still
+    /// matched) dormant. False if there is none.
+    fn evict_idle(&mut self, now: Instant) -> bool {
+        let idlest = self
+            .files
+            .iter()
+            .filter(|(_, t)| t.file.is_some() && t.gone_since.is_none() && t.size <= t.offset)
+            .min_by_key(|(_, t)| t.last_growth)
+            .map(|(k, _)| *k);
+        let Some(t) = idlest.and_then(|key| self.files.get_mut(&key)) else {
+            return false;
+        };
+        debug!(path = ?t.path, idle = ?now.duration_since(t.last_growth), "out of file descriptors: closing the idlest file until it changes");
+        t.file = None;
+        self.count_open();
+        true
+    }
+
+    /// Opens a dormant file again (its path still names it); false if it cannot be.
+    fn wake(&mut self, key: (u64, u64), now: Instant) -> bool {
+        let Some(path) = self.files.get(&key).map(|t| t.path.clone()) else {
+            return false;
+        };
+        let opened = match self.open_file(&path, now) {
+            Ok(opened) if (opened.dev, opened.ino) == key => opened,
+            Ok(_) => return false,
+            Err(err) => {
+                self.open_failed(&path, key, &err, now);
+                return false;
+            }
+        };
+        let Some(t) = self.files.get_mut(&key) else {
+            return false;
+        };
+        debug!(path = ?t.path, "inactive file changed; reading it again");
+        t.file = Some(opened.file);
+        self.count_open();
+        true
+    }
+
+    /// Wakes dormant files whose first bytes `head` starts like (a copy may be of them).
+    fn wake_lookalikes(&mut self, head: &[u8], now: Instant) {
+        let keys: Vec<_> = self
+            .files
+            .iter()
+            .filter(|(_, t)| {
+                t.file.is_none()
+                    && t.gone_since.is_none()
+                    && !t.head.is_empty()
+                    && same_prefix(&t.head, head)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.wake(key, now);
+        }
+    }
+
+    /// `podkit_tail_files_open`: descriptors held (followed files that are not dormant, and
+    /// held-back copies).
+    fn count_open(&self) {
+        let open = self.files.values().filter(|t| t.file.is_some()).count() + self.held.len();
         self.metrics
             .files_open
-            .store(self.files.len() as u64, Ordering::Relaxed);
+            .store(open as u64, Ordering::Relaxed);
     }
+}
+
+/// Whether the first bytes of `file` are no longer those fingerprinted in `fp` (the file was
+/// truncated and rewritten past our offset, or to the same size).
+fn replaced(file: &File, fp: &Fingerprint) -> bool {
+    Fingerprint::read(file, fp.len).is_ok_and(|now| now != *fp)
 }
 
 /// Up to `len` first bytes of `file`, with positioned reads.

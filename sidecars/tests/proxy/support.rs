@@ -87,8 +87,8 @@ pub fn tls_server_verifying(
     Ok(Arc::new(config))
 }
 
-/// A backend app: `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON (with `:version` and `:authority`), `/echo` streams the body
-/// back, `/sink` reads the body and answers its length, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
+/// A backend app: `/big` streams 1 GiB (counting bodies cut in [`Backend::cut`]), `/trailers` ends its body with a `grpc-status` trailer, `/ws` upgrades and echoes bytes, `/headers` answers the request headers as JSON (with `:version` and `:authority`), `/echo` streams the body
+/// back, `/sink` reads the body and answers its length, `/trailers-seen` answers the request's trailers as JSON, `/hold` waits for [`Backend::release`], `/slow` never answers, anything else answers
 /// the backend's name.
 #[derive(Debug, Clone)]
 pub struct Backend {
@@ -97,6 +97,10 @@ pub struct Backend {
     /// Requests to `/hold` received so far.
     pub held: Arc<AtomicUsize>,
     pub release: CancellationToken,
+    /// Requests received so far, on any path.
+    pub requests: Arc<AtomicUsize>,
+    /// `/big` bodies dropped before their end (the proxy closed the connection).
+    pub cut: Arc<AtomicUsize>,
 }
 
 impl Backend {
@@ -112,6 +116,8 @@ impl Backend {
             name,
             held: Arc::default(),
             release: CancellationToken::new(),
+            requests: Arc::default(),
+            cut: Arc::default(),
         };
         let this = backend.clone();
         tokio::spawn(async move {
@@ -166,6 +172,8 @@ impl Backend {
             name,
             held: Arc::default(),
             release: CancellationToken::new(),
+            requests: Arc::default(),
+            cut: Arc::default(),
         };
         let this = backend.clone();
         tokio::spawn(async move {
@@ -186,7 +194,45 @@ impl Backend {
     }
 
     async fn respond(&self, mut req: Request<hyper::body::Incoming>) -> Response<Body> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
         match req.uri().path() {
+            "/big" => {
+                // 1 GiB in 64 KiB chunks, made as they are read; counted in `cut` when dropped
+                // before the end.
+                struct Chunks {
+                    left: usize,
+                    chunk: Bytes,
+                    cut: Arc<AtomicUsize>,
+                }
+                impl Drop for Chunks {
+                    fn drop(&mut self) {
+                        if self.left > 0 {
+                            self.cut.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+                impl futures::Stream for Chunks {
+                    type Item = Result<hyper::body::Frame<Bytes>, hyper::Error>;
+                    fn poll_next(
+                        mut self: std::pin::Pin<&mut Self>,
+                        _: &mut std::task::Context<'_>,
+                    ) -> std::task::Poll<Option<Self::Item>> {
+                        if self.left == 0 {
+                            return std::task::Poll::Ready(None);
+                        }
+                        self.left -= 1;
+                        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(
+                            self.chunk.clone(),
+                        ))))
+                    }
+                }
+                let chunks = Chunks {
+                    left: 16 * 1024,
+                    chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+                    cut: self.cut.clone(),
+                };
+                Response::new(BodyExt::boxed(http_body_util::StreamBody::new(chunks)))
+            }
             "/ws" => {
                 let Some(protocol) = req.headers().get("upgrade").cloned() else {
                     return Response::new(full("no upgrade"));
@@ -238,6 +284,18 @@ impl Backend {
                     .body(BodyExt::boxed(body))
                     .unwrap_or_else(|_| Response::new(full("")))
             }
+            "/trailers-seen" => match req.into_body().collect().await {
+                Ok(body) => {
+                    let trailers: BTreeMap<String, String> = body
+                        .trailers()
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+                        .collect();
+                    Response::new(full(serde_json::to_string(&trailers).unwrap_or_default()))
+                }
+                Err(_) => Response::new(full("cut")),
+            },
             "/sink" => match req.into_body().collect().await {
                 Ok(body) => Response::new(full(body.to_bytes().len().to_string())),
                 Err(_) => Response::new(full("cut")),

@@ -235,8 +235,15 @@ pub struct Tailer {
 
 impl Tailer {
     pub fn spawn(args: &[&str], stderr: &Path) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_podkit-tail"))
-            .args(args)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podkit-tail"));
+        command.args(args);
+        Self::spawn_command(command, stderr)
+    }
+
+    /// Starts `command` (the binary, possibly behind a shell that sets limits), with
+    /// `PODKIT_LOG=debug` and its stdout collected.
+    pub fn spawn_command(mut command: Command, stderr: &Path) -> anyhow::Result<Self> {
+        let mut child = command
             .env("PODKIT_LOG", "debug")
             .stdout(Stdio::piped())
             .stderr(File::create(stderr)?)
@@ -277,7 +284,17 @@ impl Tailer {
         self.lines.lock().expect("lines lock").clone()
     }
 
-    fn signal(&self, sig: &str) -> anyhow::Result<()> {
+    /// The child's pid (for SIGSTOP/SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: &str) -> anyhow::Result<()> {
         let status = Command::new("kill")
             .arg(format!("-{sig}"))
             .arg(self.child.id().to_string())
