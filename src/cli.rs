@@ -15,7 +15,9 @@ mod client;
 mod delete;
 mod exec;
 mod get;
+mod images;
 mod logs;
+mod pull;
 
 /// Run Kubernetes-style pods on one Linux host, with no container engine and no daemon.
 ///
@@ -32,7 +34,20 @@ mod logs;
 pub struct Cli {
     #[command(subcommand)]
     command: Verb,
+
+    /// Where podkit keeps what outlives a boot: the image store is DIR/images.
+    #[arg(
+        long,
+        global = true,
+        env = "PODKIT_STORAGE",
+        value_name = "DIR",
+        default_value = DEFAULT_STORAGE
+    )]
+    storage: PathBuf,
 }
+
+/// The persistent storage root (images), as DESIGN.md fixes it: not under /run.
+pub const DEFAULT_STORAGE: &str = "/var/lib/podkit";
 
 #[derive(Debug, Subcommand)]
 enum Verb {
@@ -44,6 +59,11 @@ enum Verb {
     Exec(exec::ExecArgs),
     Delete(delete::DeleteArgs),
     Gc(delete::GcArgs),
+    Pull(pull::PullArgs),
+    Images(images::ImagesArgs),
+    Rmi(images::RmiArgs),
+    Load(images::LoadArgs),
+    Image(images::ImageArgs),
     /// Forward host ports into a pod, as `kubectl port-forward` does.
     ///
     /// Each connection to a local port is dialed to localhost:REMOTE inside the pod (127.0.0.1,
@@ -116,6 +136,26 @@ struct RunArgs {
     /// Do not print the containers' output (it is in the pod's log files either way).
     #[arg(short, long)]
     quiet: bool,
+}
+
+/// Rows as aligned columns (the first row is the header), `gap` between columns, no trailing
+/// blanks: the tables of kubectl (3 spaces) and podman (2).
+pub(crate) fn render_table(rows: &[Vec<String>], gap: &str) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join(gap).trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// Durations as kubectl takes them: `200ms`, `10s`, `5m`, `1h`, or several at once (`1h30m`).
@@ -205,6 +245,26 @@ pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<In
 /// Logs to stderr at the level in `PODKIT_LOG` (default `info`). A plain level needs no
 /// directive parser; anything else (`podkit=debug,netns=trace`) gets tracing's `EnvFilter`.
 pub fn install_tracing() {
+    install_tracing_at(tracing_subscriber::filter::LevelFilter::INFO);
+}
+
+impl Cli {
+    /// The log level without `PODKIT_LOG`: `warn` for the image verbs, whose progress and
+    /// results are their output (the store's info events would repeat them, and `-q` must
+    /// print nothing else), `info` for the rest.
+    pub fn default_log_level(&self) -> tracing_subscriber::filter::LevelFilter {
+        use tracing_subscriber::filter::LevelFilter;
+        match self.command {
+            Verb::Pull(_) | Verb::Images(_) | Verb::Rmi(_) | Verb::Load(_) | Verb::Image(_) => {
+                LevelFilter::WARN
+            }
+            _ => LevelFilter::INFO,
+        }
+    }
+}
+
+/// [`install_tracing`] with another default level.
+pub fn install_tracing_at(default: tracing_subscriber::filter::LevelFilter) {
     use tracing_subscriber::filter::{EnvFilter, LevelFilter};
     let spec = std::env::var("PODKIT_LOG").unwrap_or_default();
     let builder = tracing_subscriber::fmt()
@@ -212,7 +272,7 @@ pub fn install_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match spec.parse::<LevelFilter>() {
         Ok(level) if !spec.is_empty() => builder.with_max_level(level).init(),
-        _ if spec.is_empty() => builder.with_max_level(LevelFilter::INFO).init(),
+        _ if spec.is_empty() => builder.with_max_level(default).init(),
         _ => builder.with_env_filter(EnvFilter::new(spec)).init(),
     }
 }
@@ -236,6 +296,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Exec(args) => exec::exec(&root(), args),
         Verb::Delete(args) => delete::delete(&root(), args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Pull(args) => pull::pull(&cli.storage, args),
+        Verb::Images(args) => images::images(&cli.storage, args),
+        Verb::Rmi(args) => images::rmi(&root(), &cli.storage, args),
+        Verb::Load(args) => images::load(&cli.storage, args),
+        Verb::Image(args) => images::image(&root(), &cli.storage, args),
         Verb::PortForward(args) => Ok(portfwd::cli::run(args)),
         Verb::Tail(args) => Ok(sidecars::tail::main(*args)),
         Verb::Puller(args) => Ok(sidecars::puller::main(*args)),

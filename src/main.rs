@@ -16,7 +16,10 @@ fn main() -> ExitCode {
         Some(_) => None,
         None => Some(<cli::Cli as clap::Parser>::parse()),
     };
-    cli::install_tracing();
+    match &args {
+        Some(args) => cli::install_tracing_at(args.default_log_level()),
+        None => cli::install_tracing(),
+    }
     let result = match (internal, args) {
         (Some(command), _) => cli::run_internal(command),
         (None, Some(args)) => cli::run(args),

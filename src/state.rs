@@ -2,6 +2,7 @@
 //! supervisor (`pod.json`, `status.json`, `events.json`, `supervisor.pid`, `logs/`, `ns/`,
 //! `volumes/`). There is no daemon to ask: listing the directory is listing the pods.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -151,6 +152,55 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, S
             source,
         }),
     }
+}
+
+/// The images pods use, by image id, with the names of the pods using each: what `podkit rmi`
+/// refuses to remove and `podkit image prune` keeps.
+///
+/// An image is in use while a pod whose container status records it exists, in any phase:
+/// also a pod whose supervisor died (Unknown), whose containers may still run until
+/// `podkit gc`, as podman keeps the image of a stopped container. A status's `imageID` is read
+/// as the runtimes write it: an image id (`sha256:<config digest>`, containerd's imageRef
+/// without a repo digest) or a repo digest (`NAME@sha256:<manifest digest>`, with or without
+/// Docker's `docker-pullable://`), found in `store` for its image id.
+pub fn images_in_use(
+    root: &Path,
+    store: &oci::Store,
+) -> Result<BTreeMap<oci::Digest, Vec<String>>, StateError> {
+    let mut in_use: BTreeMap<oci::Digest, Vec<String>> = BTreeMap::new();
+    for pod in list(root)? {
+        let Some(status) = &pod.status else { continue };
+        let statuses = [
+            &status.init_container_statuses,
+            &status.container_statuses,
+            &status.ephemeral_container_statuses,
+        ];
+        for container in statuses.into_iter().flatten().flatten() {
+            let Some(id) = image_id(&container.image_id, store) else {
+                continue;
+            };
+            let pods = in_use.entry(id).or_default();
+            if !pods.contains(&pod.name) {
+                pods.push(pod.name.clone());
+            }
+        }
+    }
+    Ok(in_use)
+}
+
+/// The image id a container status's `imageID` names, if any.
+fn image_id(recorded: &str, store: &oci::Store) -> Option<oci::Digest> {
+    let recorded = recorded.trim_start_matches("docker-pullable://");
+    if recorded.is_empty() {
+        return None;
+    }
+    if let Ok(id) = oci::Digest::parse(recorded) {
+        return Some(id);
+    }
+    let (_, manifest) = recorded.rsplit_once('@')?;
+    let manifest = oci::Digest::parse(manifest).ok()?;
+    // An image no longer in the store cannot be removed anyway.
+    store.image(&manifest).ok().map(|image| image.id)
 }
 
 /// Whether `pid` is alive and is a podkit supervisor (a pid can be reused).

@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use oci::{PullOptions, Reference, Store};
-//! let store = Store::open("/var/lib/podkit")?;
+//! let store = Store::open("/var/lib/podkit/images")?;
 //! // Equal to `podman pull nginx:1.25`: docker.io/library/nginx:1.25 for this host's platform.
 //! let reference = Reference::parse("nginx:1.25")?;
 //! let pulled = oci::pull(&store, &reference, &PullOptions::from_env()?).await?;

@@ -212,8 +212,8 @@ pub struct PruneReport {
 }
 
 impl Store {
-    /// Opens the store at `root` (podkit's default is `/var/lib/podkit`), creating an empty
-    /// layout if there is none.
+    /// Opens the store at `root` (podkit's is `/var/lib/podkit/images`, `DIR/images` with
+    /// `podkit --storage DIR`), creating an empty layout if there is none.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let store = Store { root: root.into() };
         for dir in [
@@ -420,6 +420,29 @@ impl Store {
             self.collect_garbage()?;
         }
         Ok(removed)
+    }
+
+    /// Removes an image with every name it has (`podkit rmi IMAGE-ID`), then its blobs and
+    /// layers that no other image uses. Returns the names it had; `None` when the store has no
+    /// such manifest. Whether a pod still uses the image is the caller's to check first.
+    pub fn remove_image(&self, manifest: &Digest) -> Result<Option<Vec<Reference>>, StoreError> {
+        let _gc = content::Lock::exclusive(&self.locks_dir().join("store.lock"))?;
+        let names = {
+            let _lock = self.lock_index()?;
+            let mut index = Index::load(&self.index_path())?;
+            if !index.entries.iter().any(|e| &e.manifest == manifest) {
+                return Ok(None);
+            }
+            let (gone, kept) = std::mem::take(&mut index.entries)
+                .into_iter()
+                .partition(|e| &e.manifest == manifest);
+            index.entries = kept;
+            index.save(&self.index_path())?;
+            let gone: Vec<index::Entry> = gone;
+            gone.into_iter().filter_map(|e| e.reference).collect()
+        };
+        self.collect_garbage()?;
+        Ok(Some(names))
     }
 
     /// Removes the images without a name (or, with `all`, every image) that no pod uses, then

@@ -2,22 +2,18 @@
 //! time from busybox-static: plain http through registries.conf, basic auth, TLS with a test CA,
 //! multi-arch indexes, mirrors, a pull SIGKILLed half-way, two processes pulling at once.
 
-#[path = "support/images.rs"]
-mod images;
-#[path = "support/registry.rs"]
-mod registry;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use images::{Compress, ImageDef, Layout, Written};
 use oci::{
     AuthFiles, Credentials, Digest, Platform, Progress, PullError, PullOptions, Reference,
     RegistriesConf, Store,
 };
-use registry::{Options, Proxy, Registry, push, wait_for};
+use oci_testing::images;
+use oci_testing::images::{Compress, ImageDef, Layout, Written};
+use oci_testing::registry::{Options, Proxy, Registry, push, wait_for};
 
 /// A layout with `test/app:1` (busybox gzip, app zstd with whiteouts) and `test/multi:1` (an
 /// index of amd64 and arm64 images).

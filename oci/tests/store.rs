@@ -2,13 +2,11 @@
 //! (made here by skopeo from a layout built at test time), names, removal, pruning, and what a
 //! killed writer leaves behind.
 
-#[path = "support/images.rs"]
-mod images;
-
 use std::path::{Path, PathBuf};
 
-use images::{Compress, ImageDef, Layout, Written, skopeo};
 use oci::{Digest, LoadError, PruneOptions, Reference, Store, StoreError};
+use oci_testing::images;
+use oci_testing::images::{Compress, ImageDef, Layout, Written, skopeo};
 
 fn reference(text: &str) -> Reference {
     Reference::parse(text).expect(text)

@@ -140,19 +140,7 @@ fn table(pods: &[PodState], wide: bool) -> String {
         }
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(out, "{}", cells.join("   ").trim_end());
-    }
-    out
+    super::render_table(&rows, "   ")
 }
 
 /// kubectl's STATUS column: the phase, or the reason that says more.

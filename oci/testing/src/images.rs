@@ -1,8 +1,6 @@
 //! Test images built at test time from Debian's busybox-static: layers made with the tar crate,
 //! written as an OCI layout that skopeo copies to a registry or into an archive.
 
-#![allow(dead_code)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

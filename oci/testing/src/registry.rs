@@ -2,8 +2,6 @@
 //! (storage in a temp dir, optional htpasswd and TLS), killed by pid when dropped; and a TCP
 //! proxy in front of it that can hold a download half-way.
 
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -166,7 +164,7 @@ pub fn push(layout: &std::path::Path, name: &str, dest: &str, creds: Option<&str
         args.extend(["--dest-creds", creds]);
     }
     args.extend([source.as_str(), dest.as_str()]);
-    super::images::skopeo(&args);
+    crate::images::skopeo(&args);
 }
 
 /// Whether downloads are held, and the condition variable that wakes them.

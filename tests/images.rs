@@ -1,0 +1,522 @@
+//! The image verbs of the `podkit` binary (pull, images, rmi, image prune, load) against
+//! Debian's docker-registry on 127.0.0.1, with images built at test time from busybox-static
+//! and a storage directory of each test's own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use oci_testing::images::{self, Compress, ImageDef, Layout, Written, skopeo};
+use oci_testing::registry::{Options, Registry, push};
+
+/// A registry with images pushed to it, and a podkit storage and state root to use it from.
+struct Env {
+    tmp: tempfile::TempDir,
+    registry: Registry,
+}
+
+impl Env {
+    fn new() -> Env {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "the image tests unpack layers as root (owners, device whiteouts): run them as root"
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let registry = Registry::start(Options::default());
+        std::fs::write(
+            tmp.path().join("registries.conf"),
+            format!(
+                "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+                registry.addr
+            ),
+        )
+        .expect("registries.conf");
+        Env { tmp, registry }
+    }
+
+    /// Builds an image (busybox, then an app layer saying `greeting`) and pushes it as `name`
+    /// (`test/app:1`) to the registry.
+    fn push(&self, name: &str, greeting: &str) -> Written {
+        let dir = self.tmp.path().join(format!("layout-{}", unique()));
+        let mut layout = Layout::new(&dir);
+        let written = layout.image(&ImageDef {
+            architecture: host_arch(),
+            layers: vec![
+                images::busybox_layer(Compress::Gzip),
+                images::app_layer(Compress::Gzip, greeting),
+            ],
+        });
+        layout.tag("app", &written);
+        push(&dir, "app", &self.name(name), None, false);
+        written
+    }
+
+    /// `127.0.0.1:<port>/<name>`.
+    fn name(&self, name: &str) -> String {
+        format!("{}/{name}", self.registry.addr)
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.tmp.path().join("storage")
+    }
+
+    fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    /// Runs `podkit ARGS` with this test's storage, state root, registries.conf and no auth
+    /// file of the host's.
+    fn podkit(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(args)
+            .env("PODKIT_STORAGE", self.storage())
+            .env("PODKIT_ROOT", self.state())
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.tmp.path().join("registries.conf"),
+            )
+            .env("REGISTRY_AUTH_FILE", self.tmp.path().join("no-auth.json"))
+            .env_remove("PODKIT_LOG")
+            .output()
+            .expect("run podkit")
+    }
+
+    /// `podkit ARGS` on a terminal (script(1)'s pty): what the terminal showed.
+    fn on_terminal(&self, args: &str) -> String {
+        let out = Command::new("script")
+            .args(["-qec", &format!("{} {args}", env!("CARGO_BIN_EXE_podkit"))])
+            .arg("/dev/null")
+            .env("PODKIT_STORAGE", self.storage())
+            .env("PODKIT_ROOT", self.state())
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.tmp.path().join("registries.conf"),
+            )
+            .env("REGISTRY_AUTH_FILE", self.tmp.path().join("no-auth.json"))
+            .output()
+            .expect("run script(1) from util-linux");
+        assert!(
+            out.status.success(),
+            "podkit {args} on a pty: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podkit ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.podkit(args);
+        assert!(
+            out.status.success(),
+            "podkit {args:?} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Layer directories in the store.
+    fn layers(&self) -> usize {
+        std::fs::read_dir(self.storage().join("images/layers/sha256"))
+            .map_or(0, |entries| entries.count())
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn hex(digest: &str) -> &str {
+    digest.trim_start_matches("sha256:")
+}
+
+/// GOARCH of this host, what the store picks and the test images claim.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => panic!("no test image architecture for {other}"),
+    }
+}
+
+/// A fresh name for a directory of the test's temp dir.
+fn unique() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::SeqCst).to_string()
+}
+
+#[test]
+fn pull_then_images_as_podman_shows_them() {
+    let env = Env::new();
+    let app = env.push("test/app:1", "hello\n");
+    let name = env.name("test/app:1");
+    let id = hex(&app.config_digest);
+
+    // Not a terminal: a line per layer on stderr, the image ID on stdout.
+    let out = env.podkit(&["pull", &name]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{id}\n"));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("Trying to pull {name}...")), "{err}");
+    for layer in &app.layer_digests {
+        let line = format!("Copying blob {} done", &hex(layer)[..12]);
+        assert!(err.contains(&line), "no {line:?} in {err}");
+    }
+    assert!(
+        !err.contains('\x1b'),
+        "escape codes without a terminal: {err:?}"
+    );
+
+    // The table: podman's columns, a row per name.
+    let table = env.ok(&["images"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "{table}");
+    let header: Vec<&str> = lines[0].split("  ").filter(|c| !c.is_empty()).collect();
+    assert_eq!(
+        header.iter().map(|c| c.trim()).collect::<Vec<_>>(),
+        ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines[1]
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(row[0], env.name("test/app"), "{table}");
+    assert_eq!(row[1], "1", "{table}");
+    assert_eq!(row[2], &id[..12], "{table}");
+    assert!(row[3].ends_with(" ago"), "{table}"); // built 2024-05-01
+    assert!(
+        row[4].ends_with(" MB") || row[4].ends_with(" kB"),
+        "{table}"
+    );
+    // The IMAGE ID column starts where its header does.
+    assert_eq!(
+        lines[0].find("IMAGE ID"),
+        lines[1].find(&id[..12]),
+        "{table}"
+    );
+
+    assert_eq!(env.ok(&["images", "-q"]), format!("{}\n", &id[..12]));
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["images", "-o", "json"])).expect("json");
+    assert_eq!(json[0]["Id"], id);
+    assert_eq!(json[0]["Digest"], app.manifest_digest);
+    assert_eq!(json[0]["RepoTags"], serde_json::json!([name]));
+    assert_eq!(json[0]["Created"], 1_714_564_800);
+    assert!(json[0]["Size"].as_u64().expect("size") > 100_000, "{json}");
+
+    // The IMAGE argument: a repository matches every tag; another name nothing.
+    assert_eq!(
+        env.ok(&["images", "-q", &env.name("test/app")])
+            .lines()
+            .count(),
+        1
+    );
+    assert_eq!(env.ok(&["images", "-q", &name]).lines().count(), 1);
+    assert_eq!(env.ok(&["images", "-q", &env.name("test/app:2")]), "");
+    assert_eq!(env.ok(&["images", "-q", &env.name("test/other")]), "");
+    assert_eq!(env.ok(&["image", "ls", "-q"]), format!("{}\n", &id[..12]));
+
+    // By digest: the same image, its layers found in the store; -q prints the ID alone.
+    let by_digest = format!("{}@{}", env.name("test/app"), app.manifest_digest);
+    let out = env.podkit(&["pull", &by_digest]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("skipped: already exists"),
+        "{}",
+        text(&out)
+    );
+    let out = env.podkit(&["pull", "-q", &by_digest]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{id}\n"));
+    assert_eq!(stderr(&out), "");
+    let table = env.ok(&["images"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&env.name("test/app")) && l.contains("<none>")),
+        "a digest-only name has TAG <none>: {table}"
+    );
+    assert_eq!(
+        env.ok(&["images", "-q"]).lines().count(),
+        1,
+        "one image, two names"
+    );
+
+    // On a terminal the layer lines are redrawn in place.
+    let shown = env.on_terminal(&format!("pull {name}"));
+    assert!(shown.contains("\x1b[2KCopying blob"), "{shown:?}");
+    assert!(shown.contains("skipped: already exists"), "{shown:?}");
+    assert!(shown.contains(id), "{shown:?}");
+}
+
+#[test]
+fn a_failed_pull_says_what_kubelet_says() {
+    let env = Env::new();
+    let name = env.name("test/nope:1");
+    let out = env.podkit(&["pull", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Failed to pull image {name:?}")) && err.contains("not found"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&env.registry.addr),
+        "names the registry: {err}"
+    );
+
+    // Nothing listening: the registry named, the cause given.
+    let port = oci_testing::registry::free_port();
+    let nowhere = format!("127.0.0.1:{port}/test/app:1");
+    let out = env.podkit(&["pull", &nowhere]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Failed to pull image {nowhere:?}")),
+        "{err}"
+    );
+
+    let out = env.podkit(&["pull", "Bad/Name"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Failed to pull image \"Bad/Name\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(env.ok(&["images", "-q"]), "");
+}
+
+#[test]
+fn rmi_untags_then_deletes_by_name_or_id_prefix() {
+    let env = Env::new();
+    let app = env.push("test/app:1", "hello\n");
+    env.push("test/app:2", "hello\n"); // the same image under a second name
+    let id = hex(&app.config_digest);
+    let (one, two) = (env.name("test/app:1"), env.name("test/app:2"));
+    env.ok(&["pull", "-q", &one]);
+    env.ok(&["pull", "-q", &two]);
+    assert_eq!(env.ok(&["images", "-q"]).lines().count(), 1);
+    assert_eq!(env.layers(), 2);
+
+    // By ID while it has two names: refused without -f, as podman does.
+    let out = env.podkit(&["rmi", &id[..8]]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("more than one name"),
+        "{}",
+        text(&out)
+    );
+
+    // By name: untagged only, the other name keeps the image.
+    assert_eq!(env.ok(&["rmi", &one]), format!("Untagged: {one}\n"));
+    assert_eq!(env.ok(&["images", "-q"]), format!("{}\n", &id[..12]));
+    assert_eq!(env.layers(), 2);
+
+    // By ID prefix: its last name and the image, its layers with it.
+    assert_eq!(
+        env.ok(&["rmi", &id[..6]]),
+        format!("Untagged: {two}\nDeleted: {id}\n")
+    );
+    assert_eq!(env.ok(&["images", "-q"]), "");
+    assert_eq!(env.layers(), 0);
+
+    // -f by ID: every name.
+    env.ok(&["pull", "-q", &one]);
+    env.ok(&["pull", "-q", &two]);
+    let out = env.ok(&["rmi", "-f", id]);
+    assert!(out.contains(&format!("Untagged: {one}\n")), "{out}");
+    assert!(out.contains(&format!("Untagged: {two}\n")), "{out}");
+    assert!(out.ends_with(&format!("Deleted: {id}\n")), "{out}");
+
+    let out = env.podkit(&["rmi", &one, "abcdef"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("image not known"), "{}", text(&out));
+}
+
+#[test]
+fn prune_removes_unnamed_images_then_all_unused() {
+    let env = Env::new();
+    let old = env.push("test/app:1", "old\n");
+    let name = env.name("test/app:1");
+    env.ok(&["pull", "-q", &name]);
+    // The name moves to a new image: the old one is left unnamed.
+    let new = env.push("test/app:1", "new\n");
+    env.ok(&["pull", "-q", &name]);
+    let table = env.ok(&["images"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("<none>") && l.contains(&hex(&old.config_digest)[..12])),
+        "{table}"
+    );
+    assert_eq!(env.layers(), 3, "busybox shared, two app layers");
+
+    let out = env.ok(&["image", "prune"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], hex(&old.config_digest), "{out}");
+    assert!(lines[1].starts_with("Total reclaimed space: "), "{out}");
+    assert!(lines[1].contains("1 unpacked layers"), "{out}");
+    assert_eq!(
+        env.ok(&["images", "-q"]),
+        format!("{}\n", &hex(&new.config_digest)[..12])
+    );
+    assert_eq!(env.layers(), 2);
+
+    // Nothing unnamed left: prune removes nothing, -a everything no pod uses.
+    assert!(
+        env.ok(&["image", "prune"])
+            .starts_with("Total reclaimed space: 0 B")
+    );
+    let out = env.ok(&["image", "prune", "-a"]);
+    assert!(
+        out.starts_with(&format!("{}\n", hex(&new.config_digest))),
+        "{out}"
+    );
+    assert_eq!(env.ok(&["images", "-q"]), "");
+    assert_eq!(env.layers(), 0);
+}
+
+/// A pod using the image. Pods do not run from images yet (their containers are host
+/// processes, whose status has no imageID), so the test writes the state record a pod's
+/// supervisor would: pods/NAME/pod.json and status.json under the state root.
+fn fake_pod(state: &Path, name: &str, image: &str, image_id: &str) {
+    let dir = state.join("pods").join(name);
+    std::fs::create_dir_all(&dir).expect("pod dir");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": image}]}
+    });
+    let status = serde_json::json!({
+        "phase": "Running",
+        "containerStatuses": [{
+            "name": "app", "image": image, "imageID": image_id,
+            "ready": true, "restartCount": 0, "state": {"running": {}}
+        }]
+    });
+    std::fs::write(dir.join("pod.json"), pod.to_string()).expect("pod.json");
+    std::fs::write(dir.join("status.json"), status.to_string()).expect("status.json");
+}
+
+#[test]
+fn an_image_a_pod_uses_is_not_removed() {
+    let env = Env::new();
+    let app = env.push("test/app:1", "hello\n");
+    let name = env.name("test/app:1");
+    let id = hex(&app.config_digest);
+    env.ok(&["pull", "-q", &name]);
+
+    // imageID as an image id.
+    fake_pod(&env.state(), "web", &name, &app.config_digest);
+    for args in [vec!["rmi", name.as_str()], vec!["rmi", "-f", id]] {
+        let out = env.podkit(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains("in use by pod web"), "{}", text(&out));
+    }
+    let out = env.ok(&["image", "prune", "-a"]);
+    assert!(out.starts_with("Total reclaimed space: 0 B"), "{out}");
+    assert_eq!(env.ok(&["images", "-q"]), format!("{}\n", &id[..12]));
+
+    // imageID as a repo digest (containerd's and CRI-O's form).
+    std::fs::remove_dir_all(env.state().join("pods/web")).expect("remove pod");
+    let repo_digest = format!("{}@{}", env.name("test/app"), app.manifest_digest);
+    fake_pod(&env.state(), "api", &name, &repo_digest);
+    let out = env.podkit(&["rmi", &name]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("in use by pod api"), "{}", text(&out));
+
+    // The pod gone, the image goes.
+    std::fs::remove_dir_all(env.state().join("pods/api")).expect("remove pod");
+    assert!(env.ok(&["rmi", &name]).contains(&format!("Deleted: {id}")));
+}
+
+#[test]
+fn loads_docker_and_oci_archives() {
+    let env = Env::new();
+    let app = env.push("test/app:1", "hello\n");
+    let source = format!("docker://{}", env.name("test/app:1"));
+    let docker = env.tmp.path().join("app.tar");
+    let oci = env.tmp.path().join("app.oci.tar");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &source,
+        &format!("docker-archive:{}:busybox-app:1.0", docker.display()),
+    ]);
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &source,
+        &format!("oci-archive:{}:quay.io/team/app:2", oci.display()),
+    ]);
+    let id = hex(&app.config_digest);
+
+    let docker_path = docker.to_str().expect("utf-8");
+    assert_eq!(
+        env.ok(&["load", "-i", docker_path]),
+        "Loaded image: docker.io/library/busybox-app:1.0\n"
+    );
+    assert_eq!(
+        env.ok(&["load", "-i", oci.to_str().expect("utf-8")]),
+        "Loaded image: quay.io/team/app:2\n"
+    );
+    let table = env.ok(&["images"]);
+    for (repository, tag) in [
+        ("docker.io/library/busybox-app", "1.0"),
+        ("quay.io/team/app", "2"),
+    ] {
+        assert!(
+            table.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells[..3] == [repository, tag, &id[..12]]
+            }),
+            "no {repository}:{tag} {id} in {table}"
+        );
+    }
+
+    let out = env.podkit(&["load", "-i", "/nonexistent.tar"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(stderr(&out).contains("/nonexistent.tar"), "{}", text(&out));
+}
+
+#[test]
+fn the_image_verbs_have_help_and_completion() {
+    let env = Env::new();
+    for verb in [
+        vec!["pull"],
+        vec!["images"],
+        vec!["rmi"],
+        vec!["load"],
+        vec!["image", "prune"],
+    ] {
+        let mut args = verb.clone();
+        args.push("--help");
+        let help = env.ok(&args);
+        assert!(help.contains("Examples:"), "{verb:?}: {help}");
+        assert!(help.contains("--storage <DIR>"), "{verb:?}: {help}");
+    }
+    let bash = env.ok(&["completion", "bash"]);
+    for word in ["pull", "images", "rmi", "load", "prune", "--storage"] {
+        assert!(bash.contains(word), "{word} not completed");
+    }
+
+    // --storage beats PODKIT_STORAGE; the store is DIR/images.
+    let other = env.tmp.path().join("other");
+    env.ok(&[
+        "--storage",
+        other.to_str().expect("utf-8"),
+        "image",
+        "prune",
+    ]);
+    assert!(other.join("images/index.json").is_file());
+    assert!(!env.storage().exists());
+}
