@@ -25,13 +25,18 @@
 //!   its manifest from a multi-platform index;
 //! - `pull.rs`: [`pull()`] through the OCI distribution API (`pull/auth.rs`: auth files;
 //!   `pull/registries.rs`: registries.conf);
-//! - `load.rs`: [`load()`] of docker-archive and oci-archive files and OCI layout directories.
+//! - `load.rs`: [`load()`] of docker-archive and oci-archive files and OCI layout directories;
+//! - `bundle.rs`: [`bundle::spec`], a container's runtime `config.json` from what kubelet asks
+//!   and the image's config;
+//! - `rootfs.rs`: [`Rootfs`], a container's overlay root filesystem.
 
+pub mod bundle;
 mod digest;
 mod load;
 mod platform;
 mod pull;
 mod reference;
+mod rootfs;
 mod store;
 mod unpack;
 
@@ -44,4 +49,5 @@ pub use pull::{
 };
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, InvalidReference, Reference, ReferenceProblem};
 pub use store::{Image, ImageSummary, PruneOptions, PruneReport, Store, StoreError};
+pub use rootfs::{MAX_LAYERS, Rootfs, RootfsError};
 pub use unpack::{Compression, UnpackError, Unpacked, UnsafeEntry, unpack};
