@@ -4,13 +4,11 @@
 //! inside: its command, environment, user, capabilities, read-only root, masked paths and the
 //! image's whiteouts.
 
-#[path = "support/images.rs"]
-mod images;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use images::{Compress, ImageDef, Layout};
+use oci_testing::images;
+use oci_testing::images::{Compress, ImageDef, Layout};
 use oci::bundle::{self, BindMount, Container, Security, UserRequest};
 use oci::{Reference, Rootfs, Store};
 
