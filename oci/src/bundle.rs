@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxResources, LinuxSeccomp, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec,
-    SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 /// What one container asks of its runtime, as kubelet gives it to a CRI runtime (the pod spec
@@ -262,8 +262,8 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
         .bounding(capabilities.clone())
         .effective(capabilities.clone())
         .permitted(capabilities)
-        .inheritable(Default::default())
-        .ambient(Default::default())
+        .inheritable(std::collections::HashSet::new())
+        .ambient(std::collections::HashSet::new())
         .build()
         .map_err(spec_err)?;
     let cwd = container
@@ -397,7 +397,9 @@ fn process_args(
     container: &Container,
     image: Option<&ImageConfig>,
 ) -> Result<Vec<String>, BundleError> {
-    let entrypoint = image.and_then(|i| i.entrypoint().clone()).unwrap_or_default();
+    let entrypoint = image
+        .and_then(|i| i.entrypoint().clone())
+        .unwrap_or_default();
     let cmd = image.and_then(|i| i.cmd().clone()).unwrap_or_default();
     let args = match (container.command.is_empty(), container.args.is_empty()) {
         (false, _) => [&container.command[..], &container.args[..]].concat(),
@@ -549,7 +551,12 @@ fn mounts(container: &Container) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
             .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
             .build()
     };
-    let mut mounts = vec![mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?];
+    let mut mounts = vec![mount(
+        "/proc",
+        "proc",
+        "proc",
+        &["nosuid", "noexec", "nodev"],
+    )?];
     if privileged {
         mounts.push(mount("/dev", "bind", "/dev", &["rbind", "nosuid"])?);
     } else {
@@ -574,7 +581,12 @@ fn mounts(container: &Container) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
                 "gid=5",
             ],
         )?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
         mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", ro])?,
         mount(
             "/sys/fs/cgroup",
@@ -608,7 +620,11 @@ pub fn resolve_user(
     let (uid, mut gid, name) = match request.uid {
         Some(uid) => {
             let entry = db.passwd()?.into_iter().find(|e| e.uid == uid);
-            (uid, entry.as_ref().map_or(0, |e| e.gid), entry.map(|e| e.name))
+            (
+                uid,
+                entry.as_ref().map_or(0, |e| e.gid),
+                entry.map(|e| e.name),
+            )
         }
         None => {
             let (user, group) = match image_user.split_once(':') {
@@ -619,7 +635,11 @@ pub fn resolve_user(
                 (0, 0, Some("root".to_owned()))
             } else if let Ok(uid) = user.parse::<u32>() {
                 let entry = db.passwd()?.into_iter().find(|e| e.uid == uid);
-                (uid, entry.as_ref().map_or(0, |e| e.gid), entry.map(|e| e.name))
+                (
+                    uid,
+                    entry.as_ref().map_or(0, |e| e.gid),
+                    entry.map(|e| e.name),
+                )
             } else {
                 let entry = db
                     .passwd()?
@@ -632,12 +652,13 @@ pub fn resolve_user(
                 None => gid,
                 Some(group) => match group.parse::<u32>() {
                     Ok(gid) => gid,
-                    Err(_) => db
-                        .group()?
-                        .into_iter()
-                        .find(|g| g.name == group)
-                        .ok_or_else(|| db.unknown("group", group, "group file"))?
-                        .gid,
+                    Err(_) => {
+                        db.group()?
+                            .into_iter()
+                            .find(|g| g.name == group)
+                            .ok_or_else(|| db.unknown("group", group, "group file"))?
+                            .gid
+                    }
                 },
             };
             (uid, gid, name)
@@ -814,7 +835,8 @@ mod tests {
     fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
         let mut builder = ConfigBuilder::default();
         if !entrypoint.is_empty() {
-            builder = builder.entrypoint(entrypoint.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            builder =
+                builder.entrypoint(entrypoint.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         }
         if !cmd.is_empty() {
             builder = builder.cmd(cmd.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -846,14 +868,19 @@ mod tests {
             name: "app".into(),
             ..Default::default()
         };
-        let err = process_args(&none, Some(&image(&[], &[]))).unwrap_err();
+        let err = process_args(&none, Some(&image(&[], &[]))).expect_err("an error");
         assert!(err.to_string().contains("no command specified"), "{err}");
     }
 
     #[test]
     fn environment_hostname_then_image_then_container() {
         let img = ConfigBuilder::default()
-            .env(strings(&["PATH=/bin", "A=image", "HOSTNAME=image", "EMPTY"]))
+            .env(strings(&[
+                "PATH=/bin",
+                "A=image",
+                "HOSTNAME=image",
+                "EMPTY",
+            ]))
             .build()
             .expect("config");
         let c = Container {
@@ -890,7 +917,7 @@ mod tests {
         assert!(!some.contains(&Capability::Chown));
         assert!(some.contains(&Capability::SysTime));
         assert!(caps(&["ALL"], &[]).expect("all").len() > 30);
-        let err = caps(&["NET_FLY"], &[]).unwrap_err();
+        let err = caps(&["NET_FLY"], &[]).expect_err("an error");
         assert!(err.to_string().contains("NET_FLY"), "{err}");
     }
 
@@ -925,13 +952,19 @@ mod tests {
             resolve_user(&c, Some(&user_image(image_user)))
         };
         let got = resolve("nginx", UserRequest::default()).expect("nginx");
-        assert_eq!((got.uid, got.gid, got.additional_gids), (101, 102, vec![102, 33]));
+        assert_eq!(
+            (got.uid, got.gid, got.additional_gids),
+            (101, 102, vec![102, 33])
+        );
         let got = resolve("", UserRequest::default()).expect("root");
         assert_eq!((got.uid, got.gid), (0, 0));
         let got = resolve("nginx:www", UserRequest::default()).expect("nginx:www");
         assert_eq!((got.uid, got.gid), (101, 33));
         let got = resolve("1000:2000", UserRequest::default()).expect("numeric");
-        assert_eq!((got.uid, got.gid, got.additional_gids), (1000, 2000, vec![2000]));
+        assert_eq!(
+            (got.uid, got.gid, got.additional_gids),
+            (1000, 2000, vec![2000])
+        );
         let got = resolve(
             "nginx",
             UserRequest {
@@ -942,8 +975,11 @@ mod tests {
             },
         )
         .expect("runAsUser");
-        assert_eq!((got.uid, got.gid, got.additional_gids), (101, 7, vec![7, 33, 9]));
-        let err = resolve("ghost", UserRequest::default()).unwrap_err();
+        assert_eq!(
+            (got.uid, got.gid, got.additional_gids),
+            (101, 7, vec![7, 33, 9])
+        );
+        let err = resolve("ghost", UserRequest::default()).expect_err("an error");
         assert_eq!(
             err.to_string(),
             "container app: unable to find user ghost: no matching entries in passwd file"
@@ -955,7 +991,7 @@ mod tests {
     fn the_user_database_is_read_inside_the_image() {
         let root = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(root.path().join("etc")).expect("etc");
-        std::os::unix::fs::symlink("/../../../../etc/passwd", root.path().join("etc/passwd"))
+        std::os::unix::fs::symlink("/../../../../etc/hostname", root.path().join("etc/passwd"))
             .expect("symlink");
         let c = Container {
             name: "app".into(),
@@ -963,8 +999,11 @@ mod tests {
             ..Default::default()
         };
         // The host has root; the image has no passwd file at all.
-        let err = resolve_user(&c, Some(&user_image("root"))).unwrap_err();
-        assert!(err.to_string().contains("unable to find user root"), "{err}");
+        let err = resolve_user(&c, Some(&user_image("root"))).expect_err("an error");
+        assert!(
+            err.to_string().contains("unable to find user root"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -984,11 +1023,11 @@ mod tests {
             };
             spec(&c, Some(&user_image(image_user))).map(|_| ())
         };
-        let err = check("", None).unwrap_err().to_string();
+        let err = check("", None).expect_err("an error").to_string();
         assert!(err.contains("image will run as root"), "{err}");
-        let err = check("app", None).unwrap_err().to_string();
+        let err = check("app", None).expect_err("an error").to_string();
         assert!(err.contains("non-numeric user (app)"), "{err}");
-        let err = check("1000", Some(0)).unwrap_err().to_string();
+        let err = check("1000", Some(0)).expect_err("an error").to_string();
         assert!(err.contains("runAsUser breaks non-root policy"), "{err}");
         check("1000", None).expect("numeric non-root");
         check("", Some(1000)).expect("runAsUser non-root");
@@ -1027,10 +1066,18 @@ mod tests {
         assert_eq!(json["process"]["noNewPrivileges"], true);
         assert_eq!(json["process"]["user"]["uid"], 0);
         let namespaces = json["linux"]["namespaces"].as_array().expect("namespaces");
-        assert!(namespaces.contains(&serde_json::json!({"type": "network", "path": "/run/podkit/pods/web/ns/net"})));
+        assert!(namespaces.contains(
+            &serde_json::json!({"type": "network", "path": "/run/podkit/pods/web/ns/net"})
+        ));
         assert!(namespaces.contains(&serde_json::json!({"type": "pid"})));
         assert!(namespaces.contains(&serde_json::json!({"type": "mount"})));
-        assert_eq!(json["linux"]["maskedPaths"].as_array().expect("masked").len(), 11);
+        assert_eq!(
+            json["linux"]["maskedPaths"]
+                .as_array()
+                .expect("masked")
+                .len(),
+            11
+        );
         let mounts = json["mounts"].as_array().expect("mounts");
         assert_eq!(mounts.last().expect("bind")["destination"], "/etc/hosts");
         assert!(json["process"].get("rlimits").is_none());

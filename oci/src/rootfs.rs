@@ -44,7 +44,7 @@ pub enum RootfsError {
     },
 }
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> RootfsError + '_ {
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RootfsError + 'a {
     move |source| RootfsError::Io {
         what,
         path: path.to_owned(),
@@ -74,12 +74,16 @@ impl Rootfs {
         }
         // The layers' common parent (the store keeps them in one directory), else none.
         let parent = layers[0].parent().map(Path::to_owned);
-        let relative = parent.as_ref().filter(|p| layers.iter().all(|l| l.parent() == Some(p)));
+        let relative = parent
+            .as_ref()
+            .filter(|p| layers.iter().all(|l| l.parent() == Some(p)));
         let lower: Vec<String> = layers
             .iter()
             .rev()
             .map(|l| match relative {
-                Some(_) => l.file_name().map_or_else(String::new, |n| n.to_string_lossy().into()),
+                Some(_) => l
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into()),
                 None => l.to_string_lossy().into_owned(),
             })
             .collect();

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use oci::bundle::{self, BindMount, Container, Security, UserRequest};
+use oci::{Rootfs, Store};
 use oci_testing::images;
 use oci_testing::images::{Compress, ImageDef, Layout};
-use oci::bundle::{self, BindMount, Container, Security, UserRequest};
-use oci::{Reference, Rootfs, Store};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -32,11 +32,9 @@ fn fixture() -> Fixture {
     });
     layout.tag("app", &app);
     let store = Store::open(dir.path().join("store")).expect("store");
-    oci::load(&store, &layout.dir).expect("load");
-    let image = store
-        .resolve(&Reference::parse("app").expect("ref"))
-        .expect("resolve")
-        .expect("loaded");
+    // A layout's short names are no references: the image is found by its manifest digest.
+    let loaded = oci::load(&store, &layout.dir).expect("load");
+    let image = store.image(&loaded[0].manifest_digest).expect("loaded");
     Fixture { dir, image }
 }
 
@@ -148,7 +146,7 @@ fn the_security_context_is_applied_by_the_runtime() {
         "echo x > /root-file 2>/dev/null && echo root-writable || echo root-read-only; ",
         "echo x > /tmp/x 2>/dev/null && echo tmp-writable || echo tmp-read-only; ",
         "cat /data/data; echo x > /data/data 2>/dev/null && echo volume-writable || echo volume-read-only; ",
-        "busybox wc -c < /proc/kcore"
+        "busybox wc -c < /proc/keys"
     )
     .into()];
     c.user = UserRequest {
