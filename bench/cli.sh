@@ -48,7 +48,7 @@ for i in $(seq 1 "$PODS"); do
   cat <<YAML
 apiVersion: v1
 kind: Pod
-metadata: {name: $tag-$i}
+metadata: {name: $tag-$i, annotations: {podkit.io/host-process: "true"}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:

@@ -34,7 +34,7 @@ fn manifest(name: &str) -> String {
         )
     };
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n{}{}{}",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/host-process: \"true\"}}\nspec:\n  terminationGracePeriodSeconds: 10\n  containers:\n{}{}{}",
         member("a"),
         member("b"),
         member("c")

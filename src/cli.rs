@@ -49,6 +49,9 @@ pub struct Cli {
 /// The persistent storage root (images), as DESIGN.md fixes it: not under /run.
 pub const DEFAULT_STORAGE: &str = "/var/lib/podkit";
 
+/// The storage root of this command line (`--storage`), for the supervisors it starts.
+static STORAGE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 #[derive(Debug, Subcommand)]
 enum Verb {
     Run(RunArgs),
@@ -287,6 +290,8 @@ pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The store a pod's supervisor pulls into and runs images from: this command's.
+    let _ = STORAGE.set(cli.storage.clone());
     match cli.command {
         Verb::Pause => pause::run(),
         Verb::Run(args) => run_pods(args),
@@ -358,6 +363,9 @@ fn supervise_command(plan: &spec::PodPlan) -> anyhow::Result<Command> {
     let lean = exe.with_file_name(SUPERVISOR_BIN);
     let mut supervise = Command::new(if lean.is_file() { lean } else { exe });
     supervise.arg("supervise").stdin(stdin);
+    if let Some(storage) = STORAGE.get() {
+        supervise.env("PODKIT_STORAGE", storage);
+    }
     Ok(supervise)
 }
 

@@ -97,18 +97,76 @@ impl RestartPolicy {
     }
 }
 
-/// One container of the pod: a host command.
+/// The pod annotation that runs containers as host processes in the pod's namespaces instead
+/// of from their images: `"true"` for every container, or a comma-separated list of container
+/// names (a podkit sidecar beside an image app). Harmless on a cluster, which ignores it and
+/// runs every container from its image.
+pub const HOST_PROCESS_ANNOTATION: &str = "podkit.io/host-process";
+
+/// Whether container `name` of a validated pod (`manifest`, a v1 Pod as JSON) runs as a host
+/// process ([`HOST_PROCESS_ANNOTATION`]).
+pub fn runs_on_host(manifest: &serde_json::Value, name: &str) -> bool {
+    let value = manifest["metadata"]["annotations"][HOST_PROCESS_ANNOTATION]
+        .as_str()
+        .unwrap_or("")
+        .trim();
+    value == "true" || value.split(',').any(|n| n.trim() == name)
+}
+
+/// How a container runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Runs {
+    /// A host command in the pod's namespaces ([`HOST_PROCESS_ANNOTATION`]): [`Member::argv`].
+    Host,
+    /// From its image, by the OCI runtime.
+    Image(ImageRun),
+}
+
+/// What running a container from its image takes beyond the host-process fields of [`Member`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageRun {
+    /// The image as the manifest names it (`nginx:1.14.2`); checked to be a valid reference.
+    pub image: String,
+    /// `command` and `args`, with `$(VAR)` references in place: merged with the image's
+    /// Entrypoint and Cmd at start, as Kubernetes does.
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub pull_policy: PullPolicy,
+    /// `runAsNonRoot: true` without a `runAsUser`: checked against the image's user at start.
+    pub run_as_non_root: bool,
+    /// The pod's `supplementalGroups`.
+    pub supplemental_groups: Vec<u32>,
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub privileged: bool,
+    pub read_only_root: bool,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privileges: bool,
+}
+
+/// `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// One container of the pod: run from its image, or a host command.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Member {
     pub name: String,
-    /// Kept for the status (and the same manifest on a cluster); podkit pulls no images.
+    /// As the manifest names it: for the status, and the image to run.
     pub image: Option<String>,
+    /// From its image, or as a host process.
+    pub runs: Runs,
     /// Where it sits in the manifest, for messages: `spec.containers[1]`.
     pub path: String,
     /// An init container with `restartPolicy: Always`.
     pub sidecar: bool,
-    /// `command` + `args`, with `$(VAR)` references still in place: they are expanded at start,
-    /// when the environment (pod IP, ...) is known.
+    /// A host process's `command` + `args`, with `$(VAR)` references still in place: they are
+    /// expanded at start, when the environment (pod IP, ...) is known. Empty for an image
+    /// container (see [`ImageRun`]).
     pub argv: Vec<String>,
     pub env: Vec<EnvVar>,
     pub working_dir: Option<PathBuf>,

@@ -240,6 +240,35 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             removed.extend(crate::supervisor::cgroup::remove_tree(cgroup));
         }
     }
+    // Image containers: the runtime ends what is left of each and deletes its state; their
+    // overlays are among the mounts below.
+    for (handler, root) in crate::supervisor::image::runtime_roots(&pod.dir) {
+        let Ok(containers) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for id in containers.flatten().map(|e| e.file_name()) {
+            let deleted = std::process::Command::new(&handler)
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "-f"])
+                .arg(&id)
+                .stdin(std::process::Stdio::null())
+                .output();
+            match deleted {
+                Ok(out) if out.status.success() => removed.push(format!(
+                    "deleted container {} ({handler})",
+                    id.to_string_lossy()
+                )),
+                Ok(out) => removed.push(format!(
+                    "failed to delete container {} ({handler}): {}",
+                    id.to_string_lossy(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )),
+                Err(err) => removed.push(format!("failed to run {handler}: {err}")),
+            }
+        }
+    }
+    removed.extend(crate::supervisor::cgroup::remove_v1_leftovers(&pod.name));
     for mount in mounts_under(&pod.dir) {
         if nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             removed.push(format!("unmounted {}", mount.display()));

@@ -10,6 +10,8 @@
 //! - `api.rs`: the pod's HTTP API on `api.sock`;
 //! - `reaper.rs`: child subreaper, one loop reaping every child;
 //! - `member.rs`: one container's runs, restarts and stop;
+//! - `image.rs`: an image container's image (pulled by policy), root filesystem and bundle;
+//! - `runtime.rs`: the OCI runtime (runc, crun) driven as containerd's shim drives it;
 //! - `probe.rs`: probes and lifecycle hooks;
 //! - `logs.rs`: CRI-format log files;
 //! - `volumes.rs`: emptyDir, hostPath and mount points;
@@ -17,10 +19,12 @@
 
 mod api;
 pub(crate) mod cgroup;
+pub(crate) mod image;
 mod logs;
 mod member;
 mod probe;
 mod reaper;
+pub(crate) mod runtime;
 pub(crate) mod status;
 pub(crate) mod volumes;
 
@@ -75,6 +79,9 @@ pub enum Error {
 
     #[error("failed to publish the pod's hostPorts")]
     HostPort(#[source] portfwd::Error),
+
+    #[error("{0}")]
+    PodFiles(String),
 }
 
 /// Where the supervisor keeps state, and how it starts the pod's PID 1.
@@ -291,12 +298,25 @@ async fn run_in(
             return Err(err.into());
         }
     };
+    // The files image containers share: /etc/hosts, /etc/resolv.conf, /dev/shm, ...
+    let images = plan
+        .init_containers
+        .iter()
+        .chain(&plan.containers)
+        .any(|m| matches!(m.runs, crate::spec::Runs::Image(_)));
+    if images && let Err(err) = image::pod_files(dir, &plan.hostname) {
+        volumes.cleanup();
+        let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
+        undo(Some(ns), &cgroup);
+        return Err(Error::PodFiles(err));
+    }
     // hostPorts are bound before any container starts: one in use fails the start, naming it.
     let ports_stop = CancellationToken::new();
     let ports = match publish_host_ports(&plan, &dir.join("ns/net"), &ports_stop).await {
         Ok(ports) => ports,
         Err(err) => {
             volumes.cleanup();
+            let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
             undo(Some(ns), &cgroup);
             return Err(err);
         }
@@ -621,6 +641,35 @@ fn teardown(pod: Arc<Pod>) {
     kill_descendants();
     if let Some(cgroup) = &pod.cgroup {
         info!(removed = ?cgroup.remove(), "removed the pod's cgroups");
+    }
+    // What an OCI runtime left: the v1 parents runc makes on a hybrid host; its state roots
+    // (each container's state was deleted after its run).
+    let leftovers = cgroup::remove_v1_leftovers(&pod.plan.name);
+    if !leftovers.is_empty() {
+        info!(removed = ?leftovers, "removed the runtime's cgroup v1 directories");
+    }
+    match nix::mount::umount2(&pod.dir.join("shm"), nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::Error::ENOENT | nix::Error::EINVAL) => {}
+        Err(err) => warn!(%err, "failed to unmount the pod's /dev/shm"),
+    }
+    // Each run removed its own; what a failed removal left goes now, never through a mount.
+    for member in pod.plan.init_containers.iter().chain(&pod.plan.containers) {
+        image::unstage(&pod.dir, &member.name);
+        let rootfs = pod.dir.join("containers").join(&member.name);
+        if rootfs.exists()
+            && let Err(err) = oci::remove_rootfs(&rootfs)
+        {
+            warn!(dir = %rootfs.display(), err = %image::error_chain(&err), "failed to remove a container's root filesystem");
+        }
+    }
+    let _ = std::fs::remove_dir(pod.dir.join("subpaths"));
+    for dir in ["runtime", "containers"] {
+        let path = pod.dir.join(dir);
+        if let Err(err) = std::fs::remove_dir_all(&path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            warn!(dir = %path.display(), %err, "failed to remove");
+        }
     }
     lock(&pod.volumes).cleanup();
     match Arc::try_unwrap(pod) {

@@ -520,3 +520,186 @@ fn the_image_verbs_have_help_and_completion() {
     assert!(other.join("images/index.json").is_file());
     assert!(!env.storage().exists());
 }
+
+/// Mount points under `dir` (overlays, tmpfs volumes), from this process's mount table.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .filter(|point| Path::new(point).starts_with(dir))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// What a deleted image pod must not leave: a mount under the state root, runtime state, a
+/// cgroup directory (v2, or the v1 ones runc makes on a hybrid host), a `/run/netns` entry.
+fn assert_nothing_left(env: &Env, pod: &str) {
+    assert_eq!(mounts_under(&env.state()), Vec::<String>::new(), "mounts left");
+    assert!(
+        !env.state().join("pods").join(pod).exists(),
+        "the pod's state directory is gone"
+    );
+    assert!(!Path::new("/run/netns").join(pod).exists());
+    let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(format!("podkit-{pod}")))
+        .filter(|d| d.exists())
+        .collect();
+    assert_eq!(cgroups, Vec::<PathBuf>::new(), "cgroups left");
+}
+
+/// Waits (bounded) until `podkit get pod NAME -o json` satisfies `check`; the last JSON.
+fn wait_for_pod(env: &Env, pod: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let out = env.podkit(&["get", "pod", pod, "-o", "json"]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if check(&json) {
+            return json;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod {pod} not {what} after 60s: {json:#}\n{}",
+            String::from_utf8_lossy(&env.podkit(&["describe", "pod", pod]).stdout)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The seed's pod: a container named only by its image (`image: nginx:1.14.2`-style: no
+/// command) runs the image's Entrypoint and Cmd as the image's user in its WorkingDir, from a
+/// root filesystem of its own, started by runc; kubelet's pull events, the imageID in the
+/// status; a second run finds the image present (IfNotPresent for a tag) and fetches no blob;
+/// nothing is left after the delete.
+#[test]
+fn a_pod_that_names_only_an_image_runs_its_entrypoint() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("img-{}", std::process::id());
+    let manifest = env.tmp.path().join("pod.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {image}\n    env: [{{name: GREETING, value: the pod}}]\n"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let run = |env: &Env| {
+        let out = env.podkit(&["run", "-f", file]);
+        assert!(out.status.success(), "podkit run: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("hello from the pod"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(env.ok(&["logs", &pod, "-c", "app"]), "hello from the pod\n");
+        env.ok(&["describe", "pod", &pod])
+    };
+
+    let described = run(&env);
+    assert!(described.contains(&format!("Pulling image \"{image}\"")), "{described}");
+    assert!(described.contains(&format!("Successfully pulled image \"{image}\" in ")), "{described}");
+    let json: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &pod, "-o", "json"])).expect("json");
+    let status = &json["status"]["containerStatuses"][0];
+    assert_eq!(status["state"]["terminated"]["reason"], "Completed", "{json:#}");
+    let image_id = status["imageID"].as_str().expect("imageID");
+    assert!(image_id.starts_with(&format!("{image}@sha256:").replace(":1@", "@")), "{image_id}");
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+
+    let gets = env.registry.all_blob_gets();
+    let described = run(&env);
+    assert!(
+        described.contains(&format!("Container image \"{image}\" already present on machine")),
+        "{described}"
+    );
+    assert_eq!(env.registry.all_blob_gets(), gets, "IfNotPresent fetched nothing");
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// An image app beside a host-process container (the podkit.io/host-process annotation naming
+/// it): they share the pod's localhost and an emptyDir; the app's exec probe runs inside the
+/// container (its root filesystem: /app/greeting is the image's), its httpGet probe over the
+/// pod's network; delete stops it within the grace period and leaves nothing.
+#[test]
+fn an_image_app_and_a_host_process_share_localhost_and_a_volume() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("mix-{}", std::process::id());
+    let port = oci_testing::registry::free_port();
+    let manifest = env.tmp.path().join("mixed.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  annotations: {{podkit.io/host-process: side}}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: shared, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c]
+    args: ['echo written by the app > /data/file && exec busybox httpd -f -p 127.0.0.1:{port} -h /data']
+    volumeMounts: [{{name: shared, mountPath: /data}}]
+    readinessProbe: {{exec: {{command: [cat, /app/greeting]}}, periodSeconds: 1}}
+    livenessProbe: {{httpGet: {{path: /file, port: {port}}}, periodSeconds: 1}}
+  - name: side
+    command: [sh, -c, 'until cat /tmp/{pod}-shared/file; do sleep 0.1; done; exec sleep 1000']
+    volumeMounts: [{{name: shared, mountPath: /tmp/{pod}-shared}}]
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let applied = env.podkit(&["apply", "-f", file]);
+    let cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    wait_for_pod(&env, &pod, "Ready", |json| {
+        json["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+    });
+    assert_eq!(env.ok(&["logs", &pod, "-c", "side"]), "written by the app\n");
+    // exec goes through the runtime: the image's files, the container's user.
+    assert_eq!(
+        env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/app/greeting"]),
+        "hello\n"
+    );
+    assert_eq!(env.ok(&["exec", &pod, "-c", "app", "--", "id", "-u"]), "65534\n", "the image's user");
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(described.contains(&format!("Image:         {image}")), "{described}");
+    assert!(described.contains("Image ID:      "), "{described}");
+    assert!(described.contains("Runtime:       runc"), "{described}");
+    let deleted = env.ok(&["delete", "pod", &pod]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    drop(cleanup);
+    assert_nothing_left(&env, &pod);
+}
+
+/// Runs `f` when dropped (a test's cleanup, also when it fails).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -16,7 +16,7 @@ fn two_members_talk_over_the_pods_localhost() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 2
   containers:
@@ -56,7 +56,7 @@ fn init_container_prepares_a_volume_that_the_main_container_reads() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   volumes: [{{name: content, emptyDir: {{}}}}]
@@ -96,7 +96,7 @@ fn a_native_sidecar_starts_first_and_stops_after_the_main_container() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 5
@@ -146,7 +146,7 @@ fn a_crashing_container_is_restarted_with_backoff() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -185,7 +185,7 @@ fn a_process_ignoring_sigterm_is_killed_when_the_grace_period_ends() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -215,7 +215,7 @@ fn orphans_are_reaped_and_do_not_outlive_the_pod() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   containers:
@@ -248,7 +248,7 @@ fn a_process_that_left_its_group_ends_with_its_container_in_a_cgroup() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
@@ -343,7 +343,7 @@ fn a_command_that_cannot_start_is_reported_with_its_cause() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
@@ -408,7 +408,7 @@ fn an_https_readiness_probe_skips_certificate_checks_as_kubelet_does() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   volumes: [{{name: tls, emptyDir: {{}}}}]
@@ -442,7 +442,7 @@ fn shared_process_namespace_has_podkit_pause_as_pid_1() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   shareProcessNamespace: true
   restartPolicy: Never
@@ -470,7 +470,7 @@ fn memory_emptydir_is_a_tmpfs_and_read_only_mounts_refuse_writes() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   volumes:
@@ -522,7 +522,7 @@ spec:
 fn a_failing_pod_with_restart_never_fails_the_run() {
     let Some(pod) = Running::start("fail", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'exit 7']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'exit 7']}}\n"
         )
     }) else {
         return;
@@ -546,7 +546,7 @@ fn a_bad_manifest_is_refused_before_anything_starts() {
     let dir = std::env::temp_dir().join("podkit-run-test");
     std::fs::create_dir_all(&dir).expect("dir");
     let file = dir.join(format!("bad-{}.yaml", std::process::id()));
-    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - {name: x, image: nginx}\n").expect("write");
+    std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: bad, annotations: {podkit.io/host-process: 'true'}}\nspec:\n  containers:\n  - {name: x, image: nginx}\n").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
         .args(["run", "-f"])
         .arg(&file)
@@ -569,7 +569,7 @@ fn a_failing_liveness_probe_restarts_the_container() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   volumes: [{{name: state, emptyDir: {{}}}}]
@@ -613,7 +613,7 @@ fn readiness_probe_gates_the_ready_condition() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   volumes: [{{name: state, emptyDir: {{}}}}]
@@ -659,7 +659,7 @@ fn pre_stop_runs_before_the_stop_signal() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 10
   volumes: [{{name: out, hostPath: {{path: {out}, type: Directory}}}}]
@@ -689,7 +689,7 @@ fn a_failing_post_start_hook_restarts_the_container() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -720,7 +720,7 @@ fn a_tcp_socket_probe_marks_ready_once_the_port_listens() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
@@ -752,7 +752,7 @@ fn a_startup_probe_gates_the_next_init_container() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: Never
   terminationGracePeriodSeconds: 1
@@ -785,7 +785,7 @@ spec:
 fn active_deadline_fails_the_pod() {
     let Some(pod) = Running::start("deadline", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  activeDeadlineSeconds: 1\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: long, command: [sleep, '1000']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  activeDeadlineSeconds: 1\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: long, command: [sleep, '1000']}}\n"
         )
     }) else {
         return;
@@ -799,7 +799,7 @@ fn active_deadline_fails_the_pod() {
 fn run_as_user_and_working_dir_apply() {
     let Some(pod) = Running::start("user", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n  containers:\n  - {{name: who, workingDir: /tmp, command: [sh, -c, 'id -u; id -g; pwd']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n  containers:\n  - {{name: who, workingDir: /tmp, command: [sh, -c, 'id -u; id -g; pwd']}}\n"
         )
     }) else {
         return;
@@ -813,7 +813,7 @@ fn run_as_user_and_working_dir_apply() {
 fn a_missing_host_path_fails_the_start_and_leaves_nothing() {
     let Some(pod) = Running::start("hostpath", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: data, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: x, command: [sleep, '1']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  volumes: [{{name: data, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: x, command: [sleep, '1']}}\n"
         )
     }) else {
         return;
@@ -839,7 +839,7 @@ fn several_pods_in_one_file_each_get_a_supervisor() {
     let Some(pod) = Running::start("first", move |name| {
         let pod = |n: &str| {
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: say, command: [uname, -n]}}\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {n}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: say, command: [uname, -n]}}\n"
             )
         };
         format!("{}---\n{}", pod(name), pod(&other))
@@ -866,14 +866,14 @@ fn several_pods_in_one_file_each_get_a_supervisor() {
 fn a_deleted_pod_leaves_no_mount_in_another_pods_containers() {
     let Some(holder) = Running::start("holder", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: v, mountPath: /podkit-holder-{name}}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: v, mountPath: /podkit-holder-{name}}}]}}\n"
         )
     }) else {
         return;
     };
     let Some(other) = Running::start("other", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-other-{name}}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-other-{name}}}]}}\n"
         )
     }) else {
         return;
@@ -1055,7 +1055,7 @@ fn get_describe_logs_and_delete_a_running_pod() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}, labels: {{app: verbs}}}}
+metadata: {{name: {name}, labels: {{app: verbs}}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 2
   tolerations: [{{operator: Exists}}]
@@ -1156,7 +1156,7 @@ spec:
 fn logs_previous_shows_the_run_before_a_restart() {
     let Some(pod) = Running::start("previous", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, command: [sh, -c, 'echo run at $$(date +%s%N); exit 1']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, command: [sh, -c, 'echo run at $$(date +%s%N); exit 1']}}\n"
         )
     }) else {
         return;
@@ -1176,7 +1176,7 @@ fn logs_stream_from_the_api_across_a_restart_and_come_from_the_files_once_the_po
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   restartPolicy: OnFailure
   terminationGracePeriodSeconds: 1
@@ -1326,7 +1326,7 @@ spec:
 fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     let Some(pod) = Running::start("gc", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  shareProcessNamespace: true\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-gc-{name}}}]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  shareProcessNamespace: true\n  volumes: [{{name: m, emptyDir: {{medium: Memory}}}}]\n  containers:\n  - {{name: c, command: [sleep, '1000'], volumeMounts: [{{name: m, mountPath: /podkit-gc-{name}}}]}}\n"
         )
     }) else {
         return;
@@ -1400,7 +1400,7 @@ fn apply_starts_a_pod_in_the_background_once_and_refuses_a_changed_manifest() {
     let file = dir.join(format!("{name}.yaml"));
     let manifest = |sleep: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '{sleep}']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '{sleep}']}}\n"
         )
     };
     std::fs::write(&file, manifest("1000")).expect("write");
@@ -1451,7 +1451,7 @@ fn apply_reports_why_a_pod_failed_to_start() {
     let name = format!("pkf-{}-{}", std::process::id(), next());
     let _cleanup = Applied(name.clone());
     let file = std::env::temp_dir().join(format!("podkit-{name}.yaml"));
-    std::fs::write(&file, format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  volumes: [{{name: d, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n")).expect("write");
+    std::fs::write(&file, format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  volumes: [{{name: d, hostPath: {{path: /nonexistent/podkit, type: Directory}}}}]\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n")).expect("write");
     let err = podkit_fails(&["apply", "-f", file.to_str().expect("utf-8")]);
     let _ = std::fs::remove_file(&file);
     assert!(
@@ -1466,7 +1466,7 @@ fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
     use std::io::{Read, Write};
     let Some(pod) = Running::start("fwd", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: echo, command: [socat, 'TCP-LISTEN:7070,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: echo, command: [socat, 'TCP-LISTEN:7070,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']}}\n"
         )
     }) else {
         return;
@@ -1505,7 +1505,7 @@ fn a_tail_member_ships_the_apps_log_lines_to_podkit_logs() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 2
   volumes: [{{name: logs, emptyDir: {{}}}}]
@@ -1547,7 +1547,7 @@ fn exec_runs_in_the_containers_namespaces_and_passes_the_exit_code_through() {
             r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: {name}}}
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
 spec:
   terminationGracePeriodSeconds: 1
   volumes: [{{name: data, emptyDir: {{}}}}]
@@ -1603,7 +1603,7 @@ spec:
 fn exec_it_gives_the_command_a_terminal_and_restores_the_local_one() {
     let Some(pod) = Running::start("tty", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sleep, '1000']}}\n"
         )
     }) else {
         return;
@@ -1666,7 +1666,7 @@ fn exec_it_gives_the_command_a_terminal_and_restores_the_local_one() {
 fn several_cli_calls_at_once_on_one_pod_all_succeed() {
     let Some(pod) = Running::start("busy", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sh, -c, 'echo up; exec sleep 1000']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, command: [sh, -c, 'echo up; exec sleep 1000']}}\n"
         )
     }) else {
         return;
@@ -1783,7 +1783,7 @@ fn the_pod_api_serves_status_and_takes_a_delete_with_a_grace_period() {
     use std::os::unix::fs::PermissionsExt;
     let Some(pod) = Running::start("api", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: stubborn, command: [sh, -c, \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 60\n  containers:\n  - {{name: stubborn, command: [sh, -c, \"trap '' TERM; echo up; while true; do sleep 0.1; done\"]}}\n"
         )
     }) else {
         return;
@@ -1830,7 +1830,7 @@ fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start(
         .port();
     let Some(pod) = Running::start("hostport", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: echo\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: echo\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
         )
     }) else {
         return;
@@ -1857,7 +1857,7 @@ fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start(
     // The same hostPort for a second pod: its start fails, naming the port.
     let Some(second) = Running::start("hostport2", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    command: [sleep, '1000']\n    ports: [{{containerPort: 80, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  containers:\n  - name: c\n    command: [sleep, '1000']\n    ports: [{{containerPort: 80, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
         )
     }) else {
         return;
@@ -1890,7 +1890,7 @@ fn a_host_port_with_the_proxy_protocol_annotation_tells_the_app_the_clients_addr
     // hostPort `with` is named in the annotation), the one on 7272 gets the bytes alone.
     let Some(pod) = Running::start("proxyproto", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/proxy-protocol: '{with}=v1'}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {with}, hostIP: 127.0.0.1}}]\n  - name: b\n    command: [socat, 'TCP-LISTEN:7272,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7272, hostPort: {without}, hostIP: 127.0.0.1}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/proxy-protocol: '{with}=v1', podkit.io/host-process: 'true'}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {with}, hostIP: 127.0.0.1}}]\n  - name: b\n    command: [socat, 'TCP-LISTEN:7272,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7272, hostPort: {without}, hostIP: 127.0.0.1}}]\n"
         )
     }) else {
         return;
@@ -2006,7 +2006,7 @@ fn a_member_stuck_before_exec_is_killed_by_delete_and_by_sigterm() {
     // The init container makes the main container's cgroup beside its own and freezes it.
     let manifest = |name: &str| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n  - name: freeze\n    command: [sh, -c, 'm=$(grep -m1 ^cgroup2 /proc/mounts | cut -d\" \" -f2); d=$(dirname \"$m$(sed -n s/^0:://p /proc/self/cgroup)\")/main; mkdir \"$d\" && echo 1 > \"$d/cgroup.freeze\"']\n  containers:\n  - {{name: main, command: [sleep, infinity]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 30\n  initContainers:\n  - name: freeze\n    command: [sh, -c, 'm=$(grep -m1 ^cgroup2 /proc/mounts | cut -d\" \" -f2); d=$(dirname \"$m$(sed -n s/^0:://p /proc/self/cgroup)\")/main; mkdir \"$d\" && echo 1 > \"$d/cgroup.freeze\"']\n  containers:\n  - {{name: main, command: [sleep, infinity]}}\n"
         )
     };
     for how in ["delete", "sigterm"] {
@@ -2061,7 +2061,7 @@ fn a_sub_path_through_a_link_planted_by_a_member_is_refused() {
     for (case, sub_path) in [("create", "link/adv-subpath-made"), ("bind", "link")] {
         let Some(pod) = Running::start(&format!("subpath-{case}"), |name| {
             format!(
-                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: data, emptyDir: {{}}}}]\n  initContainers:\n  - name: plant\n    securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n    command: [sh, -c, 'cd /tmp/{name}-init && ln -s /etc link && mkdir real && echo inside > real/f && ln -s real alias']\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-init}}]\n  containers:\n  - name: inside\n    command: [cat, /tmp/{name}-alias/f]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-alias, subPath: alias}}]\n  - name: victim\n    command: [ls, /tmp/{name}-x]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-x, subPath: {sub_path}}}]\n"
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  volumes: [{{name: data, emptyDir: {{}}}}]\n  initContainers:\n  - name: plant\n    securityContext: {{runAsUser: 65534, runAsGroup: 65534}}\n    command: [sh, -c, 'cd /tmp/{name}-init && ln -s /etc link && mkdir real && echo inside > real/f && ln -s real alias']\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-init}}]\n  containers:\n  - name: inside\n    command: [cat, /tmp/{name}-alias/f]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-alias, subPath: alias}}]\n  - name: victim\n    command: [ls, /tmp/{name}-x]\n    volumeMounts: [{{name: data, mountPath: /tmp/{name}-x, subPath: {sub_path}}}]\n"
             )
         }) else {
             return;
@@ -2108,7 +2108,7 @@ fn a_sub_path_through_a_link_planted_by_a_member_is_refused() {
 fn a_delete_with_a_bad_grace_period_is_refused_by_the_api() {
     let Some(pod) = Running::start("api-grace", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - {{name: app, command: [sleep, infinity]}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  containers:\n  - {{name: app, command: [sleep, infinity]}}\n"
         )
     }) else {
         return;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use podkit::spec::{
-    self, EnvValue, Handler, HostPathType, ProxyProtocol, RestartPolicy, VolumeSource,
+    self, EnvValue, Handler, HostPathType, ProxyProtocol, PullPolicy, RestartPolicy, Runs,
+    VolumeSource,
 };
 
 const GOOD: &str = r#"
@@ -12,6 +13,7 @@ kind: Pod
 metadata:
   name: web
   labels: {app: web}
+  annotations: {podkit.io/host-process: "true"}
 spec:
   shareProcessNamespace: true
   terminationGracePeriodSeconds: 5
@@ -122,7 +124,7 @@ fn several_documents_give_several_pods() {
 /// one container.
 fn pod(spec_extra: &str, container_extra: &str) -> String {
     format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n{spec_extra}  containers:\n  - name: app\n    command: [sleep, '1']\n{container_extra}"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {{podkit.io/host-process: 'true'}}\nspec:\n{spec_extra}  containers:\n  - name: app\n    command: [sleep, '1']\n{container_extra}"
     )
 }
 
@@ -137,7 +139,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "").replace("name: p\n", "name: Web_1\n"), "metadata.name: \"Web_1\" must consist of lower case"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n".into(), "spec.containers: at least one container is required"),
         (pod("", "  - name: app\n    command: [x]\n"), "spec.containers[1].name: duplicate name \"app\""),
-        (pod("", "").replace("command: [sleep, '1']", "image: nginx"), "spec.containers[0].command: required: podkit runs host commands and pulls no images, so the entrypoint of image \"nginx\" is unknown"),
+        (pod("", "").replace("command: [sleep, '1']", "image: nginx"), "spec.containers[0].command: required for a host-process container (podkit.io/host-process): it runs no image"),
         (pod("", "    comand: [x]\n"), "spec.containers[0].comand: unknown field (a typo?)"),
         (pod("", "    resources: {limits: {cpu: '1'}}\n"), "spec.containers[0].resources: not supported by podkit"),
         (pod("  hostNetwork: true\n", ""), "spec.hostNetwork: not supported by podkit"),
@@ -379,4 +381,73 @@ fn every_example_manifest_is_valid() {
         }
     }
     assert!(checked >= 3, "the examples are there: {checked}");
+}
+
+/// Without the host-process annotation a container runs from its image: no command needed,
+/// Kubernetes' pull-policy defaults, the image-only securityContext fields honoured.
+#[test]
+fn containers_run_from_their_images_unless_marked_host_processes() {
+    let yaml = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: mixed
+  annotations: {podkit.io/host-process: "tail"}
+spec:
+  securityContext: {supplementalGroups: [5000]}
+  volumes: [{name: v, emptyDir: {}}]
+  containers:
+  - name: web
+    image: nginx:1.14.2
+    volumeMounts: [{name: v, mountPath: /etc/nginx/conf.d}]
+    securityContext:
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+  - {name: latest, image: busybox, command: [sh, -c], args: ["echo $(X)"], env: [{name: X, value: y}]}
+  - {name: pinned, image: "busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000"}
+  - {name: never, image: "registry.example:5000/team/app:v1", imagePullPolicy: Never}
+  - name: tail
+    image: podkit
+    command: [podkit, tail]
+    securityContext: {privileged: false, allowPrivilegeEscalation: true}
+"#;
+    let plans = spec::parse("mixed.yaml", yaml).expect("valid");
+    let plan = &plans[0];
+    let run = |i: usize| match &plan.containers[i].runs {
+        Runs::Image(run) => run.clone(),
+        Runs::Host => panic!("{} runs from its image", plan.containers[i].name),
+    };
+    let web = run(0);
+    assert_eq!(web.image, "nginx:1.14.2");
+    assert!(web.command.is_empty() && web.args.is_empty());
+    assert_eq!(web.pull_policy, PullPolicy::IfNotPresent);
+    assert_eq!(web.drop_capabilities, ["ALL"]);
+    assert_eq!(web.add_capabilities, ["NET_BIND_SERVICE"]);
+    assert!(web.read_only_root && web.no_new_privileges && !web.privileged);
+    assert_eq!(web.supplemental_groups, [5000]);
+    let latest = run(1);
+    assert_eq!(latest.pull_policy, PullPolicy::Always, "no tag is :latest");
+    assert_eq!((latest.command, latest.args), (vec!["sh".to_owned(), "-c".to_owned()], vec!["echo $(X)".to_owned()]));
+    assert_eq!(run(2).pull_policy, PullPolicy::IfNotPresent, "a digest");
+    assert_eq!(run(3).pull_policy, PullPolicy::Never);
+    assert_eq!(plan.containers[4].runs, Runs::Host);
+    assert_eq!(plan.containers[4].argv, ["podkit", "tail"]);
+
+    // Host processes only with supplementalGroups: refused there.
+    let refused = [
+        (yaml.replace("image: nginx:1.14.2", "image: 'Nginx:UPPER'"), "spec.containers[0].image: InvalidImageName"),
+        (yaml.replace("    image: nginx:1.14.2\n", ""), "spec.containers[0].image: required: the container runs from its image"),
+        (yaml.replace("host-process: \"tail\"", "host-process: \"tail,nope\""), "metadata.annotations[\"podkit.io/host-process\"]: \"nope\" is no container of the pod"),
+        (yaml.replace("imagePullPolicy: Never", "imagePullPolicy: Sometimes"), "spec.containers[3].imagePullPolicy: \"Sometimes\": must be Always, IfNotPresent or Never"),
+        (yaml.replace("mountPath: /etc/nginx/conf.d", "mountPath: /"), "spec.containers[0].volumeMounts[0].mountPath: \"/\" would hide the container's whole filesystem"),
+        (yaml.replace("privileged: false", "privileged: true"), "spec.containers[4].securityContext.privileged: not supported by podkit"),
+        (yaml.replace("add: [NET_BIND_SERVICE]", "add: [net-admin]"), "spec.containers[0].securityContext.capabilities.add[0]: \"net-admin\" is not a capability name"),
+        (yaml.replace("host-process: \"tail\"", "host-process: \"true\""), "spec.securityContext.supplementalGroups: not supported for host-process container"),
+        (yaml.replace("      allowPrivilegeEscalation: false\n", "      allowPrivilegeEscalation: false\n      privileged: true\n"), "spec.containers[0].securityContext.allowPrivilegeEscalation: false cannot be set with privileged: true"),
+    ];
+    for (yaml, want) in refused {
+        let err = spec::parse("mixed.yaml", &yaml).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+    }
 }

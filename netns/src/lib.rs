@@ -58,6 +58,21 @@ pub use socket::Dialer;
 pub use spawn::Namespaces;
 pub use tty::{set_window_size, window_size};
 
+/// Equal to `mount --rbind` of what `src` is open on (an `O_PATH` fd is enough) at `dst`, in
+/// the caller's mount namespace: open_tree(2), then move_mount(2), so what is mounted is what
+/// was opened, whatever its path became since. For a path an OCI runtime then bind-mounts
+/// into a container's own mount namespace (kubelet's subPath bind mounts). Linux 5.2.
+pub fn bind_mount_fd_at(
+    src: std::os::fd::BorrowedFd<'_>,
+    dst: &std::path::Path,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let tree = sys::clone_tree(src)?;
+    let dst = std::ffi::CString::new(dst.as_os_str().as_bytes())?;
+    sys::attach_tree(tree.as_raw_fd(), &dst)
+}
+
 /// The longest name accepted: a Kubernetes pod name is a DNS subdomain of at most 253 bytes.
 pub const MAX_NAME_LEN: usize = 253;
 

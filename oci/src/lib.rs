@@ -48,6 +48,6 @@ pub use pull::{
     PullOptions, Pulled, RegistriesConf, credentials_from_docker_config, pull,
 };
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, InvalidReference, Reference, ReferenceProblem};
-pub use rootfs::{MAX_LAYERS, Rootfs, RootfsError};
+pub use rootfs::{MAX_LAYERS, Rootfs, RootfsError, remove as remove_rootfs};
 pub use store::{Image, ImageSummary, PruneOptions, PruneReport, Store, StoreError};
 pub use unpack::{Compression, UnpackError, Unpacked, UnsafeEntry, unpack};

@@ -194,7 +194,24 @@ fn print_plan(plan: &PodPlan) {
         } else {
             "init container"
         };
-        println!("  {kind} {}: {}", m.name, m.argv.join(" "));
+        match &m.runs {
+            spec::Runs::Host => println!("  {kind} {}: {}", m.name, m.argv.join(" ")),
+            spec::Runs::Image(run) => {
+                let pull = match run.pull_policy {
+                    spec::PullPolicy::Always => "pulled first (imagePullPolicy Always)",
+                    spec::PullPolicy::IfNotPresent => "pulled unless present (IfNotPresent)",
+                    spec::PullPolicy::Never => "never pulled (Never): must be present",
+                };
+                let mut argv = run.command.clone();
+                argv.extend(run.args.iter().cloned());
+                let what = if argv.is_empty() {
+                    "the image's entrypoint".to_owned()
+                } else {
+                    argv.join(" ")
+                };
+                println!("  {kind} {}: image {}, {pull}: {what}", m.name, run.image);
+            }
+        }
     }
     for field in &plan.ignored {
         println!("  ignored: {field}");

@@ -78,6 +78,28 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             .context("the pod has no containers")?
             .clone(),
     };
+    // An image container: through its OCI runtime, as `kubectl exec` goes through the CRI
+    // runtime: in its root filesystem and namespaces, as its user, with its capabilities.
+    let id = crate::supervisor::runtime::container_id(&pod.name, &container);
+    for (handler, root) in crate::supervisor::image::runtime_roots(&pod.dir) {
+        if !root.join(&id).exists() {
+            continue;
+        }
+        let mut command = std::process::Command::new(&handler);
+        command.arg("--root").arg(&root).arg("exec");
+        if args.tty && args.stdin && std::io::stdin().is_terminal() {
+            command.arg("--tty");
+        }
+        if !args.stdin {
+            command.stdin(std::process::Stdio::null());
+        }
+        let status = command
+            .arg(&id)
+            .args(&args.command)
+            .status()
+            .with_context(|| format!("failed to run the OCI runtime {handler}"))?;
+        return Ok(exit_code(status));
+    }
     let pid_file = pod.dir.join("members").join(format!("{container}.pid"));
     let pid: u32 = std::fs::read_to_string(&pid_file)
         .ok()
@@ -175,14 +197,19 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
-    Ok(match status.code() {
+    Ok(exit_code(status))
+}
+
+/// The command's exit status as this process's: 128 + the signal for a killed one, as shells
+/// report it.
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        // Killed by a signal: 128 + the signal, as shells report it.
         None => {
             let signal = std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0);
             ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
         }
-    })
+    }
 }
 
 /// Starts the command (on a terminal with `tty`) and waits for it.

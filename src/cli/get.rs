@@ -258,7 +258,29 @@ fn describe_one(pod: &PodState) -> String {
                 .chain(c["args"].as_array().into_iter().flatten())
                 .filter_map(|v| v.as_str())
                 .collect();
-            let _ = writeln!(out, "    Command:       {}", command.join(" "));
+            let image = c["image"].as_str().unwrap_or("");
+            let _ = writeln!(out, "    Image:         {image}");
+            if crate::spec::runs_on_host(&pod.manifest, name) {
+                let _ = writeln!(
+                    out,
+                    "    Runs as:       a host process ({})",
+                    crate::spec::HOST_PROCESS_ANNOTATION
+                );
+            } else {
+                let id = statuses
+                    .iter()
+                    .find(|s| s.name == name)
+                    .map_or("", |s| s.image_id.as_str());
+                let _ = writeln!(out, "    Image ID:      {id}");
+                let _ = writeln!(
+                    out,
+                    "    Runtime:       {}",
+                    crate::supervisor::runtime::DEFAULT_HANDLER
+                );
+            }
+            if !command.is_empty() {
+                let _ = writeln!(out, "    Command:       {}", command.join(" "));
+            }
             if let Some(s) = statuses.iter().find(|s| s.name == name) {
                 let _ = writeln!(out, "    State:         {}", state_text(s.state.as_ref()));
                 if s.last_state

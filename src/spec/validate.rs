@@ -16,8 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    EnvValue, EnvVar, Handler, HostPathType, HostPort, Member, Mount, PROXY_PROTOCOL_ANNOTATION,
-    PodPlan, Probe, ProxyProtocol, RestartPolicy, Volume, VolumeSource,
+    EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun, Member,
+    Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, RestartPolicy,
+    Runs, Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -87,9 +88,9 @@ const CONTAINER_HONOURED: &[&str] = &[
     "lifecycle",
     "securityContext",
     "restartPolicy",
+    "imagePullPolicy",
 ];
 const CONTAINER_IGNORED: &[&str] = &[
-    "imagePullPolicy",
     "terminationMessagePath",
     "terminationMessagePolicy",
     "resizePolicy",
@@ -97,6 +98,16 @@ const CONTAINER_IGNORED: &[&str] = &[
 
 /// Security settings podkit applies: to the pod (defaults) and to a container.
 const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+/// The pod's, beyond [`SECURITY_HONOURED`]: for image containers only.
+const POD_SECURITY_IMAGE: &[&str] = &["supplementalGroups"];
+/// A container's, beyond [`SECURITY_HONOURED`]: the OCI runtime applies them to an image
+/// container; a host process refuses them unless set to their defaults.
+const SECURITY_IMAGE: &[&str] = &[
+    "capabilities",
+    "privileged",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+];
 
 const PROBE_HONOURED: &[&str] = &[
     "exec",
@@ -108,6 +119,14 @@ const PROBE_HONOURED: &[&str] = &[
     "successThreshold",
     "failureThreshold",
 ];
+
+/// The pod's securityContext, the defaults of its containers'.
+struct PodSecurity {
+    run_as_user: Option<i64>,
+    run_as_group: Option<i64>,
+    run_as_non_root: Option<bool>,
+    supplemental_groups: Vec<u32>,
+}
 
 pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
     let mut v = Validator::default();
@@ -181,10 +200,11 @@ impl Validator {
             METADATA_IGNORED,
         );
         self.keys(&value["spec"], "spec", SPEC_HONOURED, SPEC_IGNORED);
+        let pod_security_keys = [SECURITY_HONOURED, POD_SECURITY_IMAGE].concat();
         self.keys(
             value["spec"].get("securityContext").unwrap_or(&empty),
             "spec.securityContext",
-            SECURITY_HONOURED,
+            &pod_security_keys,
             &[],
         );
 
@@ -262,11 +282,32 @@ impl Validator {
         }
 
         let pod_security = spec.security_context.clone().unwrap_or_default();
-        let defaults = (
-            pod_security.run_as_user,
-            pod_security.run_as_group,
-            pod_security.run_as_non_root,
-        );
+        let supplemental_groups: Vec<u32> = pod_security
+            .supplemental_groups
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, g)| {
+                self.id(
+                    Some(*g),
+                    &format!("spec.securityContext.supplementalGroups[{i}]"),
+                )
+            })
+            .collect();
+        let defaults = PodSecurity {
+            run_as_user: pod_security.run_as_user,
+            run_as_group: pod_security.run_as_group,
+            run_as_non_root: pod_security.run_as_non_root,
+            supplemental_groups,
+        };
+        let all_names: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.name.as_str())
+            .collect();
+        let host = self.host_process(pod.metadata.annotations.as_ref(), &all_names);
 
         if spec.containers.is_empty() {
             self.bad("spec.containers", "at least one container is required");
@@ -284,7 +325,8 @@ impl Validator {
                         );
                     }
                     names.push(c.name.clone());
-                    v.container(c, &path, init, &volumes, defaults)
+                    let runs_on_host = host.contains(&c.name);
+                    v.container(c, &path, init, &volumes, &defaults, runs_on_host)
                 })
                 .collect::<Vec<_>>()
         };
@@ -362,8 +404,14 @@ impl Validator {
         path: &str,
         init: bool,
         volumes: &[Volume],
-        (pod_user, pod_group, pod_non_root): (Option<i64>, Option<i64>, Option<bool>),
+        pod_security: &PodSecurity,
+        host: bool,
     ) -> Member {
+        let (pod_user, pod_group, pod_non_root) = (
+            pod_security.run_as_user,
+            pod_security.run_as_group,
+            pod_security.run_as_non_root,
+        );
         let value = serde_json::to_value(c).unwrap_or(Value::Null);
         self.keys(&value, path, CONTAINER_HONOURED, CONTAINER_IGNORED);
         if let Err(why) = dns_label(&c.name) {
@@ -389,18 +437,32 @@ impl Validator {
             }
         };
 
-        let mut argv = c.command.clone().unwrap_or_default();
-        if argv.is_empty() {
-            self.bad(
-                &format!("{path}.command"),
-                format!(
-                    "required: podkit runs host commands and pulls no images, so the entrypoint \
-                     of image {:?} is unknown; give the command to run",
-                    c.image.as_deref().unwrap_or("")
-                ),
-            );
+        let mut argv = Vec::new();
+        if host {
+            argv = c.command.clone().unwrap_or_default();
+            if argv.is_empty() {
+                self.bad(
+                    &format!("{path}.command"),
+                    format!(
+                        "required for a host-process container ({HOST_PROCESS_ANNOTATION}): \
+                         it runs no image, so it has no entrypoint"
+                    ),
+                );
+            }
+            argv.extend(c.args.iter().flatten().cloned());
         }
-        argv.extend(c.args.iter().flatten().cloned());
+        if host {
+            // A host process pulls no image.
+            if c.image_pull_policy.is_some() {
+                self.ignored.push(format!("{path}.imagePullPolicy"));
+            }
+            if !pod_security.supplemental_groups.is_empty() {
+                self.bad(
+                    "spec.securityContext.supplementalGroups",
+                    format!("not supported for host-process container {:?}", c.name),
+                );
+            }
+        }
 
         let env = c
             .env
@@ -412,24 +474,47 @@ impl Validator {
 
         let security = c.security_context.clone().unwrap_or_default();
         if let Some(sc) = value.get("securityContext") {
-            self.keys(
-                sc,
-                &format!("{path}.securityContext"),
-                SECURITY_HONOURED,
-                &[],
-            );
+            let mut sc = sc.clone();
+            let honoured = if host {
+                // A field set to its default asks for nothing: accepted everywhere.
+                if let Some(map) = sc.as_object_mut() {
+                    map.retain(|key, value| !is_default_security(key, value));
+                }
+                SECURITY_HONOURED.to_vec()
+            } else {
+                [SECURITY_HONOURED, SECURITY_IMAGE].concat()
+            };
+            self.keys(&sc, &format!("{path}.securityContext"), &honoured, &[]);
         }
         let user = security.run_as_user.or(pod_user);
         let group = security.run_as_group.or(pod_group);
         let run_as_user = self.id(user, &format!("{path}.securityContext.runAsUser"));
         let run_as_group = self.id(group, &format!("{path}.securityContext.runAsGroup"));
-        if security.run_as_non_root.or(pod_non_root) == Some(true) && run_as_user.unwrap_or(0) == 0
-        {
+        let non_root = security.run_as_non_root.or(pod_non_root) == Some(true);
+        // A host process runs as root unless told otherwise; an image's user is known only once
+        // the image is (checked at start, as kubelet does).
+        let root = if host {
+            run_as_user.unwrap_or(0) == 0
+        } else {
+            run_as_user == Some(0)
+        };
+        if non_root && root {
             self.bad(
                 &format!("{path}.securityContext.runAsNonRoot"),
                 "true, but the container would run as root: set runAsUser to a non-zero uid",
             );
         }
+        let runs = if host {
+            Runs::Host
+        } else {
+            match self.image_run(c, path, &security, pod_security) {
+                Some(run) => Runs::Image(ImageRun {
+                    run_as_non_root: non_root && run_as_user.is_none(),
+                    ..run
+                }),
+                None => Runs::Host,
+            }
+        };
 
         let working_dir = c.working_dir.as_ref().map(PathBuf::from);
         if let Some(dir) = working_dir.as_ref().filter(|d| !d.is_absolute()) {
@@ -444,7 +529,9 @@ impl Validator {
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, m)| self.mount(m, &format!("{path}.volumeMounts[{i}]"), volumes))
+            .filter_map(|(i, m)| {
+                self.mount(m, &format!("{path}.volumeMounts[{i}]"), volumes, host)
+            })
             .collect();
 
         let ports = c.ports.clone().unwrap_or_default();
@@ -500,6 +587,7 @@ impl Validator {
         Member {
             name: c.name.clone(),
             image: c.image.clone(),
+            runs,
             path: path.to_owned(),
             sidecar,
             argv,
@@ -700,7 +788,134 @@ impl Validator {
         })
     }
 
-    fn mount(&mut self, m: &VolumeMount, path: &str, volumes: &[Volume]) -> Option<Mount> {
+    /// The containers [`HOST_PROCESS_ANNOTATION`] runs as host processes.
+    fn host_process(
+        &mut self,
+        annotations: Option<&BTreeMap<String, String>>,
+        names: &[&str],
+    ) -> Vec<String> {
+        let field = format!("metadata.annotations[{HOST_PROCESS_ANNOTATION:?}]");
+        let Some(value) = annotations.and_then(|a| a.get(HOST_PROCESS_ANNOTATION)) else {
+            return Vec::new();
+        };
+        match value.trim() {
+            "true" => return names.iter().map(|n| (*n).to_owned()).collect(),
+            "false" | "" => return Vec::new(),
+            _ => {}
+        }
+        let mut host = Vec::new();
+        for name in value.split(',').map(str::trim) {
+            if names.contains(&name) {
+                host.push(name.to_owned());
+            } else {
+                self.bad(
+                    &field,
+                    format!(
+                        "{name:?} is no container of the pod: give \"true\" (every container) or \
+                         container names separated by commas"
+                    ),
+                );
+            }
+        }
+        host
+    }
+
+    /// An image container's image, pull policy and security settings.
+    fn image_run(
+        &mut self,
+        c: &Container,
+        path: &str,
+        security: &k8s_openapi::api::core::v1::SecurityContext,
+        pod_security: &PodSecurity,
+    ) -> Option<ImageRun> {
+        let image = c.image.clone().unwrap_or_default();
+        let reference = if image.trim().is_empty() {
+            self.bad(
+                &format!("{path}.image"),
+                format!(
+                    "required: the container runs from its image (or mark it a host process \
+                     with the {HOST_PROCESS_ANNOTATION} annotation and give its command)"
+                ),
+            );
+            None
+        } else {
+            match oci::Reference::parse(&image) {
+                Ok(reference) => Some(reference),
+                Err(err) => {
+                    self.bad(&format!("{path}.image"), format!("InvalidImageName: {err}"));
+                    None
+                }
+            }
+        };
+        // Kubernetes' default: Always for :latest or no tag (and no digest), else IfNotPresent.
+        let pull_policy = match c.image_pull_policy.as_deref() {
+            Some("Always") => PullPolicy::Always,
+            Some("IfNotPresent") => PullPolicy::IfNotPresent,
+            Some("Never") => PullPolicy::Never,
+            Some(other) => {
+                self.bad(
+                    &format!("{path}.imagePullPolicy"),
+                    format!("{other:?}: must be Always, IfNotPresent or Never"),
+                );
+                PullPolicy::IfNotPresent
+            }
+            None => match &reference {
+                Some(r) if r.digest().is_none() && r.tag().is_none_or(|t| t == "latest") => {
+                    PullPolicy::Always
+                }
+                _ => PullPolicy::IfNotPresent,
+            },
+        };
+        let capabilities = security.capabilities.clone().unwrap_or_default();
+        let capability_names = |v: &mut Self, list: Option<Vec<String>>, field: &str| {
+            let list = list.unwrap_or_default();
+            for (i, cap) in list.iter().enumerate() {
+                let name = cap.trim_start_matches("CAP_");
+                let known = name == "ALL"
+                    || (!name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+                if !known {
+                    v.bad(
+                        &format!("{path}.securityContext.capabilities.{field}[{i}]"),
+                        format!("{cap:?} is not a capability name (NET_ADMIN, CHOWN, ALL, ...)"),
+                    );
+                }
+            }
+            list
+        };
+        let add_capabilities = capability_names(self, capabilities.add, "add");
+        let drop_capabilities = capability_names(self, capabilities.drop, "drop");
+        let privileged = security.privileged.unwrap_or(false);
+        let no_new_privileges = security.allow_privilege_escalation == Some(false);
+        if privileged && no_new_privileges {
+            self.bad(
+                &format!("{path}.securityContext.allowPrivilegeEscalation"),
+                "false cannot be set with privileged: true (Kubernetes refuses the pair too)",
+            );
+        }
+        reference?;
+        Some(ImageRun {
+            image,
+            command: c.command.clone().unwrap_or_default(),
+            args: c.args.clone().unwrap_or_default(),
+            pull_policy,
+            run_as_non_root: false,
+            supplemental_groups: pod_security.supplemental_groups.clone(),
+            add_capabilities,
+            drop_capabilities,
+            privileged,
+            read_only_root: security.read_only_root_filesystem.unwrap_or(false),
+            no_new_privileges,
+        })
+    }
+
+    fn mount(
+        &mut self,
+        m: &VolumeMount,
+        path: &str,
+        volumes: &[Volume],
+        host: bool,
+    ) -> Option<Mount> {
         let value = serde_json::to_value(m).unwrap_or(Value::Null);
         self.keys(
             &value,
@@ -723,7 +938,13 @@ impl Validator {
                 format!("{:?} must be an absolute path without '..'", m.mount_path),
             );
             ok = false;
-        } else if let Some(why) = hides_the_host(&mount_path) {
+        } else if !host && mount_path.components().count() == 1 {
+            self.bad(
+                &format!("{path}.mountPath"),
+                format!("{:?} would hide the container's whole filesystem", m.mount_path),
+            );
+            ok = false;
+        } else if let Some(why) = hides_the_host(&mount_path).filter(|_| host) {
             self.bad(
                 &format!("{path}.mountPath"),
                 format!("{:?} {why}", m.mount_path),
@@ -1115,6 +1336,18 @@ const HOST_SYSTEM_DIRS: &[&str] = &[
 ];
 
 /// Why a volume must not be mounted at `path`, if so.
+/// A container securityContext field set to what it is when absent.
+fn is_default_security(key: &str, value: &Value) -> bool {
+    match key {
+        "privileged" | "readOnlyRootFilesystem" => value == &Value::Bool(false),
+        "allowPrivilegeEscalation" => value == &Value::Bool(true),
+        "capabilities" => value
+            .as_object()
+            .is_some_and(|m| m.values().all(|v| v.as_array().is_some_and(Vec::is_empty))),
+        _ => false,
+    }
+}
+
 fn hides_the_host(path: &Path) -> Option<String> {
     let normal: PathBuf = path.components().collect();
     if normal == Path::new("/") {

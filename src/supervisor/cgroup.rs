@@ -27,13 +27,16 @@ const EMPTY_WAIT: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct PodCgroup {
     dir: PathBuf,
+    /// Where cgroup v2 is mounted: `dir` below it is the path an OCI runtime's
+    /// `linux.cgroupsPath` names.
+    mount: PathBuf,
 }
 
 impl PodCgroup {
     /// Makes the pod's cgroup below the supervisor's own and records it in `state_dir`. `None`
     /// where no cgroup v2 is mounted, or it cannot be written (logged).
     pub fn create(pod: &str, state_dir: &Path) -> Option<PodCgroup> {
-        let own = own_cgroup()?;
+        let (mount, own) = own_cgroup()?;
         let dir = own.join(format!("podkit-{pod}"));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -54,7 +57,16 @@ impl PodCgroup {
         if let Err(err) = super::status::write_atomic(&record, dir.to_string_lossy().as_bytes()) {
             warn!(%err, "failed to record the pod's cgroup; podkit gc will not find it");
         }
-        Some(PodCgroup { dir })
+        Some(PodCgroup { dir, mount })
+    }
+
+    /// Container `name`'s cgroup as `linux.cgroupsPath` names it: absolute from the cgroup v2
+    /// root (`/podkit-POD/NAME`, below the supervisor's own cgroup). On a hybrid host runc
+    /// also makes the same path in each v1 hierarchy; [`remove_v1_leftovers`] removes them.
+    pub fn container_path(&self, name: &str) -> Option<PathBuf> {
+        let relative = self.dir.join(name);
+        let relative = relative.strip_prefix(&self.mount).ok()?;
+        Some(Path::new("/").join(relative))
     }
 
     /// Container `name`'s cgroup directory, made if needed and opened for
@@ -120,7 +132,7 @@ fn open_dir(dir: &Path) -> io::Result<Arc<OwnedFd>> {
 }
 
 /// The supervisor's own cgroup v2 directory, if cgroup v2 is mounted.
-fn own_cgroup() -> Option<PathBuf> {
+fn own_cgroup() -> Option<(PathBuf, PathBuf)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     // "36 25 0:31 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw"
     let mount = mountinfo.lines().find_map(|line| {
@@ -141,7 +153,43 @@ fn own_cgroup() -> Option<PathBuf> {
     let own = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
     // The mount shows the hierarchy from `root` down (a cgroup namespace's view).
     let relative = Path::new(own).strip_prefix(&root).ok()?;
-    Some(point.join(relative))
+    Some((point.clone(), point.join(relative)))
+}
+
+/// The empty `podkit-POD` directories runc leaves in each cgroup v1 hierarchy of a hybrid host
+/// after deleting the containers it made below them (measured with runc 1.1.5): removed once
+/// the pod's containers are gone. Returns a line for each directory removed.
+pub fn remove_v1_leftovers(pod: &str) -> Vec<String> {
+    let mut removed = Vec::new();
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return removed;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let path = hierarchy.path();
+        // The v1 hierarchies only: a name like `memory` or `cpu,cpuacct`, not cgroup2's mount.
+        if hierarchy.file_name() == "unified" || path.join("cgroup.controllers").exists() {
+            continue;
+        }
+        let dir = path.join(format!("podkit-{pod}"));
+        if !dir.is_dir() {
+            continue;
+        }
+        // Children first (containers runc did not get to delete), deepest first.
+        let mut dirs = vec![dir.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
+                dirs.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            if std::fs::remove_dir(d).is_ok() {
+                removed.push(format!("removed cgroup {}", d.display()));
+            }
+        }
+    }
+    removed
 }
 
 /// SIGKILLs every process in cgroup `dir` and below: `cgroup.kill` (Linux 5.14), or each pid.

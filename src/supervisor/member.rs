@@ -15,9 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::reaper::Exit;
+use super::runtime::{self, Runtime};
 use super::status::{State, Terminated};
-use super::{Pod, logs, probe, volumes};
-use crate::spec::{self, EnvValue, Member, RestartPolicy};
+use super::{Pod, image, logs, probe, volumes};
+use crate::spec::{self, EnvValue, ImageRun, Member, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
 const START_ERROR: i32 = 128;
@@ -73,9 +74,17 @@ async fn runs(
     let mut restarts = 0;
     let mut next_delay = Duration::ZERO;
     loop {
+        // An image container's image first, as kubelet makes it present before each start.
+        let image = match &member.runs {
+            Runs::Host => None,
+            Runs::Image(run) => match pull(&pod, &member, run, &object, &stop).await {
+                Some(image) => Some(image),
+                None => return End::Stopped,
+            },
+        };
         let began = Instant::now();
         let started_at = Timestamp::now();
-        let (exit, stopped) = match start(&pod, &member, restarts, &stop).await {
+        let (exit, stopped) = match start(&pod, &member, image.as_ref(), restarts, &stop).await {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -118,6 +127,10 @@ async fn runs(
                 let _ = std::fs::remove_file(
                     pod.dir.join("members").join(format!("{}.pid", member.name)),
                 );
+                // The runtime ends whatever is left in the container and forgets it.
+                if let Some(made) = &run.image {
+                    made.runtime.delete(&pod, &made.id).await;
+                }
                 // Every line the run wrote is in its log before its exit is reported. Without a
                 // cgroup, a process that left the group (setsid) may hold the pipes open: drain
                 // for a bounded time only (that process is killed with the pod).
@@ -127,6 +140,9 @@ async fn runs(
                 {
                     warn!(container = %member.name, "a process the container left behind still holds its output; no longer logging it");
                     run.logs.abort();
+                }
+                if let Some(made) = run.image.take() {
+                    image::finish(&pod, &made.runtime, &made.id, made.rootfs).await;
                 }
                 (
                     exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)),
@@ -240,6 +256,77 @@ struct Run {
     pid: u32,
     exit: oneshot::Receiver<Exit>,
     logs: tokio::task::JoinHandle<()>,
+    /// An image container's runtime state and root filesystem, removed after the run.
+    image: Option<ImageMade>,
+}
+
+/// What the runtime made for one run of an image container.
+struct ImageMade {
+    runtime: Runtime,
+    id: String,
+    rootfs: oci::Rootfs,
+}
+
+/// kubelet's back-off for image pulls: 10 s doubling to 300 s.
+const PULL_BACKOFF_FIRST: Duration = Duration::from_secs(10);
+
+/// Makes `run`'s image present, retrying with kubelet's back-off and reasons (`ErrImagePull`,
+/// `ImagePullBackOff`, `ErrImageNeverPull`) until it is or `stop` comes (`None`).
+async fn pull(
+    pod: &Pod,
+    member: &Member,
+    run: &ImageRun,
+    object: &str,
+    stop: &CancellationToken,
+) -> Option<oci::Image> {
+    let mut delay = PULL_BACKOFF_FIRST;
+    loop {
+        let missing = match image::ensure(pod, run, object, stop).await {
+            Ok(Some(found)) => {
+                let id = image::image_id(run, &found);
+                pod.update(|s| {
+                    if let Some(r) = s.record(&member.name) {
+                        r.image_id = id;
+                    }
+                });
+                return Some(found);
+            }
+            Ok(None) => return None,
+            Err(missing) => missing,
+        };
+        pod.update(|s| {
+            if let Some(r) = s.record(&member.name) {
+                r.state = State::Waiting {
+                    reason: missing.reason.to_owned(),
+                    message: Some(missing.message.clone()),
+                };
+            }
+            let event = if missing.reason == "ErrImageNeverPull" {
+                "ErrImageNeverPull"
+            } else {
+                "Failed"
+            };
+            s.event("Warning", event, object, missing.message.clone());
+            s.event("Warning", "Failed", object, format!("Error: {}", missing.reason));
+        });
+        if missing.reason == "ErrImagePull" {
+            let message = format!("Back-off pulling image {:?}", run.image);
+            pod.update(|s| {
+                if let Some(r) = s.record(&member.name) {
+                    r.state = State::Waiting {
+                        reason: "ImagePullBackOff".to_owned(),
+                        message: Some(message.clone()),
+                    };
+                }
+                s.event("Normal", "BackOff", object, message.clone());
+            });
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stop.cancelled() => return None,
+        }
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
 }
 
 /// Why a run did not start.
@@ -261,10 +348,14 @@ impl From<String> for StartFailed {
 async fn start(
     pod: &Pod,
     member: &Member,
+    image: Option<&oci::Image>,
     restart: u32,
     stop: &CancellationToken,
 ) -> Result<Run, StartFailed> {
-    let env = environment(pod, member);
+    if let (Runs::Image(run), Some(image)) = (&member.runs, image) {
+        return start_image(pod, member, run, image, restart).await;
+    }
+    let env = environment(pod, member, true);
     let lookup = |name: &str| {
         env.iter()
             .rev()
@@ -371,7 +462,87 @@ async fn start(
     if let Err(err) = recorded {
         warn!(container = %member.name, %err, "failed to record the container's pid");
     }
-    Ok(Run { pid, exit, logs })
+    Ok(Run {
+        pid,
+        exit,
+        logs,
+        image: None,
+    })
+}
+
+/// Where a run's CRI log goes: `logs/NAME/RESTART.log`.
+fn log_path(pod: &Pod, member: &Member, restart: u32) -> Result<std::path::PathBuf, String> {
+    let dir = pod.dir.join("logs").join(&member.name);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
+    Ok(dir.join(format!("{restart}.log")))
+}
+
+/// Records where `podkit exec` finds the container's current process.
+fn record_pid(pod: &Pod, member: &Member, pid: u32) {
+    let members = pod.dir.join("members");
+    let recorded = std::fs::create_dir_all(&members).and_then(|()| {
+        super::status::write_atomic(
+            &members.join(format!("{}.pid", member.name)),
+            pid.to_string().as_bytes(),
+        )
+    });
+    if let Err(err) = recorded {
+        warn!(container = %member.name, %err, "failed to record the container's pid");
+    }
+}
+
+/// Starts one run of an image container through the OCI runtime: a fresh root filesystem,
+/// the bundle, `create` (the log pipes as its stdio), the pid watched, `start`.
+async fn start_image(
+    pod: &Pod,
+    member: &Member,
+    run: &ImageRun,
+    image: &oci::Image,
+    restart: u32,
+) -> Result<Run, StartFailed> {
+    let env = environment(pod, member, false);
+    let log_path = log_path(pod, member, restart)?;
+    let rt = Runtime::find(runtime::DEFAULT_HANDLER, &pod.dir)?;
+    let prepared = image::prepare(pod, member, run, image, &rt, &env).await?;
+    let image::Prepared {
+        id,
+        bundle,
+        rootfs,
+        created,
+    } = prepared;
+    let pipe = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string());
+    let streams = pipe(created.stdout).and_then(|out| Ok((out, pipe(created.stderr)?)));
+    let logs = streams.and_then(|(stdout, stderr)| {
+        let echo = pod.echo.then(|| member.name.clone());
+        logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
+            .map_err(|e| format!("failed to open {}: {e}", log_path.display()))
+    });
+    let started = match logs {
+        Ok(logs) => rt.start(pod, &id, &bundle).await.map(|()| logs),
+        Err(err) => Err(err),
+    };
+    let logs = match started {
+        Ok(logs) => logs,
+        Err(err) => {
+            // Created, never started: its process goes with the runtime's state.
+            let _ = nix::sys::signal::kill(Pid::from_raw(created.pid as i32), Signal::SIGKILL);
+            let _ = created.exit.await;
+            image::finish(pod, &rt, &id, rootfs).await;
+            return Err(StartFailed::Error(err));
+        }
+    };
+    record_pid(pod, member, created.pid);
+    Ok(Run {
+        pid: created.pid,
+        exit: created.exit,
+        logs,
+        image: Some(ImageMade {
+            runtime: rt,
+            id,
+            rootfs,
+        }),
+    })
 }
 
 /// The program to exec: `name` searched in the container's `PATH` here, before the fork, so
@@ -402,7 +573,7 @@ fn resolve(name: &str, env: &[(String, String)]) -> std::path::PathBuf {
 
 /// The `podkit` this supervisor came from: itself, or the `podkit` beside the lean
 /// `podkit-supervise` binary.
-fn own_podkit() -> Option<std::path::PathBuf> {
+pub(super) fn own_podkit() -> Option<std::path::PathBuf> {
     let exe = std::env::current_exe().ok()?;
     if exe.file_name() == Some(crate::cli::SUPERVISOR_BIN.as_ref()) {
         let podkit = exe.with_file_name("podkit");
@@ -438,7 +609,7 @@ async fn terminate(
         deadline = deadline.max(Instant::now() + PRE_STOP_MIN_GRACE);
     }
     let group = Pid::from_raw(run.pid as i32);
-    if let Err(err) = killpg(group, Signal::SIGTERM) {
+    if let Err(err) = signal_run(run, Signal::SIGTERM) {
         warn!(container = %member.name, %err, "failed to signal the container");
     }
     if let Some(cgroup) = &pod.cgroup {
@@ -458,7 +629,7 @@ async fn terminate(
                     ),
                 )
             });
-            let _ = killpg(group, Signal::SIGKILL);
+            let _ = signal_run(run, Signal::SIGKILL);
             if let Some(cgroup) = &pod.cgroup {
                 cgroup.kill(&member.name);
             }
@@ -470,16 +641,31 @@ async fn terminate(
     exit
 }
 
-/// The container's environment: `PATH` and `HOSTNAME` as container runtimes set them, then the
-/// manifest's variables in order, each value expanded against those before it.
-pub(crate) fn environment(pod: &Pod, member: &Member) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = vec![
-        (
+/// Sends `signal` to a run: a host process's whole process group; an image container's first
+/// process (its own child, inherited from the runtime, so the pid is still its own), as
+/// containerd's `kill` does. The container's other processes go with it (PID 1 of its PID
+/// namespace) or through its cgroup.
+fn signal_run(run: &Run, signal: Signal) -> nix::Result<()> {
+    let pid = Pid::from_raw(run.pid as i32);
+    if run.image.is_some() {
+        nix::sys::signal::kill(pid, signal)
+    } else {
+        killpg(pid, signal)
+    }
+}
+
+/// The container's environment: for a host process, `PATH` and `HOSTNAME` as container
+/// runtimes set them (`defaults`; an image container gets its image's and the runtime's), then
+/// the manifest's variables in order, each value expanded against those before it.
+pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    if defaults {
+        env.push((
             "PATH".into(),
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        ),
-        ("HOSTNAME".into(), pod.plan.hostname.clone()),
-    ];
+        ));
+        env.push(("HOSTNAME".into(), pod.plan.hostname.clone()));
+    }
     for var in &member.env {
         let value = match &var.value {
             EnvValue::Literal(text) => {

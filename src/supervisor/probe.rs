@@ -26,7 +26,8 @@ mod insecure;
 use super::Pod;
 use super::member::environment;
 use super::reaper::Exit;
-use crate::spec::{Handler, Member, Probe};
+use super::runtime::{self, Runtime};
+use crate::spec::{Handler, Member, Probe, Runs};
 
 /// How much of an exec handler's output goes into an event message.
 const OUTPUT_LIMIT: u64 = 1024;
@@ -73,32 +74,42 @@ async fn exec(
     command: &[String],
     timeout: Duration,
 ) -> Result<(), String> {
-    let mut namespaces = pod.ns.namespaces().clone();
-    // The container's own mount namespace, when it has one (it has volumes, or a /proc).
-    if let Ok(mnt) = Namespace::from_pid(NsKind::Mnt, leader) {
-        namespaces.insert(mnt);
-    }
     let (read, write) = nix::unistd::pipe().map_err(|e| format!("failed to make a pipe: {e}"))?;
     let write_err = write
         .try_clone()
         .map_err(|e| format!("failed to make a pipe: {e}"))?;
-    // In the container's cgroup, as kubelet's exec probes are: it ends with the container.
-    let mut process = Process::new(&command[0])
-        .args(&command[1..])
-        .envs(environment(pod, member))
+    let (namespaces, mut process, setup) = if matches!(member.runs, Runs::Image(_)) {
+        // In the container, through its runtime: its root, user, capabilities and cgroup.
+        let rt = Runtime::find(runtime::DEFAULT_HANDLER, &pod.dir)?;
+        let id = runtime::container_id(&pod.plan.name, &member.name);
+        let host = netns::Namespaces::new(std::iter::empty());
+        (host, rt.exec(&id, command), Setup::new().new_session())
+    } else {
+        let mut namespaces = pod.ns.namespaces().clone();
+        // The container's own mount namespace, when it has one (it has volumes, or a /proc).
+        if let Ok(mnt) = Namespace::from_pid(NsKind::Mnt, leader) {
+            namespaces.insert(mnt);
+        }
+        let process = Process::new(&command[0])
+            .args(&command[1..])
+            .envs(environment(pod, member, true));
+        let mut setup = Setup::new().new_session();
+        if let Some(dir) = &member.working_dir {
+            setup = setup.chdir(dir).map_err(|e| e.to_string())?;
+        }
+        setup = setup.user(member.run_as_user, member.run_as_group);
+        (namespaces, process, setup)
+    };
+    process = process
         .stdin(Stdio::Null)
         .stdout(Stdio::Fd(write))
         .stderr(Stdio::Fd(write_err));
+    // In the container's cgroup, as kubelet's exec probes are: it ends with the container.
     if let Some(cgroup) = &pod.cgroup
         && let Ok(dir) = cgroup.container(&member.name)
     {
         process = process.cgroup(dir);
     }
-    let mut setup = Setup::new().new_session();
-    if let Some(dir) = &member.working_dir {
-        setup = setup.chdir(dir).map_err(|e| e.to_string())?;
-    }
-    setup = setup.user(member.run_as_user, member.run_as_group);
     let failed = |e: netns::Error| format!("failed to run {:?}: {e}", command[0]);
     // Forked here, exec'd meanwhile: the supervisor's other tasks go on. Our copies of the
     // write end go with `process`, so the read below sees the end.

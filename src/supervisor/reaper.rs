@@ -44,12 +44,24 @@ impl fmt::Display for Exit {
     }
 }
 
+/// How many exits of orphans the reaper remembers for [`Reaper::watch`].
+const ORPHANS_KEPT: usize = 64;
+
 /// The reaper's handle; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Reaper {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
     /// pid -> who waits for its exit. Locked around spawn + register, and around waitpid, so a
     /// child is never reaped before its watcher is in place.
-    watchers: Arc<Mutex<HashMap<i32, oneshot::Sender<Exit>>>>,
+    watchers: HashMap<i32, oneshot::Sender<Exit>>,
+    /// The last orphans reaped, oldest first: a container's process becomes the supervisor's
+    /// child when the runtime that created it exits, and may be reaped before
+    /// [`Reaper::watch`] names it.
+    orphans: std::collections::VecDeque<(i32, Exit)>,
 }
 
 impl Reaper {
@@ -58,7 +70,7 @@ impl Reaper {
         nix::sys::prctl::set_child_subreaper(true)?;
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = Reaper {
-            watchers: Arc::default(),
+            inner: Arc::default(),
         };
         let task = reaper.clone();
         tokio::spawn(async move {
@@ -78,15 +90,32 @@ impl Reaper {
         &self,
         spawn: impl FnOnce() -> Result<(u32, T), E>,
     ) -> Result<(T, oneshot::Receiver<Exit>), E> {
-        let mut watchers = self.lock();
+        let mut inner = self.lock();
         let (pid, made) = spawn()?;
         let (tx, rx) = oneshot::channel();
-        watchers.insert(pid as i32, tx);
+        inner.watchers.insert(pid as i32, tx);
         Ok((made, rx))
     }
 
+    /// Watches `pid`, a process that is (or was) the supervisor's child without being spawned
+    /// by it: a container's first process, inherited when the OCI runtime's `create` exits.
+    /// An exit reaped before this call is found among the orphans remembered.
+    pub fn watch(&self, pid: u32) -> oneshot::Receiver<Exit> {
+        let mut inner = self.lock();
+        let (tx, rx) = oneshot::channel();
+        let pid = pid as i32;
+        if let Some(at) = inner.orphans.iter().position(|(p, _)| *p == pid) {
+            if let Some((_, exit)) = inner.orphans.remove(at) {
+                let _ = tx.send(exit);
+            }
+        } else {
+            inner.watchers.insert(pid, tx);
+        }
+        rx
+    }
+
     fn reap_all(&self) {
-        let mut watchers = self.lock();
+        let mut inner = self.lock();
         loop {
             let (pid, exit) = match nix::sys::wait::waitpid(None, Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Exit::Code(code)),
@@ -99,19 +128,25 @@ impl Reaper {
                     break;
                 }
             };
-            match watchers.remove(&pid.as_raw()) {
+            match inner.watchers.remove(&pid.as_raw()) {
                 // A watcher that stopped listening no longer cares; that is fine.
                 Some(tx) => {
                     let _ = tx.send(exit);
                 }
-                None => debug!(pid = pid.as_raw(), %exit, "reaped an orphan"),
+                None => {
+                    debug!(pid = pid.as_raw(), %exit, "reaped an orphan");
+                    if inner.orphans.len() == ORPHANS_KEPT {
+                        inner.orphans.pop_front();
+                    }
+                    inner.orphans.push_back((pid.as_raw(), exit));
+                }
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, oneshot::Sender<Exit>>> {
-        // A panic while holding this lock leaves the map consistent (inserts and removes are
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves the maps consistent (inserts and removes are
         // single steps), so a poisoned lock is still usable.
-        self.watchers.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

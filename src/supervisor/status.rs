@@ -18,6 +18,9 @@ use crate::spec::{PodPlan, RestartPolicy};
 pub struct Record {
     pub name: String,
     pub image: String,
+    /// The image run, as kubelet reports it (`docker.io/library/nginx@sha256:...`); empty for
+    /// a host process or before the image is present.
+    pub image_id: String,
     pub state: State,
     /// The previous run's end, for `describe` and `logs --previous`.
     pub last: Option<Terminated>,
@@ -85,6 +88,7 @@ impl Status {
         let record = |m: &crate::spec::Member, reason: &str| Record {
             name: m.name.clone(),
             image: m.image.clone().unwrap_or_default(),
+            image_id: String::new(),
             state: State::Waiting {
                 reason: reason.to_owned(),
                 message: None,
@@ -239,7 +243,7 @@ fn container_status(r: &Record) -> ContainerStatus {
     ContainerStatus {
         name: r.name.clone(),
         image: r.image.clone(),
-        image_id: String::new(),
+        image_id: r.image_id.clone(),
         ready: r.ready,
         restart_count: r.restarts,
         started: Some(r.started),

@@ -1,0 +1,457 @@
+//! Image containers: the image made present as `imagePullPolicy` says, with kubelet's events,
+//! and each run's root filesystem and runtime bundle.
+//!
+//! Pulls run `podkit pull` as a child process: the supervisor, which lives as long as its pod,
+//! links no registry client and keeps none of a pull's memory. The store's lock makes two pods
+//! pulling one image download it once.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use netns::Process;
+use tokio_util::sync::CancellationToken;
+
+use super::runtime::{self, Runtime};
+use super::{Pod, volumes};
+use crate::spec::{self, ImageRun, Member, PullPolicy};
+
+/// The image store's root: `PODKIT_STORAGE` (which `podkit run` and `apply` pass on from their
+/// `--storage`), or /var/lib/podkit.
+pub(crate) fn storage() -> PathBuf {
+    std::env::var_os("PODKIT_STORAGE")
+        .map_or_else(|| PathBuf::from(crate::cli::DEFAULT_STORAGE), PathBuf::from)
+}
+
+/// The size of the pod's `/dev/shm`: containerd's and Docker's default.
+const SHM_SIZE: u64 = 64 << 20;
+
+/// Makes the files the pod owns and bind-mounts into each image container, as containerd's
+/// sandbox does: `etc/hosts` (kubelet's, with the pod's hostname on the loopback address: the
+/// pod has no other address yet), `etc/hostname`, `etc/resolv.conf` (the host's resolvers; a
+/// systemd-resolved stub on 127.0.0.53 is unreachable from the pod's network namespace, so its
+/// upstream list is used, as kubelet does) and a 64 MiB tmpfs for `/dev/shm`.
+pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
+    let hosts = format!(
+        "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
+    );
+    let resolv = host_resolv_conf();
+    for (name, text) in [
+        ("hosts", hosts),
+        ("hostname", format!("{hostname}\n")),
+        ("resolv.conf", resolv),
+    ] {
+        let path = etc.join(name);
+        super::status::write_atomic(&path, text.as_bytes())
+            .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+    }
+    let shm = dir.join("shm");
+    std::fs::create_dir_all(&shm).map_err(|e| format!("failed to create {}: {e}", shm.display()))?;
+    use nix::mount::MsFlags;
+    nix::mount::mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={SHM_SIZE}").as_str()),
+    )
+    .map_err(|e| format!("failed to mount the pod's /dev/shm at {}: {e}", shm.display()))
+}
+
+/// The host's resolv.conf, or systemd-resolved's upstream one when the host's names only its
+/// local stub.
+fn host_resolv_conf() -> String {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let stub_only = host
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .all(|ns| ns.trim().starts_with("127."));
+    if stub_only
+        && let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
+    {
+        return upstream;
+    }
+    host
+}
+
+/// The pod's own files, mounted into an image container (see [`pod_files`]).
+fn pod_file_mounts(dir: &Path, read_only_root: bool) -> Vec<oci::bundle::BindMount> {
+    let file = |name: &str, destination: &str| oci::bundle::BindMount {
+        source: dir.join("etc").join(name),
+        destination: destination.to_owned(),
+        read_only: read_only_root,
+    };
+    vec![
+        file("hosts", "/etc/hosts"),
+        file("hostname", "/etc/hostname"),
+        file("resolv.conf", "/etc/resolv.conf"),
+        oci::bundle::BindMount {
+            source: dir.join("shm"),
+            destination: "/dev/shm".to_owned(),
+            read_only: false,
+        },
+    ]
+}
+
+/// Why the image is not there to run: the container waits with this reason and tries again
+/// after a back-off, as kubelet does.
+pub(crate) struct Missing {
+    /// `ErrImagePull` or `ErrImageNeverPull`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The image of `run`, pulled first if its policy says so. `None` when `stop` came first.
+pub(crate) async fn ensure(
+    pod: &Pod,
+    run: &ImageRun,
+    object: &str,
+    stop: &CancellationToken,
+) -> Result<Option<oci::Image>, Missing> {
+    let pull_error = |message: String| Missing {
+        reason: "ErrImagePull",
+        message,
+    };
+    let reference = oci::Reference::parse(&run.image).map_err(|e| pull_error(e.to_string()))?;
+    let present = || -> Result<Option<oci::Image>, String> {
+        let store = oci::Store::open(storage()).map_err(|e| error_chain(&e))?;
+        store.resolve(&reference).map_err(|e| error_chain(&e))
+    };
+    match run.pull_policy {
+        PullPolicy::Never => {
+            return match present().map_err(pull_error)? {
+                Some(image) => {
+                    already_present(pod, run, object);
+                    Ok(Some(image))
+                }
+                None => Err(Missing {
+                    reason: "ErrImageNeverPull",
+                    message: format!(
+                        "Container image {:?} is not present with pull policy of Never",
+                        run.image
+                    ),
+                }),
+            };
+        }
+        PullPolicy::IfNotPresent => {
+            if let Some(image) = present().map_err(pull_error)? {
+                already_present(pod, run, object);
+                return Ok(Some(image));
+            }
+        }
+        PullPolicy::Always => {}
+    }
+    let message = format!("Pulling image {:?}", run.image);
+    pod.update(|s| s.event("Normal", "Pulling", object, message));
+    let began = Instant::now();
+    let Some(podkit) = super::member::own_podkit() else {
+        return Err(pull_error("the podkit binary to pull with is not found".to_owned()));
+    };
+    let process = Process::new(podkit)
+        .args(["pull", "-q"])
+        .arg(&run.image)
+        .env("PODKIT_STORAGE", storage())
+        .env("PODKIT_LOG", "error");
+    let process = pass_env(process);
+    let Some(out) = runtime::output_until(pod, process, stop)
+        .await
+        .map_err(pull_error)?
+    else {
+        return Ok(None);
+    };
+    if out.exit != super::Exit::Code(0) {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let why = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("podkit pull failed")
+            .trim();
+        let message = if why.starts_with("Failed to pull image") {
+            why.to_owned()
+        } else {
+            format!("Failed to pull image {:?}: {why}", run.image)
+        };
+        return Err(pull_error(message));
+    }
+    let taken = began.elapsed().as_secs_f64();
+    let image = present().map_err(pull_error)?.ok_or_else(|| {
+        pull_error(format!(
+            "image {:?} was pulled but is not in the store",
+            run.image
+        ))
+    })?;
+    let size: u64 = image.manifest.layers().iter().map(|l| l.size()).sum();
+    let message = format!(
+        "Successfully pulled image {:?} in {taken:.3}s. Image size: {size} bytes.",
+        run.image
+    );
+    pod.update(|s| s.event("Normal", "Pulled", object, message));
+    Ok(Some(image))
+}
+
+fn already_present(pod: &Pod, run: &ImageRun, object: &str) {
+    let message = format!("Container image {:?} already present on machine", run.image);
+    pod.update(|s| s.event("Normal", "Pulled", object, message));
+}
+
+/// The variables a pull reads where registries and credentials are configured.
+fn pass_env(mut process: Process) -> Process {
+    for key in [
+        "HOME",
+        "XDG_RUNTIME_DIR",
+        "REGISTRY_AUTH_FILE",
+        "DOCKER_CONFIG",
+        "CONTAINERS_REGISTRIES_CONF",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        if let Some(value) = std::env::var_os(key) {
+            process = process.env(key, value);
+        }
+    }
+    process
+}
+
+/// `kubelet`'s `imageID` for a container status: `REPOSITORY@MANIFEST-DIGEST`.
+pub(crate) fn image_id(run: &ImageRun, image: &oci::Image) -> String {
+    match oci::Reference::parse(&run.image) {
+        Ok(reference) => format!("{}@{}", reference.name(), image.manifest_digest),
+        Err(_) => image.manifest_digest.to_string(),
+    }
+}
+
+/// One run of an image container, created by the runtime and not started yet.
+pub(crate) struct Prepared {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: oci::Rootfs,
+    pub created: runtime::Created,
+}
+
+/// Mounts a fresh root filesystem for run `restart` of `member`, writes its bundle and has the
+/// runtime create it. On failure everything made is removed.
+pub(crate) async fn prepare(
+    pod: &Pod,
+    member: &Member,
+    run: &ImageRun,
+    image: &oci::Image,
+    rt: &Runtime,
+    env: &[(String, String)],
+) -> Result<Prepared, String> {
+    let id = runtime::container_id(&pod.plan.name, &member.name);
+    // A run's root filesystem and bundle: `containers/NAME/`, new for each run.
+    let dir = pod.dir.join("containers").join(&member.name);
+    if dir.exists() {
+        // Left by a run whose removal failed: it must not become this run's.
+        rt.delete(pod, &id).await;
+        oci::remove_rootfs(&dir).map_err(|e| {
+            format!(
+                "failed to remove the previous run's root filesystem: {}",
+                error_chain(&e)
+            )
+        })?;
+    }
+    let rootfs = oci::Rootfs::mount(&image.layers, &dir)
+        .map_err(|e| format!("failed to mount the root filesystem: {}", error_chain(&e)))?;
+    let made = async {
+        let container = bundle_container(pod, member, run, &rootfs, env)?;
+        let spec = oci::bundle::spec(&container.0, image.config.config().as_ref())
+            .map_err(|e| error_chain(&e))?;
+        oci::bundle::write(&dir, &spec).map_err(|e| error_chain(&e))?;
+        let cgroup = match &pod.cgroup {
+            Some(cgroup) => Some(
+                cgroup
+                    .container(&member.name)
+                    .map_err(|e| format!("failed to make the container's cgroup: {e}"))?,
+            ),
+            None => None,
+        };
+        // The subPath fds (container.1) stay open until the runtime has mounted them.
+        let created = rt.create(pod, &id, &dir, cgroup).await;
+        drop(container.1);
+        created
+    }
+    .await;
+    match made {
+        Ok(created) => Ok(Prepared {
+            id,
+            bundle: dir,
+            rootfs,
+            created,
+        }),
+        Err(err) => {
+            rt.delete(pod, &id).await;
+            if let Err(e) = rootfs.remove() {
+                tracing::warn!(container = %member.name, err = %e, "failed to remove the root filesystem");
+            }
+            Err(err)
+        }
+    }
+}
+
+/// What the bundle asks for, and the subPath fds its mounts name.
+fn bundle_container(
+    pod: &Pod,
+    member: &Member,
+    run: &ImageRun,
+    rootfs: &oci::Rootfs,
+    env: &[(String, String)],
+) -> Result<(oci::bundle::Container, Vec<std::os::fd::OwnedFd>), String> {
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let expand = |list: &[String]| -> Vec<String> {
+        list.iter().map(|a| spec::expand(a, lookup)).collect()
+    };
+    let mut fds = Vec::new();
+    let mut mounts = pod_file_mounts(&pod.dir, run.read_only_root);
+    let volume_mounts = pod
+        .volumes()
+        .mounts_for(member)
+        .map_err(|e| e.to_string())?;
+    unstage(&pod.dir, &member.name);
+    for (i, mount) in volume_mounts.into_iter().enumerate() {
+        let source = match mount.source {
+            volumes::Source::Path(path) => path,
+            // A subPath: what the supervisor resolved beneath the volume is bind-mounted at a
+            // staging path of the pod's (as kubelet's volume-subpaths), which the runtime
+            // mounts: never a path a member could have changed meanwhile. (The runtime cannot
+            // mount the fd's /proc path itself: it is in another mount namespace.)
+            volumes::Source::Fd(fd) => {
+                let staging = pod
+                    .dir
+                    .join("subpaths")
+                    .join(&member.name)
+                    .join(i.to_string());
+                stage(&fd, &staging)?;
+                fds.push(fd);
+                staging
+            }
+        };
+        mounts.push(oci::bundle::BindMount {
+            source,
+            destination: mount.target.to_string_lossy().into_owned(),
+            read_only: mount.read_only,
+        });
+    }
+    let ns = pod.dir.join("ns");
+    let namespaces = oci::bundle::Namespaces {
+        net: Some(ns.join("net")),
+        ipc: Some(ns.join("ipc")),
+        uts: Some(ns.join("uts")),
+        pid: pod.plan.share_process_namespace.then(|| ns.join("pid")),
+    };
+    let container = oci::bundle::Container {
+        name: member.name.clone(),
+        rootfs: rootfs.path(),
+        command: expand(&run.command),
+        args: expand(&run.args),
+        env: env.to_vec(),
+        working_dir: member
+            .working_dir
+            .as_ref()
+            .map(|d| d.to_string_lossy().into_owned()),
+        hostname: pod.plan.hostname.clone(),
+        user: oci::bundle::UserRequest {
+            uid: member.run_as_user,
+            gid: member.run_as_group,
+            supplemental_groups: run.supplemental_groups.clone(),
+            run_as_non_root: run.run_as_non_root,
+        },
+        namespaces,
+        mounts,
+        security: oci::bundle::Security {
+            privileged: run.privileged,
+            add_capabilities: run.add_capabilities.clone(),
+            drop_capabilities: run.drop_capabilities.clone(),
+            read_only_root: run.read_only_root,
+            no_new_privileges: run.no_new_privileges,
+            ..Default::default()
+        },
+        cgroups_path: pod
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.container_path(&member.name)),
+        ..Default::default()
+    };
+    Ok((container, fds))
+}
+
+/// Bind-mounts what `fd` is open on at `staging` (made: a file for a file, else a directory).
+fn stage(fd: &std::os::fd::OwnedFd, staging: &Path) -> Result<(), String> {
+    use std::os::fd::AsFd;
+    let failed = |e: std::io::Error| format!("failed to mount a subPath at {}: {e}", staging.display());
+    let is_file = nix::sys::stat::fstat(fd.as_fd())
+        .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG)
+        .map_err(|e| failed(e.into()))?;
+    if let Some(parent) = staging.parent() {
+        std::fs::create_dir_all(parent).map_err(failed)?;
+    }
+    if is_file {
+        std::fs::File::create(staging).map_err(failed)?;
+    } else {
+        std::fs::create_dir(staging).map_err(failed)?;
+    }
+    netns::bind_mount_fd_at(fd.as_fd(), staging).map_err(failed)
+}
+
+/// Unmounts and removes container `name`'s subPath staging mounts (see [`stage`]).
+pub(crate) fn unstage(pod_dir: &Path, name: &str) {
+    let dir = pod_dir.join("subpaths").join(name);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let _ = nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH);
+        // Never through a mount: only an empty directory or file is removed.
+        let removed = if path.is_dir() {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(err) = removed {
+            tracing::warn!(path = %path.display(), %err, "failed to remove a subPath staging point");
+        }
+    }
+    let _ = std::fs::remove_dir(&dir);
+}
+
+/// Removes a run's runtime state and root filesystem once its process is gone.
+pub(crate) async fn finish(pod: &Pod, rt: &Runtime, id: &str, rootfs: oci::Rootfs) {
+    rt.delete(pod, id).await;
+    if let Some(name) = id.split('_').next_back() {
+        unstage(&pod.dir, name);
+    }
+    let dir = rootfs.dir().to_path_buf();
+    if let Err(err) = rootfs.remove() {
+        tracing::warn!(dir = %dir.display(), err = %error_chain(&err), "failed to remove a container's root filesystem");
+    }
+}
+
+/// The runtime state roots under a pod's directory, for `podkit gc`: `(handler, root)`.
+pub(crate) fn runtime_roots(pod_dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(pod_dir.join("runtime")) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| Some((e.file_name().into_string().ok()?, e.path())))
+        .collect()
+}
+
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

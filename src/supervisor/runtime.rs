@@ -1,0 +1,302 @@
+//! The OCI runtime (runc by default; any runtime with runc's command line: crun, youki, runsc),
+//! driven the way containerd's shim and CRI-O's conmon drive it. The supervisor is its own
+//! conmon:
+//!
+//! - `RUNTIME --root ROOT --log LOG --log-format json create --bundle B --pid-file P ID`, started
+//!   by podkit's own spawn straight into the container's cgroup, with the container's log pipes
+//!   as its stdout and stderr (the runtime hands them to the container's process);
+//! - the container's pid, read from P, watched by the reaper before `start`: the process is the
+//!   supervisor's child once `create` exits (the supervisor is the child subreaper), and it
+//!   cannot exit before `start` but by a signal, which the reaper's memory of orphans covers;
+//! - `RUNTIME start ID`; signals go straight to the pid (the supervisor's own child, so the pid
+//!   names it until the reaper collects it: no `RUNTIME kill` process for each signal);
+//! - `RUNTIME delete -f ID` once it exited: its state and cgroups go.
+//!
+//! ROOT is the pod's own (`<pod dir>/runtime/<handler>`), so `podkit gc` finds what a killed
+//! supervisor left with the pod. The runtime's own errors go to LOG (JSON lines), where a failed
+//! `create` or `start` is explained from.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use netns::{Process, Setup, Stdio};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use super::Pod;
+use super::reaper::Exit;
+
+/// The runtime podkit uses unless `runtimeClassName` names another.
+pub const DEFAULT_HANDLER: &str = "runc";
+
+/// One OCI runtime program with the pod's state root for it.
+#[derive(Debug, Clone)]
+pub(crate) struct Runtime {
+    /// `runc`, `crun`, ...: the handler a RuntimeClass names.
+    pub handler: String,
+    program: PathBuf,
+    root: PathBuf,
+}
+
+/// A container created and not started yet.
+pub(crate) struct Created {
+    pub pid: u32,
+    pub exit: oneshot::Receiver<Exit>,
+    /// The read ends of the container's stdout and stderr.
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// What a short runtime (or podkit) command printed, and how it ended.
+pub(crate) struct Output {
+    pub exit: Exit,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Runtime {
+    /// The runtime `handler`, found on the supervisor's `PATH`, with its state under `pod_dir`.
+    pub fn find(handler: &str, pod_dir: &Path) -> Result<Runtime, String> {
+        let program = find_program(handler).ok_or_else(|| {
+            format!(
+                "the OCI runtime {handler:?} is not installed (not found on PATH; Debian's \
+                 package is named {handler})"
+            )
+        })?;
+        Ok(Runtime {
+            handler: handler.to_owned(),
+            program,
+            root: root(pod_dir, handler),
+        })
+    }
+
+    fn command(&self, log: Option<&Path>) -> Process {
+        let mut process = Process::new(&self.program)
+            .arg("--root")
+            .arg(&self.root)
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        if let Some(log) = log {
+            process = process
+                .arg("--log")
+                .arg(log)
+                .args(["--log-format", "json"]);
+        }
+        process
+    }
+
+    /// `create`: the container's process made and waiting for `start`.
+    pub async fn create(
+        &self,
+        pod: &Pod,
+        id: &str,
+        bundle: &Path,
+        cgroup: Option<Arc<OwnedFd>>,
+    ) -> Result<Created, String> {
+        let log = bundle.join("runtime.log");
+        let pid_file = bundle.join("container.pid");
+        let mut process = self
+            .command(Some(&log))
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg(id)
+            .stdin(Stdio::Null)
+            .stdout(Stdio::Pipe)
+            .stderr(Stdio::Pipe);
+        if let Some(cgroup) = cgroup {
+            process = process.cgroup(cgroup);
+        }
+        let (started, exit) = spawn(pod, process).await?;
+        let (Some(stdout), Some(stderr)) = (started.stdout, started.stderr) else {
+            return Err("the runtime's pipes were not made".to_owned());
+        };
+        let exit = exit.await.unwrap_or(Exit::Signal(9));
+        if exit != Exit::Code(0) {
+            return Err(format!(
+                "{} create failed ({exit}): {}",
+                self.handler,
+                log_error(&log).unwrap_or_else(|| "no message in its log".to_owned())
+            ));
+        }
+        let pid = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                format!(
+                    "{} create wrote no pid to {}",
+                    self.handler,
+                    pid_file.display()
+                )
+            })?;
+        let exit = pod.reaper.watch(pid);
+        Ok(Created {
+            pid,
+            exit,
+            stdout,
+            stderr,
+        })
+    }
+
+    /// `start`: the created container's process execs its program.
+    pub async fn start(&self, pod: &Pod, id: &str, bundle: &Path) -> Result<(), String> {
+        let log = bundle.join("runtime.log");
+        let out = output(pod, self.command(Some(&log)).arg("start").arg(id)).await?;
+        if out.exit == Exit::Code(0) {
+            return Ok(());
+        }
+        let message = log_error(&log)
+            .or_else(|| text(&out.stderr))
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(format!("{} start failed ({}): {message}", self.handler, out.exit))
+    }
+
+    /// `exec ID COMMAND...`: a command in the running container, as its process runs (user,
+    /// capabilities, environment, working directory: runc and crun copy the container's).
+    pub fn exec(&self, id: &str, command: &[String]) -> Process {
+        self.command(None).arg("exec").arg(id).args(command)
+    }
+
+    /// `delete -f`: whatever is left of the container (its state, its cgroups, a process that
+    /// outlived its first) goes. Failures are logged: there is nothing else to do about them.
+    pub async fn delete(&self, pod: &Pod, id: &str) {
+        let command = self.command(None).args(["delete", "-f"]).arg(id);
+        match output(pod, command).await {
+            Ok(out) if out.exit == Exit::Code(0) => debug!(id, "runtime state deleted"),
+            Ok(out) => {
+                let message = text(&out.stderr).unwrap_or_default();
+                // Never created, or already gone: nothing to delete.
+                if !message.contains("does not exist") {
+                    warn!(id, exit = %out.exit, message, "the runtime failed to delete the container");
+                }
+            }
+            Err(err) => warn!(id, err, "the runtime failed to delete the container"),
+        }
+    }
+}
+
+/// The runtime's state root for `handler` in the pod's directory.
+pub(crate) fn root(pod_dir: &Path, handler: &str) -> PathBuf {
+    pod_dir.join("runtime").join(handler)
+}
+
+/// The container id podkit gives the runtime: `POD_CONTAINER` (neither name can hold `_`).
+pub(crate) fn container_id(pod: &str, container: &str) -> String {
+    format!("{pod}_{container}")
+}
+
+/// `name` searched in the supervisor's `PATH` (or the default one), or a path as given.
+fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var("PATH")
+        .unwrap_or_else(|_| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Starts `process` on the host (none of the pod's namespaces) as the supervisor's child,
+/// watched by the reaper from its birth.
+pub(crate) async fn spawn(
+    pod: &Pod,
+    process: Process,
+) -> Result<(netns::Started, oneshot::Receiver<Exit>), String> {
+    let program = process.program().to_string_lossy().into_owned();
+    let host = netns::Namespaces::new(std::iter::empty());
+    let (pending, exit) = pod
+        .reaper
+        .spawn(|| {
+            let pending = host.begin(process, Setup::new())?;
+            Ok::<_, netns::Error>((pending.pid(), pending))
+        })
+        .map_err(|e| format!("failed to start {program}: {e}"))?;
+    let started = pending
+        .exec()
+        .await
+        .map_err(|e| format!("failed to start {program}: {e}"))?;
+    Ok((started, exit))
+}
+
+/// [`output`], unless `stop` comes first: then the process is killed and `None` returned.
+pub(crate) async fn output_until(
+    pod: &Pod,
+    process: Process,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<Output>, String> {
+    let process = process
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Pipe);
+    let (started, exit) = spawn(pod, process).await?;
+    // Opened before the process can be reaped (its exit is only read below): it names this
+    // process whatever happens to its pid.
+    let pidfd = netns::PidFd::open(started.pid);
+    let collect = collect(started, exit);
+    tokio::select! {
+        out = collect => Ok(Some(out)),
+        () = stop.cancelled() => {
+            if let Ok(pidfd) = &pidfd {
+                let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// Runs `process` on the host to its end, collecting what it prints.
+pub(crate) async fn output(pod: &Pod, process: Process) -> Result<Output, String> {
+    let process = process
+        .stdin(Stdio::Null)
+        .stdout(Stdio::Pipe)
+        .stderr(Stdio::Pipe);
+    let (started, exit) = spawn(pod, process).await?;
+    Ok(collect(started, exit).await)
+}
+
+/// Reads a started process's pipes to their ends, then its exit.
+async fn collect(started: netns::Started, exit: oneshot::Receiver<Exit>) -> Output {
+    let read = |fd: Option<OwnedFd>| async move {
+        let mut bytes = Vec::new();
+        if let Some(fd) = fd
+            && let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd)
+        {
+            let _ = pipe.read_to_end(&mut bytes).await;
+        }
+        bytes
+    };
+    let (stdout, stderr) = tokio::join!(read(started.stdout), read(started.stderr));
+    let exit = exit.await.unwrap_or(Exit::Signal(9));
+    Output {
+        exit,
+        stdout,
+        stderr,
+    }
+}
+
+/// The last error the runtime wrote to its JSON log (runc's and crun's
+/// `{"level":"error","msg":"..."}` lines).
+fn log_error(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .rev()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|entry| entry["level"] == "error" || entry["level"] == "fatal")
+        .and_then(|entry| entry["msg"].as_str().map(str::to_owned))
+}
+
+/// Printed bytes as one line of text, if any.
+fn text(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes).trim().replace('\n', "; ");
+    (!text.is_empty()).then_some(text)
+}
