@@ -847,25 +847,10 @@ pub mod fuzz {
 /// `podkit-proxy`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
-    raise_open_file_limit();
+    crate::cli::raise_open_file_limit();
     let workers = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
     crate::cli::main_on("podkit proxy", workers, Config::try_from(args), run)
-}
-
-/// Raises the soft limit of open files to the hard one, as nginx's `worker_rlimit_nofile` and
-/// Envoy's start scripts do: the default soft limit (1024) is reached long before
-/// `--max-connections` (each client connection can hold an upstream one too).
-fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => debug!(from = soft, to = hard, "raised the open file limit"),
-            Err(err) => warn!(?err, soft, hard, "failed to raise the open file limit"),
-        },
-        Ok(_) => {}
-        Err(err) => warn!(?err, "failed to read the open file limit"),
-    }
 }

@@ -552,7 +552,7 @@ impl Reader {
         } else if err.vanished() {
             debug!(?path, "file vanished before it was opened");
         } else if let Some(suppressed) = self.warn_open.allow(now) {
-            warn!(err = %crate::tail::error_chain(err), suppressed, "failed to open log file; will retry");
+            warn!(err = %crate::cli::error_chain(err), suppressed, "failed to open log file; will retry");
         }
     }
 
