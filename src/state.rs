@@ -120,6 +120,13 @@ pub fn read(root: &Path, name: &str) -> Result<PodState, StateError> {
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .filter(|pid| is_supervisor(*pid));
+    // A supervisor removing its pod renames the directory away first: if that happened while
+    // the files above were read, what was read (no supervisor.pid, say) is not this pod.
+    if !dir.exists() {
+        return Err(StateError::NotFound {
+            name: name.to_owned(),
+        });
+    }
     Ok(PodState {
         name: name.to_owned(),
         dir,
@@ -288,6 +295,8 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
     }
     match std::fs::remove_dir_all(&pod.dir) {
         Ok(()) => removed.push(format!("removed {}", pod.dir.display())),
+        // Its supervisor, still ending, removed it meanwhile.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => removed.push(format!("failed to remove {}: {err}", pod.dir.display())),
     }
     removed

@@ -31,7 +31,8 @@
 //! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
 //! - `tty.rs`: terminal window sizes, for a pty given to a command in a pod;
-//! - `sys.rs`: the raw syscalls nix does not wrap;
+//! - `sys.rs`: the raw syscalls nix does not wrap, and [`release_free_memory`] (glibc's
+//!   `malloc_trim`, for the sidecars that serve bursts);
 //! - `error.rs`: [`Error`].
 
 mod error;
@@ -56,6 +57,7 @@ pub use process::{Pending, PidFd, Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
+pub use sys::release_free_memory;
 pub use tty::{set_window_size, window_size};
 
 /// Equal to `mount --rbind` of what `src` is open on (an `O_PATH` fd is enough) at `dst`, in

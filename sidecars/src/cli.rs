@@ -96,3 +96,31 @@ where
         result.with_context(|| format!("{command} failed"))
     })
 }
+
+/// An error and its causes on one line (`client error (Connect): invalid peer certificate:
+/// UnknownIssuer`), for the log: every sidecar's.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+/// Raises the soft limit of open files to the hard one (often 1024 against 1048576), as nginx's
+/// `worker_rlimit_nofile` does: the proxy holds a client and an upstream descriptor per
+/// connection, the tailer one per followed file.
+pub(crate) fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open file limit"),
+            Err(err) => tracing::warn!(%err, soft, hard, "failed to raise the open file limit"),
+        },
+        Ok(_) => {}
+        Err(err) => tracing::warn!(%err, "failed to read the open file limit"),
+    }
+}

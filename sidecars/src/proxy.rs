@@ -333,6 +333,7 @@ pub async fn serve(
     // Writes the access log's buffered lines; stopped (with a last write) once drained.
     let log_stop = CancellationToken::new();
     let log_flusher = tokio::spawn(access::flusher(log_stop.clone()));
+    let trimmer = tokio::spawn(release_memory_when_quiet(metrics.clone(), log_stop.clone()));
     let max_connections = config
         .limits
         .max_connections
@@ -394,7 +395,47 @@ pub async fn serve(
     }
     log_stop.cancel();
     let _ = log_flusher.await;
+    let _ = trimmer.await;
     Ok(())
+}
+
+/// How long the proxy must see no request and no connection open or close before it gives the
+/// memory of a burst back.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Gives the system back the memory a burst left free (glibc keeps it in each worker thread's
+/// arena otherwise: after 100,000 HTTP/2 streams opened and reset, the resident size stayed at
+/// its peak, 22-31 MiB from 14), once the proxy has been quiet for [`QUIET`] after some
+/// activity: never while requests flow, when trimming would only make the next ones map the
+/// pages again, and once per quiet spell.
+async fn release_memory_when_quiet(metrics: Arc<Metrics>, stop: CancellationToken) {
+    let activity = || {
+        (
+            metrics.requests.load(Ordering::Relaxed),
+            metrics.connections.load(Ordering::Relaxed),
+            metrics.open_connections.load(Ordering::Relaxed),
+        )
+    };
+    let mut released_at = activity();
+    let mut last = released_at;
+    let mut tick = tokio::time::interval(QUIET);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = activity();
+        if now == last && now != released_at {
+            // A blocking call: it walks every arena (well under a millisecond for tens of MiB).
+            let released = tokio::task::spawn_blocking(netns::release_free_memory)
+                .await
+                .unwrap_or(false);
+            debug!(released, "gave free memory back after a burst");
+            released_at = now;
+        }
+        last = now;
+    }
 }
 
 /// The pools of the `h2c://` and `https://` routes, one per upstream, each dialing its upstream
@@ -806,25 +847,10 @@ pub mod fuzz {
 /// `podkit-proxy`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
-    raise_open_file_limit();
+    crate::cli::raise_open_file_limit();
     let workers = match args.workers {
         0 => std::thread::available_parallelism().map_or(1, usize::from),
         n => n,
     };
     crate::cli::main_on("podkit proxy", workers, Config::try_from(args), run)
-}
-
-/// Raises the soft limit of open files to the hard one, as nginx's `worker_rlimit_nofile` and
-/// Envoy's start scripts do: the default soft limit (1024) is reached long before
-/// `--max-connections` (each client connection can hold an upstream one too).
-fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => debug!(from = soft, to = hard, "raised the open file limit"),
-            Err(err) => warn!(?err, soft, hard, "failed to raise the open file limit"),
-        },
-        Ok(_) => {}
-        Err(err) => warn!(?err, "failed to read the open file limit"),
-    }
 }

@@ -355,7 +355,7 @@ async fn run_inner(
                 failures = failures.saturating_add(1);
                 metrics.record_failure(failures);
                 publisher.cleanup_tmp();
-                error!(source = %config.source, failures, err = %error_chain(&err), "sync failed; the published version stays");
+                error!(source = %config.source, failures, err = %crate::cli::error_chain(&err), "sync failed; the published version stays");
                 let source_url = config.source.to_string();
                 match config.max_failures {
                     Some(max) if failures >= max => {
@@ -517,18 +517,6 @@ fn backoff(config: &Config, failures: u32) -> Duration {
         .min(config.retry_max)
 }
 
-/// `err: cause: cause` on one line, for logs.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
-
 /// Runs the puller the flags describe until SIGTERM or SIGINT: `podkit puller` and
 /// `podkit-puller`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
@@ -558,6 +546,6 @@ pub mod fuzz {
             min_free: super::MinFree::Bytes(0),
             umask: 0o022,
         };
-        super::unpack::unpack(archive, kind, dest, &limits).map_err(|e| super::error_chain(&e))
+        super::unpack::unpack(archive, kind, dest, &limits).map_err(|e| crate::cli::error_chain(&e))
     }
 }

@@ -323,35 +323,8 @@ pub async fn run_with_metrics(
 /// `podkit-tail`. The exit code: 0 after a clean shutdown, 2 for bad flags, 1 otherwise. The
 /// caller installs tracing.
 pub fn main(args: Args) -> std::process::ExitCode {
-    raise_fd_limit();
+    crate::cli::raise_open_file_limit();
     crate::cli::main("podkit tail", Config::try_from(args), run)
-}
-
-/// Each followed file holds a descriptor until it is done or inactive: take the hard limit of
-/// open files, not the soft one (often 1024).
-fn raise_fd_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                warn!(%err, soft, hard, "failed to raise the open file limit");
-            }
-        }
-        Ok(_) => {}
-        Err(err) => warn!(%err, "failed to read the open file limit"),
-    }
-}
-
-/// An error and its causes, as one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// For the fuzz targets in `tests/fuzz` only: the line splitter driven the way the reader

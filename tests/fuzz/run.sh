@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the fuzz targets with libFuzzer's coverage instrumentation (the flags cargo-fuzz passes,
-# minus its sanitizer, so the stable toolchain builds them) and runs each for a bounded time.
+# minus its sanitizer, so the stable toolchain builds them; on podkit's own crates) and runs each
+# for a bounded time.
 #
 #   tests/fuzz/run.sh [SECONDS] [TARGET...]     # default: 30 s each, every target
 #
@@ -18,10 +19,10 @@ if [ ${#targets[@]} -eq 0 ]; then
 fi
 
 triple=$(rustc -vV | sed -n 's/^host: //p')
-# --target keeps the flags off build scripts and proc macros, as cargo-fuzz does.
-export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
--Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
--Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
+# The instrumentation flags go to podkit's own crates only (see rustc-wrapper.sh); --target keeps
+# build scripts and proc macros apart, as cargo-fuzz does.
+unset RUSTFLAGS
+export RUSTC_WRAPPER=$PWD/rustc-wrapper.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/../../target/fuzz}
 cargo build --release --locked --target "$triple" --bins
 

@@ -85,19 +85,6 @@ impl tower_service::Service<hyper::Uri> for TcpTo {
     }
 }
 
-/// An error and its causes on one line (`client error (Connect): invalid peer certificate:
-/// UnknownIssuer`), for the log.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(err) = source {
-        line.push_str(": ");
-        line.push_str(&err.to_string());
-        source = err.source();
-    }
-    line
-}
-
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -808,7 +795,7 @@ async fn route(
         }
         Sent::Failed { err, .. } if client_body_failed(&*err) => {
             // Malformed chunked framing or a client gone mid-body: the client's fault.
-            debug!(client = %peer, error = %chain(&*err), "client's request body failed");
+            debug!(client = %peer, error = %crate::cli::error_chain(&*err), "client's request body failed");
             entry.flags = "DPE";
             short(StatusCode::BAD_REQUEST)
         }
@@ -819,7 +806,7 @@ async fn route(
                 .fetch_add(1, Ordering::Relaxed);
             // As nginx's error log: why, per request (a refused connection, an untrusted
             // certificate, a reset).
-            warn!(client = %peer, upstream = %entry.upstream, error = %chain(&*err), "upstream request failed");
+            warn!(client = %peer, upstream = %entry.upstream, error = %crate::cli::error_chain(&*err), "upstream request failed");
             entry.flags = if connect { "UF" } else { "UC" };
             short(StatusCode::BAD_GATEWAY)
         }

@@ -372,7 +372,7 @@ impl Git {
                 // Checked when the flags were read; a file changed since fails the sync here.
                 let config = tls
                     .config(&[b"http/1.1"])
-                    .map_err(|e| gix::error::message!("{}", crate::puller::error_chain(&e)))?;
+                    .map_err(|e| gix::error::message!("{}", crate::cli::error_chain(&e)))?;
                 Ok(builder.tls_backend_preconfigured(config))
             })),
             configure_request: None,

@@ -130,6 +130,11 @@ struct Tracked {
     lines: LineReader,
     /// When the globs stopped matching it (renamed away or deleted).
     gone_since: Option<Instant>,
+    /// The last complete scan did not list it. A directory listing that races a rename may
+    /// miss the renamed entry (readdir(3): a file renamed during the listing may or may not be
+    /// returned; seen on ext4 with a rotation in a 300-file directory), so a file is taken for
+    /// gone only when two scans in a row miss it.
+    missed: bool,
     last_growth: Instant,
 }
 
@@ -479,6 +484,7 @@ impl Reader {
             seen.insert(key);
             if let Some(t) = self.files.get_mut(&key) {
                 t.gone_since = None;
+                t.missed = false;
                 let woken = t.file.is_none() && Stamp::of(&meta) != t.stamp;
                 if t.path != path {
                     debug!(from = ?t.path, to = ?path, "followed file renamed");
@@ -508,7 +514,12 @@ impl Reader {
         if scan.complete {
             let mut rotated = 0;
             for (key, t) in self.files.iter_mut() {
-                if !seen.contains(key) && t.gone_since.is_none() {
+                if seen.contains(key) || t.gone_since.is_some() {
+                    continue;
+                }
+                if !t.missed {
+                    t.missed = true;
+                } else {
                     debug!(path = ?t.path, "followed file renamed away or deleted; reading it to its end");
                     t.gone_since = Some(now);
                     rotated += 1;
@@ -552,7 +563,7 @@ impl Reader {
         } else if err.vanished() {
             debug!(?path, "file vanished before it was opened");
         } else if let Some(suppressed) = self.warn_open.allow(now) {
-            warn!(err = %crate::tail::error_chain(err), suppressed, "failed to open log file; will retry");
+            warn!(err = %crate::cli::error_chain(err), suppressed, "failed to open log file; will retry");
         }
     }
 
@@ -843,6 +854,7 @@ impl Reader {
             size: stamp.size.max(offset),
             lines,
             gone_since,
+            missed: false,
             last_growth: now,
         };
         let entry = t.entry();

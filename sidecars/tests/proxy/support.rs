@@ -457,7 +457,10 @@ impl Binary {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_podkit-proxy"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .env("PODKIT_LOG", "info")
+            .env(
+                "PODKIT_LOG",
+                std::env::var("PODKIT_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(&stderr)?)
             .kill_on_drop(true)

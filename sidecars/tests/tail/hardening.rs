@@ -204,9 +204,19 @@ fn healthz_fails_while_a_read_is_stuck() -> anyhow::Result<()> {
         ])
         .env("PODKIT_TAIL_STALL_TIMEOUT", "1s");
     let tailer = Tailer::spawn_command(command, &dir.path().join("tail.stderr"))?;
-    let stuck = wait_until("/healthz reporting the stuck read", DEADLINE, || {
-        http_get(health, "/healthz").is_ok_and(|(status, _)| status == 503)
-    });
+    // The 503's body is kept: once the answering thread below runs, the read goes through.
+    let mut stuck_body = String::new();
+    let stuck = wait_until(
+        "/healthz reporting the stuck read",
+        DEADLINE,
+        || match http_get(health, "/healthz") {
+            Ok((503, body)) => {
+                stuck_body = body;
+                true
+            }
+            _ => false,
+        },
+    );
     // Answer every access from now on (also on failure, so the tailer can be killed cleanly).
     let stop = Arc::new(AtomicBool::new(false));
     let answering = {
@@ -229,8 +239,7 @@ fn healthz_fails_while_a_read_is_stuck() -> anyhow::Result<()> {
     };
     let result = (|| {
         stuck?;
-        let (_, body) = http_get(health, "/healthz")?;
-        ensure!(body.contains("stuck"), "503 body {body:?}");
+        ensure!(stuck_body.contains("stuck"), "503 body {stuck_body:?}");
         wait_until("the held line shipped", DEADLINE, || {
             has_line(&tailer, "held line")
         })?;
