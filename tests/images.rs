@@ -535,7 +535,11 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 /// What a deleted image pod must not leave: a mount under the state root, runtime state, a
 /// cgroup directory (v2, or the v1 ones runc makes on a hybrid host), a `/run/netns` entry.
 fn assert_nothing_left(env: &Env, pod: &str) {
-    assert_eq!(mounts_under(&env.state()), Vec::<String>::new(), "mounts left");
+    assert_eq!(
+        mounts_under(&env.state()),
+        Vec::<String>::new(),
+        "mounts left"
+    );
     assert!(
         !env.state().join("pods").join(pod).exists(),
         "the pod's state directory is gone"
@@ -552,7 +556,12 @@ fn assert_nothing_left(env: &Env, pod: &str) {
 }
 
 /// Waits (bounded) until `podkit get pod NAME -o json` satisfies `check`; the last JSON.
-fn wait_for_pod(env: &Env, pod: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+fn wait_for_pod(
+    env: &Env,
+    pod: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let out = env.podkit(&["get", "pod", pod, "-o", "json"]);
@@ -603,24 +612,42 @@ fn a_pod_that_names_only_an_image_runs_its_entrypoint() {
     };
 
     let described = run(&env);
-    assert!(described.contains(&format!("Pulling image \"{image}\"")), "{described}");
-    assert!(described.contains(&format!("Successfully pulled image \"{image}\" in ")), "{described}");
+    assert!(
+        described.contains(&format!("Pulling image \"{image}\"")),
+        "{described}"
+    );
+    assert!(
+        described.contains(&format!("Successfully pulled image \"{image}\" in ")),
+        "{described}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&env.ok(&["get", "pod", &pod, "-o", "json"])).expect("json");
     let status = &json["status"]["containerStatuses"][0];
-    assert_eq!(status["state"]["terminated"]["reason"], "Completed", "{json:#}");
+    assert_eq!(
+        status["state"]["terminated"]["reason"], "Completed",
+        "{json:#}"
+    );
     let image_id = status["imageID"].as_str().expect("imageID");
-    assert!(image_id.starts_with(&format!("{image}@sha256:").replace(":1@", "@")), "{image_id}");
+    assert!(
+        image_id.starts_with(&format!("{image}@sha256:").replace(":1@", "@")),
+        "{image_id}"
+    );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 
     let gets = env.registry.all_blob_gets();
     let described = run(&env);
     assert!(
-        described.contains(&format!("Container image \"{image}\" already present on machine")),
+        described.contains(&format!(
+            "Container image \"{image}\" already present on machine"
+        )),
         "{described}"
     );
-    assert_eq!(env.registry.all_blob_gets(), gets, "IfNotPresent fetched nothing");
+    assert_eq!(
+        env.registry.all_blob_gets(),
+        gets,
+        "IfNotPresent fetched nothing"
+    );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 }
@@ -657,7 +684,7 @@ spec:
     readinessProbe: {{exec: {{command: [cat, /app/greeting]}}, periodSeconds: 1}}
     livenessProbe: {{httpGet: {{path: /file, port: {port}}}, periodSeconds: 1}}
   - name: side
-    command: [sh, -c, 'until cat /tmp/{pod}-shared/file; do sleep 0.1; done; exec sleep 1000']
+    command: [sh, -c, 'until cat /tmp/{pod}-shared/file 2>/dev/null; do sleep 0.1; done; exec sleep 1000']
     volumeMounts: [{{name: shared, mountPath: /tmp/{pod}-shared}}]
 "
         ),
@@ -670,19 +697,30 @@ spec:
     });
     assert!(applied.status.success(), "apply: {}", text(&applied));
     wait_for_pod(&env, &pod, "Ready", |json| {
-        json["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        json["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
     });
-    assert_eq!(env.ok(&["logs", &pod, "-c", "side"]), "written by the app\n");
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "side"]),
+        "written by the app\n"
+    );
     // exec goes through the runtime: the image's files, the container's user.
     assert_eq!(
         env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/app/greeting"]),
         "hello\n"
     );
-    assert_eq!(env.ok(&["exec", &pod, "-c", "app", "--", "id", "-u"]), "65534\n", "the image's user");
+    assert_eq!(
+        env.ok(&["exec", &pod, "-c", "app", "--", "id", "-u"]),
+        "65534\n",
+        "the image's user"
+    );
     let described = env.ok(&["describe", "pod", &pod]);
-    assert!(described.contains(&format!("Image:         {image}")), "{described}");
+    assert!(
+        described.contains(&format!("Image:         {image}")),
+        "{described}"
+    );
     assert!(described.contains("Image ID:      "), "{described}");
     assert!(described.contains("Runtime:       runc"), "{described}");
     let deleted = env.ok(&["delete", "pod", &pod]);
@@ -702,4 +740,82 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
         }
     }
     Guard(Some(f))
+}
+
+/// A restarted image container starts from a fresh writable layer (what its first run wrote
+/// to its root filesystem is gone; a volume keeps what it should); then the supervisor is
+/// SIGKILLed with the container running, and `podkit gc` removes the container's processes,
+/// runtime state, overlay, cgroups and the pod's /dev/shm.
+#[test]
+fn a_restart_gets_a_fresh_root_filesystem_and_gc_cleans_up_after_a_killed_supervisor() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("rst-{}", std::process::id());
+    let manifest = env.tmp.path().join("restart.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: OnFailure
+  terminationGracePeriodSeconds: 2
+  volumes: [{{name: runs, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c]
+    args:
+    - |
+      echo run >> /runs/log
+      cat /tmp/mark 2>/dev/null || echo fresh
+      echo written by an earlier run > /tmp/mark
+      [ \"$(busybox wc -l < /runs/log)\" -gt 1 ] || exit 1
+      exec busybox sleep 1000
+    volumeMounts: [{{name: runs, mountPath: /runs}}]
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let applied = env.podkit(&["apply", "-f", file]);
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+        let _ = env.podkit(&["gc"]);
+    });
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    wait_for_pod(&env, &pod, "restarted once and running", |json| {
+        let status = &json["status"]["containerStatuses"][0];
+        status["restartCount"] == 1 && status["state"]["running"].is_object()
+    });
+    assert_eq!(env.ok(&["logs", &pod, "-c", "app", "-p"]), "fresh\n");
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "app"]),
+        "fresh\n",
+        "a new writable layer"
+    );
+
+    let supervisor: i32 =
+        std::fs::read_to_string(env.state().join("pods").join(&pod).join("supervisor.pid"))
+            .expect("supervisor.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the supervisor");
+    wait_for_pod(&env, &pod, "Unknown", |json| {
+        json["status"]["phase"] == "Unknown"
+    });
+    assert!(
+        !mounts_under(&env.state()).is_empty(),
+        "the overlay is still mounted"
+    );
+    let gc = env.ok(&["gc"]);
+    assert!(gc.contains("deleted container"), "{gc}");
+    assert_nothing_left(&env, &pod);
 }

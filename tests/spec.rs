@@ -281,8 +281,10 @@ fn host_ports_open_to_other_hosts_warn_unless_the_app_gets_the_clients_address()
 
     let with = |value: &str| {
         plain.replace(
-            "  name: p\n",
-            &format!("  name: p\n  annotations: {{podkit.io/proxy-protocol: '{value}'}}\n"),
+            "  annotations: {podkit.io/host-process: 'true'}\n",
+            &format!(
+                "  annotations: {{podkit.io/host-process: 'true', podkit.io/proxy-protocol: '{value}'}}\n"
+            ),
         )
     };
     let plan = &spec::parse("pod.yaml", &with("v2")).expect("valid")[0];
@@ -394,7 +396,6 @@ metadata:
   name: mixed
   annotations: {podkit.io/host-process: "tail"}
 spec:
-  securityContext: {supplementalGroups: [5000]}
   volumes: [{name: v, emptyDir: {}}]
   containers:
   - name: web
@@ -404,7 +405,7 @@ spec:
       capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
       readOnlyRootFilesystem: true
       allowPrivilegeEscalation: false
-  - {name: latest, image: busybox, command: [sh, -c], args: ["echo $(X)"], env: [{name: X, value: y}]}
+  - {name: latest, image: busybox, command: [sh, -c], args: ["echo $(X)"], env: [{name: X, value: why}]}
   - {name: pinned, image: "busybox@sha256:0000000000000000000000000000000000000000000000000000000000000000"}
   - {name: never, image: "registry.example:5000/team/app:v1", imagePullPolicy: Never}
   - name: tail
@@ -425,29 +426,85 @@ spec:
     assert_eq!(web.drop_capabilities, ["ALL"]);
     assert_eq!(web.add_capabilities, ["NET_BIND_SERVICE"]);
     assert!(web.read_only_root && web.no_new_privileges && !web.privileged);
-    assert_eq!(web.supplemental_groups, [5000]);
+
     let latest = run(1);
     assert_eq!(latest.pull_policy, PullPolicy::Always, "no tag is :latest");
-    assert_eq!((latest.command, latest.args), (vec!["sh".to_owned(), "-c".to_owned()], vec!["echo $(X)".to_owned()]));
+    assert_eq!(
+        (latest.command, latest.args),
+        (
+            vec!["sh".to_owned(), "-c".to_owned()],
+            vec!["echo $(X)".to_owned()]
+        )
+    );
     assert_eq!(run(2).pull_policy, PullPolicy::IfNotPresent, "a digest");
     assert_eq!(run(3).pull_policy, PullPolicy::Never);
     assert_eq!(plan.containers[4].runs, Runs::Host);
     assert_eq!(plan.containers[4].argv, ["podkit", "tail"]);
 
     // Host processes only with supplementalGroups: refused there.
+    // The pod's supplementalGroups reach image containers (a host process could not take them).
+    let tail = "  - name: tail\n    image: podkit\n    command: [podkit, tail]\n    securityContext: {privileged: false, allowPrivilegeEscalation: true}\n";
+    let images_only = yaml
+        .replace(tail, "")
+        .replace("  annotations: {podkit.io/host-process: \"tail\"}\n", "")
+        .replace(
+            "spec:\n",
+            "spec:\n  securityContext: {supplementalGroups: [5000]}\n",
+        );
+    let plans = spec::parse("images.yaml", &images_only).expect("valid");
+    let Runs::Image(web) = &plans[0].containers[0].runs else {
+        panic!("an image container")
+    };
+    assert_eq!(web.supplemental_groups, [5000]);
+
     let refused = [
-        (yaml.replace("image: nginx:1.14.2", "image: 'Nginx:UPPER'"), "spec.containers[0].image: InvalidImageName"),
-        (yaml.replace("    image: nginx:1.14.2\n", ""), "spec.containers[0].image: required: the container runs from its image"),
-        (yaml.replace("host-process: \"tail\"", "host-process: \"tail,nope\""), "metadata.annotations[\"podkit.io/host-process\"]: \"nope\" is no container of the pod"),
-        (yaml.replace("imagePullPolicy: Never", "imagePullPolicy: Sometimes"), "spec.containers[3].imagePullPolicy: \"Sometimes\": must be Always, IfNotPresent or Never"),
-        (yaml.replace("mountPath: /etc/nginx/conf.d", "mountPath: /"), "spec.containers[0].volumeMounts[0].mountPath: \"/\" would hide the container's whole filesystem"),
-        (yaml.replace("privileged: false", "privileged: true"), "spec.containers[4].securityContext.privileged: not supported by podkit"),
-        (yaml.replace("add: [NET_BIND_SERVICE]", "add: [net-admin]"), "spec.containers[0].securityContext.capabilities.add[0]: \"net-admin\" is not a capability name"),
-        (yaml.replace("host-process: \"tail\"", "host-process: \"true\""), "spec.securityContext.supplementalGroups: not supported for host-process container"),
-        (yaml.replace("      allowPrivilegeEscalation: false\n", "      allowPrivilegeEscalation: false\n      privileged: true\n"), "spec.containers[0].securityContext.allowPrivilegeEscalation: false cannot be set with privileged: true"),
+        (
+            yaml.replace("image: nginx:1.14.2", "image: 'Nginx:UPPER'"),
+            "spec.containers[0].image: InvalidImageName",
+        ),
+        (
+            yaml.replace("    image: nginx:1.14.2\n", ""),
+            "spec.containers[0].image: required: the container runs from its image",
+        ),
+        (
+            yaml.replace("host-process: \"tail\"", "host-process: \"tail,nope\""),
+            "metadata.annotations[\"podkit.io/host-process\"]: \"nope\" is no container of the pod",
+        ),
+        (
+            yaml.replace("imagePullPolicy: Never", "imagePullPolicy: Sometimes"),
+            "spec.containers[3].imagePullPolicy: \"Sometimes\": must be Always, IfNotPresent or Never",
+        ),
+        (
+            yaml.replace("mountPath: /etc/nginx/conf.d", "mountPath: /"),
+            "spec.containers[0].volumeMounts[0].mountPath: \"/\" would hide the container's whole filesystem",
+        ),
+        (
+            yaml.replace("privileged: false", "privileged: true"),
+            "spec.containers[4].securityContext.privileged: not supported by podkit",
+        ),
+        (
+            yaml.replace("add: [NET_BIND_SERVICE]", "add: [net-admin]"),
+            "spec.containers[0].securityContext.capabilities.add[0]: \"net-admin\" is not a capability name",
+        ),
+        (
+            yaml.replace(
+                "spec:\n",
+                "spec:\n  securityContext: {supplementalGroups: [5000]}\n",
+            ),
+            "spec.securityContext.supplementalGroups: not supported for host-process container \"tail\"",
+        ),
+        (
+            yaml.replace(
+                "      allowPrivilegeEscalation: false\n",
+                "      allowPrivilegeEscalation: false\n      privileged: true\n",
+            ),
+            "spec.containers[0].securityContext.allowPrivilegeEscalation: false cannot be set with privileged: true",
+        ),
     ];
     for (yaml, want) in refused {
-        let err = spec::parse("mixed.yaml", &yaml).expect_err(want).to_string();
+        let err = spec::parse("mixed.yaml", &yaml)
+            .expect_err(want)
+            .to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
 }

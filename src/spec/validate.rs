@@ -529,9 +529,7 @@ impl Validator {
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, m)| {
-                self.mount(m, &format!("{path}.volumeMounts[{i}]"), volumes, host)
-            })
+            .filter_map(|(i, m)| self.mount(m, &format!("{path}.volumeMounts[{i}]"), volumes, host))
             .collect();
 
         let ports = c.ports.clone().unwrap_or_default();
@@ -941,7 +939,10 @@ impl Validator {
         } else if !host && mount_path.components().count() == 1 {
             self.bad(
                 &format!("{path}.mountPath"),
-                format!("{:?} would hide the container's whole filesystem", m.mount_path),
+                format!(
+                    "{:?} would hide the container's whole filesystem",
+                    m.mount_path
+                ),
             );
             ok = false;
         } else if let Some(why) = hides_the_host(&mount_path).filter(|_| host) {

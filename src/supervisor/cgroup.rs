@@ -179,7 +179,12 @@ pub fn remove_v1_leftovers(pod: &str) -> Vec<String> {
         let mut i = 0;
         while i < dirs.len() {
             if let Ok(entries) = std::fs::read_dir(&dirs[i]) {
-                dirs.extend(entries.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()));
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.path().is_dir())
+                        .map(|e| e.path()),
+                );
             }
             i += 1;
         }

@@ -32,7 +32,8 @@ const SHM_SIZE: u64 = 64 << 20;
 /// upstream list is used, as kubelet does) and a 64 MiB tmpfs for `/dev/shm`.
 pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
     let etc = dir.join("etc");
-    std::fs::create_dir_all(&etc).map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
+    std::fs::create_dir_all(&etc)
+        .map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
     let hosts = format!(
         "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
     );
@@ -47,7 +48,8 @@ pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
             .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
     }
     let shm = dir.join("shm");
-    std::fs::create_dir_all(&shm).map_err(|e| format!("failed to create {}: {e}", shm.display()))?;
+    std::fs::create_dir_all(&shm)
+        .map_err(|e| format!("failed to create {}: {e}", shm.display()))?;
     use nix::mount::MsFlags;
     nix::mount::mount(
         Some("shm"),
@@ -56,7 +58,12 @@ pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(format!("mode=1777,size={SHM_SIZE}").as_str()),
     )
-    .map_err(|e| format!("failed to mount the pod's /dev/shm at {}: {e}", shm.display()))
+    .map_err(|e| {
+        format!(
+            "failed to mount the pod's /dev/shm at {}: {e}",
+            shm.display()
+        )
+    })
 }
 
 /// The host's resolv.conf, or systemd-resolved's upstream one when the host's names only its
@@ -67,9 +74,7 @@ fn host_resolv_conf() -> String {
         .lines()
         .filter_map(|l| l.strip_prefix("nameserver"))
         .all(|ns| ns.trim().starts_with("127."));
-    if stub_only
-        && let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf")
-    {
+    if stub_only && let Ok(upstream) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
         return upstream;
     }
     host
@@ -115,7 +120,7 @@ pub(crate) async fn ensure(
     };
     let reference = oci::Reference::parse(&run.image).map_err(|e| pull_error(e.to_string()))?;
     let present = || -> Result<Option<oci::Image>, String> {
-        let store = oci::Store::open(storage()).map_err(|e| error_chain(&e))?;
+        let store = oci::Store::open(storage().join("images")).map_err(|e| error_chain(&e))?;
         store.resolve(&reference).map_err(|e| error_chain(&e))
     };
     match run.pull_policy {
@@ -146,7 +151,9 @@ pub(crate) async fn ensure(
     pod.update(|s| s.event("Normal", "Pulling", object, message));
     let began = Instant::now();
     let Some(podkit) = super::member::own_podkit() else {
-        return Err(pull_error("the podkit binary to pull with is not found".to_owned()));
+        return Err(pull_error(
+            "the podkit binary to pull with is not found".to_owned(),
+        ));
     };
     let process = Process::new(podkit)
         .args(["pull", "-q"])
@@ -305,9 +312,8 @@ fn bundle_container(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    let expand = |list: &[String]| -> Vec<String> {
-        list.iter().map(|a| spec::expand(a, lookup)).collect()
-    };
+    let expand =
+        |list: &[String]| -> Vec<String> { list.iter().map(|a| spec::expand(a, lookup)).collect() };
     let mut fds = Vec::new();
     let mut mounts = pod_file_mounts(&pod.dir, run.read_only_root);
     let volume_mounts = pod
@@ -385,7 +391,8 @@ fn bundle_container(
 /// Bind-mounts what `fd` is open on at `staging` (made: a file for a file, else a directory).
 fn stage(fd: &std::os::fd::OwnedFd, staging: &Path) -> Result<(), String> {
     use std::os::fd::AsFd;
-    let failed = |e: std::io::Error| format!("failed to mount a subPath at {}: {e}", staging.display());
+    let failed =
+        |e: std::io::Error| format!("failed to mount a subPath at {}: {e}", staging.display());
     let is_file = nix::sys::stat::fstat(fd.as_fd())
         .map(|st| st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG)
         .map_err(|e| failed(e.into()))?;

@@ -307,7 +307,12 @@ async fn pull(
                 "Failed"
             };
             s.event("Warning", event, object, missing.message.clone());
-            s.event("Warning", "Failed", object, format!("Error: {}", missing.reason));
+            s.event(
+                "Warning",
+                "Failed",
+                object,
+                format!("Error: {}", missing.reason),
+            );
         });
         if missing.reason == "ErrImagePull" {
             let message = format!("Back-off pulling image {:?}", run.image);

@@ -50,10 +50,9 @@ pub(crate) struct Created {
     pub stderr: OwnedFd,
 }
 
-/// What a short runtime (or podkit) command printed, and how it ended.
+/// How a short runtime (or podkit) command ended, and what it printed on stderr.
 pub(crate) struct Output {
     pub exit: Exit,
-    pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
 }
 
@@ -77,12 +76,12 @@ impl Runtime {
         let mut process = Process::new(&self.program)
             .arg("--root")
             .arg(&self.root)
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            );
         if let Some(log) = log {
-            process = process
-                .arg("--log")
-                .arg(log)
-                .args(["--log-format", "json"]);
+            process = process.arg("--log").arg(log).args(["--log-format", "json"]);
         }
         process
     }
@@ -152,7 +151,10 @@ impl Runtime {
         let message = log_error(&log)
             .or_else(|| text(&out.stderr))
             .unwrap_or_else(|| "no message".to_owned());
-        Err(format!("{} start failed ({}): {message}", self.handler, out.exit))
+        Err(format!(
+            "{} start failed ({}): {message}",
+            self.handler, out.exit
+        ))
     }
 
     /// `exec ID COMMAND...`: a command in the running container, as its process runs (user,
@@ -236,7 +238,7 @@ pub(crate) async fn output_until(
 ) -> Result<Option<Output>, String> {
     let process = process
         .stdin(Stdio::Null)
-        .stdout(Stdio::Pipe)
+        .stdout(Stdio::Null)
         .stderr(Stdio::Pipe);
     let (started, exit) = spawn(pod, process).await?;
     // Opened before the process can be reaped (its exit is only read below): it names this
@@ -254,34 +256,26 @@ pub(crate) async fn output_until(
     }
 }
 
-/// Runs `process` on the host to its end, collecting what it prints.
+/// Runs `process` on the host to its end, collecting what it prints on stderr.
 pub(crate) async fn output(pod: &Pod, process: Process) -> Result<Output, String> {
     let process = process
         .stdin(Stdio::Null)
-        .stdout(Stdio::Pipe)
+        .stdout(Stdio::Null)
         .stderr(Stdio::Pipe);
     let (started, exit) = spawn(pod, process).await?;
     Ok(collect(started, exit).await)
 }
 
-/// Reads a started process's pipes to their ends, then its exit.
+/// Reads a started process's stderr to its end, then its exit.
 async fn collect(started: netns::Started, exit: oneshot::Receiver<Exit>) -> Output {
-    let read = |fd: Option<OwnedFd>| async move {
-        let mut bytes = Vec::new();
-        if let Some(fd) = fd
-            && let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd)
-        {
-            let _ = pipe.read_to_end(&mut bytes).await;
-        }
-        bytes
-    };
-    let (stdout, stderr) = tokio::join!(read(started.stdout), read(started.stderr));
-    let exit = exit.await.unwrap_or(Exit::Signal(9));
-    Output {
-        exit,
-        stdout,
-        stderr,
+    let mut stderr = Vec::new();
+    if let Some(fd) = started.stderr
+        && let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd)
+    {
+        let _ = pipe.read_to_end(&mut stderr).await;
     }
+    let exit = exit.await.unwrap_or(Exit::Signal(9));
+    Output { exit, stderr }
 }
 
 /// The last error the runtime wrote to its JSON log (runc's and crun's
