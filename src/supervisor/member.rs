@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::image::error_chain;
 use super::reaper::Exit;
 use super::runtime::{self, Runtime};
 use super::status::{State, Terminated};
@@ -373,10 +374,7 @@ async fn start(
         .map(|a| spec::expand(a, lookup))
         .collect();
 
-    let dir = pod.dir.join("logs").join(&member.name);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| format!("failed to create {}: {e}", dir.display()))?;
-    let log_path = dir.join(format!("{restart}.log"));
+    let log_path = log_path(pod, member, restart)?;
 
     let mounts = pod
         .volumes()
@@ -456,17 +454,7 @@ async fn start(
     let echo = pod.echo.then(|| member.name.clone());
     let logs = logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
-    // Where `podkit exec` finds the container's current process.
-    let members = pod.dir.join("members");
-    let recorded = std::fs::create_dir_all(&members).and_then(|()| {
-        super::status::write_atomic(
-            &members.join(format!("{}.pid", member.name)),
-            pid.to_string().as_bytes(),
-        )
-    });
-    if let Err(err) = recorded {
-        warn!(container = %member.name, %err, "failed to record the container's pid");
-    }
+    record_pid(pod, member, pid);
     Ok(Run {
         pid,
         exit,
@@ -688,15 +676,4 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
         env.push((var.name.clone(), value));
     }
     env
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
