@@ -819,3 +819,63 @@ spec:
     assert!(gc.contains("deleted container"), "{gc}");
     assert_nothing_left(&env, &pod);
 }
+
+/// An image that cannot be had: `apply --dry-run` says what it would pull; `apply` says at once
+/// why the container waits (kubelet's reasons: `ImagePullBackOff` with the pull's error behind
+/// it, `ErrImageNeverPull`) while the pod goes on retrying, and `describe` shows the events.
+#[test]
+fn a_missing_image_is_reported_with_kubelets_reasons() {
+    let env = Env::new();
+    let missing = env.name("test/none:1");
+    let pod = format!("miss-{}", std::process::id());
+    let manifest = env.tmp.path().join("missing.yaml");
+    let write = |image: &str, policy: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  containers:\n  - {{name: app, image: '{image}', imagePullPolicy: {policy}}}\n"
+            ),
+        )
+        .expect("manifest");
+    };
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+
+    write(&missing, "IfNotPresent");
+    let dry = env.ok(&["apply", "--dry-run", "-f", file]);
+    assert!(
+        dry.contains(&format!("container app: image {missing}, pulled unless present (IfNotPresent): the image's entrypoint")),
+        "{dry}"
+    );
+    let out = env.podkit(&["apply", "-f", file]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("container app: ErrImagePull")
+            || err.contains("container app: ImagePullBackOff"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("Failed to pull image \"{missing}\"")),
+        "{err}"
+    );
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(described.contains("Error: ErrImagePull"), "{described}");
+    env.ok(&["delete", "pod", &pod]);
+
+    let present_elsewhere = env.name("test/app:1");
+    write(&present_elsewhere, "Never");
+    let out = env.podkit(&["apply", "-f", file]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "container app: ErrImageNeverPull: Container image \"{present_elsewhere}\" is not present with pull policy of Never"
+        )),
+        "{err}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}

@@ -139,6 +139,27 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                     .iter()
                     .flatten()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
+                // A container whose image is not there waits, retrying with a back-off, as
+                // under kubelet; apply says so at once instead of waiting out its timeout.
+                let image_trouble = status
+                    .init_container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(&containers)
+                    .find_map(|c| {
+                        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+                        let reason = waiting.reason.as_deref()?;
+                        IMAGE_WAITING_REASONS.contains(&reason).then(|| {
+                            format!(
+                                "container {}: {reason}: {} (the pod keeps trying; podkit delete pod {name} to stop it)",
+                                c.name,
+                                waiting.message.as_deref().unwrap_or("")
+                            )
+                        })
+                    });
+                if let Some(trouble) = image_trouble {
+                    bail!("{trouble}");
+                }
                 match (phase, wait) {
                     ("Unknown", _) => {
                         if let Some(err) = said() {
@@ -183,6 +204,9 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// kubelet's reasons for a container waiting on its image.
+const IMAGE_WAITING_REASONS: [&str; 3] = ["ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"];
 
 fn print_plan(plan: &PodPlan) {
     println!("pod/{} (dry run): would run", plan.name);

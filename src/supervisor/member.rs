@@ -316,7 +316,11 @@ async fn pull(
             );
         });
         if missing.reason == "ErrImagePull" {
-            let message = format!("Back-off pulling image {:?}", run.image);
+            // As kubelet (1.30 and later) words it: the back-off with the error behind it.
+            let message = format!(
+                "Back-off pulling image {:?}: ErrImagePull: {}",
+                run.image, missing.message
+            );
             pod.update(|s| {
                 if let Some(r) = s.record(&member.name) {
                     r.state = State::Waiting {
