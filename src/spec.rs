@@ -103,16 +103,6 @@ impl RestartPolicy {
 /// runs every container from its image.
 pub const HOST_PROCESS_ANNOTATION: &str = "podkit.io/host-process";
 
-/// Whether container `name` of a validated pod (`manifest`, a v1 Pod as JSON) runs as a host
-/// process ([`HOST_PROCESS_ANNOTATION`]).
-pub fn runs_on_host(manifest: &serde_json::Value, name: &str) -> bool {
-    let value = manifest["metadata"]["annotations"][HOST_PROCESS_ANNOTATION]
-        .as_str()
-        .unwrap_or("")
-        .trim();
-    value == "true" || value.split(',').any(|n| n.trim() == name)
-}
-
 /// How a container runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Runs {

@@ -44,6 +44,7 @@ use self::cgroup::PodCgroup;
 use self::member::End;
 pub use self::reaper::Exit;
 use self::reaper::Reaper;
+use self::runtime::Runtime;
 pub use self::status::Event as EventRecord;
 use self::status::Status;
 use self::volumes::{VolumeError, Volumes};
@@ -80,8 +81,9 @@ pub enum Error {
     #[error("failed to publish the pod's hostPorts")]
     HostPort(#[source] portfwd::Error),
 
+    /// What image containers need and could not be had: the runtime, the pod's shared files.
     #[error("{0}")]
-    PodFiles(String),
+    ImageContainers(String),
 }
 
 /// Where the supervisor keeps state, and how it starts the pod's PID 1.
@@ -127,6 +129,8 @@ pub(crate) struct Pod {
     grace_override: Mutex<Option<Duration>>,
     /// The containers' cgroups, where cgroup v2 is mounted.
     cgroup: Option<PodCgroup>,
+    /// The OCI runtime image containers run by; `None` in a pod of host processes only.
+    runtime: Option<Runtime>,
     /// Told whenever a log file got new lines or a member is done: wakes `GET /logs` followers.
     logs_written: tokio::sync::watch::Sender<()>,
     /// What log followers wait for: a follower stops at the end of a finished member's file.
@@ -274,6 +278,8 @@ async fn run_in(
     };
     // What the pod made so far, undone when its start fails.
     let undo = |ns: Option<PodNamespaces>, cgroup: &Option<PodCgroup>| {
+        // The image containers' /dev/shm, if it was mounted (image::pod_files).
+        let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
         if let Some(ns) = ns {
             delete_namespaces(ns);
         }
@@ -298,25 +304,34 @@ async fn run_in(
             return Err(err.into());
         }
     };
-    // The files image containers share: /etc/hosts, /etc/resolv.conf, /dev/shm, ...
+    // For image containers: the OCI runtime, found once, and the files they share (/etc/hosts,
+    // /etc/resolv.conf, /dev/shm, ...).
     let images = plan
         .init_containers
         .iter()
         .chain(&plan.containers)
         .any(|m| matches!(m.runs, crate::spec::Runs::Image(_)));
-    if images && let Err(err) = image::pod_files(dir, &plan.hostname) {
-        volumes.cleanup();
-        let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
-        undo(Some(ns), &cgroup);
-        return Err(Error::PodFiles(err));
-    }
+    let runtime = images
+        .then(|| {
+            let runtime = Runtime::find(runtime::DEFAULT_HANDLER, dir)?;
+            image::pod_files(dir, &plan.hostname)?;
+            Ok(runtime)
+        })
+        .transpose();
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            volumes.cleanup();
+            undo(Some(ns), &cgroup);
+            return Err(Error::ImageContainers(err));
+        }
+    };
     // hostPorts are bound before any container starts: one in use fails the start, naming it.
     let ports_stop = CancellationToken::new();
     let ports = match publish_host_ports(&plan, &dir.join("ns/net"), &ports_stop).await {
         Ok(ports) => ports,
         Err(err) => {
             volumes.cleanup();
-            let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
             undo(Some(ns), &cgroup);
             return Err(err);
         }
@@ -334,6 +349,7 @@ async fn run_in(
         echo: options.echo,
         grace_override: Mutex::new(None),
         cgroup,
+        runtime,
         logs_written: tokio::sync::watch::Sender::new(()),
         finished: Mutex::new(Finished::default()),
     });
@@ -636,14 +652,10 @@ async fn join_all<'a>(tasks: impl Iterator<Item = &'a mut Option<JoinHandle<End>
     }
 }
 
-/// Removes what the pod made: processes left over, volumes, namespaces.
-fn teardown(pod: Arc<Pod>) {
-    kill_descendants();
-    if let Some(cgroup) = &pod.cgroup {
-        info!(removed = ?cgroup.remove(), "removed the pod's cgroups");
-    }
-    // What an OCI runtime left: the v1 parents runc makes on a hybrid host; its state roots
-    // (each container's state was deleted after its run).
+/// What image containers leave at the pod's end: the v1 cgroup parents runc makes on a hybrid
+/// host, the pod's /dev/shm, whatever a run's failed removal left (never removed through a
+/// mount), and the runtime's state roots (each container's state was deleted after its run).
+fn remove_image_leftovers(pod: &Pod) {
     let leftovers = cgroup::remove_v1_leftovers(&pod.plan.name);
     if !leftovers.is_empty() {
         info!(removed = ?leftovers, "removed the runtime's cgroup v1 directories");
@@ -670,6 +682,17 @@ fn teardown(pod: Arc<Pod>) {
         {
             warn!(dir = %path.display(), %err, "failed to remove");
         }
+    }
+}
+
+/// Removes what the pod made: processes left over, volumes, namespaces.
+fn teardown(pod: Arc<Pod>) {
+    kill_descendants();
+    if let Some(cgroup) = &pod.cgroup {
+        info!(removed = ?cgroup.remove(), "removed the pod's cgroups");
+    }
+    if pod.runtime.is_some() {
+        remove_image_leftovers(&pod);
     }
     lock(&pod.volumes).cleanup();
     match Arc::try_unwrap(pod) {

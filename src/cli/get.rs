@@ -217,6 +217,7 @@ fn describe_one(pod: &PodState) -> String {
             .unwrap_or("default")
     );
     let _ = writeln!(out, "Status:       {}", pod.phase());
+    let plan = revalidate(pod);
     if let Some(reason) = &status.reason {
         let _ = writeln!(out, "Reason:       {reason}");
     }
@@ -260,7 +261,14 @@ fn describe_one(pod: &PodState) -> String {
                 .collect();
             let image = c["image"].as_str().unwrap_or("");
             let _ = writeln!(out, "    Image:         {image}");
-            if crate::spec::runs_on_host(&pod.manifest, name) {
+            let runs = plan.as_ref().and_then(|plan| {
+                plan.init_containers
+                    .iter()
+                    .chain(&plan.containers)
+                    .find(|m| m.name == name)
+                    .map(|m| &m.runs)
+            });
+            if runs == Some(&crate::spec::Runs::Host) {
                 let _ = writeln!(
                     out,
                     "    Runs as:       a host process ({})",
@@ -320,7 +328,9 @@ fn describe_one(pod: &PodState) -> String {
     for c in status.conditions.iter().flatten() {
         let _ = writeln!(out, "  {:<17} {}", c.type_, c.status);
     }
-    let (ignored, warnings) = revalidate(pod);
+    let (ignored, warnings) = plan
+        .map(|plan| (plan.ignored, plan.warnings))
+        .unwrap_or_default();
     if !ignored.is_empty() {
         let _ = writeln!(
             out,
@@ -356,13 +366,12 @@ fn describe_one(pod: &PodState) -> String {
 }
 
 /// The manifest's fields podkit ignores and its warnings, found by validating it again.
-fn revalidate(pod: &PodState) -> (Vec<String>, Vec<String>) {
+/// The pod's plan, validated again from its manifest: what `describe` says beyond the status.
+fn revalidate(pod: &PodState) -> Option<crate::spec::PodPlan> {
     let text = pod.manifest.to_string();
     crate::spec::parse("pod.json", &text)
         .ok()
         .and_then(|plans| plans.into_iter().next())
-        .map(|plan| (plan.ignored, plan.warnings))
-        .unwrap_or_default()
 }
 
 fn probe_title(key: &str) -> &'static str {

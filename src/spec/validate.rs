@@ -450,8 +450,6 @@ impl Validator {
                 );
             }
             argv.extend(c.args.iter().flatten().cloned());
-        }
-        if host {
             // A host process pulls no image.
             if c.image_pull_policy.is_some() {
                 self.ignored.push(format!("{path}.imagePullPolicy"));

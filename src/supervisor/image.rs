@@ -260,6 +260,7 @@ pub(crate) async fn prepare(
             )
         })?;
     }
+    unstage(&pod.dir, &member.name);
     let rootfs = oci::Rootfs::mount(&image.layers, &dir)
         .map_err(|e| format!("failed to mount the root filesystem: {}", error_chain(&e)))?;
     let made = async {
@@ -290,9 +291,7 @@ pub(crate) async fn prepare(
         }),
         Err(err) => {
             rt.delete(pod, &id).await;
-            if let Err(e) = rootfs.remove() {
-                tracing::warn!(container = %member.name, err = %e, "failed to remove the root filesystem");
-            }
+            remove_run(&pod.dir, &member.name, rootfs);
             Err(err)
         }
     }
@@ -320,7 +319,6 @@ fn bundle_container(
         .volumes()
         .mounts_for(member)
         .map_err(|e| e.to_string())?;
-    unstage(&pod.dir, &member.name);
     for (i, mount) in volume_mounts.into_iter().enumerate() {
         let source = match mount.source {
             volumes::Source::Path(path) => path,
@@ -429,12 +427,10 @@ pub(crate) fn unstage(pod_dir: &Path, name: &str) {
     let _ = std::fs::remove_dir(&dir);
 }
 
-/// Removes a run's runtime state and root filesystem once its process is gone.
-pub(crate) async fn finish(pod: &Pod, rt: &Runtime, id: &str, rootfs: oci::Rootfs) {
-    rt.delete(pod, id).await;
-    if let Some(name) = id.split('_').next_back() {
-        unstage(&pod.dir, name);
-    }
+/// Removes what a run of container `name` mounted and wrote on the host (its subPath staging
+/// mounts, its root filesystem with the writable layer), once the runtime deleted it.
+pub(crate) fn remove_run(pod_dir: &Path, name: &str, rootfs: oci::Rootfs) {
+    unstage(pod_dir, name);
     let dir = rootfs.dir().to_path_buf();
     if let Err(err) = rootfs.remove() {
         tracing::warn!(dir = %dir.display(), err = %error_chain(&err), "failed to remove a container's root filesystem");

@@ -16,7 +16,6 @@ use tracing::warn;
 
 use super::image::error_chain;
 use super::reaper::Exit;
-use super::runtime::{self, Runtime};
 use super::status::{State, Terminated};
 use super::{Pod, image, logs, probe, volumes};
 use crate::spec::{self, EnvValue, ImageRun, Member, RestartPolicy, Runs};
@@ -129,8 +128,8 @@ async fn runs(
                     pod.dir.join("members").join(format!("{}.pid", member.name)),
                 );
                 // The runtime ends whatever is left in the container and forgets it.
-                if let Some(made) = &run.image {
-                    made.runtime.delete(&pod, &made.id).await;
+                if let (Some(made), Some(rt)) = (&run.image, &pod.runtime) {
+                    rt.delete(&pod, &made.id).await;
                 }
                 // Every line the run wrote is in its log before its exit is reported. Without a
                 // cgroup, a process that left the group (setsid) may hold the pipes open: drain
@@ -143,7 +142,7 @@ async fn runs(
                     run.logs.abort();
                 }
                 if let Some(made) = run.image.take() {
-                    image::finish(&pod, &made.runtime, &made.id, made.rootfs).await;
+                    image::remove_run(&pod.dir, &member.name, made.rootfs);
                 }
                 (
                     exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)),
@@ -263,7 +262,6 @@ struct Run {
 
 /// What the runtime made for one run of an image container.
 struct ImageMade {
-    runtime: Runtime,
     id: String,
     rootfs: oci::Rootfs,
 }
@@ -500,8 +498,11 @@ async fn start_image(
 ) -> Result<Run, StartFailed> {
     let env = environment(pod, member, false);
     let log_path = log_path(pod, member, restart)?;
-    let rt = Runtime::find(runtime::DEFAULT_HANDLER, &pod.dir)?;
-    let prepared = image::prepare(pod, member, run, image, &rt, &env).await?;
+    let rt = pod
+        .runtime
+        .as_ref()
+        .ok_or_else(|| "no OCI runtime: the pod was planned without image containers".to_owned())?;
+    let prepared = image::prepare(pod, member, run, image, rt, &env).await?;
     let image::Prepared {
         id,
         bundle,
@@ -525,7 +526,8 @@ async fn start_image(
             // Created, never started: its process goes with the runtime's state.
             let _ = nix::sys::signal::kill(Pid::from_raw(created.pid as i32), Signal::SIGKILL);
             let _ = created.exit.await;
-            image::finish(pod, &rt, &id, rootfs).await;
+            rt.delete(pod, &id).await;
+            image::remove_run(&pod.dir, &member.name, rootfs);
             return Err(StartFailed::Error(err));
         }
     };
@@ -534,11 +536,7 @@ async fn start_image(
         pid: created.pid,
         exit: created.exit,
         logs,
-        image: Some(ImageMade {
-            runtime: rt,
-            id,
-            rootfs,
-        }),
+        image: Some(ImageMade { id, rootfs }),
     })
 }
 

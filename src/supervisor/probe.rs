@@ -26,7 +26,7 @@ mod insecure;
 use super::Pod;
 use super::member::environment;
 use super::reaper::Exit;
-use super::runtime::{self, Runtime};
+use super::runtime;
 use crate::spec::{Handler, Member, Probe, Runs};
 
 /// How much of an exec handler's output goes into an event message.
@@ -80,7 +80,9 @@ async fn exec(
         .map_err(|e| format!("failed to make a pipe: {e}"))?;
     let (namespaces, mut process, setup) = if matches!(member.runs, Runs::Image(_)) {
         // In the container, through its runtime: its root, user, capabilities and cgroup.
-        let rt = Runtime::find(runtime::DEFAULT_HANDLER, &pod.dir)?;
+        let rt = pod.runtime.as_ref().ok_or_else(|| {
+            "no OCI runtime: the pod was planned without image containers".to_owned()
+        })?;
         let id = runtime::container_id(&pod.plan.name, &member.name);
         let host = netns::Namespaces::new(std::iter::empty());
         (host, rt.exec(&id, command), Setup::new().new_session())
