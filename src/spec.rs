@@ -9,6 +9,7 @@
 mod expand;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -38,6 +39,19 @@ pub enum SpecError {
 
     #[error("{file}: no Pod in the file")]
     Empty { file: String },
+
+    /// A pod names a RuntimeClass that neither its file nor podkit's configuration defines.
+    #[error(
+        "{file}: pod {pod:?}: spec.runtimeClassName: RuntimeClass {class:?} not found: define it \
+         (apiVersion: node.k8s.io/v1, kind: RuntimeClass, with its handler) in the same file or \
+         in {dir}"
+    )]
+    RuntimeClassNotFound {
+        file: String,
+        pod: String,
+        class: String,
+        dir: String,
+    },
 }
 
 fn format_problems(problems: &[String]) -> String {
@@ -76,6 +90,33 @@ pub struct PodPlan {
     /// a hostPort open to other hosts whose app sees every client as 127.0.0.1, ...
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// `spec.runtimeClassName`.
+    #[serde(default)]
+    pub runtime_class: Option<String>,
+    /// The OCI runtime that runs the pod's image containers: the RuntimeClass's `handler`
+    /// (`crun`, `runsc`, ...), or `None` for podkit's default (runc). Filled in by [`load`] (or
+    /// [`parse`] when the class is in the same text).
+    #[serde(default)]
+    pub runtime_handler: Option<String>,
+    /// `spec.hostAliases`: `(ip, hostnames)`, appended to the pod's `/etc/hosts` as kubelet does.
+    #[serde(default)]
+    pub host_aliases: Vec<(String, Vec<String>)>,
+    /// `dnsPolicy` and `dnsConfig`: the pod's `/etc/resolv.conf`.
+    #[serde(default)]
+    pub dns: Dns,
+}
+
+/// How an image container's `/etc/resolv.conf` is made, as kubelet makes it: the host's
+/// resolvers (`dnsPolicy` `Default`, and `ClusterFirst` while podkit has no cluster DNS, which is
+/// kubelet's fallback too) or nothing (`None`), then `dnsConfig` merged in.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dns {
+    /// `dnsPolicy: None`: nothing from the host.
+    pub policy_none: bool,
+    /// `dnsConfig.nameservers`, `searches` and `options` (`name`, `value`).
+    pub nameservers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<(String, Option<String>)>,
 }
 
 /// `spec.restartPolicy` (for native sidecars: always `Always`).
@@ -291,22 +332,21 @@ pub enum Handler {
     },
 }
 
+/// Where podkit's configuration lives: `PODKIT_CONFIG`, or /etc/podkit. RuntimeClasses that
+/// pods in other files may name are read from its `runtimeclasses` directory.
+pub fn config_dir() -> PathBuf {
+    std::env::var_os("PODKIT_CONFIG").map_or_else(|| PathBuf::from("/etc/podkit"), PathBuf::from)
+}
+
 /// Parses every Pod in `text` (YAML, documents separated by `---`) and validates each.
-/// `file` names the source in messages.
+/// `file` names the source in messages. RuntimeClass documents in the text give the pods'
+/// `runtimeClassName`s their handlers; a class the text does not define is left unresolved
+/// (`runtime_handler: None`) for [`load`] to find in podkit's configuration.
 pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
-    let documents: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|err| SpecError::Yaml {
-            file: file.to_owned(),
-            message: err.to_string(),
-        })?;
-    let documents: Vec<_> = documents.into_iter().filter(|d| !d.is_null()).collect();
-    if documents.is_empty() {
-        return Err(SpecError::Empty {
-            file: file.to_owned(),
-        });
-    }
+    let documents = documents(file, text)?;
     let many = documents.len() > 1;
     let mut plans = Vec::new();
+    let mut classes = BTreeMap::new();
     let mut problems = Vec::new();
     for (index, raw) in documents.into_iter().enumerate() {
         // With several documents, say which one a problem is in.
@@ -315,10 +355,21 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
         } else {
             String::new()
         };
-        match validate::document(raw) {
-            Ok(plan) => plans.push(plan),
-            Err(found) => problems.extend(found.into_iter().map(|p| format!("{prefix}{p}"))),
+        let found = if validate::is_runtime_class(&raw) {
+            validate::runtime_class(&raw).map(|(name, class)| {
+                classes.insert(name, class);
+            })
+        } else {
+            validate::document(raw).map(|plan| plans.push(plan))
+        };
+        if let Err(found) = found {
+            problems.extend(found.into_iter().map(|p| format!("{prefix}{p}")));
         }
+    }
+    if plans.is_empty() && problems.is_empty() {
+        return Err(SpecError::Empty {
+            file: file.to_owned(),
+        });
     }
     let mut names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
     names.sort_unstable();
@@ -334,14 +385,120 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
             problems,
         });
     }
+    for plan in &mut plans {
+        resolve_class(plan, &classes);
+    }
     Ok(plans)
 }
 
-/// Reads and parses the manifest at `path`.
+/// A RuntimeClass: its handler, and what of it podkit does not use.
+#[derive(Debug, Clone)]
+struct RuntimeClass {
+    handler: String,
+    /// `overhead`, `scheduling`: for a cluster's scheduler, nothing on one host.
+    ignored: Vec<String>,
+}
+
+fn resolve_class(plan: &mut PodPlan, classes: &BTreeMap<String, RuntimeClass>) {
+    let Some(class) = plan
+        .runtime_class
+        .as_ref()
+        .and_then(|name| classes.get(name))
+    else {
+        return;
+    };
+    plan.runtime_handler = Some(class.handler.clone());
+    let name = plan.runtime_class.clone().unwrap_or_default();
+    plan.ignored.extend(
+        class
+            .ignored
+            .iter()
+            .map(|field| format!("RuntimeClass {name:?}: {field}")),
+    );
+}
+
+/// The non-empty YAML documents of `text`.
+fn documents(file: &str, text: &str) -> Result<Vec<serde_json::Value>, SpecError> {
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(text).map_err(|err| SpecError::Yaml {
+            file: file.to_owned(),
+            message: err.to_string(),
+        })?;
+    Ok(documents.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Reads and parses the manifest at `path`; a `runtimeClassName` its file does not define is
+/// looked up in podkit's configuration ([`config_dir`]`/runtimeclasses/*.yaml`).
 pub fn load(path: &std::path::Path) -> Result<Vec<PodPlan>, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&path.display().to_string(), &text)
+    let file = path.display().to_string();
+    let mut plans = parse(&file, &text)?;
+    if plans
+        .iter()
+        .all(|p| p.runtime_class.is_none() || p.runtime_handler.is_some())
+    {
+        return Ok(plans);
+    }
+    let dir = config_dir().join("runtimeclasses");
+    let classes = configured_classes(&dir)?;
+    for plan in &mut plans {
+        resolve_class(plan, &classes);
+        if let (Some(class), None) = (&plan.runtime_class, &plan.runtime_handler) {
+            return Err(SpecError::RuntimeClassNotFound {
+                file,
+                pod: plan.name.clone(),
+                class: class.clone(),
+                dir: dir.display().to_string(),
+            });
+        }
+    }
+    Ok(plans)
+}
+
+/// The RuntimeClasses in the `*.yaml`, `*.yml` and `*.json` files of `dir` (none when it does
+/// not exist): podkit's configured runtimes, as a cluster keeps RuntimeClass objects.
+fn configured_classes(dir: &std::path::Path) -> Result<BTreeMap<String, RuntimeClass>, SpecError> {
+    let mut classes = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(classes);
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    paths.sort();
+    for path in paths {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|source| SpecError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let mut problems = Vec::new();
+        for (index, raw) in documents(&file, &text)?.into_iter().enumerate() {
+            let found = if validate::is_runtime_class(&raw) {
+                validate::runtime_class(&raw).map(|(name, class)| {
+                    classes.insert(name, class);
+                })
+            } else {
+                Err(vec![
+                    "kind: only RuntimeClasses belong in this directory".to_owned(),
+                ])
+            };
+            if let Err(found) = found {
+                let prefix = format!("document {}: ", index + 1);
+                problems.extend(found.into_iter().map(|p| format!("{prefix}{p}")));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(SpecError::Invalid { file, problems });
+        }
+    }
+    Ok(classes)
 }

@@ -254,9 +254,9 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             continue;
         };
         for id in containers.flatten().map(|e| e.file_name()) {
-            let deleted = std::process::Command::new(&handler)
-                .arg("--root")
-                .arg(&root)
+            let program = Path::new(&handler);
+            let deleted = crate::supervisor::runtime::Invocation::of(program)
+                .command(program, &root)
                 .args(["delete", "-f"])
                 .arg(&id)
                 .stdin(std::process::Stdio::null())

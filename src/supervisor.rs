@@ -313,8 +313,17 @@ async fn run_in(
         .any(|m| matches!(m.runs, crate::spec::Runs::Image(_)));
     let runtime = images
         .then(|| {
-            let runtime = Runtime::find(runtime::DEFAULT_HANDLER, dir)?;
-            image::pod_files(dir, &plan.hostname)?;
+            let handler = match (&plan.runtime_class, &plan.runtime_handler) {
+                (_, Some(handler)) => handler.as_str(),
+                (None, None) => runtime::DEFAULT_HANDLER,
+                (Some(class), None) => {
+                    return Err(format!(
+                        "RuntimeClass {class:?} was not resolved to a handler"
+                    ));
+                }
+            };
+            let runtime = Runtime::find(handler, dir)?;
+            image::pod_files(dir, &plan)?;
             Ok(runtime)
         })
         .transpose();

@@ -879,3 +879,108 @@ fn a_missing_image_is_reported_with_kubelets_reasons() {
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 }
+
+/// `runtimeClassName` naming a RuntimeClass of the same file whose handler is crun: the pod runs
+/// under crun (on this hybrid cgroup host in the mount namespace crun needs, which `exec`, the
+/// exec probe and `gc` use too); the pod's /etc/hosts has kubelet's hostAliases section and its
+/// resolv.conf is `dnsConfig` alone under `dnsPolicy: None`; after the supervisor is SIGKILLed,
+/// `gc` deletes crun's container and leaves nothing.
+#[test]
+fn a_runtime_class_runs_the_pod_with_crun() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("crun-{}", std::process::id());
+    let manifest = env.tmp.path().join("crun.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata: {{name: fast}}
+handler: crun
+overhead: {{podFixed: {{memory: 10Mi}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  runtimeClassName: fast
+  terminationGracePeriodSeconds: 2
+  hostAliases:
+  - {{ip: 10.1.2.3, hostnames: [foo.local, bar.local]}}
+  dnsPolicy: None
+  dnsConfig:
+    nameservers: [192.0.2.53]
+    searches: [ns1.svc.cluster.local]
+    options: [{{name: ndots, value: '2'}}, {{name: edns0}}]
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+    readinessProbe: {{exec: {{command: [cat, /app/greeting]}}, periodSeconds: 1}}
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let applied = env.podkit(&["apply", "-f", file]);
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+        let _ = env.podkit(&["gc"]);
+    });
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    assert!(
+        text(&applied).contains("RuntimeClass \"fast\": overhead"),
+        "the class's overhead is listed as ignored: {}",
+        text(&applied)
+    );
+    wait_for_pod(&env, &pod, "Ready", |json| {
+        json["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
+    });
+    let root = env.state().join("pods").join(&pod).join("runtime");
+    assert!(
+        root.join("crun").join(format!("{pod}_app")).exists(),
+        "crun's state for the container is under the pod"
+    );
+    assert!(!root.join("runc").exists(), "runc was not used");
+    let hosts = env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.ends_with("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"),
+        "{hosts}"
+    );
+    assert_eq!(
+        env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/etc/resolv.conf"]),
+        "nameserver 192.0.2.53\nsearch ns1.svc.cluster.local\noptions ndots:2 edns0\n"
+    );
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(
+        described.contains("Runtime Class Name:  fast"),
+        "{described}"
+    );
+    assert!(described.contains("Runtime:       crun"), "{described}");
+
+    let supervisor: i32 =
+        std::fs::read_to_string(env.state().join("pods").join(&pod).join("supervisor.pid"))
+            .expect("supervisor.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the supervisor");
+    wait_for_pod(&env, &pod, "Unknown", |json| {
+        json["status"]["phase"] == "Unknown"
+    });
+    let gc = env.ok(&["gc"]);
+    assert!(
+        gc.contains("deleted container") && gc.contains("(crun)"),
+        "{gc}"
+    );
+    assert_nothing_left(&env, &pod);
+}

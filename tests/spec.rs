@@ -508,3 +508,148 @@ spec:
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
 }
+
+/// `runtimeClassName` takes its handler from a RuntimeClass in the same file, else from podkit's
+/// configuration (`$PODKIT_CONFIG/runtimeclasses`); one defined nowhere is refused, as the API
+/// server's admission refuses it. `hostAliases`, `dnsPolicy` and `dnsConfig` are honoured for
+/// image pods with the API server's rules, refused for host processes (which see the host's
+/// files).
+#[test]
+fn runtime_classes_host_aliases_and_dns_config() {
+    let class = "apiVersion: node.k8s.io/v1\nkind: RuntimeClass\nmetadata: {name: fast}\nhandler: crun\nscheduling: {nodeSelector: {a: b}}\n---\n";
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  runtimeClassName: fast\n  hostAliases: [{ip: 10.0.0.1, hostnames: [a.local, b]}]\n  dnsPolicy: None\n  dnsConfig: {nameservers: [192.0.2.1], searches: [x.example], options: [{name: ndots, value: '1'}, {name: rotate}]}\n  containers:\n  - {name: app, image: busybox:1}\n";
+    let plans = spec::parse("f.yaml", &format!("{class}{pod}")).expect("valid");
+    let plan = &plans[0];
+    assert_eq!(plan.runtime_class.as_deref(), Some("fast"));
+    assert_eq!(plan.runtime_handler.as_deref(), Some("crun"));
+    assert!(
+        plan.ignored
+            .contains(&"RuntimeClass \"fast\": scheduling".to_owned()),
+        "{:?}",
+        plan.ignored
+    );
+    assert_eq!(
+        plan.host_aliases,
+        [(
+            "10.0.0.1".to_owned(),
+            vec!["a.local".to_owned(), "b".to_owned()]
+        )]
+    );
+    assert!(plan.dns.policy_none);
+    assert_eq!(plan.dns.nameservers, ["192.0.2.1"]);
+    assert_eq!(plan.dns.searches, ["x.example"]);
+    assert_eq!(
+        plan.dns.options,
+        [
+            ("ndots".to_owned(), Some("1".to_owned())),
+            ("rotate".to_owned(), None)
+        ]
+    );
+
+    // Not in the file: parse leaves it for load, which reads podkit's configuration.
+    let plans = spec::parse("f.yaml", pod).expect("valid");
+    assert_eq!(plans[0].runtime_handler, None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pod.yaml");
+    std::fs::write(&file, pod).expect("write");
+    let config = dir.path().join("config");
+    let dry_run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(["apply", "--dry-run", "-f"])
+            .arg(&file)
+            .env("PODKIT_CONFIG", &config)
+            .env("PODKIT_ROOT", dir.path().join("state"))
+            .env("PODKIT_STORAGE", dir.path().join("storage"))
+            .output()
+            .expect("run podkit")
+    };
+    let out = dry_run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("pod \"p\": spec.runtimeClassName: RuntimeClass \"fast\" not found")
+            && err.contains(&format!("{}", config.join("runtimeclasses").display())),
+        "{err}"
+    );
+    std::fs::create_dir_all(config.join("runtimeclasses")).expect("mkdir");
+    std::fs::write(
+        config.join("runtimeclasses/fast.yaml"),
+        class.trim_end_matches("---\n"),
+    )
+    .expect("write");
+    let out = dry_run();
+    assert!(
+        out.status.success(),
+        "a configured class: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(config.join("runtimeclasses/bad.yaml"), pod).expect("write");
+    let out = dry_run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml: document 1: kind: only RuntimeClasses belong in this directory"),
+        "{err}"
+    );
+
+    let host = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations: {podkit.io/host-process: 'true'}\nspec:\n  containers:\n  - {name: app, command: [sleep, '1']}\n";
+    let refused = [
+        (
+            format!(
+                "{class}{}",
+                host.replace("spec:\n", "spec:\n  runtimeClassName: fast\n")
+            ),
+            "spec.runtimeClassName: \"fast\": every container of the pod is a host process",
+        ),
+        (
+            host.replace(
+                "spec:\n",
+                "spec:\n  hostAliases: [{ip: 1.2.3.4, hostnames: [a]}]\n",
+            ),
+            "spec.hostAliases: host processes read the host's /etc/hosts",
+        ),
+        (
+            host.replace("spec:\n", "spec:\n  dnsConfig: {nameservers: [1.1.1.1]}\n"),
+            "spec.dnsConfig: host processes read the host's /etc/resolv.conf",
+        ),
+        (
+            format!("{class}{pod}").replace("handler: crun", "handler: Crun_2"),
+            "document 1: handler: \"Crun_2\" must consist of lower case",
+        ),
+        (
+            format!("{class}{pod}").replace("handler: crun\n", ""),
+            "document 1: handler: required: the OCI runtime",
+        ),
+        (
+            format!("{class}{pod}").replace("node.k8s.io/v1", "node.k8s.io/v1beta1"),
+            "document 1: apiVersion: \"node.k8s.io/v1beta1\" is not supported for a RuntimeClass",
+        ),
+        (
+            format!("{class}{pod}").replace("handler: crun", "handler: crun\nhandlr: x"),
+            "document 1: handlr: not supported by podkit",
+        ),
+        (
+            pod.replace("ip: 10.0.0.1", "ip: ten"),
+            "spec.hostAliases[0].ip: \"ten\" is not an IP address",
+        ),
+        (
+            pod.replace("dnsPolicy: None", "dnsPolicy: Cluster"),
+            "spec.dnsPolicy: \"Cluster\": must be ClusterFirst, ClusterFirstWithHostNet, Default or None",
+        ),
+        (
+            pod.replace("nameservers: [192.0.2.1]", "nameservers: []"),
+            "spec.dnsConfig.nameservers: at least one is required when dnsPolicy is None",
+        ),
+        (
+            pod.replace("192.0.2.1", "192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4"),
+            "spec.dnsConfig.nameservers: 4 given: at most 3",
+        ),
+        (
+            pod.replace("{name: rotate}", "{value: x}"),
+            "spec.dnsConfig.options[1].name: required, without spaces",
+        ),
+    ];
+    for (yaml, want) in refused {
+        let err = spec::parse("f.yaml", &yaml).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+    }
+}

@@ -41,6 +41,7 @@ enum Step {
         read_only: bool,
     },
     MountProc,
+    Unmount(CString),
     Chdir(CString),
     User {
         uid: Option<Uid>,
@@ -119,6 +120,14 @@ impl Setup {
         self
     }
 
+    /// Equal to `umount --lazy DIR` in the child's mount namespace (call
+    /// [`Setup::new_mount_namespace`] first): a filesystem the child's program must not see,
+    /// such as the cgroup2 mount of a hybrid cgroup host, which crun refuses to run on.
+    pub fn unmount(mut self, dir: &Path) -> Result<Self> {
+        self.steps.push(Step::Unmount(c_path(dir)?));
+        Ok(self)
+    }
+
     /// Equal to `cd DIR`, done after the mounts, so DIR may be inside a volume.
     pub fn chdir(mut self, dir: &Path) -> Result<Self> {
         self.steps.push(Step::Chdir(c_path(dir)?));
@@ -184,6 +193,9 @@ impl Setup {
                 Step::MountProc => {
                     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
                     nix::mount::mount(Some(PROC), PROC_DIR, Some(PROC), flags, None::<&CStr>)?;
+                }
+                Step::Unmount(dir) => {
+                    nix::mount::umount2(dir.as_c_str(), nix::mount::MntFlags::MNT_DETACH)?;
                 }
                 Step::Chdir(dir) => nix::unistd::chdir(dir.as_c_str())?,
                 // Raw system calls, not glibc's wrappers: see `sys::cred`.

@@ -85,8 +85,10 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         if !root.join(&id).exists() {
             continue;
         }
-        let mut command = std::process::Command::new(&handler);
-        command.arg("--root").arg(&root).arg("exec");
+        let program = Path::new(&handler);
+        let mut command =
+            crate::supervisor::runtime::Invocation::of(program).command(program, &root);
+        command.arg("exec");
         if args.tty && args.stdin && std::io::stdin().is_terminal() {
             command.arg("--tty");
         }

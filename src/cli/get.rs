@@ -224,6 +224,20 @@ fn describe_one(pod: &PodState) -> String {
     if let Some(message) = &status.message {
         let _ = writeln!(out, "Message:      {message}");
     }
+    let class = spec["runtimeClassName"].as_str();
+    if let Some(class) = class {
+        let _ = writeln!(out, "Runtime Class Name:  {class}");
+    }
+    // The runtime the supervisor found (its state root is made then), else the one it will use.
+    let runtime = crate::supervisor::image::runtime_roots(&pod.dir)
+        .into_iter()
+        .next()
+        .map(|(handler, _)| handler)
+        .or_else(|| plan.as_ref().and_then(|p| p.runtime_handler.clone()))
+        .unwrap_or_else(|| match class {
+            Some(class) => format!("the handler of RuntimeClass {class:?}"),
+            None => crate::supervisor::runtime::DEFAULT_HANDLER.to_owned(),
+        });
     let _ = writeln!(out, "State dir:    {}", pod.dir.display());
     match pod.supervisor {
         Some(pid) => {
@@ -280,11 +294,7 @@ fn describe_one(pod: &PodState) -> String {
                     .find(|s| s.name == name)
                     .map_or("", |s| s.image_id.as_str());
                 let _ = writeln!(out, "    Image ID:      {id}");
-                let _ = writeln!(
-                    out,
-                    "    Runtime:       {}",
-                    crate::supervisor::runtime::DEFAULT_HANDLER
-                );
+                let _ = writeln!(out, "    Runtime:       {runtime}");
             }
             if !command.is_empty() {
                 let _ = writeln!(out, "    Command:       {}", command.join(" "));

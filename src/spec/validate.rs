@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun, Member,
-    Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, RestartPolicy,
-    Runs, Volume, VolumeSource,
+    Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun,
+    Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy,
+    RestartPolicy, Runs, Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -52,11 +52,14 @@ const SPEC_HONOURED: &[&str] = &[
     "hostname",
     "securityContext",
     "nodeName",
+    "runtimeClassName",
+    "hostAliases",
+    "dnsPolicy",
+    "dnsConfig",
 ];
 const SPEC_IGNORED: &[&str] = &[
     "affinity",
     "automountServiceAccountToken",
-    "dnsPolicy",
     "enableServiceLinks",
     "imagePullSecrets",
     "nodeSelector",
@@ -126,6 +129,63 @@ struct PodSecurity {
     run_as_group: Option<i64>,
     run_as_non_root: Option<bool>,
     supplemental_groups: Vec<u32>,
+}
+
+/// Whether `raw` is a RuntimeClass document (of any apiVersion: [`runtime_class`] checks it).
+pub(super) fn is_runtime_class(raw: &Value) -> bool {
+    raw.get("kind").and_then(Value::as_str) == Some("RuntimeClass")
+}
+
+/// A `node.k8s.io/v1` RuntimeClass: its name and handler.
+pub(super) fn runtime_class(raw: &Value) -> Result<(String, super::RuntimeClass), Vec<String>> {
+    let mut v = Validator::default();
+    match raw.get("apiVersion").and_then(Value::as_str) {
+        Some("node.k8s.io/v1") => {}
+        Some(other) => v.bad(
+            "apiVersion",
+            format!("{other:?} is not supported for a RuntimeClass: use \"node.k8s.io/v1\""),
+        ),
+        None => v.bad("apiVersion", "required: \"node.k8s.io/v1\""),
+    }
+    v.keys(
+        raw,
+        "",
+        &["apiVersion", "kind", "metadata", "handler"],
+        &["overhead", "scheduling"],
+    );
+    v.keys(
+        raw.get("metadata").unwrap_or(&Value::Null),
+        "metadata",
+        METADATA_HONOURED,
+        METADATA_IGNORED,
+    );
+    nul_bytes(raw, "", &mut v.problems);
+    let name = raw
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Err(why) = dns_subdomain(&name) {
+        v.bad("metadata.name", format!("{name:?} {why}"));
+    }
+    let handler = raw
+        .get("handler")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if handler.is_empty() {
+        v.bad(
+            "handler",
+            "required: the OCI runtime that runs the pods (runc, crun, runsc, youki, ...)",
+        );
+    } else if let Err(why) = dns_label(&handler) {
+        v.bad("handler", format!("{handler:?} {why}"));
+    }
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let ignored = std::mem::take(&mut v.ignored);
+    Ok((name, super::RuntimeClass { handler, ignored }))
 }
 
 pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
@@ -373,10 +433,158 @@ impl Validator {
         plan.active_deadline = deadline
             .filter(|d| *d > 0)
             .map(|d| Duration::from_secs(d as u64));
+        let images = init_containers
+            .iter()
+            .chain(&containers)
+            .any(|m| matches!(m.runs, Runs::Image(_)));
+        plan.runtime_class = self.runtime_class_name(&spec, images);
+        plan.host_aliases = self.host_aliases(&spec, images);
+        plan.dns = self.dns(&spec, images);
         plan.init_containers = init_containers;
         plan.containers = containers;
         plan.volumes = volumes;
         plan
+    }
+
+    /// `runtimeClassName`: resolved to a handler by the caller, from the file's RuntimeClasses
+    /// or podkit's configuration.
+    fn runtime_class_name(
+        &mut self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        images: bool,
+    ) -> Option<String> {
+        let name = spec.runtime_class_name.clone()?;
+        if let Err(why) = dns_subdomain(&name) {
+            self.bad("spec.runtimeClassName", format!("{name:?} {why}"));
+        } else if !images {
+            self.bad(
+                "spec.runtimeClassName",
+                format!(
+                    "{name:?}: every container of the pod is a host process \
+                     ({HOST_PROCESS_ANNOTATION}), which no OCI runtime runs"
+                ),
+            );
+        }
+        Some(name)
+    }
+
+    /// `hostAliases`: lines of the pod's `/etc/hosts`, which only image containers see (a host
+    /// process reads the host's).
+    fn host_aliases(
+        &mut self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        images: bool,
+    ) -> Vec<(String, Vec<String>)> {
+        let Some(aliases) = spec.host_aliases.as_ref().filter(|a| !a.is_empty()) else {
+            return Vec::new();
+        };
+        if !images {
+            self.bad(
+                "spec.hostAliases",
+                "host processes read the host's /etc/hosts: hostAliases need an image container",
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, alias) in aliases.iter().enumerate() {
+            let path = format!("spec.hostAliases[{i}]");
+            if alias.ip.parse::<std::net::IpAddr>().is_err() {
+                self.bad(
+                    &format!("{path}.ip"),
+                    format!("{:?} is not an IP address", alias.ip),
+                );
+            }
+            let names = alias.hostnames.clone().unwrap_or_default();
+            for (j, name) in names.iter().enumerate() {
+                if let Err(why) = dns_subdomain(name) {
+                    self.bad(&format!("{path}.hostnames[{j}]"), format!("{name:?} {why}"));
+                }
+            }
+            out.push((alias.ip.clone(), names));
+        }
+        out
+    }
+
+    /// `dnsPolicy` and `dnsConfig`, with the API server's limits (3 nameservers, 32 search
+    /// domains of 2048 characters in all).
+    fn dns(&mut self, spec: &k8s_openapi::api::core::v1::PodSpec, images: bool) -> Dns {
+        let mut dns = Dns::default();
+        match spec.dns_policy.as_deref() {
+            None | Some("ClusterFirst" | "ClusterFirstWithHostNet" | "Default") => {}
+            Some("None") => dns.policy_none = true,
+            Some(other) => self.bad(
+                "spec.dnsPolicy",
+                format!(
+                    "{other:?}: must be ClusterFirst, ClusterFirstWithHostNet, Default or None"
+                ),
+            ),
+        }
+        let Some(config) = &spec.dns_config else {
+            if dns.policy_none {
+                self.bad(
+                    "spec.dnsConfig",
+                    "required when dnsPolicy is None (with at least one nameserver)",
+                );
+            }
+            return dns;
+        };
+        if !images {
+            self.bad(
+                "spec.dnsConfig",
+                "host processes read the host's /etc/resolv.conf: dnsConfig needs an image \
+                 container",
+            );
+            return dns;
+        }
+        dns.nameservers = config.nameservers.clone().unwrap_or_default();
+        for (i, ns) in dns.nameservers.iter().enumerate() {
+            if ns.parse::<std::net::IpAddr>().is_err() {
+                self.bad(
+                    &format!("spec.dnsConfig.nameservers[{i}]"),
+                    format!("{ns:?} is not an IP address"),
+                );
+            }
+        }
+        if dns.nameservers.len() > 3 {
+            self.bad(
+                "spec.dnsConfig.nameservers",
+                format!("{} given: at most 3", dns.nameservers.len()),
+            );
+        }
+        if dns.policy_none && dns.nameservers.is_empty() {
+            self.bad(
+                "spec.dnsConfig.nameservers",
+                "at least one is required when dnsPolicy is None",
+            );
+        }
+        dns.searches = config.searches.clone().unwrap_or_default();
+        for (i, search) in dns.searches.iter().enumerate() {
+            if let Err(why) = dns_subdomain(search.trim_end_matches('.')) {
+                self.bad(
+                    &format!("spec.dnsConfig.searches[{i}]"),
+                    format!("{search:?} {why}"),
+                );
+            }
+        }
+        let length: usize = dns.searches.iter().map(|s| s.len() + 1).sum();
+        if dns.searches.len() > 32 || length > 2048 {
+            self.bad(
+                "spec.dnsConfig.searches",
+                "at most 32 search domains of 2048 characters in all",
+            );
+        }
+        for (i, option) in config.options.iter().flatten().enumerate() {
+            match option.name.as_deref() {
+                Some(name) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                    dns.options.push((name.to_owned(), option.value.clone()))
+                }
+                _ => self.bad(
+                    &format!("spec.dnsConfig.options[{i}].name"),
+                    "required, without spaces",
+                ),
+            }
+        }
+        dns
     }
 
     fn plan(&mut self, pod: Pod, name: String, namespace: String) -> PodPlan {
@@ -395,6 +603,10 @@ impl Validator {
             volumes: Vec::new(),
             ignored: std::mem::take(&mut self.ignored),
             warnings: std::mem::take(&mut self.warnings),
+            runtime_class: None,
+            runtime_handler: None,
+            host_aliases: Vec::new(),
+            dns: Dns::default(),
         }
     }
 

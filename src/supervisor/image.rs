@@ -27,17 +27,24 @@ const SHM_SIZE: u64 = 64 << 20;
 
 /// Makes the files the pod owns and bind-mounts into each image container, as containerd's
 /// sandbox does: `etc/hosts` (kubelet's, with the pod's hostname on the loopback address: the
-/// pod has no other address yet), `etc/hostname`, `etc/resolv.conf` (the host's resolvers; a
-/// systemd-resolved stub on 127.0.0.53 is unreachable from the pod's network namespace, so its
-/// upstream list is used, as kubelet does) and a 64 MiB tmpfs for `/dev/shm`.
-pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
+/// pod has no other address yet, then `hostAliases`), `etc/hostname`, `etc/resolv.conf` (see
+/// [`resolv_conf`]) and a 64 MiB tmpfs for `/dev/shm`.
+pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)
         .map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
-    let hosts = format!(
+    let hostname = &plan.hostname;
+    let mut hosts = format!(
         "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
     );
-    let resolv = host_resolv_conf();
+    if !plan.host_aliases.is_empty() {
+        // kubelet's hostsEntriesFromHostAliases.
+        hosts.push_str("\n# Entries added by HostAliases.\n");
+        for (ip, names) in &plan.host_aliases {
+            hosts.push_str(&format!("{ip}\t{}\n", names.join("\t")));
+        }
+    }
+    let resolv = resolv_conf(&plan.dns, &host_resolv_conf());
     for (name, text) in [
         ("hosts", hosts),
         ("hostname", format!("{hostname}\n")),
@@ -66,8 +73,68 @@ pub(crate) fn pod_files(dir: &Path, hostname: &str) -> Result<(), String> {
     })
 }
 
+/// The pod's resolv.conf as kubelet writes it: the host's `nameserver`s, `search` domains and
+/// `options` (none for `dnsPolicy: None`), with `dnsConfig` merged in: its nameservers and
+/// searches appended where new, its options replacing the host's of the same name. `host` is
+/// the host's resolv.conf text.
+pub(crate) fn resolv_conf(dns: &spec::Dns, host: &str) -> String {
+    let mut nameservers: Vec<String> = Vec::new();
+    let mut searches: Vec<String> = Vec::new();
+    let mut options: Vec<(String, Option<String>)> = Vec::new();
+    if !dns.policy_none {
+        for line in host.lines() {
+            let mut fields = line.split_whitespace();
+            match fields.next() {
+                Some("nameserver") => nameservers.extend(fields.next().map(str::to_owned)),
+                // The last search line wins, as in the resolver.
+                Some("search" | "domain") => searches = fields.map(str::to_owned).collect(),
+                Some("options") => options.extend(fields.map(|o| match o.split_once(':') {
+                    Some((name, value)) => (name.to_owned(), Some(value.to_owned())),
+                    None => (o.to_owned(), None),
+                })),
+                _ => {}
+            }
+        }
+    }
+    for ns in &dns.nameservers {
+        if !nameservers.contains(ns) {
+            nameservers.push(ns.clone());
+        }
+    }
+    for search in &dns.searches {
+        if !searches.contains(search) {
+            searches.push(search.clone());
+        }
+    }
+    for (name, value) in &dns.options {
+        match options.iter_mut().find(|(n, _)| n == name) {
+            Some(option) => option.1 = value.clone(),
+            None => options.push((name.clone(), value.clone())),
+        }
+    }
+    let mut text = String::new();
+    for ns in &nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !searches.is_empty() {
+        text.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    if !options.is_empty() {
+        let options: Vec<String> = options
+            .iter()
+            .map(|(name, value)| match value {
+                Some(value) => format!("{name}:{value}"),
+                None => name.clone(),
+            })
+            .collect();
+        text.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    text
+}
+
 /// The host's resolv.conf, or systemd-resolved's upstream one when the host's names only its
-/// local stub.
+/// local stub (127.0.0.53 is unreachable from the pod's network namespace; kubelet does the
+/// same).
 fn host_resolv_conf() -> String {
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let stub_only = host
@@ -457,4 +524,39 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolv_conf;
+    use crate::spec::Dns;
+
+    /// kubelet's merge: the host's servers, search list and options, then dnsConfig's appended
+    /// where new, its options replacing the host's of the same name.
+    #[test]
+    fn dns_config_merges_into_the_hosts_resolv_conf() {
+        let host = "# a comment\nnameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch a.example b.example\noptions ndots:1 edns0\n";
+        assert_eq!(
+            resolv_conf(&Dns::default(), host),
+            "nameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch a.example b.example\noptions ndots:1 edns0\n"
+        );
+        let dns = Dns {
+            policy_none: false,
+            nameservers: vec!["10.0.0.3".into(), "10.0.0.9".into()],
+            searches: vec!["c.example".into(), "a.example".into()],
+            options: vec![("ndots".into(), Some("5".into())), ("rotate".into(), None)],
+        };
+        assert_eq!(
+            resolv_conf(&dns, host),
+            "nameserver 10.0.0.2\nnameserver 10.0.0.3\nnameserver 10.0.0.9\nsearch a.example b.example c.example\noptions ndots:5 edns0 rotate\n"
+        );
+        let none = Dns {
+            policy_none: true,
+            ..dns
+        };
+        assert_eq!(
+            resolv_conf(&none, host),
+            "nameserver 10.0.0.3\nnameserver 10.0.0.9\nsearch c.example a.example\noptions ndots:5 rotate\n"
+        );
+    }
 }

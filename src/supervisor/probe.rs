@@ -85,7 +85,7 @@ async fn exec(
         })?;
         let id = runtime::container_id(&pod.plan.name, &member.name);
         let host = netns::Namespaces::new(std::iter::empty());
-        (host, rt.exec(&id, command), Setup::new().new_session())
+        (host, rt.exec(&id, command), rt.setup().new_session())
     } else {
         let mut namespaces = pod.ns.namespaces().clone();
         // The container's own mount namespace, when it has one (it has volumes, or a /proc).

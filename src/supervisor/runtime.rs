@@ -15,6 +15,12 @@
 //! ROOT is the pod's own (`<pod dir>/runtime/<handler>`), so `podkit gc` finds what a killed
 //! supervisor left with the pod. The runtime's own errors go to LOG (JSON lines), where a failed
 //! `create` or `start` is explained from.
+//!
+//! crun refuses a hybrid cgroup host ("cgroups in hybrid mode not supported": v1 controllers
+//! with a cgroup2 mount at /sys/fs/cgroup/unified). On one, crun runs in a mount namespace of its
+//! own where that mount is gone, with `--cgroup-manager=disabled`: it then treats the host as
+//! cgroup v1 and leaves the container in the cgroup podkit spawned it into. [`Invocation`] is
+//! that recipe, shared by the supervisor and the CLI (`exec`, `gc`).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -32,6 +38,9 @@ use super::reaper::Exit;
 /// The runtime podkit uses unless `runtimeClassName` names another.
 pub const DEFAULT_HANDLER: &str = "runc";
 
+/// Where a hybrid cgroup host mounts its cgroup2 hierarchy.
+const UNIFIED: &str = "/sys/fs/cgroup/unified";
+
 /// One OCI runtime program with the pod's state root for it.
 #[derive(Debug, Clone)]
 pub(crate) struct Runtime {
@@ -39,6 +48,65 @@ pub(crate) struct Runtime {
     pub handler: String,
     program: PathBuf,
     root: PathBuf,
+    invocation: Invocation,
+}
+
+/// How the runtime program must be started on this host (see the module's comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Invocation {
+    Plain,
+    /// crun on a hybrid cgroup host: its own mount namespace without [`UNIFIED`], and
+    /// `--cgroup-manager=disabled`.
+    WithoutUnified,
+}
+
+impl Invocation {
+    /// The invocation `program` needs on this host.
+    pub fn of(program: &Path) -> Invocation {
+        let crun = program.file_name().is_some_and(|n| n == "crun");
+        if crun && hybrid_cgroups() {
+            Invocation::WithoutUnified
+        } else {
+            Invocation::Plain
+        }
+    }
+
+    /// The runtime's global options this invocation adds.
+    pub fn global_args(self) -> &'static [&'static str] {
+        match self {
+            Invocation::Plain => &[],
+            Invocation::WithoutUnified => &["--cgroup-manager=disabled"],
+        }
+    }
+
+    /// The steps before exec that this invocation takes, for podkit's spawn.
+    fn setup(self) -> Setup {
+        match self {
+            Invocation::Plain => Setup::new(),
+            Invocation::WithoutUnified => Setup::new()
+                .new_mount_namespace()
+                .unmount(Path::new(UNIFIED))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `program --root ROOT` as a std command (for the CLI), started as this invocation says.
+    pub fn command(self, program: &Path, root: &Path) -> std::process::Command {
+        let mut command = std::process::Command::new(program);
+        command.args(self.global_args()).arg("--root").arg(root);
+        if self == Invocation::WithoutUnified {
+            netns::Namespaces::new(std::iter::empty()).command_with(&mut command, self.setup());
+        }
+        command
+    }
+}
+
+/// Whether this host mixes cgroup v1 controllers with a cgroup2 mount at [`UNIFIED`].
+fn hybrid_cgroups() -> bool {
+    use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, statfs};
+    let is_cgroup2 =
+        |path: &str| statfs(path).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC);
+    !is_cgroup2("/sys/fs/cgroup") && is_cgroup2(UNIFIED)
 }
 
 /// A container created and not started yet.
@@ -65,15 +133,26 @@ impl Runtime {
                  package is named {handler})"
             )
         })?;
+        let root = root(pod_dir, handler);
+        // Made now, so that `describe` and `gc` see which runtime the pod uses.
+        std::fs::create_dir_all(&root)
+            .map_err(|e| format!("failed to create {}: {e}", root.display()))?;
         Ok(Runtime {
             handler: handler.to_owned(),
+            invocation: Invocation::of(&program),
             program,
-            root: root(pod_dir, handler),
+            root,
         })
+    }
+
+    /// The steps the runtime's process takes before exec (see [`Invocation`]).
+    pub fn setup(&self) -> Setup {
+        self.invocation.setup()
     }
 
     fn command(&self, log: Option<&Path>) -> Process {
         let mut process = Process::new(&self.program)
+            .args(self.invocation.global_args())
             .arg("--root")
             .arg(&self.root)
             .env(
@@ -110,7 +189,7 @@ impl Runtime {
         if let Some(cgroup) = cgroup {
             process = process.cgroup(cgroup);
         }
-        let (started, exit) = spawn(pod, process).await?;
+        let (started, exit) = spawn(pod, process, self.setup()).await?;
         let (Some(stdout), Some(stderr)) = (started.stdout, started.stderr) else {
             return Err("the runtime's pipes were not made".to_owned());
         };
@@ -144,7 +223,8 @@ impl Runtime {
     /// `start`: the created container's process execs its program.
     pub async fn start(&self, pod: &Pod, id: &str, bundle: &Path) -> Result<(), String> {
         let log = bundle.join("runtime.log");
-        let out = output(pod, self.command(Some(&log)).arg("start").arg(id)).await?;
+        let command = self.command(Some(&log)).arg("start").arg(id);
+        let out = output(pod, command, self.setup()).await?;
         if out.exit == Exit::Code(0) {
             return Ok(());
         }
@@ -167,7 +247,7 @@ impl Runtime {
     /// outlived its first) goes. Failures are logged: there is nothing else to do about them.
     pub async fn delete(&self, pod: &Pod, id: &str) {
         let command = self.command(None).args(["delete", "-f"]).arg(id);
-        match output(pod, command).await {
+        match output(pod, command, self.setup()).await {
             Ok(out) if out.exit == Exit::Code(0) => debug!(id, "runtime state deleted"),
             Ok(out) => {
                 let message = text(&out.stderr).unwrap_or_default();
@@ -209,17 +289,18 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// Starts `process` on the host (none of the pod's namespaces) as the supervisor's child,
-/// watched by the reaper from its birth.
+/// watched by the reaper from its birth, after the `setup` steps.
 pub(crate) async fn spawn(
     pod: &Pod,
     process: Process,
+    setup: Setup,
 ) -> Result<(netns::Started, oneshot::Receiver<Exit>), String> {
     let program = process.program().to_string_lossy().into_owned();
     let host = netns::Namespaces::new(std::iter::empty());
     let (pending, exit) = pod
         .reaper
         .spawn(|| {
-            let pending = host.begin(process, Setup::new())?;
+            let pending = host.begin(process, setup)?;
             Ok::<_, netns::Error>((pending.pid(), pending))
         })
         .map_err(|e| format!("failed to start {program}: {e}"))?;
@@ -240,7 +321,7 @@ pub(crate) async fn output_until(
         .stdin(Stdio::Null)
         .stdout(Stdio::Null)
         .stderr(Stdio::Pipe);
-    let (started, exit) = spawn(pod, process).await?;
+    let (started, exit) = spawn(pod, process, Setup::new()).await?;
     // Opened before the process can be reaped (its exit is only read below): it names this
     // process whatever happens to its pid.
     let pidfd = netns::PidFd::open(started.pid);
@@ -256,13 +337,14 @@ pub(crate) async fn output_until(
     }
 }
 
-/// Runs `process` on the host to its end, collecting what it prints on stderr.
-pub(crate) async fn output(pod: &Pod, process: Process) -> Result<Output, String> {
+/// Runs `process` on the host to its end, after the `setup` steps, collecting what it prints
+/// on stderr.
+pub(crate) async fn output(pod: &Pod, process: Process, setup: Setup) -> Result<Output, String> {
     let process = process
         .stdin(Stdio::Null)
         .stdout(Stdio::Null)
         .stderr(Stdio::Pipe);
-    let (started, exit) = spawn(pod, process).await?;
+    let (started, exit) = spawn(pod, process, setup).await?;
     Ok(collect(started, exit).await)
 }
 
