@@ -211,6 +211,24 @@ pub struct Member {
     pub pre_stop: Option<Handler>,
     /// `ports[]` with a `hostPort`: published on the host for the pod's whole life.
     pub host_ports: Vec<HostPort>,
+    /// `terminationMessagePath` and `terminationMessagePolicy`.
+    #[serde(default)]
+    pub termination_message: TerminationMessage,
+}
+
+/// kubelet's default `terminationMessagePath`.
+pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+
+/// Where a container's termination message comes from, read into
+/// `status...terminated.message` when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminationMessage {
+    /// A file of the pod's mounted at this path in an image container (a host process gets
+    /// none: it sees the host's filesystem).
+    pub file: Option<PathBuf>,
+    /// `FallbackToLogsOnError`: the end of the log when the file is empty and the container
+    /// failed.
+    pub from_logs: bool,
 }
 
 /// A container port published on the host (`ports[].hostPort`), as `docker run -p` does.

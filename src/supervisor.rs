@@ -26,6 +26,7 @@ mod probe;
 mod reaper;
 pub(crate) mod runtime;
 pub(crate) mod status;
+mod termination;
 pub(crate) mod volumes;
 
 use std::path::{Path, PathBuf};

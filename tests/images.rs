@@ -984,3 +984,81 @@ spec:
     );
     assert_nothing_left(&env, &pod);
 }
+
+/// Termination messages, as kubelet reads them: the file mounted at `terminationMessagePath`
+/// (the default /dev/termination-log, also under a read-only root; a path of the container's
+/// choosing, written by a non-root user), or under `FallbackToLogsOnError` the last 80 lines of
+/// a failed run's log; nothing for a run that succeeded with an empty file.
+#[test]
+fn termination_messages_come_from_the_file_or_the_log() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("term-{}", std::process::id());
+    let manifest = env.tmp.path().join("term.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: file
+    image: {image}
+    command: [/bin/sh, -c, 'printf \"bye from the file\" > /dev/termination-log; exit 3']
+    securityContext: {{readOnlyRootFilesystem: true}}
+  - name: custom
+    image: {image}
+    command: [/bin/sh, -c, 'echo custom path > /tmp/message']
+    terminationMessagePath: /tmp/message
+    securityContext: {{runAsUser: 1000}}
+  - name: logs
+    image: {image}
+    command: [/bin/sh, -c, 'for i in $(busybox seq 1 100); do echo line $i; done; exit 1']
+    terminationMessagePolicy: FallbackToLogsOnError
+  - name: fine
+    image: {image}
+    command: [/bin/sh, -c, 'echo all good']
+    terminationMessagePolicy: FallbackToLogsOnError
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    // apply waits for the pod to run, and says it failed (its containers end at once).
+    let out = env.podkit(&["apply", "-f", file]);
+    assert!(stderr(&out).contains("the pod failed"), "apply: {}", text(&out));
+    let json = wait_for_pod(&env, &pod, "Failed", |json| {
+        json["status"]["phase"] == "Failed"
+    });
+    let statuses = json["status"]["containerStatuses"]
+        .as_array()
+        .expect("statuses");
+    let terminated = |name: &str| {
+        statuses
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["state"]["terminated"].clone())
+            .expect(name)
+    };
+    assert_eq!(terminated("file")["exitCode"], 3);
+    assert_eq!(terminated("file")["message"], "bye from the file");
+    assert_eq!(terminated("custom")["message"], "custom path\n");
+    let from_logs = terminated("logs")["message"]
+        .as_str()
+        .expect("a message from the log")
+        .to_owned();
+    let want: String = (21..=100).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(from_logs, want, "the last 80 lines");
+    assert!(
+        terminated("fine").get("message").is_none(),
+        "no message for a success: {json:#}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}

@@ -522,7 +522,7 @@ spec:
 fn a_failing_pod_with_restart_never_fails_the_run() {
     let Some(pod) = Running::start("fail", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'exit 7']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'echo first; echo why it failed; exit 7'], terminationMessagePolicy: FallbackToLogsOnError}}\n"
         )
     }) else {
         return;
@@ -534,10 +534,10 @@ fn a_failing_pod_with_restart_never_fails_the_run() {
     );
     let status = pod.status();
     assert_eq!(status["phase"], "Failed");
-    assert_eq!(
-        status["containerStatuses"][0]["state"]["terminated"]["exitCode"],
-        7
-    );
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 7);
+    // A host process's termination message comes from its log (FallbackToLogsOnError).
+    assert_eq!(terminated["message"], "first\nwhy it failed\n");
     pod.delete_and_check();
 }
 

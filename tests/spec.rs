@@ -165,6 +165,8 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    ports: [{containerPort: many}]\n"), "spec.containers[0].ports[0].containerPort"),
         (pod("", "    lifecycle: {preStop: {tcpSocket: {port: 80}}}\n"), "spec.containers[0].lifecycle.preStop.tcpSocket: not supported"),
         (pod("", "    workingDir: tmp\n"), "spec.containers[0].workingDir: \"tmp\" must be an absolute path"),
+        (pod("", "    terminationMessagePath: /tmp/msg\n"), "spec.containers[0].terminationMessagePath: \"/tmp/msg\": a host process sees the host's filesystem"),
+        (pod("", "    terminationMessagePolicy: Always\n"), "spec.containers[0].terminationMessagePolicy: \"Always\": must be File or FallbackToLogsOnError"),
     ];
     assert!(cases.len() >= 20);
     for (yaml, want) in &cases {

@@ -16,9 +16,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun,
-    Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy,
-    RestartPolicy, Runs, Volume, VolumeSource,
+    DEFAULT_TERMINATION_MESSAGE_PATH, Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler,
+    HostPathType, HostPort, ImageRun, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
+    ProxyProtocol, PullPolicy, RestartPolicy, Runs, TerminationMessage, Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -92,12 +92,10 @@ const CONTAINER_HONOURED: &[&str] = &[
     "securityContext",
     "restartPolicy",
     "imagePullPolicy",
-];
-const CONTAINER_IGNORED: &[&str] = &[
     "terminationMessagePath",
     "terminationMessagePolicy",
-    "resizePolicy",
 ];
+const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 
 /// Security settings podkit applies: to the pod (defaults) and to a container.
 const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
@@ -792,9 +790,12 @@ impl Validator {
                 .and_then(|h| self.hook(h, &format!("{lpath}.preStop"), &ports));
         }
 
+        let termination_message = self.termination_message(c, path, host);
+
         Member {
             name: c.name.clone(),
             image: c.image.clone(),
+            termination_message,
             runs,
             path: path.to_owned(),
             sidecar,
@@ -810,6 +811,51 @@ impl Validator {
             post_start,
             pre_stop,
             host_ports,
+        }
+    }
+
+    /// `terminationMessagePath` and `terminationMessagePolicy`. A host process sees the host's
+    /// filesystem, where podkit cannot put a file of the pod's at a path (it would write the
+    /// host's `/dev`): only the default path is accepted there, unmounted, and its policy
+    /// `FallbackToLogsOnError` still takes the message from the logs.
+    fn termination_message(&mut self, c: &Container, path: &str, host: bool) -> TerminationMessage {
+        let from_logs = match c.termination_message_policy.as_deref() {
+            None | Some("File") => false,
+            Some("FallbackToLogsOnError") => true,
+            Some(other) => {
+                self.bad(
+                    &format!("{path}.terminationMessagePolicy"),
+                    format!("{other:?}: must be File or FallbackToLogsOnError"),
+                );
+                false
+            }
+        };
+        let file = PathBuf::from(
+            c.termination_message_path
+                .as_deref()
+                .unwrap_or(DEFAULT_TERMINATION_MESSAGE_PATH),
+        );
+        let field = format!("{path}.terminationMessagePath");
+        if !file.is_absolute() || file.components().any(|c| c == Component::ParentDir) {
+            self.bad(
+                &field,
+                format!("{file:?} must be an absolute path without '..'"),
+            );
+        } else if file.as_os_str().len() > 4096 {
+            self.bad(&field, "must be at most 4096 characters");
+        } else if host && file != Path::new(DEFAULT_TERMINATION_MESSAGE_PATH) {
+            self.bad(
+                &field,
+                format!(
+                    "{file:?}: a host process sees the host's filesystem, where podkit puts no \
+                     file of the pod's (run the container from its image, or use \
+                     terminationMessagePolicy: FallbackToLogsOnError)"
+                ),
+            );
+        }
+        TerminationMessage {
+            file: (!host).then_some(file),
+            from_logs,
         }
     }
 

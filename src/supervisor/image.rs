@@ -410,6 +410,13 @@ fn bundle_container(
             read_only: mount.read_only,
         });
     }
+    if let Some(path) = &member.termination_message.file {
+        mounts.push(oci::bundle::BindMount {
+            source: super::termination::fresh_file(&pod.dir, &member.name)?,
+            destination: path.to_string_lossy().into_owned(),
+            read_only: false,
+        });
+    }
     let ns = pod.dir.join("ns");
     let namespaces = oci::bundle::Namespaces {
         net: Some(ns.join("net")),

@@ -17,7 +17,7 @@ use tracing::warn;
 use super::image::error_chain;
 use super::reaper::Exit;
 use super::status::{State, Terminated};
-use super::{Pod, image, logs, probe, volumes};
+use super::{Pod, image, logs, probe, termination, volumes};
 use crate::spec::{self, EnvValue, ImageRun, Member, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
@@ -84,7 +84,9 @@ async fn runs(
         };
         let began = Instant::now();
         let started_at = Timestamp::now();
-        let (exit, stopped) = match start(&pod, &member, image.as_ref(), restarts, &stop).await {
+        let (exit, stopped, message) = match start(&pod, &member, image.as_ref(), restarts, &stop)
+            .await
+        {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -144,14 +146,13 @@ async fn runs(
                 if let Some(made) = run.image.take() {
                     image::remove_run(&pod.dir, &member.name, made.rootfs);
                 }
-                (
-                    exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32)),
-                    stopped,
-                )
+                let exit = exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32));
+                let message = termination::message(&pod.dir, &pod.plan.name, &member, exit.code());
+                (exit, stopped, message)
             }
             Err(StartFailed::Error(message)) => {
                 pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
-                (Exit::Code(START_ERROR), stop.is_cancelled())
+                (Exit::Code(START_ERROR), stop.is_cancelled(), Some(message))
             }
             Err(StartFailed::Stopped(exit)) => {
                 let message = format!(
@@ -159,7 +160,7 @@ async fn runs(
                     member.name
                 );
                 pod.update(|s| s.event("Warning", "Killing", &object, message));
-                (exit, true)
+                (exit, true, None)
             }
         };
         let code = exit.code();
@@ -178,6 +179,7 @@ async fn runs(
                 .to_owned(),
                 started: started_at,
                 finished: Timestamp::now(),
+                message,
             };
             if let Some(r) = s.record(&member.name) {
                 r.state = State::Terminated(end);

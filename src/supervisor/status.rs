@@ -49,6 +49,8 @@ pub struct Terminated {
     pub reason: String,
     pub started: Timestamp,
     pub finished: Timestamp,
+    /// The termination message (see `termination.rs`), or a start's error.
+    pub message: Option<String>,
 }
 
 /// An event, as `kubectl describe` lists them.
@@ -278,6 +280,7 @@ fn state(s: &State) -> ContainerState {
                 reason: Some(t.reason.clone()),
                 started_at: Some(Time(t.started)),
                 finished_at: Some(Time(t.finished)),
+                message: t.message.clone(),
                 ..Default::default()
             }),
             ..Default::default()
