@@ -28,6 +28,9 @@
 //! - `load.rs`: [`load()`] of docker-archive and oci-archive files and OCI layout directories;
 //! - `bundle.rs`: [`bundle::spec`], a container's runtime `config.json` from what kubelet asks
 //!   and the image's config;
+//! - `seccomp.rs`: [`seccomp::runtime_default`] and [`seccomp::localhost`], the seccomp filter
+//!   of `seccompProfile` (RuntimeDefault as containerd's default profile, Localhost from a
+//!   Docker or runtime-spec profile file);
 //! - `rootfs.rs`: [`Rootfs`], a container's overlay root filesystem.
 
 pub mod bundle;
@@ -37,6 +40,7 @@ mod platform;
 mod pull;
 mod reference;
 mod rootfs;
+pub mod seccomp;
 mod store;
 mod unpack;
 

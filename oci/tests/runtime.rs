@@ -1,14 +1,14 @@
 //! A container run as podkit will run it: an image loaded into the store, its layers mounted as
 //! an overlay with a writable layer of its own, `config.json` built by `oci::bundle`, and runc
 //! (Debian's package, as CI installs it) running it. What the process sees is checked from
-//! inside: its command, environment, user, capabilities, read-only root, masked paths and the
-//! image's whiteouts.
+//! inside: its command, environment, user, capabilities, read-only root, masked paths, the
+//! image's whiteouts and seccomp filters.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oci::bundle::{self, BindMount, Container, Security, UserRequest};
-use oci::{Rootfs, Store};
+use oci::{Rootfs, Store, seccomp};
 use oci_testing::images;
 use oci_testing::images::{Compress, ImageDef, Layout};
 
@@ -209,5 +209,100 @@ fn run_as_non_root_refuses_run_as_user_0() {
         err.to_string(),
         "container app: container's runAsUser breaks non-root policy"
     );
+    rootfs.remove().expect("remove");
+}
+
+/// Runs `script` in the container `c` with its own bundle and runc root under `dir`: the
+/// container's stdout (the scripts send their stderr there with `2>&1`).
+fn run_script(dir: &Path, c: &Container, script: &str) -> String {
+    let mut c = c.clone();
+    c.command = vec!["/bin/sh".into(), "-c".into(), script.into()];
+    let spec = bundle::spec(&c, None).expect("spec");
+    std::fs::create_dir(dir).expect("bundle");
+    bundle::write(dir, &spec).expect("write");
+    let (ok, out, err) = runc_run(&dir.join("runc"), dir, &unique_id());
+    assert!(ok, "runc failed: {err}\n{out}");
+    out
+}
+
+/// The capabilities `bundle::spec` gives (Docker's), by name, plus `add`.
+fn capability_names(add: &[&str]) -> Vec<String> {
+    bundle::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .chain(add.iter().map(|c| c.to_string()))
+        .collect()
+}
+
+/// seccompProfile RuntimeDefault: unshare(2) works unconfined and is refused with EPERM under
+/// containerd's default profile, unless the container has CAP_SYS_ADMIN (given to both the
+/// process and the filter). A user namespace needs no capability, so only seccomp refuses it.
+#[test]
+fn the_runtime_default_profile_refuses_unshare_without_cap_sys_admin() {
+    let f = fixture();
+    let rootfs = Rootfs::mount(&f.image.layers, &f.dir.path().join("ctr")).expect("mount");
+    let script = "busybox unshare -U busybox true 2>&1 && echo unshare-worked || echo \
+                  unshare-refused; id -u";
+    let mut c = container(rootfs.path());
+    c.user = UserRequest {
+        uid: Some(0),
+        ..Default::default()
+    };
+
+    let unconfined = run_script(&f.dir.path().join("unconfined"), &c, script);
+    assert_eq!(unconfined, "unshare-worked\n0\n");
+
+    c.security.seccomp = Some(seccomp::runtime_default(&capability_names(&[])));
+    let confined = run_script(&f.dir.path().join("default"), &c, script);
+    assert!(
+        confined.contains("Operation not permitted\nunshare-refused\n0\n"),
+        "{confined}"
+    );
+
+    c.security.add_capabilities = vec!["SYS_ADMIN".into()];
+    c.security.seccomp = Some(seccomp::runtime_default(&capability_names(&["SYS_ADMIN"])));
+    let admin = run_script(&f.dir.path().join("admin"), &c, script);
+    assert_eq!(admin, "unshare-worked\n0\n");
+    rootfs.remove().expect("remove");
+}
+
+/// seccompProfile Localhost: a Docker-format profile that refuses mkdir(2) unless
+/// CAP_SYS_ADMIN, and rmdir(2) only with CAP_SYS_BOOT; the container has neither, so mkdir is
+/// refused and rmdir works.
+#[test]
+fn a_localhost_profile_refuses_mkdir() {
+    let f = fixture();
+    let rootfs = Rootfs::mount(&f.image.layers, &f.dir.path().join("ctr")).expect("mount");
+    std::fs::create_dir(rootfs.path().join("tmp/old")).expect("old");
+    let profile = f.dir.path().join("profile.json");
+    std::fs::write(
+        &profile,
+        r#"{
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                 "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+                {"name": "rmdir", "action": "SCMP_ACT_ERRNO",
+                 "includes": {"caps": ["CAP_SYS_BOOT"]}}
+            ]
+        }"#,
+    )
+    .expect("profile");
+    let mut c = container(rootfs.path());
+    c.security.seccomp =
+        Some(seccomp::localhost(&profile, &capability_names(&[])).expect("localhost profile"));
+    let out = run_script(
+        &f.dir.path().join("bundle"),
+        &c,
+        "busybox mkdir /tmp/new 2>&1 || echo mkdir-refused; busybox rmdir /tmp/old && echo \
+         rmdir-worked",
+    );
+    assert_eq!(
+        out,
+        "mkdir: can't create directory '/tmp/new': Operation not permitted\nmkdir-refused\n\
+         rmdir-worked\n"
+    );
+    assert!(!rootfs.path().join("tmp/new").exists());
+    assert!(!rootfs.path().join("tmp/old").exists());
     rootfs.remove().expect("remove");
 }
