@@ -173,6 +173,22 @@ pub struct ImageRun {
     pub read_only_root: bool,
     /// `allowPrivilegeEscalation: false`.
     pub no_new_privileges: bool,
+    /// `seccompProfile`, the container's or else the pod's.
+    #[serde(default)]
+    pub seccomp: Seccomp,
+}
+
+/// `seccompProfile.type`, as the runtime applies it (a privileged container gets no filter).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Seccomp {
+    /// No filter: Kubernetes' default (kubelet's `--seccomp-default` is off by default).
+    #[default]
+    Unconfined,
+    /// containerd's default profile (`oci::seccomp::runtime_default`).
+    RuntimeDefault,
+    /// `localhostProfile`: a file relative to podkit's seccomp directory
+    /// (`<storage>/seccomp/`, as kubelet's is `<root-dir>/seccomp/`).
+    Localhost(PathBuf),
 }
 
 /// `imagePullPolicy`.

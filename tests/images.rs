@@ -1032,7 +1032,11 @@ spec:
     });
     // apply waits for the pod to run, and says it failed (its containers end at once).
     let out = env.podkit(&["apply", "-f", file]);
-    assert!(stderr(&out).contains("the pod failed"), "apply: {}", text(&out));
+    assert!(
+        stderr(&out).contains("the pod failed"),
+        "apply: {}",
+        text(&out)
+    );
     let json = wait_for_pod(&env, &pod, "Failed", |json| {
         json["status"]["phase"] == "Failed"
     });
@@ -1058,6 +1062,93 @@ spec:
     assert!(
         terminated("fine").get("message").is_none(),
         "no message for a success: {json:#}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// seccompProfile, the pod's unless the container sets its own: RuntimeDefault (containerd's
+/// profile) refuses unshare(2), which needs no capability for a user namespace; Unconfined
+/// allows it; a Localhost profile from `<storage>/seccomp/` refuses mkdir(2); a Localhost
+/// profile that is not there fails the start with StartError naming the file.
+#[test]
+fn seccomp_profiles_are_applied_by_the_runtime() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let profiles = env.storage().join("seccomp/team");
+    std::fs::create_dir_all(&profiles).expect("mkdir");
+    std::fs::write(
+        profiles.join("no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .expect("profile");
+    let pod = format!("sec-{}", std::process::id());
+    let manifest = env.tmp.path().join("seccomp.yaml");
+    let unshare = "busybox unshare -U busybox true 2>&1 && echo unshare-worked || echo unshare-refused";
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}
+  containers:
+  - name: default
+    image: {image}
+    command: [/bin/sh, -c, '{unshare}']
+  - name: unconfined
+    image: {image}
+    command: [/bin/sh, -c, '{unshare}']
+    securityContext: {{seccompProfile: {{type: Unconfined}}}}
+  - name: local
+    image: {image}
+    command: [/bin/sh, -c, 'busybox mkdir /tmp/x 2>&1 || echo mkdir-refused']
+    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: team/no-mkdir.json}}}}
+  - name: missing
+    image: {image}
+    command: [/bin/true]
+    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: team/none.json}}}}
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let _ = env.podkit(&["apply", "-f", file]);
+    let json = wait_for_pod(&env, &pod, "Failed", |json| {
+        json["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "default"]),
+        "unshare: unshare(0x10000000): Operation not permitted\nunshare-refused\n"
+    );
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "unconfined"]),
+        "unshare-worked\n"
+    );
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "local"]),
+        "mkdir: can't create directory '/tmp/x': Operation not permitted\nmkdir-refused\n"
+    );
+    let missing = json["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "missing"))
+        .map(|s| s["state"]["terminated"].clone())
+        .expect("missing");
+    assert_eq!(missing["reason"], "StartError", "{json:#}");
+    let message = missing["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "{}",
+            env.storage().join("seccomp/team/none.json").display()
+        )),
+        "{message}"
     );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);

@@ -165,6 +165,12 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    ports: [{containerPort: many}]\n"), "spec.containers[0].ports[0].containerPort"),
         (pod("", "    lifecycle: {preStop: {tcpSocket: {port: 80}}}\n"), "spec.containers[0].lifecycle.preStop.tcpSocket: not supported"),
         (pod("", "    workingDir: tmp\n"), "spec.containers[0].workingDir: \"tmp\" must be an absolute path"),
+        (pod("  securityContext: {seccompProfile: {type: RuntimeDefault}}\n", ""), "spec.securityContext.seccompProfile: not supported for host-process container \"app\": a host process runs without a seccomp filter"),
+        (pod("", "    securityContext: {seccompProfile: {type: RuntimeDefault}}\n"), "spec.containers[0].securityContext.seccompProfile: not supported by podkit"),
+        (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: Localhost}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.localhostProfile: required when type is Localhost"),
+        (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../x.json}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.localhostProfile: \"../x.json\" must be a relative path without '..'"),
+        (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.localhostProfile: may only be set when type is Localhost"),
+        (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: Strict}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.type: \"Strict\": must be RuntimeDefault, Unconfined or Localhost"),
         (pod("", "    terminationMessagePath: /tmp/msg\n"), "spec.containers[0].terminationMessagePath: \"/tmp/msg\": a host process sees the host's filesystem"),
         (pod("", "    terminationMessagePolicy: Always\n"), "spec.containers[0].terminationMessagePolicy: \"Always\": must be File or FallbackToLogsOnError"),
     ];

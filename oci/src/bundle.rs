@@ -440,7 +440,8 @@ fn environment(container: &Container, image: Option<&ImageConfig>) -> Vec<String
 
 /// The capabilities of the process: Docker's defaults, minus drops, plus adds (`ALL` in drop
 /// empties the set first; `ALL` in add gives every capability); every one when privileged.
-fn capabilities(container: &Container) -> Result<Vec<Capability>, BundleError> {
+/// The set a seccomp profile's capability conditions are decided by (see [`crate::seccomp`]).
+pub fn capabilities(container: &Container) -> Result<Vec<Capability>, BundleError> {
     let all = || all_capabilities();
     let security = &container.security;
     if security.privileged {

@@ -18,7 +18,8 @@ use serde_json::Value;
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler,
     HostPathType, HostPort, ImageRun, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
-    ProxyProtocol, PullPolicy, RestartPolicy, Runs, TerminationMessage, Volume, VolumeSource,
+    ProxyProtocol, PullPolicy, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume,
+    VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -100,10 +101,11 @@ const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 /// Security settings podkit applies: to the pod (defaults) and to a container.
 const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
 /// The pod's, beyond [`SECURITY_HONOURED`]: for image containers only.
-const POD_SECURITY_IMAGE: &[&str] = &["supplementalGroups"];
+const POD_SECURITY_IMAGE: &[&str] = &["supplementalGroups", "seccompProfile"];
 /// A container's, beyond [`SECURITY_HONOURED`]: the OCI runtime applies them to an image
 /// container; a host process refuses them unless set to their defaults.
 const SECURITY_IMAGE: &[&str] = &[
+    "seccompProfile",
     "capabilities",
     "privileged",
     "readOnlyRootFilesystem",
@@ -127,6 +129,7 @@ struct PodSecurity {
     run_as_group: Option<i64>,
     run_as_non_root: Option<bool>,
     supplemental_groups: Vec<u32>,
+    seccomp: Option<Seccomp>,
 }
 
 /// Whether `raw` is a RuntimeClass document (of any apiVersion: [`runtime_class`] checks it).
@@ -352,11 +355,16 @@ impl Validator {
                 )
             })
             .collect();
+        let seccomp = pod_security
+            .seccomp_profile
+            .as_ref()
+            .map(|p| self.seccomp(p, "spec.securityContext.seccompProfile"));
         let defaults = PodSecurity {
             run_as_user: pod_security.run_as_user,
             run_as_group: pod_security.run_as_group,
             run_as_non_root: pod_security.run_as_non_root,
             supplemental_groups,
+            seccomp,
         };
         let all_names: Vec<&str> = spec
             .init_containers
@@ -668,6 +676,25 @@ impl Validator {
                 self.bad(
                     "spec.securityContext.supplementalGroups",
                     format!("not supported for host-process container {:?}", c.name),
+                );
+            }
+            let own = c
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref());
+            if own.is_none()
+                && pod_security
+                    .seccomp
+                    .as_ref()
+                    .is_some_and(|s| *s != Seccomp::Unconfined)
+            {
+                self.bad(
+                    "spec.securityContext.seccompProfile",
+                    format!(
+                        "not supported for host-process container {:?}: a host process runs \
+                         without a seccomp filter (give it seccompProfile: {{type: Unconfined}})",
+                        c.name
+                    ),
                 );
             }
         }
@@ -1147,8 +1174,15 @@ impl Validator {
                 "false cannot be set with privileged: true (Kubernetes refuses the pair too)",
             );
         }
+        let seccomp = match &security.seccomp_profile {
+            Some(profile) => {
+                self.seccomp(profile, &format!("{path}.securityContext.seccompProfile"))
+            }
+            None => pod_security.seccomp.clone().unwrap_or_default(),
+        };
         reference?;
         Some(ImageRun {
+            seccomp,
             image,
             command: c.command.clone().unwrap_or_default(),
             args: c.args.clone().unwrap_or_default(),
@@ -1161,6 +1195,53 @@ impl Validator {
             read_only_root: security.read_only_root_filesystem.unwrap_or(false),
             no_new_privileges,
         })
+    }
+
+    /// A `seccompProfile`, with the API server's rules: `localhostProfile` with `Localhost`
+    /// only, a relative path that stays in the seccomp directory.
+    fn seccomp(
+        &mut self,
+        profile: &k8s_openapi::api::core::v1::SeccompProfile,
+        path: &str,
+    ) -> Seccomp {
+        let localhost = profile.localhost_profile.as_deref();
+        match (profile.type_.as_str(), localhost) {
+            ("Unconfined", None) => Seccomp::Unconfined,
+            ("RuntimeDefault", None) => Seccomp::RuntimeDefault,
+            ("Localhost", Some(file)) => {
+                let file = PathBuf::from(file);
+                let inside = !file.as_os_str().is_empty()
+                    && file.components().all(|c| matches!(c, Component::Normal(_)));
+                if !inside {
+                    self.bad(
+                        &format!("{path}.localhostProfile"),
+                        format!("{file:?} must be a relative path without '..'"),
+                    );
+                }
+                Seccomp::Localhost(file)
+            }
+            ("Localhost", None) => {
+                self.bad(
+                    &format!("{path}.localhostProfile"),
+                    "required when type is Localhost",
+                );
+                Seccomp::Unconfined
+            }
+            ("Unconfined" | "RuntimeDefault", Some(_)) => {
+                self.bad(
+                    &format!("{path}.localhostProfile"),
+                    "may only be set when type is Localhost",
+                );
+                Seccomp::Unconfined
+            }
+            (other, _) => {
+                self.bad(
+                    &format!("{path}.type"),
+                    format!("{other:?}: must be RuntimeDefault, Unconfined or Localhost"),
+                );
+                Seccomp::Unconfined
+            }
+        }
     }
 
     fn mount(
@@ -1598,6 +1679,7 @@ fn is_default_security(key: &str, value: &Value) -> bool {
     match key {
         "privileged" | "readOnlyRootFilesystem" => value == &Value::Bool(false),
         "allowPrivilegeEscalation" => value == &Value::Bool(true),
+        "seccompProfile" => value.get("type") == Some(&Value::from("Unconfined")),
         "capabilities" => value
             .as_object()
             .is_some_and(|m| m.values().all(|v| v.as_array().is_some_and(Vec::is_empty))),

@@ -457,7 +457,36 @@ fn bundle_container(
             .and_then(|c| c.container_path(&member.name)),
         ..Default::default()
     };
+    let mut container = container;
+    set_seccomp(&mut container, &run.seccomp)?;
     Ok((container, fds))
+}
+
+/// Gives `container` the seccomp filter of `seccomp`, whose conditional rules its capabilities
+/// decide; none for a privileged container (containerd applies none either).
+fn set_seccomp(
+    container: &mut oci::bundle::Container,
+    seccomp: &spec::Seccomp,
+) -> Result<(), String> {
+    if container.security.privileged || *seccomp == spec::Seccomp::Unconfined {
+        return Ok(());
+    }
+    let capabilities: Vec<String> = oci::bundle::capabilities(container)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    container.security.seccomp = match seccomp {
+        spec::Seccomp::Unconfined => None,
+        spec::Seccomp::RuntimeDefault => Some(oci::seccomp::runtime_default(&capabilities)),
+        spec::Seccomp::Localhost(file) => {
+            let path = storage().join("seccomp").join(file);
+            let filter =
+                oci::seccomp::localhost(&path, &capabilities).map_err(|e| error_chain(&e))?;
+            Some(filter)
+        }
+    };
+    Ok(())
 }
 
 /// Bind-mounts what `fd` is open on at `staging` (made: a file for a file, else a directory).
