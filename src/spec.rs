@@ -104,6 +104,14 @@ pub struct PodPlan {
     /// `dnsPolicy` and `dnsConfig`: the pod's `/etc/resolv.conf`.
     #[serde(default)]
     pub dns: Dns,
+    /// `securityContext.fsGroup`: the group of the pod's emptyDir volumes (setgid, group
+    /// writable), and a supplementary group of its image containers.
+    #[serde(default)]
+    pub fs_group: Option<u32>,
+    /// `securityContext.sysctls`, namespaced ones (`net.*`, IPC's): set in the pod's namespaces
+    /// before its first container starts.
+    #[serde(default)]
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// How an image container's `/etc/resolv.conf` is made, as kubelet makes it: the host's

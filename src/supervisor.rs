@@ -85,6 +85,56 @@ pub enum Error {
     /// What image containers need and could not be had: the runtime, the pod's shared files.
     #[error("{0}")]
     ImageContainers(String),
+
+    #[error("{0}")]
+    Sysctl(String),
+}
+
+/// Sets the pod's sysctls in its namespaces (net.* in the network one, the rest in the IPC one),
+/// each from a thread that joined the namespace: `/proc/sys` shows the writer's namespaces. As
+/// the runtime would for each container, but once for the pod whose namespaces they share (and
+/// for host processes too).
+async fn set_sysctls(ns: &PodNamespaces, sysctls: &[(String, String)]) -> Result<(), String> {
+    let (net, ipc): (Vec<_>, Vec<_>) = sysctls
+        .iter()
+        .cloned()
+        .partition(|(name, _)| name.starts_with("net."));
+    for (kind, list) in [(netns::NsKind::Net, net), (netns::NsKind::Ipc, ipc)] {
+        if list.is_empty() {
+            continue;
+        }
+        let namespace = ns
+            .namespaces()
+            .get(kind)
+            .ok_or_else(|| format!("the pod has no {kind} namespace for its sysctls"))?;
+        let written = namespace.run_async(move || {
+            for (name, value) in &list {
+                // `net.ipv4.conf.eth0/100.forwarding` is /proc/sys/net/ipv4/conf/eth0.100/forwarding.
+                let file: String = name
+                    .chars()
+                    .map(|c| match c {
+                        '.' => '/',
+                        '/' => '.',
+                        c => c,
+                    })
+                    .collect();
+                let path = Path::new("/proc/sys").join(file);
+                std::fs::write(&path, value).map_err(|e| {
+                    let why = if e.kind() == std::io::ErrorKind::NotFound {
+                        "this kernel has no such sysctl".to_owned()
+                    } else {
+                        e.to_string()
+                    };
+                    format!("failed to set sysctl {name}={value:?}: {why}")
+                })?;
+            }
+            Ok::<(), String>(())
+        });
+        written
+            .await
+            .map_err(|e| format!("failed to enter the pod's {kind} namespace: {e}"))??;
+    }
+    Ok(())
 }
 
 /// Where the supervisor keeps state, and how it starts the pod's PID 1.
@@ -298,7 +348,11 @@ async fn run_in(
             });
         }
     };
-    let mut volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes")) {
+    if let Err(err) = set_sysctls(&ns, &plan.sysctls).await {
+        undo(Some(ns), &cgroup);
+        return Err(Error::Sysctl(err));
+    }
+    let mut volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes"), plan.fs_group) {
         Ok(volumes) => volumes,
         Err(err) => {
             undo(Some(ns), &cgroup);

@@ -1086,7 +1086,8 @@ fn seccomp_profiles_are_applied_by_the_runtime() {
     .expect("profile");
     let pod = format!("sec-{}", std::process::id());
     let manifest = env.tmp.path().join("seccomp.yaml");
-    let unshare = "busybox unshare -U busybox true 2>&1 && echo unshare-worked || echo unshare-refused";
+    let unshare =
+        "busybox unshare -U busybox true 2>&1 && echo unshare-worked || echo unshare-refused";
     std::fs::write(
         &manifest,
         format!(
@@ -1149,6 +1150,75 @@ spec:
             env.storage().join("seccomp/team/none.json").display()
         )),
         "{message}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// The pod's sysctls are set in its namespaces (the host's values untouched), an unsafe one
+/// with a warning; fsGroup makes an emptyDir the group's (setgid, group-writable) and a
+/// supplementary group of the container; procMount Default is accepted.
+#[test]
+fn sysctls_and_fs_group() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("sys-{}", std::process::id());
+    let host_somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host");
+    let wanted = if host_somaxconn.trim() == "1234" { "1235" } else { "1234" };
+    let manifest = env.tmp.path().join("sysctl.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  securityContext:
+    fsGroup: 2000
+    sysctls:
+    - {{name: net.ipv4.ip_unprivileged_port_start, value: '80'}}
+    - {{name: kernel/shm_rmid_forced, value: '1'}}
+    - {{name: net.core.somaxconn, value: '{wanted}'}}
+  volumes: [{{name: data, emptyDir: {{}}}}]
+  containers:
+  - name: app
+    image: {image}
+    securityContext: {{runAsUser: 1000, procMount: Default}}
+    volumeMounts: [{{name: data, mountPath: /data}}]
+    command:
+    - /bin/sh
+    - -c
+    - |
+      busybox id -G
+      busybox stat -c %g:%a /data
+      busybox touch /data/f && busybox stat -c %g /data/f
+      cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/shm_rmid_forced /proc/sys/net/core/somaxconn
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let out = env.podkit(&["run", "-f", file]);
+    assert!(out.status.success(), "run: {}", text(&out));
+    assert!(
+        stderr(&out).contains("net.core.somaxconn is not in kubelet's safe set"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "app"]),
+        // uid 1000 is not in the image's /etc/passwd: its group is 0, as containerd gives it.
+        format!("0 2000\n2000:2777\n2000\n80\n1\n{wanted}\n")
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host"),
+        host_somaxconn,
+        "the host's value is untouched"
     );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);

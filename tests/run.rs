@@ -522,7 +522,7 @@ spec:
 fn a_failing_pod_with_restart_never_fails_the_run() {
     let Some(pod) = Running::start("fail", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: bad, command: [sh, -c, 'echo first; echo why it failed; exit 7'], terminationMessagePolicy: FallbackToLogsOnError}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  restartPolicy: Never\n  securityContext: {{sysctls: [{{name: net.ipv4.tcp_fin_timeout, value: '17'}}]}}\n  containers:\n  - {{name: bad, command: [sh, -c, 'echo first; echo why it failed; cat /proc/sys/net/ipv4/tcp_fin_timeout; exit 7'], terminationMessagePolicy: FallbackToLogsOnError}}\n"
         )
     }) else {
         return;
@@ -536,8 +536,9 @@ fn a_failing_pod_with_restart_never_fails_the_run() {
     assert_eq!(status["phase"], "Failed");
     let terminated = &status["containerStatuses"][0]["state"]["terminated"];
     assert_eq!(terminated["exitCode"], 7);
-    // A host process's termination message comes from its log (FallbackToLogsOnError).
-    assert_eq!(terminated["message"], "first\nwhy it failed\n");
+    // A host process's termination message comes from its log (FallbackToLogsOnError); the
+    // pod's sysctl is set in its network namespace, which host processes share too.
+    assert_eq!(terminated["message"], "first\nwhy it failed\n17\n");
     pod.delete_and_check();
 }
 

@@ -171,6 +171,12 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: Localhost, localhostProfile: ../x.json}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.localhostProfile: \"../x.json\" must be a relative path without '..'"),
         (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: RuntimeDefault, localhostProfile: x.json}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.localhostProfile: may only be set when type is Localhost"),
         (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {seccompProfile: {type: Strict}}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.seccompProfile.type: \"Strict\": must be RuntimeDefault, Unconfined or Localhost"),
+        (pod("  securityContext: {sysctls: [{name: kernel.panic, value: '1'}]}\n", ""), "spec.securityContext.sysctls[0].name: \"kernel.panic\" is not namespaced: setting it would change the host"),
+        (pod("  securityContext: {sysctls: [{name: Net.Core, value: '1'}]}\n", ""), "spec.securityContext.sysctls[0].name: \"Net.Core\" is not a sysctl name"),
+        (pod("  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1'}, {name: net/core/somaxconn, value: '2'}]}\n", ""), "spec.securityContext.sysctls[1].name: \"net.core.somaxconn\" is set twice"),
+        (pod("  securityContext: {fsGroup: 2000}\n", ""), "spec.securityContext.fsGroup: not supported for host-process container \"app\""),
+        (pod("  securityContext: {fsGroupChangePolicy: Never}\n", ""), "spec.securityContext.fsGroupChangePolicy: \"Never\": must be Always or OnRootMismatch"),
+        (pod("", "").replace("command: [sleep, '1']", "image: busybox:1\n    securityContext: {procMount: Unmasked}").replace("podkit.io/host-process: 'true'", "x: z"), "spec.containers[0].securityContext.procMount: Unmasked needs the pod in a user namespace of its own (hostUsers: false)"),
         (pod("", "    terminationMessagePath: /tmp/msg\n"), "spec.containers[0].terminationMessagePath: \"/tmp/msg\": a host process sees the host's filesystem"),
         (pod("", "    terminationMessagePolicy: Always\n"), "spec.containers[0].terminationMessagePolicy: \"Always\": must be File or FallbackToLogsOnError"),
     ];

@@ -101,11 +101,17 @@ const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 /// Security settings podkit applies: to the pod (defaults) and to a container.
 const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
 /// The pod's, beyond [`SECURITY_HONOURED`]: for image containers only.
-const POD_SECURITY_IMAGE: &[&str] = &["supplementalGroups", "seccompProfile"];
+const POD_SECURITY_IMAGE: &[&str] = &[
+    "supplementalGroups",
+    "seccompProfile",
+    "fsGroup",
+    "fsGroupChangePolicy",
+];
 /// A container's, beyond [`SECURITY_HONOURED`]: the OCI runtime applies them to an image
 /// container; a host process refuses them unless set to their defaults.
 const SECURITY_IMAGE: &[&str] = &[
     "seccompProfile",
+    "procMount",
     "capabilities",
     "privileged",
     "readOnlyRootFilesystem",
@@ -130,6 +136,8 @@ struct PodSecurity {
     run_as_non_root: Option<bool>,
     supplemental_groups: Vec<u32>,
     seccomp: Option<Seccomp>,
+    /// `fsGroup`: the volumes' group, and a supplementary group of every container.
+    fs_group: Option<u32>,
 }
 
 /// Whether `raw` is a RuntimeClass document (of any apiVersion: [`runtime_class`] checks it).
@@ -261,7 +269,7 @@ impl Validator {
             METADATA_IGNORED,
         );
         self.keys(&value["spec"], "spec", SPEC_HONOURED, SPEC_IGNORED);
-        let pod_security_keys = [SECURITY_HONOURED, POD_SECURITY_IMAGE].concat();
+        let pod_security_keys = [SECURITY_HONOURED, POD_SECURITY_IMAGE, &["sysctls"]].concat();
         self.keys(
             value["spec"].get("securityContext").unwrap_or(&empty),
             "spec.securityContext",
@@ -359,12 +367,23 @@ impl Validator {
             .seccomp_profile
             .as_ref()
             .map(|p| self.seccomp(p, "spec.securityContext.seccompProfile"));
+        let fs_group = self.id(pod_security.fs_group, "spec.securityContext.fsGroup");
+        if let Some(policy) = pod_security.fs_group_change_policy.as_deref()
+            && !matches!(policy, "Always" | "OnRootMismatch")
+        {
+            self.bad(
+                "spec.securityContext.fsGroupChangePolicy",
+                format!("{policy:?}: must be Always or OnRootMismatch"),
+            );
+        }
+        let sysctls = self.sysctls(pod_security.sysctls.as_deref().unwrap_or_default());
         let defaults = PodSecurity {
             run_as_user: pod_security.run_as_user,
             run_as_group: pod_security.run_as_group,
             run_as_non_root: pod_security.run_as_non_root,
             supplemental_groups,
             seccomp,
+            fs_group,
         };
         let all_names: Vec<&str> = spec
             .init_containers
@@ -449,7 +468,76 @@ impl Validator {
         plan.init_containers = init_containers;
         plan.containers = containers;
         plan.volumes = volumes;
+        plan.fs_group = defaults.fs_group;
+        plan.sysctls = sysctls;
         plan
+    }
+
+    /// The pod's `sysctls`: namespaced ones only (they are set in the pod's network and IPC
+    /// namespaces, for every container, before the first starts). One outside kubelet's safe
+    /// set is accepted with a warning: a cluster's kubelet refuses the pod unless its
+    /// `--allowed-unsafe-sysctls` names it.
+    fn sysctls(&mut self, list: &[k8s_openapi::api::core::v1::Sysctl]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (i, sysctl) in list.iter().enumerate() {
+            let path = format!("spec.securityContext.sysctls[{i}]");
+            // kubelet takes `net/ipv4/ip_forward` for `net.ipv4.ip_forward`.
+            let name = if sysctl.name.contains('/') {
+                sysctl
+                    .name
+                    .replace('.', "\0")
+                    .replace('/', ".")
+                    .replace('\0', "/")
+            } else {
+                sysctl.name.clone()
+            };
+            let well_formed = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|part| {
+                    let bytes = part.as_bytes();
+                    !bytes.is_empty()
+                        && bytes.iter().all(|b| {
+                            b.is_ascii_lowercase()
+                                || b.is_ascii_digit()
+                                || matches!(b, b'-' | b'_' | b'/')
+                        })
+                        && bytes[0].is_ascii_alphanumeric()
+                        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+                });
+            if !well_formed {
+                self.bad(
+                    &format!("{path}.name"),
+                    format!("{:?} is not a sysctl name", sysctl.name),
+                );
+                continue;
+            }
+            if !namespaced_sysctl(&name) {
+                self.bad(
+                    &format!("{path}.name"),
+                    format!(
+                        "{name:?} is not namespaced: setting it would change the host (only \
+                         net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* are the pod's)"
+                    ),
+                );
+                continue;
+            }
+            if out.iter().any(|(n, _)| *n == name) {
+                self.bad(&format!("{path}.name"), format!("{name:?} is set twice"));
+                continue;
+            }
+            if sysctl.value.contains(['\n', '\0']) {
+                self.bad(&format!("{path}.value"), "must be one line");
+                continue;
+            }
+            if !SAFE_SYSCTLS.contains(&name.as_str()) {
+                self.warnings.push(format!(
+                    "{path}: {name} is not in kubelet's safe set: a cluster's kubelet refuses \
+                     the pod unless its --allowed-unsafe-sysctls names it"
+                ));
+            }
+            out.push((name, sysctl.value.clone()));
+        }
+        out
     }
 
     /// `runtimeClassName`: resolved to a handler by the caller, from the file's RuntimeClasses
@@ -611,6 +699,8 @@ impl Validator {
             warnings: std::mem::take(&mut self.warnings),
             runtime_class: None,
             runtime_handler: None,
+            fs_group: None,
+            sysctls: Vec::new(),
             host_aliases: Vec::new(),
             dns: Dns::default(),
         }
@@ -676,6 +766,16 @@ impl Validator {
                 self.bad(
                     "spec.securityContext.supplementalGroups",
                     format!("not supported for host-process container {:?}", c.name),
+                );
+            }
+            if pod_security.fs_group.is_some() {
+                self.bad(
+                    "spec.securityContext.fsGroup",
+                    format!(
+                        "not supported for host-process container {:?}: a host process gets no \
+                         supplementary groups",
+                        c.name
+                    ),
                 );
             }
             let own = c
@@ -1174,6 +1274,18 @@ impl Validator {
                 "false cannot be set with privileged: true (Kubernetes refuses the pair too)",
             );
         }
+        match security.proc_mount.as_deref() {
+            None | Some("Default") => {}
+            Some("Unmasked") => self.bad(
+                &format!("{path}.securityContext.procMount"),
+                "Unmasked needs the pod in a user namespace of its own (hostUsers: false), \
+                 which podkit does not make yet",
+            ),
+            Some(other) => self.bad(
+                &format!("{path}.securityContext.procMount"),
+                format!("{other:?}: must be Default or Unmasked"),
+            ),
+        }
         let seccomp = match &security.seccomp_profile {
             Some(profile) => {
                 self.seccomp(profile, &format!("{path}.securityContext.seccompProfile"))
@@ -1188,7 +1300,13 @@ impl Validator {
             args: c.args.clone().unwrap_or_default(),
             pull_policy,
             run_as_non_root: false,
-            supplemental_groups: pod_security.supplemental_groups.clone(),
+            // kubelet adds fsGroup to every container's supplementary groups.
+            supplemental_groups: pod_security
+                .supplemental_groups
+                .iter()
+                .copied()
+                .chain(pod_security.fs_group)
+                .collect(),
             add_capabilities,
             drop_capabilities,
             privileged,
@@ -1680,11 +1798,39 @@ fn is_default_security(key: &str, value: &Value) -> bool {
         "privileged" | "readOnlyRootFilesystem" => value == &Value::Bool(false),
         "allowPrivilegeEscalation" => value == &Value::Bool(true),
         "seccompProfile" => value.get("type") == Some(&Value::from("Unconfined")),
+        "procMount" => value == &Value::from("Default"),
         "capabilities" => value
             .as_object()
             .is_some_and(|m| m.values().all(|v| v.as_array().is_some_and(Vec::is_empty))),
         _ => false,
     }
+}
+
+/// kubelet's safe sysctls (`pkg/kubelet/sysctl/safe_sysctls.go`, Kubernetes 1.32): allowed on
+/// every node without `--allowed-unsafe-sysctls`.
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_rmem",
+    "net.ipv4.tcp_wmem",
+];
+
+/// Whether a sysctl belongs to a network or IPC namespace (kubelet's
+/// `pkg/kubelet/sysctl/namespace.go`).
+fn namespaced_sysctl(name: &str) -> bool {
+    name.starts_with("net.")
+        || name.starts_with("kernel.shm")
+        || name.starts_with("kernel.msg")
+        || name == "kernel.sem"
+        || name.starts_with("fs.mqueue.")
 }
 
 fn hides_the_host(path: &Path) -> Option<String> {

@@ -73,13 +73,17 @@ pub struct Volumes {
 
 impl Volumes {
     /// Makes or checks every volume; `dir` is the pod's `volumes/` directory.
-    pub fn prepare(volumes: &[Volume], dir: &Path) -> Result<Volumes, VolumeError> {
+    pub fn prepare(
+        volumes: &[Volume],
+        dir: &Path,
+        fs_group: Option<u32>,
+    ) -> Result<Volumes, VolumeError> {
         let mut made = Volumes {
             journal: dir.with_file_name(MOUNT_POINTS),
             ..Volumes::default()
         };
         for volume in volumes {
-            match made.prepare_one(volume, dir) {
+            match made.prepare_one(volume, dir, fs_group) {
                 Ok(root) => {
                     made.roots.insert(volume.name.clone(), root);
                 }
@@ -92,7 +96,12 @@ impl Volumes {
         Ok(made)
     }
 
-    fn prepare_one(&mut self, volume: &Volume, dir: &Path) -> Result<PathBuf, VolumeError> {
+    fn prepare_one(
+        &mut self,
+        volume: &Volume,
+        dir: &Path,
+        fs_group: Option<u32>,
+    ) -> Result<PathBuf, VolumeError> {
         let io = |path: &Path| {
             let (volume, path) = (volume.name.clone(), path.to_path_buf());
             move |source| VolumeError::Io {
@@ -127,6 +136,14 @@ impl Volumes {
                         source,
                     })?;
                     self.tmpfs.push(path.clone());
+                }
+                // fsGroup, as kubelet's SetVolumeOwnership leaves a new emptyDir: owned by the
+                // group, setgid (what is made inside inherits the group), group-writable.
+                if let Some(gid) = fs_group {
+                    nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                        .map_err(|e| io(&path)(e.into()))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o2777))
+                        .map_err(io(&path))?;
                 }
                 Ok(path)
             }
