@@ -104,6 +104,13 @@ pub struct PodPlan {
     /// `dnsPolicy` and `dnsConfig`: the pod's `/etc/resolv.conf`.
     #[serde(default)]
     pub dns: Dns,
+    /// `imagePullSecrets`: the Secrets' names, and the registry credentials of those the
+    /// manifest's file holds (a Secret it does not hold is reported when pulling, as kubelet
+    /// reports a Secret it cannot read).
+    #[serde(default)]
+    pub pull_secret_names: Vec<String>,
+    #[serde(default)]
+    pub pull_secrets: PullSecrets,
     /// `securityContext.fsGroup`: the group of the pod's emptyDir volumes (setgid, group
     /// writable), and a supplementary group of its image containers.
     #[serde(default)]
@@ -112,6 +119,19 @@ pub struct PodPlan {
     /// before its first container starts.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+}
+
+/// The registry credentials of a pod's `imagePullSecrets`: each Secret's docker config JSON
+/// (`{"auths": {...}}`), by name. Its `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullSecrets(pub Vec<(String, serde_json::Value)>);
+
+impl std::fmt::Debug for PullSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// How an image container's `/etc/resolv.conf` is made, as kubelet makes it: the host's
@@ -389,6 +409,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
     let many = documents.len() > 1;
     let mut plans = Vec::new();
     let mut classes = BTreeMap::new();
+    let mut secrets = BTreeMap::new();
     let mut problems = Vec::new();
     for (index, raw) in documents.into_iter().enumerate() {
         // With several documents, say which one a problem is in.
@@ -401,12 +422,24 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
             validate::runtime_class(&raw).map(|(name, class)| {
                 classes.insert(name, class);
             })
+        } else if validate::is_secret(&raw) {
+            validate::pull_secret(&raw).map(|(name, config)| {
+                secrets.insert(name, config);
+            })
         } else {
             validate::document(raw).map(|plan| plans.push(plan))
         };
         if let Err(found) = found {
             problems.extend(found.into_iter().map(|p| format!("{prefix}{p}")));
         }
+    }
+    for plan in &mut plans {
+        plan.pull_secrets = PullSecrets(
+            plan.pull_secret_names
+                .iter()
+                .filter_map(|name| Some((name.clone(), secrets.get(name)?.clone())))
+                .collect(),
+        );
     }
     if plans.is_empty() && problems.is_empty() {
         return Err(SpecError::Empty {

@@ -12,16 +12,23 @@ use oci_testing::registry::{Options, Registry, push};
 struct Env {
     tmp: tempfile::TempDir,
     registry: Registry,
+    /// `user:password` the registry requires, if any.
+    creds: Option<String>,
 }
 
 impl Env {
     fn new() -> Env {
+        Env::with(Options::default())
+    }
+
+    fn with(options: Options) -> Env {
         assert!(
             nix::unistd::geteuid().is_root(),
             "the image tests unpack layers as root (owners, device whiteouts): run them as root"
         );
         let tmp = tempfile::tempdir().expect("tempdir");
-        let registry = Registry::start(Options::default());
+        let creds = options.user.as_ref().map(|(u, p)| format!("{u}:{p}"));
+        let registry = Registry::start(options);
         std::fs::write(
             tmp.path().join("registries.conf"),
             format!(
@@ -30,7 +37,11 @@ impl Env {
             ),
         )
         .expect("registries.conf");
-        Env { tmp, registry }
+        Env {
+            tmp,
+            registry,
+            creds,
+        }
     }
 
     /// Builds an image (busybox, then an app layer saying `greeting`) and pushes it as `name`
@@ -46,7 +57,7 @@ impl Env {
             ],
         });
         layout.tag("app", &written);
-        push(&dir, "app", &self.name(name), None, false);
+        push(&dir, "app", &self.name(name), self.creds.as_deref(), false);
         written
     }
 
@@ -1165,7 +1176,11 @@ fn sysctls_and_fs_group() {
     let image = env.name("test/app:1");
     let pod = format!("sys-{}", std::process::id());
     let host_somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host");
-    let wanted = if host_somaxconn.trim() == "1234" { "1235" } else { "1234" };
+    let wanted = if host_somaxconn.trim() == "1234" {
+        "1235"
+    } else {
+        "1234"
+    };
     let manifest = env.tmp.path().join("sysctl.yaml");
     std::fs::write(
         &manifest,
@@ -1219,6 +1234,93 @@ spec:
         std::fs::read_to_string("/proc/sys/net/core/somaxconn").expect("host"),
         host_somaxconn,
         "the host's value is untouched"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// imagePullSecrets: a `kubernetes.io/dockerconfigjson` Secret in the manifest's file gives the
+/// pull its credentials for a registry that requires them (handed to the pull on a memfd, never
+/// on disk); a Secret the file does not hold is reported with kubelet's event and the pull goes
+/// on without it; wrong credentials end in ErrImagePull, then ImagePullBackOff.
+#[test]
+fn image_pull_secrets_from_the_same_file() {
+    use base64::Engine as _;
+    let env = Env::with(Options {
+        user: Some(("alice".into(), "s3cret".into())),
+        tls: None,
+    });
+    env.push("private/app:1", "hello from a private image\n");
+    let image = env.name("private/app:1");
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    let config = |password: &str| {
+        b64(&format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{}\"}}}}}}",
+            env.registry.addr,
+            b64(&format!("alice:{password}"))
+        ))
+    };
+    let pod = format!("sec-{}", std::process::id());
+    let manifest = env.tmp.path().join("secret.yaml");
+    let write = |secrets: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1
+kind: Secret
+metadata: {{name: good}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: {good}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: wrong}}
+type: kubernetes.io/dockerconfigjson
+data: {{.dockerconfigjson: {wrong}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  imagePullSecrets: {secrets}
+  containers:
+  - {{name: app, image: '{image}', command: [/bin/cat, /app/greeting]}}
+",
+                good = config("s3cret"),
+                wrong = config("guess"),
+            ),
+        )
+        .expect("manifest");
+    };
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+
+    write("[{name: missing}, {name: good}]");
+    let out = env.podkit(&["run", "-f", file]);
+    assert!(out.status.success(), "run: {}", text(&out));
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "app"]),
+        "hello from a private image\n"
+    );
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(
+        described.contains("FailedToRetrieveImagePullSecret")
+            && described.contains("Unable to retrieve some image pull secrets (missing)"),
+        "{described}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    env.ok(&["rmi", &image]);
+
+    write("[{name: wrong}]");
+    let out = env.podkit(&["apply", "-f", file]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("container app: ErrImagePull") || err.contains("container app: ImagePullBackOff"),
+        "{err}"
     );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);

@@ -38,6 +38,11 @@ pub struct PullArgs {
     /// Print only the image ID: no progress.
     #[arg(short, long)]
     quiet: bool,
+
+    /// Registry credentials from a pod's imagePullSecrets on stdin, a JSON array of docker
+    /// config objects (the supervisor's pulls); tried before the auth files.
+    #[arg(long, hide = true)]
+    pull_secrets_on_stdin: bool,
 }
 
 pub fn pull(storage: &Path, args: PullArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +51,9 @@ pub fn pull(storage: &Path, args: PullArgs) -> anyhow::Result<ExitCode> {
     let reference = Reference::parse(&args.image).with_context(failed)?;
     let store = open_store(storage)?;
     let mut options = PullOptions::from_env().with_context(failed)?;
+    if args.pull_secrets_on_stdin {
+        options.credentials = secret_credentials(&reference)?;
+    }
     let display = (!args.quiet).then(|| {
         let display = Arc::new(Mutex::new(Display::new(std::io::stderr().is_terminal())));
         let callback = display.clone();
@@ -73,6 +81,25 @@ pub fn pull(storage: &Path, args: PullArgs) -> anyhow::Result<ExitCode> {
     }
     println!("{}", pulled.image.id.hex());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first credentials for `reference` among the pull secrets on stdin (kubelet tries a pod's
+/// pull secrets in order).
+fn secret_credentials(reference: &Reference) -> anyhow::Result<Option<oci::Credentials>> {
+    let mut json = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut json)
+        .context("failed to read the pull secrets from stdin")?;
+    let configs: Vec<serde_json::Value> =
+        serde_json::from_slice(&json).context("the pull secrets on stdin are not a JSON array")?;
+    for config in configs {
+        let bytes = serde_json::to_vec(&config)?;
+        if let Some(credentials) = oci::credentials_from_docker_config(&bytes, reference)
+            .context("an image pull secret could not be read")?
+        {
+            return Ok(Some(credentials));
+        }
+    }
+    Ok(None)
 }
 
 /// The per-layer progress lines, as podman shows them: redrawn in place on a terminal, one

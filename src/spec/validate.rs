@@ -18,8 +18,8 @@ use serde_json::Value;
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler,
     HostPathType, HostPort, ImageRun, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
-    ProxyProtocol, PullPolicy, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume,
-    VolumeSource,
+    ProxyProtocol, PullPolicy, PullSecrets, RestartPolicy, Runs, Seccomp, TerminationMessage,
+    Volume, VolumeSource,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -57,12 +57,12 @@ const SPEC_HONOURED: &[&str] = &[
     "hostAliases",
     "dnsPolicy",
     "dnsConfig",
+    "imagePullSecrets",
 ];
 const SPEC_IGNORED: &[&str] = &[
     "affinity",
     "automountServiceAccountToken",
     "enableServiceLinks",
-    "imagePullSecrets",
     "nodeSelector",
     "os",
     "preemptionPolicy",
@@ -138,6 +138,113 @@ struct PodSecurity {
     seccomp: Option<Seccomp>,
     /// `fsGroup`: the volumes' group, and a supplementary group of every container.
     fs_group: Option<u32>,
+}
+
+/// Whether `raw` is a Secret document (of any apiVersion: [`pull_secret`] checks it).
+pub(super) fn is_secret(raw: &Value) -> bool {
+    raw.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// A v1 Secret holding registry credentials for `imagePullSecrets`: its name and its docker
+/// config JSON (`{"auths": {...}}`; a legacy `kubernetes.io/dockercfg` one is wrapped so).
+pub(super) fn pull_secret(raw: &Value) -> Result<(String, Value), Vec<String>> {
+    let mut v = Validator::default();
+    match raw.get("apiVersion").and_then(Value::as_str) {
+        Some("v1") => {}
+        Some(other) => v.bad(
+            "apiVersion",
+            format!("{other:?} is not supported for a Secret: use \"v1\""),
+        ),
+        None => v.bad("apiVersion", "required: \"v1\""),
+    }
+    v.keys(
+        raw,
+        "",
+        &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "type",
+            "data",
+            "stringData",
+        ],
+        &["immutable"],
+    );
+    v.keys(
+        raw.get("metadata").unwrap_or(&Value::Null),
+        "metadata",
+        METADATA_HONOURED,
+        METADATA_IGNORED,
+    );
+    nul_bytes(raw, "", &mut v.problems);
+    let name = raw
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if let Err(why) = dns_subdomain(&name) {
+        v.bad("metadata.name", format!("{name:?} {why}"));
+    }
+    let (key, legacy) = match raw.get("type").and_then(Value::as_str) {
+        Some("kubernetes.io/dockerconfigjson") => (".dockerconfigjson", false),
+        Some("kubernetes.io/dockercfg") => (".dockercfg", true),
+        other => {
+            v.bad(
+                "type",
+                format!(
+                    "{}: podkit reads Secrets in a manifest only as imagePullSecrets so far \
+                     (kubernetes.io/dockerconfigjson or kubernetes.io/dockercfg)",
+                    other.map_or("none".to_owned(), |t| format!("{t:?}"))
+                ),
+            );
+            return Err(v.problems);
+        }
+    };
+    // stringData wins over data for the same key, as the API server merges them.
+    let text = match (
+        raw.pointer(&format!("/stringData/{key}"))
+            .and_then(Value::as_str),
+        raw.pointer(&format!("/data/{key}")).and_then(Value::as_str),
+    ) {
+        (Some(text), _) => Some(text.to_owned()),
+        (None, Some(encoded)) => {
+            use base64::Engine as _;
+            match base64::engine::general_purpose::STANDARD.decode(encoded.trim()) {
+                Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+                Err(err) => {
+                    v.bad(&format!("data[{key:?}]"), format!("not base64: {err}"));
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            v.bad(
+                &format!("data[{key:?}]"),
+                "required for this type of Secret",
+            );
+            None
+        }
+    };
+    let config = text.and_then(|text| match serde_json::from_str::<Value>(&text) {
+        Ok(config) if config.is_object() => Some(config),
+        Ok(_) | Err(_) => {
+            v.bad(
+                &format!("data[{key:?}]"),
+                "is not a docker config JSON object",
+            );
+            None
+        }
+    });
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let config = config.unwrap_or_default();
+    let config = if legacy {
+        serde_json::json!({ "auths": config })
+    } else {
+        config
+    };
+    Ok((name, config))
 }
 
 /// Whether `raw` is a RuntimeClass document (of any apiVersion: [`runtime_class`] checks it).
@@ -469,6 +576,7 @@ impl Validator {
         plan.containers = containers;
         plan.volumes = volumes;
         plan.fs_group = defaults.fs_group;
+        plan.pull_secret_names = self.pull_secret_names(&spec, images);
         plan.sysctls = sysctls;
         plan
     }
@@ -560,6 +668,32 @@ impl Validator {
             );
         }
         Some(name)
+    }
+
+    /// `imagePullSecrets`: the names (a pod of host processes pulls nothing: ignored there).
+    fn pull_secret_names(
+        &mut self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        images: bool,
+    ) -> Vec<String> {
+        let Some(list) = spec.image_pull_secrets.as_ref().filter(|l| !l.is_empty()) else {
+            return Vec::new();
+        };
+        if !images {
+            self.ignored.push("spec.imagePullSecrets".to_owned());
+            return Vec::new();
+        }
+        let mut names = Vec::new();
+        for (i, secret) in list.iter().enumerate() {
+            match dns_subdomain(&secret.name) {
+                Ok(()) => names.push(secret.name.clone()),
+                Err(why) => self.bad(
+                    &format!("spec.imagePullSecrets[{i}].name"),
+                    format!("{:?} {why}", secret.name),
+                ),
+            }
+        }
+        names
     }
 
     /// `hostAliases`: lines of the pod's `/etc/hosts`, which only image containers see (a host
@@ -701,6 +835,8 @@ impl Validator {
             runtime_handler: None,
             fs_group: None,
             sysctls: Vec::new(),
+            pull_secret_names: Vec::new(),
+            pull_secrets: PullSecrets::default(),
             host_aliases: Vec::new(),
             dns: Dns::default(),
         }

@@ -214,6 +214,29 @@ pub(crate) async fn ensure(
         }
         PullPolicy::Always => {}
     }
+    let plan = &pod.plan;
+    let missing: Vec<&str> = plan
+        .pull_secret_names
+        .iter()
+        .filter(|name| !plan.pull_secrets.0.iter().any(|(n, _)| n == *name))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        // kubelet's words for a Secret it cannot read: the pull goes on without it.
+        let message = format!(
+            "Unable to retrieve some image pull secrets ({}); attempting to pull the image may \
+             not succeed. (podkit reads a Secret from the manifest's own file.)",
+            missing.join(", ")
+        );
+        pod.update(|s| {
+            s.event(
+                "Warning",
+                "FailedToRetrieveImagePullSecret",
+                object,
+                message,
+            )
+        });
+    }
     let message = format!("Pulling image {:?}", run.image);
     pod.update(|s| s.event("Normal", "Pulling", object, message));
     let began = Instant::now();
@@ -222,13 +245,25 @@ pub(crate) async fn ensure(
             "the podkit binary to pull with is not found".to_owned(),
         ));
     };
-    let process = Process::new(podkit)
+    let mut process = Process::new(podkit)
         .args(["pull", "-q"])
         .arg(&run.image)
         .env("PODKIT_STORAGE", storage())
         .env("PODKIT_LOG", "error");
+    // The pull secrets' credentials reach the pull on its stdin, a memfd: never on disk, not
+    // in its command line or environment.
+    let mut stdin = netns::Stdio::Null;
+    if !plan.pull_secrets.0.is_empty() {
+        let configs: Vec<&serde_json::Value> = plan.pull_secrets.0.iter().map(|(_, c)| c).collect();
+        stdin = secrets_memfd(&configs).map_err(|e| {
+            pull_error(format!(
+                "failed to hand the image pull secrets to the pull: {e}"
+            ))
+        })?;
+        process = process.arg("--pull-secrets-on-stdin");
+    }
     let process = pass_env(process);
-    let Some(out) = runtime::output_until(pod, process, stop)
+    let Some(out) = runtime::output_until(pod, process.stdin(stdin), stop)
         .await
         .map_err(pull_error)?
     else {
@@ -268,6 +303,20 @@ pub(crate) async fn ensure(
 fn already_present(pod: &Pod, run: &ImageRun, object: &str) {
     let message = format!("Container image {:?} already present on machine", run.image);
     pod.update(|s| s.event("Normal", "Pulled", object, message));
+}
+
+/// A memfd holding `configs` as a JSON array, at offset 0, for a pull's stdin.
+fn secrets_memfd(configs: &[&serde_json::Value]) -> std::io::Result<netns::Stdio> {
+    use std::io::{Seek, Write};
+    let json = serde_json::to_vec(configs)?;
+    let memfd = nix::sys::memfd::memfd_create(
+        c"podkit-pull-secrets",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
+    )?;
+    let mut file = std::fs::File::from(memfd);
+    file.write_all(&json)?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(netns::Stdio::Fd(file.into()))
 }
 
 /// The variables a pull reads where registries and credentials are configured.

@@ -311,16 +311,14 @@ pub(crate) async fn spawn(
     Ok((started, exit))
 }
 
-/// [`output`], unless `stop` comes first: then the process is killed and `None` returned.
+/// [`output`] (with the stdin `process` was given), unless `stop` comes first: then the process
+/// is killed and `None` returned.
 pub(crate) async fn output_until(
     pod: &Pod,
     process: Process,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<Option<Output>, String> {
-    let process = process
-        .stdin(Stdio::Null)
-        .stdout(Stdio::Null)
-        .stderr(Stdio::Pipe);
+    let process = process.stdout(Stdio::Null).stderr(Stdio::Pipe);
     let (started, exit) = spawn(pod, process, Setup::new()).await?;
     // Opened before the process can be reaped (its exit is only read below): it names this
     // process whatever happens to its pid.
