@@ -1319,8 +1319,146 @@ spec:
     assert!(!out.status.success(), "{}", text(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("container app: ErrImagePull") || err.contains("container app: ImagePullBackOff"),
+        err.contains("container app: ErrImagePull")
+            || err.contains("container app: ImagePullBackOff"),
         "{err}"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// An image layer holding the podkit binary and the shared libraries it loads (as `ldd` lists
+/// them, at the same paths): podkit's own sidecar image, built from the binary under test.
+fn podkit_layer() -> images::Layer {
+    // Without its debug sections (half its size): the image is pulled and unpacked by the
+    // podkit under test, a debug build.
+    let bin = std::env::temp_dir().join(format!("podkit-stripped-{}", std::process::id()));
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(&bin)
+        .arg(env!("CARGO_BIN_EXE_podkit"))
+        .status()
+        .expect("strip (binutils)");
+    assert!(stripped.success(), "strip failed");
+    let binary = std::fs::read(&bin).expect("the stripped podkit");
+    let _ = std::fs::remove_file(&bin);
+    let ldd = Command::new("ldd")
+        .arg(env!("CARGO_BIN_EXE_podkit"))
+        .output()
+        .expect("ldd");
+    let mut tar = images::TarBuilder::new()
+        .dir("usr", 0o755)
+        .dir("usr/bin", 0o755)
+        .file("usr/bin/podkit", 0o755, &binary)
+        .dir("tmp", 0o1777);
+    let mut dirs: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|p| p.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        let Some(path) = path else { continue };
+        let relative = path.trim_start_matches('/');
+        let mut dir = String::new();
+        for part in Path::new(relative)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.iter())
+        {
+            if !dir.is_empty() {
+                dir.push('/');
+            }
+            dir.push_str(&part.to_string_lossy());
+            if !dirs.contains(&dir) {
+                tar = tar.dir(&dir, 0o755);
+                dirs.push(dir.clone());
+            }
+        }
+        tar = tar.file(relative, 0o755, &std::fs::read(path).expect("a library"));
+    }
+    images::Layer {
+        tar: tar.build(),
+        compress: Compress::Gzip,
+    }
+}
+
+/// The pod pattern with images only: an origin (busybox httpd from its image) serves a file on
+/// the pod's localhost, podkit's puller from podkit's own image (built from the binary under
+/// test) keeps an emptyDir in step with it, and a web container reads what the puller
+/// published, all three from their images through the runtime.
+#[test]
+fn an_image_app_with_a_podkit_puller_sidecar_from_podkits_image() {
+    let env = Env::new();
+    env.push("test/app:1", "pulled by the sidecar\n");
+    let dir = env.tmp.path().join("layout-podkit");
+    let mut layout = Layout::new(&dir);
+    let written = layout.image(&ImageDef {
+        architecture: host_arch(),
+        layers: vec![podkit_layer()],
+    });
+    layout.tag("podkit", &written);
+    push(&dir, "podkit", &env.name("podkit/podkit:test"), None, false);
+    let app = env.name("test/app:1");
+    let podkit = env.name("podkit/podkit:test");
+    let pod = format!("side-{}", std::process::id());
+    let port = oci_testing::registry::free_port();
+    let manifest = env.tmp.path().join("sidecar.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  terminationGracePeriodSeconds: 5
+  volumes: [{{name: content, emptyDir: {{}}}}]
+  containers:
+  - name: origin
+    image: {app}
+    command: [/bin/busybox, httpd, -f, -p, '127.0.0.1:{port}', -h, /app]
+  - name: puller
+    image: {podkit}
+    command: [/usr/bin/podkit, puller, --url, 'http://127.0.0.1:{port}/greeting', --dest, /content, --period, 1s]
+    volumeMounts: [{{name: content, mountPath: /content}}]
+  - name: web
+    image: {app}
+    command: [/bin/sh, -c, 'until cat /content/current/greeting 2>/dev/null; do busybox sleep 0.2; done; exec busybox sleep 1000']
+    volumeMounts: [{{name: content, mountPath: /content, readOnly: true}}]
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let out = env.podkit(&["apply", "-f", file]);
+    assert!(
+        out.status.success(),
+        "apply: {}\n{}",
+        text(&out),
+        text(&env.podkit(&["describe", "pod", &pod]))
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let logs = env.podkit(&["logs", &pod, "-c", "web"]);
+        if String::from_utf8_lossy(&logs.stdout) == "pulled by the sidecar\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the web container never read the pulled file: {}\npuller: {}",
+            text(&logs),
+            text(&env.podkit(&["logs", &pod, "-c", "puller"]))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(
+        described.contains(&format!("Image:         {podkit}")),
+        "{described}"
     );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);

@@ -674,7 +674,9 @@ fn runtime_classes_host_aliases_and_dns_config() {
 #[test]
 fn pull_secrets_come_from_secrets_in_the_file() {
     let secret = |body: &str| {
-        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: reg}}\n{body}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  imagePullSecrets: [{{name: reg}}, {{name: other}}]\n  containers:\n  - {{name: app, image: busybox:1}}\n")
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: reg}}\n{body}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  imagePullSecrets: [{{name: reg}}, {{name: other}}]\n  containers:\n  - {{name: app, image: busybox:1}}\n"
+        )
     };
     let plans = spec::parse(
         "f.yaml",
@@ -687,7 +689,10 @@ fn pull_secrets_come_from_secrets_in_the_file() {
         plans[0].pull_secrets.0[0].1["auths"]["r.example"]["auth"],
         "eDp5"
     );
-    assert!(!format!("{:?}", plans[0]).contains("eDp5"), "no secret in Debug");
+    assert!(
+        !format!("{:?}", plans[0]).contains("eDp5"),
+        "no secret in Debug"
+    );
     // The legacy format: the registries at the top level.
     let plans = spec::parse(
         "f.yaml",
@@ -699,12 +704,26 @@ fn pull_secrets_come_from_secrets_in_the_file() {
         "eDp5"
     );
     for (body, want) in [
-        ("type: Opaque\ndata: {a: eA==}\n", "document 1: type: \"Opaque\": podkit reads Secrets in a manifest only as imagePullSecrets so far"),
-        ("type: kubernetes.io/dockerconfigjson\ndata: {.dockerconfigjson: '%%%'}\n", "document 1: data[\".dockerconfigjson\"]: not base64"),
-        ("type: kubernetes.io/dockerconfigjson\nstringData: {.dockerconfigjson: '[1]'}\n", "document 1: data[\".dockerconfigjson\"]: is not a docker config JSON object"),
-        ("type: kubernetes.io/dockerconfigjson\n", "document 1: data[\".dockerconfigjson\"]: required for this type of Secret"),
+        (
+            "type: Opaque\ndata: {a: eA==}\n",
+            "document 1: type: \"Opaque\": podkit reads Secrets in a manifest only as imagePullSecrets so far",
+        ),
+        (
+            "type: kubernetes.io/dockerconfigjson\ndata: {.dockerconfigjson: '%%%'}\n",
+            "document 1: data[\".dockerconfigjson\"]: not base64",
+        ),
+        (
+            "type: kubernetes.io/dockerconfigjson\nstringData: {.dockerconfigjson: '[1]'}\n",
+            "document 1: data[\".dockerconfigjson\"]: is not a docker config JSON object",
+        ),
+        (
+            "type: kubernetes.io/dockerconfigjson\n",
+            "document 1: data[\".dockerconfigjson\"]: required for this type of Secret",
+        ),
     ] {
-        let err = spec::parse("f.yaml", &secret(body)).expect_err(want).to_string();
+        let err = spec::parse("f.yaml", &secret(body))
+            .expect_err(want)
+            .to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
 }
