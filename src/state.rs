@@ -281,6 +281,8 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             removed.push(format!("unmounted {}", mount.display()));
         }
     }
+    // Image containers' writable layers on the store's disk.
+    removed.extend(crate::supervisor::image::remove_containers_dir(&pod.dir));
     match netns::PodNamespaces::remove(&pod.name, &pod.dir.join("ns")) {
         Ok(lines) => removed.extend(lines),
         Err(err) => removed.push(format!("failed to remove the namespaces: {err}")),

@@ -329,8 +329,10 @@ async fn run_in(
     };
     // What the pod made so far, undone when its start fails.
     let undo = |ns: Option<PodNamespaces>, cgroup: &Option<PodCgroup>| {
-        // The image containers' /dev/shm, if it was mounted (image::pod_files).
+        // The image containers' /dev/shm, if it was mounted (image::pod_files), and their
+        // directory on disk (image::containers_on_disk).
         let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
+        image::remove_containers_dir(dir);
         if let Some(ns) = ns {
             delete_namespaces(ns);
         }
@@ -379,6 +381,7 @@ async fn run_in(
             };
             let runtime = Runtime::find(handler, dir)?;
             image::pod_files(dir, &plan)?;
+            image::containers_on_disk(dir, &plan.name)?;
             Ok(runtime)
         })
         .transpose();
@@ -739,6 +742,9 @@ fn remove_image_leftovers(pod: &Pod) {
         }
     }
     let _ = std::fs::remove_dir(pod.dir.join("subpaths"));
+    for line in image::remove_containers_dir(&pod.dir) {
+        info!(line, "the containers' directory on disk");
+    }
     for dir in ["runtime", "containers"] {
         let path = pod.dir.join(dir);
         if let Err(err) = std::fs::remove_dir_all(&path)

@@ -556,6 +556,14 @@ fn assert_nothing_left(env: &Env, pod: &str) {
         "the pod's state directory is gone"
     );
     assert!(!Path::new("/run/netns").join(pod).exists());
+    // The writable layers on the store's disk.
+    let on_disk: Vec<PathBuf> = std::fs::read_dir(env.storage().join("containers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(on_disk, Vec::<PathBuf>::new(), "containers left on disk");
     let cgroups: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
         .into_iter()
         .flatten()
@@ -806,6 +814,16 @@ spec:
         env.ok(&["logs", &pod, "-c", "app"]),
         "fresh\n",
         "a new writable layer"
+    );
+    // The writable layer is on the store's disk, not the state root's tmpfs.
+    let on_disk: Vec<PathBuf> = std::fs::read_dir(env.storage().join("containers"))
+        .expect("the store's containers directory")
+        .flatten()
+        .map(|e| e.path().join("app/upper/tmp/mark"))
+        .collect();
+    assert!(
+        on_disk.len() == 1 && on_disk[0].is_file(),
+        "the writable layer on disk: {on_disk:?}"
     );
 
     let supervisor: i32 =

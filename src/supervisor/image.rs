@@ -22,6 +22,102 @@ pub(crate) fn storage() -> PathBuf {
         .map_or_else(|| PathBuf::from(crate::cli::DEFAULT_STORAGE), PathBuf::from)
 }
 
+/// The pod's record of where its `containers/` directory lives on disk (see
+/// [`containers_on_disk`]).
+pub(crate) const DISK_RECORD: &str = "containers.disk";
+
+/// Puts the pod's `containers/` directory (each run's writable layer, overlay work directory and
+/// bundle) on the image store's disk, as containerd keeps its snapshots under /var/lib: a new
+/// directory `<storage>/containers/POD-XXXXXX` bind-mounted at `containers/` in the pod's
+/// directory, recorded in [`DISK_RECORD`] for [`remove_containers_dir`] and `gc`. The pod's
+/// directory is on /run, a tmpfs: a container writing gigabytes there would fill the host's
+/// memory.
+pub(crate) fn containers_on_disk(pod_dir: &Path, pod: &str) -> Result<(), String> {
+    let parent = storage().join("containers");
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| format!("failed to create {}: {e}", parent.display()))?;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+        ^ std::process::id();
+    let backing = loop {
+        seed = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+        let candidate = parent.join(format!("{pod}-{seed:08x}"));
+        match std::fs::create_dir(&candidate) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("failed to create {}: {e}", candidate.display())),
+        }
+    };
+    let record = pod_dir.join(DISK_RECORD);
+    let target = pod_dir.join("containers");
+    let made = std::fs::write(&record, backing.as_os_str().as_encoded_bytes())
+        .map_err(|e| format!("failed to write {}: {e}", record.display()))
+        .and_then(|()| {
+            std::fs::create_dir_all(&target)
+                .map_err(|e| format!("failed to create {}: {e}", target.display()))
+        })
+        .and_then(|()| {
+            use nix::mount::MsFlags;
+            nix::mount::mount(
+                Some(&backing),
+                &target,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|e| {
+                format!(
+                    "failed to bind-mount {} at {}: {e}",
+                    backing.display(),
+                    target.display()
+                )
+            })
+        });
+    if let Err(err) = made {
+        let _ = std::fs::remove_dir(&backing);
+        let _ = std::fs::remove_file(&record);
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Unmounts the pod's on-disk `containers/` and removes it and its directory on disk (the
+/// runs' root filesystems must be unmounted first). What was done, for `gc`'s list.
+pub(crate) fn remove_containers_dir(pod_dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    let target = pod_dir.join("containers");
+    if nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).is_ok() {
+        done.push(format!("unmounted {}", target.display()));
+    }
+    let Ok(recorded) = std::fs::read_to_string(pod_dir.join(DISK_RECORD)) else {
+        return done;
+    };
+    let backing = PathBuf::from(recorded.trim());
+    // Only a directory of the store's `containers/` (the record is the pod's own file, but
+    // never trusted to name anything else).
+    let parent = storage().join("containers");
+    let ours = backing.parent() == Some(parent.as_path())
+        && backing
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains('-'));
+    if !ours {
+        done.push(format!(
+            "not removing {}: not a directory of {}",
+            backing.display(),
+            parent.display()
+        ));
+        return done;
+    }
+    match std::fs::remove_dir_all(&backing) {
+        Ok(()) => done.push(format!("removed {}", backing.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => done.push(format!("failed to remove {}: {e}", backing.display())),
+    }
+    let _ = std::fs::remove_file(pod_dir.join(DISK_RECORD));
+    done
+}
+
 /// The size of the pod's `/dev/shm`: containerd's and Docker's default.
 const SHM_SIZE: u64 = 64 << 20;
 
