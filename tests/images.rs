@@ -715,12 +715,7 @@ spec:
         let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
     });
     assert!(applied.status.success(), "apply: {}", text(&applied));
-    wait_for_pod(&env, &pod, "Ready", |json| {
-        json["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-    });
+    wait_for_pod(&env, &pod, "Ready", ready);
     assert_eq!(
         env.ok(&["logs", &pod, "-c", "side"]),
         "written by the app\n"
@@ -746,6 +741,33 @@ spec:
     assert!(deleted.contains("deleted"), "{deleted}");
     drop(cleanup);
     assert_nothing_left(&env, &pod);
+}
+
+/// SIGKILLs the pod's supervisor (its containers keep running) and waits until `get` says the
+/// pod is Unknown.
+fn kill_supervisor(env: &Env, pod: &str) {
+    let supervisor: i32 =
+        std::fs::read_to_string(env.state().join("pods").join(pod).join("supervisor.pid"))
+            .expect("supervisor.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the supervisor");
+    wait_for_pod(env, pod, "Unknown", |json| {
+        json["status"]["phase"] == "Unknown"
+    });
+}
+
+/// Whether the pod's Ready condition is True in `get -o json`.
+fn ready(json: &serde_json::Value) -> bool {
+    json["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
 }
 
 /// Runs `f` when dropped (a test's cleanup, also when it fails).
@@ -826,20 +848,7 @@ spec:
         "the writable layer on disk: {on_disk:?}"
     );
 
-    let supervisor: i32 =
-        std::fs::read_to_string(env.state().join("pods").join(&pod).join("supervisor.pid"))
-            .expect("supervisor.pid")
-            .trim()
-            .parse()
-            .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the supervisor");
-    wait_for_pod(&env, &pod, "Unknown", |json| {
-        json["status"]["phase"] == "Unknown"
-    });
+    kill_supervisor(&env, &pod);
     assert!(
         !mounts_under(&env.state()).is_empty(),
         "the overlay is still mounted"
@@ -964,12 +973,7 @@ spec:
         "the class's overhead is listed as ignored: {}",
         text(&applied)
     );
-    wait_for_pod(&env, &pod, "Ready", |json| {
-        json["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-    });
+    wait_for_pod(&env, &pod, "Ready", ready);
     let root = env.state().join("pods").join(&pod).join("runtime");
     assert!(
         root.join("crun").join(format!("{pod}_app")).exists(),
@@ -992,20 +996,7 @@ spec:
     );
     assert!(described.contains("Runtime:       crun"), "{described}");
 
-    let supervisor: i32 =
-        std::fs::read_to_string(env.state().join("pods").join(&pod).join("supervisor.pid"))
-            .expect("supervisor.pid")
-            .trim()
-            .parse()
-            .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the supervisor");
-    wait_for_pod(&env, &pod, "Unknown", |json| {
-        json["status"]["phase"] == "Unknown"
-    });
+    kill_supervisor(&env, &pod);
     let gc = env.ok(&["gc"]);
     assert!(
         gc.contains("deleted container") && gc.contains("(crun)"),

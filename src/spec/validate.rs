@@ -140,36 +140,27 @@ struct PodSecurity {
     fs_group: Option<u32>,
 }
 
-/// Whether `raw` is a Secret document (of any apiVersion: [`pull_secret`] checks it).
-pub(super) fn is_secret(raw: &Value) -> bool {
-    raw.get("kind").and_then(Value::as_str) == Some("Secret")
-}
-
-/// A v1 Secret holding registry credentials for `imagePullSecrets`: its name and its docker
-/// config JSON (`{"auths": {...}}`; a legacy `kubernetes.io/dockercfg` one is wrapped so).
-pub(super) fn pull_secret(raw: &Value) -> Result<(String, Value), Vec<String>> {
+/// The checks every object other than a Pod gets: its `apiVersion`, its keys (`fields` beyond
+/// apiVersion, kind and metadata honoured, `ignored` listed), its metadata and its name. The
+/// validator (with what it found) and the name.
+fn object(
+    raw: &Value,
+    api_version: &str,
+    what: &str,
+    fields: &[&str],
+    ignored: &[&str],
+) -> (Validator, String) {
     let mut v = Validator::default();
     match raw.get("apiVersion").and_then(Value::as_str) {
-        Some("v1") => {}
+        Some(version) if version == api_version => {}
         Some(other) => v.bad(
             "apiVersion",
-            format!("{other:?} is not supported for a Secret: use \"v1\""),
+            format!("{other:?} is not supported for {what}: use {api_version:?}"),
         ),
-        None => v.bad("apiVersion", "required: \"v1\""),
+        None => v.bad("apiVersion", format!("required: {api_version:?}")),
     }
-    v.keys(
-        raw,
-        "",
-        &[
-            "apiVersion",
-            "kind",
-            "metadata",
-            "type",
-            "data",
-            "stringData",
-        ],
-        &["immutable"],
-    );
+    let honoured = [&["apiVersion", "kind", "metadata"][..], fields].concat();
+    v.keys(raw, "", &honoured, ignored);
     v.keys(
         raw.get("metadata").unwrap_or(&Value::Null),
         "metadata",
@@ -185,6 +176,24 @@ pub(super) fn pull_secret(raw: &Value) -> Result<(String, Value), Vec<String>> {
     if let Err(why) = dns_subdomain(&name) {
         v.bad("metadata.name", format!("{name:?} {why}"));
     }
+    (v, name)
+}
+
+/// Whether `raw` is a Secret document (of any apiVersion: [`pull_secret`] checks it).
+pub(super) fn is_secret(raw: &Value) -> bool {
+    raw.get("kind").and_then(Value::as_str) == Some("Secret")
+}
+
+/// A v1 Secret holding registry credentials for `imagePullSecrets`: its name and its docker
+/// config JSON (`{"auths": {...}}`; a legacy `kubernetes.io/dockercfg` one is wrapped so).
+pub(super) fn pull_secret(raw: &Value) -> Result<(String, Value), Vec<String>> {
+    let (mut v, name) = object(
+        raw,
+        "v1",
+        "a Secret",
+        &["type", "data", "stringData"],
+        &["immutable"],
+    );
     let (key, legacy) = match raw.get("type").and_then(Value::as_str) {
         Some("kubernetes.io/dockerconfigjson") => (".dockerconfigjson", false),
         Some("kubernetes.io/dockercfg") => (".dockercfg", true),
@@ -254,36 +263,13 @@ pub(super) fn is_runtime_class(raw: &Value) -> bool {
 
 /// A `node.k8s.io/v1` RuntimeClass: its name and handler.
 pub(super) fn runtime_class(raw: &Value) -> Result<(String, super::RuntimeClass), Vec<String>> {
-    let mut v = Validator::default();
-    match raw.get("apiVersion").and_then(Value::as_str) {
-        Some("node.k8s.io/v1") => {}
-        Some(other) => v.bad(
-            "apiVersion",
-            format!("{other:?} is not supported for a RuntimeClass: use \"node.k8s.io/v1\""),
-        ),
-        None => v.bad("apiVersion", "required: \"node.k8s.io/v1\""),
-    }
-    v.keys(
+    let (mut v, name) = object(
         raw,
-        "",
-        &["apiVersion", "kind", "metadata", "handler"],
+        "node.k8s.io/v1",
+        "a RuntimeClass",
+        &["handler"],
         &["overhead", "scheduling"],
     );
-    v.keys(
-        raw.get("metadata").unwrap_or(&Value::Null),
-        "metadata",
-        METADATA_HONOURED,
-        METADATA_IGNORED,
-    );
-    nul_bytes(raw, "", &mut v.problems);
-    let name = raw
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    if let Err(why) = dns_subdomain(&name) {
-        v.bad("metadata.name", format!("{name:?} {why}"));
-    }
     let handler = raw
         .get("handler")
         .and_then(Value::as_str)
