@@ -613,24 +613,22 @@ fn set_seccomp(
     container: &mut oci::bundle::Container,
     seccomp: &spec::Seccomp,
 ) -> Result<(), String> {
-    if container.security.privileged || *seccomp == spec::Seccomp::Unconfined {
+    if container.security.privileged {
         return Ok(());
     }
-    let capabilities: Vec<String> = oci::bundle::capabilities(container)
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    container.security.seccomp = match seccomp {
-        spec::Seccomp::Unconfined => None,
-        spec::Seccomp::RuntimeDefault => Some(oci::seccomp::runtime_default(&capabilities)),
+    let capabilities = || -> Result<Vec<String>, String> {
+        let set = oci::bundle::capabilities(container).map_err(|e| e.to_string())?;
+        Ok(set.iter().map(ToString::to_string).collect())
+    };
+    let filter = match seccomp {
+        spec::Seccomp::Unconfined => return Ok(()),
+        spec::Seccomp::RuntimeDefault => oci::seccomp::runtime_default(&capabilities()?),
         spec::Seccomp::Localhost(file) => {
             let path = storage().join("seccomp").join(file);
-            let filter =
-                oci::seccomp::localhost(&path, &capabilities).map_err(|e| error_chain(&e))?;
-            Some(filter)
+            oci::seccomp::localhost(&path, &capabilities()?).map_err(|e| error_chain(&e))?
         }
     };
+    container.security.seccomp = Some(filter);
     Ok(())
 }
 
