@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use oci_testing::images::{self, Compress, ImageDef, Layout, Written, skopeo};
-use oci_testing::registry::{Options, Registry, push};
+use oci_testing::registry::{Options, Proxy, Registry, push, wait_for};
 
 /// A registry with images pushed to it, and a podkit storage and state root to use it from.
 struct Env {
@@ -74,10 +74,11 @@ impl Env {
         self.tmp.path().join("state")
     }
 
-    /// Runs `podkit ARGS` with this test's storage, state root, registries.conf and no auth
-    /// file of the host's.
-    fn podkit(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podkit"))
+    /// `podkit ARGS` with this test's storage, state root, registries.conf and no auth file of
+    /// the host's.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_podkit"));
+        command
             .args(args)
             .env("PODKIT_STORAGE", self.storage())
             .env("PODKIT_ROOT", self.state())
@@ -86,9 +87,13 @@ impl Env {
                 self.tmp.path().join("registries.conf"),
             )
             .env("REGISTRY_AUTH_FILE", self.tmp.path().join("no-auth.json"))
-            .env_remove("PODKIT_LOG")
-            .output()
-            .expect("run podkit")
+            .env_remove("PODKIT_LOG");
+        command
+    }
+
+    /// Runs `podkit ARGS` (see [`Env::command`]).
+    fn podkit(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run podkit")
     }
 
     /// `podkit ARGS` on a terminal (script(1)'s pty): what the terminal showed.
@@ -669,6 +674,157 @@ fn a_pod_that_names_only_an_image_runs_its_entrypoint() {
     );
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
+}
+
+/// Two pods started at once with one image, a multi-arch index whose layers have whiteouts:
+/// their supervisors' pulls share the store's lock, so each blob is fetched once (the first
+/// pull is held half-way by a proxy until the second waits for its lock); each container runs
+/// the host platform's image, with the whiteouts applied.
+#[test]
+fn two_pods_started_at_once_fetch_a_multi_arch_image_once() {
+    let env = Env::new();
+    let other_arch = if host_arch() == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let dir = env.tmp.path().join("layout-multi");
+    let mut layout = Layout::new(&dir);
+    let built: Vec<Written> = [host_arch(), other_arch]
+        .iter()
+        .enumerate()
+        .map(|(seed, arch)| {
+            layout.image(&ImageDef {
+                architecture: arch,
+                layers: vec![
+                    images::busybox_layer(Compress::Gzip),
+                    images::app_layer(Compress::Gzip, &format!("built for {arch}\n")),
+                    images::big_layer(4 << 20, seed as u64 + 1),
+                ],
+            })
+        })
+        .collect();
+    layout.tag_index("multi", &built);
+    push(&dir, "multi", &env.name("test/multi:1"), None, true);
+    let proxy = Proxy::start(&env.registry.addr, 256 << 10);
+    std::fs::write(
+        env.tmp.path().join("registries.conf"),
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n\n[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            env.registry.addr, proxy.addr
+        ),
+    )
+    .expect("registries.conf");
+    let image = format!("{}/test/multi:1", proxy.addr);
+    let pods: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|p| format!("multi-{p}-{}", std::process::id()))
+        .collect();
+    let files: Vec<String> = pods
+        .iter()
+        .map(|pod| {
+            let path = env.tmp.path().join(format!("{pod}.yaml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: app\n    image: {image}\n    command: [sh, -c, 'cat /app/greeting; ls /etc; echo cache: $(ls /var/cache)']\n"
+                ),
+            )
+            .expect("manifest");
+            path.to_str().expect("utf-8").to_owned()
+        })
+        .collect();
+
+    let runs: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+    let _cleanup = scopeguard(|| {
+        for run in runs.lock().expect("runs").iter_mut() {
+            let _ = run.kill();
+            let _ = run.wait();
+        }
+        for pod in &pods {
+            let _ = env.podkit(&["delete", "pod", pod, "--grace-period", "0"]);
+        }
+        let _ = env.podkit(&["gc"]);
+    });
+    let spawn = |file: &str| {
+        let child = env
+            .command(&["run", "-f", file])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("podkit run");
+        runs.lock().expect("runs").push(child);
+    };
+    // The store's temp files while a pull downloads; the pulls (children of the supervisors)
+    // waiting for a lock.
+    let downloading = || {
+        std::fs::read_dir(env.storage().join("images/tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().is_ok_and(|m| m.len() > 0))
+    };
+    let a_pull_waits = || {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        locks
+            .lines()
+            .filter(|l| l.contains("->") && l.contains("FLOCK"))
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .any(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&image))
+            })
+    };
+
+    proxy.close();
+    spawn(&files[0]);
+    wait_for("the first pod's pull to be downloading", downloading);
+    spawn(&files[1]);
+    wait_for(
+        "the second pod's pull to wait for the first's lock",
+        a_pull_waits,
+    );
+    proxy.open();
+    let outputs: Vec<Output> = std::mem::take(&mut *runs.lock().expect("runs"))
+        .into_iter()
+        .map(|run| run.wait_with_output().expect("podkit run"))
+        .collect();
+    for (pod, out) in pods.iter().zip(&outputs) {
+        assert!(out.status.success(), "podkit run {pod}: {}", text(out));
+        let logs = env.ok(&["logs", pod, "-c", "app"]);
+        assert!(
+            logs.starts_with(&format!("built for {}\n", host_arch())),
+            "{pod}: {logs}"
+        );
+        assert!(
+            logs.contains("passwd") && !logs.contains("motd"),
+            "{pod}: a whiteout hides /etc/motd: {logs}"
+        );
+        assert!(
+            logs.ends_with("cache: new\n"),
+            "{pod}: an opaque directory hides the lower /var/cache: {logs}"
+        );
+    }
+
+    env.registry.sync_log();
+    for layer in &built[0].layer_digests {
+        assert_eq!(
+            env.registry.blob_gets(layer),
+            1,
+            "layer {layer} fetched once for two pods"
+        );
+    }
+    for layer in &built[1].layer_digests[1..] {
+        assert_eq!(
+            env.registry.blob_gets(layer),
+            0,
+            "the other platform's layer {layer} is not fetched"
+        );
+    }
+    for pod in &pods {
+        env.ok(&["delete", "pod", pod]);
+        assert_nothing_left(&env, pod);
+    }
 }
 
 /// An image app beside a host-process container (the podkit.io/host-process annotation naming
@@ -1257,7 +1413,7 @@ fn image_pull_secrets_from_the_same_file() {
     use base64::Engine as _;
     let env = Env::with(Options {
         user: Some(("alice".into(), "s3cret".into())),
-        tls: None,
+        ..Options::default()
     });
     env.push("private/app:1", "hello from a private image\n");
     let image = env.name("private/app:1");

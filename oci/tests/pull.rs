@@ -1,6 +1,7 @@
 //! Pulls from a real registry (Debian's docker-registry on 127.0.0.1) of images built at test
-//! time from busybox-static: plain http through registries.conf, basic auth, TLS with a test CA,
-//! multi-arch indexes, mirrors, a pull SIGKILLed half-way, two processes pulling at once.
+//! time from busybox-static: plain http through registries.conf, basic auth, bearer tokens from a
+//! token server, TLS with a test CA, multi-arch indexes, mirrors, a pull SIGKILLed half-way, two
+//! processes pulling at once.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use oci::{
 use oci_testing::images;
 use oci_testing::images::{Compress, ImageDef, Layout, Written};
 use oci_testing::registry::{Options, Proxy, Registry, push, wait_for};
+use oci_testing::token::TokenServer;
 
 /// A layout with `test/app:1` (busybox gzip, app zstd with whiteouts) and `test/multi:1` (an
 /// index of amd64 and arm64 images).
@@ -316,7 +318,7 @@ fn basic_auth_from_auth_files_and_explicit_credentials() {
     let fixture = fixture();
     let registry = Registry::start(Options {
         user: Some(("alice".into(), "s3cret".into())),
-        tls: None,
+        ..Options::default()
     });
     push(
         &fixture.layout(),
@@ -395,6 +397,104 @@ fn basic_auth_from_auth_files_and_explicit_credentials() {
     assert!(err.to_string().contains("imagePullSecrets"), "{err}");
 }
 
+/// Token authentication as Docker Hub uses it: the registry's 401 names a token server; an
+/// anonymous token pulls a public repository, a private one needs the user's credentials (from
+/// an auth file), and the token server refuses wrong ones.
+#[test]
+fn bearer_tokens_anonymous_and_with_credentials() {
+    let fixture = fixture();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tokens = TokenServer::start(tmp.path(), ("alice", "s3cret"));
+    let registry = Registry::start(Options {
+        token: Some((tokens.realm.clone(), tokens.cert.clone())),
+        ..Options::default()
+    });
+    for name in ["public/app:1", "private/app:1"] {
+        push(
+            &fixture.layout(),
+            "app",
+            &format!("{}/{name}", registry.addr),
+            Some("alice:s3cret"),
+            false,
+        );
+    }
+    let store = Store::open(tmp.path().join("store")).expect("store");
+    let rt = runtime();
+    let base = options(insecure_conf(tmp.path(), &[&registry.addr]));
+    let granted = |user: Option<&str>, scope: &str| {
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.granted && r.user.as_deref() == user && r.scopes.iter().any(|s| s == scope))
+    };
+
+    // A public repository: an anonymous token.
+    let public = reference(&format!("{}/public/app:1", registry.addr));
+    let pulled = rt
+        .block_on(oci::pull(&store, &public, &base))
+        .expect("anonymous pull of a public repository");
+    assert_eq!(pulled.image.id, digest(&fixture.app.config_digest));
+    assert!(
+        granted(None, "repository:public/app:pull"),
+        "{:?}",
+        tokens.requests()
+    );
+
+    // A private one: the anonymous token does not let it pull.
+    let private = reference(&format!("{}/private/app:1", registry.addr));
+    let fresh = Store::open(tmp.path().join("store2")).expect("store");
+    let err = rt
+        .block_on(oci::pull(&fresh, &private, &base))
+        .expect_err("anonymous pull of a private repository");
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("anonymous access"), "{err}");
+
+    // Wrong credentials: the token server refuses them; the error names the auth file.
+    let auth_file = tmp.path().join("auth.json");
+    let write_auth = |password: &str| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
+        let json = format!(
+            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+            registry.addr
+        );
+        std::fs::write(&auth_file, json).expect("auth.json");
+    };
+    write_auth("wrong");
+    let with_file = PullOptions {
+        auth_files: AuthFiles::new(vec![auth_file.clone()]),
+        ..base.clone()
+    };
+    let err = rt
+        .block_on(oci::pull(&fresh, &private, &with_file))
+        .expect_err("wrong password");
+    assert!(matches!(err, PullError::Unauthorized { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&auth_file.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| !r.granted && r.user.as_deref() == Some("alice")),
+        "{:?}",
+        tokens.requests()
+    );
+
+    // The right ones: a token for alice, and the image.
+    write_auth("s3cret");
+    let pulled = rt
+        .block_on(oci::pull(&fresh, &private, &with_file))
+        .expect("pull with a token for alice");
+    assert_eq!(pulled.image.id, digest(&fixture.app.config_digest));
+    assert!(
+        granted(Some("alice"), "repository:private/app:pull"),
+        "{:?}",
+        tokens.requests()
+    );
+}
+
 #[test]
 fn tls_with_a_test_ca() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -418,8 +518,8 @@ fn tls_with_a_test_ca() {
 
     let fixture = fixture();
     let registry = Registry::start(Options {
-        user: None,
         tls: Some((cert, key)),
+        ..Options::default()
     });
     push(
         &fixture.layout(),

@@ -1,5 +1,5 @@
 //! Debian's `docker-registry` started on 127.0.0.1:<free port> with a config of the test's own
-//! (storage in a temp dir, optional htpasswd and TLS), killed by pid when dropped; and a TCP
+//! (storage in a temp dir, optional htpasswd, token auth and TLS), killed by pid when dropped; and a TCP
 //! proxy in front of it that can hold a download half-way.
 
 use std::io::{Read, Write};
@@ -19,6 +19,9 @@ pub struct Options {
     pub user: Option<(String, String)>,
     /// PEM certificate and key files: serve https.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Token authentication: the realm and signing certificate of a
+    /// [`TokenServer`](crate::token::TokenServer).
+    pub token: Option<(String, PathBuf)>,
 }
 
 /// A running registry.
@@ -72,6 +75,14 @@ impl Registry {
             config += &format!(
                 "auth:\n  htpasswd:\n    realm: podkit-tests\n    path: {}\n",
                 htpasswd.display()
+            );
+        }
+        if let Some((realm, cert)) = &options.token {
+            config += &format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                cert.display()
             );
         }
         let config_path = dir.path().join("config.yml");
