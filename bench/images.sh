@@ -40,7 +40,8 @@
 # Every process started is ended by pid; the temp dir, the pods, their mounts and the runc state
 # are removed on exit, also when the run fails.
 #
-# Without PODKIT_BIN, builds podkit and podkit-supervise in release mode (fat LTO: slow).
+# Without PODKIT_BIN, builds podkit and podkit-supervise (static) in release mode (fat LTO:
+# slow).
 #
 # Usage: sudo [PODKIT_BIN=path/to/podkit] bench/images.sh [--size MIB] [--rounds N]
 #             [--pod-rounds N] [--idle MS] [--podman | --no-podman]
@@ -87,8 +88,11 @@ case "$PODMAN" in
 esac
 
 # The release profile is fat LTO: slow to build, so PODKIT_BIN names a binary built already.
+# The supervisor is linked statically at a fixed address, as README's install step and
+# bench/pod.sh build it.
 if [ -z "${PODKIT_BIN:-}" ]; then
-    cargo build --release -q --bin podkit --bin podkit-supervise
+    cargo build --release -q --bin podkit
+    cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static -C relocation-model=static
     PODKIT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/podkit"
 fi
 [ -x "$PODKIT_BIN" ] || { echo "bench/images.sh: missing $PODKIT_BIN" >&2; exit 1; }
