@@ -288,6 +288,52 @@ pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Makes a write to a closed stdout or stderr end the command quietly, as kubectl (Go) ends:
+/// killed by SIGPIPE, so `podkit get pods | head -1` prints no panic and no error. Rust ignores
+/// SIGPIPE, which keeps the signal from killing podkit on a socket or another pipe (those
+/// writes fail with EPIPE and are reported); only stdout and stderr end it. `print!` panics on
+/// such a write: the hook catches a panic while they are closed; a command that writes with
+/// `?` returns the error, which `main` passes to [`exit_if_output_closed`].
+pub fn quiet_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        // `print!`'s "failed printing to stdout", clap_complete's "failed to write ...": a
+        // panic with the output closed is that write's.
+        if output_closed() {
+            netns::die_of_sigpipe();
+        }
+        default(info);
+    }));
+}
+
+/// Ends the process as SIGPIPE would (exit status 141 in a shell) when `err` is a broken pipe
+/// and stdout or stderr is the closed pipe.
+pub fn exit_if_output_closed(err: &anyhow::Error) {
+    let broken = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if broken && output_closed() {
+        netns::die_of_sigpipe();
+    }
+}
+
+/// Whether stdout or stderr is a pipe whose reader has gone (POLLERR on its write end).
+fn output_closed() -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    [std::io::stdout().as_fd(), std::io::stderr().as_fd()]
+        .into_iter()
+        .any(|fd| {
+            let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+            poll(&mut fds, PollTimeout::ZERO).is_ok()
+                && fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLERR))
+        })
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // The store a pod's supervisor pulls into and runs images from: this command's.

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         None => Some(<cli::Cli as clap::Parser>::parse()),
     };
     match &args {
-        Some(args) => cli::install_tracing_at(args.default_log_level()),
+        Some(args) => {
+            cli::install_tracing_at(args.default_log_level());
+            cli::quiet_on_closed_output();
+        }
         None => cli::install_tracing(),
     }
     let result = match (internal, args) {
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
+            cli::exit_if_output_closed(&err);
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }

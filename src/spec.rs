@@ -260,6 +260,13 @@ pub struct Member {
     pub termination_message: TerminationMessage,
 }
 
+impl Member {
+    /// An init container that runs to completion (not a native sidecar).
+    pub fn is_plain_init(&self) -> bool {
+        !self.sidecar && self.path.starts_with("spec.initContainers")
+    }
+}
+
 /// kubelet's default `terminationMessagePath`.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
@@ -370,6 +377,10 @@ pub struct Probe {
     pub timeout: Duration,
     pub success_threshold: u32,
     pub failure_threshold: u32,
+    /// `terminationGracePeriodSeconds`: the grace period for stopping the container when this
+    /// (liveness or startup) probe fails, instead of the pod's.
+    #[serde(default)]
+    pub termination_grace_period: Option<Duration>,
 }
 
 /// What a probe or lifecycle hook does.

@@ -47,8 +47,8 @@ pub struct PodState {
 }
 
 impl PodState {
-    /// The phase to show: the supervisor's, `Unknown` when the supervisor died before the pod
-    /// ended, `Terminating` while it stops the pod.
+    /// The pod's phase (one of the API's five): the supervisor's, `Unknown` when the
+    /// supervisor died before the pod ended.
     pub fn phase(&self) -> &str {
         let phase = self
             .status
@@ -58,17 +58,30 @@ impl PodState {
         let ended = matches!(phase, "Succeeded" | "Failed");
         match self.supervisor {
             None if !ended => "Unknown",
-            Some(_) if self.dir.join(TERMINATING).exists() => "Terminating",
             _ => phase,
         }
     }
 
+    /// When a delete began stopping the pod (its `deletionTimestamp`), while the supervisor
+    /// stops it. kubectl shows such a pod as `Terminating`; its phase stays what it is.
+    pub fn deletion(&self) -> Option<std::time::SystemTime> {
+        self.supervisor?;
+        let marker = std::fs::metadata(self.dir.join(TERMINATING)).ok()?;
+        marker.modified().ok()
+    }
+
     /// A v1 Pod: the manifest with the status, as `kubectl get -o yaml` shows one.
     pub fn to_pod(&self) -> Pod {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
         let mut pod: Pod = serde_json::from_value(self.manifest.clone()).unwrap_or_default();
         let mut status = self.status.clone().unwrap_or_default();
         status.phase = Some(self.phase().to_owned());
         pod.status = Some(status);
+        if let Some(since) = self.deletion()
+            && let Ok(time) = jiff::Timestamp::try_from(since)
+        {
+            pod.metadata.deletion_timestamp = Some(Time(time));
+        }
         pod
     }
 

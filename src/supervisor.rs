@@ -36,7 +36,6 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use netns::PodNamespaces;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -200,7 +199,7 @@ impl Pod {
     pub(crate) fn update(&self, change: impl FnOnce(&mut Status)) {
         let mut status = lock(&self.status);
         change(&mut status);
-        status.update_phase();
+        status.refresh();
         status.unsaved = true;
         self.saver.notify_one();
     }
@@ -226,6 +225,35 @@ impl Pod {
     pub(crate) fn logs_final(&self, container: &str) -> bool {
         let finished = lock(&self.finished);
         finished.pod || finished.members.contains(container)
+    }
+
+    /// Waits until the containers that stop before `member` have stopped: for a native
+    /// sidecar, every main container and every sidecar after it in the manifest (kubelet's
+    /// termination ordering: sidecars stop in reverse order, after the main containers).
+    pub(crate) async fn turn_to_stop(&self, member: &crate::spec::Member) {
+        let before: Vec<&str> = self
+            .plan
+            .init_containers
+            .iter()
+            .skip_while(|m| m.name != member.name)
+            .skip(1)
+            .filter(|m| m.sidecar)
+            .chain(&self.plan.containers)
+            .map(|m| m.name.as_str())
+            .collect();
+        // Subscribed before the check: a member that finishes in between is still seen.
+        let mut changes = self.logs_written.subscribe();
+        loop {
+            {
+                let finished = lock(&self.finished);
+                if before.iter().all(|name| finished.members.contains(*name)) {
+                    return;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     pub(crate) fn volumes(&self) -> MutexGuard<'_, Volumes> {
@@ -515,10 +543,10 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
     })
 }
 
-/// Runs init containers, sidecars and main containers; stops them all at the end. Returns
-/// whether the pod was deleted (rather than ending by itself).
+/// Runs init containers, sidecars and main containers, one by one as kubelet starts them (see
+/// [`member::Turn`]); stops them all at the end. Returns whether the pod was deleted (rather
+/// than ending by itself).
 async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
-    let mut sidecars: Vec<(CancellationToken, JoinHandle<End>)> = Vec::new();
     let init_policy = match pod.plan.restart_policy {
         RestartPolicy::Never => RestartPolicy::Never,
         _ => RestartPolicy::OnFailure,
@@ -531,59 +559,77 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
     };
     tokio::pin!(deadline);
 
+    // Every member started, with its stop token. A handle is taken out once awaited: a
+    // JoinHandle must not be polled after it completed.
+    let mut sidecars: Vec<(CancellationToken, Option<JoinHandle<End>>)> = Vec::new();
+    let mut mains: Vec<(CancellationToken, Option<JoinHandle<End>>)> = Vec::new();
+    let mut spawned: Vec<&str> = Vec::new();
     let mut deleted = false;
-    let mut failed_init = false;
+    // Deleted, past its deadline, or an init container failed: no main container starts.
+    let mut over = false;
     for member in &pod.plan.init_containers {
         let stop = CancellationToken::new();
         if member.sidecar {
-            let (tx, started) = oneshot::channel();
+            let (turn, mut passed) = member::Turn::new(true);
             let task = tokio::spawn(member::run(
                 pod.clone(),
                 member.clone(),
                 RestartPolicy::Always,
                 stop.clone(),
-                Some(tx),
+                turn,
+                None,
             ));
-            sidecars.push((stop, task));
+            sidecars.push((stop, Some(task)));
+            spawned.push(&member.name);
             tokio::select! {
-                _ = started => continue,
-                () = shutdown.cancelled() => { deleted = true; break; }
-                () = &mut deadline => { deadline_exceeded(pod); break; }
+                () = started(&mut passed) => continue,
+                () = shutdown.cancelled() => deleted = true,
+                () = &mut deadline => deadline_exceeded(pod),
             }
+            over = true;
+            break;
         }
-        let task = member::run(pod.clone(), member.clone(), init_policy, stop.clone(), None);
+        let (turn, _) = member::Turn::new(false);
+        let task = member::run(
+            pod.clone(),
+            member.clone(),
+            init_policy,
+            stop.clone(),
+            turn,
+            None,
+        );
         tokio::pin!(task);
         let end = tokio::select! {
             end = &mut task => end,
-            () = shutdown.cancelled() => { deleted = true; stop.cancel(); task.await; break; }
-            () = &mut deadline => { deadline_exceeded(pod); stop.cancel(); task.await; break; }
+            () = shutdown.cancelled() => { deleted = true; stop.cancel(); task.await; over = true; break; }
+            () = &mut deadline => { deadline_exceeded(pod); stop.cancel(); task.await; over = true; break; }
         };
         if end != End::Exited(0) {
-            failed_init = true;
-            pod.update(|s| {
-                s.phase = "Failed";
-                s.reason = Some("InitContainerFailed".into());
-                s.message = Some(format!("init container {:?} failed", member.name));
-            });
+            // The phase says so (Failed, with no reason, as kubelet's getPhase leaves it).
+            over = true;
             break;
         }
     }
 
-    // A handle is taken out once awaited: a JoinHandle must not be polled after it completed.
-    let mut mains: Vec<(CancellationToken, Option<JoinHandle<End>>)> = Vec::new();
-    if !deleted && !failed_init && lock(&pod.status).reason.is_none() {
-        pod.update(|s| s.initialized = true);
+    if !over {
+        // All at once: their images pulled and image containers created side by side, each
+        // started once the one before passed its turn.
+        let mut previous: Option<member::Gate> = None;
         for member in &pod.plan.containers {
             let stop = CancellationToken::new();
+            let (turn, passed) = member::Turn::new(false);
             let task = tokio::spawn(member::run(
                 pod.clone(),
                 member.clone(),
                 pod.plan.restart_policy,
                 stop.clone(),
-                None,
+                turn,
+                previous.replace(passed),
             ));
             mains.push((stop, Some(task)));
+            spawned.push(&member.name);
         }
+
         let all_done = join_all(mains.iter_mut().map(|(_, t)| t));
         tokio::select! {
             () = all_done => {}
@@ -592,19 +638,39 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
         }
     }
 
-    // Termination: one grace period for the pod, main containers first, then the sidecars in
-    // reverse order.
+    // Termination: one grace period for the pod. Every container is told at once: each runs
+    // its preStop hook at once; the main containers then get their stop signal, the sidecars
+    // theirs in reverse order once the containers after them stopped (kubelet's termination
+    // ordering). Members that never started count as stopped.
     *lock(&pod.deadline) = Some(Instant::now() + pod.grace());
-    for (stop, _) in &mains {
+    if deleted {
+        // The pod's deletionTimestamp for `get` (a `podkit delete` wrote it already; Ctrl-C on
+        // `podkit run` and the API's DELETE did not).
+        let _ = std::fs::write(pod.dir.join(crate::state::TERMINATING), "");
+    }
+    for member in pod
+        .plan
+        .init_containers
+        .iter()
+        .chain(&pod.plan.containers)
+        .filter(|m| !spawned.contains(&m.name.as_str()))
+    {
+        pod.member_done(&member.name);
+    }
+    for (stop, _) in mains.iter().chain(&sidecars) {
         stop.cancel();
     }
-    join_all(mains.iter_mut().map(|(_, t)| t)).await;
-    for (stop, task) in sidecars.into_iter().rev() {
-        stop.cancel();
-        let _ = task.await;
-    }
-    pod.update(|_| {});
+    join_all(mains.iter_mut().chain(sidecars.iter_mut()).map(|(_, t)| t)).await;
+    pod.update(Status::finish);
     deleted
+}
+
+/// Waits until a sidecar's turn is passed: once it has started. A sidecar's task ends only when
+/// it is stopped, so an ended task never passes it.
+async fn started(passed: &mut tokio::sync::watch::Receiver<bool>) {
+    if passed.wait_for(|passed| *passed).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Binds every `hostPort` of the pod (grouped by `hostIP`; all addresses without one) through

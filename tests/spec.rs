@@ -155,6 +155,8 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    livenessProbe: {httpGet: {port: web}}\n"), "spec.containers[0].livenessProbe.httpGet.port: no container port named \"web\""),
         (pod("", "    livenessProbe: {periodSeconds: 5}\n"), "spec.containers[0].livenessProbe: needs one handler"),
         (pod("", "    livenessProbe: {exec: {command: [x]}, successThreshold: 2}\n"), "spec.containers[0].livenessProbe.successThreshold: must be 1"),
+        (pod("", "    readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}\n"), "spec.containers[0].readinessProbe.terminationGracePeriodSeconds: must not be set for readinessProbes"),
+        (pod("", "    livenessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 0}\n"), "spec.containers[0].livenessProbe.terminationGracePeriodSeconds: 0: must be greater than 0"),
         (pod("", "    restartPolicy: Always\n"), "spec.containers[0].restartPolicy: only init containers may set it"),
         (pod("", "    ports: [{containerPort: 80, hostPort: 8080, protocol: SCTP}]\n"), "spec.containers[0].ports[0].protocol: \"SCTP\": podkit supports TCP and UDP"),
         (pod("", "    ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080}]\n"), "spec.containers[0].ports: hostPort 8080 (TCP) is published twice in the pod"),

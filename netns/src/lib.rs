@@ -57,7 +57,7 @@ pub use process::{Pending, PidFd, Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
-pub use sys::release_free_memory;
+pub use sys::{die_of_sigpipe, release_free_memory};
 pub use tty::{set_window_size, window_size};
 
 /// Equal to `mount --rbind` of what `src` is open on (an `O_PATH` fd is enough) at `dst`, in

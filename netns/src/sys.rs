@@ -36,6 +36,18 @@ pub fn release_free_memory() -> bool {
     false
 }
 
+/// Ends the process as SIGPIPE's default action does (a shell then sees status 141): for a
+/// command whose stdout was a pipe its reader closed, as a Go program (kubectl) ends. Rust
+/// ignores SIGPIPE, so the default disposition is restored before the signal is raised.
+pub fn die_of_sigpipe() -> ! {
+    // SAFETY: SIG_DFL installs no handler; the process ends at once, whatever other threads do.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(128 + libc::SIGPIPE);
+}
+
 /// `NS_GET_NSTYPE`, `_IO(0xb7, 0x3)` from `<linux/nsfs.h>`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 

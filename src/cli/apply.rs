@@ -129,7 +129,7 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
             Ok(pod) => {
                 let status = pod.status.clone().unwrap_or_default();
                 let phase = pod.phase();
-                let containers = status.container_statuses.unwrap_or_default();
+                let containers = status.container_statuses.clone().unwrap_or_default();
                 let all_running = !containers.is_empty()
                     && containers
                         .iter()
@@ -174,11 +174,12 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                         }
                     }
                     ("Failed", _) => bail!(
-                        "the pod failed: {}",
+                        "the pod failed: {} (podkit describe pod {name})",
                         status
                             .message
-                            .or(status.reason)
-                            .unwrap_or_else(|| "see podkit describe pod".into())
+                            .clone()
+                            .or(status.reason.clone())
+                            .unwrap_or_else(|| failed_containers(&status))
                     ),
                     ("Succeeded", _) => return Ok(()),
                     (_, "ready") if ready => return Ok(()),
@@ -242,5 +243,30 @@ fn print_plan(plan: &PodPlan) {
     }
     for warning in &plan.warnings {
         println!("  warning: {warning}");
+    }
+}
+
+/// Which containers failed, for a Failed pod with no reason of its own (an init container that
+/// failed under `restartPolicy: Never`, as kubelet leaves it): `init container "setup" exited
+/// with 3`.
+fn failed_containers(status: &k8s_openapi::api::core::v1::PodStatus) -> String {
+    let failed =
+        |kind: &str, statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            statuses
+                .iter()
+                .flatten()
+                .filter_map(|c| {
+                    let t = c.state.as_ref()?.terminated.as_ref()?;
+                    (t.exit_code != 0)
+                        .then(|| format!("{kind} {:?} exited with {}", c.name, t.exit_code))
+                })
+                .collect::<Vec<_>>()
+        };
+    let mut said = failed("init container", &status.init_container_statuses);
+    said.extend(failed("container", &status.container_statuses));
+    if said.is_empty() {
+        "its containers failed".to_owned()
+    } else {
+        said.join(", ")
     }
 }

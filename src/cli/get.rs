@@ -146,7 +146,11 @@ fn table(pods: &[PodState], wide: bool) -> String {
 /// kubectl's STATUS column: the phase, or the reason that says more.
 fn status_column(pod: &PodState, status: &PodStatus) -> String {
     let phase = pod.phase();
-    if matches!(phase, "Terminating" | "Unknown") {
+    // kubectl: a pod with a deletionTimestamp is Terminating, whatever its phase.
+    if pod.deletion().is_some() {
+        return "Terminating".to_owned();
+    }
+    if phase == "Unknown" {
         return phase.to_owned();
     }
     let init = status.init_container_statuses.clone().unwrap_or_default();
@@ -216,7 +220,16 @@ fn describe_one(pod: &PodState) -> String {
             .as_str()
             .unwrap_or("default")
     );
-    let _ = writeln!(out, "Status:       {}", pod.phase());
+    match pod.deletion() {
+        // kubectl describe: `Terminating (lasts 5s)`.
+        Some(since) => {
+            let lasts = since.elapsed().unwrap_or_default().as_secs();
+            let _ = writeln!(out, "Status:       Terminating (lasts {lasts}s)");
+        }
+        None => {
+            let _ = writeln!(out, "Status:       {}", pod.phase());
+        }
+    }
     let plan = revalidate(pod);
     if let Some(reason) = &status.reason {
         let _ = writeln!(out, "Reason:       {reason}");

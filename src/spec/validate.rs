@@ -127,6 +127,7 @@ const PROBE_HONOURED: &[&str] = &[
     "timeoutSeconds",
     "successThreshold",
     "failureThreshold",
+    "terminationGracePeriodSeconds",
 ];
 
 /// The pod's securityContext, the defaults of its containers'.
@@ -1710,6 +1711,26 @@ impl Validator {
                 "must be 1 for liveness and startup probes",
             );
         }
+        // The grace period for stopping the container this probe fails (GA in 1.28): the API
+        // server refuses it on a readiness probe, which restarts nothing, and below 1.
+        let termination_grace_period = match p.termination_grace_period_seconds {
+            None => None,
+            Some(_) if !single_success => {
+                self.bad(
+                    &format!("{path}.terminationGracePeriodSeconds"),
+                    "must not be set for readinessProbes (a readiness probe restarts nothing)",
+                );
+                None
+            }
+            Some(secs) if secs < 1 => {
+                self.bad(
+                    &format!("{path}.terminationGracePeriodSeconds"),
+                    format!("{secs}: must be greater than 0"),
+                );
+                None
+            }
+            Some(secs) => Some(Duration::from_secs(secs as u64)),
+        };
         Some(Probe {
             handler,
             initial_delay: Duration::from_secs(initial_delay),
@@ -1717,6 +1738,7 @@ impl Validator {
             timeout: Duration::from_secs(timeout),
             success_threshold: success as u32,
             failure_threshold: failure as u32,
+            termination_grace_period,
         })
     }
 

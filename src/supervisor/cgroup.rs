@@ -101,13 +101,6 @@ impl PodCgroup {
         }
     }
 
-    /// Sends `signal` to every process in container `name`'s cgroup.
-    pub fn signal(&self, name: &str, signal: nix::sys::signal::Signal) {
-        for pid in procs_below(&self.dir.join(name)) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-        }
-    }
-
     /// Kills what is left in the pod's cgroups and removes them.
     pub fn remove(&self) -> Vec<String> {
         remove_tree(&self.dir)

@@ -28,8 +28,9 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const BACKOFF_FIRST: Duration = Duration::from_secs(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
-/// kubelet gives a container at least this long between its preStop hook and SIGKILL.
-const PRE_STOP_MIN_GRACE: Duration = Duration::from_secs(2);
+/// kubelet gives every container at least this long between its stop signal and SIGKILL
+/// (`minimumGracePeriodInSeconds`), also once the pod's grace period is spent.
+const MIN_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a container's output is still read after its main process exited.
 const LOG_DRAIN: Duration = Duration::from_secs(2);
@@ -43,18 +44,72 @@ pub enum End {
     Stopped,
 }
 
-/// Runs `member` until its policy says it is done or `stop` is cancelled. `started` hears once
-/// the first run is up (for native sidecars, which gate the next init container). Log
-/// followers hear when it is done: no run of it comes after.
+/// Lets the lifecycle start the pod's next container, as kubelet starts them one by one. A
+/// main container passes its turn once its first start is over: its postStart hook done, or
+/// the start failed, or the run ended (kubelet goes on to the next container either way). A
+/// native sidecar passes it once its startup probe has passed, in whichever run: until then
+/// the pod waits.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    passed: Arc<tokio::sync::watch::Sender<bool>>,
+    sidecar: bool,
+}
+
+impl Turn {
+    pub fn new(sidecar: bool) -> (Turn, tokio::sync::watch::Receiver<bool>) {
+        let (passed, receiver) = tokio::sync::watch::channel(false);
+        let turn = Turn {
+            passed: Arc::new(passed),
+            sidecar,
+        };
+        (turn, receiver)
+    }
+
+    /// The container is started: past postStart and its startup probe.
+    pub fn started(&self) {
+        self.passed.send_replace(true);
+    }
+
+    /// A main container's start is over, whichever way it went.
+    pub fn tried(&self) {
+        if !self.sidecar {
+            self.passed.send_replace(true);
+        }
+    }
+}
+
+/// The turn of the container started before this one: this one's first run starts only once
+/// it is passed (an image container is created before that, so the runtime's slow part
+/// overlaps; only its start waits).
+pub type Gate = tokio::sync::watch::Receiver<bool>;
+
+/// Waits for `gate` (taken: only a first run waits); false when `stop` came first.
+async fn wait_turn(gate: &mut Option<Gate>, stop: &CancellationToken) -> bool {
+    let Some(mut previous) = gate.take() else {
+        return true;
+    };
+    tokio::select! {
+        // An error: the previous container's task is over, which passes its turn too.
+        _ = previous.wait_for(|passed| *passed) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+/// Runs `member` until its policy says it is done or `stop` is cancelled, starting only once
+/// `gate` is passed and then passing its own `turn` (see [`Turn`]). Log followers and
+/// containers waiting to stop after it hear when it is done: no run of it comes after.
 pub async fn run(
     pod: Arc<Pod>,
     member: Member,
     policy: RestartPolicy,
     stop: CancellationToken,
-    started: Option<oneshot::Sender<()>>,
+    turn: Turn,
+    gate: Option<Gate>,
 ) -> End {
     let name = member.name.clone();
-    let end = runs(pod.clone(), member, policy, stop, started).await;
+    let end = runs(pod.clone(), member, policy, stop, turn.clone(), gate).await;
+    // A main container that never got to start (stopped while pulling) is done trying too.
+    turn.tried();
     pod.member_done(&name);
     end
 }
@@ -64,7 +119,8 @@ async fn runs(
     member: Member,
     policy: RestartPolicy,
     stop: CancellationToken,
-    mut started: Option<oneshot::Sender<()>>,
+    turn: Turn,
+    mut gate: Option<Gate>,
 ) -> End {
     let object = format!(
         "{}{{{}}}",
@@ -77,16 +133,20 @@ async fn runs(
         // An image container's image first, as kubelet makes it present before each start.
         let image = match &member.runs {
             Runs::Host => None,
-            Runs::Image(run) => match pull(&pod, &member, run, &object, &stop).await {
+            Runs::Image(run) => match pull(&pod, &member, run, &object, &stop, &turn).await {
                 Some(image) => Some(image),
                 None => return End::Stopped,
             },
         };
         let began = Instant::now();
         let started_at = Timestamp::now();
-        let (exit, stopped, message) = match start(&pod, &member, image.as_ref(), restarts, &stop)
-            .await
-        {
+        // A host process waits for its turn before it forks; an image container is created
+        // first and waits before its start.
+        if image.is_none() && !wait_turn(&mut gate, &stop).await {
+            return End::Stopped;
+        }
+        let starting = start(&pod, &member, image.as_ref(), restarts, &stop, &mut gate);
+        let (exit, stopped, message) = match starting.await {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -99,27 +159,37 @@ async fn runs(
                     s.event("Normal", "Started", &object, message);
                 });
                 // postStart and the probes: they mark it started and ready, or ask for a restart.
-                let kill = CancellationToken::new();
+                let kill = Arc::new(probe::Kill::default());
                 let probes = tokio::spawn(probe::watch(
                     pod.clone(),
                     member.clone(),
                     run.pid,
                     object.clone(),
-                    started.take(),
+                    turn.clone(),
                     kill.clone(),
                 ));
-                let (exit, stopped) = tokio::select! {
-                    exit = &mut run.exit => (exit.ok(), false),
-                    () = stop.cancelled() => {
-                        (terminate(&pod, &member, &object, &mut run, pod.deadline()).await, true)
-                    }
-                    () = kill.cancelled() => {
-                        let deadline = Instant::now() + pod.plan.termination_grace_period;
-                        (terminate(&pod, &member, &object, &mut run, deadline).await, false)
-                    }
+                let exit = tokio::select! {
+                    exit = &mut run.exit => Some(exit.ok()),
+                    () = stop.cancelled() => None,
+                    () = kill.token.cancelled() => None,
                 };
+                // No probe or postStart runs while the container stops, as kubelet stops its
+                // liveness and startup probes for a terminating pod.
                 probes.abort();
                 let _ = probes.await;
+                let stopped = exit.is_none() && stop.is_cancelled();
+                let exit = match exit {
+                    Some(exit) => exit,
+                    None if stopped => {
+                        terminate(&pod, &member, &object, &mut run, pod.deadline()).await
+                    }
+                    // A failed probe's own grace period, else the pod's.
+                    None => {
+                        let grace = kill.grace().unwrap_or(pod.plan.termination_grace_period);
+                        terminate(&pod, &member, &object, &mut run, Instant::now() + grace).await
+                    }
+                };
+                turn.tried();
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
@@ -151,9 +221,12 @@ async fn runs(
                 (exit, stopped, message)
             }
             Err(StartFailed::Error(message)) => {
+                turn.tried();
                 pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
                 (Exit::Code(START_ERROR), stop.is_cancelled(), Some(message))
             }
+            // Stopped while it waited for its turn: it never started, and stays Waiting.
+            Err(StartFailed::BeforeItsTurn) => return End::Stopped,
             Err(StartFailed::Stopped(exit)) => {
                 let message = format!(
                     "Container {} was stopped before it started (it never reached exec)",
@@ -183,7 +256,9 @@ async fn runs(
             };
             if let Some(r) = s.record(&member.name) {
                 r.state = State::Terminated(end);
-                r.ready = false;
+                // kubelet: a completed init container is ready; nothing stopped is started.
+                r.ready = code == 0 && member.is_plain_init();
+                r.started = false;
             }
             s.event(
                 "Normal",
@@ -279,6 +354,7 @@ async fn pull(
     run: &ImageRun,
     object: &str,
     stop: &CancellationToken,
+    turn: &Turn,
 ) -> Option<oci::Image> {
     let mut delay = PULL_BACKOFF_FIRST;
     loop {
@@ -315,6 +391,9 @@ async fn pull(
                 format!("Error: {}", missing.reason),
             );
         });
+        // kubelet pulls within the container's start, and goes on to the next container when
+        // the pull failed.
+        turn.tried();
         if missing.reason == "ErrImagePull" {
             // As kubelet (1.30 and later) words it: the back-off with the error behind it.
             let message = format!(
@@ -346,6 +425,9 @@ enum StartFailed {
     /// The pod was stopped while the run's process was still on its way to exec (a setup step
     /// that hangs: a mount, a frozen cgroup); it was killed, and ended so.
     Stopped(Exit),
+    /// The pod was stopped while the created container waited for its turn to start; what was
+    /// made for it is removed.
+    BeforeItsTurn,
 }
 
 impl From<String> for StartFailed {
@@ -361,9 +443,10 @@ async fn start(
     image: Option<&oci::Image>,
     restart: u32,
     stop: &CancellationToken,
+    gate: &mut Option<Gate>,
 ) -> Result<Run, StartFailed> {
     if let (Runs::Image(run), Some(image)) = (&member.runs, image) {
-        return start_image(pod, member, run, image, restart).await;
+        return start_image(pod, member, run, image, restart, stop, gate).await;
     }
     let env = environment(pod, member, true);
     let lookup = |name: &str| {
@@ -497,6 +580,8 @@ async fn start_image(
     run: &ImageRun,
     image: &oci::Image,
     restart: u32,
+    stop: &CancellationToken,
+    gate: &mut Option<Gate>,
 ) -> Result<Run, StartFailed> {
     let env = environment(pod, member, false);
     let log_path = log_path(pod, member, restart)?;
@@ -519,18 +604,23 @@ async fn start_image(
             .map_err(|e| format!("failed to open {}: {e}", log_path.display()))
     });
     let started = match logs {
-        Ok(logs) => rt.start(pod, &id, &bundle).await.map(|()| logs),
-        Err(err) => Err(err),
+        Ok(logs) if wait_turn(gate, stop).await => rt
+            .start(pod, &id, &bundle)
+            .await
+            .map(|()| logs)
+            .map_err(StartFailed::Error),
+        Ok(_) => Err(StartFailed::BeforeItsTurn),
+        Err(err) => Err(StartFailed::Error(err)),
     };
     let logs = match started {
         Ok(logs) => logs,
-        Err(err) => {
+        Err(failed) => {
             // Created, never started: its process goes with the runtime's state.
             let _ = nix::sys::signal::kill(Pid::from_raw(created.pid as i32), Signal::SIGKILL);
             let _ = created.exit.await;
             rt.delete(pod, &id).await;
             image::remove_run(&pod.dir, &member.name, rootfs);
-            return Err(StartFailed::Error(err));
+            return Err(failed);
         }
     };
     record_pid(pod, member, created.pid);
@@ -579,8 +669,11 @@ pub(super) fn own_podkit() -> Option<std::path::PathBuf> {
     Some(exe)
 }
 
-/// Stops a run as kubelet does: its preStop hook, then the stop signal to its whole process
-/// group (and every process in its cgroup), then SIGKILL at `deadline` (but at least 2 s after the preStop hook ended).
+/// Stops a run as kubelet does (`killContainer`): not ready from now on; its preStop hook; a
+/// native sidecar then waits for its turn (the main containers and the sidecars after it
+/// stopped); then the stop signal to its main process (as a runtime's `kill` sends it; the
+/// process passes it on or not), then SIGKILL to everything in the container at `deadline`,
+/// but never less than 2 s after the stop signal.
 async fn terminate(
     pod: &Pod,
     member: &Member,
@@ -589,7 +682,12 @@ async fn terminate(
     mut deadline: Instant,
 ) -> Option<Exit> {
     let message = format!("Stopping container {}", member.name);
-    pod.update(|s| s.event("Normal", "Killing", object, message));
+    pod.update(|s| {
+        if let Some(r) = s.record(&member.name) {
+            r.ready = false;
+        }
+        s.event("Normal", "Killing", object, message);
+    });
     if let Some(hook) = &member.pre_stop {
         let budget = deadline.saturating_duration_since(Instant::now());
         let hook_run = probe::run_handler(pod, member, run.pid, hook, budget);
@@ -603,16 +701,19 @@ async fn terminate(
             }
             exit = &mut run.exit => return exit.ok(),
         }
-        deadline = deadline.max(Instant::now() + PRE_STOP_MIN_GRACE);
     }
-    let group = Pid::from_raw(run.pid as i32);
-    if let Err(err) = signal_run(run, Signal::SIGTERM) {
+    if member.sidecar {
+        tokio::select! {
+            _ = tokio::time::timeout_at(deadline.into(), pod.turn_to_stop(member)) => {}
+            exit = &mut run.exit => return exit.ok(),
+        }
+    }
+    deadline = deadline.max(Instant::now() + MIN_STOP_GRACE);
+    let main = Pid::from_raw(run.pid as i32);
+    if let Err(err) = nix::sys::signal::kill(main, Signal::SIGTERM) {
         warn!(container = %member.name, %err, "failed to signal the container");
     }
-    if let Some(cgroup) = &pod.cgroup {
-        cgroup.signal(&member.name, Signal::SIGTERM);
-    }
-    let exit = match tokio::time::timeout_at(deadline.into(), &mut run.exit).await {
+    match tokio::time::timeout_at(deadline.into(), &mut run.exit).await {
         Ok(exit) => exit.ok(),
         Err(_) => {
             pod.update(|s| {
@@ -626,28 +727,23 @@ async fn terminate(
                     ),
                 )
             });
-            let _ = signal_run(run, Signal::SIGKILL);
-            if let Some(cgroup) = &pod.cgroup {
-                cgroup.kill(&member.name);
-            }
+            kill_all(pod, member, run);
             (&mut run.exit).await.ok()
         }
-    };
-    // Whatever the leader left behind in its group goes with it.
-    let _ = killpg(group, Signal::SIGKILL);
-    exit
+    }
 }
 
-/// Sends `signal` to a run: a host process's whole process group; an image container's first
-/// process (its own child, inherited from the runtime, so the pid is still its own), as
-/// containerd's `kill` does. The container's other processes go with it (PID 1 of its PID
-/// namespace) or through its cgroup.
-fn signal_run(run: &Run, signal: Signal) -> nix::Result<()> {
-    let pid = Pid::from_raw(run.pid as i32);
-    if run.image.is_some() {
-        nix::sys::signal::kill(pid, signal)
-    } else {
-        killpg(pid, signal)
+/// SIGKILL to everything in a run: an image container's first process (PID 1 of its PID
+/// namespace, or the runtime's child), a host process's whole process group, and every
+/// process in the container's cgroup.
+fn kill_all(pod: &Pod, member: &Member, run: &Run) {
+    let main = Pid::from_raw(run.pid as i32);
+    let _ = nix::sys::signal::kill(main, Signal::SIGKILL);
+    if run.image.is_none() {
+        let _ = killpg(main, Signal::SIGKILL);
+    }
+    if let Some(cgroup) = &pod.cgroup {
+        cgroup.kill(&member.name);
     }
 }
 

@@ -5,7 +5,7 @@
 //! httpGet and tcpSocket from a socket made in the pod's network namespace (to the pod's
 //! loopback unless the probe names a host). The probe loop runs postStart, then the startup
 //! probe, then liveness and readiness side by side; it marks the container started and ready in
-//! the status, and cancels `kill` when the container must be restarted.
+//! the status, and asks `kill` for a restart when the container must be restarted.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -18,13 +18,12 @@ use netns::{Namespace, NsKind, Process, Setup, Stdio};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 mod insecure;
 
 use super::Pod;
-use super::member::environment;
+use super::member::{Turn, environment};
 use super::reaper::Exit;
 use super::runtime;
 use crate::spec::{Handler, Member, Probe, Runs};
@@ -240,15 +239,36 @@ where
     Ok(sender)
 }
 
-/// Runs postStart and the probes of one run. Marks the container started (and tells `started`)
-/// and ready; cancels `kill` when postStart fails or the startup or liveness probe gives up.
+/// A probe's or hook's request to restart a run, with the grace period to stop it in: the
+/// failed probe's own `terminationGracePeriodSeconds`, else (`None`) the pod's.
+#[derive(Debug, Default)]
+pub struct Kill {
+    pub token: CancellationToken,
+    grace: std::sync::Mutex<Option<Duration>>,
+}
+
+impl Kill {
+    fn request(&self, grace: Option<Duration>) {
+        *self.grace.lock().unwrap_or_else(|e| e.into_inner()) = grace;
+        self.token.cancel();
+    }
+
+    pub fn grace(&self) -> Option<Duration> {
+        *self.grace.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs postStart and the probes of one run. Marks the container started and ready, passes
+/// its `turn` (a main container's after postStart, a sidecar's once started), and asks `kill`
+/// for a restart when postStart fails or the startup or liveness probe gives up. The run's
+/// owner aborts it when the run stops: no probe runs during termination.
 pub async fn watch(
     pod: Arc<Pod>,
     member: Member,
     leader: u32,
     object: String,
-    started: Option<oneshot::Sender<()>>,
-    kill: CancellationToken,
+    turn: Turn,
+    kill: Arc<Kill>,
 ) {
     if let Some(hook) = &member.post_start {
         // kubelet gives postStart no timeout of its own; the pod's grace period bounds it here.
@@ -256,7 +276,10 @@ pub async fn watch(
             .plan
             .termination_grace_period
             .max(Duration::from_secs(1));
-        if let Err(err) = run_handler(&pod, &member, leader, hook, limit).await {
+        let result = run_handler(&pod, &member, leader, hook, limit).await;
+        // kubelet runs postStart within the container's start: the next container waits.
+        turn.tried();
+        if let Err(err) = result {
             pod.update(|s| {
                 s.event(
                     "Warning",
@@ -265,10 +288,11 @@ pub async fn watch(
                     format!("PostStartHook failed: {err}"),
                 )
             });
-            kill.cancel();
+            kill.request(None);
             return;
         }
     }
+    turn.tried();
     if let Some(probe) = &member.startup_probe
         && !probe_until(&pod, &member, leader, &object, probe, "Startup", true).await
     {
@@ -283,22 +307,20 @@ pub async fn watch(
                 ),
             )
         });
-        kill.cancel();
+        kill.request(probe.termination_grace_period);
         return;
     }
     pod.update(|s| {
         if let Some(r) = s.record(&member.name) {
             r.started = true;
         }
-        // A plain init container is never ready, as in kubelet: it is there to finish.
-        let plain_init = !member.sidecar && member.path.starts_with("spec.initContainers");
-        if member.readiness_probe.is_none() && !plain_init {
+        // A plain init container is ready once it completed, as in kubelet: it is there to
+        // finish.
+        if member.readiness_probe.is_none() && !member.is_plain_init() {
             set_ready(s, &member.name, true);
         }
     });
-    if let Some(tx) = started {
-        let _ = tx.send(());
-    }
+    turn.started();
     let liveness = async {
         if let Some(probe) = &member.liveness_probe
             && !probe_until(&pod, &member, leader, &object, probe, "Liveness", false).await
@@ -314,7 +336,7 @@ pub async fn watch(
                     ),
                 )
             });
-            kill.cancel();
+            kill.request(probe.termination_grace_period);
         }
     };
     let readiness = async {

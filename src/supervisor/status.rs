@@ -28,6 +28,8 @@ pub struct Record {
     pub ready: bool,
     /// Running and past its startup probe.
     pub started: bool,
+    /// A native sidecar: an init container with `restartPolicy: Always`.
+    pub sidecar: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,24 @@ pub struct Terminated {
     pub message: Option<String>,
 }
 
+impl Record {
+    /// kubelet's `HasAnyRegularContainerStarted` for one container: it has left its first
+    /// Waiting state.
+    fn has_started(&self) -> bool {
+        !matches!(self.state, State::Waiting { .. }) || self.last.is_some()
+    }
+
+    /// For the Initialized condition: a plain init container once it completed (ready), a
+    /// sidecar once started (kubelet's `isInitContainerInitialized`).
+    fn initialized(&self) -> bool {
+        if self.sidecar {
+            self.started
+        } else {
+            self.ready
+        }
+    }
+}
+
 /// An event, as `kubectl describe` lists them.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,20 +86,35 @@ pub struct Event {
     pub message: String,
 }
 
+/// A pod condition kubelet owns, with the time its status last changed.
+#[derive(Debug, Clone)]
+struct Condition {
+    kind: &'static str,
+    status: bool,
+    reason: Option<&'static str>,
+    message: Option<String>,
+    since: Timestamp,
+}
+
 /// The pod's whole status, owned by the supervisor.
 #[derive(Debug)]
 pub struct Status {
     dir: PathBuf,
     pub phase: &'static str,
+    /// Set only for what the pod itself decided (`DeadlineExceeded`), as kubelet sets it.
     pub reason: Option<String>,
     pub message: Option<String>,
     pub start_time: Timestamp,
-    pub initialized: bool,
     pub init: Vec<Record>,
     pub containers: Vec<Record>,
     pub events: Vec<Event>,
     /// Changed since status.json was written.
     pub unsaved: bool,
+    /// Every container has stopped for good (the pod was deleted or ran to its end): the phase
+    /// is final (kubelet's `podIsTerminal`).
+    terminal: bool,
+    /// kubelet's conditions in its order, refreshed with the phase.
+    conditions: Vec<Condition>,
     /// How many of `events` events.json holds (`None`: not written yet).
     events_saved: Option<usize>,
     restart_policy: RestartPolicy,
@@ -99,19 +134,19 @@ impl Status {
             restarts: 0,
             ready: false,
             started: false,
+            sidecar: m.sidecar,
         };
         let main_reason = if plan.init_containers.is_empty() {
             "ContainerCreating"
         } else {
             "PodInitializing"
         };
-        Status {
+        let mut status = Status {
             dir: dir.to_path_buf(),
             phase: "Pending",
             reason: None,
             message: None,
             start_time: Timestamp::now(),
-            initialized: plan.init_containers.is_empty(),
             init: plan
                 .init_containers
                 .iter()
@@ -124,9 +159,13 @@ impl Status {
                 .collect(),
             events: Vec::new(),
             unsaved: true,
+            terminal: false,
+            conditions: Vec::new(),
             events_saved: None,
             restart_policy: plan.restart_policy,
-        }
+        };
+        status.refresh();
+        status
     }
 
     pub fn record(&mut self, name: &str) -> Option<&mut Record> {
@@ -147,58 +186,225 @@ impl Status {
         });
     }
 
-    /// The phase from the containers' states, by kubelet's rules (`getPhase`).
-    pub fn update_phase(&mut self) {
-        if self.phase == "Failed" && self.reason.is_some() {
-            return; // Decided by the pod itself (DeadlineExceeded, an init failure).
+    /// The pod ran its course (deleted, or every container done): what kubelet's
+    /// `TerminatePod` does. A container that never reached a Terminated state is reported
+    /// failed (137, `ContainerStatusUnknown`): the main containers once the pod got past its
+    /// init containers, and the init containers that tried to start. The phase is then final:
+    /// Succeeded when every main container ended with 0, else Failed.
+    pub fn finish(&mut self) {
+        let unknown = |r: &mut Record| {
+            if !matches!(r.state, State::Terminated(_)) {
+                let now = Timestamp::now();
+                r.state = State::Terminated(Terminated {
+                    exit_code: 137,
+                    signal: None,
+                    reason: "ContainerStatusUnknown".into(),
+                    started: now,
+                    finished: now,
+                    message: Some(
+                        "The container could not be located when the pod was terminated".into(),
+                    ),
+                });
+                r.ready = false;
+                r.started = false;
+            }
+        };
+        if self.has_initialized() {
+            self.containers.iter_mut().for_each(unknown);
         }
-        if !self.initialized {
-            self.phase = "Pending";
-            return;
+        // Every init container up to the last one that left Waiting (at least the first).
+        let tried = self
+            .init
+            .iter()
+            .rposition(|r| r.has_started())
+            .map_or(1, |i| i + 1)
+            .min(self.init.len());
+        self.init[..tried].iter_mut().for_each(unknown);
+        self.terminal = true;
+        self.refresh();
+        if !matches!(self.phase, "Succeeded" | "Failed") {
+            self.phase = "Failed";
+            self.refresh_conditions();
         }
-        let (mut running, mut waiting, mut succeeded, mut failed) = (0, 0, 0, 0);
+    }
+
+    /// kubelet's `hasPodInitialized`: no init containers, a main container that left Waiting,
+    /// or the last init container done (a sidecar: started).
+    fn has_initialized(&self) -> bool {
+        let Some(last) = self.init.last() else {
+            return true;
+        };
+        if self.containers.iter().any(Record::has_started) {
+            return true;
+        }
+        let completed = |t: &Terminated| t.exit_code == 0;
+        if last.sidecar {
+            matches!(last.state, State::Running { .. }) && last.started
+        } else {
+            last.last.as_ref().is_some_and(completed)
+                || matches!(&last.state, State::Terminated(t) if completed(t))
+        }
+    }
+
+    /// The phase and the conditions from the containers' states; call after every change.
+    pub fn refresh(&mut self) {
+        self.phase = self.next_phase();
+        self.refresh_conditions();
+    }
+
+    /// The phase by kubelet's rules (`getPhase`); a pod never leaves Succeeded or Failed.
+    fn next_phase(&self) -> &'static str {
+        if matches!(self.phase, "Succeeded" | "Failed") {
+            return self.phase;
+        }
+        let (mut pending_init, mut failed_init) = (0, 0);
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for r in &self.init {
+            match (&r.state, r.sidecar) {
+                (State::Running { .. }, false) => pending_init += 1,
+                (State::Terminated(t), false) if t.exit_code != 0 => failed_init += 1,
+                (State::Waiting { .. }, false) => match &r.last {
+                    Some(last) if last.exit_code != 0 => failed_init += 1,
+                    Some(_) => {}
+                    None => pending_init += 1,
+                },
+                (State::Terminated(_), _) => {}
+                // A sidecar counts while it runs; one that stopped or restarts does not.
+                (State::Running { .. }, true) => {
+                    running += 1;
+                    if !r.started {
+                        pending_init += 1;
+                    }
+                }
+                (State::Waiting { .. }, true) => {
+                    if r.last.is_none() {
+                        pending_init += 1;
+                        waiting += 1;
+                    }
+                }
+            }
+        }
         for r in &self.containers {
             match &r.state {
                 State::Running { .. } => running += 1,
-                State::Waiting { .. } if r.last.is_some() => running += 1, // restarting
+                State::Terminated(t) => {
+                    stopped += 1;
+                    if t.exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                State::Waiting { .. } if r.last.is_some() => stopped += 1,
                 State::Waiting { .. } => waiting += 1,
-                State::Terminated(t) if t.exit_code == 0 => succeeded += 1,
-                State::Terminated(_) => failed += 1,
             }
         }
-        self.phase = if waiting > 0 {
-            "Pending"
-        } else if running > 0 {
-            "Running"
-        } else if failed == 0 && succeeded > 0 {
-            if self.restart_policy == RestartPolicy::Always {
-                "Running"
-            } else {
+        if failed_init > 0 && self.restart_policy == RestartPolicy::Never {
+            return "Failed";
+        }
+        let any_main_started = self.containers.iter().any(Record::has_started);
+        if pending_init > 0 && !any_main_started || waiting > 0 {
+            return "Pending";
+        }
+        if running > 0 {
+            return "Running";
+        }
+        if stopped == 0 {
+            return "Pending";
+        }
+        if self.terminal {
+            return if stopped == succeeded {
                 "Succeeded"
-            }
-        } else if self.restart_policy == RestartPolicy::Never
-            || failed > 0 && self.restart_policy != RestartPolicy::Always
-        {
-            "Failed"
-        } else {
-            "Running"
+            } else {
+                "Failed"
+            };
+        }
+        match self.restart_policy {
+            RestartPolicy::Always => "Running",
+            _ if stopped == succeeded => "Succeeded",
+            RestartPolicy::Never => "Failed",
+            RestartPolicy::OnFailure => "Running",
+        }
+    }
+
+    /// kubelet's conditions (`pkg/kubelet/status/generate.go`), each keeping the time of its
+    /// last change of status (`updateLastTransitionTime`).
+    fn refresh_conditions(&mut self) {
+        let names = |records: Vec<&Record>| {
+            // Go's %s of a []string: [a b]
+            let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+            format!("[{}]", names.join(" "))
         };
+        let terminal_reason = match self.phase {
+            "Succeeded" => Some("PodCompleted"),
+            "Failed" => Some("PodFailed"),
+            _ => None,
+        };
+
+        let incomplete: Vec<&Record> = self.init.iter().filter(|r| !r.initialized()).collect();
+        let initialized = if self.phase == "Succeeded" {
+            (true, Some("PodCompleted"), None)
+        } else if self.containers.iter().any(Record::has_started) || incomplete.is_empty() {
+            (true, None, None)
+        } else {
+            (
+                false,
+                Some("ContainersNotInitialized"),
+                Some(format!(
+                    "containers with incomplete status: {}",
+                    names(incomplete)
+                )),
+            )
+        };
+
+        let unready: Vec<&Record> = self
+            .init
+            .iter()
+            .filter(|r| r.sidecar)
+            .chain(&self.containers)
+            .filter(|r| !r.ready)
+            .collect();
+        let containers_ready = if let Some(reason) = terminal_reason {
+            (false, Some(reason), None)
+        } else if unready.is_empty() {
+            (true, None, None)
+        } else {
+            (
+                false,
+                Some("ContainersNotReady"),
+                Some(format!(
+                    "containers with unready status: {}",
+                    names(unready)
+                )),
+            )
+        };
+
+        let now = Timestamp::now();
+        let wanted = [
+            ("PodReadyToStartContainers", (true, None, None)),
+            ("Initialized", initialized),
+            ("Ready", containers_ready.clone()),
+            ("ContainersReady", containers_ready),
+            ("PodScheduled", (true, None, None)),
+        ];
+        for (kind, (status, reason, message)) in wanted {
+            match self.conditions.iter_mut().find(|c| c.kind == kind) {
+                Some(c) => {
+                    if c.status != status {
+                        c.since = now;
+                    }
+                    (c.status, c.reason, c.message) = (status, reason, message);
+                }
+                None => self.conditions.push(Condition {
+                    kind,
+                    status,
+                    reason,
+                    message,
+                    since: self.start_time,
+                }),
+            }
+        }
     }
 
     pub fn to_pod_status(&self) -> PodStatus {
-        let all_ready = !self.containers.is_empty()
-            && self.containers.iter().all(|r| r.ready)
-            && self
-                .init
-                .iter()
-                .filter(|r| matches!(r.state, State::Running { .. }))
-                .all(|r| r.ready);
-        let condition = |kind: &str, ok: bool| PodCondition {
-            type_: kind.to_owned(),
-            status: if ok { "True" } else { "False" }.to_owned(),
-            last_transition_time: Some(Time(self.start_time)),
-            ..Default::default()
-        };
         PodStatus {
             phase: Some(self.phase.to_owned()),
             reason: self.reason.clone(),
@@ -206,12 +412,19 @@ impl Status {
             start_time: Some(Time(self.start_time)),
             pod_ip: None,
             host_ip: Some("127.0.0.1".to_owned()),
-            conditions: Some(vec![
-                condition("PodScheduled", true),
-                condition("Initialized", self.initialized),
-                condition("ContainersReady", all_ready),
-                condition("Ready", all_ready),
-            ]),
+            conditions: Some(
+                self.conditions
+                    .iter()
+                    .map(|c| PodCondition {
+                        type_: c.kind.to_owned(),
+                        status: if c.status { "True" } else { "False" }.to_owned(),
+                        reason: c.reason.map(str::to_owned),
+                        message: c.message.clone(),
+                        last_transition_time: Some(Time(c.since)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
             init_container_statuses: Some(self.init.iter().map(container_status).collect()),
             container_statuses: Some(self.containers.iter().map(container_status).collect()),
             ..Default::default()
@@ -315,6 +528,224 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use jiff::Timestamp;
+
+    use super::{Record, RestartPolicy, State, Status, Terminated};
+
+    fn record(name: &str, sidecar: bool, state: State) -> Record {
+        Record {
+            name: name.into(),
+            image: String::new(),
+            image_id: String::new(),
+            state,
+            last: None,
+            restarts: 0,
+            ready: false,
+            started: false,
+            sidecar,
+        }
+    }
+
+    fn waiting() -> State {
+        State::Waiting {
+            reason: "PodInitializing".into(),
+            message: None,
+        }
+    }
+
+    fn running() -> State {
+        State::Running {
+            since: Timestamp::now(),
+        }
+    }
+
+    fn exited(code: i32) -> State {
+        State::Terminated(Terminated {
+            exit_code: code,
+            signal: None,
+            reason: if code == 0 { "Completed" } else { "Error" }.into(),
+            started: Timestamp::now(),
+            finished: Timestamp::now(),
+            message: None,
+        })
+    }
+
+    fn status(policy: RestartPolicy, init: Vec<Record>, containers: Vec<Record>) -> Status {
+        let mut status = Status {
+            dir: std::path::PathBuf::new(),
+            phase: "Pending",
+            reason: None,
+            message: None,
+            start_time: Timestamp::now(),
+            init,
+            containers,
+            events: Vec::new(),
+            unsaved: false,
+            terminal: false,
+            conditions: Vec::new(),
+            events_saved: None,
+            restart_policy: policy,
+        };
+        status.refresh();
+        status
+    }
+
+    /// (status, reason, message) of a condition.
+    fn condition(status: &Status, kind: &str) -> (String, Option<String>, Option<String>) {
+        let pod = status.to_pod_status();
+        let c = pod
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == kind)
+            .expect(kind);
+        (c.status, c.reason, c.message)
+    }
+
+    #[test]
+    fn a_running_sidecar_keeps_the_pod_running_until_it_stopped() {
+        let mut sidecar = record("side", true, running());
+        sidecar.started = true;
+        let mut s = status(
+            RestartPolicy::Never,
+            vec![sidecar],
+            vec![record("app", false, exited(0))],
+        );
+        assert_eq!(s.phase, "Running");
+        s.init[0].state = exited(143);
+        s.refresh();
+        assert_eq!(s.phase, "Succeeded", "a stopped sidecar does not count");
+        assert_eq!(
+            condition(&s, "Ready"),
+            ("False".into(), Some("PodCompleted".into()), None)
+        );
+        assert_eq!(
+            condition(&s, "Initialized"),
+            ("True".into(), Some("PodCompleted".into()), None)
+        );
+    }
+
+    #[test]
+    fn a_sidecar_not_yet_started_keeps_the_pod_pending_and_uninitialized() {
+        let mut s = status(
+            RestartPolicy::Always,
+            vec![
+                record("first", false, exited(0)),
+                record("side", true, running()),
+            ],
+            vec![record("app", false, waiting())],
+        );
+        s.init[0].ready = true;
+        s.refresh();
+        assert_eq!(s.phase, "Pending");
+        assert_eq!(
+            condition(&s, "Initialized"),
+            (
+                "False".into(),
+                Some("ContainersNotInitialized".into()),
+                Some("containers with incomplete status: [side]".into())
+            )
+        );
+        assert_eq!(
+            condition(&s, "ContainersReady"),
+            (
+                "False".into(),
+                Some("ContainersNotReady".into()),
+                Some("containers with unready status: [side app]".into())
+            )
+        );
+        assert_eq!(condition(&s, "Ready"), condition(&s, "ContainersReady"));
+        s.init[1].started = true;
+        s.refresh();
+        assert_eq!(condition(&s, "Initialized").0, "True");
+    }
+
+    #[test]
+    fn a_failed_init_container_fails_a_never_pod_without_a_reason() {
+        let s = status(
+            RestartPolicy::Never,
+            vec![record("init", false, exited(3))],
+            vec![record("app", false, waiting())],
+        );
+        assert_eq!(s.phase, "Failed");
+        assert_eq!(s.to_pod_status().reason, None);
+        let s = status(
+            RestartPolicy::OnFailure,
+            vec![record("init", false, exited(3))],
+            vec![record("app", false, waiting())],
+        );
+        assert_eq!(s.phase, "Pending", "it is retried");
+    }
+
+    #[test]
+    fn a_condition_keeps_its_time_until_its_status_changes() {
+        let mut s = status(
+            RestartPolicy::Always,
+            Vec::new(),
+            vec![record("app", false, running())],
+        );
+        let since = |s: &Status, kind: &str| {
+            s.conditions
+                .iter()
+                .find(|c| c.kind == kind)
+                .map(|c| c.since)
+                .expect(kind)
+        };
+        let created = since(&s, "Ready");
+        assert_eq!(created, s.start_time);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        s.refresh();
+        assert_eq!(since(&s, "Ready"), created, "no change, same time");
+        s.containers[0].ready = true;
+        s.refresh();
+        assert!(since(&s, "Ready") > created, "became ready: a new time");
+        assert_eq!(since(&s, "PodScheduled"), created);
+    }
+
+    #[test]
+    fn finishing_marks_what_never_ended_and_makes_the_phase_final() {
+        // Deleted while one container ran and one waited on its image.
+        let mut s = status(
+            RestartPolicy::Always,
+            Vec::new(),
+            vec![
+                record("app", false, exited(0)),
+                record("pulling", false, waiting()),
+            ],
+        );
+        assert_eq!(s.phase, "Pending");
+        s.finish();
+        assert_eq!(s.phase, "Failed");
+        let State::Terminated(t) = &s.containers[1].state else {
+            panic!("terminated: {:?}", s.containers[1].state);
+        };
+        assert_eq!(
+            (t.exit_code, t.reason.as_str()),
+            (137, "ContainerStatusUnknown")
+        );
+
+        // Every container ended with 0: Succeeded, whatever the restart policy.
+        let mut s = status(
+            RestartPolicy::Always,
+            Vec::new(),
+            vec![record("app", false, exited(0))],
+        );
+        assert_eq!(s.phase, "Running", "restarting");
+        s.finish();
+        assert_eq!(s.phase, "Succeeded");
+
+        // An init container failed (Never): the main containers never started and stay so;
+        // the later init containers that never tried stay Waiting.
+        let mut s = status(
+            RestartPolicy::Never,
+            vec![record("a", false, exited(1)), record("b", false, waiting())],
+            vec![record("app", false, waiting())],
+        );
+        s.finish();
+        assert_eq!(s.phase, "Failed");
+        assert!(matches!(s.init[1].state, State::Waiting { .. }));
+        assert!(matches!(s.containers[0].state, State::Waiting { .. }));
+    }
     #[test]
     fn an_atomic_write_creates_then_replaces_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().expect("temporary directory");

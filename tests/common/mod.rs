@@ -1,0 +1,269 @@
+//! What the end-to-end tests of pods share: `podkit run` of a manifest in the background,
+//! deleted and checked when dropped, and what a test reads of its pod (status, events, logs).
+
+// Each test binary uses part of this.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A `podkit run` in the background; deleted (SIGTERM) and checked when dropped.
+pub struct Running {
+    pub name: String,
+    child: Option<Child>,
+    file: PathBuf,
+    exit: std::cell::Cell<Option<Option<i32>>>,
+    /// Where `podkit run` writes its progress (stderr).
+    stderr: PathBuf,
+}
+
+impl Running {
+    pub fn start(prefix: &str, manifest: impl FnOnce(&str) -> String) -> Option<Running> {
+        let name = format!("pkr-{prefix}-{}-{}", std::process::id(), next());
+        let dir = std::env::temp_dir().join("podkit-run-test");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, manifest(&name)).expect("manifest");
+        Running::spawn(name, file)
+    }
+
+    /// Runs a copy of a manifest file as it is; its pod is named `name`.
+    pub fn start_file(name: &str, file: PathBuf) -> Option<Running> {
+        let dir = std::env::temp_dir().join("podkit-run-test");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let copy = dir.join(format!("{name}-{}.yaml", std::process::id()));
+        std::fs::copy(&file, &copy).expect("copy the example");
+        Running::spawn(name.to_owned(), copy)
+    }
+
+    pub fn spawn(name: String, file: PathBuf) -> Option<Running> {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "podkit run needs root; CI runs as root"
+            );
+            eprintln!("skipped: not root");
+            return None;
+        }
+        let dir = file.parent().expect("dir").to_path_buf();
+        let stderr = dir.join(format!("{name}.stderr"));
+        let child = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(["run", "-f"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start podkit run");
+        Some(Running {
+            stderr,
+            name,
+            child: Some(child),
+            file,
+            exit: std::cell::Cell::new(None),
+        })
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        Path::new("/run/podkit/pods").join(&self.name)
+    }
+
+    pub fn status(&self) -> Value {
+        std::fs::read_to_string(self.dir().join("status.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir().join("events.json")).unwrap_or_default();
+        let events: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
+        events
+            .iter()
+            .map(|e| e["message"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// What `podkit run` printed on stderr so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn log(&self, container: &str, run: u32) -> String {
+        let text = std::fs::read_to_string(
+            self.dir()
+                .join("logs")
+                .join(container)
+                .join(format!("{run}.log")),
+        )
+        .unwrap_or_default();
+        // CRI: "<time> <stream> <F|P> <line>"
+        text.lines()
+            .filter_map(|l| l.splitn(4, ' ').nth(3))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; status: {}",
+                self.status()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for `podkit run` to end by itself; its exit code.
+    pub fn wait_exit(&self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // `child` is only taken in drop.
+        let pid = nix::unistd::Pid::from_raw(self.child.as_ref().expect("running").id() as i32);
+        loop {
+            if let Some(code) = self.exit.get() {
+                return code;
+            }
+            match nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => self.exit.set(Some(Some(code))),
+                Ok(nix::sys::wait::WaitStatus::Signaled(..)) => self.exit.set(Some(None)),
+                _ => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "podkit run did not end; status: {}",
+                        self.status()
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs the supervisor, as an OOM kill would, and reaps it.
+    pub fn kill_supervisor(&self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        let _ = self.wait_exit();
+    }
+
+    /// Starts deleting the pod like Ctrl-C does (SIGTERM to `podkit run`), without waiting.
+    pub fn begin_delete(&self) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+
+    /// Deletes the pod like Ctrl-C does (unless it ended) and checks nothing of it remains.
+    pub fn delete_and_check(&self) {
+        if self.exit.get().is_none() {
+            let pid = self.child.as_ref().expect("running").id() as i32;
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let code = self.wait_exit();
+            assert_eq!(
+                code,
+                Some(0),
+                "a deleted pod's run exits 0: {}",
+                self.output()
+            );
+            assert!(
+                !self.dir().exists(),
+                "a deleted pod leaves no state directory"
+            );
+        }
+        // A pod that ended keeps its state dir (logs, status) until deleted; remove it here.
+        let _ = std::fs::remove_dir_all(self.dir());
+        assert!(
+            !Path::new("/run/netns").join(&self.name).exists(),
+            "netns pin remains"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains(&self.name), "mounts remain: {mounts}");
+        if let Some(cgroup) = pod_cgroup(&self.name) {
+            assert!(!cgroup.exists(), "cgroup remains: {}", cgroup.display());
+        }
+    }
+}
+
+/// Where the supervisor makes pod `name`'s cgroup (below its own, which is this test's), when
+/// cgroup v2 is mounted.
+pub fn pod_cgroup(name: &str) -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts
+        .lines()
+        .find(|l| l.contains(" - cgroup2 "))?
+        .split(' ')
+        .nth(4)?
+        .to_owned();
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(
+        Path::new(&mount)
+            .join(own.trim_start_matches('/'))
+            .join(format!("podkit-{name}")),
+    )
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take()
+            && self.exit.get().is_none()
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = netns::PodNamespaces::remove(&self.name, &self.dir().join("ns"));
+        let _ = std::fs::remove_dir_all(self.dir());
+        let _ = std::fs::remove_file(&self.file);
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+pub fn next() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `podkit ARGS`, which must succeed; its stdout.
+pub fn podkit(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(args)
+        .output()
+        .expect("run podkit");
+    assert!(
+        out.status.success(),
+        "podkit {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `podkit ARGS`, which must exit 1; its stderr.
+pub fn podkit_fails(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+        .args(args)
+        .output()
+        .expect("run podkit");
+    assert_eq!(out.status.code(), Some(1), "podkit {args:?} should exit 1");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

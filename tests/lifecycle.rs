@@ -1,0 +1,603 @@
+//! The pod lifecycle as kubelet runs it, one test per behaviour, modelled on what Kubernetes'
+//! own node e2e tests assert (`test/e2e_node/container_lifecycle_test.go`, and
+//! `test/e2e/common/node/{init_container,container_probe,lifecycle_hook}.go`), on pods of host
+//! processes: start order, postStart, sidecar gating, the phase with sidecars, termination
+//! order and its grace periods, conditions, probes during termination, probe-level grace
+//! periods, the stop signal. Needs root.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+use common::{Running, next, podkit};
+
+/// A directory of the host for a test's markers (host processes see the host's /tmp), removed
+/// when dropped: what a pod wrote stays readable after the pod is gone.
+struct Markers(PathBuf);
+
+impl Markers {
+    fn new(test: &str) -> Markers {
+        let dir = std::env::temp_dir().join(format!(
+            "podkit-lifecycle-{test}-{}-{}",
+            std::process::id(),
+            next()
+        ));
+        std::fs::create_dir_all(&dir).expect("markers dir");
+        Markers(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.0.join(name)).unwrap_or_default()
+    }
+
+    /// A nanosecond time a container wrote with `date +%s%N`.
+    fn time(&self, name: &str) -> u128 {
+        let text = self.read(name);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("marker {name}: {text:?}"))
+    }
+}
+
+impl Drop for Markers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+fn container<'a>(status: &'a Value, list: &str, name: &str) -> &'a Value {
+    status[list]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// Issue item 1: kubelet starts containers one by one and runs each one's postStart hook within its
+/// start: the next container starts only once the hook is done.
+#[test]
+fn a_post_start_hook_finishes_before_the_next_container_starts() {
+    let marks = Markers::new("poststart");
+    let dir = marks.path().display().to_string();
+    let Some(pod) = Running::start("poststart", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: first
+    command: [sh, -c, "while true; do sleep 0.1; done"]
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, "sleep 1; touch {dir}/hook-done"]}}
+  - name: second
+    command: [sh, -c, "if test -e {dir}/hook-done; then echo after the hook; else echo before the hook; fi; while true; do sleep 0.1; done"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the second container's line", || {
+        !pod.log("second", 0).is_empty()
+    });
+    assert_eq!(pod.log("second", 0), "after the hook\n");
+    pod.delete_and_check();
+}
+
+/// Issue item 2: a native sidecar whose startup probe has not succeeded holds back every later
+/// container, across its restarts: the pod stays Pending and not Initialized, naming it.
+#[test]
+fn a_sidecar_that_never_starts_holds_back_the_pod() {
+    let Some(pod) = Running::start("gated", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  initContainers:
+  - name: side
+    restartPolicy: Always
+    command: [sh, -c, "while true; do sleep 0.1; done"]
+    startupProbe:
+      exec: {{command: ["false"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+  containers:
+  - name: app
+    command: [sh, -c, "echo app started; while true; do sleep 0.1; done"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the sidecar restarted by its startup probe", || {
+        container(&pod.status(), "initContainerStatuses", "side")["restartCount"]
+            .as_i64()
+            .is_some_and(|n| n >= 1)
+    });
+    let status = pod.status();
+    assert_eq!(status["phase"], "Pending", "{status:#}");
+    let app = container(&status, "containerStatuses", "app");
+    assert!(app["state"]["waiting"].is_object(), "{status:#}");
+    assert_eq!(pod.log("app", 0), "", "the app never started");
+    let initialized = condition(&status, "Initialized");
+    assert_eq!(initialized["status"], "False");
+    assert_eq!(initialized["reason"], "ContainersNotInitialized");
+    assert_eq!(
+        initialized["message"],
+        "containers with incomplete status: [side]"
+    );
+    pod.delete_and_check();
+}
+
+/// Issue item 3: the phase counts a running sidecar (kubelet's getPhase): with the main container
+/// done, the pod is Running until its sidecar has stopped, then Succeeded.
+#[test]
+fn the_phase_waits_for_the_sidecars_to_stop() {
+    let Some(pod) = Running::start("phase", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 10
+  initContainers:
+  - name: side
+    restartPolicy: Always
+    command: [sh, -c, "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done"]
+  containers:
+  - name: app
+    command: [sh, -c, "sleep 0.5; echo done"]
+"#
+        )
+    }) else {
+        return;
+    };
+    // Every status written on the way: Succeeded only once the sidecar is terminated.
+    let mut seen_running_with_app_done = false;
+    pod.wait_for("the pod to succeed", || {
+        let status = pod.status();
+        let app_done =
+            container(&status, "containerStatuses", "app")["state"]["terminated"].is_object();
+        let side_done =
+            container(&status, "initContainerStatuses", "side")["state"]["terminated"].is_object();
+        if status["phase"] == "Succeeded" {
+            assert!(side_done, "Succeeded while the sidecar runs: {status:#}");
+            return true;
+        }
+        if app_done && !side_done {
+            assert_eq!(status["phase"], "Running", "{status:#}");
+            seen_running_with_app_done = true;
+        }
+        false
+    });
+    assert!(
+        seen_running_with_app_done,
+        "the sidecar took a second to stop: that was seen"
+    );
+    assert_eq!(pod.wait_exit(), Some(0));
+    pod.delete_and_check();
+}
+
+/// Issue item 4: termination: every preStop hook starts at once (a sidecar's does not wait for the
+/// others), then the main container gets its stop signal, then the sidecars in reverse order.
+#[test]
+fn sidecars_stop_in_reverse_order_after_their_pre_stop_hooks_ran_together() {
+    let marks = Markers::new("order");
+    let dir = marks.path().display().to_string();
+    let sidecar = |n: &str| {
+        format!(
+            r#"
+  - name: {n}
+    restartPolicy: Always
+    command: [sh, -c, "trap 'date +%s%N > {dir}/term-{n}; exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, "date +%s%N > {dir}/prestop-{n}; sleep 1"]}}"#
+        )
+    };
+    let (s1, s2) = (sidecar("s1"), sidecar("s2"));
+    let Some(pod) = Running::start("order", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 20
+  initContainers:{s1}{s2}
+  containers:
+  - name: app
+    command: [sh, -c, "trap 'date +%s%N > {dir}/term-app; exit 0' TERM; while true; do sleep 0.1; done"]
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the app to run", || {
+        container(&pod.status(), "containerStatuses", "app")["state"]["running"].is_object()
+    });
+    pod.delete_and_check();
+    let (pre1, pre2) = (marks.time("prestop-s1"), marks.time("prestop-s2"));
+    let (app, t1, t2) = (
+        marks.time("term-app"),
+        marks.time("term-s1"),
+        marks.time("term-s2"),
+    );
+    assert!(
+        pre1 < t2 && pre2 < t2,
+        "the preStop hooks ran at once, before any sidecar's stop signal"
+    );
+    assert!(
+        app < t2 && t2 < t1,
+        "app, then s2, then s1: {app} {t2} {t1}"
+    );
+}
+
+/// Issue item 5: once the grace period is spent, a container still gets 2 s between its stop signal
+/// and SIGKILL: sidecars that take 1.5 s and 1 s to exit after SIGTERM, stopped one after the other
+/// under a 1 s grace period, end Completed (0), not killed.
+#[test]
+fn every_container_gets_two_seconds_after_its_stop_signal() {
+    let Some(pod) = Running::start("window", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - name: s1
+    restartPolicy: Always
+    command: [sh, -c, "trap 'sleep 1; exit 0' TERM; while true; do sleep 0.1; done"]
+  - name: s2
+    restartPolicy: Always
+    command: [sh, -c, "trap 'sleep 1.5; exit 0' TERM; while true; do sleep 0.1; done"]
+  containers:
+  - name: app
+    command: [sh, -c, "sleep 0.5"]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
+    let status = pod.status();
+    for side in ["s1", "s2"] {
+        let ended = &container(&status, "initContainerStatuses", side)["state"]["terminated"];
+        assert_eq!(ended["exitCode"], 0, "{side}: {status:#}");
+        assert_eq!(ended["reason"], "Completed", "{side}: {status:#}");
+    }
+    assert_eq!(status["phase"], "Succeeded", "{status:#}");
+    pod.delete_and_check();
+}
+
+/// Issue items 6, 7 and 13: a failed init container under `restartPolicy: Never` fails the pod with
+/// no status.reason (kubelet sets none); a completed init container is ready; a container that
+/// stopped is not `started`.
+#[test]
+fn init_containers_report_as_kubelet_reports_them() {
+    let Some(pod) = Running::start("initfail", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  restartPolicy: Never
+  initContainers:
+  - name: fine
+    command: ["true"]
+  - name: broken
+    command: [sh, -c, "exit 3"]
+  containers:
+  - name: app
+    command: ["true"]
+"#
+        )
+    }) else {
+        return;
+    };
+    assert_eq!(pod.wait_exit(), Some(1), "{}", pod.output());
+    let status = pod.status();
+    assert_eq!(status["phase"], "Failed", "{status:#}");
+    assert!(status["reason"].is_null(), "{status:#}");
+    let fine = container(&status, "initContainerStatuses", "fine");
+    assert_eq!(fine["ready"], true, "{status:#}");
+    assert_eq!(fine["started"], false, "{status:#}");
+    let broken = container(&status, "initContainerStatuses", "broken");
+    assert_eq!(broken["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(broken["ready"], false);
+    assert!(
+        container(&status, "containerStatuses", "app")["state"]["waiting"].is_object(),
+        "the app never started: {status:#}"
+    );
+    let initialized = condition(&status, "Initialized");
+    assert_eq!(initialized["status"], "False");
+    assert_eq!(
+        initialized["message"],
+        "containers with incomplete status: [broken]"
+    );
+    assert_eq!(condition(&status, "Ready")["reason"], "PodFailed");
+    pod.delete_and_check();
+}
+
+/// Issue items 8 and 9: containersReady and Ready carry kubelet's reason and message while a
+/// container is not ready, and each condition's lastTransitionTime moves when (and only when) its
+/// status changes.
+#[test]
+fn conditions_carry_reasons_and_the_time_they_changed() {
+    let marks = Markers::new("ready");
+    let ready_file = marks.path().join("ready");
+    let file = ready_file.display().to_string();
+    let Some(pod) = Running::start("conds", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    command: [sh, -c, "while true; do sleep 0.1; done"]
+    readinessProbe:
+      exec: {{command: [test, -e, "{file}"]}}
+      periodSeconds: 1
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the app to run", || {
+        container(&pod.status(), "containerStatuses", "app")["state"]["running"].is_object()
+    });
+    let before = pod.status();
+    for kind in ["ContainersReady", "Ready"] {
+        let c = condition(&before, kind);
+        assert_eq!(c["status"], "False", "{before:#}");
+        assert_eq!(c["reason"], "ContainersNotReady");
+        assert_eq!(c["message"], "containers with unready status: [app]");
+    }
+    let unready_since = condition(&before, "Ready")["lastTransitionTime"].clone();
+    let initialized_since = condition(&before, "Initialized")["lastTransitionTime"].clone();
+    // RFC 3339 times of one second's resolution: a change must land in a later second.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&ready_file, "").expect("ready file");
+    pod.wait_for("Ready", || {
+        condition(&pod.status(), "Ready")["status"] == "True"
+    });
+    let after = pod.status();
+    let ready = condition(&after, "Ready");
+    assert!(
+        ready["reason"].is_null() && ready["message"].is_null(),
+        "{after:#}"
+    );
+    let ready_since = ready["lastTransitionTime"].as_str().expect("time");
+    assert!(
+        ready_since > unready_since.as_str().expect("time"),
+        "{ready_since} after {unready_since}"
+    );
+    assert_eq!(
+        condition(&after, "Initialized")["lastTransitionTime"],
+        initialized_since,
+        "unchanged status, unchanged time"
+    );
+    pod.delete_and_check();
+}
+
+/// Issue item 10: a terminating pod's liveness probe no longer runs (no restart of a container
+/// being stopped), and its container turns unready at once.
+#[test]
+fn probes_stop_and_readiness_turns_false_while_the_pod_terminates() {
+    let marks = Markers::new("probes");
+    let dir = marks.path().display().to_string();
+    let Some(pod) = Running::start("terminating", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: app
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    livenessProbe:
+      exec: {{command: [test, '!', -e, "{dir}/stopping"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, "touch {dir}/stopping; sleep 3"]}}
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("ready", || {
+        container(&pod.status(), "containerStatuses", "app")["ready"] == true
+    });
+    pod.begin_delete();
+    pod.wait_for("the preStop hook", || {
+        marks.path().join("stopping").exists()
+    });
+    let status = pod.status();
+    assert_eq!(
+        container(&status, "containerStatuses", "app")["ready"],
+        false,
+        "unready while terminating: {status:#}"
+    );
+    // Three liveness periods inside the hook's three seconds.
+    std::thread::sleep(Duration::from_millis(2500));
+    let events = pod.events();
+    assert!(
+        !events.iter().any(|e| e.contains("Liveness probe failed")),
+        "{events:#?}"
+    );
+    pod.delete_and_check();
+}
+
+/// Issue item 11: a liveness probe's own terminationGracePeriodSeconds is the grace period for the
+/// restart it causes, instead of the pod's (a minute here): a container ignoring SIGTERM is killed
+/// one second after its stop signal.
+#[test]
+fn a_probes_grace_period_replaces_the_pods_for_its_restart() {
+    let Some(pod) = Running::start("probegrace", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 60
+  containers:
+  - name: app
+    command: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]
+    livenessProbe:
+      exec: {{command: ["false"]}}
+      periodSeconds: 1
+      failureThreshold: 1
+      terminationGracePeriodSeconds: 1
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the restart", || {
+        container(&pod.status(), "containerStatuses", "app")["restartCount"]
+            .as_i64()
+            .is_some_and(|n| n >= 1)
+    });
+    let events = pod.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("did not stop within the grace period: SIGKILL")),
+        "{events:#?}"
+    );
+    // Not the pod's minute for the delete either.
+    podkit(&["delete", "pod", &pod.name, "--grace-period", "1"]);
+    pod.delete_and_check();
+}
+
+/// Issue item 12: the stop signal reaches the container's main process once, and not the processes
+/// it started (they end with it, killed when it exits).
+#[test]
+fn the_stop_signal_reaches_the_main_process_once() {
+    let marks = Markers::new("signal");
+    let dir = marks.path().display().to_string();
+    let Some(pod) = Running::start("signal", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: app
+    command:
+    - sh
+    - -c
+    - |
+      sh -c "trap 'echo child >> {dir}/signals' TERM; while true; do sleep 0.1; done" &
+      trap 'echo main >> {dir}/signals; stopping=1' TERM
+      echo up
+      while [ -z "$$stopping" ]; do sleep 0.1; done
+      sleep 0.5
+      exit 0
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the app to run", || pod.log("app", 0).contains("up"));
+    pod.delete_and_check();
+    assert_eq!(marks.read("signals"), "main\n");
+}
+
+/// Issue item 13: the phase is always one of the API's five: a pod being deleted keeps its phase
+/// and gets a deletionTimestamp (kubectl, and `podkit get`, show it as Terminating); `podkit get`
+/// piped into a reader that stops early ends quietly.
+#[test]
+fn a_terminating_pod_keeps_its_phase_and_a_closed_pipe_ends_get_quietly() {
+    let marks = Markers::new("phase");
+    let dir = marks.path().display().to_string();
+    let Some(pod) = Running::start("deleting", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: app
+    command: [sh, -c, "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, "touch {dir}/stopping; sleep 3"]}}
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("the app to run", || {
+        container(&pod.status(), "containerStatuses", "app")["state"]["running"].is_object()
+    });
+    // A reader gone before podkit writes: podkit dies of SIGPIPE, as kubectl does, and says
+    // nothing.
+    for args in [vec!["get", "pods"], vec!["completion", "bash"]] {
+        let (reader, writer) = nix::unistd::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(&args)
+            .stdout(writer)
+            .output()
+            .expect("podkit");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(13), "{args:?}: {:?}", out.status);
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{args:?}");
+    }
+
+    pod.begin_delete();
+    pod.wait_for("the preStop hook", || {
+        marks.path().join("stopping").exists()
+    });
+    let json: Value =
+        serde_json::from_str(&podkit(&["get", "pod", &pod.name, "-o", "json"])).expect("json");
+    assert_eq!(json["status"]["phase"], "Running", "{json:#}");
+    assert!(
+        json["metadata"]["deletionTimestamp"].is_string(),
+        "{json:#}"
+    );
+    let table = podkit(&["get", "pods"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&pod.name))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("Terminating"), "{table}");
+    pod.delete_and_check();
+}
