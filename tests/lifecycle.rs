@@ -51,6 +51,16 @@ impl Drop for Markers {
     }
 }
 
+/// `podkit get pods NAME`'s row, split into its columns (NAME READY STATUS RESTARTS AGE).
+fn get_row(name: &str) -> Vec<String> {
+    let table = podkit(&["get", "pods", name]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+    row.split_whitespace().map(str::to_owned).collect()
+}
+
 fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
     status["conditions"]
         .as_array()
@@ -195,6 +205,8 @@ spec:
         "the sidecar took a second to stop: that was seen"
     );
     assert_eq!(pod.wait_exit(), Some(0));
+    // kubectl's columns: the sidecar counts as a container.
+    assert_eq!(get_row(&pod.name)[1..4], ["0/2", "Completed", "0"]);
     pod.delete_and_check();
 }
 
@@ -340,6 +352,8 @@ spec:
         "containers with incomplete status: [broken]"
     );
     assert_eq!(condition(&status, "Ready")["reason"], "PodFailed");
+    // kubectl's columns: the first init container not done, by its reason.
+    assert_eq!(get_row(&pod.name)[1..4], ["0/1", "Init:Error", "0"]);
     pod.delete_and_check();
 }
 

@@ -194,6 +194,118 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
     }
 }
 
+/// What the API server reads as unset is accepted: fields podkit does not honour set to their
+/// defaults (`hostNetwork: false`, `hostUsers: true`, `tty: false`, ...) and empty ones
+/// (`resources: {}`); a volume with no source is an emptyDir, as the API server defaults it; a
+/// refused volume is one error, not one more per mount of it.
+#[test]
+fn defaults_and_empty_fields_are_accepted_and_a_refused_volume_is_one_error() {
+    let spec_extra = "  hostNetwork: false\n  hostPID: false\n  hostIPC: false\n  hostUsers: true\n  enableServiceLinks: true\n  readinessGates: []\n  volumes: [{name: scratch}]\n";
+    let container_extra = "    tty: false\n    stdin: false\n    stdinOnce: false\n    resources: {}\n    envFrom: []\n    volumeMounts: [{name: scratch, mountPath: /scratch}]\n";
+    let plan = &spec::parse("pod.yaml", &pod(spec_extra, container_extra)).expect("valid")[0];
+    assert!(
+        matches!(
+            plan.volumes[0].source,
+            VolumeSource::EmptyDir {
+                memory: false,
+                size_limit: None
+            }
+        ),
+        "{:?}",
+        plan.volumes[0]
+    );
+    let plan = &spec::parse(
+        "pod.yaml",
+        &pod("", "    resources: {limits: {}, requests: {}}\n"),
+    )
+    .expect("valid")[0];
+    assert_eq!(plan.containers.len(), 1);
+
+    let refused = pod(
+        "  volumes: [{name: config, configMap: {name: c}}]\n",
+        "    volumeMounts: [{name: config, mountPath: /a}, {name: config, mountPath: /b}]\n",
+    );
+    let err = spec::parse("pod.yaml", &refused)
+        .expect_err("configMap")
+        .to_string();
+    assert!(
+        err.contains("spec.volumes[0].configMap: not supported"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("volumeMounts"),
+        "one error for the volume: {err}"
+    );
+}
+
+/// AppArmor is never dropped: Unconfined (what podkit's containers run as) is accepted; any
+/// other profile, from the field or the older annotation, is refused naming the field, with the
+/// reason (this host has no AppArmor, or podkit applies none).
+#[test]
+fn app_armor_profiles_are_refused_unless_unconfined() {
+    for (spec_extra, container_extra, annotation) in [
+        (
+            "  securityContext: {appArmorProfile: {type: Unconfined}}\n",
+            "",
+            "",
+        ),
+        (
+            "",
+            "    securityContext: {appArmorProfile: {type: Unconfined}}\n",
+            "",
+        ),
+        (
+            "",
+            "",
+            ", container.apparmor.security.beta.kubernetes.io/app: unconfined",
+        ),
+    ] {
+        let yaml = pod(spec_extra, container_extra).replace(
+            "podkit.io/host-process: 'true'",
+            &format!("podkit.io/host-process: 'true'{annotation}"),
+        );
+        spec::parse("pod.yaml", &yaml).expect(&yaml);
+    }
+    for (spec_extra, container_extra, annotation, field) in [
+        (
+            "  securityContext: {appArmorProfile: {type: RuntimeDefault}}\n",
+            "",
+            "",
+            "spec.securityContext.appArmorProfile.type: \"RuntimeDefault\"",
+        ),
+        (
+            "",
+            "    securityContext: {appArmorProfile: {type: Localhost, localhostProfile: p}}\n",
+            "",
+            "spec.containers[0].securityContext.appArmorProfile.type: \"Localhost\"",
+        ),
+        (
+            "",
+            "",
+            ", container.apparmor.security.beta.kubernetes.io/app: runtime/default",
+            "metadata.annotations[\"container.apparmor.security.beta.kubernetes.io/app\"]: \"runtime/default\"",
+        ),
+        (
+            "",
+            "",
+            ", container.apparmor.security.beta.kubernetes.io/nope: unconfined",
+            "\"nope\" is no container of the pod",
+        ),
+    ] {
+        let yaml = pod(spec_extra, container_extra).replace(
+            "podkit.io/host-process: 'true'",
+            &format!("podkit.io/host-process: 'true'{annotation}"),
+        );
+        let err = spec::parse("pod.yaml", &yaml).expect_err(field).to_string();
+        assert!(err.contains(field), "want {field:?} in {err}");
+        assert!(
+            field.contains("no container")
+                || err.contains("AppArmor") && err.contains("only Unconfined is accepted"),
+            "{err}"
+        );
+    }
+}
+
 /// Manifests shaped to attack the host (issue #16): each refused before anything starts, with
 /// the field named.
 #[test]

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{ContainerStatus, PodStatus};
+use k8s_openapi::api::core::v1::PodStatus;
 
 use crate::state::{self, PodState};
 
@@ -122,17 +122,12 @@ fn table(pods: &[PodState], wide: bool) -> String {
         .unwrap_or_default();
     for pod in pods {
         let status = pod.status.clone().unwrap_or_default();
-        let containers = status.container_statuses.clone().unwrap_or_default();
-        let total = pod.manifest["spec"]["containers"]
-            .as_array()
-            .map_or(0, Vec::len);
-        let ready = containers.iter().filter(|c| c.ready).count();
-        let restarts: i32 = containers.iter().map(|c| c.restart_count).sum();
+        let columns = Columns::of(pod, &status);
         let mut row = vec![
             pod.name.clone(),
-            format!("{ready}/{total}"),
-            status_column(pod, &status),
-            restarts.to_string(),
+            format!("{}/{}", columns.ready, columns.total),
+            columns.status,
+            columns.restarts.to_string(),
             short_duration(pod.age()),
         ];
         if wide {
@@ -143,58 +138,125 @@ fn table(pods: &[PodState], wide: bool) -> String {
     super::render_table(&rows, "   ")
 }
 
-/// kubectl's STATUS column: the phase, or the reason that says more.
-fn status_column(pod: &PodState, status: &PodStatus) -> String {
-    let phase = pod.phase();
-    // kubectl: a pod with a deletionTimestamp is Terminating, whatever its phase.
-    if pod.deletion().is_some() {
-        return "Terminating".to_owned();
-    }
-    if phase == "Unknown" {
-        return phase.to_owned();
-    }
-    let init = status.init_container_statuses.clone().unwrap_or_default();
-    let init_total = pod.manifest["spec"]["initContainers"]
-        .as_array()
-        .map_or(0, Vec::len);
-    let initialized = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Initialized" && c.status == "True");
-    if !initialized && init_total > 0 {
-        let done = init
-            .iter()
-            .filter(|c| terminated_ok(c) || c.started == Some(true))
-            .count();
-        return format!("Init:{done}/{init_total}");
-    }
-    let containers = status.container_statuses.clone().unwrap_or_default();
-    for c in &containers {
-        let state = c.state.clone().unwrap_or_default();
-        if let Some(reason) = state
-            .waiting
-            .and_then(|w| w.reason)
-            .filter(|r| r != "ContainerCreating" || phase == "Pending")
-        {
-            return reason;
-        }
-    }
-    if matches!(phase, "Succeeded" | "Failed") {
-        for c in &containers {
-            if let Some(t) = c.state.clone().unwrap_or_default().terminated {
-                return t.reason.unwrap_or_else(|| phase.to_owned());
-            }
-        }
-    }
-    phase.to_owned()
+/// kubectl's READY, STATUS and RESTARTS columns, computed as kubectl's `printPod` does: the
+/// phase, or the reason that says more (the first init container not done: `Init:1/2`,
+/// `Init:Error`, `Init:CrashLoopBackOff`; then the last main container's waiting or terminated
+/// reason); started sidecars count as containers; `Terminating` while being deleted.
+struct Columns {
+    ready: usize,
+    total: usize,
+    status: String,
+    restarts: i32,
 }
 
-fn terminated_ok(c: &ContainerStatus) -> bool {
-    c.state
-        .as_ref()
-        .and_then(|s| s.terminated.as_ref())
-        .is_some_and(|t| t.exit_code == 0)
+impl Columns {
+    fn of(pod: &PodState, status: &PodStatus) -> Columns {
+        let spec = &pod.manifest["spec"];
+        let sidecars: Vec<&str> = spec["initContainers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["restartPolicy"] == "Always")
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let init_total = spec["initContainers"].as_array().map_or(0, Vec::len);
+        let mut columns = Columns {
+            ready: 0,
+            total: spec["containers"].as_array().map_or(0, Vec::len) + sidecars.len(),
+            status: pod.phase().to_owned(),
+            restarts: 0,
+        };
+        if let Some(reason) = &status.reason {
+            columns.status.clone_from(reason);
+        }
+        let init = status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default();
+        let mut initializing = false;
+        let mut sidecar_restarts = 0;
+        for (i, c) in init.iter().enumerate() {
+            columns.restarts += c.restart_count;
+            let state = c.state.clone().unwrap_or_default();
+            let sidecar = sidecars.contains(&c.name.as_str());
+            if sidecar {
+                sidecar_restarts += c.restart_count;
+            }
+            if state.terminated.as_ref().is_some_and(|t| t.exit_code == 0) {
+                continue;
+            }
+            if sidecar && c.started == Some(true) {
+                columns.ready += usize::from(c.ready);
+                continue;
+            }
+            initializing = true;
+            columns.status = if let Some(t) = &state.terminated {
+                match t.reason.as_deref() {
+                    Some(reason) if !reason.is_empty() => format!("Init:{reason}"),
+                    _ => match t.signal {
+                        Some(signal) if signal != 0 => format!("Init:Signal:{signal}"),
+                        _ => format!("Init:ExitCode:{}", t.exit_code),
+                    },
+                }
+            } else if let Some(reason) = state
+                .waiting
+                .and_then(|w| w.reason)
+                .filter(|r| !r.is_empty() && r != "PodInitializing")
+            {
+                format!("Init:{reason}")
+            } else {
+                format!("Init:{i}/{init_total}")
+            };
+            break;
+        }
+        let initialized = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Initialized" && c.status == "True");
+        if !initializing || initialized {
+            columns.restarts = sidecar_restarts;
+            let mut running = false;
+            for c in status.container_statuses.iter().flatten().rev() {
+                columns.restarts += c.restart_count;
+                let state = c.state.clone().unwrap_or_default();
+                if let Some(reason) = state
+                    .waiting
+                    .and_then(|w| w.reason)
+                    .filter(|r| !r.is_empty())
+                {
+                    columns.status = reason;
+                } else if let Some(t) = &state.terminated {
+                    columns.status = match t.reason.as_deref() {
+                        Some(reason) if !reason.is_empty() => reason.to_owned(),
+                        _ => match t.signal {
+                            Some(signal) if signal != 0 => format!("Signal:{signal}"),
+                            _ => format!("ExitCode:{}", t.exit_code),
+                        },
+                    };
+                } else if c.ready && state.running.is_some() {
+                    running = true;
+                    columns.ready += 1;
+                }
+            }
+            // A container still runs: not Completed.
+            if columns.status == "Completed" && running {
+                let ready = status
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                columns.status = if ready { "Running" } else { "NotReady" }.to_owned();
+            }
+        }
+        // podkit's own: the supervisor died before the pod ended.
+        if pod.phase() == "Unknown" {
+            columns.status = "Unknown".to_owned();
+        } else if pod.deletion().is_some() && !matches!(pod.phase(), "Succeeded" | "Failed") {
+            columns.status = "Terminating".to_owned();
+        }
+        columns
+    }
 }
 
 /// kubectl's short durations: 45s, 12m, 3h, 5d.

@@ -98,8 +98,9 @@ const CONTAINER_HONOURED: &[&str] = &[
 ];
 const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 
-/// Security settings podkit applies: to the pod (defaults) and to a container.
-const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot"];
+/// Security settings podkit applies: to the pod (defaults) and to a container. `appArmorProfile`
+/// is checked on its own (see [`Validator::app_armor`]).
+const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot", "appArmorProfile"];
 /// The pod's, beyond [`SECURITY_HONOURED`]: for image containers only.
 const POD_SECURITY_IMAGE: &[&str] = &[
     "supplementalGroups",
@@ -330,6 +331,8 @@ struct Validator {
     problems: Vec<String>,
     ignored: Vec<String>,
     warnings: Vec<String>,
+    /// Volumes refused already: a mount of one is not refused again.
+    refused_volumes: Vec<String>,
 }
 
 impl Validator {
@@ -342,9 +345,9 @@ impl Validator {
         let Some(map) = object.as_object() else {
             return;
         };
-        for key in map.keys() {
+        for (key, value) in map {
             let field = join(path, key);
-            if honoured.contains(&key.as_str()) {
+            if honoured.contains(&key.as_str()) || asks_for_nothing(key, value) {
             } else if ignored.contains(&key.as_str()) {
                 self.ignored.push(field);
             } else {
@@ -487,6 +490,7 @@ impl Validator {
             .map(|c| c.name.as_str())
             .collect();
         let host = self.host_process(pod.metadata.annotations.as_ref(), &all_names);
+        self.app_armor(&pod, &all_names);
 
         if spec.containers.is_empty() {
             self.bad("spec.containers", "at least one container is required");
@@ -1292,6 +1296,60 @@ impl Validator {
         })
     }
 
+    /// AppArmor, from `securityContext.appArmorProfile` (pod and containers) or the annotations
+    /// before it (`container.apparmor.security.beta.kubernetes.io/NAME`): Unconfined is what
+    /// podkit's containers run as, so it is accepted; any other profile is refused with the
+    /// reason, as kubelet refuses a pod whose profile it cannot enforce: never dropped.
+    fn app_armor(&mut self, pod: &Pod, names: &[&str]) {
+        let refusal = if app_armor_enabled() {
+            "podkit does not load or apply AppArmor profiles yet: only Unconfined is accepted"
+        } else {
+            "AppArmor is not enabled on this host (/sys/module/apparmor/parameters/enabled), so \
+             the profile cannot be enforced (kubelet refuses such a pod); only Unconfined is \
+             accepted"
+        };
+        const ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
+        for (key, value) in pod.metadata.annotations.iter().flatten() {
+            let Some(name) = key.strip_prefix(ANNOTATION) else {
+                continue;
+            };
+            let field = format!("metadata.annotations[{key:?}]");
+            if !names.contains(&name) {
+                self.bad(&field, format!("{name:?} is no container of the pod"));
+            } else if value != "unconfined" {
+                self.bad(&field, format!("{value:?}: {refusal}"));
+            }
+        }
+        let Some(spec) = &pod.spec else {
+            return;
+        };
+        let profile = |sc: Option<&k8s_openapi::api::core::v1::SecurityContext>| {
+            sc.and_then(|s| s.app_armor_profile.clone())
+        };
+        let mut profiles = vec![(
+            "spec.securityContext".to_owned(),
+            spec.security_context
+                .as_ref()
+                .and_then(|s| s.app_armor_profile.clone()),
+        )];
+        for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+            let field = format!("spec.initContainers[{i}].securityContext");
+            profiles.push((field, profile(c.security_context.as_ref())));
+        }
+        for (i, c) in spec.containers.iter().enumerate() {
+            let field = format!("spec.containers[{i}].securityContext");
+            profiles.push((field, profile(c.security_context.as_ref())));
+        }
+        for (field, profile) in profiles {
+            if let Some(profile) = profile
+                && profile.type_ != "Unconfined"
+            {
+                let field = format!("{field}.appArmorProfile.type");
+                self.bad(&field, format!("{:?}: {refusal}", profile.type_));
+            }
+        }
+    }
+
     /// The containers [`HOST_PROCESS_ANNOTATION`] runs as host processes.
     fn host_process(
         &mut self,
@@ -1499,6 +1557,9 @@ impl Validator {
             &["name", "mountPath", "readOnly", "subPath"],
             &["mountPropagation"],
         );
+        if self.refused_volumes.contains(&m.name) {
+            return None;
+        }
         let mut ok = true;
         if !volumes.iter().any(|v| v.name == m.name) {
             self.bad(
@@ -1629,15 +1690,17 @@ impl Validator {
                     kind,
                 }
             }
-            ([], _, _) => {
-                self.bad(path, "no volume source: give emptyDir or hostPath");
-                return None;
-            }
+            // The API server defaults a volume without a source to an emptyDir.
+            ([], _, _) => VolumeSource::EmptyDir {
+                memory: false,
+                size_limit: None,
+            },
             ([one], _, _) => {
                 self.bad(
                     &format!("{path}.{one}"),
                     "not supported by podkit (supported volume sources: emptyDir, hostPath)",
                 );
+                self.refused_volumes.push(vol.name.clone());
                 return None;
             }
             (many, _, _) => {
@@ -1649,6 +1712,7 @@ impl Validator {
                         names.join(", ")
                     ),
                 );
+                self.refused_volumes.push(vol.name.clone());
                 return None;
             }
         };
@@ -1937,6 +2001,37 @@ const HOST_SYSTEM_DIRS: &[&str] = &[
 
 /// Why a volume must not be mounted at `path`, if so.
 /// A container securityContext field set to what it is when absent.
+/// Whether the kernel has AppArmor enabled (what kubelet checks before it admits a pod with a
+/// profile).
+fn app_armor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y")
+}
+
+/// Whether a field asks for nothing, as the API server reads it: empty (`resources: {}`,
+/// `envFrom: []`, also `resources: {limits: {}}`) or a field podkit does not honour set to the
+/// API's default (`hostNetwork: false`, `hostUsers: true`, `tty: false`, ...). Accepted
+/// everywhere: manifests written for a cluster spell defaults out.
+fn asks_for_nothing(key: &str, value: &Value) -> bool {
+    fn empty(value: &Value) -> bool {
+        match value {
+            Value::Null => true,
+            Value::Array(items) => items.is_empty(),
+            Value::Object(map) => map.values().all(empty),
+            _ => false,
+        }
+    }
+    match value {
+        Value::Bool(on) => match key {
+            "hostUsers" | "enableServiceLinks" | "automountServiceAccountToken" => *on,
+            "hostNetwork" | "hostPID" | "hostIPC" | "setHostnameAsFQDN" | "stdin" | "stdinOnce"
+            | "tty" => !*on,
+            _ => false,
+        },
+        _ => empty(value),
+    }
+}
+
 fn is_default_security(key: &str, value: &Value) -> bool {
     match key {
         "privileged" | "readOnlyRootFilesystem" => value == &Value::Bool(false),
