@@ -1432,7 +1432,9 @@ impl Validator {
         let capability_names = |v: &mut Self, list: Option<Vec<String>>, field: &str| {
             let list = list.unwrap_or_default();
             for (i, cap) in list.iter().enumerate() {
-                let name = cap.trim_start_matches("CAP_");
+                // Case does not matter, as containerd upper-cases the names (`drop: [all]`).
+                let upper = cap.to_ascii_uppercase();
+                let name = upper.trim_start_matches("CAP_");
                 let known = name == "ALL"
                     || (!name.is_empty()
                         && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
