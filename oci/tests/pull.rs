@@ -95,6 +95,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// An auth file as `podman login` writes it, for `user` at `registry`.
+fn write_auth_file(path: &Path, registry: &str, user: &str, password: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    let json = format!(r#"{{"auths": {{"{registry}": {{"auth": "{auth}"}}}}}}"#);
+    std::fs::write(path, json).expect("auth.json");
+}
+
 fn digest(text: &str) -> Digest {
     Digest::parse(text).expect(text)
 }
@@ -343,13 +351,7 @@ fn basic_auth_from_auth_files_and_explicit_credentials() {
     // Wrong password in an auth file: refused, naming the file.
     let auth_file = tmp.path().join("auth.json");
     let write_auth = |user: &str, password: &str| {
-        use base64::Engine as _;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        let json = format!(
-            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
-            registry.addr
-        );
-        std::fs::write(&auth_file, json).expect("auth.json");
+        write_auth_file(&auth_file, &registry.addr, user, password);
     };
     write_auth("alice", "wrong");
     let with_file = PullOptions {
@@ -452,13 +454,7 @@ fn bearer_tokens_anonymous_and_with_credentials() {
     // Wrong credentials: the token server refuses them; the error names the auth file.
     let auth_file = tmp.path().join("auth.json");
     let write_auth = |password: &str| {
-        use base64::Engine as _;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("alice:{password}"));
-        let json = format!(
-            r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
-            registry.addr
-        );
-        std::fs::write(&auth_file, json).expect("auth.json");
+        write_auth_file(&auth_file, &registry.addr, "alice", password);
     };
     write_auth("wrong");
     let with_file = PullOptions {

@@ -1301,12 +1301,15 @@ impl Validator {
     /// podkit's containers run as, so it is accepted; any other profile is refused with the
     /// reason, as kubelet refuses a pod whose profile it cannot enforce: never dropped.
     fn app_armor(&mut self, pod: &Pod, names: &[&str]) {
-        let refusal = if app_armor_enabled() {
-            "podkit does not load or apply AppArmor profiles yet: only Unconfined is accepted"
-        } else {
-            "AppArmor is not enabled on this host (/sys/module/apparmor/parameters/enabled), so \
-             the profile cannot be enforced (kubelet refuses such a pod); only Unconfined is \
-             accepted"
+        // The host is asked only when a profile is to be refused.
+        let refusal = || {
+            if app_armor_enabled() {
+                "podkit does not load or apply AppArmor profiles yet: only Unconfined is accepted"
+            } else {
+                "AppArmor is not enabled on this host (/sys/module/apparmor/parameters/enabled), \
+                 so the profile cannot be enforced (kubelet refuses such a pod); only Unconfined \
+                 is accepted"
+            }
         };
         const ANNOTATION: &str = "container.apparmor.security.beta.kubernetes.io/";
         for (key, value) in pod.metadata.annotations.iter().flatten() {
@@ -1317,7 +1320,7 @@ impl Validator {
             if !names.contains(&name) {
                 self.bad(&field, format!("{name:?} is no container of the pod"));
             } else if value != "unconfined" {
-                self.bad(&field, format!("{value:?}: {refusal}"));
+                self.bad(&field, format!("{value:?}: {}", refusal()));
             }
         }
         let Some(spec) = &pod.spec else {
@@ -1345,7 +1348,7 @@ impl Validator {
                 && profile.type_ != "Unconfined"
             {
                 let field = format!("{field}.appArmorProfile.type");
-                self.bad(&field, format!("{:?}: {refusal}", profile.type_));
+                self.bad(&field, format!("{:?}: {}", profile.type_, refusal()));
             }
         }
     }

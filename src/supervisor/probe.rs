@@ -276,10 +276,9 @@ pub async fn watch(
             .plan
             .termination_grace_period
             .max(Duration::from_secs(1));
-        let result = run_handler(&pod, &member, leader, hook, limit).await;
         // kubelet runs postStart within the container's start: the next container waits.
-        turn.tried();
-        if let Err(err) = result {
+        if let Err(err) = run_handler(&pod, &member, leader, hook, limit).await {
+            turn.tried();
             pod.update(|s| {
                 s.event(
                     "Warning",

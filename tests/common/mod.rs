@@ -229,7 +229,17 @@ impl Drop for Running {
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
+            if matches!(child.try_wait(), Ok(None)) {
+                // Still stopping (a long grace period, a test that failed half-way): the
+                // supervisor is killed, and `podkit delete` cleans up after a dead supervisor
+                // (its containers' processes, cgroups and mounts), before the state that
+                // names them is removed below.
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = Command::new(env!("CARGO_BIN_EXE_podkit"))
+                    .args(["delete", "pod", &self.name])
+                    .output();
+            }
             let _ = child.wait();
         }
         let _ = netns::PodNamespaces::remove(&self.name, &self.dir().join("ns"));
