@@ -17,7 +17,7 @@ use tracing::warn;
 use super::image::error_chain;
 use super::reaper::Exit;
 use super::status::{State, Terminated};
-use super::{Pod, image, logs, probe, termination, volumes};
+use super::{Pod, image, logs, probe, runtime, termination, volumes};
 use crate::spec::{self, EnvValue, ImageRun, Member, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
@@ -573,7 +573,8 @@ fn record_pid(pod: &Pod, member: &Member, pid: u32) {
 }
 
 /// Starts one run of an image container through the OCI runtime: a fresh root filesystem,
-/// the bundle, `create` (the log pipes as its stdio), the pid watched, `start`.
+/// the bundle, `create` (the log pipes as its stdio), the pid watched, `start` once its turn
+/// comes (or `run --detach` when it had come already).
 async fn start_image(
     pod: &Pod,
     member: &Member,
@@ -589,12 +590,13 @@ async fn start_image(
         .runtime
         .as_ref()
         .ok_or_else(|| "no OCI runtime: the pod was planned without image containers".to_owned())?;
-    let prepared = image::prepare(pod, member, run, image, rt, &env).await?;
+    let prepared = image::prepare(pod, member, run, image, rt, &env, gate.as_ref()).await?;
     let image::Prepared {
         id,
         bundle,
         rootfs,
         created,
+        made,
     } = prepared;
     let pipe = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string());
     let streams = pipe(created.stdout).and_then(|out| Ok((out, pipe(created.stderr)?)));
@@ -604,6 +606,11 @@ async fn start_image(
             .map_err(|e| format!("failed to open {}: {e}", log_path.display()))
     });
     let started = match logs {
+        // Its turn had come: `run --detach` started it.
+        Ok(logs) if made == runtime::Make::Run => {
+            gate.take();
+            Ok(logs)
+        }
         Ok(logs) if wait_turn(gate, stop).await => rt
             .start(pod, &id, &bundle)
             .await
@@ -615,7 +622,8 @@ async fn start_image(
     let logs = match started {
         Ok(logs) => logs,
         Err(failed) => {
-            // Created, never started: its process goes with the runtime's state.
+            // Never started (or started by `run --detach` with no log to write to): its
+            // process goes with the runtime's state.
             let _ = nix::sys::signal::kill(Pid::from_raw(created.pid as i32), Signal::SIGKILL);
             let _ = created.exit.await;
             rt.delete(pod, &id).await;
