@@ -2,7 +2,10 @@
 # Benchmark: podkit's image store and image pods against their peers, side by side in one run.
 #
 # Measures, as root, with everything (registry, image stores, state roots, runc state) in a temp
-# dir of its own:
+# dir of its own, and the state roots (podkit's pods, runc's containers, podman's runroot and
+# tmpdir) on a tmpfs mounted in it, as each tool's default (/run) is a tmpfs on most hosts (not
+# on this test machine, whose /run is on its ext4 root: there every file a tool makes and removes
+# costs it more, most of all podkit's supervisor and runc, which make dozens a pod):
 #   1. pull + unpack of a 5-layer image (a busybox-static layer and 4 layers of random,
 #      incompressible files, gzip; about --size MiB of blobs) built here as an OCI layout and
 #      pushed by skopeo to Debian's `docker-registry` on 127.0.0.1 (plain http, a free port):
@@ -14,8 +17,8 @@
 #   2. a 3-container pod up and down, each container the busybox image (already in each tool's
 #      store) running `sleep 1000` under a shell that exits on SIGTERM (a bare `sleep` as a
 #      container's PID 1 ignores SIGTERM, so every down would wait out the grace period):
-#      `podkit apply -f` (returns once every container runs: it polls the pod's status every
-#      10 ms) and `podkit delete pod NAME` (returns once everything is removed: it polls every
+#      `podkit apply -f` (returns once every container runs: it re-reads the pod's status when
+#      inotify says it changed) and `podkit delete pod NAME` (returns once everything is removed: it polls every
 #      20 ms), as a user runs them, against `podman kube play` / `podman kube down` of
 #      the same manifest (runc, cgroupfs; podman's cleanup processes after `kube down` returned
 #      are waited out unmeasured), and the floor: the runtime alone on three prepared bundles
@@ -88,10 +91,10 @@ case "$PODMAN" in
 esac
 
 # The release profile is fat LTO: slow to build, so PODKIT_BIN names a binary built already.
-# The supervisor is linked statically at a fixed address, as README's install step and
-# bench/pod.sh build it.
+# Both binaries are linked statically at a fixed address, as README's install step builds them
+# (bench/pod.sh links the supervisor so too).
 if [ -z "${PODKIT_BIN:-}" ]; then
-    cargo build --release -q --bin podkit
+    cargo rustc -q --release --bin podkit -- -C target-feature=+crt-static -C relocation-model=static
     cargo rustc -q --release --bin podkit-supervise -- -C target-feature=+crt-static -C relocation-model=static
     PODKIT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/podkit"
 fi
@@ -103,22 +106,22 @@ work="$(mktemp -d /tmp/podkit-bench-images.XXXXXX)"
 cleanup() {
     set +e
     local d pid
-    if [ -d "$work/podkit/root/pods" ]; then
-        for d in "$work"/podkit/root/pods/*/; do
+    if [ -d "$work/run/podkit/pods" ]; then
+        for d in "$work"/run/podkit/pods/*/; do
             [ -d "$d" ] || continue
-            PODKIT_ROOT="$work/podkit/root" PODKIT_STORAGE="$work/podkit/storage" \
+            PODKIT_ROOT="$work/run/podkit" PODKIT_STORAGE="$work/podkit/storage" \
                 "$PODKIT_BIN" delete pod "$(basename "$d")" --force >/dev/null 2>&1
         done
-        PODKIT_ROOT="$work/podkit/root" "$PODKIT_BIN" gc >/dev/null 2>&1
+        PODKIT_ROOT="$work/run/podkit" "$PODKIT_BIN" gc >/dev/null 2>&1
     fi
-    if [ -d "$work/floor/runc" ]; then
-        for d in $(runc --root "$work/floor/runc" list -q 2>/dev/null); do
-            runc --root "$work/floor/runc" delete -f "$d" >/dev/null 2>&1
+    if [ -d "$work/run/runc" ]; then
+        for d in $(runc --root "$work/run/runc" list -q 2>/dev/null); do
+            runc --root "$work/run/runc" delete -f "$d" >/dev/null 2>&1
         done
     fi
     if [ -d "$work/podman/pods/root" ] && command -v podman >/dev/null; then
         CONTAINERS_CONF="$work/containers.conf" podman --root "$work/podman/pods/root" \
-            --runroot "$work/podman/pods/run" --tmpdir "$work/podman/pods/tmp" \
+            --runroot "$work/run/pp/run" --tmpdir "$work/run/pp/tmp" \
             pod rm -f -a >/dev/null 2>&1
     fi
     # The registry, by the pid the driver wrote, if that pid is still the registry of this run.
@@ -135,6 +138,8 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+mkdir "$work/run"
+mount -t tmpfs -o mode=0755 podkit-bench-run "$work/run"
 
 PODKIT="$PODKIT_BIN" WORK="$work" SIZE="$SIZE" ROUNDS="$ROUNDS" POD_ROUNDS="$POD_ROUNDS" \
 IDLE_MS="$IDLE_MS" PODMAN="$PODMAN" NOFILE="$(ulimit -Hn)" python3 - <<'PY'
@@ -169,7 +174,10 @@ ENV.update(
 ENV.pop("PODKIT_LOG", None)
 with open(ENV["REGISTRY_AUTH_FILE"], "w") as f:
     f.write('{"auths": {}}\n')  # podman wants the file to exist
-PODKIT_ENV = dict(ENV, PODKIT_ROOT=f"{WORK}/podkit/root", PODKIT_STORAGE=f"{WORK}/podkit/storage")
+# State roots (podkit's pods, runc's containers, podman's runroot and tmpdir) on the tmpfs at
+# RUN, where each tool keeps them by default (/run); images and writable layers on disk.
+RUN = f"{WORK}/run"
+PODKIT_ENV = dict(ENV, PODKIT_ROOT=f"{RUN}/podkit", PODKIT_STORAGE=f"{WORK}/podkit/storage")
 with open(f"{WORK}/containers.conf", "w") as f:
     f.write(f"""[containers]
 # runc fails to raise or even set podman's default limits here; the hard limits work
@@ -397,12 +405,17 @@ BIG = f"{ADDR}/bench/big:1"
 BUSYBOX = f"{ADDR}/bench/busybox:1"
 PODMAN_PODS = f"{WORK}/podman/pods"
 FLOOR = f"{WORK}/floor"
-RUNC = ["runc", "--root", f"{FLOOR}/runc"]
+RUNC = ["runc", "--root", f"{RUN}/runc"]
+
+
+PODMAN_RUNS = {PODMAN_PODS: "pp"}
 
 
 def podman(where):
-    return ["podman", "--root", f"{where}/root", "--runroot", f"{where}/run",
-            "--tmpdir", f"{where}/tmp"]
+    # A short path: podman refuses a runroot of more than 50 characters.
+    run = f"{RUN}/{PODMAN_RUNS.setdefault(where, f'm{len(PODMAN_RUNS)}')}"
+    return ["podman", "--root", f"{where}/root", "--runroot", f"{run}/run",
+            "--tmpdir", f"{run}/tmp"]
 
 
 def podman_processes(where):
@@ -522,7 +535,7 @@ try:
         os.makedirs(PODMAN_PODS)
         run(podman(PODMAN_PODS) + ["pull", "--tls-verify=false", BUSYBOX])
     # The floor's bundles: the busybox image unpacked by umoci, a config for runc alone.
-    os.makedirs(f"{FLOOR}/runc")
+    os.makedirs(f"{RUN}/runc")
     for i in range(3):
         bundle = f"{FLOOR}/b{i}"
         run(["umoci", "unpack", "--image", f"{LAYOUT}:busybox", bundle])
@@ -547,13 +560,13 @@ try:
         return path
 
     def status_running(name):
-        with open(f"{WORK}/podkit/root/pods/{name}/status.json") as f:
+        with open(f"{RUN}/podkit/pods/{name}/status.json") as f:
             status = json.load(f)
         return sum(1 for c in status.get("containerStatuses", [])
                    if "running" in (c.get("state") or {}))
 
     def supervisor_memory(name):
-        with open(f"{WORK}/podkit/root/pods/{name}/supervisor.pid") as f:
+        with open(f"{RUN}/podkit/pods/{name}/supervisor.pid") as f:
             pid = int(f.read().strip())
         fields = {}
         with open(f"/proc/{pid}/status") as f:
@@ -575,7 +588,7 @@ try:
         memory = supervisor_memory(name)
         down, _ = timed([PODKIT, "delete", "pod", name], PODKIT_ENV)
         podkit_pods.discard(name)
-        if os.path.exists(f"{WORK}/podkit/root/pods/{name}"):
+        if os.path.exists(f"{RUN}/podkit/pods/{name}"):
             sys.exit(f"pod {name}: its directory is left after podkit delete")
         os.remove(file)
         return up, down, memory
