@@ -23,8 +23,10 @@
 #      the same manifest (runc, cgroupfs; podman's cleanup processes after `kube down` returned
 #      are waited out unmeasured), and the floor: the runtime alone on three prepared bundles
 #      (`umoci unpack` of the same image; pid, mount, IPC and UTS namespaces, no network one),
-#      up = `runc create` + `runc start` for each, the three concurrently as podkit's supervisor
-#      starts them; down = SIGTERM to each container's pid (as podkit signals), its exit, `runc
+#      up = `runc create` + `runc start` for each, the three side by side; and the ordered
+#      floor: the same bundles in kubelet's order, as podkit starts them (the first by `runc run
+#      --detach` while the other two are created, each of those started once the one before it
+#      is); down = SIGTERM to each container's pid (as podkit signals), its exit, `runc
 #      delete`. Each timed step after `sync` and an idle spell (--idle MS), rounds interleaved,
 #      medians (p90);
 #   3. the supervisor's memory with that pod running: VmRSS and RssAnon of the pid in
@@ -631,27 +633,47 @@ try:
         if errors:
             raise errors[0]
 
-    def floor_round(name):
+    def floor_round(name, ordered=False):
+        """The runtime alone on the prepared bundles: side by side (create + start each), or
+        `ordered` as kubelet starts containers (podkit's order): the first made and started at
+        once (`run --detach`) while the others are created, each started once the one before
+        it is."""
         ids = [f"{name}-{i}" for i in range(3)]
         pids = {}
+        started = [threading.Event() for _ in ids]
 
-        def up_one(i):
+        def step(i, cmd):
             cid = ids[i]
-            floor_ids.add(cid)
             pid_file = f"{FLOOR}/b{i}/pid"
             # runc hands its stdio to the container: a file, not a pipe read to its end.
             err = f"{FLOOR}/b{i}/runc.err"
-            for cmd in (["create", "--bundle", f"{FLOOR}/b{i}", "--pid-file", pid_file, cid],
-                        ["start", cid]):
-                with open(err, "w") as errf:
-                    code = subprocess.run(RUNC + cmd, stdin=DEVNULL, stdout=DEVNULL,
-                                          stderr=errf).returncode
-                if code != 0:
-                    with open(err) as errf:
-                        raise RuntimeError(f"runc {cmd[0]} {cid}: {errf.read()}")
-                if cmd[0] == "create":
-                    with open(pid_file) as f:
-                        pids[cid] = int(f.read())
+            if cmd[0] != "start":
+                cmd = cmd + ["--bundle", f"{FLOOR}/b{i}", "--pid-file", pid_file, cid]
+            else:
+                cmd = cmd + [cid]
+            with open(err, "w") as errf:
+                code = subprocess.run(RUNC + cmd, stdin=DEVNULL, stdout=DEVNULL,
+                                      stderr=errf).returncode
+            if code != 0:
+                with open(err) as errf:
+                    raise RuntimeError(f"runc {cmd[0]} {cid}: {errf.read()}")
+            if cmd[0] != "start":
+                with open(pid_file) as f:
+                    pids[cid] = int(f.read())
+
+        def up_one(i):
+            floor_ids.add(ids[i])
+            try:
+                if ordered and i == 0:
+                    step(i, ["run", "--detach"])
+                else:
+                    step(i, ["create"])
+                    if ordered:
+                        started[i - 1].wait()
+                    step(i, ["start"])
+            finally:
+                # A failed start passes the turn too (the round fails on its error).
+                started[i].set()
 
         def down_one(i):
             cid = ids[i]
@@ -678,7 +700,7 @@ try:
         down = time.monotonic() - t0
         return up, down
 
-    pod_tools = ["podkit", "floor"] + (["podman"] if PODMAN else [])
+    pod_tools = ["podkit", "floor", "ordered"] + (["podman"] if PODMAN else [])
     pods = {t: ([], []) for t in pod_tools}
     memory = []
     for r in range(POD_ROUNDS + 1):  # round 0: warm-up (podman builds its pause image)
@@ -692,7 +714,7 @@ try:
             elif tool == "podman":
                 up, down = podman_round(name)
             else:
-                up, down = floor_round(name)
+                up, down = floor_round(name, ordered=tool == "ordered")
             if r > 0:
                 pods[tool][0].append(up)
                 pods[tool][1].append(down)
@@ -765,13 +787,14 @@ print()
 ms = lambda s: s * 1000
 up = {t: median(pods[t][0]) for t in pod_tools}
 down = {t: median(pods[t][1]) for t in pod_tools}
-head = "| 3-container pod | podkit apply / delete | runc create+start / kill+delete (floor) |"
-sep = "|---|---|---|"
+head = ("| 3-container pod | podkit apply / delete | runc create+start / kill+delete (floor) |"
+        " runc in kubelet's order (ordered floor) |")
+sep = "|---|---|---|---|"
 if PODMAN:
     head += " podman kube play / down |"
     sep += "---|"
-head += " podkit / floor |"
-sep += "---|"
+head += " podkit / floor | podkit / ordered floor |"
+sep += "---|---|"
 if PODMAN:
     head += " podman / podkit |"
     sep += "---|"
@@ -780,7 +803,7 @@ print(sep)
 for what, col, i in (("up", up, 0), ("down", down, 1)):
     row = f"| {what}, median (p90) | " + " | ".join(
         f"{ms(col[t]):.1f} ms ({ms(p90(pods[t][i])):.1f})" for t in pod_tools)
-    row += f" | {ratio(col['podkit'], col['floor'])} |"
+    row += f" | {ratio(col['podkit'], col['floor'])} | {ratio(col['podkit'], col['ordered'])} |"
     if PODMAN:
         row += f" {ratio(col['podman'], col['podkit'])} |"
     print(row)
