@@ -2004,8 +2004,6 @@ const HOST_SYSTEM_DIRS: &[&str] = &[
     "/var/lib",
 ];
 
-/// Why a volume must not be mounted at `path`, if so.
-/// A container securityContext field set to what it is when absent.
 /// Whether the kernel has AppArmor enabled (what kubelet checks before it admits a pod with a
 /// profile).
 fn app_armor_enabled() -> bool {
@@ -2037,6 +2035,7 @@ fn asks_for_nothing(key: &str, value: &Value) -> bool {
     }
 }
 
+/// A container securityContext field set to what it is when absent.
 fn is_default_security(key: &str, value: &Value) -> bool {
     match key {
         "privileged" | "readOnlyRootFilesystem" => value == &Value::Bool(false),
@@ -2077,6 +2076,7 @@ fn namespaced_sysctl(name: &str) -> bool {
         || name.starts_with("fs.mqueue.")
 }
 
+/// Why a volume must not be mounted at `path` in a host-process container, if so.
 fn hides_the_host(path: &Path) -> Option<String> {
     let normal: PathBuf = path.components().collect();
     if normal == Path::new("/") {
