@@ -266,8 +266,20 @@ impl Changes {
         let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
         let tick = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
         if poll(&mut fds, tick).is_ok_and(|n| n > 0) {
-            // Drained: which file changed does not matter, the state is read again.
-            while inotify.read_events().is_ok_and(|events| !events.is_empty()) {}
+            // Drained: which file changed does not matter, the state is read again. A watch
+            // the kernel dropped (the pod's directory renamed away or removed, as a supervisor
+            // that fails to start does) is added again when a directory of that name is back.
+            while let Ok(events) = inotify.read_events() {
+                if events.is_empty() {
+                    break;
+                }
+                if events
+                    .iter()
+                    .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                {
+                    self.pod_watched = false;
+                }
+            }
         }
     }
 }
