@@ -7,6 +7,8 @@
 //! not know at all (a typo) is refused too, as `kubectl apply` with strict validation does.
 
 mod expand;
+pub mod quantity;
+pub mod resources;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use expand::expand;
+pub use resources::{Qos, Resources};
 
 /// A manifest podkit cannot run, with where and why.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,9 @@ pub struct PodPlan {
     /// before its first container starts.
     #[serde(default)]
     pub sysctls: Vec<(String, String)>,
+    /// The pod's QoS class, from its containers' `resources` (`status.qosClass`).
+    #[serde(default)]
+    pub qos: Qos,
 }
 
 /// The registry credentials of a pod's `imagePullSecrets`: each Secret's docker config JSON
@@ -258,6 +264,9 @@ pub struct Member {
     /// `terminationMessagePath` and `terminationMessagePolicy`.
     #[serde(default)]
     pub termination_message: TerminationMessage,
+    /// `resources`: cpu and memory requests and limits (requests defaulted from limits).
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 impl Member {

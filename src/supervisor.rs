@@ -408,6 +408,29 @@ async fn run_in(
                 }
             };
             let runtime = Runtime::find(handler, dir)?;
+            let limited = plan
+                .init_containers
+                .iter()
+                .chain(&plan.containers)
+                .any(|m| m.resources != crate::spec::Resources::default());
+            if limited {
+                if !runtime.applies_limits() {
+                    return Err(format!(
+                        "the OCI runtime {handler:?} runs with --cgroup-manager=disabled on this \
+                         hybrid cgroup host and would apply no cpu or memory limit: run the pod \
+                         with runc, or leave out the containers' `resources`"
+                    ));
+                }
+                match &cgroup {
+                    Some(cgroup) => cgroup.enable_controllers()?,
+                    None => {
+                        return Err("cpu and memory limits need the pod's cgroup, and none \
+                                    could be made (no cgroup v2 mounted, or not writable: see \
+                                    the supervisor's log)"
+                            .to_owned());
+                    }
+                }
+            }
             image::pod_files(dir, &plan)?;
             image::containers_on_disk(dir, &plan.name)?;
             Ok(runtime)

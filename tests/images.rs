@@ -1159,6 +1159,29 @@ spec:
         "{gc}"
     );
     assert_nothing_left(&env, &pod);
+
+    // On a hybrid host crun runs without a cgroup manager: limits it would not apply are
+    // refused at start, naming why.
+    if Path::new("/sys/fs/cgroup/unified").is_dir() {
+        let limited = std::fs::read_to_string(&manifest)
+            .expect("manifest")
+            .replace(
+                "    command: [/bin/sh",
+                "    resources: {limits: {memory: 64Mi}}\n    command: [/bin/sh",
+            );
+        std::fs::write(&manifest, limited).expect("manifest");
+        let refused = env.podkit(&["apply", "-f", file]);
+        assert!(!refused.status.success(), "{}", text(&refused));
+        assert!(
+            text(&refused).contains(
+                "the OCI runtime \"crun\" runs with --cgroup-manager=disabled on this hybrid \
+                 cgroup host and would apply no cpu or memory limit"
+            ),
+            "{}",
+            text(&refused)
+        );
+        assert_nothing_left(&env, &pod);
+    }
 }
 
 /// Termination messages, as kubelet reads them: the file mounted at `terminationMessagePath`
@@ -1400,6 +1423,130 @@ spec:
         host_somaxconn,
         "the host's value is untouched"
     );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
+/// `resources` as kubelet applies them through the runtime: cpu shares from the request, a CFS
+/// quota from the limit, the memory limit (with memory+swap equal to it where swap is counted),
+/// the OOM score of a Burstable container, `status.qosClass` and describe's Limits/Requests; a
+/// container killed at its memory limit ends `OOMKilled` with exit code 137.
+#[test]
+fn resources_become_cgroup_limits_and_an_oom_kill_is_reported() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("res-{}", std::process::id());
+    let manifest = env.tmp.path().join("resources.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+    resources:
+      requests: {{cpu: 250m, memory: 32Mi}}
+      limits: {{cpu: 500m, memory: 64Mi}}
+  - name: hog
+    image: {image}
+    command: [busybox, dd, if=/dev/zero, of=/dev/null, bs=64M, count=1]
+    resources:
+      limits: {{memory: 16Mi}}
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let applied = env.podkit(&["apply", "-f", file]);
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let json = wait_for_pod(&env, &pod, "with app running and hog ended", |j| {
+        let states = &j["status"]["containerStatuses"];
+        states[0]["state"]["running"].is_object() && states[1]["state"]["terminated"].is_object()
+    });
+    let hog = &json["status"]["containerStatuses"][1]["state"]["terminated"];
+    assert_eq!(hog["reason"], "OOMKilled", "{json:#}");
+    assert_eq!(hog["exitCode"], 137, "{json:#}");
+    assert_eq!(json["status"]["qosClass"], "Burstable");
+
+    // The container's cgroup, where runc made it: below the supervisor's (this test's) cgroup,
+    // in each v1 hierarchy on a hybrid host, in the v2 tree on a v2 host.
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+    let own = cgroups
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("cgroup v2 mounted")
+        .trim_start_matches('/');
+    let below = |root: &str| {
+        Path::new(root)
+            .join(own)
+            .join(format!("podkit-{pod}"))
+            .join("app")
+    };
+    let read = |dir: PathBuf, file: &str| {
+        std::fs::read_to_string(dir.join(file))
+            .unwrap_or_else(|e| panic!("{}/{file}: {e}", dir.display()))
+            .trim()
+            .to_owned()
+    };
+    if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        assert_eq!(read(below("/sys/fs/cgroup/cpu"), "cpu.shares"), "256");
+        assert_eq!(
+            read(below("/sys/fs/cgroup/cpu"), "cpu.cfs_quota_us"),
+            "50000"
+        );
+        assert_eq!(
+            read(below("/sys/fs/cgroup/cpu"), "cpu.cfs_period_us"),
+            "100000"
+        );
+        let memory = below("/sys/fs/cgroup/memory");
+        assert_eq!(read(memory.clone(), "memory.limit_in_bytes"), "67108864");
+        if memory.join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(read(memory, "memory.memsw.limit_in_bytes"), "67108864");
+        }
+    } else {
+        assert_eq!(read(below("/sys/fs/cgroup"), "cpu.max"), "50000 100000");
+        assert_eq!(read(below("/sys/fs/cgroup"), "memory.max"), "67108864");
+    }
+    // Burstable: 1000 - 1000 * request / the host's memory, within 3..=999.
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let total_kib: i64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("MemTotal");
+    let want = (1000 - 1000 * (32i64 << 20) / (total_kib * 1024)).clamp(3, 999);
+    assert_eq!(
+        env.ok(&[
+            "exec",
+            &pod,
+            "-c",
+            "app",
+            "--",
+            "cat",
+            "/proc/1/oom_score_adj"
+        ])
+        .trim(),
+        want.to_string()
+    );
+    let described = env.ok(&["describe", "pod", &pod]);
+    for line in [
+        "    Limits:\n      cpu:           500m\n      memory:        64Mi\n",
+        "    Requests:\n      memory:        16Mi\n",
+        "QoS Class:    Burstable\n",
+        "State:         Terminated (OOMKilled, exit code 137)",
+    ] {
+        assert!(described.contains(line), "{line:?} in:\n{described}");
+    }
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 }

@@ -141,7 +141,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "  - name: app\n    command: [x]\n"), "spec.containers[1].name: duplicate name \"app\""),
         (pod("", "").replace("command: [sleep, '1']", "image: nginx"), "spec.containers[0].command: required for a host-process container (podkit.io/host-process): it runs no image"),
         (pod("", "    comand: [x]\n"), "spec.containers[0].comand: unknown field (a typo?)"),
-        (pod("", "    resources: {limits: {cpu: '1'}}\n"), "spec.containers[0].resources: not supported by podkit"),
+        (pod("", "    resources: {limits: {cpu: '1'}}\n"), "spec.containers[0].resources: not supported for host-process container \"app\": podkit applies cpu and memory through the OCI runtime, to image containers only"),
         (pod("  hostNetwork: true\n", ""), "spec.hostNetwork: not supported by podkit"),
         (pod("  restartPolicy: Sometimes\n", ""), "spec.restartPolicy: \"Sometimes\": must be Always, OnFailure or Never"),
         (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
@@ -456,6 +456,114 @@ fn host_ports_open_to_other_hosts_warn_unless_the_app_gets_the_clients_address()
                 && err.contains(want),
             "{err}"
         );
+    }
+}
+
+/// `resources` as the API server reads them (kubelet's numbers are in the supervisor's unit
+/// tests): requests defaulted from limits, the QoS class, and every refusal with its reason.
+#[test]
+fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
+    let image_pod = |containers: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n{containers}"
+        )
+    };
+    let plan = |yaml: &str| {
+        let mut plans = spec::parse("pod.yaml", yaml).expect("valid");
+        plans.remove(0)
+    };
+    let burstable = plan(&image_pod(
+        "  - name: a\n    image: busybox:1\n    resources:\n      requests: {cpu: 250m, memory: 64Mi, ephemeral-storage: 1Gi}\n      limits: {cpu: '0.5', memory: 1.5Gi}\n  - name: b\n    image: busybox:1\n",
+    ));
+    assert_eq!(burstable.qos, spec::Qos::Burstable);
+    assert_eq!(
+        burstable.containers[0].resources,
+        spec::Resources {
+            cpu_request: Some(250),
+            cpu_limit: Some(500),
+            memory_request: Some(64 << 20),
+            memory_limit: Some(3 << 29),
+        }
+    );
+    assert_eq!(
+        burstable.containers[1].resources,
+        spec::Resources::default()
+    );
+    assert!(
+        burstable
+            .ignored
+            .contains(&"spec.containers[0].resources.requests.ephemeral-storage".to_owned()),
+        "{:?}",
+        burstable.ignored
+    );
+
+    // Limits alone: the requests are the limits, and the pod Guaranteed (init containers count).
+    let guaranteed = plan(&image_pod(
+        "  - name: a\n    image: busybox:1\n    resources: {limits: {cpu: 100m, memory: 1e8}}\n",
+    ));
+    assert_eq!(guaranteed.qos, spec::Qos::Guaranteed);
+    assert_eq!(guaranteed.containers[0].resources.cpu_request, Some(100));
+    assert_eq!(
+        guaranteed.containers[0].resources.memory_request,
+        Some(100_000_000)
+    );
+    let with_init = image_pod(
+        "  - name: a\n    image: busybox:1\n    resources: {limits: {cpu: 100m, memory: 64Mi}}\n",
+    )
+    .replace(
+        "  containers:\n",
+        "  initContainers:\n  - name: i\n    image: busybox:1\n  containers:\n",
+    );
+    assert_eq!(plan(&with_init).qos, spec::Qos::Burstable);
+    assert_eq!(
+        plan(&image_pod("  - name: a\n    image: busybox:1\n")).qos,
+        spec::Qos::BestEffort
+    );
+
+    let refused = [
+        (
+            "requests: {cpu: '2'}\n      limits: {cpu: '1'}",
+            "spec.containers[0].resources.requests.cpu: \"2\" must be less than or equal to the cpu limit of \"1\"",
+        ),
+        (
+            "limits: {memory: 12Q}",
+            "spec.containers[0].resources.limits.memory: \"12Q\": quantities must match the regular expression",
+        ),
+        (
+            "limits: {memory: '-1'}",
+            "spec.containers[0].resources.limits.memory: \"-1\" must be greater than or equal to 0",
+        ),
+        (
+            "limits: {memory: 16Ei}",
+            "spec.containers[0].resources.limits.memory: \"16Ei\" is too large",
+        ),
+        (
+            "limits: {hugepages-2Mi: 64Mi, memory: 64Mi}",
+            "spec.containers[0].resources.limits.hugepages-2Mi: not supported by podkit: no huge pages",
+        ),
+        (
+            "limits: {nvidia.com/gpu: 1}",
+            "spec.containers[0].resources.limits.nvidia.com/gpu: not supported by podkit: an extended resource is advertised and allocated by a device plugin",
+        ),
+        (
+            "limits: {gpu: 1}",
+            "spec.containers[0].resources.limits.gpu: must be a standard resource for containers",
+        ),
+        (
+            "limits: {ephemeral-storage: 1Gi}",
+            "spec.containers[0].resources.limits.ephemeral-storage: not supported by podkit: kubelet enforces it by evicting the pod",
+        ),
+        (
+            "claims: [{name: gpu}]",
+            "spec.containers[0].resources.claims: not supported by podkit: resource claims",
+        ),
+    ];
+    for (resources, want) in refused {
+        let yaml = image_pod(&format!(
+            "  - name: a\n    image: busybox:1\n    resources:\n      {resources}\n"
+        ));
+        let err = spec::parse("pod.yaml", &yaml).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
 }
 

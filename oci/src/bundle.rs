@@ -64,6 +64,8 @@ pub struct Container {
     pub cgroups_path: Option<PathBuf>,
     /// CPU, memory and pids limits.
     pub resources: Option<LinuxResources>,
+    /// `process.oomScoreAdj`: kubelet's score for the pod's QoS class.
+    pub oom_score_adj: Option<i32>,
     /// Whether the container gets a cgroup namespace of its own (containerd gives one on
     /// cgroup v2 hosts only).
     pub cgroup_namespace: bool,
@@ -291,6 +293,7 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
         .map_err(spec_err)?;
     // No rlimits: the runtime then leaves the supervisor's (oci-spec's default sets 1024 files).
     process.set_rlimits(None);
+    process.set_oom_score_adj(container.oom_score_adj);
 
     let security = &container.security;
     let mut namespaces = Vec::new();

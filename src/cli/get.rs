@@ -270,6 +270,33 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
+/// A container's `Limits:` and `Requests:`, as `kubectl describe` prints them: requests with
+/// the API server's defaulting (a limit without a request is the request).
+fn write_resources(out: &mut String, resources: &serde_json::Value) {
+    let limits = resources["limits"].as_object();
+    let mut requests = resources["requests"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in limits.into_iter().flatten() {
+        requests
+            .entry(name.clone())
+            .or_insert_with(|| value.clone());
+    }
+    for (title, map) in [("Limits", limits), ("Requests", Some(&requests))] {
+        let Some(map) = map.filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        let _ = writeln!(out, "    {title}:");
+        for (name, value) in map {
+            let value = value
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            let _ = writeln!(out, "      {:<15}{value}", format!("{name}:"));
+        }
+    }
+}
+
 fn describe_one(pod: &PodState) -> String {
     let mut out = String::new();
     let status = pod.status.clone().unwrap_or_default();
@@ -374,6 +401,7 @@ fn describe_one(pod: &PodState) -> String {
             if !command.is_empty() {
                 let _ = writeln!(out, "    Command:       {}", command.join(" "));
             }
+            write_resources(&mut out, &c["resources"]);
             if let Some(s) = statuses.iter().find(|s| s.name == name) {
                 let _ = writeln!(out, "    State:         {}", state_text(s.state.as_ref()));
                 if s.last_state
@@ -412,6 +440,13 @@ fn describe_one(pod: &PodState) -> String {
     let _ = writeln!(out, "Conditions:\n  Type              Status");
     for c in status.conditions.iter().flatten() {
         let _ = writeln!(out, "  {:<17} {}", c.type_, c.status);
+    }
+    let qos = status
+        .qos_class
+        .clone()
+        .or_else(|| plan.as_ref().map(|p| p.qos.as_str().to_owned()));
+    if let Some(qos) = qos {
+        let _ = writeln!(out, "QoS Class:    {qos}");
     }
     let (ignored, warnings) = plan
         .map(|plan| (plan.ignored, plan.warnings))

@@ -12,14 +12,15 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar as K8sEnvVar, HTTPGetAction, LifecycleHandler, Pod,
     Probe as K8sProbe, Volume as K8sVolume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler,
     HostPathType, HostPort, ImageRun, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
-    ProxyProtocol, PullPolicy, PullSecrets, RestartPolicy, Runs, Seccomp, TerminationMessage,
-    Volume, VolumeSource,
+    ProxyProtocol, PullPolicy, PullSecrets, Qos, Resources, RestartPolicy, Runs, Seccomp,
+    TerminationMessage, Volume, VolumeSource, quantity::Quantity,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -95,6 +96,7 @@ const CONTAINER_HONOURED: &[&str] = &[
     "imagePullPolicy",
     "terminationMessagePath",
     "terminationMessagePolicy",
+    "resources",
 ];
 const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 
@@ -569,6 +571,14 @@ impl Validator {
         plan.fs_group = defaults.fs_group;
         plan.pull_secret_names = self.pull_secret_names(&spec, images);
         plan.sysctls = sysctls;
+        plan.qos = Qos::of(
+            &plan
+                .init_containers
+                .iter()
+                .chain(&plan.containers)
+                .map(|m| m.resources)
+                .collect::<Vec<_>>(),
+        );
         plan
     }
 
@@ -826,6 +836,7 @@ impl Validator {
             runtime_handler: None,
             fs_group: None,
             sysctls: Vec::new(),
+            qos: Qos::default(),
             pull_secret_names: Vec::new(),
             pull_secrets: PullSecrets::default(),
             host_aliases: Vec::new(),
@@ -1045,6 +1056,7 @@ impl Validator {
         }
 
         let termination_message = self.termination_message(c, path, host);
+        let resources = self.resources(c, path, host);
 
         Member {
             name: c.name.clone(),
@@ -1065,7 +1077,145 @@ impl Validator {
             post_start,
             pre_stop,
             host_ports,
+            resources,
         }
+    }
+
+    /// `resources`, read and checked as the API server does (`ValidateResourceRequirements`),
+    /// requests defaulted from limits: cpu and memory, which the OCI runtime applies to an
+    /// image container's cgroup. What podkit cannot honour is refused with its reason.
+    fn resources(&mut self, c: &Container, path: &str, host: bool) -> Resources {
+        let Some(requirements) = &c.resources else {
+            return Resources::default();
+        };
+        let rpath = format!("{path}.resources");
+        if requirements.claims.as_ref().is_some_and(|c| !c.is_empty()) {
+            self.bad(
+                &format!("{rpath}.claims"),
+                "not supported by podkit: resource claims are allocated by a dynamic resource \
+                 allocation driver of a cluster",
+            );
+        }
+        // (cpu in millicores, memory in bytes) of `requests` or `limits`.
+        let mut read = |kind: &str, map: Option<&BTreeMap<String, K8sQuantity>>| {
+            let (mut cpu, mut memory) = (None, None);
+            for (name, text) in map.into_iter().flatten() {
+                let field = format!("{rpath}.{kind}.{name}");
+                let text = &text.0;
+                match name.as_str() {
+                    "cpu" | "memory" | "ephemeral-storage" => {}
+                    n if n.starts_with("hugepages-") => {
+                        self.bad(
+                            &field,
+                            "not supported by podkit: no huge pages are set aside for pods on \
+                             this host",
+                        );
+                        continue;
+                    }
+                    n if n.contains('/') => {
+                        self.bad(
+                            &field,
+                            "not supported by podkit: an extended resource is advertised and \
+                             allocated by a device plugin, which podkit does not run",
+                        );
+                        continue;
+                    }
+                    _ => {
+                        self.bad(
+                            &field,
+                            "must be a standard resource for containers (cpu, memory, \
+                             ephemeral-storage, hugepages-<size>)",
+                        );
+                        continue;
+                    }
+                }
+                let quantity = match Quantity::parse(text) {
+                    Ok(q) if q.is_negative() => {
+                        self.bad(
+                            &field,
+                            format!("{text:?} must be greater than or equal to 0"),
+                        );
+                        continue;
+                    }
+                    Ok(q) => q,
+                    Err(why) => {
+                        self.bad(&field, format!("{text:?}: {why}"));
+                        continue;
+                    }
+                };
+                let value = match name.as_str() {
+                    "cpu" => quantity.millis(),
+                    "memory" => quantity.units(),
+                    // kubelet evicts a pod over its ephemeral-storage limit; a request only
+                    // places it on a node.
+                    _ if kind == "limits" => {
+                        self.bad(
+                            &field,
+                            "not supported by podkit: kubelet enforces it by evicting the pod, \
+                             which podkit does not do",
+                        );
+                        continue;
+                    }
+                    _ => {
+                        self.ignored.push(field);
+                        continue;
+                    }
+                };
+                let Some(value) = value else {
+                    self.bad(&field, format!("{text:?} is too large"));
+                    continue;
+                };
+                if name == "cpu" {
+                    cpu = Some(value);
+                } else {
+                    memory = Some(value);
+                }
+            }
+            (cpu, memory)
+        };
+        let (cpu_request, memory_request) = read("requests", requirements.requests.as_ref());
+        let (cpu_limit, memory_limit) = read("limits", requirements.limits.as_ref());
+        for (name, request, limit) in [
+            ("cpu", cpu_request, cpu_limit),
+            ("memory", memory_request, memory_limit),
+        ] {
+            if let (Some(request), Some(limit)) = (request, limit)
+                && request > limit
+            {
+                let text = |map: &Option<BTreeMap<String, K8sQuantity>>| {
+                    map.as_ref()
+                        .and_then(|m| m.get(name))
+                        .map(|q| q.0.clone())
+                        .unwrap_or_default()
+                };
+                self.bad(
+                    &format!("{rpath}.requests.{name}"),
+                    format!(
+                        "{:?} must be less than or equal to the {name} limit of {:?}",
+                        text(&requirements.requests),
+                        text(&requirements.limits)
+                    ),
+                );
+            }
+        }
+        let resources = Resources {
+            cpu_request,
+            cpu_limit,
+            memory_request,
+            memory_limit,
+        }
+        .defaulted();
+        if host && resources != Resources::default() {
+            self.bad(
+                &rpath,
+                format!(
+                    "not supported for host-process container {:?}: podkit applies cpu and \
+                     memory through the OCI runtime, to image containers only",
+                    c.name
+                ),
+            );
+        }
+        resources
     }
 
     /// `terminationMessagePath` and `terminationMessagePolicy`. A host process sees the host's
@@ -2139,31 +2289,13 @@ fn kubelet_hostname(name: &str) -> String {
     cut.trim_end_matches(['-', '.']).to_owned()
 }
 
-/// A Kubernetes quantity in bytes: `1024`, `64Mi`, `1.5Gi`, `500M`, `1e3`.
+/// A Kubernetes quantity in bytes, rounded up: `1024`, `64Mi`, `1.5Gi`, `500M`, `1e3`. `None`
+/// for a malformed or negative one.
 pub(crate) fn parse_quantity(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let multiplier: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        _ => return None,
-    };
-    let value: f64 = number.parse().ok()?;
-    (value.is_finite() && value >= 0.0).then(|| (value * multiplier).ceil() as u64)
+    Quantity::parse(text)
+        .ok()
+        .filter(|q| !q.is_negative())
+        .and_then(|q| q.units())
 }
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! A cgroup for each container, where cgroup v2 is mounted (at /sys/fs/cgroup on a v2 host, at
 //! /sys/fs/cgroup/unified on a hybrid one): `<the supervisor's cgroup>/podkit-POD/CONTAINER`.
-//! podkit enables no controller (resource limits are refused); the cgroup is how a container's
-//! every process is found and ended, as a container runtime does, also one that left the
-//! container's process group (`setsid`, a daemonizing server): when the container's main process
-//! exits, and when the pod is deleted or garbage-collected.
+//! The cgroup is how a container's every process is found and ended, as a container runtime
+//! does, also one that left the container's process group (`setsid`, a daemonizing server): when
+//! the container's main process exits, and when the pod is deleted or garbage-collected. An
+//! image container's cpu and memory limits are the OCI runtime's to write (runc writes them in
+//! the v1 hierarchies of a hybrid host, in this tree on a v2 one); podkit makes the controllers
+//! available on a v2 host ([`PodCgroup::enable_controllers`]) and reads the OOM kills after a
+//! container ends ([`PodCgroup::oom_kills`]).
 //!
 //! The pod's cgroup is recorded in its state directory (`cgroup`), where `podkit gc` finds it
 //! when the supervisor is gone. Without cgroup v2 the process group and the pod-wide sweep of
@@ -30,13 +33,16 @@ pub struct PodCgroup {
     /// Where cgroup v2 is mounted: `dir` below it is the path an OCI runtime's
     /// `linux.cgroupsPath` names.
     mount: PathBuf,
+    /// Where the cgroup v1 memory hierarchy is mounted, on a hybrid host: the OCI runtime puts
+    /// a container's memory cgroup there, at its `linux.cgroupsPath`.
+    memory_v1: Option<PathBuf>,
 }
 
 impl PodCgroup {
     /// Makes the pod's cgroup below the supervisor's own and records it in `state_dir`. `None`
     /// where no cgroup v2 is mounted, or it cannot be written (logged).
     pub fn create(pod: &str, state_dir: &Path) -> Option<PodCgroup> {
-        let (mount, own) = own_cgroup()?;
+        let (mount, own, memory_v1) = own_cgroup()?;
         let dir = own.join(format!("podkit-{pod}"));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
@@ -57,7 +63,75 @@ impl PodCgroup {
         if let Err(err) = super::status::write_atomic(&record, dir.to_string_lossy().as_bytes()) {
             warn!(%err, "failed to record the pod's cgroup; podkit gc will not find it");
         }
-        Some(PodCgroup { dir, mount })
+        Some(PodCgroup {
+            dir,
+            mount,
+            memory_v1,
+        })
+    }
+
+    /// Whether the kernel counts swap per cgroup here: then a memory limit is given to the
+    /// runtime as the limit of memory and swap together, and the container swaps nothing
+    /// (kubelet's default, NoSwap; containerd sets it only where the swap controller is).
+    pub fn swap_accounting(&self) -> bool {
+        match &self.memory_v1 {
+            Some(mount) => mount.join("memory.memsw.limit_in_bytes").exists(),
+            None => self.dir.join("memory.swap.max").exists(),
+        }
+    }
+
+    /// On a cgroup v2 host, makes the cpu and memory controllers available to the pod's
+    /// containers (their limits are written in their cgroups below the pod's): enabled in the
+    /// pod's cgroup, and in the supervisor's where it may (the root cgroup, or a delegated one
+    /// with no process of its own). An error says what is missing. Nothing to do on a hybrid
+    /// host, where the runtime writes the limits in the v1 hierarchies.
+    pub fn enable_controllers(&self) -> Result<(), String> {
+        if self.memory_v1.is_some() {
+            return Ok(());
+        }
+        let wanted = ["cpu", "memory"];
+        let available = |dir: &Path| {
+            let list = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            wanted
+                .iter()
+                .all(|c| list.split_whitespace().any(|have| have == *c))
+        };
+        if !available(&self.dir)
+            && let Some(own) = self.dir.parent()
+        {
+            let _ = std::fs::write(own.join("cgroup.subtree_control"), "+cpu +memory");
+        }
+        if !available(&self.dir) {
+            return Err(format!(
+                "cpu and memory limits need the cgroup v2 controllers cpu and memory in {} \
+                 (the supervisor's cgroup delegates them: start podkit from a cgroup with \
+                 them enabled, e.g. `systemd-run --scope -p Delegate=yes podkit ...`)",
+                self.dir.display()
+            ));
+        }
+        std::fs::write(self.dir.join("cgroup.subtree_control"), "+cpu +memory").map_err(|e| {
+            format!(
+                "failed to enable the cpu and memory controllers in {}: {e}",
+                self.dir.display()
+            )
+        })
+    }
+
+    /// How many processes of container `name` the kernel's OOM killer has killed (`oom_kill`
+    /// of the container's memory cgroup: `memory.oom_control` on v1, `memory.events` on v2),
+    /// read before the runtime removes the cgroup. `None` where it cannot be read (no such
+    /// cgroup, or a kernel before 4.13).
+    pub fn oom_kills(&self, name: &str) -> Option<u64> {
+        let file = match &self.memory_v1 {
+            Some(mount) => mount
+                .join(self.container_path(name)?.strip_prefix("/").ok()?)
+                .join("memory.oom_control"),
+            None => self.dir.join(name).join("memory.events"),
+        };
+        let text = std::fs::read_to_string(file).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|n| n.trim().parse().ok())
     }
 
     /// Container `name`'s cgroup as `linux.cgroupsPath` names it: absolute from the cgroup v2
@@ -124,9 +198,19 @@ fn open_dir(dir: &Path) -> io::Result<Arc<OwnedFd>> {
     Ok(Arc::new(OwnedFd::from(file)))
 }
 
-/// The supervisor's own cgroup v2 directory, if cgroup v2 is mounted.
-fn own_cgroup() -> Option<(PathBuf, PathBuf)> {
+/// Where cgroup v2 is mounted and the supervisor's own cgroup v2 directory, if cgroup v2 is
+/// mounted; and where the v1 memory hierarchy is mounted, if it is (a hybrid host).
+fn own_cgroup() -> Option<(PathBuf, PathBuf, Option<PathBuf>)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // "40 31 0:35 / /sys/fs/cgroup/memory rw,... shared:18 - cgroup cgroup rw,memory"
+    let memory_v1 = mountinfo.lines().find_map(|line| {
+        let (fields, fs) = line.split_once(" - ")?;
+        let mut fs = fs.split(' ');
+        if fs.next()? != "cgroup" || !fs.nth(1)?.split(',').any(|o| o == "memory") {
+            return None;
+        }
+        Some(PathBuf::from(fields.split(' ').nth(4)?))
+    });
     // "36 25 0:31 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw"
     let mount = mountinfo.lines().find_map(|line| {
         let (fields, fs) = line.split_once(" - ")?;
@@ -146,7 +230,7 @@ fn own_cgroup() -> Option<(PathBuf, PathBuf)> {
     let own = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
     // The mount shows the hierarchy from `root` down (a cgroup namespace's view).
     let relative = Path::new(own).strip_prefix(&root).ok()?;
-    Some((point.clone(), point.join(relative)))
+    Some((point.clone(), point.join(relative), memory_v1))
 }
 
 /// The empty `podkit-POD` directories runc leaves in each cgroup v1 hierarchy of a hybrid host

@@ -614,11 +614,67 @@ fn bundle_container(
             .cgroup
             .as_ref()
             .and_then(|c| c.container_path(&member.name)),
+        resources: linux_resources(pod, member),
+        oom_score_adj: Some(spec::resources::oom_score_adj(
+            pod.plan.qos,
+            member.resources.memory_request,
+            memory_capacity(),
+        )),
         ..Default::default()
     };
     let mut container = container;
     set_seccomp(&mut container, &run.seccomp)?;
     Ok((container, fds))
+}
+
+/// A container's cpu and memory as kubelet hands them to a CRI runtime and containerd writes
+/// them into `linux.resources` (`generateLinuxContainerResources`, `WithResources`): cpu shares
+/// from the request (2 without one), a CFS quota over 100 ms from the limit, the memory limit,
+/// and memory+swap equal to it where swap is accounted (no swap: kubelet's default). `None` for
+/// a container without requests or limits: kubelet's 2 shares then compete only inside the
+/// pods' own cgroup, and podkit's pod cgroup sits beside the host's processes, so none are
+/// set (the runtime's default, 1024).
+fn linux_resources(pod: &Pod, member: &Member) -> Option<oci_spec::runtime::LinuxResources> {
+    use oci_spec::runtime::{LinuxCpu, LinuxMemory, LinuxResources};
+    use spec::resources::{cpu_quota, cpu_shares};
+    let r = member.resources;
+    if r == spec::Resources::default() {
+        return None;
+    }
+    let mut cpu = LinuxCpu::default();
+    cpu.set_shares(Some(cpu_shares(r.cpu_request)));
+    if let Some((quota, period)) = cpu_quota(r.cpu_limit) {
+        cpu.set_quota(i64::try_from(quota).ok());
+        cpu.set_period(Some(period));
+    }
+    let mut resources = LinuxResources::default();
+    resources.set_cpu(Some(cpu));
+    if let Some(limit) = r.memory_limit.filter(|l| *l > 0) {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut memory = LinuxMemory::default();
+        memory.set_limit(Some(limit));
+        if pod.cgroup.as_ref().is_some_and(|c| c.swap_accounting()) {
+            memory.set_swap(Some(limit));
+        }
+        resources.set_memory(Some(memory));
+    }
+    Some(resources)
+}
+
+/// The host's memory, as kubelet reads the node's capacity (`MemTotal`), for the OOM score of a
+/// Burstable container; read once.
+fn memory_capacity() -> u64 {
+    static CAPACITY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CAPACITY.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(u64::MAX, |kib| kib * 1024)
+    })
 }
 
 /// Gives `container` the seccomp filter of `seccomp`, whose conditional rules its capabilities

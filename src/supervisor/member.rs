@@ -145,8 +145,11 @@ async fn runs(
         if image.is_none() && !wait_turn(&mut gate, &stop).await {
             return End::Stopped;
         }
+        // The container's OOM kills so far: its cgroup may outlive a run (on cgroup v2).
+        let oom_kills = || pod.cgroup.as_ref().and_then(|c| c.oom_kills(&member.name));
+        let oom_before = oom_kills().unwrap_or(0);
         let starting = start(&pod, &member, image.as_ref(), restarts, &stop, &mut gate);
-        let (exit, stopped, message) = match starting.await {
+        let (exit, stopped, message, oom) = match starting.await {
             Ok(mut run) => {
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
@@ -190,6 +193,8 @@ async fn runs(
                     }
                 };
                 turn.tried();
+                // Read before the runtime removes the cgroup with its counters.
+                let oom = oom_kills().is_some_and(|n| n > oom_before);
                 // A container ends with its main process, as under a container runtime: what it
                 // left in its process group goes too.
                 let _ = killpg(Pid::from_raw(run.pid as i32), Signal::SIGKILL);
@@ -218,12 +223,17 @@ async fn runs(
                 }
                 let exit = exit.unwrap_or(Exit::Signal(Signal::SIGKILL as i32));
                 let message = termination::message(&pod.dir, &pod.plan.name, &member, exit.code());
-                (exit, stopped, message)
+                (exit, stopped, message, oom)
             }
             Err(StartFailed::Error(message)) => {
                 turn.tried();
                 pod.update(|s| s.event("Warning", "Failed", &object, format!("Error: {message}")));
-                (Exit::Code(START_ERROR), stop.is_cancelled(), Some(message))
+                (
+                    Exit::Code(START_ERROR),
+                    stop.is_cancelled(),
+                    Some(message),
+                    false,
+                )
             }
             // Stopped while it waited for its turn: it never started, and stays Waiting.
             Err(StartFailed::BeforeItsTurn) => return End::Stopped,
@@ -233,7 +243,7 @@ async fn runs(
                     member.name
                 );
                 pod.update(|s| s.event("Warning", "Killing", &object, message));
-                (exit, true, None)
+                (exit, true, None, false)
             }
         };
         let code = exit.code();
@@ -244,9 +254,11 @@ async fn runs(
                     Exit::Signal(sig) => Some(sig),
                     Exit::Code(_) => None,
                 },
+                // containerd's rule: killed (137) after its memory cgroup saw an OOM kill.
                 reason: match code {
                     0 => "Completed",
                     START_ERROR if matches!(exit, Exit::Code(_)) => "StartError",
+                    137 if oom => "OOMKilled",
                     _ => "Error",
                 }
                 .to_owned(),

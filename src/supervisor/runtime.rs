@@ -157,6 +157,12 @@ impl Runtime {
         })
     }
 
+    /// Whether the runtime writes a container's cgroup limits here: not crun on a hybrid host,
+    /// which runs with `--cgroup-manager=disabled` (see [`Invocation`]).
+    pub fn applies_limits(&self) -> bool {
+        self.invocation == Invocation::Plain
+    }
+
     /// The steps the runtime's process takes before exec (see [`Invocation`]).
     pub fn setup(&self) -> Setup {
         self.invocation.setup()

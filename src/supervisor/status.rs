@@ -118,6 +118,8 @@ pub struct Status {
     /// How many of `events` events.json holds (`None`: not written yet).
     events_saved: Option<usize>,
     restart_policy: RestartPolicy,
+    /// `status.qosClass`.
+    qos_class: &'static str,
 }
 
 impl Status {
@@ -163,6 +165,7 @@ impl Status {
             conditions: Vec::new(),
             events_saved: None,
             restart_policy: plan.restart_policy,
+            qos_class: plan.qos.as_str(),
         };
         status.refresh();
         status
@@ -412,6 +415,7 @@ impl Status {
             start_time: Some(Time(self.start_time)),
             pod_ip: None,
             host_ip: Some("127.0.0.1".to_owned()),
+            qos_class: Some(self.qos_class.to_owned()),
             conditions: Some(
                 self.conditions
                     .iter()
@@ -585,6 +589,7 @@ mod tests {
             conditions: Vec::new(),
             events_saved: None,
             restart_policy: policy,
+            qos_class: "BestEffort",
         };
         status.refresh();
         status

@@ -1,0 +1,202 @@
+//! kubelet's arithmetic for a container's `resources` (cpu and memory): what its cgroup gets,
+//! the pod's QoS class and the container's OOM score, with kubelet's constants and rounding
+//! (`pkg/kubelet/cm/helpers_linux.go`: `MilliCPUToShares`, `MilliCPUToQuota`;
+//! `pkg/apis/core/v1/helper/qos`: `ComputePodQOS`; `pkg/kubelet/qos/policy.go`:
+//! `GetContainerOOMScoreAdjust`). The supervisor gives the numbers to the OCI runtime
+//! (`linux.resources`, `process.oomScoreAdj`); the validator reads the quantities.
+
+use serde::{Deserialize, Serialize};
+
+/// One container's cpu (millicores) and memory (bytes), after the API server's defaulting
+/// (a limit without a request gives the request). All `None`: a BestEffort container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_request: Option<u64>,
+    pub cpu_limit: Option<u64>,
+    pub memory_request: Option<u64>,
+    pub memory_limit: Option<u64>,
+}
+
+impl Resources {
+    /// Requests default to limits, as the API server defaults them.
+    pub fn defaulted(mut self) -> Resources {
+        // (SetDefaults_Pod: `requests[k] = limits[k]` for every limit without a request.)
+        if self.cpu_request.is_none() {
+            self.cpu_request = self.cpu_limit;
+        }
+        if self.memory_request.is_none() {
+            self.memory_request = self.memory_limit;
+        }
+        self
+    }
+}
+
+const MIN_SHARES: u64 = 2;
+const MAX_SHARES: u64 = 262_144;
+const SHARES_PER_CPU: u64 = 1024;
+const QUOTA_PERIOD: u64 = 100_000;
+/// The smallest quota kubelet gives (its `MinQuotaPeriod`, used as the least quota): 1 ms.
+const MIN_QUOTA: u64 = 1000;
+
+/// `MilliCPUToShares`: the request (or, without one, the limit) as cpu.shares.
+pub fn cpu_shares(millis: Option<u64>) -> u64 {
+    match millis {
+        None | Some(0) => MIN_SHARES,
+        Some(m) => (m.saturating_mul(SHARES_PER_CPU) / 1000).clamp(MIN_SHARES, MAX_SHARES),
+    }
+}
+
+/// `MilliCPUToQuota` with the default 100 ms period: (quota, period) for a cpu limit.
+pub fn cpu_quota(limit_millis: Option<u64>) -> Option<(u64, u64)> {
+    let m = limit_millis.filter(|m| *m > 0)?;
+    Some((
+        (m.saturating_mul(QUOTA_PERIOD) / 1000).max(MIN_QUOTA),
+        QUOTA_PERIOD,
+    ))
+}
+
+/// The pod's QoS class (`ComputePodQOS`) over its init and app containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Qos {
+    Guaranteed,
+    Burstable,
+    #[default]
+    BestEffort,
+}
+
+impl Qos {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Qos::Guaranteed => "Guaranteed",
+            Qos::Burstable => "Burstable",
+            Qos::BestEffort => "BestEffort",
+        }
+    }
+
+    pub fn of(containers: &[Resources]) -> Qos {
+        let positive = |v: Option<u64>| v.filter(|v| *v > 0);
+        let mut any = false;
+        let mut guaranteed = true;
+        let (mut req_cpu, mut req_mem, mut lim_cpu, mut lim_mem) = (0u64, 0u64, 0u64, 0u64);
+        let (mut has_req_cpu, mut has_req_mem, mut has_lim_cpu, mut has_lim_mem) =
+            (false, false, false, false);
+        for c in containers {
+            for (v, sum, has) in [
+                (positive(c.cpu_request), &mut req_cpu, &mut has_req_cpu),
+                (positive(c.memory_request), &mut req_mem, &mut has_req_mem),
+                (positive(c.cpu_limit), &mut lim_cpu, &mut has_lim_cpu),
+                (positive(c.memory_limit), &mut lim_mem, &mut has_lim_mem),
+            ] {
+                if let Some(v) = v {
+                    *sum += v;
+                    *has = true;
+                    any = true;
+                }
+            }
+            if positive(c.cpu_limit).is_none() || positive(c.memory_limit).is_none() {
+                guaranteed = false;
+            }
+        }
+        if !any {
+            return Qos::BestEffort;
+        }
+        let requests = [(has_req_cpu, req_cpu), (has_req_mem, req_mem)];
+        let limits = [(has_lim_cpu, lim_cpu), (has_lim_mem, lim_mem)];
+        let count = |xs: &[(bool, u64)]| xs.iter().filter(|(h, _)| *h).count();
+        if guaranteed && count(&requests) == count(&limits) && requests == limits {
+            Qos::Guaranteed
+        } else {
+            Qos::Burstable
+        }
+    }
+}
+
+/// `GetContainerOOMScoreAdjust` (no node-critical pods on one host): Guaranteed -997,
+/// BestEffort 1000, Burstable `1000 - 1000 * request / capacity` kept within 3..=999.
+pub fn oom_score_adj(qos: Qos, memory_request: Option<u64>, memory_capacity: u64) -> i32 {
+    match qos {
+        Qos::Guaranteed => -997,
+        Qos::BestEffort => 1000,
+        Qos::Burstable => {
+            let request = memory_request.unwrap_or(0) as i128;
+            let adjust = 1000 - (1000 * request) / memory_capacity.max(1) as i128;
+            if adjust < 1000 - 997 {
+                1000 - 997
+            } else if adjust == 1000 {
+                999
+            } else {
+                adjust as i32
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::quantity::Quantity;
+
+    fn r(cr: Option<u64>, cl: Option<u64>, mr: Option<u64>, ml: Option<u64>) -> Resources {
+        Resources {
+            cpu_request: cr,
+            cpu_limit: cl,
+            memory_request: mr,
+            memory_limit: ml,
+        }
+        .defaulted()
+    }
+
+    #[test]
+    fn shares_and_quota_as_kubelet_computes_them() {
+        assert_eq!(cpu_shares(None), 2);
+        assert_eq!(cpu_shares(Some(1)), 2);
+        assert_eq!(cpu_shares(Some(250)), 256);
+        assert_eq!(cpu_shares(Some(1000)), 1024);
+        assert_eq!(cpu_shares(Some(1_000_000)), 262_144);
+        assert_eq!(cpu_quota(None), None);
+        assert_eq!(cpu_quota(Some(500)), Some((50_000, 100_000)));
+        assert_eq!(cpu_quota(Some(1)), Some((1000, 100_000)));
+        assert_eq!(cpu_quota(Some(2500)), Some((250_000, 100_000)));
+    }
+
+    #[test]
+    fn qos_classes() {
+        assert_eq!(Qos::of(&[Resources::default()]), Qos::BestEffort);
+        let both = r(None, Some(500), None, Some(64 << 20));
+        assert_eq!(
+            Qos::of(&[both]),
+            Qos::Guaranteed,
+            "limits only: requests default to them"
+        );
+        assert_eq!(Qos::of(&[both, Resources::default()]), Qos::Burstable);
+        assert_eq!(Qos::of(&[r(Some(100), None, None, None)]), Qos::Burstable);
+        assert_eq!(
+            Qos::of(&[r(Some(100), Some(200), Some(1), Some(1))]),
+            Qos::Burstable,
+            "request below the limit"
+        );
+        assert_eq!(
+            Qos::of(&[r(None, Some(500), None, None)]),
+            Qos::Burstable,
+            "no memory limit"
+        );
+    }
+
+    #[test]
+    fn oom_score_adjust() {
+        let gib = 1 << 30;
+        assert_eq!(oom_score_adj(Qos::Guaranteed, Some(gib), 8 * gib), -997);
+        assert_eq!(oom_score_adj(Qos::BestEffort, None, 8 * gib), 1000);
+        assert_eq!(oom_score_adj(Qos::Burstable, Some(gib), 8 * gib), 875);
+        assert_eq!(oom_score_adj(Qos::Burstable, None, 8 * gib), 999);
+        assert_eq!(oom_score_adj(Qos::Burstable, Some(8 * gib), 8 * gib), 3);
+    }
+
+    #[test]
+    fn quantities_feed_it() {
+        let cpu = Quantity::parse("250m").expect("parses").millis();
+        let mem = Quantity::parse("64Mi").expect("parses").units();
+        assert_eq!(cpu_shares(cpu), 256);
+        assert_eq!(mem, Some(64 << 20));
+    }
+}
