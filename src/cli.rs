@@ -247,6 +247,14 @@ pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<In
 
 /// Logs to stderr at the level in `PODKIT_LOG` (default `info`). A plain level needs no
 /// directive parser; anything else (`podkit=debug,netns=trace`) gets tracing's `EnvFilter`.
+/// Prints `error: {err:#}` on stderr in one write: `apply` reads a detached supervisor's error
+/// from its log while it is written, and `eprintln!` writes a message in pieces.
+pub fn print_error(err: &anyhow::Error) {
+    use std::io::Write;
+    let line = format!("error: {err:#}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 pub fn install_tracing() {
     install_tracing_at(tracing_subscriber::filter::LevelFilter::INFO);
 }

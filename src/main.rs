@@ -32,7 +32,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             cli::exit_if_output_closed(&err);
-            eprintln!("error: {err:#}");
+            cli::print_error(&err);
             ExitCode::FAILURE
         }
     }

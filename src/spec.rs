@@ -333,6 +333,38 @@ pub enum EnvValue {
     Literal(String),
     /// `valueFrom.fieldRef.fieldPath`, one of [`validate::FIELD_REFS`].
     FieldRef(String),
+    /// `valueFrom.resourceFieldRef`: the container's own unless it names another.
+    ResourceRef(ResourceRef),
+}
+
+/// `resourceFieldRef`: a container's cpu or memory request or limit, counted in `divisor`s and
+/// rounded up (a limit not set is the host's allocatable amount, as kubelet gives it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRef {
+    pub container: String,
+    /// `limits.cpu`, `limits.memory`, `requests.cpu` or `requests.memory`.
+    pub resource: String,
+    /// In millicores for cpu (1 or 1000), in bytes for memory; never 0.
+    pub divisor: u64,
+}
+
+/// One file of a `downwardAPI` volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownwardFile {
+    /// Relative, without `..`.
+    pub path: PathBuf,
+    /// The item's `mode`, else the volume's `defaultMode` (0644).
+    pub mode: u32,
+    pub value: DownwardValue,
+}
+
+/// What a `downwardAPI` file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownwardValue {
+    /// `fieldRef.fieldPath`: `metadata.name`, `.namespace`, `.uid`, `.labels`, `.annotations`,
+    /// or one label or annotation (`metadata.labels['app']`).
+    Field(String),
+    Resource(ResourceRef),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -360,6 +392,11 @@ pub enum VolumeSource {
     HostPath {
         path: PathBuf,
         kind: HostPathType,
+    },
+    /// `downwardAPI`: files of the pod's fields and its containers' resources, written as
+    /// kubelet's atomic writer writes them, and mounted read-only.
+    DownwardApi {
+        files: Vec<DownwardFile>,
     },
 }
 
@@ -512,10 +549,13 @@ fn resolve_class(plan: &mut PodPlan, classes: &BTreeMap<String, RuntimeClass>) {
     );
 }
 
-/// The non-empty YAML documents of `text`.
+/// The non-empty YAML documents of `text`. A number with a leading zero is octal, as YAML 1.1
+/// reads it and so kubectl (`defaultMode: 0644` is 420): file modes in manifests are written so.
 fn documents(file: &str, text: &str) -> Result<Vec<serde_json::Value>, SpecError> {
-    let documents: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(text).map_err(|err| SpecError::Yaml {
+    let mut options = serde_saphyr::Options::default();
+    options.legacy_octal_numbers = true;
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|err| SpecError::Yaml {
             file: file.to_owned(),
             message: err.to_string(),
         })?;

@@ -271,17 +271,101 @@ impl Pod {
 
     /// The value of a `fieldRef`.
     pub(crate) fn field(&self, path: &str) -> String {
-        match path {
-            "metadata.name" => self.plan.name.clone(),
-            "metadata.namespace" => self.plan.namespace.clone(),
-            "metadata.uid" => self.plan.uid.clone().unwrap_or_default(),
-            "spec.nodeName" => nix::unistd::gethostname()
-                .map(|h| h.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            // The pod shares the host's addresses only through loopback: it has no IP of its own.
-            _ => String::new(),
+        field(&self.plan, path)
+    }
+}
+
+/// A `fieldRef`'s value (env or downwardAPI volume).
+fn field(plan: &PodPlan, path: &str) -> String {
+    let map = |key: &str| {
+        plan.manifest["metadata"][key]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let one = |key: &str| {
+        path.strip_prefix(&format!("metadata.{key}['"))
+            .and_then(|rest| rest.strip_suffix("']"))
+    };
+    match path {
+        "metadata.name" => plan.name.clone(),
+        "metadata.namespace" => plan.namespace.clone(),
+        "metadata.uid" => plan.uid.clone().unwrap_or_default(),
+        "metadata.labels" | "metadata.annotations" => {
+            format_map(&map(path.trim_start_matches("metadata.")))
+        }
+        "spec.nodeName" => nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        _ => {
+            for key in ["labels", "annotations"] {
+                if let Some(name) = one(key) {
+                    return map(key)
+                        .get(name)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                }
+            }
+            // The pod shares the host's addresses only through loopback: it has no IP of its
+            // own.
+            String::new()
         }
     }
+}
+
+/// Labels or annotations as the downward API writes them (`fieldpath.FormatMap`): `key="value"`
+/// lines sorted by key, each value quoted as Go's `%q` quotes it, no newline after the last.
+fn format_map(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    let lines: Vec<String> = keys
+        .into_iter()
+        .map(|k| {
+            let value = map[k].as_str().unwrap_or_default();
+            let mut quoted = String::from("\"");
+            for c in value.chars() {
+                match c {
+                    '"' => quoted.push_str("\\\""),
+                    '\\' => quoted.push_str("\\\\"),
+                    '\n' => quoted.push_str("\\n"),
+                    '\t' => quoted.push_str("\\t"),
+                    '\r' => quoted.push_str("\\r"),
+                    c if c.is_control() => quoted.push_str(&format!("\\x{:02x}", c as u32)),
+                    c => quoted.push(c),
+                }
+            }
+            quoted.push('"');
+            format!("{k}={quoted}")
+        })
+        .collect();
+    lines.join("\n")
+}
+
+/// What a downwardAPI file holds.
+fn downward(plan: &PodPlan, value: &crate::spec::DownwardValue) -> String {
+    match value {
+        crate::spec::DownwardValue::Field(path) => field(plan, path),
+        crate::spec::DownwardValue::Resource(r) => resource_field(plan, r),
+    }
+}
+
+/// A `resourceFieldRef`'s value: its container's request or limit (see
+/// [`crate::spec::resources::field_value`]).
+pub(crate) fn resource_field(plan: &PodPlan, r: &crate::spec::ResourceRef) -> String {
+    let resources = plan
+        .init_containers
+        .iter()
+        .chain(&plan.containers)
+        .find(|m| m.name == r.container)
+        .map(|m| m.resources)
+        .unwrap_or_default();
+    crate::spec::resources::field_value(
+        &r.resource,
+        r.divisor,
+        &resources,
+        crate::spec::resources::Allocatable::host(),
+    )
 }
 
 /// A poisoned lock still holds consistent data here: every change is one assignment.
@@ -382,13 +466,15 @@ async fn run_in(
         undo(Some(ns), &cgroup);
         return Err(Error::Sysctl(err));
     }
-    let mut volumes = match Volumes::prepare(&plan.volumes, &dir.join("volumes"), plan.fs_group) {
-        Ok(volumes) => volumes,
-        Err(err) => {
-            undo(Some(ns), &cgroup);
-            return Err(err.into());
-        }
-    };
+    let render = |value: &crate::spec::DownwardValue| downward(&plan, value);
+    let mut volumes =
+        match Volumes::prepare(&plan.volumes, &dir.join("volumes"), plan.fs_group, &render) {
+            Ok(volumes) => volumes,
+            Err(err) => {
+                undo(Some(ns), &cgroup);
+                return Err(err.into());
+            }
+        };
     // For image containers: the OCI runtime, found once, and the files they share (/etc/hosts,
     // /etc/resolv.conf, /dev/shm, ...).
     let images = plan

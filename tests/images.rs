@@ -1551,6 +1551,139 @@ spec:
     assert_nothing_left(&env, &pod);
 }
 
+/// A downwardAPI volume as kubelet writes it (the atomic writer's `..data` layout, the labels
+/// and annotations as `key="value"` lines, item modes, resources over their divisors, a limit
+/// not set read as the host's allocatable amount), mounted read-only; `resourceFieldRef` env.
+#[test]
+fn downward_api_volumes_and_resource_env() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("dapi-{}", std::process::id());
+    let manifest = env.tmp.path().join("dapi.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  labels: {{tier: front, app: web}}
+  annotations: {{build: \"two\\nlines \\\"quoted\\\"\"}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: podinfo
+    downwardAPI:
+      defaultMode: 0644
+      items:
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: annotations, fieldRef: {{fieldPath: metadata.annotations}}}}
+      - {{path: meta/name, fieldRef: {{fieldPath: metadata.name}}}}
+      - {{path: secret, fieldRef: {{fieldPath: metadata.uid}}, mode: 0400}}
+      - {{path: app, fieldRef: {{fieldPath: \"metadata.labels['app']\"}}}}
+      - path: cpu_limit
+        resourceFieldRef: {{containerName: app, resource: limits.cpu, divisor: 1m}}
+      - path: mem_request
+        resourceFieldRef: {{containerName: app, resource: requests.memory, divisor: 1Mi}}
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+    resources: {{requests: {{memory: 32Mi}}, limits: {{cpu: 500m, memory: 64Mi}}}}
+    volumeMounts: [{{name: podinfo, mountPath: /etc/podinfo}}]
+    env:
+    - name: MEM_LIMIT
+      valueFrom: {{resourceFieldRef: {{resource: limits.memory, divisor: 1Mi}}}}
+    - name: OTHER_CPUS
+      valueFrom: {{resourceFieldRef: {{containerName: other, resource: limits.cpu}}}}
+  - name: other
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let applied = env.podkit(&["apply", "-f", file]);
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let exec = |cmd: &[&str]| {
+        let mut args = vec!["exec", pod.as_str(), "-c", "app", "--"];
+        args.extend_from_slice(cmd);
+        env.ok(&args)
+    };
+    let cat = |file: &str| exec(&["cat", &format!("/etc/podinfo/{file}")]);
+    assert_eq!(cat("labels"), "app=\"web\"\ntier=\"front\"");
+    assert_eq!(cat("annotations"), "build=\"two\\nlines \\\"quoted\\\"\"");
+    assert_eq!(cat("meta/name"), pod);
+    assert_eq!(cat("app"), "web");
+    assert_eq!(cat("cpu_limit"), "500");
+    assert_eq!(cat("mem_request"), "32");
+    let listing = exec(&["ls", "-a", "/etc/podinfo"]);
+    let names: Vec<&str> = listing.split_whitespace().collect();
+    assert!(names.contains(&"..data"), "{listing}");
+    assert!(
+        names.iter().any(|n| n.starts_with("..20")),
+        "a timestamped data directory: {listing}"
+    );
+    assert_eq!(
+        exec(&[
+            "busybox",
+            "stat",
+            "-L",
+            "-c",
+            "%a %U",
+            "/etc/podinfo/secret",
+            "/etc/podinfo/labels"
+        ]),
+        "400 root\n644 root\n",
+        "0400 as its item says (the image's user cannot read it, as under kubelet)"
+    );
+    assert_eq!(
+        exec(&["busybox", "readlink", "/etc/podinfo/labels"]),
+        "..data/labels\n"
+    );
+    let write = env.podkit(&[
+        "exec",
+        &pod,
+        "-c",
+        "app",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo x > /etc/podinfo/new",
+    ]);
+    assert!(
+        !write.status.success(),
+        "the volume is read-only: {}",
+        text(&write)
+    );
+    assert!(
+        stderr(&write).contains("Read-only file system"),
+        "{}",
+        text(&write)
+    );
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").expect("cpus");
+    let cpus: u64 = online
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().expect("cpu") + 1 - a.parse::<u64>().expect("cpu"),
+            None => 1,
+        })
+        .sum();
+    assert_eq!(
+        exec(&["/bin/sh", "-c", "echo $MEM_LIMIT $OTHER_CPUS"]),
+        format!("64 {cpus}\n"),
+        "the other container has no cpu limit: the host's CPUs"
+    );
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+}
+
 /// imagePullSecrets: a `kubernetes.io/dockerconfigjson` Secret in the manifest's file gives the
 /// pull its credentials for a registry that requires them (handed to the pull on a memfd, never
 /// on disk); a Secret the file does not hold is reported with kubelet's event and the pull goes

@@ -147,7 +147,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: relative}]\n"), "spec.containers[0].volumeMounts[0].mountPath: \"relative\" must be an absolute path"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: /x, subPath: ../../etc}]\n"), "spec.containers[0].volumeMounts[0].subPath: \"../../etc\" must be a relative path without '..'"),
-        (pod("  volumes: [{name: v, configMap: {name: c}}]\n", ""), "spec.volumes[0].configMap: not supported by podkit (supported volume sources: emptyDir, hostPath)"),
+        (pod("  volumes: [{name: v, configMap: {name: c}}]\n", ""), "spec.volumes[0].configMap: not supported by podkit (supported volume sources: emptyDir, hostPath, downwardAPI)"),
         (pod("  volumes: [{name: v, emptyDir: {sizeLimit: lots}}]\n", ""), "spec.volumes[0].emptyDir.sizeLimit"),
         (pod("  volumes: [{name: v, emptyDir: {}}, {name: v, emptyDir: {}}]\n", ""), "spec.volumes[1].name: duplicate name \"v\""),
         (pod("", "    env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n"), "spec.containers[0].env[0].valueFrom: not supported by podkit: only fieldRef"),
@@ -564,6 +564,107 @@ fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
         ));
         let err = spec::parse("pod.yaml", &yaml).expect_err(want).to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}");
+    }
+}
+
+/// downwardAPI volumes and `resourceFieldRef` as the API server checks them; file modes written
+/// in YAML 1.1 octal (`0644`), as kubectl reads them.
+#[test]
+fn downward_api_items_are_checked_and_octal_modes_read() {
+    let with = |volume: &str, env: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  volumes:\n  - name: info\n    downwardAPI:\n{volume}  containers:\n  - name: app\n    image: busybox:1\n{env}"
+        )
+    };
+    let plans = spec::parse(
+        "pod.yaml",
+        &with(
+            "      defaultMode: 0640\n      items:\n      - {path: a/name, fieldRef: {fieldPath: metadata.name}, mode: 0400}\n      - {path: mem, resourceFieldRef: {containerName: app, resource: limits.memory, divisor: 1Mi}}\n",
+            "    env:\n    - {name: CPU, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}\n",
+        ),
+    )
+    .expect("valid");
+    let VolumeSource::DownwardApi { files } = &plans[0].volumes[0].source else {
+        panic!("a downwardAPI volume: {:?}", plans[0].volumes[0]);
+    };
+    assert_eq!(files[0].path, std::path::Path::new("a/name"));
+    assert_eq!(files[0].mode, 0o400);
+    assert_eq!(files[1].mode, 0o640, "the defaultMode");
+    assert_eq!(
+        files[1].value,
+        spec::DownwardValue::Resource(spec::ResourceRef {
+            container: "app".into(),
+            resource: "limits.memory".into(),
+            divisor: 1 << 20,
+        })
+    );
+    assert_eq!(
+        plans[0].containers[0].env[0].value,
+        EnvValue::ResourceRef(spec::ResourceRef {
+            container: "app".into(),
+            resource: "requests.cpu".into(),
+            divisor: 1,
+        })
+    );
+
+    let item = |item: &str| with(&format!("      items:\n      - {item}\n"), "");
+    let cases = [
+        (
+            item("{path: ../x, fieldRef: {fieldPath: metadata.name}}"),
+            "spec.volumes[0].downwardAPI.items[0].path: \"../x\" must be a relative path without '..'",
+        ),
+        (
+            item("{path: /x, fieldRef: {fieldPath: metadata.name}}"),
+            "spec.volumes[0].downwardAPI.items[0].path: \"/x\" must be a relative path",
+        ),
+        (
+            item("{path: x, fieldRef: {fieldPath: status.podIP}}"),
+            "spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: \"status.podIP\": a downwardAPI volume holds metadata.name",
+        ),
+        (
+            item("{path: x}"),
+            "spec.volumes[0].downwardAPI.items[0]: needs exactly one of fieldRef and resourceFieldRef",
+        ),
+        (
+            item("{path: x, mode: 01000, fieldRef: {fieldPath: metadata.name}}"),
+            "spec.volumes[0].downwardAPI.items[0].mode: 512: must be a number between 0 and 0777",
+        ),
+        (
+            item("{path: x, resourceFieldRef: {resource: limits.cpu}}"),
+            "spec.volumes[0].downwardAPI.items[0].resourceFieldRef.containerName: required",
+        ),
+        (
+            item("{path: x, resourceFieldRef: {containerName: web, resource: limits.cpu}}"),
+            "spec.volumes[0].downwardAPI.items[0].resourceFieldRef.containerName: \"web\" is not a container of this pod",
+        ),
+        (
+            item(
+                "{path: x, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1Mi}}",
+            ),
+            "spec.volumes[0].downwardAPI.items[0].resourceFieldRef.divisor: \"1Mi\": must be one of 1m, 1",
+        ),
+        (
+            item("{path: x, resourceFieldRef: {containerName: app, resource: limits.gpu}}"),
+            "spec.volumes[0].downwardAPI.items[0].resourceFieldRef.resource: \"limits.gpu\": must be limits.cpu",
+        ),
+        (
+            with(
+                "      items:\n      - {path: x, fieldRef: {fieldPath: metadata.name}}\n      - {path: x, fieldRef: {fieldPath: metadata.uid}}\n",
+                "",
+            ),
+            "spec.volumes[0].downwardAPI.items[1].path: \"x\" is given twice",
+        ),
+        (
+            with(
+                "      items: []\n",
+                "    env: [{name: X, valueFrom: {resourceFieldRef: {resource: requests.ephemeral-storage}}}]\n",
+            ),
+            "spec.containers[0].env[0].valueFrom.resourceFieldRef.resource: \"requests.ephemeral-storage\": not supported by podkit",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = spec::parse("pod.yaml", &yaml).expect_err(want).to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}\nfor:\n{yaml}");
     }
 }
 

@@ -121,11 +121,12 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
     let mut unknown_since: Option<Instant> = None;
     let mut changes = Changes::new(root, name);
     loop {
+        // A whole line only: the supervisor may be writing it.
         let said = || {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            text.lines()
-                .find(|l| l.starts_with("error:"))
-                .map(|l| l.trim_start_matches("error: ").to_owned())
+            text.split_inclusive('\n')
+                .find(|l| l.starts_with("error:") && l.ends_with('\n'))
+                .map(|l| l.trim_start_matches("error: ").trim_end().to_owned())
         };
         match state::read(root, name) {
             Ok(pod) => {

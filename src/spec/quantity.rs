@@ -201,11 +201,7 @@ mod tests {
                 .units(),
             Some(12_346)
         );
-        assert_eq!(
-            units(&format!("0.{}1", "0".repeat(50))),
-            1,
-            "rounded up"
-        );
+        assert_eq!(units(&format!("0.{}1", "0".repeat(50))), 1, "rounded up");
         assert_eq!(millis(&format!("2.{digits}")), 2124);
     }
 }

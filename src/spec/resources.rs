@@ -131,6 +131,71 @@ pub fn oom_score_adj(qos: Qos, memory_request: Option<u64>, memory_capacity: u64
     }
 }
 
+/// What the host offers pods, kubelet's node allocatable: a limit not set reads as it in the
+/// downward API (`MergeContainerResourceLimits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allocatable {
+    /// Millicores: every online CPU (kubelet reserves none by default).
+    pub cpu: u64,
+    /// Bytes: the host's memory less kubelet's default hard eviction threshold
+    /// (`memory.available<100Mi`).
+    pub memory: u64,
+}
+
+impl Allocatable {
+    /// This host's, read once.
+    pub fn host() -> Allocatable {
+        static HOST: std::sync::OnceLock<Allocatable> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| {
+            // "0-1,4-7": the online CPUs, as cAdvisor counts the node's.
+            let online =
+                std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+            let cpus: u64 = online
+                .trim()
+                .split(',')
+                .filter_map(|range| match range.split_once('-') {
+                    Some((a, b)) => Some(b.parse::<u64>().ok()? + 1 - a.parse::<u64>().ok()?),
+                    None => range.parse::<u64>().ok().map(|_| 1),
+                })
+                .sum::<u64>()
+                .max(1);
+            Allocatable {
+                cpu: cpus * 1000,
+                memory: memory_capacity().saturating_sub(100 << 20),
+            }
+        })
+    }
+}
+
+/// The host's memory, as kubelet reads the node's capacity (`MemTotal`); read once.
+pub fn memory_capacity() -> u64 {
+    static CAPACITY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *CAPACITY.get_or_init(|| {
+        std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(u64::MAX, |kib| kib * 1024)
+    })
+}
+
+/// A `resourceFieldRef`'s value (kubelet's `ExtractContainerResourceValue`): the request or
+/// limit over the divisor, rounded up; a limit not set is the host's allocatable amount, a
+/// request not set is 0.
+pub fn field_value(resource: &str, divisor: u64, r: &Resources, node: Allocatable) -> String {
+    let value = match resource {
+        "limits.cpu" => r.cpu_limit.unwrap_or(node.cpu),
+        "limits.memory" => r.memory_limit.unwrap_or(node.memory),
+        "requests.cpu" => r.cpu_request.unwrap_or(0),
+        "requests.memory" => r.memory_request.unwrap_or(0),
+        _ => 0,
+    };
+    value.div_ceil(divisor.max(1)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +255,27 @@ mod tests {
         assert_eq!(oom_score_adj(Qos::Burstable, Some(gib), 8 * gib), 875);
         assert_eq!(oom_score_adj(Qos::Burstable, None, 8 * gib), 999);
         assert_eq!(oom_score_adj(Qos::Burstable, Some(8 * gib), 8 * gib), 3);
+    }
+
+    #[test]
+    fn downward_api_values_round_up_and_default_limits_to_the_node() {
+        let node = Allocatable {
+            cpu: 2000,
+            memory: 1 << 30,
+        };
+        let limited = r(Some(250), Some(500), None, Some(64 << 20));
+        assert_eq!(field_value("limits.cpu", 1, &limited, node), "500");
+        assert_eq!(field_value("limits.cpu", 1000, &limited, node), "1");
+        assert_eq!(field_value("requests.cpu", 1, &limited, node), "250");
+        assert_eq!(field_value("limits.memory", 1 << 20, &limited, node), "64");
+        assert_eq!(
+            field_value("requests.memory", 1, &limited, node),
+            "67108864"
+        );
+        let open = Resources::default();
+        assert_eq!(field_value("limits.cpu", 1000, &open, node), "2");
+        assert_eq!(field_value("limits.memory", 1 << 20, &open, node), "1024");
+        assert_eq!(field_value("requests.memory", 1, &open, node), "0");
     }
 
     #[test]

@@ -17,10 +17,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    DEFAULT_TERMINATION_MESSAGE_PATH, Dns, EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler,
-    HostPathType, HostPort, ImageRun, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
-    ProxyProtocol, PullPolicy, PullSecrets, Qos, Resources, RestartPolicy, Runs, Seccomp,
-    TerminationMessage, Volume, VolumeSource, quantity::Quantity,
+    DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvValue, EnvVar,
+    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun, Member, Mount,
+    PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, PullSecrets, Qos,
+    ResourceRef, Resources, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume, VolumeSource,
+    quantity::Quantity,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in.
@@ -335,6 +336,8 @@ struct Validator {
     warnings: Vec<String>,
     /// Volumes refused already: a mount of one is not refused again.
     refused_volumes: Vec<String>,
+    /// Every container's name: what a `resourceFieldRef` may name.
+    containers: Vec<String>,
 }
 
 impl Validator {
@@ -431,6 +434,13 @@ impl Validator {
             None => kubelet_hostname(&name),
         };
 
+        self.containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .map(|c| c.name.clone())
+            .collect();
         let volumes: Vec<Volume> = spec
             .volumes
             .iter()
@@ -942,7 +952,7 @@ impl Validator {
             .iter()
             .flatten()
             .enumerate()
-            .filter_map(|(i, e)| self.env(e, &format!("{path}.env[{i}]")))
+            .filter_map(|(i, e)| self.env(e, &format!("{path}.env[{i}]"), &c.name))
             .collect();
 
         let security = c.security_context.clone().unwrap_or_default();
@@ -1403,7 +1413,7 @@ impl Validator {
         }
     }
 
-    fn env(&mut self, e: &K8sEnvVar, path: &str) -> Option<EnvVar> {
+    fn env(&mut self, e: &K8sEnvVar, path: &str, own: &str) -> Option<EnvVar> {
         if e.name.is_empty() || e.name.contains('=') {
             self.bad(
                 &format!("{path}.name"),
@@ -1417,12 +1427,21 @@ impl Validator {
                 return None;
             }
             (value, None) => EnvValue::Literal(value.clone().unwrap_or_default()),
+            (None, Some(from)) if from.resource_field_ref.is_some() && from.field_ref.is_none() => {
+                let selector = from.resource_field_ref.as_ref()?;
+                let reference = self.resource_ref(
+                    selector,
+                    &format!("{path}.valueFrom.resourceFieldRef"),
+                    Some(own),
+                )?;
+                EnvValue::ResourceRef(reference)
+            }
             (None, Some(from)) => {
                 let Some(field) = &from.field_ref else {
                     self.bad(
                         &format!("{path}.valueFrom"),
-                        "not supported by podkit: only fieldRef (configMapKeyRef, secretKeyRef and \
-                         resourceFieldRef need a cluster)",
+                        "not supported by podkit: only fieldRef and resourceFieldRef \
+                         (configMapKeyRef and secretKeyRef need a ConfigMap or Secret)",
                     );
                     return None;
                 };
@@ -1768,6 +1787,186 @@ impl Validator {
         })
     }
 
+    /// A `resourceFieldRef` (`ValidateContainerResourceFieldSelector` and its divisor rules):
+    /// `own` is the container an env var belongs to (a volume's must name one).
+    fn resource_ref(
+        &mut self,
+        selector: &k8s_openapi::api::core::v1::ResourceFieldSelector,
+        path: &str,
+        own: Option<&str>,
+    ) -> Option<ResourceRef> {
+        let container = match (
+            selector.container_name.as_deref().filter(|n| !n.is_empty()),
+            own,
+        ) {
+            (Some(name), _) => {
+                if !self.containers.iter().any(|c| c == name) {
+                    self.bad(
+                        &format!("{path}.containerName"),
+                        format!("{name:?} is not a container of this pod"),
+                    );
+                    return None;
+                }
+                name.to_owned()
+            }
+            (None, Some(own)) => own.to_owned(),
+            (None, None) => {
+                self.bad(&format!("{path}.containerName"), "required");
+                return None;
+            }
+        };
+        let resource = selector.resource.as_str();
+        let cpu = match resource {
+            "limits.cpu" | "requests.cpu" => true,
+            "limits.memory" | "requests.memory" => false,
+            "limits.ephemeral-storage" | "requests.ephemeral-storage" => {
+                self.bad(
+                    &format!("{path}.resource"),
+                    format!("{resource:?}: not supported by podkit, which does not account ephemeral storage"),
+                );
+                return None;
+            }
+            other => {
+                self.bad(
+                    &format!("{path}.resource"),
+                    format!(
+                        "{other:?}: must be limits.cpu, limits.memory, requests.cpu or \
+                         requests.memory"
+                    ),
+                );
+                return None;
+            }
+        };
+        let text = selector.divisor.as_ref().map_or("1", |d| d.0.as_str());
+        let allowed: &[&str] = if cpu {
+            &["1m", "1"]
+        } else {
+            &[
+                "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei",
+            ]
+        };
+        let divisor = Quantity::parse(text)
+            .ok()
+            .filter(|_| allowed.contains(&text))
+            .and_then(|q| if cpu { q.millis() } else { q.units() });
+        let Some(divisor) = divisor else {
+            self.bad(
+                &format!("{path}.divisor"),
+                format!("{text:?}: must be one of {}", allowed.join(", ")),
+            );
+            return None;
+        };
+        Some(ResourceRef {
+            container,
+            resource: resource.to_owned(),
+            divisor,
+        })
+    }
+
+    /// A `downwardAPI` volume's items (`validateDownwardAPIVolumeSource`): a relative path
+    /// without `..` each, one of fieldRef (the fields a volume may hold) or resourceFieldRef.
+    fn downward_api(
+        &mut self,
+        source: &k8s_openapi::api::core::v1::DownwardAPIVolumeSource,
+        path: &str,
+    ) -> Vec<DownwardFile> {
+        let default_mode = self.file_mode(source.default_mode, &format!("{path}.defaultMode"));
+        let mut files: Vec<DownwardFile> = Vec::new();
+        for (i, item) in source.items.iter().flatten().enumerate() {
+            let ipath = format!("{path}.items[{i}]");
+            let file = PathBuf::from(&item.path);
+            if item.path.is_empty()
+                || file.is_absolute()
+                || has_dot_dot(&file)
+                || item.path.starts_with("..")
+            {
+                self.bad(
+                    &format!("{ipath}.path"),
+                    format!(
+                        "{:?} must be a relative path without '..' and not start with '..'",
+                        item.path
+                    ),
+                );
+                continue;
+            }
+            if files.iter().any(|f| f.path == file) {
+                self.bad(
+                    &format!("{ipath}.path"),
+                    format!("{:?} is given twice", item.path),
+                );
+                continue;
+            }
+            let mode = match item.mode {
+                Some(m) => self.file_mode(Some(m), &format!("{ipath}.mode")),
+                None => default_mode,
+            };
+            let value = match (&item.field_ref, &item.resource_field_ref) {
+                (Some(field), None) => {
+                    let f = field.field_path.as_str();
+                    let one = |prefix: &str| {
+                        f.strip_prefix(prefix)
+                            .and_then(|rest| rest.strip_prefix("['"))
+                            .and_then(|rest| rest.strip_suffix("']"))
+                            .is_some_and(|key| !key.is_empty())
+                    };
+                    let whole = [
+                        "metadata.name",
+                        "metadata.namespace",
+                        "metadata.uid",
+                        "metadata.labels",
+                        "metadata.annotations",
+                    ];
+                    if !(whole.contains(&f)
+                        || one("metadata.labels")
+                        || one("metadata.annotations"))
+                    {
+                        self.bad(
+                            &format!("{ipath}.fieldRef.fieldPath"),
+                            format!(
+                                "{f:?}: a downwardAPI volume holds metadata.name, .namespace, .uid, \
+                                 .labels, .annotations, or one label or annotation \
+                                 (metadata.labels['key'])"
+                            ),
+                        );
+                        continue;
+                    }
+                    DownwardValue::Field(f.to_owned())
+                }
+                (None, Some(selector)) => {
+                    match self.resource_ref(selector, &format!("{ipath}.resourceFieldRef"), None) {
+                        Some(r) => DownwardValue::Resource(r),
+                        None => continue,
+                    }
+                }
+                _ => {
+                    self.bad(&ipath, "needs exactly one of fieldRef and resourceFieldRef");
+                    continue;
+                }
+            };
+            files.push(DownwardFile {
+                path: file,
+                mode,
+                value,
+            });
+        }
+        files
+    }
+
+    /// A file mode of a volume (`defaultMode`, an item's `mode`): 0 to 0777, default 0644.
+    fn file_mode(&mut self, mode: Option<i32>, path: &str) -> u32 {
+        match mode {
+            None => 0o644,
+            Some(m) if (0..=0o777).contains(&m) => m as u32,
+            Some(m) => {
+                self.bad(
+                    path,
+                    format!("{m}: must be a number between 0 and 0777 (octal), both inclusive"),
+                );
+                0o644
+            }
+        }
+    }
+
     fn volume(&mut self, vol: &K8sVolume, path: &str) -> Option<Volume> {
         if let Err(why) = dns_label(&vol.name) {
             self.bad(&format!("{path}.name"), format!("{:?} {why}", vol.name));
@@ -1845,6 +2044,12 @@ impl Validator {
                     kind,
                 }
             }
+            ([one], None, None) if one.as_str() == "downwardAPI" => {
+                let source = vol.downward_api.as_ref()?;
+                VolumeSource::DownwardApi {
+                    files: self.downward_api(source, &format!("{path}.downwardAPI")),
+                }
+            }
             // The API server defaults a volume without a source to an emptyDir.
             ([], _, _) => VolumeSource::EmptyDir {
                 memory: false,
@@ -1853,7 +2058,7 @@ impl Validator {
             ([one], _, _) => {
                 self.bad(
                     &format!("{path}.{one}"),
-                    "not supported by podkit (supported volume sources: emptyDir, hostPath)",
+                    "not supported by podkit (supported volume sources: emptyDir, hostPath, downwardAPI)",
                 );
                 self.refused_volumes.push(vol.name.clone());
                 return None;

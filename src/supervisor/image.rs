@@ -618,7 +618,7 @@ fn bundle_container(
         oom_score_adj: Some(spec::resources::oom_score_adj(
             pod.plan.qos,
             member.resources.memory_request,
-            memory_capacity(),
+            spec::resources::memory_capacity(),
         )),
         ..Default::default()
     };
@@ -659,22 +659,6 @@ fn linux_resources(pod: &Pod, member: &Member) -> Option<oci_spec::runtime::Linu
         resources.set_memory(Some(memory));
     }
     Some(resources)
-}
-
-/// The host's memory, as kubelet reads the node's capacity (`MemTotal`), for the OOM score of a
-/// Burstable container; read once.
-fn memory_capacity() -> u64 {
-    static CAPACITY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *CAPACITY.get_or_init(|| {
-        std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            })
-            .map_or(u64::MAX, |kib| kib * 1024)
-    })
 }
 
 /// Gives `container` the seccomp filter of `seccomp`, whose conditional rules its capabilities

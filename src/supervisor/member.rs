@@ -791,6 +791,7 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
                 spec::expand(text, lookup)
             }
             EnvValue::FieldRef(field) => pod.field(field),
+            EnvValue::ResourceRef(r) => super::resource_field(&pod.plan, r),
         };
         env.retain(|(k, _)| k != &var.name);
         env.push((var.name.clone(), value));

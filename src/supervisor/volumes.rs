@@ -19,7 +19,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 use tracing::warn;
 
-use crate::spec::{HostPathType, Member, Volume, VolumeSource};
+use crate::spec::{DownwardValue, HostPathType, Member, Volume, VolumeSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -62,6 +62,8 @@ pub enum VolumeError {
 pub struct Volumes {
     /// Volume name -> its directory (or file) on the host.
     roots: HashMap<String, PathBuf>,
+    /// Volumes every mount of which is read-only (downwardAPI, as kubelet mounts it).
+    read_only: Vec<String>,
     /// tmpfs mounts made for `medium: Memory`, unmounted at teardown.
     tmpfs: Vec<PathBuf>,
     /// Mount points created on the host because they were missing, removed at teardown.
@@ -72,18 +74,20 @@ pub struct Volumes {
 }
 
 impl Volumes {
-    /// Makes or checks every volume; `dir` is the pod's `volumes/` directory.
+    /// Makes or checks every volume; `dir` is the pod's `volumes/` directory. `render` gives
+    /// what a downwardAPI file holds.
     pub fn prepare(
         volumes: &[Volume],
         dir: &Path,
         fs_group: Option<u32>,
+        render: &dyn Fn(&DownwardValue) -> String,
     ) -> Result<Volumes, VolumeError> {
         let mut made = Volumes {
             journal: dir.with_file_name(MOUNT_POINTS),
             ..Volumes::default()
         };
         for volume in volumes {
-            match made.prepare_one(volume, dir, fs_group) {
+            match made.prepare_one(volume, dir, fs_group, render) {
                 Ok(root) => {
                     made.roots.insert(volume.name.clone(), root);
                 }
@@ -101,6 +105,7 @@ impl Volumes {
         volume: &Volume,
         dir: &Path,
         fs_group: Option<u32>,
+        render: &dyn Fn(&DownwardValue) -> String,
     ) -> Result<PathBuf, VolumeError> {
         let io = |path: &Path| {
             let (volume, path) = (volume.name.clone(), path.to_path_buf());
@@ -151,6 +156,16 @@ impl Volumes {
                 check_host_path(&volume.name, path, *kind)?;
                 Ok(path.clone())
             }
+            VolumeSource::DownwardApi { files } => {
+                let path = dir.join(&volume.name);
+                let files: Vec<(&Path, u32, String)> = files
+                    .iter()
+                    .map(|f| (f.path.as_path(), f.mode, render(&f.value)))
+                    .collect();
+                write_atomic_dir(&path, &files, fs_group).map_err(io(&path))?;
+                self.read_only.push(volume.name.clone());
+                Ok(path)
+            }
         }
     }
 
@@ -192,7 +207,7 @@ impl Volumes {
             mounts.push(BindMount {
                 source,
                 target: mount.mount_path.clone(),
-                read_only: mount.read_only,
+                read_only: mount.read_only || self.read_only.contains(&mount.volume),
             });
         }
         Ok(mounts)
@@ -319,6 +334,58 @@ fn open_sub_path(root: &Path, sub: &Path) -> Result<std::os::fd::OwnedFd, String
 /// The size of a `medium: Memory` emptyDir without a sizeLimit: half of the host's memory (the
 /// kernel's default for a tmpfs). kubelet uses the pod's memory limit where every container has
 /// one; podkit does not apply memory limits yet.
+/// Writes `files` (path, mode, content) into the new directory `root` as kubelet's atomic writer
+/// lays out a downwardAPI (or configMap, secret) volume, which apps that watch such files
+/// expect: the files in a timestamped directory `..2026_12_02_10_00_00.123456789`, a symlink
+/// `..data` to it, and a symlink for each top-level name into `..data`. With `fsGroup` the
+/// files and directories are the group's and group-readable (kubelet's SetVolumeOwnership for a
+/// read-only volume).
+fn write_atomic_dir(
+    root: &Path,
+    files: &[(&Path, u32, String)],
+    fs_group: Option<u32>,
+) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let owned = |path: &Path, mode: u32, extra: u32| -> io::Result<()> {
+        if let Some(gid) = fs_group {
+            nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))?;
+            fs::set_permissions(path, fs::Permissions::from_mode(mode | extra))?;
+        } else {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+        }
+        Ok(())
+    };
+    fs::DirBuilder::new().mode(0o755).create(root)?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("..%Y_%m_%d_%H_%M_%S.%f")
+        .to_string();
+    let data = root.join(&stamp);
+    fs::DirBuilder::new().mode(0o755).create(&data)?;
+    owned(&data, 0o755, 0o2050)?;
+    let mut top: Vec<&std::ffi::OsStr> = Vec::new();
+    for (path, mode, content) in files {
+        let file = data.join(path);
+        if let Some(parent) = file.parent().filter(|p| !p.exists()) {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)?;
+        }
+        fs::write(&file, content)?;
+        owned(&file, *mode, 0o440)?;
+        if let Some(first) = path.components().next().map(|c| c.as_os_str())
+            && !top.contains(&first)
+        {
+            top.push(first);
+        }
+    }
+    std::os::unix::fs::symlink(&stamp, root.join("..data"))?;
+    for name in top {
+        std::os::unix::fs::symlink(Path::new("..data").join(name), root.join(name))?;
+    }
+    Ok(())
+}
+
 fn default_memory_limit() -> u64 {
     let total_kib = fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
         text.lines()
