@@ -446,6 +446,12 @@ pub enum Handler {
         host: Option<String>,
         port: u16,
     },
+    /// A probe's `grpc`: the gRPC Health Checking Protocol's `Check` for `service` (empty: the
+    /// server as a whole) on the pod's `port`.
+    Grpc {
+        port: u16,
+        service: String,
+    },
     Sleep {
         duration: Duration,
     },

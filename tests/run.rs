@@ -748,6 +748,109 @@ spec:
     pod.delete_and_check();
 }
 
+/// A gRPC probe calls the Health Checking Protocol's `Check` in the pod, as kubelet's does: not
+/// ready while nothing listens, ready once the service answers SERVING, unready with kubelet's
+/// message when it answers NOT_SERVING. The health server is this test's, on a socket it makes
+/// in the pod's network namespace.
+#[test]
+fn a_grpc_probe_calls_the_health_service() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    let Some(pod) = Running::start("grpc", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [sleep, "1000"]
+    readinessProbe: {{grpc: {{port: 50051, service: db}}, periodSeconds: 1}}
+"#
+        )
+    }) else {
+        return;
+    };
+    let ready = || pod.status()["containerStatuses"][0]["ready"] == true;
+    pod.wait_for("a probe that found nothing listening", || {
+        pod.events().iter().any(|e| {
+            e.contains("Readiness probe failed: failed to connect service \"localhost:50051\"")
+        })
+    });
+    assert!(!ready());
+
+    let ns = netns::Namespace::open(netns::NsKind::Net, pod.dir().join("ns/net")).expect("netns");
+    let listener = ns
+        .listen_tcp("127.0.0.1:50051".parse().expect("addr"))
+        .expect("listen in the pod");
+    let serving = Arc::new(AtomicU8::new(1));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let status = serving.clone();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let status = status.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| {
+                        let status = status.load(Ordering::SeqCst);
+                        async move {
+                            use http_body_util::BodyExt;
+                            let path = request.uri().path().to_owned();
+                            // The request names the service: field 1, "db".
+                            let body = request.into_body().collect().await?.to_bytes();
+                            let mut trailers = hyper::HeaderMap::new();
+                            let message: Vec<u8> = if path == "/grpc.health.v1.Health/Check"
+                                && body[..] == [0, 0, 0, 0, 4, 0x0a, 2, b'd', b'b']
+                            {
+                                trailers.insert("grpc-status", "0".parse().expect("value"));
+                                vec![0, 0, 0, 0, 2, 0x08, status]
+                            } else {
+                                trailers.insert("grpc-status", "5".parse().expect("value"));
+                                Vec::new()
+                            };
+                            let body = http_body_util::Full::new(hyper::body::Bytes::from(message))
+                                .with_trailers(async move { Some(Ok(trailers)) });
+                            Ok::<_, hyper::Error>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/grpc")
+                                    .body(body)
+                                    .expect("response"),
+                            )
+                        }
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    pod.wait_for("ready once the service is SERVING", ready);
+    serving.store(2, Ordering::SeqCst);
+    pod.wait_for("unready once it is NOT_SERVING", || !ready());
+    assert!(
+        pod.events().iter().any(|e| e.contains(
+            "Readiness probe failed: service unhealthy (responded with \"NOT_SERVING\")"
+        )),
+        "{:#?}",
+        pod.events()
+    );
+    pod.delete_and_check();
+    runtime.shutdown_background();
+}
+
 #[test]
 fn a_startup_probe_gates_the_next_init_container() {
     let Some(pod) = Running::start("startup", |name| {

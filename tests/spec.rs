@@ -154,6 +154,8 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    env: [{name: X, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}]\n"), "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: \"status.hostIP\" is not supported"),
         (pod("", "    livenessProbe: {httpGet: {port: web}}\n"), "spec.containers[0].livenessProbe.httpGet.port: no container port named \"web\""),
         (pod("", "    livenessProbe: {periodSeconds: 5}\n"), "spec.containers[0].livenessProbe: needs one handler"),
+        (pod("", "    livenessProbe: {grpc: {port: 0}}\n"), "spec.containers[0].livenessProbe.grpc.port: 0: must be between 1 and 65535"),
+        (pod("", "    livenessProbe: {grpc: {port: 1}, tcpSocket: {port: 1}}\n"), "spec.containers[0].livenessProbe: exactly one handler allowed (exec, httpGet, tcpSocket or grpc)"),
         (pod("", "    livenessProbe: {exec: {command: [x]}, successThreshold: 2}\n"), "spec.containers[0].livenessProbe.successThreshold: must be 1"),
         (pod("", "    readinessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 5}\n"), "spec.containers[0].readinessProbe.terminationGracePeriodSeconds: must not be set for readinessProbes"),
         (pod("", "    livenessProbe: {exec: {command: [x]}, terminationGracePeriodSeconds: 0}\n"), "spec.containers[0].livenessProbe.terminationGracePeriodSeconds: 0: must be greater than 0"),

@@ -124,6 +124,7 @@ const SECURITY_IMAGE: &[&str] = &[
 
 const PROBE_HONOURED: &[&str] = &[
     "exec",
+    "grpc",
     "httpGet",
     "tcpSocket",
     "initialDelaySeconds",
@@ -2091,25 +2092,39 @@ impl Validator {
     ) -> Option<Probe> {
         let value = serde_json::to_value(p).unwrap_or(Value::Null);
         self.keys(&value, path, PROBE_HONOURED, &[]);
-        let handler = match (&p.exec, &p.http_get, &p.tcp_socket) {
-            (Some(exec), None, None) => self.exec(exec.command.clone(), &format!("{path}.exec")),
-            (None, Some(http), None) => self.http(http, &format!("{path}.httpGet"), ports),
-            (None, None, Some(tcp)) => self
+        let handler = match (&p.exec, &p.http_get, &p.tcp_socket, &p.grpc) {
+            (Some(exec), None, None, None) => {
+                self.exec(exec.command.clone(), &format!("{path}.exec"))
+            }
+            (None, Some(http), None, None) => self.http(http, &format!("{path}.httpGet"), ports),
+            (None, None, Some(tcp), None) => self
                 .port(&tcp.port, &format!("{path}.tcpSocket.port"), ports)
                 .map(|port| Handler::TcpSocket {
                     host: tcp.host.clone(),
                     port,
                 }),
-            (None, None, None) => {
-                if p.grpc.is_none() {
-                    self.bad(path, "needs one handler: exec, httpGet or tcpSocket");
+            // A number only: the API has no named port for gRPC.
+            (None, None, None, Some(grpc)) => match u16::try_from(grpc.port) {
+                Ok(port) if port > 0 => Some(Handler::Grpc {
+                    port,
+                    service: grpc.service.clone().unwrap_or_default(),
+                }),
+                _ => {
+                    self.bad(
+                        &format!("{path}.grpc.port"),
+                        format!("{}: must be between 1 and 65535, inclusive", grpc.port),
+                    );
+                    None
                 }
+            },
+            (None, None, None, None) => {
+                self.bad(path, "needs one handler: exec, httpGet, tcpSocket or grpc");
                 None
             }
             _ => {
                 self.bad(
                     path,
-                    "exactly one handler allowed (exec, httpGet or tcpSocket)",
+                    "exactly one handler allowed (exec, httpGet, tcpSocket or grpc)",
                 );
                 None
             }

@@ -1,9 +1,9 @@
 //! Probes and lifecycle hooks, as kubelet runs them.
 //!
-//! A handler (exec, httpGet, tcpSocket, sleep) runs against one run of a container: exec inside
-//! the container's own namespaces (its mount namespace too, so it sees the container's volumes),
-//! httpGet and tcpSocket from a socket made in the pod's network namespace (to the pod's
-//! loopback unless the probe names a host). The probe loop runs postStart, then the startup
+//! A handler (exec, httpGet, tcpSocket, grpc, sleep) runs against one run of a container: exec
+//! inside the container's own namespaces (its mount namespace too, so it sees the container's
+//! volumes), httpGet, tcpSocket and grpc from a socket made in the pod's network namespace (to
+//! the pod's loopback unless the probe names a host). The probe loop runs postStart, then the startup
 //! probe, then liveness and readiness side by side; it marks the container started and ready in
 //! the status, and asks `kill` for a restart when the container must be restarted.
 
@@ -20,6 +20,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
+mod grpc;
 mod insecure;
 
 use super::Pod;
@@ -54,6 +55,7 @@ pub async fn run_handler(
             Handler::TcpSocket { host, port } => {
                 connect(pod, host.as_deref(), *port).await.map(drop)
             }
+            Handler::Grpc { port, service } => grpc::check(pod, *port, service, timeout).await,
             Handler::Sleep { duration } => {
                 tokio::time::sleep(*duration).await;
                 Ok(())
@@ -157,7 +159,7 @@ async fn exec(
 
 /// A connection to `host:port` inside the pod; `localhost` when no host is given (the pod has no
 /// address of its own: its members listen on loopback).
-async fn connect(
+pub(super) async fn connect(
     pod: &Pod,
     host: Option<&str>,
     port: u16,
