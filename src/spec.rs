@@ -80,6 +80,17 @@ pub struct PodPlan {
     pub hostname: String,
     /// `shareProcessNamespace`: one PID namespace for the pod, with podkit's pause as PID 1.
     pub share_process_namespace: bool,
+    /// `hostNetwork`: the host's network namespace (and with it its UTS namespace, as containerd
+    /// gives it): the pod's hostname is the host's, its ports are the host's own.
+    #[serde(default)]
+    pub host_network: bool,
+    /// `hostIPC`: the host's IPC namespace and its `/dev/shm`.
+    #[serde(default)]
+    pub host_ipc: bool,
+    /// `hostPID`: image containers in the host's PID namespace (host processes are there
+    /// already).
+    #[serde(default)]
+    pub host_pid: bool,
     pub restart_policy: RestartPolicy,
     pub termination_grace_period: Duration,
     pub active_deadline: Option<Duration>,

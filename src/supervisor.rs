@@ -424,6 +424,14 @@ async fn run_in(
 ) -> Result<Outcome, Error> {
     let reaper = Reaper::start().map_err(Error::Reaper)?;
     let mut builder = PodNamespaces::builder(&plan.name, dir.join("ns")).hostname(&plan.hostname);
+    if plan.host_network {
+        builder = builder
+            .share_host(netns::NsKind::Net)
+            .share_host(netns::NsKind::Uts);
+    }
+    if plan.host_ipc {
+        builder = builder.share_host(netns::NsKind::Ipc);
+    }
     if plan.share_process_namespace {
         // Its own process group: a Ctrl-C at the terminal must not reach the pod's PID 1.
         std::os::unix::process::CommandExt::process_group(&mut options.pause, 0);

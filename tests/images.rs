@@ -1684,6 +1684,84 @@ spec:
     assert_nothing_left(&env, &pod);
 }
 
+/// `hostNetwork`, `hostIPC` and `hostPID`: the container is in the host's network, UTS, IPC and
+/// PID namespaces (the same namespace inodes as this test's), has the host's hostname, and
+/// serves on the host's own loopback; the host's hostname is untouched and nothing is left.
+#[test]
+fn host_namespaces_are_the_hosts() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("hostns-{}", std::process::id());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let host_name = nix::unistd::gethostname().expect("hostname");
+    let manifest = env.tmp.path().join("hostns.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  hostNetwork: true
+  hostIPC: true
+  hostPID: true
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: {image}
+    ports: [{{containerPort: {port}, hostPort: {port}}}]
+    readinessProbe: {{tcpSocket: {{port: {port}}}, periodSeconds: 1}}
+    command:
+    - /bin/sh
+    - -c
+    - |
+      for n in net ipc uts pid; do busybox readlink /proc/self/ns/$n; done
+      busybox hostname
+      cat /proc/1/comm
+      exec busybox httpd -f -p 127.0.0.1:{port} -h /app
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let applied = env.podkit(&["apply", "-f", file, "--wait=ready"]);
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let ours = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .expect("ns")
+            .to_string_lossy()
+            .into_owned()
+    };
+    let init = std::fs::read_to_string("/proc/1/comm").expect("comm");
+    assert_eq!(
+        env.ok(&["logs", &pod, "-c", "app"]),
+        format!(
+            "{}\n{}\n{}\n{}\n{}\n{init}",
+            ours("net"),
+            ours("ipc"),
+            ours("uts"),
+            ours("pid"),
+            host_name.to_string_lossy()
+        )
+    );
+    // Served on the host's own loopback: no relay in between.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut stream, b"GET /greeting HTTP/1.0\r\n\r\n").expect("send");
+    let mut reply = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut reply).expect("reply");
+    assert!(reply.ends_with("\r\n\r\nhello\n"), "{reply}");
+    env.ok(&["delete", "pod", &pod]);
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), host_name);
+    assert_nothing_left(&env, &pod);
+}
+
 /// imagePullSecrets: a `kubernetes.io/dockerconfigjson` Secret in the manifest's file gives the
 /// pull its credentials for a registry that requires them (handed to the pull on a memfd, never
 /// on disk); a Secret the file does not hold is reported with kubelet's event and the pull goes

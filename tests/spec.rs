@@ -142,7 +142,10 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "").replace("command: [sleep, '1']", "image: nginx"), "spec.containers[0].command: required for a host-process container (podkit.io/host-process): it runs no image"),
         (pod("", "    comand: [x]\n"), "spec.containers[0].comand: unknown field (a typo?)"),
         (pod("", "    resources: {limits: {cpu: '1'}}\n"), "spec.containers[0].resources: not supported for host-process container \"app\": podkit applies cpu and memory through the OCI runtime, to image containers only"),
-        (pod("  hostNetwork: true\n", ""), "spec.hostNetwork: not supported by podkit"),
+        (pod("  hostNetwork: true\n", "    ports: [{containerPort: 80, hostPort: 8080}]\n"), "spec.containers[0].ports[0].hostPort: must match containerPort when hostNetwork is true"),
+        (pod("  hostNetwork: true\n  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1'}]}\n", ""), "spec.securityContext.sysctls: \"net.core.somaxconn\" is not allowed with hostNetwork: it would change the host's"),
+        (pod("  hostIPC: true\n  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: '1'}]}\n", ""), "spec.securityContext.sysctls: \"kernel.shm_rmid_forced\" is not allowed with hostIPC"),
+        (pod("  hostPID: true\n  shareProcessNamespace: true\n", ""), "spec.shareProcessNamespace: may not be true together with hostPID"),
         (pod("  restartPolicy: Sometimes\n", ""), "spec.restartPolicy: \"Sometimes\": must be Always, OnFailure or Never"),
         (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: relative}]\n"), "spec.containers[0].volumeMounts[0].mountPath: \"relative\" must be an absolute path"),
@@ -668,6 +671,26 @@ fn downward_api_items_are_checked_and_octal_modes_read() {
         let err = spec::parse("pod.yaml", &yaml).expect_err(want).to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}\nfor:\n{yaml}");
     }
+}
+
+/// The host's namespaces: the pod gets the host's hostname, and a port is the host's own (no
+/// hostPort is published through a relay).
+#[test]
+fn host_namespaces_give_the_hosts_name_and_ports() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  hostNetwork: true\n  hostIPC: true\n  hostPID: true\n  hostname: mine\n  containers:\n  - name: app\n    image: busybox:1\n    ports: [{containerPort: 8080, hostPort: 8080}]\n";
+    let plans = spec::parse("pod.yaml", yaml).expect("valid");
+    let plan = &plans[0];
+    assert!(plan.host_network && plan.host_ipc && plan.host_pid);
+    assert_eq!(
+        std::ffi::OsString::from(&plan.hostname),
+        nix::unistd::gethostname().expect("hostname")
+    );
+    assert!(plan.containers[0].host_ports.is_empty());
+    assert!(
+        plan.ignored.iter().any(|f| f.starts_with("spec.hostname")),
+        "{:?}",
+        plan.ignored
+    );
 }
 
 #[test]

@@ -50,9 +50,22 @@ pub struct PodNamespacesBuilder {
     hostname: Option<String>,
     pid_init: Option<Command>,
     run_netns: bool,
+    /// Kinds the pod shares with the host (`hostNetwork`, `hostIPC`): pinned, not made.
+    host: Vec<NsKind>,
 }
 
 impl PodNamespacesBuilder {
+    /// Shares the host's namespace of `kind` (net, IPC or UTS) instead of making one: its pin
+    /// is the host's, as `hostNetwork` and `hostIPC` pods see the host's. A pod sharing the
+    /// host's UTS namespace keeps the host's hostname (none is set); one sharing its network
+    /// gets no `/run/netns/NAME` and touches no link.
+    pub fn share_host(mut self, kind: NsKind) -> Self {
+        if !self.host.contains(&kind) {
+            self.host.push(kind);
+        }
+        self
+    }
+
     /// The hostname seen inside the pod (`uname -n`); defaults to the pod's name.
     pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
         self.hostname = Some(hostname.into());
@@ -86,19 +99,23 @@ impl PodNamespacesBuilder {
             Some(hostname) => hostname,
             None => default_hostname(&self.name),
         };
-        validate_hostname(&hostname)?;
+        if !self.host.contains(&NsKind::Uts) {
+            validate_hostname(&hostname)?;
+        }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         if self.run_netns {
             ensure_netns_run_dir()?;
         }
 
         let (name, dir) = (self.name.clone(), self.dir.clone());
+        let host_net = self.host.contains(&NsKind::Net);
         let plan = Plan {
             name: self.name,
             dir: self.dir,
             hostname,
             pid_init: self.pid_init,
-            run_netns: self.run_netns,
+            run_netns: self.run_netns && !host_net,
+            host: self.host,
         };
         // unshare(2) moves only the calling thread: do it on a thread of our own, which ends
         // once the namespaces are pinned. The caller awaits it without blocking a worker.
@@ -124,9 +141,11 @@ impl PodNamespacesBuilder {
             .await
             .map_err(|_| Error::ThreadPanicked { path: dir.clone() })??;
         let finish = async {
-            Netlink::from_socket(socket, dir.join("net"))
-                .link_up("lo")
-                .await?;
+            if !host_net {
+                Netlink::from_socket(socket, dir.join("net"))
+                    .link_up("lo")
+                    .await?;
+            }
             Namespaces::open_dir(&dir, unfinished.init.is_some())
         };
         match finish.await {
@@ -152,6 +171,7 @@ struct Plan {
     hostname: String,
     pid_init: Option<Command>,
     run_netns: bool,
+    host: Vec<NsKind>,
 }
 
 impl Plan {
@@ -171,8 +191,12 @@ impl Plan {
             })?;
             made.dir = true;
         }
-        let mut flags = CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC;
-        flags |= CloneFlags::CLONE_NEWUTS;
+        let mut flags = CloneFlags::empty();
+        for kind in POD_KINDS {
+            if !self.host.contains(&kind) {
+                flags |= kind.clone_flag();
+            }
+        }
         if self.pid_init.is_some() {
             flags |= CloneFlags::CLONE_NEWPID;
         }
@@ -180,11 +204,15 @@ impl Plan {
             kinds: kinds_label(flags),
             source,
         })?;
-        nix::unistd::sethostname(&self.hostname).map_err(|source| Error::Sethostname {
-            hostname: self.hostname.clone(),
-            source,
-        })?;
+        // Never in the host's UTS namespace: that would rename the host.
+        if !self.host.contains(&NsKind::Uts) {
+            nix::unistd::sethostname(&self.hostname).map_err(|source| Error::Sethostname {
+                hostname: self.hostname.clone(),
+                source,
+            })?;
+        }
 
+        // A kind shared with the host was not unshared: this thread's is the host's.
         for kind in POD_KINDS {
             let path = self.dir.join(kind.proc_name());
             pin(&thread_ns(kind), &path)?;
@@ -298,6 +326,7 @@ impl PodNamespaces {
             name: name.into(),
             dir: dir.into(),
             hostname: None,
+            host: Vec::new(),
             pid_init: None,
             run_netns: true,
         }

@@ -50,6 +50,39 @@ async fn new_pod_has_lo_up_and_both_loopbacks_reachable() {
     }
 }
 
+/// `share_host`: the pod's net and UTS pins are the host's namespaces (hostNetwork), its IPC
+/// one its own; the host's hostname is not set, no `/run/netns/NAME` is made, and deleting the
+/// pod removes only its pins.
+#[tokio::test]
+async fn shared_host_namespaces_are_pinned_not_made() {
+    if !require_root() {
+        return;
+    }
+    let name = unique("host");
+    let dir = std::env::temp_dir().join("podkit-test").join(&name);
+    let hostname = nix::unistd::gethostname().expect("hostname");
+    let pod = PodNamespaces::builder(&name, &dir)
+        .hostname("not-the-host")
+        .share_host(NsKind::Net)
+        .share_host(NsKind::Uts)
+        .create()
+        .await
+        .expect("create");
+    let inode = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).expect("ns").ino()
+    };
+    for (kind, host) in [("net", true), ("uts", true), ("ipc", false)] {
+        let same = inode(&dir.join(kind)) == inode(Path::new(&format!("/proc/self/ns/{kind}")));
+        assert_eq!(same, host, "{kind}");
+    }
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), hostname);
+    assert!(!Path::new("/run/netns").join(&name).exists());
+    let removed = pod.delete().expect("delete");
+    assert!(!dir.exists(), "{removed:?}");
+    assert_eq!(nix::unistd::gethostname().expect("hostname"), hostname);
+}
+
 #[tokio::test]
 async fn pod_and_host_do_not_see_each_others_listeners() {
     let Some(pod) = Pod::create("iso", false).await else {

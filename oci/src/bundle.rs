@@ -97,6 +97,8 @@ pub struct Namespaces {
     pub uts: Option<PathBuf>,
     /// PID, with `shareProcessNamespace`; else a new one.
     pub pid: Option<PathBuf>,
+    /// `hostPID`: no PID namespace of its own, the host's.
+    pub host_pid: bool,
 }
 
 /// A host path bind-mounted into the container.
@@ -306,7 +308,10 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
         Ok(())
     };
     namespace(LinuxNamespaceType::Mount, None)?;
-    namespace(LinuxNamespaceType::Pid, container.namespaces.pid.as_ref())?;
+    // None listed: the runtime leaves the process in its own (the host's) PID namespace.
+    if !container.namespaces.host_pid {
+        namespace(LinuxNamespaceType::Pid, container.namespaces.pid.as_ref())?;
+    }
     for (typ, path) in [
         (LinuxNamespaceType::Network, &container.namespaces.net),
         (LinuxNamespaceType::Ipc, &container.namespaces.ipc),
@@ -1052,6 +1057,7 @@ mod tests {
                 ipc: Some("/run/podkit/pods/web/ns/ipc".into()),
                 uts: Some("/run/podkit/pods/web/ns/uts".into()),
                 pid: None,
+                host_pid: false,
             },
             mounts: vec![BindMount {
                 source: "/run/podkit/pods/web/hosts".into(),

@@ -60,6 +60,9 @@ const SPEC_HONOURED: &[&str] = &[
     "dnsPolicy",
     "dnsConfig",
     "imagePullSecrets",
+    "hostNetwork",
+    "hostPID",
+    "hostIPC",
 ];
 const SPEC_IGNORED: &[&str] = &[
     "affinity",
@@ -339,6 +342,8 @@ struct Validator {
     refused_volumes: Vec<String>,
     /// Every container's name: what a `resourceFieldRef` may name.
     containers: Vec<String>,
+    /// `hostNetwork`: a container port is the host's own, never relayed.
+    host_network: bool,
 }
 
 impl Validator {
@@ -486,7 +491,33 @@ impl Validator {
                 format!("{policy:?}: must be Always or OnRootMismatch"),
             );
         }
-        let sysctls = self.sysctls(pod_security.sysctls.as_deref().unwrap_or_default());
+        let host_network = spec.host_network == Some(true);
+        let host_ipc = spec.host_ipc == Some(true);
+        let host_pid = spec.host_pid == Some(true);
+        self.host_network = host_network;
+        if host_pid && spec.share_process_namespace == Some(true) {
+            self.bad(
+                "spec.shareProcessNamespace",
+                "may not be true together with hostPID",
+            );
+        }
+        let mut sysctls = self.sysctls(pod_security.sysctls.as_deref().unwrap_or_default());
+        // kubelet refuses a pod whose sysctls would be set in a namespace it shares with the
+        // host: they would change the host's.
+        sysctls.retain(|(name, _)| {
+            let (shared, field) = if name.starts_with("net.") {
+                (host_network, "hostNetwork")
+            } else {
+                (host_ipc, "hostIPC")
+            };
+            if shared {
+                self.bad(
+                    "spec.securityContext.sysctls",
+                    format!("{name:?} is not allowed with {field}: it would change the host's"),
+                );
+            }
+            !shared
+        });
         let defaults = PodSecurity {
             run_as_user: pod_security.run_as_user,
             run_as_group: pod_security.run_as_group,
@@ -562,7 +593,21 @@ impl Validator {
             seen_ports.push(key);
         }
         let mut plan = self.plan(pod, name, namespace);
-        plan.hostname = hostname;
+        // The host's UTS namespace comes with its network, and so its hostname.
+        plan.hostname = if host_network {
+            if spec.hostname.is_some() {
+                plan.ignored
+                    .push("spec.hostname (hostNetwork: the pod has the host's hostname)".into());
+            }
+            nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or(hostname)
+        } else {
+            hostname
+        };
+        plan.host_network = host_network;
+        plan.host_ipc = host_ipc;
+        plan.host_pid = host_pid;
         plan.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
         plan.restart_policy = restart_policy;
         plan.termination_grace_period = Duration::from_secs(grace.max(0) as u64);
@@ -835,6 +880,9 @@ impl Validator {
             name,
             namespace,
             share_process_namespace: false,
+            host_network: false,
+            host_ipc: false,
+            host_pid: false,
             restart_policy: RestartPolicy::Always,
             termination_grace_period: Duration::from_secs(30),
             active_deadline: None,
@@ -1297,6 +1345,17 @@ impl Validator {
                 return None;
             }
         };
+        // With the host's network the app's port is the host's: a hostPort can only name it
+        // again (the API server's rule), and nothing is published.
+        if self.host_network {
+            if port.host_port.is_some_and(|p| p != port.container_port) {
+                self.bad(
+                    &format!("{path}.hostPort"),
+                    "must match containerPort when hostNetwork is true",
+                );
+            }
+            return None;
+        }
         let host_port = match port.host_port {
             None => return None,
             Some(p) => match u16::try_from(p) {

@@ -130,9 +130,17 @@ pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> 
     std::fs::create_dir_all(&etc)
         .map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
     let hostname = &plan.hostname;
-    let mut hosts = format!(
-        "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
-    );
+    // kubelet: a pod on the host's network gets the host's /etc/hosts (`ensureHostsFile`).
+    let host_hosts = || {
+        std::fs::read_to_string("/etc/hosts").map_err(|e| format!("failed to read /etc/hosts: {e}"))
+    };
+    let mut hosts = if plan.host_network {
+        host_hosts()?
+    } else {
+        format!(
+            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
+        )
+    };
     if !plan.host_aliases.is_empty() {
         // kubelet's hostsEntriesFromHostAliases.
         hosts.push_str("\n# Entries added by HostAliases.\n");
@@ -154,6 +162,22 @@ pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> 
     std::fs::create_dir_all(&shm)
         .map_err(|e| format!("failed to create {}: {e}", shm.display()))?;
     use nix::mount::MsFlags;
+    // hostIPC: the host's /dev/shm, as containerd mounts it for such a pod.
+    if plan.host_ipc {
+        return nix::mount::mount(
+            Some("/dev/shm"),
+            &shm,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
+                "failed to bind the host's /dev/shm at {}: {e}",
+                shm.display()
+            )
+        });
+    }
     nix::mount::mount(
         Some("shm"),
         &shm,
@@ -582,6 +606,7 @@ fn bundle_container(
         ipc: Some(ns.join("ipc")),
         uts: Some(ns.join("uts")),
         pid: pod.plan.share_process_namespace.then(|| ns.join("pid")),
+        host_pid: pod.plan.host_pid,
     };
     let container = oci::bundle::Container {
         name: member.name.clone(),
