@@ -1217,6 +1217,7 @@ spec:
         "Restart Count: 0",
         "Ready             True",
         "spec.tolerations",
+        "Created container: ticker",
         "Started container ticker",
     ] {
         assert!(

@@ -158,6 +158,13 @@ async fn runs(
                         r.started = false;
                         r.ready = false;
                     }
+                    // kubelet's pair: the container made by the runtime, then started.
+                    s.event(
+                        "Normal",
+                        "Created",
+                        &object,
+                        format!("Created container: {}", member.name),
+                    );
                     let message = format!("Started container {} (pid {})", member.name, run.pid);
                     s.event("Normal", "Started", &object, message);
                 });
