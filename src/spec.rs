@@ -212,6 +212,10 @@ pub struct ImageRun {
     pub run_as_non_root: bool,
     /// The pod's `supplementalGroups`.
     pub supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: the groups the pod names only, none from the
+    /// image's /etc/group (Merge, the default, adds the user's groups there).
+    #[serde(default)]
+    pub strict_groups: bool,
     pub add_capabilities: Vec<String>,
     pub drop_capabilities: Vec<String>,
     pub privileged: bool,

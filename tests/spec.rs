@@ -146,6 +146,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("  hostNetwork: true\n  securityContext: {sysctls: [{name: net.core.somaxconn, value: '1'}]}\n", ""), "spec.securityContext.sysctls: \"net.core.somaxconn\" is not allowed with hostNetwork: it would change the host's"),
         (pod("  hostIPC: true\n  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: '1'}]}\n", ""), "spec.securityContext.sysctls: \"kernel.shm_rmid_forced\" is not allowed with hostIPC"),
         (pod("  hostPID: true\n  shareProcessNamespace: true\n", ""), "spec.shareProcessNamespace: may not be true together with hostPID"),
+        (pod("  securityContext: {supplementalGroupsPolicy: Loose}\n", ""), "spec.securityContext.supplementalGroupsPolicy: \"Loose\": must be Merge or Strict"),
         (pod("  restartPolicy: Sometimes\n", ""), "spec.restartPolicy: \"Sometimes\": must be Always, OnFailure or Never"),
         (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: relative}]\n"), "spec.containers[0].volumeMounts[0].mountPath: \"relative\" must be an absolute path"),
@@ -691,6 +692,29 @@ fn host_namespaces_give_the_hosts_name_and_ports() {
         "{:?}",
         plan.ignored
     );
+}
+
+/// `supplementalGroupsPolicy: Strict` reaches the image container; Windows-only options are
+/// listed as ignored, as kubelet on Linux ignores them.
+#[test]
+fn strict_supplemental_groups_and_windows_options() {
+    let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  securityContext: {supplementalGroupsPolicy: Strict, supplementalGroups: [4000], windowsOptions: {runAsUserName: u}}\n  containers:\n  - name: app\n    image: busybox:1\n    securityContext: {windowsOptions: {runAsUserName: u}}\n";
+    let plans = spec::parse("pod.yaml", yaml).expect("valid");
+    let Runs::Image(run) = &plans[0].containers[0].runs else {
+        panic!("an image container")
+    };
+    assert!(run.strict_groups);
+    assert_eq!(run.supplemental_groups, vec![4000]);
+    for field in [
+        "spec.securityContext.windowsOptions",
+        "spec.containers[0].securityContext.windowsOptions",
+    ] {
+        assert!(
+            plans[0].ignored.contains(&field.to_owned()),
+            "{:?}",
+            plans[0].ignored
+        );
+    }
 }
 
 #[test]

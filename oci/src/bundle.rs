@@ -82,6 +82,9 @@ pub struct UserRequest {
     pub gid: Option<u32>,
     /// `supplementalGroups` (and `fsGroup`, which kubelet adds to them).
     pub supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: the user's groups in the image's /etc/group are not
+    /// added.
+    pub strict_groups: bool,
     /// `runAsNonRoot`.
     pub run_as_non_root: bool,
 }
@@ -679,7 +682,7 @@ pub fn resolve_user(
         gid = run_as_group;
     }
     let mut additional_gids = vec![gid];
-    if let Some(name) = &name {
+    if let Some(name) = name.as_ref().filter(|_| !request.strict_groups) {
         for group in db.group()? {
             if group.members.iter().any(|m| m == name) && !additional_gids.contains(&group.gid) {
                 additional_gids.push(group.gid);
@@ -983,12 +986,27 @@ mod tests {
                 gid: Some(7),
                 supplemental_groups: vec![9, 7],
                 run_as_non_root: true,
+                strict_groups: false,
             },
         )
         .expect("runAsUser");
         assert_eq!(
             (got.uid, got.gid, got.additional_gids),
             (101, 7, vec![7, 33, 9])
+        );
+        // supplementalGroupsPolicy: Strict: not the image's `www` group of nginx.
+        let got = resolve(
+            "nginx",
+            UserRequest {
+                supplemental_groups: vec![9],
+                strict_groups: true,
+                ..UserRequest::default()
+            },
+        )
+        .expect("strict");
+        assert_eq!(
+            (got.uid, got.gid, got.additional_gids),
+            (101, 102, vec![102, 9])
         );
         let err = resolve("ghost", UserRequest::default()).expect_err("an error");
         assert_eq!(

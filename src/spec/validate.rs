@@ -144,6 +144,8 @@ struct PodSecurity {
     run_as_group: Option<i64>,
     run_as_non_root: Option<bool>,
     supplemental_groups: Vec<u32>,
+    /// `supplementalGroupsPolicy: Strict`: no groups from the image's /etc/group.
+    strict_groups: bool,
     seccomp: Option<Seccomp>,
     /// `fsGroup`: the volumes' group, and a supplementary group of every container.
     fs_group: Option<u32>,
@@ -377,12 +379,18 @@ impl Validator {
             METADATA_IGNORED,
         );
         self.keys(&value["spec"], "spec", SPEC_HONOURED, SPEC_IGNORED);
-        let pod_security_keys = [SECURITY_HONOURED, POD_SECURITY_IMAGE, &["sysctls"]].concat();
+        let pod_security_keys = [
+            SECURITY_HONOURED,
+            POD_SECURITY_IMAGE,
+            &["sysctls", "supplementalGroupsPolicy"],
+        ]
+        .concat();
+        // Windows-only settings kubelet on Linux leaves alone.
         self.keys(
             value["spec"].get("securityContext").unwrap_or(&empty),
             "spec.securityContext",
             &pod_security_keys,
-            &[],
+            &["windowsOptions"],
         );
 
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -518,11 +526,23 @@ impl Validator {
             }
             !shared
         });
+        let strict_groups = match pod_security.supplemental_groups_policy.as_deref() {
+            None | Some("Merge") => false,
+            Some("Strict") => true,
+            Some(other) => {
+                self.bad(
+                    "spec.securityContext.supplementalGroupsPolicy",
+                    format!("{other:?}: must be Merge or Strict"),
+                );
+                false
+            }
+        };
         let defaults = PodSecurity {
             run_as_user: pod_security.run_as_user,
             run_as_group: pod_security.run_as_group,
             run_as_non_root: pod_security.run_as_non_root,
             supplemental_groups,
+            strict_groups,
             seccomp,
             fs_group,
         };
@@ -1016,7 +1036,12 @@ impl Validator {
             } else {
                 [SECURITY_HONOURED, SECURITY_IMAGE].concat()
             };
-            self.keys(&sc, &format!("{path}.securityContext"), &honoured, &[]);
+            self.keys(
+                &sc,
+                &format!("{path}.securityContext"),
+                &honoured,
+                &["windowsOptions"],
+            );
         }
         let user = security.run_as_user.or(pod_user);
         let group = security.run_as_group.or(pod_group);
@@ -1722,6 +1747,7 @@ impl Validator {
                 .copied()
                 .chain(pod_security.fs_group)
                 .collect(),
+            strict_groups: pod_security.strict_groups,
             add_capabilities,
             drop_capabilities,
             privileged,

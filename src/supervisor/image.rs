@@ -623,6 +623,7 @@ fn bundle_container(
             uid: member.run_as_user,
             gid: member.run_as_group,
             supplemental_groups: run.supplemental_groups.clone(),
+            strict_groups: run.strict_groups,
             run_as_non_root: run.run_as_non_root,
         },
         namespaces,
