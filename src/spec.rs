@@ -282,6 +282,20 @@ pub struct Member {
     /// `resources`: cpu and memory requests and limits (requests defaulted from limits).
     #[serde(default)]
     pub resources: Resources,
+    /// A host process's `capabilities` and `allowPrivilegeEscalation` (an image container's
+    /// are in [`ImageRun`]).
+    #[serde(default)]
+    pub host_security: HostSecurity,
+}
+
+/// What a host process's securityContext asks of it: capabilities added to or dropped from the
+/// host root's full set (its bounding set: a process run as root keeps only those), and no
+/// privilege escalation (no_new_privs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSecurity {
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub no_new_privileges: bool,
 }
 
 impl Member {

@@ -851,6 +851,72 @@ spec:
     runtime.shutdown_background();
 }
 
+/// A host process's `capabilities` (over the host root's full set) and
+/// `allowPrivilegeEscalation: false`: its bounding and effective sets and no_new_privs, as
+/// /proc shows them; `podkit exec` into it gets the same.
+#[test]
+fn host_process_capabilities_and_no_new_privileges() {
+    let Some(pod) = Running::start("caps", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: some
+    command: [sh, -c, "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; exec sleep 1000"]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities: {{drop: [NET_RAW, chown]}}
+  - name: one
+    command: [sh, -c, "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; exec sleep 1000"]
+    securityContext:
+      capabilities: {{drop: [ALL], add: [CAP_NET_BIND_SERVICE]}}
+"#
+        )
+    }) else {
+        return;
+    };
+    pod.wait_for("both logged", || {
+        pod.log("some", 0).lines().count() == 3 && pod.log("one", 0).lines().count() == 3
+    });
+    // The host root's full set: this test's (a sandbox may lack some capabilities).
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd");
+    let all = u64::from_str_radix(own.trim(), 16).expect("hex");
+    let some = all & !(1 << 13) & !1; // CAP_NET_RAW, CAP_CHOWN
+    assert_eq!(
+        pod.log("some", 0),
+        format!("CapEff:\t{some:016x}\nCapBnd:\t{some:016x}\nNoNewPrivs:\t1\n")
+    );
+    assert_eq!(
+        pod.log("one", 0),
+        format!(
+            "CapEff:\t{:016x}\nCapBnd:\t{:016x}\nNoNewPrivs:\t0\n",
+            1 << 10,
+            1 << 10
+        )
+    );
+    let exec = podkit(&[
+        "exec",
+        &pod.name,
+        "-c",
+        "some",
+        "--",
+        "grep",
+        "-E",
+        "^(CapBnd|NoNewPrivs)",
+        "/proc/self/status",
+    ]);
+    assert_eq!(exec, format!("CapBnd:\t{some:016x}\nNoNewPrivs:\t1\n"));
+    pod.delete_and_check();
+}
+
 #[test]
 fn a_startup_probe_gates_the_next_init_container() {
     let Some(pod) = Running::start("startup", |name| {

@@ -47,6 +47,8 @@ enum Step {
         uid: Option<Uid>,
         gid: Option<Gid>,
     },
+    DropBounding(Vec<u32>),
+    NoNewPrivileges,
 }
 
 impl Setup {
@@ -146,6 +148,23 @@ impl Setup {
         self
     }
 
+    /// Drops the capabilities numbered `caps` from the child's bounding set (`capsh --drop`),
+    /// while it is still root: what it execs as root has the rest only, and no exec can give
+    /// them back. Before [`Setup::user`], which needs none of them.
+    pub fn drop_bounding(mut self, caps: Vec<u32>) -> Self {
+        if !caps.is_empty() {
+            self.steps.push(Step::DropBounding(caps));
+        }
+        self
+    }
+
+    /// `prctl(PR_SET_NO_NEW_PRIVS)`: no exec grants privileges (setuid bits, file capabilities),
+    /// as `allowPrivilegeEscalation: false` asks.
+    pub fn no_new_privileges(mut self) -> Self {
+        self.steps.push(Step::NoNewPrivileges);
+        self
+    }
+
     /// Runs the steps. Called in the child between fork and exec: only syscalls on data
     /// prepared before the fork, no allocation, no locks.
     pub(crate) fn run(&self) -> io::Result<()> {
@@ -198,6 +217,12 @@ impl Setup {
                     nix::mount::umount2(dir.as_c_str(), nix::mount::MntFlags::MNT_DETACH)?;
                 }
                 Step::Chdir(dir) => nix::unistd::chdir(dir.as_c_str())?,
+                Step::DropBounding(caps) => {
+                    for cap in caps {
+                        crate::sys::drop_bounding(*cap)?;
+                    }
+                }
+                Step::NoNewPrivileges => nix::sys::prctl::set_no_new_privs()?,
                 // Raw system calls, not glibc's wrappers: see `sys::cred`.
                 Step::User { uid, gid } => {
                     if let Some(gid) = gid {

@@ -175,6 +175,18 @@ pub(crate) fn set_controlling_terminal(fd: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Drops capability `cap` from the calling thread's bounding set (`PR_CAPBSET_DROP`, which nix
+/// does not wrap). Async-signal-safe: called between fork and exec.
+pub(crate) fn drop_bounding(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes the capability number by value and touches no memory of
+    // ours; an unknown number fails with EINVAL.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Everything a child started by [`spawn`] does between fork and exec, prepared before the
 /// fork: the child only makes syscalls on it.
 pub(crate) struct ChildPlan<'a> {

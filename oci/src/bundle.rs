@@ -492,6 +492,55 @@ pub fn capabilities(container: &Container) -> Result<Vec<Capability>, BundleErro
     Ok(caps)
 }
 
+/// For a host process: the numbers of the capabilities to drop from its bounding set so that
+/// it keeps the host root's full set less `drop` (`ALL`: every one), plus `add`. An unknown
+/// name is the error.
+pub fn bounding_drops(add: &[String], drop: &[String]) -> Result<Vec<u32>, String> {
+    let parse = |name: &String| parse_capability(name);
+    let all = all_capabilities();
+    let mut kept = all.clone();
+    for name in drop {
+        match parse(name)? {
+            None => kept.clear(),
+            Some(cap) => kept.retain(|c| *c != cap),
+        }
+    }
+    for name in add {
+        match parse(name)? {
+            None => kept = all.clone(),
+            Some(cap) if !kept.contains(&cap) => kept.push(cap),
+            Some(_) => {}
+        }
+    }
+    Ok(all
+        .iter()
+        .enumerate()
+        .filter(|(_, cap)| !kept.contains(cap))
+        .map(|(number, _)| number as u32)
+        .collect())
+}
+
+/// A capability by name, any case, with or without `CAP_`; `None` for `ALL`.
+fn parse_capability(name: &str) -> Result<Option<Capability>, String> {
+    let upper = name.to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(None);
+    }
+    upper
+        .strip_prefix("CAP_")
+        .unwrap_or(&upper)
+        .parse::<Capability>()
+        .map(Some)
+        .map_err(|_| format!("unknown capability {name:?}"))
+}
+
+/// A capability's number (`<linux/capability.h>`); `None` for `ALL`.
+pub fn capability_number(name: &str) -> Result<Option<u32>, String> {
+    Ok(parse_capability(name)?
+        .and_then(|cap| ALL_CAPABILITIES.iter().position(|c| *c == cap))
+        .map(|n| n as u32))
+}
+
 /// Every capability this kernel knows (`/proc/sys/kernel/cap_last_cap`), as runc grants them
 /// to a privileged container.
 fn all_capabilities() -> Vec<Capability> {

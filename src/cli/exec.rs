@@ -155,6 +155,26 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
             (field("Uid:"), field("Gid:"))
         });
     let (uid, gid) = uid_gid.unwrap_or((None, None));
+    // The container's bounding set and no_new_privs, as its main process has them (a host
+    // process's securityContext): the command gets no capability the container lacks.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let status_field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    let bounding = status_field("CapBnd:").and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    let drops: Vec<u32> = match bounding {
+        Some(bits) => (0..64).filter(|cap| bits & (1 << cap) == 0).collect(),
+        None => Vec::new(),
+    };
+    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let drops: Vec<u32> = drops.into_iter().filter(|cap| *cap <= last_cap).collect();
+    let no_new_privs = status_field("NoNewPrivs:") == Some("1");
     // kubectl's rules: a terminal only with stdin, and only when stdin is one.
     let tty = match (args.tty, args.stdin) {
         (true, true) if std::io::stdin().is_terminal() => true,
@@ -171,6 +191,10 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let mut setup = Setup::new();
     if tty {
         setup = setup.controlling_terminal();
+    }
+    setup = setup.drop_bounding(drops);
+    if no_new_privs {
+        setup = setup.no_new_privileges();
     }
     let setup = setup
         .chdir(&cwd)?

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvValue, EnvVar,
-    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, ImageRun, Member, Mount,
-    PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, PullSecrets, Qos,
+    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity, ImageRun, Member,
+    Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, PullSecrets, Qos,
     ResourceRef, Resources, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume, VolumeSource,
     quantity::Quantity,
 };
@@ -107,6 +107,9 @@ const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 /// Security settings podkit applies: to the pod (defaults) and to a container. `appArmorProfile`
 /// is checked on its own (see [`Validator::app_armor`]).
 const SECURITY_HONOURED: &[&str] = &["runAsUser", "runAsGroup", "runAsNonRoot", "appArmorProfile"];
+/// A host process's, beyond [`SECURITY_HONOURED`]: the supervisor applies them between fork and
+/// exec (the capability bounding set, no_new_privs).
+const SECURITY_HOST: &[&str] = &["capabilities", "allowPrivilegeEscalation"];
 /// The pod's, beyond [`SECURITY_HONOURED`]: for image containers only.
 const POD_SECURITY_IMAGE: &[&str] = &[
     "supplementalGroups",
@@ -1032,7 +1035,7 @@ impl Validator {
                 if let Some(map) = sc.as_object_mut() {
                     map.retain(|key, value| !is_default_security(key, value));
                 }
-                SECURITY_HONOURED.to_vec()
+                [SECURITY_HONOURED, SECURITY_HOST].concat()
             } else {
                 [SECURITY_HONOURED, SECURITY_IMAGE].concat()
             };
@@ -1043,6 +1046,16 @@ impl Validator {
                 &["windowsOptions"],
             );
         }
+        let host_security = if host {
+            let capabilities = security.capabilities.clone().unwrap_or_default();
+            HostSecurity {
+                add_capabilities: self.capability_names(capabilities.add, path, "add"),
+                drop_capabilities: self.capability_names(capabilities.drop, path, "drop"),
+                no_new_privileges: security.allow_privilege_escalation == Some(false),
+            }
+        } else {
+            HostSecurity::default()
+        };
         let user = security.run_as_user.or(pod_user);
         let group = security.run_as_group.or(pod_group);
         let run_as_user = self.id(user, &format!("{path}.securityContext.runAsUser"));
@@ -1162,7 +1175,34 @@ impl Validator {
             pre_stop,
             host_ports,
             resources,
+            host_security,
         }
+    }
+
+    /// `securityContext.capabilities.add` or `.drop` (`field`) of the container at `path`,
+    /// checked to be capability names; the runtime (or, for a host process, the supervisor)
+    /// knows which exist.
+    fn capability_names(
+        &mut self,
+        list: Option<Vec<String>>,
+        path: &str,
+        field: &str,
+    ) -> Vec<String> {
+        let list = list.unwrap_or_default();
+        for (i, cap) in list.iter().enumerate() {
+            // Case does not matter, as containerd upper-cases the names (`drop: [all]`).
+            let upper = cap.to_ascii_uppercase();
+            let name = upper.trim_start_matches("CAP_");
+            let known = name == "ALL"
+                || (!name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
+            if !known {
+                self.bad(
+                    &format!("{path}.securityContext.capabilities.{field}[{i}]"),
+                    format!("{cap:?} is not a capability name (NET_ADMIN, CHOWN, ALL, ...)"),
+                );
+            }
+        }
+        list
     }
 
     /// `resources`, read and checked as the API server does (`ValidateResourceRequirements`),
@@ -1686,26 +1726,8 @@ impl Validator {
             },
         };
         let capabilities = security.capabilities.clone().unwrap_or_default();
-        let capability_names = |v: &mut Self, list: Option<Vec<String>>, field: &str| {
-            let list = list.unwrap_or_default();
-            for (i, cap) in list.iter().enumerate() {
-                // Case does not matter, as containerd upper-cases the names (`drop: [all]`).
-                let upper = cap.to_ascii_uppercase();
-                let name = upper.trim_start_matches("CAP_");
-                let known = name == "ALL"
-                    || (!name.is_empty()
-                        && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'));
-                if !known {
-                    v.bad(
-                        &format!("{path}.securityContext.capabilities.{field}[{i}]"),
-                        format!("{cap:?} is not a capability name (NET_ADMIN, CHOWN, ALL, ...)"),
-                    );
-                }
-            }
-            list
-        };
-        let add_capabilities = capability_names(self, capabilities.add, "add");
-        let drop_capabilities = capability_names(self, capabilities.drop, "drop");
+        let add_capabilities = self.capability_names(capabilities.add, path, "add");
+        let drop_capabilities = self.capability_names(capabilities.drop, path, "drop");
         let privileged = security.privileged.unwrap_or(false);
         let no_new_privileges = security.allow_privilege_escalation == Some(false);
         if privileged && no_new_privileges {

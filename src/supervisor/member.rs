@@ -509,6 +509,7 @@ async fn start(
         .as_deref()
         .unwrap_or(std::path::Path::new("/"));
     setup = setup.chdir(dir).map_err(|e| e.to_string())?;
+    setup = host_security(setup, member)?;
     setup = setup.user(member.run_as_user, member.run_as_group);
 
     let mut process = Process::new(resolve(&argv[0], &env))
@@ -804,4 +805,19 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
         env.push((var.name.clone(), value));
     }
     env
+}
+
+/// A host process's securityContext as steps before its exec: the capabilities it does not keep
+/// dropped from its bounding set, no_new_privs. Its exec probes and hooks get the same.
+pub(crate) fn host_security(setup: Setup, member: &Member) -> Result<Setup, String> {
+    let security = &member.host_security;
+    let drops =
+        oci::bundle::bounding_drops(&security.add_capabilities, &security.drop_capabilities)
+            .map_err(|e| format!("{}.securityContext.capabilities: {e}", member.path))?;
+    let setup = setup.drop_bounding(drops);
+    Ok(if security.no_new_privileges {
+        setup.no_new_privileges()
+    } else {
+        setup
+    })
 }

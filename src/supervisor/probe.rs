@@ -100,6 +100,7 @@ async fn exec(
         if let Some(dir) = &member.working_dir {
             setup = setup.chdir(dir).map_err(|e| e.to_string())?;
         }
+        setup = super::member::host_security(setup, member)?;
         setup = setup.user(member.run_as_user, member.run_as_group);
         (namespaces, process, setup)
     };
