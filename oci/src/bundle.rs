@@ -455,69 +455,58 @@ fn environment(container: &Container, image: Option<&ImageConfig>) -> Vec<String
 /// empties the set first; `ALL` in add gives every capability); every one when privileged.
 /// The set a seccomp profile's capability conditions are decided by (see [`crate::seccomp`]).
 pub fn capabilities(container: &Container) -> Result<Vec<Capability>, BundleError> {
-    let all = || all_capabilities();
     let security = &container.security;
     if security.privileged {
-        return Ok(all());
+        return Ok(all_capabilities());
     }
-    let parse = |name: &String| -> Result<Option<Capability>, BundleError> {
-        let upper = name.to_ascii_uppercase();
-        if upper == "ALL" {
-            return Ok(None);
-        }
-        upper
-            .strip_prefix("CAP_")
-            .unwrap_or(&upper)
-            .parse::<Capability>()
-            .map(Some)
-            .map_err(|_| BundleError::UnknownCapability {
-                container: container.name.clone(),
-                name: name.clone(),
-            })
-    };
-    let mut caps = DEFAULT_CAPABILITIES.to_vec();
-    for name in &security.drop_capabilities {
-        match parse(name)? {
-            None => caps.clear(),
-            Some(cap) => caps.retain(|c| *c != cap),
-        }
-    }
-    for name in &security.add_capabilities {
-        match parse(name)? {
-            None => caps = all(),
-            Some(cap) if !caps.contains(&cap) => caps.push(cap),
-            Some(_) => {}
-        }
-    }
-    Ok(caps)
+    add_and_drop(
+        DEFAULT_CAPABILITIES.to_vec(),
+        &security.add_capabilities,
+        &security.drop_capabilities,
+    )
+    .map_err(|name| BundleError::UnknownCapability {
+        container: container.name.clone(),
+        name,
+    })
 }
 
 /// For a host process: the numbers of the capabilities to drop from its bounding set so that
 /// it keeps the host root's full set less `drop` (`ALL`: every one), plus `add`. An unknown
 /// name is the error.
 pub fn bounding_drops(add: &[String], drop: &[String]) -> Result<Vec<u32>, String> {
-    let parse = |name: &String| parse_capability(name);
     let all = all_capabilities();
-    let mut kept = all.clone();
-    for name in drop {
-        match parse(name)? {
-            None => kept.clear(),
-            Some(cap) => kept.retain(|c| *c != cap),
-        }
-    }
-    for name in add {
-        match parse(name)? {
-            None => kept = all.clone(),
-            Some(cap) if !kept.contains(&cap) => kept.push(cap),
-            Some(_) => {}
-        }
-    }
+    let kept = add_and_drop(all.clone(), add, drop)
+        .map_err(|name| format!("unknown capability {name:?}"))?;
     Ok(all
         .iter()
         .enumerate()
         .filter(|(_, cap)| !kept.contains(cap))
         .map(|(number, _)| number as u32)
         .collect())
+}
+
+/// `base` less `drop` (`ALL` empties it first), plus `add` (`ALL` gives every capability), as
+/// containerd applies a securityContext's capabilities. The error is an unknown name.
+fn add_and_drop(
+    mut caps: Vec<Capability>,
+    add: &[String],
+    drop: &[String],
+) -> Result<Vec<Capability>, String> {
+    let parse = |name: &String| parse_capability(name).map_err(|_| name.clone());
+    for name in drop {
+        match parse(name)? {
+            None => caps.clear(),
+            Some(cap) => caps.retain(|c| *c != cap),
+        }
+    }
+    for name in add {
+        match parse(name)? {
+            None => caps = all_capabilities(),
+            Some(cap) if !caps.contains(&cap) => caps.push(cap),
+            Some(_) => {}
+        }
+    }
+    Ok(caps)
 }
 
 /// A capability by name, any case, with or without `CAP_`; `None` for `ALL`.
@@ -955,6 +944,31 @@ mod tests {
             environment(&c, Some(&img)),
             ["PATH=/bin", "HOSTNAME=image", "A=pod", "EMPTY=", "B=b"]
         );
+    }
+
+    #[test]
+    fn a_host_process_drops_from_the_full_set() {
+        let names = |list: &[&str]| strings(list);
+        assert_eq!(
+            bounding_drops(&[], &names(&["NET_RAW", "chown"])),
+            Ok(vec![0, 13])
+        );
+        let last = all_capabilities().len() as u32 - 1;
+        let all_but_bind: Vec<u32> = (0..=last).filter(|n| *n != 10).collect();
+        assert_eq!(
+            bounding_drops(&names(&["CAP_NET_BIND_SERVICE"]), &names(&["ALL"])),
+            Ok(all_but_bind)
+        );
+        assert_eq!(
+            bounding_drops(&names(&["ALL"]), &names(&["ALL"])),
+            Ok(vec![])
+        );
+        assert_eq!(
+            bounding_drops(&[], &names(&["WARP_DRIVE"])),
+            Err("unknown capability \"WARP_DRIVE\"".to_owned())
+        );
+        assert_eq!(capability_number("sys_admin"), Ok(Some(21)));
+        assert_eq!(capability_number("all"), Ok(None));
     }
 
     #[test]
