@@ -21,7 +21,7 @@ mod api;
 pub(crate) mod cgroup;
 pub(crate) mod image;
 mod logs;
-mod member;
+pub(crate) mod member;
 mod probe;
 mod reaper;
 pub(crate) mod runtime;

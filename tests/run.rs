@@ -853,9 +853,29 @@ spec:
 
 /// A host process's `capabilities` (over the host root's full set) and
 /// `allowPrivilegeEscalation: false`: its bounding and effective sets and no_new_privs, as
-/// /proc shows them; `podkit exec` into it gets the same.
+/// /proc shows them; `podkit exec` into it gets the same; a capability the supervisor lacks
+/// cannot be added.
 #[test]
 fn host_process_capabilities_and_no_new_privileges() {
+    // The host root's full set: this test's (a sandbox may lack some capabilities).
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let own = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .expect("CapBnd");
+    let all = u64::from_str_radix(own.trim(), 16).expect("hex");
+    // A capability this test's root lacks, if any (this sandbox lacks CAP_SYS_RESOURCE): adding
+    // it must fail the start, naming it; else one it has, which starts.
+    let lacking = [
+        (24, "SYS_RESOURCE"),
+        (21, "SYS_ADMIN"),
+        (12, "NET_ADMIN"),
+        (16, "SYS_MODULE"),
+    ]
+    .into_iter()
+    .find(|(n, _)| all & (1 << n) == 0)
+    .map(|(_, name)| name);
+    let more = lacking.unwrap_or("NET_ADMIN");
     let Some(pod) = Running::start("caps", |name| {
         format!(
             r#"
@@ -874,21 +894,29 @@ spec:
     command: [sh, -c, "grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/self/status; exec sleep 1000"]
     securityContext:
       capabilities: {{drop: [ALL], add: [CAP_NET_BIND_SERVICE]}}
+  - name: more
+    command: [sh, -c, "echo started; exec sleep 1000"]
+    securityContext:
+      capabilities: {{add: [{more}]}}
 "#
         )
     }) else {
         return;
     };
+    match lacking {
+        Some(name) => pod.wait_for("the start refused", || {
+            pod.events().iter().any(|e| {
+                e.contains(&format!(
+                    "spec.containers[2].securityContext.capabilities: {name} cannot be added: \
+                     podkit's supervisor does not have it"
+                ))
+            })
+        }),
+        None => pod.wait_for("more started", || pod.log("more", 0) == "started\n"),
+    }
     pod.wait_for("both logged", || {
         pod.log("some", 0).lines().count() == 3 && pod.log("one", 0).lines().count() == 3
     });
-    // The host root's full set: this test's (a sandbox may lack some capabilities).
-    let status = std::fs::read_to_string("/proc/self/status").expect("status");
-    let own = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .expect("CapBnd");
-    let all = u64::from_str_radix(own.trim(), 16).expect("hex");
     let some = all & !(1 << 13) & !1; // CAP_NET_RAW, CAP_CHOWN
     assert_eq!(
         pod.log("some", 0),

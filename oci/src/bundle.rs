@@ -533,15 +533,19 @@ pub fn capability_number(name: &str) -> Result<Option<u32>, String> {
 /// Every capability this kernel knows (`/proc/sys/kernel/cap_last_cap`), as runc grants them
 /// to a privileged container.
 fn all_capabilities() -> Vec<Capability> {
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
     ALL_CAPABILITIES
         .iter()
-        .take(last as usize + 1)
+        .take(last_capability() as usize + 1)
         .copied()
         .collect()
+}
+
+/// The highest capability number this kernel knows (`/proc/sys/kernel/cap_last_cap`).
+pub fn last_capability() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
 }
 
 /// The capabilities by number (`<linux/capability.h>`).

@@ -140,41 +140,24 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_else(|_| "/".into());
-    let uid_gid = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .map(|status| {
-            let field = |name: &str| {
-                status.lines().find_map(|l| {
-                    l.strip_prefix(name)?
-                        .split_whitespace()
-                        .next()?
-                        .parse::<u32>()
-                        .ok()
-                })
-            };
-            (field("Uid:"), field("Gid:"))
-        });
-    let (uid, gid) = uid_gid.unwrap_or((None, None));
-    // The container's bounding set and no_new_privs, as its main process has them (a host
+    // Who it runs as, its bounding set and no_new_privs, as its main process has them (a host
     // process's securityContext): the command gets no capability the container lacks.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let status_field = |name: &str| {
+    let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(str::trim)
+            .and_then(|v| v.split_whitespace().next())
     };
-    let bounding = status_field("CapBnd:").and_then(|hex| u64::from_str_radix(hex, 16).ok());
-    let drops: Vec<u32> = match bounding {
-        Some(bits) => (0..64).filter(|cap| bits & (1 << cap) == 0).collect(),
+    let id = |name: &str| field(name).and_then(|v| v.parse::<u32>().ok());
+    let (uid, gid) = (id("Uid:"), id("Gid:"));
+    let drops: Vec<u32> = match crate::supervisor::member::bounding_set(&status) {
+        Some(bits) => (0..=oci::bundle::last_capability())
+            .filter(|cap| bits & (1 << cap) == 0)
+            .collect(),
         None => Vec::new(),
     };
-    let last_cap: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
-    let drops: Vec<u32> = drops.into_iter().filter(|cap| *cap <= last_cap).collect();
-    let no_new_privs = status_field("NoNewPrivs:") == Some("1");
+    let no_new_privs = field("NoNewPrivs:") == Some("1");
     // kubectl's rules: a terminal only with stdin, and only when stdin is one.
     let tty = match (args.tty, args.stdin) {
         (true, true) if std::io::stdin().is_terminal() => true,

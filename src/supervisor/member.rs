@@ -811,13 +811,44 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
 /// dropped from its bounding set, no_new_privs. Its exec probes and hooks get the same.
 pub(crate) fn host_security(setup: Setup, member: &Member) -> Result<Setup, String> {
     let security = &member.host_security;
+    let field = || format!("{}.securityContext.capabilities", member.path);
     let drops =
         oci::bundle::bounding_drops(&security.add_capabilities, &security.drop_capabilities)
-            .map_err(|e| format!("{}.securityContext.capabilities: {e}", member.path))?;
+            .map_err(|e| format!("{}: {e}", field()))?;
+    // What the supervisor lacks it cannot give: an added capability outside its own bounding
+    // set fails the start, as a runtime fails to grant it. (Read once, and only when asked.)
+    static OWN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let own = || {
+        *OWN.get_or_init(|| {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| bounding_set(&s))
+                .unwrap_or(u64::MAX)
+        })
+    };
+    for name in &security.add_capabilities {
+        let number =
+            oci::bundle::capability_number(name).map_err(|e| format!("{}: {e}", field()))?;
+        if number.is_some_and(|n| own() & (1 << n) == 0) {
+            return Err(format!(
+                "{}: {name} cannot be added: podkit's supervisor does not have it (not in its \
+                 capability bounding set)",
+                field()
+            ));
+        }
+    }
     let setup = setup.drop_bounding(drops);
     Ok(if security.no_new_privileges {
         setup.no_new_privileges()
     } else {
         setup
     })
+}
+
+/// `CapBnd` of a /proc/PID/status text: the process's capability bounding set.
+pub(crate) fn bounding_set(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
