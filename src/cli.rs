@@ -348,12 +348,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let _ = STORAGE.set(cli.storage.clone());
     match cli.command {
         Verb::Pause => pause::run(),
-        Verb::Run(args) => run_pods(args),
-        Verb::Get(args) => get::get(&root(), args).map(|()| ExitCode::SUCCESS),
-        Verb::Describe(args) => get::describe(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Run(args) => run_pods(&cli.storage, args),
+        Verb::Get(args) => get::get(&root(), &cli.storage, args).map(|()| ExitCode::SUCCESS),
+        Verb::Describe(args) => {
+            get::describe(&root(), &cli.storage, args).map(|()| ExitCode::SUCCESS)
+        }
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Exec(args) => exec::exec(&root(), args),
-        Verb::Delete(args) => delete::delete(&root(), args),
+        Verb::Delete(args) => delete::delete(&root(), &cli.storage, args),
         Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Pull(args) => pull::pull(&cli.storage, args),
         Verb::Images(args) => images::images(&cli.storage, args),
@@ -365,21 +367,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Puller(args) => Ok(sidecars::puller::main(*args)),
         Verb::Proxy(args) => Ok(sidecars::proxy::main(*args)),
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
-        Verb::Apply(args) => apply::apply(&root(), args),
+        Verb::Apply(args) => apply::apply(&root(), &cli.storage, args),
         Verb::Completion(args) => completion(args),
     }
 }
 
-fn run_pods(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut plans = spec::load(&args.file)?;
+fn run_pods(storage: &std::path::Path, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let manifest = spec::load_manifest(&args.file)?;
+    if manifest.pods.is_empty() {
+        bail!(
+            "{}: no Pod in the file (podkit apply keeps ConfigMaps and Secrets alone)",
+            args.file.display()
+        );
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("podkit run needs root: it creates namespaces and mounts (try sudo)");
+    }
+    // Each pod of several is run by a podkit of its own (--pod): the first keeps the objects.
+    if args.pod.is_none() {
+        for line in apply::keep_objects(storage, &manifest)? {
+            eprintln!("{line}");
+        }
+    }
+    let mut plans = manifest.pods;
+    for plan in &mut plans {
+        apply::pull_secrets_from_store(storage, plan)?;
+    }
     if let Some(name) = &args.pod {
         plans.retain(|p| &p.name == name);
         if plans.is_empty() {
             bail!("no pod named {name:?} in {}", args.file.display());
         }
-    }
-    if !nix::unistd::geteuid().is_root() {
-        bail!("podkit run needs root: it creates namespaces and mounts (try sudo)");
     }
     if plans.len() > 1 {
         return run_each(&args.file, plans.iter().map(|p| p.name.clone()).collect());

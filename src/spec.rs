@@ -7,6 +7,7 @@
 //! not know at all (a typo) is refused too, as `kubectl apply` with strict validation does.
 
 mod expand;
+mod objects;
 pub mod quantity;
 pub mod resources;
 mod validate;
@@ -286,6 +287,9 @@ pub struct Member {
     /// are in [`ImageRun`]).
     #[serde(default)]
     pub host_security: HostSecurity,
+    /// `envFrom`, in order; [`Member::env`] comes after and wins.
+    #[serde(default)]
+    pub env_from: Vec<EnvFrom>,
 }
 
 /// What a host process's securityContext asks of it: capabilities added to or dropped from the
@@ -364,6 +368,53 @@ pub enum EnvValue {
     FieldRef(String),
     /// `valueFrom.resourceFieldRef`: the container's own unless it names another.
     ResourceRef(ResourceRef),
+    /// `valueFrom.configMapKeyRef` or `.secretKeyRef`: read from podkit's object store when the
+    /// container starts (each start, as kubelet does), never expanded.
+    Key(KeyRef),
+}
+
+/// A ConfigMap or a Secret: the objects a pod reads data from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DataKind {
+    ConfigMap,
+    Secret,
+}
+
+impl DataKind {
+    /// The kind as the API names it: `ConfigMap`, `Secret`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            DataKind::ConfigMap => "ConfigMap",
+            DataKind::Secret => "Secret",
+        }
+    }
+
+    /// As kubelet's messages name it: `configmap "x" not found`.
+    pub fn lower(self) -> &'static str {
+        match self {
+            DataKind::ConfigMap => "configmap",
+            DataKind::Secret => "secret",
+        }
+    }
+}
+
+/// One key of a ConfigMap or Secret in the pod's namespace (`configMapKeyRef`, `secretKeyRef`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRef {
+    pub kind: DataKind,
+    pub name: String,
+    pub key: String,
+    /// A missing object or key leaves the variable out instead of failing the start.
+    pub optional: bool,
+}
+
+/// `envFrom[]`: every key of a ConfigMap's `data` (or a Secret's), prefixed, before `env`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvFrom {
+    pub kind: DataKind,
+    pub name: String,
+    pub prefix: String,
+    pub optional: bool,
 }
 
 /// `resourceFieldRef`: a container's cpu or memory request or limit, counted in `divisor`s and
@@ -427,6 +478,40 @@ pub enum VolumeSource {
     DownwardApi {
         files: Vec<DownwardFile>,
     },
+    /// `configMap`, `secret` and `projected`: files of ConfigMaps, Secrets (and, projected, of
+    /// the pod's fields) in kubelet's atomic-writer layout, rewritten when an object changes,
+    /// mounted read-only. `memory`: on a tmpfs of its own, as kubelet keeps secret and projected
+    /// volumes off the disk.
+    Projected {
+        sources: Vec<Projection>,
+        memory: bool,
+    },
+}
+
+/// One source of a [`VolumeSource::Projected`] volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Projection {
+    /// The keys of a ConfigMap or Secret: all of them, or `items` only.
+    Data {
+        kind: DataKind,
+        name: String,
+        /// `items`: (key, relative path, mode); `None`: every key, at its own name.
+        items: Option<Vec<KeyItem>>,
+        /// `defaultMode` (0644 unless given).
+        default_mode: u32,
+        /// A missing object (or item key) is no error: the volume is written without it.
+        optional: bool,
+    },
+    Downward(Vec<DownwardFile>),
+}
+
+/// An `items[]` entry of a configMap, secret or projected volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyItem {
+    pub key: String,
+    /// Relative, without `..`.
+    pub path: PathBuf,
+    pub mode: Option<u32>,
 }
 
 /// `hostPath.type`: what must (or will) be at the path.
@@ -492,16 +577,55 @@ pub fn config_dir() -> PathBuf {
     std::env::var_os("PODKIT_CONFIG").map_or_else(|| PathBuf::from("/etc/podkit"), PathBuf::from)
 }
 
+/// A ConfigMap or Secret of a manifest, validated, as podkit's object store keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub kind: DataKind,
+    pub namespace: String,
+    pub name: String,
+    /// The object as the API server would keep it (a Secret's `stringData` merged into its
+    /// base64 `data`, its type defaulted, the namespace filled in), without the server's own
+    /// metadata (uid, creationTimestamp), which the store adds.
+    pub value: serde_json::Value,
+    /// `immutable: true`: the store refuses a changed one.
+    pub immutable: bool,
+}
+
+/// Everything a manifest file holds: pods, the objects they read, and what is ignored.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub pods: Vec<PodPlan>,
+    /// ConfigMaps and Secrets, in file order.
+    pub objects: Vec<Object>,
+    /// `Kind/name: ignored: why`, for each document of a kind that means nothing on one host.
+    pub ignored: Vec<String>,
+}
+
 /// Parses every Pod in `text` (YAML, documents separated by `---`) and validates each.
 /// `file` names the source in messages. RuntimeClass documents in the text give the pods'
 /// `runtimeClassName`s their handlers; a class the text does not define is left unresolved
-/// (`runtime_handler: None`) for [`load`] to find in podkit's configuration.
+/// (`runtime_handler: None`) for [`load`] to find in podkit's configuration. A file with no Pod
+/// is refused ([`parse_manifest`] takes one of ConfigMaps only).
 pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
+    let manifest = parse_manifest(file, text)?;
+    if manifest.pods.is_empty() {
+        return Err(SpecError::Empty {
+            file: file.to_owned(),
+        });
+    }
+    Ok(manifest.pods)
+}
+
+/// Parses and validates every document of `text`: Pods, RuntimeClasses, ConfigMaps, Secrets
+/// and the kinds that are ignored on one host; any other kind is refused.
+pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
     let documents = documents(file, text)?;
     let many = documents.len() > 1;
     let mut plans = Vec::new();
     let mut classes = BTreeMap::new();
     let mut secrets = BTreeMap::new();
+    let mut objects: Vec<Object> = Vec::new();
+    let mut ignored = Vec::new();
     let mut problems = Vec::new();
     for (index, raw) in documents.into_iter().enumerate() {
         // With several documents, say which one a problem is in.
@@ -514,9 +638,23 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
             validate::runtime_class(&raw).map(|(name, class)| {
                 classes.insert(name, class);
             })
-        } else if validate::is_secret(&raw) {
-            validate::pull_secret(&raw).map(|(name, config)| {
-                secrets.insert(name, config);
+        } else if raw.get("kind").and_then(serde_json::Value::as_str) == Some("Pod") {
+            validate::document(raw).map(|plan| plans.push(plan))
+        } else if let Some(other) = objects::other(&raw) {
+            other.and_then(|other| match other {
+                objects::Other::Ignored(note) => {
+                    ignored.push(note);
+                    Ok(())
+                }
+                objects::Other::Object(object) => {
+                    // A registry's credentials, for the pods' imagePullSecrets.
+                    if validate::is_pull_secret(&raw) {
+                        let (name, config) = validate::pull_secret(&raw)?;
+                        secrets.insert(name, config);
+                    }
+                    objects.push(object);
+                    Ok(())
+                }
             })
         } else {
             validate::document(raw).map(|plan| plans.push(plan))
@@ -533,7 +671,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
                 .collect(),
         );
     }
-    if plans.is_empty() && problems.is_empty() {
+    if plans.is_empty() && objects.is_empty() && ignored.is_empty() && problems.is_empty() {
         return Err(SpecError::Empty {
             file: file.to_owned(),
         });
@@ -546,6 +684,18 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
             pair[0]
         ));
     }
+    for (i, o) in objects.iter().enumerate() {
+        if objects[..i]
+            .iter()
+            .any(|p| (p.kind, &p.namespace, &p.name) == (o.kind, &o.namespace, &o.name))
+        {
+            problems.push(format!(
+                "metadata.name: {} {:?} is defined twice in the file",
+                o.kind.kind(),
+                o.name
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(SpecError::Invalid {
             file: file.to_owned(),
@@ -555,7 +705,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<PodPlan>, SpecError> {
     for plan in &mut plans {
         resolve_class(plan, &classes);
     }
-    Ok(plans)
+    Ok(Manifest {
+        pods: plans,
+        objects,
+        ignored,
+    })
 }
 
 /// A RuntimeClass: its handler, and what of it podkit does not use.
@@ -600,21 +754,71 @@ fn documents(file: &str, text: &str) -> Result<Vec<serde_json::Value>, SpecError
 /// Reads and parses the manifest at `path`; a `runtimeClassName` its file does not define is
 /// looked up in podkit's configuration ([`config_dir`]`/runtimeclasses/*.yaml`).
 pub fn load(path: &std::path::Path) -> Result<Vec<PodPlan>, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let manifest = load_manifest(path)?;
+    if manifest.pods.is_empty() {
+        return Err(SpecError::Empty {
+            file: path.display().to_string(),
+        });
+    }
+    Ok(manifest.pods)
+}
+
+/// Reads and parses everything in the manifest at `path` ([`parse_manifest`]): a file, `-` for
+/// standard input, or a directory (its `*.yaml`, `*.yml` and `*.json` files in name order, as
+/// `kubectl apply -f DIR` reads them). A `runtimeClassName` no file defines is looked up in
+/// podkit's configuration.
+pub fn load_manifest(path: &std::path::Path) -> Result<Manifest, SpecError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut manifest = if path == std::path::Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+            SpecError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        parse_manifest("<stdin>", &text)?
+    } else if path.is_dir() {
+        let files = manifest_files(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut all = Manifest {
+            pods: Vec::new(),
+            objects: Vec::new(),
+            ignored: Vec::new(),
+        };
+        for file in files {
+            let one = parse_manifest(&file.display().to_string(), &read(&file)?)?;
+            all.pods.extend(one.pods);
+            all.objects.extend(one.objects);
+            all.ignored.extend(one.ignored);
+        }
+        if all.pods.is_empty() && all.objects.is_empty() && all.ignored.is_empty() {
+            return Err(SpecError::Empty {
+                file: path.display().to_string(),
+            });
+        }
+        all
+    } else {
+        parse_manifest(&path.display().to_string(), &read(path)?)?
+    };
     let file = path.display().to_string();
-    let mut plans = parse(&file, &text)?;
+    let plans = &mut manifest.pods;
     if plans
         .iter()
         .all(|p| p.runtime_class.is_none() || p.runtime_handler.is_some())
     {
-        return Ok(plans);
+        return Ok(manifest);
     }
     let dir = config_dir().join("runtimeclasses");
     let classes = configured_classes(&dir)?;
-    for plan in &mut plans {
+    for plan in plans.iter_mut() {
         resolve_class(plan, &classes);
         if let (Some(class), None) = (&plan.runtime_class, &plan.runtime_handler) {
             return Err(SpecError::RuntimeClassNotFound {
@@ -625,7 +829,22 @@ pub fn load(path: &std::path::Path) -> Result<Vec<PodPlan>, SpecError> {
             });
         }
     }
-    Ok(plans)
+    Ok(manifest)
+}
+
+/// The manifests of a directory: its `*.yaml`, `*.yml` and `*.json` files, by name.
+fn manifest_files(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// The RuntimeClasses in the `*.yaml`, `*.yml` and `*.json` files of `dir` (none when it does

@@ -87,6 +87,10 @@ pub enum Error {
 
     #[error("{0}")]
     Sysctl(String),
+
+    /// The watch on the pod's ConfigMaps and Secrets could not be set.
+    #[error("{0}")]
+    Objects(String),
 }
 
 /// Sets the pod's sysctls in its namespaces (net.* in the network one, the rest in the IPC one),
@@ -185,6 +189,12 @@ pub(crate) struct Pod {
     logs_written: tokio::sync::watch::Sender<()>,
     /// What log followers wait for: a follower stops at the end of a finished member's file.
     finished: Mutex<Finished>,
+    /// What each container's env read from ConfigMaps and Secrets at its last start (by
+    /// container name): its exec probes and hooks get the same.
+    object_env: Mutex<std::collections::HashMap<String, member::ObjectEnv>>,
+    /// Bumped when a ConfigMap or Secret of the pod's namespace changed: wakes containers
+    /// waiting for one.
+    objects_changed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Members that will not run again, and whether the pod's whole lifecycle is over.
@@ -297,6 +307,16 @@ fn field(plan: &PodPlan, path: &str) -> String {
         "spec.nodeName" => nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        // The API server's default: the namespace's `default` service account.
+        "spec.serviceAccountName" => ["serviceAccountName", "serviceAccount"]
+            .iter()
+            .find_map(|k| plan.manifest["spec"][k].as_str().filter(|s| !s.is_empty()))
+            .unwrap_or("default")
+            .to_owned(),
+        "status.hostIP" | "status.hostIPs" => host_ip().unwrap_or_default(),
+        // A pod on the host's network has the host's address; others have none of their own
+        // yet (podkit has no pod network).
+        "status.podIP" | "status.podIPs" if plan.host_network => host_ip().unwrap_or_default(),
         _ => {
             for key in ["labels", "annotations"] {
                 if let Some(name) = one(key) {
@@ -312,6 +332,30 @@ fn field(plan: &PodPlan, path: &str) -> String {
             String::new()
         }
     }
+}
+
+/// The host's address, as a node's InternalIP: the IPv4 address of the interface the
+/// default route leaves by (from /proc/net/route), else the first address that is not
+/// loopback. `None` on a host without one.
+fn host_ip() -> Option<String> {
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let default_dev = route.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let dev = cols.next()?;
+        (cols.next()? == "00000000").then(|| dev.to_owned())
+    });
+    let addrs: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .ok()?
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            (!ip.is_loopback()).then_some((a.interface_name, ip))
+        })
+        .collect();
+    addrs
+        .iter()
+        .find(|(dev, _)| Some(dev) == default_dev.as_ref())
+        .or(addrs.first())
+        .map(|(_, ip)| ip.to_string())
 }
 
 /// Labels or annotations as the downward API writes them (`fieldpath.FormatMap`): `key="value"`
@@ -475,14 +519,37 @@ async fn run_in(
         return Err(Error::Sysctl(err));
     }
     let render = |value: &crate::spec::DownwardValue| downward(&plan, value);
-    let mut volumes =
-        match Volumes::prepare(&plan.volumes, &dir.join("volumes"), plan.fs_group, &render) {
-            Ok(volumes) => volumes,
+    let source = volumes::ObjectSource {
+        store: crate::objects::Store::new(&image::storage()),
+        namespace: plan.namespace.clone(),
+    };
+    let mut volumes = match Volumes::prepare(
+        &plan.volumes,
+        &dir.join("volumes"),
+        plan.fs_group,
+        source.clone(),
+        &render,
+    ) {
+        Ok(volumes) => volumes,
+        Err(err) => {
+            undo(Some(ns), &cgroup);
+            return Err(err.into());
+        }
+    };
+    // A pod that reads ConfigMaps or Secrets hears of their changes: its volumes are updated,
+    // its waiting containers woken.
+    let watcher = if volumes.has_objects() || reads_objects(&plan) {
+        match objects_watch(&source) {
+            Ok(watcher) => Some(watcher),
             Err(err) => {
+                volumes.cleanup();
                 undo(Some(ns), &cgroup);
-                return Err(err.into());
+                return Err(Error::Objects(err));
             }
-        };
+        }
+    } else {
+        None
+    };
     // For image containers: the OCI runtime, found once, and the files they share (/etc/hosts,
     // /etc/resolv.conf, /dev/shm, ...).
     let images = plan
@@ -564,7 +631,10 @@ async fn run_in(
         runtime,
         logs_written: tokio::sync::watch::Sender::new(()),
         finished: Mutex::new(Finished::default()),
+        object_env: Mutex::new(std::collections::HashMap::new()),
+        objects_changed: tokio::sync::watch::Sender::new(0),
     });
+    let watching = watcher.map(|w| tokio::spawn(follow_objects(pod.clone(), w)));
     pod.update(|s| {
         s.event(
             "Normal",
@@ -595,6 +665,10 @@ async fn run_in(
         }
     };
     let deleted = lifecycle(&pod, &shutdown).await;
+    if let Some(watching) = watching {
+        watching.abort();
+        let _ = watching.await;
+    }
     lock(&pod.finished).pod = true;
     pod.logs_written.send_replace(());
     ports_stop.cancel();
@@ -613,6 +687,91 @@ async fn run_in(
     let phase = lock(&pod.status).phase.to_owned();
     teardown(pod);
     Ok(Outcome { phase, deleted })
+}
+
+/// Whether a container of the pod reads env from a ConfigMap or Secret.
+fn reads_objects(plan: &PodPlan) -> bool {
+    plan.init_containers
+        .iter()
+        .chain(&plan.containers)
+        .any(|m| {
+            !m.env_from.is_empty()
+                || m.env
+                    .iter()
+                    .any(|e| matches!(e.value, crate::spec::EnvValue::Key(_)))
+        })
+}
+
+/// An inotify watch on the pod namespace's ConfigMaps and Secrets (their directories made if
+/// missing): objects are renamed into place or removed there.
+fn objects_watch(
+    source: &volumes::ObjectSource,
+) -> Result<tokio::io::unix::AsyncFd<ObjectsWatch>, String> {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .map_err(|e| format!("failed to watch the pod's ConfigMaps and Secrets: inotify: {e}"))?;
+    for kind in [
+        crate::spec::DataKind::ConfigMap,
+        crate::spec::DataKind::Secret,
+    ] {
+        let dir = source
+            .store
+            .make_dir(kind, &source.namespace)
+            .map_err(|e| format!("{e:#}"))?;
+        let mask = AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_CLOSE_WRITE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM;
+        inotify
+            .add_watch(&dir, mask)
+            .map_err(|e| format!("failed to watch {}: {e}", dir.display()))?;
+    }
+    // `new` is deprecated as unsound for a type whose fd may change or close while tokio has
+    // it registered; ObjectsWatch owns its inotify fd for its whole life and always returns
+    // it, the condition `register` asks its callers to uphold (without `unsafe`, which podkit
+    // keeps to the netns crate).
+    #[allow(deprecated)]
+    tokio::io::unix::AsyncFd::new(ObjectsWatch(inotify))
+        .map_err(|e| format!("failed to watch the pod's ConfigMaps and Secrets: {e}"))
+}
+
+/// An inotify instance as tokio's `AsyncFd` takes it (nix's has no `AsRawFd`).
+struct ObjectsWatch(nix::sys::inotify::Inotify);
+
+impl std::os::fd::AsRawFd for ObjectsWatch {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+/// While the pod runs: on each change of an object of its namespace, its configMap, secret
+/// and projected volumes are brought up to date and the containers waiting for an object are
+/// woken. kubelet finds changes by a periodic sync (up to a minute late); the store's
+/// directory tells at once.
+async fn follow_objects(pod: Arc<Pod>, watch: tokio::io::unix::AsyncFd<ObjectsWatch>) {
+    loop {
+        let Ok(mut ready) = watch.readable().await else {
+            return;
+        };
+        // Drained: which object changed does not matter, every volume is compared.
+        let mut any = false;
+        while let Ok(events) = watch.get_ref().0.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            any = true;
+        }
+        ready.clear_ready();
+        if !any {
+            continue;
+        }
+        let render = |value: &crate::spec::DownwardValue| downward(&pod.plan, value);
+        if let Err(err) = pod.volumes().sync_objects(&render) {
+            tracing::debug!(%err, "a volume still waits for its objects");
+        }
+        pod.objects_changed.send_modify(|n| *n += 1);
+    }
 }
 
 /// Makes the pod's state directory, complete with `pod.json` and `supervisor.pid`, under a

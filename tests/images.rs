@@ -1684,6 +1684,98 @@ spec:
     assert_nothing_left(&env, &pod);
 }
 
+/// An image container reads a ConfigMap and a Secret of its file as kubelet gives them: env
+/// from `secretKeyRef` and `envFrom`, a configMap volume (read-only, updated in place when the
+/// ConfigMap changes), a `subPath` mount of one key (which, as in Kubernetes, does not update),
+/// and a secret volume on a tmpfs the image's user cannot read at 0400.
+#[test]
+fn config_maps_and_secrets_in_an_image_container() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("cmsec-{}", std::process::id());
+    let manifest = |level: &str| {
+        format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {pod}-cfg}}
+data: {{level: {level}, nginx.conf: 'worker_processes 1;'}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {pod}-db}}
+stringData: {{password: hunter2}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - {{name: cfg, configMap: {{name: {pod}-cfg}}}}
+  - {{name: db, secret: {{secretName: {pod}-db, defaultMode: 0400}}}}
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+    envFrom: [{{configMapRef: {{name: {pod}-cfg}}, prefix: CFG_}}]
+    env:
+    - name: DB_PASSWORD
+      valueFrom: {{secretKeyRef: {{name: {pod}-db, key: password}}}}
+    volumeMounts:
+    - {{name: cfg, mountPath: /etc/app}}
+    - {{name: cfg, mountPath: /etc/nginx/nginx.conf, subPath: nginx.conf}}
+    - {{name: db, mountPath: /run/secrets/db}}
+"
+        )
+    };
+    let file = env.tmp.path().join("cmsec.yaml");
+    std::fs::write(&file, manifest("info")).expect("manifest");
+    let file = file.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "-f", file, "--grace-period", "0"]);
+    });
+    let applied = env.podkit(&["apply", "-f", file]);
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let exec = |cmd: &str| env.ok(&["exec", &pod, "--", "/bin/sh", "-c", cmd]);
+    assert_eq!(exec("echo $CFG_level $DB_PASSWORD"), "info hunter2\n");
+    assert_eq!(exec("cat /etc/app/level"), "info");
+    assert_eq!(exec("cat /etc/nginx/nginx.conf"), "worker_processes 1;");
+    assert_eq!(
+        exec("busybox stat -L -c '%a %U' /run/secrets/db/password"),
+        "400 root\n"
+    );
+    assert!(
+        exec("grep ' /run/secrets/db ' /proc/mounts").contains("tmpfs"),
+        "a secret volume is a tmpfs"
+    );
+    let write = env.podkit(&["exec", &pod, "--", "/bin/sh", "-c", "echo x > /etc/app/new"]);
+    assert!(
+        stderr(&write).contains("Read-only file system"),
+        "{}",
+        text(&write)
+    );
+    // The ConfigMap changes: the volume follows, the subPath file and the env do not.
+    std::fs::write(file, manifest("debug")).expect("manifest");
+    env.ok(&["apply", "-f", file]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while exec("cat /etc/app/level") != "debug" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the volume was not updated"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(exec("echo $CFG_level"), "info\n");
+    env.ok(&["delete", "-f", file]);
+    assert_nothing_left(&env, &pod);
+    assert!(
+        !env.storage()
+            .join(format!("objects/default/configmaps/{pod}-cfg.json"))
+            .exists()
+    );
+}
+
 /// `hostNetwork`, `hostIPC` and `hostPID`: the container is in the host's network, UTS, IPC and
 /// PID namespaces (the same namespace inodes as this test's), has the host's hostname, and
 /// serves on the host's own loopback; the host's hostname is untouched and nothing is left.

@@ -134,7 +134,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - name: a\n    command: [x\n".into(), "invalid YAML"),
         ("".into(), "no Pod in the file"),
         (pod("", "").replace("apiVersion: v1", "apiVersion: apps/v1"), "apiVersion: \"apps/v1\" is not supported"),
-        (pod("", "").replace("kind: Pod", "kind: Deployment"), "kind: \"Deployment\": podkit runs Pods only"),
+        (pod("", "").replace("kind: Pod", "kind: Deployment"), "kind: \"Deployment\" is not supported by podkit yet"),
         (pod("", "").replace("name: p\n", "generateName: p-\n"), "metadata.name: required (generateName is not supported"),
         (pod("", "").replace("name: p\n", "name: Web_1\n"), "metadata.name: \"Web_1\" must consist of lower case"),
         ("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: []\n".into(), "spec.containers: at least one container is required"),
@@ -151,10 +151,21 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "    volumeMounts: [{name: nope, mountPath: /x}]\n"), "spec.containers[0].volumeMounts[0].name: no volume named \"nope\" in spec.volumes"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: relative}]\n"), "spec.containers[0].volumeMounts[0].mountPath: \"relative\" must be an absolute path"),
         (pod("  volumes: [{name: v, emptyDir: {}}]\n", "    volumeMounts: [{name: v, mountPath: /x, subPath: ../../etc}]\n"), "spec.containers[0].volumeMounts[0].subPath: \"../../etc\" must be a relative path without '..'"),
-        (pod("  volumes: [{name: v, configMap: {name: c}}]\n", ""), "spec.volumes[0].configMap: not supported by podkit (supported volume sources: emptyDir, hostPath, downwardAPI)"),
+        (pod("  volumes: [{name: v, nfs: {server: s, path: /}}]\n", ""), "spec.volumes[0].nfs: not supported by podkit (supported volume sources: emptyDir, hostPath, configMap, secret, projected, downwardAPI)"),
+        (pod("  volumes: [{name: v, configMap: {name: c, items: [{key: '../k', path: k}]}}]\n", ""), "spec.volumes[0].configMap.items[0].key: \"../k\": a valid config key must consist of alphanumeric characters"),
+        (pod("  volumes: [{name: v, secret: {items: [{key: k, path: k}]}}]\n", ""), "spec.volumes[0].secret.secretName: required"),
+        (pod("  volumes: [{name: v, configMap: {name: c, items: [{key: a, path: x}, {key: b, path: x}]}}]\n", ""), "spec.volumes[0].configMap.items[1].path: \"x\": conflicting duplicate paths"),
+        (pod("  volumes: [{name: v, projected: {sources: [{serviceAccountToken: {path: t}}]}}]\n", ""), "spec.volumes[0].projected.sources[0].serviceAccountToken: not supported by podkit: a projected volume holds configMap, secret and downwardAPI sources"),
+        (pod("", "    envFrom: [{prefix: X_}]\n"), "spec.containers[0].envFrom[0]: must specify one of: `configMapRef` or `secretRef`"),
+        (pod("", "    env: [{name: X, valueFrom: {configMapKeyRef: {name: c, key: 'a b'}}}]\n"), "spec.containers[0].env[0].valueFrom.configMapKeyRef.key: \"a b\": a valid config key"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: x}\nbinaryData: {a: eA==}\n".into(), "data[\"a\"]: duplicate of key present in binaryData"),
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {'a/b': x}\n".into(), "data[\"a/b\"]: \"a/b\": a valid config key must consist of alphanumeric characters"),
+        ("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/tls\nstringData: {tls.crt: x}\n".into(), "data[\"tls.key\"]: required for a Secret of type \"kubernetes.io/tls\""),
+        ("apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: x}\n".into(), "data[\"a\"]: not base64"),
+        ("apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n".into(), "kind: \"Widget\" is not a kind podkit knows"),
         (pod("  volumes: [{name: v, emptyDir: {sizeLimit: lots}}]\n", ""), "spec.volumes[0].emptyDir.sizeLimit"),
         (pod("  volumes: [{name: v, emptyDir: {}}, {name: v, emptyDir: {}}]\n", ""), "spec.volumes[1].name: duplicate name \"v\""),
-        (pod("", "    env: [{name: X, valueFrom: {secretKeyRef: {name: s, key: k}}}]\n"), "spec.containers[0].env[0].valueFrom: not supported by podkit: only fieldRef"),
+        (pod("", "    env: [{name: X, valueFrom: {}}]\n"), "spec.containers[0].env[0].valueFrom: not supported by podkit: only fieldRef"),
         (pod("", "    env: [{name: X, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}]\n"), "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath: \"status.hostIP\" is not supported"),
         (pod("", "    livenessProbe: {httpGet: {port: web}}\n"), "spec.containers[0].livenessProbe.httpGet.port: no container port named \"web\""),
         (pod("", "    livenessProbe: {periodSeconds: 5}\n"), "spec.containers[0].livenessProbe: needs one handler"),
@@ -228,16 +239,13 @@ fn defaults_and_empty_fields_are_accepted_and_a_refused_volume_is_one_error() {
     assert_eq!(plan.containers.len(), 1);
 
     let refused = pod(
-        "  volumes: [{name: config, configMap: {name: c}}]\n",
+        "  volumes: [{name: config, nfs: {server: s, path: /}}]\n",
         "    volumeMounts: [{name: config, mountPath: /a}, {name: config, mountPath: /b}]\n",
     );
     let err = spec::parse("pod.yaml", &refused)
-        .expect_err("configMap")
+        .expect_err("nfs")
         .to_string();
-    assert!(
-        err.contains("spec.volumes[0].configMap: not supported"),
-        "{err}"
-    );
+    assert!(err.contains("spec.volumes[0].nfs: not supported"), "{err}");
     assert!(
         !err.contains("volumeMounts"),
         "one error for the volume: {err}"
@@ -1078,10 +1086,6 @@ fn pull_secrets_come_from_secrets_in_the_file() {
     );
     for (body, want) in [
         (
-            "type: Opaque\ndata: {a: eA==}\n",
-            "document 1: type: \"Opaque\": podkit reads Secrets in a manifest only as imagePullSecrets so far",
-        ),
-        (
             "type: kubernetes.io/dockerconfigjson\ndata: {.dockerconfigjson: '%%%'}\n",
             "document 1: data[\".dockerconfigjson\"]: not base64",
         ),
@@ -1091,7 +1095,7 @@ fn pull_secrets_come_from_secrets_in_the_file() {
         ),
         (
             "type: kubernetes.io/dockerconfigjson\n",
-            "document 1: data[\".dockerconfigjson\"]: required for this type of Secret",
+            "document 1: data[\".dockerconfigjson\"]: required for a Secret of type \"kubernetes.io/dockerconfigjson\"",
         ),
     ] {
         let err = spec::parse("f.yaml", &secret(body))

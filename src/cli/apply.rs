@@ -1,4 +1,5 @@
-//! `podkit apply`: start pods in the background and return once they run.
+//! `podkit apply`: keep a manifest's ConfigMaps and Secrets, start its pods in the background
+//! and return once they run.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -12,20 +13,28 @@ use crate::state;
 
 use super::parse_duration;
 
-/// Start the pods of a manifest in the background and return once they run.
+/// Apply a manifest: keep its ConfigMaps and Secrets, start its pods in the background and
+/// return once they run.
 ///
-/// Each pod gets its own supervisor, detached (its own session; its output in the pod's
-/// directory, supervisor.log). Applying the same manifest again changes nothing; a changed
-/// manifest for a pod that exists is refused: pods are immutable, delete the pod first.
+/// ConfigMaps and Secrets are kept first (in podkit's storage, Secrets readable by root only),
+/// so the pods that read them find them; a changed one updates the configMap and secret
+/// volumes of running pods. Each pod gets its own supervisor, detached (its own session; its
+/// output in the pod's directory, supervisor.log). Applying the same manifest again changes
+/// nothing; a changed manifest for a pod that exists is refused: pods are immutable, delete
+/// the pod first. Kinds that mean nothing on one host (ServiceAccount, NetworkPolicy, ...) are
+/// named with the reason they are ignored.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit apply -f web.yaml
   podkit apply -f web.yaml --wait=ready --timeout 60s
   podkit apply -f web.yaml --dry-run
+  podkit apply -f manifests/          (every *.yaml, *.yml and *.json file, by name)
+  cat web.yaml | podkit apply -f -
 
 Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.")]
 pub struct ApplyArgs {
-    /// The manifest: one or more v1 Pods, separated by `---`.
+    /// The manifest: v1 Pods, ConfigMaps and Secrets, separated by `---`; a directory of
+    /// them; `-` for standard input.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     file: std::path::PathBuf,
 
@@ -42,16 +51,37 @@ pub struct ApplyArgs {
     dry_run: bool,
 }
 
-pub fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<std::process::ExitCode> {
-    let plans = spec::load(&args.file)?;
+pub fn apply(
+    root: &Path,
+    storage: &Path,
+    args: ApplyArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    let manifest = spec::load_manifest(&args.file)?;
     if args.dry_run {
-        for plan in &plans {
+        for object in &manifest.objects {
+            println!(
+                "{}/{} (dry run): would be kept",
+                object.kind.lower(),
+                object.name
+            );
+        }
+        for note in &manifest.ignored {
+            println!("{note}");
+        }
+        for plan in &manifest.pods {
             print_plan(plan);
         }
         return Ok(std::process::ExitCode::SUCCESS);
     }
     if !nix::unistd::geteuid().is_root() {
         bail!("podkit apply needs root: it creates namespaces and mounts (try sudo)");
+    }
+    for line in keep_objects(storage, &manifest)? {
+        println!("{line}");
+    }
+    let mut plans = manifest.pods;
+    for plan in &mut plans {
+        pull_secrets_from_store(storage, plan)?;
     }
     let mut started = Vec::new();
     for plan in plans {
@@ -93,6 +123,66 @@ pub fn apply(root: &Path, args: ApplyArgs) -> anyhow::Result<std::process::ExitC
     } else {
         std::process::ExitCode::SUCCESS
     })
+}
+
+/// Keeps the manifest's ConfigMaps and Secrets (before its pods, which read them) and names
+/// the documents that are ignored (on stderr). What each object became, as kubectl says it
+/// (`configmap/app created`), for the caller to print.
+pub(super) fn keep_objects(
+    storage: &Path,
+    manifest: &spec::Manifest,
+) -> anyhow::Result<Vec<String>> {
+    let store = crate::objects::Store::new(storage);
+    for note in &manifest.ignored {
+        eprintln!("note: {note}");
+    }
+    let mut said = Vec::new();
+    for object in &manifest.objects {
+        let change = store
+            .put(object)
+            .with_context(|| format!("failed to keep {} {:?}", object.kind.lower(), object.name))?;
+        said.push(format!(
+            "{}/{} {}",
+            object.kind.lower(),
+            object.name,
+            change.word()
+        ));
+    }
+    Ok(said)
+}
+
+/// The credentials of `imagePullSecrets` the manifest does not hold, from Secrets kept before
+/// (of type `kubernetes.io/dockerconfigjson` or `dockercfg`), as kubelet reads them from the
+/// API server.
+pub(super) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let store = crate::objects::Store::new(storage);
+    for name in &plan.pull_secret_names {
+        if plan.pull_secrets.0.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        let Some(secret) = store.get(spec::DataKind::Secret, &plan.namespace, name)? else {
+            continue;
+        };
+        let (key, legacy) = match secret["type"].as_str() {
+            Some("kubernetes.io/dockerconfigjson") => (".dockerconfigjson", false),
+            Some("kubernetes.io/dockercfg") => (".dockercfg", true),
+            _ => continue,
+        };
+        let config = secret["data"][key]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
+        if let Some(config) = config {
+            let config = if legacy {
+                serde_json::json!({ "auths": config })
+            } else {
+                config
+            };
+            plan.pull_secrets.0.push((name.clone(), config));
+        }
+    }
+    Ok(())
 }
 
 /// Starts `podkit supervise --detach` with the plan on a memfd as its stdin.
@@ -142,8 +232,8 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                     .iter()
                     .flatten()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
-                // A container whose image is not there waits, retrying with a back-off, as
-                // under kubelet; apply says so at once instead of waiting out its timeout.
+                // A container whose image (or ConfigMap, Secret) is not there waits, retrying,
+                // as under kubelet; apply says so at once instead of waiting out its timeout.
                 let image_trouble = status
                     .init_container_statuses
                     .iter()
@@ -152,7 +242,12 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                     .find_map(|c| {
                         let waiting = c.state.as_ref()?.waiting.as_ref()?;
                         let reason = waiting.reason.as_deref()?;
-                        IMAGE_WAITING_REASONS.contains(&reason).then(|| {
+                        let message = waiting.message.as_deref().unwrap_or("");
+                        // The same for a ConfigMap or Secret that is not there yet.
+                        let config = reason == "CreateContainerConfigError"
+                            || (reason == "ContainerCreating"
+                                && message.starts_with("MountVolume.SetUp failed"));
+                        (IMAGE_WAITING_REASONS.contains(&reason) || config).then(|| {
                             format!(
                                 "container {}: {reason}: {} (the pod keeps trying; podkit delete pod {name} to stop it)",
                                 c.name,

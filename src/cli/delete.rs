@@ -8,24 +8,33 @@ use anyhow::bail;
 use crate::spec;
 use crate::state::{self, PodState, TERMINATING};
 
-/// Delete pods: gracefully, as kubelet would (preStop hooks, SIGTERM, SIGKILL at the grace
-/// period), then everything the pod made is removed.
+/// Delete pods (gracefully, as kubelet would: preStop hooks, SIGTERM, SIGKILL at the grace
+/// period; then everything the pod made is removed), ConfigMaps and Secrets.
 ///
 /// A pod whose supervisor died (shown as Unknown) is cleaned up at once: its processes killed,
-/// its mounts and namespace pins removed, with a line for each thing removed.
+/// its mounts and namespace pins removed, with a line for each thing removed. `-f` deletes
+/// everything the manifest holds: its pods first, then its ConfigMaps and Secrets.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit delete pod web
   podkit delete -f web.yaml
+  podkit delete configmap app-config
+  podkit delete secret db-password -n shop
   podkit delete pod web --wait=false
   podkit delete pod web --grace-period 5
   podkit delete pod web --now
 
-Exit codes: 0 when every pod was deleted, 1 when one was not found or could not be deleted.")]
+Exit codes: 0 when everything named was deleted, 1 when one was not found or could not be \
+deleted.")]
 pub struct DeleteArgs {
-    /// `pod` (also `pods`, `po`), then the pod names.
-    #[arg(value_name = "pod NAME")]
+    /// The kind (`pod`, `configmap`, `secret`, or kubectl's short names `po`, `cm`), then the
+    /// names.
+    #[arg(value_name = "KIND NAME")]
     what: Vec<String>,
+
+    /// The namespace of the ConfigMaps and Secrets named (pods are named across namespaces).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
 
     /// Delete the pods of this manifest.
     #[arg(
@@ -60,19 +69,44 @@ pub struct DeleteArgs {
   podkit gc")]
 pub struct GcArgs {}
 
-pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::ExitCode> {
+pub fn delete(
+    root: &Path,
+    storage: &Path,
+    args: DeleteArgs,
+) -> anyhow::Result<std::process::ExitCode> {
+    // The objects to delete after the pods: (kind, namespace, name).
+    let mut objects: Vec<(spec::DataKind, String, String)> = Vec::new();
     let names: Vec<String> = match (&args.file, args.what.split_first()) {
-        (Some(file), _) => spec::load(file)?.into_iter().map(|p| p.name).collect(),
-        (None, Some((kind, names)))
-            if matches!(kind.as_str(), "pod" | "pods" | "po") && !names.is_empty() =>
-        {
-            names.to_vec()
+        (Some(file), _) => {
+            let manifest = spec::load_manifest(file)?;
+            objects = manifest
+                .objects
+                .iter()
+                .map(|o| (o.kind, o.namespace.clone(), o.name.clone()))
+                .collect();
+            manifest.pods.into_iter().map(|p| p.name).collect()
         }
-        (None, Some((kind, []))) if matches!(kind.as_str(), "pod" | "pods" | "po") => {
-            bail!("name the pods to delete: podkit delete pod NAME")
-        }
-        (None, Some((kind, _))) => bail!("podkit knows only pods, not {kind:?}"),
-        (None, None) => bail!("name the pods to delete (podkit delete pod NAME), or give -f FILE"),
+        (None, Some((kind, names))) => match (super::get::Kind::parse(kind)?, names) {
+            (super::get::Kind::Pod, []) => {
+                bail!("name the pods to delete: podkit delete pod NAME")
+            }
+            (super::get::Kind::Pod, names) => names.to_vec(),
+            (super::get::Kind::Data(kind), []) => {
+                bail!(
+                    "name the {}s to delete: podkit delete {} NAME",
+                    kind.kind(),
+                    kind.lower()
+                )
+            }
+            (super::get::Kind::Data(kind), names) => {
+                objects = names
+                    .iter()
+                    .map(|n| (kind, args.namespace.clone(), n.clone()))
+                    .collect();
+                Vec::new()
+            }
+        },
+        (None, None) => bail!("name what to delete (podkit delete pod NAME), or give -f FILE"),
     };
     let mut failed = false;
     for name in names {
@@ -94,6 +128,24 @@ pub fn delete(root: &Path, args: DeleteArgs) -> anyhow::Result<std::process::Exi
             Ok(()) => println!("pod {name:?} deleted"),
             Err(err) => {
                 eprintln!("error: pod {name:?}: {err:#}");
+                failed = true;
+            }
+        }
+    }
+    // Pods that read a deleted object keep what they read, as under kubelet.
+    let store = crate::objects::Store::new(storage);
+    for (kind, namespace, name) in objects {
+        match store.delete(kind, &namespace, &name) {
+            Ok(true) => println!("{} {name:?} deleted", kind.lower()),
+            Ok(false) => {
+                eprintln!(
+                    "{} {name:?} not found in namespace {namespace:?}",
+                    kind.lower()
+                );
+                failed = true;
+            }
+            Err(err) => {
+                eprintln!("error: {} {name:?}: {err:#}", kind.lower());
                 failed = true;
             }
         }

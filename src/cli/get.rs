@@ -1,4 +1,4 @@
-//! `podkit get` and `podkit describe`: pods as kubectl shows them.
+//! `podkit get` and `podkit describe`: pods, ConfigMaps and Secrets as kubectl shows them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,43 +7,141 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::PodStatus;
 
+use crate::spec::DataKind;
 use crate::state::{self, PodState};
 
-/// Show pods.
+/// Show pods, ConfigMaps and Secrets.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit get pods
   podkit get pod web -o yaml
-  podkit get pods -o name")]
+  podkit get pods -o name
+  podkit get configmaps            (also cm; secrets)
+  podkit get cm,secret -A
+  podkit get secret db-password -o yaml")]
 pub struct GetArgs {
-    /// What to get: `pods` (also `pod`, `po`).
-    #[arg(value_name = "pods")]
+    /// What to get: `pods` (`pod`, `po`), `configmaps` (`cm`), `secrets`; several with commas.
+    #[arg(value_name = "KIND")]
     kind: String,
 
-    /// Only these pods.
+    /// Only these (of one kind).
     names: Vec<String>,
 
     /// Output format: wide, json, yaml or name (default: a table).
     #[arg(short, long, value_name = "FORMAT")]
     output: Option<String>,
+
+    /// The namespace of the ConfigMaps and Secrets (pods are listed across namespaces).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
+
+    /// ConfigMaps and Secrets of every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
 }
 
-/// Show the details of pods: containers, conditions, ignored fields, events.
+/// Show the details of pods (containers, conditions, ignored fields, events), ConfigMaps and
+/// Secrets (the sizes of their keys, never their values).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit describe pod web
-  podkit describe pods          (every pod)")]
+  podkit describe pods          (every pod)
+  podkit describe configmap app-config")]
 pub struct DescribeArgs {
-    /// `pod` (also `pods`, `po`).
-    #[arg(value_name = "pod")]
+    /// `pod` (`pods`, `po`), `configmap` (`cm`) or `secret`.
+    #[arg(value_name = "KIND")]
     kind: String,
 
-    /// The pods to describe (all when none is named).
+    /// What to describe (all of the kind when none is named).
     names: Vec<String>,
+
+    /// The namespace of the ConfigMaps and Secrets.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
 }
 
-pub fn get(root: &Path, args: GetArgs) -> anyhow::Result<()> {
-    check_kind(&args.kind)?;
+/// A kind the CLI's verbs take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Pod,
+    Data(DataKind),
+}
+
+impl Kind {
+    /// kubectl's names of a kind: singular, plural, short.
+    pub fn parse(word: &str) -> anyhow::Result<Kind> {
+        Ok(match word {
+            "pod" | "pods" | "po" => Kind::Pod,
+            "configmap" | "configmaps" | "cm" => Kind::Data(DataKind::ConfigMap),
+            "secret" | "secrets" => Kind::Data(DataKind::Secret),
+            other => bail!("podkit knows pods (po), configmaps (cm) and secrets, not {other:?}"),
+        })
+    }
+}
+
+pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
+    let kinds = args
+        .kind
+        .split(',')
+        .map(Kind::parse)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if kinds.len() > 1 && !args.names.is_empty() {
+        bail!("name objects of one kind only (podkit get cm NAME)");
+    }
+    if kinds != [Kind::Pod] {
+        let mut first = true;
+        let mut any = false;
+        for kind in kinds {
+            let text = match kind {
+                Kind::Pod => {
+                    let pods = select(root, &args.names)?;
+                    any |= !pods.is_empty();
+                    table(&pods, args.output.as_deref() == Some("wide"))
+                }
+                Kind::Data(kind) => {
+                    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
+                    let found = select_objects(storage, kind, namespace, &args.names)?;
+                    any |= !found.is_empty();
+                    match args.output.as_deref() {
+                        None | Some("wide") => object_table(kind, &found, args.all_namespaces),
+                        Some("name") => found
+                            .iter()
+                            .map(|o| {
+                                format!(
+                                    "{}/{}\n",
+                                    kind.lower(),
+                                    o["metadata"]["name"].as_str().unwrap_or("")
+                                )
+                            })
+                            .collect(),
+                        Some(format @ ("json" | "yaml")) => {
+                            let value = if args.names.len() == 1 {
+                                found[0].clone()
+                            } else {
+                                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": found})
+                            };
+                            print_value(format, &value)?;
+                            continue;
+                        }
+                        Some(other) => {
+                            bail!("unknown output format {other:?}: use wide, json, yaml or name")
+                        }
+                    }
+                }
+            };
+            if !text.is_empty() {
+                if !first {
+                    println!();
+                }
+                first = false;
+                print!("{text}");
+            }
+        }
+        if !any {
+            eprintln!("No resources found");
+        }
+        return Ok(());
+    }
     let pods = select(root, &args.names)?;
     if pods.is_empty() {
         eprintln!("No resources found");
@@ -63,33 +161,171 @@ pub fn get(root: &Path, args: GetArgs) -> anyhow::Result<()> {
                     "items": pods.iter().map(PodState::to_pod).collect::<Vec<_>>(),
                 })
             };
-            if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                print!(
-                    "{}",
-                    serde_saphyr::to_string(&value).context("failed to write YAML")?
-                );
-            }
+            print_value(format, &value)?;
         }
         Some(other) => bail!("unknown output format {other:?}: use wide, json, yaml or name"),
     }
     Ok(())
 }
 
-pub fn describe(root: &Path, args: DescribeArgs) -> anyhow::Result<()> {
-    check_kind(&args.kind)?;
-    let pods = select(root, &args.names)?;
-    let texts: Vec<String> = pods.iter().map(describe_one).collect();
+fn print_value(format: &str, value: &serde_json::Value) -> anyhow::Result<()> {
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!(
+            "{}",
+            serde_saphyr::to_string(value).context("failed to write YAML")?
+        );
+    }
+    Ok(())
+}
+
+pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Result<()> {
+    let texts: Vec<String> = match Kind::parse(&args.kind)? {
+        Kind::Pod => select(root, &args.names)?
+            .iter()
+            .map(describe_one)
+            .collect(),
+        Kind::Data(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
+            .iter()
+            .map(|o| describe_object(kind, o))
+            .collect(),
+    };
     print!("{}", texts.join("\n\n"));
     Ok(())
 }
 
-fn check_kind(kind: &str) -> anyhow::Result<()> {
-    match kind {
-        "pod" | "pods" | "po" => Ok(()),
-        other => bail!("podkit knows only pods, not {other:?}"),
+/// The named objects (each must exist), or all of the kind in `namespace` (all namespaces
+/// when `None`).
+fn select_objects(
+    storage: &Path,
+    kind: DataKind,
+    namespace: Option<&str>,
+    names: &[String],
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let store = crate::objects::Store::new(storage);
+    if names.is_empty() {
+        return Ok(store.list(kind, namespace)?);
     }
+    let namespace = namespace.unwrap_or("default");
+    names
+        .iter()
+        .map(|name| {
+            store.get(kind, namespace, name)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} {name:?} not found in namespace {namespace:?}",
+                    kind.lower()
+                )
+            })
+        })
+        .collect()
+}
+
+/// The number of keys of an object (kubectl's DATA column).
+fn data_count(object: &serde_json::Value) -> usize {
+    ["data", "binaryData"]
+        .iter()
+        .filter_map(|f| object[f].as_object())
+        .map(serde_json::Map::len)
+        .sum()
+}
+
+/// The age of a stored object, from its creationTimestamp.
+fn object_age(object: &serde_json::Value) -> String {
+    object["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .and_then(|t| std::time::SystemTime::from(t).elapsed().ok())
+        .map_or_else(|| "<unknown>".to_owned(), short_duration)
+}
+
+/// kubectl's table of ConfigMaps (NAME DATA AGE) or Secrets (NAME TYPE DATA AGE).
+fn object_table(kind: DataKind, objects: &[serde_json::Value], namespaces: bool) -> String {
+    if objects.is_empty() {
+        return String::new();
+    }
+    let mut header = vec!["NAME".to_owned()];
+    if namespaces {
+        header.insert(0, "NAMESPACE".to_owned());
+    }
+    if kind == DataKind::Secret {
+        header.push("TYPE".into());
+    }
+    header.extend(["DATA".into(), "AGE".into()]);
+    let mut rows = vec![header];
+    for o in objects {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let mut row = Vec::new();
+        if namespaces {
+            row.push(text(&o["metadata"]["namespace"]));
+        }
+        row.push(text(&o["metadata"]["name"]));
+        if kind == DataKind::Secret {
+            row.push(text(&o["type"]));
+        }
+        row.push(data_count(o).to_string());
+        row.push(object_age(o));
+        rows.push(row);
+    }
+    super::render_table(&rows, "   ")
+}
+
+/// `kubectl describe` of a ConfigMap (its data shown, binary data as sizes) or a Secret (the
+/// sizes of its keys only).
+fn describe_object(kind: DataKind, o: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let map_text = |v: &serde_json::Value| match v.as_object() {
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("\n              "),
+        _ => "<none>".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "Name:         {}",
+        o["metadata"]["name"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(
+        out,
+        "Namespace:    {}",
+        o["metadata"]["namespace"].as_str().unwrap_or("")
+    );
+    let _ = writeln!(out, "Labels:       {}", map_text(&o["metadata"]["labels"]));
+    let _ = writeln!(
+        out,
+        "Annotations:  {}",
+        map_text(&o["metadata"]["annotations"])
+    );
+    let data = crate::objects::data(kind, o);
+    match kind {
+        DataKind::ConfigMap => {
+            let _ = writeln!(out, "\nData\n====");
+            for (key, value) in &data.env {
+                let _ = writeln!(out, "{key}:\n----\n{value}\n");
+            }
+            let binary = o["binaryData"].as_object();
+            if binary.is_some_and(|b| !b.is_empty()) {
+                let _ = writeln!(out, "\nBinaryData\n====");
+                for key in binary.into_iter().flat_map(|b| b.keys()) {
+                    let n = data.entries.get(key).map_or(0, Vec::len);
+                    let _ = writeln!(out, "{key}: {n} bytes");
+                }
+            }
+        }
+        DataKind::Secret => {
+            let _ = writeln!(out, "\nType:  {}\n", o["type"].as_str().unwrap_or("Opaque"));
+            let _ = writeln!(out, "Data\n====");
+            for (key, bytes) in &data.entries {
+                let _ = writeln!(out, "{key}:  {} bytes", bytes.len());
+            }
+        }
+    }
+    if o.get("immutable") == Some(&serde_json::Value::Bool(true)) {
+        let _ = writeln!(out, "\nImmutable:  true");
+    }
+    out
 }
 
 /// The named pods (each must exist), or all of them.

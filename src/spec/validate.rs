@@ -17,21 +17,40 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvValue, EnvVar,
-    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity, ImageRun, Member,
-    Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, ProxyProtocol, PullPolicy, PullSecrets, Qos,
-    ResourceRef, Resources, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume, VolumeSource,
-    quantity::Quantity,
+    DEFAULT_TERMINATION_MESSAGE_PATH, DataKind, Dns, DownwardFile, DownwardValue, EnvFrom,
+    EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity,
+    ImageRun, KeyItem, KeyRef, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
+    Projection, ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources, RestartPolicy,
+    Runs, Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
 };
 
-/// The `fieldRef.fieldPath`s podkit fills in.
-pub(crate) const FIELD_REFS: [&str; 5] = [
+/// The `fieldRef.fieldPath`s podkit fills in (and one label or annotation,
+/// `metadata.labels['key']`), as kubelet's `podFieldSelectorRuntimeValue` does.
+pub(crate) const FIELD_REFS: [&str; 11] = [
     "metadata.name",
     "metadata.namespace",
     "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
     "status.podIP",
+    "status.podIPs",
+    "status.hostIP",
+    "status.hostIPs",
     "spec.nodeName",
+    "spec.serviceAccountName",
 ];
+
+/// Whether `path` names one label or annotation: `metadata.labels['app']`.
+fn one_label_or_annotation(path: &str) -> bool {
+    ["metadata.labels", "metadata.annotations"]
+        .iter()
+        .any(|prefix| {
+            path.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix("['"))
+                .and_then(|rest| rest.strip_suffix("']"))
+                .is_some_and(|key| !key.is_empty())
+        })
+}
 
 const METADATA_HONOURED: &[&str] = &["name", "namespace", "uid", "labels", "annotations"];
 const METADATA_IGNORED: &[&str] = &[
@@ -88,6 +107,7 @@ const CONTAINER_HONOURED: &[&str] = &[
     "command",
     "args",
     "env",
+    "envFrom",
     "workingDir",
     "volumeMounts",
     "ports",
@@ -157,7 +177,7 @@ struct PodSecurity {
 /// The checks every object other than a Pod gets: its `apiVersion`, its keys (`fields` beyond
 /// apiVersion, kind and metadata honoured, `ignored` listed), its metadata and its name. The
 /// validator (with what it found) and the name.
-fn object(
+pub(super) fn object(
     raw: &Value,
     api_version: &str,
     what: &str,
@@ -193,9 +213,13 @@ fn object(
     (v, name)
 }
 
-/// Whether `raw` is a Secret document (of any apiVersion: [`pull_secret`] checks it).
-pub(super) fn is_secret(raw: &Value) -> bool {
+/// Whether `raw` is a Secret of registry credentials (for `imagePullSecrets`).
+pub(super) fn is_pull_secret(raw: &Value) -> bool {
     raw.get("kind").and_then(Value::as_str) == Some("Secret")
+        && matches!(
+            raw.get("type").and_then(Value::as_str),
+            Some("kubernetes.io/dockerconfigjson" | "kubernetes.io/dockercfg")
+        )
 }
 
 /// A v1 Secret holding registry credentials for `imagePullSecrets`: its name and its docker
@@ -316,7 +340,7 @@ pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
     }
     match raw.get("kind").and_then(Value::as_str) {
         Some("Pod") => {}
-        Some(other) => v.bad("kind", format!("{other:?}: podkit runs Pods only")),
+        Some(other) => v.bad("kind", format!("{other:?}: not a Pod")),
         None => v.bad("kind", "required: \"Pod\""),
     }
     if !v.problems.is_empty() {
@@ -339,8 +363,8 @@ pub(super) fn document(raw: Value) -> Result<PodPlan, Vec<String>> {
 }
 
 #[derive(Default)]
-struct Validator {
-    problems: Vec<String>,
+pub(super) struct Validator {
+    pub(super) problems: Vec<String>,
     ignored: Vec<String>,
     warnings: Vec<String>,
     /// Volumes refused already: a mount of one is not refused again.
@@ -352,7 +376,7 @@ struct Validator {
 }
 
 impl Validator {
-    fn bad(&mut self, path: &str, what: impl std::fmt::Display) {
+    pub(super) fn bad(&mut self, path: &str, what: impl std::fmt::Display) {
         self.problems.push(format!("{path}: {what}"));
     }
 
@@ -1027,6 +1051,14 @@ impl Validator {
             .filter_map(|(i, e)| self.env(e, &format!("{path}.env[{i}]"), &c.name))
             .collect();
 
+        let env_from = c
+            .env_from
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, e)| self.env_from(e, &format!("{path}.envFrom[{i}]")))
+            .collect();
+
         let security = c.security_context.clone().unwrap_or_default();
         if let Some(sc) = value.get("securityContext") {
             let mut sc = sc.clone();
@@ -1176,7 +1208,51 @@ impl Validator {
             host_ports,
             resources,
             host_security,
+            env_from,
         }
+    }
+
+    /// The name of a ConfigMap or Secret a pod refers to: required, a DNS subdomain.
+    fn object_name(&mut self, name: &str, path: &str) {
+        if name.is_empty() {
+            self.bad(path, "required");
+        } else if let Err(why) = dns_subdomain(name) {
+            self.bad(path, format!("{name:?} {why}"));
+        }
+    }
+
+    /// One `envFrom` entry: exactly one of configMapRef and secretRef, a prefix without `=`.
+    fn env_from(
+        &mut self,
+        e: &k8s_openapi::api::core::v1::EnvFromSource,
+        path: &str,
+    ) -> Option<EnvFrom> {
+        let (kind, name, optional, field) = match (&e.config_map_ref, &e.secret_ref) {
+            (Some(r), None) => (DataKind::ConfigMap, &r.name, r.optional, "configMapRef"),
+            (None, Some(r)) => (DataKind::Secret, &r.name, r.optional, "secretRef"),
+            (None, None) => {
+                self.bad(path, "must specify one of: `configMapRef` or `secretRef`");
+                return None;
+            }
+            (Some(_), Some(_)) => {
+                self.bad(path, "may not have more than one field specified at a time");
+                return None;
+            }
+        };
+        self.object_name(name, &format!("{path}.{field}.name"));
+        let prefix = e.prefix.clone().unwrap_or_default();
+        if prefix.contains('=') || prefix.chars().any(|c| !c.is_ascii_graphic()) {
+            self.bad(
+                &format!("{path}.prefix"),
+                format!("{prefix:?}: a valid environment variable prefix has printable ASCII characters other than '=' and space"),
+            );
+        }
+        Some(EnvFrom {
+            kind,
+            name: name.clone(),
+            prefix,
+            optional: optional.unwrap_or(false),
+        })
     }
 
     /// `securityContext.capabilities.add` or `.drop` (`field`) of the container at `path`,
@@ -1552,6 +1628,53 @@ impl Validator {
                 return None;
             }
             (value, None) => EnvValue::Literal(value.clone().unwrap_or_default()),
+            (None, Some(from))
+                if from.config_map_key_ref.is_some() || from.secret_key_ref.is_some() =>
+            {
+                let vpath = format!("{path}.valueFrom");
+                let set = [
+                    from.field_ref.is_some(),
+                    from.resource_field_ref.is_some(),
+                    from.config_map_key_ref.is_some(),
+                    from.secret_key_ref.is_some(),
+                ];
+                if set.iter().filter(|s| **s).count() > 1 {
+                    self.bad(
+                        &vpath,
+                        "may not have more than one field specified at a time",
+                    );
+                    return None;
+                }
+                let (kind, name, key, optional, field) =
+                    match (&from.config_map_key_ref, &from.secret_key_ref) {
+                        (Some(r), _) => (
+                            DataKind::ConfigMap,
+                            &r.name,
+                            &r.key,
+                            r.optional,
+                            "configMapKeyRef",
+                        ),
+                        (_, Some(r)) => (
+                            DataKind::Secret,
+                            &r.name,
+                            &r.key,
+                            r.optional,
+                            "secretKeyRef",
+                        ),
+                        (None, None) => return None,
+                    };
+                let rpath = format!("{vpath}.{field}");
+                self.object_name(name, &format!("{rpath}.name"));
+                if let Err(why) = data_key(key) {
+                    self.bad(&format!("{rpath}.key"), format!("{key:?}: {why}"));
+                }
+                EnvValue::Key(KeyRef {
+                    kind,
+                    name: name.clone(),
+                    key: key.clone(),
+                    optional: optional.unwrap_or(false),
+                })
+            }
             (None, Some(from)) if from.resource_field_ref.is_some() && from.field_ref.is_none() => {
                 let selector = from.resource_field_ref.as_ref()?;
                 let reference = self.resource_ref(
@@ -1565,18 +1688,30 @@ impl Validator {
                 let Some(field) = &from.field_ref else {
                     self.bad(
                         &format!("{path}.valueFrom"),
-                        "not supported by podkit: only fieldRef and resourceFieldRef \
-                         (configMapKeyRef and secretKeyRef need a ConfigMap or Secret)",
+                        "not supported by podkit: only fieldRef, resourceFieldRef, \
+                         configMapKeyRef and secretKeyRef",
                     );
                     return None;
                 };
-                if !FIELD_REFS.contains(&field.field_path.as_str()) {
+                let path = field.field_path.as_str();
+                // The whole of labels or annotations is for downwardAPI files only.
+                let whole_map = matches!(path, "metadata.labels" | "metadata.annotations");
+                if whole_map || !(FIELD_REFS.contains(&path) || one_label_or_annotation(path)) {
                     self.bad(
                         &format!("{path}.valueFrom.fieldRef.fieldPath"),
                         format!(
-                            "{:?} is not supported by podkit (supported: {})",
+                            "{:?} is not supported by podkit (supported: {}, \
+                             metadata.labels['KEY'], metadata.annotations['KEY'])",
                             field.field_path,
-                            FIELD_REFS.join(", ")
+                            FIELD_REFS
+                                .iter()
+                                .filter(|f| !matches!(
+                                    **f,
+                                    "metadata.labels" | "metadata.annotations"
+                                ))
+                                .copied()
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         ),
                     );
                     return None;
@@ -2060,6 +2195,179 @@ impl Validator {
         files
     }
 
+    /// A configMap or secret volume (or projection): its object's name, its `items` (each key
+    /// valid, each path relative without `..`, not one already in `paths`, the volume's paths
+    /// so far).
+    #[allow(clippy::too_many_arguments)]
+    fn data_projection(
+        &mut self,
+        kind: DataKind,
+        name: &str,
+        name_field: &str,
+        items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
+        default_mode: u32,
+        optional: Option<bool>,
+        path: &str,
+        paths: &mut Vec<PathBuf>,
+    ) -> Option<Projection> {
+        self.object_name(name, &format!("{path}.{name_field}"));
+        let items = items.map(|items| {
+            let mut out = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let ipath = format!("{path}.items[{i}]");
+                if let Err(why) = data_key(&item.key) {
+                    self.bad(&format!("{ipath}.key"), format!("{:?}: {why}", item.key));
+                }
+                if item.user.is_some() {
+                    self.bad(&format!("{ipath}.user"), "not supported by podkit");
+                }
+                let Some(file) = self.volume_file_path(&item.path, &format!("{ipath}.path"), paths)
+                else {
+                    continue;
+                };
+                let mode = item
+                    .mode
+                    .map(|m| self.file_mode(Some(m), &format!("{ipath}.mode")));
+                out.push(KeyItem {
+                    key: item.key.clone(),
+                    path: file,
+                    mode,
+                });
+            }
+            out
+        });
+        Some(Projection::Data {
+            kind,
+            name: name.to_owned(),
+            items,
+            default_mode,
+            optional: optional.unwrap_or(false),
+        })
+    }
+
+    /// A file's path in a volume (`items[].path`): relative, without `..`, not starting with
+    /// `..`, and not given before in the same volume (`paths`, to which it is added).
+    fn volume_file_path(
+        &mut self,
+        text: &str,
+        path: &str,
+        paths: &mut Vec<PathBuf>,
+    ) -> Option<PathBuf> {
+        let file = PathBuf::from(text);
+        if text.is_empty() || file.is_absolute() || has_dot_dot(&file) || text.starts_with("..") {
+            self.bad(
+                path,
+                format!("{text:?} must be a relative path without '..' and not start with '..'"),
+            );
+            return None;
+        }
+        if paths.contains(&file) {
+            self.bad(path, format!("{text:?}: conflicting duplicate paths"));
+            return None;
+        }
+        paths.push(file.clone());
+        Some(file)
+    }
+
+    /// A `projected` volume's sources: configMap, secret and downwardAPI. A service account
+    /// token or a trust bundle needs an API server to issue it, which one host has not.
+    fn projected(
+        &mut self,
+        source: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+        value: &Value,
+        path: &str,
+    ) -> Vec<Projection> {
+        self.keys(value, path, &["sources", "defaultMode"], &[]);
+        let default_mode = self.file_mode(source.default_mode, &format!("{path}.defaultMode"));
+        let mut paths = Vec::new();
+        let mut out = Vec::new();
+        for (i, projection) in source.sources.iter().flatten().enumerate() {
+            let ppath = format!("{path}.sources[{i}]");
+            let raw = &value["sources"][i];
+            let set: Vec<&String> = raw
+                .as_object()
+                .map(|o| o.keys().collect())
+                .unwrap_or_default();
+            match set.as_slice() {
+                [one] if one.as_str() == "configMap" => {
+                    let Some(c) = &projection.config_map else {
+                        continue;
+                    };
+                    let spath = format!("{ppath}.configMap");
+                    self.keys(
+                        &raw["configMap"],
+                        &spath,
+                        &["name", "items", "optional"],
+                        &[],
+                    );
+                    out.extend(self.data_projection(
+                        DataKind::ConfigMap,
+                        &c.name,
+                        "name",
+                        c.items.as_deref(),
+                        default_mode,
+                        c.optional,
+                        &spath,
+                        &mut paths,
+                    ));
+                }
+                [one] if one.as_str() == "secret" => {
+                    let Some(c) = &projection.secret else {
+                        continue;
+                    };
+                    let spath = format!("{ppath}.secret");
+                    self.keys(&raw["secret"], &spath, &["name", "items", "optional"], &[]);
+                    out.extend(self.data_projection(
+                        DataKind::Secret,
+                        &c.name,
+                        "name",
+                        c.items.as_deref(),
+                        default_mode,
+                        c.optional,
+                        &spath,
+                        &mut paths,
+                    ));
+                }
+                [one] if one.as_str() == "downwardAPI" => {
+                    let Some(d) = &projection.downward_api else {
+                        continue;
+                    };
+                    let source = k8s_openapi::api::core::v1::DownwardAPIVolumeSource {
+                        default_mode: Some(default_mode as i32),
+                        items: d.items.clone(),
+                        ..Default::default()
+                    };
+                    let files = self.downward_api(&source, &format!("{ppath}.downwardAPI"));
+                    for f in &files {
+                        if paths.contains(&f.path) {
+                            self.bad(
+                                &format!("{ppath}.downwardAPI"),
+                                format!("{:?}: conflicting duplicate paths", f.path),
+                            );
+                        }
+                        paths.push(f.path.clone());
+                    }
+                    out.push(Projection::Downward(files));
+                }
+                [one] => self.bad(
+                    &format!("{ppath}.{one}"),
+                    "not supported by podkit: a projected volume holds configMap, secret and \
+                     downwardAPI sources (a service account token or a certificate needs an API \
+                     server to issue it)",
+                ),
+                [] => self.bad(
+                    &ppath,
+                    "must specify one of: configMap, secret, downwardAPI",
+                ),
+                _ => self.bad(
+                    &ppath,
+                    "may not have more than one field specified at a time",
+                ),
+            }
+        }
+        out
+    }
+
     /// A file mode of a volume (`defaultMode`, an item's `mode`): 0 to 0777, default 0644.
     fn file_mode(&mut self, mode: Option<i32>, path: &str) -> u32 {
         match mode {
@@ -2158,6 +2466,69 @@ impl Validator {
                     files: self.downward_api(source, &format!("{path}.downwardAPI")),
                 }
             }
+            ([one], None, None) if one.as_str() == "configMap" => {
+                let source = vol.config_map.as_ref()?;
+                let spath = format!("{path}.configMap");
+                self.keys(
+                    &value["configMap"],
+                    &spath,
+                    &["name", "items", "defaultMode", "optional"],
+                    &[],
+                );
+                let default_mode =
+                    self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
+                let data = self.data_projection(
+                    DataKind::ConfigMap,
+                    &source.name,
+                    "name",
+                    source.items.as_deref(),
+                    default_mode,
+                    source.optional,
+                    &spath,
+                    &mut Vec::new(),
+                );
+                VolumeSource::Projected {
+                    sources: data.into_iter().collect(),
+                    memory: false,
+                }
+            }
+            ([one], None, None) if one.as_str() == "secret" => {
+                let source = vol.secret.as_ref()?;
+                let spath = format!("{path}.secret");
+                self.keys(
+                    &value["secret"],
+                    &spath,
+                    &["secretName", "items", "defaultMode", "optional"],
+                    &[],
+                );
+                let default_mode =
+                    self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
+                let data = self.data_projection(
+                    DataKind::Secret,
+                    source.secret_name.as_deref().unwrap_or_default(),
+                    "secretName",
+                    source.items.as_deref(),
+                    default_mode,
+                    source.optional,
+                    &spath,
+                    &mut Vec::new(),
+                );
+                VolumeSource::Projected {
+                    sources: data.into_iter().collect(),
+                    memory: true,
+                }
+            }
+            ([one], None, None) if one.as_str() == "projected" => {
+                let source = vol.projected.as_ref()?;
+                VolumeSource::Projected {
+                    sources: self.projected(
+                        source,
+                        &value["projected"],
+                        &format!("{path}.projected"),
+                    ),
+                    memory: true,
+                }
+            }
             // The API server defaults a volume without a source to an emptyDir.
             ([], _, _) => VolumeSource::EmptyDir {
                 memory: false,
@@ -2166,7 +2537,8 @@ impl Validator {
             ([one], _, _) => {
                 self.bad(
                     &format!("{path}.{one}"),
-                    "not supported by podkit (supported volume sources: emptyDir, hostPath, downwardAPI)",
+                    "not supported by podkit (supported volume sources: emptyDir, hostPath, configMap, \
+                     secret, projected, downwardAPI)",
                 );
                 self.refused_volumes.push(vol.name.clone());
                 return None;
@@ -2579,7 +2951,7 @@ fn has_dot_dot(path: &Path) -> bool {
 }
 
 /// A DNS-1123 label: what container, volume and host names must be.
-fn dns_label(name: &str) -> Result<(), &'static str> {
+pub(super) fn dns_label(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("must not be empty");
     }
@@ -2599,6 +2971,29 @@ fn dns_label(name: &str) -> Result<(), &'static str> {
 }
 
 /// A DNS-1123 subdomain: what pod names must be.
+/// A key of a ConfigMap or Secret (apimachinery's `IsConfigMapKey`): `[-._a-zA-Z0-9]+`, at
+/// most 253 characters, not `.` or `..` and not starting with `..`.
+pub(super) fn data_key(key: &str) -> Result<(), &'static str> {
+    if key.is_empty() {
+        return Err("required");
+    }
+    if key.len() > 253 {
+        return Err("must be no more than 253 characters");
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("a valid config key must consist of alphanumeric characters, '-', '_' or '.'");
+    }
+    match key {
+        "." => Err("must not be '.'"),
+        ".." => Err("must not be '..'"),
+        _ if key.starts_with("..") => Err("must not start with '..'"),
+        _ => Ok(()),
+    }
+}
+
 fn dns_subdomain(name: &str) -> Result<(), &'static str> {
     if name.len() > 253 {
         return Err("is longer than 253 characters");

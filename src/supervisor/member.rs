@@ -18,7 +18,7 @@ use super::image::error_chain;
 use super::reaper::Exit;
 use super::status::{State, Terminated};
 use super::{Pod, image, logs, probe, runtime, termination, volumes};
-use crate::spec::{self, EnvValue, ImageRun, Member, RestartPolicy, Runs};
+use crate::spec::{self, DataKind, EnvValue, ImageRun, Member, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
 const START_ERROR: i32 = 128;
@@ -138,6 +138,11 @@ async fn runs(
                 None => return End::Stopped,
             },
         };
+        // Its volumes' and env's ConfigMaps and Secrets, read now as kubelet reads them at
+        // each start; missing ones are waited for.
+        if !configure(&pod, &member, &object, &stop, &turn).await {
+            return End::Stopped;
+        }
         let began = Instant::now();
         let started_at = Timestamp::now();
         // A host process waits for its turn before it forks; an image container is created
@@ -434,6 +439,142 @@ async fn pull(
             () = stop.cancelled() => return None,
         }
         delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// How long a container waiting for a ConfigMap or Secret waits before it looks again, when
+/// no change of the store woke it: kubelet's pod worker back-off.
+const CONFIG_RETRY: Duration = Duration::from_secs(10);
+
+/// What a container's env read from ConfigMaps and Secrets when it last started.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ObjectEnv {
+    /// `envFrom`, in order, each name prefixed.
+    from: Vec<(String, String)>,
+    /// The value of each `env` entry (by index) that is a key reference; `None` when it is
+    /// optional and missing (the variable is left out).
+    keys: std::collections::HashMap<usize, Option<String>>,
+}
+
+/// Reads what `member`'s env takes from ConfigMaps and Secrets (kubelet's
+/// `makeEnvironmentVariables`), or the message of its `CreateContainerConfigError`.
+fn object_env(pod: &Pod, member: &Member) -> Result<ObjectEnv, String> {
+    let store = crate::objects::Store::new(&image::storage());
+    let ns = &pod.plan.namespace;
+    let mut cache: std::collections::HashMap<(DataKind, String), Option<crate::objects::Data>> =
+        std::collections::HashMap::new();
+    let mut read = |kind: DataKind, name: &str| -> Result<Option<crate::objects::Data>, String> {
+        if let Some(found) = cache.get(&(kind, name.to_owned())) {
+            return Ok(found.clone());
+        }
+        let found = store
+            .get(kind, ns, name)
+            .map_err(|e| format!("{e:#}"))?
+            .map(|v| crate::objects::data(kind, &v));
+        cache.insert((kind, name.to_owned()), found.clone());
+        Ok(found)
+    };
+    let mut env = ObjectEnv::default();
+    for from in &member.env_from {
+        match read(from.kind, &from.name)? {
+            Some(data) => env.from.extend(
+                data.env
+                    .into_iter()
+                    .map(|(k, v)| (format!("{}{k}", from.prefix), v)),
+            ),
+            None if from.optional => {}
+            None => return Err(format!("{} {:?} not found", from.kind.lower(), from.name)),
+        }
+    }
+    for (i, var) in member.env.iter().enumerate() {
+        let EnvValue::Key(key) = &var.value else {
+            continue;
+        };
+        let value = match read(key.kind, &key.name)? {
+            Some(data) => match data.env.get(&key.key) {
+                Some(value) => Some(value.clone()),
+                None if key.optional => None,
+                None => {
+                    return Err(format!(
+                        "couldn't find key {} in {} {ns}/{}",
+                        key.key,
+                        key.kind.kind(),
+                        key.name
+                    ));
+                }
+            },
+            None if key.optional => None,
+            None => return Err(format!("{} {:?} not found", key.kind.lower(), key.name)),
+        };
+        env.keys.insert(i, value);
+    }
+    Ok(env)
+}
+
+/// Before each start: the pod's configMap, secret and projected volumes written (kubelet
+/// waits for every volume of the pod before it starts a container) and the ConfigMaps and
+/// Secrets of the container's env read. While one is missing, the container waits as under
+/// kubelet (`ContainerCreating` with a `FailedMount` event for a volume,
+/// `CreateContainerConfigError` for env), looking again when an object changes or after
+/// [`CONFIG_RETRY`]. False when stopped meanwhile.
+async fn configure(
+    pod: &Pod,
+    member: &Member,
+    object: &str,
+    stop: &CancellationToken,
+    turn: &Turn,
+) -> bool {
+    let env_reads = !member.env_from.is_empty()
+        || member
+            .env
+            .iter()
+            .any(|e| matches!(e.value, EnvValue::Key(_)));
+    let mut changes = pod.objects_changed.subscribe();
+    let mut said: Option<String> = None;
+    loop {
+        if !env_reads && !pod.volumes().has_objects() {
+            return true;
+        }
+        changes.borrow_and_update();
+        let render = |value: &spec::DownwardValue| super::downward(&pod.plan, value);
+        let synced = pod.volumes().sync_objects(&render);
+        let failure = match synced {
+            Err(err) => ("ContainerCreating", "FailedMount", err.to_string()),
+            Ok(()) if !env_reads => return true,
+            Ok(()) => match object_env(pod, member) {
+                Ok(env) => {
+                    super::lock(&pod.object_env).insert(member.name.clone(), env);
+                    return true;
+                }
+                Err(message) => ("CreateContainerConfigError", "Failed", message),
+            },
+        };
+        let (reason, event, message) = failure;
+        pod.update(|s| {
+            if let Some(r) = s.record(&member.name) {
+                r.state = State::Waiting {
+                    reason: reason.to_owned(),
+                    message: Some(message.clone()),
+                };
+            }
+            // Said once for each new reason: the retries would fill the events.
+            if said.as_deref() != Some(message.as_str()) {
+                let (on, text) = if event == "FailedMount" {
+                    ("pod", message.clone())
+                } else {
+                    (object, format!("Error: {message}"))
+                };
+                s.event("Warning", event, on, text);
+            }
+        });
+        said = Some(message);
+        // kubelet goes on to the next container when one cannot be configured.
+        turn.tried();
+        tokio::select! {
+            () = tokio::time::sleep(CONFIG_RETRY) => {}
+            _ = changes.changed() => {}
+            () = stop.cancelled() => return false,
+        }
     }
 }
 
@@ -787,7 +928,15 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
         ));
         env.push(("HOSTNAME".into(), pod.plan.hostname.clone()));
     }
-    for var in &member.env {
+    let objects = super::lock(&pod.object_env)
+        .get(&member.name)
+        .cloned()
+        .unwrap_or_default();
+    for (name, value) in objects.from {
+        env.retain(|(k, _)| k != &name);
+        env.push((name, value));
+    }
+    for (i, var) in member.env.iter().enumerate() {
         let value = match &var.value {
             EnvValue::Literal(text) => {
                 let lookup = |name: &str| {
@@ -800,6 +949,10 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
             }
             EnvValue::FieldRef(field) => pod.field(field),
             EnvValue::ResourceRef(r) => super::resource_field(&pod.plan, r),
+            EnvValue::Key(_) => match objects.keys.get(&i) {
+                Some(Some(value)) => value.clone(),
+                _ => continue,
+            },
         };
         env.retain(|(k, _)| k != &var.name);
         env.push((var.name.clone(), value));

@@ -19,7 +19,10 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::SFlag;
 use tracing::warn;
 
-use crate::spec::{DownwardValue, HostPathType, Member, Volume, VolumeSource};
+use crate::objects::{self, Store};
+use crate::spec::{
+    DataKind, DownwardValue, HostPathType, Member, Projection, Volume, VolumeSource,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -55,6 +58,31 @@ pub enum VolumeError {
         #[source]
         source: nix::Error,
     },
+
+    /// A configMap, secret or projected volume whose object (or key) is missing: kubelet's
+    /// FailedMount message. The pod waits for it.
+    #[error("MountVolume.SetUp failed for volume {volume:?} : {message}")]
+    Objects { volume: String, message: String },
+}
+
+/// One file of a volume kubelet's atomic writer lays out: relative path, mode, content.
+type File = (PathBuf, u32, Vec<u8>);
+
+/// A configMap, secret or projected volume: what it is made of, and what was written last.
+#[derive(Debug)]
+struct ObjectVolume {
+    name: String,
+    path: PathBuf,
+    sources: Vec<Projection>,
+    /// `None` until its objects were all there once.
+    written: Option<Vec<File>>,
+}
+
+/// Where a pod's volumes read ConfigMaps and Secrets: podkit's store, the pod's namespace.
+#[derive(Debug, Clone)]
+pub struct ObjectSource {
+    pub store: Store,
+    pub namespace: String,
 }
 
 /// The volumes of a running pod and what was made for them.
@@ -71,19 +99,28 @@ pub struct Volumes {
     /// Where `created` is also written down (one path a line, before each is made), so that
     /// `podkit gc` can remove them after a supervisor died.
     journal: PathBuf,
+    /// configMap, secret and projected volumes, rewritten when their objects change.
+    objects: Vec<ObjectVolume>,
+    source: Option<ObjectSource>,
+    fs_group: Option<u32>,
 }
 
 impl Volumes {
     /// Makes or checks every volume; `dir` is the pod's `volumes/` directory. `render` gives
     /// what a downwardAPI file holds.
+    /// configMap, secret and projected volumes whose objects are missing are made empty and
+    /// wait for them: [`Volumes::sync_objects`].
     pub fn prepare(
         volumes: &[Volume],
         dir: &Path,
         fs_group: Option<u32>,
+        source: ObjectSource,
         render: &dyn Fn(&DownwardValue) -> String,
     ) -> Result<Volumes, VolumeError> {
         let mut made = Volumes {
             journal: dir.with_file_name(MOUNT_POINTS),
+            source: Some(source),
+            fs_group,
             ..Volumes::default()
         };
         for volume in volumes {
@@ -126,21 +163,7 @@ impl Volumes {
                     // as no limit): the sizeLimit, else half the host's memory, which is what a
                     // tmpfs gets without one, written out so every mount shows its bound.
                     let bytes = size_limit.unwrap_or_else(default_memory_limit).max(1);
-                    let options = format!("mode=0777,size={bytes}");
-                    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-                    nix::mount::mount(
-                        Some("tmpfs"),
-                        &path,
-                        Some("tmpfs"),
-                        flags,
-                        Some(options.as_str()),
-                    )
-                    .map_err(|source| VolumeError::Tmpfs {
-                        volume: volume.name.clone(),
-                        path: path.clone(),
-                        source,
-                    })?;
-                    self.tmpfs.push(path.clone());
+                    self.mount_tmpfs(&volume.name, &path, bytes, 0o777)?;
                 }
                 // fsGroup, as kubelet's SetVolumeOwnership leaves a new emptyDir: owned by the
                 // group, setgid (what is made inside inherits the group), group-writable.
@@ -158,15 +181,110 @@ impl Volumes {
             }
             VolumeSource::DownwardApi { files } => {
                 let path = dir.join(&volume.name);
-                let files: Vec<(&Path, u32, String)> = files
+                let files: Vec<File> = files
                     .iter()
-                    .map(|f| (f.path.as_path(), f.mode, render(&f.value)))
+                    .map(|f| (f.path.clone(), f.mode, render(&f.value).into_bytes()))
                     .collect();
-                write_atomic_dir(&path, &files, fs_group).map_err(io(&path))?;
+                atomic_write(&path, &files, fs_group).map_err(io(&path))?;
                 self.read_only.push(volume.name.clone());
                 Ok(path)
             }
+            VolumeSource::Projected { sources, memory } => {
+                let path = dir.join(&volume.name);
+                fs::create_dir_all(&path).map_err(io(&path))?;
+                if *memory {
+                    // kubelet keeps secrets (and projected volumes, which may hold them) off
+                    // the disk: a tmpfs of the volume's own.
+                    self.mount_tmpfs(&volume.name, &path, default_memory_limit(), 0o755)?;
+                }
+                self.read_only.push(volume.name.clone());
+                self.objects.push(ObjectVolume {
+                    name: volume.name.clone(),
+                    path: path.clone(),
+                    sources: sources.clone(),
+                    written: None,
+                });
+                // Written now when its objects are there; else it waits, and so do the
+                // containers (sync_objects before each start).
+                let _ = self.sync_objects(render);
+                Ok(path)
+            }
         }
+    }
+
+    fn mount_tmpfs(
+        &mut self,
+        volume: &str,
+        path: &Path,
+        bytes: u64,
+        mode: u32,
+    ) -> Result<(), VolumeError> {
+        let options = format!("mode={mode:04o},size={bytes}");
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        nix::mount::mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            flags,
+            Some(options.as_str()),
+        )
+        .map_err(|source| VolumeError::Tmpfs {
+            volume: volume.to_owned(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.tmpfs.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Whether the pod has configMap, secret or projected volumes.
+    pub fn has_objects(&self) -> bool {
+        !self.objects.is_empty()
+    }
+
+    /// Writes each configMap, secret and projected volume whose objects changed since it was
+    /// last written (or were missing), as kubelet's atomic writer updates one: the new files in
+    /// a new timestamped directory, then the `..data` link swapped to it by a rename, so a
+    /// reader sees the old files or the new, never a mix. A volume written once keeps its files
+    /// when its object goes (as kubelet keeps them). The first volume that cannot be written
+    /// yet (an object or key missing) is the error; the others are written all the same.
+    pub fn sync_objects(
+        &mut self,
+        render: &dyn Fn(&DownwardValue) -> String,
+    ) -> Result<(), VolumeError> {
+        let Some(source) = self.source.clone() else {
+            return Ok(());
+        };
+        let mut first = None;
+        for volume in &mut self.objects {
+            match payload(&volume.sources, &source, render) {
+                Ok(files) if volume.written.as_ref() == Some(&files) => {}
+                Ok(files) => match atomic_write(&volume.path, &files, self.fs_group) {
+                    Ok(()) => volume.written = Some(files),
+                    Err(source) => {
+                        let err = VolumeError::Io {
+                            volume: volume.name.clone(),
+                            path: volume.path.clone(),
+                            source,
+                        };
+                        warn!(%err, "failed to write a volume");
+                        if volume.written.is_none() {
+                            first.get_or_insert(err);
+                        }
+                    }
+                },
+                Err(message) if volume.written.is_none() => {
+                    first.get_or_insert(VolumeError::Objects {
+                        volume: volume.name.clone(),
+                        message,
+                    });
+                }
+                Err(message) => {
+                    warn!(volume = %volume.name, %message, "kept the volume's files: its objects cannot be read now");
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
     }
 
     /// The bind mounts `member` needs, as (source on the host, mount path, read-only), after
@@ -334,17 +452,80 @@ fn open_sub_path(root: &Path, sub: &Path) -> Result<std::os::fd::OwnedFd, String
 /// The size of a `medium: Memory` emptyDir without a sizeLimit: half of the host's memory (the
 /// kernel's default for a tmpfs). kubelet uses the pod's memory limit where every container has
 /// one; podkit does not apply memory limits yet.
-/// Writes `files` (path, mode, content) into the new directory `root` as kubelet's atomic writer
-/// lays out a downwardAPI (or configMap, secret) volume, which apps that watch such files
-/// expect: the files in a timestamped directory `..2026_12_02_10_00_00.123456789`, a symlink
-/// `..data` to it, and a symlink for each top-level name into `..data`. With `fsGroup` the
-/// files and directories are the group's and group-readable (kubelet's SetVolumeOwnership for a
-/// read-only volume).
-fn write_atomic_dir(
-    root: &Path,
-    files: &[(&Path, u32, String)],
-    fs_group: Option<u32>,
-) -> io::Result<()> {
+/// The files of a configMap, secret or projected volume, as kubelet's volume plugins make its
+/// payload: every key of an object at its own name, or its `items`; a missing object or key is
+/// kubelet's error unless `optional`.
+fn payload(
+    sources: &[Projection],
+    source: &ObjectSource,
+    render: &dyn Fn(&DownwardValue) -> String,
+) -> Result<Vec<File>, String> {
+    let mut files: Vec<File> = Vec::new();
+    for projection in sources {
+        match projection {
+            Projection::Data {
+                kind,
+                name,
+                items,
+                default_mode,
+                optional,
+            } => {
+                let value = match source.store.get(*kind, &source.namespace, name) {
+                    Ok(Some(value)) => value,
+                    Ok(None) if *optional => continue,
+                    Ok(None) => return Err(format!("{} {name:?} not found", kind.lower())),
+                    Err(err) => return Err(format!("{err:#}")),
+                };
+                let data = objects::data(*kind, &value);
+                match items {
+                    None => files.extend(
+                        data.entries
+                            .into_iter()
+                            .map(|(k, v)| (PathBuf::from(k), *default_mode, v)),
+                    ),
+                    Some(items) => {
+                        for item in items {
+                            match data.entries.get(&item.key) {
+                                Some(bytes) => files.push((
+                                    item.path.clone(),
+                                    item.mode.unwrap_or(*default_mode),
+                                    bytes.clone(),
+                                )),
+                                None if *optional => {}
+                                None => {
+                                    let what = match kind {
+                                        DataKind::ConfigMap => {
+                                            "configmap references non-existent config key"
+                                        }
+                                        DataKind::Secret => {
+                                            "secret references non-existent secret key"
+                                        }
+                                    };
+                                    return Err(format!("{what}: {}", item.key));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Projection::Downward(items) => files.extend(
+                items
+                    .iter()
+                    .map(|f| (f.path.clone(), f.mode, render(&f.value).into_bytes())),
+            ),
+        }
+    }
+    Ok(files)
+}
+
+/// Writes `files` (path, mode, content) into the directory `root` as kubelet's atomic writer
+/// lays out a downwardAPI, configMap, secret or projected volume, which apps that watch such
+/// files expect: the files in a new timestamped directory `..2026_12_02_10_00_00.123456789`, a
+/// symlink `..data` to it (made under another name and renamed over the old one: the switch is
+/// atomic), a symlink for each top-level name into `..data`; then the names no longer there
+/// and the previous directory are removed. With `fsGroup` the files and directories are the
+/// group's and group-readable (kubelet's SetVolumeOwnership for a read-only volume).
+fn atomic_write(root: &Path, files: &[File], fs_group: Option<u32>) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let owned = |path: &Path, mode: u32, extra: u32| -> io::Result<()> {
         if let Some(gid) = fs_group {
@@ -355,7 +536,13 @@ fn write_atomic_dir(
         }
         Ok(())
     };
-    fs::DirBuilder::new().mode(0o755).create(root)?;
+    match fs::DirBuilder::new().mode(0o755).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let link = root.join("..data");
+    let old = fs::read_link(&link).ok();
     let stamp = jiff::Timestamp::now()
         .strftime("..%Y_%m_%d_%H_%M_%S.%f")
         .to_string();
@@ -379,9 +566,26 @@ fn write_atomic_dir(
             top.push(first);
         }
     }
-    std::os::unix::fs::symlink(&stamp, root.join("..data"))?;
-    for name in top {
-        std::os::unix::fs::symlink(Path::new("..data").join(name), root.join(name))?;
+    let tmp = root.join("..data_tmp");
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    fs::rename(&tmp, &link)?;
+    for name in &top {
+        let user = root.join(name);
+        if fs::symlink_metadata(&user).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &user)?;
+        }
+    }
+    // The user-visible names of the payload before, gone from this one.
+    for entry in fs::read_dir(root)?.flatten() {
+        let name = entry.file_name();
+        let hidden = name.as_encoded_bytes().starts_with(b"..");
+        if !hidden && !top.contains(&name.as_os_str()) && entry.path().is_symlink() {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    if let Some(old) = old.filter(|o| o.as_os_str() != stamp.as_str()) {
+        fs::remove_dir_all(root.join(old))?;
     }
     Ok(())
 }

@@ -1,0 +1,443 @@
+//! podkit's object store: the ConfigMaps and Secrets `apply` keeps for the pods that read them,
+//! as a cluster keeps them in its API server. One JSON file per object under the persistent
+//! storage root, `<storage>/objects/<namespace>/<configmaps|secrets>/<name>.json`, each written
+//! whole and renamed into place (a reader, a pod's supervisor watching the directory, never
+//! sees half of one). Secrets are readable by root only: their directory is 0700, their files
+//! 0600.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::spec::{DataKind, Object};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    #[error("failed to {what} {path:?}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path:?} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+
+    #[error(
+        "{kind} {name:?} in namespace {namespace:?} is immutable (immutable: true): its data \
+         cannot change; delete it and apply it again (pods that use it keep what they read)"
+    )]
+    Immutable {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+}
+
+/// What [`Store::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl Change {
+    /// As kubectl prints it: `configmap/app created`.
+    pub fn word(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Configured => "configured",
+            Change::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// The object store at `<storage>/objects`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The directory name of a kind, as the API's resource is named.
+fn resource(kind: DataKind) -> &'static str {
+    match kind {
+        DataKind::ConfigMap => "configmaps",
+        DataKind::Secret => "secrets",
+    }
+}
+
+/// The metadata the store itself sets: kept across updates, left out when comparing.
+const SERVER_FIELDS: [&str; 2] = ["uid", "creationTimestamp"];
+
+impl Store {
+    pub fn new(storage: &Path) -> Store {
+        Store {
+            root: storage.join("objects"),
+        }
+    }
+
+    /// The directory of one kind in one namespace.
+    pub fn dir(&self, kind: DataKind, namespace: &str) -> PathBuf {
+        self.root.join(namespace).join(resource(kind))
+    }
+
+    fn path(&self, kind: DataKind, namespace: &str, name: &str) -> PathBuf {
+        self.dir(kind, namespace).join(format!("{name}.json"))
+    }
+
+    /// Makes the directory of `kind` in `namespace` (a Secret's 0700), for a writer or a
+    /// watcher.
+    pub fn make_dir(&self, kind: DataKind, namespace: &str) -> Result<PathBuf, ObjectError> {
+        let dir = self.dir(kind, namespace);
+        let mode = match kind {
+            DataKind::ConfigMap => 0o755,
+            DataKind::Secret => 0o700,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(&dir)
+            .map_err(|source| ObjectError::Io {
+                what: "create",
+                path: dir.clone(),
+                source,
+            })?;
+        Ok(dir)
+    }
+
+    /// Keeps `object`: created, configured (changed), or unchanged. An immutable object that
+    /// exists may not change.
+    pub fn put(&self, object: &Object) -> Result<Change, ObjectError> {
+        let existing = self.get(object.kind, &object.namespace, &object.name)?;
+        let mut value = object.value.clone();
+        let change = match &existing {
+            None => Change::Created,
+            Some(old) => {
+                if without_server_fields(old) == without_server_fields(&value) {
+                    return Ok(Change::Unchanged);
+                }
+                if old.get("immutable") == Some(&Value::Bool(true)) {
+                    return Err(ObjectError::Immutable {
+                        kind: object.kind.kind(),
+                        namespace: object.namespace.clone(),
+                        name: object.name.clone(),
+                    });
+                }
+                Change::Configured
+            }
+        };
+        // The server's fields: kept from the object this one replaces, else made now.
+        let meta = value["metadata"].as_object_mut();
+        if let Some(meta) = meta {
+            for field in SERVER_FIELDS {
+                let kept = existing
+                    .as_ref()
+                    .and_then(|old| old["metadata"].get(field))
+                    .cloned();
+                let made = match field {
+                    "uid" => kept.unwrap_or_else(|| new_uid().into()),
+                    _ => kept.unwrap_or_else(|| {
+                        jiff::Timestamp::now()
+                            .strftime("%Y-%m-%dT%H:%M:%SZ")
+                            .to_string()
+                            .into()
+                    }),
+                };
+                meta.insert(field.into(), made);
+            }
+        }
+        let dir = self.make_dir(object.kind, &object.namespace)?;
+        let path = self.path(object.kind, &object.namespace, &object.name);
+        let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        write_atomic(&dir, &path, &text, object.kind == DataKind::Secret)?;
+        Ok(change)
+    }
+
+    /// The object named so, as kept (with its uid and creationTimestamp).
+    pub fn get(
+        &self,
+        kind: DataKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ObjectError> {
+        let path = self.path(kind, namespace, name);
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ObjectError::Io {
+                    what: "read",
+                    path,
+                    source,
+                });
+            }
+        };
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|err| ObjectError::Damaged {
+                path,
+                reason: err.to_string(),
+            })
+    }
+
+    /// Removes the object; whether it was there.
+    pub fn delete(&self, kind: DataKind, namespace: &str, name: &str) -> Result<bool, ObjectError> {
+        let path = self.path(kind, namespace, name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(ObjectError::Io {
+                what: "remove",
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Every object of `kind`, in `namespace` or in all of them, by namespace and name.
+    pub fn list(&self, kind: DataKind, namespace: Option<&str>) -> Result<Vec<Value>, ObjectError> {
+        let namespaces: Vec<String> = match namespace {
+            Some(ns) => vec![ns.to_owned()],
+            None => match std::fs::read_dir(&self.root) {
+                Ok(entries) => entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect(),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                Err(source) => {
+                    return Err(ObjectError::Io {
+                        what: "read",
+                        path: self.root.clone(),
+                        source,
+                    });
+                }
+            },
+        };
+        let mut found = Vec::new();
+        for ns in namespaces {
+            let dir = self.dir(kind, &ns);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut names: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .filter_map(|n| n.strip_suffix(".json").map(str::to_owned))
+                .collect();
+            names.sort();
+            for name in names {
+                if let Some(value) = self.get(kind, &ns, &name)? {
+                    found.push(value);
+                }
+            }
+        }
+        found.sort_by(|a, b| {
+            let key = |v: &Value| {
+                (
+                    v["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+                    v["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        Ok(found)
+    }
+}
+
+fn without_server_fields(value: &Value) -> Value {
+    let mut value = value.clone();
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        for field in SERVER_FIELDS {
+            meta.remove(field);
+        }
+    }
+    value
+}
+
+/// A new object uid: the kernel's random UUID, as the API server gives each object one.
+fn new_uid() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .map(|u| u.trim().to_owned())
+        .unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!("{nanos:032x}")
+        })
+}
+
+/// Writes `path` whole: a temporary file in `dir` (0600 when `private`), synced, renamed into
+/// place, the directory synced: after a crash the object is the old one or the new one.
+fn write_atomic(dir: &Path, path: &Path, text: &[u8], private: bool) -> Result<(), ObjectError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ObjectError::Io { what, path, source }
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if private { 0o600 } else { 0o644 })
+            .open(&tmp)?;
+        file.write_all(text)?;
+        file.sync_all()
+    })();
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("write", &tmp)(source));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io("rename into place", path)(e)
+    })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// What a pod reads of an object: every key with its bytes (a ConfigMap's `data` and
+/// `binaryData`, a Secret's `data` decoded), and which keys are a ConfigMap's `data` (the only
+/// ones its env references and `envFrom` see, as kubelet reads them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Data {
+    pub entries: BTreeMap<String, Vec<u8>>,
+    /// For env: a ConfigMap's `data`, a Secret's `data` as text.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The data of a stored object.
+pub fn data(kind: DataKind, value: &Value) -> Data {
+    use base64::Engine as _;
+    let decode = |text: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .unwrap_or_default()
+    };
+    let map = |field: &str| {
+        value[field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect::<Vec<_>>()
+    };
+    let mut out = Data::default();
+    match kind {
+        DataKind::ConfigMap => {
+            for (k, v) in map("data") {
+                out.entries.insert(k.clone(), v.clone().into_bytes());
+                out.env.insert(k, v);
+            }
+            for (k, v) in map("binaryData") {
+                out.entries.insert(k, decode(&v));
+            }
+        }
+        DataKind::Secret => {
+            for (k, v) in map("data") {
+                let bytes = decode(&v);
+                out.env
+                    .insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
+                out.entries.insert(k, bytes);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(kind: DataKind, name: &str, value: Value) -> Object {
+        Object {
+            kind,
+            namespace: "default".into(),
+            name: name.into(),
+            immutable: value.get("immutable") == Some(&Value::Bool(true)),
+            value,
+        }
+    }
+
+    #[test]
+    fn put_keeps_server_fields_and_says_what_changed() {
+        let dir = std::env::temp_dir().join(format!("podkit-objects-{}", std::process::id()));
+        let store = Store::new(&dir);
+        let v1 = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}, "data": {"k": "1"}});
+        let v2 = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}, "data": {"k": "2"}});
+        let a1 = object(DataKind::ConfigMap, "a", v1.clone());
+        assert_eq!(store.put(&a1).expect("store"), Change::Created);
+        let uid = store
+            .get(DataKind::ConfigMap, "default", "a")
+            .expect("store")
+            .expect("store")["metadata"]["uid"]
+            .clone();
+        assert_eq!(store.put(&a1).expect("store"), Change::Unchanged);
+        assert_eq!(
+            store
+                .put(&object(DataKind::ConfigMap, "a", v2))
+                .expect("store"),
+            Change::Configured
+        );
+        let kept = store
+            .get(DataKind::ConfigMap, "default", "a")
+            .expect("store")
+            .expect("store");
+        assert_eq!(kept["metadata"]["uid"], uid);
+        assert_eq!(kept["data"]["k"], "2");
+        assert_eq!(
+            store.list(DataKind::ConfigMap, None).expect("store").len(),
+            1
+        );
+
+        let mut frozen = v1;
+        frozen["immutable"] = true.into();
+        let s = object(DataKind::Secret, "s", frozen.clone());
+        assert_eq!(store.put(&s).expect("store"), Change::Created);
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(store.path(DataKind::Secret, "default", "s"))
+                .expect("store")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        frozen["data"]["k"] = "3".into();
+        let err = store
+            .put(&object(DataKind::Secret, "s", frozen))
+            .expect_err("refused");
+        assert!(err.to_string().contains("immutable"), "{err}");
+        assert!(
+            store
+                .delete(DataKind::Secret, "default", "s")
+                .expect("store")
+        );
+        assert!(
+            !store
+                .delete(DataKind::Secret, "default", "s")
+                .expect("store")
+        );
+        std::fs::remove_dir_all(&dir).expect("store");
+    }
+
+    #[test]
+    fn data_reads_as_kubelet_does() {
+        let cm = serde_json::json!({"data": {"a": "x"}, "binaryData": {"b": "AAE="}});
+        let d = data(DataKind::ConfigMap, &cm);
+        assert_eq!(d.entries["b"], vec![0, 1]);
+        assert_eq!(d.env.keys().collect::<Vec<_>>(), ["a"]);
+        let secret = serde_json::json!({"data": {"p": "aHVudGVyMg=="}});
+        let d = data(DataKind::Secret, &secret);
+        assert_eq!(d.env["p"], "hunter2");
+    }
+}

@@ -1,0 +1,386 @@
+//! The documents of a manifest besides Pods: ConfigMaps and Secrets (kept in podkit's object
+//! store for the pods that read them), and the kinds that mean nothing on one host (accepted
+//! and listed with the reason, never silently).
+//!
+//! Each is checked as the API server checks it (`ValidateConfigMap`, `ValidateSecret`): a DNS
+//! subdomain name, keys as `IsConfigMapKey` allows them, base64 where the API takes bytes, at
+//! most 1 MiB of data, the keys a typed Secret needs. What is stored is what the API server
+//! would keep: a Secret's `stringData` merged into its `data` (base64), its `type` defaulted to
+//! `Opaque`, the namespace filled in.
+
+use serde_json::{Map, Value};
+
+use super::validate::{self, Validator};
+use super::{DataKind, Object};
+
+/// The API server's bound on a ConfigMap's or Secret's data (`MaxSecretSize`,
+/// `RuntimeObjectsSizeLimit`): 1 MiB.
+const MAX_DATA: usize = 1024 * 1024;
+
+/// Kinds a manifest may hold that mean nothing on one host, and why: accepted, and named in
+/// what `apply` says, never dropped silently.
+const IGNORED_KINDS: &[(&str, &str)] = &[
+    (
+        "ServiceAccount",
+        "there is no API server for pods to call, so no identity to give them",
+    ),
+    (
+        "Role",
+        "there is no API server whose access it would control",
+    ),
+    (
+        "ClusterRole",
+        "there is no API server whose access it would control",
+    ),
+    (
+        "RoleBinding",
+        "there is no API server whose access it would control",
+    ),
+    (
+        "ClusterRoleBinding",
+        "there is no API server whose access it would control",
+    ),
+    (
+        "NetworkPolicy",
+        "NOT ENFORCED: podkit filters no traffic between pods",
+    ),
+    (
+        "Ingress",
+        "there is no ingress controller: publish a hostPort (or put `podkit proxy` in front)",
+    ),
+    ("IngressClass", "there is no ingress controller"),
+    (
+        "HorizontalPodAutoscaler",
+        "there are no metrics to scale on: replicas stay as given",
+    ),
+    (
+        "PodDisruptionBudget",
+        "one host has no voluntary evictions to budget",
+    ),
+    ("PriorityClass", "there is no scheduler to preempt with"),
+    ("LimitRange", "podkit applies no namespace defaults"),
+    ("ResourceQuota", "podkit enforces no namespace quotas"),
+    (
+        "StorageClass",
+        "volumes are directories under podkit's storage",
+    ),
+    (
+        "Namespace",
+        "namespaces need no making: podkit keeps objects by their metadata.namespace",
+    ),
+    (
+        "Service",
+        "NOT YET PROVIDING TRAFFIC: podkit has no Service IPs or names yet; reach a pod by \
+         its hostPort on this host",
+    ),
+];
+
+/// Kinds podkit will run but does not yet: refused with that said.
+const NOT_YET: &[&str] = &[
+    "Deployment",
+    "ReplicaSet",
+    "ReplicationController",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "PersistentVolumeClaim",
+    "PersistentVolume",
+];
+
+/// What a document that is neither a Pod nor a RuntimeClass is.
+pub(super) enum Other {
+    Object(Object),
+    /// `Kind/name: why it is ignored`.
+    Ignored(String),
+}
+
+/// Reads a document that is not a Pod or RuntimeClass: a ConfigMap, a Secret, or a kind that is
+/// ignored; anything else is refused naming its kind.
+pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
+    let kind = raw.get("kind").and_then(Value::as_str)?;
+    Some(match kind {
+        "ConfigMap" => config_map(raw).map(Other::Object),
+        "Secret" => secret(raw).map(Other::Object),
+        _ => {
+            if let Some((_, why)) = IGNORED_KINDS.iter().find(|(k, _)| *k == kind) {
+                let name = raw
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                Ok(Other::Ignored(format!("{kind}/{name}: ignored: {why}")))
+            } else if NOT_YET.contains(&kind) {
+                Err(vec![format!(
+                    "kind: {kind:?} is not supported by podkit yet (it runs Pods, and keeps \
+                     ConfigMaps and Secrets for them)"
+                )])
+            } else {
+                Err(vec![format!(
+                    "kind: {kind:?} is not a kind podkit knows (it runs Pods, keeps ConfigMaps \
+                     and Secrets, and ignores {} with the reason)",
+                    IGNORED_KINDS
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )])
+            }
+        }
+    })
+}
+
+/// The checks of both kinds: apiVersion, keys, metadata, name and namespace. The validator,
+/// the name and the namespace.
+fn common(raw: &Value, what: &str, fields: &[&str]) -> (Validator, String, String) {
+    let (mut v, name) = validate::object(raw, "v1", what, fields, &[]);
+    let namespace = match raw.pointer("/metadata/namespace").and_then(Value::as_str) {
+        None | Some("") => "default".to_owned(),
+        Some(ns) => {
+            if let Err(why) = validate::dns_label(ns) {
+                v.bad("metadata.namespace", format!("{ns:?} {why}"));
+            }
+            ns.to_owned()
+        }
+    };
+    (v, name, namespace)
+}
+
+/// The metadata kept: name, namespace, labels and annotations (the server's own fields are
+/// made again when stored).
+fn metadata(raw: &Value, name: &str, namespace: &str) -> Value {
+    let mut meta = Map::new();
+    meta.insert("name".into(), name.into());
+    meta.insert("namespace".into(), namespace.into());
+    for key in ["labels", "annotations"] {
+        if let Some(v) = raw.pointer(&format!("/metadata/{key}")) {
+            meta.insert(key.into(), v.clone());
+        }
+    }
+    Value::Object(meta)
+}
+
+/// A map of strings at `field` (`data`, `binaryData`, `stringData`): each key valid, each value a
+/// string (base64 when `base64`, which is checked). The keys with their values' sizes in bytes.
+fn string_map(
+    v: &mut Validator,
+    raw: &Value,
+    field: &str,
+    base64: bool,
+) -> Vec<(String, String, usize)> {
+    use base64::Engine as _;
+    let Some(value) = raw.get(field) else {
+        return Vec::new();
+    };
+    let Some(map) = value.as_object() else {
+        if !value.is_null() {
+            v.bad(field, "must be a map of strings");
+        }
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, value) in map {
+        let path = format!("{field}[{key:?}]");
+        if let Err(why) = validate::data_key(key) {
+            v.bad(&path, format!("{key:?}: {why}"));
+            continue;
+        }
+        let Some(text) = value.as_str() else {
+            v.bad(
+                &path,
+                format!("must be a string, not {value} (quote it: \"{value}\"), as the API server takes it"),
+            );
+            continue;
+        };
+        let size = if base64 {
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => bytes.len(),
+                Err(err) => {
+                    v.bad(&path, format!("not base64: {err}"));
+                    continue;
+                }
+            }
+        } else {
+            text.len()
+        };
+        out.push((key.clone(), text.to_owned(), size));
+    }
+    out
+}
+
+fn check_size(v: &mut Validator, what: &str, sizes: impl Iterator<Item = usize>) {
+    let total: usize = sizes.sum();
+    if total > MAX_DATA {
+        v.bad(
+            "data",
+            format!("Too long: {what} may hold at most {MAX_DATA} bytes, this one {total}"),
+        );
+    }
+}
+
+fn immutable(v: &mut Validator, raw: &Value) -> bool {
+    match raw.get("immutable") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            v.bad("immutable", "must be true or false");
+            false
+        }
+    }
+}
+
+/// A v1 ConfigMap.
+pub(super) fn config_map(raw: &Value) -> Result<Object, Vec<String>> {
+    let (mut v, name, namespace) = common(raw, "a ConfigMap", &["data", "binaryData", "immutable"]);
+    let data = string_map(&mut v, raw, "data", false);
+    let binary = string_map(&mut v, raw, "binaryData", true);
+    for (key, _, _) in &binary {
+        if data.iter().any(|(k, _, _)| k == key) {
+            v.bad(
+                &format!("data[{key:?}]"),
+                "duplicate of key present in binaryData",
+            );
+        }
+    }
+    check_size(
+        &mut v,
+        "a ConfigMap",
+        data.iter().chain(&binary).map(|(k, _, n)| k.len() + n),
+    );
+    let immutable = immutable(&mut v, raw);
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let mut value = Map::new();
+    value.insert("apiVersion".into(), "v1".into());
+    value.insert("kind".into(), "ConfigMap".into());
+    value.insert("metadata".into(), metadata(raw, &name, &namespace));
+    let to_map = |items: &[(String, String, usize)]| {
+        Value::Object(
+            items
+                .iter()
+                .map(|(k, text, _)| (k.clone(), Value::String(text.clone())))
+                .collect(),
+        )
+    };
+    if !data.is_empty() {
+        value.insert("data".into(), to_map(&data));
+    }
+    if !binary.is_empty() {
+        value.insert("binaryData".into(), to_map(&binary));
+    }
+    if immutable {
+        value.insert("immutable".into(), true.into());
+    }
+    Ok(Object {
+        kind: DataKind::ConfigMap,
+        namespace,
+        name,
+        value: Value::Object(value),
+        immutable,
+    })
+}
+
+/// The keys a Secret of a known type must have (`ValidateSecret`).
+fn required_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "kubernetes.io/dockercfg" => &[".dockercfg"],
+        "kubernetes.io/dockerconfigjson" => &[".dockerconfigjson"],
+        "kubernetes.io/tls" => &["tls.crt", "tls.key"],
+        "kubernetes.io/ssh-auth" => &["ssh-privatekey"],
+        _ => &[],
+    }
+}
+
+/// A v1 Secret.
+pub(super) fn secret(raw: &Value) -> Result<Object, Vec<String>> {
+    use base64::Engine as _;
+    let (mut v, name, namespace) = common(
+        raw,
+        "a Secret",
+        &["type", "data", "stringData", "immutable"],
+    );
+    let kind = match raw.get("type") {
+        None | Some(Value::Null) => "Opaque".to_owned(),
+        Some(Value::String(t)) if t.is_empty() => "Opaque".to_owned(),
+        Some(Value::String(t)) => t.clone(),
+        Some(_) => {
+            v.bad("type", "must be a string");
+            "Opaque".to_owned()
+        }
+    };
+    if kind == "kubernetes.io/service-account-token" {
+        v.bad(
+            "type",
+            "\"kubernetes.io/service-account-token\" is not supported by podkit: there is no \
+             API server to issue the token",
+        );
+    }
+    let data = string_map(&mut v, raw, "data", true);
+    let strings = string_map(&mut v, raw, "stringData", false);
+    // stringData wins over data for the same key, as the API server merges them.
+    let mut merged: Vec<(String, String, usize)> = data
+        .into_iter()
+        .filter(|(k, _, _)| !strings.iter().any(|(s, _, _)| s == k))
+        .collect();
+    for (key, text, size) in strings {
+        merged.push((
+            key,
+            base64::engine::general_purpose::STANDARD.encode(text),
+            size,
+        ));
+    }
+    merged.sort();
+    for key in required_keys(&kind) {
+        if !merged.iter().any(|(k, _, _)| k == key) {
+            v.bad(
+                &format!("data[{key:?}]"),
+                format!("required for a Secret of type {kind:?}"),
+            );
+        }
+    }
+    if kind == "kubernetes.io/basic-auth"
+        && !merged
+            .iter()
+            .any(|(k, _, _)| k == "username" || k == "password")
+    {
+        v.bad(
+            "data",
+            "a Secret of type \"kubernetes.io/basic-auth\" needs a username or a password",
+        );
+    }
+    check_size(
+        &mut v,
+        "a Secret",
+        merged.iter().map(|(k, _, n)| k.len() + n),
+    );
+    let immutable = immutable(&mut v, raw);
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let mut value = Map::new();
+    value.insert("apiVersion".into(), "v1".into());
+    value.insert("kind".into(), "Secret".into());
+    value.insert("metadata".into(), metadata(raw, &name, &namespace));
+    value.insert("type".into(), kind.into());
+    if !merged.is_empty() {
+        value.insert(
+            "data".into(),
+            Value::Object(
+                merged
+                    .into_iter()
+                    .map(|(k, text, _)| (k, Value::String(text)))
+                    .collect(),
+            ),
+        );
+    }
+    if immutable {
+        value.insert("immutable".into(), true.into());
+    }
+    Ok(Object {
+        kind: DataKind::Secret,
+        namespace,
+        name,
+        value: Value::Object(value),
+        immutable,
+    })
+}
