@@ -211,6 +211,14 @@ fn completion(args: CompletionArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The storage root of this command (`--storage`, `PODKIT_STORAGE`).
+fn storage() -> PathBuf {
+    STORAGE
+        .get()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORAGE))
+}
+
 /// The state root: `PODKIT_ROOT`, or /run/podkit.
 fn root() -> PathBuf {
     std::env::var_os("PODKIT_ROOT")

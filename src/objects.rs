@@ -1,9 +1,11 @@
-//! podkit's object store: the ConfigMaps and Secrets `apply` keeps for the pods that read them,
-//! as a cluster keeps them in its API server. One JSON file per object under the persistent
-//! storage root, `<storage>/objects/<namespace>/<configmaps|secrets>/<name>.json`, each written
-//! whole and renamed into place (a reader, a pod's supervisor watching the directory, never
-//! sees half of one). Secrets are readable by root only: their directory is 0700, their files
-//! 0600.
+//! podkit's object store: the ConfigMaps, Secrets and PersistentVolumeClaims `apply` keeps for
+//! the pods that use them, as a cluster keeps them in its API server. One JSON file per object
+//! under the persistent storage root, `<storage>/objects/<namespace>/<resource>/<name>.json`,
+//! each written whole and renamed into place (a reader, a pod's supervisor watching the
+//! directory, never sees half of one). Secrets are readable by root only: their directory is
+//! 0700, their files 0600. A claim's volume is a directory, `<storage>/volumes/<namespace>/<name>`,
+//! made when the claim is kept and removed with it (the Delete reclaim policy of a dynamically
+//! provisioned volume).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -12,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::spec::{DataKind, Object};
+use crate::spec::{Object, ObjectKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
@@ -26,6 +28,13 @@ pub enum ObjectError {
 
     #[error("{path:?} is damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
+
+    #[error(
+        "PersistentVolumeClaim {name:?} in namespace {namespace:?}: spec is immutable after \
+         creation except resources.requests (as the API server keeps it); delete the claim \
+         (and its data) to make it again"
+    )]
+    ClaimChanged { namespace: String, name: String },
 
     #[error(
         "{kind} {name:?} in namespace {namespace:?} is immutable (immutable: true): its data \
@@ -64,10 +73,11 @@ pub struct Store {
 }
 
 /// The directory name of a kind, as the API's resource is named.
-fn resource(kind: DataKind) -> &'static str {
+fn resource(kind: ObjectKind) -> &'static str {
     match kind {
-        DataKind::ConfigMap => "configmaps",
-        DataKind::Secret => "secrets",
+        ObjectKind::ConfigMap => "configmaps",
+        ObjectKind::Secret => "secrets",
+        ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
     }
 }
 
@@ -82,21 +92,21 @@ impl Store {
     }
 
     /// The directory of one kind in one namespace.
-    pub fn dir(&self, kind: DataKind, namespace: &str) -> PathBuf {
+    pub fn dir(&self, kind: ObjectKind, namespace: &str) -> PathBuf {
         self.root.join(namespace).join(resource(kind))
     }
 
-    fn path(&self, kind: DataKind, namespace: &str, name: &str) -> PathBuf {
+    fn path(&self, kind: ObjectKind, namespace: &str, name: &str) -> PathBuf {
         self.dir(kind, namespace).join(format!("{name}.json"))
     }
 
     /// Makes the directory of `kind` in `namespace` (a Secret's 0700), for a writer or a
     /// watcher.
-    pub fn make_dir(&self, kind: DataKind, namespace: &str) -> Result<PathBuf, ObjectError> {
+    pub fn make_dir(&self, kind: ObjectKind, namespace: &str) -> Result<PathBuf, ObjectError> {
         let dir = self.dir(kind, namespace);
         let mode = match kind {
-            DataKind::ConfigMap => 0o755,
-            DataKind::Secret => 0o700,
+            ObjectKind::Secret => 0o700,
+            _ => 0o755,
         };
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -120,6 +130,21 @@ impl Store {
             Some(old) => {
                 if without_server_fields(old) == without_server_fields(&value) {
                     return Ok(Change::Unchanged);
+                }
+                if object.kind == ObjectKind::PersistentVolumeClaim {
+                    let fixed = |v: &Value| {
+                        let mut spec = v["spec"].clone();
+                        if let Some(map) = spec.as_object_mut() {
+                            map.remove("resources");
+                        }
+                        spec
+                    };
+                    if fixed(old) != fixed(&value) {
+                        return Err(ObjectError::ClaimChanged {
+                            namespace: object.namespace.clone(),
+                            name: object.name.clone(),
+                        });
+                    }
                 }
                 if old.get("immutable") == Some(&Value::Bool(true)) {
                     return Err(ObjectError::Immutable {
@@ -151,17 +176,35 @@ impl Store {
                 meta.insert(field.into(), made);
             }
         }
+        if object.kind == ObjectKind::PersistentVolumeClaim {
+            // The volume first: a claim that is kept is bound, its directory there. 0777, as
+            // local-path provisioners make theirs: a pod's user of any uid can write it.
+            let volume = self.claim_dir(&object.namespace, &object.name);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o777)
+                .create(&volume)
+                .and_then(|()| {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o777))
+                })
+                .map_err(|source| ObjectError::Io {
+                    what: "create",
+                    path: volume.clone(),
+                    source,
+                })?;
+        }
         let dir = self.make_dir(object.kind, &object.namespace)?;
         let path = self.path(object.kind, &object.namespace, &object.name);
         let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
-        write_atomic(&dir, &path, &text, object.kind == DataKind::Secret)?;
+        write_atomic(&dir, &path, &text, object.kind == ObjectKind::Secret)?;
         Ok(change)
     }
 
     /// The object named so, as kept (with its uid and creationTimestamp).
     pub fn get(
         &self,
-        kind: DataKind,
+        kind: ObjectKind,
         namespace: &str,
         name: &str,
     ) -> Result<Option<Value>, ObjectError> {
@@ -185,9 +228,36 @@ impl Store {
             })
     }
 
-    /// Removes the object; whether it was there.
-    pub fn delete(&self, kind: DataKind, namespace: &str, name: &str) -> Result<bool, ObjectError> {
+    /// The directory of a PersistentVolumeClaim's volume.
+    pub fn claim_dir(&self, namespace: &str, name: &str) -> PathBuf {
+        self.root
+            .with_file_name("volumes")
+            .join(namespace)
+            .join(name)
+    }
+
+    /// Removes the object (a claim with its volume's data); whether it was there.
+    pub fn delete(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<bool, ObjectError> {
         let path = self.path(kind, namespace, name);
+        if kind == ObjectKind::PersistentVolumeClaim {
+            let volume = self.claim_dir(namespace, name);
+            match std::fs::remove_dir_all(&volume) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ObjectError::Io {
+                        what: "remove",
+                        path: volume,
+                        source,
+                    });
+                }
+            }
+        }
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -200,7 +270,11 @@ impl Store {
     }
 
     /// Every object of `kind`, in `namespace` or in all of them, by namespace and name.
-    pub fn list(&self, kind: DataKind, namespace: Option<&str>) -> Result<Vec<Value>, ObjectError> {
+    pub fn list(
+        &self,
+        kind: ObjectKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, ObjectError> {
         let namespaces: Vec<String> = match namespace {
             Some(ns) => vec![ns.to_owned()],
             None => match std::fs::read_dir(&self.root) {
@@ -319,7 +393,7 @@ pub struct Data {
 }
 
 /// The data of a stored object.
-pub fn data(kind: DataKind, value: &Value) -> Data {
+pub fn data(kind: ObjectKind, value: &Value) -> Data {
     use base64::Engine as _;
     let decode = |text: &str| {
         base64::engine::general_purpose::STANDARD
@@ -336,7 +410,7 @@ pub fn data(kind: DataKind, value: &Value) -> Data {
     };
     let mut out = Data::default();
     match kind {
-        DataKind::ConfigMap => {
+        ObjectKind::ConfigMap => {
             for (k, v) in map("data") {
                 out.entries.insert(k.clone(), v.clone().into_bytes());
                 out.env.insert(k, v);
@@ -345,7 +419,7 @@ pub fn data(kind: DataKind, value: &Value) -> Data {
                 out.entries.insert(k, decode(&v));
             }
         }
-        DataKind::Secret => {
+        ObjectKind::Secret => {
             for (k, v) in map("data") {
                 let bytes = decode(&v);
                 out.env
@@ -353,6 +427,7 @@ pub fn data(kind: DataKind, value: &Value) -> Data {
                 out.entries.insert(k, bytes);
             }
         }
+        ObjectKind::PersistentVolumeClaim => {}
     }
     out
 }
@@ -361,7 +436,7 @@ pub fn data(kind: DataKind, value: &Value) -> Data {
 mod tests {
     use super::*;
 
-    fn object(kind: DataKind, name: &str, value: Value) -> Object {
+    fn object(kind: ObjectKind, name: &str, value: Value) -> Object {
         Object {
             kind,
             namespace: "default".into(),
@@ -377,54 +452,57 @@ mod tests {
         let store = Store::new(&dir);
         let v1 = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}, "data": {"k": "1"}});
         let v2 = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "a", "namespace": "default"}, "data": {"k": "2"}});
-        let a1 = object(DataKind::ConfigMap, "a", v1.clone());
+        let a1 = object(ObjectKind::ConfigMap, "a", v1.clone());
         assert_eq!(store.put(&a1).expect("store"), Change::Created);
         let uid = store
-            .get(DataKind::ConfigMap, "default", "a")
+            .get(ObjectKind::ConfigMap, "default", "a")
             .expect("store")
             .expect("store")["metadata"]["uid"]
             .clone();
         assert_eq!(store.put(&a1).expect("store"), Change::Unchanged);
         assert_eq!(
             store
-                .put(&object(DataKind::ConfigMap, "a", v2))
+                .put(&object(ObjectKind::ConfigMap, "a", v2))
                 .expect("store"),
             Change::Configured
         );
         let kept = store
-            .get(DataKind::ConfigMap, "default", "a")
+            .get(ObjectKind::ConfigMap, "default", "a")
             .expect("store")
             .expect("store");
         assert_eq!(kept["metadata"]["uid"], uid);
         assert_eq!(kept["data"]["k"], "2");
         assert_eq!(
-            store.list(DataKind::ConfigMap, None).expect("store").len(),
+            store
+                .list(ObjectKind::ConfigMap, None)
+                .expect("store")
+                .len(),
             1
         );
 
         let mut frozen = v1;
         frozen["immutable"] = true.into();
-        let s = object(DataKind::Secret, "s", frozen.clone());
+        let s = object(ObjectKind::Secret, "s", frozen.clone());
         assert_eq!(store.put(&s).expect("store"), Change::Created);
         let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(store.path(DataKind::Secret, "default", "s"))
+            &std::fs::metadata(store.path(ObjectKind::Secret, "default", "s"))
                 .expect("store")
                 .permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
         frozen["data"]["k"] = "3".into();
         let err = store
-            .put(&object(DataKind::Secret, "s", frozen))
+            .put(&object(ObjectKind::Secret, "s", frozen))
             .expect_err("refused");
         assert!(err.to_string().contains("immutable"), "{err}");
         assert!(
             store
-                .delete(DataKind::Secret, "default", "s")
+                .delete(ObjectKind::Secret, "default", "s")
                 .expect("store")
         );
         assert!(
             !store
-                .delete(DataKind::Secret, "default", "s")
+                .delete(ObjectKind::Secret, "default", "s")
                 .expect("store")
         );
         std::fs::remove_dir_all(&dir).expect("store");
@@ -433,11 +511,11 @@ mod tests {
     #[test]
     fn data_reads_as_kubelet_does() {
         let cm = serde_json::json!({"data": {"a": "x"}, "binaryData": {"b": "AAE="}});
-        let d = data(DataKind::ConfigMap, &cm);
+        let d = data(ObjectKind::ConfigMap, &cm);
         assert_eq!(d.entries["b"], vec![0, 1]);
         assert_eq!(d.env.keys().collect::<Vec<_>>(), ["a"]);
         let secret = serde_json::json!({"data": {"p": "aHVudGVyMg=="}});
-        let d = data(DataKind::Secret, &secret);
+        let d = data(ObjectKind::Secret, &secret);
         assert_eq!(d.env["p"], "hunter2");
     }
 }

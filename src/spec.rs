@@ -373,27 +373,31 @@ pub enum EnvValue {
     Key(KeyRef),
 }
 
-/// A ConfigMap or a Secret: the objects a pod reads data from.
+/// The objects podkit keeps for pods: ConfigMaps and Secrets (which pods read data from) and
+/// PersistentVolumeClaims (whose volumes pods mount).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum DataKind {
+pub enum ObjectKind {
     ConfigMap,
     Secret,
+    PersistentVolumeClaim,
 }
 
-impl DataKind {
+impl ObjectKind {
     /// The kind as the API names it: `ConfigMap`, `Secret`.
     pub fn kind(self) -> &'static str {
         match self {
-            DataKind::ConfigMap => "ConfigMap",
-            DataKind::Secret => "Secret",
+            ObjectKind::ConfigMap => "ConfigMap",
+            ObjectKind::Secret => "Secret",
+            ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
         }
     }
 
-    /// As kubelet's messages name it: `configmap "x" not found`.
+    /// As kubectl and kubelet's messages name it: `configmap "x" not found`.
     pub fn lower(self) -> &'static str {
         match self {
-            DataKind::ConfigMap => "configmap",
-            DataKind::Secret => "secret",
+            ObjectKind::ConfigMap => "configmap",
+            ObjectKind::Secret => "secret",
+            ObjectKind::PersistentVolumeClaim => "persistentvolumeclaim",
         }
     }
 }
@@ -401,7 +405,7 @@ impl DataKind {
 /// One key of a ConfigMap or Secret in the pod's namespace (`configMapKeyRef`, `secretKeyRef`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
-    pub kind: DataKind,
+    pub kind: ObjectKind,
     pub name: String,
     pub key: String,
     /// A missing object or key leaves the variable out instead of failing the start.
@@ -411,7 +415,7 @@ pub struct KeyRef {
 /// `envFrom[]`: every key of a ConfigMap's `data` (or a Secret's), prefixed, before `env`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvFrom {
-    pub kind: DataKind,
+    pub kind: ObjectKind,
     pub name: String,
     pub prefix: String,
     pub optional: bool,
@@ -486,6 +490,12 @@ pub enum VolumeSource {
         sources: Vec<Projection>,
         memory: bool,
     },
+    /// `persistentVolumeClaim`: the claim's directory in podkit's storage, which outlives the
+    /// pod (until the claim is deleted); read-only when `readOnly`.
+    Claim {
+        name: String,
+        read_only: bool,
+    },
 }
 
 /// One source of a [`VolumeSource::Projected`] volume.
@@ -493,7 +503,7 @@ pub enum VolumeSource {
 pub enum Projection {
     /// The keys of a ConfigMap or Secret: all of them, or `items` only.
     Data {
-        kind: DataKind,
+        kind: ObjectKind,
         name: String,
         /// `items`: (key, relative path, mode); `None`: every key, at its own name.
         items: Option<Vec<KeyItem>>,
@@ -580,7 +590,7 @@ pub fn config_dir() -> PathBuf {
 /// A ConfigMap or Secret of a manifest, validated, as podkit's object store keeps it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {
-    pub kind: DataKind,
+    pub kind: ObjectKind,
     pub namespace: String,
     pub name: String,
     /// The object as the API server would keep it (a Secret's `stringData` merged into its

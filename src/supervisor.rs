@@ -702,8 +702,8 @@ fn reads_objects(plan: &PodPlan) -> bool {
         })
 }
 
-/// An inotify watch on the pod namespace's ConfigMaps and Secrets (their directories made if
-/// missing): objects are renamed into place or removed there.
+/// An inotify watch on the pod namespace's ConfigMaps, Secrets and PersistentVolumeClaims (their
+/// directories made if missing): objects are renamed into place or removed there.
 fn objects_watch(
     source: &volumes::ObjectSource,
 ) -> Result<tokio::io::unix::AsyncFd<ObjectsWatch>, String> {
@@ -711,8 +711,9 @@ fn objects_watch(
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
         .map_err(|e| format!("failed to watch the pod's ConfigMaps and Secrets: inotify: {e}"))?;
     for kind in [
-        crate::spec::DataKind::ConfigMap,
-        crate::spec::DataKind::Secret,
+        crate::spec::ObjectKind::ConfigMap,
+        crate::spec::ObjectKind::Secret,
+        crate::spec::ObjectKind::PersistentVolumeClaim,
     ] {
         let dir = source
             .store

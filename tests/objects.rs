@@ -353,6 +353,16 @@ spec:
     let described = env.ok(&["describe", "secret", "db"]);
     assert!(described.contains("password:  7 bytes"), "{described}");
     assert!(!described.contains("hunter2"), "{described}");
+    let pod_described = env.ok(&["describe", "pod", &pod]);
+    for line in [
+        "PASSWORD:  <set to the key 'password' in secret 'db'>  Optional: false",
+        "app-config  ConfigMap with prefix 'CFG_'  Optional: false",
+        "Type:         Secret (a volume populated by a Secret)",
+        "Sources:      ConfigMap app-config, Secret db, DownwardAPI, ConfigMap not-there",
+    ] {
+        assert!(pod_described.contains(line), "{line} in: {pod_described}");
+    }
+    assert!(!pod_described.contains("hunter2"), "{pod_described}");
     let yaml = env.ok(&["get", "cm", "app-config", "-o", "yaml"]);
     assert!(yaml.contains("greeting: hello"), "{yaml}");
     assert!(yaml.contains("uid:"), "{yaml}");
@@ -581,4 +591,113 @@ fn an_immutable_config_map_is_refused_a_change() {
     assert!(listed.contains("frozen"), "{listed}");
     let all = env.ok(&["get", "cm", "-A"]);
     assert!(all.starts_with("NAMESPACE"), "{all}");
+}
+
+/// A PersistentVolumeClaim is a directory under podkit's storage, Bound when applied: a pod
+/// writes to it, is deleted, and a new pod finds the data; the claim cannot be deleted while
+/// a pod mounts it, and takes its data with it when deleted. A pod whose claim is missing waits
+/// for it.
+#[test]
+fn a_claim_keeps_its_data_across_pods() {
+    let Some(env) = Env::new() else { return };
+    let pod = format!("pvc-{}", std::process::id());
+    let claim = format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {pod}-data}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+"
+    );
+    let pod_doc = format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: {pod}-data}}
+  containers:
+  - name: app
+    command: [sh, -c, 'echo run >> /var/lib/app/runs; exec sleep 1000']
+    volumeMounts: [{{name: data, mountPath: /var/lib/app}}]
+"
+    );
+    let _cleanup = Cleanup(&env, pod.clone());
+    // The pod before its claim: it waits, and starts when the claim is applied.
+    let pod_file = env.file("pod.yaml", &pod_doc);
+    let applied = env.podkit(&["apply", "-f", &pod_file]);
+    let said = String::from_utf8_lossy(&applied.stderr).into_owned();
+    assert!(
+        said.contains(&format!("persistentvolumeclaim \"{pod}-data\" not found")),
+        "{said}"
+    );
+    let claim_file = env.file("claim.yaml", &claim);
+    assert!(env.ok(&["apply", "-f", &claim_file]).contains("created"));
+    env.wait_for(&pod, "the pod to start once its claim is there", |j| {
+        running(j, "app")
+    });
+    let volume = env.storage().join(format!("volumes/default/{pod}-data"));
+    let runs = volume.join("runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&runs).unwrap_or_default() != "run\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the pod wrote nothing to its claim"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let table = env.ok(&["get", "pvc"]);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{pod}-data")))
+        .expect("the claim listed")
+        .split_whitespace()
+        .collect();
+    assert_eq!(row[1], "Bound", "{table}");
+    assert!(row[2].starts_with("pvc-"), "{table}");
+    assert_eq!(&row[3..5], ["1Gi", "RWO"], "{table}");
+    let described = env.ok(&["describe", "pvc", &format!("{pod}-data")]);
+    assert!(
+        described.contains(&format!("Used By:       {pod}")),
+        "{described}"
+    );
+    // Not deleted under a running pod.
+    let refused = env.podkit(&["delete", "pvc", &format!("{pod}-data")]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("in use by pod"));
+    assert!(runs.exists());
+    // A new pod finds the data.
+    env.ok(&["delete", "pod", &pod]);
+    env.ok(&["apply", "-f", &pod_file]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&runs).unwrap_or_default() != "run\nrun\n" {
+        assert!(
+            Instant::now() < deadline,
+            "the second pod did not find the data"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its spec cannot change, but for its size.
+    let changed = env.file(
+        "claim2.yaml",
+        &claim.replace("ReadWriteOnce", "ReadWriteMany"),
+    );
+    let refused = env.podkit(&["apply", "-f", &changed]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("spec is immutable after creation"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let bigger = env.file("claim3.yaml", &claim.replace("1Gi", "2Gi"));
+    assert!(env.ok(&["apply", "-f", &bigger]).contains("configured"));
+    env.ok(&["delete", "pod", &pod]);
+    let deleted = env.ok(&["delete", "pvc", &format!("{pod}-data")]);
+    assert!(deleted.contains("deleted"), "{deleted}");
+    assert!(!volume.exists(), "the claim's data goes with it");
+    assert_eq!(mounts_under(&env.state()), Vec::<String>::new());
 }

@@ -161,7 +161,7 @@ pub(super) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> any
         if plan.pull_secrets.0.iter().any(|(n, _)| n == name) {
             continue;
         }
-        let Some(secret) = store.get(spec::DataKind::Secret, &plan.namespace, name)? else {
+        let Some(secret) = store.get(spec::ObjectKind::Secret, &plan.namespace, name)? else {
             continue;
         };
         let (key, legacy) = match secret["type"].as_str() {

@@ -20,6 +20,7 @@ use crate::state::{self, PodState, TERMINATING};
   podkit delete -f web.yaml
   podkit delete configmap app-config
   podkit delete secret db-password -n shop
+  podkit delete pvc data            (its data too; refused while a pod mounts it)
   podkit delete pod web --wait=false
   podkit delete pod web --grace-period 5
   podkit delete pod web --now
@@ -27,12 +28,13 @@ use crate::state::{self, PodState, TERMINATING};
 Exit codes: 0 when everything named was deleted, 1 when one was not found or could not be \
 deleted.")]
 pub struct DeleteArgs {
-    /// The kind (`pod`, `configmap`, `secret`, or kubectl's short names `po`, `cm`), then the
-    /// names.
+    /// The kind (`pod`, `configmap`, `secret`, `persistentvolumeclaim`, or kubectl's short
+    /// names `po`, `cm`, `pvc`), then the names.
     #[arg(value_name = "KIND NAME")]
     what: Vec<String>,
 
-    /// The namespace of the ConfigMaps and Secrets named (pods are named across namespaces).
+    /// The namespace of the ConfigMaps, Secrets and claims named (pods are named across
+    /// namespaces).
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 
@@ -75,7 +77,7 @@ pub fn delete(
     args: DeleteArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
     // The objects to delete after the pods: (kind, namespace, name).
-    let mut objects: Vec<(spec::DataKind, String, String)> = Vec::new();
+    let mut objects: Vec<(spec::ObjectKind, String, String)> = Vec::new();
     let names: Vec<String> = match (&args.file, args.what.split_first()) {
         (Some(file), _) => {
             let manifest = spec::load_manifest(file)?;
@@ -91,14 +93,14 @@ pub fn delete(
                 bail!("name the pods to delete: podkit delete pod NAME")
             }
             (super::get::Kind::Pod, names) => names.to_vec(),
-            (super::get::Kind::Data(kind), []) => {
+            (super::get::Kind::Object(kind), []) => {
                 bail!(
                     "name the {}s to delete: podkit delete {} NAME",
                     kind.kind(),
                     kind.lower()
                 )
             }
-            (super::get::Kind::Data(kind), names) => {
+            (super::get::Kind::Object(kind), names) => {
                 objects = names
                     .iter()
                     .map(|n| (kind, args.namespace.clone(), n.clone()))
@@ -135,6 +137,20 @@ pub fn delete(
     // Pods that read a deleted object keep what they read, as under kubelet.
     let store = crate::objects::Store::new(storage);
     for (kind, namespace, name) in objects {
+        // A claim's data goes with it: never while a pod mounts it (a cluster keeps such a
+        // claim Terminating until the pod is gone).
+        if kind == spec::ObjectKind::PersistentVolumeClaim {
+            let users = super::get::claim_users(root, &namespace, &name);
+            if !users.is_empty() {
+                eprintln!(
+                    "error: persistentvolumeclaim {name:?} is in use by pod {}: delete the pod \
+                     first (its data is removed with the claim)",
+                    users.join(", ")
+                );
+                failed = true;
+                continue;
+            }
+        }
         match store.delete(kind, &namespace, &name) {
             Ok(true) => println!("{} {name:?} deleted", kind.lower()),
             Ok(false) => {

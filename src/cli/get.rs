@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::PodStatus;
 
-use crate::spec::DataKind;
+use crate::spec::ObjectKind;
 use crate::state::{self, PodState};
 
-/// Show pods, ConfigMaps and Secrets.
+/// Show pods, ConfigMaps, Secrets and PersistentVolumeClaims.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit get pods
@@ -18,9 +18,11 @@ use crate::state::{self, PodState};
   podkit get pods -o name
   podkit get configmaps            (also cm; secrets)
   podkit get cm,secret -A
-  podkit get secret db-password -o yaml")]
+  podkit get secret db-password -o yaml
+  podkit get pvc")]
 pub struct GetArgs {
-    /// What to get: `pods` (`pod`, `po`), `configmaps` (`cm`), `secrets`; several with commas.
+    /// What to get: `pods` (`pod`, `po`), `configmaps` (`cm`), `secrets`,
+    /// `persistentvolumeclaims` (`pvc`); several with commas.
     #[arg(value_name = "KIND")]
     kind: String,
 
@@ -31,11 +33,11 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "FORMAT")]
     output: Option<String>,
 
-    /// The namespace of the ConfigMaps and Secrets (pods are listed across namespaces).
+    /// The namespace of the ConfigMaps, Secrets and claims (pods are listed across namespaces).
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 
-    /// ConfigMaps and Secrets of every namespace.
+    /// ConfigMaps, Secrets and claims of every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
 }
@@ -48,14 +50,14 @@ pub struct GetArgs {
   podkit describe pods          (every pod)
   podkit describe configmap app-config")]
 pub struct DescribeArgs {
-    /// `pod` (`pods`, `po`), `configmap` (`cm`) or `secret`.
+    /// `pod` (`pods`, `po`), `configmap` (`cm`), `secret` or `persistentvolumeclaim` (`pvc`).
     #[arg(value_name = "KIND")]
     kind: String,
 
     /// What to describe (all of the kind when none is named).
     names: Vec<String>,
 
-    /// The namespace of the ConfigMaps and Secrets.
+    /// The namespace of the ConfigMaps, Secrets and claims.
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 }
@@ -64,7 +66,7 @@ pub struct DescribeArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Pod,
-    Data(DataKind),
+    Object(ObjectKind),
 }
 
 impl Kind {
@@ -72,9 +74,15 @@ impl Kind {
     pub fn parse(word: &str) -> anyhow::Result<Kind> {
         Ok(match word {
             "pod" | "pods" | "po" => Kind::Pod,
-            "configmap" | "configmaps" | "cm" => Kind::Data(DataKind::ConfigMap),
-            "secret" | "secrets" => Kind::Data(DataKind::Secret),
-            other => bail!("podkit knows pods (po), configmaps (cm) and secrets, not {other:?}"),
+            "configmap" | "configmaps" | "cm" => Kind::Object(ObjectKind::ConfigMap),
+            "secret" | "secrets" => Kind::Object(ObjectKind::Secret),
+            "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => {
+                Kind::Object(ObjectKind::PersistentVolumeClaim)
+            }
+            other => bail!(
+                "podkit knows pods (po), configmaps (cm), secrets and persistentvolumeclaims \
+                 (pvc), not {other:?}"
+            ),
         })
     }
 }
@@ -98,7 +106,7 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
                     any |= !pods.is_empty();
                     table(&pods, args.output.as_deref() == Some("wide"))
                 }
-                Kind::Data(kind) => {
+                Kind::Object(kind) => {
                     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
@@ -186,7 +194,7 @@ pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Resu
             .iter()
             .map(describe_one)
             .collect(),
-        Kind::Data(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
+        Kind::Object(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
             .iter()
             .map(|o| describe_object(kind, o))
             .collect(),
@@ -199,7 +207,7 @@ pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Resu
 /// when `None`).
 fn select_objects(
     storage: &Path,
-    kind: DataKind,
+    kind: ObjectKind,
     namespace: Option<&str>,
     names: &[String],
 ) -> anyhow::Result<Vec<serde_json::Value>> {
@@ -239,16 +247,20 @@ fn object_age(object: &serde_json::Value) -> String {
         .map_or_else(|| "<unknown>".to_owned(), short_duration)
 }
 
-/// kubectl's table of ConfigMaps (NAME DATA AGE) or Secrets (NAME TYPE DATA AGE).
-fn object_table(kind: DataKind, objects: &[serde_json::Value], namespaces: bool) -> String {
+/// kubectl's table of ConfigMaps (NAME DATA AGE), Secrets (NAME TYPE DATA AGE) or claims
+/// (NAME STATUS VOLUME CAPACITY ACCESS MODES STORAGECLASS AGE).
+fn object_table(kind: ObjectKind, objects: &[serde_json::Value], namespaces: bool) -> String {
     if objects.is_empty() {
         return String::new();
+    }
+    if kind == ObjectKind::PersistentVolumeClaim {
+        return claim_table(objects, namespaces);
     }
     let mut header = vec!["NAME".to_owned()];
     if namespaces {
         header.insert(0, "NAMESPACE".to_owned());
     }
-    if kind == DataKind::Secret {
+    if kind == ObjectKind::Secret {
         header.push("TYPE".into());
     }
     header.extend(["DATA".into(), "AGE".into()]);
@@ -260,7 +272,7 @@ fn object_table(kind: DataKind, objects: &[serde_json::Value], namespaces: bool)
             row.push(text(&o["metadata"]["namespace"]));
         }
         row.push(text(&o["metadata"]["name"]));
-        if kind == DataKind::Secret {
+        if kind == ObjectKind::Secret {
             row.push(text(&o["type"]));
         }
         row.push(data_count(o).to_string());
@@ -270,9 +282,72 @@ fn object_table(kind: DataKind, objects: &[serde_json::Value], namespaces: bool)
     super::render_table(&rows, "   ")
 }
 
-/// `kubectl describe` of a ConfigMap (its data shown, binary data as sizes) or a Secret (the
-/// sizes of its keys only).
-fn describe_object(kind: DataKind, o: &serde_json::Value) -> String {
+/// A claim's volume, as kubectl names a dynamically provisioned one: `pvc-<uid>`.
+fn claim_volume(claim: &serde_json::Value) -> String {
+    format!("pvc-{}", claim["metadata"]["uid"].as_str().unwrap_or(""))
+}
+
+/// Access modes as kubectl abbreviates them: `RWO,ROX`.
+fn access_modes(claim: &serde_json::Value) -> String {
+    claim["spec"]["accessModes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            Some(match m.as_str()? {
+                "ReadWriteOnce" => "RWO",
+                "ReadOnlyMany" => "ROX",
+                "ReadWriteMany" => "RWX",
+                "ReadWriteOncePod" => "RWOP",
+                other => other,
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn claim_table(claims: &[serde_json::Value], namespaces: bool) -> String {
+    let mut header: Vec<String> = [
+        "NAME",
+        "STATUS",
+        "VOLUME",
+        "CAPACITY",
+        "ACCESS MODES",
+        "STORAGECLASS",
+        "AGE",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if namespaces {
+        header.insert(0, "NAMESPACE".to_owned());
+    }
+    let mut rows = vec![header];
+    for c in claims {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let mut row = Vec::new();
+        if namespaces {
+            row.push(text(&c["metadata"]["namespace"]));
+        }
+        row.push(text(&c["metadata"]["name"]));
+        row.push(text(&c["status"]["phase"]));
+        row.push(claim_volume(c));
+        row.push(text(&c["status"]["capacity"]["storage"]));
+        row.push(access_modes(c));
+        row.push(
+            c["spec"]["storageClassName"]
+                .as_str()
+                .unwrap_or("<unset>")
+                .to_owned(),
+        );
+        row.push(object_age(c));
+        rows.push(row);
+    }
+    super::render_table(&rows, "   ")
+}
+
+/// `kubectl describe` of a ConfigMap (its data shown, binary data as sizes), a Secret (the
+/// sizes of its keys only) or a claim (its volume's directory, the pods using it).
+fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
     let mut out = String::new();
     let map_text = |v: &serde_json::Value| match v.as_object() {
         Some(map) if !map.is_empty() => map
@@ -300,7 +375,7 @@ fn describe_object(kind: DataKind, o: &serde_json::Value) -> String {
     );
     let data = crate::objects::data(kind, o);
     match kind {
-        DataKind::ConfigMap => {
+        ObjectKind::ConfigMap => {
             let _ = writeln!(out, "\nData\n====");
             for (key, value) in &data.env {
                 let _ = writeln!(out, "{key}:\n----\n{value}\n");
@@ -314,7 +389,40 @@ fn describe_object(kind: DataKind, o: &serde_json::Value) -> String {
                 }
             }
         }
-        DataKind::Secret => {
+        ObjectKind::PersistentVolumeClaim => {
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or("default");
+            let name = o["metadata"]["name"].as_str().unwrap_or("");
+            let _ = writeln!(
+                out,
+                "StorageClass:  {}",
+                o["spec"]["storageClassName"].as_str().unwrap_or("<unset>")
+            );
+            let _ = writeln!(
+                out,
+                "Status:        {}",
+                o["status"]["phase"].as_str().unwrap_or("")
+            );
+            let _ = writeln!(out, "Volume:        {}", claim_volume(o));
+            let _ = writeln!(
+                out,
+                "Capacity:      {} (requested; a directory, not enforced)",
+                o["status"]["capacity"]["storage"].as_str().unwrap_or("")
+            );
+            let _ = writeln!(out, "Access Modes:  {}", access_modes(o));
+            let _ = writeln!(out, "VolumeMode:    Filesystem");
+            let _ = writeln!(out, "Directory:     {}", claim_dir_of(ns, name).display());
+            let users = claim_users(&super::root(), ns, name);
+            let _ = writeln!(
+                out,
+                "Used By:       {}",
+                if users.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    users.join(", ")
+                }
+            );
+        }
+        ObjectKind::Secret => {
             let _ = writeln!(out, "\nType:  {}\n", o["type"].as_str().unwrap_or("Opaque"));
             let _ = writeln!(out, "Data\n====");
             for (key, bytes) in &data.entries {
@@ -658,6 +766,7 @@ fn describe_one(pod: &PodState) -> String {
                     let _ = writeln!(out, "    {}: {}", probe_title(probe), compact(&c[probe]));
                 }
             }
+            write_env(&mut out, c);
             for m in c["volumeMounts"].as_array().into_iter().flatten() {
                 let ro = if m["readOnly"].as_bool() == Some(true) {
                     "ro"
@@ -673,6 +782,7 @@ fn describe_one(pod: &PodState) -> String {
             }
         }
     }
+    write_volumes(&mut out, &pod.manifest["spec"]["volumes"]);
     let _ = writeln!(out, "Conditions:\n  Type              Status");
     for c in status.conditions.iter().flatten() {
         let _ = writeln!(out, "  {:<17} {}", c.type_, c.status);
@@ -766,4 +876,193 @@ fn state_text(state: Option<&k8s_openapi::api::core::v1::ContainerState>) -> Str
         );
     }
     "Unknown".into()
+}
+
+/// Where a claim's volume lives (this command's storage).
+fn claim_dir_of(namespace: &str, name: &str) -> std::path::PathBuf {
+    crate::objects::Store::new(&super::storage()).claim_dir(namespace, name)
+}
+
+/// The pods (of `namespace`) that mount the claim `name`, by name.
+pub(super) fn claim_users(root: &Path, namespace: &str, name: &str) -> Vec<String> {
+    let Ok(pods) = state::list(root) else {
+        return Vec::new();
+    };
+    pods.iter()
+        .filter(|p| {
+            p.manifest["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                == namespace
+        })
+        .filter(|p| {
+            p.manifest["spec"]["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v["persistentVolumeClaim"]["claimName"].as_str() == Some(name))
+        })
+        .map(|p| p.name.clone())
+        .collect()
+}
+
+/// A container's environment as `kubectl describe` shows it: literals, and where each
+/// reference reads from (never a Secret's value).
+fn write_env(out: &mut String, c: &serde_json::Value) {
+    let optional = |r: &serde_json::Value| r["optional"].as_bool().unwrap_or(false);
+    let env = c["env"].as_array().cloned().unwrap_or_default();
+    if !env.is_empty() {
+        let _ = writeln!(out, "    Environment:");
+        for e in env {
+            let name = e["name"].as_str().unwrap_or("");
+            let from = &e["valueFrom"];
+            let value = if let Some(v) = e["value"].as_str() {
+                v.to_owned()
+            } else if from["configMapKeyRef"].is_object() {
+                let r = &from["configMapKeyRef"];
+                format!(
+                    "<set to the key '{}' of config map '{}'>  Optional: {}",
+                    r["key"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or(""),
+                    optional(r)
+                )
+            } else if from["secretKeyRef"].is_object() {
+                let r = &from["secretKeyRef"];
+                format!(
+                    "<set to the key '{}' in secret '{}'>  Optional: {}",
+                    r["key"].as_str().unwrap_or(""),
+                    r["name"].as_str().unwrap_or(""),
+                    optional(r)
+                )
+            } else if from["fieldRef"].is_object() {
+                format!(
+                    "(v1:{})",
+                    from["fieldRef"]["fieldPath"].as_str().unwrap_or("")
+                )
+            } else if from["resourceFieldRef"].is_object() {
+                let r = &from["resourceFieldRef"];
+                format!(
+                    "{} ({})",
+                    r["containerName"].as_str().unwrap_or(""),
+                    r["resource"].as_str().unwrap_or("")
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "      {name}:  {value}");
+        }
+    }
+    let from = c["envFrom"].as_array().cloned().unwrap_or_default();
+    if !from.is_empty() {
+        let _ = writeln!(out, "    Environment Variables from:");
+        for f in from {
+            let (r, kind) = if f["configMapRef"].is_object() {
+                (&f["configMapRef"], "ConfigMap")
+            } else {
+                (&f["secretRef"], "Secret")
+            };
+            let prefix = f["prefix"]
+                .as_str()
+                .map(|p| format!(" with prefix '{p}'"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "      {}  {kind}{prefix}  Optional: {}",
+                r["name"].as_str().unwrap_or(""),
+                optional(r)
+            );
+        }
+    }
+}
+
+/// The pod's volumes as `kubectl describe` lists them: each one's type and what it reads.
+fn write_volumes(out: &mut String, volumes: &serde_json::Value) {
+    let volumes = volumes.as_array().cloned().unwrap_or_default();
+    if volumes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Volumes:");
+    for v in volumes {
+        let _ = writeln!(out, "  {}:", v["name"].as_str().unwrap_or(""));
+        let text = |x: &serde_json::Value| x.as_str().unwrap_or("").to_owned();
+        let lines: Vec<(&str, String)> = if v["configMap"].is_object() {
+            vec![
+                (
+                    "Type",
+                    "ConfigMap (a volume populated by a ConfigMap)".into(),
+                ),
+                ("Name", text(&v["configMap"]["name"])),
+                (
+                    "Optional",
+                    v["configMap"]["optional"]
+                        .as_bool()
+                        .unwrap_or(false)
+                        .to_string(),
+                ),
+            ]
+        } else if v["secret"].is_object() {
+            vec![
+                ("Type", "Secret (a volume populated by a Secret)".into()),
+                ("SecretName", text(&v["secret"]["secretName"])),
+                (
+                    "Optional",
+                    v["secret"]["optional"]
+                        .as_bool()
+                        .unwrap_or(false)
+                        .to_string(),
+                ),
+            ]
+        } else if v["projected"].is_object() {
+            let sources: Vec<String> = v["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| {
+                    if s["configMap"].is_object() {
+                        format!("ConfigMap {}", text(&s["configMap"]["name"]))
+                    } else if s["secret"].is_object() {
+                        format!("Secret {}", text(&s["secret"]["name"]))
+                    } else {
+                        "DownwardAPI".to_owned()
+                    }
+                })
+                .collect();
+            vec![
+                (
+                    "Type",
+                    "Projected (a volume that contains injected data from multiple sources)".into(),
+                ),
+                ("Sources", sources.join(", ")),
+            ]
+        } else if v["persistentVolumeClaim"].is_object() {
+            vec![
+                ("Type", "PersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same namespace)".into()),
+                ("ClaimName", text(&v["persistentVolumeClaim"]["claimName"])),
+                ("ReadOnly", v["persistentVolumeClaim"]["readOnly"].as_bool().unwrap_or(false).to_string()),
+            ]
+        } else if v["hostPath"].is_object() {
+            vec![
+                ("Type", "HostPath (bare host directory volume)".into()),
+                ("Path", text(&v["hostPath"]["path"])),
+                ("HostPathType", text(&v["hostPath"]["type"])),
+            ]
+        } else if v["downwardAPI"].is_object() {
+            vec![(
+                "Type",
+                "DownwardAPI (a volume populated by information about the pod)".into(),
+            )]
+        } else {
+            let medium = text(&v["emptyDir"]["medium"]);
+            vec![
+                (
+                    "Type",
+                    "EmptyDir (a temporary directory that shares a pod's lifetime)".into(),
+                ),
+                ("Medium", medium),
+            ]
+        };
+        for (key, value) in lines {
+            let _ = writeln!(out, "    {:<14}{value}", format!("{key}:"));
+        }
+    }
 }

@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use super::validate::{self, Validator};
-use super::{DataKind, Object};
+use super::{Object, ObjectKind};
 
 /// The API server's bound on a ConfigMap's or Secret's data (`MaxSecretSize`,
 /// `RuntimeObjectsSizeLimit`): 1 MiB.
@@ -84,7 +84,6 @@ const NOT_YET: &[&str] = &[
     "DaemonSet",
     "Job",
     "CronJob",
-    "PersistentVolumeClaim",
     "PersistentVolume",
 ];
 
@@ -102,6 +101,7 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
     Some(match kind {
         "ConfigMap" => config_map(raw).map(Other::Object),
         "Secret" => secret(raw).map(Other::Object),
+        "PersistentVolumeClaim" => claim(raw).map(Other::Object),
         _ => {
             if let Some((_, why)) = IGNORED_KINDS.iter().find(|(k, _)| *k == kind) {
                 let name = raw
@@ -112,12 +112,12 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
             } else if NOT_YET.contains(&kind) {
                 Err(vec![format!(
                     "kind: {kind:?} is not supported by podkit yet (it runs Pods, and keeps \
-                     ConfigMaps and Secrets for them)"
+                     ConfigMaps, Secrets and PersistentVolumeClaims for them)"
                 )])
             } else {
                 Err(vec![format!(
-                    "kind: {kind:?} is not a kind podkit knows (it runs Pods, keeps ConfigMaps \
-                     and Secrets, and ignores {} with the reason)",
+                    "kind: {kind:?} is not a kind podkit knows (it runs Pods, keeps ConfigMaps, \
+                     Secrets and PersistentVolumeClaims, and ignores {} with the reason)",
                     IGNORED_KINDS
                         .iter()
                         .map(|(k, _)| *k)
@@ -272,7 +272,7 @@ pub(super) fn config_map(raw: &Value) -> Result<Object, Vec<String>> {
         value.insert("immutable".into(), true.into());
     }
     Ok(Object {
-        kind: DataKind::ConfigMap,
+        kind: ObjectKind::ConfigMap,
         namespace,
         name,
         value: Value::Object(value),
@@ -377,10 +377,116 @@ pub(super) fn secret(raw: &Value) -> Result<Object, Vec<String>> {
         value.insert("immutable".into(), true.into());
     }
     Ok(Object {
-        kind: DataKind::Secret,
+        kind: ObjectKind::Secret,
         namespace,
         name,
         value: Value::Object(value),
         immutable,
+    })
+}
+
+/// The access modes a claim may ask for.
+const ACCESS_MODES: [&str; 4] = [
+    "ReadWriteOnce",
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOncePod",
+];
+
+/// A v1 PersistentVolumeClaim: a directory under podkit's storage, made when the claim is
+/// kept and bound at once, as a local-path provisioner with Immediate binding binds it. Its
+/// size is the request, not enforced (a directory has none, as local-path's has none); a claim
+/// that would bind to a given volume or be filled from a snapshot is refused.
+pub(super) fn claim(raw: &Value) -> Result<Object, Vec<String>> {
+    let (mut v, name, namespace) = common(raw, "a PersistentVolumeClaim", &["spec", "status"]);
+    let spec = raw.get("spec").cloned().unwrap_or(Value::Null);
+    v.keys(
+        &spec,
+        "spec",
+        &["accessModes", "resources", "storageClassName", "volumeMode"],
+        &[],
+    );
+    let modes: Vec<String> = match spec.get("accessModes").and_then(Value::as_array) {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .filter_map(|m| {
+                let m = m.as_str().unwrap_or_default();
+                if ACCESS_MODES.contains(&m) {
+                    Some(m.to_owned())
+                } else {
+                    v.bad(
+                        "spec.accessModes",
+                        format!("{m:?}: must be one of {}", ACCESS_MODES.join(", ")),
+                    );
+                    None
+                }
+            })
+            .collect(),
+        _ => {
+            v.bad("spec.accessModes", "at least 1 access mode is required");
+            Vec::new()
+        }
+    };
+    let resources = spec.get("resources").cloned().unwrap_or(Value::Null);
+    v.keys(&resources, "spec.resources", &["requests", "limits"], &[]);
+    let storage = resources
+        .pointer("/requests/storage")
+        .and_then(|q| match q {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    match &storage {
+        None => v.bad("spec.resources.requests.storage", "required"),
+        Some(q) => match super::quantity::Quantity::parse(q) {
+            Ok(parsed) if !parsed.is_negative() && !parsed.is_zero() => {}
+            Ok(_) => v.bad(
+                "spec.resources.requests.storage",
+                format!("{q:?}: must be greater than zero"),
+            ),
+            Err(why) => v.bad("spec.resources.requests.storage", format!("{q:?}: {why}")),
+        },
+    }
+    match spec.get("volumeMode").and_then(Value::as_str) {
+        None | Some("Filesystem") => {}
+        Some("Block") => v.bad(
+            "spec.volumeMode",
+            "\"Block\" is not supported by podkit: its claims are directories",
+        ),
+        Some(other) => v.bad(
+            "spec.volumeMode",
+            format!("{other:?}: must be Filesystem or Block"),
+        ),
+    }
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let mut kept = Map::new();
+    kept.insert("accessModes".into(), modes.clone().into());
+    kept.insert(
+        "resources".into(),
+        serde_json::json!({"requests": {"storage": storage.clone().unwrap_or_default()}}),
+    );
+    if let Some(class) = spec.get("storageClassName") {
+        kept.insert("storageClassName".into(), class.clone());
+    }
+    kept.insert("volumeMode".into(), "Filesystem".into());
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(raw, &name, &namespace),
+        "spec": Value::Object(kept),
+        "status": {
+            "phase": "Bound",
+            "accessModes": modes,
+            "capacity": {"storage": storage.unwrap_or_default()},
+        },
+    });
+    Ok(Object {
+        kind: ObjectKind::PersistentVolumeClaim,
+        namespace,
+        name,
+        value,
+        immutable: false,
     })
 }

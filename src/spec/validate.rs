@@ -17,11 +17,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
 use super::{
-    DEFAULT_TERMINATION_MESSAGE_PATH, DataKind, Dns, DownwardFile, DownwardValue, EnvFrom,
-    EnvValue, EnvVar, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity,
-    ImageRun, KeyItem, KeyRef, Member, Mount, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe,
-    Projection, ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources, RestartPolicy,
-    Runs, Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
+    DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvFrom, EnvValue, EnvVar,
+    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity, ImageRun, KeyItem,
+    KeyRef, Member, Mount, ObjectKind, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, Projection,
+    ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources, RestartPolicy, Runs,
+    Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in (and one label or annotation,
@@ -381,7 +381,7 @@ impl Validator {
     }
 
     /// Sorts the keys of `object` (at `path`) into honoured, ignored and refused.
-    fn keys(&mut self, object: &Value, path: &str, honoured: &[&str], ignored: &[&str]) {
+    pub(super) fn keys(&mut self, object: &Value, path: &str, honoured: &[&str], ignored: &[&str]) {
         let Some(map) = object.as_object() else {
             return;
         };
@@ -1228,8 +1228,8 @@ impl Validator {
         path: &str,
     ) -> Option<EnvFrom> {
         let (kind, name, optional, field) = match (&e.config_map_ref, &e.secret_ref) {
-            (Some(r), None) => (DataKind::ConfigMap, &r.name, r.optional, "configMapRef"),
-            (None, Some(r)) => (DataKind::Secret, &r.name, r.optional, "secretRef"),
+            (Some(r), None) => (ObjectKind::ConfigMap, &r.name, r.optional, "configMapRef"),
+            (None, Some(r)) => (ObjectKind::Secret, &r.name, r.optional, "secretRef"),
             (None, None) => {
                 self.bad(path, "must specify one of: `configMapRef` or `secretRef`");
                 return None;
@@ -1648,14 +1648,14 @@ impl Validator {
                 let (kind, name, key, optional, field) =
                     match (&from.config_map_key_ref, &from.secret_key_ref) {
                         (Some(r), _) => (
-                            DataKind::ConfigMap,
+                            ObjectKind::ConfigMap,
                             &r.name,
                             &r.key,
                             r.optional,
                             "configMapKeyRef",
                         ),
                         (_, Some(r)) => (
-                            DataKind::Secret,
+                            ObjectKind::Secret,
                             &r.name,
                             &r.key,
                             r.optional,
@@ -1693,10 +1693,10 @@ impl Validator {
                     );
                     return None;
                 };
-                let path = field.field_path.as_str();
+                let wanted = field.field_path.as_str();
                 // The whole of labels or annotations is for downwardAPI files only.
-                let whole_map = matches!(path, "metadata.labels" | "metadata.annotations");
-                if whole_map || !(FIELD_REFS.contains(&path) || one_label_or_annotation(path)) {
+                let whole_map = matches!(wanted, "metadata.labels" | "metadata.annotations");
+                if whole_map || !(FIELD_REFS.contains(&wanted) || one_label_or_annotation(wanted)) {
                     self.bad(
                         &format!("{path}.valueFrom.fieldRef.fieldPath"),
                         format!(
@@ -2201,7 +2201,7 @@ impl Validator {
     #[allow(clippy::too_many_arguments)]
     fn data_projection(
         &mut self,
-        kind: DataKind,
+        kind: ObjectKind,
         name: &str,
         name_field: &str,
         items: Option<&[k8s_openapi::api::core::v1::KeyToPath]>,
@@ -2301,7 +2301,7 @@ impl Validator {
                         &[],
                     );
                     out.extend(self.data_projection(
-                        DataKind::ConfigMap,
+                        ObjectKind::ConfigMap,
                         &c.name,
                         "name",
                         c.items.as_deref(),
@@ -2318,7 +2318,7 @@ impl Validator {
                     let spath = format!("{ppath}.secret");
                     self.keys(&raw["secret"], &spath, &["name", "items", "optional"], &[]);
                     out.extend(self.data_projection(
-                        DataKind::Secret,
+                        ObjectKind::Secret,
                         &c.name,
                         "name",
                         c.items.as_deref(),
@@ -2478,7 +2478,7 @@ impl Validator {
                 let default_mode =
                     self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
                 let data = self.data_projection(
-                    DataKind::ConfigMap,
+                    ObjectKind::ConfigMap,
                     &source.name,
                     "name",
                     source.items.as_deref(),
@@ -2504,7 +2504,7 @@ impl Validator {
                 let default_mode =
                     self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
                 let data = self.data_projection(
-                    DataKind::Secret,
+                    ObjectKind::Secret,
                     source.secret_name.as_deref().unwrap_or_default(),
                     "secretName",
                     source.items.as_deref(),
@@ -2516,6 +2516,21 @@ impl Validator {
                 VolumeSource::Projected {
                     sources: data.into_iter().collect(),
                     memory: true,
+                }
+            }
+            ([one], None, None) if one.as_str() == "persistentVolumeClaim" => {
+                let source = vol.persistent_volume_claim.as_ref()?;
+                let spath = format!("{path}.persistentVolumeClaim");
+                self.keys(
+                    &value["persistentVolumeClaim"],
+                    &spath,
+                    &["claimName", "readOnly"],
+                    &[],
+                );
+                self.object_name(&source.claim_name, &format!("{spath}.claimName"));
+                VolumeSource::Claim {
+                    name: source.claim_name.clone(),
+                    read_only: source.read_only.unwrap_or(false),
                 }
             }
             ([one], None, None) if one.as_str() == "projected" => {
@@ -2538,7 +2553,7 @@ impl Validator {
                 self.bad(
                     &format!("{path}.{one}"),
                     "not supported by podkit (supported volume sources: emptyDir, hostPath, configMap, \
-                     secret, projected, downwardAPI)",
+                     secret, projected, downwardAPI, persistentVolumeClaim)",
                 );
                 self.refused_volumes.push(vol.name.clone());
                 return None;

@@ -18,7 +18,7 @@ use super::image::error_chain;
 use super::reaper::Exit;
 use super::status::{State, Terminated};
 use super::{Pod, image, logs, probe, runtime, termination, volumes};
-use crate::spec::{self, DataKind, EnvValue, ImageRun, Member, RestartPolicy, Runs};
+use crate::spec::{self, EnvValue, ImageRun, Member, ObjectKind, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
 const START_ERROR: i32 = 128;
@@ -461,9 +461,9 @@ pub(crate) struct ObjectEnv {
 fn object_env(pod: &Pod, member: &Member) -> Result<ObjectEnv, String> {
     let store = crate::objects::Store::new(&image::storage());
     let ns = &pod.plan.namespace;
-    let mut cache: std::collections::HashMap<(DataKind, String), Option<crate::objects::Data>> =
+    let mut cache: std::collections::HashMap<(ObjectKind, String), Option<crate::objects::Data>> =
         std::collections::HashMap::new();
-    let mut read = |kind: DataKind, name: &str| -> Result<Option<crate::objects::Data>, String> {
+    let mut read = |kind: ObjectKind, name: &str| -> Result<Option<crate::objects::Data>, String> {
         if let Some(found) = cache.get(&(kind, name.to_owned())) {
             return Ok(found.clone());
         }

@@ -21,7 +21,7 @@ use tracing::warn;
 
 use crate::objects::{self, Store};
 use crate::spec::{
-    DataKind, DownwardValue, HostPathType, Member, Projection, Volume, VolumeSource,
+    DownwardValue, HostPathType, Member, ObjectKind, Projection, Volume, VolumeSource,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,8 @@ pub struct Volumes {
     journal: PathBuf,
     /// configMap, secret and projected volumes, rewritten when their objects change.
     objects: Vec<ObjectVolume>,
+    /// persistentVolumeClaim volumes: (volume, claim, bound), bound once the claim is there.
+    claims: Vec<(String, String, bool)>,
     source: Option<ObjectSource>,
     fs_group: Option<u32>,
 }
@@ -125,9 +127,10 @@ impl Volumes {
         };
         for volume in volumes {
             match made.prepare_one(volume, dir, fs_group, render) {
-                Ok(root) => {
+                Ok(Some(root)) => {
                     made.roots.insert(volume.name.clone(), root);
                 }
+                Ok(None) => {}
                 Err(err) => {
                     made.cleanup();
                     return Err(err);
@@ -143,7 +146,7 @@ impl Volumes {
         dir: &Path,
         fs_group: Option<u32>,
         render: &dyn Fn(&DownwardValue) -> String,
-    ) -> Result<PathBuf, VolumeError> {
+    ) -> Result<Option<PathBuf>, VolumeError> {
         let io = |path: &Path| {
             let (volume, path) = (volume.name.clone(), path.to_path_buf());
             move |source| VolumeError::Io {
@@ -173,11 +176,20 @@ impl Volumes {
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o2777))
                         .map_err(io(&path))?;
                 }
-                Ok(path)
+                Ok(Some(path))
             }
             VolumeSource::HostPath { path, kind } => {
                 check_host_path(&volume.name, path, *kind)?;
-                Ok(path.clone())
+                Ok(Some(path.clone()))
+            }
+            VolumeSource::Claim { name, read_only } => {
+                if *read_only {
+                    self.read_only.push(volume.name.clone());
+                }
+                self.claims.push((volume.name.clone(), name.clone(), false));
+                // Its directory, when the claim is there; else it waits (sync_objects).
+                let _ = self.sync_objects(render);
+                Ok(None)
             }
             VolumeSource::DownwardApi { files } => {
                 let path = dir.join(&volume.name);
@@ -187,7 +199,7 @@ impl Volumes {
                     .collect();
                 atomic_write(&path, &files, fs_group).map_err(io(&path))?;
                 self.read_only.push(volume.name.clone());
-                Ok(path)
+                Ok(Some(path))
             }
             VolumeSource::Projected { sources, memory } => {
                 let path = dir.join(&volume.name);
@@ -207,7 +219,7 @@ impl Volumes {
                 // Written now when its objects are there; else it waits, and so do the
                 // containers (sync_objects before each start).
                 let _ = self.sync_objects(render);
-                Ok(path)
+                Ok(Some(path))
             }
         }
     }
@@ -237,17 +249,18 @@ impl Volumes {
         Ok(())
     }
 
-    /// Whether the pod has configMap, secret or projected volumes.
+    /// Whether the pod has configMap, secret, projected or persistentVolumeClaim volumes.
     pub fn has_objects(&self) -> bool {
-        !self.objects.is_empty()
+        !self.objects.is_empty() || !self.claims.is_empty()
     }
 
     /// Writes each configMap, secret and projected volume whose objects changed since it was
     /// last written (or were missing), as kubelet's atomic writer updates one: the new files in
     /// a new timestamped directory, then the `..data` link swapped to it by a rename, so a
     /// reader sees the old files or the new, never a mix. A volume written once keeps its files
-    /// when its object goes (as kubelet keeps them). The first volume that cannot be written
-    /// yet (an object or key missing) is the error; the others are written all the same.
+    /// when its object goes (as kubelet keeps them). A persistentVolumeClaim volume is bound to
+    /// its claim's directory once the claim is there. The first volume that cannot be made
+    /// yet (an object or key missing) is the error; the others are made all the same.
     pub fn sync_objects(
         &mut self,
         render: &dyn Fn(&DownwardValue) -> String,
@@ -281,6 +294,38 @@ impl Volumes {
                 }
                 Err(message) => {
                     warn!(volume = %volume.name, %message, "kept the volume's files: its objects cannot be read now");
+                }
+            }
+        }
+        for (volume, claim, bound) in &mut self.claims {
+            if *bound {
+                continue;
+            }
+            let kind = ObjectKind::PersistentVolumeClaim;
+            match source.store.get(kind, &source.namespace, claim) {
+                Ok(Some(_)) => {
+                    let dir = source.store.claim_dir(&source.namespace, claim);
+                    if dir.is_dir() {
+                        self.roots.insert(volume.clone(), dir);
+                        *bound = true;
+                        continue;
+                    }
+                    first.get_or_insert(VolumeError::Objects {
+                        volume: volume.clone(),
+                        message: format!("the volume of persistentvolumeclaim {claim:?} is missing: {dir:?} (apply the claim again)"),
+                    });
+                }
+                Ok(None) => {
+                    first.get_or_insert(VolumeError::Objects {
+                        volume: volume.clone(),
+                        message: format!("persistentvolumeclaim {claim:?} not found"),
+                    });
+                }
+                Err(err) => {
+                    first.get_or_insert(VolumeError::Objects {
+                        volume: volume.clone(),
+                        message: format!("{err:#}"),
+                    });
                 }
             }
         }
@@ -494,10 +539,10 @@ fn payload(
                                 None if *optional => {}
                                 None => {
                                     let what = match kind {
-                                        DataKind::ConfigMap => {
+                                        ObjectKind::ConfigMap => {
                                             "configmap references non-existent config key"
                                         }
-                                        DataKind::Secret => {
+                                        ObjectKind::Secret | ObjectKind::PersistentVolumeClaim => {
                                             "secret references non-existent secret key"
                                         }
                                     };
