@@ -18,6 +18,10 @@ mod get;
 mod images;
 mod logs;
 mod pull;
+mod workloads;
+
+pub(crate) use apply::{pull_secrets_from_store, start_supervisor};
+pub(crate) use delete::request_delete;
 
 /// Run Kubernetes-style pods on one Linux host, with no container engine and no daemon.
 ///
@@ -102,6 +106,15 @@ enum Verb {
     #[command(verbatim_doc_comment)]
     Proxy(Box<sidecars::proxy::Args>),
     Completion(CompletionArgs),
+    Scale(workloads::ScaleArgs),
+    Rollout(workloads::RolloutArgs),
+    /// The controller of one workload (started by `apply`, detached).
+    #[command(hide = true)]
+    Controller {
+        kind: String,
+        namespace: String,
+        name: String,
+    },
     /// PID 1 of a pod with `shareProcessNamespace: true`: reaps orphans, exits on SIGTERM.
     #[command(hide = true)]
     Pause,
@@ -377,6 +390,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Supervise { quiet, detach } => supervise(quiet, detach),
         Verb::Apply(args) => apply::apply(&root(), &cli.storage, args),
         Verb::Completion(args) => completion(args),
+        Verb::Scale(args) => workloads::scale(&root(), &cli.storage, args),
+        Verb::Rollout(args) => workloads::rollout(&root(), &cli.storage, args),
+        Verb::Controller {
+            kind,
+            namespace,
+            name,
+        } => {
+            anyhow::ensure!(kind == "deployment", "no controller for {kind:?}");
+            crate::controller::run(
+                &root(),
+                &cli.storage,
+                spec::ObjectKind::Deployment,
+                &namespace,
+                &name,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -399,7 +429,7 @@ fn run_pods(storage: &std::path::Path, args: RunArgs) -> anyhow::Result<ExitCode
     }
     let mut plans = manifest.pods;
     for plan in &mut plans {
-        apply::pull_secrets_from_store(storage, plan)?;
+        pull_secrets_from_store(storage, plan)?;
     }
     if let Some(name) = &args.pod {
         plans.retain(|p| &p.name == name);

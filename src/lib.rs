@@ -5,7 +5,8 @@
 //! - `supervisor.rs`: one pod's pause process and kubelet;
 //! - `pause.rs`: PID 1 of a pod's PID namespace;
 //! - `state.rs`: pods as their state directories show them (what the CLI reads);
-//! - `objects.rs`: the ConfigMaps and Secrets `apply` keeps for pods;
+//! - `objects.rs`: the ConfigMaps, Secrets, claims and Deployments `apply` keeps;
+//! - `controller.rs`: one small process per Deployment, keeping its pods;
 //! - `logs.rs`: containers' logs as kubectl shows them (the supervisor's `GET /logs` and the
 //!   CLI without a supervisor);
 //! - `cli.rs`: the command line.
@@ -13,6 +14,7 @@
 //! The namespaces come from the `netns` crate; the sidecars from `sidecars`.
 
 pub mod cli;
+pub mod controller;
 pub mod logs;
 pub mod objects;
 mod pause;

@@ -78,6 +78,7 @@ fn resource(kind: ObjectKind) -> &'static str {
         ObjectKind::ConfigMap => "configmaps",
         ObjectKind::Secret => "secrets",
         ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
+        ObjectKind::Deployment => "deployments",
     }
 }
 
@@ -427,7 +428,7 @@ pub fn data(kind: ObjectKind, value: &Value) -> Data {
                 out.entries.insert(k, bytes);
             }
         }
-        ObjectKind::PersistentVolumeClaim => {}
+        ObjectKind::PersistentVolumeClaim | ObjectKind::Deployment => {}
     }
     out
 }

@@ -380,6 +380,8 @@ pub enum ObjectKind {
     ConfigMap,
     Secret,
     PersistentVolumeClaim,
+    /// Kept by a controller process of its own (`crate::controller`).
+    Deployment,
 }
 
 impl ObjectKind {
@@ -389,6 +391,15 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "ConfigMap",
             ObjectKind::Secret => "Secret",
             ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ObjectKind::Deployment => "Deployment",
+        }
+    }
+
+    /// As kubectl prints an object of the kind: `configmap/app`, `deployment.apps/web`.
+    pub fn printed(self) -> &'static str {
+        match self {
+            ObjectKind::Deployment => "deployment.apps",
+            other => other.lower(),
         }
     }
 
@@ -398,6 +409,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "configmap",
             ObjectKind::Secret => "secret",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaim",
+            ObjectKind::Deployment => "deployment",
         }
     }
 }
@@ -840,6 +852,56 @@ pub fn load_manifest(path: &std::path::Path) -> Result<Manifest, SpecError> {
         }
     }
     Ok(manifest)
+}
+
+/// The pod a workload's controller makes from the workload's template: named `name`, with
+/// `labels` added to the template's (`pod-template-hash`) and `owner` as its controller
+/// reference; validated as any Pod, its `runtimeClassName` resolved as [`load`] resolves one.
+pub fn template_plan(
+    workload: &serde_json::Value,
+    name: &str,
+    labels: &[(&str, &str)],
+    owner: serde_json::Value,
+) -> Result<PodPlan, SpecError> {
+    let mut workload = workload.clone();
+    let template_labels = workload
+        .pointer_mut("/spec/template/metadata")
+        .and_then(serde_json::Value::as_object_mut)
+        .map(|meta| {
+            meta.entry("labels")
+                .or_insert_with(|| serde_json::json!({}))
+        });
+    if let Some(map) = template_labels.and_then(serde_json::Value::as_object_mut) {
+        for (k, v) in labels {
+            map.insert((*k).to_owned(), (*v).into());
+        }
+    }
+    let what = format!(
+        "{} {:?}",
+        workload["kind"].as_str().unwrap_or("workload"),
+        workload["metadata"]["name"].as_str().unwrap_or("")
+    );
+    let mut plan =
+        objects::template_pod(&workload, "/spec/template", name).map_err(|problems| {
+            SpecError::Invalid {
+                file: what.clone(),
+                problems,
+            }
+        })?;
+    plan.manifest["metadata"]["ownerReferences"] = serde_json::json!([owner]);
+    if let (Some(class), None) = (plan.runtime_class.clone(), &plan.runtime_handler) {
+        let dir = config_dir().join("runtimeclasses");
+        resolve_class(&mut plan, &configured_classes(&dir)?);
+        if plan.runtime_handler.is_none() {
+            return Err(SpecError::RuntimeClassNotFound {
+                file: what,
+                pod: name.to_owned(),
+                class,
+                dir: dir.display().to_string(),
+            });
+        }
+    }
+    Ok(plan)
 }
 
 /// The manifests of a directory: its `*.yaml`, `*.yml` and `*.json` files, by name.

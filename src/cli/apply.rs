@@ -79,6 +79,12 @@ pub fn apply(
     for line in keep_objects(storage, &manifest)? {
         println!("{line}");
     }
+    // Each Deployment's controller, started unless it runs; a changed one sees its object.
+    for object in &manifest.objects {
+        if object.kind == spec::ObjectKind::Deployment {
+            crate::controller::ensure(root, storage, object.kind, &object.namespace, &object.name)?;
+        }
+    }
     let mut plans = manifest.pods;
     for plan in &mut plans {
         pull_secrets_from_store(storage, plan)?;
@@ -105,7 +111,7 @@ pub fn apply(
         for warning in &plan.warnings {
             eprintln!("warning: pod {:?}: {warning}", plan.name);
         }
-        start_detached(root, &plan)?;
+        start_supervisor(root, &plan)?;
         started.push(plan.name);
     }
     let mut failed = false;
@@ -143,7 +149,7 @@ pub(super) fn keep_objects(
             .with_context(|| format!("failed to keep {} {:?}", object.kind.lower(), object.name))?;
         said.push(format!(
             "{}/{} {}",
-            object.kind.lower(),
+            object.kind.printed(),
             object.name,
             change.word()
         ));
@@ -154,7 +160,7 @@ pub(super) fn keep_objects(
 /// The credentials of `imagePullSecrets` the manifest does not hold, from Secrets kept before
 /// (of type `kubernetes.io/dockerconfigjson` or `dockercfg`), as kubelet reads them from the
 /// API server.
-pub(super) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> anyhow::Result<()> {
+pub(crate) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> anyhow::Result<()> {
     use base64::Engine as _;
     let store = crate::objects::Store::new(storage);
     for name in &plan.pull_secret_names {
@@ -186,7 +192,7 @@ pub(super) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> any
 }
 
 /// Starts `podkit supervise --detach` with the plan on a memfd as its stdin.
-fn start_detached(root: &Path, plan: &PodPlan) -> anyhow::Result<()> {
+pub(crate) fn start_supervisor(root: &Path, plan: &PodPlan) -> anyhow::Result<()> {
     // The supervisor's own output goes next to the pod's state; the directory does not exist
     // yet (the supervisor makes it), so the log starts in the pods directory.
     let pods = root.join("pods");

@@ -151,8 +151,21 @@ pub fn delete(
                 continue;
             }
         }
-        match store.delete(kind, &namespace, &name) {
-            Ok(true) => println!("{} {name:?} deleted", kind.lower()),
+        let deployment = kind == spec::ObjectKind::Deployment;
+        let removed = store.delete(kind, &namespace, &name);
+        // A Deployment's pods go with it: its controller stopped first (it would replace
+        // them), then each pod deleted as `delete pod` deletes it.
+        if deployment && removed.as_ref().is_ok_and(|r| *r) {
+            crate::controller::stop(root, kind, &namespace, &name);
+            for pod in crate::controller::owned_pods(root, &namespace, &name) {
+                if let Err(err) = delete_one(root, &pod, args.wait, None) {
+                    eprintln!("error: pod {:?}: {err:#}", pod.name);
+                    failed = true;
+                }
+            }
+        }
+        match removed {
+            Ok(true) => println!("{} {name:?} deleted", kind.printed()),
             Ok(false) => {
                 eprintln!(
                     "{} {name:?} not found in namespace {namespace:?}",
@@ -219,6 +232,22 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> an
             _ => std::thread::sleep(Duration::from_millis(20)),
         }
     }
+}
+
+/// Asks the pod's supervisor to delete it (its own grace period), without waiting: the
+/// Terminating marker, then the pod's API, or SIGTERM when the API does not answer.
+pub(crate) fn request_delete(pod: &PodState) -> anyhow::Result<()> {
+    let Some(pid) = pod.supervisor else {
+        return Ok(());
+    };
+    std::fs::write(pod.dir.join(TERMINATING), "")?;
+    if api_delete(&pod.dir, None).is_err() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
+    }
+    Ok(())
 }
 
 /// `DELETE /pod[?gracePeriodSeconds=N]` on the pod's `api.sock`.

@@ -79,9 +79,10 @@ impl Kind {
             "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => {
                 Kind::Object(ObjectKind::PersistentVolumeClaim)
             }
+            "deployment" | "deployments" | "deploy" => Kind::Object(ObjectKind::Deployment),
             other => bail!(
-                "podkit knows pods (po), configmaps (cm), secrets and persistentvolumeclaims \
-                 (pvc), not {other:?}"
+                "podkit knows pods (po), deployments (deploy), configmaps (cm), secrets and \
+                 persistentvolumeclaims (pvc), not {other:?}"
             ),
         })
     }
@@ -107,17 +108,23 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
                     table(&pods, args.output.as_deref() == Some("wide"))
                 }
                 Kind::Object(kind) => {
+                    if kind == ObjectKind::Deployment {
+                        crate::controller::ensure_all(root, storage);
+                    }
                     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
                     match args.output.as_deref() {
+                        None | Some("wide") if kind == ObjectKind::Deployment => {
+                            super::workloads::table(root, &found, args.all_namespaces, &object_age)
+                        }
                         None | Some("wide") => object_table(kind, &found, args.all_namespaces),
                         Some("name") => found
                             .iter()
                             .map(|o| {
                                 format!(
                                     "{}/{}\n",
-                                    kind.lower(),
+                                    kind.printed(),
                                     o["metadata"]["name"].as_str().unwrap_or("")
                                 )
                             })
@@ -194,6 +201,15 @@ pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Resu
             .iter()
             .map(describe_one)
             .collect(),
+        Kind::Object(ObjectKind::Deployment) => select_objects(
+            storage,
+            ObjectKind::Deployment,
+            Some(&args.namespace),
+            &args.names,
+        )?
+        .iter()
+        .map(|d| super::workloads::describe(root, d))
+        .collect(),
         Kind::Object(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
             .iter()
             .map(|o| describe_object(kind, o))
@@ -422,6 +438,8 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
                 }
             );
         }
+        // Described by `workloads::describe`.
+        ObjectKind::Deployment => {}
         ObjectKind::Secret => {
             let _ = writeln!(out, "\nType:  {}\n", o["type"].as_str().unwrap_or("Opaque"));
             let _ = writeln!(out, "Data\n====");

@@ -2289,41 +2289,27 @@ impl Validator {
                 .map(|o| o.keys().collect())
                 .unwrap_or_default();
             match set.as_slice() {
-                [one] if one.as_str() == "configMap" => {
-                    let Some(c) = &projection.config_map else {
-                        continue;
-                    };
-                    let spath = format!("{ppath}.configMap");
+                [one] if one.as_str() == "configMap" || one.as_str() == "secret" => {
+                    let (kind, name, items, optional) =
+                        match (&projection.config_map, &projection.secret) {
+                            (Some(c), _) => (ObjectKind::ConfigMap, &c.name, &c.items, c.optional),
+                            (_, Some(c)) => (ObjectKind::Secret, &c.name, &c.items, c.optional),
+                            (None, None) => continue,
+                        };
+                    let spath = format!("{ppath}.{one}");
                     self.keys(
-                        &raw["configMap"],
+                        &raw[one.as_str()],
                         &spath,
                         &["name", "items", "optional"],
                         &[],
                     );
                     out.extend(self.data_projection(
-                        ObjectKind::ConfigMap,
-                        &c.name,
+                        kind,
+                        name,
                         "name",
-                        c.items.as_deref(),
+                        items.as_deref(),
                         default_mode,
-                        c.optional,
-                        &spath,
-                        &mut paths,
-                    ));
-                }
-                [one] if one.as_str() == "secret" => {
-                    let Some(c) = &projection.secret else {
-                        continue;
-                    };
-                    let spath = format!("{ppath}.secret");
-                    self.keys(&raw["secret"], &spath, &["name", "items", "optional"], &[]);
-                    out.extend(self.data_projection(
-                        ObjectKind::Secret,
-                        &c.name,
-                        "name",
-                        c.items.as_deref(),
-                        default_mode,
-                        c.optional,
+                        optional,
                         &spath,
                         &mut paths,
                     ));
@@ -2466,56 +2452,58 @@ impl Validator {
                     files: self.downward_api(source, &format!("{path}.downwardAPI")),
                 }
             }
-            ([one], None, None) if one.as_str() == "configMap" => {
-                let source = vol.config_map.as_ref()?;
-                let spath = format!("{path}.configMap");
+            ([one], None, None) if one.as_str() == "configMap" || one.as_str() == "secret" => {
+                // The two differ in the name's field and where kubelet keeps them (a secret
+                // volume on a tmpfs).
+                let (kind, name, name_field, items, mode, optional, memory) =
+                    match (&vol.config_map, &vol.secret) {
+                        (Some(c), _) => {
+                            let name = c.name.as_str();
+                            (
+                                ObjectKind::ConfigMap,
+                                name,
+                                "name",
+                                &c.items,
+                                c.default_mode,
+                                c.optional,
+                                false,
+                            )
+                        }
+                        (_, Some(c)) => {
+                            let name = c.secret_name.as_deref().unwrap_or_default();
+                            (
+                                ObjectKind::Secret,
+                                name,
+                                "secretName",
+                                &c.items,
+                                c.default_mode,
+                                c.optional,
+                                true,
+                            )
+                        }
+                        (None, None) => return None,
+                    };
+                let spath = format!("{path}.{one}");
                 self.keys(
-                    &value["configMap"],
+                    &value[one.as_str()],
                     &spath,
-                    &["name", "items", "defaultMode", "optional"],
+                    &[name_field, "items", "defaultMode", "optional"],
                     &[],
                 );
-                let default_mode =
-                    self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
+                let default_mode = self.file_mode(mode, &format!("{spath}.defaultMode"));
                 let data = self.data_projection(
-                    ObjectKind::ConfigMap,
-                    &source.name,
-                    "name",
-                    source.items.as_deref(),
+                    kind,
+                    name,
+                    name_field,
+                    items.as_deref(),
                     default_mode,
-                    source.optional,
+                    optional,
                     &spath,
                     &mut Vec::new(),
                 );
                 VolumeSource::Projected {
                     sources: data.into_iter().collect(),
-                    memory: false,
-                }
-            }
-            ([one], None, None) if one.as_str() == "secret" => {
-                let source = vol.secret.as_ref()?;
-                let spath = format!("{path}.secret");
-                self.keys(
-                    &value["secret"],
-                    &spath,
-                    &["secretName", "items", "defaultMode", "optional"],
-                    &[],
-                );
-                let default_mode =
-                    self.file_mode(source.default_mode, &format!("{spath}.defaultMode"));
-                let data = self.data_projection(
-                    ObjectKind::Secret,
-                    source.secret_name.as_deref().unwrap_or_default(),
-                    "secretName",
-                    source.items.as_deref(),
-                    default_mode,
-                    source.optional,
-                    &spath,
-                    &mut Vec::new(),
-                );
-                VolumeSource::Projected {
-                    sources: data.into_iter().collect(),
-                    memory: true,
+                    memory,
                 }
             }
             ([one], None, None) if one.as_str() == "persistentVolumeClaim" => {

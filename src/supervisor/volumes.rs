@@ -542,7 +542,9 @@ fn payload(
                                         ObjectKind::ConfigMap => {
                                             "configmap references non-existent config key"
                                         }
-                                        ObjectKind::Secret | ObjectKind::PersistentVolumeClaim => {
+                                        ObjectKind::Secret
+                                        | ObjectKind::PersistentVolumeClaim
+                                        | ObjectKind::Deployment => {
                                             "secret references non-existent secret key"
                                         }
                                     };
