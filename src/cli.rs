@@ -377,7 +377,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Exec(args) => exec::exec(&root(), args),
         Verb::Delete(args) => delete::delete(&root(), &cli.storage, args),
-        Verb::Gc(args) => delete::gc(&root(), args).map(|()| ExitCode::SUCCESS),
+        Verb::Gc(args) => delete::gc(&root(), &cli.storage, args).map(|()| ExitCode::SUCCESS),
         Verb::Pull(args) => pull::pull(&cli.storage, args),
         Verb::Images(args) => images::images(&cli.storage, args),
         Verb::Rmi(args) => images::rmi(&root(), &cli.storage, args),
@@ -414,7 +414,21 @@ fn run_pods(storage: &std::path::Path, args: RunArgs) -> anyhow::Result<ExitCode
     let manifest = spec::load_manifest(&args.file)?;
     if manifest.pods.is_empty() {
         bail!(
-            "{}: no Pod in the file (podkit apply keeps ConfigMaps and Secrets alone)",
+            "{}: no Pod in the file: podkit run runs Pods in the foreground (podkit apply runs \
+             Deployments, and keeps ConfigMaps, Secrets and PersistentVolumeClaims)",
+            args.file.display()
+        );
+    }
+    if let Some(d) = manifest
+        .objects
+        .iter()
+        .find(|o| o.kind == spec::ObjectKind::Deployment)
+    {
+        bail!(
+            "{}: deployment {:?}: podkit run runs Pods in the foreground; a Deployment's pods are \
+             kept by its controller: podkit apply -f {}",
+            args.file.display(),
+            d.name,
             args.file.display()
         );
     }

@@ -65,7 +65,8 @@ pub struct DeleteArgs {
 }
 
 /// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
-/// state), with a line for each thing removed.
+/// state), with a line for each thing removed; start again the controllers of Deployments
+/// that died.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
   podkit gc")]
@@ -157,8 +158,16 @@ pub fn delete(
         // them), then each pod deleted as `delete pod` deletes it.
         if deployment && removed.as_ref().is_ok_and(|r| *r) {
             crate::controller::stop(root, kind, &namespace, &name);
-            for pod in crate::controller::owned_pods(root, &namespace, &name) {
-                if let Err(err) = delete_one(root, &pod, args.wait, None) {
+            // Every pod told first, then waited for: they stop side by side.
+            let pods = crate::controller::owned_pods(root, &namespace, &name);
+            for pod in &pods {
+                if let Err(err) = delete_one(root, pod, false, None) {
+                    eprintln!("error: pod {:?}: {err:#}", pod.name);
+                    failed = true;
+                }
+            }
+            for pod in pods.iter().filter(|_| args.wait) {
+                if let Err(err) = wait_gone(root, pod) {
                     eprintln!("error: pod {:?}: {err:#}", pod.name);
                     failed = true;
                 }
@@ -194,8 +203,13 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> an
         }
         return Ok(());
     };
-    // Marks the pod Terminating for `get` while its supervisor stops it.
-    std::fs::write(pod.dir.join(TERMINATING), "")?;
+    // Marks the pod Terminating for `get` while its supervisor stops it. A pod whose directory
+    // is gone meanwhile was deleted by another (a Deployment's controller): done.
+    match std::fs::write(pod.dir.join(TERMINATING), "") {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err.into()),
+    }
     // Through the pod's API, which takes a grace period; a signal when the API does not answer.
     if let Err(err) = api_delete(&pod.dir, grace) {
         if grace.is_some() {
@@ -205,11 +219,21 @@ fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> an
             );
         }
         let supervisor = nix::unistd::Pid::from_raw(pid as i32);
-        nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGTERM)?;
+        match nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGTERM) {
+            // Ended meanwhile: the wait below sees the pod gone.
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => return Err(err.into()),
+        }
     }
     if !wait {
         return Ok(());
     }
+    wait_gone(root, pod)
+}
+
+/// Waits until the pod being deleted is gone (its state removed by its supervisor, or by this
+/// when the supervisor ended without).
+fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
     // The supervisor bounds the stop by the grace period; the margin covers hooks and teardown.
     let grace = pod.manifest["spec"]["terminationGracePeriodSeconds"]
         .as_u64()
@@ -240,7 +264,12 @@ pub(crate) fn request_delete(pod: &PodState) -> anyhow::Result<()> {
     let Some(pid) = pod.supervisor else {
         return Ok(());
     };
-    std::fs::write(pod.dir.join(TERMINATING), "")?;
+    match std::fs::write(pod.dir.join(TERMINATING), "") {
+        Ok(()) => {}
+        // Gone meanwhile: nothing to delete.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err.into()),
+    }
     if api_delete(&pod.dir, None).is_err() {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
@@ -266,7 +295,10 @@ fn api_delete(dir: &Path, grace: Option<u64>) -> anyhow::Result<()> {
     })?
 }
 
-pub fn gc(root: &Path, _args: GcArgs) -> anyhow::Result<()> {
+pub fn gc(root: &Path, storage: &Path, _args: GcArgs) -> anyhow::Result<()> {
+    // Controllers that died are started again first: they own pods gc must not take for
+    // orphans, and they clean up after their own.
+    crate::controller::ensure_all(root, storage);
     let mut cleaned = 0;
     for pod in state::list(root)? {
         if pod.phase() != "Unknown" {

@@ -97,6 +97,8 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
     if kinds.len() > 1 && !args.names.is_empty() {
         bail!("name objects of one kind only (podkit get cm NAME)");
     }
+    // A Deployment's controller that died is started again by the next look at its pods.
+    crate::controller::ensure_all(root, storage);
     if kinds != [Kind::Pod] {
         let mut first = true;
         let mut any = false;
@@ -108,9 +110,6 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
                     table(&pods, args.output.as_deref() == Some("wide"))
                 }
                 Kind::Object(kind) => {
-                    if kind == ObjectKind::Deployment {
-                        crate::controller::ensure_all(root, storage);
-                    }
                     let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
