@@ -4,65 +4,16 @@
 //! pod waiting for a missing object with kubelet's reasons, and `delete -f` leaving nothing.
 //! Pods of host processes: what is tested is podkit's, not a runtime's.
 
+mod common;
+use common::Isolated as Env;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A test's own storage (the object store) and state root.
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Option<Env> {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            eprintln!("skipped: not root");
-            return None;
-        }
-        Some(Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
-        })
-    }
-
-    fn storage(&self) -> PathBuf {
-        self.tmp.path().join("storage")
-    }
-
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn podkit(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podkit"))
-            .args(args)
-            .env("PODKIT_STORAGE", self.storage())
-            .env("PODKIT_ROOT", self.state())
-            .output()
-            .expect("run podkit")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podkit(args);
-        assert!(
-            out.status.success(),
-            "podkit {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Writes `text` as `name` in the test's directory; its path.
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.tmp.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.to_str().expect("utf-8").to_owned()
-    }
-
     fn pod_json(&self, pod: &str) -> Value {
         let out = self.podkit(&["get", "pod", pod, "-o", "json"]);
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)

@@ -3,58 +3,14 @@
 //! changed template one pod at a time behind readiness, scales, survives being SIGKILLed
 //! (the next `get` starts it again), and `delete -f` leaves nothing. Pods of host processes.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+use common::Isolated as Env;
+
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-struct Env {
-    tmp: tempfile::TempDir,
-}
-
 impl Env {
-    fn new() -> Option<Env> {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            eprintln!("skipped: not root");
-            return None;
-        }
-        Some(Env {
-            tmp: tempfile::tempdir().expect("tempdir"),
-        })
-    }
-
-    fn state(&self) -> PathBuf {
-        self.tmp.path().join("state")
-    }
-
-    fn podkit(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_podkit"))
-            .args(args)
-            .env("PODKIT_STORAGE", self.tmp.path().join("storage"))
-            .env("PODKIT_ROOT", self.state())
-            .output()
-            .expect("run podkit")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podkit(args);
-        assert!(
-            out.status.success(),
-            "podkit {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn file(&self, name: &str, text: &str) -> String {
-        let path = self.tmp.path().join(name);
-        std::fs::write(&path, text).expect("write");
-        path.to_str().expect("utf-8").to_owned()
-    }
-
     /// The pods, as `get pods -o json` lists them.
     fn pods(&self) -> Vec<Value> {
         let out = self.podkit(&["get", "pods", "-o", "json"]);

@@ -277,3 +277,59 @@ pub fn podkit_fails(args: &[&str]) -> String {
     assert_eq!(out.status.code(), Some(1), "podkit {args:?} should exit 1");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// A test's own storage (object and image stores) and state root, for `podkit` commands that
+/// must not touch the host's (`PODKIT_STORAGE`, `PODKIT_ROOT`); removed with it.
+pub struct Isolated {
+    pub tmp: tempfile::TempDir,
+}
+
+impl Isolated {
+    /// `None` (the test skipped) when not root, which CI always is.
+    pub fn new() -> Option<Isolated> {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: not root");
+            return None;
+        }
+        Some(Isolated {
+            tmp: tempfile::tempdir().expect("tempdir"),
+        })
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.tmp.path().join("storage")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.tmp.path().join("state")
+    }
+
+    pub fn podkit(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(args)
+            .env("PODKIT_STORAGE", self.storage())
+            .env("PODKIT_ROOT", self.state())
+            .output()
+            .expect("run podkit")
+    }
+
+    /// `podkit ARGS`, which must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.podkit(args);
+        assert!(
+            out.status.success(),
+            "podkit {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes `text` as `name` in the test's directory; its path.
+    pub fn file(&self, name: &str, text: &str) -> String {
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8").to_owned()
+    }
+}
