@@ -530,7 +530,7 @@ pub fn delete_pod(pod: &PodState) {
         }
         return;
     }
-    if let Err(err) = crate::cli::request_delete(pod) {
+    if let Err(err) = crate::cli::request_delete(pod, None) {
         eprintln!("warning: pod {:?}: {err:#}", pod.name);
     }
 }

@@ -854,6 +854,15 @@ pub fn load_manifest(path: &std::path::Path) -> Result<Manifest, SpecError> {
     Ok(manifest)
 }
 
+/// The registry credentials (docker config JSON, `{"auths": {...}}`) of a Secret of type
+/// `kubernetes.io/dockerconfigjson` or `dockercfg`, as a manifest's or the object store's
+/// Secret holds them; `None` for another type or unreadable credentials.
+pub fn registry_credentials(secret: &serde_json::Value) -> Option<serde_json::Value> {
+    validate::is_pull_secret(secret)
+        .then(|| validate::pull_secret(secret).ok().map(|(_, config)| config))
+        .flatten()
+}
+
 /// The pod a workload's controller makes from the workload's template: named `name`, with
 /// `labels` added to the template's (`pod-template-hash`) and `owner` as its controller
 /// reference; validated as any Pod, its `runtimeClassName` resolved as [`load`] resolves one.

@@ -161,7 +161,6 @@ pub(super) fn keep_objects(
 /// (of type `kubernetes.io/dockerconfigjson` or `dockercfg`), as kubelet reads them from the
 /// API server.
 pub(crate) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> anyhow::Result<()> {
-    use base64::Engine as _;
     let store = crate::objects::Store::new(storage);
     for name in &plan.pull_secret_names {
         if plan.pull_secrets.0.iter().any(|(n, _)| n == name) {
@@ -170,21 +169,7 @@ pub(crate) fn pull_secrets_from_store(storage: &Path, plan: &mut PodPlan) -> any
         let Some(secret) = store.get(spec::ObjectKind::Secret, &plan.namespace, name)? else {
             continue;
         };
-        let (key, legacy) = match secret["type"].as_str() {
-            Some("kubernetes.io/dockerconfigjson") => (".dockerconfigjson", false),
-            Some("kubernetes.io/dockercfg") => (".dockercfg", true),
-            _ => continue,
-        };
-        let config = secret["data"][key]
-            .as_str()
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok());
-        if let Some(config) = config {
-            let config = if legacy {
-                serde_json::json!({ "auths": config })
-            } else {
-                config
-            };
+        if let Some(config) = spec::registry_credentials(&secret) {
             plan.pull_secrets.0.push((name.clone(), config));
         }
     }

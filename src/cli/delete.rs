@@ -196,35 +196,14 @@ pub fn delete(
 }
 
 fn delete_one(root: &Path, pod: &PodState, wait: bool, grace: Option<u64>) -> anyhow::Result<()> {
-    let Some(pid) = pod.supervisor else {
+    if pod.supervisor.is_none() {
         // No supervisor: an ended pod's kept state, or a crashed pod's leftovers.
         for line in state::clean_up(pod) {
             println!("{line}");
         }
         return Ok(());
-    };
-    // Marks the pod Terminating for `get` while its supervisor stops it. A pod whose directory
-    // is gone meanwhile was deleted by another (a Deployment's controller): done.
-    match std::fs::write(pod.dir.join(TERMINATING), "") {
-        Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(err) => return Err(err.into()),
     }
-    // Through the pod's API, which takes a grace period; a signal when the API does not answer.
-    if let Err(err) = api_delete(&pod.dir, grace) {
-        if grace.is_some() {
-            eprintln!(
-                "warning: pod {:?}: the API did not answer ({err:#}): deleting with its own grace period",
-                pod.name
-            );
-        }
-        let supervisor = nix::unistd::Pid::from_raw(pid as i32);
-        match nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGTERM) {
-            // Ended meanwhile: the wait below sees the pod gone.
-            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
+    request_delete(pod, grace)?;
     if !wait {
         return Ok(());
     }
@@ -258,23 +237,31 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
     }
 }
 
-/// Asks the pod's supervisor to delete it (its own grace period), without waiting: the
-/// Terminating marker, then the pod's API, or SIGTERM when the API does not answer.
-pub(crate) fn request_delete(pod: &PodState) -> anyhow::Result<()> {
+/// Asks the pod's supervisor to delete it (with `grace`, else its own grace period), without
+/// waiting: the Terminating marker `get` shows, then the pod's API, or SIGTERM when the API does
+/// not answer. A pod (or supervisor) gone meanwhile, deleted by another (a Deployment's
+/// controller), is no error.
+pub(crate) fn request_delete(pod: &PodState, grace: Option<u64>) -> anyhow::Result<()> {
     let Some(pid) = pod.supervisor else {
         return Ok(());
     };
     match std::fs::write(pod.dir.join(TERMINATING), "") {
         Ok(()) => {}
-        // Gone meanwhile: nothing to delete.
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(err) => return Err(err.into()),
     }
-    if api_delete(&pod.dir, None).is_err() {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )?;
+    if let Err(err) = api_delete(&pod.dir, grace) {
+        if grace.is_some() {
+            eprintln!(
+                "warning: pod {:?}: the API did not answer ({err:#}): deleting with its own grace period",
+                pod.name
+            );
+        }
+        let supervisor = nix::unistd::Pid::from_raw(pid as i32);
+        match nix::sys::signal::kill(supervisor, nix::sys::signal::Signal::SIGTERM) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => return Err(err.into()),
+        }
     }
     Ok(())
 }

@@ -137,6 +137,10 @@ impl Volumes {
                 }
             }
         }
+        // configMap, secret, projected and claim volumes, all at once: written (or bound) now
+        // when their objects are there; else they wait, and so do the containers
+        // (sync_objects before each start).
+        let _ = made.sync_objects(render);
         Ok(made)
     }
 
@@ -186,9 +190,8 @@ impl Volumes {
                 if *read_only {
                     self.read_only.push(volume.name.clone());
                 }
+                // Bound to its claim's directory by sync_objects (below, in prepare).
                 self.claims.push((volume.name.clone(), name.clone(), false));
-                // Its directory, when the claim is there; else it waits (sync_objects).
-                let _ = self.sync_objects(render);
                 Ok(None)
             }
             VolumeSource::DownwardApi { files } => {
@@ -216,9 +219,7 @@ impl Volumes {
                     sources: sources.clone(),
                     written: None,
                 });
-                // Written now when its objects are there; else it waits, and so do the
-                // containers (sync_objects before each start).
-                let _ = self.sync_objects(render);
+                // Written by sync_objects (below, in prepare).
                 Ok(Some(path))
             }
         }
