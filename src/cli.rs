@@ -397,14 +397,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             namespace,
             name,
         } => {
-            anyhow::ensure!(kind == "deployment", "no controller for {kind:?}");
-            crate::controller::run(
-                &root(),
-                &cli.storage,
-                spec::ObjectKind::Deployment,
-                &namespace,
-                &name,
-            )?;
+            let Some(&kind) = spec::ObjectKind::WORKLOADS
+                .iter()
+                .find(|k| k.lower() == kind)
+            else {
+                bail!("no controller for {kind:?}");
+            };
+            crate::controller::run(&root(), &cli.storage, kind, &namespace, &name)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -415,20 +414,18 @@ fn run_pods(storage: &std::path::Path, args: RunArgs) -> anyhow::Result<ExitCode
     if manifest.pods.is_empty() {
         bail!(
             "{}: no Pod in the file: podkit run runs Pods in the foreground (podkit apply runs \
-             Deployments, and keeps ConfigMaps, Secrets and PersistentVolumeClaims)",
+             workloads (Deployments, StatefulSets, Jobs, ...), and keeps ConfigMaps, Secrets and PersistentVolumeClaims)",
             args.file.display()
         );
     }
-    if let Some(d) = manifest
-        .objects
-        .iter()
-        .find(|o| o.kind == spec::ObjectKind::Deployment)
-    {
+    if let Some(d) = manifest.objects.iter().find(|o| o.kind.is_workload()) {
         bail!(
-            "{}: deployment {:?}: podkit run runs Pods in the foreground; a Deployment's pods are \
-             kept by its controller: podkit apply -f {}",
+            "{}: {} {:?}: podkit run runs Pods in the foreground; a {}'s pods are kept by its \
+             controller: podkit apply -f {}",
             args.file.display(),
+            d.kind.lower(),
             d.name,
+            d.kind.kind(),
             args.file.display()
         );
     }

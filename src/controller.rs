@@ -1,25 +1,29 @@
-//! Workload controllers: one small process per Deployment, with no central daemon, as
-//! DESIGN.md fixes it. `apply` keeps the Deployment in the object store and makes sure its
-//! controller runs (`podkit controller deployment NAMESPACE NAME`, detached); the controller
-//! keeps `replicas` pods of the template running, as the Deployment and ReplicaSet controllers
-//! of a cluster do between them, and holds no state a restart would lose: each pass reads the
-//! object and the pods it finds (owned through `metadata.ownerReferences`). One controller
-//! per object: it holds an exclusive lock on its pid file for its whole life; a second one
-//! finds it held and leaves. A controller that died is started again by the next podkit
-//! command that looks at Deployments (`apply`, `get`, `scale`, `rollout`, `gc`).
+//! Workload controllers: one small process per Deployment, ReplicaSet, ReplicationController,
+//! StatefulSet, DaemonSet, Job and CronJob, with no central daemon, as DESIGN.md fixes it.
+//! `apply` keeps the object in the object store and makes sure its controller runs
+//! (`podkit controller KIND NAMESPACE NAME`, detached); the controller keeps the object's pods
+//! (a CronJob's: its Jobs) as the controllers of a cluster keep them, and holds no state a
+//! restart would lose: each pass reads the object and what it owns (pods and Jobs whose
+//! `metadata.ownerReferences` name its uid); what it reports it writes into the object's
+//! `status`. One controller per object: it holds an exclusive lock on its pid file for its
+//! whole life; a second one finds it held and leaves. A controller that died is started again
+//! by the next podkit command that looks at workloads (`apply`, `get`, `scale`, `rollout`,
+//! `gc`).
 //!
-//! Pods are named as Kubernetes names them: `<deployment>-<pod-template-hash>-<5 letters>`,
-//! the hash of the template (FNV-32a, encoded as `rand.SafeEncodeString` encodes it) also their
-//! `pod-template-hash` label. A changed template rolls the pods: RollingUpdate (new pods up to
-//! `maxSurge` over `replicas`, old ones removed while at most `maxUnavailable` are not Ready),
-//! or Recreate (every old pod gone before a new one starts). A pod that failed, ended or whose
-//! supervisor died is replaced; creations that keep failing back off (1 s doubling to 60 s).
+//! Layout: `replicas.rs` (Deployment, ReplicaSet, ReplicationController, DaemonSet: a count of
+//! interchangeable pods), `stateful_set.rs` (ordered pods with stable names and claims),
+//! `job.rs` (pods run to completion), `cron_job.rs` (Jobs on a schedule).
+
+mod cron_job;
+mod job;
+mod replicas;
+mod stateful_set;
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
 use serde_json::Value;
 
 use crate::objects::Store;
@@ -68,38 +72,47 @@ fn suffix() -> String {
         .collect()
 }
 
-/// The pods a Deployment owns: those whose controller reference is one of its ReplicaSets
-/// (`<deployment>-<hash>`), in its namespace.
-pub fn owned_pods(root: &Path, namespace: &str, name: &str) -> Vec<PodState> {
+/// The uid of the object that controls `manifest` (its controller owner reference).
+pub fn owner_uid(manifest: &Value) -> Option<&str> {
+    manifest["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|o| o["controller"] == true)?["uid"]
+        .as_str()
+}
+
+/// The pods the object with `uid` controls.
+pub fn owned_pods(root: &Path, uid: &str) -> Vec<PodState> {
+    if uid.is_empty() {
+        return Vec::new();
+    }
     state::list(root)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| owner_of(&p.manifest, namespace).as_deref() == Some(name))
+        .filter(|p| owner_uid(&p.manifest) == Some(uid))
         .collect()
 }
 
-/// The Deployment that owns a pod (by its ReplicaSet's name), if one does.
-fn owner_of(manifest: &Value, namespace: &str) -> Option<String> {
-    if manifest["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or("default")
-        != namespace
-    {
-        return None;
-    }
-    let owner = manifest["metadata"]["ownerReferences"].get(0)?;
-    if owner["kind"] != "ReplicaSet" {
-        return None;
-    }
-    let rs = owner["name"].as_str()?;
-    Some(rs.rsplit_once('-')?.0.to_owned())
+/// The Jobs the CronJob with `uid` controls, in its namespace.
+pub fn owned_jobs(storage: &Path, namespace: &str, uid: &str) -> Vec<Value> {
+    Store::new(storage)
+        .list(ObjectKind::Job, Some(namespace))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|j| !uid.is_empty() && owner_uid(j) == Some(uid))
+        .collect()
 }
 
-/// A pod's template hash (its `pod-template-hash` label).
-fn hash_of(pod: &PodState) -> &str {
-    pod.manifest["metadata"]["labels"]["pod-template-hash"]
-        .as_str()
-        .unwrap_or("")
+/// The owner reference an object gives what it makes.
+fn owner_ref(object: &Value, kind: &str, api_version: &str, name: &str) -> Value {
+    serde_json::json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": name,
+        "uid": object["metadata"]["uid"],
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
 }
 
 /// Whether the pod is Ready (its Ready condition True) for at least `min_ready`.
@@ -122,21 +135,16 @@ fn leaving(pod: &PodState) -> bool {
     pod.deletion().is_some() || matches!(pod.phase(), "Succeeded" | "Failed" | "Unknown")
 }
 
-/// A count or percentage of `replicas` (`maxSurge` rounds up, `maxUnavailable` down).
-fn scaled(value: &Value, replicas: u32, round_up: bool) -> u32 {
-    match value {
-        Value::Number(n) => n.as_u64().map_or(0, |n| n as u32),
-        Value::String(s) => {
-            let percent: u32 = s.trim_end_matches('%').parse().unwrap_or(0);
-            let exact = replicas * percent;
-            if round_up {
-                exact.div_ceil(100)
-            } else {
-                exact / 100
-            }
-        }
-        _ => 0,
-    }
+/// Now as the API writes times: `2026-12-02T10:00:00Z`.
+fn now_text() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// A time the API wrote (`status.startTime`, `creationTimestamp`).
+fn parse_time(value: &Value) -> Option<jiff::Timestamp> {
+    value.as_str()?.parse().ok()
 }
 
 /// Takes the controller's lock, or `None` when another controller of the object holds it.
@@ -213,17 +221,26 @@ pub fn ensure(
     Ok(())
 }
 
-/// Starts the controller of every kept Deployment that has none running (one died, or the
-/// host rebooted).
+/// Starts the controller of every kept workload that has none running (one died, or the host
+/// rebooted). A finished Job's controller has nothing to do but its TTL: it is started too,
+/// and leaves when there is none.
 pub fn ensure_all(root: &Path, storage: &Path) {
     let store = Store::new(storage);
-    for d in store.list(ObjectKind::Deployment, None).unwrap_or_default() {
-        let (ns, name) = (
-            d["metadata"]["namespace"].as_str().unwrap_or("default"),
-            d["metadata"]["name"].as_str().unwrap_or(""),
-        );
-        if let Err(err) = ensure(root, storage, ObjectKind::Deployment, ns, name) {
-            eprintln!("warning: {err:#}");
+    for &kind in ObjectKind::WORKLOADS {
+        for d in store.list(kind, None).unwrap_or_default() {
+            let (ns, name) = (
+                d["metadata"]["namespace"].as_str().unwrap_or("default"),
+                d["metadata"]["name"].as_str().unwrap_or(""),
+            );
+            if kind == ObjectKind::Job
+                && job::finished(&d)
+                && d["spec"]["ttlSecondsAfterFinished"].is_null()
+            {
+                continue;
+            }
+            if let Err(err) = ensure(root, storage, kind, ns, name) {
+                eprintln!("warning: {err:#}");
+            }
         }
     }
 }
@@ -243,6 +260,159 @@ pub fn stop(root: &Path, kind: ObjectKind, namespace: &str, name: &str) {
     let _ = std::fs::remove_dir_all(controller_dir(root, kind, namespace, name));
 }
 
+/// What removing a workload left to wait for.
+#[derive(Debug, Default)]
+pub struct Removed {
+    /// Whether the object was there.
+    pub found: bool,
+    /// Its pods (a CronJob's: its Jobs' pods), each told to stop.
+    pub pods: Vec<PodState>,
+    /// Claims to delete once the pods are gone (a StatefulSet's, `whenDeleted: Delete`).
+    pub claims: Vec<String>,
+}
+
+/// Removes a workload as `kubectl delete` with the default (background) propagation does,
+/// here at once: the object, its controller (stopped first: it would replace the pods), and
+/// what it owns: its pods told to stop, a CronJob's Jobs removed the same way.
+pub fn remove(
+    root: &Path,
+    storage: &Path,
+    kind: ObjectKind,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Removed> {
+    let store = Store::new(storage);
+    let Some(object) = store.get(kind, namespace, name)? else {
+        return Ok(Removed::default());
+    };
+    stop(root, kind, namespace, name);
+    store.delete(kind, namespace, name)?;
+    let uid = object["metadata"]["uid"].as_str().unwrap_or("");
+    let mut removed = Removed {
+        found: true,
+        ..Removed::default()
+    };
+    if kind == ObjectKind::CronJob {
+        for job in owned_jobs(storage, namespace, uid) {
+            let job_name = job["metadata"]["name"].as_str().unwrap_or("");
+            let more = remove(root, storage, ObjectKind::Job, namespace, job_name)?;
+            removed.pods.extend(more.pods);
+        }
+    }
+    if kind == ObjectKind::StatefulSet {
+        removed.claims = stateful_set::claims_deleted_with(&object);
+    }
+    for pod in owned_pods(root, uid) {
+        delete_pod(&pod);
+        removed.pods.push(pod);
+    }
+    Ok(removed)
+}
+
+/// One workload's reconciliation; what it keeps between passes only paces it (nothing a
+/// restart must keep).
+trait Control {
+    /// Makes what runs match the object; the longest wait until the next pass (`None`: the
+    /// usual tick, or sooner on a change).
+    fn reconcile(&mut self, object: &Value) -> anyhow::Result<Option<Duration>>;
+}
+
+/// What every controller knows of its object.
+struct Workload {
+    root: PathBuf,
+    storage: PathBuf,
+    namespace: String,
+    name: String,
+}
+
+impl Workload {
+    fn store(&self) -> Store {
+        Store::new(&self.storage)
+    }
+
+    /// Starts one pod of `workload`'s template (its `spec.template`) named `pod`: its
+    /// supervisor detached, as `apply` starts one.
+    fn create(
+        &self,
+        workload: &Value,
+        pod: &str,
+        labels: &[(&str, &str)],
+        owner: Value,
+    ) -> anyhow::Result<()> {
+        let mut plan = spec::template_plan(workload, pod, labels, owner)?;
+        crate::cli::pull_secrets_from_store(&self.storage, &mut plan)?;
+        crate::cli::start_supervisor(&self.root, &plan)?;
+        eprintln!(
+            "{} {:?}: created pod {pod:?}",
+            workload["kind"].as_str().unwrap_or("").to_lowercase(),
+            self.name
+        );
+        Ok(())
+    }
+}
+
+/// Pods a controller made and has not seen yet: counted as there (their supervisors are still
+/// making them) until seen, or taken as failed to start after [`START_GRACE`]; creations that
+/// keep failing back off (1 s doubling to 60 s).
+#[derive(Default)]
+struct Creations {
+    made: Vec<(String, Instant)>,
+    backoff: Duration,
+    not_before: Option<Instant>,
+}
+
+/// How long after its creation a pod that is not there counts as failed to start.
+const START_GRACE: Duration = Duration::from_secs(2);
+
+impl Creations {
+    /// Updates from the pods there are; how many made ones are still on their way.
+    fn seen(&mut self, pods: &[PodState], what: &str) -> u32 {
+        let mut failed = false;
+        self.made.retain(|(n, at)| {
+            if pods.iter().any(|p| &p.name == n) {
+                return false;
+            }
+            if at.elapsed() > START_GRACE {
+                failed = true;
+                return false;
+            }
+            true
+        });
+        if failed {
+            self.backoff =
+                (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
+            self.not_before = Some(Instant::now() + self.backoff);
+            eprintln!(
+                "pods of {what} failed to start (their supervisors' logs are in the pods \
+                 directory, .NAME.supervisor.log); next try in {}s",
+                self.backoff.as_secs()
+            );
+        } else if self.made.is_empty() && !pods.is_empty() {
+            self.backoff = Duration::ZERO;
+        }
+        self.made.len() as u32
+    }
+
+    /// Whether a creation may be tried now.
+    fn may_create(&self) -> bool {
+        self.not_before.is_none_or(|t| Instant::now() >= t)
+    }
+
+    fn made(&mut self, pod: String) {
+        self.made.push((pod, Instant::now()));
+    }
+
+    /// Whether the pod is on its way.
+    fn pending(&self, pod: &str) -> bool {
+        self.made.iter().any(|(n, _)| n == pod)
+    }
+
+    /// Whether a pod whose name starts so is on its way.
+    fn pending_prefix(&self, prefix: &str) -> bool {
+        self.made.iter().any(|(n, _)| n.starts_with(prefix))
+    }
+}
+
 /// The controller process: reconciles until its object is deleted or it is told to stop.
 pub fn run(
     root: &Path,
@@ -251,11 +421,7 @@ pub fn run(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        kind == ObjectKind::Deployment,
-        "no controller for {}",
-        kind.kind()
-    );
+    anyhow::ensure!(kind.is_workload(), "no controller for {}", kind.kind());
     let _ = nix::unistd::setsid();
     let dir = controller_dir(root, kind, namespace, name);
     let Some(locked) = lock(&dir)? else {
@@ -264,32 +430,64 @@ pub fn run(
     };
     std::fs::write(dir.join("pid"), std::process::id().to_string())?;
     let store = Store::new(storage);
-    let mut watch = Watch::new(root, &store, namespace)?;
-    let mut control = Deployment {
+    // A CronJob also wakes when one of its Jobs changes (ends).
+    let watched = match kind {
+        ObjectKind::CronJob => vec![kind, ObjectKind::Job],
+        _ => vec![kind],
+    };
+    let mut watch = Watch::new(root, &store, namespace, &watched)?;
+    let context = Workload {
         root: root.to_path_buf(),
         storage: storage.to_path_buf(),
         namespace: namespace.to_owned(),
         name: name.to_owned(),
-        backoff: Duration::ZERO,
-        not_before: Instant::now(),
-        created: Vec::new(),
+    };
+    let mut control: Box<dyn Control> = match kind {
+        ObjectKind::StatefulSet => Box::new(stateful_set::StatefulSet::new(context)),
+        ObjectKind::Job => Box::new(job::Job::new(context)),
+        ObjectKind::CronJob => Box::new(cron_job::CronJob::new(context)),
+        _ => Box::new(replicas::Replicas::new(context)),
     };
     eprintln!(
-        "controller of deployment {namespace}/{name}: pid {}",
+        "controller of {} {namespace}/{name}: pid {}",
+        kind.lower(),
         std::process::id()
     );
+    let mut uid = String::new();
     loop {
         let Some(object) = store.get(kind, namespace, name)? else {
-            // The Deployment was deleted: its pods go with it.
-            for pod in owned_pods(root, namespace, name) {
+            // Deleted (not by `podkit delete`, which stops the controller first: a CronJob's
+            // history limit, a Job's TTL): what it owns goes with it.
+            if kind == ObjectKind::CronJob {
+                for job in owned_jobs(storage, namespace, &uid) {
+                    let job_name = job["metadata"]["name"].as_str().unwrap_or("");
+                    let _ = remove(root, storage, ObjectKind::Job, namespace, job_name);
+                }
+            }
+            for pod in owned_pods(root, &uid) {
                 delete_pod(&pod);
             }
             break;
         };
-        if let Err(err) = control.reconcile(&object) {
-            eprintln!("error: {err:#}");
+        if object["metadata"]["uid"].as_str() != Some(uid.as_str()) {
+            if !uid.is_empty() {
+                // Deleted and made again between two passes: the old one's pods go.
+                for pod in owned_pods(root, &uid) {
+                    delete_pod(&pod);
+                }
+            }
+            uid = object["metadata"]["uid"].as_str().unwrap_or("").to_owned();
         }
-        if watch.wait(Duration::from_secs(1)) {
+        let tick = match control.reconcile(&object) {
+            Ok(next) => next
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1)),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                Duration::from_secs(1)
+            }
+        };
+        if watch.wait(tick) {
             break;
         }
         reap();
@@ -312,17 +510,23 @@ fn reap() {
 }
 
 /// Wakes the controller when a pod or its object may have changed: inotify on the pods
-/// directory (pods made, removed, renamed) and on the namespace's Deployments; a tick for what
-/// inotify does not tell (a pod turned Ready: its status file is renamed in its own directory).
-/// SIGTERM and SIGINT are read from a signalfd (blocked, so delivered there; the pods'
-/// supervisors it starts get an empty mask, as std's spawn resets it).
+/// directory (pods made, removed, renamed) and on the namespace's objects of the watched
+/// kinds; a tick for what inotify does not tell (a pod turned Ready: its status file is
+/// renamed in its own directory). SIGTERM and SIGINT are read from a signalfd (blocked, so
+/// delivered there; the pods' supervisors it starts get an empty mask, as std's spawn resets
+/// it).
 struct Watch {
     inotify: Option<nix::sys::inotify::Inotify>,
     signals: nix::sys::signalfd::SignalFd,
 }
 
 impl Watch {
-    fn new(root: &Path, store: &Store, namespace: &str) -> anyhow::Result<Watch> {
+    fn new(
+        root: &Path,
+        store: &Store,
+        namespace: &str,
+        kinds: &[ObjectKind],
+    ) -> anyhow::Result<Watch> {
         use nix::sys::signal::{SigSet, Signal};
         let mut mask = SigSet::empty();
         mask.add(Signal::SIGTERM);
@@ -336,7 +540,10 @@ impl Watch {
         use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
         let pods = root.join("pods");
         let _ = std::fs::create_dir_all(&pods);
-        let objects = store.make_dir(ObjectKind::Deployment, namespace).ok();
+        let dirs: Vec<PathBuf> = kinds
+            .iter()
+            .filter_map(|k| store.make_dir(*k, namespace).ok())
+            .collect();
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .ok()
             .inspect(|inotify| {
@@ -346,7 +553,7 @@ impl Watch {
                     | AddWatchFlags::IN_MOVED_FROM
                     | AddWatchFlags::IN_CLOSE_WRITE;
                 let _ = inotify.add_watch(&pods, mask);
-                if let Some(dir) = &objects {
+                for dir in &dirs {
                     let _ = inotify.add_watch(dir, mask);
                 }
             });
@@ -374,150 +581,6 @@ impl Watch {
             while inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
         }
         false
-    }
-}
-
-/// One Deployment's reconciliation, and what it remembers between passes only to pace itself
-/// (nothing a restart must keep).
-struct Deployment {
-    root: PathBuf,
-    storage: PathBuf,
-    namespace: String,
-    name: String,
-    /// Creations that keep failing wait this long (1 s doubling to 60 s).
-    backoff: Duration,
-    not_before: Instant,
-    /// Pods created and not yet seen, with when: counted as there (their supervisors are
-    /// still making them) until seen, or taken as failed after [`START_GRACE`].
-    created: Vec<(String, Instant)>,
-}
-
-/// How long after its creation a pod that is not there counts as failed to start.
-const START_GRACE: Duration = Duration::from_secs(2);
-
-impl Deployment {
-    fn reconcile(&mut self, object: &Value) -> anyhow::Result<()> {
-        let spec = &object["spec"];
-        let replicas = spec["replicas"].as_u64().unwrap_or(1) as u32;
-        let min_ready = Duration::from_secs(spec["minReadySeconds"].as_u64().unwrap_or(0));
-        let hash = template_hash(object);
-        let all = owned_pods(&self.root, &self.namespace, &self.name);
-        // Pods that ended, failed or lost their supervisor are replaced, as a ReplicaSet
-        // replaces them.
-        for pod in all.iter().filter(|p| p.deletion().is_none() && leaving(p)) {
-            delete_pod(pod);
-        }
-        let active: Vec<&PodState> = all.iter().filter(|p| !leaving(p)).collect();
-        // Did the pods made before come up? A supervisor that failed to start leaves none.
-        let mut failed = false;
-        self.created.retain(|(n, at)| {
-            if all.iter().any(|p| &p.name == n) {
-                return false;
-            }
-            if at.elapsed() > START_GRACE {
-                failed = true;
-                return false;
-            }
-            true
-        });
-        if failed {
-            self.backoff =
-                (self.backoff * 2).clamp(Duration::from_secs(1), Duration::from_secs(60));
-            self.not_before = Instant::now() + self.backoff;
-            eprintln!(
-                "pods of deployment {:?} failed to start (their supervisors' logs are in the pods \
-                 directory, .NAME.supervisor.log); next try in {}s",
-                self.name,
-                self.backoff.as_secs()
-            );
-        } else if self.created.is_empty() && !active.is_empty() {
-            self.backoff = Duration::ZERO;
-        }
-        // Pods on their way (their supervisors still making them) count as new pods.
-        let pending = self.created.len() as u32;
-        let (new, old): (Vec<&PodState>, Vec<&PodState>) =
-            active.iter().partition(|p| hash_of(p) == hash);
-        let new_count = new.len() as u32 + pending;
-        let strategy = &spec["strategy"];
-        let want_new = if strategy["type"] == "Recreate" {
-            if !old.is_empty() || all.iter().any(|p| hash_of(p) != hash) {
-                // Every old pod gone, also those still terminating, before a new one starts.
-                for pod in &old {
-                    delete_pod(pod);
-                }
-                return Ok(());
-            }
-            replicas
-        } else {
-            let surge = scaled(&strategy["rollingUpdate"]["maxSurge"], replicas, true);
-            let unavailable = scaled(
-                &strategy["rollingUpdate"]["maxUnavailable"],
-                replicas,
-                false,
-            );
-            let total = active.len() as u32 + pending;
-            // New pods up to replicas, and the whole at most replicas + maxSurge.
-            let room = (replicas + surge).saturating_sub(total);
-            let wanted = replicas.saturating_sub(new_count).min(room);
-            // Old pods down while at least replicas - maxUnavailable stay available: those not
-            // available go first (they take nothing away).
-            let min_available = replicas.saturating_sub(unavailable);
-            let mut available_now =
-                active.iter().filter(|p| available(p, min_ready)).count() as u32;
-            let mut old_sorted = old.clone();
-            old_sorted.sort_by_key(|p| available(p, min_ready));
-            for pod in old_sorted {
-                let was_available = available(pod, min_ready);
-                if was_available {
-                    if available_now <= min_available {
-                        break;
-                    }
-                    available_now -= 1;
-                }
-                delete_pod(pod);
-            }
-            // Scaled down: the new pods beyond replicas go (below).
-            if new_count > replicas {
-                replicas
-            } else {
-                new_count + wanted
-            }
-        };
-        // Too many new pods (scaled down): the not-ready and newest go first.
-        if new_count > want_new {
-            let mut extra = new.clone();
-            extra.sort_by_key(|p| (available(p, min_ready), std::cmp::Reverse(p.created)));
-            for pod in extra.iter().take((new_count - want_new) as usize) {
-                delete_pod(pod);
-            }
-        }
-        let missing = want_new.saturating_sub(new_count);
-        if missing > 0 && Instant::now() >= self.not_before {
-            for _ in 0..missing {
-                let name = self.create(object, &hash)?;
-                self.created.push((name, Instant::now()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts one pod of the template: its supervisor detached, as `apply` starts one.
-    fn create(&self, object: &Value, hash: &str) -> anyhow::Result<String> {
-        let rs = format!("{}-{hash}", self.name);
-        let pod = format!("{rs}-{}", suffix());
-        let owner = serde_json::json!({
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "name": rs,
-            "uid": object["metadata"]["uid"],
-            "controller": true,
-            "blockOwnerDeletion": true,
-        });
-        let mut plan = spec::template_plan(object, &pod, &[("pod-template-hash", hash)], owner)?;
-        crate::cli::pull_secrets_from_store(&self.storage, &mut plan)?;
-        crate::cli::start_supervisor(&self.root, &plan)?;
-        eprintln!("deployment {:?}: created pod {pod:?}", self.name);
-        Ok(pod)
     }
 }
 

@@ -5,8 +5,10 @@
 //! - `supervisor.rs`: one pod's pause process and kubelet;
 //! - `pause.rs`: PID 1 of a pod's PID namespace;
 //! - `state.rs`: pods as their state directories show them (what the CLI reads);
-//! - `objects.rs`: the ConfigMaps, Secrets, claims and Deployments `apply` keeps;
-//! - `controller.rs`: one small process per Deployment, keeping its pods;
+//! - `objects.rs`: the ConfigMaps, Secrets, claims and workloads `apply` keeps;
+//! - `controller.rs`: one small process per workload (Deployment, StatefulSet, Job, ...),
+//!   keeping its pods;
+//! - `cron.rs`: CronJob schedules, read as Kubernetes reads them;
 //! - `logs.rs`: containers' logs as kubectl shows them (the supervisor's `GET /logs` and the
 //!   CLI without a supervisor);
 //! - `cli.rs`: the command line.
@@ -15,6 +17,7 @@
 
 pub mod cli;
 pub mod controller;
+pub mod cron;
 pub mod logs;
 pub mod objects;
 mod pause;

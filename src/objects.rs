@@ -45,6 +45,41 @@ pub enum ObjectError {
         namespace: String,
         name: String,
     },
+
+    #[error(
+        "{kind} {name:?} in namespace {namespace:?}: spec.{field} is immutable (as the API \
+         server keeps it): delete the {kind} and apply it again"
+    )]
+    FieldImmutable {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        field: String,
+    },
+}
+
+/// The spec fields of a kind that may change after creation (`None`: all may). The others are
+/// immutable, as the API server's update validation keeps them.
+fn mutable_spec(kind: ObjectKind) -> Option<&'static [&'static str]> {
+    match kind {
+        // ValidateJobSpecUpdate: the template and completions are fixed once the Job runs.
+        ObjectKind::Job => Some(&[
+            "parallelism",
+            "suspend",
+            "activeDeadlineSeconds",
+            "ttlSecondsAfterFinished",
+        ]),
+        // ValidateStatefulSetUpdate's list.
+        ObjectKind::StatefulSet => Some(&[
+            "replicas",
+            "ordinals",
+            "template",
+            "updateStrategy",
+            "persistentVolumeClaimRetentionPolicy",
+            "minReadySeconds",
+        ]),
+        _ => None,
+    }
 }
 
 /// What [`Store::put`] did.
@@ -72,17 +107,8 @@ pub struct Store {
     root: PathBuf,
 }
 
-/// The directory name of a kind, as the API's resource is named.
-fn resource(kind: ObjectKind) -> &'static str {
-    match kind {
-        ObjectKind::ConfigMap => "configmaps",
-        ObjectKind::Secret => "secrets",
-        ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
-        ObjectKind::Deployment => "deployments",
-    }
-}
-
-/// The metadata the store itself sets: kept across updates, left out when comparing.
+/// The metadata the store itself sets: kept across updates, left out when comparing. An
+/// object's `status` is the server's too (a workload's controller writes it).
 const SERVER_FIELDS: [&str; 2] = ["uid", "creationTimestamp"];
 
 impl Store {
@@ -94,7 +120,7 @@ impl Store {
 
     /// The directory of one kind in one namespace.
     pub fn dir(&self, kind: ObjectKind, namespace: &str) -> PathBuf {
-        self.root.join(namespace).join(resource(kind))
+        self.root.join(namespace).join(kind.resource())
     }
 
     fn path(&self, kind: ObjectKind, namespace: &str, name: &str) -> PathBuf {
@@ -124,6 +150,7 @@ impl Store {
     /// Keeps `object`: created, configured (changed), or unchanged. An immutable object that
     /// exists may not change.
     pub fn put(&self, object: &Object) -> Result<Change, ObjectError> {
+        let _locked = self.lock(object.kind, &object.namespace)?;
         let existing = self.get(object.kind, &object.namespace, &object.name)?;
         let mut value = object.value.clone();
         let change = match &existing {
@@ -131,6 +158,24 @@ impl Store {
             Some(old) => {
                 if without_server_fields(old) == without_server_fields(&value) {
                     return Ok(Change::Unchanged);
+                }
+                if let Some(mutable) = mutable_spec(object.kind) {
+                    let spec = |v: &Value| v["spec"].as_object().cloned().unwrap_or_default();
+                    let (before, after) = (spec(old), spec(&value));
+                    let changed = before.keys().chain(after.keys()).find(|k| {
+                        !mutable.contains(&k.as_str()) && before.get(*k) != after.get(*k)
+                    });
+                    if let Some(field) = changed {
+                        return Err(ObjectError::FieldImmutable {
+                            kind: object.kind.kind(),
+                            namespace: object.namespace.clone(),
+                            name: object.name.clone(),
+                            field: field.clone(),
+                        });
+                    }
+                }
+                if let Some(status) = old.get("status") {
+                    value["status"] = status.clone();
                 }
                 if object.kind == ObjectKind::PersistentVolumeClaim {
                     let fixed = |v: &Value| {
@@ -200,6 +245,59 @@ impl Store {
         let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
         write_atomic(&dir, &path, &text, object.kind == ObjectKind::Secret)?;
         Ok(change)
+    }
+
+    /// Replaces the object's `status` (a controller's report); false when the object is gone.
+    pub fn set_status(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Result<bool, ObjectError> {
+        let _locked = self.lock(kind, namespace)?;
+        let Some(mut value) = self.get(kind, namespace, name)? else {
+            return Ok(false);
+        };
+        if value.get("status") == Some(&status) {
+            return Ok(true);
+        }
+        value["status"] = status;
+        let dir = self.make_dir(kind, namespace)?;
+        let path = self.path(kind, namespace, name);
+        let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
+        write_atomic(&dir, &path, &text, kind == ObjectKind::Secret)?;
+        Ok(true)
+    }
+
+    /// Holds the lock of one kind's directory in a namespace: `put` and `set_status` read,
+    /// change and write an object under it, so neither loses the other's write (`apply` of a
+    /// changed spec while the controller writes the status).
+    fn lock(
+        &self,
+        kind: ObjectKind,
+        namespace: &str,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, ObjectError> {
+        let dir = self.make_dir(kind, namespace)?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|source| ObjectError::Io {
+                what: "open",
+                path: path.clone(),
+                source,
+            })?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, errno)| {
+            ObjectError::Io {
+                what: "lock",
+                path,
+                source: errno.into(),
+            }
+        })
     }
 
     /// The object named so, as kept (with its uid and creationTimestamp).
@@ -327,6 +425,9 @@ impl Store {
 
 fn without_server_fields(value: &Value) -> Value {
     let mut value = value.clone();
+    if let Some(map) = value.as_object_mut() {
+        map.remove("status");
+    }
     if let Some(meta) = value["metadata"].as_object_mut() {
         for field in SERVER_FIELDS {
             meta.remove(field);
@@ -336,7 +437,7 @@ fn without_server_fields(value: &Value) -> Value {
 }
 
 /// A new object uid: the kernel's random UUID, as the API server gives each object one.
-fn new_uid() -> String {
+pub fn new_uid() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/uuid")
         .map(|u| u.trim().to_owned())
         .unwrap_or_else(|_| {
@@ -428,7 +529,7 @@ pub fn data(kind: ObjectKind, value: &Value) -> Data {
                 out.entries.insert(k, bytes);
             }
         }
-        ObjectKind::PersistentVolumeClaim | ObjectKind::Deployment => {}
+        _ => {}
     }
     out
 }

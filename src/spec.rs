@@ -11,6 +11,7 @@ mod objects;
 pub mod quantity;
 pub mod resources;
 mod validate;
+pub mod workloads;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -373,18 +374,41 @@ pub enum EnvValue {
     Key(KeyRef),
 }
 
-/// The objects podkit keeps for pods: ConfigMaps and Secrets (which pods read data from) and
-/// PersistentVolumeClaims (whose volumes pods mount).
+/// The objects podkit keeps: ConfigMaps and Secrets (which pods read data from),
+/// PersistentVolumeClaims (whose volumes pods mount), and the workloads, each kept by a
+/// controller process of its own (`crate::controller`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ObjectKind {
     ConfigMap,
     Secret,
     PersistentVolumeClaim,
-    /// Kept by a controller process of its own (`crate::controller`).
     Deployment,
+    ReplicaSet,
+    ReplicationController,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
 }
 
 impl ObjectKind {
+    /// Every kind, in the order `apply` keeps them: what pods read before the workloads.
+    pub const ALL: [ObjectKind; 10] = [
+        ObjectKind::ConfigMap,
+        ObjectKind::Secret,
+        ObjectKind::PersistentVolumeClaim,
+        ObjectKind::Deployment,
+        ObjectKind::ReplicaSet,
+        ObjectKind::ReplicationController,
+        ObjectKind::StatefulSet,
+        ObjectKind::DaemonSet,
+        ObjectKind::Job,
+        ObjectKind::CronJob,
+    ];
+
+    /// The kinds a controller process keeps: those after the claims in [`ObjectKind::ALL`].
+    pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(3).1;
+
     /// The kind as the API names it: `ConfigMap`, `Secret`.
     pub fn kind(self) -> &'static str {
         match self {
@@ -392,13 +416,49 @@ impl ObjectKind {
             ObjectKind::Secret => "Secret",
             ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
             ObjectKind::Deployment => "Deployment",
+            ObjectKind::ReplicaSet => "ReplicaSet",
+            ObjectKind::ReplicationController => "ReplicationController",
+            ObjectKind::StatefulSet => "StatefulSet",
+            ObjectKind::DaemonSet => "DaemonSet",
+            ObjectKind::Job => "Job",
+            ObjectKind::CronJob => "CronJob",
         }
+    }
+
+    /// The kind named as `kind:` names it.
+    pub fn from_kind(kind: &str) -> Option<ObjectKind> {
+        ObjectKind::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+
+    /// The apiVersion of the kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            ObjectKind::ConfigMap
+            | ObjectKind::Secret
+            | ObjectKind::PersistentVolumeClaim
+            | ObjectKind::ReplicationController => "v1",
+            ObjectKind::Deployment
+            | ObjectKind::ReplicaSet
+            | ObjectKind::StatefulSet
+            | ObjectKind::DaemonSet => "apps/v1",
+            ObjectKind::Job | ObjectKind::CronJob => "batch/v1",
+        }
+    }
+
+    /// Whether a controller process keeps objects of the kind.
+    pub fn is_workload(self) -> bool {
+        ObjectKind::WORKLOADS.contains(&self)
     }
 
     /// As kubectl prints an object of the kind: `configmap/app`, `deployment.apps/web`.
     pub fn printed(self) -> &'static str {
         match self {
             ObjectKind::Deployment => "deployment.apps",
+            ObjectKind::ReplicaSet => "replicaset.apps",
+            ObjectKind::StatefulSet => "statefulset.apps",
+            ObjectKind::DaemonSet => "daemonset.apps",
+            ObjectKind::Job => "job.batch",
+            ObjectKind::CronJob => "cronjob.batch",
             other => other.lower(),
         }
     }
@@ -410,6 +470,28 @@ impl ObjectKind {
             ObjectKind::Secret => "secret",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaim",
             ObjectKind::Deployment => "deployment",
+            ObjectKind::ReplicaSet => "replicaset",
+            ObjectKind::ReplicationController => "replicationcontroller",
+            ObjectKind::StatefulSet => "statefulset",
+            ObjectKind::DaemonSet => "daemonset",
+            ObjectKind::Job => "job",
+            ObjectKind::CronJob => "cronjob",
+        }
+    }
+
+    /// The API's resource (plural) name: the store's directory of the kind.
+    pub fn resource(self) -> &'static str {
+        match self {
+            ObjectKind::ConfigMap => "configmaps",
+            ObjectKind::Secret => "secrets",
+            ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
+            ObjectKind::Deployment => "deployments",
+            ObjectKind::ReplicaSet => "replicasets",
+            ObjectKind::ReplicationController => "replicationcontrollers",
+            ObjectKind::StatefulSet => "statefulsets",
+            ObjectKind::DaemonSet => "daemonsets",
+            ObjectKind::Job => "jobs",
+            ObjectKind::CronJob => "cronjobs",
         }
     }
 }
@@ -891,7 +973,7 @@ pub fn template_plan(
         workload["metadata"]["name"].as_str().unwrap_or("")
     );
     let mut plan =
-        objects::template_pod(&workload, "/spec/template", name).map_err(|problems| {
+        workloads::template_pod(&workload, "/spec/template", name).map_err(|problems| {
             SpecError::Invalid {
                 file: what.clone(),
                 problems,

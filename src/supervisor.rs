@@ -426,10 +426,24 @@ pub fn pod_dir(root: &Path, name: &str) -> PathBuf {
 /// once everything the pod made is gone, except its state directory (logs and status) when the
 /// pod ended by itself.
 pub async fn run(
-    plan: PodPlan,
+    mut plan: PodPlan,
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<Outcome, Error> {
+    // What the API server gives every pod it keeps: a uid (unless the manifest has one) and
+    // its creation time. `get -o yaml` shows them, the downward API reads the uid, and a pod
+    // made again under the same name (a StatefulSet's) is told apart by them.
+    let uid = plan.uid.get_or_insert_with(crate::objects::new_uid).clone();
+    if let Some(meta) = plan.manifest["metadata"].as_object_mut() {
+        meta.insert("uid".into(), uid.into());
+        meta.insert(
+            "creationTimestamp".into(),
+            jiff::Timestamp::now()
+                .strftime("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+                .into(),
+        );
+    }
     let dir = pod_dir(&options.root, &plan.name);
     make_state_dir(&plan, &dir)?;
     let result = run_in(plan, options, &dir, shutdown).await;

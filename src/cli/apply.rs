@@ -79,9 +79,9 @@ pub fn apply(
     for line in keep_objects(storage, &manifest)? {
         println!("{line}");
     }
-    // Each Deployment's controller, started unless it runs; a changed one sees its object.
+    // Each workload's controller, started unless it runs; a changed one sees its object.
     for object in &manifest.objects {
-        if object.kind == spec::ObjectKind::Deployment {
+        if object.kind.is_workload() {
             crate::controller::ensure(root, storage, object.kind, &object.namespace, &object.name)?;
         }
     }
@@ -92,7 +92,7 @@ pub fn apply(
     let mut started = Vec::new();
     for plan in plans {
         match state::read(root, &plan.name) {
-            Ok(existing) if existing.manifest == plan.manifest => {
+            Ok(existing) if same_pod(&existing.manifest, &plan.manifest) => {
                 println!("pod/{} unchanged", plan.name);
                 continue;
             }
@@ -143,7 +143,10 @@ pub(super) fn keep_objects(
         eprintln!("note: {note}");
     }
     let mut said = Vec::new();
-    for object in &manifest.objects {
+    // What pods read (ConfigMaps, Secrets, claims) before the workloads that start pods.
+    let mut objects: Vec<&spec::Object> = manifest.objects.iter().collect();
+    objects.sort_by_key(|o| o.kind.is_workload());
+    for object in objects {
         let change = store
             .put(object)
             .with_context(|| format!("failed to keep {} {:?}", object.kind.lower(), object.name))?;
@@ -155,6 +158,19 @@ pub(super) fn keep_objects(
         ));
     }
     Ok(said)
+}
+
+/// Whether a running pod's manifest is the one applied again: equal but for what the
+/// supervisor adds to a pod it makes (a uid the manifest did not give, the creation time).
+fn same_pod(kept: &serde_json::Value, applied: &serde_json::Value) -> bool {
+    let mut kept = kept.clone();
+    if let Some(meta) = kept["metadata"].as_object_mut() {
+        meta.remove("creationTimestamp");
+        if applied["metadata"].get("uid").is_none() {
+            meta.remove("uid");
+        }
+    }
+    &kept == applied
 }
 
 /// The credentials of `imagePullSecrets` the manifest does not hold, from Secrets kept before

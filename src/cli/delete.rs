@@ -25,7 +25,8 @@ use crate::state::{self, PodState, TERMINATING};
   podkit delete pod web --grace-period 5
   podkit delete pod web --now
 
-Exit codes: 0 when everything named was deleted, 1 when one was not found or could not be \
+Exit codes: 0 when everything named was deleted (or was not there, with --ignore-not-found), \
+1 when one was not found or could not be \
 deleted.")]
 pub struct DeleteArgs {
     /// The kind (`pod`, `configmap`, `secret`, `persistentvolumeclaim`, or kubectl's short
@@ -62,10 +63,14 @@ pub struct DeleteArgs {
     /// Stop without waiting at all: a grace period of 0 (SIGKILL after preStop hooks).
     #[arg(long, conflicts_with_all = ["grace_period", "now"])]
     force: bool,
+
+    /// What is not there is no error (a Job its TTL removed, a pod deleted before).
+    #[arg(long)]
+    ignore_not_found: bool,
 }
 
 /// Remove what pods whose supervisor died left behind (processes, mounts, namespace pins,
-/// state), with a line for each thing removed; start again the controllers of Deployments
+/// state), with a line for each thing removed; start again the controllers of workloads
 /// that died.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:
@@ -111,13 +116,17 @@ pub fn delete(
         },
         (None, None) => bail!("name what to delete (podkit delete pod NAME), or give -f FILE"),
     };
+    // Workloads before what their pods read (a claim is refused while a pod mounts it).
+    objects.sort_by_key(|(kind, _, _)| !kind.is_workload());
     let mut failed = false;
     for name in names {
         let pod = match state::read(root, &name) {
             Ok(pod) => pod,
             Err(state::StateError::NotFound { .. }) => {
-                eprintln!("pod {name:?} not found");
-                failed = true;
+                if !args.ignore_not_found {
+                    eprintln!("pod {name:?} not found");
+                    failed = true;
+                }
                 continue;
             }
             Err(err) => return Err(err.into()),
@@ -152,29 +161,57 @@ pub fn delete(
                 continue;
             }
         }
-        let deployment = kind == spec::ObjectKind::Deployment;
-        let removed = store.delete(kind, &namespace, &name);
-        // A Deployment's pods go with it: its controller stopped first (it would replace
-        // them), then each pod deleted as `delete pod` deletes it.
-        if deployment && removed.as_ref().is_ok_and(|r| *r) {
-            crate::controller::stop(root, kind, &namespace, &name);
-            // Every pod told first, then waited for: they stop side by side.
-            let pods = crate::controller::owned_pods(root, &namespace, &name);
-            for pod in &pods {
-                if let Err(err) = delete_one(root, pod, false, None) {
-                    eprintln!("error: pod {:?}: {err:#}", pod.name);
+        if kind.is_workload() {
+            // Its controller stopped first (it would replace the pods), then every pod told,
+            // then waited for: they stop side by side.
+            match crate::controller::remove(root, storage, kind, &namespace, &name) {
+                Ok(removed) if removed.found => {
+                    for pod in removed
+                        .pods
+                        .iter()
+                        .filter(|_| args.wait || !removed.claims.is_empty())
+                    {
+                        if let Err(err) = wait_gone(root, pod) {
+                            eprintln!("error: pod {:?}: {err:#}", pod.name);
+                            failed = true;
+                        }
+                    }
+                    println!("{} {name:?} deleted", kind.printed());
+                    // A StatefulSet's claims with whenDeleted: Delete, once its pods are gone.
+                    for claim in removed.claims {
+                        match store.delete(
+                            spec::ObjectKind::PersistentVolumeClaim,
+                            &namespace,
+                            &claim,
+                        ) {
+                            Ok(true) => println!("persistentvolumeclaim {claim:?} deleted"),
+                            Ok(false) => {}
+                            Err(err) => {
+                                eprintln!("error: persistentvolumeclaim {claim:?}: {err:#}");
+                                failed = true;
+                            }
+                        }
+                    }
+                }
+                Ok(_) if args.ignore_not_found => {}
+                Ok(_) => {
+                    eprintln!(
+                        "{} {name:?} not found in namespace {namespace:?}",
+                        kind.lower()
+                    );
+                    failed = true;
+                }
+                Err(err) => {
+                    eprintln!("error: {} {name:?}: {err:#}", kind.lower());
                     failed = true;
                 }
             }
-            for pod in pods.iter().filter(|_| args.wait) {
-                if let Err(err) = wait_gone(root, pod) {
-                    eprintln!("error: pod {:?}: {err:#}", pod.name);
-                    failed = true;
-                }
-            }
+            continue;
         }
+        let removed = store.delete(kind, &namespace, &name);
         match removed {
             Ok(true) => println!("{} {name:?} deleted", kind.printed()),
+            Ok(false) if args.ignore_not_found => {}
             Ok(false) => {
                 eprintln!(
                     "{} {name:?} not found in namespace {namespace:?}",
@@ -221,6 +258,10 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
     loop {
         match state::read(root, &pod.name) {
             Err(state::StateError::NotFound { .. }) => return Ok(()),
+            // Gone, and another pod made under its name (a StatefulSet's).
+            Ok(now) if now.manifest["metadata"]["uid"] != pod.manifest["metadata"]["uid"] => {
+                return Ok(());
+            }
             Ok(now) if now.supervisor.is_none() => {
                 // The supervisor ended without removing the pod (it was killed): finish for it.
                 for line in state::clean_up(&now) {

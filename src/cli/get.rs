@@ -80,9 +80,19 @@ impl Kind {
                 Kind::Object(ObjectKind::PersistentVolumeClaim)
             }
             "deployment" | "deployments" | "deploy" => Kind::Object(ObjectKind::Deployment),
+            "replicaset" | "replicasets" | "rs" => Kind::Object(ObjectKind::ReplicaSet),
+            "replicationcontroller" | "replicationcontrollers" | "rc" => {
+                Kind::Object(ObjectKind::ReplicationController)
+            }
+            "statefulset" | "statefulsets" | "sts" => Kind::Object(ObjectKind::StatefulSet),
+            "daemonset" | "daemonsets" | "ds" => Kind::Object(ObjectKind::DaemonSet),
+            "job" | "jobs" => Kind::Object(ObjectKind::Job),
+            "cronjob" | "cronjobs" | "cj" => Kind::Object(ObjectKind::CronJob),
             other => bail!(
-                "podkit knows pods (po), deployments (deploy), configmaps (cm), secrets and \
-                 persistentvolumeclaims (pvc), not {other:?}"
+                "podkit knows pods (po), deployments (deploy), replicasets (rs), \
+                 replicationcontrollers (rc), statefulsets (sts), daemonsets (ds), jobs, \
+                 cronjobs (cj), configmaps (cm), secrets and persistentvolumeclaims (pvc), not \
+                 {other:?}"
             ),
         })
     }
@@ -97,7 +107,7 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
     if kinds.len() > 1 && !args.names.is_empty() {
         bail!("name objects of one kind only (podkit get cm NAME)");
     }
-    // A Deployment's controller that died is started again by the next look at its pods.
+    // A workload's controller that died is started again by the next look at its pods.
     crate::controller::ensure_all(root, storage);
     if kinds != [Kind::Pod] {
         let mut first = true;
@@ -114,9 +124,13 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
                     match args.output.as_deref() {
-                        None | Some("wide") if kind == ObjectKind::Deployment => {
-                            super::workloads::table(root, &found, args.all_namespaces, &object_age)
-                        }
+                        None | Some("wide") if kind.is_workload() => super::workloads::table(
+                            root,
+                            kind,
+                            &found,
+                            args.all_namespaces,
+                            &object_age,
+                        ),
                         None | Some("wide") => object_table(kind, &found, args.all_namespaces),
                         Some("name") => found
                             .iter()
@@ -200,15 +214,12 @@ pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Resu
             .iter()
             .map(describe_one)
             .collect(),
-        Kind::Object(ObjectKind::Deployment) => select_objects(
-            storage,
-            ObjectKind::Deployment,
-            Some(&args.namespace),
-            &args.names,
-        )?
-        .iter()
-        .map(|d| super::workloads::describe(root, d))
-        .collect(),
+        Kind::Object(kind) if kind.is_workload() => {
+            select_objects(storage, kind, Some(&args.namespace), &args.names)?
+                .iter()
+                .map(|d| super::workloads::describe(root, storage, kind, d))
+                .collect()
+        }
         Kind::Object(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
             .iter()
             .map(|o| describe_object(kind, o))
@@ -437,8 +448,6 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
                 }
             );
         }
-        // Described by `workloads::describe`.
-        ObjectKind::Deployment => {}
         ObjectKind::Secret => {
             let _ = writeln!(out, "\nType:  {}\n", o["type"].as_str().unwrap_or("Opaque"));
             let _ = writeln!(out, "Data\n====");
@@ -446,6 +455,8 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
                 let _ = writeln!(out, "{key}:  {} bytes", bytes.len());
             }
         }
+        // Workloads are described by `workloads::describe`.
+        _ => {}
     }
     if o.get("immutable") == Some(&serde_json::Value::Bool(true)) {
         let _ = writeln!(out, "\nImmutable:  true");

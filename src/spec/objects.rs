@@ -76,15 +76,7 @@ const IGNORED_KINDS: &[(&str, &str)] = &[
 ];
 
 /// Kinds podkit will run but does not yet: refused with that said.
-const NOT_YET: &[&str] = &[
-    "ReplicaSet",
-    "ReplicationController",
-    "StatefulSet",
-    "DaemonSet",
-    "Job",
-    "CronJob",
-    "PersistentVolume",
-];
+const NOT_YET: &[&str] = &["PersistentVolume"];
 
 /// What a document that is neither a Pod nor a RuntimeClass is.
 pub(super) enum Other {
@@ -101,33 +93,39 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
         "ConfigMap" => config_map(raw).map(Other::Object),
         "Secret" => secret(raw).map(Other::Object),
         "PersistentVolumeClaim" => claim(raw).map(Other::Object),
-        "Deployment" => deployment(raw).map(Other::Object),
-        _ => {
-            if let Some((_, why)) = IGNORED_KINDS.iter().find(|(k, _)| *k == kind) {
-                let name = raw
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                Ok(Other::Ignored(format!("{kind}/{name}: ignored: {why}")))
-            } else if NOT_YET.contains(&kind) {
-                Err(vec![format!(
-                    "kind: {kind:?} is not supported by podkit yet (it runs Pods and \
-                     Deployments, and keeps ConfigMaps, Secrets and PersistentVolumeClaims for \
-                     them)"
-                )])
-            } else {
-                Err(vec![format!(
-                    "kind: {kind:?} is not a kind podkit knows (it runs Pods and Deployments, \
-                     keeps ConfigMaps, Secrets and PersistentVolumeClaims, and ignores {} with \
-                     the reason)",
-                    IGNORED_KINDS
-                        .iter()
-                        .map(|(k, _)| *k)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )])
+        _ => match ObjectKind::from_kind(kind).filter(|k| k.is_workload()) {
+            Some(workload) => super::workloads::workload(workload, raw).map(Other::Object),
+            None => {
+                if let Some((_, why)) = IGNORED_KINDS.iter().find(|(k, _)| *k == kind) {
+                    let name = raw
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    Ok(Other::Ignored(format!("{kind}/{name}: ignored: {why}")))
+                } else if NOT_YET.contains(&kind) {
+                    Err(vec![format!(
+                        "kind: {kind:?} is not supported by podkit yet (it makes each \
+                         PersistentVolumeClaim's volume itself, a directory under its storage)"
+                    )])
+                } else {
+                    Err(vec![format!(
+                        "kind: {kind:?} is not a kind podkit knows (it runs Pods, {}; keeps \
+                         ConfigMaps, Secrets and PersistentVolumeClaims; and ignores {} with \
+                         the reason)",
+                        ObjectKind::WORKLOADS
+                            .iter()
+                            .map(|k| format!("{}s", k.kind()))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        IGNORED_KINDS
+                            .iter()
+                            .map(|(k, _)| *k)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )])
+                }
             }
-        }
+        },
     })
 }
 
@@ -138,7 +136,7 @@ fn common(raw: &Value, what: &str, fields: &[&str]) -> (Validator, String, Strin
 }
 
 /// [`common`] for another apiVersion (`apps/v1`).
-fn common_of(
+pub(super) fn common_of(
     raw: &Value,
     api_version: &str,
     what: &str,
@@ -159,7 +157,7 @@ fn common_of(
 
 /// The metadata kept: name, namespace, labels and annotations (the server's own fields are
 /// made again when stored).
-fn metadata(raw: &Value, name: &str, namespace: &str) -> Value {
+pub(super) fn metadata(raw: &Value, name: &str, namespace: &str) -> Value {
     let mut meta = Map::new();
     meta.insert("name".into(), name.into());
     meta.insert("namespace".into(), namespace.into());
@@ -496,213 +494,6 @@ pub(super) fn claim(raw: &Value) -> Result<Object, Vec<String>> {
     });
     Ok(Object {
         kind: ObjectKind::PersistentVolumeClaim,
-        namespace,
-        name,
-        value,
-        immutable: false,
-    })
-}
-
-/// The template of a workload as a Pod podkit validates (`name` for the pod's name, which the
-/// controller gives each pod): the template's metadata and spec. Problems are named under
-/// `spec.template` (`at`).
-pub(super) fn template_pod(
-    raw: &Value,
-    at: &str,
-    name: &str,
-) -> Result<super::PodPlan, Vec<String>> {
-    let template = raw.pointer(at).cloned().unwrap_or(Value::Null);
-    let mut metadata = template
-        .get("metadata")
-        .cloned()
-        .unwrap_or_else(|| serde_json::json!({}));
-    if let Some(meta) = metadata.as_object_mut() {
-        meta.insert("name".into(), name.into());
-        if let Some(ns) = raw.pointer("/metadata/namespace") {
-            meta.insert("namespace".into(), ns.clone());
-        }
-    }
-    let pod = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": template.get("spec").cloned().unwrap_or(Value::Null),
-    });
-    let prefix = at.trim_start_matches('/').replace('/', ".");
-    validate::document(pod).map_err(|problems| {
-        problems
-            .into_iter()
-            .map(|p| format!("{prefix}.{p}"))
-            .collect()
-    })
-}
-
-/// An intOrString of a rolling update (`maxSurge`, `maxUnavailable`): a count, or a percentage
-/// of the replicas.
-fn int_or_percent(v: &mut Validator, value: Option<&Value>, path: &str, default: &str) -> Value {
-    match value {
-        None | Some(Value::Null) => default.into(),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Value::Number(n.clone()),
-        Some(Value::String(s))
-            if s.strip_suffix('%')
-                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n <= 100)) =>
-        {
-            s.as_str().into()
-        }
-        Some(other) => {
-            v.bad(
-                path,
-                format!("{other}: must be a non-negative count or a percentage like 25%"),
-            );
-            default.into()
-        }
-    }
-}
-
-/// An `apps/v1` Deployment, as the API server checks and defaults it: `replicas` (1), a
-/// selector that matches the template's labels, a template that podkit runs (checked as a
-/// Pod; `restartPolicy` Always), the strategy (RollingUpdate 25%/25%, or Recreate).
-pub(super) fn deployment(raw: &Value) -> Result<Object, Vec<String>> {
-    let (mut v, name, namespace) = common_of(raw, "apps/v1", "a Deployment", &["spec", "status"]);
-    let spec = raw.get("spec").cloned().unwrap_or(Value::Null);
-    v.keys(
-        &spec,
-        "spec",
-        &[
-            "replicas",
-            "selector",
-            "template",
-            "strategy",
-            "minReadySeconds",
-        ],
-        &["revisionHistoryLimit", "progressDeadlineSeconds"],
-    );
-    let replicas = match spec.get("replicas") {
-        None | Some(Value::Null) => 1,
-        Some(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => n,
-            None => {
-                v.bad(
-                    "spec.replicas",
-                    format!("{n}: must be greater than or equal to 0"),
-                );
-                1
-            }
-        },
-    };
-    let selector = spec.get("selector").cloned().unwrap_or(Value::Null);
-    v.keys(&selector, "spec.selector", &["matchLabels"], &[]);
-    let match_labels = selector
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if match_labels.is_empty() {
-        v.bad("spec.selector.matchLabels", "required: the labels of the Deployment's pods (matchExpressions are not supported by podkit)");
-    }
-    let labels = spec
-        .pointer("/template/metadata/labels")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    if match_labels
-        .iter()
-        .any(|(k, want)| labels.get(k) != Some(want))
-    {
-        v.bad(
-            "spec.template.metadata.labels",
-            "`selector` does not match template `labels`",
-        );
-    }
-    match spec
-        .pointer("/template/spec/restartPolicy")
-        .and_then(Value::as_str)
-    {
-        None | Some("Always") => {}
-        Some(other) => v.bad(
-            "spec.template.spec.restartPolicy",
-            format!("Unsupported value: {other:?}: supported values: \"Always\""),
-        ),
-    }
-    if let Err(problems) = template_pod(raw, "/spec/template", &format!("{name}-0")) {
-        v.problems.extend(problems);
-    }
-    let strategy = spec.get("strategy").cloned().unwrap_or(Value::Null);
-    v.keys(&strategy, "spec.strategy", &["type", "rollingUpdate"], &[]);
-    let strategy = match strategy.get("type").and_then(Value::as_str) {
-        None | Some("RollingUpdate") => {
-            let rolling = strategy
-                .get("rollingUpdate")
-                .cloned()
-                .unwrap_or(Value::Null);
-            v.keys(
-                &rolling,
-                "spec.strategy.rollingUpdate",
-                &["maxSurge", "maxUnavailable"],
-                &[],
-            );
-            let surge = int_or_percent(
-                &mut v,
-                rolling.get("maxSurge"),
-                "spec.strategy.rollingUpdate.maxSurge",
-                "25%",
-            );
-            let unavailable = int_or_percent(
-                &mut v,
-                rolling.get("maxUnavailable"),
-                "spec.strategy.rollingUpdate.maxUnavailable",
-                "25%",
-            );
-            let zero = |x: &Value| x == &Value::from(0) || x == &Value::from("0%");
-            if zero(&surge) && zero(&unavailable) {
-                v.bad(
-                    "spec.strategy.rollingUpdate.maxUnavailable",
-                    "may not be 0 when `maxSurge` is 0",
-                );
-            }
-            serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": surge, "maxUnavailable": unavailable}})
-        }
-        Some("Recreate") => {
-            if strategy.get("rollingUpdate").is_some_and(|r| !r.is_null()) {
-                v.bad(
-                    "spec.strategy.rollingUpdate",
-                    "may not be specified when strategy `type` is 'Recreate'",
-                );
-            }
-            serde_json::json!({"type": "Recreate"})
-        }
-        Some(other) => {
-            v.bad("spec.strategy.type", format!("Unsupported value: {other:?}: supported values: \"Recreate\", \"RollingUpdate\""));
-            Value::Null
-        }
-    };
-    let min_ready = match spec.get("minReadySeconds") {
-        None | Some(Value::Null) => 0,
-        Some(n) => n.as_u64().unwrap_or_else(|| {
-            v.bad(
-                "spec.minReadySeconds",
-                format!("{n}: must be greater than or equal to 0"),
-            );
-            0
-        }),
-    };
-    if !v.problems.is_empty() {
-        return Err(v.problems);
-    }
-    let value = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(raw, &name, &namespace),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": match_labels},
-            "template": spec.get("template").cloned().unwrap_or(Value::Null),
-            "strategy": strategy,
-            "minReadySeconds": min_ready,
-        },
-    });
-    Ok(Object {
-        kind: ObjectKind::Deployment,
         namespace,
         name,
         value,

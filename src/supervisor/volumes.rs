@@ -543,11 +543,7 @@ fn payload(
                                         ObjectKind::ConfigMap => {
                                             "configmap references non-existent config key"
                                         }
-                                        ObjectKind::Secret
-                                        | ObjectKind::PersistentVolumeClaim
-                                        | ObjectKind::Deployment => {
-                                            "secret references non-existent secret key"
-                                        }
+                                        _ => "secret references non-existent secret key",
                                     };
                                     return Err(format!("{what}: {}", item.key));
                                 }
