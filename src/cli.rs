@@ -108,6 +108,7 @@ enum Verb {
     Completion(CompletionArgs),
     Scale(workloads::ScaleArgs),
     Rollout(workloads::RolloutArgs),
+    Create(workloads::CreateArgs),
     /// The controller of one workload (started by `apply`, detached).
     #[command(hide = true)]
     Controller {
@@ -391,6 +392,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Apply(args) => apply::apply(&root(), &cli.storage, args),
         Verb::Completion(args) => completion(args),
         Verb::Scale(args) => workloads::scale(&root(), &cli.storage, args),
+        Verb::Create(args) => workloads::create(&root(), &cli.storage, args),
         Verb::Rollout(args) => workloads::rollout(&root(), &cli.storage, args),
         Verb::Controller {
             kind,

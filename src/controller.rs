@@ -19,6 +19,8 @@ mod job;
 mod replicas;
 mod stateful_set;
 
+pub use job::finished as job_finished;
+
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -467,6 +469,8 @@ pub fn run(
             for pod in owned_pods(root, &uid) {
                 delete_pod(&pod);
             }
+            // Nothing of the controller stays: its object is gone.
+            let _ = std::fs::remove_dir_all(&dir);
             break;
         };
         if object["metadata"]["uid"].as_str() != Some(uid.as_str()) {
@@ -487,6 +491,14 @@ pub fn run(
                 Duration::from_secs(1)
             }
         };
+        // A finished Job has nothing left to do but its TTL, if it has one: its pods stay,
+        // its controller goes (`ensure_all` does not start it again).
+        if kind == ObjectKind::Job
+            && job::finished(&object)
+            && object["spec"]["ttlSecondsAfterFinished"].is_null()
+        {
+            break;
+        }
         if watch.wait(tick) {
             break;
         }

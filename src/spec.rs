@@ -936,6 +936,12 @@ pub fn load_manifest(path: &std::path::Path) -> Result<Manifest, SpecError> {
     Ok(manifest)
 }
 
+/// Whether `name` is a valid object name (a DNS subdomain, as the API server checks names);
+/// the reason when not.
+pub fn validate_name(name: &str) -> Result<(), &'static str> {
+    validate::dns_subdomain(name)
+}
+
 /// The registry credentials (docker config JSON, `{"auths": {...}}`) of a Secret of type
 /// `kubernetes.io/dockerconfigjson` or `dockercfg`, as a manifest's or the object store's
 /// Secret holds them; `None` for another type or unreadable credentials.

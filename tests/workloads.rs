@@ -615,15 +615,38 @@ spec:
         env.ok(&["apply", "-f", &file])
             .contains("cronjob.batch/tick created")
     );
+    // Run by hand at once, as `kubectl create job --from=cronjob/...` runs it.
+    assert!(
+        env.ok(&["create", "job", "tick-now", "--from", "cronjob/tick"])
+            .contains("job.batch/tick-now created")
+    );
+    env.wait("the manual job complete", || {
+        condition(&env.object("job", "tick-now"), "Complete").is_some()
+    });
+    let manual = env.object("job", "tick-now");
+    assert_eq!(
+        manual["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    assert_eq!(
+        env.ok(&["logs", &name(&env.pods_of("tick-now-")[0])]),
+        "tick\n"
+    );
     // Due at the next minute: a Job named by its minute, which completes.
     env.wait_up_to(Duration::from_secs(75), "the first job", || {
         env.ok(&["get", "jobs", "-o", "name"])
             .lines()
-            .any(|l| l.starts_with("job.batch/tick-"))
+            .any(|l| l.starts_with("job.batch/tick-") && l != "job.batch/tick-now")
     });
     let jobs: Value =
         serde_json::from_slice(&env.podkit(&["get", "jobs", "-o", "json"]).stdout).expect("json");
-    let job = jobs["items"][0].clone();
+    let job = jobs["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|j| j["metadata"]["name"] != "tick-now")
+        .cloned()
+        .expect("the scheduled job");
     let job_name = job["metadata"]["name"].as_str().expect("a name").to_owned();
     let minute: i64 = job_name
         .strip_prefix("tick-")
@@ -637,6 +660,10 @@ spec:
     assert_eq!(scheduled.as_second(), minute * 60);
     env.wait("the job complete", || {
         condition(&env.object("job", &job_name), "Complete").is_some()
+    });
+    // The history keeps one succeeded Job: the manual one, older, goes with its pod.
+    env.wait("the manual job removed by the history limit", || {
+        env.object("job", "tick-now").is_null() && env.pods_of("tick-now-").is_empty()
     });
     let pods = env.pods_of(&format!("{job_name}-"));
     assert_eq!(env.ok(&["logs", &name(&pods[0])]), "tick\n");

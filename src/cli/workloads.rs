@@ -65,6 +65,94 @@ pub struct RolloutArgs {
     timeout: Duration,
 }
 
+/// Run a CronJob's Job now, as `kubectl create job --from=cronjob/NAME` does: a Job of its
+/// jobTemplate, owned by it (its history limits count it), annotated
+/// `cronjob.kubernetes.io/instantiate: manual`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  podkit create job backup-now --from cronjob/backup
+  podkit create job test-run --from=cronjob/report -n jobs")]
+pub struct CreateArgs {
+    /// `job`.
+    #[arg(value_parser = ["job"])]
+    kind: String,
+
+    /// The new Job's name.
+    name: String,
+
+    /// The CronJob whose jobTemplate the Job takes: `cronjob/NAME`.
+    #[arg(long, value_name = "cronjob/NAME")]
+    from: String,
+
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
+}
+
+pub fn create(root: &Path, storage: &Path, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    let (kind, source) = named(
+        std::slice::from_ref(&args.from),
+        "creates jobs from",
+        &[ObjectKind::CronJob],
+    )?;
+    let store = Store::new(storage);
+    let Some(cron_job) = store.get(kind, &args.namespace, &source)? else {
+        bail!(
+            "cronjob {source:?} not found in namespace {:?}",
+            args.namespace
+        );
+    };
+    if let Err(why) = crate::spec::validate_name(&args.name) {
+        bail!("job name {:?} {why}", args.name);
+    }
+    if store
+        .get(ObjectKind::Job, &args.namespace, &args.name)?
+        .is_some()
+    {
+        bail!(
+            "job {:?} already exists in namespace {:?}",
+            args.name,
+            args.namespace
+        );
+    }
+    let template = &cron_job["spec"]["jobTemplate"];
+    let mut annotations = template["metadata"]["annotations"].clone();
+    if !annotations.is_object() {
+        annotations = serde_json::json!({});
+    }
+    annotations["cronjob.kubernetes.io/instantiate"] = "manual".into();
+    let mut meta = serde_json::json!({
+        "name": args.name,
+        "namespace": args.namespace,
+        "annotations": annotations,
+        "ownerReferences": [{
+            "apiVersion": "batch/v1",
+            "kind": "CronJob",
+            "name": source,
+            "uid": cron_job["metadata"]["uid"],
+            "controller": true,
+        }],
+    });
+    if let Some(labels) = template["metadata"].get("labels") {
+        meta["labels"] = labels.clone();
+    }
+    let job = crate::spec::Object {
+        kind: ObjectKind::Job,
+        namespace: args.namespace.clone(),
+        name: args.name.clone(),
+        value: serde_json::json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": meta,
+            "spec": template["spec"],
+        }),
+        immutable: false,
+    };
+    store.put(&job)?;
+    controller::ensure(root, storage, ObjectKind::Job, &args.namespace, &args.name)?;
+    println!("job.batch/{} created", args.name);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The kind and name of `KIND NAME` or `KIND/NAME`, one of `allowed`.
 fn named(
     what: &[String],
@@ -653,7 +741,13 @@ pub fn describe(root: &Path, storage: &Path, kind: ObjectKind, d: &Value) -> Str
     line(
         "Controller",
         controller::pid(root, kind, ns, name).map_or_else(
-            || "not running (the next podkit get or apply starts it)".to_owned(),
+            || {
+                if kind == ObjectKind::Job && controller::job_finished(d) {
+                    "done: the Job finished".to_owned()
+                } else {
+                    "not running (the next podkit get or apply starts it)".to_owned()
+                }
+            },
             |pid| {
                 format!(
                     "pid {pid} (log: {})",

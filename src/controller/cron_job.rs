@@ -36,13 +36,18 @@ impl CronJob {
     }
 }
 
-/// The scheduled minute a CronJob's Job is named by (`<cronjob>-<minute>`).
-fn minute_of(job: &Value) -> i64 {
-    job["metadata"]["name"]
+/// When a Job started (made, if it has not yet): the history's order, oldest first, as the
+/// CronJob controller sorts it (`byJobStartTime`).
+fn started(job: &Value) -> (String, String) {
+    let time = job["status"]["startTime"]
         .as_str()
-        .and_then(|n| n.rsplit_once('-'))
-        .and_then(|(_, m)| m.parse().ok())
-        .unwrap_or(0)
+        .or(job["metadata"]["creationTimestamp"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    (
+        time,
+        job["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 fn succeeded(job: &Value) -> bool {
@@ -65,7 +70,7 @@ impl Control for CronJob {
         let zone = time_zone(spec["timeZone"].as_str())
             .map_err(|why| anyhow::anyhow!("spec.timeZone: {why}"))?;
         let mut jobs = owned_jobs(storage, ns, uid);
-        jobs.sort_by_key(minute_of);
+        jobs.sort_by_key(started);
         // The history: the oldest finished Jobs beyond each limit go, with their pods.
         for (ok, limit) in [
             (

@@ -2997,7 +2997,7 @@ pub(super) fn data_key(key: &str) -> Result<(), &'static str> {
     }
 }
 
-fn dns_subdomain(name: &str) -> Result<(), &'static str> {
+pub(super) fn dns_subdomain(name: &str) -> Result<(), &'static str> {
     if name.len() > 253 {
         return Err("is longer than 253 characters");
     }
