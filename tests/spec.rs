@@ -149,6 +149,9 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         ("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: s}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx, volumeMounts: [{name: data, mountPath: /d}]}]}\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce]}\n".into(), "spec.volumeClaimTemplates[0].spec.resources.requests.storage: required"),
         ("apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: s}\nspec:\n  selector: {matchLabels: {app: a}}\n  updateStrategy: {rollingUpdate: {maxUnavailable: 2}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.updateStrategy.rollingUpdate.maxUnavailable: 2: not supported by podkit"),
         ("apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  updateStrategy: {type: Surge}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.updateStrategy.type: Unsupported value: \"Surge\""),
+        ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchExpressions: [{key: app, operator: In, values: [b, c]}]}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.template.metadata.labels: `selector` does not match template `labels`"),
+        ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchExpressions: [{key: app, operator: in, values: [a]}]}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.selector.matchExpressions[0].operator: Unsupported value: \"in\""),
+        ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchExpressions: [{key: app, operator: Exists, values: [a]}]}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.selector.matchExpressions[0].values: Forbidden"),
         ("apiVersion: v1\nkind: ReplicationController\nmetadata: {name: r}\nspec:\n  selector: {app: b}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.template.metadata.labels: `selector` does not match template `labels`"),
         (pod("", "").replace("name: p\n", "generateName: p-\n"), "metadata.name: required (generateName is not supported"),
         (pod("", "").replace("name: p\n", "name: Web_1\n"), "metadata.name: \"Web_1\" must consist of lower case"),
@@ -1123,4 +1126,14 @@ fn pull_secrets_come_from_secrets_in_the_file() {
             .to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
+}
+
+/// A selector by expressions is taken when it selects the template's labels, and kept as given.
+#[test]
+fn workload_selectors_by_expression_are_accepted() {
+    let text = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: s}\nspec:\n  selector:\n    matchLabels: {app: a}\n    matchExpressions:\n    - {key: tier, operator: In, values: [db, cache]}\n    - {key: canary, operator: DoesNotExist}\n  template:\n    metadata: {labels: {app: a, tier: db}}\n    spec: {containers: [{name: c, image: nginx}]}\n";
+    let manifest = spec::parse_manifest("sts.yaml", text).expect("accepted");
+    let selector = &manifest.objects[0].value["spec"]["selector"];
+    assert_eq!(selector["matchLabels"]["app"], "a");
+    assert_eq!(selector["matchExpressions"][1]["operator"], "DoesNotExist");
 }

@@ -74,34 +74,93 @@ fn count(v: &mut Validator, spec: &Value, path: &str, field: &str) -> Option<u64
     }
 }
 
-/// `spec.selector` as a label selector: its `matchLabels`, which must select the template's
-/// labels (the API server's "`selector` does not match template `labels`").
-fn label_selector(v: &mut Validator, spec: &Value, template_labels: &str) -> Map<String, Value> {
+/// `spec.selector` as a label selector (`matchLabels` and `matchExpressions`, checked as
+/// `ValidateLabelSelector` checks them), which must not be empty and must select the
+/// template's labels (the API server's "`selector` does not match template `labels`"). The
+/// selector as kept.
+fn label_selector(v: &mut Validator, spec: &Value, template_labels: &str) -> Value {
     let selector = spec.get("selector").cloned().unwrap_or(Value::Null);
-    v.keys(&selector, "spec.selector", &["matchLabels"], &[]);
-    if selector
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .is_some_and(|e| !e.is_empty())
-    {
-        v.bad(
-            "spec.selector.matchExpressions",
-            "not supported by podkit: select the pods by matchLabels",
-        );
-    }
+    v.keys(
+        &selector,
+        "spec.selector",
+        &["matchLabels", "matchExpressions"],
+        &[],
+    );
     let match_labels = selector
         .get("matchLabels")
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    if match_labels.is_empty() {
+    let expressions: Vec<Value> = selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, e) in expressions.iter().enumerate() {
+        let at = format!("spec.selector.matchExpressions[{i}]");
+        v.keys(e, &at, &["key", "operator", "values"], &[]);
+        if e["key"].as_str().is_none_or(str::is_empty) {
+            v.bad(&format!("{at}.key"), "Required value");
+        }
+        let values = e["values"].as_array().map_or(0, Vec::len);
+        match e["operator"].as_str() {
+            Some("In" | "NotIn") if values == 0 => v.bad(
+                &format!("{at}.values"),
+                "Required value: must be specified when `operator` is 'In' or 'NotIn'",
+            ),
+            Some("Exists" | "DoesNotExist") if values > 0 => v.bad(
+                &format!("{at}.values"),
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+            ),
+            Some("In" | "NotIn" | "Exists" | "DoesNotExist") => {}
+            other => unsupported(
+                v,
+                &format!("{at}.operator"),
+                other.unwrap_or(""),
+                &["In", "NotIn", "Exists", "DoesNotExist"],
+            ),
+        }
+    }
+    if match_labels.is_empty() && expressions.is_empty() {
         v.bad(
-            "spec.selector.matchLabels",
-            "required: the labels of the pods (matchExpressions are not supported by podkit)",
+            "spec.selector",
+            "Invalid value: empty selector is invalid: give matchLabels (or matchExpressions)",
         );
     }
-    matches_template(v, spec, &match_labels, template_labels);
-    match_labels
+    let labels = spec
+        .pointer(template_labels)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let selects = expressions.iter().all(|e| {
+        let key = e["key"].as_str().unwrap_or("");
+        let among = |value: Option<&Value>| {
+            value.is_some_and(|l| e["values"].as_array().into_iter().flatten().any(|x| x == l))
+        };
+        match e["operator"].as_str() {
+            Some("In") => among(labels.get(key)),
+            Some("NotIn") => !among(labels.get(key)),
+            Some("Exists") => labels.contains_key(key),
+            Some("DoesNotExist") => !labels.contains_key(key),
+            _ => true,
+        }
+    });
+    if !selects {
+        v.bad(
+            "spec.template.metadata.labels",
+            "`selector` does not match template `labels`",
+        );
+    } else {
+        matches_template(v, spec, &match_labels, template_labels);
+    }
+    let mut kept = Map::new();
+    if !match_labels.is_empty() {
+        kept.insert("matchLabels".into(), Value::Object(match_labels));
+    }
+    if !expressions.is_empty() {
+        kept.insert("matchExpressions".into(), expressions.into());
+    }
+    Value::Object(kept)
 }
 
 fn matches_template(
@@ -300,7 +359,7 @@ fn deployment(raw: &Value) -> Result<Object, Vec<String>> {
     let min_ready = min_ready(&mut v, &spec);
     let spec = serde_json::json!({
         "replicas": replicas,
-        "selector": {"matchLabels": selector},
+        "selector": selector,
         "template": spec.get("template").cloned().unwrap_or(Value::Null),
         "strategy": strategy,
         "minReadySeconds": min_ready,
@@ -342,7 +401,7 @@ fn replica_set(kind: ObjectKind, raw: &Value) -> Result<Object, Vec<String>> {
         matches_template(&mut v, &spec, &selector, "/template/metadata/labels");
         Value::Object(selector)
     } else {
-        serde_json::json!({"matchLabels": label_selector(&mut v, &spec, "/template/metadata/labels")})
+        label_selector(&mut v, &spec, "/template/metadata/labels")
     };
     restart_policy(&mut v, &spec, "spec", &["Always"]);
     if let Err(problems) = template_pod(raw, "/spec/template", &format!("{name}-0")) {
@@ -407,7 +466,7 @@ fn daemon_set(raw: &Value) -> Result<Object, Vec<String>> {
     };
     let min_ready = min_ready(&mut v, &spec);
     let spec = serde_json::json!({
-        "selector": {"matchLabels": selector},
+        "selector": selector,
         "template": spec.get("template").cloned().unwrap_or(Value::Null),
         "updateStrategy": strategy,
         "minReadySeconds": min_ready,
@@ -625,7 +684,7 @@ fn stateful_set(raw: &Value) -> Result<Object, Vec<String>> {
     }
     let mut kept = serde_json::json!({
         "replicas": replicas,
-        "selector": {"matchLabels": selector},
+        "selector": selector,
         "template": spec.get("template").cloned().unwrap_or(Value::Null),
         "podManagementPolicy": policy,
         "updateStrategy": strategy,
@@ -766,10 +825,7 @@ fn job_spec(v: &mut Validator, raw: &Value, at: &str, name: &str) -> Value {
     if spec.get("selector").is_some_and(|s| !s.is_null()) {
         if manual {
             let selector = label_selector(v, &spec, "/template/metadata/labels");
-            kept.insert(
-                "selector".into(),
-                serde_json::json!({"matchLabels": selector}),
-            );
+            kept.insert("selector".into(), selector);
             kept.insert("manualSelector".into(), true.into());
         } else {
             v.bad(
