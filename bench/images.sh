@@ -562,13 +562,13 @@ try:
         return path
 
     def status_running(name):
-        with open(f"{RUN}/podkit/pods/{name}/status.json") as f:
+        with open(f"{RUN}/podkit/pods/default_{name}/status.json") as f:
             status = json.load(f)
         return sum(1 for c in status.get("containerStatuses", [])
                    if "running" in (c.get("state") or {}))
 
     def supervisor_memory(name):
-        with open(f"{RUN}/podkit/pods/{name}/supervisor.pid") as f:
+        with open(f"{RUN}/podkit/pods/default_{name}/supervisor.pid") as f:
             pid = int(f.read().strip())
         fields = {}
         with open(f"/proc/{pid}/status") as f:
@@ -590,7 +590,7 @@ try:
         memory = supervisor_memory(name)
         down, _ = timed([PODKIT, "delete", "pod", name], PODKIT_ENV)
         podkit_pods.discard(name)
-        if os.path.exists(f"{RUN}/podkit/pods/{name}"):
+        if os.path.exists(f"{RUN}/podkit/pods/default_{name}"):
             sys.exit(f"pod {name}: its directory is left after podkit delete")
         os.remove(file)
         return up, down, memory

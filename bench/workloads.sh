@@ -535,7 +535,7 @@ spec:
 def podkit_ready(name):
     """How many pods of the Deployment `name` are Ready, from their status files."""
     ready = 0
-    for d in glob.glob(f"{RUN}/podkit/pods/{name}-*/"):
+    for d in glob.glob(f"{RUN}/podkit/pods/default_{name}-*/"):
         try:
             with open(f"{d}status.json") as f:
                 status = json.load(f)
@@ -566,7 +566,7 @@ def podkit_round(name):
     settle()
     down, _ = timed([PODKIT, "delete", "-f", file], PODKIT_ENV)
     podkit_files.discard(file)
-    left = glob.glob(f"{RUN}/podkit/pods/{name}-*") + glob.glob(
+    left = glob.glob(f"{RUN}/podkit/pods/default_{name}-*") + glob.glob(
         f"{RUN}/podkit/controllers/default/deployment/{name}")
     if left:
         sys.exit(f"podkit delete -f left {left}")

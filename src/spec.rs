@@ -140,6 +140,20 @@ pub struct PodPlan {
     pub qos: Qos,
 }
 
+impl PodPlan {
+    /// The pod's key on this host: `<namespace>_<name>` (neither may hold `_`), what its state
+    /// directory, network namespace, cgroups and runtime containers are named by, as kubelet
+    /// names a pod's log directory.
+    pub fn key(&self) -> String {
+        pod_key(&self.namespace, &self.name)
+    }
+}
+
+/// A pod's key on this host from its namespace and name: `<namespace>_<name>`.
+pub fn pod_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}_{name}")
+}
+
 /// The registry credentials of a pod's `imagePullSecrets`: each Secret's docker config JSON
 /// (`{"auths": {...}}`), by name. Its `Debug` shows the names only.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -780,12 +794,15 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
             file: file.to_owned(),
         });
     }
-    let mut names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    let mut names: Vec<(&str, &str)> = plans
+        .iter()
+        .map(|p| (p.namespace.as_str(), p.name.as_str()))
+        .collect();
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
         problems.push(format!(
-            "metadata.name: pod {:?} is defined twice in the file",
-            pair[0]
+            "metadata.name: pod {:?} is defined twice in the file (namespace {:?})",
+            pair[0].1, pair[0].0
         ));
     }
     for (i, o) in objects.iter().enumerate() {

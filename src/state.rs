@@ -13,8 +13,8 @@ use crate::supervisor::pod_dir;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
-    #[error("pod {name:?} not found")]
-    NotFound { name: String },
+    #[error("pod {name:?} not found in namespace {namespace:?}")]
+    NotFound { namespace: String, name: String },
 
     #[error("failed to read {path:?}")]
     Read {
@@ -35,6 +35,8 @@ pub enum StateError {
 #[derive(Debug, Clone)]
 pub struct PodState {
     pub name: String,
+    /// `metadata.namespace` (`default` when the manifest leaves it out).
+    pub namespace: String,
     pub dir: PathBuf,
     /// The manifest as validated (a v1 Pod, JSON).
     pub manifest: Value,
@@ -47,6 +49,12 @@ pub struct PodState {
 }
 
 impl PodState {
+    /// The pod's key on this host (`spec::pod_key`): what its directory, network namespace
+    /// and cgroups are named by.
+    pub fn key(&self) -> String {
+        crate::spec::pod_key(&self.namespace, &self.name)
+    }
+
     /// The pod's phase (one of the API's five): the supervisor's, `Unknown` when the
     /// supervisor died before the pod ended.
     pub fn phase(&self) -> &str {
@@ -93,7 +101,7 @@ impl PodState {
 /// The marker a delete leaves while the supervisor stops the pod.
 pub const TERMINATING: &str = "terminating";
 
-/// Every pod under `root`, by name.
+/// Every pod under `root`, of every namespace, by namespace and name.
 pub fn list(root: &Path) -> Result<Vec<PodState>, StateError> {
     let pods = root.join("pods");
     let entries = match std::fs::read_dir(&pods) {
@@ -110,8 +118,12 @@ pub fn list(root: &Path) -> Result<Vec<PodState>, StateError> {
         .collect();
     names.sort();
     let mut found = Vec::new();
-    for name in names {
-        match read(root, &name) {
+    for key in names {
+        // `<namespace>_<name>` (spec::pod_key); anything else is not a pod's.
+        let Some((namespace, name)) = key.split_once('_') else {
+            continue;
+        };
+        match read(root, namespace, name) {
             Ok(pod) => found.push(pod),
             // Gone between the listing and the read: deleted meanwhile.
             Err(StateError::NotFound { .. }) => {}
@@ -121,10 +133,19 @@ pub fn list(root: &Path) -> Result<Vec<PodState>, StateError> {
     Ok(found)
 }
 
-/// The pod `name` under `root`.
-pub fn read(root: &Path, name: &str) -> Result<PodState, StateError> {
-    let dir = pod_dir(root, name);
+/// The pods of `namespace` (of every namespace when `None`).
+pub fn list_in(root: &Path, namespace: Option<&str>) -> Result<Vec<PodState>, StateError> {
+    Ok(list(root)?
+        .into_iter()
+        .filter(|p| namespace.is_none_or(|ns| p.namespace == ns))
+        .collect())
+}
+
+/// The pod `name` of `namespace` under `root`.
+pub fn read(root: &Path, namespace: &str, name: &str) -> Result<PodState, StateError> {
+    let dir = pod_dir(root, namespace, name);
     let meta = std::fs::metadata(&dir).map_err(|_| StateError::NotFound {
+        namespace: namespace.to_owned(),
         name: name.to_owned(),
     })?;
     let manifest = read_json(&dir.join("pod.json"))?.unwrap_or(Value::Null);
@@ -137,11 +158,13 @@ pub fn read(root: &Path, name: &str) -> Result<PodState, StateError> {
     // the files above were read, what was read (no supervisor.pid, say) is not this pod.
     if !dir.exists() {
         return Err(StateError::NotFound {
+            namespace: namespace.to_owned(),
             name: name.to_owned(),
         });
     }
     Ok(PodState {
         name: name.to_owned(),
+        namespace: namespace.to_owned(),
         dir,
         manifest,
         status,
@@ -256,7 +279,7 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
     if let Ok(cgroup) = std::fs::read_to_string(pod.dir.join(crate::supervisor::cgroup::RECORD)) {
         let cgroup = Path::new(cgroup.trim());
         // Only what the supervisor made: a `podkit-NAME` cgroup.
-        if cgroup.file_name() == Some(format!("podkit-{}", pod.name).as_ref()) {
+        if cgroup.file_name() == Some(format!("podkit-{}", pod.key()).as_ref()) {
             removed.extend(crate::supervisor::cgroup::remove_tree(cgroup));
         }
     }
@@ -288,7 +311,7 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             }
         }
     }
-    removed.extend(crate::supervisor::cgroup::remove_v1_leftovers(&pod.name));
+    removed.extend(crate::supervisor::cgroup::remove_v1_leftovers(&pod.key()));
     for mount in mounts_under(&pod.dir) {
         if nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             removed.push(format!("unmounted {}", mount.display()));
@@ -296,7 +319,7 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
     }
     // Image containers' writable layers on the store's disk.
     removed.extend(crate::supervisor::image::remove_containers_dir(&pod.dir));
-    match netns::PodNamespaces::remove(&pod.name, &pod.dir.join("ns")) {
+    match netns::PodNamespaces::remove(&pod.key(), &pod.dir.join("ns")) {
         Ok(lines) => removed.extend(lines),
         Err(err) => removed.push(format!("failed to remove the namespaces: {err}")),
     }

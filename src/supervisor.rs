@@ -418,8 +418,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The state directory of pod `name` under `root`.
-pub fn pod_dir(root: &Path, name: &str) -> PathBuf {
-    root.join("pods").join(name)
+pub fn pod_dir(root: &Path, namespace: &str, name: &str) -> PathBuf {
+    root.join("pods")
+        .join(crate::spec::pod_key(namespace, name))
 }
 
 /// Runs the pod in `plan` until it ends or `shutdown` is cancelled (then deletes it). Returns
@@ -444,7 +445,7 @@ pub async fn run(
                 .into(),
         );
     }
-    let dir = pod_dir(&options.root, &plan.name);
+    let dir = pod_dir(&options.root, &plan.namespace, &plan.name);
     make_state_dir(&plan, &dir)?;
     let result = run_in(plan, options, &dir, shutdown).await;
     match &result {
@@ -481,7 +482,7 @@ async fn run_in(
     shutdown: CancellationToken,
 ) -> Result<Outcome, Error> {
     let reaper = Reaper::start().map_err(Error::Reaper)?;
-    let mut builder = PodNamespaces::builder(&plan.name, dir.join("ns")).hostname(&plan.hostname);
+    let mut builder = PodNamespaces::builder(plan.key(), dir.join("ns")).hostname(&plan.hostname);
     if plan.host_network {
         builder = builder
             .share_host(netns::NsKind::Net)
@@ -607,7 +608,7 @@ async fn run_in(
                 }
             }
             image::pod_files(dir, &plan)?;
-            image::containers_on_disk(dir, &plan.name)?;
+            image::containers_on_disk(dir, &plan.key())?;
             Ok(runtime)
         })
         .transpose();
@@ -660,7 +661,7 @@ async fn run_in(
 
     // A detached supervisor (podkit apply) logs to a file beside the pod's directory, where
     // apply reads why a start failed; now that the pod has started, the log moves in with it.
-    let early_log = dir.with_file_name(format!(".{}.supervisor.log", pod.plan.name));
+    let early_log = dir.with_file_name(format!(".{}.supervisor.log", pod.plan.key()));
     if early_log.exists() {
         let _ = std::fs::rename(&early_log, dir.join("supervisor.log"));
     }
@@ -801,7 +802,7 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
         return Err(exists());
     }
     let parent = dir.parent().unwrap_or(Path::new("/"));
-    let tmp = parent.join(format!(".{}.{}", plan.name, std::process::id()));
+    let tmp = parent.join(format!(".{}.{}", plan.key(), std::process::id()));
     let make = || -> std::io::Result<()> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -1080,7 +1081,7 @@ async fn join_all<'a>(tasks: impl Iterator<Item = &'a mut Option<JoinHandle<End>
 /// host, the pod's /dev/shm, whatever a run's failed removal left (never removed through a
 /// mount), and the runtime's state roots (each container's state was deleted after its run).
 fn remove_image_leftovers(pod: &Pod) {
-    let leftovers = cgroup::remove_v1_leftovers(&pod.plan.name);
+    let leftovers = cgroup::remove_v1_leftovers(&pod.plan.key());
     if !leftovers.is_empty() {
         info!(removed = ?leftovers, "removed the runtime's cgroup v1 directories");
     }
@@ -1127,7 +1128,7 @@ fn teardown(pod: Arc<Pod>) {
         Err(pod) => {
             // A task still holds the pod (it cannot: all were awaited); remove by name.
             warn!("pod still referenced at teardown; removing its namespaces by name");
-            if let Err(err) = PodNamespaces::remove(&pod.plan.name, &pod.dir.join("ns")) {
+            if let Err(err) = PodNamespaces::remove(&pod.plan.key(), &pod.dir.join("ns")) {
                 warn!(%err, "failed to delete the pod's namespaces");
             }
         }

@@ -406,7 +406,7 @@ fn prune_removes_unnamed_images_then_all_unused() {
 /// processes, whose status has no imageID), so the test writes the state record a pod's
 /// supervisor would: pods/NAME/pod.json and status.json under the state root.
 fn fake_pod(state: &Path, name: &str, image: &str, image_id: &str) {
-    let dir = state.join("pods").join(name);
+    let dir = state.join("pods").join(format!("default_{name}"));
     std::fs::create_dir_all(&dir).expect("pod dir");
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -443,7 +443,7 @@ fn an_image_a_pod_uses_is_not_removed() {
     assert_eq!(env.ok(&["images", "-q"]), format!("{}\n", &id[..12]));
 
     // imageID as a repo digest (containerd's and CRI-O's form).
-    std::fs::remove_dir_all(env.state().join("pods/web")).expect("remove pod");
+    std::fs::remove_dir_all(env.state().join("pods/default_web")).expect("remove pod");
     let repo_digest = format!("{}@{}", env.name("test/app"), app.manifest_digest);
     fake_pod(&env.state(), "api", &name, &repo_digest);
     let out = env.podkit(&["rmi", &name]);
@@ -451,7 +451,7 @@ fn an_image_a_pod_uses_is_not_removed() {
     assert!(stderr(&out).contains("in use by pod api"), "{}", text(&out));
 
     // The pod gone, the image goes.
-    std::fs::remove_dir_all(env.state().join("pods/api")).expect("remove pod");
+    std::fs::remove_dir_all(env.state().join("pods/default_api")).expect("remove pod");
     assert!(env.ok(&["rmi", &name]).contains(&format!("Deleted: {id}")));
 }
 
@@ -557,10 +557,17 @@ fn assert_nothing_left(env: &Env, pod: &str) {
         "mounts left"
     );
     assert!(
-        !env.state().join("pods").join(pod).exists(),
+        !env.state()
+            .join("pods")
+            .join(format!("default_{pod}"))
+            .exists(),
         "the pod's state directory is gone"
     );
-    assert!(!Path::new("/run/netns").join(pod).exists());
+    assert!(
+        !Path::new("/run/netns")
+            .join(format!("default_{pod}"))
+            .exists()
+    );
     // The writable layers on the store's disk.
     let on_disk: Vec<PathBuf> = std::fs::read_dir(env.storage().join("containers"))
         .into_iter()
@@ -573,7 +580,7 @@ fn assert_nothing_left(env: &Env, pod: &str) {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|h| h.path().join(format!("podkit-{pod}")))
+        .map(|h| h.path().join(format!("podkit-default_{pod}")))
         .filter(|d| d.exists())
         .collect();
     assert_eq!(cgroups, Vec::<PathBuf>::new(), "cgroups left");
@@ -902,12 +909,16 @@ spec:
 /// SIGKILLs the pod's supervisor (its containers keep running) and waits until `get` says the
 /// pod is Unknown.
 fn kill_supervisor(env: &Env, pod: &str) {
-    let supervisor: i32 =
-        std::fs::read_to_string(env.state().join("pods").join(pod).join("supervisor.pid"))
-            .expect("supervisor.pid")
-            .trim()
-            .parse()
-            .expect("pid");
+    let supervisor: i32 = std::fs::read_to_string(
+        env.state()
+            .join("pods")
+            .join(format!("default_{pod}"))
+            .join("supervisor.pid"),
+    )
+    .expect("supervisor.pid")
+    .trim()
+    .parse()
+    .expect("pid");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(supervisor),
         nix::sys::signal::Signal::SIGKILL,
@@ -1130,7 +1141,11 @@ spec:
         text(&applied)
     );
     wait_for_pod(&env, &pod, "Ready", ready);
-    let root = env.state().join("pods").join(&pod).join("runtime");
+    let root = env
+        .state()
+        .join("pods")
+        .join(format!("default_{pod}"))
+        .join("runtime");
     assert!(
         root.join("crun").join(format!("{pod}_app")).exists(),
         "crun's state for the container is under the pod"
@@ -1489,7 +1504,7 @@ spec:
     let below = |root: &str| {
         Path::new(root)
             .join(own)
-            .join(format!("podkit-{pod}"))
+            .join(format!("podkit-default_{pod}"))
             .join("app")
     };
     let read = |dir: PathBuf, file: &str| {

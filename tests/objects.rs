@@ -35,14 +35,19 @@ impl Env {
     }
 
     fn events(&self, pod: &str) -> String {
-        std::fs::read_to_string(self.state().join("pods").join(pod).join("events.json"))
-            .unwrap_or_default()
+        std::fs::read_to_string(
+            self.state()
+                .join("pods")
+                .join(format!("default_{pod}"))
+                .join("events.json"),
+        )
+        .unwrap_or_default()
     }
 
     fn volume(&self, pod: &str, volume: &str) -> PathBuf {
         self.state()
             .join("pods")
-            .join(pod)
+            .join(format!("default_{pod}"))
             .join("volumes")
             .join(volume)
     }
@@ -386,7 +391,12 @@ spec:
         "{deleted}"
     );
     assert!(deleted.contains("secret \"db\" deleted"), "{deleted}");
-    assert!(!env.state().join("pods").join(&pod).exists());
+    assert!(
+        !env.state()
+            .join("pods")
+            .join(format!("default_{pod}"))
+            .exists()
+    );
     assert_eq!(mounts_under(&env.state()), Vec::<String>::new());
     assert!(!secrets.join("db.json").exists());
     let none = env.podkit(&["get", "cm"]);
@@ -481,7 +491,7 @@ spec:
     let pid: i32 = std::fs::read_to_string(
         env.state()
             .join("pods")
-            .join(&env_pod)
+            .join(format!("default_{env_pod}"))
             .join("members/app.pid"),
     )
     .expect("pid")

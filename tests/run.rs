@@ -261,7 +261,7 @@ spec:
     command: [sleep, "1000"]
     # Ready only when its exec probe runs in the container's cgroup, as kubelet's do.
     readinessProbe:
-      exec: {{command: [grep, -q, "^0::.*/podkit-{name}/stay$", /proc/self/cgroup]}}
+      exec: {{command: [grep, -q, "^0::.*/podkit-default_{name}/stay$", /proc/self/cgroup]}}
       periodSeconds: 1
 "#
         )
@@ -296,7 +296,7 @@ spec:
         .expect("a cgroup v2 line")
         .to_owned();
     assert!(
-        own.ends_with(&format!("/podkit-{}/stay", pod.name)),
+        own.ends_with(&format!("/podkit-default_{}/stay", pod.name)),
         "each container in its own cgroup: {own}"
     );
     pod.wait_for("the exec probe to pass", || {
@@ -322,7 +322,8 @@ spec:
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
-            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/podkit-{}/stay", pod.name))),
+            .any(|l| l.starts_with("0::")
+                && l.ends_with(&format!("/podkit-default_{}/stay", pod.name))),
         "podkit exec runs in the container's cgroup: {text}"
     );
     let recorded = std::fs::read_to_string(pod.dir().join("cgroup")).expect("recorded cgroup");
@@ -562,7 +563,7 @@ fn a_bad_manifest_is_refused_before_anything_starts() {
         err.contains("spec.containers[0].command: required"),
         "{err}"
     );
-    assert!(!Path::new("/run/podkit/pods/bad").exists());
+    assert!(!Path::new("/run/podkit/pods/default_bad").exists());
 }
 
 #[test]
@@ -1049,11 +1050,12 @@ fn several_pods_in_one_file_each_get_a_supervisor() {
     assert_eq!(pod.wait_exit(), Some(0), "{}", pod.output());
     assert_eq!(pod.log("say", 0), format!("{}\n", pod.name));
     let other_log = Path::new("/run/podkit/pods")
-        .join(&second)
+        .join(format!("default_{second}"))
         .join("logs/say/0.log");
     let text = std::fs::read_to_string(&other_log).unwrap_or_default();
     assert!(text.ends_with(&format!(" stdout F {second}\n")), "{text}");
-    let _ = std::fs::remove_dir_all(Path::new("/run/podkit/pods").join(&second));
+    let _ =
+        std::fs::remove_dir_all(Path::new("/run/podkit/pods").join(format!("default_{second}")));
     pod.delete_and_check();
 }
 
@@ -1564,7 +1566,10 @@ fn a_pod_whose_supervisor_died_shows_unknown_and_gc_removes_everything() {
     );
     assert!(cleaned.contains("killed pid"), "{cleaned}");
     assert!(
-        cleaned.contains(&format!("unmounted and removed /run/netns/{}", pod.name)),
+        cleaned.contains(&format!(
+            "unmounted and removed /run/netns/default_{}",
+            pod.name
+        )),
         "{cleaned}"
     );
     let mount_point = format!("/podkit-gc-{}", pod.name);
@@ -1610,7 +1615,9 @@ fn apply_starts_a_pod_in_the_background_once_and_refuses_a_changed_manifest() {
     let dry = podkit(&["apply", "-f", f, "--dry-run"]);
     assert!(dry.contains("container app: sleep 1000"), "{dry}");
     assert!(
-        !Path::new("/run/podkit/pods").join(&name).exists(),
+        !Path::new("/run/podkit/pods")
+            .join(format!("default_{name}"))
+            .exists(),
         "a dry run starts nothing"
     );
 
@@ -1635,8 +1642,16 @@ fn apply_starts_a_pod_in_the_background_once_and_refuses_a_changed_manifest() {
         podkit(&["delete", "-f", f]).trim(),
         format!("pod \"{name}\" deleted")
     );
-    assert!(!Path::new("/run/podkit/pods").join(&name).exists());
-    assert!(!Path::new("/run/netns").join(&name).exists());
+    assert!(
+        !Path::new("/run/podkit/pods")
+            .join(format!("default_{name}"))
+            .exists()
+    );
+    assert!(
+        !Path::new("/run/netns")
+            .join(format!("default_{name}"))
+            .exists()
+    );
     let _ = std::fs::remove_file(&file);
 }
 
@@ -1659,7 +1674,11 @@ fn apply_reports_why_a_pod_failed_to_start() {
         err.contains("\"/nonexistent/podkit\" does not exist (type: Directory)"),
         "{err}"
     );
-    assert!(!Path::new("/run/podkit/pods").join(&name).exists());
+    assert!(
+        !Path::new("/run/podkit/pods")
+            .join(format!("default_{name}"))
+            .exists()
+    );
 }
 
 #[test]
@@ -2132,7 +2151,7 @@ impl Drop for Applied {
         let _ = Command::new(env!("CARGO_BIN_EXE_podkit"))
             .args(["delete", "pod", &self.0])
             .output();
-        let dir = Path::new("/run/podkit/pods").join(&self.0);
+        let dir = Path::new("/run/podkit/pods").join(format!("default_{}", self.0));
         let _ = netns::PodNamespaces::remove(&self.0, &dir.join("ns"));
         let _ = std::fs::remove_dir_all(&dir);
     }

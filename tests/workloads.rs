@@ -754,3 +754,112 @@ fn a_daemonset_and_a_replicaset_keep_their_pods() {
     env.ok(&["delete", "-f", &file]);
     assert!(env.pods().is_empty(), "{:#?}", env.pods());
 }
+
+/// Pods of one name in two namespaces are two pods: each reads its own namespace's ConfigMap,
+/// `get` shows a namespace (`-n`) or all (`-A`), and `logs`, `exec`, `delete` take `-n`. A
+/// Deployment in a namespace makes its pods there.
+#[test]
+fn namespaces_keep_pods_and_objects_apart() {
+    let Some(env) = Env::new() else { return };
+    let doc = |ns: &str| {
+        format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg, namespace: {ns}}}
+data: {{who: {ns}-config}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: {ns}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [sh, -c, 'echo $WHO; exec sleep 1000']
+    env:
+    - name: WHO
+      valueFrom: {{configMapKeyRef: {{name: cfg, key: who}}}}
+"
+        )
+    };
+    let file = env.file(
+        "both.yaml",
+        &format!(
+            "{}---\n{}---\napiVersion: apps/v1
+kind: Deployment
+metadata: {{name: api, namespace: shop}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: api}}}}
+  template:
+    metadata:
+      labels: {{app: api}}
+      annotations: {{podkit.io/host-process: 'true'}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        command: [sh, -c, 'exec sleep 1000']
+",
+            doc("default"),
+            doc("shop")
+        ),
+    );
+    let _cleanup = Cleanup(&env, file.clone());
+    env.ok(&["apply", "-f", &file]);
+    env.wait("the shop's deployment pod", || {
+        env.ok(&["get", "pods", "-n", "shop", "-o", "name"])
+            .lines()
+            .count()
+            == 2
+    });
+    let default = env.ok(&["get", "pods"]);
+    assert_eq!(default.lines().count(), 2, "only default's web: {default}");
+    let all = env.ok(&["get", "pods", "-A"]);
+    let rows: Vec<Vec<&str>> = all
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(rows[0], ["NAMESPACE", "NAME"], "{all}");
+    assert!(rows.contains(&vec!["default", "web"]), "{all}");
+    assert!(rows.contains(&vec!["shop", "web"]), "{all}");
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "shop" && r[1].starts_with("api-")),
+        "{all}"
+    );
+    for ns in ["default", "shop"] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = env.podkit(&["logs", "web", "-n", ns]);
+            if String::from_utf8_lossy(&logs.stdout) == format!("{ns}-config\n") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{ns}'s web logged {logs:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            env.ok(&["exec", "-n", ns, "web", "--", "sh", "-c", "echo $WHO"]),
+            format!("{ns}-config\n")
+        );
+    }
+    let missing = env.podkit(&["get", "pod", "web", "-n", "nowhere"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("pod \"web\" not found in namespace \"nowhere\""),
+        "{missing:?}"
+    );
+    env.ok(&["delete", "pod", "web", "-n", "shop"]);
+    assert!(
+        env.podkit(&["get", "pod", "web", "-n", "shop"])
+            .status
+            .code()
+            == Some(1)
+    );
+    assert!(env.ok(&["get", "pod", "web"]).contains("Running"));
+    env.ok(&["delete", "-f", &file, "--ignore-not-found"]);
+    assert!(env.pods().is_empty() && env.ok(&["get", "pods", "-A"]).is_empty());
+}

@@ -40,11 +40,15 @@ pub fn run(args: Args) -> ExitCode {
 /// `portfwd --netns blue 8053:53/udp`, `portfwd --pid 4242 --address 0.0.0.0 9000`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The pod (its network namespace pinned at /run/netns/POD; when left out, the only running
-    /// podkit pod), unless --netns or --pid is given; then the port mappings:
+    /// The pod (its network namespace pinned at /run/netns/NAMESPACE_POD; when left out, the
+    /// only running podkit pod), unless --netns or --pid is given; then the port mappings:
     /// [LOCAL:]REMOTE[/tcp|/udp]. LOCAL empty or 0 picks a free port.
     #[arg(value_name = "[POD] [LOCAL:]REMOTE", required = true)]
     args: Vec<String>,
+
+    /// The pod's namespace.
+    #[arg(short = 'n', long, env = "PODKIT_NAMESPACE", default_value = "default")]
+    namespace: String,
 
     /// Forward into this network namespace: a name under /run/netns, or a path.
     #[arg(long, env = "PODKIT_PORTFWD_NETNS", conflicts_with = "pid")]
@@ -110,11 +114,19 @@ impl Args {
             // `portfwd 8080:8080`: no pod named, the only running one (as kubectl's current
             // context names one for it).
             (None, None)
-                if self.args[0].parse::<PortMapping>().is_ok() && !is_pod(&self.args[0]) =>
+                if self.args[0].parse::<PortMapping>().is_ok()
+                    && !is_pod(&self.namespace, &self.args[0]) =>
             {
-                (Target::Pod(only_running_pod(&pods_dir())?), &self.args[..])
+                let (namespace, name) = only_running_pod(&pods_dir())?;
+                (Target::Pod { namespace, name }, &self.args[..])
             }
-            (None, None) => (Target::Pod(self.args[0].clone()), &self.args[1..]),
+            (None, None) => (
+                Target::Pod {
+                    namespace: self.namespace.clone(),
+                    name: self.args[0].clone(),
+                },
+                &self.args[1..],
+            ),
         };
         if ports.is_empty() {
             bail!("no port mappings given: expected [LOCAL:]REMOTE after the pod's name");
@@ -148,13 +160,13 @@ fn pods_dir() -> PathBuf {
         .join("pods")
 }
 
-fn is_pod(name: &str) -> bool {
-    pods_dir().join(name).is_dir()
+fn is_pod(namespace: &str, name: &str) -> bool {
+    pods_dir().join(format!("{namespace}_{name}")).is_dir()
 }
 
-/// The one podkit pod whose network namespace is up; an error naming them when there are
-/// several, or saying so when there is none.
-fn only_running_pod(pods: &Path) -> anyhow::Result<String> {
+/// The one podkit pod whose network namespace is up (its namespace and name); an error naming
+/// them when there are several, or saying so when there is none.
+fn only_running_pod(pods: &Path) -> anyhow::Result<(String, String)> {
     let mut running: Vec<String> = match std::fs::read_dir(pods) {
         Ok(entries) => entries
             .filter_map(|entry| entry.ok())
@@ -171,13 +183,29 @@ fn only_running_pod(pods: &Path) -> anyhow::Result<String> {
             "no pod is running (none in {}): name a pod, or use --netns or --pid",
             pods.display()
         ),
-        1 => Ok(running.remove(0)),
-        _ => bail!(
-            "{} pods are running ({}): name one, as in `portfwd {} 8080:8080`",
-            running.len(),
-            running.join(", "),
-            running[0]
-        ),
+        1 => {
+            // A pod's directory is named `<namespace>_<name>`.
+            let key = running.remove(0);
+            let (namespace, name) = key.split_once('_').unwrap_or(("default", &key));
+            Ok((namespace.to_owned(), name.to_owned()))
+        }
+        _ => {
+            // As the user names them: `web`, or `web -n shop` outside the default namespace.
+            let named: Vec<String> = running
+                .iter()
+                .map(|key| match key.split_once('_') {
+                    Some(("default", name)) => name.to_owned(),
+                    Some((namespace, name)) => format!("{name} -n {namespace}"),
+                    None => key.clone(),
+                })
+                .collect();
+            bail!(
+                "{} pods are running ({}): name one, as in `portfwd {} 8080:8080`",
+                named.len(),
+                named.join(", "),
+                named[0]
+            )
+        }
     }
 }
 
@@ -276,13 +304,16 @@ mod tests {
         let pods = tempfile::tempdir().expect("tempdir");
         let err = only_running_pod(pods.path()).expect_err("none");
         assert!(err.to_string().starts_with("no pod is running"), "{err}");
-        for name in ["web", ".hidden", "ended"] {
+        for name in ["default_web", ".hidden", "default_ended"] {
             std::fs::create_dir_all(pods.path().join(name).join("ns")).expect("mkdir");
         }
-        std::fs::write(pods.path().join("web/ns/net"), "").expect("pin");
+        std::fs::write(pods.path().join("default_web/ns/net"), "").expect("pin");
         std::fs::create_dir_all(pods.path().join(".hidden/ns/net")).expect("pin");
-        assert_eq!(only_running_pod(pods.path()).expect("one"), "web");
-        std::fs::write(pods.path().join("ended/ns/net"), "").expect("pin");
+        assert_eq!(
+            only_running_pod(pods.path()).expect("one"),
+            ("default".to_owned(), "web".to_owned())
+        );
+        std::fs::write(pods.path().join("default_ended/ns/net"), "").expect("pin");
         let err = only_running_pod(pods.path()).expect_err("two");
         assert_eq!(
             err.to_string(),

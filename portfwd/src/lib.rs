@@ -6,7 +6,7 @@
 //! use portfwd::{Config, Forwarder, ListenAddress, Target};
 //! use tokio_util::sync::CancellationToken;
 //! // Equal to `portfwd web 8080:80`: localhost:8080 on the host -> localhost:80 in pod `web`.
-//! let config = Config::new(Target::Pod("web".into()), vec!["8080:80".parse()?])
+//! let config = Config::new(Target::pod("web"), vec!["8080:80".parse()?])
 //!     .addresses(vec![ListenAddress::Localhost]);
 //! let forwarder = Forwarder::bind(config).await?;
 //! for listener in forwarder.listeners() {

@@ -918,7 +918,8 @@ impl Pod {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let name = format!("pf-{prefix}-{}-{n}", std::process::id());
         let dir = std::env::temp_dir().join("podkit-portfwd-test").join(&name);
-        let ns = PodNamespaces::builder(&name, &dir)
+        // Named as podkit names a pod's: `<namespace>_<name>`.
+        let ns = PodNamespaces::builder(format!("default_{name}"), &dir)
             .create()
             .await
             .expect("create pod namespaces");
@@ -934,7 +935,7 @@ impl Pod {
     }
 
     fn target(&self) -> Target {
-        Target::Pod(self.name.clone())
+        Target::pod(&self.name)
     }
 
     /// A TCP listener on 127.0.0.1:`port` inside the pod.

@@ -91,7 +91,7 @@ pub fn apply(
     }
     let mut started = Vec::new();
     for plan in plans {
-        match state::read(root, &plan.name) {
+        match state::read(root, &plan.namespace, &plan.name) {
             Ok(existing) if same_pod(&existing.manifest, &plan.manifest) => {
                 println!("pod/{} unchanged", plan.name);
                 continue;
@@ -112,11 +112,11 @@ pub fn apply(
             eprintln!("warning: pod {:?}: {warning}", plan.name);
         }
         start_supervisor(root, &plan)?;
-        started.push(plan.name);
+        started.push((plan.namespace, plan.name));
     }
     let mut failed = false;
-    for name in started {
-        match wait_for(root, &name, &args.wait, args.timeout) {
+    for (namespace, name) in started {
+        match wait_for(root, &namespace, &name, &args.wait, args.timeout) {
             Ok(()) => println!("pod/{name} created"),
             Err(err) => {
                 eprintln!("error: pod {name:?}: {err:#}");
@@ -198,7 +198,7 @@ pub(crate) fn start_supervisor(root: &Path, plan: &PodPlan) -> anyhow::Result<()
     // yet (the supervisor makes it), so the log starts in the pods directory.
     let pods = root.join("pods");
     std::fs::create_dir_all(&pods)?;
-    let log = std::fs::File::create(pods.join(format!(".{}.supervisor.log", plan.name)))?;
+    let log = std::fs::File::create(pods.join(format!(".{}.supervisor.log", plan.key())))?;
     super::supervise_command(plan)?
         .args(["--quiet", "--detach"])
         .stdout(Stdio::null())
@@ -209,14 +209,21 @@ pub(crate) fn start_supervisor(root: &Path, plan: &PodPlan) -> anyhow::Result<()
 }
 
 /// Waits until the pod runs (or is ready), or says why it does not.
-fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::Result<()> {
+fn wait_for(
+    root: &Path,
+    namespace: &str,
+    name: &str,
+    wait: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    let log = root.join("pods").join(format!(".{name}.supervisor.log"));
+    let key = spec::pod_key(namespace, name);
+    let log = root.join("pods").join(format!(".{key}.supervisor.log"));
     // A supervisor that fails to start removes the pod's directory, then says why in its log:
     // while it does, the pod can look Unknown for a moment. The log is the answer; Unknown
     // counts only once it lasts.
     let mut unknown_since: Option<Instant> = None;
-    let mut changes = Changes::new(root, name);
+    let mut changes = Changes::new(root, namespace, name);
     loop {
         // A whole line only: the supervisor may be writing it.
         let said = || {
@@ -225,7 +232,7 @@ fn wait_for(root: &Path, name: &str, wait: &str, timeout: Duration) -> anyhow::R
                 .find(|l| l.starts_with("error:") && l.ends_with('\n'))
                 .map(|l| l.trim_start_matches("error: ").trim_end().to_owned())
         };
-        match state::read(root, name) {
+        match state::read(root, namespace, name) {
             Ok(pod) => {
                 let status = pod.status.clone().unwrap_or_default();
                 let phase = pod.phase();
@@ -326,7 +333,7 @@ struct Changes {
 const TICK: Duration = Duration::from_millis(100);
 
 impl Changes {
-    fn new(root: &Path, name: &str) -> Changes {
+    fn new(root: &Path, namespace: &str, name: &str) -> Changes {
         let pods = root.join("pods");
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .and_then(|inotify| {
@@ -340,7 +347,7 @@ impl Changes {
             .ok();
         Changes {
             inotify,
-            pod_dir: crate::supervisor::pod_dir(root, name),
+            pod_dir: crate::supervisor::pod_dir(root, namespace, name),
             pod_watched: false,
         }
     }

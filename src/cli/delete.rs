@@ -34,8 +34,7 @@ pub struct DeleteArgs {
     #[arg(value_name = "KIND NAME")]
     what: Vec<String>,
 
-    /// The namespace of the ConfigMaps, Secrets and claims named (pods are named across
-    /// namespaces).
+    /// The namespace of what is named.
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 
@@ -84,7 +83,8 @@ pub fn delete(
 ) -> anyhow::Result<std::process::ExitCode> {
     // The objects to delete after the pods: (kind, namespace, name).
     let mut objects: Vec<(spec::ObjectKind, String, String)> = Vec::new();
-    let names: Vec<String> = match (&args.file, args.what.split_first()) {
+    // The pods: (namespace, name).
+    let names: Vec<(String, String)> = match (&args.file, args.what.split_first()) {
         (Some(file), _) => {
             let manifest = spec::load_manifest(file)?;
             objects = manifest
@@ -92,13 +92,20 @@ pub fn delete(
                 .iter()
                 .map(|o| (o.kind, o.namespace.clone(), o.name.clone()))
                 .collect();
-            manifest.pods.into_iter().map(|p| p.name).collect()
+            manifest
+                .pods
+                .into_iter()
+                .map(|p| (p.namespace, p.name))
+                .collect()
         }
         (None, Some((kind, names))) => match (super::get::Kind::parse(kind)?, names) {
             (super::get::Kind::Pod, []) => {
                 bail!("name the pods to delete: podkit delete pod NAME")
             }
-            (super::get::Kind::Pod, names) => names.to_vec(),
+            (super::get::Kind::Pod, names) => names
+                .iter()
+                .map(|n| (args.namespace.clone(), n.clone()))
+                .collect(),
             (super::get::Kind::Object(kind), []) => {
                 bail!(
                     "name the {}s to delete: podkit delete {} NAME",
@@ -119,12 +126,12 @@ pub fn delete(
     // Workloads before what their pods read (a claim is refused while a pod mounts it).
     objects.sort_by_key(|(kind, _, _)| !kind.is_workload());
     let mut failed = false;
-    for name in names {
-        let pod = match state::read(root, &name) {
+    for (namespace, name) in names {
+        let pod = match state::read(root, &namespace, &name) {
             Ok(pod) => pod,
-            Err(state::StateError::NotFound { .. }) => {
+            Err(err @ state::StateError::NotFound { .. }) => {
                 if !args.ignore_not_found {
-                    eprintln!("pod {name:?} not found");
+                    eprintln!("{err}");
                     failed = true;
                 }
                 continue;
@@ -256,7 +263,7 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
         .unwrap_or(30);
     let deadline = Instant::now() + Duration::from_secs(grace + 30);
     loop {
-        match state::read(root, &pod.name) {
+        match state::read(root, &pod.namespace, &pod.name) {
             Err(state::StateError::NotFound { .. }) => return Ok(()),
             // Gone, and another pod made under its name (a StatefulSet's).
             Ok(now) if now.manifest["metadata"]["uid"] != pod.manifest["metadata"]["uid"] => {

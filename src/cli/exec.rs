@@ -47,13 +47,17 @@ pub struct ExecArgs {
     #[arg(short, long)]
     container: Option<String>,
 
+    /// The pod's namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
+
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
 }
 
 pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
-    let pod = state::read(root, &args.pod)?;
+    let pod = state::read(root, &args.namespace, &args.pod)?;
     let containers: Vec<String> = pod.manifest["spec"]["containers"]
         .as_array()
         .into_iter()
@@ -80,7 +84,7 @@ pub fn exec(root: &Path, args: ExecArgs) -> anyhow::Result<ExitCode> {
     };
     // An image container: through its OCI runtime, as `kubectl exec` goes through the CRI
     // runtime: in its root filesystem and namespaces, as its user, with its capabilities.
-    let id = crate::supervisor::runtime::container_id(&pod.name, &container);
+    let id = crate::supervisor::runtime::container_id(&pod.key(), &container);
     for (handler, root) in crate::supervisor::image::runtime_roots(&pod.dir) {
         if !root.join(&id).exists() {
             continue;

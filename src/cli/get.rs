@@ -33,11 +33,11 @@ pub struct GetArgs {
     #[arg(short, long, value_name = "FORMAT")]
     output: Option<String>,
 
-    /// The namespace of the ConfigMaps, Secrets and claims (pods are listed across namespaces).
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 
-    /// ConfigMaps, Secrets and claims of every namespace.
+    /// Of every namespace.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
 }
@@ -57,7 +57,7 @@ pub struct DescribeArgs {
     /// What to describe (all of the kind when none is named).
     names: Vec<String>,
 
-    /// The namespace of the ConfigMaps, Secrets and claims.
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 }
@@ -109,18 +109,22 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
     }
     // A workload's controller that died is started again by the next look at its pods.
     crate::controller::ensure_all(root, storage);
+    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
     if kinds != [Kind::Pod] {
         let mut first = true;
         let mut any = false;
         for kind in kinds {
             let text = match kind {
                 Kind::Pod => {
-                    let pods = select(root, &args.names)?;
+                    let pods = select(root, namespace, &args.names)?;
                     any |= !pods.is_empty();
-                    table(&pods, args.output.as_deref() == Some("wide"))
+                    table(
+                        &pods,
+                        args.output.as_deref() == Some("wide"),
+                        args.all_namespaces,
+                    )
                 }
                 Kind::Object(kind) => {
-                    let namespace = (!args.all_namespaces).then_some(args.namespace.as_str());
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
                     match args.output.as_deref() {
@@ -170,14 +174,14 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let pods = select(root, &args.names)?;
+    let pods = select(root, namespace, &args.names)?;
     if pods.is_empty() {
         eprintln!("No resources found");
         return Ok(());
     }
     match args.output.as_deref() {
-        None => print!("{}", table(&pods, false)),
-        Some("wide") => print!("{}", table(&pods, true)),
+        None => print!("{}", table(&pods, false, args.all_namespaces)),
+        Some("wide") => print!("{}", table(&pods, true, args.all_namespaces)),
         Some("name") => pods.iter().for_each(|p| println!("pod/{}", p.name)),
         Some(format @ ("json" | "yaml")) => {
             let value = if args.names.len() == 1 {
@@ -210,7 +214,7 @@ fn print_value(format: &str, value: &serde_json::Value) -> anyhow::Result<()> {
 
 pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = match Kind::parse(&args.kind)? {
-        Kind::Pod => select(root, &args.names)?
+        Kind::Pod => select(root, Some(&args.namespace), &args.names)?
             .iter()
             .map(describe_one)
             .collect(),
@@ -465,17 +469,25 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
 }
 
 /// The named pods (each must exist), or all of them.
-pub fn select(root: &Path, names: &[String]) -> anyhow::Result<Vec<PodState>> {
+/// The named pods of `namespace` (each must exist), or all of it (of every namespace when
+/// `None`).
+pub fn select(
+    root: &Path,
+    namespace: Option<&str>,
+    names: &[String],
+) -> anyhow::Result<Vec<PodState>> {
     if names.is_empty() {
-        return Ok(state::list(root)?);
+        return Ok(state::list_in(root, namespace)?);
     }
+    let namespace = namespace.unwrap_or("default");
     names
         .iter()
-        .map(|name| Ok(state::read(root, name)?))
+        .map(|name| Ok(state::read(root, namespace, name)?))
         .collect()
 }
 
-fn table(pods: &[PodState], wide: bool) -> String {
+/// kubectl's table of pods; with a NAMESPACE column for `-A`.
+fn table(pods: &[PodState], wide: bool, namespaces: bool) -> String {
     if pods.is_empty() {
         return String::new();
     }
@@ -486,6 +498,9 @@ fn table(pods: &[PodState], wide: bool) -> String {
         "RESTARTS".into(),
         "AGE".into(),
     ]];
+    if namespaces {
+        rows[0].insert(0, "NAMESPACE".into());
+    }
     if wide {
         rows[0].extend(["IP".into(), "NODE".into()]);
     }
@@ -502,6 +517,9 @@ fn table(pods: &[PodState], wide: bool) -> String {
             columns.restarts.to_string(),
             short_duration(pod.age()),
         ];
+        if namespaces {
+            row.insert(0, pod.namespace.clone());
+        }
         if wide {
             row.extend(["<none>".into(), node.clone()]);
         }

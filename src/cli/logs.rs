@@ -30,6 +30,10 @@ pub struct LogsArgs {
     #[arg(short, long)]
     container: Option<String>,
 
+    /// The pod's namespace.
+    #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
+    namespace: String,
+
     /// Follow: print new lines as they come, across restarts, until the container runs no
     /// more.
     #[arg(short, long)]
@@ -65,7 +69,7 @@ pub struct LogsArgs {
 }
 
 pub fn logs(root: &Path, args: LogsArgs) -> anyhow::Result<()> {
-    let pod = state::read(root, &args.pod)?;
+    let pod = state::read(root, &args.namespace, &args.pod)?;
     let containers = containers(&pod);
     let chosen: Vec<String> = if args.all_containers {
         containers.clone()
@@ -220,8 +224,9 @@ fn from_files(
     let mut reader = Reader::open(&pod.dir, &pod.name, container, query)?;
     loop {
         // Asked before the read: a supervisor gone by then wrote everything this read gets.
-        let writing =
-            query.follow && state::read(root, &pod.name).is_ok_and(|now| now.supervisor.is_some());
+        let writing = query.follow
+            && state::read(root, &pod.namespace, &pod.name)
+                .is_ok_and(|now| now.supervisor.is_some());
         let chunk = reader.read()?;
         if !chunk.is_empty() {
             out.write_all(&prefixer.apply(&chunk))?;

@@ -169,7 +169,7 @@ impl Control for StatefulSet {
                         continue;
                     }
                     // A pod of the name still there (not the set's: another's) waits.
-                    if crate::state::read(&self.context.root, &pod_name).is_ok() {
+                    if crate::state::read(&self.context.root, ns, &pod_name).is_ok() {
                         blocked = !parallel;
                         if blocked {
                             break;

@@ -487,7 +487,7 @@ pub(crate) async fn prepare(
     env: &[(String, String)],
     gate: Option<&super::member::Gate>,
 ) -> Result<Prepared, String> {
-    let id = runtime::container_id(&pod.plan.name, &member.name);
+    let id = runtime::container_id(&pod.plan.key(), &member.name);
     // A run's root filesystem and bundle: `containers/NAME/`, new for each run.
     let dir = pod.dir.join("containers").join(&member.name);
     if dir.exists() {

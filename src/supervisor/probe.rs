@@ -84,7 +84,7 @@ async fn exec(
         let rt = pod.runtime.as_ref().ok_or_else(|| {
             "no OCI runtime: the pod was planned without image containers".to_owned()
         })?;
-        let id = runtime::container_id(&pod.plan.name, &member.name);
+        let id = runtime::container_id(&pod.plan.key(), &member.name);
         let host = netns::Namespaces::new(std::iter::empty());
         (host, rt.exec(&id, command), rt.setup().new_session())
     } else {

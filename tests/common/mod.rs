@@ -68,7 +68,7 @@ impl Running {
     }
 
     pub fn dir(&self) -> PathBuf {
-        Path::new("/run/podkit/pods").join(&self.name)
+        Path::new("/run/podkit/pods").join(format!("default_{}", self.name))
     }
 
     pub fn status(&self) -> Value {
@@ -212,7 +212,7 @@ pub fn pod_cgroup(name: &str) -> Option<PathBuf> {
     Some(
         Path::new(&mount)
             .join(own.trim_start_matches('/'))
-            .join(format!("podkit-{name}")),
+            .join(format!("podkit-default_{name}")),
     )
 }
 
