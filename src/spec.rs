@@ -396,6 +396,8 @@ pub enum ObjectKind {
     ConfigMap,
     Secret,
     PersistentVolumeClaim,
+    /// Kept and listed; what it does (an IP, a name, endpoints) is the pod network's work.
+    Service,
     Deployment,
     ReplicaSet,
     ReplicationController,
@@ -407,10 +409,11 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// Every kind, in the order `apply` keeps them: what pods read before the workloads.
-    pub const ALL: [ObjectKind; 10] = [
+    pub const ALL: [ObjectKind; 11] = [
         ObjectKind::ConfigMap,
         ObjectKind::Secret,
         ObjectKind::PersistentVolumeClaim,
+        ObjectKind::Service,
         ObjectKind::Deployment,
         ObjectKind::ReplicaSet,
         ObjectKind::ReplicationController,
@@ -420,8 +423,8 @@ impl ObjectKind {
         ObjectKind::CronJob,
     ];
 
-    /// The kinds a controller process keeps: those after the claims in [`ObjectKind::ALL`].
-    pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(3).1;
+    /// The kinds a controller process keeps: those after the Services in [`ObjectKind::ALL`].
+    pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(4).1;
 
     /// The kind as the API names it: `ConfigMap`, `Secret`.
     pub fn kind(self) -> &'static str {
@@ -429,6 +432,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "ConfigMap",
             ObjectKind::Secret => "Secret",
             ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ObjectKind::Service => "Service",
             ObjectKind::Deployment => "Deployment",
             ObjectKind::ReplicaSet => "ReplicaSet",
             ObjectKind::ReplicationController => "ReplicationController",
@@ -450,6 +454,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap
             | ObjectKind::Secret
             | ObjectKind::PersistentVolumeClaim
+            | ObjectKind::Service
             | ObjectKind::ReplicationController => "v1",
             ObjectKind::Deployment
             | ObjectKind::ReplicaSet
@@ -483,6 +488,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "configmap",
             ObjectKind::Secret => "secret",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaim",
+            ObjectKind::Service => "service",
             ObjectKind::Deployment => "deployment",
             ObjectKind::ReplicaSet => "replicaset",
             ObjectKind::ReplicationController => "replicationcontroller",
@@ -499,6 +505,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "configmaps",
             ObjectKind::Secret => "secrets",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
+            ObjectKind::Service => "services",
             ObjectKind::Deployment => "deployments",
             ObjectKind::ReplicaSet => "replicasets",
             ObjectKind::ReplicationController => "replicationcontrollers",
@@ -765,6 +772,14 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
                     Ok(())
                 }
                 objects::Other::Object(object) => {
+                    // Kept, and said: what it stands for does not work yet.
+                    if object.kind == ObjectKind::Service {
+                        ignored.push(format!(
+                            "Service/{}: kept, but NOT YET PROVIDING TRAFFIC: podkit has no \
+                             Service IPs or names yet; reach a pod by its hostPort on this host",
+                            object.name
+                        ));
+                    }
                     // A registry's credentials, for the pods' imagePullSecrets.
                     if validate::is_pull_secret(&raw) {
                         let (name, config) = validate::pull_secret(&raw)?;
@@ -882,6 +897,23 @@ pub fn load(path: &std::path::Path) -> Result<Vec<PodPlan>, SpecError> {
         });
     }
     Ok(manifest.pods)
+}
+
+/// Reads every manifest of `paths` (as `kubectl apply -f A -f B` takes several), in order,
+/// into one.
+pub fn load_manifests(paths: &[PathBuf]) -> Result<Manifest, SpecError> {
+    let mut all = Manifest {
+        pods: Vec::new(),
+        objects: Vec::new(),
+        ignored: Vec::new(),
+    };
+    for path in paths {
+        let one = load_manifest(path)?;
+        all.pods.extend(one.pods);
+        all.objects.extend(one.objects);
+        all.ignored.extend(one.ignored);
+    }
+    Ok(all)
 }
 
 /// Reads and parses everything in the manifest at `path` ([`parse_manifest`]): a file, `-` for

@@ -1147,7 +1147,9 @@ spec:
         .join(format!("default_{pod}"))
         .join("runtime");
     assert!(
-        root.join("crun").join(format!("{pod}_app")).exists(),
+        root.join("crun")
+            .join(format!("default_{pod}_app"))
+            .exists(),
         "crun's state for the container is under the pod"
     );
     assert!(!root.join("runc").exists(), "runc was not used");

@@ -710,13 +710,36 @@ fn a_daemonset_and_a_replicaset_keep_their_pods() {
     let file = env.file(
         "set.yaml",
         &format!(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n{}---\napiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: front}}\nspec:\n  replicas: 2\n{}",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: agent}}\nspec:\n{}---\napiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: front}}\nspec:\n  replicas: 2\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: front}}\nspec:\n  selector: {{app: front}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
             template("agent"),
             template("front")
         ),
     );
     let _cleanup = Cleanup(&env, file.clone());
-    env.ok(&["apply", "-f", &file]);
+    let applied = env.podkit(&["apply", "-f", &file]);
+    assert!(applied.status.success(), "{applied:?}");
+    // A Service is kept and listed, and said not to carry traffic yet.
+    assert!(
+        String::from_utf8_lossy(&applied.stderr)
+            .contains("Service/front: kept, but NOT YET PROVIDING TRAFFIC"),
+        "{applied:?}"
+    );
+    let services = env.ok(&["get", "svc"]);
+    let row: Vec<&str> = services
+        .lines()
+        .nth(1)
+        .expect("a row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..5],
+        ["front", "ClusterIP", "<none>", "<none>", "80/TCP"],
+        "{services}"
+    );
+    assert!(
+        env.ok(&["describe", "svc", "front"])
+            .contains("NOT YET PROVIDED")
+    );
     env.wait("one agent and two front pods", || {
         let (agents, fronts) = (env.pods_of("agent-"), env.pods_of("front-"));
         agents.len() == 1
@@ -751,7 +774,8 @@ fn a_daemonset_and_a_replicaset_keep_their_pods() {
             .is_some_and(|l| l.split_whitespace().take(3).eq(["front", "2", "2"])),
         "{rs}"
     );
-    env.ok(&["delete", "-f", &file]);
+    let deleted = env.ok(&["delete", "-f", &file]);
+    assert!(deleted.contains("service \"front\" deleted"), "{deleted}");
     assert!(env.pods().is_empty(), "{:#?}", env.pods());
 }
 
@@ -785,10 +809,12 @@ spec:
 "
         )
     };
+    // Two files, applied by one command with two -f.
+    let default_file = env.file("default.yaml", &doc("default"));
     let file = env.file(
-        "both.yaml",
+        "shop.yaml",
         &format!(
-            "{}---\n{}---\napiVersion: apps/v1
+            "{}---\napiVersion: apps/v1
 kind: Deployment
 metadata: {{name: api, namespace: shop}}
 spec:
@@ -804,12 +830,12 @@ spec:
       - name: app
         command: [sh, -c, 'exec sleep 1000']
 ",
-            doc("default"),
             doc("shop")
         ),
     );
     let _cleanup = Cleanup(&env, file.clone());
-    env.ok(&["apply", "-f", &file]);
+    let _cleanup_default = Cleanup(&env, default_file.clone());
+    env.ok(&["apply", "-f", &default_file, "-f", &file]);
     env.wait("the shop's deployment pod", || {
         env.ok(&["get", "pods", "-n", "shop", "-o", "name"])
             .lines()
@@ -860,6 +886,13 @@ spec:
             == Some(1)
     );
     assert!(env.ok(&["get", "pod", "web"]).contains("Running"));
-    env.ok(&["delete", "-f", &file, "--ignore-not-found"]);
+    env.ok(&[
+        "delete",
+        "-f",
+        &default_file,
+        "-f",
+        &file,
+        "--ignore-not-found",
+    ]);
     assert!(env.pods().is_empty() && env.ok(&["get", "pods", "-A"]).is_empty());
 }

@@ -33,10 +33,10 @@ use super::parse_duration;
 
 Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.")]
 pub struct ApplyArgs {
-    /// The manifest: v1 Pods, ConfigMaps and Secrets, separated by `---`; a directory of
-    /// them; `-` for standard input.
-    #[arg(short = 'f', long = "filename", value_name = "FILE")]
-    file: std::path::PathBuf,
+    /// The manifest: Pods, workloads, ConfigMaps, Secrets, claims and Services, separated by
+    /// `---`; a directory of them; `-` for standard input. Several `-f` apply each in turn.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    file: Vec<std::path::PathBuf>,
 
     /// What to wait for: `running` (every container started) or `ready` (the Ready condition).
     #[arg(long, default_value = "running", value_parser = ["running", "ready"])]
@@ -56,7 +56,7 @@ pub fn apply(
     storage: &Path,
     args: ApplyArgs,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let manifest = spec::load_manifest(&args.file)?;
+    let manifest = spec::load_manifests(&args.file)?;
     if args.dry_run {
         for object in &manifest.objects {
             println!(
@@ -323,7 +323,7 @@ fn wait_for(
 /// (two cores here). inotify on the pods directory (the supervisor makes the pod's directory
 /// and logs its early errors there) and, once it is made, on the pod's own (status.json is
 /// renamed into place), with a tick for what inotify does not tell: a supervisor that died.
-struct Changes {
+pub(super) struct Changes {
     inotify: Option<Inotify>,
     pod_dir: std::path::PathBuf,
     pod_watched: bool,
@@ -333,7 +333,7 @@ struct Changes {
 const TICK: Duration = Duration::from_millis(100);
 
 impl Changes {
-    fn new(root: &Path, namespace: &str, name: &str) -> Changes {
+    pub(super) fn new(root: &Path, namespace: &str, name: &str) -> Changes {
         let pods = root.join("pods");
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
             .and_then(|inotify| {
@@ -355,7 +355,7 @@ impl Changes {
     /// Returns after a change, or after [`TICK`]; at once when the pod's directory was only
     /// now watched (what changed in it before is read again first). Without inotify (out of
     /// watches), after 10 ms.
-    fn wait(&mut self) {
+    pub(super) fn wait(&mut self) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::os::fd::AsFd;
         let Some(inotify) = &self.inotify else {

@@ -38,14 +38,14 @@ pub struct DeleteArgs {
     #[arg(short = 'n', long, value_name = "NAMESPACE", default_value = "default")]
     namespace: String,
 
-    /// Delete the pods of this manifest.
+    /// Delete everything this manifest holds (several `-f`: each).
     #[arg(
         short = 'f',
         long = "filename",
         value_name = "FILE",
         conflicts_with = "what"
     )]
-    file: Option<std::path::PathBuf>,
+    file: Vec<std::path::PathBuf>,
 
     /// Wait until the pods are gone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -84,9 +84,9 @@ pub fn delete(
     // The objects to delete after the pods: (kind, namespace, name).
     let mut objects: Vec<(spec::ObjectKind, String, String)> = Vec::new();
     // The pods: (namespace, name).
-    let names: Vec<(String, String)> = match (&args.file, args.what.split_first()) {
-        (Some(file), _) => {
-            let manifest = spec::load_manifest(file)?;
+    let names: Vec<(String, String)> = match (args.file.first(), args.what.split_first()) {
+        (Some(_), _) => {
+            let manifest = spec::load_manifests(&args.file)?;
             objects = manifest
                 .objects
                 .iter()
@@ -262,6 +262,7 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
         .as_u64()
         .unwrap_or(30);
     let deadline = Instant::now() + Duration::from_secs(grace + 30);
+    let mut changes = super::apply::Changes::new(root, &pod.namespace, &pod.name);
     loop {
         match state::read(root, &pod.namespace, &pod.name) {
             Err(state::StateError::NotFound { .. }) => return Ok(()),
@@ -280,7 +281,8 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
                 "still terminating after {}s; try again, or podkit gc once its supervisor is gone",
                 grace + 30
             ),
-            _ => std::thread::sleep(Duration::from_millis(20)),
+            // Woken when the pod's directory is renamed away (its supervisor removes it so).
+            _ => changes.wait(),
         }
     }
 }

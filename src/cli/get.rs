@@ -79,6 +79,7 @@ impl Kind {
             "persistentvolumeclaim" | "persistentvolumeclaims" | "pvc" => {
                 Kind::Object(ObjectKind::PersistentVolumeClaim)
             }
+            "service" | "services" | "svc" => Kind::Object(ObjectKind::Service),
             "deployment" | "deployments" | "deploy" => Kind::Object(ObjectKind::Deployment),
             "replicaset" | "replicasets" | "rs" => Kind::Object(ObjectKind::ReplicaSet),
             "replicationcontroller" | "replicationcontrollers" | "rc" => {
@@ -91,8 +92,8 @@ impl Kind {
             other => bail!(
                 "podkit knows pods (po), deployments (deploy), replicasets (rs), \
                  replicationcontrollers (rc), statefulsets (sts), daemonsets (ds), jobs, \
-                 cronjobs (cj), configmaps (cm), secrets and persistentvolumeclaims (pvc), not \
-                 {other:?}"
+                 cronjobs (cj), configmaps (cm), secrets, persistentvolumeclaims (pvc) and \
+                 services (svc), not {other:?}"
             ),
         })
     }
@@ -286,6 +287,9 @@ fn object_table(kind: ObjectKind, objects: &[serde_json::Value], namespaces: boo
     if kind == ObjectKind::PersistentVolumeClaim {
         return claim_table(objects, namespaces);
     }
+    if kind == ObjectKind::Service {
+        return service_table(objects, namespaces);
+    }
     let mut header = vec!["NAME".to_owned()];
     if namespaces {
         header.insert(0, "NAMESPACE".to_owned());
@@ -306,6 +310,69 @@ fn object_table(kind: ObjectKind, objects: &[serde_json::Value], namespaces: boo
             row.push(text(&o["type"]));
         }
         row.push(data_count(o).to_string());
+        row.push(object_age(o));
+        rows.push(row);
+    }
+    super::render_table(&rows, "   ")
+}
+
+/// A Service's PORT(S) column: `80/TCP`, `80:30080/TCP` with a nodePort.
+fn service_ports(service: &serde_json::Value) -> String {
+    let ports: Vec<String> = service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let protocol = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_u64() {
+                Some(node) => format!("{}:{node}/{protocol}", p["port"]),
+                None => format!("{}/{protocol}", p["port"]),
+            }
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".to_owned()
+    } else {
+        ports.join(",")
+    }
+}
+
+/// kubectl's table of Services. No Service has a cluster IP yet (the pod network's work):
+/// CLUSTER-IP says `<none>`, or `None` for a headless one, as the manifest gave it.
+fn service_table(services: &[serde_json::Value], namespaces: bool) -> String {
+    let mut header: Vec<String> = [
+        "NAME",
+        "TYPE",
+        "CLUSTER-IP",
+        "EXTERNAL-IP",
+        "PORT(S)",
+        "AGE",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if namespaces {
+        header.insert(0, "NAMESPACE".to_owned());
+    }
+    let mut rows = vec![header];
+    for o in services {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let mut row = Vec::new();
+        if namespaces {
+            row.push(text(&o["metadata"]["namespace"]));
+        }
+        row.push(text(&o["metadata"]["name"]));
+        let kind = o["spec"]["type"].as_str().unwrap_or("ClusterIP");
+        row.push(kind.to_owned());
+        row.push(match o["spec"]["clusterIP"].as_str() {
+            Some("None") => "None".to_owned(),
+            _ => "<none>".to_owned(),
+        });
+        row.push(match kind {
+            "ExternalName" => text(&o["spec"]["externalName"]),
+            "LoadBalancer" => "<pending>".to_owned(),
+            _ => "<none>".to_owned(),
+        });
+        row.push(service_ports(o));
         row.push(object_age(o));
         rows.push(row);
     }
@@ -458,6 +525,34 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
             for (key, bytes) in &data.entries {
                 let _ = writeln!(out, "{key}:  {} bytes", bytes.len());
             }
+        }
+        ObjectKind::Service => {
+            let selector: Vec<String> = o["spec"]["selector"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            let _ = writeln!(
+                out,
+                "Selector:          {}",
+                if selector.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    selector.join(",")
+                }
+            );
+            let _ = writeln!(
+                out,
+                "Type:              {}",
+                o["spec"]["type"].as_str().unwrap_or("ClusterIP")
+            );
+            let _ = writeln!(out, "Port(s):           {}", service_ports(o));
+            let _ = writeln!(
+                out,
+                "Traffic:           NOT YET PROVIDED: podkit has no Service IPs, names or \
+                 endpoints yet; reach a pod by its hostPort on this host"
+            );
         }
         // Workloads are described by `workloads::describe`.
         _ => {}

@@ -68,11 +68,6 @@ const IGNORED_KINDS: &[(&str, &str)] = &[
         "Namespace",
         "namespaces need no making: podkit keeps objects by their metadata.namespace",
     ),
-    (
-        "Service",
-        "NOT YET PROVIDING TRAFFIC: podkit has no Service IPs or names yet; reach a pod by \
-         its hostPort on this host",
-    ),
 ];
 
 /// Kinds podkit will run but does not yet: refused with that said.
@@ -93,6 +88,7 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
         "ConfigMap" => config_map(raw).map(Other::Object),
         "Secret" => secret(raw).map(Other::Object),
         "PersistentVolumeClaim" => claim(raw).map(Other::Object),
+        "Service" => service(raw).map(Other::Object),
         _ => match ObjectKind::from_kind(kind).filter(|k| k.is_workload()) {
             Some(workload) => super::workloads::workload(workload, raw).map(Other::Object),
             None => {
@@ -494,6 +490,177 @@ pub(super) fn claim(raw: &Value) -> Result<Object, Vec<String>> {
     });
     Ok(Object {
         kind: ObjectKind::PersistentVolumeClaim,
+        namespace,
+        name,
+        value,
+        immutable: false,
+    })
+}
+
+/// The Service types and what the API server calls them.
+const SERVICE_TYPES: [&str; 4] = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+
+/// A v1 Service, checked as `ValidateService` checks what podkit will act on: its type, its
+/// ports (each a protocol, a port, a targetPort as a number or a container port's name, a
+/// nodePort in 30000-32767 for NodePort and LoadBalancer; named, uniquely, when there are
+/// several), its selector, `clusterIP: None` (headless) and an ExternalName's `externalName`.
+/// Kept and listed (`get svc`); the traffic it stands for (an IP, a name, endpoints) is the pod
+/// network's work, which `apply` and `describe` say.
+pub(super) fn service(raw: &Value) -> Result<Object, Vec<String>> {
+    let (mut v, name, namespace) = common(raw, "a Service", &["spec", "status"]);
+    let spec = raw.get("spec").cloned().unwrap_or(Value::Null);
+    v.keys(
+        &spec,
+        "spec",
+        &[
+            "type",
+            "ports",
+            "selector",
+            "clusterIP",
+            "clusterIPs",
+            "externalName",
+            "sessionAffinity",
+            "publishNotReadyAddresses",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "externalTrafficPolicy",
+            "internalTrafficPolicy",
+        ],
+        &[
+            "loadBalancerIP",
+            "loadBalancerSourceRanges",
+            "loadBalancerClass",
+            "externalIPs",
+            "allocateLoadBalancerNodePorts",
+            "healthCheckNodePort",
+            "sessionAffinityConfig",
+            "trafficDistribution",
+        ],
+    );
+    let kind = match spec.get("type").and_then(Value::as_str) {
+        None => "ClusterIP",
+        Some(t) => match SERVICE_TYPES.iter().find(|k| **k == t) {
+            Some(k) => k,
+            None => {
+                v.bad(
+                    "spec.type",
+                    format!(
+                        "Unsupported value: {t:?}: supported values: {}",
+                        SERVICE_TYPES.map(|k| format!("{k:?}")).join(", ")
+                    ),
+                );
+                "ClusterIP"
+            }
+        },
+    };
+    if kind == "ExternalName" {
+        match spec.get("externalName").and_then(Value::as_str) {
+            Some(host) if validate::dns_subdomain(host).is_ok() => {}
+            Some(host) => v.bad("spec.externalName", format!("{host:?}: must be a DNS name")),
+            None => v.bad("spec.externalName", "Required value"),
+        }
+    }
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ports.is_empty() && kind != "ExternalName" && spec.get("clusterIP") != Some(&"None".into()) {
+        v.bad("spec.ports", "Required value");
+    }
+    let mut names = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("spec.ports[{i}]");
+        v.keys(
+            port,
+            &at,
+            &[
+                "name",
+                "protocol",
+                "port",
+                "targetPort",
+                "nodePort",
+                "appProtocol",
+            ],
+            &[],
+        );
+        match port.get("name").and_then(Value::as_str) {
+            Some(n) => {
+                if let Err(why) = validate::dns_label(n) {
+                    v.bad(&format!("{at}.name"), format!("{n:?} {why}"));
+                }
+                if names.contains(&n) {
+                    v.bad(&format!("{at}.name"), format!("Duplicate value: {n:?}"));
+                }
+                names.push(n);
+            }
+            None if ports.len() > 1 => v.bad(
+                &format!("{at}.name"),
+                "Required value: each port must be named when there are several",
+            ),
+            None => {}
+        }
+        match port.get("protocol").and_then(Value::as_str) {
+            None | Some("TCP" | "UDP" | "SCTP") => {}
+            Some(p) => v.bad(
+                &format!("{at}.protocol"),
+                format!("Unsupported value: {p:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
+            ),
+        }
+        let number = |value: Option<&Value>| {
+            value
+                .and_then(Value::as_u64)
+                .filter(|n| (1..=65535).contains(n))
+        };
+        if number(port.get("port")).is_none() {
+            v.bad(
+                &format!("{at}.port"),
+                "must be between 1 and 65535, inclusive",
+            );
+        }
+        match port.get("targetPort") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(n)) if validate::dns_label(n).is_ok() && n.len() <= 15 => {}
+            Some(n @ Value::Number(_)) if number(Some(n)).is_some() => {}
+            Some(other) => v.bad(
+                &format!("{at}.targetPort"),
+                format!("{other}: must be a port number (1-65535) or a container port's name"),
+            ),
+        }
+        if let Some(node) = port.get("nodePort").filter(|n| !n.is_null()) {
+            if kind == "ClusterIP" {
+                v.bad(
+                    &format!("{at}.nodePort"),
+                    "Forbidden: may not be used when `type` is 'ClusterIP'",
+                );
+            } else if !node.as_u64().is_some_and(|n| (30000..=32767).contains(&n)) {
+                v.bad(
+                    &format!("{at}.nodePort"),
+                    format!("{node}: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+                );
+            }
+        }
+    }
+    let selector = spec.get("selector").cloned().unwrap_or(Value::Null);
+    if !selector.is_null() {
+        match selector.as_object() {
+            Some(map) if map.values().all(Value::is_string) => {}
+            _ => v.bad("spec.selector", "must be a map of label names to values"),
+        }
+    }
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let mut kept = spec.as_object().cloned().unwrap_or_default();
+    kept.insert("type".into(), kind.into());
+    let value = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(raw, &name, &namespace),
+        "spec": Value::Object(kept),
+    });
+    Ok(Object {
+        kind: ObjectKind::Service,
         namespace,
         name,
         value,
