@@ -185,10 +185,14 @@ impl Ipam {
                 }
                 continue;
             }
-            // Other files (the lock, `last_reserved_ip`, anything foreign) are no leases.
+            // Other files (the lock, `last_reserved_ip`, anything foreign, an address of
+            // another subnet put here by hand) are no leases.
             let Ok(ip) = name.parse::<Ipv4Addr>() else {
                 continue;
             };
+            if !self.subnet.contains(ip) {
+                continue;
+            }
             if let Some(owner) = self.read_lease(name)? {
                 leases.insert(ip, owner);
             }

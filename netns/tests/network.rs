@@ -355,6 +355,7 @@ fn leftovers_of_a_crash_are_no_leases() {
     // A write cut short before its rename, and a file that is no lease.
     std::fs::write(ipam.dir().join(".tmp-10.90.0.2"), "pod-x").expect("tmp");
     std::fs::write(ipam.dir().join("notes"), "hello").expect("foreign file");
+    std::fs::write(ipam.dir().join("192.0.2.7"), "pod-y").expect("another subnet's address");
     assert!(ipam.leases().expect("leases").is_empty());
     assert_eq!(
         ipam.allocate("pod-a").expect("a"),
