@@ -1,7 +1,7 @@
 //! The crate's one error type: a variant per operation that can fail, each naming what it worked on.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use crate::NsKind;
@@ -220,6 +220,70 @@ pub enum Error {
     #[error("this needs a tokio runtime: call it from inside one")]
     NoRuntime,
 
+    #[error("invalid link name {name:?}: {reason}")]
+    InvalidLinkName { name: String, reason: &'static str },
+
+    #[error("invalid subnet {subnet}: {reason}")]
+    InvalidSubnet { subnet: String, reason: String },
+
+    #[error("invalid MTU {mtu} for bridge {bridge:?}: must be 68 to 65535")]
+    InvalidMtu { bridge: String, mtu: u32 },
+
+    #[error("{ip} cannot be a pod's address on subnet {subnet}: {reason}")]
+    InvalidPodAddress {
+        ip: Ipv4Addr,
+        subnet: String,
+        reason: &'static str,
+    },
+
+    #[error(
+        "link {name:?} in network namespace {ns:?} is a {kind}, not a bridge: \
+         rename or delete it, or configure another bridge name"
+    )]
+    NotABridge {
+        name: String,
+        ns: PathBuf,
+        kind: String,
+    },
+
+    #[error(
+        "link {name:?} in network namespace {ns:?} is not a pod's veth on bridge {bridge:?} \
+         ({reason}): refusing to delete it"
+    )]
+    NotAPort {
+        name: String,
+        bridge: String,
+        ns: PathBuf,
+        reason: String,
+    },
+
+    #[error("invalid lease owner {owner:?}: {reason}")]
+    InvalidOwner { owner: String, reason: &'static str },
+
+    #[error(
+        "subnet {subnet} has no free address left ({leases} leases in {dir:?}): \
+         delete pods, or use a larger subnet"
+    )]
+    SubnetFull {
+        subnet: String,
+        leases: usize,
+        dir: PathBuf,
+    },
+
+    #[error("failed to lock {path:?}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("failed to read {path:?}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// A step failed, and undoing what had been done failed too: both are reported so that the
     /// leftover (named in `cleanup`) can be removed by hand or by a later delete.
     #[error("{}; cleaning up failed as well: {}", chain(error), chain(cleanup))]
@@ -227,6 +291,19 @@ pub enum Error {
         error: Box<Error>,
         cleanup: Box<Error>,
     },
+}
+
+impl Error {
+    /// The errno the kernel answered a netlink request with, if that is what failed.
+    pub(crate) fn netlink_errno(&self) -> Option<i32> {
+        match self {
+            Error::Netlink {
+                source: rtnetlink::Error::NetlinkError(message),
+                ..
+            } => Some(-message.raw_code()),
+            _ => None,
+        }
+    }
 }
 
 /// An error with its causes, as one line: both halves of [`Error::Cleanup`] need theirs.

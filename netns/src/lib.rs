@@ -29,13 +29,20 @@
 //! - `setup.rs`: [`Setup`], what a member does between fork and exec (session, mounts, user);
 //! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
 //! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
+//! - `subnet.rs`: [`Subnet`], an IPv4 network and prefix, with its gateway and pod range;
+//! - `bridge.rs`: [`Bridge`], pods on a host bridge with an address and a default route each
+//!   (CNI's `bridge` plugin);
+//! - `ipam.rs`: [`Ipam`], pod addresses leased from a subnet, one file per lease under a
+//!   lock (CNI's `host-local` plugin);
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
 //! - `tty.rs`: terminal window sizes, for a pty given to a command in a pod;
 //! - `sys.rs`: the raw syscalls nix does not wrap, and [`release_free_memory`] (glibc's
 //!   `malloc_trim`, for the sidecars that serve bursts);
 //! - `error.rs`: [`Error`].
 
+mod bridge;
 mod error;
+mod ipam;
 mod kind;
 mod namespace;
 mod netlink;
@@ -45,10 +52,13 @@ mod process;
 mod setup;
 mod socket;
 mod spawn;
+mod subnet;
 mod sys;
 mod tty;
 
+pub use bridge::{Bridge, POD_INTERFACE};
 pub use error::{Error, Result};
+pub use ipam::Ipam;
 pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};
 pub use netlink::{Address, Link, Netlink};
@@ -57,6 +67,7 @@ pub use process::{Pending, PidFd, Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
+pub use subnet::Subnet;
 pub use sys::{die_of_sigpipe, release_free_memory};
 pub use tty::{set_window_size, window_size};
 

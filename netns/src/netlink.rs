@@ -7,9 +7,13 @@ use std::path::PathBuf;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use rtnetlink::sys::TokioSocket;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
 
 use crate::{Error, Namespace, NsKind, Result};
 
@@ -23,6 +27,10 @@ pub struct Link {
     pub mtu: Option<u32>,
     /// The hardware address, empty for links without one (`lo` has all zeros).
     pub mac: Vec<u8>,
+    /// The kind `ip -d link show` names after the link (`veth`, `bridge`), if it has one.
+    pub kind: Option<String>,
+    /// The index of the link this one is a port of (`master` in `ip link show`).
+    pub controller: Option<u32>,
 }
 
 /// An address on a link, as `ip address show` lists it.
@@ -104,27 +112,26 @@ impl Netlink {
             .try_collect()
             .await
             .map_err(|err| self.error("ip link show".into(), "", err))?;
-        Ok(messages
+        Ok(messages.into_iter().map(parse_link).collect())
+    }
+
+    /// Equal to `ip -d link show NAME`; [`Error::LinkNotFound`] when there is none.
+    pub async fn link(&self, name: &str) -> Result<Link> {
+        let stream = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
+        let messages: Vec<_> = stream
+            .try_collect()
+            .await
+            .map_err(|err| self.error(format!("ip link show {name}"), name, err))?;
+        messages
             .into_iter()
-            .map(|message| {
-                let mut link = Link {
-                    index: message.header.index,
-                    name: String::new(),
-                    up: message.header.flags.contains(LinkFlags::Up),
-                    mtu: None,
-                    mac: Vec::new(),
-                };
-                for attribute in message.attributes {
-                    match attribute {
-                        LinkAttribute::IfName(name) => link.name = name,
-                        LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
-                        LinkAttribute::Address(mac) => link.mac = mac,
-                        _ => {}
-                    }
-                }
-                link
-            })
-            .collect())
+            .next()
+            .map(parse_link)
+            .ok_or_else(|| self.not_found(name))
     }
 
     /// The index of link `name`; [`Error::LinkNotFound`] when there is none.
@@ -215,6 +222,80 @@ impl Netlink {
         })
     }
 
+    /// Equal to `ip link add NAME mtu MTU up type bridge`.
+    pub async fn add_bridge(&self, name: &str, mtu: u32) -> Result<()> {
+        let message = LinkBridge::new(name).mtu(mtu).build();
+        let request = self.handle.link().add(message).execute();
+        request.await.map_err(|err| {
+            let op = format!("ip link add {name} mtu {mtu} up type bridge");
+            self.error(op, "", err)
+        })
+    }
+
+    /// Equal to `ip link set NAME mtu MTU`.
+    pub async fn set_mtu(&self, name: &str, mtu: u32) -> Result<()> {
+        let message = LinkUnspec::new_with_name(name).mtu(mtu).build();
+        let request = self.handle.link().set(message).execute();
+        request
+            .await
+            .map_err(|err| self.error(format!("ip link set {name} mtu {mtu}"), name, err))
+    }
+
+    /// Equal to `ip link set NAME address MAC`. Setting a bridge's own address again pins it:
+    /// the kernel otherwise gives a bridge the lowest address of its ports, which changes as
+    /// ports come and go.
+    pub async fn set_mac(&self, name: &str, mac: &[u8]) -> Result<()> {
+        let message = LinkUnspec::new_with_name(name)
+            .address(mac.to_vec())
+            .build();
+        let request = self.handle.link().set(message).execute();
+        request.await.map_err(|err| {
+            let mac = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            self.error(format!("ip link set {name} address {mac}"), name, err)
+        })
+    }
+
+    /// Equal to `ip link add NAME mtu MTU master BRIDGE up type veth peer name PEER mtu MTU
+    /// netns NS`, with `BRIDGE` given by index: a bridge port here, up, and its peer inside
+    /// `peer_ns`, in one request. The peer stays down: Linux 6.18 answers ENOTCONN to a peer
+    /// asked up in another namespace, so the caller brings it up there.
+    pub async fn add_veth_port(
+        &self,
+        name: &str,
+        bridge: u32,
+        mtu: u32,
+        peer: &str,
+        peer_ns: &Namespace,
+    ) -> Result<()> {
+        let fd = peer_ns.as_fd();
+        let peer_message = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(peer.to_owned())
+            .mtu(mtu)
+            .setns_by_fd(fd.as_raw_fd())
+            .build();
+        let message = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(name.to_owned())
+            .mtu(mtu)
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_message)))
+            .build();
+        // `fd` borrows `peer_ns`, so the namespace stays open until the kernel has answered.
+        let request = self.handle.link().add(message).execute();
+        request.await.map_err(|err| {
+            let op = format!(
+                "ip link add {name} mtu {mtu} master (index {bridge}) up type veth \
+                 peer name {peer} mtu {mtu} netns {}",
+                peer_ns.path().display()
+            );
+            self.error(op, "", err)
+        })
+    }
+
     /// Equal to `ip route add default via GATEWAY`.
     pub async fn add_default_route(&self, gateway: IpAddr) -> Result<()> {
         let message = match gateway {
@@ -238,6 +319,11 @@ impl Netlink {
         request
             .await
             .map_err(|err| self.error(format!("ip link del {name}"), name, err))
+    }
+
+    /// The namespace this connection talks to, as given when it was made.
+    pub fn namespace_path(&self) -> &std::path::Path {
+        &self.ns
     }
 
     /// The underlying rtnetlink handle, for requests this type does not wrap.
@@ -268,4 +354,34 @@ impl Netlink {
             },
         }
     }
+}
+
+/// A link as `ip -d link show` describes it.
+fn parse_link(message: LinkMessage) -> Link {
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        up: message.header.flags.contains(LinkFlags::Up),
+        mtu: None,
+        mac: Vec::new(),
+        kind: None,
+        controller: None,
+    };
+    for attribute in message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name,
+            LinkAttribute::Mtu(mtu) => link.mtu = Some(mtu),
+            LinkAttribute::Address(mac) => link.mac = mac,
+            LinkAttribute::Controller(index) => link.controller = Some(index),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Kind(kind) = info {
+                        link.kind = Some(kind.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
 }

@@ -506,7 +506,7 @@ fn kinds_label(flags: CloneFlags) -> String {
 }
 
 /// The error that made us undo, plus the undo's own error if it failed too.
-fn undo<T>(error: Error, cleanup: Result<T>) -> Error {
+pub(crate) fn undo<T>(error: Error, cleanup: Result<T>) -> Error {
     match cleanup {
         Ok(_) => error,
         Err(cleanup) => Error::Cleanup {
