@@ -11,12 +11,14 @@
 //! years, and `@every` rounds to whole seconds.
 //!
 //! Time zone changes (DST) behave as in robfig, which counts hours and minutes on the real clock
-//! and rebuilds dates with Go's `time.Date` (emulated by [`go_date`]):
+//! and rebuilds dates with Go's `time.Date` (emulated by `go_date`):
 //! - a wall-clock time that does not exist (spring forward) is skipped: `30 2 * * *` in
 //!   America/New_York does not fire on the day clocks go from 2:00 to 3:00, but at 2:30 the next
 //!   day; `0 * * * *` fires at 1:00 and then 3:00;
 //! - a wall-clock time that happens twice (fall back) fires twice: `30 1 * * *` fires at 1:30
 //!   EDT and again at 1:30 EST an hour later (robfig's own tests pin both).
+
+use std::path::Path;
 
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
@@ -29,13 +31,21 @@ const TZ_IN_SCHEDULE: &str = "cannot use TZ or CRON_TZ in schedule, use timeZone
 /// month and the day of week must both match; without it on either, one is enough.
 const STAR: u64 = 1 << 63;
 
+/// Where Go's time.LoadLocation looks for a zone's file on Linux, in its order.
+const ZONEINFO_DIRS: [&str; 4] = [
+    "/usr/share/zoneinfo",
+    "/usr/share/lib/zoneinfo",
+    "/usr/lib/locale/TZ",
+    "/etc/zoneinfo",
+];
+
 /// robfig gives up after this many years past the time it starts from.
 const YEARS: i32 = 5;
 
-/// Restarts of the search (robfig's `goto WRAP`) before giving up. A five-year search restarts a
-/// few hundred times at most (once a month, once a year, once per DST change); the bound only
-/// guarantees the loop ends whatever time zone data it is given.
-const MAX_WRAPS: u32 = 10_000;
+/// Steps of the search before giving up. A five-year search takes a few thousand at most (one a
+/// day for a schedule whose days never match); robfig has no bound, and loops forever where a
+/// whole day is missing (Pacific/Apia skipped 2011-12-30): here that is None.
+const MAX_STEPS: u32 = 100_000;
 
 /// A parsed `spec.schedule`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,18 +203,21 @@ pub fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
                 .to_owned(),
         );
     }
-    // Go's time.LoadLocation: "UTC" built in, ".." refused, otherwise a file of the tzdb. jiff's
-    // lookup ignores case and knows "Etc/Unknown" without a file; Go's does neither.
+    // Go's time.LoadLocation: "UTC" built in, ".." refused, otherwise the TZif file of that
+    // name (case-sensitive; posix/ and right/ too) in the first of its directories that has one.
     if name == "UTC" {
         return Ok(TimeZone::UTC);
     }
     if name.contains("..") {
         return Err("time: invalid location name".to_owned());
     }
-    match TimeZone::get(name) {
-        Ok(tz) if !tz.is_unknown() && tz.iana_name() == Some(name) => Ok(tz),
-        _ => Err(unknown()),
-    }
+    ZONEINFO_DIRS
+        .iter()
+        .find_map(|dir| {
+            let data = std::fs::read(Path::new(dir).join(name)).ok()?;
+            TimeZone::tzif(name, &data).ok()
+        })
+        .ok_or_else(unknown)
 }
 
 /// A field: a comma-separated list of ranges (robfig's `getField`; empty items are skipped).
@@ -266,13 +279,18 @@ fn range(expr: &str, bounds: &Bounds) -> Result<u64, String> {
     if step == 0 {
         return Err(format!("step of range should be a positive number: {expr}"));
     }
+    Ok(values(start, end, step) | extra)
+}
+
+/// The bits of `start..=end` by `step` (robfig's `getBits`; `end` is at most 59).
+fn values(start: u64, end: u64, step: u64) -> u64 {
     let mut bits = 0;
     let mut value = start;
     while value <= end {
         bits |= 1 << value;
         value = value.saturating_add(step);
     }
-    Ok(bits | extra)
+    bits
 }
 
 /// A number or, in the month and day-of-week fields, a name in any case (robfig's
@@ -358,9 +376,20 @@ fn strconv_quote(text: &str) -> String {
 
 /// `@yearly` and the like, and `@every <duration>` (robfig's `parseDescriptor`).
 fn descriptor(text: &str) -> Result<Schedule, String> {
-    let all = |bounds: &Bounds| range("*", bounds).unwrap_or(STAR);
-    let fields = |minute, hour, dom, month, dow| {
-        Ok(Schedule {
+    // A field's minimum alone, or all of it as `*`.
+    let first = |bounds: &Bounds| 1 << bounds.min;
+    let all = |bounds: &Bounds| values(bounds.min, bounds.max, 1) | STAR;
+    let (minute, hour) = (first(&MINUTES), first(&HOURS));
+    let fields = match text {
+        "@yearly" | "@annually" => Some((minute, hour, first(&DOM), first(&MONTHS), all(&DOW))),
+        "@monthly" => Some((minute, hour, first(&DOM), all(&MONTHS), all(&DOW))),
+        "@weekly" => Some((minute, hour, all(&DOM), all(&MONTHS), first(&DOW))),
+        "@daily" | "@midnight" => Some((minute, hour, all(&DOM), all(&MONTHS), all(&DOW))),
+        "@hourly" => Some((minute, all(&HOURS), all(&DOM), all(&MONTHS), all(&DOW))),
+        _ => None,
+    };
+    if let Some((minute, hour, dom, month, dow)) = fields {
+        return Ok(Schedule {
             kind: Kind::Fields(Fields {
                 minute,
                 hour,
@@ -368,15 +397,7 @@ fn descriptor(text: &str) -> Result<Schedule, String> {
                 month,
                 dow,
             }),
-        })
-    };
-    match text {
-        "@yearly" | "@annually" => return fields(1, 1, 1 << 1, 1 << 1, all(&DOW)),
-        "@monthly" => return fields(1, 1, 1 << 1, all(&MONTHS), all(&DOW)),
-        "@weekly" => return fields(1, 1, all(&DOM), all(&MONTHS), 1),
-        "@daily" | "@midnight" => return fields(1, 1, all(&DOM), all(&MONTHS), all(&DOW)),
-        "@hourly" => return fields(1, all(&HOURS), all(&DOM), all(&MONTHS), all(&DOW)),
-        _ => {}
+        });
     }
     let Some(duration) = text.strip_prefix("@every ") else {
         return Err(format!("unrecognized descriptor: {text}"));
@@ -490,7 +511,8 @@ fn go_duration(text: &str) -> Result<i64, String> {
                 return Err(invalid());
             }
         }
-        total += value;
+        // Wrapping as Go's uint64 does (2^63 + 2^63 is 0 there).
+        total = total.wrapping_add(value);
         if total > LIMIT {
             return Err(invalid());
         }
@@ -532,15 +554,18 @@ impl Fields {
         let civil = |t: i64| Some(tz.to_datetime(Timestamp::from_second(t).ok()?));
         let mut added = false;
         let year_limit = i32::from(civil(t)?.year()) + YEARS;
-        'wrap: for _ in 0..MAX_WRAPS {
+        let mut steps = MAX_STEPS;
+        'wrap: loop {
+            steps = steps.checked_sub(1)?;
             if i32::from(civil(t)?.year()) > year_limit {
                 return None;
             }
             while !has(self.month, civil(t)?.month()) {
+                steps = steps.checked_sub(1)?;
                 if !added {
                     added = true;
-                    let now = civil(t)?;
-                    t = go_date(tz, now.year(), now.month().into(), 1, 0, 0, 0)?;
+                    let [year, month, ..] = wall(civil(t)?);
+                    t = go_date(tz, [year, month, 1, 0, 0, 0])?;
                 }
                 t = add_date(tz, civil(t)?, 1, 0)?;
                 if civil(t)?.month() == 1 {
@@ -548,22 +573,15 @@ impl Fields {
                 }
             }
             while !self.day_matches(civil(t)?) {
+                steps = steps.checked_sub(1)?;
                 if !added {
                     added = true;
-                    let now = civil(t)?;
-                    t = go_date(
-                        tz,
-                        now.year(),
-                        now.month().into(),
-                        now.day().into(),
-                        0,
-                        0,
-                        0,
-                    )?;
+                    let [year, month, day, ..] = wall(civil(t)?);
+                    t = go_date(tz, [year, month, day, 0, 0, 0])?;
                 }
                 t = add_date(tz, civil(t)?, 0, 1)?;
-                // Where midnight does not exist, go_date lands an hour off: back to the day's
-                // first hour.
+                // Where midnight does not exist, time.Date lands an hour before or after it:
+                // robfig moves to the day's first hour.
                 let hour = i64::from(civil(t)?.hour());
                 if hour > 12 {
                     t += (24 - hour) * 3600;
@@ -575,11 +593,11 @@ impl Fields {
                 }
             }
             while !has(self.hour, civil(t)?.hour()) {
+                steps = steps.checked_sub(1)?;
                 if !added {
                     added = true;
-                    let now = civil(t)?;
-                    let (month, day, hour) = (now.month(), now.day(), now.hour());
-                    t = go_date(tz, now.year(), month.into(), day.into(), hour.into(), 0, 0)?;
+                    let [year, month, day, hour, ..] = wall(civil(t)?);
+                    t = go_date(tz, [year, month, day, hour, 0, 0])?;
                 }
                 t += 3600;
                 if civil(t)?.hour() == 0 {
@@ -587,6 +605,7 @@ impl Fields {
                 }
             }
             while !has(self.minute, civil(t)?.minute()) {
+                steps = steps.checked_sub(1)?;
                 if !added {
                     added = true;
                     t = t.div_euclid(60) * 60;
@@ -598,6 +617,7 @@ impl Fields {
             }
             // The seconds field is 0: on to the next whole minute, and check it all again.
             while civil(t)?.second() != 0 {
+                steps = steps.checked_sub(1)?;
                 added = true;
                 t += 1;
                 if civil(t)?.second() == 0 {
@@ -606,7 +626,6 @@ impl Fields {
             }
             return Some(t);
         }
-        None
     }
 
     /// robfig's `dayMatches`: with `*` in either day field both must match (so `0 0 * * 5` is
@@ -628,17 +647,22 @@ fn has(bits: u64, value: i8) -> bool {
     (bits >> value) & 1 == 1
 }
 
-/// Go's `t.AddDate(0, months, days)` for a time `t` whose wall clock is `now`.
-fn add_date(tz: &TimeZone, now: DateTime, months: i64, days: i64) -> Option<i64> {
-    go_date(
-        tz,
-        now.year(),
-        i64::from(now.month()) + months,
-        i64::from(now.day()) + days,
+/// A wall-clock reading as Go's `time.Date` takes it: year, month, day, hour, minute, second.
+fn wall(now: DateTime) -> [i64; 6] {
+    [
+        now.year().into(),
+        now.month().into(),
+        now.day().into(),
         now.hour().into(),
         now.minute().into(),
         now.second().into(),
-    )
+    ]
+}
+
+/// Go's `t.AddDate(0, months, days)` for a time `t` whose wall clock reads `now`.
+fn add_date(tz: &TimeZone, now: DateTime, months: i64, days: i64) -> Option<i64> {
+    let [year, month, day, hour, minute, second] = wall(now);
+    go_date(tz, [year, month + months, day + days, hour, minute, second])
 }
 
 /// Go's `time.Date(year, month, day, hour, minute, second, 0, tz)` in Unix seconds: months past
@@ -648,27 +672,529 @@ fn add_date(tz: &TimeZone, now: DateTime, months: i64, days: i64) -> Option<i64>
 /// sign: 2:30 on a spring-forward day is 1:30 EST in New York but 3:30 CEST in Berlin, 1:30 on a
 /// fall-back day the first (EDT) in New York but 2:30 the second (CET) in Berlin. robfig's
 /// search relies on this (its correction of days whose midnight does not exist).
-fn go_date(
-    tz: &TimeZone,
-    year: i16,
-    month: i64,
-    day: i64,
-    hour: i64,
-    minute: i64,
-    second: i64,
-) -> Option<i64> {
-    let year = i16::try_from(i64::from(year) + (month - 1).div_euclid(12)).ok()?;
+fn go_date(tz: &TimeZone, [year, month, day, hour, minute, second]: [i64; 6]) -> Option<i64> {
+    let year = i16::try_from(year + (month - 1).div_euclid(12)).ok()?;
     let month = i8::try_from((month - 1).rem_euclid(12) + 1).ok()?;
     let first = Offset::UTC
         .to_timestamp(Date::new(year, month, 1).ok()?.at(0, 0, 0, 0))
         .ok()?
         .as_second();
-    let wall = first + (day - 1) * 86_400 + hour * 3600 + minute * 60 + second;
+    let as_utc = first + (day - 1) * 86_400 + hour * 3600 + minute * 60 + second;
     let offset = |t: i64| {
         Some(i64::from(
             tz.to_offset(Timestamp::from_second(t).ok()?).seconds(),
         ))
     };
-    let guess = offset(wall)?;
-    Some(wall - offset(wall - guess)?)
+    let guess = offset(as_utc)?;
+    Some(as_utc - offset(as_utc - guess)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().expect("timestamp")
+    }
+
+    fn zone(name: &str) -> TimeZone {
+        TimeZone::get(name).expect("time zone in the system's tzdb")
+    }
+
+    fn err(schedule: &str) -> String {
+        Schedule::parse(schedule).expect_err("refused")
+    }
+
+    /// The next `count` times after `after`, each from the one before.
+    fn next(schedule: &str, tz: &str, after: &str, count: usize) -> Vec<String> {
+        let schedule = Schedule::parse(schedule).expect("schedule");
+        let tz = zone(tz);
+        let mut times = Vec::new();
+        let mut t = at(after);
+        for _ in 0..count {
+            t = schedule.next_after(t, &tz).expect("a next time");
+            times.push(t.to_zoned(tz.clone()).strftime("%F %T %:z").to_string());
+        }
+        times
+    }
+
+    #[test]
+    fn parses_fields_names_steps_and_stars() {
+        let fields = |text: &str| match Schedule::parse(text).expect("schedule").kind {
+            Kind::Fields(fields) => fields,
+            Kind::Every { .. } => panic!("fields"),
+        };
+        let f = fields("*/15 9-17 1,15 JAN-mar mon-FRI");
+        assert_eq!(f.minute, 1 | 1 << 15 | 1 << 30 | 1 << 45);
+        assert_eq!(f.hour, 0b11_1111_1110_0000_0000);
+        assert_eq!(f.dom, 1 << 1 | 1 << 15);
+        assert_eq!(f.month, 0b1110);
+        assert_eq!(f.dow, 0b11_1110);
+        // `*` and `?` are the whole range and marked; a step above 1 drops the mark, 1 keeps it.
+        assert_eq!(fields("* * ? * *").dom, values(1, 31, 1) | STAR);
+        assert_eq!(fields("0 0 */1 * *").dom, values(1, 31, 1) | STAR);
+        assert_eq!(fields("0 0 */2 * *").dom, values(1, 31, 2));
+        // `N/step` runs to the maximum; what follows `*-` is ignored; empty items are skipped.
+        assert_eq!(fields("50/4 * * * *").minute, 1 << 50 | 1 << 54 | 1 << 58);
+        assert_eq!(fields("*-5 * * * *").minute, values(0, 59, 1) | STAR);
+        assert_eq!(fields("1,,2 * * * *").minute, 0b110);
+        assert_eq!(fields("+5 * * * 0").minute, 1 << 5);
+        // Names lower-cased as Go does, by code point: 'İ' is 'i'.
+        assert_eq!(fields("0 0 * * FR\u{130}"), fields("0 0 * * 5"));
+        // Any whitespace separates fields.
+        assert_eq!(fields(" 0\t0  1 1 *\n"), fields("@yearly"));
+    }
+
+    #[test]
+    fn parses_descriptors() {
+        assert_eq!(Schedule::parse("@yearly"), Schedule::parse("0 0 1 1 *"));
+        assert_eq!(Schedule::parse("@annually"), Schedule::parse("0 0 1 1 *"));
+        assert_eq!(Schedule::parse("@monthly"), Schedule::parse("0 0 1 * *"));
+        assert_eq!(Schedule::parse("@weekly"), Schedule::parse("0 0 * * 0"));
+        assert_eq!(Schedule::parse("@daily"), Schedule::parse("0 0 * * *"));
+        assert_eq!(Schedule::parse("@midnight"), Schedule::parse("0 0 * * *"));
+        assert_eq!(Schedule::parse("@hourly"), Schedule::parse("0 * * * *"));
+        let every = |text: &str| match Schedule::parse(text).expect("schedule").kind {
+            Kind::Every { seconds } => seconds,
+            Kind::Fields(_) => panic!("@every"),
+        };
+        assert_eq!(every("@every 1h30m"), 5400);
+        assert_eq!(every("@every 90s"), 90);
+        assert_eq!(every("@every 5m"), 300);
+        assert_eq!(every("@every 1.5h"), 5400);
+        assert_eq!(every("@every .5m"), 30);
+        assert_eq!(every("@every 2h45m30.9s"), 9930);
+        assert_eq!(every("@every 1500ms"), 1);
+        assert_eq!(every("@every 1m1us"), 60);
+        assert_eq!(every("@every 2000000\u{b5}s"), 2);
+        // Under a second (zero and negative too) is a second.
+        assert_eq!(every("@every 100ms"), 1);
+        assert_eq!(every("@every 0"), 1);
+        assert_eq!(every("@every -5m"), 1);
+    }
+
+    #[test]
+    fn refuses_what_the_api_server_refuses() {
+        let cases = [
+            ("", "empty spec string"),
+            (
+                "TZ=UTC 0 * * * *",
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+            ),
+            (
+                "CRON_TZ=Europe/Paris 0 * * * *",
+                "cannot use TZ or CRON_TZ in schedule, use timeZone field instead",
+            ),
+            ("0 * * *", "expected exactly 5 fields, found 4: [0 * * *]"),
+            (
+                "0 0 * * * *",
+                "expected exactly 5 fields, found 6: [0 0 * * * *]",
+            ),
+            ("   ", "expected exactly 5 fields, found 0: []"),
+            (" @daily", "expected exactly 5 fields, found 1: [@daily]"),
+            ("60 * * * *", "end of range (60) above maximum (59): 60"),
+            ("0-60 * * * *", "end of range (60) above maximum (59): 0-60"),
+            ("0 24 * * *", "end of range (24) above maximum (23): 24"),
+            ("0 0 0 * *", "beginning of range (0) below minimum (1): 0"),
+            ("0 0 32 * *", "end of range (32) above maximum (31): 32"),
+            ("0 0 * 0 *", "beginning of range (0) below minimum (1): 0"),
+            ("0 0 * 13 *", "end of range (13) above maximum (12): 13"),
+            ("0 0 * * 7", "end of range (7) above maximum (6): 7"),
+            (
+                "5-3 * * * *",
+                "beginning of range (5) beyond end of range (3): 5-3",
+            ),
+            (
+                "0 0 * DEC-JAN *",
+                "beginning of range (12) beyond end of range (1): DEC-JAN",
+            ),
+            (
+                "*/0 * * * *",
+                "step of range should be a positive number: */0",
+            ),
+            ("1-2-3 * * * *", "too many hyphens: 1-2-3"),
+            ("1/2/3 * * * *", "too many slashes: 1/2/3"),
+            (
+                "x * * * *",
+                "failed to parse int from x: strconv.Atoi: parsing \"x\": invalid syntax",
+            ),
+            (
+                "*/ * * * *",
+                "failed to parse int from : strconv.Atoi: parsing \"\": invalid syntax",
+            ),
+            (
+                "-1 * * * *",
+                "failed to parse int from : strconv.Atoi: parsing \"\": invalid syntax",
+            ),
+            ("*/-1 * * * *", "negative number (-1) not allowed: -1"),
+            (
+                "0 0 * * L",
+                "failed to parse int from L: strconv.Atoi: parsing \"L\": invalid syntax",
+            ),
+            (
+                "0 0 * * 5#3",
+                "failed to parse int from 5#3: strconv.Atoi: parsing \"5#3\": invalid syntax",
+            ),
+            (
+                "0 0 * JANUARY *",
+                "failed to parse int from JANUARY: strconv.Atoi: parsing \"JANUARY\": invalid syntax",
+            ),
+            (
+                "99999999999999999999 * * * *",
+                "failed to parse int from 99999999999999999999: \
+                 strconv.Atoi: parsing \"99999999999999999999\": value out of range",
+            ),
+            ("@foo", "unrecognized descriptor: @foo"),
+            ("@Daily", "unrecognized descriptor: @Daily"),
+            ("@daily ", "unrecognized descriptor: @daily "),
+            ("@every", "unrecognized descriptor: @every"),
+            (
+                "@every 1x",
+                "failed to parse duration @every 1x: time: unknown unit \"x\" in duration \"1x\"",
+            ),
+            (
+                "@every 5",
+                "failed to parse duration @every 5: time: missing unit in duration \"5\"",
+            ),
+            (
+                "@every ",
+                "failed to parse duration @every : time: invalid duration \"\"",
+            ),
+            (
+                "@every 3000000h",
+                "failed to parse duration @every 3000000h: time: invalid duration \"3000000h\"",
+            ),
+        ];
+        for (schedule, message) in cases {
+            assert_eq!(err(schedule), message, "{schedule:?}");
+        }
+    }
+
+    #[test]
+    fn every_minute_and_every_quarter_hour() {
+        let minute = Schedule::parse("* * * * *").expect("schedule");
+        for (after, next) in [
+            ("2024-05-17T10:15:00Z", "2024-05-17T10:16:00Z"),
+            ("2024-05-17T10:15:30Z", "2024-05-17T10:16:00Z"),
+            ("2024-05-17T10:15:59.999Z", "2024-05-17T10:16:00Z"),
+            ("2024-12-31T23:59:00Z", "2025-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(minute.next_after(at(after), &TimeZone::UTC), Some(at(next)));
+        }
+        assert_eq!(
+            next("*/15 * * * *", "UTC", "2024-05-17T10:15:00Z", 4),
+            [
+                "2024-05-17 10:30:00 +00:00",
+                "2024-05-17 10:45:00 +00:00",
+                "2024-05-17 11:00:00 +00:00",
+                "2024-05-17 11:15:00 +00:00",
+            ]
+        );
+        assert_eq!(
+            next("*/15 * * * *", "UTC", "2024-05-17T23:50:00Z", 1),
+            ["2024-05-18 00:00:00 +00:00"]
+        );
+    }
+
+    #[test]
+    fn weekdays_skip_the_weekend() {
+        // 2024-05-17 is a Friday.
+        assert_eq!(
+            next("0 9 * * 1-5", "UTC", "2024-05-17T18:00:00Z", 2),
+            ["2024-05-20 09:00:00 +00:00", "2024-05-21 09:00:00 +00:00"]
+        );
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week() {
+        // May 2024: Fridays are the 3rd, 10th, 17th, 24th and 31st; the 13th is a Monday.
+        assert_eq!(
+            next("0 0 13 * 5", "UTC", "2024-05-01T00:00:00Z", 6),
+            [
+                "2024-05-03 00:00:00 +00:00",
+                "2024-05-10 00:00:00 +00:00",
+                "2024-05-13 00:00:00 +00:00",
+                "2024-05-17 00:00:00 +00:00",
+                "2024-05-24 00:00:00 +00:00",
+                "2024-05-31 00:00:00 +00:00",
+            ]
+        );
+        // With `*` (or `?`, or `*/1`) for the day of month, Fridays only.
+        for schedule in ["0 0 * * 5", "0 0 ? * FRI", "0 0 */1 * 5"] {
+            assert_eq!(
+                next(schedule, "UTC", "2024-05-10T00:00:00Z", 2),
+                ["2024-05-17 00:00:00 +00:00", "2024-05-24 00:00:00 +00:00"],
+                "{schedule}"
+            );
+        }
+        // An explicit 1-31 is not `*`: every day. `*/2` is not either: odd days or Fridays.
+        assert_eq!(
+            next("0 0 1-31 * 5", "UTC", "2024-05-10T00:00:00Z", 2),
+            ["2024-05-11 00:00:00 +00:00", "2024-05-12 00:00:00 +00:00"]
+        );
+        assert_eq!(
+            next("0 0 */2 * 5", "UTC", "2024-05-14T00:00:00Z", 3),
+            [
+                "2024-05-15 00:00:00 +00:00",
+                "2024-05-17 00:00:00 +00:00",
+                "2024-05-19 00:00:00 +00:00",
+            ]
+        );
+    }
+
+    #[test]
+    fn leap_days_and_the_five_year_limit() {
+        assert_eq!(
+            next("0 0 29 2 *", "UTC", "2024-03-01T00:00:00Z", 2),
+            ["2028-02-29 00:00:00 +00:00", "2032-02-29 00:00:00 +00:00"]
+        );
+        let leap = Schedule::parse("0 0 29 2 *").expect("schedule");
+        // 2100 is no leap year, and 2104 is more than five years after 2096.
+        assert_eq!(
+            leap.next_after(at("2096-03-01T00:00:00Z"), &TimeZone::UTC),
+            None
+        );
+        let never = Schedule::parse("0 0 30 2 *").expect("schedule");
+        assert_eq!(
+            never.next_after(at("2024-01-01T00:00:00Z"), &TimeZone::UTC),
+            None
+        );
+    }
+
+    #[test]
+    fn every_adds_the_delay_to_the_whole_second() {
+        let every = Schedule::parse("@every 90m").expect("schedule");
+        let tz = zone("America/New_York");
+        assert_eq!(
+            every.next_after(at("2024-05-17T10:15:30.5Z"), &tz),
+            Some(at("2024-05-17T11:45:30Z"))
+        );
+        // Across a DST change too: it is elapsed time.
+        assert_eq!(
+            every.next_after(at("2024-03-10T06:30:00Z"), &tz),
+            Some(at("2024-03-10T08:00:00Z"))
+        );
+        let second = Schedule::parse("@every 10ms").expect("schedule");
+        assert_eq!(
+            second.next_after(at("2024-05-17T10:15:30.999Z"), &tz),
+            Some(at("2024-05-17T10:15:31Z"))
+        );
+    }
+
+    #[test]
+    fn evaluated_in_the_time_zone() {
+        let nine = Schedule::parse("0 9 * * *").expect("schedule");
+        let after = at("2024-05-17T12:00:00Z");
+        assert_eq!(
+            nine.next_after(after, &TimeZone::UTC),
+            Some(at("2024-05-18T09:00:00Z"))
+        );
+        // 12:00 UTC is 08:00 EDT in New York.
+        assert_eq!(
+            nine.next_after(after, &zone("America/New_York")),
+            Some(at("2024-05-17T13:00:00Z"))
+        );
+        // 12:00 UTC is 17:30 IST in Kolkata; the day is the zone's, not UTC's.
+        assert_eq!(
+            next("0 0 * * 6", "Asia/Kolkata", "2024-05-17T18:29:59Z", 1),
+            ["2024-05-18 00:00:00 +05:30"]
+        );
+    }
+
+    #[test]
+    fn spring_forward_skips_the_missing_time() {
+        // 2024-03-10, New York: 2:00 EST is followed by 3:00 EDT; 2:30 that day never happens.
+        assert_eq!(
+            next(
+                "30 2 * * *",
+                "America/New_York",
+                "2024-03-09T12:00:00-05:00",
+                2
+            ),
+            ["2024-03-11 02:30:00 -04:00", "2024-03-12 02:30:00 -04:00"]
+        );
+        assert_eq!(
+            next(
+                "0 * * * *",
+                "America/New_York",
+                "2024-03-10T00:30:00-05:00",
+                3
+            ),
+            [
+                "2024-03-10 01:00:00 -05:00",
+                "2024-03-10 03:00:00 -04:00",
+                "2024-03-10 04:00:00 -04:00",
+            ]
+        );
+        // robfig's own case: a once-a-year 2:30 on that day waits for the next year.
+        assert_eq!(
+            next(
+                "30 2 11 Mar ?",
+                "America/New_York",
+                "2012-03-11T00:00:00-05:00",
+                1
+            ),
+            ["2013-03-11 02:30:00 -04:00"]
+        );
+    }
+
+    #[test]
+    fn fall_back_repeats_the_doubled_time() {
+        // 2024-11-03, New York: 1:00-1:59 happens in EDT, then again in EST.
+        assert_eq!(
+            next(
+                "30 1 * * *",
+                "America/New_York",
+                "2024-11-03T00:00:00-04:00",
+                3
+            ),
+            [
+                "2024-11-03 01:30:00 -04:00",
+                "2024-11-03 01:30:00 -05:00",
+                "2024-11-04 01:30:00 -05:00",
+            ]
+        );
+        assert_eq!(
+            next(
+                "30 2 * * *",
+                "America/New_York",
+                "2024-11-03T00:00:00-04:00",
+                1
+            ),
+            ["2024-11-03 02:30:00 -05:00"]
+        );
+    }
+
+    #[test]
+    fn days_whose_midnight_does_not_exist() {
+        // robfig's cases for Sao Paulo in 2018, when DST began at midnight (00:00 -> 01:00).
+        assert_eq!(
+            next(
+                "0 9 10 * ?",
+                "America/Sao_Paulo",
+                "2018-10-17T05:00:00-04:00",
+                1
+            ),
+            ["2018-11-10 09:00:00 -02:00"]
+        );
+        assert_eq!(
+            next(
+                "0 9 22 * ?",
+                "America/Sao_Paulo",
+                "2018-02-14T05:00:00-05:00",
+                1
+            ),
+            ["2018-02-22 09:00:00 -03:00"]
+        );
+        // Midnight on the day itself: the day's first minute is 01:00.
+        assert_eq!(
+            next(
+                "0 0 * * *",
+                "America/Sao_Paulo",
+                "2018-11-03T12:00:00-03:00",
+                2
+            ),
+            ["2018-11-05 00:00:00 -02:00", "2018-11-06 00:00:00 -02:00"]
+        );
+    }
+
+    #[test]
+    fn a_missing_day_ends_the_search() {
+        // Pacific/Apia went from 2011-12-29 to 2011-12-31. robfig never returns from this search
+        // (the next Sunday, 2012-01-01); podkit gives up.
+        let weekly = Schedule::parse("@weekly").expect("schedule");
+        let apia = zone("Pacific/Apia");
+        assert_eq!(weekly.next_after(at("2011-12-28T23:31:17Z"), &apia), None);
+        // From the day after, as robfig.
+        assert_eq!(
+            next("@weekly", "Pacific/Apia", "2011-12-31T00:00:00+14:00", 1),
+            ["2012-01-01 00:00:00 +14:00"]
+        );
+    }
+
+    #[test]
+    fn go_date_places_gaps_and_overlaps_as_go_does() {
+        let place = |tz: &str, wall| go_date(&zone(tz), wall);
+        let utc = |text: &str| Some(at(text).as_second());
+        // New York (behind UTC): before the gap, the first of the doubled hour.
+        assert_eq!(
+            place("America/New_York", [2024, 3, 10, 2, 30, 0]),
+            utc("2024-03-10T06:30:00Z")
+        );
+        assert_eq!(
+            place("America/New_York", [2024, 11, 3, 1, 30, 0]),
+            utc("2024-11-03T05:30:00Z")
+        );
+        // Berlin (ahead of UTC): after the gap, the second of the doubled hour.
+        assert_eq!(
+            place("Europe/Berlin", [2024, 3, 31, 2, 30, 0]),
+            utc("2024-03-31T01:30:00Z")
+        );
+        assert_eq!(
+            place("Europe/Berlin", [2024, 10, 27, 2, 30, 0]),
+            utc("2024-10-27T01:30:00Z")
+        );
+        // Months and days roll over.
+        assert_eq!(
+            place("UTC", [2024, 13, 31, 0, 0, 0]),
+            utc("2025-01-31T00:00:00Z")
+        );
+        assert_eq!(
+            place("UTC", [2023, 2, 29, 0, 0, 0]),
+            utc("2023-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            place("UTC", [2024, 0, 0, 0, 0, 0]),
+            utc("2023-11-30T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn time_zones_as_the_api_server_checks_them() {
+        assert!(time_zone(None).is_ok());
+        assert_eq!(time_zone(Some("UTC")), Ok(TimeZone::UTC));
+        let new_york = time_zone(Some("America/New_York")).expect("zone");
+        assert_eq!(new_york.iana_name(), Some("America/New_York"));
+        assert!(time_zone(Some("Etc/GMT+5")).is_ok());
+        assert!(time_zone(Some("US/Eastern")).is_ok());
+        let local =
+            "timeZone must be an explicit time zone as defined in https://www.iana.org/time-zones";
+        for name in ["Local", "local", "LOCAL"] {
+            assert_eq!(
+                time_zone(Some(name)).err().as_deref(),
+                Some(local),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            time_zone(Some("")).err().as_deref(),
+            Some("timeZone must be nil or non-empty string")
+        );
+        for name in [
+            "Mars/Olympus_Mons",
+            // Go's lookup is case-sensitive (jiff's TimeZone::get is not).
+            "america/new_york",
+            "utc",
+            "Etc/Unknown",
+            "../etc/passwd",
+            "/etc/localtime",
+            "America//New_York",
+            "-05:00",
+            "America/Argentina/Buenos_Aires_X",
+            "Europe/Paris ",
+            // Not time zones.
+            "America",
+            "zone.tab",
+        ] {
+            assert_eq!(
+                time_zone(Some(name)).err(),
+                Some(format!("unknown time zone {name}")),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            time_zone(Some("Europe/Pa..ris")).err().as_deref(),
+            Some("time: invalid location name")
+        );
+    }
 }
