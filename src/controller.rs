@@ -322,6 +322,7 @@ trait Control {
 
 /// What every controller knows of its object.
 struct Workload {
+    kind: ObjectKind,
     root: PathBuf,
     storage: PathBuf,
     namespace: String,
@@ -440,6 +441,7 @@ pub fn run(
     };
     let mut watch = Watch::new(root, &store, namespace, &watched)?;
     let context = Workload {
+        kind,
         root: root.to_path_buf(),
         storage: storage.to_path_buf(),
         namespace: namespace.to_owned(),

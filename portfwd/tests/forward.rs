@@ -493,7 +493,7 @@ async fn cli_random_port_prints_kubectl_lines_and_forwards() {
         return;
     };
     let server = EchoServer::start(&pod, 0);
-    let netns_path = format!("/run/netns/{}", pod.name);
+    let netns_path = format!("/run/netns/default_{}", pod.name);
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_portfwd"))
         .args(["-v", "--netns", &netns_path, "--address", "127.0.0.1,::1"])
         .arg(format!(":{}", server.port))
@@ -1189,7 +1189,7 @@ impl Binary {
         };
         let stderr = tempfile::NamedTempFile::new().expect("stderr file");
         command
-            .args(["--netns", &format!("/run/netns/{}", pod.name)])
+            .args(["--netns", &format!("/run/netns/default_{}", pod.name)])
             .args(["--address", "127.0.0.1"])
             .args(args)
             .envs(env.iter().copied())

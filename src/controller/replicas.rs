@@ -205,6 +205,49 @@ impl Control for Replicas {
                 self.creations.made(pod);
             }
         }
+        self.report(object, &active, new.len(), min_ready)?;
         Ok(None)
+    }
+}
+
+impl Replicas {
+    /// The object's status as its controllers in a cluster write it (`get -o yaml`); the
+    /// kind's own fields for a DaemonSet.
+    fn report(
+        &self,
+        object: &Value,
+        active: &[&PodState],
+        updated: usize,
+        min_ready: Duration,
+    ) -> anyhow::Result<()> {
+        let ready = active
+            .iter()
+            .filter(|p| available(p, Duration::ZERO))
+            .count();
+        let available_now = active.iter().filter(|p| available(p, min_ready)).count();
+        let status = if object["kind"] == "DaemonSet" {
+            serde_json::json!({
+                "currentNumberScheduled": active.len(),
+                "desiredNumberScheduled": 1,
+                "numberMisscheduled": 0,
+                "numberReady": ready,
+                "numberAvailable": available_now,
+                "updatedNumberScheduled": updated,
+                "observedGeneration": 1,
+            })
+        } else {
+            serde_json::json!({
+                "replicas": active.len(),
+                "readyReplicas": ready,
+                "availableReplicas": available_now,
+                "updatedReplicas": updated,
+                "observedGeneration": 1,
+            })
+        };
+        let context = &self.context;
+        context
+            .store()
+            .set_status(context.kind, &context.namespace, &context.name, status)?;
+        Ok(())
     }
 }
