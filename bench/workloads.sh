@@ -71,7 +71,7 @@ work="$(mktemp -d /tmp/podkit-bench-workloads.XXXXXX)"
 # The driver ends what it started, also when it fails; this is for a driver that was killed.
 cleanup() {
     set +e
-    local d pid
+    local d pid key
     # Controllers first (they would replace the pods), by the pid each one locked.
     for d in "$work"/run/podkit/controllers/*/*/*/; do
         [ -f "$d/pid" ] || continue
@@ -83,8 +83,9 @@ cleanup() {
     if [ -d "$work/run/podkit/pods" ]; then
         for d in "$work"/run/podkit/pods/*/; do
             [ -d "$d" ] || continue
+            key="$(basename "$d")"  # <namespace>_<name>
             PODKIT_ROOT="$work/run/podkit" PODKIT_STORAGE="$work/podkit/storage" \
-                "$PODKIT_BIN" delete pod "$(basename "$d")" --force >/dev/null 2>&1
+                "$PODKIT_BIN" delete pod "${key#*_}" -n "${key%%_*}" --force >/dev/null 2>&1
         done
         PODKIT_ROOT="$work/run/podkit" "$PODKIT_BIN" gc >/dev/null 2>&1
     fi
