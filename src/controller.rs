@@ -591,8 +591,14 @@ impl Watch {
         if let Some(inotify) = &self.inotify
             && inotify.read_events().is_ok_and(|e| !e.is_empty())
         {
-            // A burst of changes (a pod being made writes several files): one pass after.
-            std::thread::sleep(Duration::from_millis(20));
+            // A burst of changes (a pod being made writes several files): one pass after. The
+            // pause listens for SIGTERM, not to hold up a `delete` that waits for this
+            // process to go.
+            let mut fds = [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(20u8));
+            if self.signals.read_signal().is_ok_and(|s| s.is_some()) {
+                return true;
+            }
             while inotify.read_events().is_ok_and(|e| !e.is_empty()) {}
         }
         false
