@@ -173,14 +173,13 @@ pub fn delete(
             // then waited for: they stop side by side.
             match crate::controller::remove(root, storage, kind, &namespace, &name) {
                 Ok(removed) if removed.found => {
-                    for pod in removed
-                        .pods
-                        .iter()
-                        .filter(|_| args.wait || !removed.claims.is_empty())
-                    {
-                        if let Err(err) = wait_gone(root, pod) {
-                            eprintln!("error: pod {:?}: {err:#}", pod.name);
-                            failed = true;
+                    // A StatefulSet's claims go once its pods are gone: waited for then too.
+                    if args.wait || !removed.claims.is_empty() {
+                        for pod in &removed.pods {
+                            if let Err(err) = wait_gone(root, pod) {
+                                eprintln!("error: pod {:?}: {err:#}", pod.name);
+                                failed = true;
+                            }
                         }
                     }
                     println!("{} {name:?} deleted", kind.printed());

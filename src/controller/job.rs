@@ -47,27 +47,21 @@ impl Job {
     }
 }
 
-/// Whether the Job finished: its Complete or Failed condition is True.
+/// The Job's Complete or Failed condition, when it is True: the Job finished.
+fn end_condition(job: &Value) -> Option<&Value> {
+    job["status"]["conditions"].as_array()?.iter().find(|c| {
+        matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
+    })
+}
+
+/// Whether the Job finished.
 pub fn finished(job: &Value) -> bool {
-    finished_at(job).is_some()
-        || job["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
-            })
+    end_condition(job).is_some()
 }
 
 /// When the Job finished (its condition's lastTransitionTime).
 fn finished_at(job: &Value) -> Option<jiff::Timestamp> {
-    job["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| {
-            matches!(c["type"].as_str(), Some("Complete" | "Failed")) && c["status"] == "True"
-        })
-        .and_then(|c| parse_time(&c["lastTransitionTime"]))
+    end_condition(job).and_then(|c| parse_time(&c["lastTransitionTime"]))
 }
 
 /// The index of an Indexed Job's pod.

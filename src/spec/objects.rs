@@ -542,13 +542,7 @@ pub(super) fn service(raw: &Value) -> Result<Object, Vec<String>> {
         Some(t) => match SERVICE_TYPES.iter().find(|k| **k == t) {
             Some(k) => k,
             None => {
-                v.bad(
-                    "spec.type",
-                    format!(
-                        "Unsupported value: {t:?}: supported values: {}",
-                        SERVICE_TYPES.map(|k| format!("{k:?}")).join(", ")
-                    ),
-                );
+                v.unsupported("spec.type", t, &SERVICE_TYPES);
                 "ClusterIP"
             }
         },
@@ -602,10 +596,7 @@ pub(super) fn service(raw: &Value) -> Result<Object, Vec<String>> {
         }
         match port.get("protocol").and_then(Value::as_str) {
             None | Some("TCP" | "UDP" | "SCTP") => {}
-            Some(p) => v.bad(
-                &format!("{at}.protocol"),
-                format!("Unsupported value: {p:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
-            ),
+            Some(p) => v.unsupported(&format!("{at}.protocol"), p, &["SCTP", "TCP", "UDP"]),
         }
         let number = |value: Option<&Value>| {
             value

@@ -380,6 +380,19 @@ impl Validator {
         self.problems.push(format!("{path}: {what}"));
     }
 
+    /// Refuses `value` at `path` as the API server refuses a value outside an enum
+    /// (`Unsupported value: "x": supported values: "a", "b"`).
+    pub(super) fn unsupported(&mut self, path: &str, value: &str, allowed: &[&str]) {
+        let supported: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+        self.bad(
+            path,
+            format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                supported.join(", ")
+            ),
+        );
+    }
+
     /// Sorts the keys of `object` (at `path`) into honoured, ignored and refused.
     pub(super) fn keys(&mut self, object: &Value, path: &str, honoured: &[&str], ignored: &[&str]) {
         let Some(map) = object.as_object() else {

@@ -113,8 +113,7 @@ fn label_selector(v: &mut Validator, spec: &Value, template_labels: &str) -> Val
                 "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
             ),
             Some("In" | "NotIn" | "Exists" | "DoesNotExist") => {}
-            other => unsupported(
-                v,
+            other => v.unsupported(
                 &format!("{at}.operator"),
                 other.unwrap_or(""),
                 &["In", "NotIn", "Exists", "DoesNotExist"],
@@ -182,18 +181,6 @@ fn matches_template(
     }
 }
 
-/// Refuses `value` at `path` as the API server refuses a value outside an enum.
-fn unsupported(v: &mut Validator, path: &str, value: &str, allowed: &[&str]) {
-    let supported: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
-    v.bad(
-        path,
-        format!(
-            "Unsupported value: {value:?}: supported values: {}",
-            supported.join(", ")
-        ),
-    );
-}
-
 /// The template's `restartPolicy`, which the kind allows only some of.
 fn restart_policy(v: &mut Validator, spec: &Value, at: &str, allowed: &[&str]) {
     let policy = spec
@@ -202,7 +189,7 @@ fn restart_policy(v: &mut Validator, spec: &Value, at: &str, allowed: &[&str]) {
         .unwrap_or("Always");
     if !allowed.contains(&policy) {
         let path = format!("{at}.template.spec.restartPolicy");
-        unsupported(v, &path, policy, allowed);
+        v.unsupported(&path, policy, allowed);
     }
 }
 
@@ -347,12 +334,7 @@ fn deployment(raw: &Value) -> Result<Object, Vec<String>> {
             serde_json::json!({"type": "Recreate"})
         }
         Some(other) => {
-            unsupported(
-                &mut v,
-                "spec.strategy.type",
-                other,
-                &["Recreate", "RollingUpdate"],
-            );
+            v.unsupported("spec.strategy.type", other, &["Recreate", "RollingUpdate"]);
             Value::Null
         }
     };
@@ -455,8 +437,7 @@ fn daemon_set(raw: &Value) -> Result<Object, Vec<String>> {
         }
         Some("OnDelete") => serde_json::json!({"type": "OnDelete"}),
         Some(other) => {
-            unsupported(
-                &mut v,
+            v.unsupported(
                 "spec.updateStrategy.type",
                 other,
                 &["OnDelete", "RollingUpdate"],
@@ -550,8 +531,7 @@ fn stateful_set(raw: &Value) -> Result<Object, Vec<String>> {
         None | Some("OrderedReady") => "OrderedReady",
         Some("Parallel") => "Parallel",
         Some(other) => {
-            unsupported(
-                &mut v,
+            v.unsupported(
                 "spec.podManagementPolicy",
                 other,
                 &["OrderedReady", "Parallel"],
@@ -600,8 +580,7 @@ fn stateful_set(raw: &Value) -> Result<Object, Vec<String>> {
         }
         Some("OnDelete") => serde_json::json!({"type": "OnDelete"}),
         Some(other) => {
-            unsupported(
-                &mut v,
+            v.unsupported(
                 "spec.updateStrategy.type",
                 other,
                 &["OnDelete", "RollingUpdate"],
@@ -621,12 +600,7 @@ fn stateful_set(raw: &Value) -> Result<Object, Vec<String>> {
             None | Some("Retain") => "Retain",
             Some("Delete") => "Delete",
             Some(other) => {
-                unsupported(
-                    &mut v,
-                    &format!("{path}.{field}"),
-                    other,
-                    &["Retain", "Delete"],
-                );
+                v.unsupported(&format!("{path}.{field}"), other, &["Retain", "Delete"]);
                 "Retain"
             }
         };
@@ -781,8 +755,7 @@ fn job_spec(v: &mut Validator, raw: &Value, at: &str, name: &str) -> Value {
         None | Some("NonIndexed") => false,
         Some("Indexed") => true,
         Some(other) => {
-            unsupported(
-                v,
+            v.unsupported(
                 &format!("{path}.completionMode"),
                 other,
                 &["NonIndexed", "Indexed"],
@@ -836,8 +809,7 @@ fn job_spec(v: &mut Validator, raw: &Value, at: &str, name: &str) -> Value {
     }
     match spec.get("podReplacementPolicy").and_then(Value::as_str) {
         None | Some("TerminatingOrFailed") | Some("Failed") => {}
-        Some(other) => unsupported(
-            v,
+        Some(other) => v.unsupported(
             &format!("{path}.podReplacementPolicy"),
             other,
             &["TerminatingOrFailed", "Failed"],
@@ -923,8 +895,7 @@ fn cron_job(raw: &Value) -> Result<Object, Vec<String>> {
         Some("Forbid") => "Forbid",
         Some("Replace") => "Replace",
         Some(other) => {
-            unsupported(
-                &mut v,
+            v.unsupported(
                 "spec.concurrencyPolicy",
                 other,
                 &["Allow", "Forbid", "Replace"],
