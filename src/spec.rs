@@ -86,6 +86,13 @@ pub struct PodPlan {
     /// gives it): the pod's hostname is the host's, its ports are the host's own.
     #[serde(default)]
     pub host_network: bool,
+    /// An address of its own on podkit's host bridge (the default), or only its loopback
+    /// ([`NETWORK_ANNOTATION`] `none`); never with `hostNetwork`.
+    #[serde(default)]
+    pub pod_network: bool,
+    /// The pod's address on the pod network, set by its supervisor once the pod has joined.
+    #[serde(default)]
+    pub pod_ip: Option<std::net::IpAddr>,
     /// `hostIPC`: the host's IPC namespace and its `/dev/shm`.
     #[serde(default)]
     pub host_ipc: bool,
@@ -359,6 +366,12 @@ pub struct HostPort {
 /// `HOSTPORT=v1|v2,...` for some. Harmless on a cluster, where hostPorts are NAT and the app
 /// sees the client's address anyway (but an app expecting the header would then not get it).
 pub const PROXY_PROTOCOL_ANNOTATION: &str = "podkit.io/proxy-protocol";
+
+/// The pod annotation that chooses the pod's network: `pod` (the default: an IP address of its
+/// own on podkit's host bridge, reachable from the host and other pods) or `none` (only its
+/// loopback, as `podman run --network none`; hostPorts still reach it through the relay).
+/// Harmless on a cluster, which gives every pod an IP.
+pub const NETWORK_ANNOTATION: &str = "podkit.io/network";
 
 /// A PROXY protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

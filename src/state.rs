@@ -141,6 +141,14 @@ pub fn list_in(root: &Path, namespace: Option<&str>) -> Result<Vec<PodState>, St
         .collect())
 }
 
+/// The pid of the live supervisor of the pod whose state directory is `dir`, if it has one.
+pub fn supervisor_of(dir: &Path) -> Option<u32> {
+    std::fs::read_to_string(dir.join("supervisor.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .filter(|pid| is_supervisor(*pid))
+}
+
 /// The pod `name` of `namespace` under `root`.
 pub fn read(root: &Path, namespace: &str, name: &str) -> Result<PodState, StateError> {
     let dir = pod_dir(root, namespace, name);
@@ -150,10 +158,7 @@ pub fn read(root: &Path, namespace: &str, name: &str) -> Result<PodState, StateE
     })?;
     let manifest = read_json(&dir.join("pod.json"))?.unwrap_or(Value::Null);
     let status = read_json(&dir.join("status.json"))?;
-    let supervisor = std::fs::read_to_string(dir.join("supervisor.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse::<u32>().ok())
-        .filter(|pid| is_supervisor(*pid));
+    let supervisor = supervisor_of(&dir);
     // A supervisor removing its pod renames the directory away first: if that happened while
     // the files above were read, what was read (no supervisor.pid, say) is not this pod.
     if !dir.exists() {
@@ -331,6 +336,11 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
             removed.push(format!("removed mount point {}", path.display()));
         }
     }
+    // Its address on the pod network, now that its namespace (and veth pair) is gone.
+    let dir = pod.dir.clone();
+    removed.extend(crate::supervisor::network::release_gone(move |owner| {
+        owner == dir
+    }));
     match std::fs::remove_dir_all(&pod.dir) {
         Ok(()) => removed.push(format!("removed {}", pod.dir.display())),
         // Its supervisor, still ending, removed it meanwhile.

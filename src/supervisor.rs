@@ -22,6 +22,7 @@ pub(crate) mod cgroup;
 pub(crate) mod image;
 mod logs;
 pub(crate) mod member;
+pub(crate) mod network;
 mod probe;
 mod reaper;
 pub(crate) mod runtime;
@@ -91,6 +92,10 @@ pub enum Error {
     /// The watch on the pod's ConfigMaps and Secrets could not be set.
     #[error("{0}")]
     Objects(String),
+
+    /// The pod network is misconfigured, or the pod could not join it.
+    #[error("{0}")]
+    Network(String),
 }
 
 /// Sets the pod's sysctls in its namespaces (net.* in the network one, the rest in the IPC one),
@@ -314,9 +319,13 @@ fn field(plan: &PodPlan, path: &str) -> String {
             .unwrap_or("default")
             .to_owned(),
         "status.hostIP" | "status.hostIPs" => host_ip().unwrap_or_default(),
-        // A pod on the host's network has the host's address; others have none of their own
-        // yet (podkit has no pod network).
-        "status.podIP" | "status.podIPs" if plan.host_network => host_ip().unwrap_or_default(),
+        // A pod on the host's network has the host's address; one with only its loopback has
+        // none.
+        "status.podIP" | "status.podIPs" => match plan.pod_ip {
+            Some(ip) => ip.to_string(),
+            None if plan.host_network => host_ip().unwrap_or_default(),
+            None => String::new(),
+        },
         _ => {
             for key in ["labels", "annotations"] {
                 if let Some(name) = one(key) {
@@ -327,8 +336,7 @@ fn field(plan: &PodPlan, path: &str) -> String {
                         .to_owned();
                 }
             }
-            // The pod shares the host's addresses only through loopback: it has no IP of its
-            // own.
+            // A field the downward API does not give (validation refused it before).
             String::new()
         }
     }
@@ -337,7 +345,7 @@ fn field(plan: &PodPlan, path: &str) -> String {
 /// The host's address, as a node's InternalIP: the IPv4 address of the interface the
 /// default route leaves by (from /proc/net/route), else the first address that is not
 /// loopback. `None` on a host without one.
-fn host_ip() -> Option<String> {
+pub(crate) fn host_ip() -> Option<String> {
     let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let default_dev = route.lines().skip(1).find_map(|line| {
         let mut cols = line.split_whitespace();
@@ -445,9 +453,20 @@ pub async fn run(
                 .into(),
         );
     }
+    // A bridge and veth pairs need root (CAP_NET_ADMIN on the host): without it the pod keeps
+    // only its loopback, as `podkit.io/network: none` asks.
+    if plan.pod_network && !nix::unistd::geteuid().is_root() {
+        warn!("not root: the pod gets no address of its own, only its loopback");
+        plan.pod_network = false;
+    }
+    let network = if plan.pod_network {
+        Some(network::Network::from_env().map_err(Error::Network)?)
+    } else {
+        None
+    };
     let dir = pod_dir(&options.root, &plan.namespace, &plan.name);
     make_state_dir(&plan, &dir)?;
-    let result = run_in(plan, options, &dir, shutdown).await;
+    let result = run_in(plan, options, &dir, network.as_ref(), shutdown).await;
     match &result {
         Ok(outcome) if !outcome.deleted => {}
         // Deleted, or never started: nothing of the pod is kept. Renamed to a hidden name
@@ -466,6 +485,14 @@ pub async fn run(
             }
         }
     }
+    // The pod's network namespace, and with it its veth pair, is gone: its address goes back
+    // (after its directory, so a `delete` waiting for that is not kept waiting for the bridge
+    // that the last pod deletes).
+    if let Some(network) = network
+        && let Err(err) = network.leave(&dir).await
+    {
+        warn!(%err, "failed to leave the pod network");
+    }
     result
 }
 
@@ -476,9 +503,10 @@ fn plan_name(dir: &Path) -> String {
 }
 
 async fn run_in(
-    plan: PodPlan,
+    mut plan: PodPlan,
     mut options: Options,
     dir: &Path,
+    network: Option<&network::Network>,
     shutdown: CancellationToken,
 ) -> Result<Outcome, Error> {
     let reaper = Reaper::start().map_err(Error::Reaper)?;
@@ -532,6 +560,15 @@ async fn run_in(
     if let Err(err) = set_sysctls(&ns, &plan.sysctls).await {
         undo(Some(ns), &cgroup);
         return Err(Error::Sysctl(err));
+    }
+    if let Some(network) = network {
+        match network.join(ns.net(), dir).await {
+            Ok(ip) => plan.pod_ip = Some(ip.into()),
+            Err(err) => {
+                undo(Some(ns), &cgroup);
+                return Err(Error::Network(err));
+            }
+        }
     }
     let render = |value: &crate::spec::DownwardValue| downward(&plan, value);
     let source = volumes::ObjectSource {

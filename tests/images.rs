@@ -1158,6 +1158,17 @@ spec:
         hosts.ends_with("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"),
         "{hosts}"
     );
+    // kubelet's file puts the pod's hostname on its IP, and the image container is on the
+    // pod network: its eth0 has that address.
+    let status: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &pod, "-o", "json"])).expect("json");
+    let ip = status["status"]["podIP"]
+        .as_str()
+        .expect("a pod IP")
+        .to_owned();
+    assert!(hosts.contains(&format!("\n{ip}\t{pod}\n")), "{hosts}");
+    let trie = env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/proc/net/fib_trie"]);
+    assert!(trie.contains(&ip), "{trie}");
     assert_eq!(
         env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/etc/resolv.conf"]),
         "nameserver 192.0.2.53\nsearch ns1.svc.cluster.local\noptions ndots:2 edns0\n"

@@ -128,6 +128,22 @@ fn pod(spec_extra: &str, container_extra: &str) -> String {
     )
 }
 
+/// A pod is on the pod network unless it asks for its loopback only or is on the host's.
+#[test]
+fn pods_get_the_pod_network_unless_they_ask_for_none() {
+    let network = |annotation: &str, spec: &str| {
+        let text = pod(spec, "").replace(
+            "podkit.io/host-process: 'true'",
+            &format!("podkit.io/host-process: 'true'{annotation}"),
+        );
+        spec::parse("pod.yaml", &text).expect("valid")[0].pod_network
+    };
+    assert!(network("", ""));
+    assert!(network(", podkit.io/network: pod", ""));
+    assert!(!network(", podkit.io/network: none", ""));
+    assert!(!network("", "  hostNetwork: true\n"));
+}
+
 #[test]
 fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
     let cases: Vec<(String, &str)> = vec![
@@ -135,6 +151,8 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         ("".into(), "no Pod in the file"),
         (pod("", "").replace("apiVersion: v1", "apiVersion: apps/v1"), "apiVersion: \"apps/v1\" is not supported"),
         (pod("", "").replace("kind: Pod", "kind: PersistentVolume"), "kind: \"PersistentVolume\" is not supported by podkit yet"),
+        (pod("", "").replace("podkit.io/host-process: 'true'", "podkit.io/host-process: 'true', podkit.io/network: bridge"), "metadata.annotations[\"podkit.io/network\"]: \"bridge\": must be \"pod\" (an IP of its own) or \"none\" (loopback only)"),
+        (pod("  hostNetwork: true\n", "").replace("podkit.io/host-process: 'true'", "podkit.io/host-process: 'true', podkit.io/network: none"), "metadata.annotations[\"podkit.io/network\"]: \"none\" contradicts hostNetwork: true"),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.template.metadata.labels: `selector` does not match template `labels`"),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {restartPolicy: Never, containers: [{name: c, image: nginx}]}\n".into(), "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx, comand: [x]}]}\n".into(), "spec.template.spec.containers[0].comand: unknown field"),

@@ -75,19 +75,59 @@ impl Ipam {
     /// the last one allocated, wrapping at the end of the subnet, as host-local does;
     /// [`Error::SubnetFull`] when there is none.
     pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
+        self.lock()?.allocate(owner)
+    }
+
+    /// Releases every lease `owner` holds (normally one) and returns their addresses; none
+    /// is no error, so a retried delete succeeds.
+    pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
+        self.lock()?.release(owner)
+    }
+
+    /// Releases the lease on `ip` and returns its owner; `None` when it was not leased.
+    pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
+        self.lock()?.release_ip(ip)
+    }
+
+    /// Every lease, as (address, owner), in address order.
+    pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+        self.lock()?.leases()
+    }
+
+    /// Takes the subnet's lock, blocking while another thread or process holds it, and keeps
+    /// it until the [`IpamLock`] is dropped: what the holder does meanwhile (making the bridge
+    /// with the first lease, removing it with the last) no other process sees half done.
+    pub fn lock(&self) -> Result<IpamLock> {
+        Ok(IpamLock {
+            ipam: self.clone(),
+            _lock: self.lock_file()?,
+        })
+    }
+}
+
+/// The leases of one subnet with its lock held ([`Ipam::lock`]); dropped, the lock is let go.
+#[derive(Debug)]
+pub struct IpamLock {
+    ipam: Ipam,
+    _lock: Flock<File>,
+}
+
+impl IpamLock {
+    /// [`Ipam::allocate`], under this lock.
+    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
         validate_owner(owner)?;
-        let _lock = self.lock()?;
-        let leases = self.read_leases(true)?;
+        let ipam = &self.ipam;
+        let leases = ipam.read_leases(true)?;
         if let Some((&ip, _)) = leases.iter().find(|(_, held_by)| *held_by == owner) {
             debug!(%ip, owner, "lease already held");
             return Ok(ip);
         }
-        let range = self.subnet.pod_range();
+        let range = ipam.subnet.pod_range();
         let (first, last) = (*range.start(), *range.end());
         // In u64: a large subnet's offsets would overflow a u32.
         let size = u64::from(last - first) + 1;
         // Start after the last allocation, if it is still in the range.
-        let start = self
+        let start = ipam
             .last_reserved()
             .map(u32::from)
             .filter(|ip| range.contains(ip))
@@ -101,27 +141,26 @@ impl Ipam {
             .find(|ip| !leases.contains_key(ip));
         let Some(ip) = free else {
             return Err(Error::SubnetFull {
-                subnet: self.subnet.to_string(),
+                subnet: ipam.subnet.to_string(),
                 leases: leases.len(),
-                dir: self.dir.clone(),
+                dir: ipam.dir.clone(),
             });
         };
-        self.write_atomic(&ip.to_string(), owner)?;
+        ipam.write_atomic(&ip.to_string(), owner)?;
         // Only a hint for where to start next: losing it costs nothing but reuse order.
-        self.write_atomic(LAST_RESERVED, &ip.to_string())?;
-        debug!(%ip, owner, subnet = %self.subnet, "leased address");
+        ipam.write_atomic(LAST_RESERVED, &ip.to_string())?;
+        debug!(%ip, owner, subnet = %ipam.subnet, "leased address");
         Ok(ip)
     }
 
-    /// Releases every lease `owner` holds (normally one) and returns their addresses; none
-    /// is no error, so a retried delete succeeds.
+    /// [`Ipam::release`], under this lock.
     pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
         validate_owner(owner)?;
-        let _lock = self.lock()?;
+        let ipam = &self.ipam;
         let mut released = Vec::new();
-        for (ip, held_by) in self.read_leases(false)? {
+        for (ip, held_by) in ipam.read_leases(false)? {
             if held_by == owner {
-                self.remove(&ip.to_string())?;
+                ipam.remove(&ip.to_string())?;
                 released.push(ip);
             }
         }
@@ -129,25 +168,26 @@ impl Ipam {
         Ok(released)
     }
 
-    /// Releases the lease on `ip` and returns its owner; `None` when it was not leased.
+    /// [`Ipam::release_ip`], under this lock.
     pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
-        let _lock = self.lock()?;
-        let owner = self.read_lease(&ip.to_string())?;
+        let ipam = &self.ipam;
+        let owner = ipam.read_lease(&ip.to_string())?;
         if owner.is_some() {
-            self.remove(&ip.to_string())?;
+            ipam.remove(&ip.to_string())?;
             debug!(%ip, ?owner, "released lease");
         }
         Ok(owner)
     }
 
-    /// Every lease, as (address, owner), in address order.
+    /// [`Ipam::leases`], under this lock.
     pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
-        let _lock = self.lock()?;
-        Ok(self.read_leases(false)?.into_iter().collect())
+        Ok(self.ipam.read_leases(false)?.into_iter().collect())
     }
+}
 
+impl Ipam {
     /// Holds the subnet's lock until dropped. Blocks while another thread or process holds it.
-    fn lock(&self) -> Result<Flock<File>> {
+    fn lock_file(&self) -> Result<Flock<File>> {
         let path = self.dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .create(true)

@@ -58,7 +58,7 @@ mod tty;
 
 pub use bridge::{Bridge, POD_INTERFACE};
 pub use error::{Error, Result};
-pub use ipam::Ipam;
+pub use ipam::{Ipam, IpamLock};
 pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};
 pub use netlink::{Address, Link, Netlink};

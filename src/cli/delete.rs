@@ -346,7 +346,14 @@ pub fn gc(root: &Path, storage: &Path, _args: GcArgs) -> anyhow::Result<()> {
         }
         cleaned += 1;
     }
-    if cleaned == 0 {
+    // Addresses of pods whose supervisor was killed before it could give them back, of
+    // every podkit root on the host (a lease's owner is its pod's state directory).
+    let released =
+        crate::supervisor::network::release_gone(|owner| state::supervisor_of(owner).is_none());
+    for line in &released {
+        println!("{line}");
+    }
+    if cleaned == 0 && released.is_empty() {
         println!("nothing to clean up");
     }
     Ok(())

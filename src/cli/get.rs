@@ -616,7 +616,8 @@ fn table(pods: &[PodState], wide: bool, namespaces: bool) -> String {
             row.insert(0, pod.namespace.clone());
         }
         if wide {
-            row.extend(["<none>".into(), node.clone()]);
+            let ip = status.pod_ip.clone().filter(|ip| !ip.is_empty());
+            row.extend([ip.unwrap_or_else(|| "<none>".into()), node.clone()]);
         }
         rows.push(row);
     }
@@ -811,6 +812,27 @@ fn describe_one(pod: &PodState) -> String {
     if let Some(message) = &status.message {
         let _ = writeln!(out, "Message:      {message}");
     }
+    // kubectl's IP and IPs, and which network podkit gave the pod.
+    let ip = status.pod_ip.as_deref().filter(|ip| !ip.is_empty());
+    let _ = writeln!(out, "IP:           {}", ip.unwrap_or(""));
+    if let Some(ips) = status.pod_ips.as_ref().filter(|ips| !ips.is_empty()) {
+        let _ = writeln!(out, "IPs:");
+        for ip in ips {
+            let _ = writeln!(out, "  IP:  {}", ip.ip);
+        }
+    }
+    let network = match &plan {
+        Some(plan) if plan.host_network => "the host's (hostNetwork)".to_owned(),
+        Some(plan) if plan.pod_network => {
+            "pod network (an address of its own on the host's bridge)".to_owned()
+        }
+        Some(_) => format!(
+            "loopback only ({}: none; hostPorts through the relay)",
+            crate::spec::NETWORK_ANNOTATION
+        ),
+        None => "unknown (the manifest no longer validates)".to_owned(),
+    };
+    let _ = writeln!(out, "Network:      {network}");
     let class = spec["runtimeClassName"].as_str();
     if let Some(class) = class {
         let _ = writeln!(out, "Runtime Class Name:  {class}");

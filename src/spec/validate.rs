@@ -19,9 +19,9 @@ use serde_json::Value;
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvFrom, EnvValue, EnvVar,
     HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity, ImageRun, KeyItem,
-    KeyRef, Member, Mount, ObjectKind, PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, Projection,
-    ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources, RestartPolicy, Runs,
-    Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
+    KeyRef, Member, Mount, NETWORK_ANNOTATION, ObjectKind, PROXY_PROTOCOL_ANNOTATION, PodPlan,
+    Probe, Projection, ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources,
+    RestartPolicy, Runs, Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in (and one label or annotation,
@@ -652,6 +652,7 @@ impl Validator {
             }
             seen_ports.push(key);
         }
+        let pod_network = self.pod_network(pod.metadata.annotations.as_ref(), host_network);
         let mut plan = self.plan(pod, name, namespace);
         // The host's UTS namespace comes with its network, and so its hostname.
         plan.hostname = if host_network {
@@ -666,6 +667,7 @@ impl Validator {
             hostname
         };
         plan.host_network = host_network;
+        plan.pod_network = pod_network;
         plan.host_ipc = host_ipc;
         plan.host_pid = host_pid;
         plan.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
@@ -941,6 +943,8 @@ impl Validator {
             namespace,
             share_process_namespace: false,
             host_network: false,
+            pod_network: false,
+            pod_ip: None,
             host_ipc: false,
             host_pid: false,
             restart_policy: RestartPolicy::Always,
@@ -1543,6 +1547,37 @@ impl Validator {
             host_ip,
             proxy_protocol: None,
         })
+    }
+
+    /// Whether the pod gets an address of its own, by the [`NETWORK_ANNOTATION`]: `pod` or
+    /// unset, yes, unless it is on the host's network; `none`, no.
+    fn pod_network(
+        &mut self,
+        annotations: Option<&BTreeMap<String, String>>,
+        host_network: bool,
+    ) -> bool {
+        let field = format!("metadata.annotations[{NETWORK_ANNOTATION:?}]");
+        match annotations
+            .and_then(|a| a.get(NETWORK_ANNOTATION))
+            .map(|v| v.trim())
+        {
+            None | Some("pod") => !host_network,
+            Some("none") => {
+                if host_network {
+                    self.bad(&field, "\"none\" contradicts hostNetwork: true");
+                }
+                false
+            }
+            Some(other) => {
+                self.bad(
+                    &field,
+                    format!(
+                        "{other:?}: must be \"pod\" (an IP of its own) or \"none\" (loopback only)"
+                    ),
+                );
+                false
+            }
+        }
     }
 
     /// Applies the [`PROXY_PROTOCOL_ANNOTATION`] to the pod's TCP hostPorts, and warns of each

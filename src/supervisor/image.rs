@@ -122,8 +122,8 @@ pub(crate) fn remove_containers_dir(pod_dir: &Path) -> Vec<String> {
 const SHM_SIZE: u64 = 64 << 20;
 
 /// Makes the files the pod owns and bind-mounts into each image container, as containerd's
-/// sandbox does: `etc/hosts` (kubelet's, with the pod's hostname on the loopback address: the
-/// pod has no other address yet, then `hostAliases`), `etc/hostname`, `etc/resolv.conf` (see
+/// sandbox does: `etc/hosts` (kubelet's, with the pod's hostname on its IP, or on the loopback
+/// address when it has only that, then `hostAliases`), `etc/hostname`, `etc/resolv.conf` (see
 /// [`resolv_conf`]) and a 64 MiB tmpfs for `/dev/shm`.
 pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> {
     let etc = dir.join("etc");
@@ -134,11 +134,15 @@ pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> 
     let host_hosts = || {
         std::fs::read_to_string("/etc/hosts").map_err(|e| format!("failed to read /etc/hosts: {e}"))
     };
+    // kubelet puts the hostname on the pod's IP; a pod with only its loopback has that.
+    let own = plan
+        .pod_ip
+        .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
     let mut hosts = if plan.host_network {
         host_hosts()?
     } else {
         format!(
-            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n127.0.0.1\t{hostname}\n"
+            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{hostname}\n"
         )
     };
     if !plan.host_aliases.is_empty() {

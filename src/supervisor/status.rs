@@ -120,6 +120,11 @@ pub struct Status {
     restart_policy: RestartPolicy,
     /// `status.qosClass`.
     qos_class: &'static str,
+    /// `status.podIP`: its address on the pod network, the host's with `hostNetwork`, none
+    /// with only its loopback.
+    pod_ip: Option<String>,
+    /// `status.hostIP`: the host's address, as a node's InternalIP.
+    host_ip: Option<String>,
 }
 
 impl Status {
@@ -166,6 +171,12 @@ impl Status {
             events_saved: None,
             restart_policy: plan.restart_policy,
             qos_class: plan.qos.as_str(),
+            pod_ip: match plan.pod_ip {
+                Some(ip) => Some(ip.to_string()),
+                None if plan.host_network => super::host_ip(),
+                None => None,
+            },
+            host_ip: super::host_ip(),
         };
         status.refresh();
         status
@@ -413,8 +424,16 @@ impl Status {
             reason: self.reason.clone(),
             message: self.message.clone(),
             start_time: Some(Time(self.start_time)),
-            pod_ip: None,
-            host_ip: Some("127.0.0.1".to_owned()),
+            pod_ip: self.pod_ip.clone(),
+            pod_ips: self
+                .pod_ip
+                .clone()
+                .map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip }]),
+            host_ip: self.host_ip.clone(),
+            host_ips: self
+                .host_ip
+                .clone()
+                .map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]),
             qos_class: Some(self.qos_class.to_owned()),
             conditions: Some(
                 self.conditions
@@ -590,6 +609,8 @@ mod tests {
             events_saved: None,
             restart_policy: policy,
             qos_class: "BestEffort",
+            pod_ip: None,
+            host_ip: None,
         };
         status.refresh();
         status

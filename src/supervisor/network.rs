@@ -1,0 +1,299 @@
+//! The pod network: every pod (unless it is on the host's network or asks for none) gets an
+//! address of its own on one bridge of the host, as the CNI `bridge` and `host-local` plugins
+//! give kubelet's pods theirs: a veth pair whose pod end is `eth0` with the address and a
+//! default route via the bridge, the address leased from a subnet (the `netns` crate does both
+//! through rtnetlink). Pods reach each other and the host reaches them by these addresses.
+//!
+//! The bridge and the leases are the host's, not one podkit root's: every pod on the host
+//! shares them, whatever its `PODKIT_ROOT`, so the leases live under [`LEASES_DIR`]. A lease's
+//! owner is the pod's state directory, which tells `gc` whether the pod still has a
+//! supervisor. The bridge is made with the first lease and deleted with the last, both under
+//! the leases' lock, so a pod joining never finds it half gone.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use netns::{Bridge, Ipam, Netlink, Subnet};
+use tracing::{debug, warn};
+
+/// Where every podkit root's pods lease their addresses: `<LEASES_DIR>/<bridge>/<subnet>/`.
+/// Pod addresses mean nothing after a reboot, so it is on `/run` (a tmpfs on most hosts).
+pub const LEASES_DIR: &str = "/run/podkit/networks";
+
+/// The host's pod network: its bridge and the leases of its subnet.
+#[derive(Debug, Clone)]
+pub struct Network {
+    bridge: Bridge,
+    ipam: Ipam,
+}
+
+impl Network {
+    /// The network as the environment configures it: `PODKIT_BRIDGE` (the bridge's name,
+    /// default `podkit0`), `PODKIT_POD_SUBNET` (default 10.90.0.0/16) and `PODKIT_POD_MTU`
+    /// (default 65535: the pods' traffic never leaves the host on this bridge).
+    pub fn from_env() -> Result<Network, String> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let name = var("PODKIT_BRIDGE").unwrap_or_else(|| Bridge::DEFAULT_NAME.to_owned());
+        let subnet = match var("PODKIT_POD_SUBNET") {
+            Some(text) => text
+                .trim()
+                .parse::<Subnet>()
+                .map_err(|e| format!("PODKIT_POD_SUBNET={text:?}: {e}"))?,
+            None => Bridge::DEFAULT_SUBNET,
+        };
+        let mut bridge = Bridge::new(name.clone(), subnet)
+            .map_err(|e| format!("PODKIT_BRIDGE={name:?}: {e}"))?;
+        if let Some(text) = var("PODKIT_POD_MTU") {
+            let mtu = text
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| format!("PODKIT_POD_MTU={text:?}: not a number"))?;
+            bridge = bridge
+                .with_mtu(mtu)
+                .map_err(|e| format!("PODKIT_POD_MTU={text:?}: {e}"))?;
+        }
+        let ipam = Ipam::open(Path::new(LEASES_DIR).join(bridge.name()), subnet)
+            .map_err(|e| format!("failed to open the pod network's leases: {e}"))?;
+        Ok(Network { bridge, ipam })
+    }
+
+    /// Gives the pod whose network namespace is `pod` an address, leased to `owner` (the pod's
+    /// state directory): the bridge made if this is the first pod, then the pod's veth pair,
+    /// address and default route. On failure nothing is left: no lease, no link.
+    pub async fn join(&self, pod: &netns::Namespace, owner: &Path) -> Result<Ipv4Addr, String> {
+        let owner = owner_id(owner)?;
+        let host =
+            Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
+        let ipam = self.ipam.clone();
+        let leased = owner.clone();
+        // The lock and the lease files block: off the runtime's threads.
+        let (lock, ip) = tokio::task::spawn_blocking(move || {
+            let lock = ipam.lock()?;
+            let ip = lock.allocate(&leased)?;
+            Ok::<_, netns::Error>((lock, ip))
+        })
+        .await
+        .map_err(|e| format!("the lease task failed: {e}"))?
+        .map_err(|e| format!("failed to lease a pod address: {e}"))?;
+        // Under the lock: the last pod leaving cannot delete the bridge meanwhile, and once
+        // the lock is let go this pod's lease keeps it.
+        let ensured = self.bridge.ensure(&host).await;
+        drop(lock);
+        let attached = match ensured {
+            Ok(()) => {
+                self.bridge
+                    .attach(&host, pod, &host_interface(&owner), ip)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = attached {
+            let _ = self.release(Some(&owner), &host).await;
+            return Err(format!(
+                "failed to put the pod on bridge {} ({}): {err}",
+                self.bridge.name(),
+                self.bridge.subnet()
+            ));
+        }
+        debug!(%ip, owner, bridge = %self.bridge.name(), "pod joined the network");
+        Ok(ip)
+    }
+
+    /// Releases `owner`'s address once its pod's network namespace is gone (which took its
+    /// veth pair with it), and deletes the bridge when no pod is left on it.
+    pub async fn leave(&self, owner: &Path) -> Result<(), String> {
+        let owner = owner_id(owner)?;
+        let host =
+            Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
+        self.release(Some(&owner), &host).await.map(drop)
+    }
+
+    /// Releases every lease whose owner `alive` says is gone (a supervisor that was killed),
+    /// deleting each one's veth if its namespace is somehow still there, and the bridge when
+    /// no lease is left. Returns what it did, one line each, for `gc`.
+    pub async fn sweep(&self, alive: impl Fn(&Path) -> bool) -> Result<Vec<String>, String> {
+        let host =
+            Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
+        let leases = self.blocking(|ipam| ipam.leases()).await?;
+        let mut done = Vec::new();
+        for (ip, owner) in leases {
+            if alive(Path::new(&owner)) {
+                continue;
+            }
+            let _ = self.bridge.detach(&host, &host_interface(&owner)).await;
+            self.release(Some(&owner), &host).await?;
+            done.push(format!(
+                "released pod address {ip} (of {owner}, whose supervisor is gone)"
+            ));
+        }
+        // A bridge no pod is on (its last pod's supervisor died before deleting it).
+        if done.is_empty() && self.release(None, &host).await? {
+            done.push(format!(
+                "deleted bridge {} (no pod is on it)",
+                self.bridge.name()
+            ));
+        }
+        Ok(done)
+    }
+
+    /// Releases `owner`'s lease, if one is given, then deletes the bridge if no lease is
+    /// left, all under the lock. Returns whether it deleted the bridge.
+    async fn release(&self, owner: Option<&str>, host: &Netlink) -> Result<bool, String> {
+        let ipam = self.ipam.clone();
+        let owner = owner.map(str::to_owned);
+        let (lock, released, empty) = tokio::task::spawn_blocking(move || {
+            let lock = ipam.lock()?;
+            let released = match &owner {
+                Some(owner) => lock.release(owner)?,
+                None => Vec::new(),
+            };
+            let empty = lock.leases()?.is_empty();
+            Ok::<_, netns::Error>((lock, released, empty))
+        })
+        .await
+        .map_err(|e| format!("the lease task failed: {e}"))?
+        .map_err(|e| format!("failed to release the pod's address: {e}"))?;
+        debug!(?released, "released pod address");
+        let mut deleted = false;
+        // Only a bridge: a link of that name of another kind is not podkit's (join refuses it).
+        let bridge = host.link(self.bridge.name()).await.ok();
+        if empty && bridge.is_some_and(|l| l.kind.as_deref() == Some("bridge")) {
+            match host.del_link(self.bridge.name()).await {
+                Ok(()) => {
+                    debug!(bridge = %self.bridge.name(), "deleted the bridge with its last pod");
+                    deleted = true;
+                }
+                Err(netns::Error::LinkNotFound { .. }) => {}
+                Err(err) => {
+                    warn!(bridge = %self.bridge.name(), %err, "failed to delete the bridge")
+                }
+            }
+        }
+        drop(lock);
+        Ok(deleted)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Ipam) -> netns::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        let ipam = self.ipam.clone();
+        tokio::task::spawn_blocking(move || f(&ipam))
+            .await
+            .map_err(|e| format!("the lease task failed: {e}"))?
+            .map_err(|e| format!("failed to read the pod addresses' leases: {e}"))
+    }
+}
+
+/// Releases, in every pod network on the host (each bridge with leases under [`LEASES_DIR`],
+/// whatever its configuration), the leases of pods that `gone` names, deleting what is left
+/// of their veth pairs, and each bridge left with no pod. For `delete` and `gc` of pods whose
+/// supervisor died. Runs on a thread and a runtime of its own, so it can be called from any
+/// code, async or not. Returns what it did, one line each.
+pub fn release_gone(gone: impl Fn(&Path) -> bool + Send + Sync + 'static) -> Vec<String> {
+    let networks = match on_host() {
+        Ok(networks) => networks,
+        Err(err) => return vec![err],
+    };
+    if networks.is_empty() {
+        return Vec::new();
+    }
+    let work = std::thread::spawn(move || {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                return vec![format!(
+                    "failed to start a runtime for the pod network: {err}"
+                )];
+            }
+        };
+        runtime.block_on(async {
+            let mut done = Vec::new();
+            for network in networks {
+                match network.sweep(|owner| !gone(owner)).await {
+                    Ok(lines) => done.extend(lines),
+                    Err(err) => done.push(err),
+                }
+            }
+            done
+        })
+    });
+    work.join()
+        .unwrap_or_else(|_| vec!["releasing pod addresses failed (a panic)".to_owned()])
+}
+
+/// Every pod network with leases on this host, as its directories under [`LEASES_DIR`] name
+/// it: `<bridge>/<network>-<prefix length>`.
+fn on_host() -> Result<Vec<Network>, String> {
+    let mut networks = Vec::new();
+    let bridges = match std::fs::read_dir(LEASES_DIR) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(networks),
+        Err(err) => return Err(format!("failed to read {LEASES_DIR}: {err}")),
+    };
+    for bridge_dir in bridges.flatten() {
+        let Some(name) = bridge_dir.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let Ok(subnets) = std::fs::read_dir(bridge_dir.path()) else {
+            continue;
+        };
+        for subnet_dir in subnets.flatten() {
+            let text = subnet_dir
+                .file_name()
+                .to_string_lossy()
+                .replacen('-', "/", 1);
+            let Ok(subnet) = text.parse::<Subnet>() else {
+                continue;
+            };
+            let (Ok(bridge), Ok(ipam)) = (
+                Bridge::new(name.clone(), subnet),
+                Ipam::open(bridge_dir.path(), subnet),
+            ) else {
+                continue;
+            };
+            networks.push(Network { bridge, ipam });
+        }
+    }
+    Ok(networks)
+}
+
+/// A lease's owner: the pod's state directory, as text (leases are text files).
+fn owner_id(dir: &Path) -> Result<String, String> {
+    dir.to_str().map(str::to_owned).ok_or_else(|| {
+        format!(
+            "the pod's state directory {} is not UTF-8, which the pod network's leases need",
+            dir.display()
+        )
+    })
+}
+
+/// The host end of the pod's veth pair: `pk` and 12 hex digits of the FNV-1a hash of its
+/// owner, so `gc` finds it again from the lease alone (CNI's bridge plugin names its
+/// `veth` + 8 random hex digits and must keep the name in its cache). 15 bytes at most.
+fn host_interface(owner: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in owner.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("pk{:012x}", hash >> 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_interfaces_are_short_distinct_and_stable() {
+        let a = host_interface("/run/podkit/pods/default_web");
+        let b = host_interface("/run/podkit/pods/default_web2");
+        assert_eq!(a.len(), 14);
+        assert!(a.starts_with("pk"));
+        assert_ne!(a, b);
+        assert_eq!(a, host_interface("/run/podkit/pods/default_web"));
+    }
+}
