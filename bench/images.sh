@@ -39,8 +39,9 @@
 # --podman, which installs and configures it with ../shared/bench/podman-setup.sh. podman runs
 # with a containers.conf of this script's (CONTAINERS_CONF: runc, cgroupfs, ulimits this machine
 # allows, events to a file, network configs in the temp dir) and --root/--runroot/--tmpdir in
-# the temp dir; its pods get `--network none`, a network namespace with lo only as a podkit
-# pod's (its default would make a bridge, firewall rules and turn on ip_forward on the host).
+# the temp dir. Pods are on each tool's pod network (--network pod, the default: podkit's
+# bridge; podman's, netavark's bridge with its firewall rules), or on their loopback only in
+# both (--network none: `podkit.io/network: none`, `podman kube play --network none`).
 # Traffic goes only to 127.0.0.1.
 # Every process started is ended by pid; the temp dir, the pods, their mounts and the runc state
 # are removed on exit, also when the run fails.
@@ -59,19 +60,22 @@ SIZE=100
 ROUNDS=5
 POD_ROUNDS=10
 IDLE_MS=1000
+NETWORK=pod
 PODMAN=auto
-usage="usage: $0 [--size MIB] [--rounds N] [--pod-rounds N] [--idle MS] [--podman | --no-podman]"
+usage="usage: $0 [--size MIB] [--rounds N] [--pod-rounds N] [--idle MS] [--network pod|none] [--podman | --no-podman]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --size) SIZE="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
         --pod-rounds) POD_ROUNDS="$2"; shift 2 ;;
         --idle) IDLE_MS="$2"; shift 2 ;;
+        --network) NETWORK="$2"; shift 2 ;;
         --podman) PODMAN=yes; shift ;;
         --no-podman) PODMAN=no; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
+case "$NETWORK" in pod|none) ;; *) echo "$usage" >&2; exit 2 ;; esac
 for n in "$SIZE" "$ROUNDS" "$POD_ROUNDS" "$IDLE_MS"; do
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
 done
@@ -145,7 +149,7 @@ mkdir "$work/run"
 mount -t tmpfs -o mode=0755 podkit-bench-run "$work/run"
 
 PODKIT="$PODKIT_BIN" WORK="$work" SIZE="$SIZE" ROUNDS="$ROUNDS" POD_ROUNDS="$POD_ROUNDS" \
-IDLE_MS="$IDLE_MS" PODMAN="$PODMAN" NOFILE="$(ulimit -Hn)" python3 - <<'PY'
+IDLE_MS="$IDLE_MS" NETWORK="$NETWORK" PODMAN="$PODMAN" NOFILE="$(ulimit -Hn)" python3 - <<'PY'
 import glob, gzip, hashlib, io, json, os, select, shutil, signal, socket, statistics
 import subprocess, sys, tarfile, threading, time
 
@@ -155,6 +159,10 @@ SIZE = int(os.environ["SIZE"])
 ROUNDS = int(os.environ["ROUNDS"])
 POD_ROUNDS = int(os.environ["POD_ROUNDS"])
 IDLE = int(os.environ["IDLE_MS"]) / 1000
+# pod: each tool's own pod network (podkit's bridge, podman's netavark bridge); none: loopback
+# only in both (`podkit.io/network: none`, `podman kube play --network none`).
+NETWORK = os.environ["NETWORK"]
+PODMAN_NETWORK = ["--network", "none"] if NETWORK == "none" else []
 PODMAN = os.environ["PODMAN"] == "yes"
 MIB = 1 << 20
 DEVNULL = subprocess.DEVNULL
@@ -166,7 +174,7 @@ MEMBER = "trap 'exit 0' TERM; sleep 1000 & wait"
 os.makedirs(f"{WORK}/logs")
 os.makedirs(f"{WORK}/tmp")
 ENV = dict(os.environ)
-for key in ("PODKIT", "WORK", "SIZE", "ROUNDS", "POD_ROUNDS", "IDLE_MS", "PODMAN", "NOFILE"):
+for key in ("PODKIT", "WORK", "SIZE", "ROUNDS", "POD_ROUNDS", "IDLE_MS", "NETWORK", "PODMAN", "NOFILE"):
     ENV.pop(key, None)
 ENV.update(
     CONTAINERS_REGISTRIES_CONF=f"{WORK}/registries.conf",
@@ -557,7 +565,9 @@ try:
                             f"    command: [/bin/sh, -c, \"{MEMBER}\"]\n")
         path = f"{WORK}/{name}.yaml"
         with open(path, "w") as f:
-            f.write(f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n"
+            f.write(f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n"
+                    + ("  annotations: {podkit.io/network: none}\n" if NETWORK == "none" else "")
+                    + "spec:\n"
                     f"  terminationGracePeriodSeconds: 10\n  containers:\n"
                     + "".join(member(c) for c in "abc"))
         return path
@@ -600,7 +610,7 @@ try:
         file = manifest(name)
         settle()
         podman_files.add(file)
-        up, log = timed(podman(PODMAN_PODS) + ["kube", "play", "--network", "none", file])
+        up, log = timed(podman(PODMAN_PODS) + ["kube", "play", *PODMAN_NETWORK, file])
         with open(log) as f:
             lines = f.read().split()
         if "Pod:" in lines:
@@ -756,7 +766,7 @@ with open("/proc/loadavg") as f:
     load = f.read().split()[0]
 print(f"image: {len(big_layers)} gzip layers, {big_bytes / MIB:.1f} MiB of blobs, "
       f"{big_unpacked / MIB:.1f} MiB of files; {ROUNDS} pull rounds and {POD_ROUNDS} pod rounds "
-      f"interleaved (after a warm-up round each); load average {load}")
+      f"interleaved (after a warm-up round each); pod network: {NETWORK}; load average {load}")
 print()
 wall = {t: median([w for w, _ in pulls[t]]) for t in pull_tools}
 rss = {t: max(k for _, k in pulls[t]) / 1024 for t in pull_tools}

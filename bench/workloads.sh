@@ -9,9 +9,12 @@
 # own and the state roots on a tmpfs mounted in it (as /run is a tmpfs on most hosts):
 #   up:   `podkit apply -f FILE` until every pod of the Deployment is Ready (its status files
 #         read every 2 ms: apply returns once the objects are kept and the controller runs),
-#         against `podman kube play --network none FILE` (returns once its containers run);
+#         against `podman kube play FILE` (returns once its containers run);
 #   down: `podkit delete -f FILE` (returns once the pods, the controller and the objects are
 #         gone) against `podman kube down FILE` (its cleanup processes waited out unmeasured).
+# Pods are on each tool's pod network (podkit's bridge; podman's default, netavark's bridge),
+# or with --network none on their loopback only in both (`podkit.io/network: none`, `podman kube
+# play --network none`).
 # The floor: the runtime alone on three bundles of the same image prepared by umoci (pid,
 # mount, IPC and UTS namespaces), `runc create` + `runc start` of the three side by side, and
 # down = SIGTERM to each, its exit, `runc delete`: what any tool driving runc pays. The table
@@ -32,17 +35,20 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=10
 IDLE_MS=1000
+NETWORK=pod
 PODMAN=auto
-usage="usage: $0 [--rounds N] [--idle MS] [--podman | --no-podman]"
+usage="usage: $0 [--rounds N] [--idle MS] [--network pod|none] [--podman | --no-podman]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --idle) IDLE_MS="$2"; shift 2 ;;
+        --network) NETWORK="$2"; shift 2 ;;
         --podman) PODMAN=yes; shift ;;
         --no-podman) PODMAN=no; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
+case "$NETWORK" in pod|none) ;; *) echo "$usage" >&2; exit 2 ;; esac
 for n in "$ROUNDS" "$IDLE_MS"; do
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
 done
@@ -116,7 +122,7 @@ trap 'exit 130' INT TERM
 mkdir "$work/run"
 mount -t tmpfs -o mode=0755 podkit-bench-run "$work/run"
 
-PODKIT="$PODKIT_BIN" WORK="$work" ROUNDS="$ROUNDS" IDLE_MS="$IDLE_MS" PODMAN="$PODMAN" \
+PODKIT="$PODKIT_BIN" WORK="$work" ROUNDS="$ROUNDS" IDLE_MS="$IDLE_MS" NETWORK="$NETWORK" PODMAN="$PODMAN" \
 NOFILE="$(ulimit -Hn)" python3 - <<'PY'
 import glob, gzip, hashlib, io, json, os, select, shutil, signal, socket, statistics
 import subprocess, sys, tarfile, threading, time
@@ -125,6 +131,10 @@ PODKIT = os.environ["PODKIT"]
 WORK = os.environ["WORK"]
 ROUNDS = int(os.environ["ROUNDS"])
 IDLE = int(os.environ["IDLE_MS"]) / 1000
+# pod: each tool's own pod network (podkit's bridge, podman's netavark bridge); none: loopback
+# only in both (`podkit.io/network: none`, `podman kube play --network none`).
+NETWORK = os.environ["NETWORK"]
+PODMAN_NETWORK = ["--network", "none"] if NETWORK == "none" else []
 PODMAN = os.environ["PODMAN"] == "yes"
 DEVNULL = subprocess.DEVNULL
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
@@ -133,7 +143,7 @@ MEMBER = "trap 'exit 0' TERM; sleep 1000 & wait"
 os.makedirs(f"{WORK}/logs")
 os.makedirs(f"{WORK}/tmp")
 ENV = dict(os.environ)
-for key in ("PODKIT", "WORK", "ROUNDS", "IDLE_MS", "PODMAN", "NOFILE"):
+for key in ("PODKIT", "WORK", "ROUNDS", "IDLE_MS", "NETWORK", "PODMAN", "NOFILE"):
     ENV.pop(key, None)
 ENV.update(
     CONTAINERS_REGISTRIES_CONF=f"{WORK}/registries.conf",
@@ -496,6 +506,9 @@ def wait_podman(where):
         time.sleep(0.02)
 
 
+ANNOTATIONS = ", annotations: {podkit.io/network: none}" if NETWORK == "none" else ""
+
+
 def manifest(name):
     path = f"{WORK}/{name}.yaml"
     with open(path, "w") as f:
@@ -511,7 +524,7 @@ spec:
   replicas: 3
   selector: {{matchLabels: {{app: {name}}}}}
   template:
-    metadata: {{labels: {{app: {name}}}}}
+    metadata: {{labels: {{app: {name}}}{ANNOTATIONS}}}
     spec:
       terminationGracePeriodSeconds: 10
       containers:
@@ -579,7 +592,7 @@ def podman_round(name):
     file = manifest(name)
     settle()
     podman_files.add(file)
-    up, log = timed(podman(PODMAN_PODS) + ["kube", "play", "--network", "none", file])
+    up, log = timed(podman(PODMAN_PODS) + ["kube", "play", *PODMAN_NETWORK, file])
     with open(log) as f:
         text = f.read()
     words = text.split()
@@ -673,7 +686,7 @@ print()
 with open("/proc/loadavg") as f:
     load = f.read().split()[0]
 print(f"a ConfigMap, a 3-replica Deployment (busybox) and a Service; {ROUNDS} rounds "
-      f"interleaved after a warm-up round; load average {load}")
+      f"interleaved after a warm-up round; pod network: {NETWORK}; load average {load}")
 print()
 ms = lambda s: s * 1000
 up = {t: median(times[t][0]) for t in tools}
