@@ -135,8 +135,10 @@ impl Bridge {
     /// Puts the pod whose network namespace is `pod` on the bridge with address `ip`: a veth
     /// pair whose end `host_if` (at most 15 bytes, unique on the host) is a port of the
     /// bridge in `host`'s namespace, and whose other end is the pod's `eth0`, both up with
-    /// the bridge's MTU; then `ip`/PREFIX on `eth0` and a default route via the gateway.
+    /// the bridge's MTU, the port in hairpin mode; then `ip`/PREFIX on `eth0` and a default
+    /// route via the gateway.
     /// Equal to `ip link add HOST_IF master BRIDGE up type veth peer name eth0 netns POD`,
+    /// `ip link set HOST_IF type bridge_slave hairpin on`,
     /// `ip -n POD link set eth0 up`, `ip -n POD address add IP/PREFIX dev eth0` and
     /// `ip -n POD route add default via GATEWAY`.
     ///
@@ -161,6 +163,10 @@ impl Bridge {
             name: host_if.to_owned(),
         };
         let result = async {
+            // A pod reaching itself through a hostPort (crate::Nat) gets its own packets back
+            // over its own port when the host's bridge netfilter (br_netfilter) hands bridged
+            // frames to nftables, as CNI's `hairpinMode` and kubelet's hairpin-veth allow.
+            host.set_hairpin(host_if, true).await?;
             let inside = pod.netlink().await?;
             inside.link_up(POD_INTERFACE).await?;
             inside

@@ -257,7 +257,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("invalid lease owner {owner:?}: {reason}")]
+    #[error("invalid owner {owner:?}: {reason}")]
     InvalidOwner { owner: String, reason: &'static str },
 
     #[error(
@@ -280,6 +280,62 @@ pub enum Error {
     #[error("failed to read {path:?}")]
     Read {
         path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "the `nft` program was not found (looked in PATH and /usr/sbin): install nftables \
+         (Debian's `nftables` package)"
+    )]
+    NftMissing,
+
+    #[error("`nft -f -` failed in network namespace {ns:?} ({status}): {stderr}")]
+    Nft {
+        ns: PathBuf,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("nf_tables `{op}` failed in network namespace {ns:?}")]
+    Nftables {
+        op: String,
+        ns: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "nftables table `ip {table}` is not set up in network namespace {ns:?}: \
+         call Nat::ensure first"
+    )]
+    NatNotReady { table: String, ns: PathBuf },
+
+    #[error(
+        "host port {port} of {owner:?} is published already, by {holder:?}, in network \
+         namespace {ns:?}: choose another hostPort, or delete that pod first"
+    )]
+    PortInUse {
+        port: String,
+        owner: String,
+        holder: String,
+        ns: PathBuf,
+    },
+
+    #[error("invalid hostPort mapping {port} of {owner:?}: {reason}")]
+    InvalidHostPort {
+        port: String,
+        owner: String,
+        reason: &'static str,
+    },
+
+    #[error("invalid nftables table name {name:?}: {reason}")]
+    InvalidTableName { name: String, reason: &'static str },
+
+    #[error("failed to set sysctl {name}=1 in network namespace {ns:?}")]
+    Sysctl {
+        name: String,
+        ns: PathBuf,
         #[source]
         source: io::Error,
     },

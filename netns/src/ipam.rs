@@ -280,7 +280,9 @@ impl Ipam {
     }
 }
 
-fn validate_owner(owner: &str) -> Result<()> {
+/// Checks an owner id: printable, no whitespace, 1 to 253 bytes. [`crate::Nat`] takes the
+/// same owners.
+pub(crate) fn validate_owner(owner: &str) -> Result<()> {
     let reason = if owner.is_empty() {
         Some("must not be empty")
     } else if owner.len() > MAX_OWNER_LEN {

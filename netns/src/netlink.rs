@@ -12,7 +12,8 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::sys::TokioSocket;
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use crate::{Error, Namespace, NsKind, Result};
@@ -293,6 +294,22 @@ impl Netlink {
                 peer_ns.path().display()
             );
             self.error(op, "", err)
+        })
+    }
+
+    /// Equal to `ip link set NAME type bridge_slave hairpin on` (or `off`): whether the
+    /// bridge may send a frame back out of the port it came in by.
+    pub async fn set_hairpin(&self, name: &str, on: bool) -> Result<()> {
+        let index = self.link_index(name).await?;
+        let message = LinkBridgePort::new(index).hairpin(on).build();
+        let request = self.handle.link().set_port(message).execute();
+        request.await.map_err(|err| {
+            let state = if on { "on" } else { "off" };
+            self.error(
+                format!("ip link set {name} type bridge_slave hairpin {state}"),
+                name,
+                err,
+            )
         })
     }
 

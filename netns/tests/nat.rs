@@ -1,0 +1,670 @@
+//! Pods' NAT against the real kernel: masquerade and hostPorts in an nftables table, reached
+//! from the host (at 127.0.0.1 and at its own addresses), from other pods, from an external
+//! client and from the pod itself.
+//!
+//! Network rule (DESIGN.md): nothing here touches the machine's own network namespace, its
+//! links or its nftables. Each test makes a namespace that plays "the host" (the bridge and
+//! the table go there), pods behind its bridge, and an "external client" namespace joined
+//! to the host by a veth on 198.18.0.0/30 (RFC 2544's test range); traffic goes only to
+//! addresses inside those namespaces. The `Pod` guards delete every namespace, and with it
+//! every link and table, when the test ends, pass or fail. Needs root (CI runs as root) and
+//! Debian's `nftables` package (`nft`).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use netns::{
+    Bridge, Error, HostPort, Namespace, Namespaces, Nat, Netlink, PodNamespaces, Protocol,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The host's address towards the external client, and the client's.
+const HOST_EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const EXT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
+const POD_A: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 2);
+const POD_B: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 3);
+const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+#[tokio::test]
+async fn a_tcp_host_port_reaches_the_pod_from_everywhere() {
+    let Some(lab) = Lab::create("tcp").await else {
+        return;
+    };
+    let server = TcpServer::start(lab.a.ns().net(), 80);
+    lab.nat
+        .publish("pod-a", POD_A, &[HostPort::new(Protocol::Tcp, 8080, 80)])
+        .expect("publish");
+
+    // From the host itself: at 127.0.0.1 (masqueraded to the bridge's address, which is
+    // what lets the answer find its way back), at its address on the bridge and at its
+    // address towards the outside.
+    assert_eq!(lab.host_tcp(LOCALHOST, 8080), GATEWAY);
+    assert_eq!(lab.host_tcp(GATEWAY, 8080), GATEWAY);
+    assert_eq!(lab.host_tcp(HOST_EXT, 8080), HOST_EXT);
+    // From another pod on the bridge, through either address of the host: masqueraded, or
+    // the pod's answer would go straight back over the bridge, un-NATed.
+    assert_eq!(tcp(lab.b.ns().net(), GATEWAY, 8080), GATEWAY);
+    assert_eq!(tcp(lab.b.ns().net(), HOST_EXT, 8080), GATEWAY);
+    // From outside the host: the pod sees the client's own address.
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 8080), EXT);
+    // Hairpin: the pod through its own hostPort.
+    assert_eq!(tcp(lab.a.ns().net(), GATEWAY, 8080), GATEWAY);
+    assert_eq!(tcp(lab.a.ns().net(), HOST_EXT, 8080), GATEWAY);
+    // Another port of the host is no hostPort: nothing listens there.
+    assert_refused(lab.ext.ns().net(), HOST_EXT, 8081);
+    server.stop();
+
+    // Masquerade: a pod's traffic leaving the host has the host's address.
+    let outside = TcpServer::start(lab.ext.ns().net(), 7000);
+    assert_eq!(tcp(lab.a.ns().net(), EXT, 7000), HOST_EXT);
+    outside.stop();
+
+    // The rule that keeps route_localnet safe: nothing from outside reaches 127.0.0.0/8.
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(
+        ruleset.contains("iifname != \"lo\" ip daddr 127.0.0.0/8 drop"),
+        "{ruleset}"
+    );
+}
+
+#[tokio::test]
+async fn a_udp_host_port_reaches_the_pod() {
+    let Some(lab) = Lab::create("udp").await else {
+        return;
+    };
+    let server = UdpServer::start(lab.a.ns().net(), 53);
+    lab.nat
+        .publish("pod-a", POD_A, &[HostPort::new(Protocol::Udp, 5353, 53)])
+        .expect("publish");
+    assert_eq!(udp(lab.ext.ns().net(), HOST_EXT, 5353), EXT);
+    assert_eq!(udp(lab.b.ns().net(), GATEWAY, 5353), GATEWAY);
+    assert_eq!(udp(lab.host.ns().net(), HOST_EXT, 5353), HOST_EXT);
+    assert_eq!(udp(lab.host.ns().net(), LOCALHOST, 5353), GATEWAY);
+    // The same port number over TCP is not published.
+    assert_refused(lab.ext.ns().net(), HOST_EXT, 5353);
+    server.stop();
+}
+
+#[tokio::test]
+async fn a_host_ip_restricts_the_mapping_to_that_address() {
+    let Some(lab) = Lab::create("hostip").await else {
+        return;
+    };
+    let server = TcpServer::start(lab.b.ns().net(), 80);
+    let port = HostPort::new(Protocol::Tcp, 9090, 80).on(HOST_EXT);
+    lab.nat.publish("pod-b", POD_B, &[port]).expect("publish");
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 9090), EXT);
+    assert_eq!(lab.host_tcp(HOST_EXT, 9090), HOST_EXT);
+    assert_eq!(tcp(lab.a.ns().net(), HOST_EXT, 9090), GATEWAY);
+    // The host's other addresses do not have it.
+    assert_refused(lab.a.ns().net(), GATEWAY, 9090);
+    assert_refused(lab.host.ns().net(), LOCALHOST, 9090);
+
+    // The same port on every address can be published beside it (by another pod); the
+    // mapping with the host IP wins on its address.
+    let other = TcpServer::start(lab.a.ns().net(), 81);
+    lab.nat
+        .publish("pod-a", POD_A, &[HostPort::new(Protocol::Tcp, 9090, 81)])
+        .expect("publish on every address");
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 9090), EXT);
+    assert_eq!(server.served(), 4);
+    assert_eq!(lab.host_tcp(GATEWAY, 9090), GATEWAY);
+    assert_eq!(other.served(), 1);
+    server.stop();
+    other.stop();
+}
+
+#[tokio::test]
+async fn unpublish_removes_exactly_one_owners_mappings() {
+    let Some(lab) = Lab::create("unpublish").await else {
+        return;
+    };
+    let (server_a, server_b) = (
+        TcpServer::start(lab.a.ns().net(), 80),
+        TcpServer::start(lab.b.ns().net(), 80),
+    );
+    let owner_a = "/run/podkit/pods/a";
+    // An owner as long as allowed: its comment just fits the kernel's user data.
+    let owner_b = format!("/run/podkit/pods/{}", "b".repeat(253 - 17));
+    let ports_a = [
+        HostPort::new(Protocol::Tcp, 8080, 80),
+        HostPort::new(Protocol::Udp, 8080, 80),
+        HostPort::new(Protocol::Tcp, 8443, 80).on(HOST_EXT),
+    ];
+    let ports_b = [HostPort::new(Protocol::Tcp, 9080, 80)];
+    lab.nat
+        .publish(owner_a, POD_A, &ports_a)
+        .expect("publish a");
+    lab.nat
+        .publish(&owner_b, POD_B, &ports_b)
+        .expect("publish b");
+    assert_eq!(
+        lab.nat.owners().expect("owners"),
+        vec![owner_a.to_owned(), owner_b.clone()]
+    );
+    let mut published = lab.nat.published().expect("published");
+    published.sort_by_key(|p| (p.port.host_port, p.port.protocol.to_string()));
+    let listed: Vec<_> = published
+        .iter()
+        .map(|p| (p.owner.as_str(), p.pod_ip, p.port))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (owner_a, POD_A, ports_a[0]),
+            (owner_a, POD_A, ports_a[1]),
+            (owner_a, POD_A, ports_a[2]),
+            (owner_b.as_str(), POD_B, ports_b[0]),
+        ]
+    );
+
+    // Publishing again what an owner holds is no error; a port another owner holds is
+    // refused, naming the holder, and nothing of the request is published.
+    lab.nat
+        .publish(owner_a, POD_A, &ports_a)
+        .expect("publish a again");
+    let err = lab
+        .nat
+        .publish(
+            "pod-c",
+            Ipv4Addr::new(10, 90, 0, 4),
+            &[HostPort::new(Protocol::Tcp, 7070, 80), ports_b[0]],
+        )
+        .expect_err("port taken");
+    assert!(
+        matches!(&err, Error::PortInUse { port, holder, .. } if port == "9080/tcp" && *holder == owner_b),
+        "{err}"
+    );
+    assert!(err.to_string().contains("9080/tcp"), "{err}");
+    assert_eq!(lab.nat.published().expect("published").len(), 4);
+    assert_eq!(lab.nat.owners().expect("owners").len(), 2);
+
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 8080), EXT);
+    assert!(lab.nat.unpublish(owner_a).expect("unpublish a"));
+    assert_refused(lab.ext.ns().net(), HOST_EXT, 8080);
+    assert_refused(lab.ext.ns().net(), HOST_EXT, 8443);
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 9080), EXT);
+    assert_eq!(lab.nat.owners().expect("owners"), vec![owner_b.clone()]);
+    assert!(!lab.nat.unpublish(owner_a).expect("again: nothing left"));
+    assert!(!lab.nat.unpublish("never-published").expect("nobody"));
+    // A's ports are free for another owner now.
+    lab.nat
+        .publish("pod-c", POD_B, &[HostPort::new(Protocol::Tcp, 8080, 80)])
+        .expect("8080 is free");
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 8080), EXT);
+
+    // remove() takes the whole table, and every mapping with it.
+    assert!(lab.nat.remove().expect("remove"));
+    let tables = nft(lab.host.ns().net(), &["list", "tables"]);
+    assert!(tables.trim().is_empty(), "{tables}");
+    assert!(lab.nat.owners().expect("owners").is_empty());
+    assert!(lab.nat.published().expect("published").is_empty());
+    assert!(!lab.nat.unpublish(&owner_b).expect("no table"));
+    assert!(!lab.nat.remove().expect("remove again"));
+    let err = lab
+        .nat
+        .publish(owner_a, POD_A, &ports_a)
+        .expect_err("no table");
+    assert!(matches!(err, Error::NatNotReady { .. }), "{err}");
+    assert!(err.to_string().contains("Nat::ensure"), "{err}");
+    server_a.stop();
+    server_b.stop();
+}
+
+#[tokio::test]
+async fn ensure_is_idempotent_sets_sysctls_in_its_namespace_only_and_keeps_mappings() {
+    let Some(lab) = Lab::create("ensure").await else {
+        return;
+    };
+    let own_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read");
+    let sysctl = |path: &'static str| {
+        lab.host
+            .ns()
+            .net()
+            .run(move || std::fs::read_to_string(path).expect("read sysctl"))
+            .expect("run in the host namespace")
+    };
+    assert_eq!(sysctl("/proc/sys/net/ipv4/ip_forward").trim(), "1");
+    assert_eq!(
+        sysctl("/proc/sys/net/ipv4/conf/podkit0/route_localnet").trim(),
+        "1"
+    );
+    // The test process's own namespace is untouched.
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").expect("read"),
+        own_forward
+    );
+
+    let server = TcpServer::start(lab.a.ns().net(), 80);
+    let port = HostPort::new(Protocol::Tcp, 8080, 80);
+    lab.nat.publish("pod-a", POD_A, &[port]).expect("publish");
+    let before = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    lab.nat
+        .ensure(Bridge::DEFAULT_SUBNET, "podkit0")
+        .expect("ensure again");
+    assert_eq!(
+        nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]),
+        before
+    );
+    // Other rules (another subnet) replace the old ones and keep the mappings.
+    lab.nat
+        .ensure("10.90.0.0/17".parse().expect("subnet"), "podkit0")
+        .expect("ensure with another subnet");
+    let after = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(
+        after.contains("10.90.0.0/17") && !after.contains("10.90.0.0/16"),
+        "{after}"
+    );
+    assert_eq!(lab.nat.published().expect("published").len(), 1);
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, 8080), EXT);
+    server.stop();
+
+    // Other tables are never touched: one of someone else's survives remove().
+    nft(lab.host.ns().net(), &["add", "table", "ip", "someone-else"]);
+    assert!(lab.nat.remove().expect("remove"));
+    let tables = nft(lab.host.ns().net(), &["list", "tables"]);
+    assert_eq!(tables.trim(), "table ip someone-else");
+
+    // A table name of its own sits beside it.
+    let other = Nat::open(lab.host.ns().net())
+        .expect("open")
+        .with_table("podkit-test")
+        .expect("table name");
+    other
+        .ensure(Bridge::DEFAULT_SUBNET, "podkit0")
+        .expect("ensure");
+    assert_eq!(other.table(), "podkit-test");
+    assert!(other.remove().expect("remove"));
+
+    // No bridge of that name: the sysctl cannot be set.
+    let err = lab
+        .nat
+        .ensure(Bridge::DEFAULT_SUBNET, "nosuchbridge")
+        .expect_err("no bridge");
+    assert!(
+        matches!(&err, Error::LinkNotFound { name, .. } if name == "nosuchbridge"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_before_anything_changes() {
+    let Some(lab) = Lab::create("input").await else {
+        return;
+    };
+    let good = HostPort::new(Protocol::Tcp, 8080, 80);
+    for owner in ["", "two words", "tab\there", &"x".repeat(254)] {
+        let err = lab
+            .nat
+            .publish(owner, POD_A, &[good])
+            .expect_err("bad owner");
+        assert!(matches!(err, Error::InvalidOwner { .. }), "{err}");
+        let err = lab.nat.unpublish(owner).expect_err("bad owner");
+        assert!(matches!(err, Error::InvalidOwner { .. }), "{err}");
+    }
+    for (ports, says) in [
+        (vec![HostPort::new(Protocol::Tcp, 0, 80)], "host port"),
+        (vec![HostPort::new(Protocol::Udp, 53, 0)], "container port"),
+        (
+            vec![good.on(Ipv4Addr::new(224, 0, 0, 1))],
+            "multicast or broadcast",
+        ),
+        (
+            vec![good, HostPort::new(Protocol::Tcp, 8080, 81)],
+            "mapped twice",
+        ),
+    ] {
+        let err = lab
+            .nat
+            .publish("pod-a", POD_A, &ports)
+            .expect_err("bad mapping");
+        assert!(matches!(err, Error::InvalidHostPort { .. }), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+        assert!(err.to_string().contains("pod-a"), "{err}");
+    }
+    assert!(lab.nat.owners().expect("owners").is_empty());
+    // No mappings is nothing to publish.
+    lab.nat.publish("pod-a", POD_A, &[]).expect("nothing");
+    assert!(lab.nat.owners().expect("owners").is_empty());
+
+    for name in ["", "1st", "has space", "semi;colon", &"t".repeat(65)] {
+        let err = Nat::open(lab.host.ns().net())
+            .expect("open")
+            .with_table(name)
+            .expect_err("bad table name");
+        assert!(matches!(err, Error::InvalidTableName { .. }), "{err}");
+    }
+    for bridge in ["bad\"name", "a-name-too-long-0"] {
+        let err = lab
+            .nat
+            .ensure(Bridge::DEFAULT_SUBNET, bridge)
+            .expect_err("bad bridge name");
+        assert!(matches!(err, Error::InvalidLinkName { .. }), "{err}");
+    }
+    let err = Nat::open(
+        lab.a
+            .ns()
+            .namespaces()
+            .get(netns::NsKind::Uts)
+            .expect("uts"),
+    )
+    .expect_err("not a network namespace");
+    assert!(matches!(err, Error::WrongKind { .. }), "{err}");
+}
+
+/// The host (bridge, table, a veth to the external client), two pods on its bridge, and
+/// the external client.
+struct Lab {
+    nat: Nat,
+    // Dropped after `nat` (fields drop in order), pods before the host.
+    a: Pod,
+    b: Pod,
+    ext: Pod,
+    host: Pod,
+}
+
+impl Lab {
+    /// `None` when not root (outside CI): the test is skipped.
+    async fn create(name: &str) -> Option<Lab> {
+        let host = Pod::create(&format!("{name}-host")).await?;
+        let (a, b, ext) = (
+            pod(&format!("{name}-a")).await,
+            pod(&format!("{name}-b")).await,
+            pod(&format!("{name}-ext")).await,
+        );
+        let net = host.netlink().await;
+        let bridge = Bridge::default();
+        bridge.ensure(&net).await.expect("bridge");
+        bridge
+            .attach(&net, a.ns().net(), "veth-a", POD_A)
+            .await
+            .expect("attach a");
+        bridge
+            .attach(&net, b.ns().net(), "veth-b", POD_B)
+            .await
+            .expect("attach b");
+
+        net.add_veth("ext0", "eth0", ext.ns().net())
+            .await
+            .expect("veth to the external client");
+        net.link_up("ext0").await.expect("ext0 up");
+        net.add_address("ext0", IpAddr::V4(HOST_EXT), 30)
+            .await
+            .expect("ext0 address");
+        let outside = ext.netlink().await;
+        outside.link_up("eth0").await.expect("eth0 up");
+        outside
+            .add_address("eth0", IpAddr::V4(EXT), 30)
+            .await
+            .expect("eth0 address");
+
+        let nat = Nat::open(host.ns().net()).expect("open");
+        nat.ensure(bridge.subnet(), bridge.name()).expect("ensure");
+        Some(Lab {
+            nat,
+            a,
+            b,
+            ext,
+            host,
+        })
+    }
+
+    fn host_tcp(&self, ip: Ipv4Addr, port: u16) -> Ipv4Addr {
+        tcp(self.host.ns().net(), ip, port)
+    }
+}
+
+/// A TCP server in a namespace that answers each connection with the address it saw the
+/// client come from; stopped by `stop` (or when the test ends).
+struct TcpServer {
+    stop: Arc<AtomicBool>,
+    served: Arc<AtomicU32>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpServer {
+    fn start(ns: &Namespace, port: u16) -> Self {
+        let listener: TcpListener = ns
+            .listen_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .expect("listen");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(AtomicU32::new(0));
+        let (stopping, counter) = (Arc::clone(&stop), Arc::clone(&served));
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, peer)) => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        let _ = conn.set_nonblocking(false);
+                        let _ = conn.set_read_timeout(Some(TIMEOUT));
+                        let mut buf = [0; 4];
+                        if conn.read_exact(&mut buf).is_ok() {
+                            let _ = write!(conn, "{}", peer.ip());
+                        }
+                    }
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        TcpServer {
+            stop,
+            served,
+            thread: Some(thread),
+        }
+    }
+
+    fn served(&self) -> u32 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// A UDP server in a namespace that answers each datagram with the sender's address.
+struct UdpServer {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpServer {
+    fn start(ns: &Namespace, port: u16) -> Self {
+        let socket: UdpSocket = ns
+            .bind_udp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
+            .expect("bind");
+        socket.set_nonblocking(false).expect("blocking");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0; 64];
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(peer.ip().to_string().as_bytes(), peer);
+                }
+            }
+        });
+        UdpServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Connects from inside `ns` to `ip:port` and returns the address the server saw.
+fn tcp(ns: &Namespace, ip: Ipv4Addr, port: u16) -> Ipv4Addr {
+    let addr = SocketAddr::new(IpAddr::V4(ip), port);
+    let mut conn = ns
+        .connect_tcp(addr, TIMEOUT)
+        .unwrap_or_else(|err| panic!("connect to {addr} from {:?}: {err}", ns.path()));
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    conn.write_all(b"ping").expect("write");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read");
+    reply
+        .parse()
+        .unwrap_or_else(|_| panic!("{addr} answered {reply:?}"))
+}
+
+/// Checks that nothing answers at `ip:port` from `ns`: the host itself refuses it.
+fn assert_refused(ns: &Namespace, ip: Ipv4Addr, port: u16) {
+    let addr = SocketAddr::new(IpAddr::V4(ip), port);
+    match ns.connect_tcp(addr, TIMEOUT) {
+        Err(Error::Connect { source, .. }) if source.kind() == ErrorKind::ConnectionRefused => {}
+        other => panic!(
+            "{addr} from {:?}: expected refused, got {other:?}",
+            ns.path()
+        ),
+    }
+}
+
+/// Sends a datagram from inside `ns` to `ip:port` and returns the address the server saw.
+/// UDP may lose a datagram: tries a few times.
+fn udp(ns: &Namespace, ip: Ipv4Addr, port: u16) -> Ipv4Addr {
+    let socket = ns
+        .bind_udp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+        .expect("bind");
+    socket.set_nonblocking(false).expect("blocking");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let addr = SocketAddr::new(IpAddr::V4(ip), port);
+    let mut buf = [0; 64];
+    for _ in 0..10 {
+        socket.send_to(b"ping", addr).expect("send");
+        if let Ok((len, _)) = socket.recv_from(&mut buf) {
+            let reply = String::from_utf8_lossy(&buf[..len]).into_owned();
+            return reply
+                .parse()
+                .unwrap_or_else(|_| panic!("{addr} answered {reply:?}"));
+        }
+    }
+    panic!("no answer from {addr} over UDP from {:?}", ns.path());
+}
+
+/// Runs `nft ARGS` inside `ns` and returns what it printed.
+fn nft(ns: &Namespace, args: &[&str]) -> String {
+    let mut cmd = Command::new("nft");
+    cmd.args(args);
+    Namespaces::new([ns.clone()]).command(&mut cmd);
+    let output = cmd.output().expect("run nft (install Debian's nftables)");
+    assert!(
+        output.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A namespace set made for one test (a pod, the host, the external client), deleted when
+/// the test ends, pass or fail; its links and nftables tables go with it.
+struct Pod {
+    name: String,
+    dir: PathBuf,
+    ns: Option<PodNamespaces>,
+}
+
+impl Pod {
+    /// `None` when not root (outside CI): the test is skipped.
+    async fn create(prefix: &str) -> Option<Pod> {
+        if !require_root() {
+            return None;
+        }
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("pkt-nat-{prefix}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join("podkit-test").join(&name);
+        // No /run/netns pin: nothing outside the test needs to find these.
+        let ns = PodNamespaces::builder(&name, &dir)
+            .run_netns(false)
+            .create()
+            .await
+            .expect("create namespaces");
+        Some(Pod {
+            name,
+            dir,
+            ns: Some(ns),
+        })
+    }
+
+    fn ns(&self) -> &PodNamespaces {
+        self.ns.as_ref().expect("not deleted yet")
+    }
+
+    async fn netlink(&self) -> Netlink {
+        self.ns().netlink().await.expect("netlink")
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if let Some(ns) = self.ns.take() {
+            let _ = ns.delete();
+        }
+        let _ = PodNamespaces::remove(&self.name, &self.dir);
+    }
+}
+
+/// A pod for a test that has checked for root already.
+async fn pod(prefix: &str) -> Pod {
+    Pod::create(prefix).await.expect("root was checked")
+}
+
+/// These tests need root: they make real namespaces. In CI that is a failure; elsewhere a
+/// skip.
+fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "these tests create namespaces and nftables tables and need root; CI runs them as root"
+    );
+    eprintln!("skipped: not root (these tests create real namespaces)");
+    false
+}
