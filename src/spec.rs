@@ -359,6 +359,10 @@ pub struct HostPort {
     /// bytes (the pod's annotation [`PROXY_PROTOCOL_ANNOTATION`]); TCP only.
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Relayed into the pod's loopback by podkit's relay instead of NAT to the pod's IP (see
+    /// [`HOST_PORTS_ANNOTATION`]).
+    #[serde(default)]
+    pub relay: bool,
 }
 
 /// The pod annotation that makes podkit's hostPort relay tell the app each client's real
@@ -366,6 +370,13 @@ pub struct HostPort {
 /// `HOSTPORT=v1|v2,...` for some. Harmless on a cluster, where hostPorts are NAT and the app
 /// sees the client's address anyway (but an app expecting the header would then not get it).
 pub const PROXY_PROTOCOL_ANNOTATION: &str = "podkit.io/proxy-protocol";
+
+/// The pod annotation that chooses how its hostPorts reach it: `nat` (the default for a pod with
+/// an IP: DNAT to the pod's IP, as a cluster's CNI portmap plugin does, so the app sees each
+/// client's address) or `relay` (podkit's relay into the pod's loopback, for an app that
+/// listens on 127.0.0.1 only; it sees every client as 127.0.0.1). A pod without an IP, and a
+/// port with a PROXY protocol header, are always relayed.
+pub const HOST_PORTS_ANNOTATION: &str = "podkit.io/host-ports";
 
 /// The pod annotation that chooses the pod's network: `pod` (the default: an IP address of its
 /// own on podkit's host bridge, reachable from the host and other pods) or `none` (only its

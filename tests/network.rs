@@ -270,12 +270,13 @@ spec:
     }
 }
 
-/// A supervisor killed with SIGKILL cannot give its pod's address back: `gc` does, and
-/// removes its veth pair with the pod's namespaces.
+/// A supervisor killed with SIGKILL cannot give its pod's address and hostPorts back: `gc`
+/// does, and removes its veth pair with the pod's namespaces.
 #[test]
 fn gc_releases_the_address_of_a_killed_supervisor() {
     let Some(env) = Env::new() else { return };
     let pod = format!("net-kill-{}", std::process::id());
+    let port = free_port();
     let file = env.file(
         "pod.yaml",
         &format!(
@@ -289,6 +290,7 @@ spec:
   containers:
   - name: app
     command: [sleep, '1000']
+    ports: [{{containerPort: 80, hostPort: {port}}}]
 "
         ),
     );
@@ -319,7 +321,8 @@ spec:
     );
     let said = env.ok(&["gc"]);
     assert!(
-        said.contains(&format!("released pod address {ip}")),
+        said.contains(&format!("released pod address {ip}"))
+            && said.contains(&format!("removed the hostPorts of {}", dir.display())),
         "{said}"
     );
     assert!(env.leases().is_empty(), "{:?}", env.leases());
@@ -367,4 +370,153 @@ spec:
         assert!(Instant::now() < deadline, "leases left: {:?}", env.leases());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A free TCP and UDP port on 127.0.0.1 for a hostPort, from the kernel.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = tcp.local_addr().expect("addr").port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// hostPorts of a pod with an IP are DNAT to it (the CNI portmap plugin's rules in podkit's
+/// nftables table), held on the host by the supervisor while the pod runs; a host client at
+/// 127.0.0.1 is masqueraded to the bridge's address, as portmap does. A pod that asks for the
+/// relay (an app on its loopback only) keeps it. Deleted, the pod's rules and ports go.
+#[test]
+fn host_ports_are_nat_to_the_pod_ip_unless_relayed() {
+    let Some(env) = Env::new() else { return };
+    let id = std::process::id();
+    let (nat, relayed) = (format!("net-hp-{id}"), format!("net-relay-{id}"));
+    let (tcp, udp, relay_port) = (free_port(), free_port(), free_port());
+    let file = env.file(
+        "ports.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {nat}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: tcp
+    command: [socat, 'TCP-LISTEN:7100,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7100, hostPort: {tcp}}}]
+  - name: udp
+    command: [socat, 'UDP-RECVFROM:7200,fork,reuseaddr', 'SYSTEM:echo udp-$SOCAT_PEERADDR']
+    ports: [{{containerPort: 7200, hostPort: {udp}, protocol: UDP}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {relayed}
+  annotations: {{podkit.io/host-process: 'true', podkit.io/host-ports: relay}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [socat, 'TCP-LISTEN:7100,bind=127.0.0.1,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7100, hostPort: {relay_port}}}]
+"
+        ),
+    );
+    let _cleanup = Cleanup(&env, vec![nat.clone(), relayed.clone()]);
+    env.ok(&["apply", "-f", &file]);
+    let ip = env.pod_ip(&nat).expect("an IP");
+
+    // Through the NAT: the app sees the client masqueraded to the bridge's address.
+    let ask = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text).ok()?;
+                    (!text.is_empty()).then_some(text)
+                });
+            if let Some(reply) = reply {
+                return reply;
+            }
+            assert!(Instant::now() < deadline, "no reply on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert_eq!(ask(tcp), "10.90.0.1\n");
+    // UDP the same way.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reply = loop {
+        socket.send_to(b"ping", ("127.0.0.1", udp)).expect("send");
+        let mut buf = [0u8; 64];
+        if let Ok(n) = socket.recv(&mut buf) {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no UDP reply");
+    };
+    assert_eq!(reply, "udp-10.90.0.1\n");
+    // The relay: the app on the pod's loopback is reached, and sees 127.0.0.1.
+    assert_eq!(ask(relay_port), "127.0.0.1\n");
+    // The rules name the pod's address; the supervisor holds the ports on the host.
+    let rules = Command::new("nft")
+        .args(["list", "table", "ip", "podkit0"])
+        .output()
+        .expect("nft");
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    for (proto, port, target) in [("tcp", tcp, 7100), ("udp", udp, 7200)] {
+        let element = rules
+            .lines()
+            .flat_map(|l| l.split(','))
+            .find(|e| e.contains(&format!("{proto} . {port} ")))
+            .unwrap_or_else(|| panic!("no {proto} {port} in {rules}"));
+        assert!(element.contains(&format!(": {ip} . {target}")), "{rules}");
+    }
+    assert!(std::net::TcpListener::bind(("0.0.0.0", tcp)).is_err());
+    assert!(std::net::UdpSocket::bind(("0.0.0.0", udp)).is_err());
+
+    // A second pod asking for the same port is refused, naming it.
+    let second = env.file(
+        "second.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {nat}-2
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  containers:
+  - name: c
+    command: [sleep, '1000']
+    ports: [{{containerPort: 80, hostPort: {tcp}}}]
+"
+        ),
+    );
+    let refused = env.podkit(&["apply", "-f", &second]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains(&format!("port {tcp} (tcp) on 0.0.0.0 is already in use")),
+        "{said}"
+    );
+
+    env.ok(&["delete", "-f", &file]);
+    let rules = Command::new("nft")
+        .args(["list", "table", "ip", "podkit0"])
+        .output()
+        .expect("nft");
+    let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
+    assert!(!rules.contains(&ip.to_string()), "{rules}");
+    assert!(
+        std::net::TcpListener::bind(("0.0.0.0", tcp)).is_ok(),
+        "the port is free"
+    );
 }

@@ -153,6 +153,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
         (pod("", "").replace("kind: Pod", "kind: PersistentVolume"), "kind: \"PersistentVolume\" is not supported by podkit yet"),
         (pod("", "").replace("podkit.io/host-process: 'true'", "podkit.io/host-process: 'true', podkit.io/network: bridge"), "metadata.annotations[\"podkit.io/network\"]: \"bridge\": must be \"pod\" (an IP of its own) or \"none\" (loopback only)"),
         (pod("  hostNetwork: true\n", "").replace("podkit.io/host-process: 'true'", "podkit.io/host-process: 'true', podkit.io/network: none"), "metadata.annotations[\"podkit.io/network\"]: \"none\" contradicts hostNetwork: true"),
+        (pod("", "").replace("podkit.io/host-process: 'true'", "podkit.io/host-process: 'true', podkit.io/host-ports: proxy"), "metadata.annotations[\"podkit.io/host-ports\"]: \"proxy\": must be \"nat\" (to the pod's IP) or \"relay\" (into the pod's loopback)"),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec: {containers: [{name: c, image: nginx}]}\n".into(), "spec.template.metadata.labels: `selector` does not match template `labels`"),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {restartPolicy: Never, containers: [{name: c, image: nginx}]}\n".into(), "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""),
         ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec: {containers: [{name: c, image: nginx, comand: [x]}]}\n".into(), "spec.template.spec.containers[0].comand: unknown field"),
@@ -446,8 +447,24 @@ fn manifests_that_would_reach_past_the_pod_are_refused() {
 #[test]
 fn host_ports_open_to_other_hosts_warn_unless_the_app_gets_the_clients_address() {
     let ports = "    ports:\n    - {containerPort: 80, hostPort: 8080}\n    - {containerPort: 81, hostPort: 8081, hostIP: 127.0.0.1}\n    - {containerPort: 82, hostPort: 8082, hostIP: 0.0.0.0}\n    - {containerPort: 53, hostPort: 8053, protocol: UDP}\n";
-    let plain = pod("", ports);
+    // A pod with an IP: its hostPorts are NAT, the app sees each client's address, nothing to
+    // warn of.
+    let nat = &spec::parse("pod.yaml", &pod("", ports)).expect("valid")[0];
+    assert!(nat.warnings.is_empty(), "{:?}", nat.warnings);
+    assert!(nat.containers[0].host_ports.iter().all(|p| !p.relay));
+    // Relayed (asked for, or a pod with only its loopback): warned of.
+    let plain = pod("", ports).replace(
+        "podkit.io/host-process: 'true'",
+        "podkit.io/host-process: 'true', podkit.io/host-ports: relay",
+    );
     let plan = &spec::parse("pod.yaml", &plain).expect("valid")[0];
+    assert!(plan.containers[0].host_ports.iter().all(|p| p.relay));
+    let loopback = pod("", ports).replace(
+        "podkit.io/host-process: 'true'",
+        "podkit.io/host-process: 'true', podkit.io/network: none",
+    );
+    let only_lo = &spec::parse("pod.yaml", &loopback).expect("valid")[0];
+    assert_eq!(only_lo.warnings, plan.warnings);
     let warned: Vec<&String> = plan
         .warnings
         .iter()
@@ -467,10 +484,8 @@ fn host_ports_open_to_other_hosts_warn_unless_the_app_gets_the_clients_address()
 
     let with = |value: &str| {
         plain.replace(
-            "  annotations: {podkit.io/host-process: 'true'}\n",
-            &format!(
-                "  annotations: {{podkit.io/host-process: 'true', podkit.io/proxy-protocol: '{value}'}}\n"
-            ),
+            "podkit.io/host-ports: relay",
+            &format!("podkit.io/host-ports: relay, podkit.io/proxy-protocol: '{value}'"),
         )
     };
     let plan = &spec::parse("pod.yaml", &with("v2")).expect("valid")[0];

@@ -18,10 +18,11 @@ use serde_json::Value;
 
 use super::{
     DEFAULT_TERMINATION_MESSAGE_PATH, Dns, DownwardFile, DownwardValue, EnvFrom, EnvValue, EnvVar,
-    HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity, ImageRun, KeyItem,
-    KeyRef, Member, Mount, NETWORK_ANNOTATION, ObjectKind, PROXY_PROTOCOL_ANNOTATION, PodPlan,
-    Probe, Projection, ProxyProtocol, PullPolicy, PullSecrets, Qos, ResourceRef, Resources,
-    RestartPolicy, Runs, Seccomp, TerminationMessage, Volume, VolumeSource, quantity::Quantity,
+    HOST_PORTS_ANNOTATION, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity,
+    ImageRun, KeyItem, KeyRef, Member, Mount, NETWORK_ANNOTATION, ObjectKind,
+    PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, Projection, ProxyProtocol, PullPolicy, PullSecrets,
+    Qos, ResourceRef, Resources, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume,
+    VolumeSource, quantity::Quantity,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in (and one label or annotation,
@@ -594,6 +595,7 @@ impl Validator {
             .map(|c| c.name.as_str())
             .collect();
         let host = self.host_process(pod.metadata.annotations.as_ref(), &all_names);
+        let pod_network = self.pod_network(pod.metadata.annotations.as_ref(), host_network);
         self.app_armor(&pod, &all_names);
 
         if spec.containers.is_empty() {
@@ -630,7 +632,8 @@ impl Validator {
                 .iter_mut()
                 .chain(containers.iter_mut())
                 .collect();
-            self.proxy_protocol(pod.metadata.annotations.as_ref(), &mut all);
+            let nat = pod_network && self.host_ports_nat(pod.metadata.annotations.as_ref());
+            self.proxy_protocol(pod.metadata.annotations.as_ref(), &mut all, nat);
         }
 
         let mut seen_ports = Vec::new();
@@ -652,7 +655,6 @@ impl Validator {
             }
             seen_ports.push(key);
         }
-        let pod_network = self.pod_network(pod.metadata.annotations.as_ref(), host_network);
         let mut plan = self.plan(pod, name, namespace);
         // The host's UTS namespace comes with its network, and so its hostname.
         plan.hostname = if host_network {
@@ -1546,7 +1548,30 @@ impl Validator {
             udp,
             host_ip,
             proxy_protocol: None,
+            relay: true,
         })
+    }
+
+    /// Whether the pod's hostPorts are NAT to its IP (`nat`, the default) or relayed into its
+    /// loopback (`relay`), by the [`HOST_PORTS_ANNOTATION`].
+    fn host_ports_nat(&mut self, annotations: Option<&BTreeMap<String, String>>) -> bool {
+        match annotations
+            .and_then(|a| a.get(HOST_PORTS_ANNOTATION))
+            .map(|v| v.trim())
+        {
+            None | Some("nat") => true,
+            Some("relay") => false,
+            Some(other) => {
+                self.bad(
+                    &format!("metadata.annotations[{HOST_PORTS_ANNOTATION:?}]"),
+                    format!(
+                        "{other:?}: must be \"nat\" (to the pod's IP) or \"relay\" (into the \
+                         pod's loopback)"
+                    ),
+                );
+                true
+            }
+        }
     }
 
     /// Whether the pod gets an address of its own, by the [`NETWORK_ANNOTATION`]: `pod` or
@@ -1586,6 +1611,7 @@ impl Validator {
         &mut self,
         annotations: Option<&BTreeMap<String, String>>,
         members: &mut [&mut Member],
+        nat: bool,
     ) {
         let field = format!("metadata.annotations[{PROXY_PROTOCOL_ANNOTATION:?}]");
         let parse = |v: &str| match v.trim() {
@@ -1630,15 +1656,23 @@ impl Validator {
         }
         for member in members.iter_mut() {
             let path = member.path.clone();
-            for port in member.host_ports.iter_mut().filter(|p| !p.udp) {
-                port.proxy_protocol = every.or_else(|| {
-                    by_port
-                        .iter()
-                        .find(|(p, _)| *p == port.host_port)
-                        .map(|(_, v)| *v)
-                });
+            for port in member.host_ports.iter_mut() {
+                if !port.udp {
+                    port.proxy_protocol = every.or_else(|| {
+                        by_port
+                            .iter()
+                            .find(|(p, _)| *p == port.host_port)
+                            .map(|(_, v)| *v)
+                    });
+                }
+                // NAT to the pod's IP (the app sees each client's address), unless the pod has
+                // no IP, asks for the relay, wants a PROXY header (which only the relay
+                // writes), or names an IPv6 host address (the NAT is IPv4 only).
+                port.relay = !nat
+                    || port.proxy_protocol.is_some()
+                    || port.host_ip.is_some_and(|ip| ip.is_ipv6());
                 let local_only = port.host_ip.is_some_and(|ip| ip.is_loopback());
-                if port.proxy_protocol.is_none() && !local_only {
+                if port.relay && !port.udp && port.proxy_protocol.is_none() && !local_only {
                     self.warnings.push(format!(
                         "{path}: hostPort {} is open to other hosts, and podkit relays it: the \
                          app sees every client as 127.0.0.1, so an app that trusts localhost \
