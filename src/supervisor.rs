@@ -1084,13 +1084,16 @@ async fn publish_host_ports(
     if let Some((network, pod_ip)) = target
         && !nat.is_empty()
     {
-        let listed: Vec<String> = nat.iter().map(|m| m.host_side()).collect();
+        let listed: Vec<String> = nat
+            .iter()
+            .map(|m| format!("{} -> {pod_ip}:{}", m.host_side(), m.container_port))
+            .collect();
         network
             .publish(dir, pod_ip, nat)
             .await
             .map_err(|e| Error::Network(format!("hostPort: {e}")))?;
         for port in listed {
-            info!(pod = %plan.name, "hostPort: {port} -> {pod_ip} (NAT)");
+            info!(pod = %plan.name, "hostPort: NAT {port}");
         }
     }
     let netns = dir.join("ns/net");
