@@ -2048,9 +2048,10 @@ fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start(
         .local_addr()
         .expect("addr")
         .port();
+    // NAT to the pod's IP: the app listens on the pod's every address, as on a cluster.
     let Some(pod) = Running::start("hostport", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: echo\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: echo\n    command: [socat, 'TCP-LISTEN:7171,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {port}, hostIP: 127.0.0.1}}]\n"
         )
     }) else {
         return;
@@ -2106,11 +2107,12 @@ fn a_host_port_with_the_proxy_protocol_annotation_tells_the_app_the_clients_addr
             .port()
     };
     let (with, without) = (free(), free());
-    // Two echo servers: the app on 7171 gets a PROXY header before each client's bytes (only
-    // hostPort `with` is named in the annotation), the one on 7272 gets the bytes alone.
+    // Two echo servers on the pod's loopback, both relayed: the app on 7171 gets a PROXY header
+    // before each client's bytes (only hostPort `with` is named in the annotation), the one on
+    // 7272 gets the bytes alone.
     let Some(pod) = Running::start("proxyproto", |name| {
         format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/proxy-protocol: '{with}=v1', podkit.io/host-process: 'true'}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {with}, hostIP: 127.0.0.1}}]\n  - name: b\n    command: [socat, 'TCP-LISTEN:7272,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7272, hostPort: {without}, hostIP: 127.0.0.1}}]\n"
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{podkit.io/proxy-protocol: '{with}=v1', podkit.io/host-ports: relay, podkit.io/host-process: 'true'}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    command: [socat, 'TCP-LISTEN:7171,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7171, hostPort: {with}, hostIP: 127.0.0.1}}]\n  - name: b\n    command: [socat, 'TCP-LISTEN:7272,bind=127.0.0.1,reuseaddr,fork', 'EXEC:cat']\n    ports: [{{containerPort: 7272, hostPort: {without}, hostIP: 127.0.0.1}}]\n"
         )
     }) else {
         return;

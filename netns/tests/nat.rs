@@ -10,18 +10,18 @@
 //! every link and table, when the test ends, pass or fail. Needs root (CI runs as root) and
 //! Debian's `nftables` package (`nft`).
 
+mod common;
+use common::{Pod, pod};
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netns::{
-    Bridge, Error, HostPort, Namespace, Namespaces, Nat, Netlink, PodNamespaces, Protocol,
-};
+use netns::{Bridge, Error, HostPort, Namespace, Namespaces, Nat, Protocol};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -599,72 +599,4 @@ fn nft(ns: &Namespace, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A namespace set made for one test (a pod, the host, the external client), deleted when
-/// the test ends, pass or fail; its links and nftables tables go with it.
-struct Pod {
-    name: String,
-    dir: PathBuf,
-    ns: Option<PodNamespaces>,
-}
-
-impl Pod {
-    /// `None` when not root (outside CI): the test is skipped.
-    async fn create(prefix: &str) -> Option<Pod> {
-        if !require_root() {
-            return None;
-        }
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("pkt-nat-{prefix}-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join("podkit-test").join(&name);
-        // No /run/netns pin: nothing outside the test needs to find these.
-        let ns = PodNamespaces::builder(&name, &dir)
-            .run_netns(false)
-            .create()
-            .await
-            .expect("create namespaces");
-        Some(Pod {
-            name,
-            dir,
-            ns: Some(ns),
-        })
-    }
-
-    fn ns(&self) -> &PodNamespaces {
-        self.ns.as_ref().expect("not deleted yet")
-    }
-
-    async fn netlink(&self) -> Netlink {
-        self.ns().netlink().await.expect("netlink")
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        if let Some(ns) = self.ns.take() {
-            let _ = ns.delete();
-        }
-        let _ = PodNamespaces::remove(&self.name, &self.dir);
-    }
-}
-
-/// A pod for a test that has checked for root already.
-async fn pod(prefix: &str) -> Pod {
-    Pod::create(prefix).await.expect("root was checked")
-}
-
-/// These tests need root: they make real namespaces. In CI that is a failure; elsewhere a
-/// skip.
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "these tests create namespaces and nftables tables and need root; CI runs them as root"
-    );
-    eprintln!("skipped: not root (these tests create real namespaces)");
-    false
 }

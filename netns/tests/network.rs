@@ -8,14 +8,15 @@
 //! removes every link in it. The bridge tests need root (CI runs as root); the IPAM tests
 //! need only a temporary directory.
 
+mod common;
+use common::{Pod, pod};
+
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use netns::{Bridge, Error, Ipam, Netlink, POD_INTERFACE, PodNamespaces, Subnet};
+use netns::{Bridge, Error, Ipam, Netlink, POD_INTERFACE, Subnet};
 use rtnetlink::RouteMessageBuilder;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -449,72 +450,4 @@ async fn assert_no_veth(net: &Netlink) {
         .filter(|l| l.kind.as_deref() == Some("veth"))
         .collect();
     assert!(veths.is_empty(), "veths remain: {veths:?}");
-}
-
-/// A namespace set made for one test (a pod, or the stand-in for the host), deleted when the
-/// test ends, pass or fail; its links go with it.
-struct Pod {
-    name: String,
-    dir: PathBuf,
-    ns: Option<PodNamespaces>,
-}
-
-impl Pod {
-    /// `None` when not root (outside CI): the test is skipped.
-    async fn create(prefix: &str) -> Option<Pod> {
-        if !require_root() {
-            return None;
-        }
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("pkt-net-{prefix}-{}-{n}", std::process::id());
-        let dir = std::env::temp_dir().join("podkit-test").join(&name);
-        // No /run/netns pin: nothing outside the test needs to find these.
-        let ns = PodNamespaces::builder(&name, &dir)
-            .run_netns(false)
-            .create()
-            .await
-            .expect("create namespaces");
-        Some(Pod {
-            name,
-            dir,
-            ns: Some(ns),
-        })
-    }
-
-    fn ns(&self) -> &PodNamespaces {
-        self.ns.as_ref().expect("not deleted yet")
-    }
-
-    async fn netlink(&self) -> Netlink {
-        self.ns().netlink().await.expect("netlink")
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        if let Some(ns) = self.ns.take() {
-            let _ = ns.delete();
-        }
-        let _ = PodNamespaces::remove(&self.name, &self.dir);
-    }
-}
-
-/// A pod for a test that has checked for root already.
-async fn pod(prefix: &str) -> Pod {
-    Pod::create(prefix).await.expect("root was checked")
-}
-
-/// The bridge tests need root: they make real namespaces. In CI that is a failure; elsewhere
-/// a skip.
-fn require_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "these tests create namespaces and need root; CI runs them as root"
-    );
-    eprintln!("skipped: not root (these tests create real namespaces)");
-    false
 }
