@@ -19,6 +19,7 @@
 
 mod api;
 pub(crate) mod cgroup;
+mod host_ports;
 pub(crate) mod image;
 mod logs;
 pub(crate) mod member;
@@ -49,7 +50,7 @@ use self::runtime::Runtime;
 pub use self::status::Event as EventRecord;
 use self::status::Status;
 use self::volumes::{VolumeError, Volumes};
-use crate::spec::{PodPlan, ProxyProtocol, RestartPolicy};
+use crate::spec::{PodPlan, RestartPolicy};
 
 /// Where pods keep their state when `PODKIT_ROOT` does not say otherwise.
 pub const DEFAULT_ROOT: &str = "/run/podkit";
@@ -659,7 +660,7 @@ async fn run_in(
     };
     // hostPorts are bound before any container starts: one in use fails the start, naming it.
     let ports_stop = CancellationToken::new();
-    let ports = match publish_host_ports(&plan, dir, network, &ports_stop).await {
+    let ports = match host_ports::publish(&plan, dir, ns.net(), network, &ports_stop).await {
         Ok(ports) => ports,
         Err(err) => {
             volumes.cleanup();
@@ -724,10 +725,7 @@ async fn run_in(
     lock(&pod.finished).pod = true;
     pod.logs_written.send_replace(());
     ports_stop.cancel();
-    for forwarder in ports.relays {
-        let _ = forwarder.await;
-    }
-    drop(ports.reserved);
+    ports.stop().await;
     api_stop.cancel();
     if let Some(api) = api {
         let _ = api.await;
@@ -1001,152 +999,6 @@ async fn started(passed: &mut tokio::sync::watch::Receiver<bool>) {
     if passed.wait_for(|passed| *passed).await.is_err() {
         std::future::pending::<()>().await;
     }
-}
-
-/// The pod's hostPorts while it runs: relays, and the sockets that hold NAT ports.
-struct HostPorts {
-    /// The relays' tasks, until their `stop`.
-    relays: Vec<JoinHandle<()>>,
-    /// For each port published by NAT, a socket bound to it on the host (listening, for TCP)
-    /// that is never read, as kubelet's hostport manager held them: a port in use on the host
-    /// fails the pod's start instead of being taken from under its process, no process binds
-    /// it while the pod has it, and `ss -ltnp` names the supervisor as its holder.
-    reserved: Vec<Reserved>,
-}
-
-enum Reserved {
-    Tcp(#[allow(dead_code)] std::net::TcpListener),
-    Udp(#[allow(dead_code)] std::net::UdpSocket),
-}
-
-/// Publishes every `hostPort` of the pod: by DNAT to the pod's IP (`network`'s NAT, the app
-/// sees each client's address), or, for a pod without an IP and the ports that ask for it,
-/// through the portfwd relay into the pod's loopback (grouped by `hostIP`; all addresses
-/// without one) until `stop`.
-async fn publish_host_ports(
-    plan: &PodPlan,
-    dir: &Path,
-    network: Option<&network::Network>,
-    stop: &CancellationToken,
-) -> Result<HostPorts, Error> {
-    use std::collections::BTreeMap;
-    use std::net::{IpAddr, Ipv4Addr};
-    let all = || {
-        plan.init_containers
-            .iter()
-            .chain(&plan.containers)
-            .flat_map(|m| &m.host_ports)
-    };
-    let mut reserved = Vec::new();
-    let mut nat = Vec::new();
-    // Where NAT ports go; a pod without an IP (not root) has its ports relayed after all.
-    let target = match plan.pod_ip {
-        Some(IpAddr::V4(ip)) => network.map(|network| (network, ip)),
-        _ => None,
-    };
-    for port in all().filter(|p| !p.relay && target.is_some()) {
-        let host_ip = match port.host_ip {
-            Some(IpAddr::V4(ip)) => ip,
-            _ => Ipv4Addr::UNSPECIFIED,
-        };
-        let proto = if port.udp { "udp" } else { "tcp" };
-        let address = (host_ip, port.host_port);
-        let held = if port.udp {
-            std::net::UdpSocket::bind(address).map(Reserved::Udp)
-        } else {
-            std::net::TcpListener::bind(address).map(Reserved::Tcp)
-        };
-        match held {
-            Ok(socket) => reserved.push(socket),
-            Err(err) => {
-                let why = if err.kind() == std::io::ErrorKind::AddrInUse {
-                    "is already in use".to_owned()
-                } else {
-                    format!("cannot be bound: {err}")
-                };
-                return Err(Error::Network(format!(
-                    "hostPort: port {} ({proto}) on {host_ip} {why}",
-                    port.host_port
-                )));
-            }
-        }
-        let protocol = if port.udp {
-            netns::Protocol::Udp
-        } else {
-            netns::Protocol::Tcp
-        };
-        let mut mapping = netns::HostPort::new(protocol, port.host_port, port.container_port);
-        if !host_ip.is_unspecified() {
-            mapping = mapping.on(host_ip);
-        }
-        nat.push(mapping);
-    }
-    if let Some((network, pod_ip)) = target
-        && !nat.is_empty()
-    {
-        let listed: Vec<String> = nat
-            .iter()
-            .map(|m| format!("{} -> {pod_ip}:{}", m.host_side(), m.container_port))
-            .collect();
-        network
-            .publish(dir, pod_ip, nat)
-            .await
-            .map_err(|e| Error::Network(format!("hostPort: {e}")))?;
-        for port in listed {
-            info!(pod = %plan.name, "hostPort: NAT {port}");
-        }
-    }
-    let netns = dir.join("ns/net");
-    // One forwarder per listen address and PROXY protocol version: both are per forwarder.
-    let mut groups: BTreeMap<(IpAddr, Option<ProxyProtocol>), Vec<portfwd::PortMapping>> =
-        BTreeMap::new();
-    for port in all().filter(|p| p.relay || target.is_none()) {
-        let ip = port.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-        let mapping = if port.udp {
-            portfwd::PortMapping::udp(port.host_port, port.container_port)
-        } else {
-            portfwd::PortMapping::tcp(port.host_port, port.container_port)
-        };
-        groups
-            .entry((ip, port.proxy_protocol))
-            .or_default()
-            .push(mapping);
-    }
-    let mut forwarders = Vec::new();
-    for ((ip, proxy_protocol), mappings) in groups {
-        let target = portfwd::Target::Netns(netns.display().to_string());
-        let mut config =
-            portfwd::Config::new(target, mappings).addresses(vec![portfwd::ListenAddress::Ip(ip)]);
-        if let Some(version) = proxy_protocol {
-            config = config.proxy_protocol(match version {
-                ProxyProtocol::V1 => portfwd::ProxyProtocol::V1,
-                ProxyProtocol::V2 => portfwd::ProxyProtocol::V2,
-            });
-        }
-        let forwarder = match portfwd::Forwarder::bind(config).await {
-            Ok(forwarder) => forwarder,
-            Err(err) => {
-                stop.cancel();
-                for forwarder in forwarders {
-                    let _ = forwarder.await;
-                }
-                return Err(Error::HostPort(err));
-            }
-        };
-        for listening in forwarder.listeners() {
-            info!(pod = %plan.name, "hostPort: {listening}");
-        }
-        let stop = stop.clone();
-        forwarders.push(tokio::spawn(async move {
-            if let Err(err) = forwarder.run(stop).await {
-                warn!(%err, "hostPort forwarding stopped");
-            }
-        }));
-    }
-    Ok(HostPorts {
-        relays: forwarders,
-        reserved,
-    })
 }
 
 /// The pod's API socket, in its directory.

@@ -391,8 +391,12 @@ fn free_port() -> u16 {
 fn host_ports_are_nat_to_the_pod_ip_unless_relayed() {
     let Some(env) = Env::new() else { return };
     let id = std::process::id();
-    let (nat, relayed) = (format!("net-hp-{id}"), format!("net-relay-{id}"));
-    let (tcp, udp, relay_port) = (free_port(), free_port(), free_port());
+    let (nat, relayed, found) = (
+        format!("net-hp-{id}"),
+        format!("net-relay-{id}"),
+        format!("net-lo-{id}"),
+    );
+    let (tcp, udp, relay_port, lo_port) = (free_port(), free_port(), free_port(), free_port());
     let file = env.file(
         "ports.yaml",
         &format!(
@@ -422,10 +426,22 @@ spec:
   - name: app
     command: [socat, 'TCP-LISTEN:7100,bind=127.0.0.1,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
     ports: [{{containerPort: 7100, hostPort: {relay_port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {found}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [socat, 'TCP-LISTEN:7100,bind=127.0.0.1,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7100, hostPort: {lo_port}}}]
 "
         ),
     );
-    let _cleanup = Cleanup(&env, vec![nat.clone(), relayed.clone()]);
+    let _cleanup = Cleanup(&env, vec![nat.clone(), relayed.clone(), found.clone()]);
     env.ok(&["apply", "-f", &file]);
     let ip = env.pod_ip(&nat).expect("an IP");
 
@@ -466,6 +482,22 @@ spec:
     assert_eq!(reply, "udp-10.90.0.1\n");
     // The relay: the app on the pod's loopback is reached, and sees 127.0.0.1.
     assert_eq!(ask(relay_port), "127.0.0.1\n");
+    // An app found listening on its pod's loopback only, which NAT cannot reach, is relayed
+    // too, with a warning in the supervisor's log.
+    assert_eq!(ask(lo_port), "127.0.0.1\n");
+    let log = std::fs::read_to_string(
+        env.state()
+            .join("pods")
+            .join(format!("default_{found}"))
+            .join("supervisor.log"),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains(&format!(
+            "hostPort {lo_port}: the app listens on the pod's loopback only"
+        )),
+        "{log}"
+    );
     // The rules name the pod's address; the supervisor holds the ports on the host.
     let rules = Command::new("nft")
         .args(["list", "table", "ip", "podkit0"])

@@ -94,13 +94,17 @@ impl Bridge {
     ///
     /// Idempotent, and safe when several processes race: a bridge or address someone else
     /// added first is taken as it is. An existing link of that name that is not a bridge is
-    /// [`Error::NotABridge`].
-    pub async fn ensure(&self, host: &Netlink) -> Result<()> {
-        match host.add_bridge(&self.name, self.mtu).await {
-            Ok(()) => debug!(bridge = %self.name, mtu = self.mtu, "created bridge"),
-            Err(err) if err.netlink_errno() == Some(libc::EEXIST) => {}
+    /// [`Error::NotABridge`]. Returns whether this call made the bridge (what goes with it,
+    /// such as its NAT rules, is then the caller's to make).
+    pub async fn ensure(&self, host: &Netlink) -> Result<bool> {
+        let created = match host.add_bridge(&self.name, self.mtu).await {
+            Ok(()) => {
+                debug!(bridge = %self.name, mtu = self.mtu, "created bridge");
+                true
+            }
+            Err(err) if err.netlink_errno() == Some(libc::EEXIST) => false,
             Err(err) => return Err(err),
-        }
+        };
         let link = host.link(&self.name).await?;
         if link.kind.as_deref() != Some("bridge") {
             return Err(Error::NotABridge {
@@ -129,7 +133,7 @@ impl Bridge {
         if !link.up {
             host.link_up(&self.name).await?;
         }
-        Ok(())
+        Ok(created)
     }
 
     /// Puts the pod whose network namespace is `pod` on the bridge with address `ip`: a veth

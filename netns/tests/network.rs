@@ -114,11 +114,17 @@ async fn ensure_is_idempotent_and_safe_when_racing() {
         connections.push(host.netlink().await);
     }
     let results = futures::future::join_all(connections.iter().map(|n| bridge.ensure(n))).await;
-    for result in results {
-        result.expect("ensure");
-    }
+    let made: Vec<bool> = results.into_iter().map(|r| r.expect("ensure")).collect();
+    assert_eq!(
+        made.iter().filter(|m| **m).count(),
+        1,
+        "one caller made it: {made:?}"
+    );
     let net = host.netlink().await;
-    bridge.ensure(&net).await.expect("ensure again");
+    assert!(
+        !bridge.ensure(&net).await.expect("ensure again"),
+        "made before"
+    );
     let links = net.links().await.expect("links");
     let bridges: Vec<_> = links.iter().filter(|l| l.name == "br-test").collect();
     assert_eq!(bridges.len(), 1, "{links:?}");

@@ -7,8 +7,9 @@
 //! The bridge and the leases are the host's, not one podkit root's: every pod on the host
 //! shares them, whatever its `PODKIT_ROOT`, so the leases live under [`LEASES_DIR`]. A lease's
 //! owner is the pod's state directory, which tells `gc` whether the pod still has a
-//! supervisor. The bridge is made with the first lease and deleted with the last, both under
-//! the leases' lock, so a pod joining never finds it half gone.
+//! supervisor. The bridge (and its NAT table) is made by the first pod that finds none and
+//! deleted by `gc` when no lease is left, both under the leases' lock, so a pod joining never
+//! finds it half gone.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -67,24 +68,27 @@ impl Network {
         let ipam = self.ipam.clone();
         let leased = owner.clone();
         // The lock and the lease files block: off the runtime's threads.
-        let (lock, ip, first) = tokio::task::spawn_blocking(move || {
+        let (lock, ip) = tokio::task::spawn_blocking(move || {
             let lock = ipam.lock()?;
             let ip = lock.allocate(&leased)?;
-            let first = lock.leases()?.len() == 1;
-            Ok::<_, netns::Error>((lock, ip, first))
+            Ok::<_, netns::Error>((lock, ip))
         })
         .await
         .map_err(|e| format!("the lease task failed: {e}"))?
         .map_err(|e| format!("failed to lease a pod address: {e}"))?;
-        // Under the lock: the last pod leaving cannot delete the bridge meanwhile, and once
-        // the lock is let go this pod's lease keeps it.
-        let mut ensured = self.bridge.ensure(&host).await.map_err(|e| e.to_string());
-        // The first pod also sets up the NAT of the bridge's table: pods' traffic leaving the
-        // host masqueraded, and the chains hostPorts go through (0.8 ms: not for every pod).
-        if ensured.is_ok() && first {
-            let (subnet, bridge) = (self.bridge.subnet(), self.bridge.name().to_owned());
-            ensured = blocking(move || nat(&bridge)?.ensure(subnet, &bridge)).await;
-        }
+        // Under the lock: `gc` cannot delete the bridge meanwhile (it does only when no lease
+        // is left), and once the lock is let go this pod's lease keeps it.
+        let ensured = match self.bridge.ensure(&host).await {
+            // The pod that makes the bridge sets up its NAT table too: pods' traffic leaving
+            // the host masqueraded, and the chains hostPorts go through (an `nft` run, 20 ms
+            // or more: once, not for every pod).
+            Ok(true) => {
+                let (subnet, bridge) = (self.bridge.subnet(), self.bridge.name().to_owned());
+                blocking(move || nat(&bridge)?.ensure(subnet, &bridge)).await
+            }
+            Ok(false) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        };
         drop(lock);
         let attached = match ensured {
             Ok(()) => self
@@ -120,14 +124,40 @@ impl Network {
         blocking(move || nat(&bridge)?.publish(&owner, ip, &ports)).await
     }
 
-    /// Releases `owner`'s address once its pod's network namespace is gone (which took its
-    /// veth pair with it), and deletes the bridge when no pod is left on it.
+    /// Replaces `owner`'s hostPorts with `ports` (none: removes them), as one change after
+    /// another: for a port moved to the relay.
+    pub async fn republish(
+        &self,
+        owner: &Path,
+        ip: Ipv4Addr,
+        ports: Vec<netns::HostPort>,
+    ) -> Result<(), String> {
+        let owner = owner_id(owner)?;
+        let bridge = self.bridge.name().to_owned();
+        blocking(move || {
+            let nat = nat(&bridge)?;
+            nat.unpublish(&owner)?;
+            if !ports.is_empty() {
+                nat.publish(&owner, ip, &ports)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes `owner`'s hostPorts off the NAT and releases its address, once its pod's network
+    /// namespace is gone (which took its veth pair with it). The bridge and its NAT table stay
+    /// for the next pod, as docker0 and CNI's bridges do: making them costs a pod start 20 ms
+    /// and more (an `nft` run), deleting the bridge 15-35 ms; `gc` deletes them when no pod
+    /// is left on them.
     pub async fn leave(&self, owner: &Path) -> Result<(), String> {
         let owner = owner_id(owner)?;
-        let host =
-            Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
         self.unpublish(&owner).await?;
-        self.release(Some(&owner), &host).await.map(drop)
+        let ipam = self.ipam.clone();
+        blocking(move || ipam.release(&owner))
+            .await
+            .map(drop)
+            .map_err(|e| format!("failed to release the pod's address: {e}"))
     }
 
     /// Removes `owner`'s hostPorts from the NAT table, if it has any (and the table exists).
@@ -142,8 +172,9 @@ impl Network {
     }
 
     /// Releases every lease whose owner `alive` says is gone (a supervisor that was killed),
-    /// deleting each one's veth if its namespace is somehow still there, and the bridge when
-    /// no lease is left. Returns what it did, one line each, for `gc`.
+    /// deleting each one's veth if its namespace is somehow still there, and the hostPorts of
+    /// such owners; then deletes the bridge and its NAT table when no lease is left. Returns
+    /// what it did, one line each, for `gc`.
     pub async fn sweep(&self, alive: impl Fn(&Path) -> bool) -> Result<Vec<String>, String> {
         let host =
             Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
@@ -173,8 +204,8 @@ impl Network {
                 "released pod address {ip} (of {owner}, whose supervisor is gone)"
             ));
         }
-        // A bridge no pod is on (its last pod's supervisor died before deleting it).
-        if done.is_empty() && self.release(None, &host).await? {
+        // A bridge no pod is on any more, with its NAT table.
+        if self.release(None, &host).await? {
             done.push(format!(
                 "deleted bridge {} (no pod is on it)",
                 self.bridge.name()
@@ -207,9 +238,9 @@ impl Network {
         if empty && bridge.is_some_and(|l| l.kind.as_deref() == Some("bridge")) {
             match host.del_link(self.bridge.name()).await {
                 Ok(()) => {
-                    debug!(bridge = %self.bridge.name(), "deleted the bridge with its last pod");
+                    debug!(bridge = %self.bridge.name(), "deleted the bridge: no pod is on it");
                     deleted = true;
-                    // And its NAT table, which only its pods used.
+                    // And its NAT table, which only its pods use.
                     let bridge = self.bridge.name().to_owned();
                     if let Err(err) = blocking(move || nat(&bridge)?.remove()).await {
                         warn!(%err, "failed to remove the pod network's nftables table");

@@ -246,6 +246,11 @@ impl Drop for Running {
         let _ = std::fs::remove_dir_all(self.dir());
         let _ = std::fs::remove_file(&self.file);
         let _ = std::fs::remove_file(&self.stderr);
+        // The pod network's bridge and NAT table stay for the next pod; the last test to end
+        // leaves none (gc deletes them once no pod is on them).
+        let _ = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .arg("gc")
+            .output();
     }
 }
 
@@ -282,6 +287,14 @@ pub fn podkit_fails(args: &[&str]) -> String {
 /// must not touch the host's (`PODKIT_STORAGE`, `PODKIT_ROOT`); removed with it.
 pub struct Isolated {
     pub tmp: tempfile::TempDir,
+}
+
+impl Drop for Isolated {
+    /// The pod network's bridge and NAT table stay for the next pod; the last test to end
+    /// leaves none (gc deletes them once no pod is on them).
+    fn drop(&mut self) {
+        let _ = self.podkit(&["gc"]);
+    }
 }
 
 impl Isolated {

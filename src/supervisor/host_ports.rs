@@ -1,0 +1,424 @@
+//! A pod's hostPorts, published for its whole life: by DNAT to the pod's IP (the pod network's
+//! NAT, as the CNI portmap plugin does it: the app sees each client's address), or by podkit's
+//! relay into the pod's loopback (portfwd) for a pod without an IP, for ports that ask for it
+//! (`podkit.io/host-ports: relay`, a PROXY protocol header) and for an app found listening on
+//! the pod's loopback only, which NAT to the pod's IP cannot reach.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Error;
+use super::network::Network;
+use crate::spec::{HostPort, PodPlan, ProxyProtocol};
+
+/// How often a pod's listening sockets are read until each NAT'd TCP port's app listens.
+const LISTEN_POLL: Duration = Duration::from_millis(250);
+
+/// The pod's hostPorts while it runs.
+pub(super) struct HostPorts {
+    /// The relays' tasks, until their `stop`.
+    relays: Vec<JoinHandle<()>>,
+    /// Sockets that hold NAT ports no app can move to the relay (UDP).
+    reserved: Vec<Reserved>,
+    /// Watches the NAT'd TCP ports' apps and relays those on the pod's loopback only; holds
+    /// those ports' sockets.
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl HostPorts {
+    /// Once `stop` (given to [`publish`]) is cancelled: waits for the relays and lets the
+    /// ports go. The NAT rules go with the pod's network ([`Network::leave`]).
+    pub(super) async fn stop(self) {
+        for relay in self.relays {
+            let _ = relay.await;
+        }
+        if let Some(watcher) = self.watcher {
+            let _ = watcher.await;
+        }
+        drop(self.reserved);
+    }
+}
+
+/// For each port published by NAT, a socket bound to it on the host (listening, for TCP) that
+/// is never read, as kubelet's hostport manager held them: a port in use on the host fails the
+/// pod's start instead of being taken from under its process, no process binds it while the
+/// pod has it, and `ss -ltnp` names the supervisor as its holder.
+enum Reserved {
+    Tcp(#[allow(dead_code)] std::net::TcpListener),
+    Udp(#[allow(dead_code)] std::net::UdpSocket),
+}
+
+/// A TCP port published by NAT, with the socket that holds it.
+struct NatPort {
+    port: HostPort,
+    mapping: netns::HostPort,
+    held: Option<Reserved>,
+    /// Moved to the relay: its app listens on the pod's loopback only.
+    relayed: bool,
+}
+
+/// Publishes every `hostPort` of the pod whose network namespace is `pod_net` (pinned in `dir`)
+/// until `stop`: by DNAT to its IP through `network`, or through the relay.
+pub(super) async fn publish(
+    plan: &PodPlan,
+    dir: &Path,
+    pod_net: &netns::Namespace,
+    network: Option<&Network>,
+    stop: &CancellationToken,
+) -> Result<HostPorts, Error> {
+    let all = || {
+        plan.init_containers
+            .iter()
+            .chain(&plan.containers)
+            .flat_map(|m| &m.host_ports)
+    };
+    // Where NAT ports go; a pod without an IP (not root) has its ports relayed after all.
+    let target = match plan.pod_ip {
+        Some(IpAddr::V4(ip)) => network.map(|network| (network, ip)),
+        _ => None,
+    };
+    let mut reserved = Vec::new();
+    let mut tcp = Vec::new();
+    let mut mappings = Vec::new();
+    for port in all().filter(|p| !p.relay && target.is_some()) {
+        let host_ip = match port.host_ip {
+            Some(IpAddr::V4(ip)) => ip,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
+        let held = hold(port, host_ip).map_err(Error::Network)?;
+        let protocol = if port.udp {
+            netns::Protocol::Udp
+        } else {
+            netns::Protocol::Tcp
+        };
+        let mut mapping = netns::HostPort::new(protocol, port.host_port, port.container_port);
+        if !host_ip.is_unspecified() {
+            mapping = mapping.on(host_ip);
+        }
+        mappings.push(mapping);
+        if port.udp {
+            reserved.push(held);
+        } else {
+            tcp.push(NatPort {
+                port: port.clone(),
+                mapping,
+                held: Some(held),
+                relayed: false,
+            });
+        }
+    }
+    let mut watcher = None;
+    if let Some((network, pod_ip)) = target
+        && !mappings.is_empty()
+    {
+        let listed: Vec<String> = mappings
+            .iter()
+            .map(|m| format!("{} -> {pod_ip}:{}", m.host_side(), m.container_port))
+            .collect();
+        let udp: Vec<netns::HostPort> = mappings
+            .iter()
+            .filter(|m| m.protocol == netns::Protocol::Udp)
+            .copied()
+            .collect();
+        network
+            .publish(dir, pod_ip, mappings)
+            .await
+            .map_err(|e| Error::Network(format!("hostPort: {e}")))?;
+        for port in listed {
+            info!(pod = %plan.name, "hostPort: NAT {port}");
+        }
+        if !tcp.is_empty() {
+            let watch = Watch {
+                pod_net: pod_net.clone(),
+                network: network.clone(),
+                dir: dir.to_path_buf(),
+                pod: plan.name.clone(),
+                pod_ip,
+                udp,
+            };
+            watcher = Some(tokio::spawn(watch.run(tcp, stop.clone())));
+        }
+    }
+    let mut relays = Vec::new();
+    let relayed: Vec<&HostPort> = all().filter(|p| p.relay || target.is_none()).collect();
+    // One forwarder per listen address and PROXY protocol version: both are per forwarder.
+    let mut groups: BTreeMap<(IpAddr, Option<ProxyProtocol>), Vec<&HostPort>> = BTreeMap::new();
+    for port in relayed {
+        let ip = port.host_ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        groups
+            .entry((ip, port.proxy_protocol))
+            .or_default()
+            .push(port);
+    }
+    for ((ip, proxy_protocol), ports) in groups {
+        match relay(&plan.name, dir, ip, proxy_protocol, &ports, stop).await {
+            Ok(task) => relays.push(task),
+            Err(err) => {
+                stop.cancel();
+                for relay in relays {
+                    let _ = relay.await;
+                }
+                if let Some(watcher) = watcher {
+                    let _ = watcher.await;
+                }
+                return Err(Error::HostPort(err));
+            }
+        }
+    }
+    Ok(HostPorts {
+        relays,
+        reserved,
+        watcher,
+    })
+}
+
+/// Holds `port` on the host at `host_ip` for the pod; an error names a port in use.
+fn hold(port: &HostPort, host_ip: Ipv4Addr) -> Result<Reserved, String> {
+    let proto = if port.udp { "udp" } else { "tcp" };
+    let address = (host_ip, port.host_port);
+    let held = if port.udp {
+        std::net::UdpSocket::bind(address).map(Reserved::Udp)
+    } else {
+        std::net::TcpListener::bind(address).map(Reserved::Tcp)
+    };
+    held.map_err(|err| {
+        let why = if err.kind() == std::io::ErrorKind::AddrInUse {
+            "is already in use".to_owned()
+        } else {
+            format!("cannot be bound: {err}")
+        };
+        format!(
+            "hostPort: port {} ({proto}) on {host_ip} {why}",
+            port.host_port
+        )
+    })
+}
+
+/// Starts podkit's relay of `ports` on the host address `ip` into the pod's loopback, until
+/// `stop`.
+async fn relay(
+    pod: &str,
+    dir: &Path,
+    ip: IpAddr,
+    proxy_protocol: Option<ProxyProtocol>,
+    ports: &[&HostPort],
+    stop: &CancellationToken,
+) -> Result<JoinHandle<()>, portfwd::Error> {
+    let mappings = ports
+        .iter()
+        .map(|port| {
+            if port.udp {
+                portfwd::PortMapping::udp(port.host_port, port.container_port)
+            } else {
+                portfwd::PortMapping::tcp(port.host_port, port.container_port)
+            }
+        })
+        .collect();
+    let target = portfwd::Target::Netns(dir.join("ns/net").display().to_string());
+    let mut config =
+        portfwd::Config::new(target, mappings).addresses(vec![portfwd::ListenAddress::Ip(ip)]);
+    if let Some(version) = proxy_protocol {
+        config = config.proxy_protocol(match version {
+            ProxyProtocol::V1 => portfwd::ProxyProtocol::V1,
+            ProxyProtocol::V2 => portfwd::ProxyProtocol::V2,
+        });
+    }
+    let forwarder = portfwd::Forwarder::bind(config).await?;
+    for listening in forwarder.listeners() {
+        info!(%pod, "hostPort: {listening}");
+    }
+    let stop = stop.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(err) = forwarder.run(stop).await {
+            warn!(%err, "hostPort forwarding stopped");
+        }
+    }))
+}
+
+/// What the watcher of NAT'd TCP ports needs of the pod.
+struct Watch {
+    pod_net: netns::Namespace,
+    network: Network,
+    dir: PathBuf,
+    pod: String,
+    pod_ip: Ipv4Addr,
+    /// The pod's UDP mappings, published again with the TCP ones that stay NAT.
+    udp: Vec<netns::HostPort>,
+}
+
+impl Watch {
+    /// Until `stop`: reads the pod's listening TCP sockets every [`LISTEN_POLL`] until each
+    /// port's app listens. One on the pod's every address (or its IP) keeps the NAT; one on
+    /// its loopback only, which the NAT cannot reach, gets the relay instead (its app then sees
+    /// every client as 127.0.0.1, and a warning says so).
+    async fn run(self, mut ports: Vec<NatPort>, stop: CancellationToken) {
+        let mut relays = Vec::new();
+        let mut pending: Vec<usize> = (0..ports.len()).collect();
+        while !pending.is_empty() {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(LISTEN_POLL) => {}
+            }
+            let Ok(listening) = self.pod_net.run_async(read_listeners).await else {
+                continue;
+            };
+            let mut switch = Vec::new();
+            pending.retain(|&i| match bound(&listening, ports[i].port.container_port) {
+                None => true,
+                Some(Bound::Reachable) => false,
+                Some(Bound::LoopbackOnly) => {
+                    switch.push(i);
+                    false
+                }
+            });
+            if switch.is_empty() {
+                continue;
+            }
+            for &i in &switch {
+                ports[i].relayed = true;
+            }
+            let keep: Vec<netns::HostPort> = ports
+                .iter()
+                .filter(|p| !p.relayed)
+                .map(|p| p.mapping)
+                .chain(self.udp.iter().copied())
+                .collect();
+            if let Err(err) = self.network.republish(&self.dir, self.pod_ip, keep).await {
+                warn!(%err, "failed to take hostPorts off the NAT for the relay");
+                continue;
+            }
+            for i in switch {
+                let port = &mut ports[i];
+                // The relay binds the port the socket held.
+                drop(port.held.take());
+                let ip = port
+                    .port
+                    .host_ip
+                    .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                warn!(
+                    pod = %self.pod,
+                    "hostPort {}: the app listens on the pod's loopback only, which NAT to the \
+                     pod's IP cannot reach: relayed into it instead (the app sees every client \
+                     as 127.0.0.1); listen on 0.0.0.0 as on a cluster, or say \
+                     podkit.io/host-ports: relay",
+                    port.port.host_port
+                );
+                let dir = &self.dir;
+                match relay(&self.pod, dir, ip, None, &[&port.port], &stop).await {
+                    Ok(task) => relays.push(task),
+                    Err(err) => warn!(%err, "failed to relay hostPort {}", port.port.host_port),
+                }
+            }
+        }
+        stop.cancelled().await;
+        for relay in relays {
+            let _ = relay.await;
+        }
+        drop(ports);
+    }
+}
+
+/// How an app listens on a port of the pod.
+#[derive(Debug, PartialEq, Eq)]
+enum Bound {
+    /// On an address NAT to the pod's IP reaches (any address, or the pod's own).
+    Reachable,
+    /// On 127.0.0.1 or ::1 only.
+    LoopbackOnly,
+}
+
+/// The listening TCP sockets of this thread's network namespace, as (address, port), from
+/// `/proc/thread-self/net/tcp` and `tcp6` (the thread's, not the process's, namespace).
+fn read_listeners() -> Vec<(IpAddr, u16)> {
+    let mut found = Vec::new();
+    for file in ["tcp", "tcp6"] {
+        let text =
+            std::fs::read_to_string(format!("/proc/thread-self/net/{file}")).unwrap_or_default();
+        found.extend(parse_listeners(&text));
+    }
+    found
+}
+
+/// The LISTEN sockets of a `/proc/net/tcp` or `tcp6` table: local addresses are the kernel's
+/// bytes as 32-bit words in hex, each printed in host order (little-endian here), the port
+/// in hex.
+fn parse_listeners(text: &str) -> Vec<(IpAddr, u16)> {
+    const LISTEN: &str = "0A";
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut cols = line.split_whitespace();
+            let local = cols.nth(1)?;
+            let state = cols.nth(1)?;
+            if state != LISTEN {
+                return None;
+            }
+            let (addr, port) = local.split_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            let mut bytes = Vec::with_capacity(16);
+            for word in addr.as_bytes().chunks(8) {
+                let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+                bytes.extend(word.to_le_bytes());
+            }
+            let ip = match bytes.len() {
+                4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+                16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+                _ => return None,
+            };
+            Some((ip, port))
+        })
+        .collect()
+}
+
+/// How `port` is listened on, if it is.
+fn bound(listening: &[(IpAddr, u16)], port: u16) -> Option<Bound> {
+    let on: Vec<&IpAddr> = listening
+        .iter()
+        .filter(|(_, p)| *p == port)
+        .map(|(ip, _)| ip)
+        .collect();
+    if on.is_empty() {
+        None
+    } else if on.iter().all(|ip| ip.is_loopback()) {
+        Some(Bound::LoopbackOnly)
+    } else {
+        Some(Bound::Reachable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listeners_are_read_from_the_kernels_tables() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1C02 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0100007F:1C02 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 20 4 30 10 -1
+";
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000001000000:1C03 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0
+";
+        let mut found = parse_listeners(tcp);
+        found.extend(parse_listeners(tcp6));
+        assert_eq!(
+            found,
+            [
+                (IpAddr::V4(Ipv4Addr::LOCALHOST), 7170),
+                (IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080),
+                (IpAddr::V6(Ipv6Addr::LOCALHOST), 7171),
+            ]
+        );
+        assert_eq!(bound(&found, 7170), Some(Bound::LoopbackOnly));
+        assert_eq!(bound(&found, 7171), Some(Bound::LoopbackOnly));
+        assert_eq!(bound(&found, 8080), Some(Bound::Reachable));
+        assert_eq!(bound(&found, 9090), None);
+    }
+}
