@@ -468,6 +468,14 @@ pub async fn run(
     let dir = pod_dir(&options.root, &plan.namespace, &plan.name);
     make_state_dir(&plan, &dir)?;
     let result = run_in(plan, options, &dir, network.as_ref(), shutdown).await;
+    // The pod's network namespace, and with it its veth pair, is gone: its hostPorts and
+    // address go back (0.3 ms; before its directory, so `gc` never takes a supervisor that is
+    // still ending for a dead one and releases the lease itself).
+    if let Some(network) = &network
+        && let Err(err) = network.leave(&dir).await
+    {
+        warn!(%err, "failed to leave the pod network");
+    }
     match &result {
         Ok(outcome) if !outcome.deleted => {}
         // Deleted, or never started: nothing of the pod is kept. Renamed to a hidden name
@@ -485,14 +493,6 @@ pub async fn run(
                 warn!(dir = %dir.display(), %err, "failed to remove the pod's state directory");
             }
         }
-    }
-    // The pod's network namespace, and with it its veth pair, is gone: its address goes back
-    // (after its directory, so a `delete` waiting for that is not kept waiting for the bridge
-    // that the last pod deletes).
-    if let Some(network) = network
-        && let Err(err) = network.leave(&dir).await
-    {
-        warn!(%err, "failed to leave the pod network");
     }
     result
 }

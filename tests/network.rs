@@ -259,13 +259,12 @@ spec:
     let peer_a = host_peer_index(&a);
     assert!(host_link_exists(peer_a));
     env.ok(&["delete", "-f", &file]);
+    // The leases go before the pods' directories, so before `delete` returns.
+    assert!(env.leases().is_empty(), "{:?}", env.leases());
+    // The veth pair goes when the kernel has finished with the pod's namespace.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !env.leases().is_empty() || host_link_exists(peer_a) {
-        assert!(
-            Instant::now() < deadline,
-            "leases or veth left: {:?}",
-            env.leases()
-        );
+    while host_link_exists(peer_a) {
+        assert!(Instant::now() < deadline, "the veth pair is left");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
