@@ -491,6 +491,9 @@ spec:
     command: [sh, -c, "trap '' TERM; while true; do sleep 0.1; done"]
     livenessProbe:
       exec: {{command: ["false"]}}
+      # A second for the shell to set its trap: a SIGTERM before it would end the app at
+      # once (seen in CI on a busy machine), not after the probe's grace period.
+      initialDelaySeconds: 1
       periodSeconds: 1
       failureThreshold: 1
       terminationGracePeriodSeconds: 1
