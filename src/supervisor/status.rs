@@ -454,16 +454,19 @@ impl Status {
         }
     }
 
-    /// Writes `status.json`, and `events.json` when there are new events, each atomically.
+    /// Writes `events.json` when there are new events, then `status.json`, each atomically.
     pub fn save(&mut self) {
-        let status = serde_json::to_vec_pretty(&self.to_pod_status());
-        self.unsaved = !self.write("status.json", status);
+        // Events first: whoever sees a status (apply returning on a container's waiting
+        // reason, say) finds the events that led to it (`describe` right after; CI caught
+        // one between the two writes).
         if self.events_saved != Some(self.events.len()) {
             let events = serde_json::to_vec_pretty(&self.events);
             if self.write("events.json", events) {
                 self.events_saved = Some(self.events.len());
             }
         }
+        let status = serde_json::to_vec_pretty(&self.to_pod_status());
+        self.unsaved = !self.write("status.json", status);
     }
 
     fn write(&self, name: &str, data: serde_json::Result<Vec<u8>>) -> bool {
