@@ -289,7 +289,7 @@ impl Watch {
                 .map(|p| p.mapping)
                 .chain(self.udp.iter().copied())
                 .collect();
-            if let Err(err) = self.network.republish(&self.dir, self.pod_ip, keep).await {
+            if let Err(err) = self.network.publish(&self.dir, self.pod_ip, keep).await {
                 warn!(%err, "failed to take hostPorts off the NAT for the relay");
                 continue;
             }

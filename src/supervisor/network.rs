@@ -111,22 +111,9 @@ impl Network {
     }
 
     /// Publishes the pod's hostPorts by DNAT to its address `ip`, as the CNI portmap plugin
-    /// does, under `owner` (its state directory); a port another pod holds is refused, naming
-    /// it.
+    /// does, under `owner` (its state directory), in place of any it had (none: removes them;
+    /// a port moved to the relay goes so); a port another pod holds is refused, naming it.
     pub async fn publish(
-        &self,
-        owner: &Path,
-        ip: Ipv4Addr,
-        ports: Vec<netns::HostPort>,
-    ) -> Result<(), String> {
-        let owner = owner_id(owner)?;
-        let bridge = self.bridge.name().to_owned();
-        blocking(move || nat(&bridge)?.publish(&owner, ip, &ports)).await
-    }
-
-    /// Replaces `owner`'s hostPorts with `ports` (none: removes them), as one change after
-    /// another: for a port moved to the relay.
-    pub async fn republish(
         &self,
         owner: &Path,
         ip: Ipv4Addr,
@@ -178,7 +165,10 @@ impl Network {
     pub async fn sweep(&self, alive: impl Fn(&Path) -> bool) -> Result<Vec<String>, String> {
         let host =
             Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
-        let leases = self.with_leases(|ipam| ipam.leases()).await?;
+        let ipam = self.ipam.clone();
+        let leases = blocking(move || ipam.leases())
+            .await
+            .map_err(|e| format!("failed to read the pod addresses' leases: {e}"))?;
         let mut done = Vec::new();
         // hostPorts of pods that are gone (also of one whose lease went first).
         let bridge = self.bridge.name().to_owned();
@@ -254,17 +244,6 @@ impl Network {
         }
         drop(lock);
         Ok(deleted)
-    }
-
-    async fn with_leases<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Ipam) -> netns::Result<T> + Send + 'static,
-    ) -> Result<T, String> {
-        let ipam = self.ipam.clone();
-        tokio::task::spawn_blocking(move || f(&ipam))
-            .await
-            .map_err(|e| format!("the lease task failed: {e}"))?
-            .map_err(|e| format!("failed to read the pod addresses' leases: {e}"))
     }
 }
 
