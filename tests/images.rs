@@ -1873,6 +1873,9 @@ spec:
     );
     // Served on the host's own loopback: no relay in between.
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
     std::io::Write::write_all(&mut stream, b"GET /greeting HTTP/1.0\r\n\r\n").expect("send");
     let mut reply = String::new();
     std::io::Read::read_to_string(&mut stream, &mut reply).expect("reply");

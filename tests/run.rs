@@ -41,6 +41,7 @@ spec:
         Duration::from_millis(200),
     );
     if let Ok(mut conn) = host {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut reply = String::new();
         let _ = std::io::Read::read_to_string(&mut conn, &mut reply);
         assert!(
@@ -1153,6 +1154,8 @@ fn the_web_example_serves_what_the_puller_publishes() {
         let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", 8081)) else {
             return String::new();
         };
+        // A reply that never comes fails the wait, not the whole run.
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = conn.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         let mut reply = String::new();
         let _ = conn.read_to_string(&mut reply);
@@ -1699,6 +1702,7 @@ fn port_forward_reaches_the_pod_and_ends_when_it_is_deleted() {
     for _ in 0..100 {
         // The server may still be binding: a refused dial closes only that connection.
         let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         conn.write_all(b"through the forward").expect("write");
         conn.shutdown(std::net::Shutdown::Write)
             .expect("half-close");
@@ -2063,6 +2067,7 @@ fn host_ports_are_published_for_the_pods_life_and_a_port_in_use_fails_the_start(
     for _ in 0..100 {
         // Until socat inside listens, a connection is closed at once (the forward stays up).
         if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
             let _ = conn.write_all(b"published");
             let _ = conn.shutdown(std::net::Shutdown::Write);
             reply.clear();
@@ -2121,6 +2126,7 @@ fn a_host_port_with_the_proxy_protocol_annotation_tells_the_app_the_clients_addr
     let exchange = |port: u16| {
         for _ in 0..100 {
             if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
                 let client = conn.local_addr().expect("local address").port();
                 let _ = conn.write_all(b"hello");
                 let _ = conn.shutdown(std::net::Shutdown::Write);

@@ -41,17 +41,89 @@ impl HostPorts {
         if let Some(watcher) = self.watcher {
             let _ = watcher.await;
         }
-        drop(self.reserved);
+        for held in self.reserved {
+            held.release().await;
+        }
     }
 }
 
-/// For each port published by NAT, a socket bound to it on the host (listening, for TCP) that
-/// is never read, as kubelet's hostport manager held them: a port in use on the host fails the
-/// pod's start instead of being taken from under its process, no process binds it while the
-/// pod has it, and `ss -ltnp` names the supervisor as its holder.
+/// For each port published by NAT, a socket bound to it on the host that is never read, as
+/// kubelet's hostport manager held them: a port in use on the host fails the pod's start
+/// instead of being taken from under its process, no process binds it while the pod has it,
+/// and `ss -ltnp` names the supervisor as its holder.
 enum Reserved {
-    Tcp(#[allow(dead_code)] std::net::TcpListener),
+    Tcp(HeldTcp),
     Udp(#[allow(dead_code)] std::net::UdpSocket),
+}
+
+impl Reserved {
+    /// Lets the port go; once this returns, it can be bound again.
+    async fn release(self) {
+        if let Reserved::Tcp(held) = self {
+            held.release().await;
+        }
+    }
+}
+
+/// A NAT'd TCP port's socket on the host. It listens, so that no app takes the port, with
+/// SO_REUSEADDR or without (a socket only bound would let one that sets it bind and listen);
+/// and a task resets every connection that reaches it. One reaches it only in the moments the
+/// pod's DNAT element is not in place yet or no more (between the hold and the publish, or
+/// while a port moves to the relay): the client must then be refused, not left connected to a
+/// socket nobody ever answers (CI saw a test's client wait there for an hour).
+struct HeldTcp {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl HeldTcp {
+    /// Holds `listener` (bound and listening) in a task of the current runtime.
+    fn new(listener: std::net::TcpListener) -> std::io::Result<HeldTcp> {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(refuse_all(listener, stop.clone()));
+        Ok(HeldTcp {
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// Closes the socket; once this returns, the port can be bound again.
+    async fn release(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for HeldTcp {
+    fn drop(&mut self) {
+        // Not released (an error path): the task ends on its own at its next poll.
+        self.stop.cancel();
+    }
+}
+
+/// Resets each connection `listener` accepts, until `stop`.
+async fn refuse_all(listener: tokio::net::TcpListener, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => {
+                if let Ok((conn, _)) = accepted {
+                    // A zero linger makes the close a reset: the client sees a refusal at
+                    // once instead of an empty reply.
+                    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+                    let _ = nix::sys::socket::setsockopt(
+                        &conn,
+                        nix::sys::socket::sockopt::Linger,
+                        &linger,
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// A TCP port published by NAT, with the socket that holds it.
@@ -185,7 +257,9 @@ fn hold(port: &HostPort, host_ip: Ipv4Addr) -> Result<Reserved, String> {
     let held = if port.udp {
         std::net::UdpSocket::bind(address).map(Reserved::Udp)
     } else {
-        std::net::TcpListener::bind(address).map(Reserved::Tcp)
+        std::net::TcpListener::bind(address)
+            .and_then(HeldTcp::new)
+            .map(Reserved::Tcp)
     };
     held.map_err(|err| {
         let why = if err.kind() == std::io::ErrorKind::AddrInUse {
@@ -296,7 +370,9 @@ impl Watch {
             for i in switch {
                 let port = &mut ports[i];
                 // The relay binds the port the socket held.
-                drop(port.held.take());
+                if let Some(held) = port.held.take() {
+                    held.release().await;
+                }
                 let ip = port
                     .port
                     .host_ip
@@ -320,7 +396,9 @@ impl Watch {
         for relay in relays {
             let _ = relay.await;
         }
-        drop(ports);
+        for held in ports.into_iter().filter_map(|p| p.held) {
+            held.release().await;
+        }
     }
 }
 
@@ -395,6 +473,30 @@ fn bound(listening: &[(IpAddr, u16)], port: u16) -> Option<Bound> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_held_port_resets_what_reaches_it_and_is_free_once_released() {
+        use tokio::io::AsyncReadExt;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = listener.local_addr().expect("address");
+        let held = HeldTcp::new(listener).expect("hold");
+        // No one else takes it, not even with SO_REUSEADDR (which std sets).
+        assert!(std::net::TcpListener::bind(address).is_err());
+        // A client that reaches it (no DNAT element yet) is refused, not left waiting.
+        let mut conn = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let mut reply = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut reply))
+            .await
+            .expect("an answer, not a hang");
+        assert_eq!(
+            read.map_err(|e| e.kind()),
+            Err(std::io::ErrorKind::ConnectionReset)
+        );
+        held.release().await;
+        assert!(std::net::TcpListener::bind(address).is_ok(), "free again");
+    }
 
     #[test]
     fn listeners_are_read_from_the_kernels_tables() {
