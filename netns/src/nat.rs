@@ -1,26 +1,43 @@
-//! Pods' NAT on the host, as CNI's `bridge` plugin (`ipMasq`) and `portmap` plugin do it, in
-//! one nftables table of podkit's own (`ip podkit`), never touching another table:
+//! Pods' NAT on the host, as CNI's `bridge` plugin (`ipMasq`) and `portmap` plugin do it,
+//! and Kubernetes Services' cluster IPs, as kube-proxy's nftables mode does it, in one
+//! nftables table of podkit's own (`ip podkit`), never touching another table:
 //!
 //! - masquerade: pods' traffic leaving the host gets the host's address;
 //! - hostPorts: a pod's `hostPort` mappings DNAT traffic to a local address of the host (or
 //!   to the mapping's `hostIP`) to the pod, from outside the host, from other pods and from
 //!   the host itself, `127.0.0.1` included;
 //! - masquerade of what would not find its way back otherwise: pods reaching a hostPort
-//!   (their own, "hairpin", or another pod's on the same bridge, whose answer would go
-//!   straight back over the bridge) and the host's clients from `127.0.0.0/8`.
+//!   or a Service (their own, "hairpin", or another pod's on the same bridge, whose answer
+//!   would go straight back over the bridge) and the host's clients from `127.0.0.0/8`;
+//! - Services (`nat/service.rs`): a connection to a cluster IP and port goes to one of the
+//!   port's endpoints, picked at random, or, when it has none, is refused at once (a TCP
+//!   reset, an ICMP port unreachable), as kube-proxy does.
 //!
-//! The table, written by [`Nat::ensure`] through `nft -f -` (one transaction), is:
+//! The table, written by [`Nat::ensure`] through `nft -f -` (one transaction), is (v2):
 //!
 //! ```text
 //! table ip podkit {
 //!     map hostports        { type inet_proto . inet_service : ipv4_addr . inet_service }
 //!     map hostip_hostports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
+//!     map services         { type ipv4_addr . inet_proto . inet_service : verdict }
+//!     map no_endpoints     { type ipv4_addr . inet_proto . inet_service : verdict }
+//!     chain reject_no_endpoints { meta l4proto tcp reject with tcp reset; reject }
 //!     chain hostports {
 //!         dnat ip to ip daddr . meta l4proto . th dport map @hostip_hostports
 //!         dnat ip to meta l4proto . th dport map @hostports
 //!     }
-//!     chain prerouting  { type nat hook prerouting priority dstnat;  fib daddr type local jump hostports }
-//!     chain output      { type nat hook output priority -100;        fib daddr type local jump hostports }
+//!     chain clusterips      { ip daddr . meta l4proto . th dport vmap @services }
+//!     chain endpoints_check { ip daddr . meta l4proto . th dport vmap @no_endpoints }
+//!     chain prerouting  { type nat hook prerouting priority dstnat;
+//!         fib daddr type local jump hostports
+//!         fib daddr type != local jump clusterips
+//!     }
+//!     chain output      { type nat hook output priority -100;
+//!         fib daddr type local jump hostports
+//!         fib daddr type != local jump clusterips
+//!     }
+//!     chain filter_output  { type filter hook output priority filter;  ct state new jump endpoints_check }
+//!     chain filter_forward { type filter hook forward priority filter; ct state new jump endpoints_check }
 //!     chain postrouting { type nat hook postrouting priority srcnat;
 //!         ip saddr SUBNET ip daddr != SUBNET masquerade
 //!         ct status dnat ip saddr SUBNET ip daddr SUBNET masquerade
@@ -30,8 +47,18 @@
 //!         iifname != "lo" ip daddr 127.0.0.0/8 drop
 //!     }
 //!     chain owner-HASH  { comment "OWNER" }   (one per owner with mappings)
+//!     chain svc-HASH    { comment "OWNER" }   (one per Service, by [`Nat::set_service`])
+//!     chain svc-HASH-PROTO-PORT { comment "OWNER"   (one per port of a Service with endpoints)
+//!         meta l4proto PROTO dnat ip to numgen random mod N map { 0 : POD_IP . POD_PORT, ... }
+//!     }
 //! }
 //! ```
+//!
+//! with the elements `CLUSTER_IP . PROTO . PORT comment "OWNER" : goto svc-HASH-PROTO-PORT`
+//! in `services` and `... : goto reject_no_endpoints` in `no_endpoints`. Reject is valid only
+//! in filter chains, hence the second map, looked up on the `output` hook (the host's own
+//! clients) and the `forward` hook (a pod's packet to a cluster IP, which no DNAT took and
+//! the host routes on).
 //!
 //! and [`Nat::ensure`] sets `net.ipv4.ip_forward=1` and `net.ipv4.conf.BRIDGE.route_localnet=1`
 //! (without which the kernel drops a packet from 127.0.0.1 routed to the bridge). The
@@ -95,6 +122,17 @@ const HOSTIP_HOSTPORTS: &str = "hostip_hostports";
 /// Owners' chains are named this and a hash of the owner.
 const OWNER_PREFIX: &str = "owner-";
 
+/// The verdict map of Services' ports with endpoints: `CLUSTER_IP . PROTO . PORT : goto
+/// svc-HASH-PROTO-PORT`.
+const SERVICES: &str = "services";
+
+/// The verdict map of Services' ports without endpoints: `CLUSTER_IP . PROTO . PORT : goto
+/// reject_no_endpoints`.
+const NO_ENDPOINTS: &str = "no_endpoints";
+
+/// The chain that refuses a connection to a Service's port without endpoints.
+const REJECT_CHAIN: &str = "reject_no_endpoints";
+
 /// The longest owner kept as an element's comment. The kernel keeps at most 255 bytes for
 /// an element's key, data and user data together (`-EINVAL` beyond, measured on Linux 6.18
 /// with a 253-byte comment), so a longer owner is named there by its chain's name instead.
@@ -104,7 +142,7 @@ const ELEMENT_COMMENT_MAX: usize = 128;
 const MARKER_CHAIN: &str = "postrouting";
 
 /// Bumped whenever the rules [`Nat::ensure`] writes change, so that hosts get the new ones.
-const RULES_VERSION: u32 = 1;
+const RULES_VERSION: u32 = 2;
 
 /// The transport protocol of a host port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -705,20 +743,36 @@ impl Nat {
 }
 
 /// The rules of the module's doc, as one `nft -f` transaction: static chains are created,
-/// deleted and created again (so that the script works whether they exist or not), maps are
-/// only created, so their elements stay.
+/// deleted and created again (so that the script works whether they exist or not), maps and
+/// the chains their elements jump to are only created (the reject chain flushed and filled
+/// again), so their elements stay. Chains that jump come before those they jump to in the
+/// deletions: the kernel refuses to delete a chain still jumped to.
+///
+/// Applied to a table of an older version (v1: no Service maps or chains) this adds what is
+/// new and replaces the rules, in place: published hostPorts and Services are kept.
 fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
     let chains = [
         "prerouting",
         "output",
+        "filter_output",
+        "filter_forward",
         "hostports",
+        "clusterips",
+        "endpoints_check",
         "postrouting",
         "localnet",
     ];
+    let key = "ipv4_addr . inet_proto . inet_service";
     let mut s = format!(
-        "add table ip {table} {{ comment \"podkit: pods' NAT and hostPorts (netns::Nat)\"; }}\n\
+        "add table ip {table} {{ comment \"podkit: pods' NAT, hostPorts and Services (netns::Nat)\"; }}\n\
          add map ip {table} {HOSTPORTS} {{ type inet_proto . inet_service : ipv4_addr . inet_service; }}\n\
-         add map ip {table} {HOSTIP_HOSTPORTS} {{ type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }}\n"
+         add map ip {table} {HOSTIP_HOSTPORTS} {{ type {key} : ipv4_addr . inet_service; }}\n\
+         add map ip {table} {SERVICES} {{ type {key} : verdict; }}\n\
+         add map ip {table} {NO_ENDPOINTS} {{ type {key} : verdict; }}\n\
+         add chain ip {table} {REJECT_CHAIN}\n\
+         flush chain ip {table} {REJECT_CHAIN}\n\
+         add rule ip {table} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset\n\
+         add rule ip {table} {REJECT_CHAIN} reject\n"
     );
     for chain in chains {
         s += &format!("add chain ip {table} {chain}\n");
@@ -730,10 +784,20 @@ fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
         "add chain ip {table} hostports\n\
          add rule ip {table} hostports dnat ip to ip daddr . meta l4proto . th dport map @{HOSTIP_HOSTPORTS}\n\
          add rule ip {table} hostports dnat ip to meta l4proto . th dport map @{HOSTPORTS}\n\
+         add chain ip {table} clusterips\n\
+         add rule ip {table} clusterips ip daddr . meta l4proto . th dport vmap @{SERVICES}\n\
+         add chain ip {table} endpoints_check\n\
+         add rule ip {table} endpoints_check ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINTS}\n\
          add chain ip {table} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
          add rule ip {table} prerouting fib daddr type local jump hostports\n\
+         add rule ip {table} prerouting fib daddr type != local jump clusterips\n\
          add chain ip {table} output {{ type nat hook output priority -100; }}\n\
          add rule ip {table} output fib daddr type local jump hostports\n\
+         add rule ip {table} output fib daddr type != local jump clusterips\n\
+         add chain ip {table} filter_output {{ type filter hook output priority filter; }}\n\
+         add rule ip {table} filter_output ct state new jump endpoints_check\n\
+         add chain ip {table} filter_forward {{ type filter hook forward priority filter; }}\n\
+         add rule ip {table} filter_forward ct state new jump endpoints_check\n\
          add chain ip {table} postrouting {{ type nat hook postrouting priority srcnat; comment \"{marker}\"; }}\n\
          add rule ip {table} postrouting ip saddr {subnet} ip daddr != {subnet} masquerade\n\
          add rule ip {table} postrouting ct status dnat ip saddr {subnet} ip daddr {subnet} masquerade\n\
@@ -784,10 +848,14 @@ fn ipv4(bytes: &[u8]) -> Option<Ipv4Addr> {
 /// and machines, and printable whatever the owner holds. The owner itself is the chain's
 /// comment.
 fn owner_chain(owner: &str) -> String {
-    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+    format!("{OWNER_PREFIX}{:016x}", owner_hash(owner))
+}
+
+/// The 64-bit FNV-1a hash of an owner, which names its chains.
+fn owner_hash(owner: &str) -> u64 {
+    owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{OWNER_PREFIX}{hash:016x}")
+    })
 }
 
 /// What an element's comment holds to name its owner: the owner, or, for an owner too long
