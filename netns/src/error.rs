@@ -329,6 +329,25 @@ pub enum Error {
         reason: &'static str,
     },
 
+    #[error(
+        "Service port {port} of {owner:?} is taken already, by {holder:?}, in network \
+         namespace {ns:?}: two Services cannot share a cluster IP, protocol and port; delete \
+         the other Service or give this one another cluster IP"
+    )]
+    ServicePortInUse {
+        port: String,
+        owner: String,
+        holder: String,
+        ns: PathBuf,
+    },
+
+    #[error("invalid Service {owner:?} on cluster IP {ip}: {reason}")]
+    InvalidService {
+        owner: String,
+        ip: Ipv4Addr,
+        reason: String,
+    },
+
     #[error("invalid nftables table name {name:?}: {reason}")]
     InvalidTableName { name: String, reason: &'static str },
 

@@ -98,6 +98,7 @@
 //! it through `tokio::task::spawn_blocking`.
 
 mod nftables;
+mod service;
 
 use std::fmt;
 use std::io::{self, Write};
@@ -109,6 +110,7 @@ use std::sync::{Mutex, MutexGuard};
 use tracing::debug;
 
 use self::nftables::{Conn, Element, NFPROTO_IPV4, Refused};
+pub use self::service::ServicePort;
 use crate::bridge::validate_link_name;
 use crate::ipam::validate_owner;
 use crate::{Error, Namespace, Namespaces, NsKind, Result, Subnet};

@@ -327,23 +327,27 @@ impl Conn {
     pub(super) fn chains(&mut self, family: u8) -> io::Result<Vec<Chain>> {
         let m = Message::new(NFT_MSG_GETCHAIN, NLM_F_DUMP, family);
         let mut chains = Vec::new();
-        self.dump(m, |attrs| {
-            let mut chain = Chain {
-                table: String::new(),
-                name: String::new(),
-                comment: None,
-            };
-            for (kind, value) in attributes(attrs) {
-                match kind {
-                    NFTA_CHAIN_TABLE => chain.table = c_string(value),
-                    NFTA_CHAIN_NAME => chain.name = c_string(value),
-                    NFTA_CHAIN_USERDATA => chain.comment = udata_comment(value),
-                    _ => {}
-                }
-            }
-            chains.push(chain);
-        })?;
+        self.dump(m, |attrs| chains.push(parse_chain(attrs)))?;
         Ok(chains)
+    }
+
+    /// Equal to `nft list chain FAMILY TABLE NAME`, without its rules: one request, one
+    /// answer. `None` when there is no such chain (or table).
+    pub(super) fn chain(
+        &mut self,
+        family: u8,
+        table: &str,
+        name: &str,
+    ) -> io::Result<Option<Chain>> {
+        // Not a dump: the kernel answers with the chain, then the ack asked for here ends it.
+        let mut m = Message::new(NFT_MSG_GETCHAIN, NLM_F_ACK, family);
+        m.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name);
+        let mut found = None;
+        match self.dump(m, |attrs| found = Some(parse_chain(attrs))) {
+            Ok(()) => Ok(found),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Equal to `nft list set FAMILY TABLE SET`: its elements. ENOENT when there is no such
@@ -384,8 +388,8 @@ impl Conn {
         Ok(elements)
     }
 
-    /// Sends a dump request and hands the attributes of each answer to `each`, until the
-    /// kernel says it is done.
+    /// Sends a dump request (or a get with an ack) and hands the attributes of each answer
+    /// to `each`, until the kernel says it is done.
     fn dump(&mut self, message: Message, mut each: impl FnMut(&[u8])) -> io::Result<()> {
         let seq = self.next_seq();
         self.socket.send(&message.finish(seq), 0)?;
@@ -437,6 +441,24 @@ impl Conn {
         }
         Ok(())
     }
+}
+
+/// A chain from the attributes of a `NFT_MSG_NEWCHAIN` answer.
+fn parse_chain(attrs: &[u8]) -> Chain {
+    let mut chain = Chain {
+        table: String::new(),
+        name: String::new(),
+        comment: None,
+    };
+    for (kind, value) in attributes(attrs) {
+        match kind {
+            NFTA_CHAIN_TABLE => chain.table = c_string(value),
+            NFTA_CHAIN_NAME => chain.name = c_string(value),
+            NFTA_CHAIN_USERDATA => chain.comment = udata_comment(value),
+            _ => {}
+        }
+    }
+    chain
 }
 
 fn batch_marker(kind: u16) -> Message {
