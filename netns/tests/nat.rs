@@ -1,6 +1,6 @@
 //! Pods' NAT against the real kernel: masquerade and hostPorts in an nftables table, reached
 //! from the host (at 127.0.0.1 and at its own addresses), from other pods, from an external
-//! client and from the pod itself.
+//! client and from the pod itself; Services' cluster IPs, reached from the host and from pods.
 //!
 //! Network rule (DESIGN.md): nothing here touches the machine's own network namespace, its
 //! links or its nftables. Each test makes a namespace that plays "the host" (the bridge and
@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netns::{Bridge, Error, HostPort, Namespace, Namespaces, Nat, Protocol};
+use netns::{Bridge, Error, HostPort, Namespace, Namespaces, Nat, Protocol, ServicePort};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -432,6 +432,15 @@ struct TcpServer {
 
 impl TcpServer {
     fn start(ns: &Namespace, port: u16) -> Self {
+        Self::answering(ns, port, None)
+    }
+
+    /// A server that answers each connection with `name` instead.
+    fn named(ns: &Namespace, port: u16, name: &str) -> Self {
+        Self::answering(ns, port, Some(name.to_owned()))
+    }
+
+    fn answering(ns: &Namespace, port: u16, name: Option<String>) -> Self {
         let listener: TcpListener = ns
             .listen_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
             .expect("listen");
@@ -448,7 +457,10 @@ impl TcpServer {
                         let _ = conn.set_read_timeout(Some(TIMEOUT));
                         let mut buf = [0; 4];
                         if conn.read_exact(&mut buf).is_ok() {
-                            let _ = write!(conn, "{}", peer.ip());
+                            let _ = match &name {
+                                Some(name) => conn.write_all(name.as_bytes()),
+                                None => write!(conn, "{}", peer.ip()),
+                            };
                         }
                     }
                     Err(err) if err.kind() == ErrorKind::WouldBlock => {
@@ -599,4 +611,443 @@ fn nft(ns: &Namespace, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A Service's cluster IP, in the range the host routes on its bridge.
+const CLUSTER_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const POD_C: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 4);
+const POD_D: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 5);
+
+#[tokio::test]
+async fn a_service_spreads_connections_over_its_endpoints_and_refuses_without_any() {
+    let Some(lab) = ServiceLab::create("svc").await else {
+        return;
+    };
+    let servers: Vec<TcpServer> = [("a", &lab.a), ("b", &lab.b), ("c", &lab.c)]
+        .into_iter()
+        .map(|(name, pod)| TcpServer::named(pod.ns().net(), 8080, name))
+        .collect();
+    let web = |endpoints: &[Ipv4Addr]| {
+        ServicePort::new(Protocol::Tcp, 80, endpoints.iter().map(|&ip| (ip, 8080)))
+    };
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[POD_A, POD_B, POD_C])])
+        .expect("set service");
+
+    // From the host (routed on the bridge) and from a pod behind it (its default route,
+    // then DNAT on the host, then back out the bridge, masqueraded), 100 connections each:
+    // every one answered, by each endpoint some of the time.
+    for client in [lab.host.ns().net(), lab.d.ns().net()] {
+        let answers = names(client, 100);
+        for name in ["a", "b", "c"] {
+            let count = answers.iter().filter(|n| *n == name).count();
+            // Picked at random: fewer than 5 of 100 for one of three is ~1e-10 likely.
+            assert!(
+                count >= 5,
+                "{name} answered {count} of 100 from {client:?}: {answers:?}"
+            );
+        }
+        assert_eq!(answers.len(), 100);
+    }
+    // An endpoint reaching the Service lands on itself sometimes ("hairpin"): answered too.
+    assert_eq!(names(lab.a.ns().net(), 20).len(), 20);
+
+    // One endpoint removed: no new connection reaches it.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[POD_A, POD_B])])
+        .expect("set service without c");
+    let served_c = servers[2].served();
+    for client in [lab.host.ns().net(), lab.d.ns().net()] {
+        let answers = names(client, 50);
+        assert!(answers.iter().all(|n| n != "c"), "{answers:?}");
+        assert!(answers.iter().any(|n| n == "a") && answers.iter().any(|n| n == "b"));
+    }
+    assert_eq!(servers[2].served(), served_c);
+
+    // No endpoints: refused at once (a reset), from the host and from a pod, not left to
+    // time out.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[])])
+        .expect("set service without endpoints");
+    for client in [lab.host.ns().net(), lab.d.ns().net()] {
+        assert_refused_at_once(client, CLUSTER_IP, 80);
+    }
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(ruleset.contains("goto reject_no_endpoints"), "{ruleset}");
+    assert!(!ruleset.contains("10.90.0.2 . 8080"), "{ruleset}");
+
+    // Endpoints again: answered again.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[POD_B])])
+        .expect("set service with b");
+    assert_eq!(names(lab.d.ns().net(), 5), vec!["b"; 5]);
+    drop(servers);
+}
+
+#[tokio::test]
+async fn a_udp_service_port_reaches_its_endpoint() {
+    let Some(lab) = ServiceLab::create("svcudp").await else {
+        return;
+    };
+    let server = UdpServer::start(lab.a.ns().net(), 5353);
+    let dns = [
+        ServicePort::new(Protocol::Udp, 53, [(POD_A, 5353)]),
+        ServicePort::new(Protocol::Tcp, 53, []),
+    ];
+    lab.nat
+        .set_service("kube-system/dns", CLUSTER_IP, &dns)
+        .expect("set service");
+    // The host's source is the bridge's address; a pod's is masqueraded to it only when
+    // its endpoint is on the same bridge (it is).
+    assert_eq!(udp(lab.host.ns().net(), CLUSTER_IP, 53), GATEWAY);
+    assert_eq!(udp(lab.d.ns().net(), CLUSTER_IP, 53), GATEWAY);
+    // The same port over TCP has no endpoints: refused.
+    assert_refused_at_once(lab.d.ns().net(), CLUSTER_IP, 53);
+    server.stop();
+}
+
+#[tokio::test]
+async fn remove_service_removes_exactly_one_owners_rules() {
+    let Some(lab) = ServiceLab::create("svcrm").await else {
+        return;
+    };
+    let (server_a, server_b) = (
+        TcpServer::named(lab.a.ns().net(), 8080, "a"),
+        TcpServer::named(lab.b.ns().net(), 8080, "b"),
+    );
+    let other_ip = Ipv4Addr::new(10, 96, 0, 11);
+    lab.nat
+        .set_service(
+            "default/web",
+            CLUSTER_IP,
+            &[
+                ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)]),
+                ServicePort::new(Protocol::Tcp, 443, []),
+            ],
+        )
+        .expect("set web");
+    lab.nat
+        .set_service(
+            "default/api",
+            other_ip,
+            &[ServicePort::new(Protocol::Tcp, 80, [(POD_B, 8080)])],
+        )
+        .expect("set api");
+    lab.nat
+        .publish("pod-b", POD_B, &[HostPort::new(Protocol::Tcp, 9080, 8080)])
+        .expect("publish");
+    assert_eq!(
+        lab.nat.services().expect("services"),
+        vec!["default/api".to_owned(), "default/web".to_owned()]
+    );
+    // Services are no hostPort owners, and hostPort owners no Services.
+    assert_eq!(lab.nat.owners().expect("owners"), vec!["pod-b".to_owned()]);
+    assert!(lab.nat.has_service("default/web").expect("has web"));
+    assert!(!lab.nat.has_service("pod-b").expect("has pod-b"));
+    assert!(!lab.nat.has_service("default/none").expect("has none"));
+
+    // A port another Service holds is refused, naming it, and nothing changes.
+    let before = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    let err = lab
+        .nat
+        .set_service(
+            "default/copy",
+            CLUSTER_IP,
+            &[
+                ServicePort::new(Protocol::Tcp, 8443, [(POD_A, 8080)]),
+                ServicePort::new(Protocol::Tcp, 443, [(POD_A, 8080)]),
+            ],
+        )
+        .expect_err("port taken");
+    assert!(
+        matches!(&err, Error::ServicePortInUse { port, holder, .. }
+            if port == "10.96.0.10:443/tcp" && holder == "default/web"),
+        "{err}"
+    );
+    assert_eq!(
+        nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]),
+        before
+    );
+
+    assert!(lab.nat.remove_service("default/web").expect("remove web"));
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(!ruleset.contains("default/web"), "{ruleset}");
+    assert!(!ruleset.contains("10.96.0.10"), "{ruleset}");
+    assert_eq!(
+        lab.nat.services().expect("services"),
+        vec!["default/api".to_owned()]
+    );
+    assert!(!lab.nat.has_service("default/web").expect("has web"));
+    assert!(!lab.nat.remove_service("default/web").expect("again"));
+    // The other Service and the hostPort still work.
+    assert_eq!(names_at(lab.d.ns().net(), other_ip, 80, 3), vec!["b"; 3]);
+    assert_eq!(name(lab.host.ns().net(), GATEWAY, 9080), "b");
+    // The removed Service's ports are free for another.
+    lab.nat
+        .set_service(
+            "default/copy",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 443, [(POD_A, 8080)])],
+        )
+        .expect("443 is free");
+    assert_eq!(names_at(lab.d.ns().net(), CLUSTER_IP, 443, 3), vec!["a"; 3]);
+
+    // A Service with no ports is still listed; the table made again has none, which
+    // has_service tells a controller.
+    lab.nat
+        .set_service("default/empty", other_ip, &[])
+        .expect("no ports");
+    assert!(lab.nat.has_service("default/empty").expect("has empty"));
+    assert!(lab.nat.remove().expect("remove table"));
+    assert!(!lab.nat.has_service("default/api").expect("no table"));
+    assert!(lab.nat.services().expect("no table").is_empty());
+    assert!(!lab.nat.remove_service("default/api").expect("no table"));
+    let err = lab
+        .nat
+        .set_service("default/api", other_ip, &[])
+        .expect_err("no table");
+    assert!(matches!(err, Error::NatNotReady { .. }), "{err}");
+    lab.nat
+        .ensure(Bridge::DEFAULT_SUBNET, "podkit0")
+        .expect("ensure");
+    assert!(!lab.nat.has_service("default/api").expect("made again"));
+    server_a.stop();
+    server_b.stop();
+}
+
+#[tokio::test]
+async fn bad_services_are_refused_before_anything_changes() {
+    let Some(lab) = ServiceLab::create("svcbad").await else {
+        return;
+    };
+    let good = ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)]);
+    for owner in ["", "two words", "quo\"te", "back\\slash", &"x".repeat(129)] {
+        let err = lab
+            .nat
+            .set_service(owner, CLUSTER_IP, std::slice::from_ref(&good))
+            .expect_err("bad owner");
+        assert!(matches!(err, Error::InvalidOwner { .. }), "{owner}: {err}");
+    }
+    for (ip, ports, says) in [
+        (Ipv4Addr::UNSPECIFIED, vec![good.clone()], "cluster IP"),
+        (LOCALHOST, vec![good.clone()], "cluster IP"),
+        (
+            CLUSTER_IP,
+            vec![ServicePort::new(Protocol::Tcp, 0, [])],
+            "1 to 65535",
+        ),
+        (
+            CLUSTER_IP,
+            vec![ServicePort::new(Protocol::Tcp, 80, [(POD_A, 0)])],
+            "target port",
+        ),
+        (CLUSTER_IP, vec![good.clone(), good.clone()], "twice"),
+    ] {
+        let err = lab
+            .nat
+            .set_service("default/web", ip, &ports)
+            .expect_err("bad service");
+        assert!(matches!(err, Error::InvalidService { .. }), "{err}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    assert!(lab.nat.services().expect("services").is_empty());
+}
+
+#[tokio::test]
+async fn ensure_upgrades_a_v1_table_in_place_and_keeps_host_ports() {
+    let Some(lab) = ServiceLab::create("svcv1").await else {
+        return;
+    };
+    // The table as podkit's v1 wrote it, with a hostPort published in it.
+    assert!(lab.nat.remove().expect("remove"));
+    nft_script(lab.host.ns().net(), V1_RULES);
+    let server = TcpServer::named(lab.a.ns().net(), 8080, "a");
+    lab.nat
+        .publish("pod-a", POD_A, &[HostPort::new(Protocol::Tcp, 9080, 8080)])
+        .expect("publish in v1");
+    let err = lab
+        .nat
+        .set_service("default/web", CLUSTER_IP, &[])
+        .expect_err("v1 has no Service maps");
+    assert!(matches!(err, Error::NatNotReady { .. }), "{err}");
+
+    lab.nat
+        .ensure(Bridge::DEFAULT_SUBNET, "podkit0")
+        .expect("upgrade");
+    assert_eq!(lab.nat.owners().expect("owners"), vec!["pod-a".to_owned()]);
+    assert_eq!(lab.nat.published().expect("published").len(), 1);
+    assert_eq!(name(lab.d.ns().net(), GATEWAY, 9080), "a");
+    lab.nat
+        .set_service(
+            "default/web",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)])],
+        )
+        .expect("set service in v2");
+    assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(ruleset.contains("podkit nat v2"), "{ruleset}");
+
+    // Rules written again over Services (another subnet) keep them too.
+    lab.nat
+        .ensure("10.90.0.0/17".parse().expect("subnet"), "podkit0")
+        .expect("ensure with another subnet");
+    assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
+    assert_eq!(name(lab.d.ns().net(), GATEWAY, 9080), "a");
+    assert!(lab.nat.has_service("default/web").expect("kept"));
+    server.stop();
+}
+
+/// The rules podkit's v1 wrote (`Nat::ensure` before Services), for table `podkit`.
+const V1_RULES: &str = r#"add table ip podkit { comment "podkit: pods' NAT and hostPorts (netns::Nat)"; }
+add map ip podkit hostports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+add map ip podkit hostip_hostports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+add chain ip podkit hostports
+add rule ip podkit hostports dnat ip to ip daddr . meta l4proto . th dport map @hostip_hostports
+add rule ip podkit hostports dnat ip to meta l4proto . th dport map @hostports
+add chain ip podkit prerouting { type nat hook prerouting priority dstnat; }
+add rule ip podkit prerouting fib daddr type local jump hostports
+add chain ip podkit output { type nat hook output priority -100; }
+add rule ip podkit output fib daddr type local jump hostports
+add chain ip podkit postrouting { type nat hook postrouting priority srcnat; comment "podkit nat v1: pods of 10.90.0.0/16 on podkit0"; }
+add rule ip podkit postrouting ip saddr 10.90.0.0/16 ip daddr != 10.90.0.0/16 masquerade
+add rule ip podkit postrouting ct status dnat ip saddr 10.90.0.0/16 ip daddr 10.90.0.0/16 masquerade
+add rule ip podkit postrouting ct status dnat ip saddr 127.0.0.0/8 oifname "podkit0" masquerade
+add chain ip podkit localnet { type filter hook prerouting priority raw; }
+add rule ip podkit localnet iifname != "lo" ip daddr 127.0.0.0/8 drop
+"#;
+
+/// The host (bridge, table, a route for the cluster IP range on the bridge, as podkit adds
+/// it) and four pods on its bridge: three endpoints and a client.
+struct ServiceLab {
+    nat: Nat,
+    // Dropped after `nat` (fields drop in order), pods before the host.
+    a: Pod,
+    b: Pod,
+    c: Pod,
+    d: Pod,
+    host: Pod,
+}
+
+impl ServiceLab {
+    /// `None` when not root (outside CI): the test is skipped.
+    async fn create(name: &str) -> Option<ServiceLab> {
+        let host = Pod::create(&format!("{name}-host")).await?;
+        let (a, b, c, d) = (
+            pod(&format!("{name}-a")).await,
+            pod(&format!("{name}-b")).await,
+            pod(&format!("{name}-c")).await,
+            pod(&format!("{name}-d")).await,
+        );
+        let net = host.netlink().await;
+        let bridge = Bridge::default();
+        bridge.ensure(&net).await.expect("bridge");
+        for (pod, link, ip) in [
+            (&a, "veth-a", POD_A),
+            (&b, "veth-b", POD_B),
+            (&c, "veth-c", POD_C),
+            (&d, "veth-d", POD_D),
+        ] {
+            bridge
+                .attach(&net, pod.ns().net(), link, ip)
+                .await
+                .expect("attach");
+        }
+        // Without a route the host's own clients get ENETUNREACH before any hook runs.
+        run(
+            host.ns().net(),
+            "ip",
+            &["route", "add", "10.96.0.0/16", "dev", bridge.name()],
+        );
+        let nat = Nat::open(host.ns().net()).expect("open");
+        nat.ensure(bridge.subnet(), bridge.name()).expect("ensure");
+        Some(ServiceLab {
+            nat,
+            a,
+            b,
+            c,
+            d,
+            host,
+        })
+    }
+}
+
+/// `count` connections from `ns` to the Service at [`CLUSTER_IP`]:80: who answered each.
+fn names(ns: &Namespace, count: usize) -> Vec<String> {
+    names_at(ns, CLUSTER_IP, 80, count)
+}
+
+fn names_at(ns: &Namespace, ip: Ipv4Addr, port: u16, count: usize) -> Vec<String> {
+    (0..count).map(|_| name(ns, ip, port)).collect()
+}
+
+/// Connects from inside `ns` to `ip:port` and returns what the server answered.
+fn name(ns: &Namespace, ip: Ipv4Addr, port: u16) -> String {
+    let addr = SocketAddr::new(IpAddr::V4(ip), port);
+    let mut conn = ns
+        .connect_tcp(addr, TIMEOUT)
+        .unwrap_or_else(|err| panic!("connect to {addr} from {:?}: {err}", ns.path()));
+    conn.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    conn.write_all(b"ping").expect("write");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read");
+    reply
+}
+
+/// Checks that a connection from `ns` to `ip:port` is refused within a second, by a reset
+/// or an ICMP error, rather than left to time out.
+fn assert_refused_at_once(ns: &Namespace, ip: Ipv4Addr, port: u16) {
+    let addr = SocketAddr::new(IpAddr::V4(ip), port);
+    let start = std::time::Instant::now();
+    match ns.connect_tcp(addr, TIMEOUT) {
+        Err(Error::Connect { source, .. }) if source.kind() == ErrorKind::ConnectionRefused => {}
+        other => panic!(
+            "{addr} from {:?}: expected refused, got {other:?}",
+            ns.path()
+        ),
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{addr} from {:?}: refused only after {:?}",
+        ns.path(),
+        start.elapsed()
+    );
+}
+
+/// Runs `nft -f -` with `script` inside `ns`.
+fn nft_script(ns: &Namespace, script: &str) {
+    let mut cmd = Command::new("nft");
+    cmd.args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    Namespaces::new([ns.clone()]).command(&mut cmd);
+    let mut child = cmd.spawn().expect("run nft (install Debian's nftables)");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(script.as_bytes())
+        .expect("write the script");
+    let output = child.wait_with_output().expect("wait for nft");
+    assert!(
+        output.status.success(),
+        "nft -f -: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `program ARGS` inside `ns`, which must succeed.
+fn run(ns: &Namespace, program: &str, args: &[&str]) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    Namespaces::new([ns.clone()]).command(&mut cmd);
+    let output = cmd
+        .output()
+        .unwrap_or_else(|err| panic!("run {program}: {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
