@@ -92,7 +92,10 @@
 //! rules, written once per host (and checked in microseconds afterwards by a comment), go
 //! through Debian's `nft`, whose text is easier to read and review than encoded
 //! expressions. No crate fitted: `rustables` is GPL-3.0, `nftnl` binds the C libnftnl and
-//! libmnl, and `nftables` runs `nft` too.
+//! libmnl, and `nftables` runs `nft` too. A Service's rules ([`Nat::set_service`]) go
+//! through `nft` as well: they are written by a Service's controller when its endpoints
+//! change, off any pod's start path, and hold DNAT rules; their removal and the checks a
+//! controller repeats ([`Nat::has_service`]) are netlink.
 //!
 //! Every call blocks (on the kernel, or on `nft` in [`Nat::ensure`]): from async code, call
 //! it through `tokio::task::spawn_blocking`.
@@ -341,8 +344,13 @@ impl Nat {
     /// chain says so) no `nft` runs: a thread enters the namespace to check the sysctls, and
     /// the chains are listed, 0.8 ms median (p90 2.6 ms) on the busy development machine,
     /// so call it when the bridge is made rather than for every pod. Otherwise the rules are
-    /// replaced in one transaction and the mappings kept; that needs the `nft` program
-    /// ([`Error::NftMissing`]). One table serves one bridge and subnet.
+    /// replaced in one transaction and the mappings and Services kept; that needs the `nft`
+    /// program ([`Error::NftMissing`]). One table serves one bridge and subnet.
+    ///
+    /// A table an older podkit wrote (v1: hostPorts only) is upgraded in place, while pods
+    /// run: the new maps and chains are added, the rules replaced, the hostPorts kept. The
+    /// other way does not hold: an older podkit's `ensure` on this table would drop the
+    /// jumps to `clusterips` (Services with endpoints stop answering) and leave the rest.
     pub fn ensure(&self, subnet: Subnet, bridge: &str) -> Result<()> {
         validate_link_name(bridge)?;
         if bridge.contains(['"', '\\']) {

@@ -137,8 +137,11 @@ impl Nat {
     /// ([`Nat::ensure`], else [`Error::NatNotReady`]); needs the `nft` program.
     ///
     /// The host's own clients need a route to `ip` (see the module's doc: the cluster IP
-    /// range on the bridge); pods need none beyond their default route. Connections open
-    /// already keep their endpoint: only new ones see the new rules.
+    /// range on the bridge); pods need none beyond their default route; `ip` must not be an
+    /// address of the host (only non-local destinations are looked up, so that hostPorts keep
+    /// the host's own). Connections open already keep their endpoint, conntrack's UDP flows
+    /// included (kube-proxy deletes those of a removed UDP endpoint; this does not): only
+    /// new ones see the new rules.
     pub fn set_service(&self, owner: &str, ip: Ipv4Addr, ports: &[ServicePort]) -> Result<()> {
         validate_service_owner(owner)?;
         let invalid = |reason: String| Error::InvalidService {
