@@ -399,7 +399,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             namespace,
             name,
         } => {
-            let Some(&kind) = spec::ObjectKind::WORKLOADS
+            let Some(&kind) = spec::ObjectKind::CONTROLLED
                 .iter()
                 .find(|k| k.lower() == kind)
             else {

@@ -17,6 +17,7 @@
 mod cron_job;
 mod job;
 mod replicas;
+pub mod service;
 mod stateful_set;
 
 pub use job::finished as job_finished;
@@ -228,7 +229,7 @@ pub fn ensure(
 /// and leaves when there is none.
 pub fn ensure_all(root: &Path, storage: &Path) {
     let store = Store::new(storage);
-    for &kind in ObjectKind::WORKLOADS {
+    for &kind in ObjectKind::CONTROLLED {
         for d in store.list(kind, None).unwrap_or_default() {
             let (ns, name) = (
                 d["metadata"]["namespace"].as_str().unwrap_or("default"),
@@ -290,6 +291,9 @@ pub fn remove(
     };
     stop(root, kind, namespace, name);
     store.delete(kind, namespace, name)?;
+    if kind == ObjectKind::Service {
+        service::clean_up(root, storage, namespace, name);
+    }
     let uid = object["metadata"]["uid"].as_str().unwrap_or("");
     let mut removed = Removed {
         found: true,
@@ -425,7 +429,7 @@ pub fn run(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(kind.is_workload(), "no controller for {}", kind.kind());
+    anyhow::ensure!(kind.has_controller(), "no controller for {}", kind.kind());
     let _ = nix::unistd::setsid();
     let dir = controller_dir(root, kind, namespace, name);
     let Some(locked) = lock(&dir)? else {
@@ -451,6 +455,7 @@ pub fn run(
         ObjectKind::StatefulSet => Box::new(stateful_set::StatefulSet::new(context)),
         ObjectKind::Job => Box::new(job::Job::new(context)),
         ObjectKind::CronJob => Box::new(cron_job::CronJob::new(context)),
+        ObjectKind::Service => Box::new(service::Service::new(context)),
         _ => Box::new(replicas::Replicas::new(context)),
     };
     eprintln!(
@@ -471,6 +476,9 @@ pub fn run(
             }
             for pod in owned_pods(root, &uid) {
                 delete_pod(&pod);
+            }
+            if kind == ObjectKind::Service {
+                service::clean_up(root, storage, namespace, name);
             }
             // Nothing of the controller stays: its object is gone.
             let _ = std::fs::remove_dir_all(&dir);

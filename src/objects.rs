@@ -47,6 +47,16 @@ pub enum ObjectError {
     },
 
     #[error(
+        "Service {name:?} in namespace {namespace:?}: spec.clusterIP: Invalid value: {ip:?}: {why}"
+    )]
+    ClusterIp {
+        namespace: String,
+        name: String,
+        ip: String,
+        why: String,
+    },
+
+    #[error(
         "{kind} {name:?} in namespace {namespace:?}: spec.{field} is immutable (as the API \
          server keeps it): delete the {kind} and apply it again"
     )]
@@ -153,6 +163,18 @@ impl Store {
         let _locked = self.lock(object.kind, &object.namespace)?;
         let existing = self.get(object.kind, &object.namespace, &object.name)?;
         let mut value = object.value.clone();
+        // A Service's manifest seldom names its cluster IP: it keeps the one it was given.
+        if let Some(old) = &existing
+            && object.kind == ObjectKind::Service
+            && value["spec"]["clusterIP"].is_null()
+            && old["spec"]["clusterIP"] != "None"
+        {
+            for field in ["clusterIP", "clusterIPs"] {
+                if let Some(kept) = old["spec"].get(field) {
+                    value["spec"][field] = kept.clone();
+                }
+            }
+        }
         let change = match &existing {
             None => Change::Created,
             Some(old) => {
@@ -240,6 +262,12 @@ impl Store {
                     source,
                 })?;
         }
+        // A Service's cluster IP, allocated as the API server allocates it, under the lock of
+        // every namespace's addresses until the Service that has it is written.
+        let _addresses = match object.kind {
+            ObjectKind::Service => Some(self.assign_cluster_ip(&mut value, existing.as_ref())?),
+            _ => None,
+        };
         let dir = self.make_dir(object.kind, &object.namespace)?;
         let path = self.path(object.kind, &object.namespace, &object.name);
         let text = serde_json::to_vec_pretty(&value).unwrap_or_default();
@@ -279,7 +307,19 @@ impl Store {
         namespace: &str,
     ) -> Result<nix::fcntl::Flock<std::fs::File>, ObjectError> {
         let dir = self.make_dir(kind, namespace)?;
-        let path = dir.join(".lock");
+        self.lock_path(&dir.join(".lock"))
+    }
+
+    /// Holds the lock file `path` (made if missing).
+    fn lock_path(&self, path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, ObjectError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| ObjectError::Io {
+                what: "create",
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let path = path.to_path_buf();
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -298,6 +338,110 @@ impl Store {
                 source: errno.into(),
             }
         })
+    }
+
+    /// Gives `service` its cluster IP as the API server does: the one it had (a cluster IP
+    /// cannot change), the one its manifest asks for if it is free and in the service subnet,
+    /// or a free one (first free after a hash of the Service's name, so one deleted and made
+    /// again usually gets its address back); none for a headless (`clusterIP: None`) or
+    /// ExternalName Service. Returns the lock of the addresses, held until the Service is
+    /// written.
+    fn assign_cluster_ip(
+        &self,
+        service: &mut Value,
+        existing: Option<&Value>,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, ObjectError> {
+        let locked = self.lock_path(&self.root.join(".cluster-ips.lock"))?;
+        let invalid = |ip: &str, why: String| ObjectError::ClusterIp {
+            namespace: service["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+            name: service["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            ip: ip.to_owned(),
+            why,
+        };
+        let asked = service["spec"]["clusterIP"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let had = existing
+            .and_then(|old| old["spec"]["clusterIP"].as_str())
+            .unwrap_or("")
+            .to_owned();
+        if service["spec"]["type"] == "ExternalName" || asked == "None" {
+            if !had.is_empty() && had != asked && had != "None" && !asked.is_empty() {
+                return Err(invalid(&asked, "field is immutable".into()));
+            }
+            return Ok(locked);
+        }
+        if !had.is_empty() && had != "None" {
+            if !asked.is_empty() && asked != had {
+                return Err(invalid(
+                    &asked,
+                    format!("field is immutable (the Service has {had})"),
+                ));
+            }
+            service["spec"]["clusterIP"] = had.clone().into();
+            service["spec"]["clusterIPs"] = serde_json::json!([had]);
+            return Ok(locked);
+        }
+        let subnet = service_subnet().map_err(|why| invalid(&asked, why))?;
+        let me = (
+            service["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_owned(),
+            service["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+        let taken: Vec<std::net::Ipv4Addr> = self
+            .list(ObjectKind::Service, None)?
+            .iter()
+            .filter(|s| {
+                (
+                    s["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or("default")
+                        .to_owned(),
+                    s["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                ) != me
+            })
+            .filter_map(|s| s["spec"]["clusterIP"].as_str()?.parse().ok())
+            .collect();
+        let ip = if asked.is_empty() {
+            free_cluster_ip(subnet, &taken, &format!("{}/{}", me.0, me.1)).ok_or_else(|| {
+                invalid(
+                    "",
+                    format!("failed to allocate a cluster IP: the range {subnet} is full"),
+                )
+            })?
+        } else {
+            let ip: std::net::Ipv4Addr = asked
+                .parse()
+                .map_err(|_| invalid(&asked, "must be a valid IPv4 address, or None".into()))?;
+            if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
+                return Err(invalid(
+                    &asked,
+                    format!(
+                        "provided IP is not in the valid range. The range of valid IPs is \
+                         {subnet} (PODKIT_SERVICE_SUBNET)"
+                    ),
+                ));
+            }
+            if taken.contains(&ip) {
+                return Err(invalid(&asked, "provided IP is already allocated".into()));
+            }
+            ip
+        };
+        service["spec"]["clusterIP"] = ip.to_string().into();
+        service["spec"]["clusterIPs"] = serde_json::json!([ip.to_string()]);
+        Ok(locked)
     }
 
     /// The object named so, as kept (with its uid and creationTimestamp).
@@ -532,6 +676,39 @@ pub fn data(kind: ObjectKind, value: &Value) -> Data {
         _ => {}
     }
     out
+}
+
+/// The subnet Services' cluster IPs come from: `PODKIT_SERVICE_SUBNET`, default 10.96.0.0/16
+/// (the start of kube-apiserver's default `--service-cluster-ip-range`, 10.96.0.0/12).
+pub fn service_subnet() -> Result<netns::Subnet, String> {
+    match std::env::var("PODKIT_SERVICE_SUBNET") {
+        Ok(text) if !text.trim().is_empty() => text
+            .trim()
+            .parse()
+            .map_err(|e| format!("PODKIT_SERVICE_SUBNET={text:?}: {e}")),
+        _ => {
+            netns::Subnet::new(std::net::Ipv4Addr::new(10, 96, 0, 0), 16).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A free address of `subnet` (not its network or broadcast address, nor its first, which
+/// a cluster gives the `kubernetes` Service), the first free one from a hash of `key`.
+fn free_cluster_ip(
+    subnet: netns::Subnet,
+    taken: &[std::net::Ipv4Addr],
+    key: &str,
+) -> Option<std::net::Ipv4Addr> {
+    let base = u32::from(subnet.network());
+    let size = 1u64 << (32 - u32::from(subnet.prefix_len()));
+    // Usable: offsets 2 ..= size - 2.
+    let usable = size.checked_sub(3).filter(|n| *n > 0)?;
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (0..usable)
+        .map(|i| std::net::Ipv4Addr::from(base + 2 + ((hash + i) % usable) as u32))
+        .find(|ip| !taken.contains(ip))
 }
 
 #[cfg(test)]

@@ -447,8 +447,11 @@ impl ObjectKind {
         ObjectKind::CronJob,
     ];
 
-    /// The kinds a controller process keeps: those after the Services in [`ObjectKind::ALL`].
+    /// The workloads: the kinds after the Services in [`ObjectKind::ALL`].
     pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(4).1;
+
+    /// The kinds a controller process keeps: the Services and the workloads.
+    pub const CONTROLLED: &[ObjectKind] = ObjectKind::ALL.split_at(3).1;
 
     /// The kind as the API names it: `ConfigMap`, `Secret`.
     pub fn kind(self) -> &'static str {
@@ -488,9 +491,15 @@ impl ObjectKind {
         }
     }
 
-    /// Whether a controller process keeps objects of the kind.
+    /// Whether the kind is a workload (it owns pods).
     pub fn is_workload(self) -> bool {
         ObjectKind::WORKLOADS.contains(&self)
+    }
+
+    /// Whether a controller process keeps objects of the kind: the workloads, and Services
+    /// (their endpoints and rules).
+    pub fn has_controller(self) -> bool {
+        self.is_workload() || self == ObjectKind::Service
     }
 
     /// As kubectl prints an object of the kind: `configmap/app`, `deployment.apps/web`.
@@ -796,13 +805,25 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
                     Ok(())
                 }
                 objects::Other::Object(object) => {
-                    // Kept, and said: what it stands for does not work yet.
+                    // Kept, and said what of it does not work yet.
                     if object.kind == ObjectKind::Service {
-                        ignored.push(format!(
-                            "Service/{}: kept, but NOT YET PROVIDING TRAFFIC: podkit has no \
-                             Service IPs or names yet; reach a pod by its hostPort on this host",
-                            object.name
-                        ));
+                        let spec = &object.value["spec"];
+                        if matches!(spec["type"].as_str(), Some("NodePort" | "LoadBalancer")) {
+                            ignored.push(format!(
+                                "Service/{}: type {}: its cluster IP and names work, but \
+                                 NO NODE PORT IS PUBLISHED on the host yet; publish a pod's \
+                                 port with hostPort instead",
+                                object.name,
+                                spec["type"].as_str().unwrap_or("")
+                            ));
+                        }
+                        if spec["sessionAffinity"].as_str() == Some("ClientIP") {
+                            ignored.push(format!(
+                                "Service/{}: sessionAffinity ClientIP is NOT HONOURED: each \
+                                 connection goes to a Ready pod at random",
+                                object.name
+                            ));
+                        }
                     }
                     // A registry's credentials, for the pods' imagePullSecrets.
                     if validate::is_pull_secret(&raw) {

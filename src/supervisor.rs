@@ -310,9 +310,7 @@ fn field(plan: &PodPlan, path: &str) -> String {
         "metadata.labels" | "metadata.annotations" => {
             format_map(&map(path.trim_start_matches("metadata.")))
         }
-        "spec.nodeName" => nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        "spec.nodeName" => node_name(),
         // The API server's default: the namespace's `default` service account.
         "spec.serviceAccountName" => ["serviceAccountName", "serviceAccount"]
             .iter()
@@ -341,6 +339,13 @@ fn field(plan: &PodPlan, path: &str) -> String {
             String::new()
         }
     }
+}
+
+/// The host's name, which is its node's name.
+pub(crate) fn node_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The host's address, as a node's InternalIP: the IPv4 address of the interface the
@@ -645,7 +650,7 @@ async fn run_in(
                     }
                 }
             }
-            image::pod_files(dir, &plan)?;
+            image::pod_files(dir, &plan, &options.root)?;
             image::containers_on_disk(dir, &plan.key())?;
             Ok(runtime)
         })
@@ -688,6 +693,14 @@ async fn run_in(
         objects_changed: tokio::sync::watch::Sender::new(0),
     });
     let watching = watcher.map(|w| tokio::spawn(follow_objects(pod.clone(), w)));
+    // Image containers read the Services' names from the pod's /etc/hosts: kept current.
+    if pod.runtime.is_some() && !pod.plan.host_network {
+        tokio::spawn(image::keep_service_names(
+            dir.to_path_buf(),
+            pod.plan.clone(),
+            options.root.clone(),
+        ));
+    }
     pod.update(|s| {
         s.event(
             "Normal",

@@ -1804,6 +1804,99 @@ spec:
     );
 }
 
+/// Services seen from an image container: its `/etc/hosts` has their names (kept current),
+/// its env their kubelet variables, and its clients reach a Service by name through the
+/// cluster IP (here the pod's own: hairpin).
+#[test]
+fn services_are_found_by_name_and_in_the_env_of_an_image_container() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("svcname-{}", std::process::id());
+    let file = env.tmp.path().join("svc.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {pod}}}
+spec:
+  selector: {{app: {pod}}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}, labels: {{app: {pod}}}}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'mkdir -p /tmp/www && echo served > /tmp/www/index.html && exec busybox httpd -f -p 8080 -h /tmp/www']
+    readinessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+"
+        ),
+    )
+    .expect("manifest");
+    let file = file.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "-f", file, "--grace-period", "0"]);
+    });
+    let applied = env.podkit(&["apply", "-f", file]);
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let service: serde_json::Value =
+        serde_json::from_str(&env.ok(&["get", "svc", &pod, "-o", "json"])).expect("json");
+    let ip = service["spec"]["clusterIP"]
+        .as_str()
+        .expect("a cluster IP")
+        .to_owned();
+    wait_for_pod(&env, &pod, "Ready", ready);
+    let exec = |cmd: &str| env.ok(&["exec", &pod, "--", "/bin/sh", "-c", cmd]);
+    let prefix = pod.to_uppercase().replace('-', "_");
+    assert_eq!(
+        exec(&format!(
+            "echo ${prefix}_SERVICE_HOST ${prefix}_SERVICE_PORT_HTTP ${prefix}_PORT"
+        )),
+        format!("{ip} 80 tcp://{ip}:80\n")
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line =
+        format!("{ip}\t{pod}\t{pod}.default\t{pod}.default.svc\t{pod}.default.svc.cluster.local");
+    loop {
+        let hosts = exec("cat /etc/hosts");
+        if hosts.contains(&line) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{hosts}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Through the address its name has there (the test image's static busybox cannot use
+    // glibc's resolver, which a real image's libc does), from the pod itself: hairpin.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let fetch = format!(
+        "ip=$(busybox awk '$NF == \"{pod}.default.svc.cluster.local\" {{print $1}}' /etc/hosts)
+         [ \"$ip\" = {ip} ] || exit 3
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 2 \"$ip\" 80"
+    );
+    loop {
+        let got = env.podkit(&["exec", &pod, "--", "/bin/sh", "-c", &fetch]);
+        if text(&got).contains("served") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", text(&got));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The Service deleted: its names leave the pod's /etc/hosts.
+    env.ok(&["delete", "svc", &pod]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while exec("cat /etc/hosts").contains(&ip) {
+        assert!(std::time::Instant::now() < deadline, "the names stayed");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    env.ok(&["delete", "-f", file, "--ignore-not-found"]);
+    assert_nothing_left(&env, &pod);
+}
+
 /// `hostNetwork`, `hostIPC` and `hostPID`: the container is in the host's network, UTS, IPC and
 /// PID namespaces (the same namespace inodes as this test's), has the host's hostname, and
 /// serves on the host's own loopback; the host's hostname is untouched and nothing is left.

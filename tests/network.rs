@@ -551,3 +551,186 @@ spec:
         "the port is free"
     );
 }
+
+/// Connects to `addr` and reads what the server says before it closes (empty on failure).
+fn answer(addr: SocketAddr) -> String {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text.trim().to_owned()
+}
+
+#[test]
+fn a_service_spreads_connections_over_its_ready_pods_and_follows_readiness() {
+    let Some(env) = Env::new() else { return };
+    let id = std::process::id();
+    let app = format!("svc-{id}");
+    let flags = env.tmp.path().join("flags");
+    std::fs::create_dir_all(&flags).expect("flags dir");
+    // Three replicas answer each connection with their name (their hostname), on a port the
+    // Service names; each is Ready until the test drops a file named after it.
+    let file = env.file(
+        "service.yaml",
+        &format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {app}}}
+spec:
+  replicas: 3
+  selector: {{matchLabels: {{app: {app}}}}}
+  template:
+    metadata:
+      labels: {{app: {app}}}
+      annotations: {{podkit.io/host-process: 'true'}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: server
+        command: [socat, 'TCP-LISTEN:8080,fork,reuseaddr', 'SYSTEM:hostname']
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe:
+          exec: {{command: [sh, -c, 'test ! -e {flags}/unready-$(hostname)']}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {app}}}
+spec:
+  selector: {{app: {app}}}
+  ports: [{{name: web, port: 80, targetPort: http}}]
+",
+            flags = flags.display()
+        ),
+    );
+    struct Down<'a>(&'a Env, String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.podkit(&["delete", "-f", &self.1]);
+            let _ = self.0.podkit(&["gc"]);
+        }
+    }
+    let _down = Down(&env, file.clone());
+    env.ok(&["apply", "-f", &file]);
+    let service: Value =
+        serde_json::from_str(&env.ok(&["get", "svc", &app, "-o", "json"])).expect("json");
+    let ip: Ipv4Addr = service["spec"]["clusterIP"]
+        .as_str()
+        .and_then(|ip| ip.parse().ok())
+        .expect("a cluster IP");
+    assert!(ip.octets()[..2] == [10, 96], "{ip}");
+    // The Endpoints: each Ready pod's IP and the named port's number.
+    let endpoints = || -> Value {
+        serde_json::from_str(&env.ok(&["get", "endpoints", &app, "-o", "json"]))
+            .unwrap_or(Value::Null)
+    };
+    let ready = |e: &Value| -> Vec<String> {
+        e["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["addresses"].as_array().into_iter().flatten())
+            .filter_map(|a| a["targetRef"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ready(&endpoints()).len() < 3 {
+        assert!(Instant::now() < deadline, "endpoints: {}", endpoints());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let e = endpoints();
+    assert_eq!(e["subsets"][0]["ports"][0]["port"], 8080, "{e}");
+    assert_eq!(e["subsets"][0]["ports"][0]["name"], "web", "{e}");
+    let mut pods = ready(&e);
+    pods.sort();
+    let table = env.ok(&["get", "ep", &app]);
+    assert!(table.contains(":8080"), "{table}");
+    // A hundred connections from the host reach all three.
+    let target = SocketAddr::from((ip, 80));
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..100 {
+        *seen.entry(answer(target)).or_default() += 1;
+    }
+    let names: Vec<&String> = seen.keys().collect();
+    let why = || {
+        let log = std::fs::read_to_string(
+            env.state()
+                .join(format!("controllers/default/service/{app}/controller.log")),
+        )
+        .unwrap_or_default();
+        let table = Command::new("nft")
+            .args(["list", "table", "ip", "podkit0"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!(
+            "{seen:?}\ncontroller:\n{log}\nendpoints: {}\n{table}",
+            endpoints()
+        )
+    };
+    assert_eq!(names, pods.iter().collect::<Vec<_>>(), "{}", why());
+    // From a pod too, its own included (hairpin).
+    let from_pod = env.ok(&[
+        "exec",
+        &pods[0],
+        "--",
+        "sh",
+        "-c",
+        &format!("for i in $(seq 30); do socat -T2 - TCP:{ip}:80 </dev/null; done"),
+    ]);
+    let mut names: Vec<&str> = from_pod.lines().collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, pods.iter().map(String::as_str).collect::<Vec<_>>());
+    // One turns unready: it leaves the Endpoints, and no new connection reaches it.
+    std::fs::write(flags.join(format!("unready-{}", pods[0])), "").expect("flag");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ready(&endpoints()).contains(&pods[0]) {
+        assert!(Instant::now() < deadline, "endpoints: {}", endpoints());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let e = endpoints();
+    assert_eq!(
+        e["subsets"][0]["notReadyAddresses"][0]["targetRef"]["name"], pods[0],
+        "{e}"
+    );
+    // The rules follow the Endpoints within a pass of the controller.
+    std::thread::sleep(Duration::from_millis(600));
+    for _ in 0..60 {
+        let who = answer(target);
+        assert!(who != pods[0] && !who.is_empty(), "{who:?}");
+    }
+    // None Ready: a connection is refused at once, not left to time out.
+    for pod in &pods {
+        std::fs::write(flags.join(format!("unready-{pod}")), "").expect("flag");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(&endpoints()).is_empty() {
+        assert!(Instant::now() < deadline, "endpoints: {}", endpoints());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let start = Instant::now();
+    let refused = TcpStream::connect_timeout(&target, Duration::from_secs(5));
+    assert!(refused.is_err(), "connected to a Service with no endpoint");
+    assert!(start.elapsed() < Duration::from_secs(2), "{refused:?}");
+    assert!(
+        env.ok(&["describe", "svc", &app])
+            .contains("Endpoints:         <none>")
+    );
+    // Deleted: its rules go with it.
+    env.ok(&["delete", "svc", &app]);
+    let nat = netns::Nat::current()
+        .and_then(|n| n.with_table("podkit0"))
+        .expect("the NAT table");
+    let owners = nat.services().expect("services");
+    let storage = env.storage();
+    assert!(
+        !owners
+            .iter()
+            .any(|o| o.starts_with(&*storage.to_string_lossy())),
+        "{owners:?}"
+    );
+}

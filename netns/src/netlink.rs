@@ -329,6 +329,21 @@ impl Netlink {
             .map_err(|err| self.error(format!("ip route add default via {gateway}"), "", err))
     }
 
+    /// Equal to `ip route replace SUBNET dev LINK` (scope link): traffic to `subnet` leaves by
+    /// `link` instead of the default route. Replaces a route to the same subnet.
+    pub async fn replace_link_route(&self, subnet: crate::Subnet, link: &str) -> Result<()> {
+        let index = self.link_index(link).await?;
+        let message = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.network(), subnet.prefix_len())
+            .output_interface(index)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .build();
+        let request = self.handle.route().add(message).replace().execute();
+        request
+            .await
+            .map_err(|err| self.error(format!("ip route replace {subnet} dev {link}"), link, err))
+    }
+
     /// Equal to `ip link del NAME`.
     pub async fn del_link(&self, name: &str) -> Result<()> {
         let index = self.link_index(name).await?;

@@ -81,7 +81,7 @@ pub fn apply(
     }
     // Each workload's controller, started unless it runs; a changed one sees its object.
     for object in &manifest.objects {
-        if object.kind.is_workload() {
+        if object.kind.has_controller() {
             crate::controller::ensure(root, storage, object.kind, &object.namespace, &object.name)?;
         }
     }

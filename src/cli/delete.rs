@@ -102,6 +102,12 @@ pub fn delete(
             (super::get::Kind::Pod, []) => {
                 bail!("name the pods to delete: podkit delete pod NAME")
             }
+            (super::get::Kind::Endpoints, _) => {
+                bail!(
+                    "a Service's Endpoints are kept by its controller and go with the \
+                     Service: podkit delete svc NAME"
+                )
+            }
             (super::get::Kind::Pod, names) => names
                 .iter()
                 .map(|n| (args.namespace.clone(), n.clone()))
@@ -214,7 +220,14 @@ pub fn delete(
             }
             continue;
         }
-        let removed = store.delete(kind, &namespace, &name);
+        let removed = if kind == spec::ObjectKind::Service {
+            // Its controller stopped, its rules and names removed with it.
+            crate::controller::remove(root, storage, kind, &namespace, &name).map(|r| r.found)
+        } else {
+            store
+                .delete(kind, &namespace, &name)
+                .map_err(anyhow::Error::from)
+        };
         match removed {
             Ok(true) => println!("{} {name:?} deleted", kind.printed()),
             Ok(false) if args.ignore_not_found => {}
@@ -353,7 +366,11 @@ pub fn gc(root: &Path, storage: &Path, _args: GcArgs) -> anyhow::Result<()> {
     for line in &released {
         println!("{line}");
     }
-    if cleaned == 0 && released.is_empty() {
+    let swept = crate::controller::service::sweep(root, storage);
+    for line in &swept {
+        println!("{line}");
+    }
+    if cleaned == 0 && released.is_empty() && swept.is_empty() {
         println!("nothing to clean up");
     }
     Ok(())

@@ -67,6 +67,8 @@ pub struct DescribeArgs {
 pub enum Kind {
     Pod,
     Object(ObjectKind),
+    /// A Service's Endpoints, which its controller writes.
+    Endpoints,
 }
 
 impl Kind {
@@ -80,6 +82,7 @@ impl Kind {
                 Kind::Object(ObjectKind::PersistentVolumeClaim)
             }
             "service" | "services" | "svc" => Kind::Object(ObjectKind::Service),
+            "endpoints" | "ep" => Kind::Endpoints,
             "deployment" | "deployments" | "deploy" => Kind::Object(ObjectKind::Deployment),
             "replicaset" | "replicasets" | "rs" => Kind::Object(ObjectKind::ReplicaSet),
             "replicationcontroller" | "replicationcontrollers" | "rc" => {
@@ -92,8 +95,8 @@ impl Kind {
             other => bail!(
                 "podkit knows pods (po), deployments (deploy), replicasets (rs), \
                  replicationcontrollers (rc), statefulsets (sts), daemonsets (ds), jobs, \
-                 cronjobs (cj), configmaps (cm), secrets, persistentvolumeclaims (pvc) and \
-                 services (svc), not {other:?}"
+                 cronjobs (cj), configmaps (cm), secrets, persistentvolumeclaims (pvc), \
+                 services (svc) and endpoints (ep), not {other:?}"
             ),
         })
     }
@@ -128,37 +131,34 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
                 Kind::Object(kind) => {
                     let found = select_objects(storage, kind, namespace, &args.names)?;
                     any |= !found.is_empty();
-                    match args.output.as_deref() {
-                        None | Some("wide") if kind.is_workload() => super::workloads::table(
-                            root,
-                            kind,
-                            &found,
-                            args.all_namespaces,
-                            &object_age,
-                        ),
-                        None | Some("wide") => object_table(kind, &found, args.all_namespaces),
-                        Some("name") => found
-                            .iter()
-                            .map(|o| {
-                                format!(
-                                    "{}/{}\n",
-                                    kind.printed(),
-                                    o["metadata"]["name"].as_str().unwrap_or("")
-                                )
-                            })
-                            .collect(),
-                        Some(format @ ("json" | "yaml")) => {
-                            let value = if args.names.len() == 1 {
-                                found[0].clone()
-                            } else {
-                                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": found})
-                            };
-                            print_value(format, &value)?;
-                            continue;
+                    let table = || {
+                        if kind.is_workload() {
+                            super::workloads::table(
+                                root,
+                                kind,
+                                &found,
+                                args.all_namespaces,
+                                &object_age,
+                            )
+                        } else {
+                            object_table(kind, &found, args.all_namespaces)
                         }
-                        Some(other) => {
-                            bail!("unknown output format {other:?}: use wide, json, yaml or name")
-                        }
+                    };
+                    match output(&args, kind.printed(), &found, table)? {
+                        Some(text) => text,
+                        None => continue,
+                    }
+                }
+                Kind::Endpoints => {
+                    let services =
+                        select_objects(storage, ObjectKind::Service, namespace, &args.names)?;
+                    let found: Vec<serde_json::Value> =
+                        services.iter().map(|s| endpoints_of(root, s)).collect();
+                    any |= !found.is_empty();
+                    let table = || endpoints_table(&found, args.all_namespaces);
+                    match output(&args, "endpoints", &found, table)? {
+                        Some(text) => text,
+                        None => continue,
                     }
                 }
             };
@@ -201,6 +201,101 @@ pub fn get(root: &Path, storage: &Path, args: GetArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Objects as `-o` asks: a table (from `table`), names (`printed/NAME`), or the objects
+/// printed here as JSON or YAML (`None` returned: nothing left to print).
+fn output(
+    args: &GetArgs,
+    printed: &str,
+    found: &[serde_json::Value],
+    table: impl FnOnce() -> String,
+) -> anyhow::Result<Option<String>> {
+    Ok(Some(match args.output.as_deref() {
+        None | Some("wide") => table(),
+        Some("name") => found
+            .iter()
+            .map(|o| {
+                format!(
+                    "{printed}/{}\n",
+                    o["metadata"]["name"].as_str().unwrap_or("")
+                )
+            })
+            .collect(),
+        Some(format @ ("json" | "yaml")) => {
+            let value = if args.names.len() == 1 {
+                found[0].clone()
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": found})
+            };
+            print_value(format, &value)?;
+            return Ok(None);
+        }
+        Some(other) => bail!("unknown output format {other:?}: use wide, json, yaml or name"),
+    }))
+}
+
+/// A Service's Endpoints as its controller wrote them, or none yet.
+fn endpoints_of(root: &Path, service: &serde_json::Value) -> serde_json::Value {
+    let meta = &service["metadata"];
+    let (ns, name) = (
+        meta["namespace"].as_str().unwrap_or("default"),
+        meta["name"].as_str().unwrap_or(""),
+    );
+    crate::controller::service::endpoints(root, ns, name).unwrap_or_else(|| {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": meta["creationTimestamp"]},
+        })
+    })
+}
+
+/// The Ready addresses of Endpoints as kubectl prints them: `10.90.0.5:80,10.90.0.6:80 + 2
+/// more...` (three at most), or `<none>`.
+fn endpoint_addresses(endpoints: &serde_json::Value) -> String {
+    let mut all = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        for address in subset["addresses"].as_array().into_iter().flatten() {
+            let ip = address["ip"].as_str().unwrap_or("");
+            let ports: Vec<&serde_json::Value> =
+                subset["ports"].as_array().into_iter().flatten().collect();
+            if ports.is_empty() {
+                all.push(ip.to_owned());
+            }
+            for port in ports {
+                all.push(format!("{ip}:{}", port["port"]));
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".to_owned(),
+        1..=3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
+}
+
+/// kubectl's table of Endpoints: NAME ENDPOINTS AGE.
+fn endpoints_table(found: &[serde_json::Value], namespaces: bool) -> String {
+    if found.is_empty() {
+        return String::new();
+    }
+    let mut header = vec!["NAME".to_owned(), "ENDPOINTS".to_owned(), "AGE".to_owned()];
+    if namespaces {
+        header.insert(0, "NAMESPACE".to_owned());
+    }
+    let mut rows = vec![header];
+    for e in found {
+        let mut row = Vec::new();
+        if namespaces {
+            row.push(e["metadata"]["namespace"].as_str().unwrap_or("").to_owned());
+        }
+        row.push(e["metadata"]["name"].as_str().unwrap_or("").to_owned());
+        row.push(endpoint_addresses(e));
+        row.push(object_age(e));
+        rows.push(row);
+    }
+    super::render_table(&rows, "   ")
+}
+
 fn print_value(format: &str, value: &serde_json::Value) -> anyhow::Result<()> {
     if format == "json" {
         println!("{}", serde_json::to_string_pretty(value)?);
@@ -227,8 +322,25 @@ pub fn describe(root: &Path, storage: &Path, args: DescribeArgs) -> anyhow::Resu
         }
         Kind::Object(kind) => select_objects(storage, kind, Some(&args.namespace), &args.names)?
             .iter()
-            .map(|o| describe_object(kind, o))
+            .map(|o| describe_object(root, kind, o))
             .collect(),
+        Kind::Endpoints => select_objects(
+            storage,
+            ObjectKind::Service,
+            Some(&args.namespace),
+            &args.names,
+        )?
+        .iter()
+        .map(|s| {
+            let e = endpoints_of(root, s);
+            format!(
+                "Name:         {}\nNamespace:    {}\nAddresses:    {}\n",
+                e["metadata"]["name"].as_str().unwrap_or(""),
+                e["metadata"]["namespace"].as_str().unwrap_or(""),
+                endpoint_addresses(&e)
+            )
+        })
+        .collect(),
     };
     print!("{}", texts.join("\n\n"));
     Ok(())
@@ -337,8 +449,7 @@ fn service_ports(service: &serde_json::Value) -> String {
     }
 }
 
-/// kubectl's table of Services. No Service has a cluster IP yet (the pod network's work):
-/// CLUSTER-IP says `<none>`, or `None` for a headless one, as the manifest gave it.
+/// kubectl's table of Services: CLUSTER-IP is the cluster IP, `None` for a headless one.
 fn service_table(services: &[serde_json::Value], namespaces: bool) -> String {
     let mut header: Vec<String> = [
         "NAME",
@@ -364,7 +475,7 @@ fn service_table(services: &[serde_json::Value], namespaces: bool) -> String {
         let kind = o["spec"]["type"].as_str().unwrap_or("ClusterIP");
         row.push(kind.to_owned());
         row.push(match o["spec"]["clusterIP"].as_str() {
-            Some("None") => "None".to_owned(),
+            Some(ip) if !ip.is_empty() => ip.to_owned(),
             _ => "<none>".to_owned(),
         });
         row.push(match kind {
@@ -444,7 +555,7 @@ fn claim_table(claims: &[serde_json::Value], namespaces: bool) -> String {
 
 /// `kubectl describe` of a ConfigMap (its data shown, binary data as sizes), a Secret (the
 /// sizes of its keys only) or a claim (its volume's directory, the pods using it).
-fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
+fn describe_object(root: &Path, kind: ObjectKind, o: &serde_json::Value) -> String {
     let mut out = String::new();
     let map_text = |v: &serde_json::Value| match v.as_object() {
         Some(map) if !map.is_empty() => map
@@ -547,11 +658,36 @@ fn describe_object(kind: ObjectKind, o: &serde_json::Value) -> String {
                 "Type:              {}",
                 o["spec"]["type"].as_str().unwrap_or("ClusterIP")
             );
-            let _ = writeln!(out, "Port(s):           {}", service_ports(o));
+            let ip = o["spec"]["clusterIP"].as_str().unwrap_or("<none>");
+            let _ = writeln!(out, "IP:                {ip}");
+            let _ = writeln!(out, "IPs:               {ip}");
+            let endpoints = endpoints_of(root, o);
+            for port in o["spec"]["ports"].as_array().into_iter().flatten() {
+                let protocol = port["protocol"].as_str().unwrap_or("TCP");
+                let name = port["name"].as_str().unwrap_or("<unset>");
+                let target = match &port["targetPort"] {
+                    serde_json::Value::Null => port["port"].to_string(),
+                    serde_json::Value::String(t) => t.clone(),
+                    other => other.to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "Port:              {name}  {}/{protocol}",
+                    port["port"]
+                );
+                let _ = writeln!(out, "TargetPort:        {target}/{protocol}");
+                if let Some(node) = port["nodePort"].as_u64() {
+                    let _ = writeln!(
+                        out,
+                        "NodePort:          {name}  {node}/{protocol} (NOT PUBLISHED yet)"
+                    );
+                }
+                let _ = writeln!(out, "Endpoints:         {}", endpoint_addresses(&endpoints));
+            }
             let _ = writeln!(
                 out,
-                "Traffic:           NOT YET PROVIDED: podkit has no Service IPs, names or \
-                 endpoints yet; reach a pod by its hostPort on this host"
+                "Session Affinity:  {}",
+                o["spec"]["sessionAffinity"].as_str().unwrap_or("None")
             );
         }
         // Workloads are described by `workloads::describe`.

@@ -125,33 +125,12 @@ const SHM_SIZE: u64 = 64 << 20;
 /// sandbox does: `etc/hosts` (kubelet's, with the pod's hostname on its IP, or on the loopback
 /// address when it has only that, then `hostAliases`), `etc/hostname`, `etc/resolv.conf` (see
 /// [`resolv_conf`]) and a 64 MiB tmpfs for `/dev/shm`.
-pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> {
+pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan, root: &Path) -> Result<(), String> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc)
         .map_err(|e| format!("failed to create {}: {e}", etc.display()))?;
+    let hosts = pod_hosts(plan, root)?;
     let hostname = &plan.hostname;
-    // kubelet: a pod on the host's network gets the host's /etc/hosts (`ensureHostsFile`).
-    let host_hosts = || {
-        std::fs::read_to_string("/etc/hosts").map_err(|e| format!("failed to read /etc/hosts: {e}"))
-    };
-    // kubelet puts the hostname on the pod's IP; a pod with only its loopback has that.
-    let own = plan
-        .pod_ip
-        .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
-    let mut hosts = if plan.host_network {
-        host_hosts()?
-    } else {
-        format!(
-            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{hostname}\n"
-        )
-    };
-    if !plan.host_aliases.is_empty() {
-        // kubelet's hostsEntriesFromHostAliases.
-        hosts.push_str("\n# Entries added by HostAliases.\n");
-        for (ip, names) in &plan.host_aliases {
-            hosts.push_str(&format!("{ip}\t{}\n", names.join("\t")));
-        }
-    }
     let resolv = resolv_conf(&plan.dns, &host_resolv_conf());
     for (name, text) in [
         ("hosts", hosts),
@@ -195,6 +174,88 @@ pub(crate) fn pod_files(dir: &Path, plan: &spec::PodPlan) -> Result<(), String> 
             shm.display()
         )
     })
+}
+
+/// The pod's `/etc/hosts` as kubelet writes it, with the Services' names after.
+fn pod_hosts(plan: &spec::PodPlan, root: &Path) -> Result<String, String> {
+    let hostname = &plan.hostname;
+    // kubelet: a pod on the host's network gets the host's /etc/hosts (`ensureHostsFile`).
+    let host_hosts = || {
+        std::fs::read_to_string("/etc/hosts").map_err(|e| format!("failed to read /etc/hosts: {e}"))
+    };
+    // kubelet puts the hostname on the pod's IP; a pod with only its loopback has that.
+    let own = plan
+        .pod_ip
+        .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
+    let mut hosts = if plan.host_network {
+        host_hosts()?
+    } else {
+        format!(
+            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{hostname}\n"
+        )
+    };
+    if !plan.host_aliases.is_empty() {
+        // kubelet's hostsEntriesFromHostAliases.
+        hosts.push_str("\n# Entries added by HostAliases.\n");
+        for (ip, names) in &plan.host_aliases {
+            hosts.push_str(&format!("{ip}\t{}\n", names.join("\t")));
+        }
+    }
+    // The Services' names, which a cluster's DNS answers: podkit has no DNS server, and keeps
+    // them here instead (see [`keep_service_names`]).
+    if !plan.host_network {
+        let file = std::fs::read_to_string(crate::controller::service::hosts_file(root))
+            .unwrap_or_default();
+        let services = crate::controller::service::hosts_for(&plan.namespace, &file);
+        if !services.is_empty() {
+            hosts.push_str(SERVICES_HEADER);
+            hosts.push_str(&services);
+        }
+    }
+    Ok(hosts)
+}
+
+/// What comes before the Services' names in a pod's `/etc/hosts`.
+const SERVICES_HEADER: &str = "\n# Services (podkit keeps these current).\n";
+
+/// Keeps the Services' names in the pod's `/etc/hosts` in step with the root's hosts file
+/// (which Services' controllers write) until the pod's directory is gone: checked every
+/// second, and rewritten in place when it changed, since each container has the file's inode
+/// bind-mounted (a renamed new file would not reach them). The file is written whole before
+/// it is cut to length, so a reader never finds it empty.
+pub(crate) async fn keep_service_names(dir: PathBuf, plan: spec::PodPlan, root: PathBuf) {
+    let source = crate::controller::service::hosts_file(&root);
+    let target = dir.join("etc/hosts");
+    let stamp = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = stamp(&source);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if !target.exists() {
+            return;
+        }
+        let now = stamp(&source);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let Ok(text) = pod_hosts(&plan, &root) else {
+            continue;
+        };
+        if std::fs::read_to_string(&target).is_ok_and(|old| old == text) {
+            continue;
+        }
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .and_then(|mut file| {
+                use std::io::Write;
+                file.write_all(text.as_bytes())?;
+                file.set_len(text.len() as u64)
+            });
+        if let Err(err) = written {
+            tracing::warn!(%err, "failed to update the pod's /etc/hosts with the Services' names");
+        }
+    }
 }
 
 /// The pod's resolv.conf as kubelet writes it: the host's `nameserver`s, `search` domains and

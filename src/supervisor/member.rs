@@ -928,6 +928,16 @@ pub(crate) fn environment(pod: &Pod, member: &Member, defaults: bool) -> Vec<(St
         ));
         env.push(("HOSTNAME".into(), pod.plan.hostname.clone()));
     }
+    // The Services of the pod's namespace, as kubelet gives them (`enableServiceLinks`);
+    // the container's own variables override them and may refer to them.
+    if pod.plan.manifest["spec"]["enableServiceLinks"] != false {
+        for (name, value) in
+            crate::controller::service::service_env(&image::storage(), &pod.plan.namespace)
+        {
+            env.retain(|(k, _)| k != &name);
+            env.push((name, value));
+        }
+    }
     let objects = super::lock(&pod.object_env)
         .get(&member.name)
         .cloned()

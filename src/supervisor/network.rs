@@ -84,7 +84,20 @@ impl Network {
             // or more: once, not for every pod).
             Ok(true) => {
                 let (subnet, bridge) = (self.bridge.subnet(), self.bridge.name().to_owned());
-                blocking(move || nat(&bridge)?.ensure(subnet, &bridge)).await
+                let table = blocking(move || nat(&bridge)?.ensure(subnet, &bridge)).await;
+                // Services' cluster IPs are reached through the bridge (their DNAT happens
+                // on the way): one with no rule (yet) never goes out the default route.
+                match crate::objects::service_subnet() {
+                    Ok(services) => {
+                        if let Err(err) =
+                            host.replace_link_route(services, self.bridge.name()).await
+                        {
+                            warn!(%err, "failed to route the Services' cluster IPs to the bridge");
+                        }
+                    }
+                    Err(err) => warn!(%err, "no route for the Services' cluster IPs"),
+                }
+                table
             }
             Ok(false) => Ok(()),
             Err(err) => Err(err.to_string()),
@@ -325,6 +338,51 @@ fn on_host() -> Result<Vec<Network>, String> {
 
 /// The NAT of the pod network on `bridge`, in the host's (this thread's) network namespace:
 /// the nftables table of the bridge's name, so a second pod network has its own.
+/// Brings the NAT table of the configured pod network's bridge, if the bridge exists, to this
+/// podkit's rules: a bridge an older podkit made has a table without the Services' chains
+/// (`Nat::ensure` adds them in place, keeping the hostPorts published), and no route of the
+/// Services' cluster IPs to it. Under the leases' lock, so `gc` does not delete the bridge
+/// meanwhile. Returns whether the bridge exists. For the Services' controllers, which run no
+/// async runtime.
+pub fn upgrade_table() -> Result<bool, String> {
+    let network = Network::from_env()?;
+    let _lock = network
+        .ipam
+        .lock()
+        .map_err(|e| format!("failed to lock the pod addresses' leases: {e}"))?;
+    let bridge = network.bridge.name().to_owned();
+    if !Path::new("/sys/class/net").join(&bridge).exists() {
+        return Ok(false);
+    }
+    nat(&bridge)
+        .and_then(|nat| nat.ensure(network.bridge.subnet(), &bridge))
+        .map_err(|e| format!("failed to bring the NAT table of {bridge} up to date: {e}"))?;
+    let services = crate::objects::service_subnet()?;
+    let routed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let host = Netlink::host().map_err(|e| e.to_string())?;
+                host.replace_link_route(services, &bridge)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+    if let Err(err) = routed {
+        warn!(%err, "failed to route the Services' cluster IPs to the bridge");
+    }
+    Ok(true)
+}
+
+/// The NAT table of the pod network the environment configures (see [`Network::from_env`]),
+/// for the Services' controllers.
+pub fn nat_table() -> Result<netns::Nat, String> {
+    let network = Network::from_env()?;
+    nat(network.bridge.name()).map_err(|e| e.to_string())
+}
+
 fn nat(bridge: &str) -> netns::Result<netns::Nat> {
     netns::Nat::current()?.with_table(bridge)
 }
