@@ -35,8 +35,8 @@
 //! - `ipam.rs`: [`Ipam`], pod addresses leased from a subnet, one file per lease under a
 //!   lock (CNI's `host-local` plugin);
 //! - `nat.rs`: [`Nat`], masquerade and hostPorts in an nftables table of podkit's own (CNI's
-//!   `bridge` ipMasq and `portmap` plugins); `nat/service.rs` Services' cluster IPs in it
-//!   (kube-proxy's nftables mode); `nat/nftables.rs` its nf_tables netlink messages;
+//!   `bridge` ipMasq and `portmap` plugins); `nat/service.rs` Services' cluster IPs and node ports
+//!   in it (kube-proxy's nftables mode); `nat/nftables.rs` its nf_tables netlink messages;
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
 //! - `tty.rs`: terminal window sizes, for a pty given to a command in a pod;
 //! - `sys.rs`: the raw syscalls nix does not wrap, and [`release_free_memory`] (glibc's

@@ -11,9 +11,12 @@
 //!   would go straight back over the bridge) and the host's clients from `127.0.0.0/8`;
 //! - Services (`nat/service.rs`): a connection to a cluster IP and port goes to one of the
 //!   port's endpoints, picked at random, or, when it has none, is refused at once (a TCP
-//!   reset, an ICMP port unreachable), as kube-proxy does.
+//!   reset, an ICMP port unreachable), as kube-proxy does;
+//! - node ports: a connection to a Service's node port on any local address of the host
+//!   (`127.0.0.1` included, as for hostPorts) goes to the same endpoints, or is refused
+//!   at once; a hostPort on the same port and protocol wins.
 //!
-//! The table, written by [`Nat::ensure`] through `nft -f -` (one transaction), is (v2):
+//! The table, written by [`Nat::ensure`] through `nft -f -` (one transaction), is (v3):
 //!
 //! ```text
 //! table ip podkit {
@@ -21,23 +24,32 @@
 //!     map hostip_hostports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service }
 //!     map services         { type ipv4_addr . inet_proto . inet_service : verdict }
 //!     map no_endpoints     { type ipv4_addr . inet_proto . inet_service : verdict }
+//!     map nodeports        { type inet_proto . inet_service : verdict }
+//!     map no_endpoint_nodeports { type inet_proto . inet_service : verdict }
 //!     chain reject_no_endpoints { meta l4proto tcp reject with tcp reset; reject }
 //!     chain hostports {
 //!         dnat ip to ip daddr . meta l4proto . th dport map @hostip_hostports
 //!         dnat ip to meta l4proto . th dport map @hostports
 //!     }
+//!     chain nodeports       { meta l4proto . th dport vmap @nodeports }
 //!     chain clusterips      { ip daddr . meta l4proto . th dport vmap @services }
 //!     chain endpoints_check { ip daddr . meta l4proto . th dport vmap @no_endpoints }
+//!     chain nodeport_endpoints_check { meta l4proto . th dport vmap @no_endpoint_nodeports }
 //!     chain prerouting  { type nat hook prerouting priority dstnat;
 //!         fib daddr type local jump hostports
+//!         fib daddr type local jump nodeports
 //!         fib daddr type != local jump clusterips
 //!     }
 //!     chain output      { type nat hook output priority -100;
 //!         fib daddr type local jump hostports
+//!         fib daddr type local jump nodeports
 //!         fib daddr type != local jump clusterips
 //!     }
 //!     chain filter_output  { type filter hook output priority filter;  ct state new jump endpoints_check }
 //!     chain filter_forward { type filter hook forward priority filter; ct state new jump endpoints_check }
+//!     chain filter_input   { type filter hook input priority filter;
+//!         ct state new fib daddr type local jump nodeport_endpoints_check
+//!     }
 //!     chain postrouting { type nat hook postrouting priority srcnat;
 //!         ip saddr SUBNET ip daddr != SUBNET masquerade
 //!         ct status dnat ip saddr SUBNET ip daddr SUBNET masquerade
@@ -59,6 +71,18 @@
 //! in filter chains, hence the second map, looked up on the `output` hook (the host's own
 //! clients) and the `forward` hook (a pod's packet to a cluster IP, which no DNAT took and
 //! the host routes on).
+//!
+//! A node port is the element `PROTO . NODE_PORT comment "OWNER" : goto svc-HASH-PROTO-PORT`
+//! in `nodeports` (the cluster IP port's own chain), or `... : goto reject_no_endpoints` in
+//! `no_endpoint_nodeports`, as kube-proxy's `service-nodeports` and `no-endpoint-nodeports`.
+//! Its jump comes after the hostPorts' DNAT, which ends the chain when it maps the packet:
+//! a hostPort on the same port wins. A connection to a node port without endpoints is
+//! local, so it reaches the `input` hook (from the host's own clients too, over `lo`), where
+//! only an exact protocol and port in the map is refused: other local traffic passes. No
+//! masquerade is needed for an external client: the endpoint's answer goes to its default
+//! route, the host, which undoes the DNAT, so the endpoint sees the client's own address
+//! (`externalTrafficPolicy: Cluster` on one node). Clients on the host at `127.0.0.1` and
+//! pods are masqueraded by the rules hostPorts already need.
 //!
 //! and [`Nat::ensure`] sets `net.ipv4.ip_forward=1` and `net.ipv4.conf.BRIDGE.route_localnet=1`
 //! (without which the kernel drops a packet from 127.0.0.1 routed to the bridge). The
@@ -138,6 +162,14 @@ const NO_ENDPOINTS: &str = "no_endpoints";
 /// The chain that refuses a connection to a Service's port without endpoints.
 const REJECT_CHAIN: &str = "reject_no_endpoints";
 
+/// The verdict map of Services' node ports with endpoints: `PROTO . NODE_PORT : goto
+/// svc-HASH-PROTO-PORT`, looked up for local destinations.
+const NODEPORTS: &str = "nodeports";
+
+/// The verdict map of Services' node ports without endpoints: `PROTO . NODE_PORT : goto
+/// reject_no_endpoints`, looked up for local destinations in the `input` hook.
+const NO_ENDPOINT_NODEPORTS: &str = "no_endpoint_nodeports";
+
 /// The longest owner kept as an element's comment. The kernel keeps at most 255 bytes for
 /// an element's key, data and user data together (`-EINVAL` beyond, measured on Linux 6.18
 /// with a 253-byte comment), so a longer owner is named there by its chain's name instead.
@@ -147,7 +179,7 @@ const ELEMENT_COMMENT_MAX: usize = 128;
 const MARKER_CHAIN: &str = "postrouting";
 
 /// Bumped whenever the rules [`Nat::ensure`] writes change, so that hosts get the new ones.
-const RULES_VERSION: u32 = 2;
+const RULES_VERSION: u32 = 3;
 
 /// The transport protocol of a host port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,10 +379,11 @@ impl Nat {
     /// replaced in one transaction and the mappings and Services kept; that needs the `nft`
     /// program ([`Error::NftMissing`]). One table serves one bridge and subnet.
     ///
-    /// A table an older podkit wrote (v1: hostPorts only) is upgraded in place, while pods
-    /// run: the new maps and chains are added, the rules replaced, the hostPorts kept. The
-    /// other way does not hold: an older podkit's `ensure` on this table would drop the
-    /// jumps to `clusterips` (Services with endpoints stop answering) and leave the rest.
+    /// A table an older podkit wrote (v1: hostPorts only; v2: no node ports) is upgraded in
+    /// place, while pods run: the new maps and chains are added, the rules replaced, the
+    /// hostPorts and Services kept. The other way does not hold: an older podkit's `ensure`
+    /// on this table would drop the jumps to `nodeports` (v2: node ports stop answering) or
+    /// `clusterips` too (v1: Services stop answering) and leave the rest.
     pub fn ensure(&self, subnet: Subnet, bridge: &str) -> Result<()> {
         validate_link_name(bridge)?;
         if bridge.contains(['"', '\\']) {
@@ -758,17 +791,21 @@ impl Nat {
 /// again), so their elements stay. Chains that jump come before those they jump to in the
 /// deletions: the kernel refuses to delete a chain still jumped to.
 ///
-/// Applied to a table of an older version (v1: no Service maps or chains) this adds what is
-/// new and replaces the rules, in place: published hostPorts and Services are kept.
+/// Applied to a table of an older version (v1: no Service maps or chains; v2: no node port
+/// maps or chains) this adds what is new and replaces the rules, in place: published
+/// hostPorts and Services are kept.
 fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
     let chains = [
         "prerouting",
         "output",
         "filter_output",
         "filter_forward",
+        "filter_input",
         "hostports",
+        "nodeports",
         "clusterips",
         "endpoints_check",
+        "nodeport_endpoints_check",
         "postrouting",
         "localnet",
     ];
@@ -779,6 +816,8 @@ fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
          add map ip {table} {HOSTIP_HOSTPORTS} {{ type {key} : ipv4_addr . inet_service; }}\n\
          add map ip {table} {SERVICES} {{ type {key} : verdict; }}\n\
          add map ip {table} {NO_ENDPOINTS} {{ type {key} : verdict; }}\n\
+         add map ip {table} {NODEPORTS} {{ type inet_proto . inet_service : verdict; }}\n\
+         add map ip {table} {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; }}\n\
          add chain ip {table} {REJECT_CHAIN}\n\
          flush chain ip {table} {REJECT_CHAIN}\n\
          add rule ip {table} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset\n\
@@ -794,20 +833,28 @@ fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
         "add chain ip {table} hostports\n\
          add rule ip {table} hostports dnat ip to ip daddr . meta l4proto . th dport map @{HOSTIP_HOSTPORTS}\n\
          add rule ip {table} hostports dnat ip to meta l4proto . th dport map @{HOSTPORTS}\n\
+         add chain ip {table} nodeports\n\
+         add rule ip {table} nodeports meta l4proto . th dport vmap @{NODEPORTS}\n\
          add chain ip {table} clusterips\n\
          add rule ip {table} clusterips ip daddr . meta l4proto . th dport vmap @{SERVICES}\n\
          add chain ip {table} endpoints_check\n\
          add rule ip {table} endpoints_check ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINTS}\n\
+         add chain ip {table} nodeport_endpoints_check\n\
+         add rule ip {table} nodeport_endpoints_check meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}\n\
          add chain ip {table} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
          add rule ip {table} prerouting fib daddr type local jump hostports\n\
+         add rule ip {table} prerouting fib daddr type local jump nodeports\n\
          add rule ip {table} prerouting fib daddr type != local jump clusterips\n\
          add chain ip {table} output {{ type nat hook output priority -100; }}\n\
          add rule ip {table} output fib daddr type local jump hostports\n\
+         add rule ip {table} output fib daddr type local jump nodeports\n\
          add rule ip {table} output fib daddr type != local jump clusterips\n\
          add chain ip {table} filter_output {{ type filter hook output priority filter; }}\n\
          add rule ip {table} filter_output ct state new jump endpoints_check\n\
          add chain ip {table} filter_forward {{ type filter hook forward priority filter; }}\n\
          add rule ip {table} filter_forward ct state new jump endpoints_check\n\
+         add chain ip {table} filter_input {{ type filter hook input priority filter; }}\n\
+         add rule ip {table} filter_input ct state new fib daddr type local jump nodeport_endpoints_check\n\
          add chain ip {table} postrouting {{ type nat hook postrouting priority srcnat; comment \"{marker}\"; }}\n\
          add rule ip {table} postrouting ip saddr {subnet} ip daddr != {subnet} masquerade\n\
          add rule ip {table} postrouting ct status dnat ip saddr {subnet} ip daddr {subnet} masquerade\n\

@@ -886,7 +886,7 @@ async fn ensure_upgrades_a_v1_table_in_place_and_keeps_host_ports() {
         .expect("set service in v2");
     assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
     let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
-    assert!(ruleset.contains("podkit nat v2"), "{ruleset}");
+    assert!(ruleset.contains("podkit nat v3"), "{ruleset}");
 
     // Rules written again over Services (another subnet) keep them too.
     lab.nat
