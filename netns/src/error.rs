@@ -341,6 +341,18 @@ pub enum Error {
         ns: PathBuf,
     },
 
+    #[error(
+        "node port {port} of Service {owner:?} is taken already, by {holder:?}, in network \
+         namespace {ns:?}: two Services cannot share a node port and protocol; delete the \
+         other Service or give this one another nodePort"
+    )]
+    NodePortInUse {
+        port: String,
+        owner: String,
+        holder: String,
+        ns: PathBuf,
+    },
+
     #[error("invalid Service {owner:?} on cluster IP {ip}: {reason}")]
     InvalidService {
         owner: String,

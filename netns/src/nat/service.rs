@@ -1,7 +1,8 @@
 //! Kubernetes Services' cluster IPs in the table of [`Nat`], as kube-proxy's nftables mode
 //! writes them: an element per port of a Service in the verdict map `services` (a port with
 //! endpoints: `goto` its chain, which DNATs to one endpoint picked at random) or in
-//! `no_endpoints` (a port without: `goto reject_no_endpoints`), and the chains the module's
+//! `no_endpoints` (a port without: `goto reject_no_endpoints`), its node port, if it has one,
+//! in `nodeports` (the same `goto`) or `no_endpoint_nodeports`, and the chains the module's
 //! doc lists, named by a hash of the Service's owner, the owner in their comments.
 //!
 //! [`Nat::set_service`] writes through `nft -f -`, one transaction: it runs in a Service's
@@ -14,7 +15,8 @@
 //! kernel picks the source address and checks reachability before the `output` hook's DNAT):
 //! podkit routes the cluster IP range on the bridge (`ip route add 10.96.0.0/16 dev
 //! podkit0`), which makes the bridge's address the source, one the endpoints answer. Pods
-//! need nothing more than their default route through the host.
+//! need nothing more than their default route through the host. A node port needs no route:
+//! it is on the host's own addresses.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -23,7 +25,10 @@ use std::net::Ipv4Addr;
 use tracing::debug;
 
 use super::nftables::{self, Chain, Element, NFPROTO_IPV4, Refused};
-use super::{NO_ENDPOINTS, Nat, Protocol, REJECT_CHAIN, SERVICES, ipv4, owner_hash};
+use super::{
+    NO_ENDPOINT_NODEPORTS, NO_ENDPOINTS, NODEPORTS, Nat, Protocol, REJECT_CHAIN, SERVICES, ipv4,
+    owner_hash,
+};
 use crate::ipam::validate_owner;
 use crate::{Error, Result};
 
@@ -37,12 +42,19 @@ const SERVICE_OWNER_MAX: usize = 128;
 /// How many times a write is tried when the table changed between reading it and writing.
 const ATTEMPTS: usize = 3;
 
-/// One port of a Service: its protocol, its port on the cluster IP, and the endpoints (pod
-/// IP, target port) it spreads connections over. No endpoints: connections are refused.
+/// The maps a Service's elements go in, in the order they are listed and deleted.
+const SERVICE_MAPS: [&str; 4] = [SERVICES, NO_ENDPOINTS, NODEPORTS, NO_ENDPOINT_NODEPORTS];
+
+/// One port of a Service: its protocol, its port on the cluster IP, its node port if it has
+/// one, and the endpoints (pod IP, target port) it spreads connections over. No endpoints:
+/// connections are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ServicePort {
     pub protocol: Protocol,
     pub port: u16,
+    /// A Kubernetes `nodePort`: the same endpoints on this port of every local address of
+    /// the host, `127.0.0.1` included. `None` for a port of the cluster IP only.
+    pub node_port: Option<u16>,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
 }
 
@@ -56,8 +68,16 @@ impl ServicePort {
         ServicePort {
             protocol,
             port,
+            node_port: None,
             endpoints: endpoints.into_iter().collect(),
         }
+    }
+
+    /// The same port, also on node port `port` of every local address of the host (a
+    /// Service of type `NodePort`).
+    pub fn with_node_port(mut self, port: u16) -> Self {
+        self.node_port = Some(port);
+        self
     }
 
     /// The cluster's side, as `10.96.0.10:80/tcp`.
@@ -70,6 +90,11 @@ impl ServicePort {
         format!("{}-{}-{}", service_chain(owner), self.protocol, self.port)
     }
 
+    /// The host's side of its node port, as `30080/tcp`.
+    fn node_side(&self, node_port: u16) -> String {
+        format!("{node_port}/{}", self.protocol)
+    }
+
     /// The map the port's element goes in.
     fn map(&self) -> &'static str {
         if self.endpoints.is_empty() {
@@ -77,6 +102,25 @@ impl ServicePort {
         } else {
             SERVICES
         }
+    }
+
+    /// The map the port's node port element goes in.
+    fn node_map(&self) -> &'static str {
+        if self.endpoints.is_empty() {
+            NO_ENDPOINT_NODEPORTS
+        } else {
+            NODEPORTS
+        }
+    }
+
+    /// The key of its node port's element, if it has one: `PROTO . NODE_PORT`, each field in
+    /// a 32-bit register.
+    fn node_key(&self) -> Option<Vec<u8>> {
+        let node_port = self.node_port?;
+        let mut key = vec![self.protocol.number(), 0, 0, 0];
+        key.extend_from_slice(&node_port.to_be_bytes());
+        key.extend_from_slice(&[0, 0]);
+        Some(key)
     }
 
     /// The element's key: `CLUSTER_IP . PROTO . PORT`, each field in a 32-bit register.
@@ -93,6 +137,12 @@ impl ServicePort {
         if self.port == 0 {
             return Some(format!("port 0/{}: must be 1 to 65535", self.protocol));
         }
+        if self.node_port == Some(0) {
+            return Some(format!(
+                "port {}/{}: its node port must be 1 to 65535",
+                self.port, self.protocol
+            ));
+        }
         self.endpoints.iter().find_map(|&(ip, port)| {
             let reason = if port == 0 {
                 "its target port must be 1 to 65535"
@@ -107,6 +157,16 @@ impl ServicePort {
             ))
         })
     }
+}
+
+/// The Service maps' elements, as [`Nat::service_elements`] found them.
+#[derive(Debug)]
+struct Listed {
+    /// Each element, with its map.
+    elements: Vec<(&'static str, Element)>,
+    /// Every map was there: no map is missing, as in an older table (v1 has none of them,
+    /// v2 no node port maps) or when there is no table at all.
+    complete: bool,
 }
 
 /// What the table holds of one owner's Service.
@@ -129,12 +189,20 @@ impl Nat {
     /// chains, and for each port either a chain `svc-HASH-PROTO-PORT` with `meta l4proto
     /// PROTO dnat ip to numgen random mod N map { 0 : POD_IP . POD_PORT, ... }` and the
     /// element `IP . PROTO . PORT comment OWNER : goto` it in map `services`, or, without
-    /// endpoints, the element `... : goto reject_no_endpoints` in map `no_endpoints`.
+    /// endpoints, the element `... : goto reject_no_endpoints` in map `no_endpoints`; a port
+    /// with a node port ([`ServicePort::with_node_port`]) also gets the element `PROTO .
+    /// NODE_PORT comment OWNER` with the same `goto` in map `nodeports` (or, without
+    /// endpoints, `no_endpoint_nodeports`).
     ///
     /// A port (cluster IP, protocol and port) another owner holds is
-    /// [`Error::ServicePortInUse`], naming it, and nothing is written. No ports keeps the
-    /// owner listed ([`Nat::services`]) with no rules. The table must be of this version
+    /// [`Error::ServicePortInUse`], a node port (protocol and port) another owner holds
+    /// [`Error::NodePortInUse`], naming it, and nothing is written. No ports keeps the owner
+    /// listed ([`Nat::services`]) with no rules. The table must be of this version
     /// ([`Nat::ensure`], else [`Error::NatNotReady`]); needs the `nft` program.
+    ///
+    /// A node port is not checked against hostPorts ([`Nat::publish`]): a hostPort on the
+    /// same port and protocol (on every address, or on the address a client asks for) wins,
+    /// its DNAT coming first, and the node port answers again once it is unpublished.
     ///
     /// The host's own clients need a route to `ip` (see the module's doc: the cluster IP
     /// range on the bridge); pods need none beyond their default route; `ip` must not be an
@@ -154,7 +222,7 @@ impl Nat {
                 "a cluster IP must not be 0.0.0.0, loopback, multicast or broadcast".into(),
             ));
         }
-        let mut seen = HashSet::new();
+        let (mut seen, mut seen_node_ports) = (HashSet::new(), HashSet::new());
         for port in ports {
             if let Some(reason) = port.problem() {
                 return Err(invalid(reason));
@@ -165,17 +233,43 @@ impl Nat {
                     port.port, port.protocol
                 )));
             }
+            if let Some(node_port) = port.node_port
+                && !seen_node_ports.insert((port.protocol, node_port))
+            {
+                return Err(invalid(format!(
+                    "node port {} is given to two ports",
+                    port.node_side(node_port)
+                )));
+            }
         }
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let Some(elements) = self.service_elements()? else {
+            let listed = self.service_elements()?;
+            if !listed.complete {
                 return Err(self.not_ready());
-            };
+            }
+            let elements = listed.elements;
             for port in ports {
+                if let (Some(node_port), Some(key)) = (port.node_port, port.node_key()) {
+                    let holder = elements
+                        .iter()
+                        .filter(|(map, _)| matches!(*map, NODEPORTS | NO_ENDPOINT_NODEPORTS))
+                        .map(|(_, e)| e)
+                        .find(|e| e.key == key && e.comment.as_deref() != Some(owner));
+                    if let Some(holder) = holder {
+                        return Err(Error::NodePortInUse {
+                            port: port.node_side(node_port),
+                            owner: owner.to_owned(),
+                            holder: holder.comment.clone().unwrap_or_default(),
+                            ns: self.ns.path().to_path_buf(),
+                        });
+                    }
+                }
                 let key = port.key(ip);
                 let holder = elements
                     .iter()
+                    .filter(|(map, _)| matches!(*map, SERVICES | NO_ENDPOINTS))
                     .map(|(_, e)| e)
                     .find(|e| e.key == key && e.comment.as_deref() != Some(owner));
                 if let Some(holder) = holder {
@@ -224,9 +318,7 @@ impl Nat {
         validate_service_owner(owner)?;
         let op = || format!("remove service {owner:?}");
         for _ in 0..ATTEMPTS {
-            let Some(elements) = self.service_elements()? else {
-                return Ok(false);
-            };
+            let elements = self.service_elements()?.elements;
             let held = held(owner, &self.table_chains()?, &elements);
             if !held.marker && held.chains.is_empty() && held.elements.is_empty() {
                 return Ok(false);
@@ -240,7 +332,7 @@ impl Nat {
                 ));
             }
             // Elements first: the kernel refuses to delete a chain an element jumps to.
-            for map in [SERVICES, NO_ENDPOINTS] {
+            for map in SERVICE_MAPS {
                 let keys: Vec<&[u8]> = held
                     .elements
                     .iter()
@@ -311,12 +403,12 @@ impl Nat {
             "add chain ip {table} {} {{ comment \"{owner}\"; }}\n",
             service_chain(owner)
         );
-        for map in [SERVICES, NO_ENDPOINTS] {
+        for map in SERVICE_MAPS {
             let keys: Vec<String> = held
                 .elements
                 .iter()
                 .filter(|(m, _)| *m == map)
-                .filter_map(|(_, key)| key_text(key))
+                .filter_map(|(_, key)| key_text(map, key))
                 .collect();
             if !keys.is_empty() {
                 let _ = writeln!(
@@ -357,25 +449,38 @@ impl Nat {
                  goto {verdict} }}",
                 port.map()
             );
+            if let Some(node_port) = port.node_port {
+                let _ = writeln!(
+                    s,
+                    "create element ip {table} {} {{ {proto} . {node_port} comment \"{owner}\" : \
+                     goto {verdict} }}",
+                    port.node_map()
+                );
+            }
         }
         s
     }
 
-    /// Every element of `services` and `no_endpoints`, with its map; `None` when the table
-    /// (or, in a table older than v2, the maps) is missing.
-    fn service_elements(&self) -> Result<Option<Vec<(&'static str, Element)>>> {
-        let mut all = Vec::new();
-        for map in [SERVICES, NO_ENDPOINTS] {
+    /// Every element of the Service maps (`services`, `no_endpoints`, `nodeports` and
+    /// `no_endpoint_nodeports`) there are, with its map.
+    fn service_elements(&self) -> Result<Listed> {
+        let mut listed = Listed {
+            elements: Vec::new(),
+            complete: true,
+        };
+        for map in SERVICE_MAPS {
             let result = self.conn().elements(NFPROTO_IPV4, &self.table, map);
             match result {
-                Ok(elements) => all.extend(elements.into_iter().map(|e| (map, e))),
-                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+                Ok(elements) => listed
+                    .elements
+                    .extend(elements.into_iter().map(|e| (map, e))),
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => listed.complete = false,
                 Err(source) => {
                     return Err(self.error(format!("list map ip {} {map}", self.table), source));
                 }
             }
         }
-        Ok(Some(all))
+        Ok(listed)
     }
 
     /// The chains of the table (none when there is no table).
@@ -431,8 +536,14 @@ fn is_service_chain(name: &str) -> bool {
         .is_some_and(|hash| hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// A key of `services` or `no_endpoints` as nft reads it: `10.96.0.10 . 6 . 80`.
-fn key_text(key: &[u8]) -> Option<String> {
+/// A key of `map` as nft reads it: `10.96.0.10 . 6 . 80` in `services` and
+/// `no_endpoints`, `6 . 30080` in `nodeports` and `no_endpoint_nodeports`.
+fn key_text(map: &str, key: &[u8]) -> Option<String> {
+    if matches!(map, NODEPORTS | NO_ENDPOINT_NODEPORTS) {
+        let proto = *key.first()?;
+        let port = u16::from_be_bytes(key.get(4..6)?.try_into().ok()?);
+        return Some(format!("{proto} . {port}"));
+    }
     let ip = ipv4(key.get(0..4)?)?;
     let proto = *key.get(4)?;
     let port = u16::from_be_bytes(key.get(8..10)?.try_into().ok()?);
@@ -469,9 +580,21 @@ mod tests {
         let port = ServicePort::new(Protocol::Tcp, 80, [(Ipv4Addr::new(10, 90, 0, 5), 8080)]);
         let key = port.key(Ipv4Addr::new(10, 96, 0, 10));
         assert_eq!(key, vec![10, 96, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0]);
-        assert_eq!(key_text(&key).as_deref(), Some("10.96.0.10 . 6 . 80"));
+        assert_eq!(
+            key_text(SERVICES, &key).as_deref(),
+            Some("10.96.0.10 . 6 . 80")
+        );
         assert_eq!(port.map(), SERVICES);
+        assert_eq!(port.node_key(), None);
         assert_eq!(ServicePort::new(Protocol::Udp, 53, []).map(), NO_ENDPOINTS);
+        // `nft --debug=netlink list map ip t nodeports`: element 00000006 00007576.
+        let port = port.with_node_port(30325);
+        let key = port.node_key().expect("a node port");
+        assert_eq!(key, vec![6, 0, 0, 0, 0x76, 0x75, 0, 0]);
+        assert_eq!(key_text(NODEPORTS, &key).as_deref(), Some("6 . 30325"));
+        assert_eq!(port.node_map(), NODEPORTS);
+        let port = ServicePort::new(Protocol::Udp, 53, []).with_node_port(30053);
+        assert_eq!(port.node_map(), NO_ENDPOINT_NODEPORTS);
     }
 
     #[test]
