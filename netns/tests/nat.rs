@@ -392,19 +392,7 @@ impl Lab {
             .await
             .expect("attach b");
 
-        net.add_veth("ext0", "eth0", ext.ns().net())
-            .await
-            .expect("veth to the external client");
-        net.link_up("ext0").await.expect("ext0 up");
-        net.add_address("ext0", IpAddr::V4(HOST_EXT), 30)
-            .await
-            .expect("ext0 address");
-        let outside = ext.netlink().await;
-        outside.link_up("eth0").await.expect("eth0 up");
-        outside
-            .add_address("eth0", IpAddr::V4(EXT), 30)
-            .await
-            .expect("eth0 address");
+        join_external(&net, &ext).await;
 
         let nat = Nat::open(host.ns().net()).expect("open");
         nat.ensure(bridge.subnet(), bridge.name()).expect("ensure");
@@ -422,6 +410,24 @@ impl Lab {
     }
 }
 
+/// Joins the external client `ext` to the host (`net`) by a veth: `ext0` at [`HOST_EXT`] on
+/// the host, `eth0` at [`EXT`] in the client.
+async fn join_external(net: &netns::Netlink, ext: &Pod) {
+    net.add_veth("ext0", "eth0", ext.ns().net())
+        .await
+        .expect("veth to the external client");
+    net.link_up("ext0").await.expect("ext0 up");
+    net.add_address("ext0", IpAddr::V4(HOST_EXT), 30)
+        .await
+        .expect("ext0 address");
+    let outside = ext.netlink().await;
+    outside.link_up("eth0").await.expect("eth0 up");
+    outside
+        .add_address("eth0", IpAddr::V4(EXT), 30)
+        .await
+        .expect("eth0 address");
+}
+
 /// A TCP server in a namespace that answers each connection with the address it saw the
 /// client come from; stopped by `stop` (or when the test ends).
 struct TcpServer {
@@ -430,17 +436,32 @@ struct TcpServer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a [`TcpServer`] answers a connection with.
+enum Answer {
+    /// The address it saw the client come from.
+    Peer,
+    /// Its name.
+    Name(String),
+    /// Its name and the client's address, as `a 198.18.0.2`.
+    NameAndPeer(String),
+}
+
 impl TcpServer {
     fn start(ns: &Namespace, port: u16) -> Self {
-        Self::answering(ns, port, None)
+        Self::answering(ns, port, Answer::Peer)
     }
 
     /// A server that answers each connection with `name` instead.
     fn named(ns: &Namespace, port: u16, name: &str) -> Self {
-        Self::answering(ns, port, Some(name.to_owned()))
+        Self::answering(ns, port, Answer::Name(name.to_owned()))
     }
 
-    fn answering(ns: &Namespace, port: u16, name: Option<String>) -> Self {
+    /// A server that answers each connection with `name` and the client's address.
+    fn telling(ns: &Namespace, port: u16, name: &str) -> Self {
+        Self::answering(ns, port, Answer::NameAndPeer(name.to_owned()))
+    }
+
+    fn answering(ns: &Namespace, port: u16, answer: Answer) -> Self {
         let listener: TcpListener = ns
             .listen_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port))
             .expect("listen");
@@ -457,9 +478,10 @@ impl TcpServer {
                         let _ = conn.set_read_timeout(Some(TIMEOUT));
                         let mut buf = [0; 4];
                         if conn.read_exact(&mut buf).is_ok() {
-                            let _ = match &name {
-                                Some(name) => conn.write_all(name.as_bytes()),
-                                None => write!(conn, "{}", peer.ip()),
+                            let _ = match &answer {
+                                Answer::Peer => write!(conn, "{}", peer.ip()),
+                                Answer::Name(name) => conn.write_all(name.as_bytes()),
+                                Answer::NameAndPeer(name) => write!(conn, "{name} {}", peer.ip()),
                             };
                         }
                     }
@@ -842,6 +864,19 @@ async fn bad_services_are_refused_before_anything_changes() {
             "target port",
         ),
         (CLUSTER_IP, vec![good.clone(), good.clone()], "twice"),
+        (
+            CLUSTER_IP,
+            vec![good.clone().with_node_port(0)],
+            "node port must be 1 to 65535",
+        ),
+        (
+            CLUSTER_IP,
+            vec![
+                good.clone().with_node_port(NODE_PORT),
+                ServicePort::new(Protocol::Tcp, 81, []).with_node_port(NODE_PORT),
+            ],
+            "node port 30080/tcp is given to two ports",
+        ),
     ] {
         let err = lab
             .nat
@@ -898,6 +933,335 @@ async fn ensure_upgrades_a_v1_table_in_place_and_keeps_host_ports() {
     server.stop();
 }
 
+/// A Service's node port, as a NodePort Service's `spec.ports[].nodePort`.
+const NODE_PORT: u16 = 30080;
+
+#[tokio::test]
+async fn a_node_port_reaches_every_endpoint_from_the_host_and_from_outside() {
+    let Some(lab) = ServiceLab::create("np").await else {
+        return;
+    };
+    let servers: Vec<TcpServer> = [("a", &lab.a), ("b", &lab.b), ("c", &lab.c)]
+        .into_iter()
+        .map(|(name, pod)| TcpServer::telling(pod.ns().net(), 8080, name))
+        .collect();
+    let web = |endpoints: &[Ipv4Addr]| {
+        ServicePort::new(Protocol::Tcp, 80, endpoints.iter().map(|&ip| (ip, 8080)))
+            .with_node_port(NODE_PORT)
+    };
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[POD_A, POD_B, POD_C])])
+        .expect("set service");
+
+    // Every local address of the host, from the host itself, from a pod and from outside:
+    // each answered by every endpoint some of the time, which sees the source it should.
+    // From outside that is the client's own address (no masquerade: the endpoint's answer
+    // goes back through the host, its default route, which undoes the DNAT); from the host
+    // at 127.0.0.1 and from a pod it is the bridge's address (masqueraded, as for hostPorts);
+    // from the host at its own address, that address.
+    for (client, ip, seen) in [
+        (lab.ext.ns().net(), HOST_EXT, EXT),
+        (lab.host.ns().net(), LOCALHOST, GATEWAY),
+        (lab.host.ns().net(), HOST_EXT, HOST_EXT),
+        (lab.host.ns().net(), GATEWAY, GATEWAY),
+        (lab.d.ns().net(), GATEWAY, GATEWAY),
+    ] {
+        assert_spread(client, ip, NODE_PORT, &["a", "b", "c"], seen);
+    }
+    // The cluster IP's port is there as before.
+    assert_eq!(names(lab.d.ns().net(), 10).len(), 10);
+    // Only that port: the host's other ports are untouched.
+    assert_refused(lab.ext.ns().net(), HOST_EXT, NODE_PORT + 1);
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(
+        ruleset.contains("tcp . 30080 comment \"default/web\" : goto svc-"),
+        "{ruleset}"
+    );
+
+    // None ready: refused at once on every address, from everywhere, by the rules (a
+    // process of the host listens on the node port, which would answer otherwise); a
+    // service of the host on another port is still reached, so the no-endpoints check
+    // takes exactly the node port.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[])])
+        .expect("set service without endpoints");
+    let host_server = TcpServer::start(lab.host.ns().net(), 7070);
+    let squatter = TcpServer::start(lab.host.ns().net(), NODE_PORT);
+    for (client, ip, seen) in [
+        (lab.ext.ns().net(), HOST_EXT, EXT),
+        (lab.host.ns().net(), LOCALHOST, LOCALHOST),
+        (lab.host.ns().net(), HOST_EXT, HOST_EXT),
+        (lab.d.ns().net(), GATEWAY, POD_D),
+    ] {
+        assert_refused_at_once(client, ip, NODE_PORT);
+        assert_eq!(tcp(client, ip, 7070), seen);
+    }
+    assert_eq!(squatter.served(), 0);
+    host_server.stop();
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(
+        ruleset.contains("tcp . 30080 comment \"default/web\" : goto reject_no_endpoints"),
+        "{ruleset}"
+    );
+
+    // Ready again: answered again.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &[web(&[POD_B])])
+        .expect("set service with b");
+    assert_eq!(
+        names_at(lab.ext.ns().net(), HOST_EXT, NODE_PORT, 3),
+        vec![format!("b {EXT}"); 3]
+    );
+
+    // Removed: the node port is the host's own port again (its listener answers), and in
+    // no map.
+    assert!(lab.nat.remove_service("default/web").expect("remove"));
+    assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, NODE_PORT), EXT);
+    assert_eq!(tcp(lab.host.ns().net(), LOCALHOST, NODE_PORT), LOCALHOST);
+    squatter.stop();
+    assert_refused(lab.ext.ns().net(), HOST_EXT, NODE_PORT);
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(!ruleset.contains("30080"), "{ruleset}");
+    drop(servers);
+}
+
+#[tokio::test]
+async fn a_node_port_is_held_by_one_service_and_a_host_port_wins_over_it() {
+    let Some(lab) = ServiceLab::create("npheld").await else {
+        return;
+    };
+    let (server_a, server_b) = (
+        TcpServer::named(lab.a.ns().net(), 8080, "a"),
+        TcpServer::named(lab.b.ns().net(), 8080, "b"),
+    );
+    let web = [ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)]).with_node_port(NODE_PORT)];
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &web)
+        .expect("set web");
+    // Setting it again is no conflict with itself.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &web)
+        .expect("set web again");
+
+    // Another Service asking for the node port (on another cluster IP) is refused, naming
+    // the holder, and nothing is written.
+    let before = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    let other_ip = Ipv4Addr::new(10, 96, 0, 11);
+    let err = lab
+        .nat
+        .set_service(
+            "default/api",
+            other_ip,
+            &[
+                ServicePort::new(Protocol::Tcp, 81, [(POD_B, 8080)]).with_node_port(30081),
+                ServicePort::new(Protocol::Tcp, 80, [(POD_B, 8080)]).with_node_port(NODE_PORT),
+            ],
+        )
+        .expect_err("node port taken");
+    assert!(
+        matches!(&err, Error::NodePortInUse { port, holder, owner, .. }
+            if port == "30080/tcp" && holder == "default/web" && owner == "default/api"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nodePort"), "{err}");
+    assert_eq!(
+        nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]),
+        before
+    );
+    // The same number over UDP is another node port.
+    lab.nat
+        .set_service(
+            "default/api",
+            other_ip,
+            &[ServicePort::new(Protocol::Udp, 80, [(POD_B, 8080)]).with_node_port(NODE_PORT)],
+        )
+        .expect("udp 30080 is free");
+
+    // A hostPort on the same port and protocol wins (its DNAT comes first); the node port
+    // answers again when the hostPort is gone.
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, NODE_PORT), "a");
+    lab.nat
+        .publish(
+            "pod-b",
+            POD_B,
+            &[HostPort::new(Protocol::Tcp, NODE_PORT, 8080)],
+        )
+        .expect("publish");
+    assert_eq!(
+        names_at(lab.ext.ns().net(), HOST_EXT, NODE_PORT, 3),
+        vec!["b"; 3]
+    );
+    assert_eq!(name(lab.host.ns().net(), LOCALHOST, NODE_PORT), "b");
+    assert!(lab.nat.unpublish("pod-b").expect("unpublish"));
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, NODE_PORT), "a");
+
+    // The holder moving to another node port frees the old one for the other Service.
+    lab.nat
+        .set_service(
+            "default/web",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)]).with_node_port(30090)],
+        )
+        .expect("move web");
+    lab.nat
+        .set_service(
+            "default/api",
+            other_ip,
+            &[ServicePort::new(Protocol::Tcp, 80, [(POD_B, 8080)]).with_node_port(NODE_PORT)],
+        )
+        .expect("30080 is free now");
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, NODE_PORT), "b");
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, 30090), "a");
+    server_a.stop();
+    server_b.stop();
+}
+
+#[tokio::test]
+async fn a_udp_node_port_reaches_its_endpoint() {
+    let Some(lab) = ServiceLab::create("npudp").await else {
+        return;
+    };
+    let server = UdpServer::start(lab.a.ns().net(), 5353);
+    lab.nat
+        .set_service(
+            "kube-system/dns",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Udp, 53, [(POD_A, 5353)]).with_node_port(30053)],
+        )
+        .expect("set service");
+    assert_eq!(udp(lab.ext.ns().net(), HOST_EXT, 30053), EXT);
+    assert_eq!(udp(lab.host.ns().net(), LOCALHOST, 30053), GATEWAY);
+    assert_eq!(udp(lab.host.ns().net(), HOST_EXT, 30053), HOST_EXT);
+    assert_eq!(udp(lab.d.ns().net(), GATEWAY, 30053), GATEWAY);
+    // The same number over TCP is no node port.
+    assert_refused(lab.ext.ns().net(), HOST_EXT, 30053);
+    server.stop();
+}
+
+#[tokio::test]
+async fn ensure_upgrades_a_v2_table_in_place_and_keeps_host_ports_and_services() {
+    let Some(lab) = ServiceLab::create("npv2").await else {
+        return;
+    };
+    // The table as podkit's v2 wrote it, with a hostPort and a Service in it.
+    assert!(lab.nat.remove().expect("remove"));
+    nft_script(lab.host.ns().net(), V2_RULES);
+    nft_script(
+        lab.host.ns().net(),
+        &v2_service("default/web", CLUSTER_IP, 80, POD_A, 8080),
+    );
+    let server = TcpServer::named(lab.a.ns().net(), 8080, "a");
+    lab.nat
+        .publish("pod-a", POD_A, &[HostPort::new(Protocol::Tcp, 9080, 8080)])
+        .expect("publish in v2");
+    assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
+    let node_port =
+        [ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080)]).with_node_port(NODE_PORT)];
+    let err = lab
+        .nat
+        .set_service("default/web", CLUSTER_IP, &node_port)
+        .expect_err("v2 has no node port maps");
+    assert!(matches!(err, Error::NatNotReady { .. }), "{err}");
+
+    lab.nat
+        .ensure(Bridge::DEFAULT_SUBNET, "podkit0")
+        .expect("upgrade");
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(ruleset.contains("podkit nat v3"), "{ruleset}");
+    assert_eq!(lab.nat.owners().expect("owners"), vec!["pod-a".to_owned()]);
+    assert_eq!(
+        lab.nat.services().expect("services"),
+        vec!["default/web".to_owned()]
+    );
+    assert!(lab.nat.has_service("default/web").expect("kept"));
+    assert_eq!(name(lab.d.ns().net(), GATEWAY, 9080), "a");
+    assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
+    // The Service v2 wrote is replaced by one with a node port.
+    lab.nat
+        .set_service("default/web", CLUSTER_IP, &node_port)
+        .expect("set service in v3");
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, NODE_PORT), "a");
+    assert_eq!(name(lab.d.ns().net(), CLUSTER_IP, 80), "a");
+    assert_eq!(name(lab.ext.ns().net(), HOST_EXT, 9080), "a");
+    assert!(lab.nat.remove_service("default/web").expect("remove"));
+    assert_refused(lab.ext.ns().net(), HOST_EXT, NODE_PORT);
+    server.stop();
+}
+
+/// `count` connections from `ns` to `ip:port`, each answered by a [`TcpServer::telling`]:
+/// checks that every one of `names` answered some, and that each saw the client as `seen`.
+fn assert_spread(ns: &Namespace, ip: Ipv4Addr, port: u16, names: &[&str], seen: Ipv4Addr) {
+    let count = 45;
+    let answers = names_at(ns, ip, port, count);
+    for answer in &answers {
+        assert!(
+            answer.ends_with(&format!(" {seen}")),
+            "{ip}:{port} from {:?}: the endpoint saw {answer:?}, not {seen}",
+            ns.path()
+        );
+    }
+    for name in names {
+        // Picked at random: one of three never picked in 45 is ~3e-8 likely.
+        assert!(
+            answers.iter().any(|a| a.starts_with(&format!("{name} "))),
+            "{ip}:{port} from {:?}: {name} never answered: {answers:?}",
+            ns.path()
+        );
+    }
+}
+
+/// The rules podkit's v2 wrote (`Nat::ensure` before node ports), for table `podkit`.
+const V2_RULES: &str = r#"add table ip podkit { comment "podkit: pods' NAT, hostPorts and Services (netns::Nat)"; }
+add map ip podkit hostports { type inet_proto . inet_service : ipv4_addr . inet_service; }
+add map ip podkit hostip_hostports { type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service; }
+add map ip podkit services { type ipv4_addr . inet_proto . inet_service : verdict; }
+add map ip podkit no_endpoints { type ipv4_addr . inet_proto . inet_service : verdict; }
+add chain ip podkit reject_no_endpoints
+add rule ip podkit reject_no_endpoints meta l4proto tcp reject with tcp reset
+add rule ip podkit reject_no_endpoints reject
+add chain ip podkit hostports
+add rule ip podkit hostports dnat ip to ip daddr . meta l4proto . th dport map @hostip_hostports
+add rule ip podkit hostports dnat ip to meta l4proto . th dport map @hostports
+add chain ip podkit clusterips
+add rule ip podkit clusterips ip daddr . meta l4proto . th dport vmap @services
+add chain ip podkit endpoints_check
+add rule ip podkit endpoints_check ip daddr . meta l4proto . th dport vmap @no_endpoints
+add chain ip podkit prerouting { type nat hook prerouting priority dstnat; }
+add rule ip podkit prerouting fib daddr type local jump hostports
+add rule ip podkit prerouting fib daddr type != local jump clusterips
+add chain ip podkit output { type nat hook output priority -100; }
+add rule ip podkit output fib daddr type local jump hostports
+add rule ip podkit output fib daddr type != local jump clusterips
+add chain ip podkit filter_output { type filter hook output priority filter; }
+add rule ip podkit filter_output ct state new jump endpoints_check
+add chain ip podkit filter_forward { type filter hook forward priority filter; }
+add rule ip podkit filter_forward ct state new jump endpoints_check
+add chain ip podkit postrouting { type nat hook postrouting priority srcnat; comment "podkit nat v2: pods of 10.90.0.0/16 on podkit0"; }
+add rule ip podkit postrouting ip saddr 10.90.0.0/16 ip daddr != 10.90.0.0/16 masquerade
+add rule ip podkit postrouting ct status dnat ip saddr 10.90.0.0/16 ip daddr 10.90.0.0/16 masquerade
+add rule ip podkit postrouting ct status dnat ip saddr 127.0.0.0/8 oifname "podkit0" masquerade
+add chain ip podkit localnet { type filter hook prerouting priority raw; }
+add rule ip podkit localnet iifname != "lo" ip daddr 127.0.0.0/8 drop
+"#;
+
+/// The rules podkit's v2 `Nat::set_service` wrote for `owner`'s Service with one TCP port
+/// and one endpoint, its chains named `svc-` and the FNV-1a hash of the owner, as netns
+/// names them.
+fn v2_service(owner: &str, ip: Ipv4Addr, port: u16, pod_ip: Ipv4Addr, pod_port: u16) -> String {
+    let hash = owner.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let chain = format!("svc-{hash:016x}");
+    format!(
+        "add chain ip podkit {chain} {{ comment \"{owner}\"; }}\n\
+         add chain ip podkit {chain}-tcp-{port} {{ comment \"{owner}\"; }}\n\
+         add rule ip podkit {chain}-tcp-{port} meta l4proto tcp dnat ip to numgen random mod 1 \
+         map {{ 0 : {pod_ip} . {pod_port} }}\n\
+         create element ip podkit services {{ {ip} . tcp . {port} comment \"{owner}\" : goto \
+         {chain}-tcp-{port} }}\n"
+    )
+}
+
 /// The rules podkit's v1 wrote (`Nat::ensure` before Services), for table `podkit`.
 const V1_RULES: &str = r#"add table ip podkit { comment "podkit: pods' NAT and hostPorts (netns::Nat)"; }
 add map ip podkit hostports { type inet_proto . inet_service : ipv4_addr . inet_service; }
@@ -918,7 +1282,7 @@ add rule ip podkit localnet iifname != "lo" ip daddr 127.0.0.0/8 drop
 "#;
 
 /// The host (bridge, table, a route for the cluster IP range on the bridge, as podkit adds
-/// it) and four pods on its bridge: three endpoints and a client.
+/// it), four pods on its bridge (three endpoints and a client) and the external client.
 struct ServiceLab {
     nat: Nat,
     // Dropped after `nat` (fields drop in order), pods before the host.
@@ -926,6 +1290,7 @@ struct ServiceLab {
     b: Pod,
     c: Pod,
     d: Pod,
+    ext: Pod,
     host: Pod,
 }
 
@@ -933,11 +1298,12 @@ impl ServiceLab {
     /// `None` when not root (outside CI): the test is skipped.
     async fn create(name: &str) -> Option<ServiceLab> {
         let host = Pod::create(&format!("{name}-host")).await?;
-        let (a, b, c, d) = (
+        let (a, b, c, d, ext) = (
             pod(&format!("{name}-a")).await,
             pod(&format!("{name}-b")).await,
             pod(&format!("{name}-c")).await,
             pod(&format!("{name}-d")).await,
+            pod(&format!("{name}-ext")).await,
         );
         let net = host.netlink().await;
         let bridge = Bridge::default();
@@ -953,6 +1319,7 @@ impl ServiceLab {
                 .await
                 .expect("attach");
         }
+        join_external(&net, &ext).await;
         // Without a route the host's own clients get ENETUNREACH before any hook runs.
         run(
             host.ns().net(),
@@ -967,6 +1334,7 @@ impl ServiceLab {
             b,
             c,
             d,
+            ext,
             host,
         })
     }
