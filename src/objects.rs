@@ -47,6 +47,18 @@ pub enum ObjectError {
     },
 
     #[error(
+        "Service {name:?} in namespace {namespace:?}: spec.ports[{index}].nodePort: Invalid \
+         value: {port}: {why}"
+    )]
+    NodePort {
+        namespace: String,
+        name: String,
+        index: usize,
+        port: u64,
+        why: String,
+    },
+
+    #[error(
         "Service {name:?} in namespace {namespace:?}: spec.clusterIP: Invalid value: {ip:?}: {why}"
     )]
     ClusterIp {
@@ -175,6 +187,29 @@ impl Store {
                 }
             }
         }
+        // And the node ports it was given, port by port.
+        if let Some(old) = &existing
+            && object.kind == ObjectKind::Service
+            && matches!(
+                value["spec"]["type"].as_str(),
+                Some("NodePort" | "LoadBalancer")
+            )
+            && let Some(ports) = value["spec"]["ports"].as_array_mut()
+        {
+            let protocol = |p: &Value| p["protocol"].as_str().unwrap_or("TCP").to_owned();
+            for port in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
+                let kept = old["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|o| o["port"] == port["port"] && protocol(o) == protocol(port))
+                    .and_then(|o| o.get("nodePort"))
+                    .filter(|n| !n.is_null());
+                if let Some(kept) = kept {
+                    port["nodePort"] = kept.clone();
+                }
+            }
+        }
         let change = match &existing {
             None => Change::Created,
             Some(old) => {
@@ -265,7 +300,7 @@ impl Store {
         // A Service's cluster IP, allocated as the API server allocates it, under the lock of
         // every namespace's addresses until the Service that has it is written.
         let _addresses = match object.kind {
-            ObjectKind::Service => Some(self.assign_cluster_ip(&mut value, existing.as_ref())?),
+            ObjectKind::Service => Some(self.assign_addresses(&mut value, existing.as_ref())?),
             _ => None,
         };
         let dir = self.make_dir(object.kind, &object.namespace)?;
@@ -346,12 +381,39 @@ impl Store {
     /// again usually gets its address back); none for a headless (`clusterIP: None`) or
     /// ExternalName Service. Returns the lock of the addresses, held until the Service is
     /// written.
-    fn assign_cluster_ip(
+    fn assign_addresses(
         &self,
         service: &mut Value,
         existing: Option<&Value>,
     ) -> Result<nix::fcntl::Flock<std::fs::File>, ObjectError> {
         let locked = self.lock_path(&self.root.join(".cluster-ips.lock"))?;
+        let key = |s: &Value| {
+            (
+                s["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default")
+                    .to_owned(),
+                s["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+            )
+        };
+        let me = key(service);
+        let others: Vec<Value> = self
+            .list(ObjectKind::Service, None)?
+            .into_iter()
+            .filter(|s| key(s) != me)
+            .collect();
+        self.assign_cluster_ip(service, existing, &others)?;
+        assign_node_ports(service, existing, &others)?;
+        Ok(locked)
+    }
+
+    /// The cluster IP part of [`Store::assign_addresses`].
+    fn assign_cluster_ip(
+        &self,
+        service: &mut Value,
+        existing: Option<&Value>,
+        others: &[Value],
+    ) -> Result<(), ObjectError> {
         let invalid = |ip: &str, why: String| ObjectError::ClusterIp {
             namespace: service["metadata"]["namespace"]
                 .as_str()
@@ -376,7 +438,7 @@ impl Store {
             if !had.is_empty() && had != asked && had != "None" && !asked.is_empty() {
                 return Err(invalid(&asked, "field is immutable".into()));
             }
-            return Ok(locked);
+            return Ok(());
         }
         if !had.is_empty() && had != "None" {
             if !asked.is_empty() && asked != had {
@@ -387,35 +449,25 @@ impl Store {
             }
             service["spec"]["clusterIP"] = had.clone().into();
             service["spec"]["clusterIPs"] = serde_json::json!([had]);
-            return Ok(locked);
+            return Ok(());
         }
         let subnet = service_subnet().map_err(|why| invalid(&asked, why))?;
-        let me = (
-            service["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_owned(),
-            service["metadata"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned(),
-        );
-        let taken: Vec<std::net::Ipv4Addr> = self
-            .list(ObjectKind::Service, None)?
+        let taken: Vec<std::net::Ipv4Addr> = others
             .iter()
-            .filter(|s| {
-                (
-                    s["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or("default")
-                        .to_owned(),
-                    s["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                ) != me
-            })
             .filter_map(|s| s["spec"]["clusterIP"].as_str()?.parse().ok())
             .collect();
+        // The store's place in the key: Services of two stores on one host (tests, two
+        // installs) share the host's NAT table and seldom pick the same address.
+        let key = format!(
+            "{}:{}/{}",
+            self.root.display(),
+            service["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default"),
+            service["metadata"]["name"].as_str().unwrap_or("")
+        );
         let ip = if asked.is_empty() {
-            free_cluster_ip(subnet, &taken, &format!("{}/{}", me.0, me.1)).ok_or_else(|| {
+            free_cluster_ip(subnet, &taken, &key).ok_or_else(|| {
                 invalid(
                     "",
                     format!("failed to allocate a cluster IP: the range {subnet} is full"),
@@ -441,7 +493,7 @@ impl Store {
         };
         service["spec"]["clusterIP"] = ip.to_string().into();
         service["spec"]["clusterIPs"] = serde_json::json!([ip.to_string()]);
-        Ok(locked)
+        Ok(())
     }
 
     /// The object named so, as kept (with its uid and creationTimestamp).
@@ -678,6 +730,101 @@ pub fn data(kind: ObjectKind, value: &Value) -> Data {
     out
 }
 
+/// The range node ports come from: kube-apiserver's default `--service-node-port-range`.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Gives each port of a NodePort or LoadBalancer `service` its node port as the API server
+/// does: the one it had on the same port and protocol (a re-apply keeps it), the one asked
+/// for if no other Service has it, else a free one of [`NODE_PORTS`]. A Service of another
+/// type has none.
+fn assign_node_ports(
+    service: &mut Value,
+    existing: Option<&Value>,
+    others: &[Value],
+) -> Result<(), ObjectError> {
+    let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
+    if !matches!(kind, "NodePort" | "LoadBalancer") {
+        return Ok(());
+    }
+    let protocol = |p: &Value| p["protocol"].as_str().unwrap_or("TCP").to_owned();
+    let mut taken: Vec<(String, u64)> = others
+        .iter()
+        .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| Some((protocol(&p), p["nodePort"].as_u64()?)))
+        .collect();
+    let old: Vec<Value> = existing
+        .and_then(|o| o["spec"]["ports"].as_array().cloned())
+        .unwrap_or_default();
+    let (namespace, name) = (
+        service["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned(),
+        service["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
+    );
+    let Some(ports) = service["spec"]["ports"].as_array_mut() else {
+        return Ok(());
+    };
+    // Asked-for ports first, so a free one picked for another port never takes them.
+    for (i, port) in ports.iter().enumerate() {
+        if let Some(asked) = port["nodePort"].as_u64() {
+            let key = (protocol(port), asked);
+            if taken.contains(&key) {
+                return Err(ObjectError::NodePort {
+                    namespace,
+                    name,
+                    index: i,
+                    port: asked,
+                    why: "provided port is already allocated".into(),
+                });
+            }
+            taken.push(key);
+        }
+    }
+    for (i, port) in ports.iter_mut().enumerate() {
+        if !port["nodePort"].is_null() {
+            continue;
+        }
+        let had = old
+            .iter()
+            .find(|o| o["port"] == port["port"] && protocol(o) == protocol(port))
+            .and_then(|o| o["nodePort"].as_u64())
+            .filter(|n| !taken.contains(&(protocol(port), *n)));
+        let picked = had.or_else(|| {
+            // The first free one after a hash of the Service and port, so a deleted and
+            // re-applied Service usually gets the same.
+            let seed = format!("{namespace}/{name}/{}/{}", port["port"], protocol(port))
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+                });
+            let size = u64::from(NODE_PORTS.end() - NODE_PORTS.start()) + 1;
+            (0..size)
+                .map(|k| u64::from(*NODE_PORTS.start()) + (seed % size + k) % size)
+                .find(|n| !taken.contains(&(protocol(port), *n)))
+        });
+        let Some(picked) = picked else {
+            return Err(ObjectError::NodePort {
+                namespace,
+                name,
+                index: i,
+                port: 0,
+                why: format!(
+                    "failed to allocate a node port: the range {}-{} is full",
+                    NODE_PORTS.start(),
+                    NODE_PORTS.end()
+                ),
+            });
+        };
+        taken.push((protocol(port), picked));
+        port["nodePort"] = picked.into();
+    }
+    Ok(())
+}
+
 /// The subnet Services' cluster IPs come from: `PODKIT_SERVICE_SUBNET`, default 10.96.0.0/16
 /// (the start of kube-apiserver's default `--service-cluster-ip-range`, 10.96.0.0/12).
 pub fn service_subnet() -> Result<netns::Subnet, String> {
@@ -707,7 +854,7 @@ fn free_cluster_ip(
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     (0..usable)
-        .map(|i| std::net::Ipv4Addr::from(base + 2 + ((hash + i) % usable) as u32))
+        .map(|i| std::net::Ipv4Addr::from(base + 2 + ((hash % usable + i) % usable) as u32))
         .find(|ip| !taken.contains(ip))
 }
 
@@ -723,6 +870,86 @@ mod tests {
             immutable: value.get("immutable") == Some(&Value::Bool(true)),
             value,
         }
+    }
+
+    #[test]
+    fn services_get_cluster_ips_and_node_ports_as_the_api_server_gives_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(dir.path());
+        let service = |name: &str, spec: Value| {
+            object(
+                ObjectKind::Service,
+                name,
+                serde_json::json!({"kind": "Service", "metadata": {"name": name, "namespace": "default"}, "spec": spec}),
+            )
+        };
+        let get = |name: &str| {
+            store
+                .get(ObjectKind::Service, "default", name)
+                .expect("store")
+                .expect("kept")
+        };
+        let web = service(
+            "web",
+            serde_json::json!({"type": "NodePort", "ports": [{"port": 80}, {"port": 443}]}),
+        );
+        assert_eq!(store.put(&web).expect("put"), Change::Created);
+        let kept = get("web");
+        let ip: std::net::Ipv4Addr = kept["spec"]["clusterIP"]
+            .as_str()
+            .expect("ip")
+            .parse()
+            .expect("an address");
+        assert_eq!(ip.octets()[..2], [10, 96]);
+        assert_eq!(kept["spec"]["clusterIPs"][0], kept["spec"]["clusterIP"]);
+        let node_ports: Vec<u64> = (0..2)
+            .map(|i| {
+                kept["spec"]["ports"][i]["nodePort"]
+                    .as_u64()
+                    .expect("a node port")
+            })
+            .collect();
+        assert!(node_ports.iter().all(|p| (30000..=32767).contains(p)));
+        assert_ne!(node_ports[0], node_ports[1]);
+        // A re-apply of the same manifest keeps both and changes nothing.
+        assert_eq!(store.put(&web).expect("put"), Change::Unchanged);
+        assert_eq!(get("web")["spec"], kept["spec"]);
+        // Another Service cannot have them, nor pick an address out of range.
+        let taken = service(
+            "db",
+            serde_json::json!({"clusterIP": ip.to_string(), "ports": [{"port": 5432}]}),
+        );
+        let err = store.put(&taken).expect_err("taken").to_string();
+        assert!(err.contains("provided IP is already allocated"), "{err}");
+        let outside = service(
+            "db",
+            serde_json::json!({"clusterIP": "10.1.2.3", "ports": [{"port": 5432}]}),
+        );
+        let err = store.put(&outside).expect_err("out of range").to_string();
+        assert!(err.contains("not in the valid range"), "{err}");
+        let port = service(
+            "db",
+            serde_json::json!({"type": "NodePort", "ports": [{"port": 5432, "nodePort": node_ports[0]}]}),
+        );
+        let err = store.put(&port).expect_err("taken").to_string();
+        assert!(
+            err.contains("spec.ports[0].nodePort: Invalid value")
+                && err.contains("already allocated"),
+            "{err}"
+        );
+        // Headless: none; and a cluster IP cannot change.
+        let headless = service(
+            "db",
+            serde_json::json!({"clusterIP": "None", "ports": [{"port": 5432}]}),
+        );
+        store.put(&headless).expect("put");
+        assert_eq!(get("db")["spec"]["clusterIP"], "None");
+        let moved = service(
+            "web",
+            serde_json::json!({"type": "NodePort", "clusterIP": "10.96.0.77", "ports": [{"port": 80}, {"port": 443}]}),
+        );
+        let err = store.put(&moved).expect_err("immutable").to_string();
+        assert!(err.contains("field is immutable"), "{err}");
     }
 
     #[test]

@@ -599,6 +599,7 @@ apiVersion: v1
 kind: Service
 metadata: {{name: {app}}}
 spec:
+  type: NodePort
   selector: {{app: {app}}}
   ports: [{{name: web, port: 80, targetPort: http}}]
 ",
@@ -621,6 +622,11 @@ spec:
         .and_then(|ip| ip.parse().ok())
         .expect("a cluster IP");
     assert!(ip.octets()[..2] == [10, 96], "{ip}");
+    let node_port = service["spec"]["ports"][0]["nodePort"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .expect("a node port");
+    assert!((30000..=32767).contains(&node_port), "{node_port}");
     // The Endpoints: each Ready pod's IP and the named port's number.
     let endpoints = || -> Value {
         serde_json::from_str(&env.ok(&["get", "endpoints", &app, "-o", "json"]))
@@ -671,6 +677,16 @@ spec:
         )
     };
     assert_eq!(names, pods.iter().collect::<Vec<_>>(), "{}", why());
+    // Through the node port on the host's 127.0.0.1 too.
+    let mut through_node = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        through_node.insert(answer(SocketAddr::from(([127, 0, 0, 1], node_port))));
+    }
+    assert_eq!(
+        through_node.iter().collect::<Vec<_>>(),
+        pods.iter().collect::<Vec<_>>(),
+        "through node port {node_port}"
+    );
     // From a pod too, its own included (hairpin).
     let from_pod = env.ok(&[
         "exec",
@@ -715,6 +731,16 @@ spec:
     let start = Instant::now();
     let refused = TcpStream::connect_timeout(&target, Duration::from_secs(5));
     assert!(refused.is_err(), "connected to a Service with no endpoint");
+    assert!(start.elapsed() < Duration::from_secs(2), "{refused:?}");
+    let start = Instant::now();
+    let refused = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], node_port)),
+        Duration::from_secs(5),
+    );
+    assert!(
+        refused.is_err(),
+        "connected to a node port with no endpoint"
+    );
     assert!(start.elapsed() < Duration::from_secs(2), "{refused:?}");
     assert!(
         env.ok(&["describe", "svc", &app])

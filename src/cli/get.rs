@@ -677,10 +677,7 @@ fn describe_object(root: &Path, kind: ObjectKind, o: &serde_json::Value) -> Stri
                 );
                 let _ = writeln!(out, "TargetPort:        {target}/{protocol}");
                 if let Some(node) = port["nodePort"].as_u64() {
-                    let _ = writeln!(
-                        out,
-                        "NodePort:          {name}  {node}/{protocol} (NOT PUBLISHED yet)"
-                    );
+                    let _ = writeln!(out, "NodePort:          {name}  {node}/{protocol}");
                 }
                 let _ = writeln!(out, "Endpoints:         {}", endpoint_addresses(&endpoints));
             }

@@ -120,7 +120,11 @@ impl Control for Service {
                         .filter(|p| serves(p, publish_not_ready))
                         .filter_map(|p| Some((pod_ip(p)?, target_port(p, &port)?)))
                         .collect();
-                    netns::ServicePort::new(port.protocol, port.port, targets)
+                    let rules = netns::ServicePort::new(port.protocol, port.port, targets);
+                    match port.node_port {
+                        Some(node_port) => rules.with_node_port(node_port),
+                        None => rules,
+                    }
                 })
                 .collect(),
         };
@@ -218,6 +222,8 @@ struct Port {
     port: u16,
     /// A number, or a container port's name.
     target: Value,
+    /// Its port on every address of the host (NodePort and LoadBalancer Services).
+    node_port: Option<u16>,
 }
 
 /// The Service's TCP and UDP ports (SCTP has no rules).
@@ -241,6 +247,7 @@ fn service_ports(spec: &Value) -> Vec<Port> {
                     Value::Null => json!(port),
                     other => other.clone(),
                 },
+                node_port: p["nodePort"].as_u64().and_then(|n| u16::try_from(n).ok()),
             })
         })
         .collect()
