@@ -352,24 +352,32 @@ pub(crate) fn node_name() -> String {
 /// default route leaves by (from /proc/net/route), else the first address that is not
 /// loopback. `None` on a host without one.
 pub(crate) fn host_ip() -> Option<String> {
+    static HOST_IP: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOST_IP.get_or_init(find_host_ip).clone()
+}
+
+/// [`host_ip`], looked up: the default route's interface's address through one ioctl (a
+/// `getifaddrs` dump grows with every pod's veth on the host), else the first address of an
+/// interface that is not loopback.
+fn find_host_ip() -> Option<String> {
     let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     let default_dev = route.lines().skip(1).find_map(|line| {
         let mut cols = line.split_whitespace();
         let dev = cols.next()?;
         (cols.next()? == "00000000").then(|| dev.to_owned())
     });
-    let addrs: Vec<(String, std::net::Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+    if let Some(dev) = &default_dev
+        && let Ok(Some(ip)) = netns::interface_ipv4(dev)
+    {
+        return Some(ip.to_string());
+    }
+    nix::ifaddrs::getifaddrs()
         .ok()?
-        .filter_map(|a| {
+        .find_map(|a| {
             let ip = a.address?.as_sockaddr_in()?.ip();
-            (!ip.is_loopback()).then_some((a.interface_name, ip))
+            (!ip.is_loopback()).then_some(ip)
         })
-        .collect();
-    addrs
-        .iter()
-        .find(|(dev, _)| Some(dev) == default_dev.as_ref())
-        .or(addrs.first())
-        .map(|(_, ip)| ip.to_string())
+        .map(|ip| ip.to_string())
 }
 
 /// Labels or annotations as the downward API writes them (`fieldpath.FormatMap`): `key="value"`

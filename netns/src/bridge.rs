@@ -97,6 +97,15 @@ impl Bridge {
     /// [`Error::NotABridge`]. Returns whether this call made the bridge (what goes with it,
     /// such as its NAT rules, is then the caller's to make).
     pub async fn ensure(&self, host: &Netlink) -> Result<bool> {
+        // The usual case, a bridge the first pod set up whole (it is brought up last, after
+        // its MTU, MAC and address): one request instead of five, two of them changes.
+        if let Ok(link) = host.link(&self.name).await
+            && link.kind.as_deref() == Some("bridge")
+            && link.mtu == Some(self.mtu)
+            && link.up
+        {
+            return Ok(false);
+        }
         let created = match host.add_bridge(&self.name, self.mtu).await {
             Ok(()) => {
                 debug!(bridge = %self.name, mtu = self.mtu, "created bridge");

@@ -30,6 +30,57 @@ pub fn release_free_memory() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// The IPv4 address of the interface `name` in the calling thread's network namespace, as
+/// `ioctl(SIOCGIFADDR)` gives it (its primary address): one syscall, where `getifaddrs` dumps
+/// every link of the host (each pod's veth among them) and every address. `None` when the
+/// interface has no IPv4 address or does not exist.
+pub fn interface_ipv4(name: &str) -> io::Result<Option<std::net::Ipv4Addr>> {
+    // SAFETY: ifreq is plain old data (a name and a union of plain data): all zeroes is a valid
+    // value of it.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() >= request.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{name:?} is not an interface name"),
+        ));
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = *byte as c_char;
+    }
+    // SAFETY: socket(2) takes no pointer.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2), and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: SIOCGIFADDR reads the NUL-terminated name in `request` (zeroed beyond it) and
+    // writes a sockaddr into its union, which is large enough; `request` outlives the call.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFADDR, &mut request) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::EADDRNOTAVAIL | libc::ENODEV) => Ok(None),
+            _ => Err(err),
+        };
+    }
+    // SAFETY: after a successful SIOCGIFADDR the union holds `ifru_addr`, a sockaddr.
+    let address = unsafe { request.ifr_ifru.ifru_addr };
+    if i32::from(address.sa_family) != libc::AF_INET {
+        return Ok(None);
+    }
+    // sockaddr_in's layout: family (2 bytes), port (2 bytes), then the address, which
+    // sockaddr's sa_data holds from its third byte on.
+    let data = address.sa_data;
+    Ok(Some(std::net::Ipv4Addr::new(
+        data[2] as u8,
+        data[3] as u8,
+        data[4] as u8,
+        data[5] as u8,
+    )))
+}
+
 /// Does nothing where the allocator is not glibc's.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_memory() -> bool {
@@ -490,5 +541,21 @@ pub(crate) fn wait(pid: u32) -> io::Result<i32> {
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interfaces_address_in_one_call() {
+        assert_eq!(
+            interface_ipv4("lo").expect("lo"),
+            Some(std::net::Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(interface_ipv4("podkit-none0").expect("missing"), None);
+        assert!(interface_ipv4("").is_err());
+        assert!(interface_ipv4("a-name-far-too-long").is_err());
     }
 }
