@@ -439,6 +439,19 @@ fn run_pods(storage: &std::path::Path, args: RunArgs) -> anyhow::Result<ExitCode
         for line in apply::keep_objects(storage, &manifest)? {
             eprintln!("{line}");
         }
+        // A Service of the file is kept by its controller, as `apply` keeps it: it stays
+        // when the pods end, as the file's other objects do.
+        for object in &manifest.objects {
+            if object.kind == spec::ObjectKind::Service {
+                crate::controller::ensure(
+                    &root(),
+                    storage,
+                    object.kind,
+                    &object.namespace,
+                    &object.name,
+                )?;
+            }
+        }
     }
     let mut plans = manifest.pods;
     for plan in &mut plans {

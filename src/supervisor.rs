@@ -576,7 +576,7 @@ async fn run_in(
         return Err(Error::Sysctl(err));
     }
     if let Some(network) = network {
-        match network.join(ns.net(), dir).await {
+        match network.join(ns.net(), dir, &reaper).await {
             Ok(ip) => plan.pod_ip = Some(ip.into()),
             Err(err) => {
                 undo(Some(ns), &cgroup);

@@ -760,3 +760,92 @@ spec:
         "{owners:?}"
     );
 }
+
+/// A headless Service of a StatefulSet: Endpoints but no rules, and names for each Ready pod,
+/// its own `pod.service...` included, in the root's Services hosts file that pods' /etc/hosts
+/// follow (tests/images.rs reads it from inside a container).
+#[test]
+fn a_headless_service_names_each_pod_of_its_stateful_set() {
+    let Some(env) = Env::new() else { return };
+    let app = format!("hl-{}", std::process::id());
+    let file = env.file(
+        "headless.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {app}}}
+spec:
+  clusterIP: None
+  selector: {{app: {app}}}
+  ports: [{{port: 5432}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: {app}}}
+spec:
+  serviceName: {app}
+  replicas: 2
+  selector: {{matchLabels: {{app: {app}}}}}
+  template:
+    metadata:
+      labels: {{app: {app}}}
+      annotations: {{podkit.io/host-process: 'true'}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        command: [sleep, '1000']
+"
+        ),
+    );
+    struct Down<'a>(&'a Env, String);
+    impl Drop for Down<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.podkit(&["delete", "-f", &self.1]);
+            let _ = self.0.podkit(&["gc"]);
+        }
+    }
+    let _down = Down(&env, file.clone());
+    env.ok(&["apply", "-f", &file]);
+    let hosts = env.state().join("services/hosts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+        let ips: Vec<Option<Ipv4Addr>> =
+            (0..2).map(|i| env.pod_ip(&format!("{app}-{i}"))).collect();
+        let done = ips.iter().enumerate().all(|(i, ip)| {
+            ip.is_some_and(|ip| {
+                text.contains(&format!(
+                    "default {ip} {app}-{i}.{app} {app}-{i}.{app}.default {app}-{i}.{app}.default.svc {app}-{i}.{app}.default.svc.cluster.local"
+                )) && text.contains(&format!("default {ip} {app} {app}.default "))
+            })
+        });
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}\n{ips:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let service: Value =
+        serde_json::from_str(&env.ok(&["get", "svc", &app, "-o", "json"])).expect("json");
+    assert_eq!(service["spec"]["clusterIP"], "None");
+    let table = env.ok(&["get", "svc", &app]);
+    assert!(table.contains(" None "), "{table}");
+    let endpoints = env.ok(&["get", "ep", &app]);
+    assert!(endpoints.contains(":5432"), "{endpoints}");
+    // No rules: a headless Service has no address to DNAT.
+    let nat = netns::Nat::current()
+        .and_then(|n| n.with_table("podkit0"))
+        .expect("the NAT table");
+    let storage = env.storage();
+    let owners = nat.services().expect("services");
+    assert!(
+        !owners
+            .iter()
+            .any(|o| o.starts_with(&*storage.to_string_lossy())),
+        "{owners:?}"
+    );
+    env.ok(&["delete", "svc", &app]);
+    let text = std::fs::read_to_string(&hosts).unwrap_or_default();
+    assert!(!text.contains(&app), "{text}");
+}

@@ -404,6 +404,19 @@ pub fn hosts_file(root: &Path) -> PathBuf {
 /// Ready endpoint, with the pod's own `pod.svc.ns.svc.cluster.local` when its
 /// `spec.subdomain` names the Service (a StatefulSet's pods, whose hostname is theirs).
 fn write_hosts_file(root: &Path, storage: &Path) -> anyhow::Result<()> {
+    // One writer at a time: every Service's controller writes the whole file.
+    let path = hosts_file(root);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("lock"))?;
+    let _locked = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).map_err(
+        |(_, errno)| anyhow::anyhow!("failed to lock the Services' hosts file: {errno}"),
+    )?;
     let store = Store::new(storage);
     let mut lines = String::new();
     for service in store.list(ObjectKind::Service, None)? {
@@ -443,10 +456,6 @@ fn write_hosts_file(root: &Path, storage: &Path) -> anyhow::Result<()> {
             }
             _ => {}
         }
-    }
-    let path = hosts_file(root);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
     }
     if std::fs::read_to_string(&path).is_ok_and(|old| old == lines) {
         return Ok(());

@@ -182,8 +182,17 @@ impl Control for StatefulSet {
                     }
                     self.make_claims(object, ordinal)?;
                     let mut workload = crate::spec::workloads::stateful_template(object, ordinal);
+                    // As the StatefulSet controller names its pods: hostname the pod's name,
+                    // subdomain the governing Service (`pod.service.ns.svc.cluster.local`).
+                    let service = object["spec"]["serviceName"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned();
                     if let Some(pod_spec) = workload.pointer_mut("/spec/template/spec") {
                         pod_spec["hostname"] = pod_name.clone().into();
+                        if !service.is_empty() {
+                            pod_spec["subdomain"] = service.into();
+                        }
                     }
                     let index = ordinal.to_string();
                     let labels = [

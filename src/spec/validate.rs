@@ -73,6 +73,7 @@ const SPEC_HONOURED: &[&str] = &[
     "activeDeadlineSeconds",
     "shareProcessNamespace",
     "hostname",
+    "subdomain",
     "securityContext",
     "nodeName",
     "runtimeClassName",
@@ -97,7 +98,6 @@ const SPEC_IGNORED: &[&str] = &[
     "schedulingGates",
     "serviceAccount",
     "serviceAccountName",
-    "subdomain",
     "tolerations",
     "topologySpreadConstraints",
 ];
@@ -488,6 +488,11 @@ impl Validator {
             }
             None => kubelet_hostname(&name),
         };
+        if let Some(sub) = spec.subdomain.as_deref().filter(|s| !s.is_empty())
+            && let Err(why) = dns_label(sub)
+        {
+            self.bad("spec.subdomain", format!("{sub:?} {why}"));
+        }
 
         self.containers = spec
             .init_containers

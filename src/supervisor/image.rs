@@ -187,11 +187,21 @@ fn pod_hosts(plan: &spec::PodPlan, root: &Path) -> Result<String, String> {
     let own = plan
         .pod_ip
         .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
+    // With a subdomain (a StatefulSet's pods: their governing Service), kubelet puts the
+    // pod's fully qualified name first.
+    let names = match plan.manifest["spec"]["subdomain"].as_str() {
+        Some(sub) if !sub.is_empty() => format!(
+            "{hostname}.{sub}.{}.svc.{}\t{hostname}",
+            plan.namespace,
+            crate::controller::service::CLUSTER_DOMAIN
+        ),
+        _ => hostname.clone(),
+    };
     let mut hosts = if plan.host_network {
         host_hosts()?
     } else {
         format!(
-            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{hostname}\n"
+            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{names}\n"
         )
     };
     if !plan.host_aliases.is_empty() {

@@ -61,7 +61,12 @@ impl Network {
     /// Gives the pod whose network namespace is `pod` an address, leased to `owner` (the pod's
     /// state directory): the bridge made if this is the first pod, then the pod's veth pair,
     /// address and default route. On failure nothing is left: no lease, no link.
-    pub async fn join(&self, pod: &netns::Namespace, owner: &Path) -> Result<Ipv4Addr, String> {
+    pub async fn join(
+        &self,
+        pod: &netns::Namespace,
+        owner: &Path,
+        reaper: &super::reaper::Reaper,
+    ) -> Result<Ipv4Addr, String> {
         let owner = owner_id(owner)?;
         let host =
             Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
@@ -84,7 +89,10 @@ impl Network {
             // or more: once, not for every pod).
             Ok(true) => {
                 let (subnet, bridge) = (self.bridge.subnet(), self.bridge.name().to_owned());
-                let table = blocking(move || nat(&bridge)?.ensure(subnet, &bridge)).await;
+                // `nft` is a child the supervisor's reaper must leave to `ensure`'s wait.
+                let reaper = reaper.clone();
+                let table =
+                    blocking(move || reaper.paused(|| nat(&bridge)?.ensure(subnet, &bridge))).await;
                 // Services' cluster IPs are reached through the bridge (their DNAT happens
                 // on the way): one with no rule (yet) never goes out the default route.
                 match crate::objects::service_subnet() {
@@ -100,7 +108,7 @@ impl Network {
                 table
             }
             Ok(false) => Ok(()),
-            Err(err) => Err(err.to_string()),
+            Err(err) => Err(super::image::error_chain(&err)),
         };
         drop(lock);
         let attached = match ensured {
@@ -108,7 +116,7 @@ impl Network {
                 .bridge
                 .attach(&host, pod, &host_interface(&owner), ip)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| super::image::error_chain(&e)),
             Err(err) => Err(err),
         };
         if let Err(err) = attached {
@@ -395,7 +403,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| format!("a blocking task failed: {e}"))?
-        .map_err(|e| e.to_string())
+        .map_err(|e| super::image::error_chain(&e))
 }
 
 /// A lease's owner: the pod's state directory, as text (leases are text files).

@@ -3,7 +3,7 @@
 //! member's exit to whoever watches it, and lets orphans go with a log line: no zombie stays.
 //!
 //! Nothing else may wait for children (no `Child::wait`, no `tokio::process`): the reaper would
-//! race it for the status.
+//! race it for the status. A library call that must ([`Reaper::paused`]) holds the reaper off.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -112,6 +112,16 @@ impl Reaper {
             inner.watchers.insert(pid, tx);
         }
         rx
+    }
+
+    /// Runs `f`, which starts a child and waits for it itself (a library's `Command::output`:
+    /// `netns::Nat::ensure` running `nft`), with reaping held off meanwhile: the reaper would
+    /// otherwise take the child's exit first and leave `f`'s wait with ECHILD (seen in a
+    /// benchmark: "failed to start nft", one pod start in twenty). Holds the reaper (and
+    /// spawns) for as long as `f` runs: only for short calls, off the runtime's threads.
+    pub fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _held = self.lock();
+        f()
     }
 
     fn reap_all(&self) {
