@@ -552,6 +552,16 @@ spec:
     );
 }
 
+/// Deletes what the test's file made when it ends, also when it failed.
+struct Down<'a>(&'a Env, String);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.podkit(&["delete", "-f", &self.1]);
+        let _ = self.0.podkit(&["gc"]);
+    }
+}
+
 /// Connects to `addr` and reads what the server says before it closes (empty on failure).
 fn answer(addr: SocketAddr) -> String {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
@@ -606,13 +616,6 @@ spec:
             flags = flags.display()
         ),
     );
-    struct Down<'a>(&'a Env, String);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.podkit(&["delete", "-f", &self.1]);
-            let _ = self.0.podkit(&["gc"]);
-        }
-    }
     let _down = Down(&env, file.clone());
     env.ok(&["apply", "-f", &file]);
     let service: Value =
@@ -798,13 +801,6 @@ spec:
 "
         ),
     );
-    struct Down<'a>(&'a Env, String);
-    impl Drop for Down<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.podkit(&["delete", "-f", &self.1]);
-            let _ = self.0.podkit(&["gc"]);
-        }
-    }
     let _down = Down(&env, file.clone());
     env.ok(&["apply", "-f", &file]);
     let hosts = env.state().join("services/hosts");
