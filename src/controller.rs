@@ -309,10 +309,15 @@ pub fn remove(
     if kind == ObjectKind::StatefulSet {
         removed.claims = stateful_set::claims_deleted_with(&object);
     }
-    for pod in owned_pods(root, uid) {
-        delete_pod(&pod);
-        removed.pods.push(pod);
-    }
+    // Each pod told at once, side by side: a request to a pod's API costs a few ms (the
+    // answer comes once its supervisor has started to stop it).
+    let pods = owned_pods(root, uid);
+    std::thread::scope(|scope| {
+        for pod in &pods {
+            scope.spawn(|| delete_pod(pod));
+        }
+    });
+    removed.pods.extend(pods);
     Ok(removed)
 }
 
