@@ -74,10 +74,12 @@ fi
 PODKIT_BIN="$(realpath "$PODKIT_BIN")"
 
 work="$(mktemp -d /tmp/podkit-bench-workloads.XXXXXX)"
+# iptables tables before podman runs: netavark leaves its chains (and the tables) behind.
+tables_before="$(nft list tables 2>/dev/null || true)"
 # The driver ends what it started, also when it fails; this is for a driver that was killed.
 cleanup() {
     set +e
-    local d pid key
+    local d pid key table
     # Controllers first (they would replace the pods), by the pid each one locked.
     for d in "$work"/run/podkit/controllers/*/*/*/; do
         [ -f "$d/pid" ] || continue
@@ -105,6 +107,15 @@ cleanup() {
             --runroot "$work/run/pp/run" --tmpdir "$work/run/pp/tmp" \
             pod rm -f -a >/dev/null 2>&1
     fi
+    # netavark keeps its base chains (NETAVARK-HOSTPORT-*, NETAVARK_FORWARD) after its last
+    # container (--network pod): a table this run made and holding nothing but netavark's goes.
+    for table in nat filter; do
+        grep -qx "table ip $table" <<<"$tables_before" && continue
+        nft list table ip "$table" >/dev/null 2>&1 || continue
+        if ! iptables-save -t "$table" 2>/dev/null | grep '^-A' | grep -qv NETAVARK; then
+            nft delete table ip "$table"
+        fi
+    done
     # The registry, by the pid the driver wrote, if that pid is still the registry of this run.
     if [ -f "$work/registry.pid" ]; then
         pid=$(cat "$work/registry.pid")
