@@ -403,7 +403,7 @@ impl Store {
             .filter(|s| key(s) != me)
             .collect();
         self.assign_cluster_ip(service, existing, &others)?;
-        assign_node_ports(service, existing, &others)?;
+        assign_node_ports(service, &others)?;
         Ok(locked)
     }
 
@@ -734,14 +734,10 @@ pub fn data(kind: ObjectKind, value: &Value) -> Data {
 const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 /// Gives each port of a NodePort or LoadBalancer `service` its node port as the API server
-/// does: the one it had on the same port and protocol (a re-apply keeps it), the one asked
-/// for if no other Service has it, else a free one of [`NODE_PORTS`]. A Service of another
+/// does: the one asked for (or kept from the Service it replaces, which `Store::put` copied
+/// in) if no other Service has it, else a free one of [`NODE_PORTS`]. A Service of another
 /// type has none.
-fn assign_node_ports(
-    service: &mut Value,
-    existing: Option<&Value>,
-    others: &[Value],
-) -> Result<(), ObjectError> {
+fn assign_node_ports(service: &mut Value, others: &[Value]) -> Result<(), ObjectError> {
     let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
     if !matches!(kind, "NodePort" | "LoadBalancer") {
         return Ok(());
@@ -752,9 +748,6 @@ fn assign_node_ports(
         .flat_map(|s| s["spec"]["ports"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| Some((protocol(&p), p["nodePort"].as_u64()?)))
         .collect();
-    let old: Vec<Value> = existing
-        .and_then(|o| o["spec"]["ports"].as_array().cloned())
-        .unwrap_or_default();
     let (namespace, name) = (
         service["metadata"]["namespace"]
             .as_str()
@@ -788,12 +781,7 @@ fn assign_node_ports(
         if !port["nodePort"].is_null() {
             continue;
         }
-        let had = old
-            .iter()
-            .find(|o| o["port"] == port["port"] && protocol(o) == protocol(port))
-            .and_then(|o| o["nodePort"].as_u64())
-            .filter(|n| !taken.contains(&(protocol(port), *n)));
-        let picked = had.or_else(|| {
+        let picked = {
             // The first free one after a hash of the Service and port, so a deleted and
             // re-applied Service usually gets the same.
             let seed = format!("{namespace}/{name}/{}/{}", port["port"], protocol(port))
@@ -805,7 +793,7 @@ fn assign_node_ports(
             (0..size)
                 .map(|k| u64::from(*NODE_PORTS.start()) + (seed % size + k) % size)
                 .find(|n| !taken.contains(&(protocol(port), *n)))
-        });
+        };
         let Some(picked) = picked else {
             return Err(ObjectError::NodePort {
                 namespace,

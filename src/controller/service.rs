@@ -37,6 +37,8 @@ pub(super) struct Service {
     written: Option<Rules>,
     /// The Endpoints last written.
     endpoints: Option<Value>,
+    /// The pod network's NAT table, opened once (a netlink socket) and kept for every pass.
+    nat: Option<netns::Nat>,
 }
 
 /// A Service's rules: its cluster IP and, per port, the endpoints connections spread over.
@@ -52,6 +54,7 @@ impl Service {
             context,
             written: None,
             endpoints: None,
+            nat: None,
         }
     }
 
@@ -100,8 +103,14 @@ impl Control for Service {
             let text = serde_json::to_vec_pretty(&endpoints).unwrap_or_default();
             crate::supervisor::status::write_atomic(&path, &text)
                 .map_err(|e| anyhow::anyhow!("failed to write {}: {e}", path.display()))?;
-            self.endpoints = Some(endpoints.clone());
-            write_hosts_file(&self.context.root, &self.context.storage)?;
+            // The hosts file names a cluster IP, which a pass cannot change, or a headless
+            // Service's Ready pods, which it can: written on the first pass, and after each
+            // change of a headless one's Endpoints.
+            let first = self.endpoints.is_none();
+            self.endpoints = Some(endpoints);
+            if first || spec["clusterIP"] == "None" {
+                write_hosts_file(&self.context.root, &self.context.storage)?;
+            }
         }
         // The rules, for a Service with a cluster IP.
         let Some(ip) = spec["clusterIP"]
@@ -128,9 +137,16 @@ impl Control for Service {
                 })
                 .collect(),
         };
-        let nat = crate::supervisor::network::nat_table()
-            .map_err(|e| anyhow::anyhow!("the pod network: {e}"))?;
-        let present = match nat.has_service(&self.owner()) {
+        if self.nat.is_none() {
+            let nat = crate::supervisor::network::nat_table()
+                .map_err(|e| anyhow::anyhow!("the pod network: {e}"))?;
+            self.nat = Some(nat);
+        }
+        let owner = self.owner();
+        let Some(nat) = &self.nat else {
+            return Ok(Some(PASS));
+        };
+        let present = match nat.has_service(&owner) {
             Ok(present) => present,
             // No table: no pod has an address (the first one to join makes it); nothing to
             // spread connections over yet.
@@ -141,7 +157,7 @@ impl Control for Service {
             Err(err) => return Err(err.into()),
         };
         if !present || self.written.as_ref() != Some(&rules) {
-            match nat.set_service(&self.owner(), ip, &rules.ports) {
+            match nat.set_service(&owner, ip, &rules.ports) {
                 Ok(()) => {}
                 // A table an older podkit made (its bridge still has pods): brought up to
                 // date, then written; or no table yet.
@@ -153,7 +169,7 @@ impl Control for Service {
                         return Ok(Some(PASS));
                     }
                     eprintln!("brought the pod network's NAT table up to date");
-                    nat.set_service(&self.owner(), ip, &rules.ports)?;
+                    nat.set_service(&owner, ip, &rules.ports)?;
                 }
                 Err(err) => return Err(err.into()),
             }
@@ -268,13 +284,15 @@ fn ready(pod: &PodState) -> bool {
     })
 }
 
-/// Whether a pod is one connections go to: running and not being deleted, and Ready (or the
-/// Service publishes pods that are not).
+/// Whether a pod is an endpoint at all: running (its supervisor alive) and not being deleted.
+fn running(pod: &PodState) -> bool {
+    pod.deletion().is_none() && pod.supervisor.is_some() && pod.phase() == "Running"
+}
+
+/// Whether a pod is one connections go to: a running endpoint, and Ready (or the Service
+/// publishes pods that are not).
 fn serves(pod: &PodState, publish_not_ready: bool) -> bool {
-    pod.deletion().is_none()
-        && pod.supervisor.is_some()
-        && pod.phase() == "Running"
-        && (publish_not_ready || ready(pod))
+    running(pod) && (publish_not_ready || ready(pod))
 }
 
 /// The pod's port for `port`: its number, or the number of the container port named so (of
@@ -313,7 +331,7 @@ fn endpoints_object(service: &Value, pods: &[&PodState], publish_not_ready: bool
     let mut subsets: BTreeMap<String, (Value, Vec<Value>, Vec<Value>)> = BTreeMap::new();
     for pod in pods {
         let Some(ip) = pod_ip(pod) else { continue };
-        if pod.deletion().is_some() || pod.supervisor.is_none() || pod.phase() != "Running" {
+        if !running(pod) {
             continue;
         }
         let resolved: Vec<Value> = ports
