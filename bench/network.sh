@@ -89,11 +89,12 @@ PODKIT_BIN="$(realpath "$PODKIT_BIN")"
 
 work="$(mktemp -d /tmp/podkit-bench-network.XXXXXX)"
 # iptables tables before podman runs: netavark leaves its chains (and the tables) behind.
-tables_before="$(nft list tables 2>/dev/null || true)"
+. bench/netavark.sh
+tables_before="$(tables_now)"
 # The driver ends what it started, also when it fails; this is for a driver that was killed.
 cleanup() {
     set +e
-    local d key table
+    local d key
     if [ -d "$work/run/podkit/pods" ]; then
         for d in "$work"/run/podkit/pods/*/; do
             [ -d "$d" ] || continue
@@ -108,15 +109,7 @@ cleanup() {
         CONTAINERS_CONF="$work/containers.conf" CONTAINERS_REGISTRIES_CONF="$work/registries.conf" \
             podman --root "$work/podman/root" --runroot "$work/run/pm/run" --tmpdir "$work/run/pm/tmp" \
             rm -f -a >/dev/null 2>&1
-        # netavark keeps its base chains (NETAVARK-HOSTPORT-*, NETAVARK_FORWARD) after its last
-        # container: a table this run made and holding nothing but netavark's goes.
-        for table in nat filter; do
-            grep -qx "table ip $table" <<<"$tables_before" && continue
-            nft list table ip "$table" >/dev/null 2>&1 || continue
-            if ! iptables-save -t "$table" 2>/dev/null | grep '^-A' | grep -qv NETAVARK; then
-                nft delete table ip "$table"
-            fi
-        done
+        remove_netavark_tables "$tables_before"
     fi
     # Mounts a killed tool left under the temp dir, deepest first, before removing it.
     awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r \

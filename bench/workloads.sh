@@ -75,11 +75,12 @@ PODKIT_BIN="$(realpath "$PODKIT_BIN")"
 
 work="$(mktemp -d /tmp/podkit-bench-workloads.XXXXXX)"
 # iptables tables before podman runs: netavark leaves its chains (and the tables) behind.
-tables_before="$(nft list tables 2>/dev/null || true)"
+. bench/netavark.sh
+tables_before="$(tables_now)"
 # The driver ends what it started, also when it fails; this is for a driver that was killed.
 cleanup() {
     set +e
-    local d pid key table
+    local d pid key
     # Controllers first (they would replace the pods), by the pid each one locked.
     for d in "$work"/run/podkit/controllers/*/*/*/; do
         [ -f "$d/pid" ] || continue
@@ -107,15 +108,7 @@ cleanup() {
             --runroot "$work/run/pp/run" --tmpdir "$work/run/pp/tmp" \
             pod rm -f -a >/dev/null 2>&1
     fi
-    # netavark keeps its base chains (NETAVARK-HOSTPORT-*, NETAVARK_FORWARD) after its last
-    # container (--network pod): a table this run made and holding nothing but netavark's goes.
-    for table in nat filter; do
-        grep -qx "table ip $table" <<<"$tables_before" && continue
-        nft list table ip "$table" >/dev/null 2>&1 || continue
-        if ! iptables-save -t "$table" 2>/dev/null | grep '^-A' | grep -qv NETAVARK; then
-            nft delete table ip "$table"
-        fi
-    done
+    remove_netavark_tables "$tables_before"
     # The registry, by the pid the driver wrote, if that pid is still the registry of this run.
     if [ -f "$work/registry.pid" ]; then
         pid=$(cat "$work/registry.pid")
