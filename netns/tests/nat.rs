@@ -1019,6 +1019,19 @@ async fn a_node_port_reaches_every_endpoint_from_the_host_and_from_outside() {
     assert_eq!(tcp(lab.ext.ns().net(), HOST_EXT, NODE_PORT), EXT);
     assert_eq!(tcp(lab.host.ns().net(), LOCALHOST, NODE_PORT), LOCALHOST);
     squatter.stop();
+    // Its listener is closed; a connection of the moment before may still be in the kernel's
+    // tables (CI once got one more accept): refused within a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while lab
+        .ext
+        .ns()
+        .net()
+        .connect_tcp(SocketAddr::new(IpAddr::V4(HOST_EXT), NODE_PORT), TIMEOUT)
+        .is_ok()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert_refused(lab.ext.ns().net(), HOST_EXT, NODE_PORT);
     let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
     assert!(!ruleset.contains("30080"), "{ruleset}");
