@@ -602,7 +602,9 @@ impl Watch {
             return true;
         }
         if let Some(inotify) = &self.inotify
-            && inotify.read_events().is_ok_and(|e| !e.is_empty())
+            && inotify
+                .read_events()
+                .is_ok_and(|events| events.iter().any(crate::objects::changes))
         {
             // A burst of changes (a pod being made writes several files): one pass after. The
             // pause listens for SIGTERM, not to hold up a `delete` that waits for this

@@ -355,12 +355,18 @@ impl Store {
             })?;
         }
         let path = path.to_path_buf();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&path)
+        // Read-only once it exists (flock needs no write access): closing a file opened for
+        // writing is an IN_CLOSE_WRITE event, which would wake every controller watching the
+        // directory at each pass of the one holding the lock, itself included.
+        let file = std::fs::File::open(&path)
+            .or_else(|_| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o600)
+                    .open(&path)
+            })
             .map_err(|source| ObjectError::Io {
                 what: "open",
                 path: path.clone(),
@@ -642,6 +648,16 @@ pub fn new_uid() -> String {
                 .map_or(0, |d| d.as_nanos());
             format!("{nanos:032x}")
         })
+}
+
+/// Whether an inotify event in a store directory may be an object's change: not one of a
+/// dot-name (the store's lock files, and the temporary files [`write_atomic`] renames into
+/// place), whose writes would otherwise wake a watcher at each write of its own.
+pub fn changes(event: &nix::sys::inotify::InotifyEvent) -> bool {
+    event
+        .name
+        .as_ref()
+        .is_none_or(|name| !name.as_encoded_bytes().starts_with(b"."))
 }
 
 /// Writes `path` whole: a temporary file in `dir` (0600 when `private`), synced, renamed into

@@ -833,7 +833,7 @@ async fn follow_objects(pod: Arc<Pod>, watch: tokio::io::unix::AsyncFd<ObjectsWa
             if events.is_empty() {
                 break;
             }
-            any = true;
+            any |= events.iter().any(crate::objects::changes);
         }
         ready.clear_ready();
         if !any {
