@@ -121,6 +121,10 @@ pub struct PodPlan {
     /// [`parse`] when the class is in the same text).
     #[serde(default)]
     pub runtime_handler: Option<String>,
+    /// `spec.schedulingGates`' names: while there are any, the pod stays Pending
+    /// (`SchedulingGated`) and nothing of it runs; a re-apply may only remove them.
+    #[serde(default)]
+    pub scheduling_gates: Vec<String>,
     /// `spec.hostAliases`: `(ip, hostnames)`, appended to the pod's `/etc/hosts` as kubelet does.
     #[serde(default)]
     pub host_aliases: Vec<(String, Vec<String>)>,

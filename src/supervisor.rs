@@ -480,11 +480,23 @@ pub async fn run(
     };
     let dir = pod_dir(&options.root, &plan.namespace, &plan.name);
     make_state_dir(&plan, &dir)?;
-    let result = run_in(plan, options, &dir, network.as_ref(), shutdown).await;
+    let ran = ungated(&mut plan, &dir, &shutdown).await;
+    let result = if ran {
+        run_in(plan, options, &dir, network.as_ref(), shutdown).await
+    } else {
+        // Deleted before it started: the log a detached supervisor keeps beside the pod's
+        // directory until then goes with it.
+        let _ = std::fs::remove_file(dir.with_file_name(format!(".{}.supervisor.log", plan.key())));
+        Ok(Outcome {
+            phase: "Pending".to_owned(),
+            deleted: true,
+        })
+    };
     // The pod's network namespace, and with it its veth pair, is gone: its hostPorts and
     // address go back (0.3 ms; before its directory, so `gc` never takes a supervisor that is
     // still ending for a dead one and releases the lease itself).
-    if let Some(network) = &network
+    if ran
+        && let Some(network) = &network
         && let Err(err) = network.leave(&dir).await
     {
         warn!(%err, "failed to leave the pod network");
@@ -508,6 +520,67 @@ pub async fn run(
         }
     }
     result
+}
+
+/// Holds a pod while it has `schedulingGates` (kube-scheduler binds no gated pod): nothing of it
+/// is made until `apply` rewrites its pod.json with every gate removed (the API server lets an
+/// update only remove gates). Returns false when the pod is deleted meanwhile.
+async fn ungated(plan: &mut PodPlan, dir: &Path, shutdown: &CancellationToken) -> bool {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    if plan.scheduling_gates.is_empty() {
+        return true;
+    }
+    info!(gates = ?plan.scheduling_gates, "the pod waits for its scheduling gates to be removed");
+    // pod.json is renamed into place; without inotify (out of watches) it is read each second.
+    #[allow(deprecated)] // see objects_watch
+    let watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
+        .and_then(|inotify| {
+            inotify
+                .add_watch(
+                    dir,
+                    AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_CLOSE_WRITE,
+                )
+                .map(|_| inotify)
+        })
+        .ok()
+        .and_then(|inotify| tokio::io::unix::AsyncFd::new(ObjectsWatch(inotify)).ok());
+    loop {
+        let kept = std::fs::read(dir.join("pod.json"))
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok());
+        if let Some(kept) = kept {
+            let gates: Vec<String> = kept["spec"]["schedulingGates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["name"].as_str().map(str::to_owned))
+                .collect();
+            if gates.is_empty() {
+                info!("scheduling gates removed: the pod starts");
+                if let Some(spec) = plan.manifest["spec"].as_object_mut() {
+                    spec.remove("schedulingGates");
+                }
+                plan.scheduling_gates.clear();
+                return true;
+            }
+            plan.scheduling_gates = gates;
+        }
+        let changed = async {
+            match &watch {
+                Some(watch) => {
+                    if let Ok(mut ready) = watch.readable().await {
+                        while watch.get_ref().0.read_events().is_ok_and(|e| !e.is_empty()) {}
+                        ready.clear_ready();
+                    }
+                }
+                None => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = changed => {}
+        }
+    }
 }
 
 fn plan_name(dir: &Path) -> String {
@@ -875,6 +948,12 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
             &tmp.join("supervisor.pid"),
             std::process::id().to_string().as_bytes(),
         )?;
+        // A gated pod is seen Pending (SchedulingGated) from its first moment.
+        if !plan.scheduling_gates.is_empty() {
+            let gated = serde_json::to_vec_pretty(&status::gated(plan.qos.as_str()))
+                .map_err(std::io::Error::other)?;
+            status::write_atomic(&tmp.join("status.json"), &gated)?;
+        }
         // rename(2) onto an existing non-empty directory fails: two pods of one name cannot
         // both get here.
         std::fs::rename(&tmp, dir)

@@ -618,3 +618,101 @@ spec:
     assert!(row.contains("Terminating"), "{table}");
     pod.delete_and_check();
 }
+
+/// `schedulingGates`: a gated pod is kept Pending (SchedulingGated, as kube-scheduler leaves it)
+/// and nothing of it runs; a re-apply may remove gates, never add one; once the last is removed
+/// the pod starts. A gated pod deleted while it waits leaves nothing.
+#[test]
+fn a_gated_pod_waits_until_its_scheduling_gates_are_removed() {
+    let Some(env) = common::Isolated::new() else {
+        return;
+    };
+    let marks = Markers::new("gates");
+    let dir = marks.path().display().to_string();
+    let manifest = |gates: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: gated
+  annotations: {{podkit.io/host-process: 'true', podkit.io/network: none}}
+spec:
+  schedulingGates: [{gates}]
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [sh, -c, "touch {dir}/ran; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+"#
+        )
+    };
+    let file = env.file(
+        "gated.yaml",
+        &manifest("{name: example.com/quota}, {name: review}"),
+    );
+    let out = env.podkit(&["apply", "-f", &file]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SchedulingGated"),
+        "{out:?}"
+    );
+    let status = |env: &common::Isolated| -> Value {
+        let json: Value =
+            serde_json::from_str(&env.ok(&["get", "pod", "gated", "-o", "json"])).expect("json");
+        json["status"].clone()
+    };
+    let held = status(&env);
+    assert_eq!(held["phase"], "Pending", "{held:#}");
+    let scheduled = condition(&held, "PodScheduled");
+    assert_eq!(scheduled["status"], "False", "{held:#}");
+    assert_eq!(scheduled["reason"], "SchedulingGated", "{held:#}");
+    assert!(env.ok(&["get", "pods"]).contains("SchedulingGated"));
+
+    // Gates may only be removed.
+    let added = env.file(
+        "added.yaml",
+        &manifest("{name: example.com/quota}, {name: review}, {name: more}"),
+    );
+    let out = env.podkit(&["apply", "-f", &added]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("only deletion is allowed, but found new scheduling gate 'more'"),
+        "{out:?}"
+    );
+    let one = env.file("one.yaml", &manifest("{name: review}"));
+    assert_eq!(env.ok(&["apply", "-f", &one]), "pod/gated configured\n");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(status(&env)["phase"], "Pending");
+    assert!(!marks.path().join("ran").exists(), "a gated pod ran");
+
+    // The last gate removed: it starts, and apply waits for it to run.
+    let none = env.file("none.yaml", &manifest(""));
+    let out = env.ok(&["apply", "-f", &none]);
+    assert!(out.contains("pod/gated configured"), "{out}");
+    let running = status(&env);
+    assert_eq!(running["phase"], "Running", "{running:#}");
+    assert_eq!(condition(&running, "PodScheduled")["status"], "True");
+    let mut waited = 0;
+    while !marks.path().join("ran").exists() && waited < 100 {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+    }
+    assert!(marks.path().join("ran").exists(), "the pod did not run");
+    let kept: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", "gated", "-o", "json"])).expect("json");
+    assert!(kept["spec"].get("schedulingGates").is_none(), "{kept:#}");
+    env.ok(&["delete", "pod", "gated"]);
+
+    // Deleted while gated: nothing is left, no supervisor waits on.
+    let file = env.file("again.yaml", &manifest("{name: review}"));
+    env.ok(&["apply", "-f", &file]);
+    env.ok(&["delete", "pod", "gated"]);
+    assert!(
+        std::fs::read_dir(env.state().join("pods"))
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+            == 0,
+        "a pod directory was left"
+    );
+}

@@ -10,6 +10,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::spec::{self, PodPlan};
 use crate::state;
+use crate::supervisor::status::SCHEDULING_GATED;
 
 use super::parse_duration;
 
@@ -90,18 +91,36 @@ pub fn apply(
         pull_secrets_from_store(storage, plan)?;
     }
     let mut started = Vec::new();
+    // Pods whose last scheduling gate this apply removed: their status says SchedulingGated
+    // until their supervisor has read the change.
+    let mut ungated = Vec::new();
     for plan in plans {
         match state::read(root, &plan.namespace, &plan.name) {
             Ok(existing) if same_pod(&existing.manifest, &plan.manifest) => {
                 println!("pod/{} unchanged", plan.name);
                 continue;
             }
-            Ok(_) => bail!(
-                "pod {:?} exists and the manifest changed: pods are immutable; delete it first \
-                 (podkit delete pod {})",
-                plan.name,
-                plan.name
-            ),
+            Ok(existing) => match gates_removed(&existing.manifest, &plan.manifest) {
+                Some(Ok(kept)) => {
+                    // The supervisor of a gated pod reads its pod.json again.
+                    let text = serde_json::to_vec_pretty(&kept)?;
+                    crate::supervisor::status::write_atomic(&existing.dir.join("pod.json"), &text)
+                        .with_context(|| format!("failed to update pod {:?}", plan.name))?;
+                    println!("pod/{} configured", plan.name);
+                    if plan.scheduling_gates.is_empty() {
+                        ungated.push((plan.namespace.clone(), plan.name.clone()));
+                        started.push((plan.namespace, plan.name));
+                    }
+                    continue;
+                }
+                Some(Err(why)) => bail!("pod {:?} is invalid: {why}", plan.name),
+                None => bail!(
+                    "pod {:?} exists and the manifest changed: pods are immutable; delete it \
+                     first (podkit delete pod {})",
+                    plan.name,
+                    plan.name
+                ),
+            },
             Err(state::StateError::NotFound { .. }) => {}
             Err(err) => return Err(err.into()),
         }
@@ -116,7 +135,8 @@ pub fn apply(
     }
     let mut failed = false;
     for (namespace, name) in started {
-        match wait_for(root, &namespace, &name, &args.wait, args.timeout) {
+        let gated = !ungated.contains(&(namespace.clone(), name.clone()));
+        match wait_for(root, &namespace, &name, &args.wait, args.timeout, gated) {
             Ok(()) => println!("pod/{name} created"),
             Err(err) => {
                 eprintln!("error: pod {name:?}: {err:#}");
@@ -173,6 +193,48 @@ fn same_pod(kept: &serde_json::Value, applied: &serde_json::Value) -> bool {
     &kept == applied
 }
 
+/// A re-applied pod whose manifest differs from the kept one only in `spec.schedulingGates`:
+/// the kept manifest with the applied gates, or the API server's refusal when a gate is added
+/// (an update may only remove them). `None` when anything else changed.
+fn gates_removed(
+    kept: &serde_json::Value,
+    applied: &serde_json::Value,
+) -> Option<Result<serde_json::Value, String>> {
+    let gates = |pod: &serde_json::Value| -> Vec<String> {
+        pod["spec"]["schedulingGates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let without = |pod: &serde_json::Value| {
+        let mut pod = pod.clone();
+        if let Some(spec) = pod["spec"].as_object_mut() {
+            spec.remove("schedulingGates");
+        }
+        pod
+    };
+    if !same_pod(&without(kept), &without(applied)) {
+        return None;
+    }
+    let had = gates(kept);
+    if let Some(new) = gates(applied).into_iter().find(|g| !had.contains(g)) {
+        return Some(Err(format!(
+            "spec.schedulingGates: Forbidden: only deletion is allowed, but found new scheduling \
+             gate '{new}'"
+        )));
+    }
+    let mut updated = without(kept);
+    if let Some(applied_gates) = applied["spec"].get("schedulingGates")
+        && let Some(spec) = updated["spec"].as_object_mut()
+        && !gates(applied).is_empty()
+    {
+        spec.insert("schedulingGates".into(), applied_gates.clone());
+    }
+    Some(Ok(updated))
+}
+
 /// The credentials of `imagePullSecrets` the manifest does not hold, from Secrets kept before
 /// (of type `kubernetes.io/dockerconfigjson` or `dockercfg`), as kubelet reads them from the
 /// API server.
@@ -215,6 +277,7 @@ fn wait_for(
     name: &str,
     wait: &str,
     timeout: Duration,
+    may_be_gated: bool,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     let key = spec::pod_key(namespace, name);
@@ -271,6 +334,18 @@ fn wait_for(
                     });
                 if let Some(trouble) = image_trouble {
                     bail!("{trouble}");
+                }
+                // Held by its scheduling gates: kept, and nothing runs until they go.
+                if may_be_gated
+                    && status.conditions.iter().flatten().any(|c| {
+                        c.type_ == "PodScheduled" && c.reason.as_deref() == Some(SCHEDULING_GATED)
+                    })
+                {
+                    eprintln!(
+                        "note: pod {name:?} is {SCHEDULING_GATED}: it starts once its \
+                         schedulingGates are removed (apply it again without them)"
+                    );
+                    return Ok(());
                 }
                 match (phase, wait) {
                     ("Unknown", _) => {

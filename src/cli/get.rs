@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::PodStatus;
 
 use crate::spec::ObjectKind;
 use crate::state::{self, PodState};
+use crate::supervisor::status::SCHEDULING_GATED;
 
 /// Show pods, ConfigMaps, Secrets and PersistentVolumeClaims.
 #[derive(Debug, clap::Args)]
@@ -787,6 +788,15 @@ impl Columns {
         };
         if let Some(reason) = &status.reason {
             columns.status.clone_from(reason);
+        }
+        // A pod held by its scheduling gates.
+        if status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some(SCHEDULING_GATED))
+        {
+            columns.status = SCHEDULING_GATED.to_owned();
         }
         let init = status
             .init_container_statuses

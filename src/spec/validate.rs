@@ -84,6 +84,7 @@ const SPEC_HONOURED: &[&str] = &[
     "hostNetwork",
     "hostPID",
     "hostIPC",
+    "schedulingGates",
 ];
 const SPEC_IGNORED: &[&str] = &[
     "affinity",
@@ -95,7 +96,6 @@ const SPEC_IGNORED: &[&str] = &[
     "priority",
     "priorityClassName",
     "schedulerName",
-    "schedulingGates",
     "serviceAccount",
     "serviceAccountName",
     "tolerations",
@@ -689,6 +689,7 @@ impl Validator {
             .any(|m| matches!(m.runs, Runs::Image(_)));
         plan.runtime_class = self.runtime_class_name(&spec, images);
         plan.host_aliases = self.host_aliases(&spec, images);
+        plan.scheduling_gates = self.scheduling_gates(&spec);
         plan.dns = self.dns(&spec, images);
         plan.init_containers = init_containers;
         plan.containers = containers;
@@ -818,6 +819,30 @@ impl Validator {
                     format!("{:?} {why}", secret.name),
                 ),
             }
+        }
+        names
+    }
+
+    /// `spec.schedulingGates`, checked as the API server checks them (`validateSchedulingGates`:
+    /// qualified names, none twice) and with `nodeName`, which a gated pod must not have.
+    fn scheduling_gates(&mut self, spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<String> {
+        let gates = spec.scheduling_gates.as_deref().unwrap_or_default();
+        let mut names: Vec<String> = Vec::new();
+        for (i, gate) in gates.iter().enumerate() {
+            let path = format!("spec.schedulingGates[{i}].name");
+            if let Err(why) = qualified_name(&gate.name) {
+                self.bad(&path, format!("{:?}: {why}", gate.name));
+            } else if names.contains(&gate.name) {
+                self.bad(&path, format!("Duplicate value: {:?}", gate.name));
+            } else {
+                names.push(gate.name.clone());
+            }
+        }
+        if !gates.is_empty() && spec.node_name.as_deref().is_some_and(|n| !n.is_empty()) {
+            self.bad(
+                "spec.nodeName",
+                "Forbidden: cannot be set until all schedulingGates have been removed",
+            );
         }
         names
     }
@@ -970,6 +995,7 @@ impl Validator {
             pull_secret_names: Vec::new(),
             pull_secrets: PullSecrets::default(),
             host_aliases: Vec::new(),
+            scheduling_gates: Vec::new(),
             dns: Dns::default(),
         }
     }
@@ -3060,7 +3086,6 @@ pub(super) fn dns_label(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// A DNS-1123 subdomain: what pod names must be.
 /// A key of a ConfigMap or Secret (apimachinery's `IsConfigMapKey`): `[-._a-zA-Z0-9]+`, at
 /// most 253 characters, not `.` or `..` and not starting with `..`.
 pub(super) fn data_key(key: &str) -> Result<(), &'static str> {
@@ -3084,6 +3109,7 @@ pub(super) fn data_key(key: &str) -> Result<(), &'static str> {
     }
 }
 
+/// A DNS-1123 subdomain: what pod names must be.
 pub(super) fn dns_subdomain(name: &str) -> Result<(), &'static str> {
     if name.len() > 253 {
         return Err("is longer than 253 characters");
@@ -3093,6 +3119,42 @@ pub(super) fn dns_subdomain(name: &str) -> Result<(), &'static str> {
             "must consist of lower case letters, digits, '-' and '.', and start and end with a letter or digit"
         })
     })
+}
+
+/// A qualified name (apimachinery's `IsQualifiedName`), as label keys and scheduling gates are:
+/// an optional DNS subdomain prefix and `/`, then at most 63 letters, digits, `-`, `_` and `.`,
+/// starting and ending with a letter or digit.
+pub(crate) fn qualified_name(name: &str) -> Result<(), &'static str> {
+    let (prefix, short) = match name.split_once('/') {
+        Some((prefix, short)) => (Some(prefix), short),
+        None => (None, name),
+    };
+    if let Some(prefix) = prefix {
+        if prefix.is_empty() {
+            return Err("prefix part must be non-empty");
+        }
+        dns_subdomain(prefix).map_err(
+            |_| "prefix part must be a DNS subdomain: lower case letters, digits, '-' and '.'",
+        )?;
+    }
+    if short.is_empty() {
+        return Err("name part must be non-empty");
+    }
+    if short.len() > 63 {
+        return Err("name part must be no more than 63 characters");
+    }
+    let inner = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let bytes = short.as_bytes();
+    if !bytes.iter().all(|&b| inner(b))
+        || !bytes[0].is_ascii_alphanumeric()
+        || !bytes[bytes.len() - 1].is_ascii_alphanumeric()
+    {
+        return Err(
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start \
+             and end with an alphanumeric character",
+        );
+    }
+    Ok(())
 }
 
 /// kubelet's hostname for a pod: its name cut to 63 characters, without trailing '-' or '.'.

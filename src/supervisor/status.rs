@@ -480,6 +480,27 @@ impl Status {
     }
 }
 
+/// Why a gated pod is not scheduled, as kube-scheduler says it.
+pub const SCHEDULING_GATED: &str = "SchedulingGated";
+
+/// The status of a pod held by its `schedulingGates`, as kube-scheduler leaves it (kubelet has
+/// not seen the pod yet): Pending, and PodScheduled false with the scheduler's reason.
+pub fn gated(qos_class: &str) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".to_owned()),
+        qos_class: Some(qos_class.to_owned()),
+        conditions: Some(vec![PodCondition {
+            type_: "PodScheduled".to_owned(),
+            status: "False".to_owned(),
+            reason: Some(SCHEDULING_GATED.to_owned()),
+            message: Some("Scheduling is blocked due to non-empty scheduling gates".to_owned()),
+            last_transition_time: Some(Time(Timestamp::now())),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
 fn container_status(r: &Record) -> ContainerStatus {
     ContainerStatus {
         name: r.name.clone(),

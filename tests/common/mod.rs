@@ -292,7 +292,59 @@ pub struct Isolated {
 impl Drop for Isolated {
     /// The pod network's bridge and NAT table stay for the next pod; the last test to end
     /// leaves none (gc deletes them once no pod is on them).
+    /// What a failed test left running goes first: its controllers (which would make pods
+    /// again), by the pid each one locked, then its pods.
     fn drop(&mut self) {
+        let controllers = self.state().join("controllers");
+        for pid_file in std::fs::read_dir(&controllers)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .flat_map(|ns| std::fs::read_dir(ns.path()).into_iter().flatten().flatten())
+            .flat_map(|kind| {
+                std::fs::read_dir(kind.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+            })
+            .map(|object| object.path().join("pid"))
+        {
+            let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+            else {
+                continue;
+            };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("controller") {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+        for pod in std::fs::read_dir(self.state().join("pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let key = pod.file_name().to_string_lossy().into_owned();
+            if let Some((namespace, name)) = key.split_once('_')
+                && !key.starts_with('.')
+            {
+                let _ = self.podkit(&[
+                    "delete",
+                    "pod",
+                    name,
+                    "-n",
+                    namespace,
+                    "--grace-period",
+                    "0",
+                ]);
+            }
+        }
         let _ = self.podkit(&["gc"]);
     }
 }
