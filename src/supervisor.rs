@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use netns::PodNamespaces;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use self::cgroup::PodCgroup;
 use self::member::End;
@@ -1058,6 +1058,24 @@ async fn lifecycle(pod: &Arc<Pod>, shutdown: &CancellationToken) -> bool {
             spawned.push(&member.name);
         }
 
+        // Once the last container has started, the pages the start used are given back (see
+        // `release_start_pages`): the supervisor lives as long as the pod, and keeps mapped
+        // only what it uses again.
+        if let Some(mut last) = previous.take() {
+            tokio::spawn(async move {
+                started(&mut last).await;
+                let released = tokio::task::spawn_blocking(|| {
+                    netns::release_free_memory();
+                    netns::release_start_pages()
+                })
+                .await;
+                match released {
+                    Ok(Ok(bytes)) => debug!(bytes, "released the start's program pages"),
+                    Ok(Err(err)) => debug!(%err, "failed to release the start's program pages"),
+                    Err(_) => {}
+                }
+            });
+        }
         let all_done = join_all(mains.iter_mut().map(|(_, t)| t));
         tokio::select! {
             () = all_done => {}

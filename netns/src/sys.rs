@@ -30,6 +30,65 @@ pub fn release_free_memory() -> bool {
     unsafe { libc::malloc_trim(0) == 1 }
 }
 
+/// Drops this process's mappings of its own program's pages it has not changed: the code and
+/// read-only data of the executable (`/proc/self/exe`) that `/proc/self/smaps` shows mapped
+/// with no anonymous (copied-on-write) page, with `madvise(MADV_DONTNEED)`. For a long-lived
+/// process once its start is over (podkit's pod supervisor): every page its start touched, and
+/// the pages the kernel mapped around each of them (fault-around), stop counting in its
+/// resident set; they stay in the page cache, shared with every other process of the program,
+/// and a page used again is mapped again by a minor fault. Nothing is lost, as these pages
+/// hold what the file holds. Returns the bytes of mappings released.
+pub fn release_start_pages() -> io::Result<usize> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    // Each mapping: its header line ("00460000-00ba5000 r-xp 0025f000 fe:00 10013227   /path"),
+    // then its "Key: value" lines.
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(anonymous) = line.strip_prefix("Anonymous:") {
+            let untouched = anonymous.trim() == "0 kB";
+            if let Some(range) = current.take()
+                && untouched
+            {
+                candidates.push(range);
+            }
+            continue;
+        }
+        let mut fields = line.splitn(6, ' ');
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let path = fields.nth(3).map(str::trim_start);
+        let own = path.is_some_and(|p| std::path::Path::new(p) == exe);
+        current = (own && matches!(perms, "r-xp" | "r--p")).then_some((start, end));
+    }
+    let mut released = 0;
+    for (start, end) in candidates {
+        // SAFETY: [start, end) is a whole private mapping of this program's file, read-only
+        // (no thread can write to it) and with no copied-on-write page (smaps said so just
+        // now): every page holds what the file holds, so dropping it loses nothing, and the
+        // next access (an instruction fetch, a read of a constant) maps it again from the
+        // page cache. No Rust reference can observe the difference.
+        let rc =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        released += end - start;
+    }
+    Ok(released)
+}
+
 /// The IPv4 address of the interface `name` in the calling thread's network namespace, as
 /// `ioctl(SIOCGIFADDR)` gives it (its primary address): one syscall, where `getifaddrs` dumps
 /// every link of the host (each pod's veth among them) and every address. `None` when the
