@@ -617,4 +617,25 @@ mod tests {
         assert!(interface_ipv4("").is_err());
         assert!(interface_ipv4("a-name-far-too-long").is_err());
     }
+
+    /// The program's untouched pages are dropped from the resident set, and the code and its
+    /// constants work the same after (each page mapped again on use).
+    #[test]
+    fn start_pages_are_released_and_mapped_again_on_use() {
+        let file_rss = || -> u64 {
+            let status = std::fs::read_to_string("/proc/self/status").expect("status");
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("RssFile:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+                .expect("RssFile")
+        };
+        let before = file_rss();
+        let released = release_start_pages().expect("madvise");
+        let after = file_rss();
+        assert!(released > 0, "nothing of the test program was released");
+        assert!(after < before, "RssFile {before} kB -> {after} kB");
+        // Code and read-only data of the program, used again.
+        assert_eq!(format!("{:?}", interface_ipv4("lo")), "Ok(Some(127.0.0.1))");
+    }
 }
