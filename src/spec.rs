@@ -820,13 +820,6 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
                                 object.name
                             ));
                         }
-                        if spec["sessionAffinity"].as_str() == Some("ClientIP") {
-                            ignored.push(format!(
-                                "Service/{}: sessionAffinity ClientIP is NOT HONOURED: each \
-                                 connection goes to a Ready pod at random",
-                                object.name
-                            ));
-                        }
                     }
                     // A registry's credentials, for the pods' imagePullSecrets.
                     if validate::is_pull_secret(&raw) {

@@ -706,6 +706,92 @@ async fn a_service_spreads_connections_over_its_endpoints_and_refuses_without_an
     drop(servers);
 }
 
+/// `sessionAffinity: ClientIP`: each client keeps its endpoint (the host's and a pod's, each
+/// its own), another Service without affinity still spreads, and removing the Service leaves
+/// none of its sets.
+#[tokio::test]
+async fn session_affinity_keeps_each_client_on_one_endpoint() {
+    let Some(lab) = ServiceLab::create("aff").await else {
+        return;
+    };
+    let _servers: Vec<TcpServer> = [("a", &lab.a), ("b", &lab.b), ("c", &lab.c)]
+        .into_iter()
+        .map(|(name, pod)| TcpServer::named(pod.ns().net(), 8080, name))
+        .collect();
+    let endpoints = [POD_A, POD_B, POD_C].map(|ip| (ip, 8080));
+    lab.nat
+        .set_service(
+            "default/sticky",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 80, endpoints).with_affinity(600)],
+        )
+        .expect("set service");
+    for client in [lab.host.ns().net(), lab.d.ns().net()] {
+        let answers = names(client, 30);
+        assert!(
+            answers.iter().all(|n| *n == answers[0]),
+            "{:?}: {answers:?}",
+            client.path()
+        );
+    }
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(ruleset.contains("timeout 10m"), "{ruleset}");
+    assert!(ruleset.contains("update @svc-"), "{ruleset}");
+
+    // Written again (endpoints changed): the sets are made afresh, the clients pick again
+    // among what is left.
+    lab.nat
+        .set_service(
+            "default/sticky",
+            CLUSTER_IP,
+            &[
+                ServicePort::new(Protocol::Tcp, 80, [(POD_A, 8080), (POD_B, 8080)])
+                    .with_affinity(600),
+            ],
+        )
+        .expect("set service again");
+    let answers = names(lab.d.ns().net(), 20);
+    assert!(
+        answers.iter().all(|n| *n == answers[0] && n != "c"),
+        "{answers:?}"
+    );
+
+    // Without affinity: spread again.
+    lab.nat
+        .set_service(
+            "default/sticky",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 80, endpoints)],
+        )
+        .expect("set service without affinity");
+    let answers = names(lab.d.ns().net(), 45);
+    for name in ["a", "b", "c"] {
+        assert!(answers.iter().any(|n| n == name), "{name}: {answers:?}");
+    }
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(!ruleset.contains("set svc-"), "{ruleset}");
+
+    lab.nat
+        .set_service(
+            "default/sticky",
+            CLUSTER_IP,
+            &[ServicePort::new(Protocol::Tcp, 80, endpoints).with_affinity(30)],
+        )
+        .expect("set service with affinity");
+    assert!(lab.nat.remove_service("default/sticky").expect("remove"));
+    let ruleset = nft(lab.host.ns().net(), &["list", "table", "ip", "podkit"]);
+    assert!(!ruleset.contains("svc-"), "{ruleset}");
+    assert!(
+        lab.nat
+            .set_service(
+                "default/sticky",
+                CLUSTER_IP,
+                &[ServicePort::new(Protocol::Tcp, 80, endpoints).with_affinity(0)],
+            )
+            .is_err()
+    );
+}
+
 #[tokio::test]
 async fn a_udp_service_port_reaches_its_endpoint() {
     let Some(lab) = ServiceLab::create("svcudp").await else {

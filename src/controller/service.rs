@@ -28,6 +28,10 @@ use crate::state::{self, PodState};
 /// How often a Service's pods are read: endpoints follow a pod's readiness within it.
 const PASS: Duration = Duration::from_millis(250);
 
+/// `sessionAffinityConfig.clientIP.timeoutSeconds` when a ClientIP Service gives none: the
+/// API server's default (3 hours).
+const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
 /// The cluster's DNS domain, as kubelet's default `clusterDomain`.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
@@ -119,6 +123,14 @@ impl Control for Service {
         else {
             return Ok(Some(PASS));
         };
+        // `sessionAffinity: ClientIP`, for the API server's default 3 hours unless the
+        // Service says.
+        let affinity = (spec["sessionAffinity"] == "ClientIP").then(|| {
+            spec["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"]
+                .as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+        });
         let rules = Rules {
             ip,
             ports: service_ports(spec)
@@ -129,11 +141,14 @@ impl Control for Service {
                         .filter(|p| serves(p, publish_not_ready))
                         .filter_map(|p| Some((pod_ip(p)?, target_port(p, &port)?)))
                         .collect();
-                    let rules = netns::ServicePort::new(port.protocol, port.port, targets);
-                    match port.node_port {
-                        Some(node_port) => rules.with_node_port(node_port),
-                        None => rules,
+                    let mut rules = netns::ServicePort::new(port.protocol, port.port, targets);
+                    if let Some(node_port) = port.node_port {
+                        rules = rules.with_node_port(node_port);
                     }
+                    if let Some(timeout) = affinity {
+                        rules = rules.with_affinity(timeout);
+                    }
+                    rules
                 })
                 .collect(),
         };

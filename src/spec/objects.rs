@@ -632,6 +632,34 @@ pub(super) fn service(raw: &Value) -> Result<Object, Vec<String>> {
             }
         }
     }
+    // sessionAffinity, as the API server checks it (`validateServiceSessionAffinity`).
+    let affinity = spec
+        .get("sessionAffinity")
+        .and_then(Value::as_str)
+        .unwrap_or("None");
+    let config = spec.get("sessionAffinityConfig").filter(|c| !c.is_null());
+    match affinity {
+        "None" if config.is_some() => v.bad(
+            "spec.sessionAffinityConfig",
+            "must not be set when `sessionAffinity` is None",
+        ),
+        "None" => {}
+        "ClientIP" => {
+            let timeout = config.and_then(|c| c["clientIP"].get("timeoutSeconds"));
+            if let Some(timeout) = timeout.filter(|t| !t.is_null())
+                && !timeout.as_i64().is_some_and(|t| (1..=86_400).contains(&t))
+            {
+                v.bad(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    format!("Invalid value: {timeout}: must be greater than 0 and less than 86400"),
+                );
+            }
+        }
+        other => v.bad(
+            "spec.sessionAffinity",
+            format!("Unsupported value: {other:?}: supported values: \"ClientIP\", \"None\""),
+        ),
+    }
     let selector = spec.get("selector").cloned().unwrap_or(Value::Null);
     if !selector.is_null() {
         match selector.as_object() {

@@ -39,6 +39,8 @@ const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
@@ -48,6 +50,8 @@ const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_CHAIN_USERDATA: u16 = 12;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -216,6 +220,14 @@ pub(super) fn del_chain(family: u8, table: &str, name: &str) -> Message {
     m
 }
 
+/// Equal to `delete set FAMILY TABLE NAME`, with its elements: ENOENT when there is none,
+/// EBUSY while a rule still refers to it.
+pub(super) fn del_set(family: u8, table: &str, name: &str) -> Message {
+    let mut m = Message::new(NFT_MSG_DELSET, 0, family);
+    m.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name);
+    m
+}
+
 /// Equal to `delete table FAMILY NAME`, with everything in it: ENOENT when there is none.
 pub(super) fn del_table(family: u8, name: &str) -> Message {
     let mut m = Message::new(NFT_MSG_DELTABLE, 0, family);
@@ -329,6 +341,25 @@ impl Conn {
         let mut chains = Vec::new();
         self.dump(m, |attrs| chains.push(parse_chain(attrs)))?;
         Ok(chains)
+    }
+
+    /// Equal to `nft list sets FAMILY`: the table and name of every set (and map) of the
+    /// family.
+    pub(super) fn sets(&mut self, family: u8) -> io::Result<Vec<(String, String)>> {
+        let m = Message::new(NFT_MSG_GETSET, NLM_F_DUMP, family);
+        let mut sets = Vec::new();
+        self.dump(m, |attrs| {
+            let (mut table, mut name) = (String::new(), String::new());
+            for (kind, value) in attributes(attrs) {
+                match kind {
+                    NFTA_SET_TABLE => table = c_string(value),
+                    NFTA_SET_NAME => name = c_string(value),
+                    _ => {}
+                }
+            }
+            sets.push((table, name));
+        })?;
+        Ok(sets)
     }
 
     /// Equal to `nft list chain FAMILY TABLE NAME`, without its rules: one request, one

@@ -56,6 +56,9 @@ pub struct ServicePort {
     /// the host, `127.0.0.1` included. `None` for a port of the cluster IP only.
     pub node_port: Option<u16>,
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// `sessionAffinity: ClientIP`: how long, in seconds, a client's address keeps going to
+    /// the endpoint its last connection went to. `None`: each connection picks at random.
+    pub affinity: Option<u32>,
 }
 
 impl ServicePort {
@@ -70,7 +73,18 @@ impl ServicePort {
             port,
             node_port: None,
             endpoints: endpoints.into_iter().collect(),
+            affinity: None,
         }
+    }
+
+    /// The same port, each client's connections going to the endpoint its last one went to
+    /// for `timeout` seconds after it (a Service's `sessionAffinity: ClientIP` with
+    /// `sessionAffinityConfig.clientIP.timeoutSeconds`), as kube-proxy's nftables mode keeps
+    /// it: a set of client addresses per endpoint, with that timeout, checked before the
+    /// random pick and refreshed by each connection the endpoint gets.
+    pub fn with_affinity(mut self, timeout: u32) -> Self {
+        self.affinity = Some(timeout);
+        self
     }
 
     /// The same port, also on node port `port` of every local address of the host (a
@@ -137,6 +151,14 @@ impl ServicePort {
         if self.port == 0 {
             return Some(format!("port 0/{}: must be 1 to 65535", self.protocol));
         }
+        if let Some(timeout) = self.affinity
+            && !(1..=86_400).contains(&timeout)
+        {
+            return Some(format!(
+                "port {}/{}: its session affinity timeout must be 1 to 86400 seconds",
+                self.port, self.protocol
+            ));
+        }
         if self.node_port == Some(0) {
             return Some(format!(
                 "port {}/{}: its node port must be 1 to 65535",
@@ -178,6 +200,8 @@ struct Held {
     chains: Vec<String>,
     /// The keys of its elements, with their maps.
     elements: Vec<(&'static str, Vec<u8>)>,
+    /// Its ports' session affinity sets (named as its ports' chains are).
+    sets: Vec<String>,
 }
 
 impl Nat {
@@ -293,7 +317,7 @@ impl Nat {
                     other.comment.as_deref().unwrap_or_default()
                 )));
             }
-            let held = held(owner, &chains, &elements);
+            let held = held(owner, &chains, &elements, &self.table_sets()?);
             let script = self.service_script(owner, ip, ports, &held);
             match self.run_nft(&script) {
                 Ok(()) => {
@@ -319,8 +343,12 @@ impl Nat {
         let op = || format!("remove service {owner:?}");
         for _ in 0..ATTEMPTS {
             let elements = self.service_elements()?.elements;
-            let held = held(owner, &self.table_chains()?, &elements);
-            if !held.marker && held.chains.is_empty() && held.elements.is_empty() {
+            let held = held(owner, &self.table_chains()?, &elements, &self.table_sets()?);
+            if !held.marker
+                && held.chains.is_empty()
+                && held.elements.is_empty()
+                && held.sets.is_empty()
+            {
                 return Ok(false);
             }
             let mut messages = Vec::new();
@@ -345,6 +373,10 @@ impl Nat {
             }
             for chain in &held.chains {
                 messages.push(nftables::del_chain(NFPROTO_IPV4, &self.table, chain));
+            }
+            // Sets last: the rules of the chains above refer to them.
+            for set in &held.sets {
+                messages.push(nftables::del_set(NFPROTO_IPV4, &self.table, set));
             }
             let result = self.conn().transact(messages);
             match result {
@@ -421,10 +453,41 @@ impl Nat {
         for chain in &held.chains {
             let _ = writeln!(s, "delete chain ip {table} {chain}");
         }
+        for set in &held.sets {
+            let _ = writeln!(s, "delete set ip {table} {set}");
+        }
         for port in ports {
             let (proto, number) = (port.protocol, port.port);
             let verdict = if port.endpoints.is_empty() {
                 REJECT_CHAIN.to_owned()
+            } else if let Some(timeout) = port.affinity {
+                // kube-proxy's nftables mode: a client in an endpoint's set goes to it; else
+                // one is picked at random, and the endpoint's chain adds the client to its
+                // set (or refreshes its timeout).
+                let chain = port.chain(owner);
+                let _ = writeln!(s, "add chain ip {table} {chain} {{ comment \"{owner}\"; }}");
+                let mut picks = Vec::new();
+                for (i, (pod_ip, pod_port)) in port.endpoints.iter().enumerate() {
+                    let endpoint = format!("{chain}-{i}");
+                    let set = format!("{chain}-a{i}");
+                    let _ = write!(
+                        s,
+                        "add set ip {table} {set} {{ type ipv4_addr; flags dynamic,timeout; \
+                         timeout {timeout}s; }}\n\
+                         add chain ip {table} {endpoint} {{ comment \"{owner}\"; }}\n\
+                         add rule ip {table} {endpoint} update @{set} {{ ip saddr }} meta \
+                         l4proto {proto} dnat ip to {pod_ip}:{pod_port}\n\
+                         add rule ip {table} {chain} ip saddr @{set} goto {endpoint}\n"
+                    );
+                    picks.push(format!("{i} : goto {endpoint}"));
+                }
+                let _ = writeln!(
+                    s,
+                    "add rule ip {table} {chain} numgen random mod {} vmap {{ {} }}",
+                    picks.len(),
+                    picks.join(", ")
+                );
+                chain
             } else {
                 let chain = port.chain(owner);
                 let endpoints: Vec<String> = port
@@ -484,6 +547,19 @@ impl Nat {
     }
 
     /// The chains of the table (none when there is no table).
+    /// The names of the table's sets.
+    fn table_sets(&self) -> Result<Vec<String>> {
+        let sets = self
+            .conn()
+            .sets(NFPROTO_IPV4)
+            .map_err(|source| self.error("list sets ip".into(), source))?;
+        Ok(sets
+            .into_iter()
+            .filter(|(table, _)| *table == self.table)
+            .map(|(_, name)| name)
+            .collect())
+    }
+
     fn table_chains(&self) -> Result<Vec<Chain>> {
         let chains = self
             .conn()
@@ -504,10 +580,22 @@ impl Nat {
 }
 
 /// What `owner` holds among the table's `chains` and Service `elements`.
-fn held(owner: &str, chains: &[Chain], elements: &[(&'static str, Element)]) -> Held {
+fn held(
+    owner: &str,
+    chains: &[Chain],
+    elements: &[(&'static str, Element)],
+    sets: &[String],
+) -> Held {
     let marker = service_chain(owner);
     let ports = format!("{marker}-");
     Held {
+        // Sets carry no comment: the hash in their name is the owner's (set_service refuses
+        // an owner whose chain `svc-HASH` another owner holds).
+        sets: sets
+            .iter()
+            .filter(|name| name.starts_with(&ports))
+            .cloned()
+            .collect(),
         marker: chains
             .iter()
             .any(|c| c.name == marker && c.comment.as_deref() == Some(owner)),
