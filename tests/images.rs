@@ -2208,7 +2208,8 @@ spec:
 /// asking `example.com/device: 1` gets one device of that kind with its device node (here the
 /// host's /dev/null), its spec's env and mount edits; devices are exclusive, so a pod asking 2
 /// stays Pending with kube-scheduler's message until the first pod is deleted; a kind no spec
-/// has keeps its pod Pending; nothing of a waiting pod is made, and no lease outlives its pod.
+/// has keeps its pod Pending; nothing of a waiting pod is made, and no lease outlives its pod
+/// (`gc` gives back those of a killed supervisor).
 #[test]
 fn extended_resources_are_served_from_the_hosts_cdi_specs() {
     let env = Env::new();
@@ -2382,13 +2383,31 @@ spec:
         "no namespaces for a waiting pod"
     );
 
-    // A kind no spec has: Pending too, and deleted it leaves nothing.
+    // A kind no spec has: Pending too (a malformed spec file, which might have held it, is
+    // named in the pod's status), and deleted it leaves nothing.
+    let broken = specs.join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\"cdiVersion\": \"0.6.0\", \"kind\": \"example.com/nothing\"",
+    )
+    .expect("broken spec");
     let file = pod(&none, "example.com/nothing: 1");
     let out = with_specs(&["apply", "-f", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "apply: {}", text(&out));
-    wait_for_pod(&env, &none, "Unschedulable", |j| {
+    assert!(
+        stderr(&out).contains(&format!("failed to parse CDI spec {broken:?}")),
+        "{}",
+        text(&out)
+    );
+    let json = wait_for_pod(&env, &none, "Unschedulable", |j| {
         unschedulable(j, "example.com/nothing")
     });
+    assert!(
+        json["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("failed to parse CDI spec {broken:?}"))),
+        "{json:#}"
+    );
     env.ok(&["delete", "pod", &none]);
     assert!(
         !env.state()
@@ -2414,7 +2433,19 @@ spec:
             format!("example.com+device={dev1}")
         ]
     );
-    env.ok(&["delete", "pod", &two]);
-    assert_nothing_left(&env, &two);
+    // Its supervisor killed, `gc` gives its devices back with the rest.
+    kill_supervisor(&env, &two);
+    assert_eq!(leases().len(), 2, "held until gc");
+    let swept = env.ok(&["gc"]);
+    assert!(
+        swept.contains(&format!("released device example.com/device={dev0}")),
+        "{swept}"
+    );
     assert_eq!(leases(), Vec::<String>::new(), "no lease outlives its pod");
+    assert_eq!(
+        mounts_under(&env.state()),
+        Vec::<String>::new(),
+        "mounts left after gc: {swept}"
+    );
+    assert_nothing_left(&env, &two);
 }
