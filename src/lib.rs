@@ -1,6 +1,7 @@
 //! podkit: Kubernetes-style pods on one Linux host, and the `podkit` command.
 //!
 //! Layout:
+//! - `cdi.rs`: the host's CDI specs, the devices that serve extended resources;
 //! - `spec.rs`: Pod manifests (YAML) into validated [`spec::PodPlan`]s;
 //! - `supervisor.rs`: one pod's pause process and kubelet;
 //! - `pause.rs`: PID 1 of a pod's PID namespace;
@@ -15,6 +16,7 @@
 //!
 //! The namespaces come from the `netns` crate; the sidecars from `sidecars`.
 
+pub mod cdi;
 pub mod cli;
 pub mod controller;
 pub mod cron;

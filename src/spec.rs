@@ -316,6 +316,10 @@ pub struct Member {
     /// `envFrom`, in order; [`Member::env`] comes after and wins.
     #[serde(default)]
     pub env_from: Vec<EnvFrom>,
+    /// Extended resources (`vendor.com/class: N` in `resources.limits`): N devices of CDI kind
+    /// `vendor.com/class` from the host's CDI specs, the container's alone while the pod runs.
+    #[serde(default)]
+    pub devices: Vec<(String, u32)>,
 }
 
 /// What a host process's securityContext asks of it: capabilities added to or dropped from the

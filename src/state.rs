@@ -341,6 +341,10 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
     removed.extend(crate::supervisor::network::release_gone(move |owner| {
         owner == dir
     }));
+    // Its devices, for pods waiting for them.
+    removed.extend(crate::supervisor::devices::release_gone(|owner| {
+        owner == pod.dir
+    }));
     match std::fs::remove_dir_all(&pod.dir) {
         Ok(()) => removed.push(format!("removed {}", pod.dir.display())),
         // Its supervisor, still ending, removed it meanwhile.

@@ -19,6 +19,7 @@
 
 mod api;
 pub(crate) mod cgroup;
+pub(crate) mod devices;
 mod host_ports;
 pub(crate) mod image;
 mod logs;
@@ -97,6 +98,9 @@ pub enum Error {
     /// The pod network is misconfigured, or the pod could not join it.
     #[error("{0}")]
     Network(String),
+
+    #[error("failed to lease the pod's devices under {dir}", dir = devices::LEASES_DIR)]
+    Devices(#[source] std::io::Error),
 }
 
 /// Sets the pod's sysctls in its namespaces (net.* in the network one, the rest in the IPC one),
@@ -201,6 +205,8 @@ pub(crate) struct Pod {
     /// Bumped when a ConfigMap or Secret of the pod's namespace changed: wakes containers
     /// waiting for one.
     objects_changed: tokio::sync::watch::Sender<u64>,
+    /// The CDI devices leased to each container (by name) for the pod's life.
+    devices: devices::Allocation,
 }
 
 /// Members that will not run again, and whether the pod's whole lifecycle is over.
@@ -480,18 +486,36 @@ pub async fn run(
     };
     let dir = pod_dir(&options.root, &plan.namespace, &plan.name);
     make_state_dir(&plan, &dir)?;
-    let ran = ungated(&mut plan, &dir, &shutdown).await;
-    let result = if ran {
-        run_in(plan, options, &dir, network.as_ref(), shutdown).await
-    } else {
-        // Deleted before it started: the log a detached supervisor keeps beside the pod's
-        // directory until then goes with it.
-        let _ = std::fs::remove_file(dir.with_file_name(format!(".{}.supervisor.log", plan.key())));
-        Ok(Outcome {
-            phase: "Pending".to_owned(),
-            deleted: true,
-        })
+    let key = plan.key();
+    let wants_devices = devices::wants_devices(&plan);
+    // Held by its scheduling gates, then until the devices it asks for are free.
+    let devices = match ungated(&mut plan, &dir, &shutdown).await {
+        true => devices::wait(&plan, &dir, &shutdown)
+            .await
+            .map_err(Error::Devices),
+        false => Ok(None),
     };
+    let ran = matches!(devices, Ok(Some(_)));
+    let result = match devices {
+        Ok(Some(devices)) => run_in(plan, options, &dir, network.as_ref(), devices, shutdown).await,
+        Ok(None) => {
+            // Deleted before it started: the log a detached supervisor keeps beside the pod's
+            // directory until then goes with it.
+            let _ = std::fs::remove_file(dir.with_file_name(format!(".{key}.supervisor.log")));
+            Ok(Outcome {
+                phase: "Pending".to_owned(),
+                deleted: true,
+            })
+        }
+        Err(err) => Err(err),
+    };
+    // Its devices go back, for the pods waiting for them (before its directory, as its
+    // address below).
+    if wants_devices
+        && let Err(err) = devices::release(Path::new(devices::LEASES_DIR), &dir.to_string_lossy())
+    {
+        warn!(%err, "failed to give back the pod's devices");
+    }
     // The pod's network namespace, and with it its veth pair, is gone: its hostPorts and
     // address go back (0.3 ms; before its directory, so `gc` never takes a supervisor that is
     // still ending for a dead one and releases the lease itself).
@@ -594,6 +618,7 @@ async fn run_in(
     mut options: Options,
     dir: &Path,
     network: Option<&network::Network>,
+    devices: devices::Allocation,
     shutdown: CancellationToken,
 ) -> Result<Outcome, Error> {
     let reaper = Reaper::start().map_err(Error::Reaper)?;
@@ -772,6 +797,7 @@ async fn run_in(
         finished: Mutex::new(Finished::default()),
         object_env: Mutex::new(std::collections::HashMap::new()),
         objects_changed: tokio::sync::watch::Sender::new(0),
+        devices,
     });
     let watching = watcher.map(|w| tokio::spawn(follow_objects(pod.clone(), w)));
     // Image containers read the Services' names from the pod's /etc/hosts: kept current.

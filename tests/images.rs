@@ -2202,3 +2202,250 @@ spec:
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 }
+
+/// Extended resources served from the host's CDI specs (here a spec directory of the test's own
+/// through `PODKIT_CDI_SPEC_DIRS`), as podman and containerd serve CDI devices: a container
+/// asking `example.com/device: 1` gets one device of that kind with its device node (here the
+/// host's /dev/null), its spec's env and mount edits; devices are exclusive, so a pod asking 2
+/// stays Pending with kube-scheduler's message until the first pod is deleted; a kind no spec
+/// has keeps its pod Pending; nothing of a waiting pod is made, and no lease outlives its pod
+/// (`gc` gives back those of a killed supervisor).
+#[test]
+fn extended_resources_are_served_from_the_hosts_cdi_specs() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let id = std::process::id();
+    let specs = env.tmp.path().join("cdi");
+    std::fs::create_dir(&specs).expect("spec dir");
+    let shared = env.tmp.path().join("shared.txt");
+    std::fs::write(&shared, "from the host\n").expect("shared file");
+    // Device names of this run's own: the leases are the host's.
+    let (dev0, dev1) = (format!("t{id}-0"), format!("t{id}-1"));
+    std::fs::write(
+        specs.join("example.yaml"),
+        format!(
+            "cdiVersion: 0.6.0
+kind: example.com/device
+devices:
+- name: {dev0}
+  containerEdits:
+    deviceNodes: [{{path: /dev/example0, hostPath: /dev/null}}]
+- name: {dev1}
+  containerEdits:
+    deviceNodes: [{{path: /dev/example1, hostPath: /dev/zero}}]
+containerEdits:
+  env: [EXAMPLE_DEVICE=yes]
+  mounts:
+  - {{hostPath: {}, containerPath: /etc/example.txt, type: bind, options: [bind, ro]}}
+",
+            shared.display()
+        ),
+    )
+    .expect("spec");
+    let pod = |name: &str, resources: &str| {
+        let manifest = env.tmp.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {image}
+    resources: {{limits: {{{resources}}}}}
+    command:
+    - /bin/sh
+    - -c
+    - |
+      for d in /dev/example*; do
+        echo $d
+        echo data > $d && busybox head -c 4 $d | busybox wc -c
+      done
+      echo EXAMPLE_DEVICE=$EXAMPLE_DEVICE
+      cat /etc/example.txt
+      echo done
+      exec busybox sleep 3600
+"
+            ),
+        )
+        .expect("manifest");
+        manifest
+    };
+    let (one, two, none) = (
+        format!("cdi-one-{id}"),
+        format!("cdi-two-{id}"),
+        format!("cdi-none-{id}"),
+    );
+    let with_specs = |args: &[&str]| {
+        env.command(args)
+            .env("PODKIT_CDI_SPEC_DIRS", &specs)
+            .output()
+            .expect("run podkit")
+    };
+    let _cleanup = scopeguard(|| {
+        for pod in [&one, &two, &none] {
+            let _ = env.podkit(&["delete", "pod", pod, "--grace-period", "0"]);
+        }
+        let _ = env.podkit(&["gc"]);
+    });
+    let leases = || -> Vec<String> {
+        let state = env.state().to_string_lossy().into_owned();
+        std::fs::read_dir("/run/podkit/devices")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|owner| owner.starts_with(&state))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let logs = |pod: &str, what: &str| -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = env.podkit(&["logs", pod, "-c", "app"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains("done\n") {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {pod} did not {what}: {}\n{}",
+                text,
+                String::from_utf8_lossy(&env.podkit(&["describe", "pod", pod]).stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let unschedulable = |json: &serde_json::Value, kind: &str| {
+        json["status"]["phase"] == "Pending"
+            && json["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter().any(|c| {
+                    c["type"] == "PodScheduled"
+                        && c["status"] == "False"
+                        && c["reason"] == "Unschedulable"
+                        && c["message"]
+                            == format!(
+                                "0/1 nodes are available: 1 Insufficient {kind}. preemption: \
+                                 0/1 nodes are available: 1 No preemption victims found for \
+                                 incoming pod."
+                            )
+                })
+            })
+    };
+
+    // One device: its node (a null device: written, reads nothing), the env, the mount.
+    let file = pod(&one, "example.com/device: 1");
+    let out = with_specs(&["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "apply: {}", text(&out));
+    assert_eq!(
+        logs(&one, "run"),
+        "/dev/example0\n0\nEXAMPLE_DEVICE=yes\nfrom the host\ndone\n"
+    );
+    let described = env.ok(&["describe", "pod", &one]);
+    assert!(
+        described.contains("example.com/device:1") || described.contains("example.com/device: 1"),
+        "{described}"
+    );
+    assert!(
+        described.contains(&format!("CDI Devices:   example.com/device={dev0}\n")),
+        "{described}"
+    );
+    assert_eq!(leases(), [format!("example.com+device={dev0}")]);
+
+    // Two: one is taken, so the pod waits, Pending as kube-scheduler leaves it, nothing made.
+    let file = pod(&two, "example.com/device: 2");
+    let out = with_specs(&["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "apply: {}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: pod \"{two}\" is Pending (Unschedulable): 0/1 nodes are available: 1 \
+             Insufficient example.com/device. preemption"
+        )),
+        "{}",
+        text(&out)
+    );
+    let json = wait_for_pod(&env, &two, "Unschedulable", |j| {
+        unschedulable(j, "example.com/device")
+    });
+    assert!(json["status"]["containerStatuses"].is_null(), "{json:#}");
+    let table = env.ok(&["get", "pod", &two]);
+    assert!(table.contains("Pending"), "{table}");
+    assert!(
+        !Path::new("/run/netns")
+            .join(format!("default_{two}"))
+            .exists(),
+        "no namespaces for a waiting pod"
+    );
+
+    // A kind no spec has: Pending too (a malformed spec file, which might have held it, is
+    // named in the pod's status), and deleted it leaves nothing.
+    let broken = specs.join("broken.json");
+    std::fs::write(
+        &broken,
+        "{\"cdiVersion\": \"0.6.0\", \"kind\": \"example.com/nothing\"",
+    )
+    .expect("broken spec");
+    let file = pod(&none, "example.com/nothing: 1");
+    let out = with_specs(&["apply", "-f", file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "apply: {}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!("failed to parse CDI spec {broken:?}")),
+        "{}",
+        text(&out)
+    );
+    let json = wait_for_pod(&env, &none, "Unschedulable", |j| {
+        unschedulable(j, "example.com/nothing")
+    });
+    assert!(
+        json["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("failed to parse CDI spec {broken:?}"))),
+        "{json:#}"
+    );
+    env.ok(&["delete", "pod", &none]);
+    assert!(
+        !env.state()
+            .join("pods")
+            .join(format!("default_{none}"))
+            .exists(),
+        "a deleted waiting pod leaves nothing"
+    );
+
+    // The first pod deleted, its device goes back and the second pod starts with both.
+    env.ok(&["delete", "pod", &one]);
+    assert_nothing_left(&env, &one);
+    assert_eq!(
+        logs(&two, "start once the devices were free"),
+        "/dev/example0\n0\n/dev/example1\n4\nEXAMPLE_DEVICE=yes\nfrom the host\ndone\n"
+    );
+    let mut held = leases();
+    held.sort();
+    assert_eq!(
+        held,
+        [
+            format!("example.com+device={dev0}"),
+            format!("example.com+device={dev1}")
+        ]
+    );
+    // Its supervisor killed, `gc` gives its devices back with the rest.
+    kill_supervisor(&env, &two);
+    assert_eq!(leases().len(), 2, "held until gc");
+    let swept = env.ok(&["gc"]);
+    assert!(
+        swept.contains(&format!("released device example.com/device={dev0}")),
+        "{swept}"
+    );
+    assert_eq!(leases(), Vec::<String>::new(), "no lease outlives its pod");
+    assert_eq!(
+        mounts_under(&env.state()),
+        Vec::<String>::new(),
+        "mounts left after gc: {swept}"
+    );
+    assert_nothing_left(&env, &two);
+}

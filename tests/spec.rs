@@ -621,9 +621,35 @@ fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
             "limits: {hugepages-2Mi: 64Mi, memory: 64Mi}",
             "spec.containers[0].resources.limits.hugepages-2Mi: not supported by podkit: no huge pages",
         ),
+        // Extended resources, as the API server checks them (served from the host's CDI
+        // specs, see tests/images.rs).
         (
-            "limits: {nvidia.com/gpu: 1}",
-            "spec.containers[0].resources.limits.nvidia.com/gpu: not supported by podkit: an extended resource is advertised and allocated by a device plugin",
+            "limits: {example.com/device: 1.5}",
+            "spec.containers[0].resources.limits.example.com/device: \"1.5\" must be an integer",
+        ),
+        (
+            "limits: {example.com/device: 500m}",
+            "spec.containers[0].resources.limits.example.com/device: \"500m\" must be an integer",
+        ),
+        (
+            "requests: {example.com/device: 1}",
+            "spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources",
+        ),
+        (
+            "requests: {example.com/device: 1}\n      limits: {example.com/device: 2}",
+            "spec.containers[0].resources.requests.example.com/device: \"1\" must be equal to example.com/device limit of \"2\"",
+        ),
+        (
+            "limits: {example.com/device: '-1'}",
+            "spec.containers[0].resources.limits.example.com/device: \"-1\" must be greater than or equal to 0",
+        ),
+        (
+            "limits: {Example_.com/device: 1}",
+            "spec.containers[0].resources.limits.Example_.com/device: \"Example_.com/device\": prefix part must be a DNS subdomain",
+        ),
+        (
+            "limits: {kubernetes.io/device: 1}",
+            "spec.containers[0].resources.limits.kubernetes.io/device: must be a standard resource for containers",
         ),
         (
             "limits: {gpu: 1}",
@@ -645,6 +671,29 @@ fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
         let err = spec::parse("pod.yaml", &yaml).expect_err(want).to_string();
         assert!(err.contains(want), "want {want:?} in:\n{err}");
     }
+
+    // An extended resource: its devices on the container; a request equal to its limit is
+    // accepted, and zero asks for none.
+    let devices = plan(&image_pod(
+        "  - name: a\n    image: busybox:1\n    resources: {requests: {example.com/device: 2}, limits: {example.com/device: '2', vendor.io/gpu: 0, cpu: 100m}}\n",
+    ));
+    assert_eq!(
+        devices.containers[0].devices,
+        [
+            ("example.com/device".to_owned(), 2),
+            ("vendor.io/gpu".to_owned(), 0)
+        ]
+    );
+    assert_eq!(devices.containers[0].resources.cpu_limit, Some(100));
+    // Not for a host process, which sees the host's /dev.
+    let host = pod("", "    resources: {limits: {example.com/device: 1}}\n");
+    let err = spec::parse("pod.yaml", &host)
+        .expect_err("host")
+        .to_string();
+    assert!(
+        err.contains("spec.containers[0].resources.limits: extended resources are not supported for host-process container \"app\""),
+        "{err}"
+    );
 }
 
 /// downwardAPI volumes and `resourceFieldRef` as the API server checks them; file modes written

@@ -26,9 +26,9 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use oci_spec::image::Config as ImageConfig;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDeviceCgroupBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources, LinuxSeccomp, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, Hooks, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceCgroup,
+    LinuxDeviceCgroupBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxSeccomp, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 /// What one container asks of its runtime, as kubelet gives it to a CRI runtime (the pod spec
@@ -71,6 +71,19 @@ pub struct Container {
     pub cgroup_namespace: bool,
     /// `stdin`+`tty`: a terminal.
     pub terminal: bool,
+    /// Device nodes made in the container (`linux.devices`; a CDI device's `deviceNodes`). One
+    /// without a uid or gid gets the process's when that is not root, as the CDI library
+    /// gives it.
+    pub devices: Vec<LinuxDevice>,
+    /// Device cgroup rules after the default deny-all (the CDI devices' allow rules).
+    pub device_rules: Vec<LinuxDeviceCgroup>,
+    /// Mounts of their own type and options (a CDI device's `mounts`), after [`Self::mounts`];
+    /// each replaces an earlier mount at its destination.
+    pub extra_mounts: Vec<Mount>,
+    /// OCI hooks the runtime runs (a CDI device's `hooks`).
+    pub hooks: Option<Hooks>,
+    /// Groups added to the process's (a CDI device's `additionalGids`).
+    pub additional_gids: Vec<u32>,
 }
 
 /// `runAsUser`, `runAsGroup`, `supplementalGroups`, `runAsNonRoot` (container over pod).
@@ -280,10 +293,31 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
         .or_else(|| image.and_then(|i| i.working_dir().clone()))
         .filter(|d| !d.is_empty())
         .unwrap_or_else(|| "/".to_owned());
+    let mut additional_gids = user.additional_gids.clone();
+    for gid in &container.additional_gids {
+        if *gid != 0 && !additional_gids.contains(gid) {
+            additional_gids.push(*gid);
+        }
+    }
+    // The CDI library's rule: a device node without an owner is the process's, unless root.
+    let devices: Vec<LinuxDevice> = container
+        .devices
+        .iter()
+        .cloned()
+        .map(|mut device| {
+            if device.uid().is_none() && user.uid > 0 {
+                device.set_uid(Some(user.uid));
+            }
+            if device.gid().is_none() && user.gid > 0 {
+                device.set_gid(Some(user.gid));
+            }
+            device
+        })
+        .collect();
     let user = UserBuilder::default()
         .uid(user.uid)
         .gid(user.gid)
-        .additional_gids(user.additional_gids)
+        .additional_gids(additional_gids)
         .build()
         .map_err(spec_err)?;
     let mut process = ProcessBuilder::default()
@@ -347,14 +381,19 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
     // Devices: none but the runtime's defaults (null, zero, full, random, urandom, tty, ptmx,
     // which runc and crun allow after this rule), every one when privileged.
     let mut resources = container.resources.clone().unwrap_or_default();
-    resources.set_devices(Some(vec![
+    let mut rules = vec![
         LinuxDeviceCgroupBuilder::default()
             .allow(security.privileged)
             .access("rwm")
             .build()
             .map_err(spec_err)?,
-    ]));
+    ];
+    rules.extend(container.device_rules.iter().cloned());
+    resources.set_devices(Some(rules));
     linux.set_resources(Some(resources));
+    if !devices.is_empty() {
+        linux.set_devices(Some(devices));
+    }
     if !security.privileged {
         linux.set_seccomp(security.seccomp.clone());
     }
@@ -376,6 +415,7 @@ pub fn spec(container: &Container, image: Option<&ImageConfig>) -> Result<Spec, 
     // without a UTS namespace of the container's own).
     spec.set_hostname(None);
     spec.set_annotations(None);
+    spec.set_hooks(container.hooks.clone());
     Ok(spec)
 }
 
@@ -656,6 +696,10 @@ fn mounts(container: &Container) -> Result<Vec<Mount>, oci_spec::OciSpecError> {
         options.push(if bind.read_only { "ro" } else { "rw" });
         let source = bind.source.to_string_lossy();
         mounts.push(mount(&bind.destination, "bind", &source, &options)?);
+    }
+    for extra in &container.extra_mounts {
+        mounts.retain(|m| m.destination() != extra.destination());
+        mounts.push(extra.clone());
     }
     Ok(mounts)
 }

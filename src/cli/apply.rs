@@ -10,7 +10,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use crate::spec::{self, PodPlan};
 use crate::state;
-use crate::supervisor::status::SCHEDULING_GATED;
+use crate::supervisor::status::{SCHEDULING_GATED, UNSCHEDULABLE};
 
 use super::parse_duration;
 
@@ -344,6 +344,26 @@ fn wait_for(
                     eprintln!(
                         "note: pod {name:?} is {SCHEDULING_GATED}: it starts once its \
                          schedulingGates are removed (apply it again without them)"
+                    );
+                    return Ok(());
+                }
+                // No room on this host for the extended resources it asks for: Pending, as
+                // kube-scheduler leaves it, and started once the devices are free.
+                if let Some(held) = status.conditions.iter().flatten().find(|c| {
+                    c.type_ == "PodScheduled"
+                        && c.status == "False"
+                        && c.reason.as_deref() == Some(UNSCHEDULABLE)
+                }) {
+                    eprintln!(
+                        "note: pod {name:?} is Pending ({UNSCHEDULABLE}): {}",
+                        held.message.as_deref().unwrap_or("")
+                    );
+                    if let Some(message) = &status.message {
+                        eprintln!("note: {message}");
+                    }
+                    eprintln!(
+                        "note: pod {name:?} starts once the host's CDI specs have the devices \
+                         it asks for free (podkit describe pod {name})"
                     );
                     return Ok(());
                 }

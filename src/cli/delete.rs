@@ -361,8 +361,12 @@ pub fn gc(root: &Path, storage: &Path, _args: GcArgs) -> anyhow::Result<()> {
     }
     // Addresses of pods whose supervisor was killed before it could give them back, of
     // every podkit root on the host (a lease's owner is its pod's state directory).
-    let released =
+    let mut released =
         crate::supervisor::network::release_gone(|owner| state::supervisor_of(owner).is_none());
+    // And devices.
+    released.extend(crate::supervisor::devices::release_gone(|owner| {
+        state::supervisor_of(owner).is_none()
+    }));
     for line in &released {
         println!("{line}");
     }

@@ -999,6 +999,7 @@ fn describe_one(pod: &PodState) -> String {
             let _ = writeln!(out, "Supervisor:   not running");
         }
     }
+    let devices = crate::supervisor::devices::allocated(&pod.dir);
     for (title, key, statuses) in [
         (
             "Init Containers",
@@ -1052,6 +1053,10 @@ fn describe_one(pod: &PodState) -> String {
                 let _ = writeln!(out, "    Command:       {}", command.join(" "));
             }
             write_resources(&mut out, &c["resources"]);
+            // The CDI devices that serve its extended resources.
+            if let Some(names) = devices.0.get(name).filter(|n| !n.is_empty()) {
+                let _ = writeln!(out, "    CDI Devices:   {}", names.join(", "));
+            }
             if let Some(s) = statuses.iter().find(|s| s.name == name) {
                 let _ = writeln!(out, "    State:         {}", state_text(s.state.as_ref()));
                 if s.last_state

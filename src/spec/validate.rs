@@ -1235,7 +1235,7 @@ impl Validator {
         }
 
         let termination_message = self.termination_message(c, path, host);
-        let resources = self.resources(c, path, host);
+        let (resources, devices) = self.resources(c, path, host);
 
         Member {
             name: c.name.clone(),
@@ -1259,6 +1259,7 @@ impl Validator {
             resources,
             host_security,
             env_from,
+            devices,
         }
     }
 
@@ -1334,9 +1335,16 @@ impl Validator {
     /// `resources`, read and checked as the API server does (`ValidateResourceRequirements`),
     /// requests defaulted from limits: cpu and memory, which the OCI runtime applies to an
     /// image container's cgroup. What podkit cannot honour is refused with its reason.
-    fn resources(&mut self, c: &Container, path: &str, host: bool) -> Resources {
+    /// `resources`: cpu and memory, and the extended resources (`vendor.com/class: N`) the host's
+    /// CDI devices serve, as the API server checks them (`ValidateResourceRequirements`).
+    fn resources(
+        &mut self,
+        c: &Container,
+        path: &str,
+        host: bool,
+    ) -> (Resources, Vec<(String, u32)>) {
         let Some(requirements) = &c.resources else {
-            return Resources::default();
+            return (Resources::default(), Vec::new());
         };
         let rpath = format!("{path}.resources");
         if requirements.claims.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -1346,6 +1354,8 @@ impl Validator {
                  allocation driver of a cluster",
             );
         }
+        // Extended resources: (in limits, name, count, as written).
+        let mut extended: Vec<(bool, String, u32, String)> = Vec::new();
         // (cpu in millicores, memory in bytes) of `requests` or `limits`.
         let mut read = |kind: &str, map: Option<&BTreeMap<String, K8sQuantity>>| {
             let (mut cpu, mut memory) = (None, None);
@@ -1363,11 +1373,9 @@ impl Validator {
                         continue;
                     }
                     n if n.contains('/') => {
-                        self.bad(
-                            &field,
-                            "not supported by podkit: an extended resource is advertised and \
-                             allocated by a device plugin, which podkit does not run",
-                        );
+                        if let Some(count) = self.extended(n, text, &field) {
+                            extended.push((kind == "limits", n.to_owned(), count, text.clone()));
+                        }
                         continue;
                     }
                     _ => {
@@ -1448,6 +1456,37 @@ impl Validator {
                 );
             }
         }
+        // Extended resources cannot be overcommitted: a request is its limit.
+        let mut devices = Vec::new();
+        for (in_limits, name, count, text) in &extended {
+            let limit = extended
+                .iter()
+                .find(|(l, n, ..)| *l && n == name)
+                .map(|(_, _, count, text)| (*count, text));
+            match (in_limits, limit) {
+                (true, _) => devices.push((name.clone(), *count)),
+                (false, None) => self.bad(
+                    &format!("{rpath}.limits"),
+                    "Required value: Limit must be set for non overcommitable resources",
+                ),
+                (false, Some((limit, limit_text))) if limit != *count => self.bad(
+                    &format!("{rpath}.requests.{name}"),
+                    format!("{text:?} must be equal to {name} limit of {limit_text:?}"),
+                ),
+                (false, Some(_)) => {}
+            }
+        }
+        if host && !devices.is_empty() {
+            self.bad(
+                &format!("{rpath}.limits"),
+                format!(
+                    "extended resources are not supported for host-process container {:?}: \
+                     a host process already sees the host's /dev; podkit serves devices from \
+                     the host's CDI specs to image containers only",
+                    c.name
+                ),
+            );
+        }
         let resources = Resources {
             cpu_request,
             cpu_limit,
@@ -1465,7 +1504,68 @@ impl Validator {
                 ),
             );
         }
-        resources
+        (resources, devices)
+    }
+
+    /// An extended resource's name and quantity (`validateContainerResourceName`,
+    /// `validateResourceQuantityValue`): a qualified name with a domain prefix outside
+    /// `kubernetes.io`, the CDI kind of the devices that serve it, and a whole number.
+    fn extended(&mut self, name: &str, text: &str, field: &str) -> Option<u32> {
+        if let Err(why) = qualified_name(name) {
+            self.bad(field, format!("{name:?}: {why}"));
+            return None;
+        }
+        let domain = name.split_once('/').map_or("", |(d, _)| d);
+        if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+            self.bad(
+                field,
+                "must be a standard resource for containers (cpu, memory, ephemeral-storage, \
+                 hugepages-<size>)",
+            );
+            return None;
+        }
+        if let Err(why) = crate::cdi::valid_kind(name) {
+            self.bad(
+                field,
+                format!(
+                    "not supported by podkit: the name is no CDI kind (vendor.com/class), so \
+                     no device of the host's CDI specs can serve it: {why}"
+                ),
+            );
+            return None;
+        }
+        let quantity = match Quantity::parse(text) {
+            Ok(q) if q.is_negative() => {
+                self.bad(
+                    field,
+                    format!("{text:?} must be greater than or equal to 0"),
+                );
+                return None;
+            }
+            Ok(q) => q,
+            Err(why) => {
+                self.bad(field, format!("{text:?}: {why}"));
+                return None;
+            }
+        };
+        // `MilliValue() % 1000`, as the API server checks integer resources.
+        match quantity.millis() {
+            Some(m) if m % 1000 != 0 => {
+                self.bad(field, format!("{text:?} must be an integer"));
+                None
+            }
+            Some(m) => match u32::try_from(m / 1000) {
+                Ok(count) => Some(count),
+                Err(_) => {
+                    self.bad(field, format!("{text:?} is more devices than a host has"));
+                    None
+                }
+            },
+            None => {
+                self.bad(field, format!("{text:?} is too large"));
+                None
+            }
+        }
     }
 
     /// `terminationMessagePath` and `terminationMessagePolicy`. A host process sees the host's

@@ -725,6 +725,9 @@ fn bundle_container(
     };
     let mut container = container;
     set_seccomp(&mut container, &run.seccomp)?;
+    if let Some(devices) = pod.devices.get(&member.name) {
+        super::devices::apply(devices, &mut container)?;
+    }
     Ok((container, fds))
 }
 

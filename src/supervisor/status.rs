@@ -501,6 +501,31 @@ pub fn gated(qos_class: &str) -> PodStatus {
     }
 }
 
+/// Why a pod no node has room for is not scheduled, as kube-scheduler says it.
+pub const UNSCHEDULABLE: &str = "Unschedulable";
+
+/// The status of a pod whose extended resources the host cannot serve now, as kube-scheduler
+/// leaves it: Pending, and PodScheduled false with the scheduler's reason and `message`. The
+/// host's CDI spec files that were not used, if any, are the pod's `status.message` (a cluster
+/// would show them in the device plugin's log).
+pub fn unschedulable(qos_class: &str, message: &str, spec_errors: &[String]) -> PodStatus {
+    PodStatus {
+        phase: Some("Pending".to_owned()),
+        qos_class: Some(qos_class.to_owned()),
+        message: (!spec_errors.is_empty())
+            .then(|| format!("CDI spec files not used: {}", spec_errors.join("; "))),
+        conditions: Some(vec![PodCondition {
+            type_: "PodScheduled".to_owned(),
+            status: "False".to_owned(),
+            reason: Some(UNSCHEDULABLE.to_owned()),
+            message: Some(message.to_owned()),
+            last_transition_time: Some(Time(Timestamp::now())),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
 fn container_status(r: &Record) -> ContainerStatus {
     ContainerStatus {
         name: r.name.clone(),
