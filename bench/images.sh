@@ -108,6 +108,9 @@ fi
 PODKIT_BIN="$(realpath "$PODKIT_BIN")"
 
 work="$(mktemp -d /tmp/podkit-bench-images.XXXXXX)"
+# iptables tables before podman runs: netavark leaves its chains (and the tables) behind.
+. bench/netavark.sh
+tables_before="$(tables_now)"
 # The driver ends what it started, also when it fails; this is for a driver that was killed.
 cleanup() {
     set +e
@@ -131,6 +134,7 @@ cleanup() {
             --runroot "$work/run/pp/run" --tmpdir "$work/run/pp/tmp" \
             pod rm -f -a >/dev/null 2>&1
     fi
+    remove_netavark_tables "$tables_before"
     # The registry, by the pid the driver wrote, if that pid is still the registry of this run.
     if [ -f "$work/registry.pid" ]; then
         pid=$(cat "$work/registry.pid")
