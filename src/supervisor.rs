@@ -591,12 +591,7 @@ async fn ungated(plan: &mut PodPlan, dir: &Path, shutdown: &CancellationToken) -
         }
         let changed = async {
             match &watch {
-                Some(watch) => {
-                    if let Ok(mut ready) = watch.readable().await {
-                        while watch.get_ref().0.read_events().is_ok_and(|e| !e.is_empty()) {}
-                        ready.clear_ready();
-                    }
-                }
+                Some(watch) => next_events(watch).await,
                 None => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         };
@@ -905,6 +900,15 @@ fn objects_watch(
     #[allow(deprecated)]
     tokio::io::unix::AsyncFd::new(ObjectsWatch(inotify))
         .map_err(|e| format!("failed to watch the pod's ConfigMaps and Secrets: {e}"))
+}
+
+/// Waits for events on `watch`, then reads every one queued (which does not matter: what they
+/// watch is read again).
+async fn next_events(watch: &tokio::io::unix::AsyncFd<ObjectsWatch>) {
+    if let Ok(mut ready) = watch.readable().await {
+        while watch.get_ref().0.read_events().is_ok_and(|e| !e.is_empty()) {}
+        ready.clear_ready();
+    }
 }
 
 /// An inotify instance as tokio's `AsyncFd` takes it (nix's has no `AsRawFd`).

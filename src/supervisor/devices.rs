@@ -324,12 +324,7 @@ pub async fn wait(
         }
         let changed = async {
             match &watch {
-                Some(watch) => {
-                    if let Ok(mut ready) = watch.readable().await {
-                        while watch.get_ref().0.read_events().is_ok_and(|e| !e.is_empty()) {}
-                        ready.clear_ready();
-                    }
-                }
+                Some(watch) => super::next_events(watch).await,
                 None => std::future::pending().await,
             }
         };
