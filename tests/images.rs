@@ -2376,6 +2376,11 @@ spec:
     assert!(json["status"]["containerStatuses"].is_null(), "{json:#}");
     let table = env.ok(&["get", "pod", &two]);
     assert!(table.contains("Pending"), "{table}");
+    let described = env.ok(&["describe", "pod", &two]);
+    assert!(
+        described.contains("FailedScheduling") && described.contains("Insufficient"),
+        "{described}"
+    );
     assert!(
         !Path::new("/run/netns")
             .join(format!("default_{two}"))
@@ -2423,6 +2428,14 @@ spec:
     assert_eq!(
         logs(&two, "start once the devices were free"),
         "/dev/example0\n0\n/dev/example1\n4\nEXAMPLE_DEVICE=yes\nfrom the host\ndone\n"
+    );
+    // Its events keep the scheduler's warning ahead of the start's.
+    let described = env.ok(&["describe", "pod", &two]);
+    let warned = described.find("FailedScheduling");
+    let started = described.find("Started");
+    assert!(
+        warned.is_some() && started.is_some() && warned < started,
+        "{described}"
     );
     let mut held = leases();
     held.sort();

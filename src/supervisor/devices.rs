@@ -313,6 +313,8 @@ pub async fn wait(
                         &message,
                         &short.spec_errors,
                     );
+                    // Events first, as a running pod's are: whoever sees the status finds them.
+                    super::status::failed_scheduling(dir, &message);
                     if let Ok(text) = serde_json::to_vec_pretty(&status) {
                         let _ = super::status::write_atomic(&dir.join("status.json"), &text);
                     }

@@ -164,7 +164,7 @@ impl Status {
                 .iter()
                 .map(|m| record(m, main_reason))
                 .collect(),
-            events: Vec::new(),
+            events: earlier_events(dir),
             unsaved: true,
             terminal: false,
             conditions: Vec::new(),
@@ -477,6 +477,31 @@ impl Status {
             tracing::error!(file = name, %err, "failed to write pod status");
         }
         written.is_ok()
+    }
+}
+
+/// The events written before the pod started (kube-scheduler's FailedScheduling while it
+/// waited for devices): the head of its list, as `describe` shows them.
+fn earlier_events(dir: &Path) -> Vec<Event> {
+    std::fs::read(dir.join("events.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default()
+}
+
+/// Adds kube-scheduler's `FailedScheduling` warning to the events of a pod that cannot be
+/// placed yet (each time the reason changes, as the scheduler records it).
+pub fn failed_scheduling(dir: &Path, message: &str) {
+    let mut events = earlier_events(dir);
+    events.push(Event {
+        time: Timestamp::now().to_string(),
+        kind: "Warning".to_owned(),
+        reason: "FailedScheduling".to_owned(),
+        object: "pod".to_owned(),
+        message: message.to_owned(),
+    });
+    if let Ok(text) = serde_json::to_vec_pretty(&events) {
+        let _ = write_atomic(&dir.join("events.json"), &text);
     }
 }
 
