@@ -226,11 +226,8 @@ fn gates_removed(
         )));
     }
     let mut updated = without(kept);
-    if let Some(applied_gates) = applied["spec"].get("schedulingGates")
-        && let Some(spec) = updated["spec"].as_object_mut()
-        && !gates(applied).is_empty()
-    {
-        spec.insert("schedulingGates".into(), applied_gates.clone());
+    if !gates(applied).is_empty() {
+        updated["spec"]["schedulingGates"] = applied["spec"]["schedulingGates"].clone();
     }
     Some(Ok(updated))
 }

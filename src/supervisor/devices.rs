@@ -274,9 +274,10 @@ pub async fn wait(
     let leases_dir = PathBuf::from(LEASES_DIR);
     let owner = dir.to_string_lossy().into_owned();
     let mut said = None;
+    let spec_dirs = crate::cdi::spec_dirs();
+    // Watched before the first look, so a change between a look and the wait is not missed.
+    let watch = watch(&leases_dir, &spec_dirs);
     loop {
-        let spec_dirs = crate::cdi::spec_dirs();
-        let watch = watch(&leases_dir, &spec_dirs);
         let attempt = {
             let (leases_dir, owner, plan, spec_dirs) = (
                 leases_dir.clone(),
