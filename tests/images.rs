@@ -571,11 +571,19 @@ fn assert_nothing_left(env: &Env, pod: &str) {
             .join(format!("default_{pod}"))
             .exists()
     );
-    // The writable layers on the store's disk.
+    // The pod's writable layers on the store's disk (other pods' may be there: one may be
+    // starting now that this one's resources are free).
+    let prefix = format!("default_{pod}-");
     let on_disk: Vec<PathBuf> = std::fs::read_dir(env.storage().join("containers"))
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|e| {
+            e.file_name().to_str().is_some_and(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|seed| seed.len() == 8 && !seed.contains('-'))
+            })
+        })
         .map(|e| e.path())
         .collect();
     assert_eq!(on_disk, Vec::<PathBuf>::new(), "containers left on disk");
