@@ -90,6 +90,10 @@ pub struct PodPlan {
     /// ([`NETWORK_ANNOTATION`] `none`); never with `hostNetwork`.
     #[serde(default)]
     pub pod_network: bool,
+    /// Its NAT'd hostPorts also on the connect-time hook for the host's own clients (the
+    /// default; [`HOST_PORTS_ANNOTATION`] `nat` is the DNAT alone).
+    #[serde(default)]
+    pub host_port_hook: bool,
     /// The pod's address on the pod network, set by its supervisor once the pod has joined.
     #[serde(default)]
     pub pod_ip: Option<std::net::IpAddr>,
@@ -379,11 +383,12 @@ pub struct HostPort {
 /// sees the client's address anyway (but an app expecting the header would then not get it).
 pub const PROXY_PROTOCOL_ANNOTATION: &str = "podkit.io/proxy-protocol";
 
-/// The pod annotation that chooses how its hostPorts reach it: `nat` (the default for a pod with
+/// The pod annotation that chooses how its hostPorts reach it: unset (the default for a pod with
 /// an IP: DNAT to the pod's IP, as a cluster's CNI portmap plugin does, so the app sees each
-/// client's address) or `relay` (podkit's relay into the pod's loopback, for an app that
-/// listens on 127.0.0.1 only; it sees every client as 127.0.0.1). A pod without an IP, and a
-/// port with a PROXY protocol header, are always relayed.
+/// client's address, and for clients on the host itself a BPF hook on connect() that skips the
+/// NAT where the kernel allows it), `nat` (the DNAT alone) or `relay` (podkit's relay into the
+/// pod's loopback, for an app that listens on 127.0.0.1 only; it sees every client as
+/// 127.0.0.1). A pod without an IP, and a port with a PROXY protocol header, are always relayed.
 pub const HOST_PORTS_ANNOTATION: &str = "podkit.io/host-ports";
 
 /// The pod annotation that chooses the pod's network: `pod` (the default: an IP address of its

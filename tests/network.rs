@@ -552,6 +552,215 @@ spec:
     );
 }
 
+/// The remote address the kernel holds for the host's TCP socket whose local port is `local`
+/// (from /proc/net/tcp): where a connection really goes, whatever getpeername() says.
+fn kernel_peer(local: u16) -> Option<SocketAddr> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let mut cols = line.split_whitespace();
+        let (ours, theirs) = (cols.nth(1)?, cols.next()?);
+        let port = |hex: &str| u16::from_str_radix(hex.split(':').nth(1)?, 16).ok();
+        if port(ours)? != local {
+            return None;
+        }
+        let ip = u32::from_str_radix(theirs.split(':').next()?, 16).ok()?;
+        Some(SocketAddr::from((
+            Ipv4Addr::from(ip.swap_bytes()),
+            port(theirs)?,
+        )))
+    })
+}
+
+/// A client on the host that connects to a hostPort is sent straight to the pod's IP by the
+/// connect hook (the kernel's socket shows the pod's address, getpeername() the one asked for;
+/// the app sees the bridge's address, as through the NAT); UDP the same. A pod that says
+/// `podkit.io/host-ports: nat` is reached through the DNAT alone, and a client in another
+/// pod's network namespace is not rewritten (its 127.0.0.1 is its own). `describe` says which
+/// ports the hook has. Deleted, or its supervisor killed then `gc`, the pod's ports leave the
+/// hook (a server bound to the port on the host is then reached, not the old pod).
+#[test]
+fn the_hosts_own_clients_reach_host_ports_through_the_connect_hook() {
+    let Some(env) = Env::new() else { return };
+    let id = std::process::id();
+    let (hooked, nat) = (format!("net-hook-{id}"), format!("net-nohook-{id}"));
+    let (tcp, udp, nat_port) = (free_port(), free_port(), free_port());
+    let file = env.file(
+        "hook.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {hooked}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: tcp
+    command: [socat, 'TCP-LISTEN:7100,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7100, hostPort: {tcp}}}]
+  - name: udp
+    command: [socat, 'UDP-RECVFROM:7200,fork,reuseaddr', 'SYSTEM:echo udp-$SOCAT_PEERADDR']
+    ports: [{{containerPort: 7200, hostPort: {udp}, protocol: UDP}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {nat}
+  annotations: {{podkit.io/host-process: 'true', podkit.io/host-ports: nat}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: tcp
+    command: [socat, 'TCP-LISTEN:7100,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7100, hostPort: {nat_port}}}]
+"
+        ),
+    );
+    let cleanup = Cleanup(&env, vec![hooked.clone(), nat.clone()]);
+    env.ok(&["apply", "-f", &file]);
+    let ip = env.pod_ip(&hooked).expect("an IP");
+    assert!(
+        Path::new("/run/podkit/bpf/links/podkit_connect4").exists(),
+        "the hook is pinned"
+    );
+
+    // Connects to 127.0.0.1:port once the app answers; (what it said, the kernel's peer, the
+    // peer getpeername() gives).
+    let ask = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let asked = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let reply = TcpStream::connect_timeout(&asked, Duration::from_secs(2))
+                .ok()
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                    let local = s.local_addr().ok()?.port();
+                    let kernel = kernel_peer(local);
+                    let peer = s.peer_addr().ok()?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text).ok()?;
+                    (!text.is_empty()).then_some((text, kernel, peer))
+                });
+            if let Some(reply) = reply {
+                return reply;
+            }
+            assert!(Instant::now() < deadline, "no reply on port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let (said, kernel, peer) = ask(tcp);
+    assert_eq!(said, "10.90.0.1\n");
+    assert_eq!(
+        kernel,
+        Some(SocketAddr::from((ip, 7100))),
+        "rewritten at connect()"
+    );
+    assert_eq!(
+        peer,
+        SocketAddr::from((Ipv4Addr::LOCALHOST, tcp)),
+        "getpeername"
+    );
+    // UDP: sendmsg() rewritten, recvmsg() gives the reply from the address the client used.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (reply, from) = loop {
+        socket.send_to(b"ping", ("127.0.0.1", udp)).expect("send");
+        let mut buf = [0u8; 64];
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            break (String::from_utf8_lossy(&buf[..n]).into_owned(), from);
+        }
+        assert!(Instant::now() < deadline, "no UDP reply");
+    };
+    assert_eq!(reply, "udp-10.90.0.1\n");
+    assert_eq!(from, SocketAddr::from((Ipv4Addr::LOCALHOST, udp)));
+
+    // The DNAT alone for the pod that asks for it: the kernel's socket is to 127.0.0.1.
+    let nat_ip = env.pod_ip(&nat).expect("an IP");
+    let (said, kernel, _) = ask(nat_port);
+    assert_eq!(said, "10.90.0.1\n");
+    assert_eq!(
+        kernel,
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, nat_port)))
+    );
+
+    // describe says which.
+    let described = env.ok(&["describe", "pod", &hooked]);
+    assert!(
+        described.contains(&format!(
+            "{tcp}/tcp -> {ip}:7100  DNAT; connect hook for the host's own clients"
+        )) && described.contains(&format!("{udp}/udp -> {ip}:7200  DNAT; connect hook")),
+        "{described}"
+    );
+    let described = env.ok(&["describe", "pod", &nat]);
+    assert!(
+        described.contains(&format!("{nat_port}/tcp -> {nat_ip}:7100  DNAT\n")),
+        "{described}"
+    );
+
+    // From another pod's network namespace, 127.0.0.1 is that pod's own: not rewritten, and
+    // nothing listens there.
+    let inside = Command::new("ip")
+        .args(["netns", "exec", &format!("default_{nat}")])
+        .args([
+            "socat",
+            "-T2",
+            "-",
+            &format!("TCP:127.0.0.1:{tcp},connect-timeout=2"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("ip netns exec");
+    assert!(
+        !inside.status.success(),
+        "{}",
+        String::from_utf8_lossy(&inside.stdout)
+    );
+
+    // Killed, then gc: the hook lets the port go. A server of the host's own on it is reached.
+    let pid: i32 = std::fs::read_to_string(
+        env.state()
+            .join("pods")
+            .join(format!("default_{hooked}"))
+            .join("supervisor.pid"),
+    )
+    .expect("supervisor.pid")
+    .trim()
+    .parse()
+    .expect("pid");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+        .expect("kill");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the supervisor did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.ok(&["gc"]);
+    let server = std::net::TcpListener::bind(("127.0.0.1", tcp)).expect("the port is free");
+    let client = TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, tcp)),
+        Duration::from_secs(2),
+    )
+    .expect("the host's own server");
+    let local = client.local_addr().expect("local").port();
+    assert_eq!(
+        kernel_peer(local),
+        Some(SocketAddr::from((Ipv4Addr::LOCALHOST, tcp))),
+        "no longer rewritten"
+    );
+    drop((client, server));
+    drop(cleanup);
+    // No pod left on the host: the hook is gone with the bridge.
+    if std::fs::read_dir(LEASES).map_or(true, |mut d| d.next().is_none()) {
+        assert!(
+            !Path::new("/run/podkit/bpf").exists(),
+            "the hook's bpffs is gone"
+        );
+    }
+}
+
 /// Deletes what the test's file made when it ends, also when it failed.
 struct Down<'a>(&'a Env, String);
 

@@ -305,6 +305,13 @@ pub enum Error {
         source: io::Error,
     },
 
+    #[error("connect hook: {what}")]
+    Hook {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     #[error(
         "nftables table `ip {table}` is not set up in network namespace {ns:?}: \
          call Nat::ensure first"

@@ -37,6 +37,8 @@
 //! - `nat.rs`: [`Nat`], masquerade and hostPorts in an nftables table of podkit's own (CNI's
 //!   `bridge` ipMasq and `portmap` plugins); `nat/service.rs` Services' cluster IPs and node ports
 //!   in it (kube-proxy's nftables mode); `nat/nftables.rs` its nf_tables netlink messages;
+//! - `hook.rs`: [`ConnectHook`], hostPorts for the host's own clients by a BPF program on
+//!   connect() (Cilium's socket load balancing), the NAT's fast path;
 //! - `socket.rs`: listeners and a [`Dialer`] inside a network namespace;
 //! - `tty.rs`: terminal window sizes, for a pty given to a command in a pod;
 //! - `sys.rs`: the raw syscalls nix does not wrap, and [`release_free_memory`] (glibc's
@@ -45,6 +47,7 @@
 
 mod bridge;
 mod error;
+mod hook;
 mod ipam;
 mod kind;
 mod namespace;
@@ -62,6 +65,7 @@ mod tty;
 
 pub use bridge::{Bridge, POD_INTERFACE};
 pub use error::{Error, Result};
+pub use hook::ConnectHook;
 pub use ipam::{Ipam, IpamLock};
 pub use kind::NsKind;
 pub use namespace::{NETNS_RUN_DIR, Namespace};

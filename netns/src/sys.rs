@@ -89,6 +89,29 @@ pub fn release_start_pages() -> io::Result<usize> {
     Ok(released)
 }
 
+/// The cookie of the calling thread's network namespace (`SO_NETNS_COOKIE`, Linux 5.14): what
+/// BPF's `bpf_get_netns_cookie` returns for a socket in it.
+pub(crate) fn netns_cookie() -> io::Result<u64> {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: the fd is open for the call; cookie and len point to writable memory of the sizes
+    // given.
+    let done = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if done != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 /// The IPv4 address of the interface `name` in the calling thread's network namespace, as
 /// `ioctl(SIOCGIFADDR)` gives it (its primary address): one syscall, where `getifaddrs` dumps
 /// every link of the host (each pod's veth among them) and every address. `None` when the

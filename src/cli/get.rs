@@ -976,6 +976,9 @@ fn describe_one(pod: &PodState) -> String {
         None => "unknown (the manifest no longer validates)".to_owned(),
     };
     let _ = writeln!(out, "Network:      {network}");
+    if let Some(plan) = &plan {
+        describe_host_ports(&mut out, plan, ip);
+    }
     let class = spec["runtimeClassName"].as_str();
     if let Some(class) = class {
         let _ = writeln!(out, "Runtime Class Name:  {class}");
@@ -1375,5 +1378,52 @@ fn write_volumes(out: &mut String, volumes: &serde_json::Value) {
         for (key, value) in lines {
             let _ = writeln!(out, "    {:<14}{value}", format!("{key}:"));
         }
+    }
+}
+
+/// The pod's hostPorts and how each reaches it: the relay, the DNAT, and the connect hook for
+/// the host's own clients where the hook has the port.
+fn describe_host_ports(out: &mut String, plan: &crate::spec::PodPlan, ip: Option<&str>) {
+    let ports: Vec<&crate::spec::HostPort> = plan
+        .init_containers
+        .iter()
+        .chain(&plan.containers)
+        .flat_map(|m| &m.host_ports)
+        .collect();
+    if ports.is_empty() {
+        return;
+    }
+    let pod_ip: Option<std::net::Ipv4Addr> = ip.and_then(|ip| ip.parse().ok());
+    let hooked: Vec<String> = match (pod_ip, plan.host_port_hook) {
+        (Some(pod_ip), true) => netns::ConnectHook::open(crate::supervisor::network::HOOK_DIR)
+            .ok()
+            .flatten()
+            .and_then(|hook| hook.ports().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, to, _)| *to == pod_ip)
+            .map(|(side, _, _)| side)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let _ = writeln!(out, "Host Ports:");
+    for port in ports {
+        let protocol = if port.udp { "udp" } else { "tcp" };
+        let side = match port.host_ip {
+            Some(host) if !host.is_unspecified() => format!("{host}:{}/{protocol}", port.host_port),
+            _ => format!("{}/{protocol}", port.host_port),
+        };
+        let how = if port.relay || pod_ip.is_none() {
+            "relay into the pod's loopback"
+        } else if hooked.contains(&side) {
+            "DNAT; connect hook for the host's own clients"
+        } else {
+            "DNAT"
+        };
+        let target = match (port.relay, pod_ip) {
+            (false, Some(pod_ip)) => format!("{pod_ip}:{}", port.container_port),
+            _ => format!("127.0.0.1:{}", port.container_port),
+        };
+        let _ = writeln!(out, "  {side} -> {target}  {how}");
     }
 }

@@ -632,12 +632,15 @@ impl Validator {
         );
         let mut containers = members(self, &spec.containers, "containers", false);
         let mut init_containers = init_containers;
+        let host_port_hook;
         {
             let mut all: Vec<&mut Member> = init_containers
                 .iter_mut()
                 .chain(containers.iter_mut())
                 .collect();
-            let nat = pod_network && self.host_ports_nat(pod.metadata.annotations.as_ref());
+            let (nat, hook) = self.host_ports_mode(pod.metadata.annotations.as_ref());
+            let nat = pod_network && nat;
+            host_port_hook = nat && hook;
             self.proxy_protocol(pod.metadata.annotations.as_ref(), &mut all, nat);
         }
 
@@ -675,6 +678,7 @@ impl Validator {
         };
         plan.host_network = host_network;
         plan.pod_network = pod_network;
+        plan.host_port_hook = host_port_hook;
         plan.host_ipc = host_ipc;
         plan.host_pid = host_pid;
         plan.share_process_namespace = spec.share_process_namespace.unwrap_or(false);
@@ -976,6 +980,7 @@ impl Validator {
             share_process_namespace: false,
             host_network: false,
             pod_network: false,
+            host_port_hook: false,
             pod_ip: None,
             host_ipc: false,
             host_pid: false,
@@ -1683,24 +1688,27 @@ impl Validator {
         })
     }
 
-    /// Whether the pod's hostPorts are NAT to its IP (`nat`, the default) or relayed into its
-    /// loopback (`relay`), by the [`HOST_PORTS_ANNOTATION`].
-    fn host_ports_nat(&mut self, annotations: Option<&BTreeMap<String, String>>) -> bool {
+    /// How the pod's hostPorts reach it, by the [`HOST_PORTS_ANNOTATION`], as (NAT to its IP,
+    /// the connect hook for the host's clients too): unset, both; `nat`, the DNAT alone;
+    /// `relay`, neither (the relay into its loopback).
+    fn host_ports_mode(&mut self, annotations: Option<&BTreeMap<String, String>>) -> (bool, bool) {
         match annotations
             .and_then(|a| a.get(HOST_PORTS_ANNOTATION))
             .map(|v| v.trim())
         {
-            None | Some("nat") => true,
-            Some("relay") => false,
+            None => (true, true),
+            Some("nat") => (true, false),
+            Some("relay") => (false, false),
             Some(other) => {
                 self.bad(
                     &format!("metadata.annotations[{HOST_PORTS_ANNOTATION:?}]"),
                     format!(
-                        "{other:?}: must be \"nat\" (to the pod's IP) or \"relay\" (into the \
-                         pod's loopback)"
+                        "{other:?}: must be \"nat\" (DNAT to the pod's IP, without the connect \
+                         hook that the default adds for the host's own clients) or \"relay\" \
+                         (into the pod's loopback); leave it out for the default"
                     ),
                 );
-                true
+                (true, true)
             }
         }
     }

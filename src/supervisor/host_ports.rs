@@ -1,5 +1,6 @@
 //! A pod's hostPorts, published for its whole life: by DNAT to the pod's IP (the pod network's
-//! NAT, as the CNI portmap plugin does it: the app sees each client's address), or by podkit's
+//! NAT, as the CNI portmap plugin does it: the app sees each client's address; for clients on
+//! the host itself, a BPF hook on connect() where the kernel allows it), or by podkit's
 //! relay into the pod's loopback (portfwd) for a pod without an IP, for ports that ask for it
 //! (`podkit.io/host-ports: relay`, a PROXY protocol header) and for an app found listening on
 //! the pod's loopback only, which NAT to the pod's IP cannot reach.
@@ -198,12 +199,17 @@ pub(super) async fn publish(
             .filter(|m| m.protocol == netns::Protocol::Udp)
             .copied()
             .collect();
-        network
-            .publish(dir, pod_ip, mappings)
+        let hooked = network
+            .publish(dir, pod_ip, mappings, plan.host_port_hook)
             .await
             .map_err(|e| Error::Network(format!("hostPort: {e}")))?;
+        let how = if hooked {
+            "NAT and connect hook"
+        } else {
+            "NAT"
+        };
         for port in listed {
-            info!(pod = %plan.name, "hostPort: NAT {port}");
+            info!(pod = %plan.name, "hostPort: {how} {port}");
         }
         if !tcp.is_empty() {
             let watch = Watch {
@@ -213,6 +219,7 @@ pub(super) async fn publish(
                 pod: plan.name.clone(),
                 pod_ip,
                 udp,
+                hook: plan.host_port_hook,
             };
             watcher = Some(tokio::spawn(watch.run(tcp, stop.clone())));
         }
@@ -324,6 +331,8 @@ struct Watch {
     pod_ip: Ipv4Addr,
     /// The pod's UDP mappings, published again with the TCP ones that stay NAT.
     udp: Vec<netns::HostPort>,
+    /// The NAT'd ports are on the connect hook too.
+    hook: bool,
 }
 
 impl Watch {
@@ -363,7 +372,11 @@ impl Watch {
                 .map(|p| p.mapping)
                 .chain(self.udp.iter().copied())
                 .collect();
-            if let Err(err) = self.network.publish(&self.dir, self.pod_ip, keep).await {
+            if let Err(err) = self
+                .network
+                .publish(&self.dir, self.pod_ip, keep, self.hook)
+                .await
+            {
                 warn!(%err, "failed to take hostPorts off the NAT for the relay");
                 continue;
             }

@@ -21,6 +21,10 @@ use tracing::{debug, warn};
 /// Pod addresses mean nothing after a reboot, so it is on `/run` (a tmpfs on most hosts).
 pub const LEASES_DIR: &str = "/run/podkit/networks";
 
+/// Where the hostPorts' connect hook is pinned (a bpffs of podkit's own), shared by every
+/// podkit root as the bridge is.
+pub const HOOK_DIR: &str = netns::ConnectHook::DEFAULT_DIR;
+
 /// The host's pod network: its bridge and the leases of its subnet.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -134,14 +138,21 @@ impl Network {
     /// Publishes the pod's hostPorts by DNAT to its address `ip`, as the CNI portmap plugin
     /// does, under `owner` (its state directory), in place of any it had (none: removes them;
     /// a port moved to the relay goes so); a port another pod holds is refused, naming it.
+    ///
+    /// With `hook`, the host's own clients of the ports skip the NAT: the [`netns::ConnectHook`]
+    /// sends their connect() straight to the pod (loaded by the first pod that asks). Where the
+    /// kernel refuses the hook, a warning says so once per pod and the DNAT serves them too.
+    /// Returns whether the hook serves the ports.
     pub async fn publish(
         &self,
         owner: &Path,
         ip: Ipv4Addr,
         ports: Vec<netns::HostPort>,
-    ) -> Result<(), String> {
+        hook: bool,
+    ) -> Result<bool, String> {
         let owner = owner_id(owner)?;
         let bridge = self.bridge.name().to_owned();
+        let on_hook = if hook { ports.clone() } else { Vec::new() };
         blocking(move || {
             let nat = nat(&bridge)?;
             nat.unpublish(&owner)?;
@@ -150,7 +161,31 @@ impl Network {
             }
             Ok(())
         })
-        .await
+        .await?;
+        if on_hook.is_empty() {
+            // Off the hook, if it had them (a port moved to the relay, or the last one).
+            blocking(move || match netns::ConnectHook::open(HOOK_DIR)? {
+                Some(hook) => hook.set(ip, &[]),
+                None => Ok(()),
+            })
+            .await?;
+            return Ok(false);
+        }
+        // The hook gone between its `ensure` and the `set` (`gc` removing it as the last pod
+        // left): loaded again, once.
+        let hooked = blocking(move || {
+            netns::ConnectHook::ensure(HOOK_DIR)
+                .and_then(|hook| hook.set(ip, &on_hook))
+                .or_else(|_| netns::ConnectHook::ensure(HOOK_DIR)?.set(ip, &on_hook))
+        })
+        .await;
+        match hooked {
+            Ok(()) => Ok(true),
+            Err(err) => {
+                warn!(%err, "the host's own clients of the pod's hostPorts go through the DNAT");
+                Ok(false)
+            }
+        }
     }
 
     /// Takes `owner`'s hostPorts off the NAT and releases its address, once its pod's network
@@ -162,10 +197,10 @@ impl Network {
         let owner = owner_id(owner)?;
         self.unpublish(&owner).await?;
         let ipam = self.ipam.clone();
-        blocking(move || ipam.release(&owner))
+        let released = blocking(move || ipam.release(&owner))
             .await
-            .map(drop)
-            .map_err(|e| format!("failed to release the pod's address: {e}"))
+            .map_err(|e| format!("failed to release the pod's address: {e}"))?;
+        unhook(released).await
     }
 
     /// Removes `owner`'s hostPorts from the NAT table, if it has any (and the table exists).
@@ -210,6 +245,7 @@ impl Network {
                 continue;
             }
             let _ = self.bridge.detach(&host, &host_interface(&owner)).await;
+            unhook(vec![ip]).await?;
             self.release(Some(&owner), &host).await?;
             done.push(format!(
                 "released pod address {ip} (of {owner}, whose supervisor is gone)"
@@ -221,6 +257,26 @@ impl Network {
                 "deleted bridge {} (no pod is on it)",
                 self.bridge.name()
             ));
+        }
+        // The connect hook's ports of this network's addresses that no pod holds (a pod killed
+        // between its lease's release and its ports' removal), then the hook if no port is left
+        // on it (pods of other bridges may still use it).
+        let (ipam, subnet) = (self.ipam.clone(), self.bridge.subnet());
+        let stale = blocking(move || {
+            let Some(hook) = netns::ConnectHook::open(HOOK_DIR)? else {
+                return Ok(Vec::new());
+            };
+            let leased: Vec<Ipv4Addr> = ipam.leases()?.into_iter().map(|(ip, _)| ip).collect();
+            hook.retain(|ip| !subnet.contains(ip) || leased.contains(&ip))
+        })
+        .await?;
+        for ip in stale {
+            done.push(format!(
+                "removed the connect hook's hostPorts of {ip} (no pod has it)"
+            ));
+        }
+        if remove_unused_hook().await? {
+            done.push("removed the hostPorts' connect hook (no hostPort is left)".to_owned());
         }
         Ok(done)
     }
@@ -393,6 +449,28 @@ pub fn nat_table() -> Result<netns::Nat, String> {
 
 fn nat(bridge: &str) -> netns::Result<netns::Nat> {
     netns::Nat::current()?.with_table(bridge)
+}
+
+/// Takes the hostPorts of the pods at `ips` (released) off the connect hook, if it is loaded.
+async fn unhook(ips: Vec<Ipv4Addr>) -> Result<(), String> {
+    if ips.is_empty() {
+        return Ok(());
+    }
+    blocking(move || match netns::ConnectHook::open(HOOK_DIR)? {
+        Some(hook) => hook.retain(|ip| !ips.contains(&ip)).map(drop),
+        None => Ok(()),
+    })
+    .await
+    .map_err(|e| format!("failed to take the pod's hostPorts off the connect hook: {e}"))
+}
+
+/// Removes the connect hook once no hostPort is on it (`gc`, when no pod is left on a bridge).
+async fn remove_unused_hook() -> Result<bool, String> {
+    blocking(|| match netns::ConnectHook::open(HOOK_DIR)? {
+        Some(hook) if !hook.ports()?.is_empty() => Ok(false),
+        _ => netns::ConnectHook::remove(HOOK_DIR),
+    })
+    .await
 }
 
 /// Runs a blocking call of the `netns` crate (its nftables and lease files) off the runtime's
