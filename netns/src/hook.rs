@@ -299,20 +299,17 @@ impl ConnectHook {
                 .set(0, host, 0)
                 .map_err(|e| hook_error("failed to write the config map", e))?;
         }
-        for (sub, names) in [
-            ("maps", &[HOSTPORTS, REWRITES, CONFIG][..]),
-            ("links", &[][..]),
-        ] {
+        for sub in ["maps", "links"] {
             let dir = self.dir.join(sub);
             std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
                 path: dir.clone(),
                 source,
             })?;
-            for name in names {
-                let map = bpf.map(name).ok_or_else(|| missing("map", name))?;
-                map.pin(dir.join(name))
-                    .map_err(|e| hook_error(format!("failed to pin map {name}"), e))?;
-            }
+        }
+        for name in [HOSTPORTS, REWRITES, CONFIG] {
+            let map = bpf.map(name).ok_or_else(|| missing("map", name))?;
+            map.pin(self.dir.join("maps").join(name))
+                .map_err(|e| hook_error(format!("failed to pin map {name}"), e))?;
         }
         for name in PROGRAMS {
             let program: &mut CgroupSockAddr = bpf
