@@ -401,6 +401,10 @@ fn cni_pods_get_addresses_reach_each_other_publish_host_ports_and_give_everythin
         "from-a\n"
     );
     assert_eq!(net.port_rules().len(), 1, "{:?}", net.port_rules());
+    assert!(
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok(),
+        "podkit holds no socket of its own for a hostPort portmap publishes"
+    );
     let reply = net.ok(
         &env,
         &[

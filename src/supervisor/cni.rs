@@ -100,7 +100,7 @@ pub enum Error {
         command: &'static str,
         network: String,
         file: PathBuf,
-        error: PluginError,
+        error: Box<PluginError>,
     },
 
     #[error(
@@ -515,7 +515,7 @@ impl Attachment {
                 command,
                 network: self.list.name.clone(),
                 file: self.list.file.clone(),
-                error: plugin_error(&output),
+                error: Box::new(plugin_error(&output)),
             });
         }
         if command != "ADD" {
@@ -757,15 +757,15 @@ mod tests {
         assert_eq!(
             addresses(&v1, "eth0"),
             [
-                "10.99.0.5".parse::<IpAddr>().unwrap(),
-                "fd00::5".parse().unwrap()
+                "10.99.0.5".parse::<IpAddr>().expect("test value"),
+                "fd00::5".parse().expect("test value")
             ]
         );
         let v04 = json!({"cniVersion": "0.4.0",
             "ips": [{"version": "4", "address": "10.99.0.6/24"}]});
         assert_eq!(
             addresses(&v04, "eth0"),
-            ["10.99.0.6".parse::<IpAddr>().unwrap()]
+            ["10.99.0.6".parse::<IpAddr>().expect("test value")]
         );
         let on_host = json!({"interfaces": [{"name": "br0"}],
             "ips": [{"address": "10.99.0.1/24", "interface": 0}]});
@@ -773,7 +773,7 @@ mod tests {
         let v02 = json!({"cniVersion": "0.2.0", "ip4": {"ip": "10.99.0.7/24"}});
         assert_eq!(
             addresses(&v02, "eth0"),
-            ["10.99.0.7".parse::<IpAddr>().unwrap()]
+            ["10.99.0.7".parse::<IpAddr>().expect("test value")]
         );
     }
 
@@ -794,7 +794,8 @@ mod tests {
             bin_dirs: vec!["/nowhere".into()],
         };
         let annotations: Map<String, Value> =
-            serde_json::from_value(json!({"kubernetes.io/ingress-bandwidth": "10M"})).unwrap();
+            serde_json::from_value(json!({"kubernetes.io/ingress-bandwidth": "10M"}))
+                .expect("test value");
         let pod = PodRef {
             namespace: "default",
             name: "web",
@@ -818,7 +819,8 @@ mod tests {
         );
         let previous = json!({"cniVersion": "1.0.0", "ips": []});
         let bridge: Value =
-            serde_json::from_slice(&attachment.plugin_config(&cni.list.plugins[0], None)).unwrap();
+            serde_json::from_slice(&attachment.plugin_config(&cni.list.plugins[0], None))
+                .expect("test value");
         assert_eq!(
             bridge,
             json!({"type": "bridge", "name": "n", "cniVersion": "1.0.0"})
@@ -826,14 +828,15 @@ mod tests {
         let portmap: Value = serde_json::from_slice(
             &attachment.plugin_config(&cni.list.plugins[1], Some(&previous)),
         )
-        .unwrap();
+        .expect("test value");
         assert_eq!(portmap["prevResult"], previous);
         assert_eq!(
             portmap["runtimeConfig"],
             json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]})
         );
         // Not found: named, with where it was looked for.
-        let err = find_plugin(&cni.list, &cni.bin_dirs, &cni.list.plugins[0]).unwrap_err();
+        let err =
+            find_plugin(&cni.list, &cni.bin_dirs, &cni.list.plugins[0]).expect_err("not found");
         assert!(
             err.to_string().contains("\"bridge\"") && err.to_string().contains("/nowhere"),
             "{err}"
