@@ -43,6 +43,8 @@
 # Usage: sudo PODKIT_BIN=path/to/podkit bench/network.sh [--duration S] [--rounds N]
 #             [--connections N] [--up-rounds N] [--idle MS] [--podman | --no-podman]
 #        (defaults: --duration 3 --rounds 5 --connections 50 --up-rounds 10 --idle 300)
+#        bench/network.sh --cni [--up-rounds N] [--idle MS]: only pod up and delete on the CNI
+#        path (Debian's plugins) against podkit's bridge and no network (bench/cni.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,8 @@ CONNECTIONS=50
 UP_ROUNDS=10
 IDLE_MS=300
 PODMAN=auto
-usage="usage: $0 [--duration S] [--rounds N] [--connections N] [--up-rounds N] [--idle MS] [--podman | --no-podman]"
+CNI=no
+usage="usage: $0 [--duration S] [--rounds N] [--connections N] [--up-rounds N] [--idle MS] [--podman | --no-podman] [--cni]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -62,6 +65,7 @@ while [ $# -gt 0 ]; do
         --idle) IDLE_MS="$2"; shift 2 ;;
         --podman) PODMAN=yes; shift ;;
         --no-podman) PODMAN=no; shift ;;
+        --cni) CNI=yes; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
@@ -89,6 +93,13 @@ esac
 PODKIT_BIN="$(realpath "$PODKIT_BIN")"
 [ -x "$(dirname "$PODKIT_BIN")/podkit-supervise" ] \
     || { echo "bench/network.sh: missing podkit-supervise beside $PODKIT_BIN" >&2; exit 1; }
+
+# The CNI path's pod up: a mode of its own, in bench/cni.sh.
+if [ "$CNI" = yes ]; then
+    . bench/cni.sh
+    cni_bench
+    exit
+fi
 
 work="$(mktemp -d /tmp/podkit-bench-network.XXXXXX)"
 # iptables tables before podman runs: netavark leaves its chains (and the tables) behind.

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use expand::expand;
 pub use resources::{Qos, Resources};
+pub(crate) use validate::parse_quantity;
 
 /// A manifest podkit cannot run, with where and why.
 #[derive(Debug, thiserror::Error)]

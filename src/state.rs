@@ -317,6 +317,9 @@ pub fn clean_up(pod: &PodState) -> Vec<String> {
         }
     }
     removed.extend(crate::supervisor::cgroup::remove_v1_leftovers(&pod.key()));
+    // Its CNI network's DEL (from the attachment cached with the pod), while its network
+    // namespace is still pinned.
+    removed.extend(crate::supervisor::cni::release(&pod.dir));
     for mount in mounts_under(&pod.dir) {
         if nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH).is_ok() {
             removed.push(format!("unmounted {}", mount.display()));

@@ -15,10 +15,13 @@
 //! - `probe.rs`: probes and lifecycle hooks;
 //! - `logs.rs`: CRI-format log files;
 //! - `volumes.rs`: emptyDir, hostPath and mount points;
-//! - `status.rs`: v1 PodStatus, events, `status.json`.
+//! - `status.rs`: v1 PodStatus, events, `status.json`;
+//! - `network.rs`: podkit's own pod network (a bridge of the host); `cni.rs`: the CNI path,
+//!   a CNI network's plugins run as kubelet's runtime runs them.
 
 mod api;
 pub(crate) mod cgroup;
+pub(crate) mod cni;
 pub(crate) mod devices;
 mod host_ports;
 pub(crate) mod image;
@@ -480,7 +483,11 @@ pub async fn run(
         plan.pod_network = false;
     }
     let network = if plan.pod_network {
-        Some(network::Network::from_env().map_err(Error::Network)?)
+        Some(match cni::Cni::from_env() {
+            Ok(Some(cni)) => PodNetwork::Cni(cni),
+            Ok(None) => PodNetwork::Bridge(network::Network::from_env().map_err(Error::Network)?),
+            Err(err) => return Err(Error::Network(image::error_chain(&err))),
+        })
     } else {
         None
     };
@@ -520,7 +527,7 @@ pub async fn run(
     // address go back (0.3 ms; before its directory, so `gc` never takes a supervisor that is
     // still ending for a dead one and releases the lease itself).
     if ran
-        && let Some(network) = &network
+        && let Some(PodNetwork::Bridge(network)) = &network
         && let Err(err) = network.leave(&dir).await
     {
         warn!(%err, "failed to leave the pod network");
@@ -612,7 +619,7 @@ async fn run_in(
     mut plan: PodPlan,
     mut options: Options,
     dir: &Path,
-    network: Option<&network::Network>,
+    network: Option<&PodNetwork>,
     devices: devices::Allocation,
     shutdown: CancellationToken,
 ) -> Result<Outcome, Error> {
@@ -647,6 +654,8 @@ async fn run_in(
         // directory on disk (image::containers_on_disk).
         let _ = nix::mount::umount2(&dir.join("shm"), nix::mount::MntFlags::MNT_DETACH);
         image::remove_containers_dir(dir);
+        // A CNI network's DEL, while the namespace is still there.
+        cni_leave(dir, &reaper);
         if let Some(ns) = ns {
             delete_namespaces(ns);
         }
@@ -668,13 +677,19 @@ async fn run_in(
         undo(Some(ns), &cgroup);
         return Err(Error::Sysctl(err));
     }
-    if let Some(network) = network {
-        match network.join(ns.net(), dir, &reaper).await {
-            Ok(ip) => plan.pod_ip = Some(ip.into()),
-            Err(err) => {
-                undo(Some(ns), &cgroup);
-                return Err(Error::Network(err));
-            }
+    let joined = match network {
+        Some(PodNetwork::Bridge(network)) => network
+            .join(ns.net(), dir, &reaper)
+            .await
+            .map(|ip| Some(ip.into())),
+        Some(PodNetwork::Cni(cni)) => cni_join(cni, &plan, dir, &reaper).await.map(Some),
+        None => Ok(None),
+    };
+    match joined {
+        Ok(ip) => plan.pod_ip = ip,
+        Err(err) => {
+            undo(Some(ns), &cgroup);
+            return Err(Error::Network(err));
         }
     }
     let render = |value: &crate::spec::DownwardValue| downward(&plan, value);
@@ -766,7 +781,15 @@ async fn run_in(
     };
     // hostPorts are bound before any container starts: one in use fails the start, naming it.
     let ports_stop = CancellationToken::new();
-    let ports = match host_ports::publish(&plan, dir, ns.net(), network, &ports_stop).await {
+    // On a CNI network whose plugins publish hostPorts (portmap), podkit publishes none of
+    // its own: only those that ask for the relay.
+    let (bridge, cni_ports) = match network {
+        Some(PodNetwork::Bridge(network)) => (Some(network), false),
+        Some(PodNetwork::Cni(cni)) => (None, cni.publishes_ports()),
+        None => (None, false),
+    };
+    let published = host_ports::publish(&plan, dir, ns.net(), bridge, cni_ports, &ports_stop);
+    let ports = match published.await {
         Ok(ports) => ports,
         Err(err) => {
             volumes.cleanup();
@@ -1247,6 +1270,9 @@ fn teardown(pod: Arc<Pod>) {
         remove_image_leftovers(&pod);
     }
     lock(&pod.volumes).cleanup();
+    // A CNI network's DEL, before the namespace goes (as kubelet tears a sandbox's network
+    // down before removing it).
+    cni_leave(&pod.dir, &pod.reaper);
     match Arc::try_unwrap(pod) {
         Ok(pod) => delete_namespaces(pod.ns),
         Err(pod) => {
@@ -1256,6 +1282,96 @@ fn teardown(pod: Arc<Pod>) {
                 warn!(%err, "failed to delete the pod's namespaces");
             }
         }
+    }
+}
+
+/// The network a pod with an address of its own is on.
+pub(crate) enum PodNetwork {
+    /// podkit's own bridge of the host.
+    Bridge(network::Network),
+    /// The CNI network `PODKIT_CNI_CONF_DIR` points at.
+    Cni(cni::Cni),
+}
+
+/// ADD of the pod to CNI network `cni`; its address. The attachment is cached in `dir` before
+/// the first plugin runs (a supervisor killed during ADD leaves its DEL to `gc`) and again with
+/// the result. A failed ADD has run its DEL; any later failure of the pod's start runs it in
+/// `undo` (from the cache).
+async fn cni_join(
+    cni: &cni::Cni,
+    plan: &PodPlan,
+    dir: &Path,
+    reaper: &Reaper,
+) -> Result<std::net::IpAddr, String> {
+    let ports: Vec<cni::PortMapping> = if cni.publishes_ports() {
+        plan.init_containers
+            .iter()
+            .chain(&plan.containers)
+            .flat_map(|m| &m.host_ports)
+            .filter(|p| !p.relay)
+            .map(|p| cni::PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                udp: p.udp,
+                host_ip: p.host_ip,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let pod = cni::PodRef {
+        namespace: &plan.namespace,
+        name: &plan.name,
+        uid: plan.uid.as_deref().unwrap_or_default(),
+        dir,
+        netns: Path::new("/run/netns").join(plan.key()),
+        annotations: plan.manifest["metadata"]["annotations"].as_object(),
+    };
+    let error = |err: &cni::Error| image::error_chain(err);
+    let mut attachment = cni::Attachment::new(cni, &pod, &ports).map_err(|e| error(&e))?;
+    attachment.save(dir).map_err(|e| error(&e))?;
+    let reaper = reaper.clone();
+    // Plugins are children the reaper must leave to their own wait; off the runtime's threads.
+    let (attachment, added) = tokio::task::spawn_blocking(move || {
+        let added = reaper.paused(|| attachment.add().map(drop));
+        (attachment, added)
+    })
+    .await
+    .map_err(|e| format!("the CNI ADD task failed: {e}"))?;
+    if let Err(err) = added {
+        // Its DEL ran.
+        cni::Attachment::forget(dir);
+        return Err(error(&err));
+    }
+    attachment.save(dir).map_err(|e| error(&e))?;
+    let ips = attachment.addresses().map_err(|e| error(&e))?;
+    info!(
+        network = %attachment.list.name,
+        file = %attachment.list.file.display(),
+        ?ips,
+        "pod added to the CNI network"
+    );
+    Ok(ips[0])
+}
+
+/// DEL of the pod's CNI attachment cached in `dir`, if it has one; the cache goes with a DEL
+/// that succeeded (one that failed is logged: the pod's plugins tolerate what is missing, so
+/// a failure is one the user must look at).
+fn cni_leave(dir: &Path, reaper: &Reaper) {
+    let attachment = match cni::Attachment::load(dir) {
+        Ok(Some(attachment)) => attachment,
+        Ok(None) => return,
+        Err(err) => {
+            warn!(err = %image::error_chain(&err), "no CNI DEL");
+            return;
+        }
+    };
+    match reaper.paused(|| attachment.del()) {
+        Ok(()) => {
+            cni::Attachment::forget(dir);
+            info!(network = %attachment.list.name, "pod deleted from the CNI network");
+        }
+        Err(err) => warn!(err = %image::error_chain(&err), "CNI DEL failed"),
     }
 }
 

@@ -926,6 +926,44 @@ fn write_resources(out: &mut String, resources: &serde_json::Value) {
     }
 }
 
+/// The CNI network of a pod on one, and the outcome of a CNI CHECK of its attachment, run
+/// here (CHECK changes nothing) while the pod's supervisor lives.
+fn describe_cni(
+    cached: &Result<Option<crate::supervisor::cni::Attachment>, crate::supervisor::cni::Error>,
+    pod: &PodState,
+) -> String {
+    let attachment = match cached {
+        Ok(Some(attachment)) => attachment,
+        Ok(None) => return "CNI".to_owned(),
+        Err(err) => return format!("CNI ({err})"),
+    };
+    let check = if pod.supervisor.is_none() {
+        "not run (the pod's supervisor is gone)".to_owned()
+    } else if attachment.result.is_none() {
+        "not run (its ADD has not finished)".to_owned()
+    } else if !nix::unistd::geteuid().is_root() {
+        "not run (CNI plugins need root)".to_owned()
+    } else if !attachment.list.at_least_0_4() {
+        format!(
+            "not run (cniVersion {} has no CHECK)",
+            attachment.list.cni_version
+        )
+    } else if attachment.list.disable_check {
+        "not run (the network list has disableCheck)".to_owned()
+    } else {
+        match attachment.check() {
+            Ok(()) => "passed".to_owned(),
+            Err(err) => format!("failed: {}", crate::supervisor::image::error_chain(&err)),
+        }
+    };
+    format!(
+        "CNI network {:?} ({}), interface {}\nCNI Check:    {check}",
+        attachment.list.name,
+        attachment.list.file.display(),
+        attachment.if_name
+    )
+}
+
 fn describe_one(pod: &PodState) -> String {
     let mut out = String::new();
     let status = pod.status.clone().unwrap_or_default();
@@ -964,8 +1002,10 @@ fn describe_one(pod: &PodState) -> String {
             let _ = writeln!(out, "  IP:  {}", ip.ip);
         }
     }
+    let cni = crate::supervisor::cni::Attachment::load(&pod.dir);
     let network = match &plan {
         Some(plan) if plan.host_network => "the host's (hostNetwork)".to_owned(),
+        Some(_) if matches!(cni, Ok(Some(_)) | Err(_)) => describe_cni(&cni, pod),
         Some(plan) if plan.pod_network => {
             "pod network (an address of its own on the host's bridge)".to_owned()
         }

@@ -137,12 +137,15 @@ struct NatPort {
 }
 
 /// Publishes every `hostPort` of the pod whose network namespace is `pod_net` (pinned in `dir`)
-/// until `stop`: by DNAT to its IP through `network`, or through the relay.
+/// until `stop`: by DNAT to its IP through `network`, or through the relay. With `cni_ports`,
+/// the pod's CNI network publishes them (portmap): only those that ask for the relay are
+/// podkit's.
 pub(super) async fn publish(
     plan: &PodPlan,
     dir: &Path,
     pod_net: &netns::Namespace,
     network: Option<&Network>,
+    cni_ports: bool,
     stop: &CancellationToken,
 ) -> Result<HostPorts, Error> {
     let all = || {
@@ -150,6 +153,7 @@ pub(super) async fn publish(
             .iter()
             .chain(&plan.containers)
             .flat_map(|m| &m.host_ports)
+            .filter(move |p| p.relay || !cni_ports)
     };
     // Where NAT ports go; a pod without an IP (not root) has its ports relayed after all.
     let target = match plan.pod_ip {

@@ -1,0 +1,545 @@
+//! The CNI path of the pod network end to end, with Debian's `containernetworking-plugins`
+//! (`bridge`, `host-local`, `portmap`, `tuning` in /usr/lib/cni): podkit pointed at a
+//! configuration directory runs its plugins instead of its own bridge. Pods get their address
+//! from the plugins' result, reach each other by it, publish hostPorts through portmap, and
+//! give everything back when deleted, also after their supervisor was killed (`gc` runs DEL);
+//! a bad configuration, a missing plugin and a failing plugin are named, leaving nothing.
+//!
+//! Each test has a bridge and a subnet of its own. Debian's plugins (1.1.1) leave the bridge
+//! and portmap's shared chains (CNI-HOSTPORT-*) behind on DEL, as kubelet's hosts keep them:
+//! [`Net`]'s drop removes exactly what the test made, also when it fails. The tests share the
+//! host's `nat` table, so they run one at a time.
+//!
+//! Network rule (DESIGN.md): traffic goes only to 127.0.0.1 and to the pods' addresses.
+
+mod common;
+use common::Isolated as Env;
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Where Debian's package puts the plugins (podkit's default after /opt/cni/bin).
+const DEBIAN_PLUGINS: &str = "/usr/lib/cni";
+
+/// The tests share the host's iptables `nat` table (portmap's chains): one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// A test's CNI network: its configuration directory, bridge, subnet and host-local's data
+/// directory; dropped, it removes what the plugins left of it on the host.
+struct Net {
+    dir: tempfile::TempDir,
+    name: String,
+    bridge: String,
+    /// The first three octets of its /24.
+    prefix: [u8; 3],
+    /// What was on the host before, so that only what the test made goes.
+    had_nat: bool,
+    had_nat6: bool,
+    had_hostport_chains: bool,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Net {
+    /// A network of index `n` (each test its own), or `None` when not root or the plugins
+    /// are missing (CI has both).
+    fn new(n: u8) -> Option<Net> {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            eprintln!("skipped: not root");
+            return None;
+        }
+        if !Path::new(DEBIAN_PLUGINS).join("bridge").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI installs containernetworking-plugins"
+            );
+            eprintln!("skipped: no CNI plugins in {DEBIAN_PLUGINS}");
+            return None;
+        }
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = std::process::id();
+        // 10.200-10.203.x: clear of podkit's 10.90/16 and the Services' 10.96/16.
+        let prefix = [10, 200 + n, (pid % 256) as u8];
+        Some(Net {
+            dir: tempfile::tempdir().expect("tempdir"),
+            name: format!("pkcni{n}-{pid}"),
+            bridge: format!("pkc{n}{}", pid % 100_000),
+            prefix,
+            had_nat: table_exists("ip"),
+            had_nat6: table_exists("ip6"),
+            had_hostport_chains: nat_rules("iptables-save").contains(":CNI-HOSTPORT-DNAT "),
+            _serial: serial,
+        })
+    }
+
+    fn conf_dir(&self) -> PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// host-local's leases: `<dataDir>/<network>/<ip>`.
+    fn leases_dir(&self) -> PathBuf {
+        self.dir.path().join("ipam").join(&self.name)
+    }
+
+    fn subnet(&self) -> String {
+        let [a, b, c] = self.prefix;
+        format!("{a}.{b}.{c}.0/24")
+    }
+
+    /// The bridge + host-local plugin, then `more` plugins.
+    fn write_list(&self, more: &[&str]) {
+        let mut plugins = vec![format!(
+            r#"{{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "hairpinMode": true,
+              "ipam": {{"type": "host-local", "dataDir": "{data}",
+                        "ranges": [[{{"subnet": "{subnet}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}"#,
+            bridge = self.bridge,
+            data = self.dir.path().join("ipam").display(),
+            subnet = self.subnet(),
+        )];
+        plugins.extend(more.iter().map(|p| (*p).to_owned()));
+        self.write(
+            "10-test.conflist",
+            &format!(
+                r#"{{"cniVersion": "1.0.0", "name": "{}", "plugins": [{}]}}"#,
+                self.name,
+                plugins.join(",\n")
+            ),
+        );
+    }
+
+    fn write(&self, file: &str, text: &str) -> PathBuf {
+        std::fs::create_dir_all(self.conf_dir()).expect("conf dir");
+        let path = self.conf_dir().join(file);
+        std::fs::write(&path, text).expect("write conf");
+        path
+    }
+
+    /// `podkit ARGS` pointed at the network.
+    fn podkit(&self, env: &Env, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(args)
+            .env("PODKIT_STORAGE", env.storage())
+            .env("PODKIT_ROOT", env.state())
+            .env("PODKIT_CNI_CONF_DIR", self.conf_dir())
+            .output()
+            .expect("run podkit")
+    }
+
+    fn ok(&self, env: &Env, args: &[&str]) -> String {
+        let out = self.podkit(env, args);
+        assert!(
+            out.status.success(),
+            "podkit {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// host-local's leased addresses.
+    fn leases(&self) -> Vec<Ipv4Addr> {
+        std::fs::read_dir(self.leases_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// The links enslaved to the bridge (the pods' host ends).
+    fn ports(&self) -> Vec<String> {
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .expect("run ip");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+            .collect()
+    }
+
+    /// portmap's rules for this network (its DNAT rules carry the network's name).
+    fn port_rules(&self) -> Vec<String> {
+        nat_rules("iptables-save")
+            .lines()
+            .filter(|l| l.contains(&format!("\\\"{}\\\"", self.name)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        let _ = std::fs::remove_dir_all(Path::new("/var/lib/cni/networks").join(&self.name));
+        // portmap's shared chains, when this test made them and no pod uses them any more.
+        let rules = nat_rules("iptables-save");
+        if !self.had_hostport_chains && !rules.contains(":CNI-DN-") {
+            let iptables = |args: &[&str]| {
+                let _ = Command::new("iptables")
+                    .args(["-t", "nat"])
+                    .args(args)
+                    .output();
+            };
+            for chain in ["PREROUTING", "OUTPUT"] {
+                iptables(&[
+                    "-D",
+                    chain,
+                    "-m",
+                    "addrtype",
+                    "--dst-type",
+                    "LOCAL",
+                    "-j",
+                    "CNI-HOSTPORT-DNAT",
+                ]);
+            }
+            iptables(&[
+                "-D",
+                "POSTROUTING",
+                "-m",
+                "comment",
+                "--comment",
+                "CNI portfwd requiring masquerade",
+                "-j",
+                "CNI-HOSTPORT-MASQ",
+            ]);
+            for chain in [
+                "CNI-HOSTPORT-DNAT",
+                "CNI-HOSTPORT-MASQ",
+                "CNI-HOSTPORT-SETMARK",
+            ] {
+                iptables(&["-F", chain]);
+                iptables(&["-X", chain]);
+            }
+        }
+        // The nat tables iptables-nft made for portmap, when they were not there and are
+        // left empty.
+        for (family, had, save) in [
+            ("ip", self.had_nat, "iptables-save"),
+            ("ip6", self.had_nat6, "ip6tables-save"),
+        ] {
+            if !had && table_exists(family) && nat_is_empty(&nat_rules(save)) {
+                let _ = Command::new("nft")
+                    .args(["delete", "table", family, "nat"])
+                    .output();
+            }
+        }
+    }
+}
+
+fn table_exists(family: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", family, "nat"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn nat_rules(save: &str) -> String {
+    Command::new(save)
+        .args(["-t", "nat"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// No rule and no chain but the base ones.
+fn nat_is_empty(rules: &str) -> bool {
+    rules.lines().all(|l| {
+        !l.starts_with("-A")
+            && (!l.starts_with(':')
+                || [":PREROUTING ", ":INPUT ", ":OUTPUT ", ":POSTROUTING "]
+                    .iter()
+                    .any(|base| l.starts_with(base)))
+    })
+}
+
+impl Net {
+    fn pod_ip(&self, env: &Env, pod: &str) -> Option<Ipv4Addr> {
+        let out = self.podkit(env, &["get", "pod", pod, "-o", "json"]);
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        json["status"]["podIP"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+    }
+
+    fn in_subnet(&self, ip: Ipv4Addr) -> bool {
+        ip.octets()[..3] == self.prefix
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// What a TCP server at `addr` says, once it listens.
+fn read_from(addr: SocketAddr) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            Ok(mut stream) => {
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let mut text = String::new();
+                stream.read_to_string(&mut text).expect("read");
+                return text;
+            }
+            Err(err) => {
+                assert!(Instant::now() < deadline, "{addr} never answered: {err}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A pod whose app says `says` on every connection to port 7000 (published on `host_port`).
+fn server(name: &str, says: &str, host_port: Option<u16>) -> String {
+    let ports = match host_port {
+        Some(port) => format!("\n    ports: [{{containerPort: 7000, hostPort: {port}}}]"),
+        None => String::new(),
+    };
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [socat, 'TCP-LISTEN:7000,fork,reuseaddr', 'SYSTEM:echo {says}']{ports}
+"
+    )
+}
+
+/// The pod's network namespace entry.
+fn netns_exists(pod: &str) -> bool {
+    Path::new("/run/netns")
+        .join(format!("default_{pod}"))
+        .exists()
+}
+
+#[test]
+fn cni_pods_get_addresses_reach_each_other_publish_host_ports_and_give_everything_back() {
+    let Some(net) = Net::new(0) else { return };
+    let Some(env) = Env::new() else { return };
+    net.write_list(&[r#"{"type": "portmap", "capabilities": {"portMappings": true}}"#]);
+    let id = std::process::id();
+    let (a, b) = (format!("cni-a-{id}"), format!("cni-b-{id}"));
+    let port = free_port();
+    let file = env.file(
+        "pods.yaml",
+        &format!(
+            "{}---\n{}",
+            server(&a, "from-a", Some(port)),
+            server(&b, "from-b", None)
+        ),
+    );
+    net.ok(&env, &["apply", "-f", &file]);
+
+    // status.podIP is the address in the plugins' result, in the network's subnet.
+    let ip_a = net.pod_ip(&env, &a).expect("pod a has an IP");
+    let ip_b = net.pod_ip(&env, &b).expect("pod b has an IP");
+    assert!(net.in_subnet(ip_a) && net.in_subnet(ip_b), "{ip_a} {ip_b}");
+    assert_ne!(ip_a, ip_b);
+    let mut leased = net.leases();
+    leased.sort();
+    let mut ips = vec![ip_a, ip_b];
+    ips.sort();
+    assert_eq!(leased, ips, "host-local leased exactly the pods' addresses");
+    let cached: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.state().join(format!("pods/default_{a}/cni.json")))
+            .expect("the attachment is cached with the pod"),
+    )
+    .expect("json");
+    assert_eq!(cached["netns"], format!("/run/netns/default_{a}"));
+    assert!(
+        cached["cniArgs"]
+            .to_string()
+            .contains(&format!("[\"K8S_POD_NAME\",\"{a}\"]")),
+        "{cached}"
+    );
+    assert!(
+        cached["result"]["ips"]
+            .to_string()
+            .contains(&ip_a.to_string()),
+        "{cached}"
+    );
+    let wide = net.ok(&env, &["get", "pods", "-o", "wide"]);
+    assert!(wide.contains(&ip_a.to_string()), "{wide}");
+    assert_eq!(net.ports().len(), 2, "a veth per pod on the bridge");
+
+    // describe names the network and CHECKs the attachment (pod b: portmap 1.1.1's CHECK
+    // of a pod with hostPorts looks for IPv6 rules it never made, containernetworking/plugins
+    // issue 819, so the CHECK is looked at on the pod without).
+    let described = net.ok(&env, &["describe", "pod", &b]);
+    assert!(
+        described.contains(&format!("Network:      CNI network \"{}\"", net.name))
+            && described.contains("10-test.conflist")
+            && described.contains("CNI Check:    passed"),
+        "{described}"
+    );
+
+    // The host reaches pod a at its address, and at its hostPort on 127.0.0.1 (portmap's
+    // DNAT: podkit holds no socket of its own for it); pod b reaches pod a by its IP.
+    assert_eq!(read_from(SocketAddr::from((ip_a, 7000))), "from-a\n");
+    assert_eq!(
+        read_from(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        "from-a\n"
+    );
+    assert_eq!(net.port_rules().len(), 1, "{:?}", net.port_rules());
+    assert!(
+        TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok(),
+        "podkit holds no socket of its own for a hostPort portmap publishes"
+    );
+    let reply = net.ok(
+        &env,
+        &[
+            "exec",
+            &b,
+            "--",
+            "socat",
+            "-T5",
+            "-",
+            &format!("TCP:{ip_a}:7000"),
+        ],
+    );
+    assert_eq!(reply, "from-a\n");
+
+    // CHECK finds what was broken: pod b's interface taken away.
+    let removed = Command::new("ip")
+        .args(["-n", &format!("default_{b}"), "link", "del", "eth0"])
+        .status()
+        .expect("run ip");
+    assert!(removed.success());
+    let described = net.ok(&env, &["describe", "pod", &b]);
+    assert!(
+        described.contains("CNI Check:    failed: CNI plugin \"bridge\" failed CHECK"),
+        "{described}"
+    );
+
+    // Deleted, the pods give back their addresses, veths, rules and namespaces.
+    net.ok(&env, &["delete", "-f", &file]);
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert!(net.ports().is_empty(), "{:?}", net.ports());
+    assert!(net.port_rules().is_empty(), "{:?}", net.port_rules());
+    assert!(!netns_exists(&a) && !netns_exists(&b));
+    assert!(!env.state().join(format!("pods/default_{a}")).exists());
+}
+
+#[test]
+fn cni_gc_runs_del_for_a_killed_supervisor() {
+    let Some(net) = Net::new(1) else { return };
+    let Some(env) = Env::new() else { return };
+    net.write_list(&[r#"{"type": "portmap", "capabilities": {"portMappings": true}}"#]);
+    let pod = format!("cni-kill-{}", std::process::id());
+    let port = free_port();
+    let file = env.file("pod.yaml", &server(&pod, "hi", Some(port)));
+    net.ok(&env, &["apply", "-f", &file]);
+    let ip = net.pod_ip(&env, &pod).expect("an IP");
+    assert_eq!(
+        read_from(SocketAddr::from((Ipv4Addr::LOCALHOST, port))),
+        "hi\n"
+    );
+    let dir = env.state().join("pods").join(format!("default_{pod}"));
+    let pid: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))
+        .expect("supervisor.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the supervisor");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "the supervisor did not die");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        net.leases(),
+        [ip],
+        "the lease stays with a killed supervisor"
+    );
+    assert_eq!(net.ports().len(), 1);
+    assert_eq!(net.port_rules().len(), 1);
+
+    // gc runs the network's DEL from the cached attachment (without PODKIT_CNI_CONF_DIR).
+    let said = env.ok(&["gc"]);
+    assert!(
+        said.contains(&format!("ran CNI DEL of network \"{}\"", net.name)),
+        "{said}"
+    );
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    assert!(net.ports().is_empty(), "{:?}", net.ports());
+    assert!(net.port_rules().is_empty(), "{:?}", net.port_rules());
+    assert!(!netns_exists(&pod));
+    assert!(!dir.exists());
+}
+
+#[test]
+fn cni_errors_name_the_file_and_plugin_and_leave_nothing() {
+    let Some(net) = Net::new(2) else { return };
+    let Some(env) = Env::new() else { return };
+    let pod = format!("cni-err-{}", std::process::id());
+    let file = env.file("pod.yaml", &server(&pod, "hi", None));
+    let fails = |want: &[&str]| {
+        let out = net.podkit(&env, &["apply", "-f", &file]);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{said}");
+        for want in want {
+            assert!(said.contains(want), "wanted {want:?} in: {said}");
+        }
+        // Nothing of the pod is left.
+        assert!(net.leases().is_empty(), "{:?}", net.leases());
+        assert!(net.ports().is_empty(), "{:?}", net.ports());
+        assert!(!netns_exists(&pod));
+        let _ = net.podkit(&env, &["delete", "pod", &pod, "--grace-period", "0"]);
+    };
+
+    // A malformed list: the file and what is wrong.
+    let bad = net.write(
+        "10-test.conflist",
+        r#"{"cniVersion": "1.0.0", "name": "x", "plugin": []}"#,
+    );
+    fails(&[&bad.display().to_string(), "no `plugins`"]);
+
+    // A plugin that is not installed: named, with where it was looked for.
+    net.write_list(&[r#"{"type": "no-such-plugin"}"#]);
+    fails(&[
+        "\"no-such-plugin\"",
+        "/opt/cni/bin, /usr/lib/cni",
+        "10-test.conflist",
+    ]);
+
+    // A plugin that fails ADD after bridge made the pod's veth and host-local leased its
+    // address: its CNI error (code, msg) is shown with its name and file, and the DEL that
+    // follows gives the address and veth back.
+    net.write_list(&[
+        r#"{"type": "tuning", "sysctl": {"net.ipv4.conf.eth0.no_such_setting": "1"}}"#,
+    ]);
+    fails(&[
+        "CNI plugin \"tuning\" failed ADD",
+        &format!("network \"{}\"", net.name),
+        "10-test.conflist",
+        "no_such_setting",
+    ]);
+}
