@@ -1355,8 +1355,8 @@ async fn cni_join(
 }
 
 /// DEL of the pod's CNI attachment cached in `dir`, if it has one; the cache goes with a DEL
-/// that succeeded (one that failed is logged: the pod's plugins tolerate what is missing, so
-/// a failure is one the user must look at).
+/// that succeeded; one that failed is logged and its cache kept for `gc` to try again (the pod's
+/// plugins tolerate what is missing, so a failure is one the user must look at).
 fn cni_leave(dir: &Path, reaper: &Reaper) {
     let attachment = match cni::Attachment::load(dir) {
         Ok(Some(attachment)) => attachment,
@@ -1371,7 +1371,12 @@ fn cni_leave(dir: &Path, reaper: &Reaper) {
             cni::Attachment::forget(dir);
             info!(network = %attachment.list.name, "pod deleted from the CNI network");
         }
-        Err(err) => warn!(err = %image::error_chain(&err), "CNI DEL failed"),
+        Err(err) => {
+            warn!(err = %image::error_chain(&err), "CNI DEL failed: kept for gc to try again");
+            if let Err(err) = cni::keep_for_retry(dir, &attachment) {
+                warn!(%err, "the failed CNI DEL could not be kept for gc");
+            }
+        }
     }
 }
 

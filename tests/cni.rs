@@ -543,3 +543,88 @@ fn cni_errors_name_the_file_and_plugin_and_leave_nothing() {
         "no_such_setting",
     ]);
 }
+
+/// A DEL that fails when its pod ends is not forgotten with the pod's directory: its attachment
+/// is kept under /run/podkit/cni, and `gc` runs DEL again until it succeeds (as libcni keeps
+/// its cache until a DEL succeeds). The plugin that fails is a shell script chained after
+/// Debian's bridge: it passes its prevResult on at ADD and refuses DEL while a flag file exists.
+#[test]
+fn a_failed_del_is_kept_for_gc_to_try_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(net) = Net::new(3) else { return };
+    let Some(env) = Env::new() else { return };
+    let bin = net.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let flag = net.dir.path().join("refuse-del");
+    std::fs::write(&flag, "").expect("flag");
+    let script = bin.join("flaky");
+    std::fs::write(
+        &script,
+        format!(
+            r#"#!/bin/sh
+input=$(cat)
+case "$CNI_COMMAND" in
+ADD) printf '%s' "$input" | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["prevResult"]))' ;;
+DEL) if [ -e {flag} ]; then echo '{{"cniVersion":"1.0.0","code":11,"msg":"flaky: DEL refused"}}'; exit 1; fi ;;
+VERSION) echo '{{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}}' ;;
+esac
+"#,
+            flag = flag.display()
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    net.write_list(&[r#"{"type": "flaky"}"#]);
+    let pod = format!("cni-flaky-{}", std::process::id());
+    let file = env.file("pod.yaml", &server(&pod, "hi", None));
+    let podkit = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_podkit"))
+            .args(args)
+            .env("PODKIT_STORAGE", env.storage())
+            .env("PODKIT_ROOT", env.state())
+            .env("PODKIT_CNI_CONF_DIR", net.conf_dir())
+            .env(
+                "PODKIT_CNI_BIN_DIR",
+                format!("{}:{DEBIAN_PLUGINS}", bin.display()),
+            )
+            .output()
+            .expect("run podkit");
+        assert!(
+            out.status.success(),
+            "podkit {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    podkit(&["apply", "-f", &file]);
+    let ip = net.pod_ip(&env, &pod).expect("an IP");
+    assert!(net.in_subnet(ip), "{ip}");
+    podkit(&["delete", "pod", &pod]);
+    // The record the failed DEL left, named by the pod's container ID.
+    let kept = || -> Vec<PathBuf> {
+        std::fs::read_dir("/run/podkit/cni")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                std::fs::read_to_string(p).is_ok_and(|t| t.contains(&format!("\"{}\"", net.name)))
+            })
+            .collect()
+    };
+    assert_eq!(kept().len(), 1, "kept for gc");
+    // The other plugins got their DEL all the same.
+    assert!(net.leases().is_empty(), "{:?}", net.leases());
+    // Still refused: kept again.
+    let said = env.ok(&["gc"]);
+    assert!(
+        said.contains("failed again") && said.contains("flaky: DEL refused"),
+        "{said}"
+    );
+    assert_eq!(kept().len(), 1);
+    // Accepted: gone (another test's gc may have been first).
+    std::fs::remove_file(&flag).expect("flag");
+    env.ok(&["gc"]);
+    assert!(kept().is_empty(), "{:?}", kept());
+}

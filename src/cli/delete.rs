@@ -367,6 +367,8 @@ pub fn gc(root: &Path, storage: &Path, _args: GcArgs) -> anyhow::Result<()> {
     released.extend(crate::supervisor::devices::release_gone(|owner| {
         state::supervisor_of(owner).is_none()
     }));
+    // CNI DELs that failed when their pod ended, tried again.
+    released.extend(crate::supervisor::cni::retry_kept());
     for line in &released {
         println!("{line}");
     }

@@ -589,15 +589,47 @@ fn find_plugin(list: &NetworkList, bin_dirs: &[PathBuf], plugin: &Value) -> Resu
         })
 }
 
-/// Starts `cmd`, writes `stdin` to it and waits for it with its output. The caller makes sure
-/// no one else reaps it (in the supervisor: inside `Reaper::paused`).
+/// How long one plugin command may take before it is killed: kubelet's default runtime request
+/// timeout (`--runtime-request-timeout`, 2 minutes), which bounds containerd's CNI calls. A
+/// plugin that hangs must not hang the pod's start (or its teardown, or `gc`).
+const PLUGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Starts `cmd`, writes `stdin` to it and waits for it with its output, killing it after
+/// [`PLUGIN_TIMEOUT`] (a timed-out error then). The caller makes sure no one else reaps it (in
+/// the supervisor: inside `Reaper::paused`).
 fn run(cmd: &mut Command, stdin: &[u8]) -> std::io::Result<Output> {
+    run_for(cmd, stdin, PLUGIN_TIMEOUT)
+}
+
+fn run_for(cmd: &mut Command, stdin: &[u8], limit: std::time::Duration) -> std::io::Result<Output> {
     let mut child = cmd.spawn()?;
+    // A pidfd: the watchdog's signal reaches this process or none, even once it is reaped.
+    let pidfd = netns::PidFd::open(child.id());
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out =
+            finished.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+        if timed_out && let Ok(pidfd) = &pidfd {
+            let _ = pidfd.signal(nix::sys::signal::Signal::SIGKILL);
+        }
+        timed_out
+    });
     if let Some(mut input) = child.stdin.take() {
         // A plugin that exits without reading its stdin closes the pipe: its exit tells.
         let _ = input.write_all(stdin);
     }
-    child.wait_with_output()
+    let output = child.wait_with_output();
+    drop(done);
+    if watchdog.join().unwrap_or(false) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "it did not finish within {} s and was killed",
+                limit.as_secs()
+            ),
+        ));
+    }
+    output
 }
 
 /// The error a failed plugin printed on stdout, as the spec has it; else its exit and stderr.
@@ -725,7 +757,8 @@ fn bandwidth(annotations: &Map<String, Value>) -> Result<Option<Value>, String> 
 }
 
 /// DEL of the attachment cached in the pod's state directory `dir`, for a pod whose supervisor
-/// is gone (`gc`, `delete`); the cache goes once DEL succeeded. Lines saying what it did.
+/// is gone (`gc`, `delete`); the cache goes once DEL succeeded, and is kept for `gc` to try
+/// again (see [`keep_for_retry`]) when it failed. Lines saying what it did.
 pub fn release(dir: &Path) -> Vec<String> {
     let attachment = match Attachment::load(dir) {
         Ok(Some(attachment)) => attachment,
@@ -741,13 +774,103 @@ pub fn release(dir: &Path) -> Vec<String> {
                 attachment.list.file.display()
             )]
         }
-        Err(err) => vec![super::image::error_chain(&err)],
+        Err(err) => {
+            let mut lines = vec![super::image::error_chain(&err)];
+            lines.extend(keep_for_retry(dir, &attachment).err());
+            lines
+        }
     }
+}
+
+/// Where attachments whose DEL failed wait for `gc` to try again: the pod's directory goes with
+/// the pod, and what the plugins made (a host-local lease, portmap's rules) must not be
+/// forgotten with it, as libcni keeps its cache until a DEL succeeds.
+pub const RETRY_DIR: &str = "/run/podkit/cni";
+
+/// Moves the attachment cached in `dir` (whose DEL failed) to [`RETRY_DIR`], named by its
+/// container ID.
+pub fn keep_for_retry(dir: &Path, attachment: &Attachment) -> Result<(), String> {
+    let retry = Path::new(RETRY_DIR);
+    std::fs::create_dir_all(retry)
+        .map_err(|e| format!("failed to create {}: {e}", retry.display()))?;
+    attachment
+        .save(retry)
+        .map_err(|e| super::image::error_chain(&e))?;
+    let saved = retry.join(CACHE_FILE);
+    let named = retry.join(format!("{}.json", attachment.container_id));
+    std::fs::rename(&saved, &named)
+        .map_err(|e| format!("failed to keep {} for gc: {e}", named.display()))?;
+    Attachment::forget(dir);
+    Ok(())
+}
+
+/// `gc`: DEL again of every attachment kept in [`RETRY_DIR`]; each goes once its DEL succeeds.
+/// Lines saying what it did.
+pub fn retry_kept() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(RETRY_DIR) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let attachment = std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                serde_json::from_slice::<Attachment>(&text).map_err(|e| e.to_string())
+            });
+        let attachment = match attachment {
+            Ok(attachment) => attachment,
+            Err(err) => {
+                lines.push(format!("{}: {err}", path.display()));
+                continue;
+            }
+        };
+        match attachment.del() {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                lines.push(format!(
+                    "ran CNI DEL of network {:?} ({}) again: it succeeded",
+                    attachment.list.name,
+                    attachment.list.file.display()
+                ));
+            }
+            Err(err) => lines.push(format!(
+                "CNI DEL kept in {} failed again: {}",
+                path.display(),
+                super::image::error_chain(&err)
+            )),
+        }
+    }
+    let _ = std::fs::remove_dir(RETRY_DIR);
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_that_hangs_is_killed_at_the_limit() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exec sleep 600"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let err =
+            run_for(&mut cmd, b"{}", std::time::Duration::from_millis(100)).expect_err("killed");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(err.to_string().contains("did not finish within"), "{err}");
+        // One that finishes in time gives its output.
+        let mut cmd = Command::new("cat");
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let output = run_for(&mut cmd, b"{\"cniVersion\":\"1.0.0\"}", PLUGIN_TIMEOUT).expect("cat");
+        assert_eq!(output.stdout, b"{\"cniVersion\":\"1.0.0\"}");
+    }
 
     #[test]
     fn addresses_of_each_result_version() {
