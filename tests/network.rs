@@ -445,40 +445,10 @@ spec:
     let ip = env.pod_ip(&nat).expect("an IP");
 
     // Through the NAT: the app sees the client masqueraded to the bridge's address.
-    let ask = |port: u16| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let reply = TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-                    let mut text = String::new();
-                    s.read_to_string(&mut text).ok()?;
-                    (!text.is_empty()).then_some(text)
-                });
-            if let Some(reply) = reply {
-                return reply;
-            }
-            assert!(Instant::now() < deadline, "no reply on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let ask = |port: u16| ask_local(port).text;
     assert_eq!(ask(tcp), "10.90.0.1\n");
     // UDP the same way.
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let reply = loop {
-        socket.send_to(b"ping", ("127.0.0.1", udp)).expect("send");
-        let mut buf = [0u8; 64];
-        if let Ok(n) = socket.recv(&mut buf) {
-            break String::from_utf8_lossy(&buf[..n]).into_owned();
-        }
-        assert!(Instant::now() < deadline, "no UDP reply");
-    };
-    assert_eq!(reply, "udp-10.90.0.1\n");
+    assert_eq!(ask_local_udp(udp).0, "udp-10.90.0.1\n");
     // The relay: the app on the pod's loopback is reached, and sees 127.0.0.1.
     assert_eq!(ask(relay_port), "127.0.0.1\n");
     // An app found listening on its pod's loopback only, which NAT cannot reach, is relayed
@@ -550,6 +520,55 @@ spec:
         std::net::TcpListener::bind(("0.0.0.0", tcp)).is_ok(),
         "the port is free"
     );
+}
+
+/// What an app behind a hostPort said to a client on the host, and where the client's socket
+/// went: the kernel's peer (from /proc/net/tcp) and the one getpeername() gives.
+struct Reply {
+    text: String,
+    kernel: Option<SocketAddr>,
+    peer: SocketAddr,
+}
+
+/// Connects to 127.0.0.1:`port` until the app there answers (bounded).
+fn ask_local(port: u16) -> Reply {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let asked = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    loop {
+        let reply = TcpStream::connect_timeout(&asked, Duration::from_secs(2))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                let kernel = kernel_peer(s.local_addr().ok()?.port());
+                let peer = s.peer_addr().ok()?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).ok()?;
+                (!text.is_empty()).then_some(Reply { text, kernel, peer })
+            });
+        if let Some(reply) = reply {
+            return reply;
+        }
+        assert!(Instant::now() < deadline, "no reply on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends a datagram to 127.0.0.1:`port` until a reply comes (bounded): the reply and whom it
+/// came from.
+fn ask_local_udp(port: u16) -> (String, SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        socket.send_to(b"ping", ("127.0.0.1", port)).expect("send");
+        let mut buf = [0u8; 64];
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            return (String::from_utf8_lossy(&buf[..n]).into_owned(), from);
+        }
+        assert!(Instant::now() < deadline, "no UDP reply");
+    }
 }
 
 /// The remote address the kernel holds for the host's TCP socket whose local port is `local`
@@ -624,32 +643,8 @@ spec:
         "the hook is pinned"
     );
 
-    // Connects to 127.0.0.1:port once the app answers; (what it said, the kernel's peer, the
-    // peer getpeername() gives).
-    let ask = |port: u16| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let asked = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let reply = TcpStream::connect_timeout(&asked, Duration::from_secs(2))
-                .ok()
-                .and_then(|mut s| {
-                    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-                    let local = s.local_addr().ok()?.port();
-                    let kernel = kernel_peer(local);
-                    let peer = s.peer_addr().ok()?;
-                    let mut text = String::new();
-                    s.read_to_string(&mut text).ok()?;
-                    (!text.is_empty()).then_some((text, kernel, peer))
-                });
-            if let Some(reply) = reply {
-                return reply;
-            }
-            assert!(Instant::now() < deadline, "no reply on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let (said, kernel, peer) = ask(tcp);
-    assert_eq!(said, "10.90.0.1\n");
+    let Reply { text, kernel, peer } = ask_local(tcp);
+    assert_eq!(text, "10.90.0.1\n");
     assert_eq!(
         kernel,
         Some(SocketAddr::from((ip, 7100))),
@@ -661,26 +656,14 @@ spec:
         "getpeername"
     );
     // UDP: sendmsg() rewritten, recvmsg() gives the reply from the address the client used.
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-    socket
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let (reply, from) = loop {
-        socket.send_to(b"ping", ("127.0.0.1", udp)).expect("send");
-        let mut buf = [0u8; 64];
-        if let Ok((n, from)) = socket.recv_from(&mut buf) {
-            break (String::from_utf8_lossy(&buf[..n]).into_owned(), from);
-        }
-        assert!(Instant::now() < deadline, "no UDP reply");
-    };
+    let (reply, from) = ask_local_udp(udp);
     assert_eq!(reply, "udp-10.90.0.1\n");
     assert_eq!(from, SocketAddr::from((Ipv4Addr::LOCALHOST, udp)));
 
     // The DNAT alone for the pod that asks for it: the kernel's socket is to 127.0.0.1.
     let nat_ip = env.pod_ip(&nat).expect("an IP");
-    let (said, kernel, _) = ask(nat_port);
-    assert_eq!(said, "10.90.0.1\n");
+    let Reply { text, kernel, .. } = ask_local(nat_port);
+    assert_eq!(text, "10.90.0.1\n");
     assert_eq!(
         kernel,
         Some(SocketAddr::from((Ipv4Addr::LOCALHOST, nat_port)))
