@@ -561,6 +561,7 @@ pub(crate) async fn prepare(
     rt: &Runtime,
     env: &[(String, String)],
     gate: Option<&super::member::Gate>,
+    stdin: netns::Stdio,
 ) -> Result<Prepared, String> {
     let id = runtime::container_id(&pod.plan.key(), &member.name);
     // A run's root filesystem and bundle: `containers/NAME/`, new for each run.
@@ -601,7 +602,10 @@ pub(crate) async fn prepare(
             runtime::Make::Create
         };
         // The subPath fds (container.1) stay open until the runtime has mounted them.
-        let created = rt.create(pod, &id, &dir, cgroup, make).await;
+        let console = member.stdio.tty;
+        let created = rt
+            .create(pod, &id, &dir, cgroup, make, stdin, console)
+            .await;
         drop(container.1);
         created.map(|created| (created, make))
     }
@@ -716,6 +720,8 @@ fn bundle_container(
             .as_ref()
             .and_then(|c| c.container_path(&member.name)),
         resources: linux_resources(pod, member),
+        // containerd: `process.terminal` is the container's `tty`.
+        terminal: member.stdio.tty,
         oom_score_adj: Some(spec::resources::oom_score_adj(
             pod.plan.qos,
             member.resources.memory_request,
