@@ -784,6 +784,17 @@ spec:
         (&Value::Bool(true), &Value::Bool(true))
     );
     assert_eq!(json["spec"]["containers"][1]["stdinOnce"], true);
+    let described = podkit(&["describe", "pod", &name]);
+    for line in [
+        "    Stdin:         true",
+        "    StdinOnce:     true",
+        "    TTY:           true",
+    ] {
+        assert!(
+            described.contains(line),
+            "{line:?} in describe: {described}"
+        );
+    }
 
     // -it on a terminal of 40x100: the shell's own pty gets that size.
     let mut session =

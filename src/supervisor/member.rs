@@ -761,19 +761,15 @@ async fn start_image(
         .runtime
         .as_ref()
         .ok_or_else(|| "no OCI runtime: the pod was planned without image containers".to_owned())?;
-    let (stdin, mut plumbing) = attach::image_stdin(member.stdio)
-        .map_err(|e| format!("failed to make the container's stdin: {e}"))?;
-    let prepared = image::prepare(pod, member, run, image, rt, &env, gate.as_ref(), stdin).await?;
+    let prepared = image::prepare(pod, member, run, image, rt, &env, gate.as_ref()).await?;
     let image::Prepared {
         id,
         bundle,
         rootfs,
         created,
         made,
+        plumbing,
     } = prepared;
-    if let Some(console) = created.console {
-        plumbing.set_console(console);
-    }
     let streams = plumbing.start(Some(created.stdout), Some(created.stderr));
     let logs = streams.and_then(|(stdout, stderr, tee, io)| {
         let echo = pod.echo.then(|| member.name.clone());
