@@ -796,13 +796,29 @@ spec:
         );
     }
 
-    // -it on a terminal of 40x100: the shell's own pty gets that size.
-    let mut session =
-        common::Attached::on_terminal(attach_command(&["-it", &name, "-c", "shell"]), 40, 100);
+    // -it on a terminal of 40x100 (its controlling terminal, as a shell's is: setsid(1)): the
+    // shell's own pty gets that size, and the new one when the terminal is resized.
+    let mut on_terminal = std::process::Command::new("setsid");
+    on_terminal
+        .args(["--ctty", env!("CARGO_BIN_EXE_podkit"), "attach", "-it"])
+        .args([name.as_str(), "-c", "shell"]);
+    let mut session = common::Attached::on_terminal(on_terminal, 40, 100);
     session.wait_for("If you don't see a command prompt, try pressing enter.");
     session.write(b"echo hel''lo from the tty; busybox stty size\r");
     session.wait_for("hello from the tty");
     session.wait_for("40 100");
+    session.resize(50, 120);
+    // SIGWINCH and the keys take separate ways to the shell: asked until the size arrived.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !session.output().contains("50 120") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resize did not reach the shell: {}",
+            session.output()
+        );
+        session.write(b"busybox stty size\r");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     session.write(&[0x10, 0x11]);
     assert!(session.wait_exit().success(), "{}", session.output());
     assert!(session.output().contains("read escape sequence"));

@@ -408,6 +408,8 @@ pub struct Attached {
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     /// Where the output ends, without a terminal (its stderr, collected apart).
     errors: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The pty's master, to resize the terminal.
+    terminal: Option<std::os::fd::OwnedFd>,
 }
 
 /// Copies `from` into a buffer until it ends (EOF, or EIO from a pty whose slave is closed).
@@ -449,6 +451,7 @@ impl Attached {
         // Only the child holds the slave now: its end is the master's EIO.
         drop(command);
         drop(pty.slave);
+        let terminal = pty.master.try_clone().expect("dup the pty's master");
         let master = std::fs::File::from(pty.master);
         let output = collect(master.try_clone().expect("dup the pty's master"));
         Attached {
@@ -456,6 +459,7 @@ impl Attached {
             input: Some(Box::new(master)),
             output,
             errors: Default::default(),
+            terminal: Some(terminal),
         }
     }
 
@@ -475,7 +479,21 @@ impl Attached {
             input,
             output,
             errors,
+            terminal: None,
         }
+    }
+
+    /// Resizes its terminal, as a terminal window does: the foreground process group of the
+    /// session it controls gets SIGWINCH.
+    pub fn resize(&self, rows: u16, columns: u16) {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let terminal = self.terminal.as_ref().expect("on a terminal");
+        netns::set_window_size(terminal, &size).expect("resize the terminal");
     }
 
     pub fn write(&mut self, bytes: &[u8]) {
