@@ -133,6 +133,16 @@ pub(crate) fn image_stdin(stdio: spec::Stdio) -> std::io::Result<(netns::Stdio, 
 /// The output streams a run's log is captured from.
 pub(crate) type Reader = Box<dyn AsyncRead + Unpin + Send>;
 
+/// The supervisor's side of a started run's stdio (see [`Plumbing::start`]).
+pub(crate) struct Started {
+    /// What the log is read from: the pipes, or the pty's master and nothing.
+    pub stdout: Reader,
+    pub stderr: Reader,
+    /// Where the log capture tees the output for attached clients.
+    pub tee: broadcast::Sender<Chunk>,
+    pub io: Arc<RunIo>,
+}
+
 impl Plumbing {
     /// The pty master the runtime sent for a `terminal: true` container.
     pub(crate) fn set_console(&mut self, master: OwnedFd) {
@@ -142,13 +152,12 @@ impl Plumbing {
     /// Starts the supervisor's side once the container runs: what its log is read from
     /// (`stdout` and `stderr` are the log pipes' read ends; with a tty, the pty's master and
     /// nothing), the task writing its stdin, and the [`RunIo`] attach sessions use. The
-    /// capture must tee its output to the returned sender.
-    #[allow(clippy::type_complexity)]
+    /// capture must tee its output to [`Started::tee`].
     pub(crate) fn start(
         self,
         stdout: Option<OwnedFd>,
         stderr: Option<OwnedFd>,
-    ) -> Result<(Reader, Reader, broadcast::Sender<Chunk>, Arc<RunIo>), String> {
+    ) -> Result<Started, String> {
         let failed = |e: std::io::Error| format!("failed to set up the container's stdio: {e}");
         let (output, _) = broadcast::channel(OUTPUT_BACKLOG);
         let stdin_closed = CancellationToken::new();
@@ -209,7 +218,12 @@ impl Plumbing {
             resize: Mutex::new(resize),
             output: Mutex::new(Some(output.clone())),
         });
-        Ok((out, err, output, io))
+        Ok(Started {
+            stdout: out,
+            stderr: err,
+            tee: output,
+            io,
+        })
     }
 }
 

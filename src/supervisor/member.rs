@@ -706,11 +706,13 @@ async fn start(
         }
     };
     let pid = started.pid;
-    let (stdout, stderr, tee, io) = plumbing.start(started.stdout, started.stderr)?;
+    let streams = plumbing.start(started.stdout, started.stderr)?;
     let echo = pod.echo.then(|| member.name.clone());
     let written = pod.logs_written.clone();
-    let logs = logs::capture(&log_path, stdout, stderr, echo, written, Some(tee))
+    let (stdout, stderr, tee) = (streams.stdout, streams.stderr, Some(streams.tee));
+    let logs = logs::capture(&log_path, stdout, stderr, echo, written, tee)
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
+    let io = streams.io;
     record_pid(pod, member, pid);
     Ok(Run {
         pid,
@@ -771,11 +773,12 @@ async fn start_image(
         plumbing,
     } = prepared;
     let streams = plumbing.start(Some(created.stdout), Some(created.stderr));
-    let logs = streams.and_then(|(stdout, stderr, tee, io)| {
+    let logs = streams.and_then(|streams| {
         let echo = pod.echo.then(|| member.name.clone());
         let written = pod.logs_written.clone();
-        logs::capture(&log_path, stdout, stderr, echo, written, Some(tee))
-            .map(|logs| (logs, io))
+        let (stdout, stderr, tee) = (streams.stdout, streams.stderr, Some(streams.tee));
+        logs::capture(&log_path, stdout, stderr, echo, written, tee)
+            .map(|logs| (logs, streams.io))
             .map_err(|e| format!("failed to open {}: {e}", log_path.display()))
     });
     let started = match logs {
