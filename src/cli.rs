@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{pause, spec, supervisor};
 
 mod apply;
+mod attach;
 mod client;
 mod delete;
 mod exec;
@@ -64,6 +65,7 @@ enum Verb {
     Describe(get::DescribeArgs),
     Logs(logs::LogsArgs),
     Exec(exec::ExecArgs),
+    Attach(attach::AttachArgs),
     Delete(delete::DeleteArgs),
     Gc(delete::GcArgs),
     Pull(pull::PullArgs),
@@ -377,6 +379,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Verb::Logs(args) => logs::logs(&root(), args).map(|()| ExitCode::SUCCESS),
         Verb::Exec(args) => exec::exec(&root(), args),
+        Verb::Attach(args) => attach::attach(&root(), args),
         Verb::Delete(args) => delete::delete(&root(), &cli.storage, args),
         Verb::Gc(args) => delete::gc(&root(), &cli.storage, args).map(|()| ExitCode::SUCCESS),
         Verb::Pull(args) => pull::pull(&cli.storage, args),

@@ -325,6 +325,20 @@ pub struct Member {
     /// `vendor.com/class` from the host's CDI specs, the container's alone while the pod runs.
     #[serde(default)]
     pub devices: Vec<(String, u32)>,
+    /// `stdin`, `stdinOnce` and `tty`: what `podkit attach` reaches.
+    #[serde(default)]
+    pub stdio: Stdio,
+}
+
+/// A container's `stdin`, `stdinOnce` and `tty`, as the CRI runtime honours them: with `stdin`
+/// its stdin stays open (a pipe the supervisor holds, or the pty) for `podkit attach` to write
+/// to; with `stdinOnce` it is closed once the first attach's stdin ends (a pipe only: containerd
+/// leaves a pty open); with `tty` a pty is its stdin, stdout and stderr, logged as stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stdio {
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
 }
 
 /// What a host process's securityContext asks of it: capabilities added to or dropped from the

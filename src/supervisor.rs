@@ -8,6 +8,7 @@
 //!
 //! Layout:
 //! - `api.rs`: the pod's HTTP API on `api.sock`;
+//! - `attach.rs`: containers' stdin and ptys, and `podkit attach`'s sessions;
 //! - `reaper.rs`: child subreaper, one loop reaping every child;
 //! - `member.rs`: one container's runs, restarts and stop;
 //! - `image.rs`: an image container's image (pulled by policy), root filesystem and bundle;
@@ -20,6 +21,7 @@
 //!   a CNI network's plugins run as kubelet's runtime runs them.
 
 mod api;
+pub(crate) mod attach;
 pub(crate) mod cgroup;
 pub(crate) mod cni;
 pub(crate) mod devices;
@@ -210,6 +212,8 @@ pub(crate) struct Pod {
     objects_changed: tokio::sync::watch::Sender<u64>,
     /// The CDI devices leased to each container (by name) for the pod's life.
     devices: devices::Allocation,
+    /// The stdio of each running container's current run, for `POST /attach`.
+    attachable: attach::Attachable,
 }
 
 /// Members that will not run again, and whether the pod's whole lifecycle is over.
@@ -816,6 +820,7 @@ async fn run_in(
         object_env: Mutex::new(std::collections::HashMap::new()),
         objects_changed: tokio::sync::watch::Sender::new(0),
         devices,
+        attachable: Mutex::new(std::collections::HashMap::new()),
     });
     let watching = watcher.map(|w| tokio::spawn(follow_objects(pod.clone(), w)));
     // Image containers read the Services' names from the pod's /etc/hosts: kept current.

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 use oci_testing::images::{self, Compress, ImageDef, Layout, Written, skopeo};
 use oci_testing::registry::{Options, Proxy, Registry, push, wait_for};
 
+mod common;
+
 /// A registry with images pushed to it, and a podkit storage and state root to use it from.
 struct Env {
     tmp: tempfile::TempDir,
@@ -2472,4 +2474,109 @@ spec:
         "mounts left after gc: {swept}"
     );
     assert_nothing_left(&env, &two);
+}
+
+/// `stdin: true, tty: true` and `stdinOnce` in image containers, as containerd gives them: the
+/// bundle's `process.terminal` with runc's console socket, whose pty the supervisor holds; a
+/// shell reached with `attach -it` on a terminal (its size passed on), detached with Ctrl-P
+/// Ctrl-Q and still running, its terminal's output in `podkit logs`; a `stdinOnce` cat that
+/// reads EOF once the first attach's input ends; the pty closed once the shell exits; nothing
+/// left after the delete.
+#[test]
+fn attach_reaches_an_image_containers_tty_and_stdin_once() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("att-{}", std::process::id());
+    let manifest = env.tmp.path().join("attach.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: shell
+    image: {image}
+    command: [/bin/sh]
+    stdin: true
+    tty: true
+  - name: once
+    image: {image}
+    command: [/bin/cat]
+    stdin: true
+    stdinOnce: true
+"
+        ),
+    )
+    .expect("manifest");
+    let applied = env.podkit(&["apply", "-f", manifest.to_str().expect("utf-8")]);
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+        let _ = env.podkit(&["gc"]);
+    });
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    let state = |json: &serde_json::Value, name: &str| {
+        json["status"]["containerStatuses"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name))
+            .map(|c| c["state"].clone())
+            .unwrap_or_default()
+    };
+    wait_for_pod(&env, &pod, "running", |json| {
+        state(json, "shell")["running"].is_object() && state(json, "once")["running"].is_object()
+    });
+
+    let mut session = common::Attached::on_terminal(
+        env.command(&["attach", "-it", &pod, "-c", "shell"]),
+        40,
+        100,
+    );
+    session.wait_for("If you don't see a command prompt, try pressing enter.");
+    session.write(b"echo hel''lo from the image; /bin/busybox stty size\r");
+    session.wait_for("hello from the image");
+    session.wait_for("40 100");
+    session.write(&[0x10, 0x11]);
+    assert!(session.wait_exit().success(), "{}", session.output());
+    let json = wait_for_pod(&env, &pod, "listed", |json| json.is_object());
+    assert!(
+        state(&json, "shell")["running"].is_object(),
+        "detaching leaves the shell running: {json:#}"
+    );
+    wait_for_pod(&env, &pod, "the tty's output in its log", |_| {
+        String::from_utf8_lossy(&env.podkit(&["logs", &pod, "-c", "shell"]).stdout)
+            .contains("hello from the image")
+    });
+
+    let mut once = common::Attached::piped(env.command(&["attach", "-i", &pod, "-c", "once"]));
+    once.write(b"to cat\n");
+    once.wait_for("to cat");
+    once.close_input();
+    assert!(once.wait_exit().success(), "{}", once.errors());
+    wait_for_pod(&env, &pod, "cat completed", |json| {
+        state(json, "once")["terminated"]["reason"] == "Completed"
+    });
+    assert_eq!(env.ok(&["logs", &pod, "-c", "once"]), "to cat\n");
+
+    let dir = env.state().join("pods").join(format!("default_{pod}"));
+    let supervisor: u32 = std::fs::read_to_string(dir.join("supervisor.pid"))
+        .expect("supervisor.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(common::pty_masters(supervisor) > 0, "the shell's pty");
+    let mut last = common::Attached::piped(env.command(&["attach", "-i", &pod, "-c", "shell"]));
+    last.write(b"exit\n");
+    assert!(last.wait_exit().success(), "{}", last.errors());
+    wait_for_pod(&env, &pod, "the shell ended", |json| {
+        state(json, "shell")["terminated"].is_object()
+    });
+    last.wait_until("no pty left in the supervisor", |_| {
+        common::pty_masters(supervisor) == 0
+    });
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
 }

@@ -726,3 +726,185 @@ spec:
     }
     assert_eq!(left(), Vec::<String>::new(), "left in the pods directory");
 }
+
+/// `podkit attach` as the binary under test.
+fn attach_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_podkit"));
+    command.arg("attach").args(args);
+    command
+}
+
+/// `stdin: true, tty: true`, `stdinOnce` and `podkit attach`, on host processes as a CRI runtime
+/// gives them to kubelet: a shell on a pty of its own, reached with `attach -it` (the local
+/// terminal's size passed on), detached with Ctrl-P Ctrl-Q and by a client that vanishes while
+/// the shell keeps running, its terminal's output in its log as stdout; a `stdinOnce` cat that
+/// reads EOF once the first attach's input ends; kubectl's refusals and notes; nothing of the
+/// pty left in the supervisor once the shell exited.
+#[test]
+fn attach_reaches_a_tty_shell_and_stdin_once_ends_with_the_first_attach() {
+    let Some(pod) = Running::start("attach", |name| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, annotations: {{podkit.io/host-process: 'true'}}}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: shell
+    command: [busybox, sh]
+    stdin: true
+    tty: true
+  - name: once
+    command: [busybox, cat]
+    stdin: true
+    stdinOnce: true
+  - name: plain
+    command: [busybox, sleep, "1000"]
+"#
+        )
+    }) else {
+        return;
+    };
+    let name = pod.name.clone();
+    let running = |container: &str| {
+        container_state(&pod.status(), container)
+            .get("running")
+            .is_some()
+    };
+    pod.wait_for("every container running", || {
+        ["shell", "once", "plain"].iter().all(|c| running(c))
+    });
+    let json: Value =
+        serde_json::from_str(&podkit(&["get", "pod", &name, "-o", "json"])).expect("json");
+    let shell = &json["spec"]["containers"][0];
+    assert_eq!(
+        (&shell["stdin"], &shell["tty"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
+    assert_eq!(json["spec"]["containers"][1]["stdinOnce"], true);
+    let described = podkit(&["describe", "pod", &name]);
+    for line in [
+        "    Stdin:         true",
+        "    StdinOnce:     true",
+        "    TTY:           true",
+    ] {
+        assert!(
+            described.contains(line),
+            "{line:?} in describe: {described}"
+        );
+    }
+
+    // -it on a terminal of 40x100 (its controlling terminal, as a shell's is: setsid(1)): the
+    // shell's own pty gets that size, and the new one when the terminal is resized.
+    let mut on_terminal = std::process::Command::new("setsid");
+    on_terminal
+        .args(["--ctty", env!("CARGO_BIN_EXE_podkit"), "attach", "-it"])
+        .args([name.as_str(), "-c", "shell"]);
+    let mut session = common::Attached::on_terminal(on_terminal, 40, 100);
+    session.wait_for("If you don't see a command prompt, try pressing enter.");
+    session.write(b"echo hel''lo from the tty; busybox stty size\r");
+    session.wait_for("hello from the tty");
+    session.wait_for("40 100");
+    session.resize(50, 120);
+    // SIGWINCH and the keys take separate ways to the shell: asked until the size arrived.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !session.output().contains("50 120") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the resize did not reach the shell: {}",
+            session.output()
+        );
+        session.write(b"busybox stty size\r");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    session.write(&[0x10, 0x11]);
+    assert!(session.wait_exit().success(), "{}", session.output());
+    assert!(session.output().contains("read escape sequence"));
+    assert!(running("shell"), "detaching leaves the shell running");
+
+    // Without -t on a tty container (kubectl forces the tty, not raw mode); a client that
+    // vanishes leaves it running too.
+    let mut piped = common::Attached::piped(attach_command(&["-i", &name, "-c", "shell"]));
+    piped.write(b"echo a''gain\n");
+    piped.wait_for("again");
+    piped.kill();
+    assert!(
+        running("shell"),
+        "a vanished client leaves the shell running"
+    );
+    // Its terminal's output is its log, as stdout (written there just after attach got it).
+    let log_line = || {
+        let log = std::fs::read_to_string(pod.dir().join("logs/shell/0.log")).unwrap_or_default();
+        log.split('\n')
+            .find(|l| l.ends_with("hello from the tty\r"))
+            .map(str::to_owned)
+    };
+    pod.wait_for("the tty's line in the log", || log_line().is_some());
+    let line = log_line().unwrap_or_default();
+    assert_eq!(line.split(' ').nth(1), Some("stdout"), "{line}");
+    assert!(podkit(&["logs", &name, "-c", "shell"]).contains("again"));
+
+    // stdinOnce: the first attach's input is all it gets; then EOF, and cat ends.
+    let mut once = common::Attached::piped(attach_command(&["-i", &name, "-c", "once"]));
+    once.write(b"to cat\n");
+    once.wait_for("to cat");
+    once.close_input();
+    assert!(once.wait_exit().success(), "{}", once.errors());
+    pod.wait_for("cat completed", || {
+        container_state(&pod.status(), "once")["terminated"]["reason"] == "Completed"
+    });
+    assert_eq!(pod.log("once", 0), "to cat\n");
+
+    // The refusals, as kubectl words them where it has words.
+    let fails = |args: &[&str]| {
+        let out = attach_command(args).output().expect("run podkit attach");
+        assert_eq!(out.status.code(), Some(1), "attach {args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fails(&[&name, "-c", "once"]);
+    assert!(
+        err.contains("container \"once\" of pod") && err.contains("is not running"),
+        "{err}"
+    );
+    let err = fails(&["-i", &name, "-c", "plain"]);
+    assert!(err.contains("does not take stdin"), "{err}");
+    let err = fails(&[&name, "-c", "nope"]);
+    assert!(
+        err.contains("container \"nope\" is not valid for pod"),
+        "{err}"
+    );
+    let err = fails(&["no-such-pod"]);
+    assert!(err.contains("not found"), "{err}");
+    let mut plain = common::Attached::piped(attach_command(&["-t", &name, "-c", "plain"]));
+    plain.wait_until("kubectl's TTY note", |a| {
+        a.errors()
+            .contains("Unable to use a TTY - container plain did not allocate one")
+    });
+    plain.kill();
+
+    // The shell exits: its pty is closed with it.
+    let supervisor: u32 = std::fs::read_to_string(pod.dir().join("supervisor.pid"))
+        .expect("supervisor.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(common::pty_masters(supervisor) > 0, "the shell's pty");
+    let mut last = common::Attached::piped(attach_command(&["-i", &name, "-c", "shell"]));
+    last.write(b"exit\n");
+    assert!(last.wait_exit().success(), "{}", last.errors());
+    pod.wait_for("the shell ended", || {
+        container_state(&pod.status(), "shell")
+            .get("terminated")
+            .is_some()
+    });
+    pod.wait_for("no pty left in the supervisor", || {
+        common::pty_masters(supervisor) == 0
+    });
+    pod.delete_and_check();
+}
+
+fn container_state(status: &Value, name: &str) -> Value {
+    container(status, "containerStatuses", name)["state"].clone()
+}

@@ -264,7 +264,7 @@ fn malformed_and_unsupported_manifests_are_refused_with_the_field_named() {
 }
 
 /// What the API server reads as unset is accepted: fields podkit does not honour set to their
-/// defaults (`hostNetwork: false`, `hostUsers: true`, `tty: false`, ...) and empty ones
+/// defaults (`hostNetwork: false`, `hostUsers: true`, ...) and empty ones
 /// (`resources: {}`); a volume with no source is an emptyDir, as the API server defaults it; a
 /// refused volume is one error, not one more per mount of it.
 #[test]
@@ -1228,4 +1228,19 @@ fn workload_selectors_by_expression_are_accepted() {
     let selector = &manifest.objects[0].value["spec"]["selector"];
     assert_eq!(selector["matchLabels"]["app"], "a");
     assert_eq!(selector["matchExpressions"][1]["operator"], "DoesNotExist");
+}
+
+/// `stdin`, `stdinOnce` and `tty` reach the plan as the manifest sets them (defaults false),
+/// for each container on its own.
+#[test]
+fn stdin_and_tty_reach_the_plan() {
+    let plan = &spec::parse(
+        "pod.yaml",
+        &pod("", "    stdin: true\n    stdinOnce: true\n    tty: true\n"),
+    )
+    .expect("valid")[0];
+    let stdio = plan.containers[0].stdio;
+    assert!(stdio.stdin && stdio.stdin_once && stdio.tty, "{stdio:?}");
+    let plan = &spec::parse("pod.yaml", &pod("", "    tty: false\n")).expect("valid")[0];
+    assert_eq!(plan.containers[0].stdio, spec::Stdio::default());
 }

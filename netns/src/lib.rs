@@ -78,7 +78,7 @@ pub use socket::Dialer;
 pub use spawn::Namespaces;
 pub use subnet::Subnet;
 pub use sys::{die_of_sigpipe, interface_ipv4, release_free_memory, release_start_pages};
-pub use tty::{set_window_size, window_size};
+pub use tty::{Pty, Winsize, open_pty, receive_console, set_window_size, window_size};
 
 /// Equal to `mount --rbind` of what `src` is open on (an `O_PATH` fd is enough) at `dst`, in
 /// the caller's mount namespace: open_tree(2), then move_mount(2), so what is mounted is what

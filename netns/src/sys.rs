@@ -295,6 +295,63 @@ pub(crate) fn set_window_size(fd: BorrowedFd<'_>, size: &libc::winsize) -> io::R
     Ok(())
 }
 
+/// Receives one file descriptor that a peer sent over unix socket `socket` with `SCM_RIGHTS`
+/// (an OCI runtime's console socket: the pty master of a `terminal: true` container), made
+/// close-on-exec on arrival (`MSG_CMSG_CLOEXEC`). Blocks until a message comes. `None` when
+/// the message carried no descriptor or the peer closed the socket; any further descriptors it
+/// carried are closed. See recvmsg(2), unix(7).
+pub(crate) fn recv_fd(socket: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    // The bytes sent along (runc sends the pty's path) are read and dropped.
+    let mut data = [0u8; 4096];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // Room for a few descriptors' control message, aligned as cmsghdr needs (8 bytes).
+    let mut control = [0u64; 16];
+    // SAFETY: an all-zero msghdr is a valid empty one; its pointers are set below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&control);
+    loop {
+        // SAFETY: msg points to live buffers of ours (iov -> data, control), sized as given,
+        // for the duration of the call; the socket is borrowed, so open.
+        let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let mut received = Vec::new();
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within
+    // msg_controllen; each SCM_RIGHTS message holds (cmsg_len - CMSG_LEN(0)) / 4 descriptors,
+    // now open in this process and ours alone, so each is owned exactly once.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let fds = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..bytes / size_of::<RawFd>() {
+                    received.push(OwnedFd::from_raw_fd(fds.add(i).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    // The first is the one asked for; the rest close when `received` drops.
+    Ok(if received.is_empty() {
+        None
+    } else {
+        Some(received.swap_remove(0))
+    })
+}
+
 /// Makes terminal `fd` the controlling terminal of the calling process, which must lead a
 /// session that has none. Async-signal-safe: called between fork and exec. See TIOCSCTTY in
 /// ioctl_tty(2).

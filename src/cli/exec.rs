@@ -378,12 +378,12 @@ fn relay(master: &OwnedFd, woken: &OwnedFd) -> anyhow::Result<()> {
 
 /// The local terminal (stdin) in raw mode, as `stty raw -echo` makes it, until dropped: then
 /// as it was, also when podkit fails or panics on the way.
-struct RawMode {
+pub(super) struct RawMode {
     saved: Termios,
 }
 
 impl RawMode {
-    fn enter(stdin: &std::io::Stdin) -> anyhow::Result<RawMode> {
+    pub(super) fn enter(stdin: &std::io::Stdin) -> anyhow::Result<RawMode> {
         let saved =
             termios::tcgetattr(stdin.as_fd()).context("failed to read the terminal's mode")?;
         let mut raw = saved.clone();

@@ -1095,6 +1095,16 @@ fn describe_one(pod: &PodState) -> String {
             if !command.is_empty() {
                 let _ = writeln!(out, "    Command:       {}", command.join(" "));
             }
+            // What `podkit attach` reaches: shown when set, as the spec has them.
+            for (field, title) in [
+                ("stdin", "Stdin"),
+                ("stdinOnce", "StdinOnce"),
+                ("tty", "TTY"),
+            ] {
+                if c[field] == true {
+                    let _ = writeln!(out, "    {title}:{:pad$}true", "", pad = 14 - title.len());
+                }
+            }
             write_resources(&mut out, &c["resources"]);
             // The CDI devices that serve its extended resources.
             if let Some(names) = devices.0.get(name).filter(|n| !n.is_empty()) {

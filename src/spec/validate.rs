@@ -21,7 +21,7 @@ use super::{
     HOST_PORTS_ANNOTATION, HOST_PROCESS_ANNOTATION, Handler, HostPathType, HostPort, HostSecurity,
     ImageRun, KeyItem, KeyRef, Member, Mount, NETWORK_ANNOTATION, ObjectKind,
     PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, Projection, ProxyProtocol, PullPolicy, PullSecrets,
-    Qos, ResourceRef, Resources, RestartPolicy, Runs, Seccomp, TerminationMessage, Volume,
+    Qos, ResourceRef, Resources, RestartPolicy, Runs, Seccomp, Stdio, TerminationMessage, Volume,
     VolumeSource, quantity::Quantity,
 };
 
@@ -122,6 +122,9 @@ const CONTAINER_HONOURED: &[&str] = &[
     "terminationMessagePath",
     "terminationMessagePolicy",
     "resources",
+    "stdin",
+    "stdinOnce",
+    "tty",
 ];
 const CONTAINER_IGNORED: &[&str] = &["resizePolicy"];
 
@@ -1265,6 +1268,11 @@ impl Validator {
             host_security,
             env_from,
             devices,
+            stdio: Stdio {
+                stdin: c.stdin.unwrap_or(false),
+                stdin_once: c.stdin_once.unwrap_or(false),
+                tty: c.tty.unwrap_or(false),
+            },
         }
     }
 
@@ -3086,7 +3094,7 @@ fn app_armor_enabled() -> bool {
 
 /// Whether a field asks for nothing, as the API server reads it: empty (`resources: {}`,
 /// `envFrom: []`, also `resources: {limits: {}}`) or a field podkit does not honour set to the
-/// API's default (`hostNetwork: false`, `hostUsers: true`, `tty: false`, ...). Accepted
+/// API's default (`hostNetwork: false`, `hostUsers: true`, ...). Accepted
 /// everywhere: manifests written for a cluster spell defaults out.
 fn asks_for_nothing(key: &str, value: &Value) -> bool {
     fn empty(value: &Value) -> bool {
@@ -3100,8 +3108,7 @@ fn asks_for_nothing(key: &str, value: &Value) -> bool {
     match value {
         Value::Bool(on) => match key {
             "hostUsers" | "enableServiceLinks" | "automountServiceAccountToken" => *on,
-            "hostNetwork" | "hostPID" | "hostIPC" | "setHostnameAsFQDN" | "stdin" | "stdinOnce"
-            | "tty" => !*on,
+            "hostNetwork" | "hostPID" | "hostIPC" | "setHostnameAsFQDN" => !*on,
             _ => false,
         },
         _ => empty(value),

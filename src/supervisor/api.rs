@@ -7,7 +7,9 @@
 //!   [&sinceTime=RFC3339][&timestamps=true]`: a container's log as kubectl's `PodLogOptions`
 //!   select it (`crate::logs`), streamed (chunked); following goes across restarts and ends
 //!   once the container runs no more;
-//! - `DELETE /pod[?gracePeriodSeconds=N]`: delete it, with the manifest's grace period or N.
+//! - `DELETE /pod[?gracePeriodSeconds=N]`: delete it, with the manifest's grace period or N;
+//! - `POST /attach?container=NAME[&stdin=true]` with `Upgrade: podkit-attach`: a session on the
+//!   running container's stdin and output (`super::attach`), as `kubectl attach` has one.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -28,7 +30,7 @@ use super::{Pod, lock};
 use crate::logs::{Query, Reader};
 
 /// Every response's body: whole, or a stream of log chunks.
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How often a log follower looks at its file even when it was not told of a write (a safety
 /// net: every write tells it).
@@ -62,7 +64,8 @@ pub async fn serve(
                 })
             };
             let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = &mut connection => {}
@@ -83,6 +86,10 @@ fn handle(
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/logs") => logs(pod, req.uri().query().unwrap_or(""), stop),
+        (&Method::POST, "/attach") => match super::attach::request(pod, req, stop) {
+            Ok(response) => response,
+            Err((status, message)) => text(status, &format!("{message}\n")),
+        },
         (&Method::GET, "/status") => json(StatusCode::OK, &lock(&pod.status).to_pod_status()),
         (&Method::GET, "/events") => json(StatusCode::OK, &lock(&pod.status).events),
         (&Method::DELETE, "/pod") => {
@@ -99,12 +106,12 @@ fn handle(
                 &serde_json::json!({"deleting": pod.plan.name}),
             )
         }
-        (_, "/status" | "/events" | "/logs" | "/pod") => {
+        (_, "/status" | "/events" | "/logs" | "/pod" | "/attach") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /status, /events, /logs?container=NAME or DELETE /pod\n",
+            "not found: try /status, /events, /logs?container=NAME, DELETE /pod or POST /attach\n",
         ),
     }
 }
@@ -140,32 +147,9 @@ fn logs(pod: &Arc<Pod>, query: &str, stop: &CancellationToken) -> Response<Body>
         Ok(query) => query,
         Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
     };
-    let names: Vec<&str> = pod
-        .plan
-        .init_containers
-        .iter()
-        .chain(&pod.plan.containers)
-        .map(|m| m.name.as_str())
-        .collect();
-    let container = match (query.container.take(), names.as_slice()) {
-        (Some(name), _) if names.contains(&name.as_str()) => name,
-        (Some(name), _) => {
-            let message = format!(
-                "container {name:?} is not valid for pod {:?}: choose one of: {}\n",
-                pod.plan.name,
-                names.join(", ")
-            );
-            return text(StatusCode::NOT_FOUND, &message);
-        }
-        (None, [only]) => (*only).to_owned(),
-        (None, _) => {
-            let message = format!(
-                "a container name must be specified for pod {:?}: choose one of: {}\n",
-                pod.plan.name,
-                names.join(", ")
-            );
-            return text(StatusCode::BAD_REQUEST, &message);
-        }
+    let container = match find_container(pod, query.container.take()) {
+        Ok(member) => member.name.clone(),
+        Err((status, message)) => return text(status, &format!("{message}\n")),
     };
     let reader = match Reader::open(&pod.dir, &pod.plan.name, &container, &query) {
         Ok(reader) => reader,
@@ -245,6 +229,56 @@ async fn stream_logs(
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// The container a request names, or the pod's only one; else the error to answer, as the API
+/// server words it.
+pub(crate) fn find_container(
+    pod: &Pod,
+    name: Option<String>,
+) -> Result<&crate::spec::Member, (StatusCode, String)> {
+    let members: Vec<&crate::spec::Member> = pod
+        .plan
+        .init_containers
+        .iter()
+        .chain(&pod.plan.containers)
+        .collect();
+    let names = || {
+        members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (name, members.as_slice()) {
+        (Some(name), _) => match members.iter().find(|m| m.name == name) {
+            Some(member) => Ok(member),
+            None => Err((
+                StatusCode::NOT_FOUND,
+                format!(
+                    "container {name:?} is not valid for pod {:?}: choose one of: {}",
+                    pod.plan.name,
+                    names()
+                ),
+            )),
+        },
+        (None, [only]) => Ok(only),
+        (None, _) => Err((
+            StatusCode::BAD_REQUEST,
+            format!(
+                "a container name must be specified for pod {:?}: choose one of: {}",
+                pod.plan.name,
+                names()
+            ),
+        )),
+    }
+}
+
+/// An empty body.
+pub(crate) fn empty() -> Body {
+    Full::new(Bytes::new())
+        .map_err(|never: Infallible| match never {})
+        .boxed()
 }
 
 /// A body fed through a channel, chunk by chunk.

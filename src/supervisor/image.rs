@@ -548,6 +548,8 @@ pub(crate) struct Prepared {
     pub rootfs: oci::Rootfs,
     pub created: runtime::Created,
     pub made: runtime::Make,
+    /// The supervisor's ends of the container's stdin and pty (`stdin`, `tty`).
+    pub plumbing: super::attach::Plumbing,
 }
 
 /// Mounts a fresh root filesystem for run `restart` of `member`, writes its bundle and has the
@@ -601,18 +603,29 @@ pub(crate) async fn prepare(
             runtime::Make::Create
         };
         // The subPath fds (container.1) stay open until the runtime has mounted them.
-        let created = rt.create(pod, &id, &dir, cgroup, make).await;
+        let (stdin, mut plumbing) = super::attach::image_stdin(member.stdio)
+            .map_err(|e| format!("failed to make the container's stdin: {e}"))?;
+        let console = member.stdio.tty;
+        let created = rt
+            .create(pod, &id, &dir, cgroup, make, stdin, console)
+            .await;
         drop(container.1);
-        created.map(|created| (created, make))
+        created.map(|mut created| {
+            if let Some(master) = created.console.take() {
+                plumbing.set_console(master);
+            }
+            (created, make, plumbing)
+        })
     }
     .await;
     match made {
-        Ok((created, made)) => Ok(Prepared {
+        Ok((created, made, plumbing)) => Ok(Prepared {
             id,
             bundle: dir,
             rootfs,
             created,
             made,
+            plumbing,
         }),
         Err(err) => {
             rt.delete(pod, &id).await;
@@ -716,6 +729,8 @@ fn bundle_container(
             .as_ref()
             .and_then(|c| c.container_path(&member.name)),
         resources: linux_resources(pod, member),
+        // containerd: `process.terminal` is the container's `tty`.
+        terminal: member.stdio.tty,
         oom_score_adj: Some(spec::resources::oom_score_adj(
             pod.plan.qos,
             member.resources.memory_request,

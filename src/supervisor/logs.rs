@@ -4,10 +4,13 @@
 
 use std::path::Path;
 
+use hyper::body::Bytes;
 use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
+
+use super::attach::{self, Chunk};
 
 /// Longest line written as one record, as CRI runtimes do (containerd uses 16 KiB).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -22,13 +25,15 @@ struct Record {
 /// set also to podkit's own stdout as `echo | line` (as `docker compose up` shows its services).
 /// The task ends after the last line is written and flushed: await it before reporting the
 /// run's exit, and no line is lost. `written` is told after each flush (`GET /logs` followers
-/// wait on it).
+/// wait on it). With `tee`, what is read is also sent there as it comes (to attached clients:
+/// the bytes as written, not lines), dropped when nobody listens.
 pub fn capture<O, E>(
     path: &Path,
     stdout: O,
     stderr: E,
     echo: Option<String>,
     written: watch::Sender<()>,
+    tee: Option<broadcast::Sender<Chunk>>,
 ) -> std::io::Result<JoinHandle<()>>
 where
     O: AsyncRead + Unpin + Send + 'static,
@@ -40,8 +45,8 @@ where
         .open(path)?;
     let (tx, rx) = mpsc::channel::<Record>(256);
     let readers = [
-        tokio::spawn(read_lines("stdout", stdout, tx.clone())),
-        tokio::spawn(read_lines("stderr", stderr, tx)),
+        tokio::spawn(read_lines("stdout", stdout, tx.clone(), tee.clone())),
+        tokio::spawn(read_lines("stderr", stderr, tx, tee)),
     ];
     let path = path.to_path_buf();
     Ok(tokio::spawn(async move {
@@ -60,7 +65,13 @@ async fn read_lines<R: AsyncRead + Unpin>(
     stream: &'static str,
     mut src: R,
     tx: mpsc::Sender<Record>,
+    tee: Option<broadcast::Sender<Chunk>>,
 ) {
+    let channel = if stream == "stdout" {
+        attach::STDOUT
+    } else {
+        attach::STDERR
+    };
     let mut buf = Vec::with_capacity(8192);
     let mut chunk = vec![0u8; 8192];
     loop {
@@ -68,6 +79,11 @@ async fn read_lines<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if let Some(tee) = &tee
+            && tee.receiver_count() > 0
+        {
+            let _ = tee.send((channel, Bytes::copy_from_slice(&chunk[..n])));
+        }
         buf.extend_from_slice(&chunk[..n]);
         let mut start = 0;
         while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {

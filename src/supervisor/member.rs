@@ -1,15 +1,14 @@
 //! One container of the pod: start it, log it, restart it by policy with kubelet's backoff, and
 //! stop it gracefully.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use netns::{Process, Setup, Stdio};
+use netns::{Process, Setup};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -17,7 +16,7 @@ use tracing::warn;
 use super::image::error_chain;
 use super::reaper::Exit;
 use super::status::{State, Terminated};
-use super::{Pod, image, logs, probe, runtime, termination, volumes};
+use super::{Pod, attach, image, logs, probe, runtime, termination, volumes};
 use crate::spec::{self, EnvValue, ImageRun, Member, ObjectKind, RestartPolicy, Runs};
 
 /// The exit code kubelet reports for a container that could not be started.
@@ -156,6 +155,7 @@ async fn runs(
         let starting = start(&pod, &member, image.as_ref(), restarts, &stop, &mut gate);
         let (exit, stopped, message, oom) = match starting.await {
             Ok(mut run) => {
+                super::lock(&pod.attachable).insert(member.name.clone(), run.io.clone());
                 pod.update(|s| {
                     if let Some(r) = s.record(&member.name) {
                         r.restarts = restarts as i32;
@@ -205,6 +205,10 @@ async fn runs(
                     }
                 };
                 turn.tried();
+                // No attach to a run that ended; its stdin closed, its pty's master closed once
+                // the log has read the last of it.
+                super::lock(&pod.attachable).remove(&member.name);
+                run.io.close();
                 // Read before the runtime removes the cgroup with its counters.
                 let oom = oom_kills().is_some_and(|n| n > oom_before);
                 // A container ends with its main process, as under a container runtime: what it
@@ -359,6 +363,8 @@ struct Run {
     logs: tokio::task::JoinHandle<()>,
     /// An image container's runtime state and root filesystem, removed after the run.
     image: Option<ImageMade>,
+    /// Its stdin and pty, for `podkit attach`; closed when the run ends.
+    io: Arc<attach::RunIo>,
 }
 
 /// What the runtime made for one run of an image container.
@@ -627,7 +633,12 @@ async fn start(
         .volumes()
         .mounts_for(member)
         .map_err(|e| e.to_string())?;
-    let mut setup = Setup::new().new_session();
+    // A terminal's process leads the session the pty is the controlling terminal of.
+    let mut setup = if member.stdio.tty {
+        Setup::new().controlling_terminal()
+    } else {
+        Setup::new().new_session()
+    };
     if !mounts.is_empty() || pod.plan.share_process_namespace {
         setup = setup.new_mount_namespace();
     }
@@ -653,12 +664,14 @@ async fn start(
     setup = host_security(setup, member)?;
     setup = setup.user(member.run_as_user, member.run_as_group);
 
+    let ([stdin, stdout, stderr], plumbing) = attach::host_stdio(member.stdio)
+        .map_err(|e| format!("failed to make the container's stdio: {e}"))?;
     let mut process = Process::new(resolve(&argv[0], &env))
         .args(&argv[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::Null)
-        .stdout(Stdio::Pipe)
-        .stderr(Stdio::Pipe);
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
     if let Some(cgroup) = &pod.cgroup {
         let dir = cgroup
             .container(&member.name)
@@ -692,22 +705,21 @@ async fn start(
             return Err(StartFailed::Stopped(exit));
         }
     };
-    let (pid, stdout, stderr) = (started.pid, started.stdout, started.stderr);
-    let pipe = |fd: Option<OwnedFd>| {
-        fd.ok_or_else(|| "no pipe".to_owned())
-            .and_then(|fd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string()))
-    };
-    let stdout = pipe(stdout)?;
-    let stderr = pipe(stderr)?;
+    let pid = started.pid;
+    let streams = plumbing.start(started.stdout, started.stderr)?;
     let echo = pod.echo.then(|| member.name.clone());
-    let logs = logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
+    let written = pod.logs_written.clone();
+    let (stdout, stderr, tee) = (streams.stdout, streams.stderr, Some(streams.tee));
+    let logs = logs::capture(&log_path, stdout, stderr, echo, written, tee)
         .map_err(|e| format!("failed to open {}: {e}", log_path.display()))?;
+    let io = streams.io;
     record_pid(pod, member, pid);
     Ok(Run {
         pid,
         exit,
         logs,
         image: None,
+        io,
     })
 }
 
@@ -758,12 +770,15 @@ async fn start_image(
         rootfs,
         created,
         made,
+        plumbing,
     } = prepared;
-    let pipe = |fd: OwnedFd| pipe::Receiver::from_owned_fd(fd).map_err(|e| e.to_string());
-    let streams = pipe(created.stdout).and_then(|out| Ok((out, pipe(created.stderr)?)));
-    let logs = streams.and_then(|(stdout, stderr)| {
+    let streams = plumbing.start(Some(created.stdout), Some(created.stderr));
+    let logs = streams.and_then(|streams| {
         let echo = pod.echo.then(|| member.name.clone());
-        logs::capture(&log_path, stdout, stderr, echo, pod.logs_written.clone())
+        let written = pod.logs_written.clone();
+        let (stdout, stderr, tee) = (streams.stdout, streams.stderr, Some(streams.tee));
+        logs::capture(&log_path, stdout, stderr, echo, written, tee)
+            .map(|logs| (logs, streams.io))
             .map_err(|e| format!("failed to open {}: {e}", log_path.display()))
     });
     let started = match logs {
@@ -780,8 +795,8 @@ async fn start_image(
         Ok(_) => Err(StartFailed::BeforeItsTurn),
         Err(err) => Err(StartFailed::Error(err)),
     };
-    let logs = match started {
-        Ok(logs) => logs,
+    let (logs, io) = match started {
+        Ok(started) => started,
         Err(failed) => {
             // Never started (or started by `run --detach` with no log to write to): its
             // process goes with the runtime's state.
@@ -798,6 +813,7 @@ async fn start_image(
         exit: created.exit,
         logs,
         image: Some(ImageMade { id, rootfs }),
+        io,
     })
 }
 

@@ -125,10 +125,16 @@ pub(crate) enum Make {
 pub(crate) struct Created {
     pub pid: u32,
     pub exit: oneshot::Receiver<Exit>,
-    /// The read ends of the container's stdout and stderr.
+    /// The read ends of the container's stdout and stderr (of the runtime alone with a
+    /// terminal).
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// The pty master of a `terminal: true` container, from the console socket.
+    pub console: Option<OwnedFd>,
 }
+
+/// The console socket's name in the bundle.
+const CONSOLE_SOCKET: &str = "console.sock";
 
 /// How a short runtime (or podkit) command ended, and what it printed on stderr.
 pub(crate) struct Output {
@@ -184,7 +190,10 @@ impl Runtime {
     }
 
     /// `create`: the container's process made and waiting for `start`; or, with [`Make::Run`],
-    /// `run --detach`: made and started.
+    /// `run --detach`: made and started. `stdin` is passed on to the container; with `console`
+    /// (a `terminal: true` bundle) the runtime sends the pty it made to a console socket in the
+    /// bundle, and [`Created::console`] holds its master.
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         pod: &Pod,
@@ -192,6 +201,8 @@ impl Runtime {
         bundle: &Path,
         cgroup: Option<Arc<OwnedFd>>,
         make: Make,
+        stdin: Stdio,
+        console: bool,
     ) -> Result<Created, String> {
         let log = bundle.join("runtime.log");
         let pid_file = bundle.join("container.pid");
@@ -205,15 +216,27 @@ impl Runtime {
             .arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
-            .arg(&pid_file)
+            .arg(&pid_file);
+        let mut setup = self.setup();
+        let listener = if console {
+            // Named relative to the bundle, the runtime's working directory: a pod's bundle
+            // path may be longer than a socket's address can be (108 bytes).
+            let listener = console_socket(bundle)?;
+            process = process.arg("--console-socket").arg(CONSOLE_SOCKET);
+            setup = setup.chdir(bundle).map_err(|e| e.to_string())?;
+            Some(listener)
+        } else {
+            None
+        };
+        let mut process = process
             .arg(id)
-            .stdin(Stdio::Null)
+            .stdin(stdin)
             .stdout(Stdio::Pipe)
             .stderr(Stdio::Pipe);
         if let Some(cgroup) = cgroup {
             process = process.cgroup(cgroup);
         }
-        let (started, exit) = spawn(pod, process, self.setup()).await?;
+        let (started, exit) = spawn(pod, process, setup).await?;
         let (Some(stdout), Some(stderr)) = (started.stdout, started.stderr) else {
             return Err("the runtime's pipes were not made".to_owned());
         };
@@ -238,11 +261,27 @@ impl Runtime {
                 )
             })?;
         let exit = pod.reaper.watch(pid);
+        // The runtime sent the pty before it exited: the message waits in the socket.
+        let console = match listener {
+            Some(listener) => match receive_console(&listener, bundle) {
+                Ok(master) => Some(master),
+                Err(err) => {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    let _ = exit.await;
+                    return Err(err);
+                }
+            },
+            None => None,
+        };
         Ok(Created {
             pid,
             exit,
             stdout,
             stderr,
+            console,
         })
     }
 
@@ -284,6 +323,51 @@ impl Runtime {
             }
             Err(err) => warn!(id, err, "the runtime failed to delete the container"),
         }
+    }
+}
+
+/// Listens on the bundle's console socket (bound through the directory's fd: the path is
+/// short whatever the bundle's).
+fn console_socket(bundle: &Path) -> Result<std::os::unix::net::UnixListener, String> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let failed = |e: &dyn std::fmt::Display| {
+        format!(
+            "failed to make the console socket in {}: {e}",
+            bundle.display()
+        )
+    };
+    let _ = std::fs::remove_file(bundle.join(CONSOLE_SOCKET));
+    let dir = nix::fcntl::open(
+        bundle,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| failed(&e))?;
+    let path = format!("/proc/self/fd/{}/{CONSOLE_SOCKET}", dir.as_raw_fd());
+    std::os::unix::net::UnixListener::bind(path).map_err(|e| failed(&e))
+}
+
+/// The pty master the runtime sent to the console socket; the socket is removed.
+fn receive_console(
+    listener: &std::os::unix::net::UnixListener,
+    bundle: &Path,
+) -> Result<OwnedFd, String> {
+    let received = (|| {
+        listener.set_nonblocking(true)?;
+        let (connection, _) = listener.accept()?;
+        connection.set_nonblocking(false)?;
+        // Sent already: a bound on the wait, never a hang.
+        connection.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        netns::receive_console(&connection)
+    })();
+    let _ = std::fs::remove_file(bundle.join(CONSOLE_SOCKET));
+    match received {
+        Ok(Some(master)) => Ok(master),
+        Ok(None) => Err("the runtime sent no terminal to its console socket".to_owned()),
+        Err(err) => Err(format!(
+            "failed to receive the container's terminal from the runtime's console socket: {err}"
+        )),
     }
 }
 

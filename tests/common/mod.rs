@@ -398,3 +398,183 @@ impl Isolated {
         path.to_str().expect("utf-8").to_owned()
     }
 }
+
+/// A command running in the background with its output collected as it comes: on a terminal
+/// of its own (a pty: `podkit attach -it`), or with a pipe as its stdin. Killed when dropped.
+pub struct Attached {
+    child: Child,
+    /// The pty's master, or the stdin pipe; `None` once closed.
+    input: Option<Box<dyn std::io::Write + Send>>,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// Where the output ends, without a terminal (its stderr, collected apart).
+    errors: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The pty's master, to resize the terminal.
+    terminal: Option<std::os::fd::OwnedFd>,
+}
+
+/// Copies `from` into a buffer until it ends (EOF, or EIO from a pty whose slave is closed).
+fn collect(
+    mut from: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let filling = buffer.clone();
+    std::thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = from.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            filling.lock().expect("lock").extend_from_slice(&chunk[..n]);
+        }
+    });
+    buffer
+}
+
+impl Attached {
+    /// Starts `command` on a new pty of `rows` x `columns`: its stdin, stdout and stderr.
+    pub fn on_terminal(mut command: Command, rows: u16, columns: u16) -> Attached {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let pty = nix::pty::openpty(Some(&size), None).expect("openpty");
+        let slave = |pty: &nix::pty::OpenptyResult| {
+            Stdio::from(pty.slave.try_clone().expect("dup the pty's slave"))
+        };
+        command
+            .stdin(slave(&pty))
+            .stdout(slave(&pty))
+            .stderr(slave(&pty));
+        let child = command.spawn().expect("start the command on a pty");
+        // Only the child holds the slave now: its end is the master's EIO.
+        drop(command);
+        drop(pty.slave);
+        let terminal = pty.master.try_clone().expect("dup the pty's master");
+        let master = std::fs::File::from(pty.master);
+        let output = collect(master.try_clone().expect("dup the pty's master"));
+        Attached {
+            child,
+            input: Some(Box::new(master)),
+            output,
+            errors: Default::default(),
+            terminal: Some(terminal),
+        }
+    }
+
+    /// Starts `command` with pipes as its stdin, stdout and stderr.
+    pub fn piped(mut command: Command) -> Attached {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the command");
+        let input = child.stdin.take().map(|i| Box::new(i) as Box<_>);
+        let output = collect(child.stdout.take().expect("stdout"));
+        let errors = collect(child.stderr.take().expect("stderr"));
+        Attached {
+            child,
+            input,
+            output,
+            errors,
+            terminal: None,
+        }
+    }
+
+    /// Resizes its terminal, as a terminal window does: the foreground process group of the
+    /// session it controls gets SIGWINCH.
+    pub fn resize(&self, rows: u16, columns: u16) {
+        let size = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: columns,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let terminal = self.terminal.as_ref().expect("on a terminal");
+        netns::set_window_size(terminal, &size).expect("resize the terminal");
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        let input = self.input.as_mut().expect("input open");
+        input.write_all(bytes).expect("write to the command");
+        input.flush().expect("flush");
+    }
+
+    /// Closes its stdin (a pipe's EOF).
+    pub fn close_input(&mut self) {
+        self.input = None;
+    }
+
+    /// Its output so far (on a terminal: everything the terminal showed).
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().expect("lock")).into_owned()
+    }
+
+    pub fn errors(&self) -> String {
+        String::from_utf8_lossy(&self.errors.lock().expect("lock")).into_owned()
+    }
+
+    /// Waits (30 s at most) until its output contains `text`; the output.
+    pub fn wait_for(&self, text: &str) -> String {
+        self.wait_until(&format!("{text:?} in its output"), |a| {
+            a.output().contains(text)
+        });
+        self.output()
+    }
+
+    /// Waits (30 s at most) until `cond` holds.
+    pub fn wait_until(&self, what: &str, cond: impl Fn(&Attached) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; output: {:?}; stderr: {:?}",
+                self.output(),
+                self.errors()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits (30 s at most) for it to exit; its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the command did not end; output: {:?}; stderr: {:?}",
+                self.output(),
+                self.errors()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs it, as a client that vanishes, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// How many of process `pid`'s open files are ptys' master ends (`/dev/ptmx`, `/dev/pts/ptmx`).
+pub fn pty_masters(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter(|target| target.to_string_lossy().ends_with("ptmx"))
+        .count()
+}
