@@ -163,6 +163,16 @@ impl PodPlan {
     pub fn key(&self) -> String {
         pod_key(&self.namespace, &self.name)
     }
+
+    /// The huge pages the pod holds, bytes by page size ([`resources::pod_huge_pages`]).
+    pub fn huge_pages(&self) -> BTreeMap<u64, u64> {
+        resources::pod_huge_pages(
+            self.init_containers
+                .iter()
+                .chain(&self.containers)
+                .map(|m| (m.is_plain_init(), m.sidecar, &m.hugepages)),
+        )
+    }
 }
 
 /// A pod's key on this host from its namespace and name: `<namespace>_<name>`.
@@ -328,6 +338,10 @@ pub struct Member {
     /// `stdin`, `stdinOnce` and `tty`: what `podkit attach` reaches.
     #[serde(default)]
     pub stdio: Stdio,
+    /// `hugepages-<size>` (a request is its limit): bytes of huge pages by page size, the
+    /// container's hugetlb cgroup limit and what the pod holds of the host's pages.
+    #[serde(default)]
+    pub hugepages: BTreeMap<u64, u64>,
 }
 
 /// A container's `stdin`, `stdinOnce` and `tty`, as the CRI runtime honours them: with `stdin`
@@ -648,6 +662,11 @@ pub enum VolumeSource {
     EmptyDir {
         memory: bool,
         size_limit: Option<u64>,
+    },
+    /// `medium: HugePages` or `HugePages-<size>`: a hugetlbfs of that page size (kubelet's
+    /// `pagesize=` mount), which pages are the pod's huge pages.
+    HugePages {
+        page_size: u64,
     },
     HostPath {
         path: PathBuf,

@@ -5,6 +5,8 @@
 //! `GetContainerOOMScoreAdjust`). The supervisor gives the numbers to the OCI runtime
 //! (`linux.resources`, `process.oomScoreAdj`); the validator reads the quantities.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// One container's cpu (millicores) and memory (bytes), after the API server's defaulting
@@ -196,6 +198,106 @@ pub fn field_value(resource: &str, divisor: u64, r: &Resources, node: Allocatabl
     value.div_ceil(divisor.max(1)).to_string()
 }
 
+/// The page size of huge-page resource `hugepages-<size>` in bytes
+/// (`HugePageSizeFromResourceName`): a positive whole number of bytes, else `None`.
+pub fn huge_page_size(name: &str) -> Option<u64> {
+    let size = name.strip_prefix("hugepages-")?;
+    let q = super::quantity::Quantity::parse(size).ok()?;
+    // `pageSize.MilliValue() % 1000 == 0`, and positive.
+    (!q.is_negative() && q.millis()? % 1000 == 0)
+        .then(|| q.units())
+        .flatten()
+        .filter(|b| *b > 0)
+}
+
+/// A page size as kubelet names its resource (`HugePageResourceName`, the quantity's canonical
+/// binary form): 2097152 -> `hugepages-2Mi`.
+pub fn huge_page_name(size: u64) -> String {
+    format!("hugepages-{}", binary_quantity(size))
+}
+
+/// `size` in the largest binary suffix that divides it (`2Mi`, `1Gi`, `512Ki`).
+pub fn binary_quantity(bytes: u64) -> String {
+    let units = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let (mut value, mut i) = (bytes, 0);
+    while value != 0 && value % 1024 == 0 && i + 1 < units.len() {
+        value /= 1024;
+        i += 1;
+    }
+    format!("{value}{}", units[i])
+}
+
+/// The kernel's name for a page size in hugetlb cgroup files (`hugetlb.2MB.max`,
+/// `hugetlb.1GB.limit_in_bytes`): as runc's `HugePageSizes` names them.
+pub fn hugetlb_size_name(size: u64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let (mut value, mut i) = (size, 0);
+    while value >= 1024 && value % 1024 == 0 && i + 1 < units.len() {
+        value /= 1024;
+        i += 1;
+    }
+    format!("{value}{}", units[i])
+}
+
+/// The huge page sizes this kernel offers (`/sys/kernel/mm/hugepages/hugepages-<kB>kB`), in
+/// bytes, each with its pages set aside (`nr_hugepages`): kubelet's node capacity of
+/// `hugepages-<size>` is their product.
+pub fn host_huge_pages() -> BTreeMap<u64, u64> {
+    let mut sizes = BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return sizes;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(kib) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("hugepages-"))
+            .and_then(|n| n.strip_suffix("kB"))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let pages = std::fs::read_to_string(entry.path().join("nr_hugepages"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        sizes.insert(kib * 1024, pages);
+    }
+    sizes
+}
+
+/// The huge pages a pod holds, per page size, as kubelet sums them for the pod's cgroup and
+/// kube-scheduler for the node (`PodRequests`): the app containers and native sidecars
+/// together, or an init container with the sidecars started before it, whichever is more.
+/// `members` in order: (is a run-to-completion init container, is a native sidecar, its pages).
+pub fn pod_huge_pages<'a>(
+    members: impl IntoIterator<Item = (bool, bool, &'a BTreeMap<u64, u64>)>,
+) -> BTreeMap<u64, u64> {
+    let mut sum: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut sidecars: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut init_max: BTreeMap<u64, u64> = BTreeMap::new();
+    for (init, sidecar, pages) in members {
+        for (size, bytes) in pages {
+            if init {
+                let with = bytes + sidecars.get(size).copied().unwrap_or(0);
+                let max = init_max.entry(*size).or_default();
+                *max = (*max).max(with);
+            } else {
+                *sum.entry(*size).or_default() += bytes;
+                if sidecar {
+                    *sidecars.entry(*size).or_default() += bytes;
+                }
+            }
+        }
+    }
+    for (size, max) in init_max {
+        let total = sum.entry(size).or_default();
+        *total = (*total).max(max);
+    }
+    sum.retain(|_, b| *b > 0);
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +378,33 @@ mod tests {
         assert_eq!(field_value("limits.cpu", 1000, &open, node), "2");
         assert_eq!(field_value("limits.memory", 1 << 20, &open, node), "1024");
         assert_eq!(field_value("requests.memory", 1, &open, node), "0");
+    }
+
+    #[test]
+    fn huge_page_names_and_sizes() {
+        assert_eq!(huge_page_size("hugepages-2Mi"), Some(2 << 20));
+        assert_eq!(huge_page_size("hugepages-1Gi"), Some(1 << 30));
+        assert_eq!(huge_page_size("hugepages-2M"), Some(2_000_000));
+        assert_eq!(huge_page_size("hugepages-0"), None);
+        assert_eq!(huge_page_size("hugepages-x"), None);
+        assert_eq!(huge_page_size("hugepages-500m"), None);
+        assert_eq!(huge_page_name(2 << 20), "hugepages-2Mi");
+        assert_eq!(huge_page_name(1 << 30), "hugepages-1Gi");
+        assert_eq!(hugetlb_size_name(2 << 20), "2MB");
+        assert_eq!(hugetlb_size_name(1 << 30), "1GB");
+        assert_eq!(hugetlb_size_name(64 << 10), "64KB");
+    }
+
+    #[test]
+    fn pod_huge_pages_as_kube_scheduler_sums_them() {
+        let two = |n: u64| BTreeMap::from([(2u64 << 20, n << 21)]);
+        let (a, b, c) = (two(1), two(2), two(4));
+        // Two app containers add up; an init container smaller than them changes nothing.
+        let total = pod_huge_pages([(true, false, &a), (false, false, &a), (false, false, &b)]);
+        assert_eq!(total, two(3));
+        // A larger init container wins, with the sidecar started before it.
+        let total = pod_huge_pages([(false, true, &a), (true, false, &c), (false, false, &a)]);
+        assert_eq!(total, two(5));
     }
 
     #[test]

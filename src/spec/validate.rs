@@ -22,7 +22,7 @@ use super::{
     ImageRun, KeyItem, KeyRef, Member, Mount, NETWORK_ANNOTATION, ObjectKind,
     PROXY_PROTOCOL_ANNOTATION, PodPlan, Probe, Projection, ProxyProtocol, PullPolicy, PullSecrets,
     Qos, ResourceRef, Resources, RestartPolicy, Runs, Seccomp, Stdio, TerminationMessage, Volume,
-    VolumeSource, quantity::Quantity,
+    VolumeSource, quantity::Quantity, resources::huge_page_size,
 };
 
 /// The `fieldRef.fieldPath`s podkit fills in (and one label or annotation,
@@ -635,6 +635,8 @@ impl Validator {
         );
         let mut containers = members(self, &spec.containers, "containers", false);
         let mut init_containers = init_containers;
+        let mut volumes = volumes;
+        self.huge_page_volumes(&mut volumes, &containers, &init_containers);
         let host_port_hook;
         {
             let mut all: Vec<&mut Member> = init_containers
@@ -1243,7 +1245,7 @@ impl Validator {
         }
 
         let termination_message = self.termination_message(c, path, host);
-        let (resources, devices) = self.resources(c, path, host);
+        let (resources, devices, hugepages) = self.resources(c, path, host);
 
         Member {
             name: c.name.clone(),
@@ -1273,6 +1275,7 @@ impl Validator {
                 stdin_once: c.stdin_once.unwrap_or(false),
                 tty: c.tty.unwrap_or(false),
             },
+            hugepages,
         }
     }
 
@@ -1355,9 +1358,9 @@ impl Validator {
         c: &Container,
         path: &str,
         host: bool,
-    ) -> (Resources, Vec<(String, u32)>) {
+    ) -> (Resources, Vec<(String, u32)>, BTreeMap<u64, u64>) {
         let Some(requirements) = &c.resources else {
-            return (Resources::default(), Vec::new());
+            return (Resources::default(), Vec::new(), BTreeMap::new());
         };
         let rpath = format!("{path}.resources");
         if requirements.claims.as_ref().is_some_and(|c| !c.is_empty()) {
@@ -1369,6 +1372,8 @@ impl Validator {
         }
         // Extended resources: (in limits, name, count, as written).
         let mut extended: Vec<(bool, String, u32, String)> = Vec::new();
+        // Huge pages: (in limits, name, bytes, as written).
+        let mut huge: Vec<(bool, String, u64, String)> = Vec::new();
         // (cpu in millicores, memory in bytes) of `requests` or `limits`.
         let mut read = |kind: &str, map: Option<&BTreeMap<String, K8sQuantity>>| {
             let (mut cpu, mut memory) = (None, None);
@@ -1378,11 +1383,9 @@ impl Validator {
                 match name.as_str() {
                     "cpu" | "memory" | "ephemeral-storage" => {}
                     n if n.starts_with("hugepages-") => {
-                        self.bad(
-                            &field,
-                            "not supported by podkit: no huge pages are set aside for pods on \
-                             this host",
-                        );
+                        if let Some(bytes) = self.huge_pages(n, text, &field) {
+                            huge.push((kind == "limits", n.to_owned(), bytes, text.clone()));
+                        }
                         continue;
                     }
                     n if n.contains('/') => {
@@ -1489,6 +1492,37 @@ impl Validator {
                 (false, Some(_)) => {}
             }
         }
+        // Huge pages cannot be overcommitted either; a limit alone is also the request.
+        let mut hugepages = BTreeMap::new();
+        for (in_limits, name, bytes, text) in &huge {
+            let limit = huge
+                .iter()
+                .find(|(l, n, ..)| *l && n == name)
+                .map(|(_, _, bytes, text)| (*bytes, text));
+            match (in_limits, limit) {
+                (true, _) => {
+                    if let Some(size) = huge_page_size(name) {
+                        hugepages.insert(size, *bytes);
+                    }
+                }
+                (false, None) => self.bad(
+                    &format!("{rpath}.limits"),
+                    "Required value: Limit must be set for non overcommitable resources",
+                ),
+                (false, Some((limit, limit_text))) if limit != *bytes => self.bad(
+                    &format!("{rpath}.requests.{name}"),
+                    format!("{text:?} must be equal to {name} limit of {limit_text:?}"),
+                ),
+                (false, Some(_)) => {}
+            }
+        }
+        let cpu_or_memory = [&requirements.requests, &requirements.limits]
+            .into_iter()
+            .flatten()
+            .any(|m| m.contains_key("cpu") || m.contains_key("memory"));
+        if !huge.is_empty() && !cpu_or_memory {
+            self.bad(&rpath, "Forbidden: HugePages require cpu or memory");
+        }
         if host && !devices.is_empty() {
             self.bad(
                 &format!("{rpath}.limits"),
@@ -1507,17 +1541,117 @@ impl Validator {
             memory_limit,
         }
         .defaulted();
-        if host && resources != Resources::default() {
+        if host && !hugepages.is_empty() && cpu_limit.is_none() && memory_limit.is_none() {
+            // The API server wants cpu or memory beside huge pages; a request only places the
+            // pod on a node and weighs its cgroup, and podkit puts a host process in no cpu or
+            // memory cgroup: listed as ignored, so the manifest runs unchanged.
+            for (name, request) in [("cpu", cpu_request), ("memory", memory_request)] {
+                if request.is_some() {
+                    self.ignored.push(format!(
+                        "{rpath}.requests.{name} (host-process container {:?}: no cpu or memory \
+                         cgroup; its huge pages are limited)",
+                        c.name
+                    ));
+                }
+            }
+        } else if host && resources != Resources::default() {
             self.bad(
                 &rpath,
                 format!(
                     "not supported for host-process container {:?}: podkit applies cpu and \
-                     memory through the OCI runtime, to image containers only",
+                     memory through the OCI runtime, to image containers only (huge pages \
+                     with cpu or memory requests only are honoured)",
                     c.name
                 ),
             );
         }
-        (resources, devices)
+        (resources, devices, hugepages)
+    }
+
+    /// The page size of each HugePages emptyDir, from the pod's containers as kubelet finds it
+    /// when it mounts the volume (`getPageSizeMountOption`): for `HugePages`, the one size the
+    /// containers ask; for `HugePages-<size>`, a container must ask that size. Refused with
+    /// kubelet's words otherwise (kubelet fails the mount; the pod never starts).
+    fn huge_page_volumes(&mut self, volumes: &mut [Volume], containers: &[Member], init: &[Member]) {
+        let sizes: Vec<u64> = containers
+            .iter()
+            .chain(init)
+            .flat_map(|m| m.hugepages.keys().copied())
+            .collect();
+        for (i, vol) in volumes.iter_mut().enumerate() {
+            let VolumeSource::HugePages { page_size } = &mut vol.source else {
+                continue;
+            };
+            let path = format!("spec.volumes[{i}].emptyDir.medium");
+            let medium = if *page_size == 0 {
+                "HugePages".to_owned()
+            } else {
+                format!(
+                    "HugePages-{}",
+                    super::resources::binary_quantity(*page_size)
+                )
+            };
+            if *page_size == 0 {
+                let mut distinct = sizes.clone();
+                distinct.sort();
+                distinct.dedup();
+                match distinct.as_slice() {
+                    [one] => *page_size = *one,
+                    [] => {}
+                    _ => {
+                        self.bad(
+                            &path,
+                            format!(
+                                "medium: {medium} can't be used if container requests multiple \
+                                 huge page sizes"
+                            ),
+                        );
+                        continue;
+                    }
+                }
+            } else if !sizes.contains(page_size) {
+                *page_size = 0;
+            }
+            if *page_size == 0 {
+                self.bad(
+                    &path,
+                    format!(
+                        "medium {medium}: hugePages storage requested, but there is no resource \
+                         request for huge pages"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// A `hugepages-<size>` quantity (`validateResourceQuantityHugePageValue`): not negative and
+    /// a whole number of pages of its size. Its bytes.
+    fn huge_pages(&mut self, name: &str, text: &str, field: &str) -> Option<u64> {
+        let quantity = match Quantity::parse(text) {
+            Ok(q) if q.is_negative() => {
+                self.bad(
+                    field,
+                    format!("{text:?} must be greater than or equal to 0"),
+                );
+                return None;
+            }
+            Ok(q) => q,
+            Err(why) => {
+                self.bad(field, format!("{text:?}: {why}"));
+                return None;
+            }
+        };
+        let bytes = quantity.units();
+        match (huge_page_size(name), bytes) {
+            (Some(size), Some(bytes)) if bytes % size == 0 => Some(bytes),
+            _ => {
+                self.bad(
+                    field,
+                    format!("{text:?}: {text} is not positive integer multiple of {name}"),
+                );
+                None
+            }
+        }
     }
 
     /// An extended resource's name and quantity (`validateContainerResourceName`,
@@ -2612,10 +2746,34 @@ impl Validator {
                 let memory = match empty.medium.as_deref() {
                     None | Some("") => false,
                     Some("Memory") => true,
+                    // The page size, for `HugePages` alone, comes from the pod's containers
+                    // ([`Validator::huge_page_volumes`]); 0 until then.
+                    Some("HugePages") => return Some(Volume {
+                        name: vol.name.clone(),
+                        source: VolumeSource::HugePages { page_size: 0 },
+                    }),
+                    Some(medium) if medium.starts_with("HugePages-") => {
+                        let size = medium.trim_start_matches("HugePages-");
+                        let Some(page_size) = huge_page_size(&format!("hugepages-{size}"))
+                        else {
+                            self.bad(
+                                &format!("{path}.emptyDir.medium"),
+                                format!("{medium:?}: {size:?} is not a page size (HugePages-2Mi, HugePages-1Gi)"),
+                            );
+                            return None;
+                        };
+                        return Some(Volume {
+                            name: vol.name.clone(),
+                            source: VolumeSource::HugePages { page_size },
+                        });
+                    }
                     Some(other) => {
                         self.bad(
                             &format!("{path}.emptyDir.medium"),
-                            format!("{other:?}: must be \"\" or \"Memory\""),
+                            format!(
+                                "{other:?}: must be \"\", \"Memory\", \"HugePages\" or \
+                                 \"HugePages-<size>\""
+                            ),
                         );
                         false
                     }

@@ -157,9 +157,27 @@ fn wanted(plan: &PodPlan) -> Vec<(&str, &[(String, u32)])> {
         .collect()
 }
 
-/// Whether any container of `plan` asks for devices.
+/// Whether any container of `plan` asks for devices or huge pages.
 pub fn wants_devices(plan: &PodPlan) -> bool {
-    !wanted(plan).is_empty()
+    !wanted(plan).is_empty() || !plan.huge_pages().is_empty()
+}
+
+/// The lease of a pod's huge pages of one size: `hugepages-2Mi=<bytes>@<owner, / as +>` (a
+/// name per pod and size, the bytes in it so one listing sums what pods hold).
+fn huge_lease_name(size: u64, bytes: u64, owner: &str) -> String {
+    format!(
+        "{}={bytes}@{}",
+        crate::spec::resources::huge_page_name(size),
+        owner.replace('/', "+")
+    )
+}
+
+/// The bytes of huge pages of resource `name` (`hugepages-2Mi`) the leases hold.
+fn huge_held(held: &BTreeMap<String, String>, name: &str) -> u64 {
+    held.keys()
+        .filter_map(|lease| lease.strip_prefix(name)?.strip_prefix('='))
+        .filter_map(|rest| rest.split_once('@')?.0.parse::<u64>().ok())
+        .sum()
 }
 
 /// Leases, under `dir`, to `owner` the devices each container of `plan` asks for, from those
@@ -169,12 +187,25 @@ pub fn allocate(
     owner: &str,
     plan: &PodPlan,
     registry: &Registry,
+    host_pages: &BTreeMap<u64, u64>,
 ) -> std::io::Result<Result<Allocation, Shortfall>> {
     let leases = Leases::lock(dir)?;
     let held = leases.read()?;
     let mut taken: Vec<String> = Vec::new();
-    let mut allocation = Allocation::new();
     let mut short = Vec::new();
+    // Huge pages as kube-scheduler fits them: the node's allocatable `hugepages-<size>` (the
+    // pages set aside, `nr_hugepages` of the size, times the size; kubelet reserves none by
+    // default) less what the pods on it ask.
+    for (size, bytes) in plan.huge_pages() {
+        let name = crate::spec::resources::huge_page_name(size);
+        let allocatable = host_pages.get(&size).copied().unwrap_or(0).saturating_mul(size);
+        if huge_held(&held, &name).saturating_add(bytes) > allocatable {
+            short.push(name);
+        } else {
+            taken.push(huge_lease_name(size, bytes, owner));
+        }
+    }
+    let mut allocation = Allocation::new();
     for (container, wants) in wanted(plan) {
         for (kind, count) in wants {
             let free: Vec<&Offered> = registry
@@ -238,7 +269,13 @@ pub fn release_gone(gone: impl Fn(&Path) -> bool) -> Vec<String> {
     match Leases::lock(dir).and_then(|l| l.release(|owner| gone(Path::new(owner)))) {
         Ok(names) => names
             .into_iter()
-            .map(|n| format!("released device {}", n.replacen('+', "/", 1)))
+            .map(|n| match n.split_once('@') {
+                Some((huge, _)) if n.starts_with("hugepages-") => {
+                    let (name, bytes) = huge.split_once('=').unwrap_or((huge, "?"));
+                    format!("released {bytes} bytes of {name}")
+                }
+                _ => format!("released device {}", n.replacen('+', "/", 1)),
+            })
             .collect(),
         Err(err) => vec![format!(
             "failed to release devices under {LEASES_DIR}: {err}"
@@ -287,7 +324,8 @@ pub async fn wait(
             );
             tokio::task::spawn_blocking(move || {
                 let registry = Registry::load(&spec_dirs);
-                allocate(&leases_dir, &owner, &plan, &registry)
+                let host_pages = crate::spec::resources::host_huge_pages();
+                allocate(&leases_dir, &owner, &plan, &registry, &host_pages)
             })
             .await
         };
@@ -697,14 +735,15 @@ containerEdits:
         let registry = registry(specs.path(), "example.com/dev", &["a", "b", "all"]);
         let one = plan(&[("c", "example.com/dev", 1)]);
         let two = plan(&[("c", "example.com/dev", 1), ("d", "example.com/dev", 1)]);
+        let none = BTreeMap::new();
 
-        let first = allocate(leases.path(), "/pods/one", &one, &registry)
+        let first = allocate(leases.path(), "/pods/one", &one, &registry, &none)
             .expect("io")
             .expect("free");
         assert_eq!(first["c"][0].qualified(), "example.com/dev=a");
         assert_eq!(first["c"][0].edits.env, ["DEV=a"]);
         // `all` is no unit: one device is left, the pod of two gets none.
-        let short = allocate(leases.path(), "/pods/two", &two, &registry)
+        let short = allocate(leases.path(), "/pods/two", &two, &registry, &none)
             .expect("io")
             .expect_err("short");
         assert_eq!(short.kinds, ["example.com/dev"]);
@@ -724,12 +763,12 @@ containerEdits:
             release(leases.path(), "/pods/one").expect("release"),
             ["example.com+dev=a"]
         );
-        let second = allocate(leases.path(), "/pods/two", &two, &registry)
+        let second = allocate(leases.path(), "/pods/two", &two, &registry, &none)
             .expect("io")
             .expect("free now");
         assert_ne!(second["c"][0].name, second["d"][0].name);
         let missing = plan(&[("c", "example.com/none", 1)]);
-        let short = allocate(leases.path(), "/pods/three", &missing, &registry)
+        let short = allocate(leases.path(), "/pods/three", &missing, &registry, &none)
             .expect("io")
             .expect_err("no such kind");
         assert_eq!(short.kinds, ["example.com/none"]);
@@ -742,5 +781,45 @@ containerEdits:
             release(leases.path(), "/pods/two").expect("release").len(),
             2
         );
+    }
+
+    #[test]
+    fn huge_pages_fit_what_is_set_aside_less_what_pods_hold() {
+        let leases = tempfile::tempdir().expect("tempdir");
+        let specs = tempfile::tempdir().expect("tempdir");
+        let registry = registry(specs.path(), "example.com/dev", &["a"]);
+        let pod = |mib: u32| {
+            let text = format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers:\n  - \
+                 name: c\n    image: busybox\n    resources: {{limits: {{hugepages-2Mi: {mib}Mi, \
+                 memory: 64Mi}}}}\n"
+            );
+            crate::spec::parse("pod.yaml", &text)
+                .expect("valid")
+                .remove(0)
+        };
+        // Three 2 MiB pages set aside.
+        let host = BTreeMap::from([(2u64 << 20, 3u64), (1u64 << 30, 0)]);
+        allocate(leases.path(), "/pods/one", &pod(4), &registry, &host)
+            .expect("io")
+            .expect("fits");
+        let short = allocate(leases.path(), "/pods/two", &pod(4), &registry, &host)
+            .expect("io")
+            .expect_err("one page left");
+        assert_eq!(
+            short.message(),
+            "0/1 nodes are available: 1 Insufficient hugepages-2Mi. preemption: 0/1 nodes \
+             are available: 1 No preemption victims found for incoming pod."
+        );
+        allocate(leases.path(), "/pods/three", &pod(2), &registry, &host)
+            .expect("io")
+            .expect("the last page");
+        assert_eq!(
+            release(leases.path(), "/pods/one").expect("release"),
+            ["hugepages-2Mi=4194304@+pods+one"]
+        );
+        allocate(leases.path(), "/pods/two", &pod(4), &registry, &host)
+            .expect("io")
+            .expect("fits once the first is gone");
     }
 }

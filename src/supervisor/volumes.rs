@@ -58,6 +58,14 @@ pub enum VolumeError {
         #[source]
         source: nix::Error,
     },
+    #[error("volume {volume:?}: failed to mount a hugetlbfs ({options}) on {path:?}")]
+    Hugetlbfs {
+        volume: String,
+        path: PathBuf,
+        options: String,
+        #[source]
+        source: nix::Error,
+    },
 
     /// A configMap, secret or projected volume whose object (or key) is missing: kubelet's
     /// FailedMount message. The pod waits for it.
@@ -92,7 +100,8 @@ pub struct Volumes {
     roots: HashMap<String, PathBuf>,
     /// Volumes every mount of which is read-only (downwardAPI, as kubelet mounts it).
     read_only: Vec<String>,
-    /// tmpfs mounts made for `medium: Memory`, unmounted at teardown.
+    /// tmpfs mounts made for `medium: Memory` (and hugetlbfs ones for `medium: HugePages`),
+    /// unmounted at teardown.
     tmpfs: Vec<PathBuf>,
     /// Mount points created on the host because they were missing, removed at teardown.
     created: Vec<PathBuf>,
@@ -180,6 +189,31 @@ impl Volumes {
                     fs::set_permissions(&path, fs::Permissions::from_mode(0o2777))
                         .map_err(io(&path))?;
                 }
+                Ok(Some(path))
+            }
+            VolumeSource::HugePages { page_size } => {
+                let path = dir.join(&volume.name);
+                fs::create_dir_all(&path).map_err(io(&path))?;
+                // kubelet's mount: hugetlbfs with the page size alone (`pagesize=2Mi`), no
+                // size: the pod's hugetlb cgroup bounds what its pages take.
+                let options = format!(
+                    "pagesize={}",
+                    crate::spec::resources::binary_quantity(*page_size)
+                );
+                nix::mount::mount(
+                    Some("nodev"),
+                    &path,
+                    Some("hugetlbfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                    Some(options.as_str()),
+                )
+                .map_err(|source| VolumeError::Hugetlbfs {
+                    volume: volume.name.clone(),
+                    path: path.clone(),
+                    options,
+                    source,
+                })?;
+                self.tmpfs.push(path.clone());
                 Ok(Some(path))
             }
             VolumeSource::HostPath { path, kind } => {
