@@ -104,6 +104,10 @@ pub enum Error {
     #[error("{0}")]
     Network(String),
 
+    /// The pod's huge pages cannot be limited here.
+    #[error("{0}")]
+    HugePages(String),
+
     #[error("failed to lease the pod's devices under {dir}", dir = devices::LEASES_DIR)]
     Devices(#[source] std::io::Error),
 }
@@ -680,6 +684,20 @@ async fn run_in(
     if let Err(err) = set_sysctls(&ns, &plan.sysctls).await {
         undo(Some(ns), &cgroup);
         return Err(Error::Sysctl(err));
+    }
+    // Huge pages are limited in the pod's cgroup as kubelet limits them in its pod cgroup.
+    let huge_pages = plan.huge_pages();
+    let limited = match &cgroup {
+        Some(cgroup) => cgroup.set_pod_huge_pages(&huge_pages),
+        None if !huge_pages.is_empty() => Err("huge pages need the pod's cgroup with the \
+             hugetlb controller, and none could be made (no cgroup v2 mounted, or not \
+             writable: see the supervisor's log)"
+            .to_owned()),
+        None => Ok(()),
+    };
+    if let Err(err) = limited {
+        undo(Some(ns), &cgroup);
+        return Err(Error::HugePages(err));
     }
     let joined = match network {
         Some(PodNetwork::Bridge(network)) => network

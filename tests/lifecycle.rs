@@ -908,3 +908,146 @@ spec:
 fn container_state(status: &Value, name: &str) -> Value {
     container(status, "containerStatuses", name)["state"].clone()
 }
+
+/// `hugepages-2Mi` as kubelet honours it, on host processes: the pod's and the container's
+/// hugetlb cgroup limit (0 for the sizes not asked), a `medium: HugePages` emptyDir that is a
+/// hugetlbfs of 2 MiB pages the container maps a page of (and no more than its limit), and a
+/// pod asking more pages than are set aside and free of other pods kept Pending with
+/// kube-scheduler's reason until the first pod is deleted. Nothing is left: no mount, no
+/// cgroup, no lease; the host's pages are given back.
+#[test]
+fn huge_pages_are_limited_mounted_and_scheduled() {
+    let Some(env) = common::Isolated::new() else {
+        return;
+    };
+    let Some(pages) = common::HugePages::set_aside(2) else {
+        return;
+    };
+    let marks = Markers::new("hugepages");
+    let dir = marks.path().display().to_string();
+    let id = format!("{}-{}", std::process::id(), next());
+    let (first, second) = (format!("huge-a-{id}"), format!("huge-b-{id}"));
+    let map = |file: &str| {
+        format!(
+            "python3 -c \\\"import mmap, os; f = os.open('{dir}/huge/{file}', os.O_CREAT | \
+             os.O_RDWR); os.ftruncate(f, 2097152); m = mmap.mmap(f, 2097152); m[0] = 1; \
+             print('mapped {file}')\\\""
+        )
+    };
+    let manifest = |name: &str, bytes: u64, script: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations: {{podkit.io/host-process: 'true', podkit.io/network: none}}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{{name: huge, emptyDir: {{medium: HugePages}}}}]
+  containers:
+  - name: app
+    resources: {{limits: {{hugepages-2Mi: '{bytes}'}}, requests: {{memory: 16Mi}}}}
+    volumeMounts: [{{name: huge, mountPath: {dir}/huge}}]
+    command: [sh, -c, "{script}; echo done; trap 'exit 0' TERM; while true; do sleep 0.1; done"]
+"#
+        )
+    };
+    let logs = |pod: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = String::from_utf8_lossy(&env.podkit(&["logs", pod, "-c", "app"]).stdout)
+                .into_owned();
+            if text.contains("done\n") {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pod {pod} did not finish its script: {text}\n{}",
+                String::from_utf8_lossy(&env.podkit(&["describe", "pod", pod]).stdout)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // One page: mapped in the hugetlbfs; a second page is over the limit.
+    let script = format!(
+        "{} && mount | grep {dir}/huge; {}; echo over=$?",
+        map("f"),
+        map("g")
+    );
+    let file = env.file("a.yaml", &manifest(&first, 2 << 20, &script));
+    env.ok(&["apply", "-f", &file]);
+    let out = logs(&first);
+    assert!(out.contains("mapped f\n"), "{out}");
+    assert!(
+        out.contains(&format!("on {dir}/huge type hugetlbfs")) && out.contains("pagesize=2M"),
+        "{out}"
+    );
+    assert!(!out.contains("mapped g"), "over the limit: {out}");
+    assert!(!out.contains("over=0"), "{out}");
+    let cgroup = common::pod_cgroup(&first).expect("cgroup v2");
+    let read = |file: &Path| {
+        std::fs::read_to_string(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .trim()
+            .to_owned()
+    };
+    for dir in [cgroup.clone(), cgroup.join("app")] {
+        assert_eq!(read(&dir.join("hugetlb.2MB.max")), "2097152");
+        assert_eq!(read(&dir.join("hugetlb.2MB.rsvd.max")), "2097152");
+        if dir.join("hugetlb.1GB.max").exists() {
+            assert_eq!(read(&dir.join("hugetlb.1GB.max")), "0", "not asked: none");
+        }
+    }
+    assert_eq!(read(&cgroup.join("app/hugetlb.2MB.current")), "2097152");
+    let described = env.ok(&["describe", "pod", &first]);
+    assert!(described.contains("hugepages-2Mi: 2097152"), "{described}");
+    assert!(described.contains("Medium:"), "{described}");
+
+    // Every page set aside: one is the first pod's, so the second waits as kube-scheduler
+    // leaves it, and `apply` says so.
+    let all = pages.total * (2 << 20);
+    let file = env.file("b.yaml", &manifest(&second, all, "true"));
+    let out = env.podkit(&["apply", "-f", &file]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    let reason = "0/1 nodes are available: 1 Insufficient hugepages-2Mi.";
+    assert!(stderr.contains(reason), "{stderr}");
+    let status: Value =
+        serde_json::from_str(&env.ok(&["get", "pod", &second, "-o", "json"])).expect("json");
+    let scheduled = condition(&status["status"], "PodScheduled");
+    assert_eq!(status["status"]["phase"], "Pending", "{status:#}");
+    assert_eq!(scheduled["reason"], "Unschedulable", "{status:#}");
+    assert!(
+        scheduled["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with(reason)),
+        "{status:#}"
+    );
+    let described = env.ok(&["describe", "pod", &second]);
+    assert!(described.contains("FailedScheduling"), "{described}");
+
+    // The first pod deleted, its pages go back: the second starts.
+    env.ok(&["delete", "pod", &first]);
+    assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+    assert_eq!(logs(&second), "done\n");
+    let cgroup = common::pod_cgroup(&second).expect("cgroup v2");
+    assert_eq!(read(&cgroup.join("hugetlb.2MB.max")), all.to_string());
+    env.ok(&["delete", "pod", &second]);
+    assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+    let state = env.state().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&state) && !mounts.contains(&format!("{dir}/huge")),
+        "{mounts}"
+    );
+    let leases: Vec<String> = std::fs::read_dir("/run/podkit/devices")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|o| o.starts_with(&state)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(leases.is_empty(), "{leases:?}");
+}

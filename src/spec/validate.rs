@@ -1572,7 +1572,12 @@ impl Validator {
     /// when it mounts the volume (`getPageSizeMountOption`): for `HugePages`, the one size the
     /// containers ask; for `HugePages-<size>`, a container must ask that size. Refused with
     /// kubelet's words otherwise (kubelet fails the mount; the pod never starts).
-    fn huge_page_volumes(&mut self, volumes: &mut [Volume], containers: &[Member], init: &[Member]) {
+    fn huge_page_volumes(
+        &mut self,
+        volumes: &mut [Volume],
+        containers: &[Member],
+        init: &[Member],
+    ) {
         let sizes: Vec<u64> = containers
             .iter()
             .chain(init)
@@ -2748,14 +2753,15 @@ impl Validator {
                     Some("Memory") => true,
                     // The page size, for `HugePages` alone, comes from the pod's containers
                     // ([`Validator::huge_page_volumes`]); 0 until then.
-                    Some("HugePages") => return Some(Volume {
-                        name: vol.name.clone(),
-                        source: VolumeSource::HugePages { page_size: 0 },
-                    }),
+                    Some("HugePages") => {
+                        return Some(Volume {
+                            name: vol.name.clone(),
+                            source: VolumeSource::HugePages { page_size: 0 },
+                        });
+                    }
                     Some(medium) if medium.starts_with("HugePages-") => {
                         let size = medium.trim_start_matches("HugePages-");
-                        let Some(page_size) = huge_page_size(&format!("hugepages-{size}"))
-                        else {
+                        let Some(page_size) = huge_page_size(&format!("hugepages-{size}")) else {
                             self.bad(
                                 &format!("{path}.emptyDir.medium"),
                                 format!("{medium:?}: {size:?} is not a page size (HugePages-2Mi, HugePages-1Gi)"),

@@ -12,6 +12,7 @@
 //! when the supervisor is gone. Without cgroup v2 the process group and the pod-wide sweep of
 //! descendants do the work, and a process that left its group lives until the pod ends.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -117,6 +118,74 @@ impl PodCgroup {
         })
     }
 
+    /// The pod's huge page limits, as kubelet sets its pod cgroup (`HugePageLimits` of the pod's
+    /// requests): for each page size the kernel offers, `hugetlb.<size>.max` (and
+    /// `hugetlb.<size>.rsvd.max` where the kernel has it, as runc writes both) the pod's bytes
+    /// of that size, 0 for a size it does not ask. The hugetlb controller is enabled for the pod
+    /// (in the supervisor's cgroup where it may, and in the pod's for its containers). An error
+    /// when the pod asks a size and the controller is not to be had here; a pod asking none
+    /// then runs without the limits (logged).
+    pub fn set_pod_huge_pages(&self, pages: &BTreeMap<u64, u64>) -> Result<(), String> {
+        let has = |dir: &Path| {
+            std::fs::read_to_string(dir.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|c| c == "hugetlb")
+        };
+        if !has(&self.dir)
+            && let Some(own) = self.dir.parent()
+        {
+            let _ = std::fs::write(own.join("cgroup.subtree_control"), "+hugetlb");
+        }
+        let enabled = has(&self.dir)
+            && std::fs::write(self.dir.join("cgroup.subtree_control"), "+hugetlb").is_ok();
+        if !enabled {
+            if let Some(size) = pages.keys().next() {
+                return Err(format!(
+                    "{} needs the cgroup v2 hugetlb controller in {} to limit the pod's huge \
+                     pages, and it is not available there (the supervisor's cgroup delegates \
+                     it: start podkit from a cgroup with it enabled, e.g. `systemd-run --scope \
+                     -p Delegate=yes podkit ...`)",
+                    crate::spec::resources::huge_page_name(*size),
+                    self.dir.display()
+                ));
+            }
+            debug!(dir = %self.dir.display(), "no hugetlb controller: the pod's huge pages are not limited");
+            return Ok(());
+        }
+        write_huge_page_limits(&self.dir, pages)
+    }
+
+    /// Container `name`'s huge page limits (kubelet gives the runtime a limit per page size the
+    /// host has: the container's, 0 for a size it does not ask), written in its cgroup, made if
+    /// needed, before any of its processes is in it: an image container's runtime joins the
+    /// cgroup as it is (on a hybrid host runc cannot write them itself: it knows only the v1
+    /// hugetlb hierarchy, absent here, and refuses `hugepageLimits` with "cannot set hugetlb
+    /// limit: container could not join or create cgroup", runc 1.1.5). Nothing where the
+    /// pod's cgroup has no hugetlb controller ([`PodCgroup::set_pod_huge_pages`] refused a pod
+    /// asking any).
+    pub fn set_container_huge_pages(
+        &self,
+        name: &str,
+        pages: &BTreeMap<u64, u64>,
+    ) -> Result<(), String> {
+        if !std::fs::read_to_string(self.dir.join("cgroup.subtree_control"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .any(|c| c == "hugetlb")
+        {
+            return Ok(());
+        }
+        let dir = self.dir.join(name);
+        match std::fs::create_dir(&dir) {
+            Err(err) if err.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(format!("failed to make the container's cgroup: {err}"));
+            }
+            _ => {}
+        }
+        write_huge_page_limits(&dir, pages)
+    }
+
     /// How many processes of container `name` the kernel's OOM killer has killed (`oom_kill`
     /// of the container's memory cgroup: `memory.oom_control` on v1, `memory.events` on v2),
     /// read before the runtime removes the cgroup. `None` where it cannot be read (no such
@@ -179,6 +248,36 @@ impl PodCgroup {
     pub fn remove(&self) -> Vec<String> {
         remove_tree(&self.dir)
     }
+}
+
+/// Writes `hugetlb.<size>.max` (and `.rsvd.max` where present) in cgroup `dir` for every page
+/// size the kernel offers: `pages`' bytes for the size, else 0.
+fn write_huge_page_limits(dir: &Path, pages: &BTreeMap<u64, u64>) -> Result<(), String> {
+    let sizes = crate::spec::resources::host_huge_pages();
+    for size in sizes.keys().chain(pages.keys()) {
+        let limit = pages.get(size).copied().unwrap_or(0);
+        let kernel = crate::spec::resources::hugetlb_size_name(*size);
+        let max = dir.join(format!("hugetlb.{kernel}.max"));
+        if !max.exists() {
+            if limit > 0 {
+                return Err(format!(
+                    "{} needs {} and the kernel has no such hugetlb file (no {kernel} pages \
+                     on this host)",
+                    crate::spec::resources::huge_page_name(*size),
+                    max.display()
+                ));
+            }
+            continue;
+        }
+        let rsvd = dir.join(format!("hugetlb.{kernel}.rsvd.max"));
+        for file in [max, rsvd] {
+            if file.exists() {
+                std::fs::write(&file, limit.to_string())
+                    .map_err(|e| format!("failed to write {limit} to {}: {e}", file.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The cgroup of container `name` of the pod whose state directory is `state_dir`, opened for

@@ -198,7 +198,11 @@ pub fn allocate(
     // default) less what the pods on it ask.
     for (size, bytes) in plan.huge_pages() {
         let name = crate::spec::resources::huge_page_name(size);
-        let allocatable = host_pages.get(&size).copied().unwrap_or(0).saturating_mul(size);
+        let allocatable = host_pages
+            .get(&size)
+            .copied()
+            .unwrap_or(0)
+            .saturating_mul(size);
         if huge_held(&held, &name).saturating_add(bytes) > allocatable {
             short.push(name);
         } else {

@@ -586,11 +586,15 @@ pub(crate) async fn prepare(
             .map_err(|e| error_chain(&e))?;
         oci::bundle::write(&dir, &spec).map_err(|e| error_chain(&e))?;
         let cgroup = match &pod.cgroup {
-            Some(cgroup) => Some(
-                cgroup
-                    .container(&member.name)
-                    .map_err(|e| format!("failed to make the container's cgroup: {e}"))?,
-            ),
+            Some(cgroup) => {
+                // Written before the runtime joins the cgroup (see set_container_huge_pages).
+                cgroup.set_container_huge_pages(&member.name, &member.hugepages)?;
+                Some(
+                    cgroup
+                        .container(&member.name)
+                        .map_err(|e| format!("failed to make the container's cgroup: {e}"))?,
+                )
+            }
             None => None,
         };
         // The pod's other containers get to write their bundles first: once a runtime process

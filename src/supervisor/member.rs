@@ -673,6 +673,7 @@ async fn start(
         .stdout(stdout)
         .stderr(stderr);
     if let Some(cgroup) = &pod.cgroup {
+        cgroup.set_container_huge_pages(&member.name, &member.hugepages)?;
         let dir = cgroup
             .container(&member.name)
             .map_err(|e| format!("failed to make the container's cgroup: {e}"))?;

@@ -578,3 +578,68 @@ pub fn pty_masters(pid: u32) -> usize {
         .filter(|target| target.to_string_lossy().ends_with("ptmx"))
         .count()
 }
+
+/// 2 MiB huge pages set aside for a test (`nr_hugepages` raised), given back when dropped,
+/// also when the test fails: the count goes back to what it was. Held under a lock, so the
+/// tests that use huge pages (in any test binary) take turns; other users of the host's huge
+/// pages may still hold some, so a test asks only for what it set aside.
+#[allow(dead_code)] // not every test binary uses it
+pub struct HugePages {
+    /// What `nr_hugepages` was before.
+    original: u64,
+    /// What it is now (the kernel may have found fewer pages than asked).
+    pub total: u64,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+#[allow(dead_code)]
+impl HugePages {
+    const NR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+    /// Raises the 2 MiB pages by `more`; `None` (the test skipped, said why) when the kernel
+    /// has no 2 MiB pages.
+    pub fn set_aside(more: u64) -> Option<HugePages> {
+        if !Path::new(Self::NR).exists() {
+            eprintln!("skipped: no 2 MiB huge pages on this kernel");
+            return None;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/tmp/podkit-test-hugepages.lock")
+            .expect("lock file");
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("lock");
+        let read = || -> u64 {
+            std::fs::read_to_string(Self::NR)
+                .expect("nr_hugepages")
+                .trim()
+                .parse()
+                .expect("a number")
+        };
+        let original = read();
+        let mut pages = HugePages {
+            original,
+            total: original,
+            _lock: lock,
+        };
+        std::fs::write(Self::NR, (original + more).to_string()).expect("raise nr_hugepages");
+        pages.total = read();
+        assert!(
+            pages.total >= original + more,
+            "the kernel set aside {} of {more} more 2 MiB pages (memory too fragmented?)",
+            pages.total - original
+        );
+        Some(pages)
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        if let Err(err) = std::fs::write(Self::NR, self.original.to_string()) {
+            eprintln!("failed to restore nr_hugepages to {}: {err}", self.original);
+        }
+    }
+}
