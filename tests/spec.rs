@@ -617,9 +617,30 @@ fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
             "limits: {memory: 16Ei}",
             "spec.containers[0].resources.limits.memory: \"16Ei\" is too large",
         ),
+        // Huge pages, as the API server checks them.
         (
-            "limits: {hugepages-2Mi: 64Mi, memory: 64Mi}",
-            "spec.containers[0].resources.limits.hugepages-2Mi: not supported by podkit: no huge pages",
+            "limits: {hugepages-2Mi: 3Mi, memory: 64Mi}",
+            "spec.containers[0].resources.limits.hugepages-2Mi: \"3Mi\": 3Mi is not positive integer multiple of hugepages-2Mi",
+        ),
+        (
+            "limits: {hugepages-2Mi: 2Mi}",
+            "spec.containers[0].resources: Forbidden: HugePages require cpu or memory",
+        ),
+        (
+            "requests: {hugepages-2Mi: 2Mi, memory: 64Mi}",
+            "spec.containers[0].resources.limits: Required value: Limit must be set for non overcommitable resources",
+        ),
+        (
+            "requests: {hugepages-2Mi: 2Mi, memory: 64Mi}\n      limits: {hugepages-2Mi: 4Mi}",
+            "spec.containers[0].resources.requests.hugepages-2Mi: \"2Mi\" must be equal to hugepages-2Mi limit of \"4Mi\"",
+        ),
+        (
+            "limits: {hugepages-2Mi: '-2Mi', memory: 64Mi}",
+            "spec.containers[0].resources.limits.hugepages-2Mi: \"-2Mi\" must be greater than or equal to 0",
+        ),
+        (
+            "limits: {hugepages-x: 2Mi, cpu: 1}",
+            "spec.containers[0].resources.limits.hugepages-x: \"2Mi\": 2Mi is not positive integer multiple of hugepages-x",
         ),
         // Extended resources, as the API server checks them (served from the host's CDI
         // specs, see tests/images.rs).
@@ -694,6 +715,91 @@ fn resources_are_read_like_the_api_server_and_give_the_qos_class() {
         err.contains("spec.containers[0].resources.limits: extended resources are not supported for host-process container \"app\""),
         "{err}"
     );
+}
+
+/// `hugepages-<size>` and `medium: HugePages[-<size>]` emptyDirs: accepted as the API server
+/// accepts them (a limit alone is the request; host processes may give cpu or memory as
+/// requests, listed as ignored), the pod's pages summed as kube-scheduler sums them, the
+/// volume's page size found as kubelet finds it, and kubelet's mount errors given up front.
+#[test]
+fn huge_pages_are_checked_as_the_api_server_and_kubelet_check_them() {
+    let image = |containers: &str, volumes: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n{volumes}  containers:\n{containers}"
+        )
+    };
+    let plan = |yaml: &str| spec::parse("pod.yaml", yaml).expect("valid").remove(0);
+    let two = 2u64 << 20;
+    let accepted = plan(&image(
+        "  - {name: a, image: busybox:1, resources: {limits: {hugepages-2Mi: 4Mi, memory: 64Mi}}}\n  - {name: b, image: busybox:1, resources: {requests: {hugepages-2Mi: 2Mi, cpu: 1}, limits: {hugepages-2Mi: 2Mi}}}\n",
+        "  volumes:\n  - {name: h, emptyDir: {medium: HugePages}}\n  - {name: s, emptyDir: {medium: HugePages-2Mi}}\n",
+    ));
+    assert_eq!(accepted.containers[0].hugepages, [(two, 4 << 20)].into());
+    assert_eq!(accepted.containers[1].hugepages, [(two, two)].into());
+    assert_eq!(accepted.huge_pages(), [(two, 6 << 20)].into());
+    for v in &accepted.volumes {
+        assert_eq!(v.source, VolumeSource::HugePages { page_size: two });
+    }
+    // A host process: cpu or memory as requests only, listed as ignored.
+    let host = plan(&pod(
+        "",
+        "    resources: {limits: {hugepages-2Mi: 2Mi}, requests: {memory: 16Mi}}\n",
+    ));
+    assert_eq!(host.containers[0].hugepages, [(two, two)].into());
+    assert!(
+        host.ignored
+            .iter()
+            .any(|i| i.starts_with("spec.containers[0].resources.requests.memory")),
+        "{:?}",
+        host.ignored
+    );
+    let err = spec::parse(
+        "pod.yaml",
+        &pod(
+            "",
+            "    resources: {limits: {hugepages-2Mi: 2Mi, memory: 16Mi}}\n",
+        ),
+    )
+    .expect_err("a memory limit on a host process")
+    .to_string();
+    assert!(
+        err.contains("spec.containers[0].resources: not supported for host-process container"),
+        "{err}"
+    );
+
+    let refused = [
+        (
+            "  - {name: a, image: busybox:1, resources: {limits: {memory: 64Mi}}}\n",
+            "  volumes:\n  - {name: h, emptyDir: {medium: HugePages}}\n",
+            "spec.volumes[0].emptyDir.medium: medium HugePages: hugePages storage requested, but there is no resource request for huge pages",
+        ),
+        (
+            "  - {name: a, image: busybox:1, resources: {limits: {hugepages-2Mi: 2Mi, hugepages-1Gi: 1Gi, memory: 64Mi}}}\n",
+            "  volumes:\n  - {name: h, emptyDir: {medium: HugePages}}\n",
+            "spec.volumes[0].emptyDir.medium: medium: HugePages can't be used if container requests multiple huge page sizes",
+        ),
+        (
+            "  - {name: a, image: busybox:1, resources: {limits: {hugepages-2Mi: 2Mi, memory: 64Mi}}}\n",
+            "  volumes:\n  - {name: h, emptyDir: {medium: HugePages-1Gi}}\n",
+            "spec.volumes[0].emptyDir.medium: medium HugePages-1Gi: hugePages storage requested, but there is no resource request for huge pages",
+        ),
+        (
+            "  - {name: a, image: busybox:1}\n",
+            "  volumes:\n  - {name: h, emptyDir: {medium: HugePages-big}}\n",
+            "spec.volumes[0].emptyDir.medium: \"HugePages-big\": \"big\" is not a page size",
+        ),
+        (
+            "  - {name: a, image: busybox:1}\n",
+            "  volumes:\n  - {name: h, emptyDir: {medium: Disk}}\n",
+            "spec.volumes[0].emptyDir.medium: \"Disk\": must be \"\", \"Memory\", \"HugePages\" or \"HugePages-<size>\"",
+        ),
+    ];
+    for (containers, volumes, want) in refused {
+        let err = spec::parse("pod.yaml", &image(containers, volumes))
+            .expect_err(want)
+            .to_string();
+        assert!(err.contains(want), "want {want:?} in:\n{err}");
+    }
 }
 
 /// downwardAPI volumes and `resourceFieldRef` as the API server checks them; file modes written
