@@ -2580,3 +2580,78 @@ spec:
     env.ok(&["delete", "pod", &pod]);
     assert_nothing_left(&env, &pod);
 }
+
+/// `hugepages-2Mi` of an image container run by runc on this hybrid host, where runc cannot
+/// write hugetlb limits itself (it knows only the v1 hugetlb hierarchy, absent here): podkit
+/// writes them in the container's cgroup before runc joins it. The container allocates its one
+/// page in its `medium: HugePages-2Mi` emptyDir (root's as kubelet mounts it, the pod's fsGroup
+/// given write to it, the image's user being nobody) and is refused a second; nothing is left.
+#[test]
+fn an_image_container_gets_its_huge_pages_and_no_more() {
+    let Some(_pages) = common::HugePages::set_aside(2) else {
+        return;
+    };
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let name = format!("huge-image-{}", std::process::id());
+    let manifest = env.tmp.path().join("huge.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {{fsGroup: 2000}}
+  volumes: [{{name: huge, emptyDir: {{medium: HugePages-2Mi}}}}]
+  containers:
+  - name: app
+    image: {image}
+    resources: {{limits: {{hugepages-2Mi: 2Mi, memory: 64Mi}}}}
+    volumeMounts: [{{name: huge, mountPath: /huge}}]
+    command:
+    - /bin/sh
+    - -c
+    - |
+      busybox fallocate -l 2097152 /huge/f && echo allocated
+      busybox fallocate -l 2097152 /huge/g 2>/dev/null || echo refused
+      busybox grep -o '/huge hugetlbfs' /proc/mounts
+      echo done
+      exec busybox sleep 3600
+"
+        ),
+    )
+    .expect("manifest");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &name, "--grace-period", "0"]);
+    });
+    env.ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let logs = loop {
+        let text = String::from_utf8_lossy(&env.podkit(&["logs", &name, "-c", "app"]).stdout)
+            .into_owned();
+        if text.contains("done\n") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not finish: {text}\n{}",
+            env.ok(&["describe", "pod", &name])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(logs, "allocated\nrefused\n/huge hugetlbfs\ndone\n");
+    let cgroup = common::pod_cgroup(&name).expect("cgroup v2");
+    for file in ["hugetlb.2MB.max", "app/hugetlb.2MB.max", "app/hugetlb.2MB.current"] {
+        let text = std::fs::read_to_string(cgroup.join(file)).expect("hugetlb file");
+        assert_eq!(text.trim(), "2097152", "{file}");
+    }
+    // The second page was refused by the limit, not for want of pages (one more is set aside).
+    let events = std::fs::read_to_string(cgroup.join("app/hugetlb.2MB.events")).expect("events");
+    assert_eq!(events, "max 1\n");
+    env.ok(&["delete", "pod", &name]);
+    assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
+    assert_nothing_left(&env, &name);
+}

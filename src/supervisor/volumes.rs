@@ -214,6 +214,13 @@ impl Volumes {
                     source,
                 })?;
                 self.tmpfs.push(path.clone());
+                // Its root is root's, 0755, as kubelet leaves it; fsGroup as for any emptyDir.
+                if let Some(gid) = fs_group {
+                    nix::unistd::chown(&path, None, Some(nix::unistd::Gid::from_raw(gid)))
+                        .map_err(|e| io(&path)(e.into()))?;
+                    fs::set_permissions(&path, fs::Permissions::from_mode(0o2775))
+                        .map_err(io(&path))?;
+                }
                 Ok(Some(path))
             }
             VolumeSource::HostPath { path, kind } => {

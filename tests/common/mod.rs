@@ -583,7 +583,6 @@ pub fn pty_masters(pid: u32) -> usize {
 /// also when the test fails: the count goes back to what it was. Held under a lock, so the
 /// tests that use huge pages (in any test binary) take turns; other users of the host's huge
 /// pages may still hold some, so a test asks only for what it set aside.
-#[allow(dead_code)] // not every test binary uses it
 pub struct HugePages {
     /// What `nr_hugepages` was before.
     original: u64,
@@ -592,7 +591,6 @@ pub struct HugePages {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-#[allow(dead_code)]
 impl HugePages {
     const NR: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
 
