@@ -2630,8 +2630,8 @@ spec:
     env.ok(&["apply", "-f", manifest.to_str().expect("utf-8")]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let logs = loop {
-        let text = String::from_utf8_lossy(&env.podkit(&["logs", &name, "-c", "app"]).stdout)
-            .into_owned();
+        let text =
+            String::from_utf8_lossy(&env.podkit(&["logs", &name, "-c", "app"]).stdout).into_owned();
         if text.contains("done\n") {
             break text;
         }
@@ -2644,7 +2644,11 @@ spec:
     };
     assert_eq!(logs, "allocated\nrefused\n/huge hugetlbfs\ndone\n");
     let cgroup = common::pod_cgroup(&name).expect("cgroup v2");
-    for file in ["hugetlb.2MB.max", "app/hugetlb.2MB.max", "app/hugetlb.2MB.current"] {
+    for file in [
+        "hugetlb.2MB.max",
+        "app/hugetlb.2MB.max",
+        "app/hugetlb.2MB.current",
+    ] {
         let text = std::fs::read_to_string(cgroup.join(file)).expect("hugetlb file");
         assert_eq!(text.trim(), "2097152", "{file}");
     }

@@ -1034,7 +1034,30 @@ spec:
     assert_eq!(logs(&second), "done\n");
     let cgroup = common::pod_cgroup(&second).expect("cgroup v2");
     assert_eq!(read(&cgroup.join("hugetlb.2MB.max")), all.to_string());
-    env.ok(&["delete", "pod", &second]);
+    // Its supervisor killed, `gc` gives its pages back with the rest.
+    let supervisor: i32 = read(
+        &env.state()
+            .join("pods")
+            .join(format!("default_{second}"))
+            .join("supervisor.pid"),
+    )
+    .parse()
+    .expect("pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL the supervisor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !env.ok(&["get", "pod", &second]).contains("Unknown") {
+        assert!(std::time::Instant::now() < deadline, "not Unknown");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let swept = env.ok(&["gc"]);
+    assert!(
+        swept.contains(&format!("released {all} bytes of hugepages-2Mi")),
+        "{swept}"
+    );
     assert!(!cgroup.exists(), "cgroup left: {}", cgroup.display());
     let state = env.state().display().to_string();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
