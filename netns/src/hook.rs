@@ -133,8 +133,15 @@ impl ConnectHook {
     }
 
     /// Sends the host's clients of `ports` straight to `pod_ip`, in place of what went to
-    /// `pod_ip` before (so an empty `ports` takes the pod's hostPorts off the hook).
+    /// `pod_ip` before (so an empty `ports` takes the pod's hostPorts off the hook). Under the
+    /// hook's lock, so that [`ConnectHook::remove_if_unused`] never removes the hook between
+    /// this pod's `ensure` and its ports: an error if the hook was removed since (`ensure`
+    /// again).
     pub fn set(&self, pod_ip: Ipv4Addr, ports: &[HostPort]) -> Result<()> {
+        let _lock = self.lock()?;
+        if !self.loaded() {
+            return Err(self.gone());
+        }
         let mut map = self.hostports()?;
         remove_where(&mut map, |value| address_ip(value) == pod_ip)?;
         for port in ports {
@@ -149,6 +156,10 @@ impl ConnectHook {
     /// Takes every hostPort whose pod address `keep` refuses off the hook (`gc`: those of pods
     /// that are gone); returns the addresses it took off.
     pub fn retain(&self, keep: impl Fn(Ipv4Addr) -> bool) -> Result<Vec<Ipv4Addr>> {
+        let _lock = self.lock()?;
+        if !self.loaded() {
+            return Ok(Vec::new());
+        }
         let mut map = self.hostports()?;
         let mut gone = Vec::new();
         remove_where(&mut map, |value| {
@@ -191,23 +202,50 @@ impl ConnectHook {
         Ok(found)
     }
 
-    /// Detaches the hook and removes its pins and bpffs (`gc`, once no pod uses it). Sockets it
-    /// rewrote keep their connections. Returns whether there was a hook to remove.
+    /// Detaches the hook and removes its pins and bpffs. Sockets it rewrote keep their
+    /// connections. Returns whether there was a hook to remove.
     pub fn remove(dir: impl Into<PathBuf>) -> Result<bool> {
-        let hook = ConnectHook { dir: dir.into() };
+        Self::remove_when(dir.into(), |_| Ok(true))
+    }
+
+    /// [`ConnectHook::remove`] once no hostPort is on the hook (`gc`), under its lock, so that
+    /// no pod between its `ensure` and its [`ConnectHook::set`] loses it. Whether it removed one.
+    pub fn remove_if_unused(dir: impl Into<PathBuf>) -> Result<bool> {
+        Self::remove_when(dir.into(), |hook| {
+            Ok(!hook.loaded() || hook.hostports()?.keys().next().is_none())
+        })
+    }
+
+    fn remove_when(dir: PathBuf, now: impl Fn(&ConnectHook) -> Result<bool>) -> Result<bool> {
+        let hook = ConnectHook { dir };
         if !hook.dir.exists() {
             return Ok(false);
         }
         let _lock = hook.lock()?;
+        if !now(&hook)? {
+            return Ok(false);
+        }
         let was = hook.loaded();
         hook.unpin();
         if is_bpffs(&hook.dir) {
             nix::mount::umount2(&hook.dir, nix::mount::MntFlags::MNT_DETACH)
                 .map_err(|e| hook_error(format!("failed to unmount {}", hook.dir.display()), e))?;
         }
+        // The lock file stays: one that another process waits on must not be replaced by a
+        // new file (two holders at once).
         let _ = std::fs::remove_dir(&hook.dir);
-        let _ = std::fs::remove_file(hook.lock_path());
         Ok(was)
+    }
+
+    /// The error of a hook removed since it was opened.
+    fn gone(&self) -> Error {
+        Error::Hook {
+            what: format!(
+                "no hook is loaded in {} (removed meanwhile)",
+                self.dir.display()
+            ),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        }
     }
 
     fn lock_path(&self) -> PathBuf {

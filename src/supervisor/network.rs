@@ -466,11 +466,7 @@ async fn unhook(ips: Vec<Ipv4Addr>) -> Result<(), String> {
 
 /// Removes the connect hook once no hostPort is on it (`gc`, when no pod is left on a bridge).
 async fn remove_unused_hook() -> Result<bool, String> {
-    blocking(|| match netns::ConnectHook::open(HOOK_DIR)? {
-        Some(hook) if !hook.ports()?.is_empty() => Ok(false),
-        _ => netns::ConnectHook::remove(HOOK_DIR),
-    })
-    .await
+    blocking(|| netns::ConnectHook::remove_if_unused(HOOK_DIR)).await
 }
 
 /// Runs a blocking call of the `netns` crate (its nftables and lease files) off the runtime's
