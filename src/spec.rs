@@ -8,6 +8,7 @@
 
 mod expand;
 mod objects;
+pub use objects::NETWORK_POLICY_NOT_ENFORCED;
 pub mod quantity;
 pub mod resources;
 mod validate;
@@ -462,6 +463,9 @@ pub enum ObjectKind {
     ConfigMap,
     Secret,
     PersistentVolumeClaim,
+    /// Kept, listed and described, and NOT ENFORCED: podkit filters no traffic between pods
+    /// (said by `apply`, `get`, and `describe` of the policy and of each pod it selects).
+    NetworkPolicy,
     /// Kept and listed; what it does (an IP, a name, endpoints) is the pod network's work.
     Service,
     Deployment,
@@ -475,10 +479,11 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// Every kind, in the order `apply` keeps them: what pods read before the workloads.
-    pub const ALL: [ObjectKind; 11] = [
+    pub const ALL: [ObjectKind; 12] = [
         ObjectKind::ConfigMap,
         ObjectKind::Secret,
         ObjectKind::PersistentVolumeClaim,
+        ObjectKind::NetworkPolicy,
         ObjectKind::Service,
         ObjectKind::Deployment,
         ObjectKind::ReplicaSet,
@@ -490,10 +495,10 @@ impl ObjectKind {
     ];
 
     /// The workloads: the kinds after the Services in [`ObjectKind::ALL`].
-    pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(4).1;
+    pub const WORKLOADS: &[ObjectKind] = ObjectKind::ALL.split_at(5).1;
 
     /// The kinds a controller process keeps: the Services and the workloads.
-    pub const CONTROLLED: &[ObjectKind] = ObjectKind::ALL.split_at(3).1;
+    pub const CONTROLLED: &[ObjectKind] = ObjectKind::ALL.split_at(4).1;
 
     /// The kind as the API names it: `ConfigMap`, `Secret`.
     pub fn kind(self) -> &'static str {
@@ -501,6 +506,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "ConfigMap",
             ObjectKind::Secret => "Secret",
             ObjectKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ObjectKind::NetworkPolicy => "NetworkPolicy",
             ObjectKind::Service => "Service",
             ObjectKind::Deployment => "Deployment",
             ObjectKind::ReplicaSet => "ReplicaSet",
@@ -530,6 +536,7 @@ impl ObjectKind {
             | ObjectKind::StatefulSet
             | ObjectKind::DaemonSet => "apps/v1",
             ObjectKind::Job | ObjectKind::CronJob => "batch/v1",
+            ObjectKind::NetworkPolicy => "networking.k8s.io/v1",
         }
     }
 
@@ -553,6 +560,7 @@ impl ObjectKind {
             ObjectKind::DaemonSet => "daemonset.apps",
             ObjectKind::Job => "job.batch",
             ObjectKind::CronJob => "cronjob.batch",
+            ObjectKind::NetworkPolicy => "networkpolicy.networking.k8s.io",
             other => other.lower(),
         }
     }
@@ -563,6 +571,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "configmap",
             ObjectKind::Secret => "secret",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaim",
+            ObjectKind::NetworkPolicy => "networkpolicy",
             ObjectKind::Service => "service",
             ObjectKind::Deployment => "deployment",
             ObjectKind::ReplicaSet => "replicaset",
@@ -580,6 +589,7 @@ impl ObjectKind {
             ObjectKind::ConfigMap => "configmaps",
             ObjectKind::Secret => "secrets",
             ObjectKind::PersistentVolumeClaim => "persistentvolumeclaims",
+            ObjectKind::NetworkPolicy => "networkpolicies",
             ObjectKind::Service => "services",
             ObjectKind::Deployment => "deployments",
             ObjectKind::ReplicaSet => "replicasets",
@@ -853,6 +863,12 @@ pub fn parse_manifest(file: &str, text: &str) -> Result<Manifest, SpecError> {
                 }
                 objects::Other::Object(object) => {
                     // Kept, and said what of it does not work yet.
+                    if object.kind == ObjectKind::NetworkPolicy {
+                        ignored.push(format!(
+                            "NetworkPolicy/{}: kept, NOT ENFORCED: {}",
+                            object.name, NETWORK_POLICY_NOT_ENFORCED
+                        ));
+                    }
                     if object.kind == ObjectKind::Service {
                         let spec = &object.value["spec"];
                         if spec["type"].as_str() == Some("LoadBalancer") {

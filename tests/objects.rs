@@ -662,3 +662,141 @@ spec:
     assert!(!volume.exists(), "the claim's data goes with it");
     assert_eq!(mounts_under(&env.state()), Vec::<String>::new());
 }
+
+/// A NetworkPolicy is kept, listed and described as kubectl shows it, and said NOT ENFORCED
+/// everywhere a user looks: `apply`'s note, `get`'s ENFORCED column, `describe` of the policy
+/// (with the pods it selects) and of each pod it selects. A malformed one is refused naming
+/// the field; `delete -f` removes it.
+#[test]
+fn network_policies_are_kept_and_said_not_enforced() {
+    let Some(env) = Env::new() else { return };
+    let pod = format!("np-web-{}", std::process::id());
+    let file = env.file(
+        "policies.yaml",
+        &format!(
+            "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: web-ingress}}
+spec:
+  podSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{role: frontend}}}}}}]
+    ports: [{{protocol: TCP, port: 80}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: deny-all}}
+spec:
+  podSelector: {{}}
+  policyTypes: [Ingress, Egress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: only-db}}
+spec:
+  podSelector: {{matchExpressions: [{{key: tier, operator: In, values: [db]}}]}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  labels: {{app: web}}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [sleep, '1000']
+"
+        ),
+    );
+    let _cleanup = Cleanup(&env, pod.clone());
+    let out = env.podkit(&["apply", "-f", &file]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("networkpolicy.networking.k8s.io/web-ingress created")
+            && said.contains("NetworkPolicy/web-ingress: kept, NOT ENFORCED"),
+        "{said}"
+    );
+
+    let table = env.ok(&["get", "netpol"]);
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {table}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert!(table.starts_with("NAME"), "{table}");
+    assert_eq!(row("web-ingress")[1..3], ["app=web", "no"], "{table}");
+    assert_eq!(row("deny-all")[1..3], ["<none>", "no"], "{table}");
+    assert_eq!(
+        row("only-db")[1..5],
+        ["tier", "in", "(db)", "no"],
+        "{table}"
+    );
+    // Kept as the API server keeps it: policyTypes defaulted.
+    let yaml = env.ok(&["get", "networkpolicy", "web-ingress", "-o", "json"]);
+    let json: Value = serde_json::from_str(&yaml).expect("json");
+    assert_eq!(
+        json["spec"]["policyTypes"],
+        serde_json::json!(["Ingress"]),
+        "{json}"
+    );
+
+    let described = env.ok(&["describe", "netpol", "web-ingress"]);
+    for line in [
+        "Enforced:     no: podkit filters no traffic between pods",
+        "  PodSelector:     app=web",
+        "  Allowing ingress traffic:",
+        "    To Port: 80/TCP",
+        "      PodSelector: role=frontend",
+        "  Not affecting egress traffic",
+        "  Policy Types: Ingress",
+        &format!("Selected Pods:  {pod}"),
+    ] {
+        assert!(described.contains(line), "{line:?} in {described}");
+    }
+    let described = env.ok(&["describe", "netpol", "deny-all"]);
+    assert!(
+        described.contains("<none> (Selected pods are isolated for egress connectivity)"),
+        "{described}"
+    );
+    let described = env.ok(&["describe", "netpol", "only-db"]);
+    assert!(described.contains("Selected Pods:  <none>"), "{described}");
+    // The pod says which policies select it, and that they are not enforced.
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(
+        described.contains("Network Policies:  deny-all, web-ingress (NOT ENFORCED"),
+        "{described}"
+    );
+
+    // A malformed one: refused, naming the field.
+    let bad = env.file(
+        "bad.yaml",
+        "apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: sideways}
+spec:
+  podSelector: {}
+  policyTypes: [Sideways]
+",
+    );
+    let out = env.podkit(&["apply", "-f", &bad]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("spec.policyTypes[0]") && said.contains("Sideways"),
+        "{said}"
+    );
+
+    env.ok(&["delete", "-f", &file]);
+    let table = env.ok(&["get", "netpol"]);
+    assert!(!table.contains("web-ingress"), "{table}");
+}

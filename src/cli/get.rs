@@ -83,6 +83,9 @@ impl Kind {
                 Kind::Object(ObjectKind::PersistentVolumeClaim)
             }
             "service" | "services" | "svc" => Kind::Object(ObjectKind::Service),
+            "networkpolicy" | "networkpolicies" | "netpol" => {
+                Kind::Object(ObjectKind::NetworkPolicy)
+            }
             "endpoints" | "ep" => Kind::Endpoints,
             "deployment" | "deployments" | "deploy" => Kind::Object(ObjectKind::Deployment),
             "replicaset" | "replicasets" | "rs" => Kind::Object(ObjectKind::ReplicaSet),
@@ -97,7 +100,7 @@ impl Kind {
                 "podkit knows pods (po), deployments (deploy), replicasets (rs), \
                  replicationcontrollers (rc), statefulsets (sts), daemonsets (ds), jobs, \
                  cronjobs (cj), configmaps (cm), secrets, persistentvolumeclaims (pvc), \
-                 services (svc) and endpoints (ep), not {other:?}"
+                 services (svc), endpoints (ep) and networkpolicies (netpol), not {other:?}"
             ),
         })
     }
@@ -403,6 +406,9 @@ fn object_table(kind: ObjectKind, objects: &[serde_json::Value], namespaces: boo
     if kind == ObjectKind::Service {
         return service_table(objects, namespaces);
     }
+    if kind == ObjectKind::NetworkPolicy {
+        return network_policy_table(objects, namespaces);
+    }
     let mut header = vec!["NAME".to_owned()];
     if namespaces {
         header.insert(0, "NAMESPACE".to_owned());
@@ -427,6 +433,78 @@ fn object_table(kind: ObjectKind, objects: &[serde_json::Value], namespaces: boo
         rows.push(row);
     }
     super::render_table(&rows, "   ")
+}
+
+/// kubectl's table of NetworkPolicies (NAME POD-SELECTOR AGE), with podkit's ENFORCED column:
+/// `no`, always.
+fn network_policy_table(objects: &[serde_json::Value], namespaces: bool) -> String {
+    let mut header = vec!["NAME", "POD-SELECTOR", "ENFORCED", "AGE"];
+    if namespaces {
+        header.insert(0, "NAMESPACE");
+    }
+    let mut rows = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
+    for o in objects {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+        let mut row = Vec::new();
+        if namespaces {
+            row.push(text(&o["metadata"]["namespace"]));
+        }
+        row.push(text(&o["metadata"]["name"]));
+        row.push(selector_text(&o["spec"]["podSelector"]));
+        row.push("no".to_owned());
+        row.push(object_age(o));
+        rows.push(row);
+    }
+    super::render_table(&rows, "   ")
+}
+
+/// A label selector as kubectl prints it (`FormatLabelSelector`): `app=web,tier in (a,b)`,
+/// `<none>` for an empty one.
+fn selector_text(selector: &serde_json::Value) -> String {
+    let mut parts: Vec<String> = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+        .collect();
+    for e in selector["matchExpressions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = e["key"].as_str().unwrap_or("");
+        let values: Vec<&str> = e["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        parts.push(match e["operator"].as_str().unwrap_or("") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        });
+    }
+    if parts.is_empty() {
+        "<none>".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// The NetworkPolicies of `namespace` whose podSelector selects a pod with `labels`.
+fn network_policies_of(namespace: &str, labels: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let labels = labels.as_object().unwrap_or(&empty);
+    crate::objects::Store::new(&super::storage())
+        .list(ObjectKind::NetworkPolicy, Some(namespace))
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| crate::spec::workloads::selects(&p["spec"]["podSelector"], labels))
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A Service's PORT(S) column: `80/TCP`, `80:30080/TCP` with a nodePort.
@@ -554,6 +632,134 @@ fn claim_table(claims: &[serde_json::Value], namespaces: bool) -> String {
     super::render_table(&rows, "   ")
 }
 
+/// `kubectl describe networkpolicy`: its selector and rules as kubectl words them, then what
+/// podkit does with it (nothing: it is not enforced) and the pods it selects.
+fn describe_network_policy(out: &mut String, root: &Path, o: &serde_json::Value) {
+    let spec = &o["spec"];
+    let _ = writeln!(
+        out,
+        "Enforced:     no: {}",
+        crate::spec::NETWORK_POLICY_NOT_ENFORCED
+    );
+    let _ = writeln!(out, "Spec:");
+    let selector = selector_text(&spec["podSelector"]);
+    if selector == "<none>" {
+        let _ = writeln!(
+            out,
+            "  PodSelector:     <none> (Allowing the specific traffic to all pods in this namespace)"
+        );
+    } else {
+        let _ = writeln!(out, "  PodSelector:     {selector}");
+    }
+    let types: Vec<&str> = spec["policyTypes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for (kind, rules, peers, verb) in [
+        ("Ingress", "ingress", "from", "ingress"),
+        ("Egress", "egress", "to", "egress"),
+    ] {
+        if !types.contains(&kind) {
+            let _ = writeln!(out, "  Not affecting {verb} traffic");
+            continue;
+        }
+        let _ = writeln!(out, "  Allowing {verb} traffic:");
+        let list = spec[rules].as_array().map_or(&[][..], Vec::as_slice);
+        if list.is_empty() {
+            let _ = writeln!(
+                out,
+                "    <none> (Selected pods are isolated for {verb} connectivity)"
+            );
+        }
+        for (i, rule) in list.iter().enumerate() {
+            if i > 0 {
+                let _ = writeln!(out, "    ----------");
+            }
+            let ports: Vec<String> = rule["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    let protocol = p["protocol"].as_str().unwrap_or("TCP");
+                    match &p["port"] {
+                        serde_json::Value::Null => {
+                            format!("<any> (traffic allowed to all ports)/{protocol}")
+                        }
+                        port => format!(
+                            "{}/{protocol}",
+                            port.as_str()
+                                .map_or_else(|| port.to_string(), str::to_owned)
+                        ),
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "    To Port: {}",
+                if ports.is_empty() {
+                    "<any> (traffic allowed to all ports)".to_owned()
+                } else {
+                    ports.join(", ")
+                }
+            );
+            let from = rule[peers].as_array().map_or(&[][..], Vec::as_slice);
+            let title = if peers == "from" { "From" } else { "To" };
+            if from.is_empty() {
+                let _ = writeln!(out, "    {title}: <any> (traffic not restricted by source)");
+            }
+            for peer in from {
+                let _ = writeln!(out, "    {title}:");
+                if let Some(block) = peer["ipBlock"].as_object() {
+                    let _ = writeln!(
+                        out,
+                        "      IPBlock:\n        CIDR: {}",
+                        block.get("cidr").and_then(|c| c.as_str()).unwrap_or("")
+                    );
+                }
+                if !peer["namespaceSelector"].is_null() {
+                    let _ = writeln!(
+                        out,
+                        "      NamespaceSelector: {}",
+                        selector_text(&peer["namespaceSelector"])
+                    );
+                }
+                if !peer["podSelector"].is_null() {
+                    let _ = writeln!(
+                        out,
+                        "      PodSelector: {}",
+                        selector_text(&peer["podSelector"])
+                    );
+                }
+            }
+        }
+    }
+    let _ = writeln!(out, "  Policy Types: {}", types.join(", "));
+    let namespace = o["metadata"]["namespace"].as_str().unwrap_or("default");
+    let empty = serde_json::Map::new();
+    let selected: Vec<String> = state::list_in(root, Some(namespace))
+        .unwrap_or_default()
+        .iter()
+        .filter(|p| {
+            let labels = p.manifest["metadata"]["labels"]
+                .as_object()
+                .unwrap_or(&empty);
+            crate::spec::workloads::selects(&spec["podSelector"], labels)
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    let _ = writeln!(
+        out,
+        "Selected Pods:  {}",
+        if selected.is_empty() {
+            "<none>".to_owned()
+        } else {
+            selected.join(", ")
+        }
+    );
+}
+
 /// `kubectl describe` of a ConfigMap (its data shown, binary data as sizes), a Secret (the
 /// sizes of its keys only) or a claim (its volume's directory, the pods using it).
 fn describe_object(root: &Path, kind: ObjectKind, o: &serde_json::Value) -> String {
@@ -631,6 +837,7 @@ fn describe_object(root: &Path, kind: ObjectKind, o: &serde_json::Value) -> Stri
                 }
             );
         }
+        ObjectKind::NetworkPolicy => describe_network_policy(&mut out, root, o),
         ObjectKind::Secret => {
             let _ = writeln!(out, "\nType:  {}\n", o["type"].as_str().unwrap_or("Opaque"));
             let _ = writeln!(out, "Data\n====");
@@ -1016,6 +1223,20 @@ fn describe_one(pod: &PodState) -> String {
         None => "unknown (the manifest no longer validates)".to_owned(),
     };
     let _ = writeln!(out, "Network:      {network}");
+    // NetworkPolicies that select the pod, which podkit does not enforce.
+    let policies = network_policies_of(
+        pod.manifest["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default"),
+        &pod.manifest["metadata"]["labels"],
+    );
+    if !policies.is_empty() {
+        let _ = writeln!(
+            out,
+            "Network Policies:  {} (NOT ENFORCED: podkit filters no traffic between pods)",
+            policies.join(", ")
+        );
+    }
     if let Some(plan) = &plan {
         describe_host_ports(&mut out, plan, ip);
     }

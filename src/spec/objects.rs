@@ -41,10 +41,6 @@ const IGNORED_KINDS: &[(&str, &str)] = &[
         "there is no API server whose access it would control",
     ),
     (
-        "NetworkPolicy",
-        "NOT ENFORCED: podkit filters no traffic between pods",
-    ),
-    (
         "Ingress",
         "there is no ingress controller: publish a hostPort (or put `podkit proxy` in front)",
     ),
@@ -89,6 +85,7 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
         "Secret" => secret(raw).map(Other::Object),
         "PersistentVolumeClaim" => claim(raw).map(Other::Object),
         "Service" => service(raw).map(Other::Object),
+        "NetworkPolicy" => network_policy(raw).map(Other::Object),
         _ => match ObjectKind::from_kind(kind).filter(|k| k.is_workload()) {
             Some(workload) => super::workloads::workload(workload, raw).map(Other::Object),
             None => {
@@ -106,8 +103,8 @@ pub(super) fn other(raw: &Value) -> Option<Result<Other, Vec<String>>> {
                 } else {
                     Err(vec![format!(
                         "kind: {kind:?} is not a kind podkit knows (it runs Pods, {}; keeps \
-                         ConfigMaps, Secrets and PersistentVolumeClaims; and ignores {} with \
-                         the reason)",
+                         ConfigMaps, Secrets, PersistentVolumeClaims, Services and \
+                         NetworkPolicies (not enforced); and ignores {} with the reason)",
                         ObjectKind::WORKLOADS
                             .iter()
                             .map(|k| format!("{}s", k.kind()))
@@ -232,6 +229,54 @@ fn immutable(v: &mut Validator, raw: &Value) -> bool {
             false
         }
     }
+}
+
+/// What `apply`, `get` and `describe` say of every NetworkPolicy.
+pub const NETWORK_POLICY_NOT_ENFORCED: &str = "podkit filters no traffic between pods: every pod \
+     still reaches every other, as on a cluster whose network plugin has no NetworkPolicy \
+     support";
+
+/// A networking.k8s.io/v1 NetworkPolicy: kept as the API server keeps it (its spec checked
+/// against the API's types, `policyTypes` defaulted as the API server defaults them), and not
+/// enforced.
+pub(super) fn network_policy(raw: &Value) -> Result<Object, Vec<String>> {
+    use k8s_openapi::api::networking::v1::NetworkPolicySpec;
+    let (mut v, name, namespace) =
+        common_of(raw, "networking.k8s.io/v1", "a NetworkPolicy", &["spec"]);
+    let mut spec = raw.get("spec").cloned().unwrap_or(Value::Null);
+    match serde_json::from_value::<NetworkPolicySpec>(spec.clone()) {
+        Err(err) => v.bad("spec", format!("not a NetworkPolicy spec: {err}")),
+        Ok(parsed) => {
+            for (i, t) in parsed.policy_types.iter().flatten().enumerate() {
+                if t != "Ingress" && t != "Egress" {
+                    v.unsupported(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
+                }
+            }
+            // The API server's default: Ingress, and Egress when the policy has egress rules.
+            if parsed.policy_types.is_none() {
+                let mut types = vec![Value::from("Ingress")];
+                if parsed.egress.is_some() {
+                    types.push("Egress".into());
+                }
+                spec["policyTypes"] = Value::Array(types);
+            }
+        }
+    }
+    if !v.problems.is_empty() {
+        return Err(v.problems);
+    }
+    let mut value = Map::new();
+    value.insert("apiVersion".into(), "networking.k8s.io/v1".into());
+    value.insert("kind".into(), "NetworkPolicy".into());
+    value.insert("metadata".into(), metadata(raw, &name, &namespace));
+    value.insert("spec".into(), spec);
+    Ok(Object {
+        kind: ObjectKind::NetworkPolicy,
+        namespace,
+        name,
+        value: Value::Object(value),
+        immutable: false,
+    })
 }
 
 /// A v1 ConfigMap.

@@ -131,20 +131,7 @@ fn label_selector(v: &mut Validator, spec: &Value, template_labels: &str) -> Val
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
-    let selects = expressions.iter().all(|e| {
-        let key = e["key"].as_str().unwrap_or("");
-        let among = |value: Option<&Value>| {
-            value.is_some_and(|l| e["values"].as_array().into_iter().flatten().any(|x| x == l))
-        };
-        match e["operator"].as_str() {
-            Some("In") => among(labels.get(key)),
-            Some("NotIn") => !among(labels.get(key)),
-            Some("Exists") => labels.contains_key(key),
-            Some("DoesNotExist") => !labels.contains_key(key),
-            _ => true,
-        }
-    });
-    if !selects {
+    if !expressions_select(&expressions, &labels) {
         v.bad(
             "spec.template.metadata.labels",
             "`selector` does not match template `labels`",
@@ -160,6 +147,38 @@ fn label_selector(v: &mut Validator, spec: &Value, template_labels: &str) -> Val
         kept.insert("matchExpressions".into(), expressions.into());
     }
     Value::Object(kept)
+}
+
+/// Whether every `matchExpressions` requirement holds for `labels` (an operator not known
+/// holds: validation refuses it).
+fn expressions_select(expressions: &[Value], labels: &Map<String, Value>) -> bool {
+    expressions.iter().all(|e| {
+        let key = e["key"].as_str().unwrap_or("");
+        let among = |value: Option<&Value>| {
+            value.is_some_and(|l| e["values"].as_array().into_iter().flatten().any(|x| x == l))
+        };
+        match e["operator"].as_str() {
+            Some("In") => among(labels.get(key)),
+            Some("NotIn") => !among(labels.get(key)),
+            Some("Exists") => labels.contains_key(key),
+            Some("DoesNotExist") => !labels.contains_key(key),
+            _ => true,
+        }
+    })
+}
+
+/// Whether a label selector (`matchLabels` and `matchExpressions`) selects an object with
+/// `labels`: an empty selector selects everything, as a NetworkPolicy's `podSelector: {}`.
+pub fn selects(selector: &Value, labels: &Map<String, Value>) -> bool {
+    let matched = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, want)| labels.get(k) == Some(want));
+    let expressions = selector["matchExpressions"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    matched && expressions_select(expressions, labels)
 }
 
 fn matches_template(
