@@ -1403,19 +1403,8 @@ impl Validator {
                         continue;
                     }
                 }
-                let quantity = match Quantity::parse(text) {
-                    Ok(q) if q.is_negative() => {
-                        self.bad(
-                            &field,
-                            format!("{text:?} must be greater than or equal to 0"),
-                        );
-                        continue;
-                    }
-                    Ok(q) => q,
-                    Err(why) => {
-                        self.bad(&field, format!("{text:?}: {why}"));
-                        continue;
-                    }
+                let Some(quantity) = self.quantity(text, &field) else {
+                    continue;
                 };
                 let value = match name.as_str() {
                     "cpu" => quantity.millis(),
@@ -1629,23 +1618,29 @@ impl Validator {
         }
     }
 
-    /// A `hugepages-<size>` quantity (`validateResourceQuantityHugePageValue`): not negative and
-    /// a whole number of pages of its size. Its bytes.
-    fn huge_pages(&mut self, name: &str, text: &str, field: &str) -> Option<u64> {
-        let quantity = match Quantity::parse(text) {
+    /// A resource quantity at `field`, which must parse and not be negative (the API server's
+    /// `ValidateNonnegativeQuantity`).
+    fn quantity(&mut self, text: &str, field: &str) -> Option<Quantity> {
+        match Quantity::parse(text) {
             Ok(q) if q.is_negative() => {
                 self.bad(
                     field,
                     format!("{text:?} must be greater than or equal to 0"),
                 );
-                return None;
+                None
             }
-            Ok(q) => q,
+            Ok(q) => Some(q),
             Err(why) => {
                 self.bad(field, format!("{text:?}: {why}"));
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// A `hugepages-<size>` quantity (`validateResourceQuantityHugePageValue`): not negative and
+    /// a whole number of pages of its size. Its bytes.
+    fn huge_pages(&mut self, name: &str, text: &str, field: &str) -> Option<u64> {
+        let quantity = self.quantity(text, field)?;
         let bytes = quantity.units();
         match (huge_page_size(name), bytes) {
             (Some(size), Some(bytes)) if bytes % size == 0 => Some(bytes),
@@ -1686,20 +1681,7 @@ impl Validator {
             );
             return None;
         }
-        let quantity = match Quantity::parse(text) {
-            Ok(q) if q.is_negative() => {
-                self.bad(
-                    field,
-                    format!("{text:?} must be greater than or equal to 0"),
-                );
-                return None;
-            }
-            Ok(q) => q,
-            Err(why) => {
-                self.bad(field, format!("{text:?}: {why}"));
-                return None;
-            }
-        };
+        let quantity = self.quantity(text, field)?;
         // `MilliValue() % 1000`, as the API server checks integer resources.
         match quantity.millis() {
             Some(m) if m % 1000 != 0 => {
