@@ -455,21 +455,7 @@ fn cni_gc_runs_del_for_a_killed_supervisor() {
         "hi\n"
     );
     let dir = env.state().join("pods").join(format!("default_{pod}"));
-    let pid: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))
-        .expect("supervisor.pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the supervisor");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "the supervisor did not die");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    env.kill_pod_supervisor(&pod);
     assert_eq!(
         net.leases(),
         [ip],

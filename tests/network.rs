@@ -298,21 +298,7 @@ spec:
     let ip = env.pod_ip(&pod).expect("an IP");
     let peer = host_peer_index(&pod);
     let dir = env.state().join("pods").join(format!("default_{pod}"));
-    let pid: i32 = std::fs::read_to_string(dir.join("supervisor.pid"))
-        .expect("supervisor.pid")
-        .trim()
-        .parse()
-        .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill the supervisor");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "the supervisor did not die");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    env.kill_pod_supervisor(&pod);
     assert_eq!(
         env.leases().len(),
         1,
@@ -703,23 +689,7 @@ spec:
     );
 
     // Killed, then gc: the hook lets the port go. A server of the host's own on it is reached.
-    let pid: i32 = std::fs::read_to_string(
-        env.state()
-            .join("pods")
-            .join(format!("default_{hooked}"))
-            .join("supervisor.pid"),
-    )
-    .expect("supervisor.pid")
-    .trim()
-    .parse()
-    .expect("pid");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
-        .expect("kill");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(Instant::now() < deadline, "the supervisor did not die");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    env.kill_pod_supervisor(&hooked);
     env.ok(&["gc"]);
     let server = std::net::TcpListener::bind(("127.0.0.1", tcp)).expect("the port is free");
     let client = TcpStream::connect_timeout(

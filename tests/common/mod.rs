@@ -370,6 +370,31 @@ impl Isolated {
         self.tmp.path().join("state")
     }
 
+    /// SIGKILLs the supervisor of pod `pod` (namespace default), as an OOM kill would, and
+    /// waits (bounded) until it is gone: what it held is then left to `gc`.
+    pub fn kill_pod_supervisor(&self, pod: &str) {
+        let file = self
+            .state()
+            .join("pods")
+            .join(format!("default_{pod}"))
+            .join("supervisor.pid");
+        let pid: i32 = std::fs::read_to_string(&file)
+            .expect("supervisor.pid")
+            .trim()
+            .parse()
+            .expect("pid");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill the supervisor");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "the supervisor did not die");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn podkit(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_podkit"))
             .args(args)
