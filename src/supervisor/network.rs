@@ -196,11 +196,22 @@ impl Network {
     pub async fn leave(&self, owner: &Path) -> Result<(), String> {
         let owner = owner_id(owner)?;
         self.unpublish(&owner).await?;
-        let ipam = self.ipam.clone();
-        let released = blocking(move || ipam.release(&owner))
+        // Off the connect hook before the address goes back: once released, a new pod may
+        // lease it and put its own ports on the hook, which this must not take off.
+        let (ipam, leased) = (self.ipam.clone(), owner.clone());
+        let ips = blocking(move || ipam.leases())
             .await
-            .map_err(|e| format!("failed to release the pod's address: {e}"))?;
-        unhook(released).await
+            .map_err(|e| format!("failed to read the pod addresses' leases: {e}"))?
+            .into_iter()
+            .filter(|(_, o)| *o == leased)
+            .map(|(ip, _)| ip)
+            .collect();
+        unhook(ips).await?;
+        let ipam = self.ipam.clone();
+        blocking(move || ipam.release(&owner))
+            .await
+            .map(drop)
+            .map_err(|e| format!("failed to release the pod's address: {e}"))
     }
 
     /// Removes `owner`'s hostPorts from the NAT table, if it has any (and the table exists).
