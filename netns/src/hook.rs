@@ -154,12 +154,19 @@ impl ConnectHook {
     }
 
     /// Takes every hostPort whose pod address `keep` refuses off the hook (`gc`: those of pods
-    /// that are gone); returns the addresses it took off.
-    pub fn retain(&self, keep: impl Fn(Ipv4Addr) -> bool) -> Result<Vec<Ipv4Addr>> {
+    /// that are gone); returns the addresses it took off. `keep` is made by `judge` under the
+    /// hook's lock: a pod leases its address before it sets its ports, so leases read there
+    /// hold every pod whose ports are on the hook. (Read before the lock, a pod that leased and
+    /// set its ports meanwhile would lose them, and the hook with them: CI saw it.)
+    pub fn retain<K: Fn(Ipv4Addr) -> bool>(
+        &self,
+        judge: impl FnOnce() -> Result<K>,
+    ) -> Result<Vec<Ipv4Addr>> {
         let _lock = self.lock()?;
         if !self.loaded() {
             return Ok(Vec::new());
         }
+        let keep = judge()?;
         let mut map = self.hostports()?;
         let mut gone = Vec::new();
         remove_where(&mut map, |value| {

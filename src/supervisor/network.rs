@@ -277,8 +277,10 @@ impl Network {
             let Some(hook) = netns::ConnectHook::open(HOOK_DIR)? else {
                 return Ok(Vec::new());
             };
-            let leased: Vec<Ipv4Addr> = ipam.leases()?.into_iter().map(|(ip, _)| ip).collect();
-            hook.retain(|ip| !subnet.contains(ip) || leased.contains(&ip))
+            hook.retain(|| {
+                let leased: Vec<Ipv4Addr> = ipam.leases()?.into_iter().map(|(ip, _)| ip).collect();
+                Ok(move |ip| !subnet.contains(ip) || leased.contains(&ip))
+            })
         })
         .await?;
         for ip in stale {
@@ -468,7 +470,7 @@ async fn unhook(ips: Vec<Ipv4Addr>) -> Result<(), String> {
         return Ok(());
     }
     blocking(move || match netns::ConnectHook::open(HOOK_DIR)? {
-        Some(hook) => hook.retain(|ip| !ips.contains(&ip)).map(drop),
+        Some(hook) => hook.retain(|| Ok(|ip| !ips.contains(&ip))).map(drop),
         None => Ok(()),
     })
     .await
