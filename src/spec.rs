@@ -99,6 +99,10 @@ pub struct PodPlan {
     /// The pod's address on the pod network, set by its supervisor once the pod has joined.
     #[serde(default)]
     pub pod_ip: Option<std::net::IpAddr>,
+    /// Every address of the pod, `pod_ip` first, at most one per family (a dual-stack CNI
+    /// network gives two), set with it: see [`PodPlan::pod_ips`].
+    #[serde(default)]
+    pub pod_ips: Vec<std::net::IpAddr>,
     /// `hostIPC`: the host's IPC namespace and its `/dev/shm`.
     #[serde(default)]
     pub host_ipc: bool,
@@ -158,6 +162,15 @@ pub struct PodPlan {
 }
 
 impl PodPlan {
+    /// `status.podIPs`: every address of the pod, [`PodPlan::pod_ip`] first.
+    pub fn pod_ips(&self) -> Vec<std::net::IpAddr> {
+        if self.pod_ips.is_empty() {
+            self.pod_ip.into_iter().collect()
+        } else {
+            self.pod_ips.clone()
+        }
+    }
+
     /// The pod's key on this host: `<namespace>_<name>` (neither may hold `_`), what its state
     /// directory, network namespace, cgroups and runtime containers are named by, as kubelet
     /// names a pod's log directory.

@@ -337,8 +337,17 @@ fn field(plan: &PodPlan, path: &str) -> String {
         "status.hostIP" | "status.hostIPs" => host_ip().unwrap_or_default(),
         // A pod on the host's network has the host's address; one with only its loopback has
         // none.
-        "status.podIP" | "status.podIPs" => match plan.pod_ip {
+        "status.podIP" => match plan.pod_ip {
             Some(ip) => ip.to_string(),
+            None if plan.host_network => host_ip().unwrap_or_default(),
+            None => String::new(),
+        },
+        // kubelet: every address, joined with commas.
+        "status.podIPs" => match plan.pod_ip {
+            Some(_) => {
+                let ips: Vec<String> = plan.pod_ips().iter().map(|ip| ip.to_string()).collect();
+                ips.join(",")
+            }
             None if plan.host_network => host_ip().unwrap_or_default(),
             None => String::new(),
         },
@@ -703,12 +712,15 @@ async fn run_in(
         Some(PodNetwork::Bridge(network)) => network
             .join(ns.net(), dir, &reaper)
             .await
-            .map(|ip| Some(ip.into())),
-        Some(PodNetwork::Cni(cni)) => cni_join(cni, &plan, dir, &reaper).await.map(Some),
-        None => Ok(None),
+            .map(|ip| vec![ip.into()]),
+        Some(PodNetwork::Cni(cni)) => cni_join(cni, &plan, dir, &reaper).await,
+        None => Ok(Vec::new()),
     };
     match joined {
-        Ok(ip) => plan.pod_ip = ip,
+        Ok(ips) => {
+            plan.pod_ip = ips.first().copied();
+            plan.pod_ips = ips;
+        }
         Err(err) => {
             undo(Some(ns), &cgroup);
             return Err(Error::Network(err));
@@ -1325,7 +1337,7 @@ async fn cni_join(
     plan: &PodPlan,
     dir: &Path,
     reaper: &Reaper,
-) -> Result<std::net::IpAddr, String> {
+) -> Result<Vec<std::net::IpAddr>, String> {
     let ports: Vec<cni::PortMapping> = if cni.publishes_ports() {
         plan.init_containers
             .iter()
@@ -1374,7 +1386,15 @@ async fn cni_join(
         ?ips,
         "pod added to the CNI network"
     );
-    Ok(ips[0])
+    // kubelet keeps one address per family (its `sortPodIPs`), the host's family first: IPv4
+    // here, as `addresses` sorts them.
+    let mut pod_ips: Vec<std::net::IpAddr> = Vec::new();
+    for ip in ips {
+        if !pod_ips.iter().any(|kept| kept.is_ipv6() == ip.is_ipv6()) {
+            pod_ips.push(ip);
+        }
+    }
+    Ok(pod_ips)
 }
 
 /// DEL of the pod's CNI attachment cached in `dir`, if it has one; the cache goes with a DEL

@@ -64,7 +64,7 @@ impl Net {
         }
         let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let pid = std::process::id();
-        // 10.200-10.203.x: clear of podkit's 10.90/16 and the Services' 10.96/16.
+        // 10.200-10.204.x: clear of podkit's 10.90/16 and the Services' 10.96/16.
         let prefix = [10, 200 + n, (pid % 256) as u8];
         Some(Net {
             dir: tempfile::tempdir().expect("tempdir"),
@@ -92,15 +92,41 @@ impl Net {
         format!("{a}.{b}.{c}.0/24")
     }
 
+    /// An IPv6 /64 of the test's own (a ULA prefix clear of the host's fd00::/64).
+    fn subnet6(&self) -> String {
+        let [_, b, c] = self.prefix;
+        format!("fd9d:{b}:{c}::/64")
+    }
+
     /// The bridge + host-local plugin, then `more` plugins.
     fn write_list(&self, more: &[&str]) {
+        self.write_ranges(&[self.subnet()], more);
+    }
+
+    /// The bridge + host-local plugin with a range per subnet (`subnets`), then `more`.
+    fn write_ranges(&self, subnets: &[String], more: &[&str]) {
+        let ranges: Vec<String> = subnets
+            .iter()
+            .map(|s| format!(r#"[{{"subnet": "{s}"}}]"#))
+            .collect();
+        let routes: Vec<&str> = subnets
+            .iter()
+            .map(|s| {
+                if s.contains(':') {
+                    r#"{"dst": "::/0"}"#
+                } else {
+                    r#"{"dst": "0.0.0.0/0"}"#
+                }
+            })
+            .collect();
         let mut plugins = vec![format!(
             r#"{{"type": "bridge", "bridge": "{bridge}", "isGateway": true, "hairpinMode": true,
               "ipam": {{"type": "host-local", "dataDir": "{data}",
-                        "ranges": [[{{"subnet": "{subnet}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]}}}}"#,
+                        "ranges": [{ranges}], "routes": [{routes}]}}}}"#,
             bridge = self.bridge,
             data = self.dir.path().join("ipam").display(),
-            subnet = self.subnet(),
+            ranges = ranges.join(", "),
+            routes = routes.join(", "),
         )];
         plugins.extend(more.iter().map(|p| (*p).to_owned()));
         self.write(
@@ -613,4 +639,80 @@ esac
     std::fs::remove_file(&flag).expect("flag");
     env.ok(&["gc"]);
     assert!(kept().is_empty(), "{:?}", kept());
+}
+
+/// A dual-stack network (host-local with an IPv4 and an IPv6 range): the pod gets both
+/// addresses, IPv4 first as kubelet orders them on an IPv4 host: `status.podIP` the IPv4
+/// one, `status.podIPs` both, the downward API's `status.podIPs` both joined by a comma,
+/// describe's IPs both; the pod is reached at each, and gives both back.
+#[test]
+fn a_dual_stack_cni_network_gives_the_pod_both_addresses() {
+    let Some(net) = Net::new(4) else { return };
+    let Some(env) = Env::new() else { return };
+    net.write_ranges(&[net.subnet(), net.subnet6()], &[]);
+    let pod = format!("cni-dual-{}", std::process::id());
+    let file = env.file(
+        "dual.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    command: [socat, 'TCP6-LISTEN:7000,fork,reuseaddr', 'SYSTEM:echo $POD_IPS']
+    env:
+    - name: POD_IPS
+      valueFrom: {{fieldRef: {{fieldPath: status.podIPs}}}}
+"
+        ),
+    );
+    net.ok(&env, &["apply", "-f", &file]);
+
+    let json: Value =
+        serde_json::from_str(&net.ok(&env, &["get", "pod", &pod, "-o", "json"])).expect("json");
+    let status = &json["status"];
+    let ips: Vec<std::net::IpAddr> = status["podIPs"]
+        .as_array()
+        .expect("podIPs")
+        .iter()
+        .map(|ip| ip["ip"].as_str().expect("ip").parse().expect("an address"))
+        .collect();
+    let [std::net::IpAddr::V4(v4), std::net::IpAddr::V6(v6)] = ips[..] else {
+        panic!("an IPv4 then an IPv6 address: {status}");
+    };
+    assert!(net.in_subnet(v4), "{v4}");
+    assert!(
+        v6.to_string()
+            .starts_with(net.subnet6().trim_end_matches(":/64")),
+        "{v6} in {}",
+        net.subnet6()
+    );
+    assert_eq!(status["podIP"], v4.to_string());
+    let described = net.ok(&env, &["describe", "pod", &pod]);
+    assert!(
+        described.contains(&format!(
+            "IP:           {v4}\nIPs:\n  IP:  {v4}\n  IP:  {v6}\n"
+        )),
+        "{described}"
+    );
+
+    // Reached at each address; the app read both from the downward API.
+    let says = format!("{v4},{v6}\n");
+    assert_eq!(read_from(SocketAddr::from((v4, 7000))), says);
+    assert_eq!(read_from(SocketAddr::from((v6, 7000))), says);
+
+    net.ok(&env, &["delete", "-f", &file]);
+    let leased: Vec<std::net::IpAddr> = std::fs::read_dir(net.leases_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    assert!(leased.is_empty(), "{leased:?}");
+    assert!(net.ports().is_empty(), "{:?}", net.ports());
+    assert!(!netns_exists(&pod));
 }

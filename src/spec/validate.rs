@@ -987,6 +987,7 @@ impl Validator {
             pod_network: false,
             host_port_hook: false,
             pod_ip: None,
+            pod_ips: Vec::new(),
             host_ipc: false,
             host_pid: false,
             restart_policy: RestartPolicy::Always,

@@ -183,10 +183,12 @@ fn pod_hosts(plan: &spec::PodPlan, root: &Path) -> Result<String, String> {
     let host_hosts = || {
         std::fs::read_to_string("/etc/hosts").map_err(|e| format!("failed to read /etc/hosts: {e}"))
     };
-    // kubelet puts the hostname on the pod's IP; a pod with only its loopback has that.
-    let own = plan
-        .pod_ip
-        .map_or_else(|| "127.0.0.1".to_owned(), |ip| ip.to_string());
+    // kubelet puts the hostname on each of the pod's IPs; a pod with only its loopback has
+    // that.
+    let mut own: Vec<String> = plan.pod_ips().iter().map(|ip| ip.to_string()).collect();
+    if own.is_empty() {
+        own.push("127.0.0.1".to_owned());
+    }
     // With a subdomain (a StatefulSet's pods: their governing Service), kubelet puts the
     // pod's fully qualified name first.
     let names = match plan.manifest["spec"]["subdomain"].as_str() {
@@ -200,9 +202,11 @@ fn pod_hosts(plan: &spec::PodPlan, root: &Path) -> Result<String, String> {
     let mut hosts = if plan.host_network {
         host_hosts()?
     } else {
-        format!(
-            "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n{own}\t{names}\n"
-        )
+        let mut hosts = "# Kubernetes-managed hosts file (podkit).\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nfe00::0\tip6-mcastprefix\nfe00::1\tip6-allnodes\nfe00::2\tip6-allrouters\n".to_owned();
+        for ip in own {
+            hosts.push_str(&format!("{ip}\t{names}\n"));
+        }
+        hosts
     };
     if !plan.host_aliases.is_empty() {
         // kubelet's hostsEntriesFromHostAliases.
@@ -884,8 +888,29 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::resolv_conf;
+    use super::{pod_hosts, resolv_conf};
     use crate::spec::Dns;
+
+    /// kubelet's `/etc/hosts` names the pod on each of its addresses (both of a dual-stack
+    /// pod, IPv4 first), and on 127.0.0.1 when it has only its loopback.
+    #[test]
+    fn the_hosts_file_names_the_pod_on_each_address() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let text = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers:\n  - {name: c, image: busybox}\n";
+        let mut plan = crate::spec::parse("pod.yaml", text)
+            .expect("valid")
+            .remove(0);
+        let hosts = pod_hosts(&plan, root.path()).expect("hosts");
+        assert!(hosts.ends_with("\n127.0.0.1\tweb\n"), "{hosts}");
+        let (v4, v6) = ("10.0.0.5".parse().unwrap(), "fd9d::5".parse().unwrap());
+        plan.pod_ip = Some(v4);
+        plan.pod_ips = vec![v4, v6];
+        let hosts = pod_hosts(&plan, root.path()).expect("hosts");
+        assert!(
+            hosts.ends_with("\n10.0.0.5\tweb\nfd9d::5\tweb\n"),
+            "{hosts}"
+        );
+    }
 
     /// kubelet's merge: the host's servers, search list and options, then dnsConfig's appended
     /// where new, its options replacing the host's of the same name.

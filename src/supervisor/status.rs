@@ -120,9 +120,9 @@ pub struct Status {
     restart_policy: RestartPolicy,
     /// `status.qosClass`.
     qos_class: &'static str,
-    /// `status.podIP`: its address on the pod network, the host's with `hostNetwork`, none
-    /// with only its loopback.
-    pod_ip: Option<String>,
+    /// `status.podIPs`: its addresses on the pod network (the first is `status.podIP`), the
+    /// host's with `hostNetwork`, none with only its loopback.
+    pod_ips: Vec<String>,
     /// `status.hostIP`: the host's address, as a node's InternalIP.
     host_ip: Option<String>,
 }
@@ -171,10 +171,10 @@ impl Status {
             events_saved: None,
             restart_policy: plan.restart_policy,
             qos_class: plan.qos.as_str(),
-            pod_ip: match plan.pod_ip {
-                Some(ip) => Some(ip.to_string()),
-                None if plan.host_network => super::host_ip(),
-                None => None,
+            pod_ips: match plan.pod_ip {
+                Some(_) => plan.pod_ips().iter().map(|ip| ip.to_string()).collect(),
+                None if plan.host_network => super::host_ip().into_iter().collect(),
+                None => Vec::new(),
             },
             host_ip: super::host_ip(),
         };
@@ -424,11 +424,13 @@ impl Status {
             reason: self.reason.clone(),
             message: self.message.clone(),
             start_time: Some(Time(self.start_time)),
-            pod_ip: self.pod_ip.clone(),
-            pod_ips: self
-                .pod_ip
-                .clone()
-                .map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip }]),
+            pod_ip: self.pod_ips.first().cloned(),
+            pod_ips: (!self.pod_ips.is_empty()).then(|| {
+                self.pod_ips
+                    .iter()
+                    .map(|ip| k8s_openapi::api::core::v1::PodIP { ip: ip.clone() })
+                    .collect()
+            }),
             host_ip: self.host_ip.clone(),
             host_ips: self
                 .host_ip
@@ -683,7 +685,7 @@ mod tests {
             events_saved: None,
             restart_policy: policy,
             qos_class: "BestEffort",
-            pod_ip: None,
+            pod_ips: Vec::new(),
             host_ip: None,
         };
         status.refresh();
