@@ -902,7 +902,10 @@ mod tests {
             .remove(0);
         let hosts = pod_hosts(&plan, root.path()).expect("hosts");
         assert!(hosts.ends_with("\n127.0.0.1\tweb\n"), "{hosts}");
-        let (v4, v6) = ("10.0.0.5".parse().unwrap(), "fd9d::5".parse().unwrap());
+        let (v4, v6) = (
+            "10.0.0.5".parse().expect("ip"),
+            "fd9d::5".parse().expect("ip"),
+        );
         plan.pod_ip = Some(v4);
         plan.pod_ips = vec![v4, v6];
         let hosts = pod_hosts(&plan, root.path()).expect("hosts");
