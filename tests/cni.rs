@@ -481,6 +481,8 @@ fn cni_gc_runs_del_for_a_killed_supervisor() {
         "hi\n"
     );
     let dir = env.state().join("pods").join(format!("default_{pod}"));
+    // No other test's gc between the kill and this test's own.
+    let gc = common::gc_lock();
     env.kill_pod_supervisor(&pod);
     assert_eq!(
         net.leases(),
@@ -492,6 +494,7 @@ fn cni_gc_runs_del_for_a_killed_supervisor() {
 
     // gc runs the network's DEL from the cached attachment (without PODKIT_CNI_CONF_DIR).
     let said = env.ok(&["gc"]);
+    drop(gc);
     assert!(
         said.contains(&format!("ran CNI DEL of network \"{}\"", net.name)),
         "{said}"

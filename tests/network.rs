@@ -62,6 +62,7 @@ impl Drop for Cleanup<'_> {
                 .0
                 .podkit(&["delete", "pod", pod, "--grace-period", "0"]);
         }
+        let _gc = common::gc_lock();
         let _ = self.0.podkit(&["gc"]);
     }
 }
@@ -298,6 +299,8 @@ spec:
     let ip = env.pod_ip(&pod).expect("an IP");
     let peer = host_peer_index(&pod);
     let dir = env.state().join("pods").join(format!("default_{pod}"));
+    // No other test's gc between the kill and this test's own.
+    let _gc = common::gc_lock();
     env.kill_pod_supervisor(&pod);
     assert_eq!(
         env.leases().len(),
@@ -689,8 +692,10 @@ spec:
     );
 
     // Killed, then gc: the hook lets the port go. A server of the host's own on it is reached.
+    let gc = common::gc_lock();
     env.kill_pod_supervisor(&hooked);
     env.ok(&["gc"]);
+    drop(gc);
     let server = std::net::TcpListener::bind(("127.0.0.1", tcp)).expect("the port is free");
     let client = TcpStream::connect_timeout(
         &SocketAddr::from((Ipv4Addr::LOCALHOST, tcp)),
@@ -722,6 +727,7 @@ struct Down<'a>(&'a Env, String);
 impl Drop for Down<'_> {
     fn drop(&mut self) {
         let _ = self.0.podkit(&["delete", "-f", &self.1]);
+        let _gc = common::gc_lock();
         let _ = self.0.podkit(&["gc"]);
     }
 }

@@ -248,10 +248,27 @@ impl Drop for Running {
         let _ = std::fs::remove_file(&self.stderr);
         // The pod network's bridge and NAT table stay for the next pod; the last test to end
         // leaves none (gc deletes them once no pod is on them).
+        let _gc = gc_lock();
         let _ = Command::new(env!("CARGO_BIN_EXE_podkit"))
             .arg("gc")
             .output();
     }
+}
+
+/// `podkit gc` is host-wide: it cleans up after every killed supervisor, another test's too. A
+/// test that kills a supervisor and then checks what its own `gc` did holds this from the kill
+/// to its checks, and every `gc` of the tests' helpers waits for it: an exclusive flock, so
+/// it holds between the threads of a suite and between suites run at once. Released when
+/// dropped.
+pub fn gc_lock() -> std::fs::File {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("podkit-tests-gc.lock"))
+        .expect("open the tests' gc lock");
+    file.lock().expect("lock the tests' gc lock");
+    file
 }
 
 pub fn next() -> u32 {
@@ -345,6 +362,7 @@ impl Drop for Isolated {
                 ]);
             }
         }
+        let _gc = gc_lock();
         let _ = self.podkit(&["gc"]);
     }
 }
