@@ -96,11 +96,9 @@ pub struct PodPlan {
     /// default; [`HOST_PORTS_ANNOTATION`] `nat` is the DNAT alone).
     #[serde(default)]
     pub host_port_hook: bool,
-    /// The pod's address on the pod network, set by its supervisor once the pod has joined.
-    #[serde(default)]
-    pub pod_ip: Option<std::net::IpAddr>,
-    /// Every address of the pod, `pod_ip` first, at most one per family (a dual-stack CNI
-    /// network gives two), set with it: see [`PodPlan::pod_ips`].
+    /// The pod's addresses on the pod network (`status.podIPs`), set by its supervisor once
+    /// the pod has joined: at most one per family (a dual-stack CNI network gives two), the
+    /// first its [`PodPlan::pod_ip`].
     #[serde(default)]
     pub pod_ips: Vec<std::net::IpAddr>,
     /// `hostIPC`: the host's IPC namespace and its `/dev/shm`.
@@ -162,13 +160,9 @@ pub struct PodPlan {
 }
 
 impl PodPlan {
-    /// `status.podIPs`: every address of the pod, [`PodPlan::pod_ip`] first.
-    pub fn pod_ips(&self) -> Vec<std::net::IpAddr> {
-        if self.pod_ips.is_empty() {
-            self.pod_ip.into_iter().collect()
-        } else {
-            self.pod_ips.clone()
-        }
+    /// `status.podIP`: the pod's first address on the pod network, if it has one.
+    pub fn pod_ip(&self) -> Option<std::net::IpAddr> {
+        self.pod_ips.first().copied()
     }
 
     /// The pod's key on this host: `<namespace>_<name>` (neither may hold `_`), what its state

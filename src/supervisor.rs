@@ -337,20 +337,9 @@ fn field(plan: &PodPlan, path: &str) -> String {
         "status.hostIP" | "status.hostIPs" => host_ip().unwrap_or_default(),
         // A pod on the host's network has the host's address; one with only its loopback has
         // none.
-        "status.podIP" => match plan.pod_ip {
-            Some(ip) => ip.to_string(),
-            None if plan.host_network => host_ip().unwrap_or_default(),
-            None => String::new(),
-        },
+        "status.podIP" => pod_ips(plan).into_iter().next().unwrap_or_default(),
         // kubelet: every address, joined with commas.
-        "status.podIPs" => match plan.pod_ip {
-            Some(_) => {
-                let ips: Vec<String> = plan.pod_ips().iter().map(|ip| ip.to_string()).collect();
-                ips.join(",")
-            }
-            None if plan.host_network => host_ip().unwrap_or_default(),
-            None => String::new(),
-        },
+        "status.podIPs" => pod_ips(plan).join(","),
         _ => {
             for key in ["labels", "annotations"] {
                 if let Some(name) = one(key) {
@@ -372,6 +361,15 @@ pub(crate) fn node_name() -> String {
     nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// `status.podIPs`: the pod's addresses on the pod network; the host's with `hostNetwork`;
+/// none with only its loopback.
+pub(crate) fn pod_ips(plan: &PodPlan) -> Vec<String> {
+    if plan.host_network {
+        return host_ip().into_iter().collect();
+    }
+    plan.pod_ips.iter().map(|ip| ip.to_string()).collect()
 }
 
 /// The host's address, as a node's InternalIP: the IPv4 address of the interface the
@@ -717,10 +715,7 @@ async fn run_in(
         None => Ok(Vec::new()),
     };
     match joined {
-        Ok(ips) => {
-            plan.pod_ip = ips.first().copied();
-            plan.pod_ips = ips;
-        }
+        Ok(ips) => plan.pod_ips = ips,
         Err(err) => {
             undo(Some(ns), &cgroup);
             return Err(Error::Network(err));

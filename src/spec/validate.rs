@@ -986,7 +986,6 @@ impl Validator {
             host_network: false,
             pod_network: false,
             host_port_hook: false,
-            pod_ip: None,
             pod_ips: Vec::new(),
             host_ipc: false,
             host_pid: false,

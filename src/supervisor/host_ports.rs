@@ -156,7 +156,7 @@ pub(super) async fn publish(
             .filter(move |p| p.relay || !cni_ports)
     };
     // Where NAT ports go; a pod without an IP (not root) has its ports relayed after all.
-    let target = match plan.pod_ip {
+    let target = match plan.pod_ip() {
         Some(IpAddr::V4(ip)) => network.map(|network| (network, ip)),
         _ => None,
     };

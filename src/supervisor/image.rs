@@ -185,7 +185,7 @@ fn pod_hosts(plan: &spec::PodPlan, root: &Path) -> Result<String, String> {
     };
     // kubelet puts the hostname on each of the pod's IPs; a pod with only its loopback has
     // that.
-    let mut own: Vec<String> = plan.pod_ips().iter().map(|ip| ip.to_string()).collect();
+    let mut own: Vec<String> = plan.pod_ips.iter().map(|ip| ip.to_string()).collect();
     if own.is_empty() {
         own.push("127.0.0.1".to_owned());
     }
@@ -906,7 +906,6 @@ mod tests {
             "10.0.0.5".parse().expect("ip"),
             "fd9d::5".parse().expect("ip"),
         );
-        plan.pod_ip = Some(v4);
         plan.pod_ips = vec![v4, v6];
         let hosts = pod_hosts(&plan, root.path()).expect("hosts");
         assert!(

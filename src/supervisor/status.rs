@@ -171,11 +171,7 @@ impl Status {
             events_saved: None,
             restart_policy: plan.restart_policy,
             qos_class: plan.qos.as_str(),
-            pod_ips: match plan.pod_ip {
-                Some(_) => plan.pod_ips().iter().map(|ip| ip.to_string()).collect(),
-                None if plan.host_network => super::host_ip().into_iter().collect(),
-                None => Vec::new(),
-            },
+            pod_ips: super::pod_ips(plan),
             host_ip: super::host_ip(),
         };
         status.refresh();
