@@ -1035,19 +1035,7 @@ spec:
     let cgroup = common::pod_cgroup(&second).expect("cgroup v2");
     assert_eq!(read(&cgroup.join("hugetlb.2MB.max")), all.to_string());
     // Its supervisor killed, `gc` gives its pages back with the rest.
-    let supervisor: i32 = read(
-        &env.state()
-            .join("pods")
-            .join(format!("default_{second}"))
-            .join("supervisor.pid"),
-    )
-    .parse()
-    .expect("pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(supervisor),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the supervisor");
+    env.kill_pod_supervisor(&second);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !env.ok(&["get", "pod", &second]).contains("Unknown") {
         assert!(std::time::Instant::now() < deadline, "not Unknown");
