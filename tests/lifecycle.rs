@@ -1034,7 +1034,9 @@ spec:
     assert_eq!(logs(&second), "done\n");
     let cgroup = common::pod_cgroup(&second).expect("cgroup v2");
     assert_eq!(read(&cgroup.join("hugetlb.2MB.max")), all.to_string());
-    // Its supervisor killed, `gc` gives its pages back with the rest.
+    // Its supervisor killed, `gc` gives its pages back with the rest (no other test's gc
+    // between).
+    let gc = common::gc_lock();
     env.kill_pod_supervisor(&second);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !env.ok(&["get", "pod", &second]).contains("Unknown") {
@@ -1042,6 +1044,7 @@ spec:
         std::thread::sleep(Duration::from_millis(50));
     }
     let swept = env.ok(&["gc"]);
+    drop(gc);
     assert!(
         swept.contains(&format!("released {all} bytes of hugepages-2Mi")),
         "{swept}"
