@@ -130,6 +130,9 @@ enum Verb {
         /// Leave the caller's session (for `podkit apply`).
         #[arg(long)]
         detach: bool,
+        /// stdout is a pipe: write a byte to it after each write of the pod's status.
+        #[arg(long)]
+        notify: bool,
     },
 }
 
@@ -245,7 +248,11 @@ fn root() -> PathBuf {
 #[derive(Debug, Clone, Copy)]
 pub enum Internal {
     Pause,
-    Supervise { quiet: bool, detach: bool },
+    Supervise {
+        quiet: bool,
+        detach: bool,
+        notify: bool,
+    },
 }
 
 /// Recognises an internal command line (the whole of it, exactly as podkit writes it).
@@ -255,15 +262,20 @@ pub fn internal(mut args: impl Iterator<Item = std::ffi::OsString>) -> Option<In
     match first.to_str()? {
         "pause" if rest.is_empty() => Some(Internal::Pause),
         "supervise" => {
-            let (mut quiet, mut detach) = (false, false);
+            let (mut quiet, mut detach, mut notify) = (false, false, false);
             for flag in &rest {
                 match flag.to_str()? {
                     "--quiet" => quiet = true,
                     "--detach" => detach = true,
+                    "--notify" => notify = true,
                     _ => return None,
                 }
             }
-            Some(Internal::Supervise { quiet, detach })
+            Some(Internal::Supervise {
+                quiet,
+                detach,
+                notify,
+            })
         }
         _ => None,
     }
@@ -316,7 +328,11 @@ pub fn install_tracing_at(default: tracing_subscriber::filter::LevelFilter) {
 pub fn run_internal(command: Internal) -> anyhow::Result<ExitCode> {
     match command {
         Internal::Pause => pause::run(),
-        Internal::Supervise { quiet, detach } => supervise(quiet, detach),
+        Internal::Supervise {
+            quiet,
+            detach,
+            notify,
+        } => supervise(quiet, detach, notify),
     }
 }
 
@@ -391,7 +407,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Verb::Tail(args) => Ok(sidecars::tail::main(*args)),
         Verb::Puller(args) => Ok(sidecars::puller::main(*args)),
         Verb::Proxy(args) => Ok(sidecars::proxy::main(*args)),
-        Verb::Supervise { quiet, detach } => supervise(quiet, detach),
+        Verb::Supervise {
+            quiet,
+            detach,
+            notify,
+        } => supervise(quiet, detach, notify),
         Verb::Apply(args) => apply::apply(&root(), &cli.storage, args),
         Verb::Completion(args) => completion(args),
         Verb::Scale(args) => workloads::scale(&root(), &cli.storage, args),
@@ -513,10 +533,23 @@ fn supervise_command(plan: &spec::PodPlan) -> anyhow::Result<Command> {
 pub const SUPERVISOR_BIN: &str = "podkit-supervise";
 
 /// Runs one pod's supervisor with the plan read from stdin: in the foreground, or in a session
-/// of its own when `detach`.
-fn supervise(quiet: bool, detach: bool) -> anyhow::Result<ExitCode> {
+/// of its own when `detach`. With `notify`, stdout is the caller's pipe (see
+/// [`apply::start_supervisor`]): kept aside, and stdout becomes /dev/null.
+fn supervise(quiet: bool, detach: bool, notify: bool) -> anyhow::Result<ExitCode> {
     if detach {
         nix::unistd::setsid().context("failed to start a session")?;
+    }
+    if notify {
+        use std::os::fd::AsFd;
+        // A duplicate closed on exec (F_DUPFD_CLOEXEC): runc and the containers never hold it,
+        // so the caller sees end of file when this process ends.
+        let pipe = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("failed to keep the notify pipe")?;
+        let null = std::fs::File::create("/dev/null").context("failed to open /dev/null")?;
+        nix::unistd::dup2_stdout(&null).context("failed to point stdout at /dev/null")?;
+        supervisor::status::notify_with(std::fs::File::from(pipe));
     }
     let mut plan = Vec::new();
     std::io::stdin().read_to_end(&mut plan)?;

@@ -354,7 +354,7 @@ impl Workload {
     ) -> anyhow::Result<()> {
         let mut plan = spec::template_plan(workload, pod, labels, owner)?;
         crate::cli::pull_secrets_from_store(&self.storage, &mut plan)?;
-        crate::cli::start_supervisor(&self.root, &plan)?;
+        crate::cli::start_supervisor(&self.root, &plan, false)?;
         eprintln!(
             "{} {:?}: created pod {pod:?}",
             workload["kind"].as_str().unwrap_or("").to_lowercase(),

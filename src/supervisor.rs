@@ -1039,7 +1039,9 @@ fn make_state_dir(plan: &PodPlan, dir: &Path) -> Result<(), Error> {
         }
         // rename(2) onto an existing non-empty directory fails: two pods of one name cannot
         // both get here.
-        std::fs::rename(&tmp, dir)
+        std::fs::rename(&tmp, dir)?;
+        status::notify();
+        Ok(())
     };
     make().map_err(|source| {
         let _ = std::fs::remove_dir_all(&tmp);

@@ -333,6 +333,14 @@ impl PidFd {
     }
 }
 
+/// Readable (POLLIN) once the process has exited: poll(2) on a pidfd waits for an exit
+/// without being the process's parent.
+impl AsFd for PidFd {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 fn c_string(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| {
         io::Error::new(

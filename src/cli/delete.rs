@@ -274,7 +274,12 @@ fn wait_gone(root: &Path, pod: &PodState) -> anyhow::Result<()> {
         .as_u64()
         .unwrap_or(30);
     let deadline = Instant::now() + Duration::from_secs(grace + 30);
-    let mut changes = super::apply::Changes::new(root, &pod.namespace, &pod.name);
+    // Woken by the supervisor's exit (it removes the pod's directory, then ends): not by
+    // inotify, whose descriptor takes 8 to 16 ms to close on a busy host (see `Changes`).
+    let mut changes = pod
+        .supervisor
+        .and_then(super::apply::Changes::until_exit)
+        .unwrap_or_else(|| super::apply::Changes::new(root, &pod.namespace, &pod.name));
     loop {
         match state::read(root, &pod.namespace, &pod.name) {
             Err(state::StateError::NotFound { .. }) => return Ok(()),

@@ -360,6 +360,7 @@ pub async fn wait(
                     super::status::failed_scheduling(dir, &message);
                     if let Ok(text) = serde_json::to_vec_pretty(&status) {
                         let _ = super::status::write_atomic(&dir.join("status.json"), &text);
+                        super::status::notify();
                     }
                     said = Some(short);
                 }

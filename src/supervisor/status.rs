@@ -465,6 +465,7 @@ impl Status {
         }
         let status = serde_json::to_vec_pretty(&self.to_pod_status());
         self.unsaved = !self.write("status.json", status);
+        notify();
     }
 
     fn write(&self, name: &str, data: serde_json::Result<Vec<u8>>) -> bool {
@@ -593,6 +594,33 @@ fn state(s: &State) -> ContainerState {
             }),
             ..Default::default()
         },
+    }
+}
+
+/// The pipe of the `podkit apply` that started this supervisor (`--notify`): told after each
+/// write of status.json, so that it reads the status at once (see `cli::apply::Changes`).
+static NOTIFY: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Tells the pipe `pipe` (not blocking) of every write of status.json from now on.
+pub fn notify_with(pipe: std::fs::File) {
+    *NOTIFY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pipe);
+}
+
+/// A byte to the notify pipe, if there is one. A full pipe already holds a wake-up; a reader
+/// gone (apply returned) or any other error ends the telling.
+pub fn notify() {
+    use std::io::Write;
+    let mut pipe = NOTIFY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(file) = pipe.as_mut() {
+        match file.write(b".") {
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => *pipe = None,
+        }
     }
 }
 
