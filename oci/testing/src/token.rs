@@ -84,10 +84,7 @@ impl TokenServer {
                     return;
                 }
                 if let Ok(stream) = stream {
-                    let request = serve(stream, &signer);
-                    if let Some(request) = request {
-                        requests2.lock().expect("requests").push(request);
-                    }
+                    serve(stream, &signer, &requests2);
                 }
             }
         });
@@ -113,8 +110,11 @@ impl Drop for TokenServer {
     }
 }
 
-/// Answers one request (one per connection: `Connection: close`).
-fn serve(stream: TcpStream, signer: &Signer) -> Option<TokenRequest> {
+/// Answers one request (one per connection: `Connection: close`), recorded in `requests` before
+/// the answer goes out: a client that has its answer finds its request in the record (a test
+/// that looked right after a refused pull once found the refusal not yet recorded).
+fn serve(stream: TcpStream, signer: &Signer, requests: &Mutex<Vec<TokenRequest>>) -> Option<()> {
+    let record = |request: TokenRequest| requests.lock().expect("requests").push(request);
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -147,16 +147,17 @@ fn serve(stream: TcpStream, signer: &Signer) -> Option<TokenRequest> {
         None => false,
         Some(given) if *given == signer.user => true,
         Some(_) => {
+            record(TokenRequest {
+                user,
+                scopes,
+                granted: false,
+            });
             respond(
                 &stream,
                 "401 Unauthorized",
                 r#"{"details":"incorrect username or password"}"#,
             );
-            return Some(TokenRequest {
-                user,
-                scopes,
-                granted: false,
-            });
+            return Some(());
         }
     };
     let access: Vec<serde_json::Value> = scopes
@@ -173,16 +174,17 @@ fn serve(stream: TcpStream, signer: &Signer) -> Option<TokenRequest> {
         })
         .collect();
     let token = signer.token(user.as_deref().unwrap_or(""), access);
+    record(TokenRequest {
+        user,
+        scopes,
+        granted: true,
+    });
     respond(
         &stream,
         "200 OK",
         &serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string(),
     );
-    Some(TokenRequest {
-        user,
-        scopes,
-        granted: true,
-    })
+    Some(())
 }
 
 fn respond(mut stream: &TcpStream, status: &str, body: &str) {
