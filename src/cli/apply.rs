@@ -309,7 +309,7 @@ fn wait_for(
     // counts only once it lasts.
     let mut unknown_since: Option<Instant> = None;
     let mut changes = match notify {
-        Some(pipe) => Changes::from_supervisor(pipe),
+        Some(pipe) => Changes::Pipe(pipe),
         None => Changes::new(root, namespace, name),
     };
     loop {
@@ -441,7 +441,8 @@ fn wait_for(
 /// Wakes [`wait_for`] when the pod's state may have changed, instead of a poll every 10 ms that
 /// read and parsed its files each time: CPU taken from the runtime while the containers start
 /// (two cores here). From a supervisor this command started, its notify pipe: a byte after each
-/// write of status.json, end of file when it exits. Otherwise inotify on the pods directory (the
+/// write of status.json, end of file when it exits; for `delete`, the supervisor's exit (a
+/// pidfd). Otherwise inotify on the pods directory (the
 /// supervisor makes the pod's directory and logs its early errors there) and, once it is made,
 /// on the pod's own (status.json is renamed into place), with a tick for what inotify does not
 /// tell: a supervisor that died.
@@ -450,22 +451,21 @@ fn wait_for(
 /// SRCU grace period of the kernel (fsnotify frees its marks so), which takes 8 to 16 ms while
 /// both cores are busy, as they are while a pod's containers start: measured here as the last
 /// 15 ms of `apply`, between reading the pod running and exiting. A pipe closes at once.
-pub(super) struct Changes {
-    inotify: Option<Inotify>,
-    pod_dir: std::path::PathBuf,
-    pod_watched: bool,
-    /// What wakes [`Changes::wait`] instead of inotify, until it says the supervisor ended.
-    woken_by: Option<WokenBy>,
-}
-
-/// What [`Changes`] waits on instead of inotify.
-enum WokenBy {
+pub(super) enum Changes {
+    /// inotify on the pods directory, and on the pod's own once it is made.
+    Inotify {
+        inotify: Inotify,
+        pod_dir: std::path::PathBuf,
+        pod_watched: bool,
+    },
     /// The notify pipe of a supervisor started with `--notify` (its read end, not blocking):
     /// readable after each status write, end of file when the supervisor ends.
     Pipe(std::fs::File),
     /// The supervisor, by a pidfd: readable when it has exited (`delete`, which waits for the
     /// supervisor to remove the pod and end).
     Exit(netns::PidFd),
+    /// Nothing to wait on (no inotify watch to be had, or the supervisor has ended): a sleep.
+    Sleep,
 }
 
 /// How long [`Changes::wait`] sleeps without an event.
@@ -474,115 +474,98 @@ const TICK: Duration = Duration::from_millis(100);
 impl Changes {
     pub(super) fn new(root: &Path, namespace: &str, name: &str) -> Changes {
         let pods = root.join("pods");
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
-            .and_then(|inotify| {
+        let inotify =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).and_then(|inotify| {
                 let mask = AddWatchFlags::IN_CREATE
                     | AddWatchFlags::IN_MODIFY
                     | AddWatchFlags::IN_MOVED_TO
                     | AddWatchFlags::IN_MOVED_FROM
                     | AddWatchFlags::IN_DELETE;
                 inotify.add_watch(&pods, mask).map(|_| inotify)
-            })
-            .ok();
-        Changes {
-            inotify,
-            pod_dir: crate::supervisor::pod_dir(root, namespace, name),
-            pod_watched: false,
-            woken_by: None,
+            });
+        match inotify {
+            Ok(inotify) => Changes::Inotify {
+                inotify,
+                pod_dir: crate::supervisor::pod_dir(root, namespace, name),
+                pod_watched: false,
+            },
+            Err(_) => Changes::Sleep,
         }
-    }
-
-    /// Woken by the notify pipe of a supervisor started with `--notify` (its read end, not
-    /// blocking).
-    pub(super) fn from_supervisor(pipe: std::fs::File) -> Changes {
-        Changes::woken_by(WokenBy::Pipe(pipe))
     }
 
     /// Woken when the supervisor `pid` exits, or at each [`TICK`]: for a wait that ends when
     /// it does. `None` when there is no such process (it has ended).
     pub(super) fn until_exit(pid: u32) -> Option<Changes> {
-        netns::PidFd::open(pid)
-            .ok()
-            .map(|pidfd| Changes::woken_by(WokenBy::Exit(pidfd)))
-    }
-
-    fn woken_by(woken_by: WokenBy) -> Changes {
-        Changes {
-            inotify: None,
-            pod_dir: std::path::PathBuf::new(),
-            pod_watched: false,
-            woken_by: Some(woken_by),
-        }
+        netns::PidFd::open(pid).ok().map(Changes::Exit)
     }
 
     /// Returns after a change, or after [`TICK`]; at once when the pod's directory was only
     /// now watched (what changed in it before is read again first). Without inotify (out of
-    /// watches), or once the supervisor closed its pipe, after 10 ms.
+    /// watches), or once the supervisor has ended, after 10 ms.
     pub(super) fn wait(&mut self) {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::io::Read;
         use std::os::fd::AsFd;
         let tick = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::MAX);
-        if let Some(woken_by) = &self.woken_by {
-            let fd = match woken_by {
-                WokenBy::Pipe(pipe) => pipe.as_fd(),
-                WokenBy::Exit(pidfd) => pidfd.as_fd(),
-            };
-            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-            if poll(&mut fds, tick).is_ok_and(|n| n > 0) {
-                let ended = match woken_by {
-                    WokenBy::Exit(_) => true,
-                    // Drained: how many writes there were does not matter, the state is read
-                    // again.
-                    WokenBy::Pipe(pipe) => {
-                        let mut buf = [0u8; 256];
-                        loop {
-                            match (&*pipe).read(&mut buf) {
-                                Ok(0) => break true,
-                                Ok(_) => {}
-                                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
-                                Err(_) => break false,
-                            }
+        let readable = |fd: std::os::fd::BorrowedFd<'_>| {
+            poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], tick).is_ok_and(|n| n > 0)
+        };
+        let ended = match self {
+            Changes::Sleep => {
+                std::thread::sleep(Duration::from_millis(10));
+                false
+            }
+            Changes::Exit(pidfd) => readable(pidfd.as_fd()),
+            // Drained: how many writes there were does not matter, the state is read again.
+            Changes::Pipe(pipe) => {
+                readable(pipe.as_fd())
+                    && loop {
+                        match (&*pipe).read(&mut [0u8; 256]) {
+                            Ok(0) => break true,
+                            Ok(_) => {}
+                            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(_) => break false,
                         }
                     }
-                };
-                if ended {
-                    self.woken_by = None;
-                }
             }
-            return;
-        }
-        let Some(inotify) = &self.inotify else {
-            std::thread::sleep(Duration::from_millis(10));
-            return;
+            Changes::Inotify {
+                inotify,
+                pod_dir,
+                pod_watched,
+            } => {
+                if !*pod_watched {
+                    let mask = AddWatchFlags::IN_CLOSE_WRITE
+                        | AddWatchFlags::IN_MOVED_TO
+                        | AddWatchFlags::IN_DELETE
+                        | AddWatchFlags::IN_MOVE_SELF
+                        | AddWatchFlags::IN_DELETE_SELF;
+                    if inotify.add_watch(&*pod_dir, mask).is_ok() {
+                        *pod_watched = true;
+                        return;
+                    }
+                }
+                if readable(inotify.as_fd()) {
+                    // Drained: which file changed does not matter, the state is read again. A
+                    // watch the kernel dropped (the pod's directory renamed away or removed, as
+                    // a supervisor that fails to start does) is added again when a directory
+                    // of that name is back.
+                    while let Ok(events) = inotify.read_events() {
+                        if events.is_empty() {
+                            break;
+                        }
+                        if events
+                            .iter()
+                            .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
+                        {
+                            *pod_watched = false;
+                        }
+                    }
+                }
+                false
+            }
         };
-        if !self.pod_watched {
-            let mask = AddWatchFlags::IN_CLOSE_WRITE
-                | AddWatchFlags::IN_MOVED_TO
-                | AddWatchFlags::IN_DELETE
-                | AddWatchFlags::IN_MOVE_SELF
-                | AddWatchFlags::IN_DELETE_SELF;
-            if inotify.add_watch(&self.pod_dir, mask).is_ok() {
-                self.pod_watched = true;
-                return;
-            }
-        }
-        let mut fds = [PollFd::new(inotify.as_fd(), PollFlags::POLLIN)];
-        if poll(&mut fds, tick).is_ok_and(|n| n > 0) {
-            // Drained: which file changed does not matter, the state is read again. A watch
-            // the kernel dropped (the pod's directory renamed away or removed, as a supervisor
-            // that fails to start does) is added again when a directory of that name is back.
-            while let Ok(events) = inotify.read_events() {
-                if events.is_empty() {
-                    break;
-                }
-                if events
-                    .iter()
-                    .any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED))
-                {
-                    self.pod_watched = false;
-                }
-            }
+        if ended {
+            *self = Changes::Sleep;
         }
     }
 }
@@ -664,17 +647,17 @@ mod tests {
     fn the_notify_pipe_wakes_and_its_end_says_the_supervisor_ended() {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).expect("pipe");
         let mut write = std::fs::File::from(write);
-        let mut changes = Changes::from_supervisor(std::fs::File::from(read));
+        let mut changes = Changes::Pipe(std::fs::File::from(read));
         write.write_all(b"...").expect("write");
         changes.wait();
         assert!(
-            changes.woken_by.is_some(),
+            matches!(changes, Changes::Pipe(_)),
             "bytes are a wake-up, not the end"
         );
         drop(write);
         changes.wait();
         assert!(
-            changes.woken_by.is_none(),
+            matches!(changes, Changes::Sleep),
             "end of file is the supervisor's end"
         );
         // From then on it sleeps (10 ms) instead of polling a closed pipe.
@@ -690,12 +673,12 @@ mod tests {
         let mut changes = Changes::until_exit(child.id()).expect("pidfd");
         // Each wait returns on the exit or after a tick; the exit ends them within 2 s.
         for _ in 0..20 {
-            if changes.woken_by.is_none() {
+            if matches!(changes, Changes::Sleep) {
                 break;
             }
             changes.wait();
         }
-        assert!(changes.woken_by.is_none(), "the exit was not seen");
+        assert!(matches!(changes, Changes::Sleep), "the exit was not seen");
         assert!(
             child.try_wait().expect("wait").is_some(),
             "woken before the exit"

@@ -358,8 +358,9 @@ pub async fn wait(
                     );
                     // Events first, as a running pod's are: whoever sees the status finds them.
                     super::status::failed_scheduling(dir, &message);
-                    if let Ok(text) = serde_json::to_vec_pretty(&status) {
-                        let _ = super::status::write_atomic(&dir.join("status.json"), &text);
+                    if let Ok(text) = serde_json::to_vec_pretty(&status)
+                        && super::status::write_atomic(&dir.join("status.json"), &text).is_ok()
+                    {
                         super::status::notify();
                     }
                     said = Some(short);

@@ -465,7 +465,9 @@ impl Status {
         }
         let status = serde_json::to_vec_pretty(&self.to_pod_status());
         self.unsaved = !self.write("status.json", status);
-        notify();
+        if !self.unsaved {
+            notify();
+        }
     }
 
     fn write(&self, name: &str, data: serde_json::Result<Vec<u8>>) -> bool {
