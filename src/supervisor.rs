@@ -707,10 +707,7 @@ async fn run_in(
         return Err(Error::HugePages(err));
     }
     let joined = match network {
-        Some(PodNetwork::Bridge(network)) => network
-            .join(ns.net(), dir, &reaper)
-            .await
-            .map(|ip| vec![ip.into()]),
+        Some(PodNetwork::Bridge(network)) => network.join(ns.net(), dir, &reaper).await,
         Some(PodNetwork::Cni(cni)) => cni_join(cni, &plan, dir, &reaper).await,
         None => Ok(Vec::new()),
     };

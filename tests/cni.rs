@@ -201,6 +201,23 @@ impl Net {
     }
 }
 
+/// A sysctl's value, written back when the test ends, pass or fail.
+struct Sysctl(&'static str, Option<String>);
+
+impl Sysctl {
+    fn keep(path: &'static str) -> Sysctl {
+        Sysctl(path, std::fs::read_to_string(path).ok())
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        if let Some(value) = &self.1 {
+            let _ = std::fs::write(self.0, value);
+        }
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = Command::new("ip")
@@ -652,6 +669,8 @@ esac
 fn a_dual_stack_cni_network_gives_the_pod_both_addresses() {
     let Some(net) = Net::new(4) else { return };
     let Some(env) = Env::new() else { return };
+    // The bridge plugin turns on the host's IPv6 forwarding for an IPv6 range; put back.
+    let _forwarding = Sysctl::keep("/proc/sys/net/ipv6/conf/all/forwarding");
     net.write_ranges(&[net.subnet(), net.subnet6()], &[]);
     let pod = format!("cni-dual-{}", std::process::id());
     let file = env.file(

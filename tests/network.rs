@@ -11,7 +11,7 @@ mod common;
 use common::Isolated as Env;
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,6 +20,15 @@ use serde_json::Value;
 
 /// Where the default pod network (bridge podkit0, 10.90.0.0/16) keeps its leases.
 const LEASES: &str = "/run/podkit/networks/podkit0/10.90.0.0-16";
+
+/// And its IPv6 leases (fd90:706f:646b::/64), where the host has IPv6.
+const LEASES6: &str = "/run/podkit/networks/podkit0/fd90:706f:646b::-64";
+
+/// Whether this host has IPv6, so pods get an IPv6 address too (dual stack).
+fn host_has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|text| text.trim() == "0")
+}
 
 impl Env {
     fn pod_json(&self, pod: &str) -> Value {
@@ -33,16 +42,32 @@ impl Env {
             .and_then(|ip| ip.parse().ok())
     }
 
+    /// The pod's IPv6 address, the second of its podIPs.
+    fn pod_ip6(&self, pod: &str) -> Option<Ipv6Addr> {
+        self.pod_json(pod)["status"]["podIPs"][1]["ip"]
+            .as_str()
+            .and_then(|ip| ip.parse().ok())
+    }
+
     /// The leases held by this test's pods: (address, owner).
     fn leases(&self) -> Vec<(String, String)> {
-        let Ok(entries) = std::fs::read_dir(LEASES) else {
+        self.leases_in(LEASES)
+    }
+
+    /// Their IPv6 leases.
+    fn leases6(&self) -> Vec<(String, String)> {
+        self.leases_in(LEASES6)
+    }
+
+    fn leases_in(&self, dir: &str) -> Vec<(String, String)> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             return Vec::new();
         };
         entries
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();
-                name.parse::<Ipv4Addr>().ok()?;
+                name.parse::<std::net::IpAddr>().ok()?;
                 let owner = std::fs::read_to_string(e.path()).ok()?;
                 Path::new(owner.trim())
                     .starts_with(self.state())
@@ -122,6 +147,7 @@ fn pods_get_addresses_reach_each_other_and_give_them_back() {
     );
     let out = env.tmp.path().join("out");
     std::fs::create_dir_all(&out).expect("out dir");
+    let ipv6 = host_has_ipv6();
     let file = env.file(
         "pods.yaml",
         &format!(
@@ -134,11 +160,13 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: server
-    command: [sh, -c, 'echo $POD_IP > {out}/a-ip; exec socat TCP-LISTEN:7000,fork,reuseaddr SYSTEM:\"echo from-a\"']
+    command: [sh, -c, 'echo $POD_IP > {out}/a-ip; echo $POD_IPS > {out}/a-ips; exec socat TCP-LISTEN:7000,fork,reuseaddr SYSTEM:\"echo from-a\"']
     env:
     - name: POD_IP
       valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
----
+    - name: POD_IPS
+      valueFrom: {{fieldRef: {{fieldPath: status.podIPs}}}}
+{server6}---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -164,7 +192,14 @@ spec:
     - name: POD_IP
       valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
 ",
-            out = out.display()
+            out = out.display(),
+            server6 = if ipv6 {
+                "  - name: server6
+    command: [socat, 'TCP6-LISTEN:7006,fork,reuseaddr', 'SYSTEM:\"echo from-a6\"']
+"
+            } else {
+                ""
+            },
         ),
     );
     let _cleanup = Cleanup(&env, vec![a.clone(), b.clone(), c.clone()]);
@@ -244,6 +279,63 @@ spec:
     ]);
     assert_eq!(reply, "from-a\n");
 
+    // Where the host has IPv6, each pod has an IPv6 address too (dual stack), second in
+    // podIPs, on eth0 with a default route, shown by describe and the downward API, and
+    // reached from the host and from the other pod.
+    if ipv6 {
+        let ip6_a = env.pod_ip6(&a).expect("pod a has an IPv6 address");
+        let ip6_b = env.pod_ip6(&b).expect("pod b has an IPv6 address");
+        for ip6 in [ip6_a, ip6_b] {
+            assert_eq!(ip6.segments()[..4], [0xfd90, 0x706f, 0x646b, 0], "{ip6}");
+        }
+        assert_ne!(ip6_a, ip6_b);
+        assert_eq!(env.pod_ip6(&c), None);
+        let described = env.ok(&["describe", "pod", &a]);
+        assert!(
+            described.contains(&format!("IPs:\n  IP:  {ip_a}\n  IP:  {ip6_a}\n")),
+            "{described}"
+        );
+        let ips = std::fs::read_to_string(out.join("a-ips")).unwrap_or_default();
+        assert_eq!(ips.trim(), format!("{ip_a},{ip6_a}"));
+        let route = env.ok(&["exec", &b, "--", "cat", "/proc/net/ipv6_route"]);
+        assert!(
+            route.lines().any(|l| l.starts_with(
+                "00000000000000000000000000000000 00 00000000000000000000000000000000 00 \
+                 fd90706f646b00000000000000000001"
+            ) && l.ends_with("eth0")),
+            "a default route via fd90:706f:646b::1: {route}"
+        );
+        let at = SocketAddr::from((ip6_a, 7006));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&at, Duration::from_secs(1)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pod a's IPv6 server never listened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(read_from(at), "from-a6\n");
+        let reply = env.ok(&[
+            "exec",
+            &b,
+            "--",
+            "socat",
+            "-T5",
+            "-",
+            &format!("TCP6:[{ip6_a}]:7006"),
+        ]);
+        assert_eq!(reply, "from-a6\n");
+        let leases6 = env.leases6();
+        assert_eq!(leases6.len(), 2, "{leases6:?}");
+        assert!(
+            leases6
+                .iter()
+                .any(|(l, owner)| *l == ip6_a.to_string()
+                    && owner.ends_with(&format!("default_{a}"))),
+            "{leases6:?}"
+        );
+    }
+
     // Leases: one per pod with an address, owned by its state directory.
     let leases = env.leases();
     assert_eq!(leases.len(), 2, "{leases:?}");
@@ -262,6 +354,7 @@ spec:
     env.ok(&["delete", "-f", &file]);
     // The leases go before the pods' directories, so before `delete` returns.
     assert!(env.leases().is_empty(), "{:?}", env.leases());
+    assert!(env.leases6().is_empty(), "{:?}", env.leases6());
     // The veth pair goes when the kernel has finished with the pod's namespace.
     let deadline = Instant::now() + Duration::from_secs(10);
     while host_link_exists(peer_a) {
@@ -297,6 +390,12 @@ spec:
     let _cleanup = Cleanup(&env, vec![pod.clone()]);
     env.ok(&["apply", "-f", &file]);
     let ip = env.pod_ip(&pod).expect("an IP");
+    let ip6 = env.pod_ip6(&pod);
+    assert_eq!(
+        ip6.is_some(),
+        host_has_ipv6(),
+        "an IPv6 address where the host has IPv6"
+    );
     let peer = host_peer_index(&pod);
     let dir = env.state().join("pods").join(format!("default_{pod}"));
     // No other test's gc between the kill and this test's own.
@@ -314,6 +413,13 @@ spec:
         "{said}"
     );
     assert!(env.leases().is_empty(), "{:?}", env.leases());
+    if let Some(ip6) = ip6 {
+        assert!(
+            said.contains(&format!("released pod address {ip6}")),
+            "{said}"
+        );
+    }
+    assert!(env.leases6().is_empty(), "{:?}", env.leases6());
     assert!(!host_link_exists(peer), "the veth pair is gone");
 }
 
@@ -352,10 +458,18 @@ spec:
     ips.dedup();
     assert_eq!(ips.len(), 50, "fifty distinct addresses");
     assert_eq!(env.leases().len(), 50);
+    if host_has_ipv6() {
+        assert_eq!(env.leases6().len(), 50, "an IPv6 address each");
+    }
     env.ok(&["delete", "-f", &file]);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !env.leases().is_empty() {
-        assert!(Instant::now() < deadline, "leases left: {:?}", env.leases());
+    while !env.leases().is_empty() || !env.leases6().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "leases left: {:?} {:?}",
+            env.leases(),
+            env.leases6()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }

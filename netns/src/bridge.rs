@@ -5,12 +5,12 @@
 //!
 //! Addresses come from [`crate::Ipam`]; this module only puts them on links.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use tracing::debug;
 
 use crate::pod::undo;
-use crate::{Error, Namespace, Netlink, Result, Subnet};
+use crate::{Error, Namespace, Netlink, Result, Subnet, Subnet6};
 
 /// The name of a pod's end of its veth pair, as on Kubernetes.
 pub const POD_INTERFACE: &str = "eth0";
@@ -19,11 +19,13 @@ pub const POD_INTERFACE: &str = "eth0";
 const MAX_LINK_NAME: usize = 15;
 
 /// A bridge for pods on one host: its name, subnet (the gateway is the subnet's first
-/// address) and MTU.
+/// address), its IPv6 subnet if it has one (dual stack: every pod an address of each), and
+/// MTU.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bridge {
     name: String,
     subnet: Subnet,
+    subnet6: Option<Subnet6>,
     /// Of the bridge and both ends of every pod's veth pair: traffic between pods never
     /// leaves the host, so nothing on a wire limits it.
     mtu: u32,
@@ -40,6 +42,12 @@ impl Bridge {
     /// so podkit can run next to any of them.
     pub const DEFAULT_SUBNET: Subnet = Subnet::new_unchecked(Ipv4Addr::new(10, 90, 0, 0), 16);
 
+    /// The default IPv6 subnet, `fd90:706f:646b::/64`: a unique local (ULA) /64 of podkit's
+    /// own (`706f:646b` is "podk" in ASCII), clear of the `fd00::/64` hosts and VMs often
+    /// take, of podman's `fd00::/8` defaults chosen at random and of Docker's `fd00::/80`s.
+    pub const DEFAULT_SUBNET6: Subnet6 =
+        Subnet6::new_unchecked(Ipv6Addr::new(0xfd90, 0x706f, 0x646b, 0, 0, 0, 0, 0), 64);
+
     /// The default MTU, the largest a veth takes: on a bridge that only joins pods of one
     /// host, fewer and larger packets move the same bytes with less per-packet work.
     pub const DEFAULT_MTU: u32 = 65535;
@@ -52,8 +60,17 @@ impl Bridge {
         Ok(Bridge {
             name,
             subnet,
+            subnet6: None,
             mtu: Self::DEFAULT_MTU,
         })
+    }
+
+    /// Gives the bridge an IPv6 subnet (a /126 or larger) beside its IPv4 one: its gateway
+    /// goes on the bridge, and [`Bridge::attach_dual_stack`] gives pods an address of each.
+    pub fn with_ipv6(mut self, subnet6: Subnet6) -> Result<Self> {
+        subnet6.check_pod_network()?;
+        self.subnet6 = Some(subnet6);
+        Ok(self)
     }
 
     /// Sets the MTU of the bridge and of the pods' links (68 to 65535).
@@ -83,6 +100,11 @@ impl Bridge {
         self.subnet.gateway()
     }
 
+    /// Its IPv6 subnet, if it has one.
+    pub fn subnet6(&self) -> Option<Subnet6> {
+        self.subnet6
+    }
+
     /// The MTU of the bridge and of the pods' links.
     pub fn mtu(&self) -> u32 {
         self.mtu
@@ -90,21 +112,24 @@ impl Bridge {
 
     /// Makes the bridge exist as configured in the namespace of `host`: equal to
     /// `ip link add NAME type bridge` unless it exists, then `ip link set NAME mtu MTU address
-    /// (its own) up` and `ip address add GATEWAY/PREFIX dev NAME`.
+    /// (its own) up`, `ip address add GATEWAY/PREFIX dev NAME` and, with an IPv6 subnet,
+    /// `ip address add GATEWAY6/PREFIX6 dev NAME nodad`.
     ///
     /// Idempotent, and safe when several processes race: a bridge or address someone else
     /// added first is taken as it is. An existing link of that name that is not a bridge is
-    /// [`Error::NotABridge`]. Returns whether this call made the bridge (what goes with it,
-    /// such as its NAT rules, is then the caller's to make).
+    /// [`Error::NotABridge`]. Returns whether this call made the bridge, or gave a bridge made
+    /// before its IPv6 gateway (what goes with them, such as the NAT rules, is then the
+    /// caller's to make).
     pub async fn ensure(&self, host: &Netlink) -> Result<bool> {
         // The usual case, a bridge the first pod set up whole (it is brought up last, after
-        // its MTU, MAC and address): one request instead of five, two of them changes.
+        // its MTU, MAC and addresses): one request instead of five, two of them changes (and
+        // with IPv6 one more, its gateway's add, refused as there already).
         if let Ok(link) = host.link(&self.name).await
             && link.kind.as_deref() == Some("bridge")
             && link.mtu == Some(self.mtu)
             && link.up
         {
-            return Ok(false);
+            return self.ensure_gateway6(host).await;
         }
         let created = match host.add_bridge(&self.name, self.mtu).await {
             Ok(()) => {
@@ -139,10 +164,35 @@ impl Bridge {
             Err(err) if err.netlink_errno() == Some(libc::EEXIST) => {}
             Err(err) => return Err(err),
         }
+        self.ensure_gateway6(host).await?;
         if !link.up {
             host.link_up(&self.name).await?;
         }
         Ok(created)
+    }
+
+    /// Puts the IPv6 gateway on the bridge, without duplicate address detection (the address
+    /// is podkit's, on a bridge of its own: waiting a second for DAD would only delay the
+    /// pods); returns whether it was missing. No IPv6 subnet: nothing to do.
+    async fn ensure_gateway6(&self, host: &Netlink) -> Result<bool> {
+        let Some(subnet6) = self.subnet6 else {
+            return Ok(false);
+        };
+        match host
+            .add_address(
+                &self.name,
+                IpAddr::V6(subnet6.gateway()),
+                subnet6.prefix_len(),
+            )
+            .await
+        {
+            Ok(()) => {
+                debug!(bridge = %self.name, gateway = %subnet6.gateway(), "IPv6 gateway added");
+                Ok(true)
+            }
+            Err(err) if err.netlink_errno() == Some(libc::EEXIST) => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Puts the pod whose network namespace is `pod` on the bridge with address `ip`: a veth
@@ -165,8 +215,39 @@ impl Bridge {
         host_if: &str,
         ip: Ipv4Addr,
     ) -> Result<()> {
+        self.attach_dual_stack(host, pod, host_if, ip, None).await
+    }
+
+    /// [`Bridge::attach`], and with `ip6` (an address of the bridge's IPv6 subnet) that
+    /// address on `eth0` too, without duplicate address detection (the IPAM hands each out
+    /// once), and a default IPv6 route via the bridge's IPv6 gateway: equal to adding
+    /// `ip -n POD address add IP6/PREFIX6 dev eth0 nodad` and
+    /// `ip -n POD -6 route add default via GATEWAY6`. An `ip6` on a bridge with no IPv6
+    /// subnet is [`Error::InvalidPodAddress`].
+    pub async fn attach_dual_stack(
+        &self,
+        host: &Netlink,
+        pod: &Namespace,
+        host_if: &str,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<()> {
         validate_link_name(host_if)?;
         self.subnet.check_pod_ip(ip)?;
+        let v6 = match (ip6, self.subnet6) {
+            (Some(ip6), Some(subnet6)) => {
+                subnet6.check_pod_ip(ip6)?;
+                Some((ip6, subnet6))
+            }
+            (Some(ip6), None) => {
+                return Err(Error::InvalidPodAddress {
+                    ip: ip6.into(),
+                    subnet: self.subnet.to_string(),
+                    reason: "the bridge has no IPv6 subnet",
+                });
+            }
+            (None, _) => None,
+        };
         let bridge = host.link_index(&self.name).await?;
         host.add_veth_port(host_if, bridge, self.mtu, POD_INTERFACE, pod)
             .await?;
@@ -185,7 +266,16 @@ impl Bridge {
             inside
                 .add_address(POD_INTERFACE, IpAddr::V4(ip), self.subnet.prefix_len())
                 .await?;
-            inside.add_default_route(IpAddr::V4(self.gateway())).await
+            inside.add_default_route(IpAddr::V4(self.gateway())).await?;
+            if let Some((ip6, subnet6)) = v6 {
+                inside
+                    .add_address(POD_INTERFACE, IpAddr::V6(ip6), subnet6.prefix_len())
+                    .await?;
+                inside
+                    .add_default_route(IpAddr::V6(subnet6.gateway()))
+                    .await?;
+            }
+            Ok(())
         }
         .await;
         let result = match result {
@@ -194,7 +284,7 @@ impl Bridge {
         };
         made.disarm();
         if result.is_ok() {
-            debug!(bridge = %self.name, %host_if, %ip, pod = ?pod.path(), "attached pod");
+            debug!(bridge = %self.name, %host_if, %ip, ?ip6, pod = ?pod.path(), "attached pod");
         }
         result
     }
@@ -244,6 +334,7 @@ impl Default for Bridge {
         Bridge {
             name: Self::DEFAULT_NAME.to_owned(),
             subnet: Self::DEFAULT_SUBNET,
+            subnet6: None,
             mtu: Self::DEFAULT_MTU,
         }
     }

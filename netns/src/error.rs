@@ -231,7 +231,7 @@ pub enum Error {
 
     #[error("{ip} cannot be a pod's address on subnet {subnet}: {reason}")]
     InvalidPodAddress {
-        ip: Ipv4Addr,
+        ip: std::net::IpAddr,
         subnet: String,
         reason: &'static str,
     },

@@ -14,13 +14,12 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use tracing::debug;
 
-use crate::{Error, Result, Subnet};
+use crate::{Error, PodSubnet, Result, Subnet};
 
 /// The file whose lock serialises changes.
 const LOCK_FILE: &str = "lock";
@@ -35,23 +34,22 @@ const TMP_PREFIX: &str = ".tmp-";
 /// The longest owner id taken: a pod's name or uid fits.
 const MAX_OWNER_LEN: usize = 253;
 
-/// The leases of one subnet, kept under `DIR/<subnet>/` (the subnet written `10.90.0.0-16`).
+/// The leases of one subnet, kept under `DIR/<subnet>/` (the subnet written `10.90.0.0-16`,
+/// or `fd90:706f:646b::-64` for a [`crate::Subnet6`]).
 #[derive(Debug, Clone)]
-pub struct Ipam {
-    subnet: Subnet,
+pub struct Ipam<S: PodSubnet = Subnet> {
+    subnet: S,
     /// `DIR/<subnet>`: the leases, the lock and `last_reserved_ip`.
     dir: PathBuf,
 }
 
-impl Ipam {
-    /// The leases of `subnet` (a /30 or larger) under `root`, which is created if missing.
-    /// Addresses handed out skip the network address, the gateway (the first address) and
-    /// the broadcast address.
-    pub fn open(root: impl AsRef<Path>, subnet: Subnet) -> Result<Self> {
-        subnet.check_pod_network()?;
-        let dir = root
-            .as_ref()
-            .join(format!("{}-{}", subnet.network(), subnet.prefix_len()));
+impl<S: PodSubnet> Ipam<S> {
+    /// The leases of `subnet` (an IPv4 /30 or IPv6 /126, or larger) under `root`, which is
+    /// created if missing. Addresses handed out skip the network address, the gateway (the
+    /// first address) and the last address (IPv4's broadcast address).
+    pub fn open(root: impl AsRef<Path>, subnet: S) -> Result<Self> {
+        subnet.check()?;
+        let dir = root.as_ref().join(subnet.dir_name());
         fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
             path: dir.clone(),
             source,
@@ -60,7 +58,7 @@ impl Ipam {
     }
 
     /// The subnet addresses come from.
-    pub fn subnet(&self) -> Subnet {
+    pub fn subnet(&self) -> S {
         self.subnet
     }
 
@@ -74,30 +72,30 @@ impl Ipam {
     /// retrying after a crash does not leak an address. Otherwise the first free address after
     /// the last one allocated, wrapping at the end of the subnet, as host-local does;
     /// [`Error::SubnetFull`] when there is none.
-    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
+    pub fn allocate(&self, owner: &str) -> Result<S::Addr> {
         self.lock()?.allocate(owner)
     }
 
     /// Releases every lease `owner` holds (normally one) and returns their addresses; none
     /// is no error, so a retried delete succeeds.
-    pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
+    pub fn release(&self, owner: &str) -> Result<Vec<S::Addr>> {
         self.lock()?.release(owner)
     }
 
     /// Releases the lease on `ip` and returns its owner; `None` when it was not leased.
-    pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
+    pub fn release_ip(&self, ip: S::Addr) -> Result<Option<String>> {
         self.lock()?.release_ip(ip)
     }
 
     /// Every lease, as (address, owner), in address order.
-    pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+    pub fn leases(&self) -> Result<Vec<(S::Addr, String)>> {
         self.lock()?.leases()
     }
 
     /// Takes the subnet's lock, blocking while another thread or process holds it, and keeps
     /// it until the [`IpamLock`] is dropped: what the holder does meanwhile (making the bridge
     /// with the first lease, removing it with the last) no other process sees half done.
-    pub fn lock(&self) -> Result<IpamLock> {
+    pub fn lock(&self) -> Result<IpamLock<S>> {
         Ok(IpamLock {
             ipam: self.clone(),
             _lock: self.lock_file()?,
@@ -107,14 +105,14 @@ impl Ipam {
 
 /// The leases of one subnet with its lock held ([`Ipam::lock`]); dropped, the lock is let go.
 #[derive(Debug)]
-pub struct IpamLock {
-    ipam: Ipam,
+pub struct IpamLock<S: PodSubnet = Subnet> {
+    ipam: Ipam<S>,
     _lock: Flock<File>,
 }
 
-impl IpamLock {
+impl<S: PodSubnet> IpamLock<S> {
     /// [`Ipam::allocate`], under this lock.
-    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
+    pub fn allocate(&self, owner: &str) -> Result<S::Addr> {
         validate_owner(owner)?;
         let ipam = &self.ipam;
         let leases = ipam.read_leases(true)?;
@@ -122,22 +120,19 @@ impl IpamLock {
             debug!(%ip, owner, "lease already held");
             return Ok(ip);
         }
-        let range = ipam.subnet.pod_range();
+        let range = ipam.subnet.pod_numbers();
         let (first, last) = (*range.start(), *range.end());
-        // In u64: a large subnet's offsets would overflow a u32.
-        let size = u64::from(last - first) + 1;
+        // At most 2^128 - 3 addresses: no overflow (and the search ends at the first free
+        // address, so an IPv6 /64 costs no more than the leases it holds).
+        let size = last - first + 1;
         // Start after the last allocation, if it is still in the range.
         let start = ipam
             .last_reserved()
-            .map(u32::from)
-            .filter(|ip| range.contains(ip))
-            .map_or(0, |ip| u64::from(ip - first) + 1);
+            .map(S::number)
+            .filter(|n| range.contains(n))
+            .map_or(0, |n| (n - first + 1) % size);
         let free = (0..size)
-            .map(|offset| {
-                let ip = u64::from(first) + (start + offset) % size;
-                // Below `first + size`, which is a u32 address.
-                Ipv4Addr::from(u32::try_from(ip).unwrap_or(first))
-            })
+            .map(|offset| S::addr(first + (start + offset) % size))
             .find(|ip| !leases.contains_key(ip));
         let Some(ip) = free else {
             return Err(Error::SubnetFull {
@@ -154,7 +149,7 @@ impl IpamLock {
     }
 
     /// [`Ipam::release`], under this lock.
-    pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
+    pub fn release(&self, owner: &str) -> Result<Vec<S::Addr>> {
         validate_owner(owner)?;
         let ipam = &self.ipam;
         let mut released = Vec::new();
@@ -169,7 +164,7 @@ impl IpamLock {
     }
 
     /// [`Ipam::release_ip`], under this lock.
-    pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
+    pub fn release_ip(&self, ip: S::Addr) -> Result<Option<String>> {
         let ipam = &self.ipam;
         let owner = ipam.read_lease(&ip.to_string())?;
         if owner.is_some() {
@@ -180,12 +175,12 @@ impl IpamLock {
     }
 
     /// [`Ipam::leases`], under this lock.
-    pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+    pub fn leases(&self) -> Result<Vec<(S::Addr, String)>> {
         Ok(self.ipam.read_leases(false)?.into_iter().collect())
     }
 }
 
-impl Ipam {
+impl<S: PodSubnet> Ipam<S> {
     /// Holds the subnet's lock until dropped. Blocks while another thread or process holds it.
     fn lock_file(&self) -> Result<Flock<File>> {
         let path = self.dir.join(LOCK_FILE);
@@ -204,7 +199,7 @@ impl Ipam {
 
     /// The leases on disk. With `sweep`, also removes temporary files a crash left behind:
     /// under the lock, nobody is writing one.
-    fn read_leases(&self, sweep: bool) -> Result<BTreeMap<Ipv4Addr, String>> {
+    fn read_leases(&self, sweep: bool) -> Result<BTreeMap<S::Addr, String>> {
         let entries = fs::read_dir(&self.dir).map_err(|source| Error::Read {
             path: self.dir.clone(),
             source,
@@ -227,10 +222,10 @@ impl Ipam {
             }
             // Other files (the lock, `last_reserved_ip`, anything foreign, an address of
             // another subnet put here by hand) are no leases.
-            let Ok(ip) = name.parse::<Ipv4Addr>() else {
+            let Ok(ip) = name.parse::<S::Addr>() else {
                 continue;
             };
-            if !self.subnet.contains(ip) {
+            if !self.subnet.holds(ip) {
                 continue;
             }
             if let Some(owner) = self.read_lease(name)? {
@@ -250,7 +245,7 @@ impl Ipam {
         }
     }
 
-    fn last_reserved(&self) -> Option<Ipv4Addr> {
+    fn last_reserved(&self) -> Option<S::Addr> {
         fs::read_to_string(self.dir.join(LAST_RESERVED))
             .ok()?
             .trim()

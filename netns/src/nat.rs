@@ -136,11 +136,11 @@ use std::sync::{Mutex, MutexGuard};
 
 use tracing::debug;
 
-use self::nftables::{Conn, Element, NFPROTO_IPV4, Refused};
+use self::nftables::{Conn, Element, NFPROTO_IPV4, NFPROTO_IPV6, Refused};
 pub use self::service::ServicePort;
 use crate::bridge::validate_link_name;
 use crate::ipam::validate_owner;
-use crate::{Error, Namespace, Namespaces, NsKind, Result, Subnet};
+use crate::{Error, Namespace, Namespaces, NsKind, Result, Subnet, Subnet6};
 
 /// The map of mappings on every local address: `PROTO . PORT : POD_IP . POD_PORT`.
 const HOSTPORTS: &str = "hostports";
@@ -563,19 +563,88 @@ impl Nat {
     }
 
     /// Deletes the whole table, every owner's mappings with it: for when the last pod has
-    /// left. Equal to `nft delete table ip podkit`; returns whether there was one. The
+    /// left. Equal to `nft delete table ip podkit` and `nft delete table ip6 podkit` (the
+    /// IPv6 masquerade of [`Nat::ensure_ipv6`]); returns whether there was either. The
     /// sysctls stay as they are.
     pub fn remove(&self) -> Result<bool> {
-        let message = nftables::del_table(NFPROTO_IPV4, &self.table);
-        let result = self.conn().transact(vec![message]);
-        match result {
-            Ok(()) => {
-                debug!(table = %self.table, ns = ?self.ns.path(), "removed NAT table");
-                Ok(true)
+        let mut removed = false;
+        for (family, name) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6")] {
+            let message = nftables::del_table(family, &self.table);
+            let result = self.conn().transact(vec![message]);
+            match result {
+                Ok(()) => {
+                    debug!(table = %self.table, family = name, ns = ?self.ns.path(), "removed NAT table");
+                    removed = true;
+                }
+                Err(Refused { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(refused) => {
+                    return Err(
+                        self.refused(format!("delete table {name} {}", self.table), refused)
+                    );
+                }
             }
-            Err(Refused { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(refused) => Err(self.refused(format!("delete table ip {}", self.table), refused)),
         }
+        Ok(removed)
+    }
+
+    /// Masquerades the IPv6 traffic of pods of `subnet6` on bridge `bridge` that leaves the
+    /// host, in a second table of the same name in the `ip6` family. Equal to `nft -f -` of
+    ///
+    /// ```text
+    /// table ip6 podkit {
+    ///     chain postrouting { type nat hook postrouting priority srcnat;
+    ///         ip6 saddr SUBNET6 ip6 daddr != SUBNET6 masquerade
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// Idempotent as [`Nat::ensure`] (a comment on the chain says which rules it holds).
+    /// hostPorts and Services stay IPv4: IPv6 clients of a hostPort are not forwarded.
+    /// [`Nat::remove`] removes this table with the other.
+    ///
+    /// Returns whether the namespace forwards IPv6 (`net.ipv6.conf.all.forwarding` is 1),
+    /// without which the pods' IPv6 reaches the host and each other but never leaves the
+    /// host. Unlike IPv4's `ip_forward` this one is not turned on: it also stops the host
+    /// from taking its own IPv6 routes from router advertisements (unless `accept_ra` is 2
+    /// on its uplink), which Docker and netavark accept only for networks where IPv6 was
+    /// asked for, and podkit's pods have IPv6 by default. It is the host's admin's to set.
+    pub fn ensure_ipv6(&self, subnet6: Subnet6, bridge: &str) -> Result<bool> {
+        validate_link_name(bridge)?;
+        if bridge.contains(['"', '\\']) {
+            return Err(Error::InvalidLinkName {
+                name: bridge.to_owned(),
+                reason: "must not contain quotes or backslashes",
+            });
+        }
+        subnet6.check_pod_network()?;
+        let forwarding = self.ns.run(|| {
+            std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+                .is_ok_and(|text| text.trim() == "1")
+        })?;
+        let marker = format!("podkit nat6 v1: pods of {subnet6} on {bridge}");
+        let current = self
+            .conn()
+            .chains(NFPROTO_IPV6)
+            .map_err(|source| self.error("list chains ip6".into(), source))?
+            .into_iter()
+            .any(|c| {
+                c.table == self.table
+                    && c.name == MARKER_CHAIN
+                    && c.comment.as_deref() == Some(marker.as_str())
+            });
+        if current {
+            return Ok(forwarding);
+        }
+        let table = &self.table;
+        self.run_nft(&format!(
+            "add table ip6 {table} {{ comment \"podkit: pods' IPv6 masquerade (netns::Nat)\"; }}\n\
+             add chain ip6 {table} {MARKER_CHAIN}\n\
+             delete chain ip6 {table} {MARKER_CHAIN}\n\
+             add chain ip6 {table} {MARKER_CHAIN} {{ type nat hook postrouting priority srcnat; comment \"{marker}\"; }}\n\
+             add rule ip6 {table} {MARKER_CHAIN} ip6 saddr {subnet6} ip6 daddr != {subnet6} masquerade\n"
+        ))?;
+        debug!(table = %self.table, %subnet6, %bridge, ns = ?self.ns.path(), "wrote IPv6 NAT rules");
+        Ok(forwarding)
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {

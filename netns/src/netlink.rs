@@ -182,15 +182,25 @@ impl Netlink {
             .collect())
     }
 
-    /// Equal to `ip address add ADDRESS/PREFIX dev LINK`.
+    /// Equal to `ip address add ADDRESS/PREFIX dev LINK` (with `nodad` for an IPv6 address).
     pub async fn add_address(&self, link: &str, address: IpAddr, prefix_len: u8) -> Result<()> {
         let index = self.link_index(link).await?;
-        let request = self
-            .handle
-            .address()
-            .add(index, address, prefix_len)
-            .execute();
-        request.await.map_err(|err| {
+        let mut request = self.handle.address().add(index, address, prefix_len);
+        if address.is_ipv6() {
+            // An IPv6 address is tentative until duplicate address detection is over (a
+            // second or more), and unusable meanwhile: podkit's addresses are handed out once
+            // by its IPAM, on links of its own, so it skips DAD, as `ip address add ...
+            // nodad` and netavark do.
+            use rtnetlink::packet_route::address::{
+                AddressAttribute, AddressFlags, AddressHeaderFlags,
+            };
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request.execute().await.map_err(|err| {
             self.error(
                 format!("ip address add {address}/{prefix_len} dev {link}"),
                 link,

@@ -1,7 +1,10 @@
-//! An IPv4 subnet (`10.90.0.0/16`): the range a bridge's pods take their addresses from.
+//! A bridge's pod subnets: [`Subnet`], IPv4 (`10.90.0.0/16`), and [`Subnet6`], IPv6
+//! (`fd90:706f:646b::/64`), the ranges its pods take their addresses from, and
+//! [`PodSubnet`], what [`crate::Ipam`] needs of either.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 
 use crate::{Error, Result};
@@ -72,7 +75,7 @@ impl Subnet {
 
     /// The addresses a pod may have: all but the network, the gateway and the broadcast
     /// address, as a `u32` range.
-    pub(crate) fn pod_range(&self) -> std::ops::RangeInclusive<u32> {
+    pub(crate) fn pod_range(&self) -> RangeInclusive<u32> {
         u32::from(self.network).saturating_add(2)..=u32::from(self.broadcast()).saturating_sub(1)
     }
 
@@ -91,7 +94,7 @@ impl Subnet {
         };
         match reason {
             Some(reason) => Err(Error::InvalidPodAddress {
-                ip,
+                ip: ip.into(),
                 subnet: self.to_string(),
                 reason,
             }),
@@ -138,4 +141,215 @@ fn mask(prefix_len: u8) -> u32 {
     u32::MAX
         .checked_shl(32 - u32::from(prefix_len))
         .unwrap_or(0)
+}
+
+/// An IPv6 network: its address (host bits zero) and prefix length. A bridge's second subnet,
+/// beside its IPv4 one, where the host has IPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Subnet6 {
+    network: Ipv6Addr,
+    prefix_len: u8,
+}
+
+impl Subnet6 {
+    /// The subnet `network/prefix_len`; `network` must have its host bits zero, as for
+    /// [`Subnet::new`].
+    pub fn new(network: Ipv6Addr, prefix_len: u8) -> Result<Self> {
+        if prefix_len > 128 {
+            return Err(Error::InvalidSubnet {
+                subnet: format!("{network}/{prefix_len}"),
+                reason: "the prefix length must be 0 to 128".into(),
+            });
+        }
+        let subnet = Subnet6 {
+            network: Ipv6Addr::from(u128::from(network) & mask6(prefix_len)),
+            prefix_len,
+        };
+        if subnet.network != network {
+            return Err(Error::InvalidSubnet {
+                subnet: format!("{network}/{prefix_len}"),
+                reason: format!("host bits are set: did you mean {subnet}?"),
+            });
+        }
+        Ok(subnet)
+    }
+
+    /// For constants known to be valid.
+    pub(crate) const fn new_unchecked(network: Ipv6Addr, prefix_len: u8) -> Self {
+        Subnet6 {
+            network,
+            prefix_len,
+        }
+    }
+
+    /// The network address (`fd90:706f:646b::`).
+    pub fn network(&self) -> Ipv6Addr {
+        self.network
+    }
+
+    /// The prefix length (`64`).
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// The last address of the range.
+    fn last(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network) | !mask6(self.prefix_len))
+    }
+
+    /// The gateway: the first address after the network's (the subnet-router anycast
+    /// address), as CNI's bridge plugin chooses it (`fd90:706f:646b::1`).
+    pub fn gateway(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.network).wrapping_add(1))
+    }
+
+    /// Whether `ip` is inside the subnet.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask6(self.prefix_len) == u128::from(self.network)
+    }
+
+    /// Whether `ip` may be a pod's address; the reason when not.
+    pub(crate) fn check_pod_ip(&self, ip: Ipv6Addr) -> Result<()> {
+        let reason = if !self.contains(ip) {
+            Some("it is outside the subnet")
+        } else if ip == self.network {
+            Some("it is the network address (the subnet-router anycast address)")
+        } else if ip == self.gateway() {
+            Some("it is the gateway (the bridge's own address)")
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => Err(Error::InvalidPodAddress {
+                ip: ip.into(),
+                subnet: self.to_string(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Error::InvalidSubnet`] unless the subnet holds a network, a gateway and at least one
+    /// pod: /126 or larger.
+    pub(crate) fn check_pod_network(&self) -> Result<()> {
+        if self.prefix_len > 126 {
+            return Err(Error::InvalidSubnet {
+                subnet: self.to_string(),
+                reason: "too small for a gateway and a pod: use a /126 or larger".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix_len)
+    }
+}
+
+impl FromStr for Subnet6 {
+    type Err = Error;
+
+    /// Parses `X:X::/N`.
+    fn from_str(text: &str) -> Result<Self> {
+        let invalid = || Error::InvalidSubnet {
+            subnet: text.to_owned(),
+            reason: "expected an IPv6 network and a prefix length, as fd90:706f:646b::/64".into(),
+        };
+        let (network, prefix_len) = text.split_once('/').ok_or_else(invalid)?;
+        let network = network.parse().map_err(|_| invalid())?;
+        let prefix_len = prefix_len.parse().map_err(|_| invalid())?;
+        Subnet6::new(network, prefix_len)
+    }
+}
+
+fn mask6(prefix_len: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128 - u32::from(prefix_len))
+        .unwrap_or(0)
+}
+
+/// What [`crate::Ipam`] needs of a subnet of either family: its pod addresses as a range of
+/// numbers, and the name of its directory of leases.
+pub trait PodSubnet: Copy + fmt::Display + fmt::Debug + Send + Sync + 'static {
+    /// Its addresses: [`Ipv4Addr`] or [`Ipv6Addr`].
+    type Addr: Copy + Ord + fmt::Display + fmt::Debug + FromStr + Into<IpAddr> + Send + 'static;
+
+    /// The addresses a pod may have, as numbers: all but the network address, the gateway
+    /// and the last address (IPv4's broadcast address; in IPv6 kept free too).
+    fn pod_numbers(&self) -> RangeInclusive<u128>;
+
+    /// The address numbered `n` (from [`PodSubnet::pod_numbers`]).
+    fn addr(n: u128) -> Self::Addr;
+
+    /// The number of `addr`.
+    fn number(addr: Self::Addr) -> u128;
+
+    /// Whether `addr` is inside the subnet.
+    fn holds(&self, addr: Self::Addr) -> bool;
+
+    /// [`Error::InvalidSubnet`] unless the subnet has room for a gateway and a pod.
+    fn check(&self) -> Result<()>;
+
+    /// The name of its directory of leases: `10.90.0.0-16`, `fd90:706f:646b::-64`.
+    fn dir_name(&self) -> String;
+}
+
+impl PodSubnet for Subnet {
+    type Addr = Ipv4Addr;
+
+    fn pod_numbers(&self) -> RangeInclusive<u128> {
+        let range = self.pod_range();
+        u128::from(*range.start())..=u128::from(*range.end())
+    }
+
+    fn addr(n: u128) -> Ipv4Addr {
+        // Every number of a pod range is a u32.
+        Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn number(addr: Ipv4Addr) -> u128 {
+        u128::from(u32::from(addr))
+    }
+
+    fn holds(&self, addr: Ipv4Addr) -> bool {
+        self.contains(addr)
+    }
+
+    fn check(&self) -> Result<()> {
+        self.check_pod_network()
+    }
+
+    fn dir_name(&self) -> String {
+        format!("{}-{}", self.network(), self.prefix_len())
+    }
+}
+
+impl PodSubnet for Subnet6 {
+    type Addr = Ipv6Addr;
+
+    fn pod_numbers(&self) -> RangeInclusive<u128> {
+        u128::from(self.network).saturating_add(2)..=u128::from(self.last()).saturating_sub(1)
+    }
+
+    fn addr(n: u128) -> Ipv6Addr {
+        Ipv6Addr::from(n)
+    }
+
+    fn number(addr: Ipv6Addr) -> u128 {
+        u128::from(addr)
+    }
+
+    fn holds(&self, addr: Ipv6Addr) -> bool {
+        self.contains(addr)
+    }
+
+    fn check(&self) -> Result<()> {
+        self.check_pod_network()
+    }
+
+    fn dir_name(&self) -> String {
+        format!("{}-{}", self.network, self.prefix_len)
+    }
 }

@@ -14,7 +14,7 @@ mod common;
 use common::{Pod, pod};
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -293,6 +293,102 @@ async fn ensure_is_idempotent_sets_sysctls_in_its_namespace_only_and_keeps_mappi
         matches!(&err, Error::LinkNotFound { name, .. } if name == "nosuchbridge"),
         "{err}"
     );
+}
+
+/// A dual stack pod's IPv6 traffic leaving the host is masqueraded to the host's address by
+/// the `ip6` table of the same name, once the host forwards IPv6 (which `ensure_ipv6` says,
+/// and leaves to the host's admin); `remove` takes both tables.
+#[tokio::test]
+async fn ipv6_traffic_leaving_the_host_is_masqueraded() {
+    let Some(host) = Pod::create("nat6-host").await else {
+        return;
+    };
+    let (a, ext) = (pod("nat6-a").await, pod("nat6-ext").await);
+    let net = host.netlink().await;
+    let bridge = Bridge::default()
+        .with_ipv6(Bridge::DEFAULT_SUBNET6)
+        .expect("ipv6");
+    bridge.ensure(&net).await.expect("bridge");
+    let pod_a6: Ipv6Addr = "fd90:706f:646b::2".parse().expect("address");
+    bridge
+        .attach_dual_stack(&net, a.ns().net(), "veth-a", POD_A, Some(pod_a6))
+        .await
+        .expect("attach a");
+    // The external client on 2001:db8:18::/64 (documentation range) behind ext0.
+    let (host_ext6, ext6): (Ipv6Addr, Ipv6Addr) = (
+        "2001:db8:18::1".parse().expect("address"),
+        "2001:db8:18::2".parse().expect("address"),
+    );
+    net.add_veth("ext0", "eth0", ext.ns().net())
+        .await
+        .expect("veth to the external client");
+    net.link_up("ext0").await.expect("ext0 up");
+    net.add_address("ext0", IpAddr::V6(host_ext6), 64)
+        .await
+        .expect("ext0 address");
+    let outside = ext.netlink().await;
+    outside.link_up("eth0").await.expect("eth0 up");
+    outside
+        .add_address("eth0", IpAddr::V6(ext6), 64)
+        .await
+        .expect("eth0 address");
+
+    let nat = Nat::open(host.ns().net()).expect("open");
+    nat.ensure(bridge.subnet(), bridge.name()).expect("ensure");
+    let forwarding = |value: &'static str| {
+        host.ns()
+            .net()
+            .run(move || {
+                std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", value).expect("sysctl")
+            })
+            .expect("run in the host namespace");
+    };
+    // A new namespace does not forward IPv6, and ensure_ipv6 leaves it so, saying it.
+    assert!(
+        !nat.ensure_ipv6(Bridge::DEFAULT_SUBNET6, "podkit0")
+            .expect("ensure_ipv6")
+    );
+    let table = nft(host.ns().net(), &["list", "table", "ip6", "podkit"]);
+    assert!(
+        table.contains("ip6 saddr fd90:706f:646b::/64 ip6 daddr != fd90:706f:646b::/64 masquerade"),
+        "{table}"
+    );
+    forwarding("1");
+    assert!(
+        nat.ensure_ipv6(Bridge::DEFAULT_SUBNET6, "podkit0")
+            .expect("again")
+    );
+    assert_eq!(
+        nft(host.ns().net(), &["list", "table", "ip6", "podkit"]),
+        table,
+        "unchanged"
+    );
+
+    // The external server sees the host's address, not the pod's.
+    let listener = ext
+        .ns()
+        .net()
+        .listen_tcp(SocketAddr::new(IpAddr::V6(ext6), 0))
+        .expect("listen");
+    listener.set_nonblocking(false).expect("blocking");
+    let server = listener.local_addr().expect("addr");
+    let accepted = std::thread::spawn(move || -> std::io::Result<SocketAddr> {
+        let (mut conn, peer) = listener.accept()?;
+        conn.write_all(b"hi")?;
+        Ok(peer)
+    });
+    let mut conn = a.ns().net().connect_tcp(server, TIMEOUT).expect("connect");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("read");
+    assert_eq!(reply, "hi");
+    let peer = accepted.join().expect("thread").expect("accept");
+    assert_eq!(peer.ip(), IpAddr::V6(host_ext6), "masqueraded");
+    forwarding("0");
+
+    // Both tables go with remove.
+    assert!(nat.remove().expect("remove"));
+    assert_eq!(nft(host.ns().net(), &["list", "tables"]).trim(), "");
+    assert!(!nat.remove().expect("nothing left"));
 }
 
 #[tokio::test]

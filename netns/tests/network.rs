@@ -13,10 +13,10 @@ use common::{Pod, pod};
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use netns::{Bridge, Error, Ipam, Netlink, POD_INTERFACE, Subnet};
+use netns::{Bridge, Error, Ipam, Netlink, POD_INTERFACE, Subnet, Subnet6};
 use rtnetlink::RouteMessageBuilder;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -97,6 +97,116 @@ async fn pods_on_the_bridge_reach_each_other_the_gateway_and_beyond_it() {
     exchange(a.ns().net(), gateway, ip_a);
     let beyond = echo_server(host.ns().net(), outside);
     exchange(a.ns().net(), beyond, ip_a);
+}
+
+#[tokio::test]
+async fn dual_stack_pods_reach_each_other_and_the_gateway_over_ipv6() {
+    let Some(host) = Pod::create("host6").await else {
+        return;
+    };
+    let (a, b) = (pod("a6").await, pod("b6").await);
+    let subnet6: Subnet6 = "fd90:706f:646b::/64".parse().expect("subnet6");
+    assert_eq!(subnet6, Bridge::DEFAULT_SUBNET6);
+    let bridge = Bridge::default().with_ipv6(subnet6).expect("ipv6");
+    let net = host.netlink().await;
+    assert!(bridge.ensure(&net).await.expect("ensure"), "made");
+    let (ip_a, ip_b) = (Ipv4Addr::new(10, 90, 0, 2), Ipv4Addr::new(10, 90, 0, 3));
+    let ip6 = |last| Ipv6Addr::new(0xfd90, 0x706f, 0x646b, 0, 0, 0, 0, last);
+    let (ip6_a, ip6_b) = (ip6(2), ip6(3));
+    bridge
+        .attach_dual_stack(&net, a.ns().net(), "veth-a", ip_a, Some(ip6_a))
+        .await
+        .expect("attach a");
+    bridge
+        .attach_dual_stack(&net, b.ns().net(), "veth-b", ip_b, Some(ip6_b))
+        .await
+        .expect("attach b");
+
+    // The bridge has both gateways, neither tentative (no duplicate address detection).
+    let br = net.link("podkit0").await.expect("bridge");
+    let addresses = net.addresses().await.expect("addresses");
+    for (gateway, prefix_len) in [(IpAddr::V4(bridge.gateway()), 16), (ip6(1).into(), 64)] {
+        assert!(
+            addresses.iter().any(|x| x.link_index == br.index
+                && x.address == gateway
+                && x.prefix_len == prefix_len),
+            "{gateway}: {addresses:?}"
+        );
+    }
+    // A bridge made before with no IPv6 gateway is given one by the next ensure, which says
+    // so (its NAT rules are then the caller's to bring up to date); then nothing more.
+    net.handle()
+        .address()
+        .del({
+            let mut message = rtnetlink::packet_route::address::AddressMessage::default();
+            message.header.family = rtnetlink::packet_route::AddressFamily::Inet6;
+            message.header.prefix_len = 64;
+            message.header.index = br.index;
+            message
+                .attributes
+                .push(rtnetlink::packet_route::address::AddressAttribute::Address(
+                    ip6(1).into(),
+                ));
+            message
+        })
+        .execute()
+        .await
+        .expect("delete the IPv6 gateway");
+    assert!(bridge.ensure(&net).await.expect("ensure"), "gateway added");
+    assert!(!bridge.ensure(&net).await.expect("ensure"), "nothing to do");
+
+    // Each pod: both addresses on eth0, and a default route of each family.
+    let inside = a.ns().netlink().await.expect("pod netlink");
+    let eth0 = inside.link(POD_INTERFACE).await.expect("eth0");
+    let addresses = inside.addresses().await.expect("pod addresses");
+    assert!(
+        addresses.iter().any(|x| x.link_index == eth0.index
+            && x.address == IpAddr::V6(ip6_a)
+            && x.prefix_len == 64),
+        "{addresses:?}"
+    );
+
+    // Pod to pod over IPv6 (and still over IPv4), pod to the IPv6 gateway, and pod to an
+    // address beyond it that only the IPv6 default route leads to: 2001:db8::1
+    // (documentation range) on the test host's `lo`.
+    let outside = "2001:db8::1".parse::<Ipv6Addr>().expect("address");
+    net.add_address("lo", IpAddr::V6(outside), 128)
+        .await
+        .expect("address on the test host's lo");
+    net.link_up("lo").await.expect("lo up");
+    let b_addr = echo_server(b.ns().net(), ip6_b);
+    exchange(a.ns().net(), b_addr, ip6_a);
+    let b_addr = echo_server(b.ns().net(), ip_b);
+    exchange(a.ns().net(), b_addr, ip_a);
+    let gateway = echo_server(host.ns().net(), ip6(1));
+    exchange(a.ns().net(), gateway, ip6_a);
+    let beyond = echo_server(host.ns().net(), outside);
+    exchange(b.ns().net(), beyond, ip6_b);
+
+    // An IPv6 address outside the subnet, its gateway, or on a bridge without IPv6 is
+    // refused before any link is made.
+    let c = pod("c6").await;
+    for (bridge, ip6, reason) in [
+        (&bridge, Ipv6Addr::LOCALHOST, "outside the subnet"),
+        (&bridge, ip6(1), "the gateway"),
+        (&Bridge::default(), ip6(4), "no IPv6 subnet"),
+    ] {
+        let err = bridge
+            .attach_dual_stack(
+                &net,
+                c.ns().net(),
+                "veth-c",
+                Ipv4Addr::new(10, 90, 0, 4),
+                Some(ip6),
+            )
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, Error::InvalidPodAddress { .. }) && err.to_string().contains(reason),
+            "{err}"
+        );
+    }
+    assert!(net.link("veth-c").await.is_err(), "no link made");
 }
 
 #[tokio::test]
@@ -356,9 +466,59 @@ fn leases_skip_the_gateway_continue_after_the_last_and_wrap() {
 }
 
 #[test]
+fn ipv6_leases_come_from_the_subnet_in_order_and_wrap() {
+    let root = tempfile::tempdir().expect("tempdir");
+    // fd90:706f:646b::/125: :0 network, :1 gateway, :7 kept free; pods get :2 to :6.
+    let subnet: Subnet6 = "fd90:706f:646b::/125".parse().expect("subnet");
+    let ipam = Ipam::open(root.path(), subnet).expect("open");
+    let ip = |last| Ipv6Addr::new(0xfd90, 0x706f, 0x646b, 0, 0, 0, 0, last);
+    assert_eq!(ipam.allocate("pod-a").expect("a"), ip(2));
+    assert_eq!(ipam.allocate("pod-b").expect("b"), ip(3));
+    assert_eq!(ipam.allocate("pod-a").expect("a again"), ip(2));
+    assert_eq!(ipam.release("pod-a").expect("release"), vec![ip(2)]);
+    for (owner, last) in [("pod-c", 4), ("pod-d", 5), ("pod-e", 6), ("pod-f", 2)] {
+        assert_eq!(ipam.allocate(owner).expect("allocate"), ip(last), "{owner}");
+    }
+    let err = ipam.allocate("pod-g").expect_err("full");
+    assert!(matches!(err, Error::SubnetFull { leases: 5, .. }), "{err}");
+    // Its own directory beside an IPv4 subnet's, a file per lease.
+    let file = root
+        .path()
+        .join("fd90:706f:646b::-125")
+        .join("fd90:706f:646b::3");
+    assert_eq!(std::fs::read_to_string(file).expect("lease file"), "pod-b");
+
+    // A /64 (the default's size) hands out its first addresses at once.
+    let wide = Ipam::open(root.path(), Bridge::DEFAULT_SUBNET6).expect("open /64");
+    assert_eq!(wide.allocate("pod-a").expect("a"), ip(2));
+    assert_eq!(wide.allocate("pod-b").expect("b"), ip(3));
+
+    // Subnets that cannot hold a pod, or are no IPv6 network, are refused.
+    for text in [
+        "fd90::/127",
+        "fd90::1/64",
+        "10.90.0.0/16",
+        "fd90::/129",
+        "fd90::",
+    ] {
+        let err = text
+            .parse::<Subnet6>()
+            .and_then(|subnet| Ipam::open(root.path(), subnet).map(drop));
+        assert!(
+            matches!(err, Err(Error::InvalidSubnet { .. })),
+            "{text}: {err:?}"
+        );
+    }
+}
+
+#[test]
 fn leftovers_of_a_crash_are_no_leases() {
     let root = tempfile::tempdir().expect("tempdir");
-    let ipam = Ipam::open(root.path(), "10.90.0.0/24".parse().expect("subnet")).expect("open");
+    let ipam = Ipam::open(
+        root.path(),
+        "10.90.0.0/24".parse::<Subnet>().expect("subnet"),
+    )
+    .expect("open");
     // A write cut short before its rename, and a file that is no lease.
     std::fs::write(ipam.dir().join(".tmp-10.90.0.2"), "pod-x").expect("tmp");
     std::fs::write(ipam.dir().join("notes"), "hello").expect("foreign file");
@@ -375,8 +535,11 @@ fn leftovers_of_a_crash_are_no_leases() {
         let err = ipam.allocate(owner).expect_err("invalid owner");
         assert!(matches!(err, Error::InvalidOwner { .. }), "{err}");
     }
-    let err =
-        Ipam::open(root.path(), "10.90.0.0/31".parse().expect("subnet")).expect_err("too small");
+    let err = Ipam::open(
+        root.path(),
+        "10.90.0.0/31".parse::<Subnet>().expect("subnet"),
+    )
+    .expect_err("too small");
     assert!(matches!(err, Error::InvalidSubnet { .. }), "{err}");
 }
 
@@ -414,9 +577,9 @@ fn concurrent_allocations_get_distinct_addresses() {
 
 /// Starts a thread that accepts one connection on `ip` inside `ns`, reads a line and writes
 /// it back with the peer's address. Returns where it listens.
-fn echo_server(ns: &netns::Namespace, ip: Ipv4Addr) -> SocketAddr {
+fn echo_server(ns: &netns::Namespace, ip: impl Into<IpAddr>) -> SocketAddr {
     let listener = ns
-        .listen_tcp(SocketAddr::new(IpAddr::V4(ip), 0))
+        .listen_tcp(SocketAddr::new(ip.into(), 0))
         .expect("listen");
     listener.set_nonblocking(false).expect("blocking");
     let addr = listener.local_addr().expect("addr");
@@ -431,7 +594,8 @@ fn echo_server(ns: &netns::Namespace, ip: Ipv4Addr) -> SocketAddr {
 }
 
 /// Connects from inside `ns` to `addr`, and checks the echo and that the server saw `from`.
-fn exchange(ns: &netns::Namespace, addr: SocketAddr, from: Ipv4Addr) {
+fn exchange(ns: &netns::Namespace, addr: SocketAddr, from: impl Into<IpAddr>) {
+    let from = from.into();
     let mut conn = ns
         .connect_tcp(addr, TIMEOUT)
         .unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
@@ -442,11 +606,7 @@ fn exchange(ns: &netns::Namespace, addr: SocketAddr, from: Ipv4Addr) {
     let (word, peer) = reply.split_once(' ').expect("echo");
     assert_eq!(word, "ping");
     let peer: SocketAddr = peer.parse().expect("peer address");
-    assert_eq!(
-        peer.ip(),
-        IpAddr::V4(from),
-        "{addr} saw the pod's own address"
-    );
+    assert_eq!(peer.ip(), from, "{addr} saw the pod's own address");
 }
 
 async fn assert_no_veth(net: &Netlink) {

@@ -4,6 +4,11 @@
 //! default route via the bridge, the address leased from a subnet (the `netns` crate does both
 //! through rtnetlink). Pods reach each other and the host reaches them by these addresses.
 //!
+//! Where the host has IPv6, the bridge is dual stack: it has an IPv6 subnet too (a ULA /64 by
+//! default), and every pod an address of each family (IPv4 first, as `status.podIPs` lists
+//! them), with a default route of each and its IPv6 traffic leaving the host masqueraded.
+//! hostPorts and Services stay IPv4, as on a cluster whose Services are single stack.
+//!
 //! The bridge and the leases are the host's, not one podkit root's: every pod on the host
 //! shares them, whatever its `PODKIT_ROOT`, so the leases live under [`LEASES_DIR`]. A lease's
 //! owner is the pod's state directory, which tells `gc` whether the pod still has a
@@ -11,10 +16,10 @@
 //! deleted by `gc` when no lease is left, both under the leases' lock, so a pod joining never
 //! finds it half gone.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use netns::{Bridge, Ipam, Netlink, Subnet};
+use netns::{Bridge, Ipam, Netlink, Subnet, Subnet6};
 use tracing::{debug, warn};
 
 /// Where every podkit root's pods lease their addresses: `<LEASES_DIR>/<bridge>/<subnet>/`.
@@ -30,12 +35,16 @@ pub const HOOK_DIR: &str = netns::ConnectHook::DEFAULT_DIR;
 pub struct Network {
     bridge: Bridge,
     ipam: Ipam,
+    /// The leases of the bridge's IPv6 subnet, when it has one.
+    ipam6: Option<Ipam<Subnet6>>,
 }
 
 impl Network {
     /// The network as the environment configures it: `PODKIT_BRIDGE` (the bridge's name,
-    /// default `podkit0`), `PODKIT_POD_SUBNET` (default 10.90.0.0/16) and `PODKIT_POD_MTU`
-    /// (default 65535: the pods' traffic never leaves the host on this bridge).
+    /// default `podkit0`), `PODKIT_POD_SUBNET` (default 10.90.0.0/16), `PODKIT_POD_SUBNET6`
+    /// (default fd90:706f:646b::/64 where the host has IPv6, none where it has not; `none`:
+    /// IPv4 only) and `PODKIT_POD_MTU` (default 65535: the pods' traffic never leaves the
+    /// host on this bridge).
     pub fn from_env() -> Result<Network, String> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let name = var("PODKIT_BRIDGE").unwrap_or_else(|| Bridge::DEFAULT_NAME.to_owned());
@@ -57,30 +66,70 @@ impl Network {
                 .with_mtu(mtu)
                 .map_err(|e| format!("PODKIT_POD_MTU={text:?}: {e}"))?;
         }
-        let ipam = Ipam::open(Path::new(LEASES_DIR).join(bridge.name()), subnet)
+        let subnet6 = match var("PODKIT_POD_SUBNET6") {
+            Some(text) if text.trim() == "none" => None,
+            Some(text) => {
+                let subnet6 = text
+                    .trim()
+                    .parse::<Subnet6>()
+                    .map_err(|e| format!("PODKIT_POD_SUBNET6={text:?}: {e}"))?;
+                if !host_has_ipv6() {
+                    return Err(format!(
+                        "PODKIT_POD_SUBNET6={text:?}: this host has IPv6 disabled \
+                         (net.ipv6.conf.all.disable_ipv6 is not 0); set it to none"
+                    ));
+                }
+                Some(subnet6)
+            }
+            None => host_has_ipv6().then_some(Bridge::DEFAULT_SUBNET6),
+        };
+        if let Some(subnet6) = subnet6 {
+            bridge = bridge
+                .with_ipv6(subnet6)
+                .map_err(|e| format!("PODKIT_POD_SUBNET6={subnet6}: {e}"))?;
+        }
+        let dir = Path::new(LEASES_DIR).join(bridge.name());
+        let ipam = Ipam::open(&dir, subnet)
             .map_err(|e| format!("failed to open the pod network's leases: {e}"))?;
-        Ok(Network { bridge, ipam })
+        let ipam6 = subnet6
+            .map(|subnet6| Ipam::open(&dir, subnet6))
+            .transpose()
+            .map_err(|e| format!("failed to open the pod network's IPv6 leases: {e}"))?;
+        Ok(Network {
+            bridge,
+            ipam,
+            ipam6,
+        })
     }
 
-    /// Gives the pod whose network namespace is `pod` an address, leased to `owner` (the pod's
-    /// state directory): the bridge made if this is the first pod, then the pod's veth pair,
-    /// address and default route. On failure nothing is left: no lease, no link.
+    /// Gives the pod whose network namespace is `pod` an address (and an IPv6 one on a dual
+    /// stack bridge), leased to `owner` (the pod's state directory): the bridge made if this
+    /// is the first pod, then the pod's veth pair, addresses and default routes. Returns the
+    /// addresses, IPv4 first. On failure nothing is left: no lease, no link.
     pub async fn join(
         &self,
         pod: &netns::Namespace,
         owner: &Path,
         reaper: &super::reaper::Reaper,
-    ) -> Result<Ipv4Addr, String> {
+    ) -> Result<Vec<IpAddr>, String> {
         let owner = owner_id(owner)?;
         let host =
             Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
-        let ipam = self.ipam.clone();
+        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
         let leased = owner.clone();
-        // The lock and the lease files block: off the runtime's threads.
-        let (lock, ip) = tokio::task::spawn_blocking(move || {
+        // The locks and the lease files block: off the runtime's threads. The IPv6 lease is
+        // taken under the IPv4 lock, which a pod takes first (so two locks never deadlock).
+        let (lock, ip, ip6) = tokio::task::spawn_blocking(move || {
             let lock = ipam.lock()?;
             let ip = lock.allocate(&leased)?;
-            Ok::<_, netns::Error>((lock, ip))
+            let ip6 = match ipam6.map(|ipam6| ipam6.allocate(&leased)).transpose() {
+                Ok(ip6) => ip6,
+                Err(err) => {
+                    let _ = lock.release(&leased);
+                    return Err(err);
+                }
+            };
+            Ok::<_, netns::Error>((lock, ip, ip6))
         })
         .await
         .map_err(|e| format!("the lease task failed: {e}"))?
@@ -93,10 +142,28 @@ impl Network {
             // or more: once, not for every pod).
             Ok(true) => {
                 let (subnet, bridge) = (self.bridge.subnet(), self.bridge.name().to_owned());
+                let subnet6 = self.bridge.subnet6();
                 // `nft` is a child the supervisor's reaper must leave to `ensure`'s wait.
                 let reaper = reaper.clone();
-                let table =
-                    blocking(move || reaper.paused(|| nat(&bridge)?.ensure(subnet, &bridge))).await;
+                let table = blocking(move || {
+                    reaper.paused(|| {
+                        let nat = nat(&bridge)?;
+                        nat.ensure(subnet, &bridge)?;
+                        if let Some(subnet6) = subnet6
+                            && !nat.ensure_ipv6(subnet6, &bridge)?
+                        {
+                            warn!(
+                                "this host does not forward IPv6 (net.ipv6.conf.all.forwarding \
+                                 is 0): pods' IPv6 reaches the host and other pods, not beyond; \
+                                 podkit leaves that switch to the host's admin (turned on, the \
+                                 host stops taking IPv6 routes from router advertisements unless \
+                                 accept_ra=2)"
+                            );
+                        }
+                        Ok(())
+                    })
+                })
+                .await;
                 // Services' cluster IPs are reached through the bridge (their DNAT happens
                 // on the way): one with no rule (yet) never goes out the default route.
                 match crate::objects::service_subnet() {
@@ -118,7 +185,7 @@ impl Network {
         let attached = match ensured {
             Ok(()) => self
                 .bridge
-                .attach(&host, pod, &host_interface(&owner), ip)
+                .attach_dual_stack(&host, pod, &host_interface(&owner), ip, ip6)
                 .await
                 .map_err(|e| super::image::error_chain(&e)),
             Err(err) => Err(err),
@@ -131,8 +198,10 @@ impl Network {
                 self.bridge.subnet()
             ));
         }
-        debug!(%ip, owner, bridge = %self.bridge.name(), "pod joined the network");
-        Ok(ip)
+        debug!(%ip, ?ip6, owner, bridge = %self.bridge.name(), "pod joined the network");
+        Ok(std::iter::once(IpAddr::V4(ip))
+            .chain(ip6.map(IpAddr::V6))
+            .collect())
     }
 
     /// Publishes the pod's hostPorts by DNAT to its address `ip`, as the CNI portmap plugin
@@ -207,11 +276,16 @@ impl Network {
             .map(|(ip, _)| ip)
             .collect();
         unhook(ips).await?;
-        let ipam = self.ipam.clone();
-        blocking(move || ipam.release(&owner))
-            .await
-            .map(drop)
-            .map_err(|e| format!("failed to release the pod's address: {e}"))
+        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
+        blocking(move || {
+            if let Some(ipam6) = ipam6 {
+                ipam6.release(&owner)?;
+            }
+            ipam.release(&owner)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| format!("failed to release the pod's address: {e}"))
     }
 
     /// Removes `owner`'s hostPorts from the NAT table, if it has any (and the table exists).
@@ -297,12 +371,17 @@ impl Network {
     /// Releases `owner`'s lease, if one is given, then deletes the bridge if no lease is
     /// left, all under the lock. Returns whether it deleted the bridge.
     async fn release(&self, owner: Option<&str>, host: &Netlink) -> Result<bool, String> {
-        let ipam = self.ipam.clone();
+        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
         let owner = owner.map(str::to_owned);
         let (lock, released, empty) = tokio::task::spawn_blocking(move || {
             let lock = ipam.lock()?;
             let released = match &owner {
-                Some(owner) => lock.release(owner)?,
+                Some(owner) => {
+                    if let Some(ipam6) = ipam6 {
+                        ipam6.release(owner)?;
+                    }
+                    lock.release(owner)?
+                }
                 None => Vec::new(),
             };
             let empty = lock.leases()?.is_empty();
@@ -370,11 +449,67 @@ pub fn release_gone(gone: impl Fn(&Path) -> bool + Send + Sync + 'static) -> Vec
                     Err(err) => done.push(err),
                 }
             }
+            done.extend(release_gone_ipv6(&gone));
             done
         })
     });
     work.join()
         .unwrap_or_else(|_| vec!["releasing pod addresses failed (a panic)".to_owned()])
+}
+
+/// Releases the IPv6 leases, in every pod network on the host, of pods that `gone` names.
+/// Their veths went with their IPv4 leases ([`Network::sweep`]); a dual stack pod holds one
+/// lease of each family.
+fn release_gone_ipv6(gone: &dyn Fn(&Path) -> bool) -> Vec<String> {
+    let mut done = Vec::new();
+    for (bridge_dir, subnet6) in subnet_dirs::<Subnet6>() {
+        let released = Ipam::open(&bridge_dir, subnet6).and_then(|ipam| {
+            let lock = ipam.lock()?;
+            let mut released = Vec::new();
+            for (ip, owner) in lock.leases()? {
+                if gone(Path::new(&owner)) {
+                    lock.release_ip(ip)?;
+                    released.push(format!(
+                        "released pod address {ip} (of {owner}, whose supervisor is gone)"
+                    ));
+                }
+            }
+            Ok(released)
+        });
+        match released {
+            Ok(lines) => done.extend(lines),
+            Err(err) => done.push(format!(
+                "failed to release the IPv6 leases of gone pods in {}: {err}",
+                bridge_dir.display()
+            )),
+        }
+    }
+    done
+}
+
+/// Every subnet of family `S` with a directory of leases under [`LEASES_DIR`]
+/// (`<bridge>/<network>-<prefix length>`), with its bridge's directory.
+fn subnet_dirs<S: netns::PodSubnet + std::str::FromStr>() -> Vec<(std::path::PathBuf, S)> {
+    let mut found = Vec::new();
+    let Ok(bridges) = std::fs::read_dir(LEASES_DIR) else {
+        return found;
+    };
+    for bridge_dir in bridges.flatten() {
+        let Ok(subnets) = std::fs::read_dir(bridge_dir.path()) else {
+            continue;
+        };
+        for subnet_dir in subnets.flatten() {
+            // The last '-': an IPv6 network's text has none of its own.
+            let name = subnet_dir.file_name().to_string_lossy().into_owned();
+            let Some((network, prefix)) = name.rsplit_once('-') else {
+                continue;
+            };
+            if let Ok(subnet) = format!("{network}/{prefix}").parse::<S>() {
+                found.push((bridge_dir.path(), subnet));
+            }
+        }
+    }
+    found
 }
 
 /// Every pod network with leases on this host, as its directories under [`LEASES_DIR`] name
@@ -407,7 +542,12 @@ fn on_host() -> Result<Vec<Network>, String> {
             ) else {
                 continue;
             };
-            networks.push(Network { bridge, ipam });
+            // Its IPv6 leases are swept on their own (release_gone_ipv6).
+            networks.push(Network {
+                bridge,
+                ipam,
+                ipam6: None,
+            });
         }
     }
     Ok(networks)
@@ -491,6 +631,13 @@ async fn blocking<T: Send + 'static>(
         .await
         .map_err(|e| format!("a blocking task failed: {e}"))?
         .map_err(|e| super::image::error_chain(&e))
+}
+
+/// Whether the host has IPv6: its `net.ipv6.conf.all.disable_ipv6` is 0 (the file is missing
+/// where the kernel has no IPv6 at all).
+fn host_has_ipv6() -> bool {
+    std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6")
+        .is_ok_and(|text| text.trim() == "0")
 }
 
 /// A lease's owner: the pod's state directory, as text (leases are text files).

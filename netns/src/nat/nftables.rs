@@ -31,8 +31,10 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFPROTO_UNSPEC: u8 = 0;
-/// The family of the tables this crate writes: `ip` (IPv4). An `ip6` table would use 10.
+/// The family of the main table this crate writes: `ip` (IPv4).
 pub(super) const NFPROTO_IPV4: u8 = 2;
+/// The family of its IPv6 masquerade table: `ip6`.
+pub(super) const NFPROTO_IPV6: u8 = 10;
 
 // linux/netfilter/nf_tables.h: message types.
 const NFT_MSG_DELTABLE: u16 = 2;
