@@ -418,6 +418,9 @@ spec:
             said.contains(&format!("released pod address {ip6}")),
             "{said}"
         );
+        // Its hostPort's IPv6 mapping went with the IPv4 one.
+        let rules6 = nft_table("ip6");
+        assert!(!rules6.contains(&ip6.to_string()), "{rules6}");
     }
     assert!(env.leases6().is_empty(), "{:?}", env.leases6());
     assert!(!host_link_exists(peer), "the veth pair is gone");
@@ -586,6 +589,26 @@ spec:
     }
     assert!(std::net::TcpListener::bind(("0.0.0.0", tcp)).is_err());
     assert!(std::net::UdpSocket::bind(("0.0.0.0", udp)).is_err());
+    // A dual stack pod's ports are published to IPv6 clients too, by DNAT to its IPv6
+    // address (the table's IPv6 half; reached with real traffic in netns/tests/nat.rs, in
+    // namespaces of the test's own), and held on [::] as well.
+    let ip6 = env.pod_ip6(&nat);
+    if let Some(ip6) = ip6 {
+        let rules6 = nft_table("ip6");
+        for (proto, port, target) in [("tcp", tcp, 7100), ("udp", udp, 7200)] {
+            let element = rules6
+                .lines()
+                .flat_map(|l| l.split(','))
+                .find(|e| e.contains(&format!("{proto} . {port} ")))
+                .unwrap_or_else(|| panic!("no {proto} {port} in {rules6}"));
+            assert!(element.contains(&format!(": {ip6} . {target}")), "{rules6}");
+        }
+        for (file, port) in [("tcp6", tcp), ("udp6", udp)] {
+            assert!(held_on_any6(file, port), "{port} held on [::] ({file})");
+        }
+        // The relayed pods' ports are not: the relay is IPv4.
+        assert!(!rules6.contains(&format!(" . {relay_port} ")), "{rules6}");
+    }
 
     // A second pod asking for the same port is refused, naming it.
     let second = env.file(
@@ -619,10 +642,34 @@ spec:
         .expect("nft");
     let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
     assert!(!rules.contains(&ip.to_string()), "{rules}");
+    if let Some(ip6) = ip6 {
+        let rules6 = nft_table("ip6");
+        assert!(!rules6.contains(&ip6.to_string()), "{rules6}");
+        assert!(!held_on_any6("tcp6", tcp) && !held_on_any6("udp6", udp));
+    }
     assert!(
         std::net::TcpListener::bind(("0.0.0.0", tcp)).is_ok(),
         "the port is free"
     );
+}
+
+/// `nft list table FAMILY podkit0` (empty when there is none).
+fn nft_table(family: &str) -> String {
+    let out = Command::new("nft")
+        .args(["list", "table", family, "podkit0"])
+        .output()
+        .expect("nft");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether a socket of the host's /proc/net/`file` (tcp6, udp6) is bound to [::]:`port`.
+fn held_on_any6(file: &str, port: u16) -> bool {
+    let table = std::fs::read_to_string(format!("/proc/net/{file}")).unwrap_or_default();
+    let local = format!("00000000000000000000000000000000:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(local.as_str()))
 }
 
 /// What an app behind a hostPort said to a client on the host, and where the client's socket

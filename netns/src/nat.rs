@@ -129,7 +129,7 @@ mod service;
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -511,6 +511,7 @@ impl Nat {
             let result = self.conn().transact(messages);
             match result {
                 Ok(()) => {
+                    self.unpublish_ipv6(&tag)?;
                     debug!(owner, table = %self.table, "unpublished host ports");
                     return Ok(true);
                 }
@@ -587,20 +588,33 @@ impl Nat {
         Ok(removed)
     }
 
-    /// Masquerades the IPv6 traffic of pods of `subnet6` on bridge `bridge` that leaves the
-    /// host, in a second table of the same name in the `ip6` family. Equal to `nft -f -` of
+    /// The IPv6 side of a dual stack bridge's pods, in a second table of the same name in the
+    /// `ip6` family: their IPv6 traffic leaving the host masqueraded, and hostPorts (those
+    /// without a host IP, [`Nat::publish_ipv6`]) DNAT to the pod's IPv6 address for IPv6
+    /// clients on the host's own addresses, as the CNI portmap plugin does for IPv6. Equal to
+    /// `nft -f -` of
     ///
     /// ```text
     /// table ip6 podkit {
+    ///     map hostports { type inet_proto . inet_service : ipv6_addr . inet_service }
+    ///     chain hostports   { dnat ip6 to meta l4proto . th dport map @hostports }
+    ///     chain prerouting  { type nat hook prerouting priority dstnat;
+    ///         fib daddr type local jump hostports
+    ///     }
+    ///     chain output      { type nat hook output priority -100;
+    ///         ip6 daddr != ::1 fib daddr type local jump hostports
+    ///     }
     ///     chain postrouting { type nat hook postrouting priority srcnat;
     ///         ip6 saddr SUBNET6 ip6 daddr != SUBNET6 masquerade
+    ///         ct status dnat ip6 saddr SUBNET6 ip6 daddr SUBNET6 masquerade
     ///     }
     /// }
     /// ```
     ///
-    /// Idempotent as [`Nat::ensure`] (a comment on the chain says which rules it holds).
-    /// hostPorts and Services stay IPv4: IPv6 clients of a hostPort are not forwarded.
-    /// [`Nat::remove`] removes this table with the other.
+    /// `::1` is left out: IPv6 has no `route_localnet`, so a packet from the loopback cannot
+    /// be sent to a pod (on a cluster neither). Services stay IPv4. Idempotent as
+    /// [`Nat::ensure`] (a comment on the chain says which rules it holds; the hostPorts
+    /// published are kept). [`Nat::remove`] removes this table with the other.
     ///
     /// Returns whether the namespace forwards IPv6 (`net.ipv6.conf.all.forwarding` is 1),
     /// without which the pods' IPv6 reaches the host and each other but never leaves the
@@ -635,16 +649,119 @@ impl Nat {
         if current {
             return Ok(forwarding);
         }
-        let table = &self.table;
-        self.run_nft(&format!(
-            "add table ip6 {table} {{ comment \"podkit: pods' IPv6 masquerade (netns::Nat)\"; }}\n\
-             add chain ip6 {table} {MARKER_CHAIN}\n\
-             delete chain ip6 {table} {MARKER_CHAIN}\n\
-             add chain ip6 {table} {MARKER_CHAIN} {{ type nat hook postrouting priority srcnat; comment \"{marker}\"; }}\n\
-             add rule ip6 {table} {MARKER_CHAIN} ip6 saddr {subnet6} ip6 daddr != {subnet6} masquerade\n"
-        ))?;
+        self.run_nft(&rules6(&self.table, subnet6, &marker))?;
         debug!(table = %self.table, %subnet6, %bridge, ns = ?self.ns.path(), "wrote IPv6 NAT rules");
         Ok(forwarding)
+    }
+
+    /// Publishes to IPv6 clients the `ports` of `owner` that have no host IP (a host IP is
+    /// of one family: IPv4 ones stay IPv4), to the pod's IPv6 address `pod_ip6`: elements of
+    /// the `ip6` table's `hostports` map ([`Nat::ensure_ipv6`], else [`Error::NatNotReady`]).
+    /// Call it after [`Nat::publish`] of the same ports, which registers the owner, so
+    /// [`Nat::unpublish`] removes these too. A port another owner holds is
+    /// [`Error::PortInUse`]; the same mapping again is no error.
+    pub fn publish_ipv6(&self, owner: &str, pod_ip6: Ipv6Addr, ports: &[HostPort]) -> Result<()> {
+        validate_owner(owner)?;
+        let tag = element_tag(owner);
+        let elements: Vec<Element> = ports
+            .iter()
+            .filter(|p| p.host_ip().is_none())
+            .map(|p| Element {
+                key: p.key().1,
+                data: Some(pod_value6(pod_ip6, p.container_port)),
+                comment: Some(tag.clone()),
+            })
+            .collect();
+        if elements.is_empty() {
+            return Ok(());
+        }
+        let op = || format!("publish for {owner:?} (IPv6)");
+        let result = self.conn().transact(vec![nftables::new_elements(
+            NFPROTO_IPV6,
+            &self.table,
+            HOSTPORTS,
+            &elements,
+        )]);
+        let Err(refused) = result else {
+            debug!(owner, %pod_ip6, ?ports, table = %self.table, "published host ports to IPv6");
+            return Ok(());
+        };
+        if refused.source.raw_os_error() != Some(libc::EEXIST) {
+            return Err(self.refused(op(), refused));
+        }
+        // Held already: by this owner with the same mappings (published before), or by
+        // another owner, which is named. Then the rest are published one at a time.
+        let held = self.list_ipv6()?;
+        for element in elements {
+            match held.iter().find(|m| m.key == element.key) {
+                Some(m) if m.tag == tag && Some(&m.data) == element.data.as_ref() => {}
+                Some(m) => {
+                    let port = ports
+                        .iter()
+                        .find(|p| p.key().1 == m.key)
+                        .map_or_else(String::new, HostPort::host_side);
+                    return Err(Error::PortInUse {
+                        port,
+                        owner: owner.to_owned(),
+                        holder: self.owner_of(&m.tag)?,
+                        ns: self.ns.path().to_path_buf(),
+                    });
+                }
+                None => {
+                    let message =
+                        nftables::new_elements(NFPROTO_IPV6, &self.table, HOSTPORTS, &[element]);
+                    let result = self.conn().transact(vec![message]);
+                    result.map_err(|refused| self.refused(op(), refused))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the IPv6 hostPorts whose element comment is `tag` (one owner's); no `ip6`
+    /// table is nothing to remove.
+    fn unpublish_ipv6(&self, tag: &str) -> Result<()> {
+        let keys: Vec<Vec<u8>> = self
+            .list_ipv6()?
+            .into_iter()
+            .filter(|m| m.tag == tag)
+            .map(|m| m.key)
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let message = nftables::del_elements(
+            NFPROTO_IPV6,
+            &self.table,
+            HOSTPORTS,
+            keys.iter().map(Vec::as_slice),
+        );
+        let result = self.conn().transact(vec![message]);
+        match result {
+            Ok(()) => Ok(()),
+            // Gone meanwhile (another unpublish of the same owner, or the table's removal).
+            Err(Refused { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(refused) => Err(self.refused(format!("unpublish {tag:?} (IPv6)"), refused)),
+        }
+    }
+
+    /// The `ip6` table's hostPorts; none without the table.
+    fn list_ipv6(&self) -> Result<Vec<Mapping6>> {
+        let result = self.conn().elements(NFPROTO_IPV6, &self.table, HOSTPORTS);
+        match result {
+            Ok(elements) => Ok(elements
+                .into_iter()
+                .map(|e| Mapping6 {
+                    key: e.key,
+                    tag: e.comment.unwrap_or_default(),
+                    data: e.data.unwrap_or_default(),
+                })
+                .collect()),
+            Err(err) if err.raw_os_error() == Some(libc::ENOENT) => Ok(Vec::new()),
+            Err(source) => {
+                Err(self.error(format!("list map ip6 {} {HOSTPORTS}", self.table), source))
+            }
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
@@ -943,6 +1060,52 @@ fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
          add rule ip {table} localnet iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n"
     );
     s
+}
+
+/// The `ip6` table of [`Nat::ensure_ipv6`], as one `nft -f` transaction, made as [`rules`]
+/// makes the `ip` one: the map kept, the chains replaced.
+fn rules6(table: &str, subnet6: Subnet6, marker: &str) -> String {
+    // Jumping chains before the one they jump to, in the deletions.
+    let chains = ["prerouting", "output", MARKER_CHAIN, "hostports"];
+    let mut s = format!(
+        "add table ip6 {table} {{ comment \"podkit: pods' IPv6 NAT and hostPorts (netns::Nat)\"; }}\n\
+         add map ip6 {table} {HOSTPORTS} {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n"
+    );
+    for chain in chains {
+        s += &format!("add chain ip6 {table} {chain}\n");
+    }
+    for chain in chains {
+        s += &format!("delete chain ip6 {table} {chain}\n");
+    }
+    s += &format!(
+        "add chain ip6 {table} hostports\n\
+         add rule ip6 {table} hostports dnat ip6 to meta l4proto . th dport map @{HOSTPORTS}\n\
+         add chain ip6 {table} prerouting {{ type nat hook prerouting priority dstnat; }}\n\
+         add rule ip6 {table} prerouting fib daddr type local jump hostports\n\
+         add chain ip6 {table} output {{ type nat hook output priority -100; }}\n\
+         add rule ip6 {table} output ip6 daddr != ::1 fib daddr type local jump hostports\n\
+         add chain ip6 {table} {MARKER_CHAIN} {{ type nat hook postrouting priority srcnat; comment \"{marker}\"; }}\n\
+         add rule ip6 {table} {MARKER_CHAIN} ip6 saddr {subnet6} ip6 daddr != {subnet6} masquerade\n\
+         add rule ip6 {table} {MARKER_CHAIN} ct status dnat ip6 saddr {subnet6} ip6 daddr {subnet6} masquerade\n"
+    );
+    s
+}
+
+/// An element of the `ip6` table's `hostports` map: its key (`PROTO . PORT`), its comment
+/// (the owner's tag) and data (`POD_IP6 . POD_PORT`).
+struct Mapping6 {
+    key: Vec<u8>,
+    tag: String,
+    data: Vec<u8>,
+}
+
+/// The data of an IPv6 mapping: `POD_IP6 . POD_PORT`, the address in four 32-bit registers,
+/// the port in one.
+fn pod_value6(ip: Ipv6Addr, port: u16) -> Vec<u8> {
+    let mut value = ip.octets().to_vec();
+    value.extend_from_slice(&port.to_be_bytes());
+    value.extend_from_slice(&[0, 0]);
+    value
 }
 
 /// The data of a mapping: `POD_IP . POD_PORT`, each field in a 32-bit register.

@@ -383,6 +383,72 @@ async fn ipv6_traffic_leaving_the_host_is_masqueraded() {
     assert_eq!(reply, "hi");
     let peer = accepted.join().expect("thread").expect("accept");
     assert_eq!(peer.ip(), IpAddr::V6(host_ext6), "masqueraded");
+
+    // hostPorts to IPv6 clients: the external client at the host's address, and the host's
+    // own client at that address, reach the pod's IPv6 address; the app sees the external
+    // client's own address.
+    nat.publish("pod-a", POD_A, &[HostPort::new(Protocol::Tcp, 8080, 80)])
+        .expect("publish");
+    nat.publish_ipv6("pod-a", pod_a6, &[HostPort::new(Protocol::Tcp, 8080, 80)])
+        .expect("publish IPv6");
+    nat.publish_ipv6("pod-a", pod_a6, &[HostPort::new(Protocol::Tcp, 8080, 80)])
+        .expect("the same again");
+    let app = a
+        .ns()
+        .net()
+        .listen_tcp(SocketAddr::new(IpAddr::V6(pod_a6), 80))
+        .expect("listen");
+    app.set_nonblocking(false).expect("blocking");
+    let answering = std::thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..2 {
+            let (mut conn, peer) = app.accept()?;
+            write!(conn, "{}", peer.ip())?;
+        }
+        Ok(())
+    });
+    let ask = |ns: &Namespace| {
+        let mut conn = ns
+            .connect_tcp(SocketAddr::new(IpAddr::V6(host_ext6), 8080), TIMEOUT)
+            .expect("connect to the hostPort");
+        let mut seen = String::new();
+        conn.read_to_string(&mut seen).expect("read");
+        seen.parse::<IpAddr>().expect("an address")
+    };
+    assert_eq!(
+        ask(ext.ns().net()),
+        IpAddr::V6(ext6),
+        "the client's own address"
+    );
+    assert_eq!(
+        ask(host.ns().net()),
+        IpAddr::V6(host_ext6),
+        "the host's own client"
+    );
+    answering.join().expect("thread").expect("answered");
+    // Another owner's port is refused, naming its holder; unpublish takes the IPv6 mapping.
+    let err = nat
+        .publish_ipv6(
+            "pod-b",
+            "fd90:706f:646b::3".parse().expect("ip"),
+            &[HostPort::new(Protocol::Tcp, 8080, 81)],
+        )
+        .expect_err("in use");
+    assert!(
+        matches!(&err, Error::PortInUse { holder, .. } if holder == "pod-a"),
+        "{err}"
+    );
+    let map = |ns: &Namespace| nft(ns, &["list", "map", "ip6", "podkit", "hostports"]);
+    assert!(
+        map(host.ns().net()).contains("fd90:706f:646b::2 . 80"),
+        "{}",
+        map(host.ns().net())
+    );
+    assert!(nat.unpublish("pod-a").expect("unpublish"));
+    assert!(
+        !map(host.ns().net()).contains("fd90:706f:646b::2"),
+        "{}",
+        map(host.ns().net())
+    );
     forwarding("0");
 
     // Both tables go with remove.

@@ -160,6 +160,11 @@ pub(super) async fn publish(
         Some(IpAddr::V4(ip)) => network.map(|network| (network, ip)),
         _ => None,
     };
+    // A dual stack pod's ports without a host IP are published to IPv6 clients too.
+    let ip6 = target.and(plan.pod_ips.iter().find_map(|ip| match ip {
+        IpAddr::V6(ip6) => Some(*ip6),
+        IpAddr::V4(_) => None,
+    }));
     let mut reserved = Vec::new();
     let mut tcp = Vec::new();
     let mut mappings = Vec::new();
@@ -169,6 +174,11 @@ pub(super) async fn publish(
             _ => Ipv4Addr::UNSPECIFIED,
         };
         let held = hold(port, host_ip).map_err(Error::Network)?;
+        if ip6.is_some() && port.host_ip.is_none() {
+            // For the pod's life: a port moved to the relay stays IPv4 (the relay's), and its
+            // IPv6 clients are refused here.
+            reserved.push(hold6(port).map_err(Error::Network)?);
+        }
         let protocol = if port.udp {
             netns::Protocol::Udp
         } else {
@@ -204,7 +214,7 @@ pub(super) async fn publish(
             .copied()
             .collect();
         let hooked = network
-            .publish(dir, pod_ip, mappings, plan.host_port_hook)
+            .publish(dir, pod_ip, ip6, mappings, plan.host_port_hook)
             .await
             .map_err(|e| Error::Network(format!("hostPort: {e}")))?;
         let how = if hooked {
@@ -222,6 +232,7 @@ pub(super) async fn publish(
                 dir: dir.to_path_buf(),
                 pod: plan.name.clone(),
                 pod_ip,
+                pod_ip6: ip6,
                 udp,
                 hook: plan.host_port_hook,
             };
@@ -285,6 +296,37 @@ fn hold(port: &HostPort, host_ip: Ipv4Addr) -> Result<Reserved, String> {
     })
 }
 
+/// Holds `port` (no host IP) on the host's IPv6 addresses, `[::]`, for the pod: a socket of
+/// IPv6 only (IPV6_V6ONLY), beside the IPv4 one of [`hold`].
+fn hold6(port: &HostPort) -> Result<Reserved, String> {
+    use socket2::{Domain, Socket, Type};
+    let proto = if port.udp { "udp" } else { "tcp" };
+    let bound = || -> std::io::Result<Reserved> {
+        let kind = if port.udp { Type::DGRAM } else { Type::STREAM };
+        // Close-on-exec, as socket2 makes every socket.
+        let socket = Socket::new(Domain::IPV6, kind, None)?;
+        socket.set_only_v6(true)?;
+        let address = std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, port.host_port));
+        if port.udp {
+            socket.bind(&address.into())?;
+            return Ok(Reserved::Udp(socket.into()));
+        }
+        // As std's TcpListener::bind does for the IPv4 one.
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        socket.listen(128)?;
+        HeldTcp::new(socket.into()).map(Reserved::Tcp)
+    };
+    bound().map_err(|err| {
+        let why = if err.kind() == std::io::ErrorKind::AddrInUse {
+            "is already in use".to_owned()
+        } else {
+            format!("cannot be bound: {err}")
+        };
+        format!("hostPort: port {} ({proto}) on [::] {why}", port.host_port)
+    })
+}
+
 /// Starts podkit's relay of `ports` on the host address `ip` into the pod's loopback, until
 /// `stop`.
 async fn relay(
@@ -333,6 +375,8 @@ struct Watch {
     dir: PathBuf,
     pod: String,
     pod_ip: Ipv4Addr,
+    /// Its IPv6 address, for a dual stack pod.
+    pod_ip6: Option<Ipv6Addr>,
     /// The pod's UDP mappings, published again with the TCP ones that stay NAT.
     udp: Vec<netns::HostPort>,
     /// The NAT'd ports are on the connect hook too.
@@ -378,7 +422,7 @@ impl Watch {
                 .collect();
             if let Err(err) = self
                 .network
-                .publish(&self.dir, self.pod_ip, keep, self.hook)
+                .publish(&self.dir, self.pod_ip, self.pod_ip6, keep, self.hook)
                 .await
             {
                 warn!(%err, "failed to take hostPorts off the NAT for the relay");

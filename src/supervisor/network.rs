@@ -16,7 +16,7 @@
 //! deleted by `gc` when no lease is left, both under the leases' lock, so a pod joining never
 //! finds it half gone.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use netns::{Bridge, Ipam, Netlink, Subnet, Subnet6};
@@ -204,7 +204,8 @@ impl Network {
             .collect())
     }
 
-    /// Publishes the pod's hostPorts by DNAT to its address `ip`, as the CNI portmap plugin
+    /// Publishes the pod's hostPorts by DNAT to its address `ip` (and to IPv6 clients, those
+    /// without a host IP, by DNAT to its IPv6 address `ip6`), as the CNI portmap plugin
     /// does, under `owner` (its state directory), in place of any it had (none: removes them;
     /// a port moved to the relay goes so); a port another pod holds is refused, naming it.
     ///
@@ -216,6 +217,7 @@ impl Network {
         &self,
         owner: &Path,
         ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
         ports: Vec<netns::HostPort>,
         hook: bool,
     ) -> Result<bool, String> {
@@ -227,6 +229,9 @@ impl Network {
             nat.unpublish(&owner)?;
             if !ports.is_empty() {
                 nat.publish(&owner, ip, &ports)?;
+                if let Some(ip6) = ip6 {
+                    nat.publish_ipv6(&owner, ip6, &ports)?;
+                }
             }
             Ok(())
         })
