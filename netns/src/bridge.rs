@@ -65,10 +65,13 @@ impl Bridge {
         })
     }
 
-    /// Gives the bridge an IPv6 subnet (a /126 or larger) beside its IPv4 one: its gateway
-    /// goes on the bridge, and [`Bridge::attach_dual_stack`] gives pods an address of each.
+    /// Gives the bridge an IPv6 subnet beside its IPv4 one, with at least as many host bits
+    /// (a pod's IPv6 address follows from its IPv4 one: [`Subnet6::pod_address`]): its
+    /// gateway goes on the bridge, and [`Bridge::attach_dual_stack`] gives pods an address of
+    /// each.
     pub fn with_ipv6(mut self, subnet6: Subnet6) -> Result<Self> {
         subnet6.check_pod_network()?;
+        subnet6.check_room_for(self.subnet)?;
         self.subnet6 = Some(subnet6);
         Ok(self)
     }

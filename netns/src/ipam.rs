@@ -14,12 +14,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use tracing::debug;
 
-use crate::{Error, PodSubnet, Result, Subnet};
+use crate::{Error, Result, Subnet};
 
 /// The file whose lock serialises changes.
 const LOCK_FILE: &str = "lock";
@@ -34,22 +35,23 @@ const TMP_PREFIX: &str = ".tmp-";
 /// The longest owner id taken: a pod's name or uid fits.
 const MAX_OWNER_LEN: usize = 253;
 
-/// The leases of one subnet, kept under `DIR/<subnet>/` (the subnet written `10.90.0.0-16`,
-/// or `fd90:706f:646b::-64` for a [`crate::Subnet6`]).
+/// The leases of one subnet, kept under `DIR/<subnet>/` (the subnet written `10.90.0.0-16`).
 #[derive(Debug, Clone)]
-pub struct Ipam<S: PodSubnet = Subnet> {
-    subnet: S,
+pub struct Ipam {
+    subnet: Subnet,
     /// `DIR/<subnet>`: the leases, the lock and `last_reserved_ip`.
     dir: PathBuf,
 }
 
-impl<S: PodSubnet> Ipam<S> {
-    /// The leases of `subnet` (an IPv4 /30 or IPv6 /126, or larger) under `root`, which is
-    /// created if missing. Addresses handed out skip the network address, the gateway (the
-    /// first address) and the last address (IPv4's broadcast address).
-    pub fn open(root: impl AsRef<Path>, subnet: S) -> Result<Self> {
-        subnet.check()?;
-        let dir = root.as_ref().join(subnet.dir_name());
+impl Ipam {
+    /// The leases of `subnet` (a /30 or larger) under `root`, which is created if missing.
+    /// Addresses handed out skip the network address, the gateway (the first address) and
+    /// the broadcast address.
+    pub fn open(root: impl AsRef<Path>, subnet: Subnet) -> Result<Self> {
+        subnet.check_pod_network()?;
+        let dir = root
+            .as_ref()
+            .join(format!("{}-{}", subnet.network(), subnet.prefix_len()));
         fs::create_dir_all(&dir).map_err(|source| Error::CreateDir {
             path: dir.clone(),
             source,
@@ -58,7 +60,7 @@ impl<S: PodSubnet> Ipam<S> {
     }
 
     /// The subnet addresses come from.
-    pub fn subnet(&self) -> S {
+    pub fn subnet(&self) -> Subnet {
         self.subnet
     }
 
@@ -72,30 +74,30 @@ impl<S: PodSubnet> Ipam<S> {
     /// retrying after a crash does not leak an address. Otherwise the first free address after
     /// the last one allocated, wrapping at the end of the subnet, as host-local does;
     /// [`Error::SubnetFull`] when there is none.
-    pub fn allocate(&self, owner: &str) -> Result<S::Addr> {
+    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
         self.lock()?.allocate(owner)
     }
 
     /// Releases every lease `owner` holds (normally one) and returns their addresses; none
     /// is no error, so a retried delete succeeds.
-    pub fn release(&self, owner: &str) -> Result<Vec<S::Addr>> {
+    pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
         self.lock()?.release(owner)
     }
 
     /// Releases the lease on `ip` and returns its owner; `None` when it was not leased.
-    pub fn release_ip(&self, ip: S::Addr) -> Result<Option<String>> {
+    pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
         self.lock()?.release_ip(ip)
     }
 
     /// Every lease, as (address, owner), in address order.
-    pub fn leases(&self) -> Result<Vec<(S::Addr, String)>> {
+    pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
         self.lock()?.leases()
     }
 
     /// Takes the subnet's lock, blocking while another thread or process holds it, and keeps
     /// it until the [`IpamLock`] is dropped: what the holder does meanwhile (making the bridge
     /// with the first lease, removing it with the last) no other process sees half done.
-    pub fn lock(&self) -> Result<IpamLock<S>> {
+    pub fn lock(&self) -> Result<IpamLock> {
         Ok(IpamLock {
             ipam: self.clone(),
             _lock: self.lock_file()?,
@@ -105,14 +107,14 @@ impl<S: PodSubnet> Ipam<S> {
 
 /// The leases of one subnet with its lock held ([`Ipam::lock`]); dropped, the lock is let go.
 #[derive(Debug)]
-pub struct IpamLock<S: PodSubnet = Subnet> {
-    ipam: Ipam<S>,
+pub struct IpamLock {
+    ipam: Ipam,
     _lock: Flock<File>,
 }
 
-impl<S: PodSubnet> IpamLock<S> {
+impl IpamLock {
     /// [`Ipam::allocate`], under this lock.
-    pub fn allocate(&self, owner: &str) -> Result<S::Addr> {
+    pub fn allocate(&self, owner: &str) -> Result<Ipv4Addr> {
         validate_owner(owner)?;
         let ipam = &self.ipam;
         let leases = ipam.read_leases(true)?;
@@ -120,19 +122,22 @@ impl<S: PodSubnet> IpamLock<S> {
             debug!(%ip, owner, "lease already held");
             return Ok(ip);
         }
-        let range = ipam.subnet.pod_numbers();
+        let range = ipam.subnet.pod_range();
         let (first, last) = (*range.start(), *range.end());
-        // At most 2^128 - 3 addresses: no overflow (and the search ends at the first free
-        // address, so an IPv6 /64 costs no more than the leases it holds).
-        let size = last - first + 1;
+        // In u64: a large subnet's offsets would overflow a u32.
+        let size = u64::from(last - first) + 1;
         // Start after the last allocation, if it is still in the range.
         let start = ipam
             .last_reserved()
-            .map(S::number)
-            .filter(|n| range.contains(n))
-            .map_or(0, |n| (n - first + 1) % size);
+            .map(u32::from)
+            .filter(|ip| range.contains(ip))
+            .map_or(0, |ip| u64::from(ip - first) + 1);
         let free = (0..size)
-            .map(|offset| S::addr(first + (start + offset) % size))
+            .map(|offset| {
+                let ip = u64::from(first) + (start + offset) % size;
+                // Below `first + size`, which is a u32 address.
+                Ipv4Addr::from(u32::try_from(ip).unwrap_or(first))
+            })
             .find(|ip| !leases.contains_key(ip));
         let Some(ip) = free else {
             return Err(Error::SubnetFull {
@@ -149,7 +154,7 @@ impl<S: PodSubnet> IpamLock<S> {
     }
 
     /// [`Ipam::release`], under this lock.
-    pub fn release(&self, owner: &str) -> Result<Vec<S::Addr>> {
+    pub fn release(&self, owner: &str) -> Result<Vec<Ipv4Addr>> {
         validate_owner(owner)?;
         let ipam = &self.ipam;
         let mut released = Vec::new();
@@ -164,7 +169,7 @@ impl<S: PodSubnet> IpamLock<S> {
     }
 
     /// [`Ipam::release_ip`], under this lock.
-    pub fn release_ip(&self, ip: S::Addr) -> Result<Option<String>> {
+    pub fn release_ip(&self, ip: Ipv4Addr) -> Result<Option<String>> {
         let ipam = &self.ipam;
         let owner = ipam.read_lease(&ip.to_string())?;
         if owner.is_some() {
@@ -175,12 +180,12 @@ impl<S: PodSubnet> IpamLock<S> {
     }
 
     /// [`Ipam::leases`], under this lock.
-    pub fn leases(&self) -> Result<Vec<(S::Addr, String)>> {
+    pub fn leases(&self) -> Result<Vec<(Ipv4Addr, String)>> {
         Ok(self.ipam.read_leases(false)?.into_iter().collect())
     }
 }
 
-impl<S: PodSubnet> Ipam<S> {
+impl Ipam {
     /// Holds the subnet's lock until dropped. Blocks while another thread or process holds it.
     fn lock_file(&self) -> Result<Flock<File>> {
         let path = self.dir.join(LOCK_FILE);
@@ -199,7 +204,7 @@ impl<S: PodSubnet> Ipam<S> {
 
     /// The leases on disk. With `sweep`, also removes temporary files a crash left behind:
     /// under the lock, nobody is writing one.
-    fn read_leases(&self, sweep: bool) -> Result<BTreeMap<S::Addr, String>> {
+    fn read_leases(&self, sweep: bool) -> Result<BTreeMap<Ipv4Addr, String>> {
         let entries = fs::read_dir(&self.dir).map_err(|source| Error::Read {
             path: self.dir.clone(),
             source,
@@ -222,10 +227,10 @@ impl<S: PodSubnet> Ipam<S> {
             }
             // Other files (the lock, `last_reserved_ip`, anything foreign, an address of
             // another subnet put here by hand) are no leases.
-            let Ok(ip) = name.parse::<S::Addr>() else {
+            let Ok(ip) = name.parse::<Ipv4Addr>() else {
                 continue;
             };
-            if !self.subnet.holds(ip) {
+            if !self.subnet.contains(ip) {
                 continue;
             }
             if let Some(owner) = self.read_lease(name)? {
@@ -245,7 +250,7 @@ impl<S: PodSubnet> Ipam<S> {
         }
     }
 
-    fn last_reserved(&self) -> Option<S::Addr> {
+    fn last_reserved(&self) -> Option<Ipv4Addr> {
         fs::read_to_string(self.dir.join(LAST_RESERVED))
             .ok()?
             .trim()

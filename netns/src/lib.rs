@@ -30,7 +30,7 @@
 //! - `pin.rs`: the bind mounts that keep a namespace alive with no process in it;
 //! - `netlink.rs`: [`Netlink`], `ip link/address/route` through rtnetlink;
 //! - `subnet.rs`: [`Subnet`] and [`Subnet6`], an IPv4 and an IPv6 network and prefix, with
-//!   their gateway and pod range ([`PodSubnet`]);
+//!   their gateway, pod range and a pod's IPv6 address from its IPv4 one;
 //! - `bridge.rs`: [`Bridge`], pods on a host bridge with an address and a default route each
 //!   (CNI's `bridge` plugin);
 //! - `ipam.rs`: [`Ipam`], pod addresses leased from a subnet, one file per lease under a
@@ -77,7 +77,7 @@ pub use process::{Pending, PidFd, Process, Started, Stdio};
 pub use setup::Setup;
 pub use socket::Dialer;
 pub use spawn::Namespaces;
-pub use subnet::{PodSubnet, Subnet, Subnet6};
+pub use subnet::{Subnet, Subnet6};
 pub use sys::{die_of_sigpipe, interface_ipv4, release_free_memory, release_start_pages};
 pub use tty::{Pty, Winsize, open_pty, receive_console, set_window_size, window_size};
 

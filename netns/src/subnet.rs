@@ -1,9 +1,9 @@
-//! A bridge's pod subnets: [`Subnet`], IPv4 (`10.90.0.0/16`), and [`Subnet6`], IPv6
-//! (`fd90:706f:646b::/64`), the ranges its pods take their addresses from, and
-//! [`PodSubnet`], what [`crate::Ipam`] needs of either.
+//! A bridge's pod subnets: [`Subnet`], IPv4 (`10.90.0.0/16`), the range its pods lease their
+//! addresses from, and [`Subnet6`], IPv6 (`fd90:706f:646b::/64`), where each pod's IPv6 address
+//! follows from its IPv4 one.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 
@@ -192,11 +192,6 @@ impl Subnet6 {
         self.prefix_len
     }
 
-    /// The last address of the range.
-    fn last(&self) -> Ipv6Addr {
-        Ipv6Addr::from(u128::from(self.network) | !mask6(self.prefix_len))
-    }
-
     /// The gateway: the first address after the network's (the subnet-router anycast
     /// address), as CNI's bridge plugin chooses it (`fd90:706f:646b::1`).
     pub fn gateway(&self) -> Ipv6Addr {
@@ -206,6 +201,44 @@ impl Subnet6 {
     /// Whether `ip` is inside the subnet.
     pub fn contains(&self, ip: Ipv6Addr) -> bool {
         u128::from(ip) & mask6(self.prefix_len) == u128::from(self.network)
+    }
+
+    /// The IPv6 address of the pod whose IPv4 address is `ip` on `subnet`: this subnet's
+    /// network plus the IPv4 address's offset in its own (`10.90.2.114` on 10.90.0.0/16 is
+    /// `fd90:706f:646b::272` on fd90:706f:646b::/64), as IPv4-embedded schemes map them. One
+    /// lease (the IPv4 one) so gives a pod both addresses: no second lock, file or sweep,
+    /// and the gateways match (`.1` and `::1`). [`Error::InvalidSubnet`] when this subnet
+    /// has fewer host bits than `subnet` ([`Subnet6::check_room_for`]), or `ip` is not on it.
+    pub fn pod_address(&self, subnet: Subnet, ip: Ipv4Addr) -> Result<Ipv6Addr> {
+        self.check_room_for(subnet)?;
+        if !subnet.contains(ip) {
+            return Err(Error::InvalidPodAddress {
+                ip: ip.into(),
+                subnet: subnet.to_string(),
+                reason: "it is outside the subnet",
+            });
+        }
+        let offset = u32::from(ip) - u32::from(subnet.network());
+        Ok(Ipv6Addr::from(
+            u128::from(self.network) | u128::from(offset),
+        ))
+    }
+
+    /// [`Error::InvalidSubnet`] unless every address of `subnet` has its own in this one
+    /// ([`Subnet6::pod_address`]): at least as many host bits.
+    pub fn check_room_for(&self, subnet: Subnet) -> Result<()> {
+        let (bits6, bits4) = (128 - self.prefix_len, 32 - subnet.prefix_len());
+        if bits6 < bits4 {
+            return Err(Error::InvalidSubnet {
+                subnet: self.to_string(),
+                reason: format!(
+                    "too small for the pods of {subnet}: a pod's IPv6 address follows from its \
+                     IPv4 one, so it needs a /{} or larger",
+                    128 - bits4
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Whether `ip` may be a pod's address; the reason when not.
@@ -268,88 +301,4 @@ fn mask6(prefix_len: u8) -> u128 {
     u128::MAX
         .checked_shl(128 - u32::from(prefix_len))
         .unwrap_or(0)
-}
-
-/// What [`crate::Ipam`] needs of a subnet of either family: its pod addresses as a range of
-/// numbers, and the name of its directory of leases.
-pub trait PodSubnet: Copy + fmt::Display + fmt::Debug + Send + Sync + 'static {
-    /// Its addresses: [`Ipv4Addr`] or [`Ipv6Addr`].
-    type Addr: Copy + Ord + fmt::Display + fmt::Debug + FromStr + Into<IpAddr> + Send + 'static;
-
-    /// The addresses a pod may have, as numbers: all but the network address, the gateway
-    /// and the last address (IPv4's broadcast address; in IPv6 kept free too).
-    fn pod_numbers(&self) -> RangeInclusive<u128>;
-
-    /// The address numbered `n` (from [`PodSubnet::pod_numbers`]).
-    fn addr(n: u128) -> Self::Addr;
-
-    /// The number of `addr`.
-    fn number(addr: Self::Addr) -> u128;
-
-    /// Whether `addr` is inside the subnet.
-    fn holds(&self, addr: Self::Addr) -> bool;
-
-    /// [`Error::InvalidSubnet`] unless the subnet has room for a gateway and a pod.
-    fn check(&self) -> Result<()>;
-
-    /// The name of its directory of leases: `10.90.0.0-16`, `fd90:706f:646b::-64`.
-    fn dir_name(&self) -> String;
-}
-
-impl PodSubnet for Subnet {
-    type Addr = Ipv4Addr;
-
-    fn pod_numbers(&self) -> RangeInclusive<u128> {
-        let range = self.pod_range();
-        u128::from(*range.start())..=u128::from(*range.end())
-    }
-
-    fn addr(n: u128) -> Ipv4Addr {
-        // Every number of a pod range is a u32.
-        Ipv4Addr::from(u32::try_from(n).unwrap_or(u32::MAX))
-    }
-
-    fn number(addr: Ipv4Addr) -> u128 {
-        u128::from(u32::from(addr))
-    }
-
-    fn holds(&self, addr: Ipv4Addr) -> bool {
-        self.contains(addr)
-    }
-
-    fn check(&self) -> Result<()> {
-        self.check_pod_network()
-    }
-
-    fn dir_name(&self) -> String {
-        format!("{}-{}", self.network(), self.prefix_len())
-    }
-}
-
-impl PodSubnet for Subnet6 {
-    type Addr = Ipv6Addr;
-
-    fn pod_numbers(&self) -> RangeInclusive<u128> {
-        u128::from(self.network).saturating_add(2)..=u128::from(self.last()).saturating_sub(1)
-    }
-
-    fn addr(n: u128) -> Ipv6Addr {
-        Ipv6Addr::from(n)
-    }
-
-    fn number(addr: Ipv6Addr) -> u128 {
-        u128::from(addr)
-    }
-
-    fn holds(&self, addr: Ipv6Addr) -> bool {
-        self.contains(addr)
-    }
-
-    fn check(&self) -> Result<()> {
-        self.check_pod_network()
-    }
-
-    fn dir_name(&self) -> String {
-        format!("{}-{}", self.network, self.prefix_len)
-    }
 }

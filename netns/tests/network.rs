@@ -466,33 +466,31 @@ fn leases_skip_the_gateway_continue_after_the_last_and_wrap() {
 }
 
 #[test]
-fn ipv6_leases_come_from_the_subnet_in_order_and_wrap() {
-    let root = tempfile::tempdir().expect("tempdir");
-    // fd90:706f:646b::/125: :0 network, :1 gateway, :7 kept free; pods get :2 to :6.
-    let subnet: Subnet6 = "fd90:706f:646b::/125".parse().expect("subnet");
-    let ipam = Ipam::open(root.path(), subnet).expect("open");
-    let ip = |last| Ipv6Addr::new(0xfd90, 0x706f, 0x646b, 0, 0, 0, 0, last);
-    assert_eq!(ipam.allocate("pod-a").expect("a"), ip(2));
-    assert_eq!(ipam.allocate("pod-b").expect("b"), ip(3));
-    assert_eq!(ipam.allocate("pod-a").expect("a again"), ip(2));
-    assert_eq!(ipam.release("pod-a").expect("release"), vec![ip(2)]);
-    for (owner, last) in [("pod-c", 4), ("pod-d", 5), ("pod-e", 6), ("pod-f", 2)] {
-        assert_eq!(ipam.allocate(owner).expect("allocate"), ip(last), "{owner}");
-    }
-    let err = ipam.allocate("pod-g").expect_err("full");
-    assert!(matches!(err, Error::SubnetFull { leases: 5, .. }), "{err}");
-    // Its own directory beside an IPv4 subnet's, a file per lease.
-    let file = root
-        .path()
-        .join("fd90:706f:646b::-125")
-        .join("fd90:706f:646b::3");
-    assert_eq!(std::fs::read_to_string(file).expect("lease file"), "pod-b");
-
-    // A /64 (the default's size) hands out its first addresses at once.
-    let wide = Ipam::open(root.path(), Bridge::DEFAULT_SUBNET6).expect("open /64");
-    assert_eq!(wide.allocate("pod-a").expect("a"), ip(2));
-    assert_eq!(wide.allocate("pod-b").expect("b"), ip(3));
-
+fn a_pods_ipv6_address_follows_from_its_ipv4_one() {
+    let subnet: Subnet = "10.90.0.0/16".parse().expect("subnet");
+    let subnet6 = Bridge::DEFAULT_SUBNET6;
+    let pod = |ip: [u8; 4]| subnet6.pod_address(subnet, Ipv4Addr::from(ip));
+    let ip6 = |text: &str| text.parse::<Ipv6Addr>().expect("address");
+    assert_eq!(pod([10, 90, 0, 2]).expect("a"), ip6("fd90:706f:646b::2"));
+    assert_eq!(
+        pod([10, 90, 2, 114]).expect("b"),
+        ip6("fd90:706f:646b::272")
+    );
+    assert_eq!(
+        pod([10, 90, 255, 254]).expect("c"),
+        ip6("fd90:706f:646b::fffe")
+    );
+    // The gateways match.
+    assert_eq!(pod([10, 90, 0, 1]).expect("gateway"), subnet6.gateway());
+    let err = pod([10, 91, 0, 2]).expect_err("outside");
+    assert!(matches!(err, Error::InvalidPodAddress { .. }), "{err}");
+    // An IPv6 subnet with fewer host bits than the IPv4 one is refused, naming the size.
+    let small: Subnet6 = "fd90:706f:646b::/120".parse().expect("subnet");
+    let err = Bridge::default().with_ipv6(small).expect_err("too small");
+    assert!(
+        matches!(&err, Error::InvalidSubnet { reason, .. } if reason.contains("/112 or larger")),
+        "{err}"
+    );
     // Subnets that cannot hold a pod, or are no IPv6 network, are refused.
     for text in [
         "fd90::/127",
@@ -503,7 +501,7 @@ fn ipv6_leases_come_from_the_subnet_in_order_and_wrap() {
     ] {
         let err = text
             .parse::<Subnet6>()
-            .and_then(|subnet| Ipam::open(root.path(), subnet).map(drop));
+            .and_then(|subnet6| Bridge::default().with_ipv6(subnet6).map(drop));
         assert!(
             matches!(err, Err(Error::InvalidSubnet { .. })),
             "{text}: {err:?}"

@@ -6,8 +6,9 @@
 //!
 //! Where the host has IPv6, the bridge is dual stack: it has an IPv6 subnet too (a ULA /64 by
 //! default), and every pod an address of each family (IPv4 first, as `status.podIPs` lists
-//! them), with a default route of each and its IPv6 traffic leaving the host masqueraded.
-//! hostPorts and Services stay IPv4, as on a cluster whose Services are single stack.
+//! them; the IPv6 one follows from the IPv4 lease, [`Subnet6::pod_address`]), with a default
+//! route of each, its IPv6 traffic leaving the host masqueraded and its hostPorts published to
+//! IPv6 clients too. Services stay IPv4, as on a cluster whose Services are single stack.
 //!
 //! The bridge and the leases are the host's, not one podkit root's: every pod on the host
 //! shares them, whatever its `PODKIT_ROOT`, so the leases live under [`LEASES_DIR`]. A lease's
@@ -35,8 +36,6 @@ pub const HOOK_DIR: &str = netns::ConnectHook::DEFAULT_DIR;
 pub struct Network {
     bridge: Bridge,
     ipam: Ipam,
-    /// The leases of the bridge's IPv6 subnet, when it has one.
-    ipam6: Option<Ipam<Subnet6>>,
 }
 
 impl Network {
@@ -88,18 +87,9 @@ impl Network {
                 .with_ipv6(subnet6)
                 .map_err(|e| format!("PODKIT_POD_SUBNET6={subnet6}: {e}"))?;
         }
-        let dir = Path::new(LEASES_DIR).join(bridge.name());
-        let ipam = Ipam::open(&dir, subnet)
+        let ipam = Ipam::open(Path::new(LEASES_DIR).join(bridge.name()), subnet)
             .map_err(|e| format!("failed to open the pod network's leases: {e}"))?;
-        let ipam6 = subnet6
-            .map(|subnet6| Ipam::open(&dir, subnet6))
-            .transpose()
-            .map_err(|e| format!("failed to open the pod network's IPv6 leases: {e}"))?;
-        Ok(Network {
-            bridge,
-            ipam,
-            ipam6,
-        })
+        Ok(Network { bridge, ipam })
     }
 
     /// Gives the pod whose network namespace is `pod` an address (and an IPv6 one on a dual
@@ -115,25 +105,29 @@ impl Network {
         let owner = owner_id(owner)?;
         let host =
             Netlink::host().map_err(|e| format!("failed to reach the host's netlink: {e}"))?;
-        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
+        let ipam = self.ipam.clone();
         let leased = owner.clone();
-        // The locks and the lease files block: off the runtime's threads. The IPv6 lease is
-        // taken under the IPv4 lock, which a pod takes first (so two locks never deadlock).
-        let (lock, ip, ip6) = tokio::task::spawn_blocking(move || {
+        // The lock and the lease files block: off the runtime's threads.
+        let (lock, ip) = tokio::task::spawn_blocking(move || {
             let lock = ipam.lock()?;
             let ip = lock.allocate(&leased)?;
-            let ip6 = match ipam6.map(|ipam6| ipam6.allocate(&leased)).transpose() {
-                Ok(ip6) => ip6,
-                Err(err) => {
-                    let _ = lock.release(&leased);
-                    return Err(err);
-                }
-            };
-            Ok::<_, netns::Error>((lock, ip, ip6))
+            Ok::<_, netns::Error>((lock, ip))
         })
         .await
         .map_err(|e| format!("the lease task failed: {e}"))?
         .map_err(|e| format!("failed to lease a pod address: {e}"))?;
+        // A dual stack pod's IPv6 address follows from its IPv4 one: the one lease holds both.
+        let ip6 = match self.bridge.subnet6() {
+            Some(subnet6) => match subnet6.pod_address(self.bridge.subnet(), ip) {
+                Ok(ip6) => Some(ip6),
+                Err(err) => {
+                    drop(lock);
+                    let _ = self.release(Some(&owner), &host).await;
+                    return Err(format!("no IPv6 address for {ip}: {err}"));
+                }
+            },
+            None => None,
+        };
         // Under the lock: `gc` cannot delete the bridge meanwhile (it does only when no lease
         // is left), and once the lock is let go this pod's lease keeps it.
         let ensured = match self.bridge.ensure(&host).await {
@@ -281,16 +275,11 @@ impl Network {
             .map(|(ip, _)| ip)
             .collect();
         unhook(ips).await?;
-        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
-        blocking(move || {
-            if let Some(ipam6) = ipam6 {
-                ipam6.release(&owner)?;
-            }
-            ipam.release(&owner)
-        })
-        .await
-        .map(drop)
-        .map_err(|e| format!("failed to release the pod's address: {e}"))
+        let ipam = self.ipam.clone();
+        blocking(move || ipam.release(&owner))
+            .await
+            .map(drop)
+            .map_err(|e| format!("failed to release the pod's address: {e}"))
     }
 
     /// Removes `owner`'s hostPorts from the NAT table, if it has any (and the table exists).
@@ -376,17 +365,12 @@ impl Network {
     /// Releases `owner`'s lease, if one is given, then deletes the bridge if no lease is
     /// left, all under the lock. Returns whether it deleted the bridge.
     async fn release(&self, owner: Option<&str>, host: &Netlink) -> Result<bool, String> {
-        let (ipam, ipam6) = (self.ipam.clone(), self.ipam6.clone());
+        let ipam = self.ipam.clone();
         let owner = owner.map(str::to_owned);
         let (lock, released, empty) = tokio::task::spawn_blocking(move || {
             let lock = ipam.lock()?;
             let released = match &owner {
-                Some(owner) => {
-                    if let Some(ipam6) = ipam6 {
-                        ipam6.release(owner)?;
-                    }
-                    lock.release(owner)?
-                }
+                Some(owner) => lock.release(owner)?,
                 None => Vec::new(),
             };
             let empty = lock.leases()?.is_empty();
@@ -454,67 +438,11 @@ pub fn release_gone(gone: impl Fn(&Path) -> bool + Send + Sync + 'static) -> Vec
                     Err(err) => done.push(err),
                 }
             }
-            done.extend(release_gone_ipv6(&gone));
             done
         })
     });
     work.join()
         .unwrap_or_else(|_| vec!["releasing pod addresses failed (a panic)".to_owned()])
-}
-
-/// Releases the IPv6 leases, in every pod network on the host, of pods that `gone` names.
-/// Their veths went with their IPv4 leases ([`Network::sweep`]); a dual stack pod holds one
-/// lease of each family.
-fn release_gone_ipv6(gone: &dyn Fn(&Path) -> bool) -> Vec<String> {
-    let mut done = Vec::new();
-    for (bridge_dir, subnet6) in subnet_dirs::<Subnet6>() {
-        let released = Ipam::open(&bridge_dir, subnet6).and_then(|ipam| {
-            let lock = ipam.lock()?;
-            let mut released = Vec::new();
-            for (ip, owner) in lock.leases()? {
-                if gone(Path::new(&owner)) {
-                    lock.release_ip(ip)?;
-                    released.push(format!(
-                        "released pod address {ip} (of {owner}, whose supervisor is gone)"
-                    ));
-                }
-            }
-            Ok(released)
-        });
-        match released {
-            Ok(lines) => done.extend(lines),
-            Err(err) => done.push(format!(
-                "failed to release the IPv6 leases of gone pods in {}: {err}",
-                bridge_dir.display()
-            )),
-        }
-    }
-    done
-}
-
-/// Every subnet of family `S` with a directory of leases under [`LEASES_DIR`]
-/// (`<bridge>/<network>-<prefix length>`), with its bridge's directory.
-fn subnet_dirs<S: netns::PodSubnet + std::str::FromStr>() -> Vec<(std::path::PathBuf, S)> {
-    let mut found = Vec::new();
-    let Ok(bridges) = std::fs::read_dir(LEASES_DIR) else {
-        return found;
-    };
-    for bridge_dir in bridges.flatten() {
-        let Ok(subnets) = std::fs::read_dir(bridge_dir.path()) else {
-            continue;
-        };
-        for subnet_dir in subnets.flatten() {
-            // The last '-': an IPv6 network's text has none of its own.
-            let name = subnet_dir.file_name().to_string_lossy().into_owned();
-            let Some((network, prefix)) = name.rsplit_once('-') else {
-                continue;
-            };
-            if let Ok(subnet) = format!("{network}/{prefix}").parse::<S>() {
-                found.push((bridge_dir.path(), subnet));
-            }
-        }
-    }
-    found
 }
 
 /// Every pod network with leases on this host, as its directories under [`LEASES_DIR`] name
@@ -547,12 +475,7 @@ fn on_host() -> Result<Vec<Network>, String> {
             ) else {
                 continue;
             };
-            // Its IPv6 leases are swept on their own (release_gone_ipv6).
-            networks.push(Network {
-                bridge,
-                ipam,
-                ipam6: None,
-            });
+            networks.push(Network { bridge, ipam });
         }
     }
     Ok(networks)
