@@ -582,7 +582,13 @@ pub(crate) async fn prepare(
         })?;
     }
     unstage(&pod.dir, &member.name);
-    let rootfs = oci::Rootfs::mount(&image.layers, &dir)
+    // On a thread of the blocking pool: the pod's containers, prepared side by side, mount
+    // their overlays at once instead of one after the other (0.3-0.8 ms each on the 2-core
+    // machine). A prepare dropped meanwhile drops the mount's result, which unmounts it.
+    let (layers, target) = (image.layers.clone(), dir.clone());
+    let rootfs = tokio::task::spawn_blocking(move || oci::Rootfs::mount(&layers, &target))
+        .await
+        .map_err(|e| format!("the root filesystem's mount task failed: {e}"))?
         .map_err(|e| format!("failed to mount the root filesystem: {}", error_chain(&e)))?;
     let made = async {
         let container = bundle_container(pod, member, run, &rootfs, env)?;
