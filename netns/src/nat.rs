@@ -385,27 +385,11 @@ impl Nat {
     /// on this table would drop the jumps to `nodeports` (v2: node ports stop answering) or
     /// `clusterips` too (v1: Services stop answering) and leave the rest.
     pub fn ensure(&self, subnet: Subnet, bridge: &str) -> Result<()> {
-        validate_link_name(bridge)?;
-        if bridge.contains(['"', '\\']) {
-            return Err(Error::InvalidLinkName {
-                name: bridge.to_owned(),
-                reason: "must not contain quotes or backslashes",
-            });
-        }
+        validate_rules_bridge(bridge)?;
         subnet.check_pod_network()?;
         self.set_sysctls(bridge)?;
         let marker = format!("podkit nat v{RULES_VERSION}: pods of {subnet} on {bridge}");
-        let current = self
-            .conn()
-            .chains(NFPROTO_IPV4)
-            .map_err(|source| self.error("list chains ip".into(), source))?
-            .into_iter()
-            .any(|c| {
-                c.table == self.table
-                    && c.name == MARKER_CHAIN
-                    && c.comment.as_deref() == Some(marker.as_str())
-            });
-        if current {
+        if self.has_rules(NFPROTO_IPV4, &marker)? {
             return Ok(());
         }
         self.run_nft(&rules(&self.table, subnet, bridge, &marker))?;
@@ -623,30 +607,14 @@ impl Nat {
     /// on its uplink), which Docker and netavark accept only for networks where IPv6 was
     /// asked for, and podkit's pods have IPv6 by default. It is the host's admin's to set.
     pub fn ensure_ipv6(&self, subnet6: Subnet6, bridge: &str) -> Result<bool> {
-        validate_link_name(bridge)?;
-        if bridge.contains(['"', '\\']) {
-            return Err(Error::InvalidLinkName {
-                name: bridge.to_owned(),
-                reason: "must not contain quotes or backslashes",
-            });
-        }
+        validate_rules_bridge(bridge)?;
         subnet6.check_pod_network()?;
         let forwarding = self.ns.run(|| {
             std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
                 .is_ok_and(|text| text.trim() == "1")
         })?;
         let marker = format!("podkit nat6 v1: pods of {subnet6} on {bridge}");
-        let current = self
-            .conn()
-            .chains(NFPROTO_IPV6)
-            .map_err(|source| self.error("list chains ip6".into(), source))?
-            .into_iter()
-            .any(|c| {
-                c.table == self.table
-                    && c.name == MARKER_CHAIN
-                    && c.comment.as_deref() == Some(marker.as_str())
-            });
-        if current {
+        if self.has_rules(NFPROTO_IPV6, &marker)? {
             return Ok(forwarding);
         }
         self.run_nft(&rules6(&self.table, subnet6, &marker))?;
@@ -762,6 +730,19 @@ impl Nat {
                 Err(self.error(format!("list map ip6 {} {HOSTPORTS}", self.table), source))
             }
         }
+    }
+
+    /// Whether the table of `family` holds the rules `marker` names (the comment on its
+    /// marker chain).
+    fn has_rules(&self, family: u8, marker: &str) -> Result<bool> {
+        let name = if family == NFPROTO_IPV6 { "ip6" } else { "ip" };
+        let chains = self
+            .conn()
+            .chains(family)
+            .map_err(|source| self.error(format!("list chains {name}"), source))?;
+        Ok(chains.into_iter().any(|c| {
+            c.table == self.table && c.name == MARKER_CHAIN && c.comment.as_deref() == Some(marker)
+        }))
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
@@ -1020,12 +1001,7 @@ fn rules(table: &str, subnet: Subnet, bridge: &str, marker: &str) -> String {
          add rule ip {table} {REJECT_CHAIN} meta l4proto tcp reject with tcp reset\n\
          add rule ip {table} {REJECT_CHAIN} reject\n"
     );
-    for chain in chains {
-        s += &format!("add chain ip {table} {chain}\n");
-    }
-    for chain in chains {
-        s += &format!("delete chain ip {table} {chain}\n");
-    }
+    s += &drop_chains("ip", table, &chains);
     s += &format!(
         "add chain ip {table} hostports\n\
          add rule ip {table} hostports dnat ip to ip daddr . meta l4proto . th dport map @{HOSTIP_HOSTPORTS}\n\
@@ -1071,12 +1047,7 @@ fn rules6(table: &str, subnet6: Subnet6, marker: &str) -> String {
         "add table ip6 {table} {{ comment \"podkit: pods' IPv6 NAT and hostPorts (netns::Nat)\"; }}\n\
          add map ip6 {table} {HOSTPORTS} {{ type inet_proto . inet_service : ipv6_addr . inet_service; }}\n"
     );
-    for chain in chains {
-        s += &format!("add chain ip6 {table} {chain}\n");
-    }
-    for chain in chains {
-        s += &format!("delete chain ip6 {table} {chain}\n");
-    }
+    s += &drop_chains("ip6", table, &chains);
     s += &format!(
         "add chain ip6 {table} hostports\n\
          add rule ip6 {table} hostports dnat ip6 to meta l4proto . th dport map @{HOSTPORTS}\n\
@@ -1097,6 +1068,19 @@ struct Mapping6 {
     key: Vec<u8>,
     tag: String,
     data: Vec<u8>,
+}
+
+/// `chains` of the `family` table made if missing, then deleted, so the script can add them
+/// again as they are now, whether or not they were there.
+fn drop_chains(family: &str, table: &str, chains: &[&str]) -> String {
+    let mut s = String::new();
+    for chain in chains {
+        s += &format!("add chain {family} {table} {chain}\n");
+    }
+    for chain in chains {
+        s += &format!("delete chain {family} {table} {chain}\n");
+    }
+    s
 }
 
 /// The data of an IPv6 mapping: `POD_IP6 . POD_PORT`, the address in four 32-bit registers,
@@ -1174,6 +1158,18 @@ fn write_sysctl(path: &Path) -> io::Result<()> {
         return Ok(());
     }
     std::fs::write(path, "1\n")
+}
+
+/// A bridge name the rules can quote: a link name with no quote or backslash.
+fn validate_rules_bridge(bridge: &str) -> Result<()> {
+    validate_link_name(bridge)?;
+    if bridge.contains(['"', '\\']) {
+        return Err(Error::InvalidLinkName {
+            name: bridge.to_owned(),
+            reason: "must not contain quotes or backslashes",
+        });
+    }
+    Ok(())
 }
 
 fn validate_table_name(name: &str) -> Result<()> {

@@ -126,13 +126,7 @@ impl FromStr for Subnet {
 
     /// Parses `A.B.C.D/N`.
     fn from_str(text: &str) -> Result<Self> {
-        let invalid = || Error::InvalidSubnet {
-            subnet: text.to_owned(),
-            reason: "expected an IPv4 network and a prefix length, as 10.90.0.0/16".into(),
-        };
-        let (network, prefix_len) = text.split_once('/').ok_or_else(invalid)?;
-        let network = network.parse().map_err(|_| invalid())?;
-        let prefix_len = prefix_len.parse().map_err(|_| invalid())?;
+        let (network, prefix_len) = parse_cidr(text, "an IPv4 network", "10.90.0.0/16")?;
         Subnet::new(network, prefix_len)
     }
 }
@@ -286,15 +280,21 @@ impl FromStr for Subnet6 {
 
     /// Parses `X:X::/N`.
     fn from_str(text: &str) -> Result<Self> {
-        let invalid = || Error::InvalidSubnet {
-            subnet: text.to_owned(),
-            reason: "expected an IPv6 network and a prefix length, as fd90:706f:646b::/64".into(),
-        };
-        let (network, prefix_len) = text.split_once('/').ok_or_else(invalid)?;
-        let network = network.parse().map_err(|_| invalid())?;
-        let prefix_len = prefix_len.parse().map_err(|_| invalid())?;
+        let (network, prefix_len) = parse_cidr(text, "an IPv6 network", "fd90:706f:646b::/64")?;
         Subnet6::new(network, prefix_len)
     }
+}
+
+/// `NETWORK/N` split and parsed; what `kind` and `example` say when it is not.
+fn parse_cidr<A: FromStr>(text: &str, kind: &str, example: &str) -> Result<(A, u8)> {
+    let invalid = || Error::InvalidSubnet {
+        subnet: text.to_owned(),
+        reason: format!("expected {kind} and a prefix length, as {example}"),
+    };
+    let (network, prefix_len) = text.split_once('/').ok_or_else(invalid)?;
+    let network = network.parse().map_err(|_| invalid())?;
+    let prefix_len = prefix_len.parse().map_err(|_| invalid())?;
+    Ok((network, prefix_len))
 }
 
 fn mask6(prefix_len: u8) -> u128 {
