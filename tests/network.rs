@@ -656,8 +656,13 @@ struct Reply {
 
 /// Connects to 127.0.0.1:`port` until the app there answers (bounded).
 fn ask_local(port: u16) -> Reply {
+    ask_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}
+
+/// Connects to `asked` until the app there answers (bounded).
+fn ask_at(asked: SocketAddr) -> Reply {
+    let port = asked.port();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let asked = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     loop {
         let reply = TcpStream::connect_timeout(&asked, Duration::from_secs(2))
             .ok()
@@ -726,7 +731,7 @@ fn the_hosts_own_clients_reach_host_ports_through_the_connect_hook() {
     let Some(env) = Env::new() else { return };
     let id = std::process::id();
     let (hooked, nat) = (format!("net-hook-{id}"), format!("net-nohook-{id}"));
-    let (tcp, udp, nat_port) = (free_port(), free_port(), free_port());
+    let (tcp, udp, nat_port, tcp6) = (free_port(), free_port(), free_port(), free_port());
     let file = env.file(
         "hook.yaml",
         &format!(
@@ -744,6 +749,9 @@ spec:
   - name: udp
     command: [socat, 'UDP-RECVFROM:7200,fork,reuseaddr', 'SYSTEM:echo udp-$SOCAT_PEERADDR']
     ports: [{{containerPort: 7200, hostPort: {udp}, protocol: UDP}}]
+  - name: tcp6
+    command: [socat, 'TCP6-LISTEN:7106,fork,reuseaddr', 'SYSTEM:echo $SOCAT_PEERADDR']
+    ports: [{{containerPort: 7106, hostPort: {tcp6}}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -783,6 +791,29 @@ spec:
     let (reply, from) = ask_local_udp(udp);
     assert_eq!(reply, "udp-10.90.0.1\n");
     assert_eq!(from, SocketAddr::from((Ipv4Addr::LOCALHOST, udp)));
+    // A dual stack pod's port to a client at [::1]: connect6 sends it to the pod's IPv6
+    // address (no DNAT can: IPv6 has no route_localnet); the app sees the bridge's IPv6
+    // address, getpeername() what the client asked for.
+    if let Some(ip6) = env.pod_ip6(&hooked) {
+        assert!(
+            Path::new("/run/podkit/bpf/links/podkit_connect6").exists(),
+            "the IPv6 hook is pinned"
+        );
+        let asked = SocketAddr::from((Ipv6Addr::LOCALHOST, tcp6));
+        let Reply { text, peer, .. } = ask_at(asked);
+        // socat writes it in full, in brackets.
+        let seen = text
+            .trim()
+            .trim_matches(['[', ']'])
+            .parse::<Ipv6Addr>()
+            .ok();
+        assert_eq!(
+            seen,
+            "fd90:706f:646b::1".parse().ok(),
+            "{text} (the pod: {ip6})"
+        );
+        assert_eq!(peer, asked, "getpeername");
+    }
 
     // The DNAT alone for the pod that asks for it: the kernel's socket is to 127.0.0.1.
     let nat_ip = env.pod_ip(&nat).expect("an IP");

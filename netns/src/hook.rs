@@ -3,7 +3,9 @@
 //! `getpeername4`/`recvmsg4` to give the client back the address it asked for) rewrites a
 //! connect() to a hostPort into a connect() to the pod's IP and port, once per socket, as
 //! Cilium's socket load balancer does for Services: the packets then carry no NAT and need no
-//! conntrack entry. The DNAT rules of [`crate::Nat`] stay in place for every other client (other
+//! conntrack entry. `connect6` and its three siblings do the same for IPv6 clients at `::1`
+//! of a dual stack pod's ports (no hostIP), sent to its IPv6 address: the only way such a
+//! client reaches the pod, as IPv6 has no `route_localnet` for a DNAT from the loopback. The DNAT rules of [`crate::Nat`] stay in place for every other client (other
 //! pods, other hosts, a socket bound to a loopback address), and for every client when the
 //! kernel refuses the hook.
 //!
@@ -15,7 +17,7 @@
 //! build of podkit needs no clang. aya loads it.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
@@ -30,11 +32,15 @@ use crate::{Error, HostPort, Protocol, Result};
 static OBJECT: &[u8] = include_bytes!("../bpf/hostports.bpf.o");
 
 /// The object's programs, each pinned as a link under `links/` of the hook's directory.
-const PROGRAMS: [&str; 4] = [
+const PROGRAMS: [&str; 8] = [
     "podkit_connect4",
     "podkit_sendmsg4",
     "podkit_recvmsg4",
     "podkit_getpeername4",
+    "podkit_connect6",
+    "podkit_sendmsg6",
+    "podkit_recvmsg6",
+    "podkit_getpeername6",
 ];
 
 /// The object's maps, pinned under `maps/`: hostPort -> pod address; rewritten socket -> the
@@ -42,6 +48,10 @@ const PROGRAMS: [&str; 4] = [
 const HOSTPORTS: &str = "hostports";
 const REWRITES: &str = "rewrites";
 const CONFIG: &str = "config";
+/// The same for IPv6 clients (at `::1`) of dual stack pods.
+const HOSTPORTS6: &str = "hostports6";
+const REWRITES6: &str = "rewrites6";
+const MAPS: [&str; 5] = [HOSTPORTS, REWRITES, CONFIG, HOSTPORTS6, REWRITES6];
 
 /// The connect-time hostPort hook, loaded and attached (see the module's documentation).
 #[derive(Debug)]
@@ -74,6 +84,33 @@ fn address(ip: Ipv4Addr, port: u16) -> [u8; 8] {
 /// The pod IP of an address value.
 fn address_ip(value: &[u8; 8]) -> Ipv4Addr {
     Ipv4Addr::new(value[0], value[1], value[2], value[3])
+}
+
+/// A hostPort's IPv6 map key, as `struct hostport6`: address 0 (`::1`; a port with a hostIP
+/// is IPv4 only), port (network order), IP protocol.
+fn key6(port: &HostPort) -> [u8; 20] {
+    let mut key = [0; 20];
+    key[16..18].copy_from_slice(&port.host_port.to_be_bytes());
+    key[18] = match port.protocol {
+        Protocol::Tcp => libc::IPPROTO_TCP as u8,
+        Protocol::Udp => libc::IPPROTO_UDP as u8,
+    };
+    key
+}
+
+/// A dual stack pod's IPv6 address and port, and its IPv4 address (which podkit finds the
+/// pod's entries by), as `struct address6`.
+fn address6(ip6: Ipv6Addr, port: u16, ip: Ipv4Addr) -> [u8; 24] {
+    let mut value = [0; 24];
+    value[..16].copy_from_slice(&ip6.octets());
+    value[16..18].copy_from_slice(&port.to_be_bytes());
+    value[20..].copy_from_slice(&ip.octets());
+    value
+}
+
+/// The pod's IPv4 address of an IPv6 address value.
+fn address6_ip(value: &[u8; 24]) -> Ipv4Addr {
+    Ipv4Addr::new(value[20], value[21], value[22], value[23])
 }
 
 fn hook_error(
@@ -118,9 +155,23 @@ impl ConnectHook {
             return Ok(hook);
         }
         hook.mount()?;
-        // Pins of a load cut short (a SIGKILL between two pins): gone before a new load.
+        // The IPv4 hostPorts of a hook an older podkit loaded (without the IPv6 programs),
+        // which its pods still use: carried over to the new one.
+        let kept: Vec<([u8; 8], [u8; 8])> = hook
+            .hostports()
+            .map(|map| map.iter().flatten().collect())
+            .unwrap_or_default();
+        // Pins of a load cut short (a SIGKILL between two pins) or of an older hook: gone
+        // before a new load.
         hook.unpin();
-        let loaded = hook.load();
+        let loaded = hook.load().and_then(|()| {
+            let mut map = hook.hostports()?;
+            for (key, value) in kept {
+                map.insert(key, value, 0)
+                    .map_err(|e| hook_error("failed to carry a hostPort over", e))?;
+            }
+            Ok(())
+        });
         if loaded.is_err() {
             hook.unpin();
         }
@@ -138,17 +189,36 @@ impl ConnectHook {
     /// this pod's `ensure` and its ports: an error if the hook was removed since (`ensure`
     /// again).
     pub fn set(&self, pod_ip: Ipv4Addr, ports: &[HostPort]) -> Result<()> {
+        self.set_dual_stack(pod_ip, None, ports)
+    }
+
+    /// [`ConnectHook::set`], and for a dual stack pod (`pod_ip6`) its `ports` without a
+    /// hostIP to IPv6 clients at `::1` too, sent to `pod_ip6`; the pod's IPv6 entries are
+    /// found by its IPv4 address, so [`ConnectHook::retain`] and an empty `set` take them.
+    pub fn set_dual_stack(
+        &self,
+        pod_ip: Ipv4Addr,
+        pod_ip6: Option<Ipv6Addr>,
+        ports: &[HostPort],
+    ) -> Result<()> {
         let _lock = self.lock()?;
         if !self.loaded() {
             return Err(self.gone());
         }
         let mut map = self.hostports()?;
         remove_where(&mut map, |value| address_ip(value) == pod_ip)?;
+        let mut map6 = self.hostports6()?;
+        remove_where(&mut map6, |value| address6_ip(value) == pod_ip)?;
         for port in ports {
+            let failed = |e| hook_error(format!("failed to add hostPort {}", port.host_side()), e);
             map.insert(key(port), address(pod_ip, port.container_port), 0)
-                .map_err(|e| {
-                    hook_error(format!("failed to add hostPort {}", port.host_side()), e)
-                })?;
+                .map_err(failed)?;
+            if let Some(ip6) = pod_ip6
+                && port.host_ip.is_none()
+            {
+                map6.insert(key6(port), address6(ip6, port.container_port, pod_ip), 0)
+                    .map_err(failed)?;
+            }
         }
         Ok(())
     }
@@ -171,6 +241,15 @@ impl ConnectHook {
         let mut gone = Vec::new();
         remove_where(&mut map, |value| {
             let ip = address_ip(value);
+            let remove = !keep(ip);
+            if remove && !gone.contains(&ip) {
+                gone.push(ip);
+            }
+            remove
+        })?;
+        let mut map6 = self.hostports6()?;
+        remove_where(&mut map6, |value| {
+            let ip = address6_ip(value);
             let remove = !keep(ip);
             if remove && !gone.contains(&ip) {
                 gone.push(ip);
@@ -219,7 +298,9 @@ impl ConnectHook {
     /// no pod between its `ensure` and its [`ConnectHook::set`] loses it. Whether it removed one.
     pub fn remove_if_unused(dir: impl Into<PathBuf>) -> Result<bool> {
         Self::remove_when(dir.into(), |hook| {
-            Ok(!hook.loaded() || hook.hostports()?.keys().next().is_none())
+            Ok(!hook.loaded()
+                || (hook.hostports()?.keys().next().is_none()
+                    && hook.hostports6()?.keys().next().is_none()))
         })
     }
 
@@ -285,7 +366,7 @@ impl ConnectHook {
         PROGRAMS
             .iter()
             .map(|p| self.dir.join("links").join(p))
-            .chain([HOSTPORTS, REWRITES, CONFIG].map(|m| self.dir.join("maps").join(m)))
+            .chain(MAPS.map(|m| self.dir.join("maps").join(m)))
             .all(|p| p.exists())
     }
 
@@ -351,7 +432,7 @@ impl ConnectHook {
                 source,
             })?;
         }
-        for name in [HOSTPORTS, REWRITES, CONFIG] {
+        for name in MAPS {
             let map = bpf.map(name).ok_or_else(|| missing("map", name))?;
             map.pin(self.dir.join("maps").join(name))
                 .map_err(|e| hook_error(format!("failed to pin map {name}"), e))?;
@@ -391,7 +472,16 @@ impl ConnectHook {
 
     /// The pinned hostPorts map.
     fn hostports(&self) -> Result<HashMap<MapData, [u8; 8], [u8; 8]>> {
-        let path = self.dir.join("maps").join(HOSTPORTS);
+        self.map(HOSTPORTS)
+    }
+
+    /// The pinned IPv6 hostPorts map.
+    fn hostports6(&self) -> Result<HashMap<MapData, [u8; 20], [u8; 24]>> {
+        self.map(HOSTPORTS6)
+    }
+
+    fn map<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<HashMap<MapData, K, V>> {
+        let path = self.dir.join("maps").join(name);
         let data = MapData::from_pin(&path)
             .map_err(|e| hook_error(format!("failed to open {}", path.display()), e))?;
         let map = Map::from_map_data(data)
@@ -408,9 +498,9 @@ fn missing(what: &str, name: &str) -> Error {
 }
 
 /// Removes the entries of `map` whose value `remove` picks.
-fn remove_where(
-    map: &mut HashMap<MapData, [u8; 8], [u8; 8]>,
-    mut remove: impl FnMut(&[u8; 8]) -> bool,
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    mut remove: impl FnMut(&V) -> bool,
 ) -> Result<()> {
     let mut doomed = Vec::new();
     for entry in map.iter() {

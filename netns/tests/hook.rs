@@ -10,7 +10,7 @@ mod common;
 use common::pod;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use netns::{ConnectHook, HostPort, Protocol};
@@ -113,7 +113,50 @@ fn exercise(pins: &std::path::Path) -> Result<(), String> {
     assert_eq!(&buf[..n], b"pong");
     assert_eq!(from, SocketAddr::from((Ipv4Addr::LOCALHOST, udp_host_port)));
 
-    // A hostIP names one address only.
+    // IPv6: a dual stack pod's port to clients at [::1], sent to its IPv6 address (here one
+    // more address on the test namespace's loopback), getpeername() giving back [::1].
+    let added = std::process::Command::new("ip")
+        .args([
+            "-6",
+            "address",
+            "add",
+            "fd90:706f:646b::5/128",
+            "dev",
+            "lo",
+            "nodad",
+        ])
+        .status()
+        .expect("run ip");
+    assert!(added.success(), "ip -6 address add");
+    let pod6: Ipv6Addr = "fd90:706f:646b::5".parse().expect("address");
+    let app6 = TcpListener::bind((pod6, 0)).expect("app6");
+    let app6_port = app6.local_addr().expect("addr").port();
+    let host_port6 = free_port();
+    hook.set_dual_stack(
+        POD,
+        Some(pod6),
+        &[HostPort::new(Protocol::Tcp, host_port6, app6_port)],
+    )
+    .map_err(|e| format!("set_dual_stack: {e:?}"))?;
+    let target = SocketAddr::from((Ipv6Addr::LOCALHOST, host_port6));
+    let mut client = TcpStream::connect_timeout(&target, Duration::from_secs(5)).expect("connect6");
+    let (mut served, _) = app6.accept().expect("accept6");
+    assert_eq!(
+        served.local_addr().expect("local"),
+        SocketAddr::from((pod6, app6_port))
+    );
+    assert_eq!(client.peer_addr().expect("peer"), target);
+    served.write_all(b"hello6").expect("write");
+    drop(served);
+    let mut text = String::new();
+    client.read_to_string(&mut text).expect("read");
+    assert_eq!(text, "hello6");
+    // The pod's IPv4 entry for the same port: 127.0.0.1 still reaches it over IPv4 (the app
+    // listens on its IPv6 address only here: refused, but rewritten to the pod's IPv4 one).
+    assert_eq!(hook.ports().expect("ports").len(), 1);
+
+    // A hostIP names one address only (and a set without an IPv6 address takes the pod's
+    // IPv6 entries off).
     let on_one = free_port();
     hook.set(
         POD,
@@ -134,6 +177,27 @@ fn exercise(pins: &std::path::Path) -> Result<(), String> {
         Some(ErrorKind::ConnectionRefused),
         "not on another address"
     );
+    assert_eq!(
+        TcpStream::connect((Ipv6Addr::LOCALHOST, host_port6))
+            .map_err(|e| e.kind())
+            .err(),
+        Some(ErrorKind::ConnectionRefused),
+        "the IPv6 entry is gone"
+    );
+
+    // A hook of an older podkit, without the IPv6 programs (its pins stood for here by this
+    // one's less those of connect6): ensure loads the new one and carries its pods' ports over.
+    std::fs::remove_file(pins.join("links").join("podkit_connect6")).expect("unpin connect6");
+    std::fs::remove_file(pins.join("maps").join("hostports6")).expect("unpin hostports6");
+    assert!(
+        ConnectHook::open(pins).expect("open").is_none(),
+        "not whole"
+    );
+    let hook =
+        ConnectHook::ensure(pins).map_err(|e| format!("ensure over an older hook: {e:?}"))?;
+    assert_eq!(hook.ports().expect("ports").len(), 1, "carried over");
+    TcpStream::connect((Ipv4Addr::new(127, 0, 0, 9), on_one)).expect("still rewritten");
+    app.accept().expect("accept");
 
     // Taken off (the pod gone): no longer rewritten.
     let gone = hook.retain(|| Ok(|ip| ip != POD)).expect("retain");

@@ -243,8 +243,10 @@ impl Network {
         // left): loaded again, once.
         let hooked = blocking(move || {
             netns::ConnectHook::ensure(HOOK_DIR)
-                .and_then(|hook| hook.set(ip, &on_hook))
-                .or_else(|_| netns::ConnectHook::ensure(HOOK_DIR)?.set(ip, &on_hook))
+                .and_then(|hook| hook.set_dual_stack(ip, ip6, &on_hook))
+                .or_else(|_| {
+                    netns::ConnectHook::ensure(HOOK_DIR)?.set_dual_stack(ip, ip6, &on_hook)
+                })
         })
         .await;
         match hooked {
