@@ -276,11 +276,13 @@ async fn loki_down_then_back_loses_nothing_with_bounded_memory() -> anyhow::Resu
     .await?;
     // Reading pauses: what was read but not accepted stays within the buffers, whatever was
     // written: 2 chunks in the channel, one batch in flight (under 500 lines plus one chunk), one
-    // chunk waiting to be sent (a chunk is at most 1024 lines), and the lines of one 64 KiB read.
+    // chunk waiting to be sent (a chunk is at most 1024 lines), and the lines of one read (256
+    // KiB since the reader reads a chunk's bytes at once: this said 64 KiB, and a CI run
+    // held 6075 lines, over that bound's 5725).
     let in_memory =
         metrics.lines_read.load(Ordering::Relaxed) - metrics.lines_sent.load(Ordering::Relaxed);
     ensure!(
-        in_memory <= 500 + 4 * 1024 + 64 * 1024 / 58,
+        in_memory <= 500 + 4 * 1024 + 256 * 1024 / 58,
         "{in_memory} lines held in memory while Loki is down"
     );
     ensure!(
