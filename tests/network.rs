@@ -408,6 +408,75 @@ spec:
     assert!(!host_link_exists(peer), "the veth pair is gone");
 }
 
+/// A pod made again under its name while its last run's veth is still on the bridge (the kernel
+/// removes it only once the old namespace is torn down): that veth is replaced, not an error.
+#[test]
+fn a_pod_made_again_replaces_its_last_runs_veth() {
+    let Some(env) = Env::new() else { return };
+    let pod = format!("net-again-{}", std::process::id());
+    let file = env.file(
+        "again.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata:
+  name: {pod}
+  annotations: {{podkit.io/host-process: 'true'}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: app
+    command: [sleep, '1000']
+"
+        ),
+    );
+    let _cleanup = Cleanup(&env, vec![pod.clone()]);
+    env.ok(&["apply", "-f", &file]);
+    let index = host_peer_index(&pod);
+    let name = link_name(index);
+    env.ok(&["delete", "-f", &file]);
+    // The last run's veth, as the kernel may still hold it: one of that name on the bridge.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host_link_exists(index) {
+        assert!(Instant::now() < deadline, "the old veth stays");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let made = Command::new("ip")
+        .args([
+            "link",
+            "add",
+            &name,
+            "master",
+            "podkit0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &format!("{name}x"),
+        ])
+        .status()
+        .expect("run ip");
+    assert!(made.success(), "a stand-in veth {name}");
+    env.ok(&["apply", "-f", &file]);
+    let again = host_peer_index(&pod);
+    assert_eq!(link_name(again), name, "the pod's own veth, made again");
+    assert!(env.pod_ip(&pod).is_some());
+}
+
+/// The name of the host's link of index `index`.
+fn link_name(index: u32) -> String {
+    let out = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{index}: ")))
+        .and_then(|rest| rest.split([':', '@']).next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no link {index} in {text}"))
+}
+
 /// Fifty pods up at once get fifty addresses, and give every one back.
 #[test]
 fn fifty_pods_leave_no_address_behind() {

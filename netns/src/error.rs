@@ -389,7 +389,7 @@ pub enum Error {
 
 impl Error {
     /// The errno the kernel answered a netlink request with, if that is what failed.
-    pub(crate) fn netlink_errno(&self) -> Option<i32> {
+    pub fn netlink_errno(&self) -> Option<i32> {
         match self {
             Error::Netlink {
                 source: rtnetlink::Error::NetlinkError(message),

@@ -237,25 +237,16 @@ impl ConnectHook {
             return Ok(Vec::new());
         }
         let keep = judge()?;
-        let mut map = self.hostports()?;
         let mut gone = Vec::new();
-        remove_where(&mut map, |value| {
-            let ip = address_ip(value);
+        let mut take = |ip: Ipv4Addr| {
             let remove = !keep(ip);
             if remove && !gone.contains(&ip) {
                 gone.push(ip);
             }
             remove
-        })?;
-        let mut map6 = self.hostports6()?;
-        remove_where(&mut map6, |value| {
-            let ip = address6_ip(value);
-            let remove = !keep(ip);
-            if remove && !gone.contains(&ip) {
-                gone.push(ip);
-            }
-            remove
-        })?;
+        };
+        remove_where(&mut self.hostports()?, |value| take(address_ip(value)))?;
+        remove_where(&mut self.hostports6()?, |value| take(address6_ip(value)))?;
         Ok(gone)
     }
 

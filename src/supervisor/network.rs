@@ -177,11 +177,7 @@ impl Network {
         };
         drop(lock);
         let attached = match ensured {
-            Ok(()) => self
-                .bridge
-                .attach_dual_stack(&host, pod, &host_interface(&owner), ip, ip6)
-                .await
-                .map_err(|e| super::image::error_chain(&e)),
+            Ok(()) => self.attach(&host, pod, &owner, ip, ip6).await,
             Err(err) => Err(err),
         };
         if let Err(err) = attached {
@@ -196,6 +192,42 @@ impl Network {
         Ok(std::iter::once(IpAddr::V4(ip))
             .chain(ip6.map(IpAddr::V6))
             .collect())
+    }
+
+    /// Puts the pod on the bridge as `owner`'s veth. Its host end's name comes from the owner,
+    /// so a pod made again under the same name right after it was deleted can find the last
+    /// one's veth still there: the kernel removes it only once the old network namespace is
+    /// torn down, after RCU grace periods (longer with the pod's IPv6 addresses; CI saw it).
+    /// That one, a veth port of this bridge and no other link, is deleted and the attach made
+    /// once more.
+    async fn attach(
+        &self,
+        host: &Netlink,
+        pod: &netns::Namespace,
+        owner: &str,
+        ip: Ipv4Addr,
+        ip6: Option<Ipv6Addr>,
+    ) -> Result<(), String> {
+        let host_if = host_interface(owner);
+        let first = self
+            .bridge
+            .attach_dual_stack(host, pod, &host_if, ip, ip6)
+            .await;
+        let retried = match first {
+            Err(err) if err.netlink_errno() == Some(nix::libc::EEXIST) => {
+                debug!(%host_if, "a veth of the pod's last run is still there: deleted");
+                match self.bridge.detach(host, &host_if).await {
+                    Ok(()) => {
+                        self.bridge
+                            .attach_dual_stack(host, pod, &host_if, ip, ip6)
+                            .await
+                    }
+                    Err(_) => Err(err),
+                }
+            }
+            other => other,
+        };
+        retried.map_err(|e| super::image::error_chain(&e))
     }
 
     /// Publishes the pod's hostPorts by DNAT to its address `ip` (and to IPv6 clients, those
