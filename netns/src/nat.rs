@@ -554,6 +554,15 @@ impl Nat {
     pub fn remove(&self) -> Result<bool> {
         let mut removed = false;
         for (family, name) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6")] {
+            // Looked for first (a dump): a deletion the kernel refuses (no IPv6 table on an
+            // IPv4-only host) aborts its transaction, which waits for an RCU grace period.
+            let chains = self
+                .conn()
+                .chains(family)
+                .map_err(|source| self.error(format!("list chains {name}"), source))?;
+            if !chains.iter().any(|c| c.table == self.table) {
+                continue;
+            }
             let message = nftables::del_table(family, &self.table);
             let result = self.conn().transact(vec![message]);
             match result {

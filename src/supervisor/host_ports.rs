@@ -274,7 +274,6 @@ pub(super) async fn publish(
 
 /// Holds `port` on the host at `host_ip` for the pod; an error names a port in use.
 fn hold(port: &HostPort, host_ip: Ipv4Addr) -> Result<Reserved, String> {
-    let proto = if port.udp { "udp" } else { "tcp" };
     let address = (host_ip, port.host_port);
     let held = if port.udp {
         std::net::UdpSocket::bind(address).map(Reserved::Udp)
@@ -283,24 +282,25 @@ fn hold(port: &HostPort, host_ip: Ipv4Addr) -> Result<Reserved, String> {
             .and_then(HeldTcp::new)
             .map(Reserved::Tcp)
     };
-    held.map_err(|err| {
-        let why = if err.kind() == std::io::ErrorKind::AddrInUse {
-            "is already in use".to_owned()
-        } else {
-            format!("cannot be bound: {err}")
-        };
-        format!(
-            "hostPort: port {} ({proto}) on {host_ip} {why}",
-            port.host_port
-        )
-    })
+    held.map_err(|err| not_held(port, &host_ip.to_string(), &err))
+}
+
+/// Why `port` could not be held on the host address `on`: in use (by whom `ss -ltnp` tells),
+/// or the bind's own error.
+fn not_held(port: &HostPort, on: &str, err: &std::io::Error) -> String {
+    let proto = if port.udp { "udp" } else { "tcp" };
+    let why = if err.kind() == std::io::ErrorKind::AddrInUse {
+        "is already in use".to_owned()
+    } else {
+        format!("cannot be bound: {err}")
+    };
+    format!("hostPort: port {} ({proto}) on {on} {why}", port.host_port)
 }
 
 /// Holds `port` (no host IP) on the host's IPv6 addresses, `[::]`, for the pod: a socket of
 /// IPv6 only (IPV6_V6ONLY), beside the IPv4 one of [`hold`].
 fn hold6(port: &HostPort) -> Result<Reserved, String> {
     use socket2::{Domain, Socket, Type};
-    let proto = if port.udp { "udp" } else { "tcp" };
     let bound = || -> std::io::Result<Reserved> {
         let kind = if port.udp { Type::DGRAM } else { Type::STREAM };
         // Close-on-exec, as socket2 makes every socket.
@@ -317,14 +317,7 @@ fn hold6(port: &HostPort) -> Result<Reserved, String> {
         socket.listen(128)?;
         HeldTcp::new(socket.into()).map(Reserved::Tcp)
     };
-    bound().map_err(|err| {
-        let why = if err.kind() == std::io::ErrorKind::AddrInUse {
-            "is already in use".to_owned()
-        } else {
-            format!("cannot be bound: {err}")
-        };
-        format!("hostPort: port {} ({proto}) on [::] {why}", port.host_port)
-    })
+    bound().map_err(|err| not_held(port, "[::]", &err))
 }
 
 /// Starts podkit's relay of `ports` on the host address `ip` into the pod's loopback, until
