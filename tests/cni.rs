@@ -322,8 +322,11 @@ impl Net {
     /// drops a zero group (`fd9d:204:0::2` prints as `fd9d:204::2`), so a prefix of strings
     /// does not say it.
     fn in_subnet6(&self, ip: std::net::Ipv6Addr) -> bool {
-        let net: std::net::Ipv6Addr =
-            self.subnet6().trim_end_matches("/64").parse().expect("an IPv6 network");
+        let net: std::net::Ipv6Addr = self
+            .subnet6()
+            .trim_end_matches("/64")
+            .parse()
+            .expect("an IPv6 network");
         ip.segments()[..4] == net.segments()[..4]
     }
 }
