@@ -19,6 +19,10 @@
 # mount, IPC and UTS namespaces), `runc create` + `runc start` of the three side by side, and
 # down = SIGTERM to each, its exit, `runc delete`: what any tool driving runc pays. The table
 # says how many pods podman made of the Deployment.
+# --runtime crun: podkit runs the pods with crun (PODKIT_RUNTIME=crun) and the floor is crun
+# alone, started as podkit starts it on a hybrid cgroup host (a mount namespace without
+# /sys/fs/cgroup/unified, --cgroup-manager=disabled); podman too uses crun where it can, but
+# crun 1.8.1 refuses hybrid hosts under podman, so there podman stays on runc (printed).
 # Each timed step after `sync` and an idle spell (--idle MS), rounds interleaved after a
 # warm-up round, medians (p90). Prints the table and the target: >= 10x faster than podman.
 #
@@ -29,7 +33,8 @@
 # the run fails.
 #
 # Usage: sudo PODKIT_BIN=path/to/podkit bench/workloads.sh [--rounds N] [--idle MS]
-#             [--podman | --no-podman]      (defaults: --rounds 10 --idle 1000)
+#             [--network pod|none] [--runtime runc|crun] [--podman | --no-podman]
+#             (defaults: --rounds 10 --idle 1000 --network pod --runtime runc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,24 +42,27 @@ ROUNDS=10
 IDLE_MS=1000
 NETWORK=pod
 PODMAN=auto
-usage="usage: $0 [--rounds N] [--idle MS] [--network pod|none] [--podman | --no-podman]"
+RUNTIME=runc
+usage="usage: $0 [--rounds N] [--idle MS] [--network pod|none] [--runtime runc|crun] [--podman | --no-podman]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) ROUNDS="$2"; shift 2 ;;
         --idle) IDLE_MS="$2"; shift 2 ;;
         --network) NETWORK="$2"; shift 2 ;;
+        --runtime) RUNTIME="$2"; shift 2 ;;
         --podman) PODMAN=yes; shift ;;
         --no-podman) PODMAN=no; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
 case "$NETWORK" in pod|none) ;; *) echo "$usage" >&2; exit 2 ;; esac
+case "$RUNTIME" in runc|crun) ;; *) echo "$usage" >&2; exit 2 ;; esac
 for n in "$ROUNDS" "$IDLE_MS"; do
     [[ "$n" =~ ^[0-9]+$ ]] || { echo "$usage" >&2; exit 2; }
 done
 [ "$ROUNDS" -ge 1 ] || { echo "bench/workloads.sh: --rounds >= 1" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "bench/workloads.sh: run as root" >&2; exit 1; }
-for tool in python3 docker-registry skopeo umoci runc /bin/busybox; do
+for tool in python3 docker-registry skopeo umoci runc "$RUNTIME" /bin/busybox; do
     command -v "$tool" >/dev/null || { echo "bench/workloads.sh: missing $tool" >&2; exit 1; }
 done
 case "$PODMAN" in
@@ -98,9 +106,16 @@ cleanup() {
         done
         PODKIT_ROOT="$work/run/podkit" "$PODKIT_BIN" gc >/dev/null 2>&1
     fi
-    if [ -d "$work/run/runc" ]; then
-        for d in $(runc --root "$work/run/runc" list -q 2>/dev/null); do
-            runc --root "$work/run/runc" delete -f "$d" >/dev/null 2>&1
+    if [ -d "$work/run/$RUNTIME" ]; then
+        for d in $("$RUNTIME" --root "$work/run/$RUNTIME" list -q 2>/dev/null); do
+            if [ "$RUNTIME" = crun ]; then
+                # crun's kill of a container it made with --cgroup-manager=disabled.
+                unshare -m sh -c "umount /sys/fs/cgroup/unified 2>/dev/null; \
+                    crun --cgroup-manager=disabled --root '$work/run/crun' delete -f '$d'" \
+                    >/dev/null 2>&1
+            else
+                runc --root "$work/run/runc" delete -f "$d" >/dev/null 2>&1
+            fi
         done
     fi
     if [ -d "$work/podman/pods/root" ] && command -v podman >/dev/null; then
@@ -127,6 +142,7 @@ mkdir "$work/run"
 mount -t tmpfs -o mode=0755 podkit-bench-run "$work/run"
 
 PODKIT="$PODKIT_BIN" WORK="$work" ROUNDS="$ROUNDS" IDLE_MS="$IDLE_MS" NETWORK="$NETWORK" PODMAN="$PODMAN" \
+RUNTIME="$RUNTIME" \
 NOFILE="$(ulimit -Hn)" python3 - <<'PY'
 import glob, gzip, hashlib, io, json, os, select, shutil, signal, socket, statistics
 import subprocess, sys, tarfile, threading, time
@@ -140,6 +156,12 @@ IDLE = int(os.environ["IDLE_MS"]) / 1000
 NETWORK = os.environ["NETWORK"]
 PODMAN_NETWORK = ["--network", "none"] if NETWORK == "none" else []
 PODMAN = os.environ["PODMAN"] == "yes"
+# The runtime of podkit's pods and of the floor; podman's is the same, but for crun on a hybrid
+# cgroup host (cgroup v1 with cgroup2 at /sys/fs/cgroup/unified), which crun refuses under podman.
+RUNTIME = os.environ["RUNTIME"]
+HYBRID = os.path.ismount("/sys/fs/cgroup/unified") and not os.path.exists(
+    "/sys/fs/cgroup/cgroup.controllers")
+PODMAN_RUNTIME = "runc" if RUNTIME == "crun" and HYBRID else RUNTIME
 DEVNULL = subprocess.DEVNULL
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}[os.uname().machine]
 MEMBER = "trap 'exit 0' TERM; sleep 1000 & wait"
@@ -147,7 +169,7 @@ MEMBER = "trap 'exit 0' TERM; sleep 1000 & wait"
 os.makedirs(f"{WORK}/logs")
 os.makedirs(f"{WORK}/tmp")
 ENV = dict(os.environ)
-for key in ("PODKIT", "WORK", "ROUNDS", "IDLE_MS", "NETWORK", "PODMAN", "NOFILE"):
+for key in ("PODKIT", "WORK", "ROUNDS", "IDLE_MS", "NETWORK", "PODMAN", "NOFILE", "RUNTIME"):
     ENV.pop(key, None)
 ENV.update(
     CONTAINERS_REGISTRIES_CONF=f"{WORK}/registries.conf",
@@ -161,14 +183,15 @@ with open(ENV["REGISTRY_AUTH_FILE"], "w") as f:
 # State roots (podkit's pods, runc's containers, podman's runroot and tmpdir) on the tmpfs at
 # RUN, where each tool keeps them by default (/run); images and writable layers on disk.
 RUN = f"{WORK}/run"
-PODKIT_ENV = dict(ENV, PODKIT_ROOT=f"{RUN}/podkit", PODKIT_STORAGE=f"{WORK}/podkit/storage")
+PODKIT_ENV = dict(ENV, PODKIT_ROOT=f"{RUN}/podkit", PODKIT_STORAGE=f"{WORK}/podkit/storage",
+                  PODKIT_RUNTIME=RUNTIME)
 with open(f"{WORK}/containers.conf", "w") as f:
     f.write(f"""[containers]
 # runc fails to raise or even set podman's default limits here; the hard limits work
 default_ulimits = ["nofile={os.environ['NOFILE']}:{os.environ['NOFILE']}", "nproc=4096:4096"]
 [engine]
 # crun refuses cgroup v1 hybrid mode
-runtime = "runc"
+runtime = "{PODMAN_RUNTIME}"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 [network]
@@ -355,7 +378,25 @@ with open(f"{WORK}/registry.pid", "w") as f:
 BUSYBOX = f"{ADDR}/bench/busybox:1"
 PODMAN_PODS = f"{WORK}/podman/pods"
 FLOOR = f"{WORK}/floor"
-RUNC = ["runc", "--root", f"{RUN}/runc"]
+if RUNTIME == "crun" and HYBRID:
+    # As podkit starts crun on a hybrid host: without a cgroup manager, in a mount namespace
+    # without the cgroup2 mount (made in the child before exec; the functions are looked up
+    # here, before any thread, so the child calls no Python machinery that takes a lock).
+    import ctypes
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _unshare, _mount, _umount2 = _libc.unshare, _libc.mount, _libc.umount2
+    _CLONE_NEWNS, _MS_REC, _MS_PRIVATE, _MNT_DETACH = 0x20000, 0x4000, 0x40000, 2
+    _ROOT, _UNIFIED = b"/", b"/sys/fs/cgroup/unified"
+
+    def without_unified():
+        if _unshare(_CLONE_NEWNS) != 0 or _mount(None, _ROOT, None, _MS_REC | _MS_PRIVATE,
+                                                 None) != 0 or _umount2(_UNIFIED, _MNT_DETACH) != 0:
+            os._exit(125)
+    RUNC = [RUNTIME, "--cgroup-manager=disabled", "--root", f"{RUN}/{RUNTIME}"]
+    RUNTIME_SETUP = without_unified
+else:
+    RUNC = [RUNTIME, "--root", f"{RUN}/{RUNTIME}"]
+    RUNTIME_SETUP = None
 floor_ids = set()
 
 
@@ -388,18 +429,18 @@ def floor_round(name, ordered=False):
     def step(i, cmd):
         cid = ids[i]
         pid_file = f"{FLOOR}/b{i}/pid"
-        # runc hands its stdio to the container: a file, not a pipe read to its end.
-        err = f"{FLOOR}/b{i}/runc.err"
+        # The runtime hands its stdio to the container: a file, not a pipe read to its end.
+        err = f"{FLOOR}/b{i}/runtime.err"
         if cmd[0] != "start":
             cmd = cmd + ["--bundle", f"{FLOOR}/b{i}", "--pid-file", pid_file, cid]
         else:
             cmd = cmd + [cid]
         with open(err, "w") as errf:
             code = subprocess.run(RUNC + cmd, stdin=DEVNULL, stdout=DEVNULL,
-                                  stderr=errf).returncode
+                                  stderr=errf, preexec_fn=RUNTIME_SETUP).returncode
         if code != 0:
             with open(err) as errf:
-                raise RuntimeError(f"runc {cmd[0]} {cid}: {errf.read()}")
+                raise RuntimeError(f"{RUNTIME} {cmd[0]} {cid}: {errf.read()}")
         if cmd[0] != "start":
             with open(pid_file) as f:
                 pids[cid] = int(f.read())
@@ -428,9 +469,9 @@ def floor_round(name, ordered=False):
         finally:
             os.close(fd)
         proc = subprocess.run(RUNC + ["delete", cid], stdin=DEVNULL, capture_output=True,
-                              text=True)
+                              text=True, preexec_fn=RUNTIME_SETUP)
         if proc.returncode != 0:
-            raise RuntimeError(f"runc delete {cid}: {proc.stderr}")
+            raise RuntimeError(f"{RUNTIME} delete {cid}: {proc.stderr}")
         floor_ids.discard(cid)
 
     settle()
@@ -626,8 +667,8 @@ try:
     if PODMAN:
         os.makedirs(PODMAN_PODS)
         run(podman(PODMAN_PODS) + ["pull", "--tls-verify=false", BUSYBOX])
-    # The floor's bundles: the busybox image unpacked by umoci, a config for runc alone.
-    os.makedirs(f"{RUN}/runc")
+    # The floor's bundles: the busybox image unpacked by umoci, a config for the runtime alone.
+    os.makedirs(f"{RUN}/{RUNTIME}")
     for i in range(3):
         bundle = f"{FLOOR}/b{i}"
         run(["umoci", "unpack", "--image", f"{LAYOUT}:busybox", bundle])
@@ -664,7 +705,8 @@ finally:
         subprocess.run(podman(PODMAN_PODS) + ["kube", "down", file], stdin=DEVNULL,
                        stdout=DEVNULL, env=ENV)
     for cid in floor_ids:
-        subprocess.run(RUNC + ["delete", "-f", cid], stdin=DEVNULL, stdout=DEVNULL)
+        subprocess.run(RUNC + ["delete", "-f", cid], stdin=DEVNULL, stdout=DEVNULL,
+                       preexec_fn=RUNTIME_SETUP)
     if PODMAN:
         wait_podman(PODMAN_PODS)
         remove_cgroups(podman_cgroups())
@@ -690,13 +732,16 @@ print()
 with open("/proc/loadavg") as f:
     load = f.read().split()[0]
 print(f"a ConfigMap, a 3-replica Deployment (busybox) and a Service; {ROUNDS} rounds "
-      f"interleaved after a warm-up round; pod network: {NETWORK}; load average {load}")
+      f"interleaved after a warm-up round; pod network: {NETWORK}; runtime: {RUNTIME} for "
+      f"podkit and the floor" + (f", {PODMAN_RUNTIME} for podman" if PODMAN else "")
+      + (" (crun refuses this hybrid cgroup host under podman)"
+         if PODMAN and PODMAN_RUNTIME != RUNTIME else "") + f"; load average {load}")
 print()
 ms = lambda s: s * 1000
 up = {t: median(times[t][0]) for t in tools}
 down = {t: median(times[t][1]) for t in tools}
-head = ("| whole file | podkit apply / delete -f (3 pods) | runc create+start / kill+delete of "
-        "the 3 containers (floor) |")
+head = (f"| whole file | podkit apply / delete -f (3 pods) | {RUNTIME} create+start / kill+delete "
+        "of the 3 containers (floor) |")
 sep = "|---|---|---|"
 if PODMAN:
     head += f" podman kube play / down ({podman_replicas} pods) |"

@@ -1098,6 +1098,12 @@ pub fn validate_name(name: &str) -> Result<(), &'static str> {
     validate::dns_subdomain(name)
 }
 
+/// Whether `handler` can name an OCI runtime as a RuntimeClass's `handler` does (a DNS label:
+/// `crun`, `runc`); the reason when not.
+pub fn validate_handler(handler: &str) -> Result<(), &'static str> {
+    validate::dns_label(handler)
+}
+
 /// The registry credentials (docker config JSON, `{"auths": {...}}`) of a Secret of type
 /// `kubernetes.io/dockerconfigjson` or `dockercfg`, as a manifest's or the object store's
 /// Secret holds them; `None` for another type or unreadable credentials.

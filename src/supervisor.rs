@@ -760,15 +760,15 @@ async fn run_in(
     let runtime = images
         .then(|| {
             let handler = match (&plan.runtime_class, &plan.runtime_handler) {
-                (_, Some(handler)) => handler.as_str(),
-                (None, None) => runtime::DEFAULT_HANDLER,
+                (_, Some(handler)) => handler.clone(),
+                (None, None) => runtime::default_handler()?,
                 (Some(class), None) => {
                     return Err(format!(
                         "RuntimeClass {class:?} was not resolved to a handler"
                     ));
                 }
             };
-            let runtime = Runtime::find(handler, dir)?;
+            let runtime = Runtime::find(&handler, dir)?;
             let limited = plan
                 .init_containers
                 .iter()

@@ -1225,6 +1225,78 @@ spec:
     }
 }
 
+/// `PODKIT_RUNTIME` chooses the runtime of pods that name no RuntimeClass (as containerd's
+/// `default_runtime_name`): crun runs the pod, `describe` says so; a name that is no handler,
+/// or a runtime not installed, is refused naming the variable, and leaves nothing.
+#[test]
+fn podkit_runtime_chooses_the_runtime_of_pods_without_a_class() {
+    let env = Env::new();
+    env.push("test/app:1", "hello\n");
+    let image = env.name("test/app:1");
+    let pod = format!("default-rt-{}", std::process::id());
+    let manifest = env.tmp.path().join("default-rt.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {pod}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {image}
+    command: [/bin/sh, -c, 'exec busybox sleep 1000']
+"
+        ),
+    )
+    .expect("manifest");
+    let file = manifest.to_str().expect("utf-8");
+    let _cleanup = scopeguard(|| {
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+    });
+    let with = |runtime: &str| {
+        env.command(&["apply", "-f", file])
+            .env("PODKIT_RUNTIME", runtime)
+            .output()
+            .expect("run podkit")
+    };
+
+    let applied = with("crun");
+    assert!(applied.status.success(), "apply: {}", text(&applied));
+    wait_for_pod(&env, &pod, "Ready", ready);
+    let root = env
+        .state()
+        .join("pods")
+        .join(format!("default_{pod}"))
+        .join("runtime");
+    assert!(
+        root.join("crun")
+            .join(format!("default_{pod}_app"))
+            .exists(),
+        "crun's state for the container is under the pod"
+    );
+    assert!(!root.join("runc").exists(), "runc was not used");
+    let described = env.ok(&["describe", "pod", &pod]);
+    assert!(described.contains("Runtime:       crun"), "{described}");
+    env.ok(&["delete", "pod", &pod]);
+    assert_nothing_left(&env, &pod);
+
+    for (runtime, says) in [
+        ("Crun", "PODKIT_RUNTIME=\"Crun\" "),
+        (
+            "no-such-runtime",
+            "the OCI runtime \"no-such-runtime\", named by PODKIT_RUNTIME, is not installed",
+        ),
+    ] {
+        let refused = with(runtime);
+        assert!(!refused.status.success(), "{}", text(&refused));
+        assert!(text(&refused).contains(says), "{}", text(&refused));
+        let _ = env.podkit(&["delete", "pod", &pod, "--grace-period", "0"]);
+        assert_nothing_left(&env, &pod);
+    }
+}
+
 /// Termination messages, as kubelet reads them: the file mounted at `terminationMessagePath`
 /// (the default /dev/termination-log, also under a read-only root; a path of the container's
 /// choosing, written by a non-root user), or under `FallbackToLogsOnError` the last 80 lines of

@@ -39,8 +39,25 @@ use tracing::{debug, warn};
 use super::Pod;
 use super::reaper::Exit;
 
-/// The runtime podkit uses unless `runtimeClassName` names another.
+/// The runtime podkit uses unless `runtimeClassName` names another or `PODKIT_RUNTIME` is set.
 pub const DEFAULT_HANDLER: &str = "runc";
+
+/// The runtime of pods whose spec names no RuntimeClass: the handler `PODKIT_RUNTIME` names
+/// (`crun`: a program on PATH, as a RuntimeClass's handler), as containerd's
+/// `default_runtime_name` and CRI-O's `default_runtime` choose it for a node's pods; runc when
+/// it is unset or empty.
+pub fn default_handler() -> Result<String, String> {
+    match std::env::var("PODKIT_RUNTIME") {
+        Ok(handler) if !handler.is_empty() => match crate::spec::validate_handler(&handler) {
+            Ok(()) => Ok(handler),
+            Err(why) => Err(format!(
+                "PODKIT_RUNTIME={handler:?} {why}: it names an OCI runtime as a RuntimeClass's \
+                 handler does (crun, runc), a program found on PATH"
+            )),
+        },
+        _ => Ok(DEFAULT_HANDLER.to_owned()),
+    }
+}
 
 /// Where a hybrid cgroup host mounts its cgroup2 hierarchy.
 const UNIFIED: &str = "/sys/fs/cgroup/unified";
@@ -146,8 +163,13 @@ impl Runtime {
     /// The runtime `handler`, found on the supervisor's `PATH`, with its state under `pod_dir`.
     pub fn find(handler: &str, pod_dir: &Path) -> Result<Runtime, String> {
         let program = find_program(handler).ok_or_else(|| {
+            let from = if std::env::var("PODKIT_RUNTIME").as_deref() == Ok(handler) {
+                ", named by PODKIT_RUNTIME,"
+            } else {
+                ""
+            };
             format!(
-                "the OCI runtime {handler:?} is not installed (not found on PATH; Debian's \
+                "the OCI runtime {handler:?}{from} is not installed (not found on PATH; Debian's \
                  package is named {handler})"
             )
         })?;
