@@ -31,6 +31,10 @@
 # pod is on the network yet, as the first pod (the bridge and its NAT table made by it; `podkit
 # gc`, unmeasured, deletes them after each such round).
 # Target: <= 2 ms added.
+# --pin: the clients (wrk, iperf3 -c) on CPU 0 and every mode's servers on CPU 1 (`taskset` in
+# podkit's pods, `--cpuset-cpus` for podman's container), so that keep-alive latency measures
+# the path, not where the scheduler happened to put wrk and nginx: on 2 cores unpinned, p99 at
+# 0.3 ms moved by a third between runs of the same build.
 #
 # Needs: root, python3, nft, iperf3, wrk, nginx (apt-get install -y iperf3 wrk nginx-light
 # nftables); podman (Debian's 4.3, with runc and netavark) for its column, when installed. State
@@ -41,7 +45,7 @@
 # tables netavark leaves behind removed when this run made them, processes ended by pid.
 #
 # Usage: sudo PODKIT_BIN=path/to/podkit bench/network.sh [--duration S] [--rounds N]
-#             [--connections N] [--up-rounds N] [--idle MS] [--podman | --no-podman]
+#             [--connections N] [--up-rounds N] [--idle MS] [--pin] [--podman | --no-podman]
 #        (defaults: --duration 3 --rounds 5 --connections 50 --up-rounds 10 --idle 300)
 #        bench/network.sh --cni [--up-rounds N] [--idle MS]: only pod up and delete on the CNI
 #        path (Debian's plugins) against podkit's bridge and no network (bench/cni.sh).
@@ -54,8 +58,9 @@ CONNECTIONS=50
 UP_ROUNDS=10
 IDLE_MS=300
 PODMAN=auto
+PIN=no
 CNI=no
-usage="usage: $0 [--duration S] [--rounds N] [--connections N] [--up-rounds N] [--idle MS] [--podman | --no-podman] [--cni]"
+usage="usage: $0 [--duration S] [--rounds N] [--connections N] [--up-rounds N] [--idle MS] [--pin] [--podman | --no-podman] [--cni]"
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION="$2"; shift 2 ;;
@@ -66,6 +71,7 @@ while [ $# -gt 0 ]; do
         --podman) PODMAN=yes; shift ;;
         --no-podman) PODMAN=no; shift ;;
         --cni) CNI=yes; shift ;;
+        --pin) PIN=yes; shift ;;
         *) echo "$usage" >&2; exit 2 ;;
     esac
 done
@@ -81,6 +87,10 @@ for tool in python3 nft iperf3 wrk nginx; do
         exit 1
     }
 done
+if [ "$PIN" = yes ]; then
+    command -v taskset >/dev/null || { echo "bench/network.sh: --pin needs taskset (util-linux)" >&2; exit 1; }
+    [ "$(nproc)" -ge 2 ] || { echo "bench/network.sh: --pin needs 2 CPUs" >&2; exit 1; }
+fi
 case "$PODMAN" in
     yes) command -v podman >/dev/null || { echo "bench/network.sh: missing podman (apt-get install -y podman runc)" >&2; exit 1; } ;;
     auto) if command -v podman >/dev/null; then PODMAN=yes; else PODMAN=no; fi ;;
@@ -136,7 +146,8 @@ mkdir "$work/run"
 mount -t tmpfs -o mode=0755 podkit-bench-run "$work/run"
 
 PODKIT="$PODKIT_BIN" WORK="$work" DURATION="$DURATION" ROUNDS="$ROUNDS" CONNECTIONS="$CONNECTIONS" \
-UP_ROUNDS="$UP_ROUNDS" IDLE_MS="$IDLE_MS" PODMAN="$PODMAN" NOFILE="$(ulimit -Hn)" python3 - <<'PY'
+UP_ROUNDS="$UP_ROUNDS" IDLE_MS="$IDLE_MS" PODMAN="$PODMAN" PIN="$PIN" NOFILE="$(ulimit -Hn)" \
+python3 - <<'PY'
 import json, os, shutil, socket, statistics, subprocess, sys, time
 
 PODKIT = os.environ["PODKIT"]
@@ -147,11 +158,15 @@ CONNECTIONS = int(os.environ["CONNECTIONS"])
 UP_ROUNDS = int(os.environ["UP_ROUNDS"])
 IDLE = int(os.environ["IDLE_MS"]) / 1000
 PODMAN = os.environ["PODMAN"] == "yes"
+PIN = os.environ["PIN"] == "yes"
 DEVNULL = subprocess.DEVNULL
+# --pin: clients on CPU 0, servers on CPU 1.
+CLIENT = ["taskset", "-c", "0"] if PIN else []
+SERVER = ["taskset", "-c", "1"] if PIN else []
 
 ENV = dict(os.environ)
 for key in ("PODKIT", "WORK", "DURATION", "ROUNDS", "CONNECTIONS", "UP_ROUNDS", "IDLE_MS",
-            "PODMAN", "NOFILE", "PODKIT_LOG", "PODKIT_BRIDGE", "PODKIT_POD_SUBNET",
+            "PODMAN", "PIN", "NOFILE", "PODKIT_LOG", "PODKIT_BRIDGE", "PODKIT_POD_SUBNET",
             "PODKIT_POD_MTU"):
     ENV.pop(key, None)
 os.makedirs(f"{WORK}/logs")
@@ -251,10 +266,10 @@ spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: web
-    command: [{NGINX}, -c, {conf}]
+    command: [{", ".join(SERVER + [NGINX, "-c", conf])}]
     ports: [{{containerPort: {HTTP}{http}}}]
   - name: iperf
-    command: [{IPERF3}, -s, -p, '{IPERF}']
+    command: [{", ".join(SERVER + [IPERF3, "-s", "-p", f"'{IPERF}'"])}]
     ports: [{{containerPort: {IPERF}{iperf}}}]
 """)
     return path
@@ -329,7 +344,8 @@ def podman_up():
     root = podman_rootfs()
     http, iperf = HOST_PORTS["podman"]
     podman_started = True
-    run(PODMAN_CMD + ["run", "-d", "--name", "netbench", "-p", f"{http}:{HTTP}",
+    pin = ["--cpuset-cpus", "1"] if PIN else []
+    run(PODMAN_CMD + ["run", "-d", "--name", "netbench", *pin, "-p", f"{http}:{HTTP}",
                       "-p", f"{iperf}:{IPERF}", "--rootfs", root, "/bin/sh", "-c",
                       f"{IPERF3} -s -p {IPERF} & exec {NGINX} -c /etc/nginx.conf"])
 
@@ -369,6 +385,7 @@ def wrk(url, close):
     cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", url]
     if close:
         cmd[1:1] = ["-H", "Connection: close"]
+    cmd = CLIENT + cmd
     out = output(cmd)
     rps = p99 = None
     errors = 0
@@ -388,7 +405,8 @@ def wrk(url, close):
 
 
 def iperf3(host, port):
-    out = json.loads(output([IPERF3, "-c", host, "-p", str(port), "-t", str(DURATION), "-J"]))
+    out = json.loads(output(CLIENT + [IPERF3, "-c", host, "-p", str(port), "-t", str(DURATION),
+                                      "-J"]))
     return out["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
@@ -456,7 +474,7 @@ try:
     # Warm-up, unrecorded: a short wrk run through each mode (listen queues, conntrack, caches).
     for mode in modes:
         host, http, _ = target[mode]
-        run(["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", f"http://{host}:{http}/"])
+        run(CLIENT + ["wrk", "-t1", f"-c{CONNECTIONS}", "-d1s", f"http://{host}:{http}/"])
 
     for r in range(ROUNDS):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
@@ -488,7 +506,8 @@ with open("/proc/loadavg") as f:
     load_end = f.read().split()[0]
 print()
 print(f"pod network bench: median of {ROUNDS} rounds (modes rotated), {DURATION}s per run, "
-      f"wrk -t1 -c{CONNECTIONS}, nproc={os.cpu_count()}, load {load_start} at start, "
+      f"wrk -t1 -c{CONNECTIONS}, nproc={os.cpu_count()}, "
+      f"{'clients on CPU 0 and servers on CPU 1, ' if PIN else ''}load {load_start} at start, "
       f"{load_end} at end; direct's pod IP {ip}")
 print()
 print("| mode | iperf3 Gbit/s | conn/s (Connection: close) | req/s (keep-alive) | p99 ms (keep-alive) |")
