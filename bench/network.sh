@@ -162,7 +162,7 @@ PIN = os.environ["PIN"] == "yes"
 DEVNULL = subprocess.DEVNULL
 # --pin: clients on CPU 0, servers on CPU 1.
 CLIENT = ["taskset", "-c", "0"] if PIN else []
-SERVER = ["taskset", "-c", "1"] if PIN else []
+SERVER = ["taskset", "-c", "'1'"] if PIN else []  # YAML: a string
 
 ENV = dict(os.environ)
 for key in ("PODKIT", "WORK", "DURATION", "ROUNDS", "CONNECTIONS", "UP_ROUNDS", "IDLE_MS",
