@@ -1098,6 +1098,23 @@ fn a_missing_image_is_reported_with_kubelets_reasons() {
     assert_nothing_left(&env, &pod);
 }
 
+/// The container `app` of `pod` was made by crun: its state is under the pod's crun root, and
+/// the pod has no runc root.
+fn assert_ran_with_crun(env: &Env, pod: &str) {
+    let root = env
+        .state()
+        .join("pods")
+        .join(format!("default_{pod}"))
+        .join("runtime");
+    assert!(
+        root.join("crun")
+            .join(format!("default_{pod}_app"))
+            .exists(),
+        "crun's state for the container is under the pod"
+    );
+    assert!(!root.join("runc").exists(), "runc was not used");
+}
+
 /// `runtimeClassName` naming a RuntimeClass of the same file whose handler is crun: the pod runs
 /// under crun (on this hybrid cgroup host in the mount namespace crun needs, which `exec`, the
 /// exec probe and `gc` use too); the pod's /etc/hosts has kubelet's hostAliases section and its
@@ -1154,18 +1171,7 @@ spec:
         text(&applied)
     );
     wait_for_pod(&env, &pod, "Ready", ready);
-    let root = env
-        .state()
-        .join("pods")
-        .join(format!("default_{pod}"))
-        .join("runtime");
-    assert!(
-        root.join("crun")
-            .join(format!("default_{pod}_app"))
-            .exists(),
-        "crun's state for the container is under the pod"
-    );
-    assert!(!root.join("runc").exists(), "runc was not used");
+    assert_ran_with_crun(&env, &pod);
     let hosts = env.ok(&["exec", &pod, "-c", "app", "--", "cat", "/etc/hosts"]);
     assert!(
         hosts.ends_with("\n# Entries added by HostAliases.\n10.1.2.3\tfoo.local\tbar.local\n"),
@@ -1265,18 +1271,7 @@ spec:
     let applied = with("crun");
     assert!(applied.status.success(), "apply: {}", text(&applied));
     wait_for_pod(&env, &pod, "Ready", ready);
-    let root = env
-        .state()
-        .join("pods")
-        .join(format!("default_{pod}"))
-        .join("runtime");
-    assert!(
-        root.join("crun")
-            .join(format!("default_{pod}_app"))
-            .exists(),
-        "crun's state for the container is under the pod"
-    );
-    assert!(!root.join("runc").exists(), "runc was not used");
+    assert_ran_with_crun(&env, &pod);
     let described = env.ok(&["describe", "pod", &pod]);
     assert!(described.contains("Runtime:       crun"), "{described}");
     env.ok(&["delete", "pod", &pod]);
