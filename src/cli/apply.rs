@@ -32,6 +32,11 @@ use super::parse_duration;
   podkit apply -f web.yaml --dry-run
   podkit apply -f manifests/          (every *.yaml, *.yml and *.json file, by name)
   cat web.yaml | podkit apply -f -
+  PODKIT_RUNTIME=crun podkit apply -f web.yaml   (crun for pods that name no RuntimeClass)
+
+Environment, read by the supervisors and controllers apply starts: PODKIT_RUNTIME (the OCI
+runtime of pods without a runtimeClassName; runc when unset), PODKIT_BRIDGE, PODKIT_POD_SUBNET,
+PODKIT_POD_SUBNET6, PODKIT_POD_MTU, PODKIT_SERVICE_SUBNET, PODKIT_CNI_CONF_DIR (see README).
 
 Exit codes: 0 when every pod runs (or is unchanged), 1 when one failed to start.")]
 pub struct ApplyArgs {
