@@ -759,16 +759,19 @@ async fn run_in(
         .any(|m| matches!(m.runs, crate::spec::Runs::Image(_)));
     let runtime = images
         .then(|| {
-            let handler = match (&plan.runtime_class, &plan.runtime_handler) {
-                (_, Some(handler)) => handler.clone(),
-                (None, None) => runtime::default_handler()?,
+            let (handler, named_by) = match (&plan.runtime_class, &plan.runtime_handler) {
+                (_, Some(handler)) => (handler.clone(), None),
+                (None, None) => match runtime::configured_handler()? {
+                    Some(handler) => (handler, Some(runtime::RUNTIME_VAR)),
+                    None => (runtime::DEFAULT_HANDLER.to_owned(), None),
+                },
                 (Some(class), None) => {
                     return Err(format!(
                         "RuntimeClass {class:?} was not resolved to a handler"
                     ));
                 }
             };
-            let runtime = Runtime::find(&handler, dir)?;
+            let runtime = Runtime::find(&handler, named_by, dir)?;
             let limited = plan
                 .init_containers
                 .iter()

@@ -1252,8 +1252,10 @@ fn describe_one(pod: &PodState) -> String {
         .or_else(|| plan.as_ref().and_then(|p| p.runtime_handler.clone()))
         .unwrap_or_else(|| match class {
             Some(class) => format!("the handler of RuntimeClass {class:?}"),
-            None => crate::supervisor::runtime::default_handler()
-                .unwrap_or_else(|_| crate::supervisor::runtime::DEFAULT_HANDLER.to_owned()),
+            None => crate::supervisor::runtime::configured_handler()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| crate::supervisor::runtime::DEFAULT_HANDLER.to_owned()),
         });
     let _ = writeln!(out, "State dir:    {}", pod.dir.display());
     match pod.supervisor {

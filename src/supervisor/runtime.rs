@@ -42,20 +42,23 @@ use super::reaper::Exit;
 /// The runtime podkit uses unless `runtimeClassName` names another or `PODKIT_RUNTIME` is set.
 pub const DEFAULT_HANDLER: &str = "runc";
 
-/// The runtime of pods whose spec names no RuntimeClass: the handler `PODKIT_RUNTIME` names
-/// (`crun`: a program on PATH, as a RuntimeClass's handler), as containerd's
-/// `default_runtime_name` and CRI-O's `default_runtime` choose it for a node's pods; runc when
-/// it is unset or empty.
-pub fn default_handler() -> Result<String, String> {
-    match std::env::var("PODKIT_RUNTIME") {
+/// The variable that names the runtime of pods whose spec names no RuntimeClass.
+pub const RUNTIME_VAR: &str = "PODKIT_RUNTIME";
+
+/// The runtime of pods whose spec names no RuntimeClass when [`RUNTIME_VAR`] names one (`crun`:
+/// a program on PATH, as a RuntimeClass's handler), as containerd's `default_runtime_name` and
+/// CRI-O's `default_runtime` choose it for a node's pods; `None` when it is unset or empty
+/// (then [`DEFAULT_HANDLER`]).
+pub fn configured_handler() -> Result<Option<String>, String> {
+    match std::env::var(RUNTIME_VAR) {
         Ok(handler) if !handler.is_empty() => match crate::spec::validate_handler(&handler) {
-            Ok(()) => Ok(handler),
+            Ok(()) => Ok(Some(handler)),
             Err(why) => Err(format!(
-                "PODKIT_RUNTIME={handler:?} {why}: it names an OCI runtime as a RuntimeClass's \
+                "{RUNTIME_VAR}={handler:?} {why}: it names an OCI runtime as a RuntimeClass's \
                  handler does (crun, runc), a program found on PATH"
             )),
         },
-        _ => Ok(DEFAULT_HANDLER.to_owned()),
+        _ => Ok(None),
     }
 }
 
@@ -160,14 +163,12 @@ pub(crate) struct Output {
 }
 
 impl Runtime {
-    /// The runtime `handler`, found on the supervisor's `PATH`, with its state under `pod_dir`.
-    pub fn find(handler: &str, pod_dir: &Path) -> Result<Runtime, String> {
+    /// The runtime `handler`, found on the supervisor's `PATH`, with its state under `pod_dir`;
+    /// `named_by` says where the name came from when it was not the pod's spec (an
+    /// environment variable), for the error.
+    pub fn find(handler: &str, named_by: Option<&str>, pod_dir: &Path) -> Result<Runtime, String> {
         let program = find_program(handler).ok_or_else(|| {
-            let from = if std::env::var("PODKIT_RUNTIME").as_deref() == Ok(handler) {
-                ", named by PODKIT_RUNTIME,"
-            } else {
-                ""
-            };
+            let from = named_by.map_or_else(String::new, |by| format!(", named by {by},"));
             format!(
                 "the OCI runtime {handler:?}{from} is not installed (not found on PATH; Debian's \
                  package is named {handler})"
