@@ -469,13 +469,16 @@ impl Nat {
         {
             return Ok(false);
         }
+        let tag = element_tag(owner);
+        // The owner's IPv6 mappings first: its chain is what `owners` finds it by, so were it
+        // gone first, a process killed in between would leave those for no `gc` to find.
+        self.unpublish_ipv6(&tag)?;
         // Another writer's change between the listing and the deletion makes the kernel
         // refuse it; then look again.
         for _ in 0..3 {
             let Some(published) = self.list()? else {
                 return Ok(false);
             };
-            let tag = element_tag(owner);
             let mut messages = vec![nftables::del_chain(NFPROTO_IPV4, &self.table, &chain)];
             for map in [HOSTPORTS, HOSTIP_HOSTPORTS] {
                 let keys: Vec<Vec<u8>> = published
@@ -495,7 +498,6 @@ impl Nat {
             let result = self.conn().transact(messages);
             match result {
                 Ok(()) => {
-                    self.unpublish_ipv6(&tag)?;
                     debug!(owner, table = %self.table, "unpublished host ports");
                     return Ok(true);
                 }
@@ -516,13 +518,10 @@ impl Nat {
     /// whose pods are gone. Equal to `nft list chains ip` and reading the comments of
     /// podkit's `owner-` chains. No table is no owner.
     pub fn owners(&self) -> Result<Vec<String>> {
-        let chains = self
-            .conn()
-            .chains(NFPROTO_IPV4)
-            .map_err(|source| self.error("list chains ip".into(), source))?;
-        let mut owners: Vec<String> = chains
+        let mut owners: Vec<String> = self
+            .family_chains(NFPROTO_IPV4)?
             .into_iter()
-            .filter(|c| c.table == self.table && c.name.starts_with(OWNER_PREFIX))
+            .filter(|c| c.name.starts_with(OWNER_PREFIX))
             .filter_map(|c| c.comment)
             .collect();
         owners.sort();
@@ -553,16 +552,13 @@ impl Nat {
     /// sysctls stay as they are.
     pub fn remove(&self) -> Result<bool> {
         let mut removed = false;
-        for (family, name) in [(NFPROTO_IPV4, "ip"), (NFPROTO_IPV6, "ip6")] {
+        for family in [NFPROTO_IPV4, NFPROTO_IPV6] {
             // Looked for first (a dump): a deletion the kernel refuses (no IPv6 table on an
             // IPv4-only host) aborts its transaction, which waits for an RCU grace period.
-            let chains = self
-                .conn()
-                .chains(family)
-                .map_err(|source| self.error(format!("list chains {name}"), source))?;
-            if !chains.iter().any(|c| c.table == self.table) {
+            if self.family_chains(family)?.is_empty() {
                 continue;
             }
+            let name = family_name(family);
             let message = nftables::del_table(family, &self.table);
             let result = self.conn().transact(vec![message]);
             match result {
@@ -744,14 +740,23 @@ impl Nat {
     /// Whether the table of `family` holds the rules `marker` names (the comment on its
     /// marker chain).
     fn has_rules(&self, family: u8, marker: &str) -> Result<bool> {
-        let name = if family == NFPROTO_IPV6 { "ip6" } else { "ip" };
+        Ok(self
+            .family_chains(family)?
+            .into_iter()
+            .any(|c| c.name == MARKER_CHAIN && c.comment.as_deref() == Some(marker)))
+    }
+
+    /// This table's chains in `family` (`nft list chains ip|ip6`, kept to this table's); none
+    /// without the table.
+    fn family_chains(&self, family: u8) -> Result<Vec<nftables::Chain>> {
         let chains = self
             .conn()
             .chains(family)
-            .map_err(|source| self.error(format!("list chains {name}"), source))?;
-        Ok(chains.into_iter().any(|c| {
-            c.table == self.table && c.name == MARKER_CHAIN && c.comment.as_deref() == Some(marker)
-        }))
+            .map_err(|source| self.error(format!("list chains {}", family_name(family)), source))?;
+        Ok(chains
+            .into_iter()
+            .filter(|c| c.table == self.table)
+            .collect())
     }
 
     fn conn(&self) -> MutexGuard<'_, Conn> {
@@ -848,13 +853,10 @@ impl Nat {
         if !tag.starts_with(OWNER_PREFIX) {
             return Ok(tag.to_owned());
         }
-        let chains = self
-            .conn()
-            .chains(NFPROTO_IPV4)
-            .map_err(|source| self.error("list chains ip".into(), source))?;
-        Ok(chains
+        Ok(self
+            .family_chains(NFPROTO_IPV4)?
             .into_iter()
-            .find(|c| c.table == self.table && c.name == tag)
+            .find(|c| c.name == tag)
             .and_then(|c| c.comment)
             .filter(|owner| element_tag(owner) == tag)
             .unwrap_or_else(|| tag.to_owned()))
@@ -1167,6 +1169,11 @@ fn write_sysctl(path: &Path) -> io::Result<()> {
         return Ok(());
     }
     std::fs::write(path, "1\n")
+}
+
+/// The name `nft` gives a table family of this crate: `ip` or `ip6`.
+fn family_name(family: u8) -> &'static str {
+    if family == NFPROTO_IPV6 { "ip6" } else { "ip" }
 }
 
 /// A bridge name the rules can quote: a link name with no quote or backslash.

@@ -561,14 +561,7 @@ impl Nat {
     }
 
     fn table_chains(&self) -> Result<Vec<Chain>> {
-        let chains = self
-            .conn()
-            .chains(NFPROTO_IPV4)
-            .map_err(|source| self.error("list chains ip".into(), source))?;
-        Ok(chains
-            .into_iter()
-            .filter(|c| c.table == self.table)
-            .collect())
+        self.family_chains(NFPROTO_IPV4)
     }
 
     fn not_ready(&self) -> Error {
