@@ -20,23 +20,13 @@ impl Subnet {
     /// The subnet `network/prefix_len`. `network` must have its host bits zero (`10.90.0.0/16`,
     /// not `10.90.1.0/16`): a typo there would otherwise silently pick another range.
     pub fn new(network: Ipv4Addr, prefix_len: u8) -> Result<Self> {
-        if prefix_len > 32 {
-            return Err(Error::InvalidSubnet {
-                subnet: format!("{network}/{prefix_len}"),
-                reason: "the prefix length must be 0 to 32".into(),
-            });
-        }
-        let subnet = Subnet {
-            network: Ipv4Addr::from(u32::from(network) & mask(prefix_len)),
+        check_network(network, prefix_len, 32, || {
+            Ipv4Addr::from(u32::from(network) & mask(prefix_len))
+        })?;
+        Ok(Subnet {
+            network,
             prefix_len,
-        };
-        if subnet.network != network {
-            return Err(Error::InvalidSubnet {
-                subnet: format!("{network}/{prefix_len}"),
-                reason: format!("host bits are set: did you mean {subnet}?"),
-            });
-        }
-        Ok(subnet)
+        })
     }
 
     /// For constants known to be valid.
@@ -92,14 +82,7 @@ impl Subnet {
         } else {
             None
         };
-        match reason {
-            Some(reason) => Err(Error::InvalidPodAddress {
-                ip: ip.into(),
-                subnet: self.to_string(),
-                reason,
-            }),
-            None => Ok(()),
-        }
+        pod_ip_checked(ip.into(), self, reason)
     }
 
     /// [`Error::InvalidSubnet`] unless the subnet holds a network, a gateway, a broadcast
@@ -149,23 +132,13 @@ impl Subnet6 {
     /// The subnet `network/prefix_len`; `network` must have its host bits zero, as for
     /// [`Subnet::new`].
     pub fn new(network: Ipv6Addr, prefix_len: u8) -> Result<Self> {
-        if prefix_len > 128 {
-            return Err(Error::InvalidSubnet {
-                subnet: format!("{network}/{prefix_len}"),
-                reason: "the prefix length must be 0 to 128".into(),
-            });
-        }
-        let subnet = Subnet6 {
-            network: Ipv6Addr::from(u128::from(network) & mask6(prefix_len)),
+        check_network(network, prefix_len, 128, || {
+            Ipv6Addr::from(u128::from(network) & mask6(prefix_len))
+        })?;
+        Ok(Subnet6 {
+            network,
             prefix_len,
-        };
-        if subnet.network != network {
-            return Err(Error::InvalidSubnet {
-                subnet: format!("{network}/{prefix_len}"),
-                reason: format!("host bits are set: did you mean {subnet}?"),
-            });
-        }
-        Ok(subnet)
+        })
     }
 
     /// For constants known to be valid.
@@ -246,14 +219,7 @@ impl Subnet6 {
         } else {
             None
         };
-        match reason {
-            Some(reason) => Err(Error::InvalidPodAddress {
-                ip: ip.into(),
-                subnet: self.to_string(),
-                reason,
-            }),
-            None => Ok(()),
-        }
+        pod_ip_checked(ip.into(), self, reason)
     }
 
     /// [`Error::InvalidSubnet`] unless the subnet holds a network, a gateway and at least one
@@ -282,6 +248,47 @@ impl FromStr for Subnet6 {
     fn from_str(text: &str) -> Result<Self> {
         let (network, prefix_len) = parse_cidr(text, "an IPv6 network", "fd90:706f:646b::/64")?;
         Subnet6::new(network, prefix_len)
+    }
+}
+
+/// [`Error::InvalidSubnet`] unless `prefix_len` fits an address of `bits` and `network` has
+/// its host bits zero (`masked` is the network with them cleared: what the user meant).
+fn check_network<A: fmt::Display + PartialEq>(
+    network: A,
+    prefix_len: u8,
+    bits: u8,
+    masked: impl FnOnce() -> A,
+) -> Result<()> {
+    let invalid = |reason: String| Error::InvalidSubnet {
+        subnet: format!("{network}/{prefix_len}"),
+        reason,
+    };
+    if prefix_len > bits {
+        return Err(invalid(format!("the prefix length must be 0 to {bits}")));
+    }
+    let masked = masked();
+    if masked != network {
+        return Err(invalid(format!(
+            "host bits are set: did you mean {masked}/{prefix_len}?"
+        )));
+    }
+    Ok(())
+}
+
+/// [`Error::InvalidPodAddress`] for `ip` on `subnet` when there is a `reason` it cannot be a
+/// pod's.
+fn pod_ip_checked(
+    ip: std::net::IpAddr,
+    subnet: &impl fmt::Display,
+    reason: Option<&'static str>,
+) -> Result<()> {
+    match reason {
+        Some(reason) => Err(Error::InvalidPodAddress {
+            ip,
+            subnet: subnet.to_string(),
+            reason,
+        }),
+        None => Ok(()),
     }
 }
 
